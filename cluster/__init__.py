@@ -1,0 +1,1 @@
+"""Running raysync on a Ray cluster: job entrypoint and manifests."""

@@ -1,0 +1,3 @@
+"""raysync: asynchronous federated learning on Ray, tuned by queueing theory."""
+
+__version__ = "0.1.0"

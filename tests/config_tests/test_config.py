@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raysync.config import (
+    AlgorithmConfig,
+    ClientSpec,
+    DataConfig,
+    ModelConfig,
+    RoutingConfig,
+    RunConfig,
+    ServiceTimeSpec,
+    SystemConfig,
+    dump_config,
+    load_config,
+)
+from raysync.exceptions import ConfigError, RaySyncError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny.toml"
+
+
+def _clients(rates: list[float]) -> tuple[ClientSpec, ...]:
+    return tuple(ClientSpec(service_time=ServiceTimeSpec(rate=r)) for r in rates)
+
+
+def test_example_config_loads() -> None:
+    config = load_config(EXAMPLE)
+    assert config.num_clients == 4
+    assert config.concurrency == 6
+    assert config.service_rates == (1.0, 2.0, 4.0, 0.5)
+    assert config.routing_probabilities == (0.4, 0.3, 0.2, 0.1)
+
+
+def test_config_error_is_value_error_and_raysync_error() -> None:
+    with pytest.raises(ValueError):
+        SystemConfig(clients=_clients([1.0]), concurrency=0)
+    assert issubclass(ConfigError, RaySyncError)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: ServiceTimeSpec(rate=-1.0), r"service_time.rate must be > 0, got -1.0"),
+        (lambda: ServiceTimeSpec(rate=math.inf), r"service_time.rate must be finite"),
+        (lambda: ServiceTimeSpec(kind="weibull", rate=1.0), r"service_time.kind must be one of"),
+        (lambda: ServiceTimeSpec(kind="trace", durations=()), r"durations must be a non-empty"),
+        (lambda: ServiceTimeSpec(kind="lognormal", mean=1.0, cv=0.0), r"service_time.cv must be"),
+        (lambda: ClientSpec(num_cpus=-0.5), r"num_cpus must be >= 0, got -0.5"),
+        (lambda: ClientSpec(resources={"tier": -1}), r"resources.tier must be > 0, got -1"),
+        (lambda: ClientSpec(resources={"CPU": 1}), r"resources.CPU is reserved"),
+        (
+            lambda: RoutingConfig(kind="fixed", p=(0.5, 0.47)),
+            r"routing.p must sum to 1, got sum=0.97 for 2 clients",
+        ),
+        (lambda: RoutingConfig(kind="fixed", p=(1.0, 0.0)), r"routing.p\[1\] must be > 0"),
+        (lambda: RoutingConfig(kind="fixed"), r"routing.p is required"),
+        (lambda: RoutingConfig(kind="nearest"), r"routing.kind must be one of"),
+        (lambda: AlgorithmConfig(name="sgd"), r"algorithm.name must be one of .*got 'sgd'"),
+        (lambda: AlgorithmConfig(lr=0.0), r"algorithm.lr must be > 0, got 0.0"),
+        (lambda: AlgorithmConfig(alpha=1.5), r"algorithm.alpha must be in \(0, 1\]"),
+        (lambda: AlgorithmConfig(buffer_size=0), r"algorithm.buffer_size must be an integer >= 1"),
+        (lambda: AlgorithmConfig(staleness="exp"), r"algorithm.staleness must be one of"),
+        (lambda: DataConfig(dataset="cifar"), r"data.dataset must be one of"),
+        (lambda: DataConfig(dataset="directory"), r"data.path is required"),
+        (lambda: DataConfig(alpha=-1.0), r"data.alpha must be > 0"),
+        (lambda: ModelConfig(name="resnet"), r"model.name must be one of"),
+        (lambda: RunConfig(num_updates=0), r"run.num_updates must be an integer >= 1, got 0"),
+        (lambda: RunConfig(time_budget=-5.0), r"run.time_budget must be > 0, got -5.0"),
+        (lambda: RunConfig(time_scale=-1.0), r"run.time_scale must be >= 0"),
+        (
+            lambda: SystemConfig(clients=_clients([1.0, 2.0]), concurrency=0),
+            r"concurrency must be an integer >= 1, got 0",
+        ),
+        (
+            lambda: SystemConfig(clients=_clients([1.0, 2.0]), concurrency=2.5),
+            r"concurrency must be an integer >= 1, got 2.5",
+        ),
+        (
+            lambda: SystemConfig(
+                clients=_clients([1.0, 2.0]),
+                concurrency=2,
+                routing=RoutingConfig(kind="fixed", p=(0.2, 0.3, 0.5)),
+            ),
+            r"routing.p must have one entry per client \(n=2\), got 3",
+        ),
+        (
+            lambda: SystemConfig(
+                clients=_clients([1.0, 2.0]),
+                concurrency=3,
+                routing=RoutingConfig(kind="return_to_sender"),
+                algorithm=AlgorithmConfig(name="asyncsgd"),
+            ),
+            r"concurrency must equal the number of clients \(n=2\).*got 3",
+        ),
+        (
+            lambda: SystemConfig(
+                clients=_clients([1.0, 2.0]),
+                concurrency=2,
+                algorithm=AlgorithmConfig(name="asyncsgd"),
+            ),
+            r"algorithm 'asyncsgd' needs routing.kind = 'return_to_sender'",
+        ),
+        (lambda: SystemConfig(clients=(), concurrency=1), r"at least one client"),
+    ],
+)
+def test_each_rule_is_rejected_with_its_message(build, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build()
+
+
+def test_service_time_rate_and_mean_are_interchangeable() -> None:
+    assert ServiceTimeSpec(kind="exponential", mean=0.25).rate == 4.0
+    assert ServiceTimeSpec(kind="deterministic", rate=4.0).mean == 0.25
+    assert ServiceTimeSpec(kind="trace", durations=(1.0, 3.0)).service_rate == 0.5
+    assert ServiceTimeSpec(kind="lognormal", mean=2.0).cv == 1.0
+
+
+def test_run_defaults_to_1000_updates_without_a_budget() -> None:
+    assert RunConfig().num_updates == 1000
+    assert RunConfig(time_budget=5.0).num_updates is None
+
+
+def test_unknown_keys_are_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(EXAMPLE.read_text().replace("lr = 0.05", "lr = 0.05\nmomentum = 0.9"))
+    with pytest.raises(ConfigError, match=r"unknown key 'momentum' in \[algorithm\]"):
+        load_config(path)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("concurrency = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_count_replicates_client_tables(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text(
+        "concurrency = 10\n"
+        "[[clients]]\ncount = 3\nservice_time = { kind = 'exponential', rate = 10.0 }\n"
+        "resources = { tier_fast = 1 }\n"
+        "[[clients]]\ncount = 7\nservice_time = { kind = 'deterministic', mean = 1.0 }\n"
+    )
+    config = load_config(path)
+    assert config.num_clients == 10
+    assert config.service_rates == (10.0,) * 3 + (1.0,) * 7
+    assert config.clients[0].resources == {"tier_fast": 1}
+    assert config.routing_probabilities == (0.1,) * 10
+
+
+def test_toml_round_trip(tmp_path: Path) -> None:
+    config = load_config(EXAMPLE).replace(
+        algorithm=AlgorithmConfig(name="fedbuff", buffer_size=4, staleness="hinge"),
+        run=RunConfig(num_updates=None, time_budget=12.5, time_scale=0.0),
+    )
+    out = tmp_path / "round.toml"
+    dump_config(config, out)
+    assert load_config(out) == config
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    weights=st.lists(st.floats(min_value=1e-3, max_value=1e3), min_size=1, max_size=30),
+    concurrency=st.integers(min_value=1, max_value=100),
+)
+def test_any_normalised_routing_is_accepted_and_round_trips(
+    weights: list[float], concurrency: int
+) -> None:
+    total = math.fsum(weights)
+    p = tuple(w / total for w in weights)
+    config = SystemConfig(
+        clients=_clients([1.0] * len(p)),
+        concurrency=concurrency,
+        routing=RoutingConfig(kind="fixed", p=p),
+    )
+    assert SystemConfig.from_dict(config.to_dict()) == config

@@ -1,0 +1,1 @@
+"""Optuna studies over concurrency and routing, built on :mod:`raysync`."""
