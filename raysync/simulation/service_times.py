@@ -8,10 +8,22 @@ distribution knows its analytic mean and variance and samples from an injected
 from __future__ import annotations
 
 import abc
+import math
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["BaseServiceTime"]
+from raysync.config import ServiceTimeSpec
+from raysync.exceptions import ConfigError
+
+__all__ = [
+    "BaseServiceTime",
+    "DeterministicServiceTime",
+    "ExponentialServiceTime",
+    "LogNormalServiceTime",
+    "TraceServiceTime",
+    "make_service_time",
+]
 
 
 class BaseServiceTime(abc.ABC):
@@ -35,3 +47,241 @@ class BaseServiceTime(abc.ABC):
     @abc.abstractmethod
     def sample(self, rng: np.random.Generator, size: int | None = None) -> float | np.ndarray:
         """Draw one duration (``size=None``) or an array of ``size`` durations."""
+
+
+def _check_positive_finite(name: str, value: object) -> float:
+    """Return ``value`` as a float, or raise ConfigError unless it is finite and > 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    result = float(value)
+    if not math.isfinite(result) or result <= 0:
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    return result
+
+
+class ExponentialServiceTime(BaseServiceTime):
+    """Exponential service time with rate ``mu`` (the closed Jackson network's case).
+
+    Density ``mu * exp(-mu * t)``; mean ``1 / mu``; variance ``1 / mu**2``.
+
+    Args:
+        rate: Service rate ``mu`` in tasks per second, finite and > 0.
+
+    Raises:
+        ConfigError: ``rate`` is not a finite number > 0.
+    """
+
+    def __init__(self, *, rate: float) -> None:
+        self._rate = _check_positive_finite("exponential service rate", rate)
+        self._scale = 1.0 / self._rate
+
+    @property
+    def mean(self) -> float:
+        """Mean ``1 / rate``."""
+        return self._scale
+
+    @property
+    def variance(self) -> float:
+        """Variance ``1 / rate**2``."""
+        return self._scale * self._scale
+
+    @property
+    def rate(self) -> float:
+        """The rate ``mu`` the distribution was built with."""
+        return self._rate
+
+    def sample(self, rng: np.random.Generator, size: int | None = None) -> float | np.ndarray:
+        """Draw one duration (``size=None``) or an array of ``size`` durations."""
+        if size is None:
+            return float(rng.exponential(self._scale))
+        return rng.exponential(self._scale, size=size)
+
+    def __repr__(self) -> str:
+        return f"ExponentialServiceTime(rate={self._rate!r})"
+
+
+class DeterministicServiceTime(BaseServiceTime):
+    """Every task takes exactly ``duration`` seconds (mean ``duration``, variance 0).
+
+    Sampling does not consume the generator.
+
+    Args:
+        duration: Duration in seconds, finite and > 0.
+
+    Raises:
+        ConfigError: ``duration`` is not a finite number > 0.
+    """
+
+    def __init__(self, *, duration: float) -> None:
+        self._duration = _check_positive_finite("deterministic service duration", duration)
+
+    @property
+    def mean(self) -> float:
+        """The duration."""
+        return self._duration
+
+    @property
+    def variance(self) -> float:
+        """Zero."""
+        return 0.0
+
+    def sample(self, rng: np.random.Generator, size: int | None = None) -> float | np.ndarray:
+        """Return ``duration`` (``size=None``) or an array of ``size`` copies of it."""
+        del rng
+        if size is None:
+            return self._duration
+        return np.full(size, self._duration, dtype=np.float64)
+
+    def __repr__(self) -> str:
+        return f"DeterministicServiceTime(duration={self._duration!r})"
+
+
+class LogNormalServiceTime(BaseServiceTime):
+    """Log-normal service time with an exact mean and coefficient of variation.
+
+    ``T = exp(Z)`` with ``Z ~ Normal(m, s**2)``, where
+
+    * ``s**2 = log(1 + cv**2)``
+    * ``m = log(mean) - s**2 / 2``
+
+    so that ``E[T] = exp(m + s**2 / 2) = mean`` and
+    ``Var[T] = (exp(s**2) - 1) * E[T]**2 = (cv * mean)**2``.
+
+    Args:
+        mean: Mean duration in seconds, finite and > 0.
+        cv: Coefficient of variation ``std / mean``, finite and > 0.
+
+    Raises:
+        ConfigError: ``mean`` or ``cv`` is not a finite number > 0.
+    """
+
+    def __init__(self, *, mean: float, cv: float) -> None:
+        self._mean = _check_positive_finite("lognormal service mean", mean)
+        self._cv = _check_positive_finite("lognormal service cv", cv)
+        sigma2 = math.log1p(self._cv * self._cv)
+        self._sigma = math.sqrt(sigma2)
+        self._mu = math.log(self._mean) - 0.5 * sigma2
+
+    @property
+    def mean(self) -> float:
+        """Mean duration."""
+        return self._mean
+
+    @property
+    def variance(self) -> float:
+        """Variance ``(cv * mean)**2``."""
+        std = self._cv * self._mean
+        return std * std
+
+    @property
+    def cv(self) -> float:
+        """Coefficient of variation ``std / mean``."""
+        return self._cv
+
+    @property
+    def log_mean(self) -> float:
+        """Mean ``m`` of the underlying normal."""
+        return self._mu
+
+    @property
+    def log_std(self) -> float:
+        """Standard deviation ``s`` of the underlying normal."""
+        return self._sigma
+
+    def sample(self, rng: np.random.Generator, size: int | None = None) -> float | np.ndarray:
+        """Draw one duration (``size=None``) or an array of ``size`` durations."""
+        if size is None:
+            return float(rng.lognormal(self._mu, self._sigma))
+        return rng.lognormal(self._mu, self._sigma, size=size)
+
+    def __repr__(self) -> str:
+        return f"LogNormalServiceTime(mean={self._mean!r}, cv={self._cv!r})"
+
+
+class TraceServiceTime(BaseServiceTime):
+    """Resample observed durations uniformly with replacement (an empirical distribution).
+
+    The mean is the empirical mean and the variance the *population* variance
+    ``(1/m) sum_j (d_j - mean)**2`` of the ``m`` observed durations: exactly the moments of
+    the distribution that is sampled.
+
+    Args:
+        durations: Observed durations in seconds: a non-empty 1-D sequence of finite
+            numbers > 0.
+
+    Raises:
+        ConfigError: ``durations`` is empty, not 1-D, or holds a value that is not a
+            finite number > 0.
+    """
+
+    def __init__(self, *, durations: Sequence[float] | np.ndarray) -> None:
+        try:
+            values = np.array(durations, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"trace service durations must be numbers, got {durations!r}"
+            ) from exc
+        if values.ndim != 1 or values.size == 0:
+            raise ConfigError(
+                "trace service durations must be a non-empty 1-D sequence, "
+                f"got shape {values.shape}"
+            )
+        bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
+        if bad.size:
+            j = int(bad[0])
+            raise ConfigError(
+                "trace service durations must be finite and > 0, "
+                f"got durations[{j}]={float(values[j])!r}"
+            )
+        values.setflags(write=False)
+        self._durations = values
+        self._mean = float(values.mean())
+        self._variance = float(values.var())
+
+    @property
+    def durations(self) -> np.ndarray:
+        """The observed durations (read-only)."""
+        return self._durations
+
+    @property
+    def mean(self) -> float:
+        """Empirical mean of the durations."""
+        return self._mean
+
+    @property
+    def variance(self) -> float:
+        """Population variance of the durations."""
+        return self._variance
+
+    def sample(self, rng: np.random.Generator, size: int | None = None) -> float | np.ndarray:
+        """Draw one observed duration (``size=None``) or ``size`` of them, with replacement."""
+        m = self._durations.size
+        if size is None:
+            return float(self._durations[rng.integers(m)])
+        return self._durations[rng.integers(0, m, size=size)]
+
+    def __repr__(self) -> str:
+        return (
+            f"TraceServiceTime(<{self._durations.size} durations, mean={self._mean:.6g}, "
+            f"std={math.sqrt(self._variance):.6g}>)"
+        )
+
+
+def make_service_time(spec: ServiceTimeSpec) -> BaseServiceTime:
+    """Build the distribution a :class:`~raysync.config.ServiceTimeSpec` describes.
+
+    ``exponential`` uses ``rate``; ``deterministic`` uses ``mean`` as the duration;
+    ``lognormal`` uses ``mean`` and ``cv``; ``trace`` uses ``durations``.
+
+    Raises:
+        ConfigError: The spec's kind is unknown or a required field is missing.
+    """
+    if spec.kind == "exponential" and spec.rate is not None:
+        return ExponentialServiceTime(rate=spec.rate)
+    if spec.kind == "deterministic" and spec.mean is not None:
+        return DeterministicServiceTime(duration=spec.mean)
+    if spec.kind == "lognormal" and spec.mean is not None:
+        return LogNormalServiceTime(mean=spec.mean, cv=1.0 if spec.cv is None else spec.cv)
+    if spec.kind == "trace" and spec.durations:
+        return TraceServiceTime(durations=spec.durations)
+    raise ConfigError(f"cannot build a service time from {spec!r}")

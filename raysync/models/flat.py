@@ -1,0 +1,379 @@
+"""Flat-parameter helpers: a model's weights as one float32 numpy vector.
+
+The flat vector is the wire format between server and clients: parameters in the order of
+``model.parameters()``, each flattened in C order, concatenated, ``float32``. Buffers (e.g.
+batch-norm statistics) are not part of it; the models of :mod:`raysync.models` have none.
+
+:class:`GradientComputer` owns one module and evaluates gradients, local SGD steps and
+test metrics at any flat parameter vector, so a worker can serve many logical clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raysync.exceptions import ConfigError, DataError
+
+__all__ = [
+    "GradientComputer",
+    "get_flat_grad",
+    "get_flat_params",
+    "num_parameters",
+    "resolve_device",
+    "set_flat_params",
+]
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+
+
+def num_parameters(model: nn.Module) -> int:
+    """Return the number of scalar parameters, the length of the flat vector.
+
+    Args:
+        model: The model.
+
+    Returns:
+        ``sum(p.numel() for p in model.parameters())``.
+    """
+    return sum(p.numel() for p in model.parameters())
+
+
+def _flatten(tensors: list[torch.Tensor]) -> FloatArray:
+    if not tensors:
+        return np.empty(0, dtype=np.float32)
+    flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+    # cat made a fresh tensor, so the numpy view below is the only owner: a copy.
+    return flat.to(device="cpu", dtype=torch.float32).numpy()
+
+
+def get_flat_params(model: nn.Module) -> FloatArray:
+    """Return a copy of the model's parameters as one float32 vector.
+
+    Args:
+        model: The model (any device).
+
+    Returns:
+        A new writable ``float32`` array of length :func:`num_parameters`.
+    """
+    return _flatten(list(model.parameters()))
+
+
+def get_flat_grad(model: nn.Module) -> FloatArray:
+    """Return a copy of the model's gradients as one float32 vector.
+
+    Args:
+        model: The model (any device); parameters without a gradient count as zero.
+
+    Returns:
+        A new ``float32`` array of length :func:`num_parameters`.
+    """
+    return _flatten(
+        [p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+    )
+
+
+def _as_flat_tensor(flat: npt.ArrayLike, expected: int) -> torch.Tensor:
+    arr = np.asarray(flat)
+    if arr.ndim != 1 or arr.shape[0] != expected:
+        raise ConfigError(f"flat parameter vector must have shape ({expected},), got {arr.shape}")
+    if arr.dtype.kind != "f":
+        raise ConfigError(f"flat parameter vector must be floating point, got {arr.dtype}")
+    if arr.dtype == np.float32 and arr.flags.writeable and arr.flags.c_contiguous:
+        return torch.from_numpy(arr)  # no copy
+    # Read-only input (e.g. from Ray's object store) or other dtype: one copy, no warning.
+    return torch.from_numpy(np.array(arr, dtype=np.float32, order="C"))
+
+
+def set_flat_params(model: nn.Module, flat: npt.ArrayLike) -> None:
+    """Copy a flat vector into the model's parameters, in place.
+
+    Args:
+        model: The model (any device).
+        flat: A 1-D floating vector of length :func:`num_parameters`; read-only arrays are
+            accepted and never modified.
+
+    Raises:
+        ConfigError: If the vector has the wrong shape or is not floating point.
+    """
+    params = list(model.parameters())
+    src = _as_flat_tensor(flat, sum(p.numel() for p in params))
+    if params and params[0].device != src.device:
+        src = src.to(params[0].device)
+    offset = 0
+    with torch.no_grad():
+        for p in params:
+            n = p.numel()
+            p.copy_(src[offset : offset + n].view_as(p))
+            offset += n
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Turn ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` into a usable device.
+
+    CUDA is used when it is asked for and available. A CUDA request on a machine without
+    CUDA falls back to the CPU with a logged warning (``"auto"`` falls back silently), so
+    one config runs on GPU and CPU-only machines alike.
+
+    Args:
+        device: The request.
+
+    Returns:
+        The torch device.
+
+    Raises:
+        ConfigError: If the string is not a CPU/CUDA device, or names a CUDA index that does
+            not exist.
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device must be 'cpu', 'cuda[:i]' or 'auto', got {device!r}") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            logger.warning("device %r requested but CUDA is not available; using the CPU", device)
+            return torch.device("cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {device!r} requested but only {torch.cuda.device_count()} "
+                f"CUDA device(s) exist"
+            )
+    elif dev.type != "cpu":
+        raise ConfigError(f"device must be 'cpu', 'cuda[:i]' or 'auto', got {device!r}")
+    return dev
+
+
+def _as_numpy(a: npt.ArrayLike, dtype: type[np.generic], what: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.dtype != dtype:
+        if dtype is np.int64 and arr.size and arr.dtype.kind not in "iu":
+            raise DataError(f"{what} must be integer class labels, got dtype {arr.dtype}")
+        arr = arr.astype(dtype)
+    return arr
+
+
+def _to_tensor(arr: np.ndarray, device: torch.device) -> torch.Tensor:
+    if not (arr.flags.writeable and arr.flags.c_contiguous):
+        # torch.from_numpy warns on read-only arrays; a batch-sized copy is cheap.
+        arr = np.array(arr, order="C")
+    t = torch.from_numpy(arr)
+    return t if device.type == "cpu" else t.to(device, non_blocking=True)
+
+
+class GradientComputer:
+    """Evaluate a model at arbitrary flat parameter vectors.
+
+    One module instance is reused for every call: each call first copies the given flat
+    vector into it, so the computer holds no client state and can serve many logical
+    clients in turn. Inputs are numpy arrays (flat images ``(N, in_features)`` and
+    ``int64`` labels); read-only arrays are accepted. Results are always ``float32`` numpy
+    vectors on the CPU and Python floats. The loss is the cross-entropy, averaged over the
+    batch. The thread count of torch is left to the caller.
+
+    Args:
+        model: The module to use; it is moved to ``device`` and owned by the computer from
+            then on (its current parameters are what :meth:`get_params` first returns).
+        device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:i"`` or ``"auto"``.
+
+    Raises:
+        ConfigError: If ``device`` is not a valid device (see :func:`resolve_device`).
+    """
+
+    def __init__(self, model: nn.Module, *, device: str | torch.device = "cpu") -> None:
+        self._device = resolve_device(device)
+        self._model = model.to(self._device)
+        self._params = list(self._model.parameters())
+        self._num_parameters = sum(p.numel() for p in self._params)
+        #: Mean training loss over the steps of the last :meth:`local_steps` call.
+        self.last_train_loss: float = math.nan
+
+    @property
+    def model(self) -> nn.Module:
+        """The module the computer evaluates (on :attr:`device`)."""
+        return self._model
+
+    @property
+    def device(self) -> torch.device:
+        """The torch device computations run on."""
+        return self._device
+
+    @property
+    def num_parameters(self) -> int:
+        """Length of the flat parameter vector."""
+        return self._num_parameters
+
+    def get_params(self) -> FloatArray:
+        """Return a copy of the module's current parameters as a flat float32 vector."""
+        return get_flat_params(self._model)
+
+    def _load(self, flat_params: npt.ArrayLike) -> None:
+        set_flat_params(self._model, flat_params)
+
+    def _batch(self, x: npt.ArrayLike, y: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        xa = _as_numpy(x, np.float32, "x")
+        ya = _as_numpy(y, np.int64, "y")
+        if ya.ndim != 1 or xa.ndim < 2 or xa.shape[0] != ya.shape[0]:
+            raise DataError(
+                f"x must be (N, features) and y (N,) with the same N, got shapes "
+                f"{xa.shape} and {ya.shape}"
+            )
+        return xa, ya
+
+    def _loss_grad_step(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
+        """Forward + backward on one batch; leaves gradients in ``p.grad``."""
+        for p in self._params:
+            p.grad = None
+        loss = F.cross_entropy(self._model(xb), yb)
+        loss.backward()
+        return float(loss.detach())
+
+    def compute_gradient(
+        self, flat_params: npt.ArrayLike, x: npt.ArrayLike, y: npt.ArrayLike
+    ) -> tuple[FloatArray, float]:
+        """Return the gradient and value of the mean cross-entropy on one batch.
+
+        Args:
+            flat_params: Parameters to evaluate at, length :attr:`num_parameters`.
+            x: Inputs ``(B, in_features)``, ``B >= 1``.
+            y: Labels ``(B,)``.
+
+        Returns:
+            ``(grad, loss)``: the flat ``float32`` gradient and the loss as a float.
+
+        Raises:
+            ConfigError: If ``flat_params`` has the wrong length.
+            DataError: If ``x`` and ``y`` do not match or are empty.
+        """
+        self._load(flat_params)
+        xa, ya = self._batch(x, y)
+        if ya.size == 0:
+            raise DataError("compute_gradient needs a non-empty batch")
+        self._model.train()
+        loss = self._loss_grad_step(_to_tensor(xa, self._device), _to_tensor(ya, self._device))
+        return get_flat_grad(self._model), loss
+
+    def local_steps(
+        self,
+        flat_params: npt.ArrayLike,
+        x: npt.ArrayLike,
+        y: npt.ArrayLike,
+        *,
+        steps: int,
+        batch_size: int,
+        lr: float,
+        rng: np.random.Generator | int,
+    ) -> FloatArray:
+        """Run ``steps`` plain SGD steps from ``flat_params`` on a client's data.
+
+        Minibatches are drawn without replacement from a random permutation of the data,
+        reshuffled whenever it is used up (so the last batch of a pass may be smaller).
+        Each step is ``w <- w - lr * grad`` of the mean cross-entropy on the batch. The
+        mean loss over the steps is stored in :attr:`last_train_loss`.
+
+        Args:
+            flat_params: Starting parameters (e.g. the model received from the server).
+            x: The client's inputs ``(N, in_features)``.
+            y: The client's labels ``(N,)``.
+            steps: Number of SGD steps ``E >= 0`` (0 returns a copy of ``flat_params``).
+            batch_size: Minibatch size, ``>= 1`` (capped at ``N``).
+            lr: Learning rate, ``> 0``.
+            rng: Generator (advanced) or seed of the batch order.
+
+        Returns:
+            The new flat ``float32`` parameters.
+
+        Raises:
+            ConfigError: If a hyper-parameter is out of range or ``flat_params`` has the
+                wrong length.
+            DataError: If ``x`` and ``y`` do not match, or are empty while ``steps > 0``.
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ConfigError(f"steps must be an int >= 0, got {steps!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"lr must be a finite number > 0, got {lr!r}")
+        gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        self._load(flat_params)
+        xa, ya = self._batch(x, y)
+        n = ya.shape[0]
+        if steps > 0 and n == 0:
+            raise DataError("local_steps needs at least one sample")
+        self._model.train()
+        total = 0.0
+        perm = np.empty(0, dtype=np.int64)
+        pos = n  # forces a fresh permutation at the first step
+        for _ in range(steps):
+            if pos >= n:
+                perm, pos = gen.permutation(n), 0
+            idx = perm[pos : pos + batch_size]
+            pos += batch_size
+            # Fancy indexing yields fresh writable arrays: from_numpy needs no extra copy.
+            total += self._loss_grad_step(
+                _to_tensor(xa[idx], self._device), _to_tensor(ya[idx], self._device)
+            )
+            with torch.no_grad():
+                for p in self._params:
+                    if p.grad is not None:
+                        p.add_(p.grad, alpha=-lr)
+        self.last_train_loss = total / steps if steps else math.nan
+        return get_flat_params(self._model)
+
+    def evaluate(
+        self,
+        flat_params: npt.ArrayLike,
+        x: npt.ArrayLike,
+        y: npt.ArrayLike,
+        batch_size: int = 2048,
+    ) -> tuple[float, float]:
+        """Return the mean cross-entropy and the accuracy on a dataset.
+
+        Args:
+            flat_params: Parameters to evaluate.
+            x: Inputs ``(N, in_features)``, ``N >= 1``.
+            y: Labels ``(N,)``.
+            batch_size: Rows per forward pass (memory bound only; results do not depend on
+                it beyond float rounding).
+
+        Returns:
+            ``(loss, accuracy)`` as floats, accuracy in ``[0, 1]``.
+
+        Raises:
+            ConfigError: If ``batch_size < 1`` or ``flat_params`` has the wrong length.
+            DataError: If ``x`` and ``y`` do not match or are empty.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self._load(flat_params)
+        xa, ya = self._batch(x, y)
+        n = ya.shape[0]
+        if n == 0:
+            raise DataError("evaluate needs at least one sample (is the split empty?)")
+        self._model.eval()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self._device)
+        correct = torch.zeros((), dtype=torch.int64, device=self._device)
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                xb = _to_tensor(xa[start : start + batch_size], self._device)
+                yb = _to_tensor(ya[start : start + batch_size], self._device)
+                logits = self._model(xb)
+                loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
+                correct += (logits.argmax(dim=1) == yb).sum()
+        self._model.train()
+        return float(loss_sum) / n, int(correct) / n
+
+    def __repr__(self) -> str:
+        return (
+            f"GradientComputer(model={type(self._model).__name__}, "
+            f"num_parameters={self._num_parameters}, device={self._device})"
+        )

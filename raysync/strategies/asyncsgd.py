@@ -1,0 +1,119 @@
+"""AsyncSGD and Generalized AsyncSGD: apply each stochastic gradient as it arrives."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from raysync.exceptions import ConfigError
+from raysync.strategies._base import BaseStrategy, ClientResult, ClientWork
+from raysync.strategies._common import check_int, check_payload, check_positive
+
+__all__ = ["AsyncSGD", "GeneralizedAsyncSGD"]
+
+
+class AsyncSGD(BaseStrategy):
+    """Plain asynchronous SGD: ``w <- w - lr * g_i``.
+
+    Each task computes one minibatch gradient at the (possibly stale) model it carried.
+    Usually paired with return-to-sender routing (each client holds one task, ``C = n``),
+    but any router works: the step is not importance weighted.
+
+    Args:
+        lr: Server step ``eta``, finite and > 0.
+        batch_size: Minibatch size of one stochastic gradient.
+
+    Raises:
+        ConfigError: ``lr`` or ``batch_size`` breaks its rule.
+    """
+
+    def __init__(self, *, lr: float, batch_size: int = 32) -> None:
+        super().__init__()
+        self._lr = check_positive(f"{type(self).__name__} lr", lr)
+        self._batch_size = check_int(f"{type(self).__name__} batch_size", batch_size, minimum=1)
+
+    @property
+    def lr(self) -> float:
+        """Server step ``eta``."""
+        return self._lr
+
+    def client_work(self) -> ClientWork:
+        """One minibatch gradient of ``batch_size`` samples."""
+        return ClientWork(kind="gradient", batch_size=self._batch_size)
+
+    def _step_size(self, client_id: int) -> float:
+        del client_id
+        return self._lr
+
+    def apply(self, params: np.ndarray, result: ClientResult) -> np.ndarray:
+        """Return ``w - step * g`` as a new float32 array (computed in float64).
+
+        Raises:
+            ConfigError: The payload's length differs from the model's.
+        """
+        gradient = check_payload(type(self).__name__, params, result)
+        step = self._step_size(result.client_id)
+        new = np.asarray(params, dtype=np.float64) - step * gradient.astype(np.float64)
+        return new.astype(np.float32)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(lr={self._lr!r}, batch_size={self._batch_size!r})"
+
+
+class GeneralizedAsyncSGD(AsyncSGD):
+    """Generalized AsyncSGD (Leconte et al.): ``w <- w - lr / (n p_i) * g_i``.
+
+    With random routing ``p`` client ``i`` returns a fraction ``p_i`` of the results;
+    the importance weight ``1 / (n p_i)`` makes every client contribute ``1/n`` of the
+    expected step, so the step is unbiased for ``f = (1/n) sum_i f_i``.
+
+    Args:
+        lr: Server step ``eta``, finite and > 0.
+        batch_size: Minibatch size of one stochastic gradient.
+
+    Raises:
+        ConfigError: ``lr`` or ``batch_size`` breaks its rule.
+    """
+
+    def __init__(self, *, lr: float, batch_size: int = 32) -> None:
+        super().__init__(lr=lr, batch_size=batch_size)
+        self._steps: np.ndarray | None = None
+
+    def bind(self, num_clients: int, routing_probabilities: np.ndarray | None) -> None:
+        """Attach to a fleet; needs the router's ``p``.
+
+        Raises:
+            ConfigError: ``routing_probabilities`` is None (e.g. return-to-sender
+                routing), has the wrong length, or is not strictly positive.
+        """
+        if routing_probabilities is None:
+            raise ConfigError(
+                "GeneralizedAsyncSGD needs a random routing with probabilities p to weight "
+                "steps by 1/(n p_i), got routing_probabilities=None (return-to-sender?); "
+                "use AsyncSGD with return-to-sender routing"
+            )
+        super().bind(num_clients, routing_probabilities)
+        p = np.asarray(routing_probabilities, dtype=np.float64)
+        if p.shape != (num_clients,):
+            raise ConfigError(
+                f"GeneralizedAsyncSGD routing_probabilities must have one entry per client "
+                f"(n={num_clients}), got shape {p.shape}"
+            )
+        if not np.all(np.isfinite(p) & (p > 0)):
+            raise ConfigError(
+                f"GeneralizedAsyncSGD routing_probabilities must be > 0, got {p.tolist()!r}"
+            )
+        self._steps = self._lr / (num_clients * p)
+
+    @property
+    def step_sizes(self) -> np.ndarray:
+        """Per-client steps ``lr / (n p_i)`` (after :meth:`bind`)."""
+        if self._steps is None:
+            raise RuntimeError("GeneralizedAsyncSGD.bind() must be called first")
+        return self._steps.copy()
+
+    def _step_size(self, client_id: int) -> float:
+        if self._steps is None:
+            raise RuntimeError("GeneralizedAsyncSGD.bind() must be called first")
+        if not 0 <= client_id < self._steps.size:
+            raise ConfigError(f"client_id must be in [0, {self._steps.size}), got {client_id}")
+        return float(self._steps[client_id])
