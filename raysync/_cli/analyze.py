@@ -1,0 +1,207 @@
+"""``raysync analyze``: closed-network analysis of a fleet (throughput, queues, staleness).
+
+Examples::
+
+    raysync analyze --mu 1,2,4,0.5 --p 0.4,0.3,0.2,0.1 --concurrency 6
+    raysync analyze examples/tiny.toml --method buzen --json
+    raysync analyze examples/tiny.toml --concurrency 12 --server-rate 20 --curve
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from raysync.exceptions import ConfigError
+from raysync.queueing import METHODS, ClosedNetwork, QueueingResult, analyze
+
+__all__ = ["add_parser", "handler"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``analyze`` command.
+
+    Args:
+        subparsers: The ``add_subparsers()`` object of the top-level parser.
+    """
+    parser = subparsers.add_parser(
+        "analyze",
+        help="throughput, queue lengths and per-client staleness of a fleet (queueing theory)",
+        description=(
+            "Model the fleet as a closed Jackson network (exponential service, random "
+            "routing p, C tasks in flight) and print, per client, the utilisation, mean "
+            "queue length Q_i, mean sojourn time T_i and mean relative delay E[D_i] "
+            "(staleness in updates), plus the update throughput Lambda. Values come from a "
+            "TOML config, from flags, or both (flags override the config)."
+        ),
+    )
+    parser.add_argument("config", nargs="?", help="optional TOML config (raysync validate)")
+    parser.add_argument("--mu", help="service rates, comma-separated, e.g. 1,2,4,0.5")
+    parser.add_argument("--p", help="routing probabilities, comma-separated (default uniform)")
+    parser.add_argument("--concurrency", "-C", type=int, help="tasks in flight C >= 1")
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="mean delay every task spends in transit"
+    )
+    parser.add_argument("--client-latency", help="per-client mean transit delays, comma-separated")
+    parser.add_argument(
+        "--server-rate", type=float, help="service rate of the server's own update step"
+    )
+    parser.add_argument("--method", choices=METHODS, default="mva", help="solver (default mva)")
+    parser.add_argument(
+        "--curve", action="store_true", help="also show Lambda and delays for C' = 1..C"
+    )
+    parser.add_argument(
+        "--max-rows", type=int, default=50, help="clients shown in the table (0: all)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=handler)
+
+
+def _floats(flag: str, text: str) -> NDArray[np.float64]:
+    try:
+        values = [float(item) for item in text.split(",") if item.strip()]
+    except ValueError as exc:
+        raise ConfigError(
+            f"{flag} must be a comma-separated list of numbers, got {text!r}"
+        ) from exc
+    if not values:
+        raise ConfigError(f"{flag} must list at least one number, got {text!r}")
+    return np.array(values, dtype=np.float64)
+
+
+def _network(args: argparse.Namespace) -> tuple[ClosedNetwork, list[str]]:
+    """Build the network from the config and/or flags; also return notes for stderr."""
+    notes: list[str] = []
+    mu = p = None
+    concurrency = None
+    if args.config is not None:
+        from raysync.config import load_config
+
+        config = load_config(args.config)
+        base = ClosedNetwork.from_config(config)
+        mu, p, concurrency = base.mu, base.p, base.concurrency
+        approx = [
+            str(i) for i, c in enumerate(config.clients) if c.service_time.kind != "exponential"
+        ]
+        if approx and args.mu is None:
+            notes.append(
+                f"note: clients {','.join(approx)} have non-exponential service times; "
+                "mu = 1/mean is used and the results are an approximation "
+                "(the simulator is the reference)"
+            )
+    if args.mu is not None:
+        mu = _floats("--mu", args.mu)
+    if args.p is not None:
+        p = _floats("--p", args.p)
+    if args.concurrency is not None:
+        concurrency = args.concurrency
+    if mu is None:
+        raise ConfigError("--mu is required without a CONFIG file (e.g. --mu 1,2,4,0.5)")
+    if concurrency is None:
+        raise ConfigError("--concurrency is required without a CONFIG file (e.g. -C 6)")
+    if p is None:
+        p = np.full(len(mu), 1.0 / len(mu))
+    client_latency = None
+    if args.client_latency is not None:
+        client_latency = _floats("--client-latency", args.client_latency)
+    network = ClosedNetwork(
+        mu=mu,
+        p=p,
+        concurrency=concurrency,
+        latency=args.latency,
+        client_latency=client_latency,
+        server_rate=args.server_rate,
+    )
+    return network, notes
+
+
+def _print_table(network: ClosedNetwork, result: QueueingResult, max_rows: int) -> None:
+    n = network.n_clients
+    extra = network.has_extensions
+    print(
+        f"closed network: n={n} clients, concurrency C={network.concurrency}, "
+        f"method={result.method}"
+    )
+    header = (
+        f"{'client':>6} {'mu':>10} {'p':>8} {'rho':>10} {'util':>7} "
+        f"{'Q_i':>10} {'T_i':>10} {'E[D_i]':>10}"
+    )
+    if extra:
+        header += f" {'transit':>9}"
+    print(header)
+    shown = n if max_rows <= 0 else min(n, max_rows)
+    rho = network.rho
+    for i in range(shown):
+        row = (
+            f"{i:>6} {network.mu[i]:>10.4g} {network.p[i]:>8.4f} {rho[i]:>10.4g} "
+            f"{result.utilization[i]:>7.4f} {result.mean_queue_length[i]:>10.4f} "
+            f"{result.mean_sojourn_time[i]:>10.4f} {result.mean_relative_delay[i]:>10.4f}"
+        )
+        if extra:
+            row += f" {result.mean_in_transit[i]:>9.4f}"
+        print(row)
+    if shown < n:
+        print(f"  ... {n - shown} more clients (--max-rows 0 or --json shows all)")
+    print(
+        f"throughput Lambda = {result.throughput:.6g} updates per unit time "
+        f"(bottleneck bound {network.bottleneck_throughput:.6g})"
+    )
+    print(
+        f"mean staleness sum_i p_i E[D_i] = {result.mean_staleness:.6g} "
+        f"(= C - 1 = {network.concurrency - 1})"
+    )
+    print(
+        "average client delay (1/n) sum_i E[D_i] = "
+        f"{float(np.mean(result.mean_relative_delay)):.6g}"
+    )
+    if result.server_utilization is not None:
+        print(
+            f"server: utilisation {result.server_utilization:.4f}, "
+            f"mean queue {result.server_queue_length:.4f}"
+        )
+    if result.throughput_curve is not None and result.relative_delay_curve is not None:
+        print(f"{'C':>6} {'Lambda(C)':>12} {'avg E[D_i]':>12} {'max E[D_i]':>12}")
+        for k, lam in enumerate(result.throughput_curve, start=1):
+            delays = result.relative_delay_curve[k - 1]
+            print(f"{k:>6} {lam:>12.6g} {float(delays.mean()):>12.6g} {float(delays.max()):>12.6g}")
+
+
+def handler(args: argparse.Namespace) -> int:
+    """Run ``raysync analyze``.
+
+    Args:
+        args: Parsed arguments of the ``analyze`` sub-parser.
+
+    Returns:
+        0 on success.
+
+    Raises:
+        ConfigError: The config or a flag breaks a rule (the CLI prints one line, exit 2).
+    """
+    network, notes = _network(args)
+    result = analyze(network, method=args.method, curve=args.curve)
+    for note in notes:
+        print(note, file=sys.stderr)
+    if args.json:
+        payload = {
+            "network": {
+                "mu": network.mu.tolist(),
+                "p": network.p.tolist(),
+                "concurrency": network.concurrency,
+                "latency": network.latency,
+                "client_latency": (
+                    None if network.client_latency is None else network.client_latency.tolist()
+                ),
+                "server_rate": network.server_rate,
+            },
+            **result.to_dict(),
+        }
+        print(json.dumps(payload, indent=2))
+        return 0
+    _print_table(network, result, args.max_rows)
+    return 0

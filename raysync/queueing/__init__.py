@@ -1,0 +1,44 @@
+"""Closed-network analysis of asynchronous federated learning (THEORY.md section 2).
+
+``C`` tasks circulate between ``n`` clients (exponential FIFO servers, rates ``mu``) with
+routing probabilities ``p``; optional latency (infinite-server) and server stations keep
+the product form. :func:`analyze` returns the update throughput, per-client utilisation,
+queue lengths, sojourn times and mean relative delays (staleness in updates) with three
+independent solvers (MVA, Buzen, brute-force Markov chain); :func:`gradients` and the
+torch functions give their exact derivatives.
+
+Example:
+    >>> from raysync.queueing import ClosedNetwork, analyze
+    >>> net = ClosedNetwork(mu=[1, 2, 4, 0.5], p=[0.4, 0.3, 0.2, 0.1], concurrency=6)
+    >>> round(analyze(net).throughput, 5)
+    2.45056
+"""
+
+from __future__ import annotations
+
+from raysync.queueing._bruteforce import DEFAULT_MAX_STATES, stationary_distribution
+from raysync.queueing._buzen import log_normalizing_constants
+from raysync.queueing.analysis import METHODS, Method, analyze
+from raysync.queueing.gradients import (
+    QueueingGradients,
+    gradients,
+    throughput_and_delays_curve_torch,
+    throughput_and_delays_torch,
+)
+from raysync.queueing.network import ClosedNetwork
+from raysync.queueing.result import QueueingResult
+
+__all__ = [
+    "DEFAULT_MAX_STATES",
+    "METHODS",
+    "ClosedNetwork",
+    "Method",
+    "QueueingGradients",
+    "QueueingResult",
+    "analyze",
+    "gradients",
+    "log_normalizing_constants",
+    "stationary_distribution",
+    "throughput_and_delays_curve_torch",
+    "throughput_and_delays_torch",
+]
