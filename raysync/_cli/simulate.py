@@ -1,0 +1,237 @@
+"""``raysync simulate CONFIG``: run a config on the virtual clock and compare with theory.
+
+Prints the final test accuracy, the measured update throughput and every client's measured
+staleness (mean relative delay, with its batch-means interval) next to the queueing
+theory's prediction: the closed Jackson network (:func:`raysync.queueing.analyze`) for
+random routing, and for return-to-sender (AsyncSGD) the independent-cycles closed form
+``Lambda = sum_j mu_j``, ``E[D_i] = sum_{j != i} mu_j / mu_i``. Both are exact for
+exponential service times and approximations otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raysync.config import SystemConfig, load_config
+
+__all__ = ["add_parser", "theory_prediction"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``simulate`` command."""
+    parser = subparsers.add_parser(
+        "simulate",
+        help="simulate a config on a virtual clock and compare with queueing theory",
+        description=(
+            "Run the discrete-event simulator on a TOML config (with training, or "
+            "queue-only) and print accuracy, throughput and per-client staleness next to "
+            "the queueing theory's prediction."
+        ),
+    )
+    parser.add_argument("config", help="path to a TOML config file")
+    parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    parser.add_argument("--out", default=None, help="save the result (JSON + NPZ) in this folder")
+    parser.add_argument(
+        "--queue-only", action="store_true", help="simulate the queues only (no training)"
+    )
+    parser.add_argument(
+        "--num-updates",
+        type=int,
+        default=None,
+        help="stop after this many updates (drops the config's time budget unless "
+        "--time-budget is also given)",
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="stop after this many virtual seconds (drops the config's update count "
+        "unless --num-updates is also given)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads for training (default 1: tiny minibatches gain "
+        "nothing from more, and lose much on a busy machine)",
+    )
+    parser.set_defaults(func=_handle)
+
+
+def _apply_overrides(config: SystemConfig, args: argparse.Namespace) -> SystemConfig:
+    run = config.run
+    changes: dict[str, Any] = {}
+    if args.num_updates is not None or args.time_budget is not None:
+        changes["num_updates"] = args.num_updates
+        changes["time_budget"] = args.time_budget
+    if args.queue_only:
+        changes["train"] = False
+    if changes:
+        run = dataclasses.replace(run, **changes)
+    top: dict[str, Any] = {"run": run}
+    if args.seed is not None:
+        top["seed"] = args.seed
+    return config.replace(**top)
+
+
+def theory_prediction(config: SystemConfig) -> dict[str, Any]:
+    """The queueing theory's prediction for a config (exact for exponential service).
+
+    Returns:
+        A mapping with ``model`` (``"closed_jackson"`` or ``"independent_cycles"``),
+        ``exact`` (all service times exponential), ``throughput``, and per-client lists
+        ``client_throughput``, ``utilization``, ``mean_queue_length``,
+        ``mean_relative_delay``, plus ``mean_staleness``.
+    """
+    mu = np.asarray(config.service_rates, dtype=np.float64)
+    exact = all(c.service_time.kind == "exponential" for c in config.clients)
+    p = config.routing_probabilities
+    if p is not None:
+        from raysync.queueing import ClosedNetwork, analyze
+
+        res = analyze(
+            ClosedNetwork(mu=mu, p=np.asarray(p, dtype=np.float64), concurrency=config.concurrency)
+        )
+        return {
+            "model": "closed_jackson",
+            "exact": exact,
+            "throughput": float(res.throughput),
+            "client_throughput": res.client_throughput.tolist(),
+            "utilization": res.utilization.tolist(),
+            "mean_queue_length": res.mean_queue_length.tolist(),
+            "mean_relative_delay": res.mean_relative_delay.tolist(),
+            "mean_staleness": float(res.mean_staleness),
+        }
+    # Return to sender: every client is an independent renewal cycle holding one task.
+    # A task dispatched to client i waits one service time S_i, during which the other
+    # (stationary, independent) clients complete on average mu_j E[S_i] tasks each.
+    total = float(mu.sum())
+    delay = (total - mu) / mu
+    return {
+        "model": "independent_cycles",
+        "exact": exact,
+        "throughput": total,
+        "client_throughput": mu.tolist(),
+        "utilization": [1.0] * mu.size,
+        "mean_queue_length": [1.0] * mu.size,
+        "mean_relative_delay": delay.tolist(),
+        "mean_staleness": float((mu / total * delay).sum()),
+    }
+
+
+class _Progress:
+    """A tqdm bar on stderr driven by the simulator's ``progress(updates, time)``."""
+
+    def __init__(self, config: SystemConfig, enabled: bool) -> None:
+        self._bar: Any = None
+        self._by_updates = config.run.num_updates is not None
+        if not enabled:
+            return
+        from tqdm import tqdm
+
+        if self._by_updates:
+            self._bar = tqdm(total=config.run.num_updates, unit="upd", file=sys.stderr)
+        else:
+            self._bar = tqdm(
+                total=config.run.time_budget,
+                unit="s",
+                unit_scale=False,
+                bar_format="{l_bar}{bar}| {n:.4g}/{total:.4g} virtual s [{elapsed}<{remaining}]",
+                file=sys.stderr,
+            )
+
+    def __call__(self, updates: int, now: float) -> None:
+        if self._bar is None:
+            return
+        value = updates if self._by_updates else min(now, self._bar.total)
+        self._bar.update(value - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "nan" if not math.isfinite(value) else f"{value:.{digits}g}"
+
+
+def _print_report(config: SystemConfig, result: Any, theory: dict[str, Any]) -> None:
+    p = config.routing_probabilities
+    exact = "" if theory["exact"] else " (approximate: service times are not all exponential)"
+    print(
+        f"simulated {result.num_updates} updates in {_fmt(result.elapsed, 6)} virtual s "
+        f"(n={result.num_clients}, C={result.concurrency}, routing={config.routing.kind}, "
+        f"algorithm={config.algorithm.name}, seed={result.seed}; {result.wall_time:.2f} s wall)"
+    )
+    if result.train:
+        print(
+            f"final test accuracy: {result.final_test_accuracy:.4f}  "
+            f"(test loss {_fmt(result.final_test_loss)})"
+        )
+    else:
+        print("final test accuracy: n/a (queue-only)")
+    level = f"{100 * result.confidence:.0f}%"
+    lo, hi = result.throughput_ci
+    print(
+        f"throughput: {_fmt(result.throughput, 6)} updates/s  ({level} CI "
+        f"[{_fmt(lo, 6)}, {_fmt(hi, 6)}])  theory: {_fmt(theory['throughput'], 6)}{exact}"
+    )
+    print(
+        f"mean staleness: {_fmt(result.mean_staleness)}  theory: {_fmt(theory['mean_staleness'])}"
+    )
+    print("per-client staleness (mean relative delay, in updates):")
+    print(
+        f"  {'client':>6} {'mu':>9} {'p':>7} {'completed':>9} {'measured':>9} "
+        f"{level + ' CI':>21} {'theory':>9}"
+    )
+    theory_delay = theory["mean_relative_delay"]
+    for i in range(result.num_clients):
+        d_lo, d_hi = result.relative_delay_ci[i]
+        pi = "-" if p is None else f"{p[i]:.4f}"
+        print(
+            f"  {i:>6} {config.service_rates[i]:>9.4g} {pi:>7} {int(result.completed[i]):>9} "
+            f"{_fmt(result.mean_relative_delay[i]):>9} "
+            f"{'[' + _fmt(d_lo) + ', ' + _fmt(d_hi) + ']':>21} {_fmt(theory_delay[i]):>9}"
+        )
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from raysync.simulation import simulate
+
+    config = _apply_overrides(load_config(args.config), args)
+    if args.torch_threads is not None:
+        if args.torch_threads < 1:
+            raise ValueError(f"--torch-threads must be >= 1, got {args.torch_threads}")
+        if config.run.train:
+            import torch
+
+            torch.set_num_threads(args.torch_threads)
+    theory = theory_prediction(config)
+    enabled = not args.no_progress and sys.stderr.isatty()
+    bar = _Progress(config, enabled)
+    try:
+        result = simulate(config, progress=bar)
+    finally:
+        bar.close()
+    if args.out is not None:
+        out = result.save(Path(args.out))
+        (out / "theory.json").write_text(json.dumps(theory, indent=2))
+    if args.json:
+        payload = result.to_dict()
+        payload["theory"] = theory
+        print(json.dumps(payload, indent=2))
+    else:
+        _print_report(config, result, theory)
+        if args.out is not None:
+            print(f"saved to {args.out}")
+    return 0

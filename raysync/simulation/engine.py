@@ -1,0 +1,763 @@
+"""Discrete-event simulation of an asynchronous FL system on a virtual clock.
+
+The simulated system is THEORY.md section 1 exactly: ``n`` clients, each a FIFO queue of
+tasks served one at a time with its own service-time distribution; exactly ``C`` tasks in
+flight; when a task completes at client ``i`` the server consumes its result (version
+``k -> k+1`` when the strategy returns a new model), then the router names the client of the
+one task that replaces it, which carries the model version current *after* the update.
+
+Training mode computes each task's work (a minibatch gradient, or local steps) with
+:func:`raysync.client.run_client_work`, the function the Ray actors call, on the model
+version the task carried. The result does not depend on when it is computed, so it is
+computed lazily at the task's completion: only the versions still referenced by tasks in
+flight stay alive. Queue-only mode skips the model entirely (each completion advances the
+version by one, as the SGD rules do) and runs a tight loop of several hundred thousand
+updates per second.
+
+Randomness: :func:`run_generators` derives one generator per client for service times,
+one per client for minibatch sampling and one for the router, all from
+``numpy.random.SeedSequence(config.seed)``; the same seed gives the same run, bit for bit.
+
+Statistics: per-client completions, relative delays ``D = k - v`` (sum and sum of squares),
+the exact time integral of every queue length and every client's busy time are kept as
+running sums and snapshotted on a grid of completion counts. After the run, a warm-up
+(10 % of the completions by default) is dropped and the rest cut into batches of
+consecutive completions; point estimates are ratios of totals and intervals come from
+batch means (:func:`~raysync.simulation.result.batch_ratio_ci`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import time as _time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from raysync.config import SystemConfig
+from raysync.exceptions import ConfigError
+from raysync.monitoring import MetricsSink
+from raysync.simulation.result import RunResult, batch_ratio_ci
+
+if TYPE_CHECKING:
+    from raysync.routing._base import BaseRouter
+    from raysync.simulation.service_times import BaseServiceTime
+    from raysync.strategies._base import BaseStrategy
+    from raysync.workload import Workload
+
+__all__ = [
+    "ProgressCallback",
+    "RunGenerators",
+    "run_generators",
+    "simulate",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``progress(updates, time)``: called now and then with the model version and the clock.
+ProgressCallback = Callable[[int, float], None]
+
+# SeedSequence spawn keys of the run's independent streams (stable: results depend on them).
+_KEY_SERVICE = 0
+_KEY_MINIBATCH = 1
+_KEY_ROUTER = 2
+
+_DEFAULT_BLOCK = 1024
+_TARGET_SNAPSHOTS = 480
+
+
+@dataclass(frozen=True)
+class RunGenerators:
+    """The independent random streams of one run.
+
+    Attributes:
+        service: One generator per client for its service times.
+        minibatch: One generator per client for its minibatch sampling.
+        router: The router's generator.
+    """
+
+    service: tuple[np.random.Generator, ...]
+    minibatch: tuple[np.random.Generator, ...]
+    router: np.random.Generator
+
+
+def run_generators(seed: int, num_clients: int) -> RunGenerators:
+    """Derive a run's generators from its root seed (shared with the Ray runtime).
+
+    Child ``(0, i)`` of ``SeedSequence(seed)`` drives client ``i``'s service times,
+    ``(1, i)`` its minibatches and ``(2,)`` the router.
+
+    Args:
+        seed: Root seed (``SystemConfig.seed``).
+        num_clients: Number of clients ``n``.
+
+    Returns:
+        Fresh, independent generators.
+    """
+
+    def child(*key: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+    return RunGenerators(
+        service=tuple(child(_KEY_SERVICE, i) for i in range(num_clients)),
+        minibatch=tuple(child(_KEY_MINIBATCH, i) for i in range(num_clients)),
+        router=child(_KEY_ROUTER),
+    )
+
+
+def _service_stream(
+    service_time: BaseServiceTime, rng: np.random.Generator, block: int
+) -> Iterator[float]:
+    """Endless stream of durations, drawn ``block`` at a time through the distribution."""
+    while True:
+        draws = np.asarray(service_time.sample(rng, size=block), dtype=np.float64)
+        yield from draws.tolist()
+
+
+# --------------------------------------------------------------------------- recording
+
+
+class _Snapshots:
+    """Cumulative statistics on a grid of completion counts (merged by doubling).
+
+    Each snapshot holds, at a completion instant: completions ``c``, time ``t``, model
+    version, and per client the completions, the sums of ``D`` and ``D^2``, the sums of
+    departure and arrival instants, the queue lengths, the busy time started so far and
+    the in-service residuals (from a copy of the event heap). Because every quantity is
+    cumulative, dropping every other snapshot merges neighbouring intervals exactly.
+    """
+
+    def __init__(self, interval: int, max_snapshots: int) -> None:
+        self.interval = interval
+        self.max_snapshots = max_snapshots
+        self.rows: list[tuple[Any, ...]] = []
+
+    def take(self, row: tuple[Any, ...]) -> int:
+        """Store a snapshot; return the completion count of the next one."""
+        self.rows.append(row)
+        if len(self.rows) > self.max_snapshots:
+            # Keep c = 0, 2m, 4m, ...: the grid becomes multiples of 2m.
+            self.rows = self.rows[::2]
+            self.interval *= 2
+            last = self.rows[-1][0]
+            return int(last + self.interval)
+        return int(row[0] + self.interval)
+
+
+@dataclass
+class _State:
+    """Cumulative state arrays at one instant, derived from a snapshot row."""
+
+    completions: int
+    time: float
+    version: int
+    count: np.ndarray
+    sum_delay: np.ndarray
+    sum_delay2: np.ndarray
+    area: np.ndarray
+    busy: np.ndarray
+
+
+def _state(row: tuple[Any, ...], num_clients: int) -> _State:
+    c, t, version, cnt, sd, sd2, dep, arr, lens, busy_started, heap = row
+    residual = np.zeros(num_clients)
+    for entry in heap:
+        residual[entry[-1]] = entry[0] - t
+    lens_a = np.asarray(lens, dtype=np.float64)
+    return _State(
+        completions=int(c),
+        time=float(t),
+        version=int(version),
+        count=np.asarray(cnt, dtype=np.float64),
+        sum_delay=np.asarray(sd, dtype=np.float64),
+        sum_delay2=np.asarray(sd2, dtype=np.float64),
+        area=np.asarray(dep, dtype=np.float64) + lens_a * t - np.asarray(arr, dtype=np.float64),
+        busy=np.asarray(busy_started, dtype=np.float64) - residual,
+    )
+
+
+@dataclass
+class _Curve:
+    """Evaluation time series."""
+
+    times: list[float]
+    updates: list[int]
+    test_loss: list[float]
+    test_accuracy: list[float]
+    val_loss: list[float]
+    val_accuracy: list[float]
+
+
+def _statistics(
+    rows: list[tuple[Any, ...]],
+    final_row: tuple[Any, ...],
+    *,
+    num_clients: int,
+    warmup_fraction: float,
+    num_batches: int,
+    confidence: float,
+) -> dict[str, Any]:
+    """Point estimates and batch-means intervals over the post-warm-up window."""
+    n = num_clients
+    final = _state(final_row, n)
+    total = final.completions
+    warmup = math.ceil(warmup_fraction * total)
+    grid = [r for r in rows if r[0] >= warmup]
+    states: list[_State]
+    if len(grid) >= 3:
+        intervals = len(grid) - 1
+        batches = min(num_batches, intervals)
+        per_batch = intervals // batches
+        start = len(grid) - 1 - batches * per_batch
+        states = [_state(grid[start + b * per_batch], n) for b in range(batches + 1)]
+    else:  # too short for batches: one window from the warm-up point to the end
+        first = grid[0] if grid else rows[-1] if rows and rows[-1][0] < total else rows[0]
+        states = [_state(first, n), final]
+        batches = 0
+    nb = len(states) - 1
+    dt = np.array([states[b + 1].time - states[b].time for b in range(nb)])
+    dc = np.array([states[b + 1].completions - states[b].completions for b in range(nb)], float)
+
+    def diff(attr: str) -> np.ndarray:
+        return np.stack(
+            [getattr(states[b + 1], attr) - getattr(states[b], attr) for b in range(nb)]
+        )
+
+    count, sum_delay, sum_delay2 = diff("count"), diff("sum_delay"), diff("sum_delay2")
+    area, busy = diff("area"), diff("busy")
+
+    def ci(num: np.ndarray, den: np.ndarray) -> tuple[Any, Any, Any]:
+        if batches >= 2:
+            return batch_ratio_ci(num, den, confidence=confidence)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            est = num.sum(axis=0) / den.sum(axis=0)
+        nan = np.full_like(np.asarray(est, dtype=float), np.nan)
+        return est, nan, nan
+
+    thr, thr_lo, thr_hi = ci(dc, dt)
+    cthr, _, _ = ci(count, dt)
+    delay, d_lo, d_hi = ci(sum_delay, count)
+    qlen, q_lo, q_hi = ci(area, dt)
+    util, u_lo, u_hi = ci(busy, dt)
+    stale, s_lo, s_hi = ci(sum_delay.sum(axis=1), count.sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tot_cnt = count.sum(axis=0)
+        second = sum_delay2.sum(axis=0) / tot_cnt
+        std = np.sqrt(np.maximum(second - np.asarray(delay) ** 2, 0.0))
+    return {
+        "throughput": float(thr),
+        "throughput_ci": (float(thr_lo), float(thr_hi)),
+        "client_throughput": np.asarray(cthr, dtype=np.float64),
+        "utilization": np.asarray(util, dtype=np.float64),
+        "utilization_ci": np.stack([u_lo, u_hi], axis=-1).astype(np.float64),
+        "mean_queue_length": np.asarray(qlen, dtype=np.float64),
+        "mean_queue_length_ci": np.stack([q_lo, q_hi], axis=-1).astype(np.float64),
+        "mean_relative_delay": np.asarray(delay, dtype=np.float64),
+        "relative_delay_std": np.asarray(std, dtype=np.float64),
+        "relative_delay_ci": np.stack([d_lo, d_hi], axis=-1).astype(np.float64),
+        "mean_staleness": float(stale),
+        "mean_staleness_ci": (float(s_lo), float(s_hi)),
+        "completed": final.count.astype(np.int64),
+        "warmup_updates": int(states[0].completions),
+        "window_updates": int(dc.sum()),
+        "num_batches": int(batches if batches >= 2 else 0),
+    }
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+def _check_inputs(
+    config: SystemConfig,
+    warmup_fraction: float,
+    num_batches: int,
+    confidence: float,
+    block_size: int,
+) -> None:
+    if not 0.0 <= warmup_fraction < 1.0:
+        raise ConfigError(f"warmup_fraction must be in [0, 1), got {warmup_fraction!r}")
+    if num_batches < 2:
+        raise ConfigError(f"num_batches must be >= 2, got {num_batches!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
+    if block_size < 1:
+        raise ConfigError(f"block_size must be >= 1, got {block_size!r}")
+    if not isinstance(config, SystemConfig):
+        raise ConfigError(f"config must be a SystemConfig, got {type(config).__name__}")
+
+
+def simulate(
+    config: SystemConfig,
+    *,
+    workload: Workload | None = None,
+    queue_only: bool | None = None,
+    router: BaseRouter | None = None,
+    strategy: BaseStrategy | None = None,
+    sinks: Sequence[MetricsSink] = (),
+    progress: ProgressCallback | None = None,
+    warmup_fraction: float = 0.1,
+    num_batches: int = 30,
+    confidence: float = 0.99,
+    block_size: int = _DEFAULT_BLOCK,
+) -> RunResult:
+    """Simulate one run of an asynchronous FL system on a virtual clock.
+
+    Args:
+        config: The system: clients and their service times, concurrency, routing,
+            algorithm, data, model, run length (``run.num_updates`` and/or
+            ``run.time_budget`` in virtual seconds, whichever comes first) and seed.
+        workload: Prebuilt training workload (dataset, partitions, model); built from
+            ``config`` when None and training. Ignored in queue-only mode.
+        queue_only: Skip training (no model, no strategy; every completion advances the
+            version by one). Defaults to ``not config.run.train``.
+        router: Router to use instead of ``make_router(config.routing)`` (e.g. an
+            adaptive one). It is bound here.
+        strategy: Strategy to use instead of ``make_strategy(config.algorithm)``. It is
+            bound here.
+        sinks: Metrics sinks; each evaluation calls ``log_scalars(step, scalars,
+            time=t)``, and the end of the run logs the summary statistics.
+        progress: Called as ``progress(updates, virtual_time)`` now and then.
+        warmup_fraction: Fraction of the completions dropped before measuring.
+        num_batches: Batches of the batch-means intervals.
+        confidence: Level of the intervals.
+        block_size: Service times drawn per call of ``BaseServiceTime.sample``.
+
+    Returns:
+        The run's :class:`~raysync.simulation.result.RunResult` (``backend="simulation"``).
+
+    Raises:
+        ConfigError: A bad argument, or a workload that does not match the config.
+    """
+    _check_inputs(config, warmup_fraction, num_batches, confidence, block_size)
+    from raysync.routing import make_router
+    from raysync.simulation.service_times import make_service_time
+
+    wall_start = _time.perf_counter()
+    n = config.num_clients
+    train = config.run.train if queue_only is None else not queue_only
+    gens = run_generators(config.seed, n)
+    if router is None:
+        router = make_router(config.routing)
+    router.bind(n, gens.router)
+    service_times = [make_service_time(c.service_time) for c in config.clients]
+    streams = [
+        _service_stream(st, rng, block_size)
+        for st, rng in zip(service_times, gens.service, strict=True)
+    ]
+    max_updates = config.run.num_updates
+    budget = config.run.time_budget
+    if max_updates is not None:
+        interval = max(1, max_updates // _TARGET_SNAPSHOTS)
+    else:
+        interval = 1
+    snapshots = _Snapshots(interval, 2 * _TARGET_SNAPSHOTS)
+    common: dict[str, Any] = {
+        "config": config,
+        "router": router,
+        "streams": streams,
+        "snapshots": snapshots,
+        "max_updates": max_updates if max_updates is not None else math.inf,
+        "budget": budget if budget is not None else math.inf,
+        "progress": progress,
+    }
+    eval_seconds = 0.0
+    if train:
+        loop = _TrainingLoop(
+            **common,
+            workload=workload,
+            strategy=strategy,
+            minibatch_rngs=gens.minibatch,
+            sinks=sinks,
+        )
+        final_row, curve, extra = loop.run()
+        eval_seconds = extra["eval_seconds"]
+    else:
+        final_row, curve, extra = _run_queue_only(**common)
+    stats = _statistics(
+        snapshots.rows,
+        final_row,
+        num_clients=n,
+        warmup_fraction=warmup_fraction,
+        num_batches=num_batches,
+        confidence=confidence,
+    )
+    end_time = float(final_row[1])
+    num_updates = int(final_row[2])
+    wall = _time.perf_counter() - wall_start
+    result = RunResult(
+        backend="simulation",
+        train=train,
+        seed=config.seed,
+        num_clients=n,
+        concurrency=config.concurrency,
+        num_updates=num_updates,
+        num_completions=int(final_row[0]),
+        elapsed=end_time,
+        wall_time=wall,
+        max_relative_delay=int(extra["max_delay"]),
+        times=np.asarray(curve.times, dtype=np.float64),
+        updates=np.asarray(curve.updates, dtype=np.int64),
+        test_loss=np.asarray(curve.test_loss, dtype=np.float64),
+        test_accuracy=np.asarray(curve.test_accuracy, dtype=np.float64),
+        val_loss=np.asarray(curve.val_loss, dtype=np.float64),
+        val_accuracy=np.asarray(curve.val_accuracy, dtype=np.float64),
+        final_test_loss=float(curve.test_loss[-1]) if curve.test_loss else math.nan,
+        final_test_accuracy=float(curve.test_accuracy[-1]) if curve.test_accuracy else math.nan,
+        final_val_loss=float(curve.val_loss[-1]) if curve.val_loss else math.nan,
+        final_val_accuracy=float(curve.val_accuracy[-1]) if curve.val_accuracy else math.nan,
+        confidence=confidence,
+        config=config.to_dict(),
+        extras={
+            "eval_seconds": eval_seconds,
+            "snapshot_interval": snapshots.interval,
+            "block_size": block_size,
+            "routing_probabilities": (
+                None
+                if router.routing_probabilities() is None
+                else [float(v) for v in np.asarray(router.routing_probabilities())]
+            ),
+        },
+        **stats,
+    )
+    for sink in sinks:
+        scalars = {
+            "system/throughput": result.throughput,
+            "system/mean_staleness": result.mean_staleness,
+        }
+        for i in range(n):
+            scalars[f"staleness/client_{i}"] = float(result.mean_relative_delay[i])
+            scalars[f"system/utilization_client_{i}"] = float(result.utilization[i])
+        sink.log_scalars(num_updates, scalars, time=end_time)
+    logger.debug("simulation done: %d updates in %.3f s wall", num_updates, wall)
+    return result
+
+
+def _initial_heap(
+    queues: list[deque[Any]], nexts: list[Callable[[], float]], busy: list[float]
+) -> tuple[list[tuple[float, int, int]], int]:
+    heap: list[tuple[float, int, int]] = []
+    seq = 0
+    for i, q in enumerate(queues):
+        if q:
+            s = nexts[i]()
+            busy[i] += s
+            heap.append((s, seq, i))
+            seq += 1
+    heapq.heapify(heap)
+    return heap, seq
+
+
+def _run_queue_only(
+    *,
+    config: SystemConfig,
+    router: BaseRouter,
+    streams: list[Iterator[float]],
+    snapshots: _Snapshots,
+    max_updates: float,
+    budget: float,
+    progress: ProgressCallback | None,
+) -> tuple[tuple[Any, ...], _Curve, dict[str, Any]]:
+    """The fast loop: versions only, running sums, no per-event allocation but the heap tuple."""
+    n = config.num_clients
+    queues: list[deque[int]] = [deque() for _ in range(n)]
+    arr = [0.0] * n
+    for j in router.initial_clients(config.concurrency):
+        queues[j].append(0)  # every initial task carries version 0, dispatched at t = 0
+    nexts = [s.__next__ for s in streams]
+    cnt = [0] * n
+    sd = [0] * n
+    sd2 = [0] * n
+    dep = [0.0] * n
+    busy = [0.0] * n
+    heap, seq = _initial_heap(queues, nexts, busy)
+    route = router.route
+    heappop = heapq.heappop
+    heapreplace = heapq.heapreplace
+    heappush = heapq.heappush
+    k = 0
+    dmax = 0
+    t = 0.0
+    curve = _Curve([], [], [], [], [], [])
+
+    def row(c: int, now: float) -> tuple[Any, ...]:
+        return (
+            c, now, c, cnt[:], sd[:], sd2[:], dep[:], arr[:],
+            [len(q) for q in queues], busy[:], heap[:],
+        )  # fmt: skip
+
+    next_snap = snapshots.take(row(0, 0.0))
+    stop_at = max_updates
+    check = min(next_snap, stop_at)
+    end_time = 0.0
+    while True:
+        t, _, i = heap[0]
+        if t > budget:
+            end_time = budget
+            break
+        q = queues[i]
+        d = k - q.popleft()
+        k += 1
+        cnt[i] += 1
+        sd[i] += d
+        sd2[i] += d * d
+        dep[i] += t
+        if d > dmax:
+            dmax = d
+        j = route(i)
+        qj = queues[j]
+        qj.append(k)
+        arr[j] += t
+        if q:
+            s = nexts[i]()
+            busy[i] += s
+            heapreplace(heap, (t + s, seq, i))
+            seq += 1
+            if j != i and len(qj) == 1:
+                s = nexts[j]()
+                busy[j] += s
+                heappush(heap, (t + s, seq, j))
+                seq += 1
+        elif len(qj) == 1:
+            s = nexts[j]()
+            busy[j] += s
+            heapreplace(heap, (t + s, seq, j))
+            seq += 1
+        else:
+            heappop(heap)
+        if k >= check:
+            end_time = t
+            if k >= stop_at:
+                break
+            next_snap = snapshots.take(row(k, t))
+            check = min(next_snap, stop_at)
+            curve.times.append(t)
+            curve.updates.append(k)
+            if progress is not None:
+                progress(k, t)
+    final = row(k, end_time)
+    if k > snapshots.rows[-1][0] and k % snapshots.interval == 0:
+        snapshots.take(final)  # the end lies on the grid: it closes the last batch
+    curve.times.append(end_time)
+    curve.updates.append(k)
+    nan = [math.nan] * len(curve.times)
+    curve.test_loss, curve.test_accuracy = nan, nan[:]
+    curve.val_loss, curve.val_accuracy = nan[:], nan[:]
+    if progress is not None:
+        progress(k, end_time)
+    return final, curve, {"max_delay": dmax}
+
+
+class _TrainingLoop:
+    """The training loop: same events and statistics as the fast loop, plus the model."""
+
+    def __init__(
+        self,
+        *,
+        config: SystemConfig,
+        router: BaseRouter,
+        streams: list[Iterator[float]],
+        snapshots: _Snapshots,
+        max_updates: float,
+        budget: float,
+        progress: ProgressCallback | None,
+        workload: Workload | None,
+        strategy: BaseStrategy | None,
+        minibatch_rngs: tuple[np.random.Generator, ...],
+        sinks: Sequence[MetricsSink],
+    ) -> None:
+        from raysync.strategies import make_strategy
+        from raysync.workload import build_workload
+
+        self.config = config
+        self.router = router
+        self.streams = streams
+        self.snapshots = snapshots
+        self.max_updates = max_updates
+        self.budget = budget
+        self.progress = progress
+        self.sinks = sinks
+        self.minibatch_rngs = minibatch_rngs
+        if workload is None:
+            workload = build_workload(config)
+        if workload.num_clients != config.num_clients:
+            raise ConfigError(
+                f"workload has {workload.num_clients} client partitions but the config has "
+                f"{config.num_clients} clients"
+            )
+        self.workload = workload
+        if strategy is None:
+            strategy = make_strategy(config.algorithm)
+        strategy.bind(config.num_clients, router.routing_probabilities())
+        self.strategy = strategy
+        self.curve = _Curve([], [], [], [], [], [])
+        self.eval_seconds = 0.0
+
+    def _evaluate(self, computer: Any, params: np.ndarray, now: float, version: int) -> None:
+        start = _time.perf_counter()
+        test_loss, test_acc = self.workload.evaluate(params, split="test", computer=computer)
+        if self.workload.has_validation:
+            val_loss, val_acc = self.workload.evaluate(params, split="val", computer=computer)
+        else:
+            val_loss, val_acc = math.nan, math.nan
+        self.eval_seconds += _time.perf_counter() - start
+        curve = self.curve
+        curve.times.append(now)
+        curve.updates.append(version)
+        curve.test_loss.append(float(test_loss))
+        curve.test_accuracy.append(float(test_acc))
+        curve.val_loss.append(float(val_loss))
+        curve.val_accuracy.append(float(val_acc))
+        scalars = {
+            "test/loss": float(test_loss),
+            "test/accuracy": float(test_acc),
+            "val/loss": float(val_loss),
+            "val/accuracy": float(val_acc),
+        }
+        for sink in self.sinks:
+            sink.log_scalars(version, scalars, time=now)
+
+    def run(self) -> tuple[tuple[Any, ...], _Curve, dict[str, Any]]:
+        """Run to the stop condition; return the final snapshot row, curve and extras."""
+        from raysync.client import run_client_work
+        from raysync.strategies._base import ClientResult
+
+        config = self.config
+        n = config.num_clients
+        run_cfg = config.run
+        workload = self.workload
+        strategy = self.strategy
+        router = self.router
+        computer = workload.make_computer()
+        work = strategy.client_work()
+        data = [workload.client_data(i) for i in range(n)]
+        rngs = self.minibatch_rngs
+        params = np.array(workload.initial_params, dtype=np.float32)
+        params.setflags(write=False)
+
+        # Queues hold (task_id, base_version, params of that version).
+        queues: list[deque[tuple[int, int, np.ndarray]]] = [deque() for _ in range(n)]
+        arr = [0.0] * n
+        task_id = 0
+        for j in router.initial_clients(config.concurrency):
+            queues[j].append((task_id, 0, params))
+            task_id += 1
+        nexts = [s.__next__ for s in self.streams]
+        cnt = [0] * n
+        sd = [0] * n
+        sd2 = [0] * n
+        dep = [0.0] * n
+        busy = [0.0] * n
+        heap, seq = _initial_heap(queues, nexts, busy)
+        every_updates = run_cfg.eval_every_updates
+        every_seconds = run_cfg.eval_every_seconds
+        next_eval_time = every_seconds if every_seconds is not None else math.inf
+        k = 0  # model version
+        c = 0  # completions
+        dmax = 0
+        last_eval: tuple[float, int] | None = None
+
+        def row(now: float) -> tuple[Any, ...]:
+            return (
+                c, now, k, cnt[:], sd[:], sd2[:], dep[:], arr[:],
+                [len(q) for q in queues], busy[:], heap[:],
+            )  # fmt: skip
+
+        budget = self.budget
+        max_updates = self.max_updates
+        take = self.snapshots.take
+        progress = self.progress
+        route = router.route
+        apply = strategy.apply
+        heappop = heapq.heappop
+        heapreplace = heapq.heapreplace
+        heappush = heapq.heappush
+        float32 = np.float32
+        ndarray = np.ndarray
+        self._evaluate(computer, params, 0.0, 0)
+        last_eval = (0.0, 0)
+        next_snap = take(row(0.0))
+        end_time = 0.0
+        while True:
+            t, _, i = heap[0]
+            while next_eval_time <= t and next_eval_time <= budget:
+                self._evaluate(computer, params, next_eval_time, k)
+                last_eval = (next_eval_time, k)
+                next_eval_time += every_seconds  # type: ignore[operator]
+            if t > budget:
+                end_time = budget
+                break
+            q = queues[i]
+            tid, version, task_params = q.popleft()
+            x, y = data[i]
+            output = run_client_work(computer, work, task_params, x, y, rngs[i])
+            del task_params
+            d = k - version
+            result = ClientResult(
+                task_id=tid,
+                client_id=i,
+                base_version=version,
+                current_version=k,
+                payload=output.payload,
+                loss=float(output.loss),
+                num_samples=int(output.num_samples),
+            )
+            new_params = apply(params, result)
+            advanced = new_params is not None
+            if new_params is not None:
+                if not isinstance(new_params, ndarray) or new_params.dtype != float32:
+                    new_params = np.asarray(new_params, dtype=float32)
+                new_params.setflags(write=False)
+                params = new_params
+                k += 1
+            c += 1
+            cnt[i] += 1
+            sd[i] += d
+            sd2[i] += d * d
+            dep[i] += t
+            if d > dmax:
+                dmax = d
+            j = route(i)
+            qj = queues[j]
+            qj.append((task_id, k, params))
+            task_id += 1
+            arr[j] += t
+            if q:
+                s = nexts[i]()
+                busy[i] += s
+                heapreplace(heap, (t + s, seq, i))
+                seq += 1
+                if j != i and len(qj) == 1:
+                    s = nexts[j]()
+                    busy[j] += s
+                    heappush(heap, (t + s, seq, j))
+                    seq += 1
+            elif len(qj) == 1:
+                s = nexts[j]()
+                busy[j] += s
+                heapreplace(heap, (t + s, seq, j))
+                seq += 1
+            else:
+                heappop(heap)
+            end_time = t
+            if advanced and every_updates is not None and k % every_updates == 0:
+                self._evaluate(computer, params, t, k)
+                last_eval = (t, k)
+            if k >= max_updates:
+                break
+            if c >= next_snap:
+                next_snap = take(row(t))
+                if progress is not None:
+                    progress(k, t)
+        final = row(end_time)
+        if c > self.snapshots.rows[-1][0] and c % self.snapshots.interval == 0:
+            take(final)  # the end lies on the grid: it closes the last batch
+        if last_eval != (end_time, k):
+            self._evaluate(computer, params, end_time, k)
+        if self.progress is not None:
+            self.progress(k, end_time)
+        return final, self.curve, {"max_delay": dmax, "eval_seconds": self.eval_seconds}

@@ -1,0 +1,134 @@
+"""``raysync simulate CONFIG``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from raysync.cli import main
+from raysync.simulation import RunResult
+
+TINY = """
+seed = 0
+concurrency = 6
+
+[routing]
+kind = "fixed"
+p = [0.4, 0.3, 0.2, 0.1]
+
+[algorithm]
+name = "generalized_asyncsgd"
+lr = 0.5
+batch_size = 16
+
+[run]
+num_updates = 300
+eval_every_updates = 100
+
+[[clients]]
+service_time = { kind = "exponential", rate = 1.0 }
+[[clients]]
+service_time = { kind = "exponential", rate = 2.0 }
+[[clients]]
+service_time = { kind = "exponential", rate = 4.0 }
+[[clients]]
+service_time = { kind = "exponential", rate = 0.5 }
+"""
+
+RETURN_TO_SENDER = """
+concurrency = 3
+[routing]
+kind = "return_to_sender"
+[algorithm]
+name = "asyncsgd"
+[run]
+num_updates = 1000
+train = false
+[[clients]]
+service_time = { kind = "exponential", rate = 1.0 }
+count = 2
+[[clients]]
+service_time = { kind = "exponential", rate = 2.0 }
+"""
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> Iterator[None]:
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def tiny(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def test_simulate_prints_accuracy_throughput_and_staleness(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "out"
+    assert main(["simulate", str(tiny), "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "final test accuracy: 0." in out
+    assert "throughput:" in out and "theory: 2.45056" in out
+    assert "per-client staleness" in out
+    assert "8.698" in out  # client 0's theoretical delay (THEORY.md worked example)
+    res = RunResult.load(out_dir)
+    assert res.num_updates == 300 and res.train
+    theory = json.loads((out_dir / "theory.json").read_text())
+    assert theory["model"] == "closed_jackson"
+
+
+def test_queue_only_overrides_and_json(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "simulate",
+        str(tiny),
+        "--queue-only",
+        "--num-updates",
+        "20000",
+        "--seed",
+        "3",
+        "--json",
+    ]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["num_updates"] == 20000 and data["seed"] == 3 and data["train"] is False
+    assert data["theory"]["throughput"] == pytest.approx(2.45056, abs=1e-5)
+    assert abs(data["throughput"] / 2.45056 - 1) < 0.1
+
+
+def test_time_budget_override(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", str(tiny), "--queue-only", "--time-budget", "500"]) == 0
+    out = capsys.readouterr().out
+    assert "in 500 virtual s" in out
+    assert "final test accuracy: n/a (queue-only)" in out
+
+
+def test_return_to_sender_theory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "rts.toml"
+    path.write_text(RETURN_TO_SENDER)
+    assert main(["simulate", str(path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "theory: 4" in out  # throughput = sum of the rates
+    lines = [line.split() for line in out.splitlines() if line.strip().startswith(("0 ", "2 "))]
+    assert lines[0][-1] == "3" and lines[1][-1] == "1"  # (4 - mu_i) / mu_i
+
+
+def test_bad_config_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY.replace("p = [0.4, 0.3, 0.2, 0.1]", "p = [0.4, 0.3, 0.2, 0.2]"))
+    assert main(["simulate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "routing.p must sum to 1" in err
+    assert main(["simulate", str(tmp_path / "missing.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
