@@ -1,0 +1,235 @@
+"""``raysync optimize CONFIG``: choose the concurrency ``C`` and routing ``p`` of a fleet.
+
+Minimises the convergence bound of THEORY.md section 5 for the config's fleet (service rates
+``mu_i = 1 / mean service time``, exact for exponential service) under the per-update (3a) or
+wall-clock (3b) criterion, and prints the optimum next to two defaults:
+
+* ``uniform``: uniform routing with ``C = n``;
+* ``asyncsgd``: AsyncSGD (return to sender, ``C = n``). It is not a random routing, so its
+  queueing numbers are those of independent per-client cycles (throughput ``sum mu_i``,
+  ``E[D_i] = (sum mu - mu_i) / mu_i``), and the bound, proven for importance-weighted
+  Generalized AsyncSGD, is evaluated at AsyncSGD's empirical routing ``p_i = mu_i / sum mu``
+  (an approximation: AsyncSGD applies unweighted gradients).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from raysync.config import RoutingConfig, SystemConfig, dump_config, load_config
+from raysync.exceptions import ConfigError
+
+__all__ = ["add_parser"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``optimize`` command."""
+    parser = subparsers.add_parser(
+        "optimize",
+        help="choose concurrency C and routing p by minimising the convergence bound",
+        description=(
+            "Minimise the convergence bound of Generalized AsyncSGD (THEORY.md section 5) "
+            "over the routing p and the concurrency C of the config's fleet, per update (3a) "
+            "or per unit of wall-clock time (3b), and compare with uniform routing (C = n) "
+            "and AsyncSGD (C = n)."
+        ),
+    )
+    parser.add_argument("config", help="path to a TOML config file")
+    parser.add_argument(
+        "--criterion",
+        choices=("per-update", "wall-clock"),
+        default="wall-clock",
+        help="(3a) bound after K updates, or (3b) bound after a time budget (default)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="time budget T in seconds for wall-clock (default: run.time_budget)",
+    )
+    parser.add_argument(
+        "--updates",
+        type=int,
+        default=None,
+        help="K for per-update (default: run.num_updates, else throughput of uniform C=n "
+        "times the budget)",
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=None,
+        help="largest C considered (default: max(2n, config concurrency))",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--constants", metavar="L,sigma2,M2,A", help="the problem constants, comma-separated"
+    )
+    source.add_argument(
+        "--estimate-constants",
+        action="store_true",
+        help="estimate L, sigma2, M2, A from a short pilot run on the config's data and model",
+    )
+    parser.add_argument(
+        "--step",
+        choices=("fixed", "optimal"),
+        default="optimal",
+        help="step size: the config's algorithm.lr, or the bound's optimal step (default)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--write-config",
+        metavar="OUT.toml",
+        default=None,
+        help="write the config with routing.kind='fixed', the optimal p and C",
+    )
+    parser.set_defaults(func=_handle)
+
+
+def _budget(args: argparse.Namespace, config: SystemConfig) -> float | None:
+    budget = args.budget if args.budget is not None else config.run.time_budget
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise ConfigError(f"--budget must be a number of seconds > 0, got {budget!r}")
+    return budget
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from raysync.objectives import (
+        BoundObjective,
+        ProblemConstants,
+        estimate_constants_for_config,
+        optimize_joint,
+    )
+    from raysync.queueing import ClosedNetwork, analyze
+
+    config = load_config(args.config)
+    n = config.num_clients
+    mu = np.asarray(config.service_rates, dtype=np.float64)
+    budget = _budget(args, config)
+    cmax = args.max_concurrency
+    if cmax is None:
+        cmax = max(2 * n, config.concurrency)
+    if cmax < 1:
+        raise ConfigError(f"--max-concurrency must be an integer >= 1, got {cmax}")
+
+    estimate = None
+    if args.estimate_constants:
+        estimate = estimate_constants_for_config(config)
+        constants = estimate.constants
+    else:
+        constants = ProblemConstants.parse(args.constants)
+
+    kwargs: dict[str, Any] = {}
+    if args.criterion == "wall-clock":
+        if budget is None:
+            raise ConfigError(
+                "the wall-clock criterion needs a time budget: pass --budget SECONDS or set "
+                "run.time_budget in the config"
+            )
+        kwargs["time_budget"] = budget
+    else:
+        updates = args.updates if args.updates is not None else config.run.num_updates
+        if updates is None and budget is not None:
+            uniform_net = ClosedNetwork(mu=mu, p=np.full(n, 1.0 / n), concurrency=n)
+            updates = max(1, round(analyze(uniform_net).throughput * budget))
+        if updates is None or updates < 1:
+            raise ConfigError(f"--updates must be an integer >= 1, got {updates!r}")
+        kwargs["num_updates"] = float(updates)
+    eta: float | str = config.algorithm.lr if args.step == "fixed" else "optimal"
+    objective = BoundObjective(
+        mu=mu, constants=constants, criterion=args.criterion, eta=eta, **kwargs
+    )
+
+    result = optimize_joint(objective, max_concurrency=cmax)
+    uniform = objective.evaluate(np.full(n, 1.0 / n), n)
+    asyncsgd = objective.asyncsgd_terms()
+
+    if args.write_config:
+        algorithm = config.algorithm
+        if algorithm.name == "asyncsgd":
+            from dataclasses import replace
+
+            algorithm = replace(algorithm, name="generalized_asyncsgd")
+        new = config.replace(
+            routing=RoutingConfig(kind="fixed", p=tuple(float(v) for v in result.p)),
+            concurrency=int(result.concurrency),
+            algorithm=algorithm,
+        )
+        dump_config(new, args.write_config)
+
+    if args.json:
+        payload = {
+            "config": str(args.config),
+            "criterion": args.criterion,
+            "constants": constants.to_dict(),
+            "constants_estimate": None if estimate is None else estimate.to_dict(),
+            "service_rates": mu.tolist(),
+            "max_concurrency": cmax,
+            "optimum": result.to_dict(),
+            "baselines": {"uniform": uniform.to_dict(), "asyncsgd": asyncsgd.to_dict()},
+            "written_config": args.write_config,
+        }
+        print(json.dumps(payload, indent=2))
+        return 0
+
+    _print_report(args, config, mu, constants, result, uniform, asyncsgd, cmax, estimate)
+    return 0
+
+
+def _print_report(
+    args: argparse.Namespace,
+    config: SystemConfig,
+    mu: np.ndarray,
+    constants: Any,
+    result: Any,
+    uniform: Any,
+    asyncsgd: Any,
+    cmax: int,
+    estimate: Any,
+) -> None:
+    n = config.num_clients
+    source = "estimated from a pilot run" if estimate is not None else "given"
+    print(f"{args.config}: {n} clients, criterion {args.criterion}, step {args.step}")
+    print(
+        f"  constants ({source}): L={constants.L:.4g} sigma2={constants.sigma2:.4g} "
+        f"M2={constants.M2:.4g} A={constants.A:.4g}"
+    )
+    terms = result.terms
+    k_label = "K = Lambda*T" if args.criterion == "wall-clock" else "K"
+    print(
+        f"optimum: C = {result.concurrency}   throughput = {result.throughput:.6g} updates/s   "
+        f"{k_label} = {terms.num_updates:.6g}   eta = {result.eta:.4g}"
+    )
+    if result.concurrency == cmax:
+        print(f"  note: C is at --max-concurrency={cmax}; a larger C may be better")
+    if not result.converged:
+        print(f"  warning: optimiser did not converge: {result.message}")
+    print(f"  {'client':>6} {'mu':>10} {'p':>10} {'E[D_i]':>10}")
+    for i in range(n):
+        print(
+            f"  {i:>6} {mu[i]:>10.4g} {result.p[i]:>10.5f} {result.relative_delay[i]:>10.4g}"
+        )
+    print("bound terms (lower is better):")
+    header = (
+        f"  {'setting':<22} {'C':>5} {'throughput':>11} {'eta':>10} {'optimization':>13} "
+        f"{'variance':>11} {'staleness':>11} {'bound':>11}"
+    )
+    print(header)
+    for name, t in (("optimum", terms), ("uniform p, C=n", uniform), ("AsyncSGD, C=n *", asyncsgd)):
+        flag = "" if t.admissible else "  (eta > eta_max: bound not proven)"
+        print(
+            f"  {name:<22} {t.concurrency:>5} {t.throughput:>11.5g} {t.eta:>10.4g} "
+            f"{t.optimization:>13.5g} {t.variance:>11.5g} {t.staleness:>11.5g} "
+            f"{t.value:>11.5g}{flag}"
+        )
+    print(
+        "  * AsyncSGD: independent per-client cycles (throughput sum mu_i), bound at its "
+        "empirical routing p_i = mu_i / sum mu (approximation)"
+    )
+    if args.write_config:
+        print(f"wrote {args.write_config} (routing.kind = 'fixed', concurrency = "
+              f"{result.concurrency})")

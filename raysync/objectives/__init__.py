@@ -1,0 +1,74 @@
+"""The convergence bound of Generalized AsyncSGD and its optimisation (THEORY.md 3-5).
+
+* :class:`BoundObjective`: the bound ``B_K(p, C)`` for a fleet, with the per-update (3a)
+  or wall-clock (3b, ``K = Lambda(p, C) T``) criterion, a fixed or optimised step, each term
+  separately (:class:`BoundTerms`), whole ``C`` curves (:class:`BoundCurve`) and exact
+  gradients in ``p``.
+* :func:`optimize_routing`, :func:`optimize_concurrency`, :func:`optimize_joint`: minimise it
+  over ``p`` on the simplex, integer ``C``, or both (:class:`OptimizationResult`).
+* :func:`optimal_step_size`, :func:`step_size_cap`: the closed-form step.
+* :func:`estimate_constants`, :func:`estimate_service_rate`: the constants ``L``,
+  ``sigma^2``, ``M^2``, ``A`` from a pilot run, and ``mu_i`` from observed service times.
+"""
+
+from __future__ import annotations
+
+from raysync.objectives.bounds import (
+    CRITERIA,
+    AsyncSGDStatistics,
+    BoundCurve,
+    BoundObjective,
+    BoundTerms,
+    Criterion,
+    ProblemConstants,
+    asyncsgd_statistics,
+    bound_from_statistics,
+    check_routing,
+    mean_delay,
+    optimal_step_size,
+    step_size_cap,
+    variance_inflation,
+)
+from raysync.objectives.constants import (
+    RATE_METHODS,
+    ConstantsEstimate,
+    RateEstimate,
+    estimate_constants,
+    estimate_constants_for_config,
+    estimate_service_rate,
+    estimate_service_rates,
+)
+from raysync.objectives.optimize import (
+    OptimizationResult,
+    optimize_concurrency,
+    optimize_joint,
+    optimize_routing,
+)
+
+__all__ = [
+    "CRITERIA",
+    "RATE_METHODS",
+    "AsyncSGDStatistics",
+    "BoundCurve",
+    "BoundObjective",
+    "BoundTerms",
+    "ConstantsEstimate",
+    "Criterion",
+    "OptimizationResult",
+    "ProblemConstants",
+    "RateEstimate",
+    "asyncsgd_statistics",
+    "bound_from_statistics",
+    "check_routing",
+    "estimate_constants",
+    "estimate_constants_for_config",
+    "estimate_service_rate",
+    "estimate_service_rates",
+    "mean_delay",
+    "optimal_step_size",
+    "optimize_concurrency",
+    "optimize_joint",
+    "optimize_routing",
+    "step_size_cap",
+    "variance_inflation",
+]

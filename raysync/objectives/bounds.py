@@ -1,0 +1,808 @@
+"""The convergence bound ``B_K(p, C)`` of Generalized AsyncSGD and its two criteria.
+
+THEORY.md section 5. With ``V = sigma^2 + 2 M^2``, ``S(p) = (1/n^2) sum_i 1/p_i`` (variance
+inflation of importance weighting) and ``Dbar(p, C) = (1/n) sum_i E[D_i]`` (mean relative
+delay of the average client), after ``K`` updates with step ``eta``::
+
+    B_K(p, C) = 4 A / (eta K)                     # optimisation term
+              + 2 eta L V S(p)                    # variance term
+              + 2 eta^2 L^2 V S(p) Dbar(p, C)     # staleness term
+
+valid for ``eta <= 1 / (4 L S (1 + eta L Dbar))``, i.e. ``eta <= eta_max`` with
+``eta_max = 1 / (2 L (S + sqrt(S^2 + S Dbar)))`` (the positive root of the quadratic
+``4 L^2 S Dbar eta^2 + 4 L S eta - 1 = 0``, written without cancellation).
+
+Two criteria (THEORY.md section 3):
+
+* ``"per-update"`` (3a): ``K`` is fixed; minimised at ``C = 1``.
+* ``"wall-clock"`` (3b): ``K = Lambda(p, C) T`` for a time budget ``T``; the optimum trades
+  update throughput ``Lambda`` against staleness and is interior in ``C``.
+
+The step size is either fixed or optimised: ``B = a / eta + b eta + c eta^2`` is convex in
+``eta > 0``, so the best admissible step is ``min(eta_root, eta_max)`` where ``eta_root`` is
+the positive root of ``2 c eta^3 + b eta^2 - a = 0`` (:func:`optimal_step_size`).
+
+``Lambda`` and ``E[D_i]`` come from :mod:`raysync.queueing` (exact MVA); gradients with respect
+to ``p`` come from its differentiable (torch) MVA. The formulas of this module are plain
+arithmetic that broadcasts over numpy arrays and torch tensors alike
+(:func:`bound_from_statistics`), so a whole ``C`` curve is evaluated at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal, TypeAlias, cast
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+
+from raysync.exceptions import ConfigError
+
+__all__ = [
+    "CRITERIA",
+    "AsyncSGDStatistics",
+    "BoundCurve",
+    "BoundObjective",
+    "BoundTerms",
+    "Criterion",
+    "ProblemConstants",
+    "asyncsgd_statistics",
+    "bound_from_statistics",
+    "check_routing",
+    "mean_delay",
+    "optimal_step_size",
+    "step_size_cap",
+    "variance_inflation",
+]
+
+Criterion: TypeAlias = Literal["per-update", "wall-clock"]
+#: Names of the two criteria: (3a) loss per update, (3b) loss per unit of wall-clock time.
+CRITERIA: tuple[str, ...] = ("per-update", "wall-clock")
+
+FloatArray: TypeAlias = NDArray[np.float64]
+
+
+# --------------------------------------------------------------------------- validation
+def _number(name: str, value: object, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ConfigError(f"{name} must be finite, got {number!r}")
+    if allow_zero and number < 0:
+        raise ConfigError(f"{name} must be >= 0, got {number!r}")
+    if not allow_zero and number <= 0:
+        raise ConfigError(f"{name} must be > 0, got {number!r}")
+    return number
+
+
+def _rates(mu: ArrayLike) -> FloatArray:
+    if isinstance(mu, str | bytes):
+        raise ConfigError(f"mu must be a sequence of service rates, got {mu!r}")
+    try:
+        array = np.array(mu, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"mu must be a sequence of service rates, got {mu!r}") from exc
+    if array.ndim != 1 or array.size == 0:
+        raise ConfigError(f"mu must be a non-empty 1-D sequence, got shape {array.shape}")
+    bad = np.flatnonzero(~np.isfinite(array) | (array <= 0))
+    if bad.size:
+        j = int(bad[0])
+        raise ConfigError(f"mu[{j}] must be a finite service rate > 0, got {float(array[j])!r}")
+    array.setflags(write=False)
+    return array
+
+
+def check_routing(p: ArrayLike, n: int, *, atol: float = 1e-9) -> FloatArray:
+    """Validate routing probabilities and return them as a read-only float64 array.
+
+    Args:
+        p: One probability per client, each ``> 0``, summing to 1 within ``atol``.
+        n: Number of clients.
+        atol: Tolerance on ``sum(p) == 1``; ``p`` is renormalised exactly afterwards.
+
+    Returns:
+        ``p / sum(p)`` as float64.
+
+    Raises:
+        ConfigError: Wrong length, a non-positive or non-finite entry, or a bad sum.
+    """
+    if isinstance(p, str | bytes):
+        raise ConfigError(f"p must be a sequence of probabilities, got {p!r}")
+    try:
+        array = np.array(p, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"p must be a sequence of probabilities, got {p!r}") from exc
+    if array.ndim != 1 or array.size != n:
+        raise ConfigError(
+            f"p must have one entry per client (n={n}), got shape {array.shape}"
+        )
+    bad = np.flatnonzero(~np.isfinite(array) | (array <= 0))
+    if bad.size:
+        j = int(bad[0])
+        raise ConfigError(f"p[{j}] must be > 0 (every client reachable), got {float(array[j])!r}")
+    total = math.fsum(array.tolist())
+    if abs(total - 1.0) > atol:
+        raise ConfigError(f"p must sum to 1, got sum={total:.12g} for {n} clients")
+    array = array / total
+    array.setflags(write=False)
+    return array
+
+
+def _concurrency(value: object, name: str = "concurrency") -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+# --------------------------------------------------------------------------- constants
+@dataclass(frozen=True, kw_only=True)
+class ProblemConstants:
+    """Constants of the convergence analysis (THEORY.md section 3).
+
+    Attributes:
+        L: Smoothness constant of every ``f_i`` (``> 0``).
+        sigma2: Bound ``sigma^2`` on the variance of a client's stochastic gradient
+            (``> 0``).
+        M2: Heterogeneity bound ``M^2 >= max_i ||grad f_i - grad f||^2`` (``>= 0``; 0 for
+            identical clients).
+        A: Initial suboptimality ``f(w_0) - f*`` (``> 0``).
+    """
+
+    L: float
+    sigma2: float
+    M2: float
+    A: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "L", _number("constants.L", self.L))
+        object.__setattr__(self, "sigma2", _number("constants.sigma2", self.sigma2))
+        object.__setattr__(self, "M2", _number("constants.M2", self.M2, allow_zero=True))
+        object.__setattr__(self, "A", _number("constants.A", self.A))
+
+    @property
+    def noise(self) -> float:
+        """``V = sigma^2 + 2 M^2``, the noise level of one client's gradient."""
+        return self.sigma2 + 2.0 * self.M2
+
+    @classmethod
+    def parse(cls, text: str) -> ProblemConstants:
+        """Parse ``"L,sigma2,M2,A"`` (four comma-separated numbers).
+
+        Args:
+            text: E.g. ``"1.0,0.5,0.1,2.3"``.
+
+        Returns:
+            The validated constants.
+
+        Raises:
+            ConfigError: Not four numbers, or a value breaks its rule.
+        """
+        parts = [part.strip() for part in str(text).split(",")]
+        if len(parts) != 4:
+            raise ConfigError(
+                f"constants must be four comma-separated numbers L,sigma2,M2,A, got {text!r}"
+            )
+        try:
+            values = [float(part) for part in parts]
+        except ValueError as exc:
+            raise ConfigError(
+                f"constants must be four comma-separated numbers L,sigma2,M2,A, got {text!r}"
+            ) from exc
+        return cls(L=values[0], sigma2=values[1], M2=values[2], A=values[3])
+
+    def to_dict(self) -> dict[str, float]:
+        """Return ``{"L": ..., "sigma2": ..., "M2": ..., "A": ...}``."""
+        return {"L": self.L, "sigma2": self.sigma2, "M2": self.M2, "A": self.A}
+
+
+# --------------------------------------------------------------------------- formulas
+def variance_inflation(p: ArrayLike) -> FloatArray | float:
+    """``S(p) = (1/n^2) sum_i 1/p_i`` (``>= 1``, equal to 1 iff ``p`` is uniform).
+
+    Args:
+        p: Routing probabilities, shape ``(n,)`` or a batch ``(..., n)`` (not validated).
+
+    Returns:
+        ``S(p)``: a float for one routing, an array of shape ``(...)`` for a batch.
+    """
+    array = np.asarray(p, dtype=np.float64)
+    out = np.sum(1.0 / array, axis=-1) / array.shape[-1] ** 2
+    return float(out) if out.ndim == 0 else out
+
+
+def mean_delay(relative_delay: ArrayLike) -> FloatArray | float:
+    """``Dbar = (1/n) sum_i E[D_i]``, over the last axis (so a ``(C, n)`` curve works).
+
+    Args:
+        relative_delay: Per-client mean relative delays ``E[D_i]``, shape ``(..., n)``.
+
+    Returns:
+        The mean over clients (a float for a 1-D input).
+    """
+    array = np.asarray(relative_delay, dtype=np.float64)
+    out = array.mean(axis=-1)
+    return float(out) if out.ndim == 0 else out
+
+
+def step_size_cap(L: Any, S: Any, Dbar: Any) -> Any:  # noqa: N803 (the theory's names)
+    """Largest step with ``eta <= 1 / (4 L S (1 + eta L Dbar))`` (exact, broadcasting).
+
+    The condition is the quadratic ``4 L^2 S Dbar eta^2 + 4 L S eta - 1 <= 0``; its positive
+    root, written without cancellation, is ``1 / (2 L (S + sqrt(S^2 + S Dbar)))``
+    (``1 / (4 L S)`` at ``Dbar = 0``).
+
+    Args:
+        L: Smoothness constant.
+        S: Variance inflation ``S(p)`` (array or tensor allowed).
+        Dbar: Mean delay ``Dbar(p, C)`` (array or tensor allowed).
+
+    Returns:
+        ``eta_max`` with the broadcast shape (a torch tensor if any input is one).
+    """
+    if isinstance(S, torch.Tensor) or isinstance(Dbar, torch.Tensor):
+        return 1.0 / (2.0 * L * (S + torch.sqrt(S * S + S * Dbar)))
+    s = np.asarray(S, dtype=np.float64)
+    d = np.asarray(Dbar, dtype=np.float64)
+    out = 1.0 / (2.0 * L * (s + np.sqrt(s * s + s * d)))
+    return float(out) if out.ndim == 0 else out
+
+
+def optimal_step_size(a: ArrayLike, b: ArrayLike, c: ArrayLike) -> Any:
+    """Minimiser over ``eta > 0`` of ``a / eta + b eta + c eta^2`` (``a, b > 0``, ``c >= 0``).
+
+    It is the unique positive root of ``2 c eta^3 + b eta^2 - a = 0``. With
+    ``eta0 = sqrt(a / b)`` (the root at ``c = 0``) and ``eta = eta0 / x``, the cubic becomes
+    the depressed cubic ``x^3 - x - g = 0`` with the single parameter
+    ``g = 2 c eta0 / b >= 0`` and its largest real root ``x >= 1``. That root is taken in
+    closed form (Cardano's formula written as ``u + 1 / (3 u)`` when
+    ``g^2 / 4 > 1 / 27``, the trigonometric form otherwise; both free of cancellation),
+    then polished by two Newton steps. For ``g > 1e6`` the scale ``(a / 2c)^(1/3)`` is used
+    instead (``eta = (a / 2c)^(1/3) y``, ``y^3 + g^(-2/3) y^2 - 1 = 0``, Newton from
+    ``y = 1``), and every scale is formed in logarithms, so nothing overflows. Relative
+    error is at the level of float64 rounding over the whole float64 range.
+
+    Args:
+        a: Coefficient of ``1 / eta`` (``> 0``); arrays broadcast.
+        b: Coefficient of ``eta`` (``> 0``).
+        c: Coefficient of ``eta^2`` (``>= 0``).
+
+    Returns:
+        The optimal ``eta``: a float for scalar inputs, else an array.
+
+    Raises:
+        ConfigError: If ``a`` or ``b`` is not ``> 0`` or ``c`` is negative.
+    """
+    a_arr, b_arr, c_arr = np.broadcast_arrays(
+        np.asarray(a, dtype=np.float64),
+        np.asarray(b, dtype=np.float64),
+        np.asarray(c, dtype=np.float64),
+    )
+    if np.any(~(a_arr > 0)) or np.any(~(b_arr > 0)) or np.any(~(c_arr >= 0)):
+        raise ConfigError(
+            "optimal_step_size needs a > 0, b > 0 and c >= 0 (finite), got "
+            f"a={a!r}, b={b!r}, c={c!r}"
+        )
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        log_a, log_b, log_c = np.log(a_arr), np.log(b_arr), np.log(c_arr)
+        eta0 = np.exp(0.5 * (log_a - log_b))
+        g = np.exp(math.log(2.0) + log_c + 0.5 * (log_a - log_b) - log_b)  # 0 when c = 0
+        # one real root when g^2/4 > 1/27: x = u + 1/(3u), u = cbrt(g/2 + sqrt(g^2/4 - 1/27))
+        threshold = 2.0 / math.sqrt(27.0)
+        half = g / 2.0
+        root_disc = half * np.sqrt(np.maximum(0.0, 1.0 - 4.0 / (27.0 * np.square(g))))
+        u = np.cbrt(half + root_disc)
+        x_cardano = u + 1.0 / (3.0 * u)
+        # three real roots otherwise: the largest is 2/sqrt(3) cos(acos(g 3 sqrt(3) / 2) / 3)
+        arg = np.clip(g * 1.5 * math.sqrt(3.0), -1.0, 1.0)
+        x_trig = (2.0 / math.sqrt(3.0)) * np.cos(np.arccos(arg) / 3.0)
+        x = np.where(g > threshold, x_cardano, x_trig)
+        for _ in range(2):  # Newton polish on h(x) = x^3 - x - g; h'(x) = 3x^2 - 1 >= 2
+            x = x - (x * x * x - x - g) / (3.0 * x * x - 1.0)
+        eta_small_g = eta0 / x
+        # g > 1e6 (possibly overflowing): scale by eta1 = (a / 2c)^(1/3) instead, eta =
+        # eta1 y with y^3 + h y^2 - 1 = 0, h = g^(-2/3) < 1e-4; Newton from y = 1 (where
+        # the convex increasing left side is >= 0) converges monotonically.
+        log_eta1 = (log_a - math.log(2.0) - log_c) / 3.0
+        h = np.exp(log_b + 2.0 * log_eta1 - log_a)
+        y = np.ones_like(h)
+        for _ in range(6):
+            y = y - (y * y * y + h * y * y - 1.0) / (3.0 * y * y + 2.0 * h * y)
+        eta_large_g = np.exp(log_eta1) * y
+        eta = np.where(g > 1e6, eta_large_g, eta_small_g)
+    return float(eta) if eta.ndim == 0 else eta
+
+
+# --------------------------------------------------------------------------- the bound
+def bound_from_statistics(
+    *,
+    constants: ProblemConstants,
+    eta: Any,
+    num_updates: Any,
+    S: Any,  # noqa: N803
+    Dbar: Any,  # noqa: N803
+) -> tuple[Any, Any, Any]:
+    """The three terms of ``B_K`` from the queueing statistics (broadcasting arithmetic).
+
+    Works on floats, numpy arrays and torch tensors (differentiable).
+
+    Args:
+        constants: ``L``, ``sigma^2``, ``M^2``, ``A``.
+        eta: Step size.
+        num_updates: ``K`` (for the wall-clock criterion, ``Lambda T``).
+        S: Variance inflation ``S(p)``.
+        Dbar: Mean relative delay ``Dbar(p, C)``.
+
+    Returns:
+        ``(optimization, variance, staleness)``: ``4 A / (eta K)``, ``2 eta L V S`` and
+        ``2 eta^2 L^2 V S Dbar`` with ``V = sigma^2 + 2 M^2``.
+    """
+    L = constants.L  # noqa: N806
+    v = constants.noise
+    optimization = 4.0 * constants.A / (eta * num_updates)
+    variance = 2.0 * eta * L * v * S
+    staleness = 2.0 * eta * eta * L * L * v * S * Dbar
+    return optimization, variance, staleness
+
+
+def _step_coefficients(
+    constants: ProblemConstants, num_updates: Any, S: Any, Dbar: Any  # noqa: N803
+) -> tuple[Any, Any, Any]:
+    """``(a, b, c)`` of ``B = a / eta + b eta + c eta^2``."""
+    L = constants.L  # noqa: N806
+    v = constants.noise
+    return 4.0 * constants.A / num_updates, 2.0 * L * v * S, 2.0 * L * L * v * S * Dbar
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoundTerms:
+    """The bound at one ``(p, C, eta)``, term by term.
+
+    Attributes:
+        criterion: ``"per-update"`` or ``"wall-clock"``.
+        value: ``B = optimization + variance + staleness``.
+        optimization: ``4 A / (eta K)``.
+        variance: ``2 eta L (sigma^2 + 2 M^2) S(p)``.
+        staleness: ``2 eta^2 L^2 (sigma^2 + 2 M^2) S(p) Dbar(p, C)``.
+        eta: Step size used.
+        eta_max: Largest step allowed by the step-size condition at this ``(p, C)``.
+        admissible: Whether ``eta <= eta_max`` (the bound is proven only then).
+        num_updates: ``K`` (``Lambda T`` for the wall-clock criterion).
+        variance_inflation: ``S(p)``.
+        mean_delay: ``Dbar(p, C)``.
+        throughput: Update throughput ``Lambda(p, C)``.
+        concurrency: ``C``.
+    """
+
+    criterion: str
+    value: float
+    optimization: float
+    variance: float
+    staleness: float
+    eta: float
+    eta_max: float
+    admissible: bool
+    num_updates: float
+    variance_inflation: float
+    mean_delay: float
+    throughput: float
+    concurrency: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe mapping of every field."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class BoundCurve:
+    """The bound at a fixed ``p`` for every ``C' = 1..C_max`` (one MVA pass).
+
+    Attributes:
+        concurrency: ``C'`` values, shape ``(C_max,)``.
+        value: Bound per ``C'``.
+        optimization: Optimisation term per ``C'``.
+        variance: Variance term per ``C'``.
+        staleness: Staleness term per ``C'``.
+        eta: Step per ``C'`` (constant when the step is fixed).
+        eta_max: Step cap per ``C'``.
+        num_updates: ``K`` per ``C'``.
+        mean_delay: ``Dbar`` per ``C'``.
+        throughput: ``Lambda(C')``.
+        relative_delay: ``E[D_i]`` at each ``C'``, shape ``(C_max, n)``.
+        variance_inflation: ``S(p)``.
+    """
+
+    concurrency: NDArray[np.int64]
+    value: FloatArray
+    optimization: FloatArray
+    variance: FloatArray
+    staleness: FloatArray
+    eta: FloatArray
+    eta_max: FloatArray
+    num_updates: FloatArray
+    mean_delay: FloatArray
+    throughput: FloatArray
+    relative_delay: FloatArray
+    variance_inflation: float
+
+    @property
+    def best_index(self) -> int:
+        """Index of the smallest bound (the first one on ties)."""
+        return int(np.argmin(self.value))
+
+    @property
+    def best_concurrency(self) -> int:
+        """``C'`` with the smallest bound."""
+        return int(self.concurrency[self.best_index])
+
+
+@dataclass(frozen=True, kw_only=True)
+class AsyncSGDStatistics:
+    """Queueing numbers of plain AsyncSGD (return to sender, ``C = n``).
+
+    Each client holds exactly one task, so clients run independent service cycles: the
+    update throughput is ``sum_i mu_i`` and, since the other clients complete as
+    independent stationary renewal processes of total rate ``sum_j mu_j - mu_i``, a task
+    of client ``i`` (mean duration ``1 / mu_i``) is passed by
+    ``E[D_i] = (sum_j mu_j - mu_i) / mu_i`` updates on average (``sum_i p_i E[D_i] = n - 1``
+    with ``p_i = mu_i / sum_j mu_j``, the empirical routing).
+
+    Attributes:
+        p: Empirical routing ``mu_i / sum_j mu_j``.
+        throughput: ``sum_i mu_i``.
+        relative_delay: ``E[D_i]``.
+        concurrency: ``n``.
+    """
+
+    p: FloatArray
+    throughput: float
+    relative_delay: FloatArray
+    concurrency: int
+
+
+def asyncsgd_statistics(mu: ArrayLike) -> AsyncSGDStatistics:
+    """Queueing numbers of AsyncSGD (see :class:`AsyncSGDStatistics`).
+
+    Args:
+        mu: Service rates, one per client.
+
+    Returns:
+        Throughput, empirical routing and per-client delays.
+    """
+    rates = _rates(mu)
+    total = float(rates.sum())
+    p = rates / total
+    delay = (total - rates) / rates
+    p.setflags(write=False)
+    delay.setflags(write=False)
+    return AsyncSGDStatistics(
+        p=p, throughput=total, relative_delay=delay, concurrency=int(rates.size)
+    )
+
+
+# --------------------------------------------------------------------------- queueing
+def _analyze_curve(
+    mu: FloatArray, p: FloatArray, max_concurrency: int
+) -> tuple[FloatArray, FloatArray]:
+    """``Lambda(C')`` (shape ``(C,)``) and ``E[D_i](C')`` (shape ``(C, n)``), one MVA pass."""
+    from raysync.queueing import ClosedNetwork, analyze
+
+    result = analyze(
+        ClosedNetwork(mu=mu, p=p, concurrency=max_concurrency), method="mva", curve=True
+    )
+    assert result.throughput_curve is not None and result.relative_delay_curve is not None
+    return (
+        np.asarray(result.throughput_curve, dtype=np.float64),
+        np.asarray(result.relative_delay_curve, dtype=np.float64),
+    )
+
+
+def _analyze_point(mu: FloatArray, p: FloatArray, concurrency: int) -> tuple[float, FloatArray]:
+    """``Lambda(C)`` and ``E[D_i](C)`` by exact MVA."""
+    from raysync.queueing import ClosedNetwork, analyze
+
+    result = analyze(ClosedNetwork(mu=mu, p=p, concurrency=concurrency), method="mva")
+    return float(result.throughput), np.array(result.mean_relative_delay, dtype=np.float64)
+
+
+def _queueing_torch(
+    mu: torch.Tensor, p: torch.Tensor, concurrency: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Lambda(C)`` and ``E[D_i]`` as differentiable float64 tensors (queueing engine)."""
+    from raysync.queueing import throughput_and_delays_torch
+
+    lam, delay = throughput_and_delays_torch(mu, p, concurrency)
+    return lam, delay
+
+
+# --------------------------------------------------------------------------- objective
+@dataclass(frozen=True, kw_only=True, eq=False)
+class BoundObjective:
+    """The bound as a function of ``(p, C)`` for one fleet, criterion and step policy.
+
+    Construction validates every field. ``eta="optimal"`` evaluates each ``(p, C)`` with its
+    best admissible step (:func:`optimal_step_size` capped by :func:`step_size_cap`);
+    a number fixes the step (then :attr:`BoundTerms.admissible` reports whether the
+    step-size condition holds; the bound is proven only where it does).
+
+    Attributes:
+        mu: Service rates ``mu_i > 0``.
+        constants: ``L``, ``sigma^2``, ``M^2``, ``A``.
+        criterion: ``"per-update"`` (fixed ``K = num_updates``) or ``"wall-clock"``
+            (``K = Lambda(p, C) time_budget``).
+        eta: A fixed step ``> 0`` or ``"optimal"``.
+        num_updates: ``K`` for the per-update criterion (required there).
+        time_budget: ``T`` for the wall-clock criterion (required there), in the time unit
+            of ``mu``.
+    """
+
+    mu: FloatArray
+    constants: ProblemConstants
+    criterion: str = "wall-clock"
+    eta: float | str = "optimal"
+    num_updates: float | None = None
+    time_budget: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mu", _rates(self.mu))
+        if not isinstance(self.constants, ProblemConstants):
+            raise ConfigError(
+                f"constants must be a ProblemConstants, got {type(self.constants).__name__}"
+            )
+        if self.criterion not in CRITERIA:
+            raise ConfigError(
+                f"criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}"
+            )
+        if isinstance(self.eta, str):
+            if self.eta != "optimal":
+                raise ConfigError(f"eta must be a number > 0 or 'optimal', got {self.eta!r}")
+        else:
+            object.__setattr__(self, "eta", _number("eta", self.eta))
+        if self.criterion == "per-update":
+            if self.num_updates is None:
+                raise ConfigError("num_updates (K) is required for the per-update criterion")
+            object.__setattr__(self, "num_updates", _number("num_updates", self.num_updates))
+        if self.criterion == "wall-clock":
+            if self.time_budget is None:
+                raise ConfigError("time_budget (T) is required for the wall-clock criterion")
+            object.__setattr__(self, "time_budget", _number("time_budget", self.time_budget))
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def n_clients(self) -> int:
+        """Number of clients ``n``."""
+        return int(self.mu.size)
+
+    @property
+    def optimizes_step(self) -> bool:
+        """Whether the step is optimised per ``(p, C)``."""
+        return isinstance(self.eta, str)
+
+    def check_p(self, p: ArrayLike) -> FloatArray:
+        """Validate ``p`` for this fleet (see :func:`check_routing`)."""
+        return check_routing(p, self.n_clients)
+
+    def _num_updates(self, throughput: Any) -> Any:
+        if self.criterion == "wall-clock":
+            return throughput * cast(float, self.time_budget)
+        if isinstance(throughput, np.ndarray):
+            return np.full_like(throughput, cast(float, self.num_updates))
+        return cast(float, self.num_updates)
+
+    def _step(self, k: Any, s: Any, dbar: Any) -> tuple[Any, Any]:
+        """(eta, eta_max) in numpy."""
+        cap = step_size_cap(self.constants.L, s, dbar)
+        if self.optimizes_step:
+            a, b, c = _step_coefficients(self.constants, k, s, dbar)
+            return np.minimum(optimal_step_size(a, b, c), cap), cap
+        eta = cast(float, self.eta)
+        return (np.full_like(cap, eta) if isinstance(cap, np.ndarray) else eta), cap
+
+    def _terms(
+        self, s: float, throughput: float, delay: FloatArray, concurrency: int
+    ) -> BoundTerms:
+        dbar = float(np.mean(delay))
+        k = float(self._num_updates(throughput))
+        eta, cap = self._step(k, s, dbar)
+        eta = float(eta)
+        opt, var, stale = bound_from_statistics(
+            constants=self.constants, eta=eta, num_updates=k, S=s, Dbar=dbar
+        )
+        return BoundTerms(
+            criterion=self.criterion,
+            value=float(opt + var + stale),
+            optimization=float(opt),
+            variance=float(var),
+            staleness=float(stale),
+            eta=eta,
+            eta_max=float(cap),
+            admissible=bool(eta <= float(cap) * (1.0 + 1e-12)),
+            num_updates=k,
+            variance_inflation=float(s),
+            mean_delay=dbar,
+            throughput=float(throughput),
+            concurrency=int(concurrency),
+        )
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, p: ArrayLike, concurrency: int) -> BoundTerms:
+        """The bound at ``(p, C)``, term by term.
+
+        Args:
+            p: Routing probabilities (validated).
+            concurrency: ``C >= 1``.
+
+        Returns:
+            The terms, step, throughput and mean delay.
+        """
+        return self.evaluate_with_delays(p, concurrency)[0]
+
+    def evaluate_with_delays(
+        self, p: ArrayLike, concurrency: int
+    ) -> tuple[BoundTerms, FloatArray]:
+        """Like :meth:`evaluate`, also returning the per-client delays ``E[D_i]``.
+
+        Args:
+            p: Routing probabilities (validated).
+            concurrency: ``C >= 1``.
+
+        Returns:
+            ``(terms, relative_delay)``.
+        """
+        probs = self.check_p(p)
+        c = _concurrency(concurrency)
+        lam, delay = _analyze_point(self.mu, probs, c)
+        terms = self._terms(float(variance_inflation(probs)), lam, delay, c)
+        return terms, delay
+
+    def value(self, p: ArrayLike, concurrency: int) -> float:
+        """The bound's value at ``(p, C)`` (see :meth:`evaluate`)."""
+        return self.evaluate(p, concurrency).value
+
+    def curve(self, p: ArrayLike, max_concurrency: int) -> BoundCurve:
+        """The bound for every ``C' = 1..max_concurrency`` at a fixed ``p`` (one MVA pass).
+
+        Args:
+            p: Routing probabilities (validated).
+            max_concurrency: Largest ``C'``.
+
+        Returns:
+            Arrays over ``C'``; :attr:`BoundCurve.best_concurrency` is the scan's optimum.
+        """
+        probs = self.check_p(p)
+        cmax = _concurrency(max_concurrency, "max_concurrency")
+        lam, delay = _analyze_curve(self.mu, probs, cmax)
+        s = float(variance_inflation(probs))
+        dbar = delay.mean(axis=1)
+        k = np.asarray(self._num_updates(lam), dtype=np.float64)
+        eta, cap = self._step(k, s, dbar)
+        eta = np.asarray(eta, dtype=np.float64)
+        opt, var, stale = bound_from_statistics(
+            constants=self.constants, eta=eta, num_updates=k, S=s, Dbar=dbar
+        )
+        return BoundCurve(
+            concurrency=np.arange(1, cmax + 1, dtype=np.int64),
+            value=opt + var + stale,
+            optimization=opt,
+            variance=var,
+            staleness=stale,
+            eta=eta,
+            eta_max=np.asarray(cap, dtype=np.float64),
+            num_updates=k,
+            mean_delay=dbar,
+            throughput=lam,
+            relative_delay=delay,
+            variance_inflation=s,
+        )
+
+    def torch_value(self, p: torch.Tensor, concurrency: int) -> torch.Tensor:
+        """The bound as a differentiable float64 torch scalar of ``p``.
+
+        ``p`` is used as given (not renormalised), so gradients are those of the formula
+        in the ambient space; project them on ``sum_i v_i = 0`` for simplex directions.
+        With ``eta="optimal"`` the gradient is exact: where the step is the interior
+        minimiser, ``dB/deta = 0`` (envelope theorem) and the step is held constant;
+        where the cap binds, the cap's closed form is differentiated.
+
+        Args:
+            p: Routing probabilities, float64 tensor of shape ``(n,)``.
+            concurrency: ``C >= 1``.
+
+        Returns:
+            ``B`` as a 0-d tensor.
+        """
+        c = _concurrency(concurrency)
+        mu = torch.tensor(np.array(self.mu), dtype=torch.float64)
+        lam, delay = _queueing_torch(mu, p, c)
+        n = self.n_clients
+        s = torch.sum(1.0 / p) / (n * n)
+        dbar = torch.mean(delay)
+        k = self._num_updates(lam)
+        if self.optimizes_step:
+            cap = step_size_cap(self.constants.L, s, dbar)
+            a, b, cc = _step_coefficients(
+                self.constants,
+                float(k.detach()) if isinstance(k, torch.Tensor) else k,
+                float(s.detach()),
+                float(dbar.detach()),
+            )
+            root = float(optimal_step_size(a, b, cc))
+            binds = float(cap.detach()) < root
+            eta: Any = cap if binds else torch.tensor(root, dtype=torch.float64)
+        else:
+            eta = cast(float, self.eta)
+        opt, var, stale = bound_from_statistics(
+            constants=self.constants, eta=eta, num_updates=k, S=s, Dbar=dbar
+        )
+        return cast(torch.Tensor, opt + var + stale)
+
+    def value_and_grad(self, p: ArrayLike, concurrency: int) -> tuple[float, FloatArray]:
+        """The bound and its gradient with respect to ``p`` (ambient space).
+
+        See :meth:`torch_value` for what the gradient means off the simplex.
+
+        Args:
+            p: Routing probabilities, shape ``(n,)``, all ``> 0`` (the sum is not checked,
+                so finite differences may step off the simplex).
+            concurrency: ``C >= 1``.
+
+        Returns:
+            ``(B, dB/dp)``.
+        """
+        probs = np.asarray(p, dtype=np.float64)
+        if probs.shape != (self.n_clients,) or np.any(~(probs > 0)):
+            raise ConfigError(
+                f"p must be {self.n_clients} positive numbers, got shape {probs.shape}"
+            )
+        tensor = torch.tensor(probs, dtype=torch.float64, requires_grad=True)
+        value = self.torch_value(tensor, concurrency)
+        (grad,) = torch.autograd.grad(value, tensor)
+        return float(value.detach()), grad.numpy().astype(np.float64)
+
+    def terms_for_statistics(
+        self, *, p: ArrayLike, throughput: float, relative_delay: Sequence[float] | FloatArray,
+        concurrency: int,
+    ) -> BoundTerms:
+        """The bound from given queueing numbers (e.g. AsyncSGD's, or a simulation's).
+
+        Args:
+            p: Routing probabilities used for ``S(p)`` (validated).
+            throughput: Update throughput ``Lambda``.
+            relative_delay: Per-client mean delays ``E[D_i]``.
+            concurrency: ``C`` reported with the terms.
+
+        Returns:
+            The terms.
+        """
+        probs = self.check_p(p)
+        delay = np.asarray(relative_delay, dtype=np.float64)
+        if delay.shape != (self.n_clients,):
+            raise ConfigError(
+                f"relative_delay must have one entry per client (n={self.n_clients}), "
+                f"got shape {delay.shape}"
+            )
+        lam = _number("throughput", throughput)
+        return self._terms(float(variance_inflation(probs)), lam, delay, _concurrency(concurrency))
+
+    def asyncsgd_terms(self) -> BoundTerms:
+        """The bound for AsyncSGD with ``C = n`` (an approximation, see below).
+
+        AsyncSGD returns each task to its sender and applies unweighted gradients, so it is
+        not the Generalized AsyncSGD the bound is proven for. As a yardstick the bound is
+        evaluated with AsyncSGD's queueing numbers (:func:`asyncsgd_statistics`:
+        throughput ``sum_i mu_i``, ``E[D_i] = (sum_j mu_j - mu_i) / mu_i``) and its empirical
+        routing ``p_i = mu_i / sum_j mu_j`` in ``S(p)``.
+
+        Returns:
+            The terms at ``C = n``.
+        """
+        stats = asyncsgd_statistics(self.mu)
+        return self.terms_for_statistics(
+            p=stats.p,
+            throughput=stats.throughput,
+            relative_delay=stats.relative_delay,
+            concurrency=stats.concurrency,
+        )

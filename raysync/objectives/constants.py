@@ -1,0 +1,461 @@
+"""Estimate the bound's constants and the clients' service rates from data.
+
+Problem constants (``L``, ``sigma^2``, ``M^2``, ``A``) from a short pilot run on the actual
+model and client data (:func:`estimate_constants`; :func:`estimate_constants_for_config`
+builds the data and model of a config). With ``f_i`` the mean cross-entropy on client
+``i``'s data and ``f = (1/n) sum_i f_i`` (THEORY.md section 1):
+
+* **Pilot trajectory.** Full-batch gradient descent on ``f`` from ``w_0`` with step
+  ``1 / L_0`` (``L_0`` the curvature estimate at ``w_0``, below) for ``fstar_steps`` steps.
+  ``num_points`` points spread along it (the first, the last and evenly spaced ones in
+  between) are where the local quantities are measured.
+* ``L``: the largest gradient-difference ratio ``||grad f_i(w) - grad f_i(w')|| / ||w - w'||``
+  seen over (a) consecutive pilot iterates, for every client, and (b) at each point and
+  client, ``power_iterations`` steps of power iteration on finite-difference
+  Hessian-vector products ``(grad f_i(w + r v) - grad f_i(w)) / r`` (``||v|| = 1``,
+  ``r = fd_radius``), which finds the direction of largest curvature. Every ratio is a
+  lower bound on the true smoothness constant; their maximum is a local estimate.
+* ``sigma^2``: at each point and client, the mean over ``num_batches`` minibatches (size
+  ``batch_size``, drawn without replacement within a batch) of
+  ``||g_batch - grad f_i(w)||^2``; the maximum over points and clients (the analysis needs
+  a bound valid for every client).
+* ``M^2``: at each point, ``max_i ||grad f_i(w) - grad f(w)||^2``; the maximum over points
+  (the mean over clients is reported too).
+* ``A = f(w_0) - f*_low`` with ``f*_low = (1 - margin) * min_t f(w_t)`` (cross-entropy is
+  ``>= 0``, so ``f*_low >= 0``): a lower estimate of ``f*`` from the pilot's best loss,
+  lowered by the relative ``margin`` (default 10 %) since the pilot does not reach ``f*``.
+
+Service rates from observed service times (:func:`estimate_service_rate`): the exponential
+MLE ``mu = N / sum t`` with the exact interval from ``2 mu sum t ~ chi^2(2N)``, or, for any
+distribution, ``mu = 1 / mean`` with a Student-t interval on the mean, inverted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from raysync.exceptions import ConfigError
+from raysync.objectives.bounds import ProblemConstants, _number
+
+if TYPE_CHECKING:
+    from raysync.config import SystemConfig
+    from raysync.models import GradientComputer
+
+__all__ = [
+    "RATE_METHODS",
+    "ConstantsEstimate",
+    "RateEstimate",
+    "estimate_constants",
+    "estimate_constants_for_config",
+    "estimate_service_rate",
+    "estimate_service_rates",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Estimators accepted by :func:`estimate_service_rate`.
+RATE_METHODS: tuple[str, ...] = ("exponential", "mean")
+
+
+# --------------------------------------------------------------------------- rates
+@dataclass(frozen=True, kw_only=True)
+class RateEstimate:
+    """A service rate estimated from observed service times.
+
+    Attributes:
+        rate: Point estimate of ``mu`` (tasks per unit time).
+        lower: Lower end of the confidence interval.
+        upper: Upper end of the confidence interval.
+        confidence: Two-sided level of the interval.
+        num_samples: Number of observed durations.
+        method: ``"exponential"`` (MLE, exact chi-square interval) or ``"mean"``
+            (``1 / mean``, t interval on the mean inverted).
+    """
+
+    rate: float
+    lower: float
+    upper: float
+    confidence: float
+    num_samples: int
+    method: str
+
+    def covers(self, rate: float) -> bool:
+        """Whether ``rate`` lies in ``[lower, upper]``."""
+        return self.lower <= rate <= self.upper
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe mapping."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def estimate_service_rate(
+    durations: ArrayLike, *, method: str = "exponential", confidence: float = 0.99
+) -> RateEstimate:
+    """Estimate a client's service rate ``mu`` from observed service durations.
+
+    * ``"exponential"``: the maximum-likelihood estimate ``N / sum t``. Since
+      ``2 mu sum t`` is ``chi^2`` with ``2N`` degrees of freedom, the exact interval is
+      ``[chi2.ppf(a/2, 2N), chi2.ppf(1 - a/2, 2N)] / (2 sum t)`` with ``a = 1 - confidence``.
+    * ``"mean"`` (any distribution): ``1 / mean`` with the Student-t interval
+      ``mean -/+ t s / sqrt(N)`` on the mean, inverted (asymptotic; an interval whose lower
+      mean is ``<= 0`` gives an infinite upper rate). Needs ``N >= 2``.
+
+    Args:
+        durations: Observed service times, all ``> 0``.
+        method: ``"exponential"`` or ``"mean"``.
+        confidence: Two-sided level in ``(0, 1)``.
+
+    Returns:
+        The estimate and its interval.
+
+    Raises:
+        ConfigError: No durations, a non-positive or non-finite one, an unknown method or
+            a confidence outside ``(0, 1)``.
+    """
+    from scipy import stats
+
+    if method not in RATE_METHODS:
+        raise ConfigError(f"method must be one of {', '.join(RATE_METHODS)}, got {method!r}")
+    level = _number("confidence", confidence)
+    if not level < 1:
+        raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
+    try:
+        t = np.asarray(durations, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"durations must be numbers, got {durations!r}") from exc
+    if t.size == 0:
+        raise ConfigError("durations must contain at least one observed service time, got 0")
+    bad = np.flatnonzero(~np.isfinite(t) | (t <= 0))
+    if bad.size:
+        j = int(bad[0])
+        raise ConfigError(f"durations[{j}] must be a finite time > 0, got {float(t[j])!r}")
+    n = int(t.size)
+    alpha = 1.0 - level
+    if method == "exponential":
+        total = float(math.fsum(t.tolist()))
+        rate = n / total
+        lower = float(stats.chi2.ppf(alpha / 2.0, 2 * n)) / (2.0 * total)
+        upper = float(stats.chi2.ppf(1.0 - alpha / 2.0, 2 * n)) / (2.0 * total)
+    else:
+        if n < 2:
+            raise ConfigError("method 'mean' needs at least 2 durations for an interval, got 1")
+        mean = float(t.mean())
+        half = float(stats.t.ppf(1.0 - alpha / 2.0, n - 1)) * float(t.std(ddof=1)) / math.sqrt(n)
+        rate = 1.0 / mean
+        lower = 1.0 / (mean + half)
+        upper = 1.0 / (mean - half) if mean - half > 0 else math.inf
+    return RateEstimate(
+        rate=rate, lower=lower, upper=upper, confidence=level, num_samples=n, method=method
+    )
+
+
+def estimate_service_rates(
+    durations: Sequence[ArrayLike], *, method: str = "exponential", confidence: float = 0.99
+) -> tuple[RateEstimate, ...]:
+    """:func:`estimate_service_rate` for each client's list of durations.
+
+    Args:
+        durations: One sequence of observed durations per client.
+        method: ``"exponential"`` or ``"mean"``.
+        confidence: Two-sided level in ``(0, 1)``.
+
+    Returns:
+        One estimate per client.
+    """
+    out = []
+    for i, d in enumerate(durations):
+        try:
+            out.append(estimate_service_rate(d, method=method, confidence=confidence))
+        except ConfigError as exc:
+            raise ConfigError(f"client {i}: {exc}") from exc
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- constants
+@dataclass(frozen=True, kw_only=True)
+class ConstantsEstimate:
+    """Problem constants estimated from a pilot run, with the raw measurements.
+
+    Attributes:
+        constants: The estimated ``L``, ``sigma^2``, ``M^2``, ``A``.
+        smoothness_trajectory: Largest gradient-difference ratio along the pilot iterates.
+        smoothness_power: Largest power-iteration curvature estimate.
+        sigma2_per_point: Max over clients of the minibatch variance, per point.
+        M2_per_point: Max over clients of ``||grad f_i - grad f||^2``, per point.
+        M2_mean: Mean over clients and points of ``||grad f_i - grad f||^2``.
+        initial_loss: ``f(w_0)``.
+        best_loss: Lowest ``f`` seen along the pilot trajectory.
+        f_star_lower: ``(1 - margin) * best_loss``, the lower estimate of ``f*``.
+        margin: Relative margin used for ``f_star_lower``.
+        pilot_steps: Gradient-descent steps of the pilot trajectory.
+        pilot_step_size: Its step ``1 / L_0``.
+        num_points: Points where the local quantities were measured.
+        batch_size: Minibatch size for ``sigma^2``.
+    """
+
+    constants: ProblemConstants
+    smoothness_trajectory: float
+    smoothness_power: float
+    sigma2_per_point: tuple[float, ...]
+    M2_per_point: tuple[float, ...]
+    M2_mean: float
+    initial_loss: float
+    best_loss: float
+    f_star_lower: float
+    margin: float
+    pilot_steps: int
+    pilot_step_size: float
+    num_points: int
+    batch_size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe mapping."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["constants"] = self.constants.to_dict()
+        out["sigma2_per_point"] = list(self.sigma2_per_point)
+        out["M2_per_point"] = list(self.M2_per_point)
+        return out
+
+
+def _positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class _Pilot:
+    """Per-client and global full gradients and losses (float64 accumulation)."""
+
+    def __init__(
+        self, computer: GradientComputer, clients: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> None:
+        self.computer = computer
+        self.clients = clients
+        self.evaluations = 0
+
+    def client_grad(self, i: int, w: NDArray[np.float64]) -> tuple[NDArray[np.float64], float]:
+        x, y = self.clients[i]
+        self.evaluations += 1
+        grad, loss = self.computer.compute_gradient(w.astype(np.float32), x, y)
+        return grad.astype(np.float64), float(loss)
+
+    def all_grads(
+        self, w: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        grads = []
+        losses = []
+        for i in range(len(self.clients)):
+            g, loss = self.client_grad(i, w)
+            grads.append(g)
+            losses.append(loss)
+        return np.stack(grads), np.asarray(losses)
+
+
+def _power_curvature(
+    pilot: _Pilot,
+    i: int,
+    w: NDArray[np.float64],
+    g0: NDArray[np.float64],
+    *,
+    radius: float,
+    iterations: int,
+    rng: np.random.Generator,
+) -> float:
+    v = rng.standard_normal(w.size)
+    v /= np.linalg.norm(v)
+    best = 0.0
+    for _ in range(iterations):
+        g1, _ = pilot.client_grad(i, w + radius * v)
+        hv = (g1 - g0) / radius
+        norm = float(np.linalg.norm(hv))
+        best = max(best, norm)
+        if norm == 0.0:
+            break
+        v = hv / norm
+    return best
+
+
+def estimate_constants(
+    computer: GradientComputer,
+    clients: Sequence[tuple[ArrayLike, ArrayLike]],
+    initial_params: ArrayLike,
+    *,
+    batch_size: int = 32,
+    num_points: int = 3,
+    num_batches: int = 8,
+    fstar_steps: int = 100,
+    power_iterations: int = 8,
+    fd_radius: float = 1e-2,
+    margin: float = 0.1,
+    seed: int = 0,
+) -> ConstantsEstimate:
+    """Estimate ``L``, ``sigma^2``, ``M^2`` and ``A`` from a pilot run (see the module doc).
+
+    Args:
+        computer: Evaluates the model's gradients at flat parameters.
+        clients: Each client's training data ``(x_i, y_i)`` (every client non-empty).
+        initial_params: ``w_0`` (flat).
+        batch_size: Minibatch size of one stochastic gradient (the algorithm's).
+        num_points: Points along the pilot trajectory where the local quantities are
+            measured (``>= 1``).
+        num_batches: Minibatches per client and point for ``sigma^2`` (``>= 2``).
+        fstar_steps: Gradient-descent steps of the pilot trajectory (``>= 1``).
+        power_iterations: Power-iteration steps for the curvature (``>= 1``).
+        fd_radius: Finite-difference radius ``r`` of Hessian-vector products (``> 0``).
+        margin: Relative margin of ``f*_low = (1 - margin) min f`` in ``[0, 1)``.
+        seed: Seed of the minibatch draws and power-iteration starts.
+
+    Returns:
+        The constants and the raw measurements.
+
+    Raises:
+        ConfigError: A bad argument or an empty client.
+    """
+    if not clients:
+        raise ConfigError("clients must hold at least one client's data, got 0")
+    data = []
+    for i, (x, y) in enumerate(clients):
+        xa = np.asarray(x, dtype=np.float32)
+        ya = np.asarray(y, dtype=np.int64)
+        if ya.size == 0:
+            raise ConfigError(f"client {i} has no data: every f_i needs at least one sample")
+        data.append((xa, ya))
+    batch_size = _positive_int("batch_size", batch_size)
+    num_points = _positive_int("num_points", num_points)
+    num_batches = _positive_int("num_batches", num_batches, 2)
+    fstar_steps = _positive_int("fstar_steps", fstar_steps)
+    power_iterations = _positive_int("power_iterations", power_iterations)
+    radius = _number("fd_radius", fd_radius)
+    margin = _number("margin", margin, allow_zero=True)
+    if margin >= 1:
+        raise ConfigError(f"margin must be in [0, 1), got {margin!r}")
+    rng = np.random.default_rng(np.random.SeedSequence(_positive_int("seed", seed, 0)))
+    pilot = _Pilot(computer, data)
+    n = len(data)
+    w = np.asarray(initial_params, dtype=np.float64).reshape(-1).copy()
+
+    # L_0 at w_0: power iteration on the global gradient's secants, over all clients.
+    grads, losses = pilot.all_grads(w)
+    l0 = max(
+        _power_curvature(
+            pilot, i, w, grads[i], radius=radius, iterations=power_iterations, rng=rng
+        )
+        for i in range(n)
+    )
+    if not l0 > 0:
+        raise ConfigError("could not estimate the curvature: gradients do not change with w")
+    step = 1.0 / l0
+    spacing = fstar_steps / max(1, num_points - 1)
+    point_steps = sorted({round(j * spacing) for j in range(num_points)})
+    if num_points == 1:
+        point_steps = [0]
+
+    initial_loss = float(losses.mean())
+    best_loss = initial_loss
+    smooth_traj = 0.0
+    smooth_power = l0
+    sigma2_points: list[float] = []
+    m2_points: list[float] = []
+    m2_sum = 0.0
+    for t in range(fstar_steps + 1):
+        if t in point_steps:
+            full = grads.mean(axis=0)
+            dev = np.sum((grads - full) ** 2, axis=1)
+            m2_points.append(float(dev.max()))
+            m2_sum += float(dev.mean())
+            worst = 0.0
+            for i, (_, yi) in enumerate(data):
+                xi = data[i][0]
+                size = min(batch_size, yi.size)
+                total = 0.0
+                for _ in range(num_batches):
+                    idx = rng.choice(yi.size, size=size, replace=False)
+                    g, _ = pilot.computer.compute_gradient(w.astype(np.float32), xi[idx], yi[idx])
+                    pilot.evaluations += 1
+                    total += float(np.sum((g.astype(np.float64) - grads[i]) ** 2))
+                worst = max(worst, total / num_batches)
+                if t > 0:
+                    smooth_power = max(
+                        smooth_power,
+                        _power_curvature(
+                            pilot, i, w, grads[i], radius=radius, iterations=power_iterations,
+                            rng=rng,
+                        ),
+                    )
+            sigma2_points.append(worst)
+        if t == fstar_steps:
+            break
+        w_next = w - step * grads.mean(axis=0)
+        grads_next, losses_next = pilot.all_grads(w_next)
+        dw = float(np.linalg.norm(w_next - w))
+        if dw > 0:
+            ratios = np.linalg.norm(grads_next - grads, axis=1) / dw
+            smooth_traj = max(smooth_traj, float(ratios.max()))
+        w, grads, losses = w_next, grads_next, losses_next
+        best_loss = min(best_loss, float(losses.mean()))
+
+    f_low = (1.0 - margin) * max(best_loss, 0.0)
+    a_est = initial_loss - f_low
+    if not a_est > 0:
+        raise ConfigError(
+            f"could not estimate A = f(w_0) - f*: f(w_0)={initial_loss:.6g} is already at "
+            f"the pilot's best loss {best_loss:.6g} with margin {margin}"
+        )
+    sigma2 = max(sigma2_points)
+    if not sigma2 > 0:
+        raise ConfigError(
+            "estimated sigma^2 is 0: minibatches equal the full client data; use a smaller "
+            "batch_size"
+        )
+    constants = ProblemConstants(
+        L=max(smooth_traj, smooth_power), sigma2=sigma2, M2=max(m2_points), A=a_est
+    )
+    logger.info("estimated constants %s (%d gradient evaluations)", constants, pilot.evaluations)
+    return ConstantsEstimate(
+        constants=constants,
+        smoothness_trajectory=smooth_traj,
+        smoothness_power=smooth_power,
+        sigma2_per_point=tuple(sigma2_points),
+        M2_per_point=tuple(m2_points),
+        M2_mean=m2_sum / len(m2_points),
+        initial_loss=initial_loss,
+        best_loss=best_loss,
+        f_star_lower=f_low,
+        margin=margin,
+        pilot_steps=fstar_steps,
+        pilot_step_size=step,
+        num_points=len(point_steps),
+        batch_size=batch_size,
+    )
+
+
+def estimate_constants_for_config(config: SystemConfig, **kwargs: Any) -> ConstantsEstimate:
+    """:func:`estimate_constants` on the data, partition and initial model of a config.
+
+    Uses :func:`raysync.workload.build_workload`, so the clients' data and ``w_0`` are
+    exactly those the simulator and the runtime train on; the minibatch size is the
+    algorithm's and the seed the config's unless given.
+
+    Args:
+        config: The system configuration.
+        **kwargs: Further keyword arguments of :func:`estimate_constants`.
+
+    Returns:
+        The estimate.
+    """
+    from raysync.workload import build_workload
+
+    workload = build_workload(config)
+    kwargs.setdefault("batch_size", config.algorithm.batch_size)
+    kwargs.setdefault("seed", config.seed)
+    clients = [workload.client_data(i) for i in range(workload.num_clients)]
+    return estimate_constants(
+        workload.make_computer(), clients, workload.initial_params, **kwargs
+    )

@@ -1,0 +1,416 @@
+"""Minimise the bound over the routing ``p``, the concurrency ``C`` and the step ``eta``.
+
+* :func:`optimize_routing`: ``p`` on the simplex for a fixed ``C``. The simplex is
+  parameterised by logits, ``p = softmax(z)``, so every iterate is feasible (all ``p_i > 0``,
+  summing to 1); ``log B`` is minimised by scipy's L-BFGS-B with the exact gradient
+  (differentiable MVA of :mod:`raysync.queueing` through :meth:`BoundObjective.torch_value`,
+  chained through the softmax Jacobian). Several deterministic starts are run (uniform,
+  ``p ~ mu``, ``p ~ sqrt(mu)``, plus any given) and the best is kept.
+* :func:`optimize_concurrency`: integer ``C`` for a fixed ``p`` by scanning
+  ``C' = 1..C_max`` on one MVA curve pass.
+* :func:`optimize_joint`: both, by alternating the two (each step cannot increase the
+  bound, so the alternation stops after finitely many rounds at a point where neither
+  step improves), from several starts.
+
+The step size is part of the objective (:class:`~raysync.objectives.BoundObjective` with
+``eta="optimal"`` optimises it in closed form at every ``(p, C)``; a number fixes it).
+Everything is deterministic: no random numbers are drawn.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import optimize as sopt
+
+from raysync.exceptions import ConfigError
+from raysync.objectives.bounds import BoundObjective, BoundTerms, _concurrency, _number
+
+__all__ = [
+    "OptimizationResult",
+    "optimize_concurrency",
+    "optimize_joint",
+    "optimize_routing",
+]
+
+logger = logging.getLogger(__name__)
+
+FloatArray = NDArray[np.float64]
+
+_LOGIT_BOUND = 40.0  # |z_i - mean z| <= 40: p_i >= ~e^-80 / n, far beyond any optimum
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class OptimizationResult:
+    """The optimum found, with the bound's terms and the predicted queueing numbers.
+
+    Attributes:
+        criterion: ``"per-update"`` or ``"wall-clock"``.
+        p: Optimal routing, shape ``(n,)`` (read-only, sums to 1).
+        concurrency: Optimal ``C``.
+        eta: Step size at the optimum (fixed or optimised).
+        value: The bound at the optimum.
+        terms: The bound term by term.
+        throughput: Predicted update throughput ``Lambda(p, C)``.
+        relative_delay: Predicted per-client staleness ``E[D_i]``, shape ``(n,)``.
+        iterations: Optimiser iterations (L-BFGS-B iterations summed over starts and
+            rounds; ``C`` scans count one each).
+        evaluations: Evaluations of the bound (with gradient) or MVA curve passes.
+        converged: Whether the final optimisation met its tolerance before the cap.
+        message: What the optimiser reported.
+    """
+
+    criterion: str
+    p: FloatArray
+    concurrency: int
+    eta: float
+    value: float
+    terms: BoundTerms
+    throughput: float
+    relative_delay: FloatArray
+    iterations: int
+    evaluations: int
+    converged: bool
+    message: str
+
+    def __post_init__(self) -> None:
+        for name in ("p", "relative_delay"):
+            array = np.array(getattr(self, name), dtype=np.float64)
+            array.setflags(write=False)
+            object.__setattr__(self, name, array)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe mapping (arrays as lists, terms as a mapping)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                value = value.tolist()
+            elif isinstance(value, BoundTerms):
+                value = value.to_dict()
+            out[f.name] = value
+        return out
+
+
+def _check_objective(objective: object) -> BoundObjective:
+    if not isinstance(objective, BoundObjective):
+        raise ConfigError(f"objective must be a BoundObjective, got {type(objective).__name__}")
+    return objective
+
+
+def _check_tolerances(tol: float, max_iter: int) -> tuple[float, int]:
+    tol = _number("tol", tol)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ConfigError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    return tol, max_iter
+
+
+def _softmax(z: FloatArray) -> FloatArray:
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def _logits(p: FloatArray) -> FloatArray:
+    z = np.log(p)
+    return np.clip(z - z.mean(), -_LOGIT_BOUND, _LOGIT_BOUND)
+
+
+def _default_starts(mu: FloatArray) -> list[FloatArray]:
+    n = mu.size
+    candidates = [np.full(n, 1.0 / n), mu / mu.sum(), np.sqrt(mu) / np.sqrt(mu).sum()]
+    starts: list[FloatArray] = []
+    for cand in candidates:
+        if not any(np.allclose(cand, s, rtol=1e-12, atol=1e-15) for s in starts):
+            starts.append(cand)
+    return starts
+
+
+def _result(
+    objective: BoundObjective,
+    p: FloatArray,
+    concurrency: int,
+    *,
+    iterations: int,
+    evaluations: int,
+    converged: bool,
+    message: str,
+) -> OptimizationResult:
+    terms, delay = objective.evaluate_with_delays(p, concurrency)
+    return OptimizationResult(
+        criterion=objective.criterion,
+        p=p,
+        concurrency=concurrency,
+        eta=terms.eta,
+        value=terms.value,
+        terms=terms,
+        throughput=terms.throughput,
+        relative_delay=delay,
+        iterations=iterations,
+        evaluations=evaluations,
+        converged=converged,
+        message=message,
+    )
+
+
+@dataclass
+class _Run:
+    p: FloatArray
+    value: float
+    iterations: int
+    evaluations: int
+    converged: bool
+    message: str
+
+
+def _minimize_logits(
+    objective: BoundObjective, concurrency: int, start: FloatArray, tol: float, max_iter: int
+) -> _Run:
+    """L-BFGS-B on ``z -> log B(softmax(z), C)`` from ``start``."""
+    evaluations = 0
+
+    def fun(z: FloatArray) -> tuple[float, FloatArray]:
+        nonlocal evaluations
+        evaluations += 1
+        p = _softmax(z)
+        value, grad_p = objective.value_and_grad(p, concurrency)
+        if not (value > 0 and math.isfinite(value)):
+            return math.inf, np.zeros_like(z)
+        g = grad_p / value  # d log B / dp
+        return math.log(value), p * (g - float(np.dot(p, g)))  # softmax Jacobian
+
+    z0 = _logits(start)
+    res = sopt.minimize(
+        fun,
+        z0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(-_LOGIT_BOUND, _LOGIT_BOUND)] * z0.size,
+        options={"maxiter": max_iter, "ftol": tol, "gtol": tol, "maxcor": 20},
+    )
+    p = _softmax(np.asarray(res.x, dtype=np.float64))
+    return _Run(
+        p=p,
+        value=math.exp(float(res.fun)) if math.isfinite(float(res.fun)) else math.inf,
+        iterations=int(res.nit),
+        evaluations=evaluations,
+        converged=bool(res.success),
+        message=str(res.message),
+    )
+
+
+def _routing_runs(
+    objective: BoundObjective,
+    concurrency: int,
+    starts: Sequence[FloatArray],
+    tol: float,
+    max_iter: int,
+) -> tuple[_Run, int, int]:
+    best: _Run | None = None
+    iterations = evaluations = 0
+    for start in starts:
+        run = _minimize_logits(objective, concurrency, start, tol, max_iter)
+        iterations += run.iterations
+        evaluations += run.evaluations
+        if best is None or run.value < best.value:
+            best = run
+    assert best is not None
+    return best, iterations, evaluations
+
+
+def optimize_routing(
+    objective: BoundObjective,
+    *,
+    concurrency: int,
+    starts: Sequence[ArrayLike] | None = None,
+    tol: float = 1e-10,
+    max_iter: int = 500,
+) -> OptimizationResult:
+    """Minimise the bound over ``p`` on the simplex for a fixed ``C``.
+
+    Args:
+        objective: The bound (fleet, constants, criterion, step policy).
+        concurrency: ``C >= 1``.
+        starts: Extra starting routings (validated), tried after the default ones
+            (uniform, ``p ~ mu``, ``p ~ sqrt(mu)``).
+        tol: L-BFGS-B tolerance on the relative decrease of ``log B`` and on the projected
+            gradient.
+        max_iter: Iteration cap of each start.
+
+    Returns:
+        The best optimum over the starts; ``converged`` refers to that start.
+    """
+    objective = _check_objective(objective)
+    c = _concurrency(concurrency)
+    tol, max_iter = _check_tolerances(tol, max_iter)
+    start_list = _default_starts(objective.mu)
+    for extra in starts or ():
+        start_list.append(objective.check_p(extra))
+    if objective.n_clients == 1:
+        return _result(
+            objective, np.ones(1), c, iterations=0, evaluations=0, converged=True,
+            message="single client: p = (1,)",
+        )
+    best, iterations, evaluations = _routing_runs(objective, c, start_list, tol, max_iter)
+    return _result(
+        objective,
+        best.p,
+        c,
+        iterations=iterations,
+        evaluations=evaluations,
+        converged=best.converged,
+        message=best.message,
+    )
+
+
+def optimize_concurrency(
+    objective: BoundObjective, *, p: ArrayLike, max_concurrency: int
+) -> OptimizationResult:
+    """Minimise the bound over the integer ``C`` in ``1..max_concurrency`` for a fixed ``p``.
+
+    One MVA curve pass gives ``Lambda`` and ``E[D_i]`` for every ``C'``; the scan is exact.
+
+    Args:
+        objective: The bound.
+        p: Routing probabilities (validated).
+        max_concurrency: Largest ``C`` considered.
+
+    Returns:
+        The best ``C`` (the smallest one on ties).
+    """
+    objective = _check_objective(objective)
+    probs = objective.check_p(p)
+    cmax = _concurrency(max_concurrency, "max_concurrency")
+    best = objective.curve(probs, cmax).best_concurrency
+    return _result(
+        objective, probs, best, iterations=1, evaluations=1, converged=True,
+        message=f"scanned C = 1..{cmax}",
+    )
+
+
+def _minimize_envelope(
+    objective: BoundObjective, cmax: int, start: FloatArray, tol: float, max_iter: int
+) -> tuple[_Run, int]:
+    """L-BFGS-B on ``z -> log min_{C <= cmax} B(softmax(z), C)``; returns the run and ``C``.
+
+    The envelope ``F(p) = min_C B(p, C)`` is a minimum of smooth functions; wherever the
+    minimising ``C*`` is unique its gradient is ``grad_p B(p, C*)`` (Danskin), and its kinks
+    (ties between two ``C``) are concave, so they never hold a descent method. Each
+    evaluation is one MVA curve pass (numpy) for ``C*`` plus one differentiable pass at
+    ``C*``.
+    """
+    evaluations = 0
+    last_c = [1]
+
+    def fun(z: FloatArray) -> tuple[float, FloatArray]:
+        nonlocal evaluations
+        evaluations += 1
+        p = _softmax(z)
+        if np.any(p <= 0):
+            return math.inf, np.zeros_like(z)
+        c = objective.curve(p, cmax).best_concurrency
+        last_c[0] = c
+        value, grad_p = objective.value_and_grad(p, c)
+        if not (value > 0 and math.isfinite(value)):
+            return math.inf, np.zeros_like(z)
+        g = grad_p / value
+        return math.log(value), p * (g - float(np.dot(p, g)))
+
+    z0 = _logits(start)
+    res = sopt.minimize(
+        fun,
+        z0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(-_LOGIT_BOUND, _LOGIT_BOUND)] * z0.size,
+        options={"maxiter": max_iter, "ftol": tol, "gtol": tol, "maxcor": 20},
+    )
+    p = _softmax(np.asarray(res.x, dtype=np.float64))
+    curve = objective.curve(p, cmax)
+    evaluations += 1
+    c = curve.best_concurrency
+    run = _Run(
+        p=p,
+        value=float(curve.value[c - 1]),
+        iterations=int(res.nit),
+        evaluations=evaluations,
+        converged=bool(res.success),
+        message=str(res.message),
+    )
+    return run, c
+
+
+def optimize_joint(
+    objective: BoundObjective,
+    *,
+    max_concurrency: int,
+    tol: float = 1e-10,
+    max_iter: int = 500,
+    max_rounds: int = 5,
+) -> OptimizationResult:
+    """Minimise the bound over ``p`` and ``C in 1..max_concurrency`` jointly.
+
+    From each default routing (uniform, ``p ~ mu``, ``p ~ sqrt(mu)``), L-BFGS-B minimises
+    the envelope ``F(p) = min_C B(p, C)`` over logits (each evaluation scans ``C`` on one
+    MVA curve pass and differentiates at the best ``C``). The best end point is then
+    polished by alternating "optimise ``p`` at the current ``C``" and "scan ``C`` at the
+    current ``p``" until ``C`` no longer changes (each step cannot increase the bound) or
+    ``max_rounds`` is reached. At the result, neither ``p`` (for its ``C``) nor ``C`` (for
+    its ``p``) can be improved.
+
+    Args:
+        objective: The bound.
+        max_concurrency: Largest ``C`` considered.
+        tol: Tolerance of each L-BFGS-B run (relative decrease of ``log B`` and projected
+            gradient).
+        max_iter: Iteration cap of each L-BFGS-B run.
+        max_rounds: Cap on the polishing rounds.
+
+    Returns:
+        The best ``(p, C)`` found; ``converged`` is False when the last L-BFGS-B run hit
+        ``max_iter`` or the polishing hit ``max_rounds``.
+    """
+    objective = _check_objective(objective)
+    cmax = _concurrency(max_concurrency, "max_concurrency")
+    tol, max_iter = _check_tolerances(tol, max_iter)
+    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
+        raise ConfigError(f"max_rounds must be an integer >= 1, got {max_rounds!r}")
+    n = objective.n_clients
+    if n == 1:
+        return optimize_concurrency(objective, p=np.ones(1), max_concurrency=cmax)
+    iterations = evaluations = 0
+    best: _Run | None = None
+    best_c = 1
+    for start in _default_starts(objective.mu):
+        run, c = _minimize_envelope(objective, cmax, start, tol, max_iter)
+        iterations += run.iterations
+        evaluations += run.evaluations
+        logger.debug("joint start -> C=%d value=%.6g (%s)", c, run.value, run.message)
+        if best is None or run.value < best.value:
+            best, best_c = run, c
+    assert best is not None
+    p, c, value = best.p, best_c, best.value
+    converged, message = False, f"max_rounds={max_rounds} reached while polishing"
+    for _ in range(max_rounds):
+        run, its, evs = _routing_runs(objective, c, [p], tol, max_iter)
+        iterations += its
+        evaluations += evs
+        if run.value <= value:
+            p, value = run.p, run.value
+        curve = objective.curve(p, cmax)
+        evaluations += 1
+        c_new = curve.best_concurrency
+        if c_new != c and float(curve.value[c_new - 1]) < value * (1.0 - 1e-12):
+            c, value = c_new, float(curve.value[c_new - 1])
+            continue
+        converged, message = run.converged, f"C stable at {c}; routing: {run.message}"
+        break
+    return _result(
+        objective, p, c, iterations=iterations, evaluations=evaluations,
+        converged=converged, message=message,
+    )
