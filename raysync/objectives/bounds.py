@@ -22,10 +22,16 @@ The step size is either fixed or optimised: ``B = a / eta + b eta + c eta^2`` is
 ``eta > 0``, so the best admissible step is ``min(eta_root, eta_max)`` where ``eta_root`` is
 the positive root of ``2 c eta^3 + b eta^2 - a = 0`` (:func:`optimal_step_size`).
 
-``Lambda`` and ``E[D_i]`` come from :mod:`raysync.queueing` (exact MVA); gradients with respect
-to ``p`` come from its differentiable (torch) MVA. The formulas of this module are plain
-arithmetic that broadcasts over numpy arrays and torch tensors alike
-(:func:`bound_from_statistics`), so a whole ``C`` curve is evaluated at once.
+``Lambda`` and ``E[D_i]`` come from :mod:`raysync.queueing` (exact MVA). Gradients with
+respect to ``p`` (:meth:`BoundObjective.value_and_grad`, the optimisers' hot path) are
+computed in numpy: the bound's closed-form partials in ``(S, Lambda, Dbar)`` are pulled back
+through the MVA recursion by its reverse-mode (adjoint) pass
+(:func:`raysync.queueing.mva_forward`, :meth:`raysync.queueing.MVATape.vjp`), ``O(nC)``
+with no torch graph. :meth:`BoundObjective.torch_value` keeps a differentiable torch
+version of the same formula (autograd through the torch MVA) for torch users; both give
+the same gradient to rounding. The formulas of this module are plain arithmetic that
+broadcasts over numpy arrays and torch tensors alike (:func:`bound_from_statistics`), so a
+whole ``C`` curve is evaluated at once.
 """
 
 from __future__ import annotations
@@ -33,13 +39,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Literal, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
 from raysync.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from raysync.queueing import MVATape
 
 __all__ = [
     "CRITERIA",
@@ -487,17 +496,17 @@ def asyncsgd_statistics(mu: ArrayLike) -> AsyncSGDStatistics:
 def _analyze_curve(
     mu: FloatArray, p: FloatArray, max_concurrency: int
 ) -> tuple[FloatArray, FloatArray]:
-    """``Lambda(C')`` (shape ``(C,)``) and ``E[D_i](C')`` (shape ``(C, n)``), one MVA pass."""
-    from raysync.queueing import ClosedNetwork, analyze
+    """``Lambda(C')`` (shape ``(C,)``) and ``E[D_i](C')`` (shape ``(C, n)``), one MVA pass.
 
-    result = analyze(
-        ClosedNetwork(mu=mu, p=p, concurrency=max_concurrency), method="mva", curve=True
-    )
-    assert result.throughput_curve is not None and result.relative_delay_curve is not None
-    return (
-        np.asarray(result.throughput_curve, dtype=np.float64),
-        np.asarray(result.relative_delay_curve, dtype=np.float64),
-    )
+    Read-only arrays, bit for bit those of ``analyze(..., method="mva", curve=True)`` (the
+    tape runs the same arithmetic) without building a :class:`ClosedNetwork` and a result.
+    """
+    tape = _queueing_tape(mu, p, max_concurrency)
+    lam = tape.throughput_curve()
+    delay = tape.delay_curve()
+    lam.setflags(write=False)
+    delay.setflags(write=False)
+    return lam, delay
 
 
 def _analyze_point(mu: FloatArray, p: FloatArray, concurrency: int) -> tuple[float, FloatArray]:
@@ -506,6 +515,13 @@ def _analyze_point(mu: FloatArray, p: FloatArray, concurrency: int) -> tuple[flo
 
     result = analyze(ClosedNetwork(mu=mu, p=p, concurrency=concurrency), method="mva")
     return float(result.throughput), np.array(result.mean_relative_delay, dtype=np.float64)
+
+
+def _queueing_tape(mu: FloatArray, p: FloatArray, concurrency: int) -> MVATape:
+    """One MVA pass for populations ``0..C`` kept for reverse-mode derivatives."""
+    from raysync.queueing import mva_forward
+
+    return mva_forward(mu, p, concurrency)
 
 
 def _queueing_torch(
@@ -677,12 +693,7 @@ class BoundObjective:
         lam, delay = _analyze_curve(self.mu, probs, cmax)
         s = float(variance_inflation(probs))
         dbar = delay.mean(axis=1)
-        k = np.asarray(self._num_updates(lam), dtype=np.float64)
-        eta, cap = self._step(k, s, dbar)
-        eta = np.asarray(eta, dtype=np.float64)
-        opt, var, stale = bound_from_statistics(
-            constants=self.constants, eta=eta, num_updates=k, S=s, Dbar=dbar
-        )
+        opt, var, stale, eta, cap, k = self._curve_terms(s, lam, dbar)
         return BoundCurve(
             concurrency=np.arange(1, cmax + 1, dtype=np.int64),
             value=opt + var + stale,
@@ -697,6 +708,56 @@ class BoundObjective:
             relative_delay=delay,
             variance_inflation=s,
         )
+
+    def _curve_terms(
+        self, s: float, lam: FloatArray, dbar: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+        """``(optimization, variance, staleness, eta, eta_max, K)`` over a ``C'`` curve."""
+        k = np.asarray(self._num_updates(lam), dtype=np.float64)
+        eta, cap = self._step(k, s, dbar)
+        eta = np.asarray(eta, dtype=np.float64)
+        opt, var, stale = bound_from_statistics(
+            constants=self.constants, eta=eta, num_updates=k, S=s, Dbar=dbar
+        )
+        return opt, var, stale, eta, cap, k
+
+    def envelope_value_and_grad(
+        self, p: ArrayLike, max_concurrency: int
+    ) -> tuple[float, FloatArray, int]:
+        """``F(p) = min_{C <= C_max} B(p, C)``, its gradient in ``p`` and the minimising ``C``.
+
+        One MVA pass to ``C_max`` stored on a tape gives the whole ``C'`` curve of the bound
+        (as :meth:`curve`, except that ``Dbar(C')`` is summed as one matrix-vector product
+        without forming ``E[D_i](C')``, so it may differ from :attr:`BoundCurve.mean_delay`
+        in the last bits); the reverse
+        pass at the best ``C*`` gives ``grad_p B(p, C*)``, the gradient of ``F`` wherever
+        ``C*`` is unique (Danskin). Equals :meth:`value_and_grad` at ``C*`` to rounding,
+        at the cost of a single forward pass.
+
+        Args:
+            p: Routing probabilities, shape ``(n,)``, all ``> 0`` (the sum is not checked).
+            max_concurrency: Largest ``C`` considered.
+
+        Returns:
+            ``(F, dF/dp, C*)`` with ``C*`` the smallest minimiser.
+        """
+        probs = np.asarray(p, dtype=np.float64)
+        if probs.shape != (self.n_clients,) or np.any(~(probs > 0)):
+            raise ConfigError(
+                f"p must be {self.n_clients} positive numbers, got shape {probs.shape}"
+            )
+        cmax = _concurrency(max_concurrency, "max_concurrency")
+        tape = _queueing_tape(self.mu, probs, cmax)
+        n = self.n_clients
+        lam = tape.throughput_path[1:]
+        # Dbar(C') = (1/n) sum_i Q_i(C'-1) / p_i (no latency or server stations here);
+        # einsum rather than a BLAS product: no threads to contend for on a busy machine
+        dbar = np.einsum("kn,n->k", tape.queue_path[:-1], 1.0 / probs) / n
+        s = float(variance_inflation(probs))
+        opt, var, stale, _, _, _ = self._curve_terms(s, lam, dbar)
+        best = int(np.argmin(opt + var + stale)) + 1
+        value, grad = self._tape_value_and_grad(tape, probs, best)
+        return value, grad, best
 
     def torch_value(self, p: torch.Tensor, concurrency: int) -> torch.Tensor:
         """The bound as a differentiable float64 torch scalar of ``p``.
@@ -739,10 +800,60 @@ class BoundObjective:
         )
         return cast(torch.Tensor, opt + var + stale)
 
+    def _value_and_partials(
+        self, s: float, throughput: float, dbar: float
+    ) -> tuple[float, float, float, float]:
+        """``B`` and its partials ``(dB/dS, dB/dLambda, dB/dDbar)`` at given statistics.
+
+        The same function of ``(S, Lambda, Dbar)`` as :meth:`torch_value`: with
+        ``eta="optimal"`` the interior optimal step is held constant (envelope theorem) and
+        a binding cap ``eta_max(S, Dbar)`` is differentiated.
+        """
+        L = self.constants.L  # noqa: N806
+        v = self.constants.noise
+        if self.criterion == "wall-clock":
+            time_budget = cast(float, self.time_budget)
+            k = throughput * time_budget
+            dk_dlam = time_budget
+        else:
+            k = cast(float, self.num_updates)
+            dk_dlam = 0.0
+        binds = False
+        if self.optimizes_step:
+            cap = float(step_size_cap(L, s, dbar))
+            a, b, cc = _step_coefficients(self.constants, k, s, dbar)
+            root = float(optimal_step_size(a, b, cc))
+            binds = cap < root
+            eta = cap if binds else root
+        else:
+            eta = cast(float, self.eta)
+        opt, var, stale = bound_from_statistics(
+            constants=self.constants, eta=eta, num_updates=k, S=s, Dbar=dbar
+        )
+        value = float(opt + var + stale)
+        d_k = -4.0 * self.constants.A / (eta * k * k)
+        d_s = 2.0 * eta * L * v + 2.0 * eta * eta * L * L * v * dbar
+        d_dbar = 2.0 * eta * eta * L * L * v * s
+        if binds:
+            # eta = eta_max = 1 / (2 L (S + r)), r = sqrt(S^2 + S Dbar)
+            d_eta = -4.0 * self.constants.A / (eta * eta * k) + 2.0 * L * v * s + (
+                4.0 * eta * L * L * v * s * dbar
+            )
+            r = math.sqrt(s * s + s * dbar)
+            scale = -2.0 * L * eta * eta
+            d_s += d_eta * scale * (1.0 + (2.0 * s + dbar) / (2.0 * r))
+            d_dbar += d_eta * scale * s / (2.0 * r)
+        return value, d_s, d_k * dk_dlam, d_dbar
+
     def value_and_grad(self, p: ArrayLike, concurrency: int) -> tuple[float, FloatArray]:
         """The bound and its gradient with respect to ``p`` (ambient space).
 
-        See :meth:`torch_value` for what the gradient means off the simplex.
+        Computed in numpy (no torch): one MVA pass stored on a tape
+        (:func:`raysync.queueing.mva_forward`), the closed-form partials of the bound in
+        ``(S, Lambda, Dbar)``, and one reverse (adjoint) pass through the MVA recursion
+        (:meth:`raysync.queueing.MVATape.vjp`), ``O(nC)``. The value and gradient are those
+        of :meth:`torch_value` with autograd (to rounding); see there for what the gradient
+        means off the simplex.
 
         Args:
             p: Routing probabilities, shape ``(n,)``, all ``> 0`` (the sum is not checked,
@@ -757,10 +868,26 @@ class BoundObjective:
             raise ConfigError(
                 f"p must be {self.n_clients} positive numbers, got shape {probs.shape}"
             )
-        tensor = torch.tensor(probs, dtype=torch.float64, requires_grad=True)
-        value = self.torch_value(tensor, concurrency)
-        (grad,) = torch.autograd.grad(value, tensor)
-        return float(value.detach()), grad.numpy().astype(np.float64)
+        c = _concurrency(concurrency)
+        tape = _queueing_tape(self.mu, probs, c)
+        return self._tape_value_and_grad(tape, probs, c)
+
+    def _tape_value_and_grad(
+        self, tape: MVATape, probs: FloatArray, concurrency: int
+    ) -> tuple[float, FloatArray]:
+        """``(B, dB/dp)`` at ``C' = concurrency`` from a stored MVA pass of ``probs``."""
+        n = self.n_clients
+        lam = tape.throughput(concurrency)
+        delay = tape.delays(concurrency)
+        inv_p = 1.0 / probs
+        s = float(np.sum(inv_p)) / (n * n)
+        dbar = float(np.mean(delay))
+        value, d_s, d_lam, d_dbar = self._value_and_partials(s, lam, dbar)
+        grad, _ = tape.vjp(
+            grad_throughput=d_lam, grad_delay=np.full(n, d_dbar / n), concurrency=concurrency
+        )
+        grad -= (d_s / (n * n)) * (inv_p * inv_p)  # dS/dp_i = -1 / (n^2 p_i^2)
+        return value, grad
 
     def terms_for_statistics(
         self, *, p: ArrayLike, throughput: float, relative_delay: Sequence[float] | FloatArray,

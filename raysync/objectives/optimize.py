@@ -3,9 +3,10 @@
 * :func:`optimize_routing`: ``p`` on the simplex for a fixed ``C``. The simplex is
   parameterised by logits, ``p = softmax(z)``, so every iterate is feasible (all ``p_i > 0``,
   summing to 1); ``log B`` is minimised by scipy's L-BFGS-B with the exact gradient
-  (differentiable MVA of :mod:`raysync.queueing` through :meth:`BoundObjective.torch_value`,
-  chained through the softmax Jacobian). Several deterministic starts are run (uniform,
-  ``p ~ mu``, ``p ~ sqrt(mu)``, plus any given) and the best is kept.
+  (reverse-mode MVA of :mod:`raysync.queueing` in numpy through
+  :meth:`BoundObjective.value_and_grad`, chained through the softmax Jacobian). Several
+  deterministic starts are run (uniform, ``p ~ mu``, ``p ~ sqrt(mu)``, plus any given) and
+  the best is kept.
 * :func:`optimize_concurrency`: integer ``C`` for a fixed ``p`` by scanning
   ``C' = 1..C_max`` on one MVA curve pass.
 * :func:`optimize_joint`: both, by alternating the two (each step cannot increase the
@@ -301,8 +302,8 @@ def _minimize_envelope(
     The envelope ``F(p) = min_C B(p, C)`` is a minimum of smooth functions; wherever the
     minimising ``C*`` is unique its gradient is ``grad_p B(p, C*)`` (Danskin), and its kinks
     (ties between two ``C``) are concave, so they never hold a descent method. Each
-    evaluation is one MVA curve pass (numpy) for ``C*`` plus one differentiable pass at
-    ``C*``.
+    evaluation is one stored MVA pass to ``cmax`` (the whole ``C`` curve, hence ``C*``)
+    plus one reverse pass from ``C*`` (:meth:`BoundObjective.envelope_value_and_grad`).
     """
     evaluations = 0
     last_c = [1]
@@ -313,9 +314,8 @@ def _minimize_envelope(
         p = _softmax(z)
         if np.any(p <= 0):
             return math.inf, np.zeros_like(z)
-        c = objective.curve(p, cmax).best_concurrency
+        value, grad_p, c = objective.envelope_value_and_grad(p, cmax)
         last_c[0] = c
-        value, grad_p = objective.value_and_grad(p, c)
         if not (value > 0 and math.isfinite(value)):
             return math.inf, np.zeros_like(z)
         g = grad_p / value

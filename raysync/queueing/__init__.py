@@ -5,7 +5,8 @@ routing probabilities ``p``; optional latency (infinite-server) and server stati
 the product form. :func:`analyze` returns the update throughput, per-client utilisation,
 queue lengths, sojourn times and mean relative delays (staleness in updates) with three
 independent solvers (MVA, Buzen, brute-force Markov chain); :func:`gradients` and the
-torch functions give their exact derivatives.
+torch functions give their exact derivatives, and :func:`mva_forward` /
+:meth:`MVATape.vjp` (numpy reverse mode, ``O(nC)``) the gradient of a scalar objective.
 
 Example:
     >>> from raysync.queueing import ClosedNetwork, analyze
@@ -16,6 +17,12 @@ Example:
 
 from __future__ import annotations
 
+from raysync.queueing._adjoint import (
+    MVATape,
+    mva_curve_value_and_vjp,
+    mva_forward,
+    mva_value_and_vjp,
+)
 from raysync.queueing._bruteforce import DEFAULT_MAX_STATES, stationary_distribution
 from raysync.queueing._buzen import log_normalizing_constants
 from raysync.queueing.analysis import METHODS, Method, analyze
@@ -32,12 +39,16 @@ __all__ = [
     "DEFAULT_MAX_STATES",
     "METHODS",
     "ClosedNetwork",
+    "MVATape",
     "Method",
     "QueueingGradients",
     "QueueingResult",
     "analyze",
     "gradients",
     "log_normalizing_constants",
+    "mva_curve_value_and_vjp",
+    "mva_forward",
+    "mva_value_and_vjp",
     "stationary_distribution",
     "throughput_and_delays_curve_torch",
     "throughput_and_delays_torch",
