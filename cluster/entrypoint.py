@@ -1,0 +1,191 @@
+r"""Ray job entrypoint: run a raysync config (or a tuning study) on the cluster it is in.
+
+Submitted with (see ``cluster/README.md``; token authentication ON)::
+
+    RAY_AUTH_MODE=token ray job submit --address http://HEAD:8265 \\
+        --runtime-env cluster/runtime_env.yaml --working-dir . -- \\
+        python -m cluster.entrypoint examples/cluster_fleet.toml --out /shared/raysync-run
+
+It connects with ``ray.init(address="auto")`` (inside a Ray job ``RAY_ADDRESS`` names the
+cluster), runs :func:`raysync.run` with TensorBoard events under ``OUT/tensorboard`` and
+writes ``OUT/results.json`` (summary, the run's measurements and the config) plus the full
+result (``OUT/run/result.json`` and ``arrays.npz``). With ``--tune`` it runs a tuning study
+instead (:func:`tuning.study.run_study`; trials in parallel on the cluster with
+``--parallel``), writing ``OUT/tune/`` and the same ``results.json``.
+
+``OUT`` is a path on the node that runs the job driver (the head node): use a shared
+volume on multi-node clusters, or copy it back (``ray rsync-down``, ``kubectl cp``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger("cluster.entrypoint")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The entrypoint's argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cluster.entrypoint",
+        description="Run a raysync config (or a tuning study) on the Ray cluster of this job.",
+    )
+    parser.add_argument("config", help="TOML config (path relative to the working dir)")
+    parser.add_argument(
+        "--out", required=True, help="output directory for TensorBoard events and results"
+    )
+    parser.add_argument(
+        "--address", default="auto", help="Ray address to connect to (default: auto)"
+    )
+    parser.add_argument("--num-updates", type=int, default=None, help="override run.num_updates")
+    parser.add_argument(
+        "--time-budget", type=float, default=None,
+        help="override run.time_budget (config seconds)",
+    )
+    parser.add_argument("--time-scale", type=float, default=None, help="override run.time_scale")
+    parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    parser.add_argument("--run-name", default="run", help="TensorBoard run directory name")
+    tune = parser.add_argument_group("tuning (with --tune)")
+    tune.add_argument("--tune", action="store_true", help="run a tuning study instead of one run")
+    tune.add_argument("--objective", choices=("bound", "simulated", "live"), default="simulated")
+    tune.add_argument("--trials", type=int, default=20)
+    tune.add_argument("--storage", default=None, help="Optuna storage URL (default: OUT/tune)")
+    tune.add_argument("--study", default="raysync-cluster", help="study name")
+    tune.add_argument("--family", choices=("simplex", "power", "tiers"), default="tiers")
+    tune.add_argument("--parallel", type=int, default=2, help="trials in flight at once")
+    tune.add_argument("--budget", type=float, default=None, help="trial time budget")
+    tune.add_argument("--num-evals", type=int, default=8)
+    tune.add_argument("--constants", default=None, help="bound constants L,sigma2,M2,A")
+    return parser
+
+
+def _overrides(config: Any, args: argparse.Namespace) -> Any:
+    changes: dict[str, Any] = {}
+    if args.num_updates is not None or args.time_budget is not None:
+        changes["num_updates"] = args.num_updates
+        changes["time_budget"] = args.time_budget
+    if args.time_scale is not None:
+        changes["time_scale"] = args.time_scale
+    top: dict[str, Any] = {}
+    if changes:
+        top["run"] = dataclasses.replace(config.run, **changes)
+    if args.seed is not None:
+        top["seed"] = args.seed
+    return config.replace(**top) if top else config
+
+
+def _run_once(config: Any, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    import raysync
+
+    logdir = out / "tensorboard"
+    result = raysync.run(config, logdir=logdir, run_name=args.run_name)
+    result.save(out / "run")
+    print(result.summary(), flush=True)
+    return {
+        "mode": "run",
+        "final_test_accuracy": result.final_test_accuracy,
+        "final_val_accuracy": result.final_val_accuracy,
+        "num_updates": result.num_updates,
+        "elapsed": result.elapsed,
+        "throughput": result.throughput,
+        "mean_staleness": result.mean_staleness,
+        "client_nodes": list(result.extras.get("client_nodes", [])),
+        "tensorboard": str(logdir),
+        "result": result.to_dict(),
+    }
+
+
+def _run_tune(config: Any, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from raysync.objectives import ProblemConstants
+    from tuning.study import TuneSettings, run_study
+
+    settings = TuneSettings(
+        objective=args.objective,
+        trials=args.trials,
+        storage=args.storage,
+        study_name=args.study,
+        family=args.family,
+        budget=args.budget,
+        parallel=args.parallel,
+        num_evals=args.num_evals,
+        constants=ProblemConstants.parse(args.constants) if args.constants else None,
+        out=out / "tune",
+        address=args.address,
+    )
+    report = run_study(config, settings, on_event=lambda m: print(m, flush=True))
+    payload = report.to_dict()
+    print(json.dumps({"best": payload["best"][:1], "counts": payload["counts"]}), flush=True)
+    return {"mode": "tune", "tensorboard": str(settings.out / "tensorboard"), "study": payload}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Connect to the job's cluster, run, write ``OUT/results.json``.
+
+    Returns:
+        0 on success (the job then ends SUCCEEDED), 2 on bad input.
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import ray
+
+    from raysync.config import load_config
+    from raysync.exceptions import RaySyncError
+
+    start = time.perf_counter()
+    out = Path(args.out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        config = _overrides(load_config(args.config), args)
+    except (RaySyncError, ValueError) as exc:
+        print(f"cluster.entrypoint: error: {exc}", file=sys.stderr)
+        return 2
+    ray.init(address=args.address, logging_level=logging.WARNING)
+    try:
+        resources = ray.cluster_resources()
+        print(f"connected to Ray {ray.__version__}: resources {resources}", flush=True)
+        try:
+            body = _run_tune(config, args, out) if args.tune else _run_once(config, args, out)
+        except (RaySyncError, ValueError) as exc:
+            print(f"cluster.entrypoint: error: {exc}", file=sys.stderr)
+            return 2
+        payload = {
+            **body,
+            "config_path": args.config,
+            "config": config.to_dict(),
+            "cluster_resources": resources,
+            "ray_version": ray.__version__,
+            "host": platform.node(),
+            "wall_time": time.perf_counter() - start,
+        }
+        (out / "results.json").write_text(json.dumps(_json_safe(payload), indent=2))
+        print(f"results: {out / 'results.json'}", flush=True)
+        return 0
+    finally:
+        ray.shutdown()
+
+
+def _json_safe(value: Any) -> Any:
+    import math
+
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

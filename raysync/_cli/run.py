@@ -1,0 +1,180 @@
+"""``raysync run CONFIG``: run a system for real on Ray and compare it with the theory."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from typing import TYPE_CHECKING, Any
+
+from raysync.config import SystemConfig, load_config
+
+if TYPE_CHECKING:
+    from raysync.queueing import QueueingResult
+    from raysync.simulation.result import RunResult
+
+__all__ = ["add_parser"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``run`` command."""
+    parser = subparsers.add_parser(
+        "run",
+        help="run a config for real on Ray (local instance or --address)",
+        description=(
+            "Run the system a TOML config describes on Ray: one actor per client with its "
+            "own resources, a server actor keeping `concurrency` tasks in flight. Starts a "
+            "local Ray instance unless --address names a cluster. Prints the final "
+            "accuracy, the throughput and each client's staleness next to the closed-form "
+            "prediction (random routing)."
+        ),
+    )
+    parser.add_argument("config", help="path to a TOML config file")
+    parser.add_argument("--address", help="Ray cluster to join, e.g. 'auto' or 'ray://head:10001'")
+    parser.add_argument("--logdir", help="write TensorBoard event files under this directory")
+    parser.add_argument("--num-updates", type=int, metavar="N", help="stop after N model updates")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="S",
+        help=(
+            "stop after S config seconds (S * run.time_scale wall seconds); without "
+            "--num-updates the budget alone decides when to stop"
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_handle)
+
+
+def _apply_overrides(config: SystemConfig, args: argparse.Namespace) -> SystemConfig:
+    if args.num_updates is None and args.time_budget is None:
+        return config
+    changes: dict[str, Any] = {}
+    if args.num_updates is not None:
+        changes["num_updates"] = args.num_updates
+    if args.time_budget is not None:
+        changes["time_budget"] = args.time_budget
+        if args.num_updates is None:
+            changes["num_updates"] = None
+    return config.replace(run=dataclasses.replace(config.run, **changes))
+
+
+def _theory(config: SystemConfig) -> QueueingResult | None:
+    if config.routing_probabilities is None:
+        return None
+    from raysync.queueing import ClosedNetwork, analyze
+
+    return analyze(ClosedNetwork.from_config(config))
+
+
+class _Progress:
+    """tqdm bar on stderr, over updates (or seconds when only a time budget is set)."""
+
+    def __init__(self, config: SystemConfig, disable: bool) -> None:
+        from tqdm import tqdm
+
+        from raysync.runtime._backend import wall_seconds
+
+        self._by_updates = config.run.num_updates is not None
+        total: float | None
+        if self._by_updates:
+            total = config.run.num_updates
+            unit = "upd"
+        else:
+            total = wall_seconds(config.run.time_budget, config.run.time_scale)
+            unit = "s"
+        self._bar = tqdm(
+            total=total, unit=unit, file=sys.stderr, disable=disable, dynamic_ncols=True
+        )
+        self._last = 0.0
+
+    def __call__(self, updates: int, seconds: float) -> None:
+        value = float(updates) if self._by_updates else round(seconds, 1)
+        if value > self._last:
+            self._bar.update(value - self._last)
+            self._last = value
+        if seconds > 0:
+            self._bar.set_postfix(updates_per_s=f"{updates / seconds:.1f}", refresh=False)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | None) -> str:
+    scale = config.run.time_scale
+    lines = [
+        f"ray run: {result.num_clients} clients, C={result.concurrency}, "
+        f"{result.num_updates} updates in {result.elapsed:.3g} s "
+        f"({result.wall_time:.3g} s with start-up)"
+    ]
+    if result.train:
+        lines.append(
+            f"final test accuracy {result.final_test_accuracy:.4f} "
+            f"(test loss {result.final_test_loss:.4f})"
+        )
+    lo, hi = result.throughput_ci
+    line = (
+        f"throughput {result.throughput:.4g} updates/s "
+        f"({100 * result.confidence:.0f}% CI [{lo:.4g}, {hi:.4g}])"
+    )
+    if theory is not None and scale > 0:
+        line += f"; theory {theory.throughput / scale:.4g} updates/s"
+    lines.append(line)
+    line = f"mean staleness {result.mean_staleness:.4g}"
+    if theory is not None:
+        line += f"; theory {theory.mean_staleness:.4g}"
+    lines.append(line)
+    show_theory = theory is not None
+    header = f"{'client':>6} {'completed':>9} {'delay':>8} {'99% CI':>17}"
+    if show_theory:
+        header += f" {'theory':>8}"
+    header += f" {'queue':>7}"
+    if show_theory:
+        header += f" {'theory':>7}"
+    header += f" {'util':>6}"
+    lines.append(header)
+    for i in range(result.num_clients):
+        dlo, dhi = result.relative_delay_ci[i]
+        ci = "-" if math.isnan(dlo) else f"[{dlo:.3g}, {dhi:.3g}]"
+        row = f"{i:>6} {int(result.completed[i]):>9} {result.mean_relative_delay[i]:>8.4g} {ci:>17}"
+        if theory is not None:
+            row += f" {theory.mean_relative_delay[i]:>8.4g}"
+        row += f" {result.mean_queue_length[i]:>7.3g}"
+        if theory is not None:
+            row += f" {theory.mean_queue_length[i]:>7.3g}"
+        row += f" {result.utilization[i]:>6.3f}"
+        lines.append(row)
+    if theory is not None and scale > 0:
+        lines.append(
+            "theory: closed Jackson network (exact for exponential service times); "
+            "throughput scaled by run.time_scale"
+        )
+    return "\n".join(lines)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    config = _apply_overrides(load_config(args.config), args)
+    theory = _theory(config)
+    import raysync.runtime
+
+    bar = _Progress(config, disable=args.no_progress or args.json)
+    try:
+        result = raysync.runtime.run(config, address=args.address, logdir=args.logdir, progress=bar)
+    finally:
+        bar.close()
+    if args.json:
+        payload = result.to_dict()
+        if theory is not None:
+            payload["theory"] = {
+                "throughput": theory.throughput,
+                "mean_relative_delay": [float(v) for v in theory.mean_relative_delay],
+                "mean_queue_length": [float(v) for v in theory.mean_queue_length],
+                "mean_staleness": theory.mean_staleness,
+            }
+        print(json.dumps(payload, indent=2))
+        return 0
+    print(_report(result, config, theory))
+    return 0

@@ -1,0 +1,246 @@
+"""A :class:`~raysync.monitoring.MetricsSink` that writes TensorBoard event files.
+
+One :class:`TensorBoardSink` is one run: it owns one
+``torch.utils.tensorboard.SummaryWriter`` writing into ``logdir/run_name`` (one event-file
+directory per run). Scalars keep the tags the engines send (stable names such as
+``train/loss``, ``test/accuracy``, ``system/throughput``, ``staleness/client_<i>``,
+``queue/client_<i>``, ``theory/throughput``) with the model version as the step.
+
+Wall-clock axis: TensorBoard scalars have a single step axis, so the tags listed in
+``time_tags`` (by default ``train/loss``, ``test/loss`` and ``test/accuracy``) are also
+written as ``<tag>_vs_time`` with step ``round(1000 * time)``, i.e. **milliseconds since the
+start of the run** (virtual milliseconds for the simulator). In addition every event's
+``walltime`` is ``start + time``, so TensorBoard's "Relative" horizontal axis shows seconds
+since the start for any tag.
+
+:func:`run_hparams`, :func:`summary_scalars` and :func:`theory_scalars` build what a
+backend logs at the end of a run (and the theory next to the measurements); both the Ray
+runtime and the simulator can use them with any sink.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time as _time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from raysync.config import SystemConfig
+    from raysync.simulation.result import RunResult
+
+__all__ = [
+    "DEFAULT_TIME_TAGS",
+    "TensorBoardSink",
+    "default_run_name",
+    "run_hparams",
+    "summary_scalars",
+    "theory_scalars",
+]
+
+#: Tags also written against wall-clock milliseconds as ``<tag>_vs_time``.
+DEFAULT_TIME_TAGS: tuple[str, ...] = ("train/loss", "test/loss", "test/accuracy")
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.=+-]+")
+
+
+def default_run_name(config: SystemConfig | None = None) -> str:
+    """A run directory name: timestamp, algorithm and concurrency (e.g. ``...-fedasync-C6``)."""
+    stamp = _time.strftime("%Y%m%d-%H%M%S")
+    if config is None:
+        return stamp
+    return f"{stamp}-{config.algorithm.name}-C{config.concurrency}"
+
+
+class TensorBoardSink:
+    """Write a run's scalars and hyper-parameters as TensorBoard event files.
+
+    Args:
+        logdir: Parent directory; the events go to ``logdir/run_name``.
+        run_name: Sub-directory of this run (a timestamp when None). Characters outside
+            ``[A-Za-z0-9_.=+-]`` are replaced by ``_``; an existing directory gets a
+            numeric suffix, so two runs never share event files.
+        time_tags: Tags also written as ``<tag>_vs_time`` against milliseconds.
+        flush_secs: How often the writer flushes to disk.
+
+    Example:
+        >>> sink = TensorBoardSink("runs", run_name="demo")  # doctest: +SKIP
+        >>> sink.log_scalars(10, {"test/accuracy": 0.9}, time=1.5)  # doctest: +SKIP
+        >>> sink.close()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        logdir: str | Path,
+        *,
+        run_name: str | None = None,
+        time_tags: Iterable[str] = DEFAULT_TIME_TAGS,
+        flush_secs: int = 10,
+    ) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        name = _SAFE_NAME.sub("_", run_name or default_run_name()).strip("_") or "run"
+        root = Path(logdir)
+        directory = root / name
+        suffix = 1
+        while directory.exists():
+            suffix += 1
+            directory = root / f"{name}-{suffix}"
+        directory.mkdir(parents=True)
+        self._log_dir = directory
+        self._time_tags = frozenset(time_tags)
+        self._start = _time.time()
+        self._writer: Any = SummaryWriter(log_dir=str(directory), flush_secs=flush_secs)
+        self._closed = False
+
+    @property
+    def log_dir(self) -> Path:
+        """The run's event-file directory (``logdir/run_name``)."""
+        return self._log_dir
+
+    def log_scalars(self, step: int, scalars: Mapping[str, float], *, time: float) -> None:
+        """Write ``scalars`` at ``step``; non-finite values (NaN) are skipped.
+
+        Args:
+            step: The model version.
+            scalars: Tag to value.
+            time: Seconds since the start of the run (virtual in the simulator).
+        """
+        if self._closed:
+            raise RuntimeError(f"TensorBoardSink for {self._log_dir} is closed")
+        walltime = self._start + float(time)
+        millis = int(round(1000.0 * float(time)))
+        for tag, value in scalars.items():
+            value = float(value)
+            if not math.isfinite(value):
+                continue
+            self._writer.add_scalar(tag, value, global_step=int(step), walltime=walltime)
+            if tag in self._time_tags:
+                self._writer.add_scalar(
+                    f"{tag}_vs_time", value, global_step=millis, walltime=walltime
+                )
+
+    def log_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        """Record the run's hyper-parameters with its final metrics (same directory).
+
+        Values that are not numbers, strings or booleans are written as strings; metrics
+        are also written as scalars under their own tags (the hparams dashboard reads
+        them there), non-finite metrics are dropped.
+        """
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        clean: dict[str, Any] = {}
+        for key, value in hparams.items():
+            if isinstance(value, bool | int | float | str):
+                clean[key] = value
+            else:
+                clean[key] = str(value)
+        finite = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+        exp, ssi, sei = hparams_summary(clean, finite)
+        file_writer = self._writer._get_file_writer()
+        for summary in (exp, ssi, sei):
+            file_writer.add_summary(summary)
+        for key, value in finite.items():
+            self._writer.add_scalar(key, value)
+
+    def flush(self) -> None:
+        """Write pending events to disk."""
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the writer (idempotent)."""
+        if not self._closed:
+            self._writer.close()
+            self._closed = True
+
+    def __enter__(self) -> TensorBoardSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TensorBoardSink(log_dir={str(self._log_dir)!r})"
+
+
+def _entropy(p: Iterable[float]) -> float:
+    return -math.fsum(v * math.log(v) for v in p if v > 0)
+
+
+def run_hparams(config: SystemConfig) -> dict[str, Any]:
+    """The hyper-parameters of a run, flat, for ``log_hparams``.
+
+    ``concurrency`` (``C``), ``num_clients``, ``algorithm``, ``lr``, ``batch_size``,
+    ``routing``, a summary of ``p`` (``p_min``, ``p_max``, ``p_entropy`` in nats and
+    ``p_entropy_ratio = entropy / log n``, 1 for uniform), ``time_scale`` and ``seed``.
+    """
+    p = config.routing_probabilities
+    n = config.num_clients
+    out: dict[str, Any] = {
+        "concurrency": config.concurrency,
+        "num_clients": n,
+        "algorithm": config.algorithm.name,
+        "lr": config.algorithm.lr,
+        "batch_size": config.algorithm.batch_size,
+        "routing": config.routing.kind,
+        "time_scale": config.run.time_scale,
+        "seed": config.seed,
+    }
+    if p is not None:
+        entropy = _entropy(p)
+        out.update(
+            p_min=min(p),
+            p_max=max(p),
+            p_entropy=entropy,
+            p_entropy_ratio=entropy / math.log(n) if n > 1 else 1.0,
+        )
+    return out
+
+
+def summary_scalars(result: RunResult) -> dict[str, float]:
+    """The end-of-run measurements of a result, under the live tags.
+
+    ``system/throughput`` (updates per second of the result's clock),
+    ``system/mean_staleness`` and ``staleness/mean``, and per client
+    ``staleness/client_<i>``, ``queue/client_<i>`` and ``system/utilization_client_<i>``.
+    """
+    out = {
+        "system/throughput": float(result.throughput),
+        "system/mean_staleness": float(result.mean_staleness),
+        "staleness/mean": float(result.mean_staleness),
+    }
+    for i in range(result.num_clients):
+        out[f"staleness/client_{i}"] = float(result.mean_relative_delay[i])
+        out[f"queue/client_{i}"] = float(result.mean_queue_length[i])
+        out[f"system/utilization_client_{i}"] = float(result.utilization[i])
+    return out
+
+
+def theory_scalars(config: SystemConfig, *, time_unit: float = 1.0) -> dict[str, float]:
+    """Closed-form predictions (THEORY.md section 2) next to the measured tags.
+
+    Args:
+        config: The run's config; its routing must be random (``fixed`` or ``uniform``).
+        time_unit: Seconds of the sink's clock per config second (the runtime's
+            ``time_scale``); throughputs are divided by it.
+
+    Returns:
+        ``theory/throughput``, ``theory/staleness_mean`` and per client
+        ``theory/staleness_client_<i>`` and ``theory/queue_client_<i>``; empty for
+        return-to-sender routing or ``time_unit <= 0``.
+    """
+    if config.routing_probabilities is None or time_unit <= 0:
+        return {}
+    from raysync.queueing import ClosedNetwork, analyze
+
+    theory = analyze(ClosedNetwork.from_config(config))
+    out = {
+        "theory/throughput": float(theory.throughput) / time_unit,
+        "theory/staleness_mean": float(theory.mean_staleness),
+    }
+    for i in range(config.num_clients):
+        out[f"theory/staleness_client_{i}"] = float(theory.mean_relative_delay[i])
+        out[f"theory/queue_client_{i}"] = float(theory.mean_queue_length[i])
+    return out

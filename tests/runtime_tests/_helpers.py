@@ -1,0 +1,186 @@
+"""Shared helpers of the runtime tests (configs, paired batch statistics, actor census)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from raysync.config import (
+    AlgorithmConfig,
+    ClientSpec,
+    RoutingConfig,
+    RunConfig,
+    ServiceTimeSpec,
+    SystemConfig,
+)
+
+
+def exp_clients(means: Sequence[float], **kwargs: Any) -> tuple[ClientSpec, ...]:
+    return tuple(
+        ClientSpec(service_time=ServiceTimeSpec(kind="exponential", mean=m), **kwargs)
+        for m in means
+    )
+
+
+def queue_config(
+    means: Sequence[float],
+    p: Sequence[float] | None,
+    concurrency: int,
+    num_updates: int,
+    *,
+    seed: int = 0,
+    time_scale: float = 1.0,
+) -> SystemConfig:
+    routing = RoutingConfig(kind="uniform") if p is None else RoutingConfig(kind="fixed", p=p)
+    return SystemConfig(
+        clients=exp_clients(means, num_cpus=0.25),
+        concurrency=concurrency,
+        routing=routing,
+        run=RunConfig(num_updates=num_updates, train=False, time_scale=time_scale),
+        seed=seed,
+    )
+
+
+def digits_config(num_updates: int, *, time_scale: float = 0.0, **run: Any) -> SystemConfig:
+    return SystemConfig(
+        clients=exp_clients((0.01, 0.01, 0.02, 0.04), num_cpus=0.25),
+        concurrency=4,
+        routing=RoutingConfig(kind="uniform"),
+        algorithm=AlgorithmConfig(name="generalized_asyncsgd", lr=0.1, batch_size=32),
+        run=RunConfig(num_updates=num_updates, time_scale=time_scale, **run),
+        seed=0,
+    )
+
+
+def simulator_rows(config: SystemConfig) -> list[tuple[Any, ...]]:
+    """The simulator's statistics snapshots of a queue-only run (same grid as the runtime).
+
+    Uses the engine's private pieces: ``simulate`` returns only the summary, and the paired
+    comparison below needs the per-batch sums of the very same sample path.
+    """
+    from raysync.routing import make_router
+    from raysync.simulation import engine
+    from raysync.simulation.service_times import make_service_time
+
+    n = config.num_clients
+    gens = engine.run_generators(config.seed, n)
+    router = make_router(config.routing)
+    router.bind(n, gens.router)
+    streams = [
+        engine._service_stream(make_service_time(c.service_time), g, engine._DEFAULT_BLOCK)
+        for c, g in zip(config.clients, gens.service, strict=True)
+    ]
+    num_updates = config.run.num_updates
+    assert num_updates is not None
+    snapshots = engine._Snapshots(
+        max(1, num_updates // engine._TARGET_SNAPSHOTS), 2 * engine._TARGET_SNAPSHOTS
+    )
+    final, _, _ = engine._run_queue_only(
+        config=config,
+        router=router,
+        streams=streams,
+        snapshots=snapshots,
+        max_updates=num_updates,
+        budget=math.inf,
+        progress=None,
+    )
+    return with_final(snapshots.rows, final)
+
+
+def with_final(rows: list[tuple[Any, ...]], final: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    return rows if rows[-1][0] == final[0] else [*rows, final]
+
+
+def _batches(rows: list[tuple[Any, ...]], warmup: int, num_batches: int) -> dict[str, Any]:
+    grid = [r for r in rows if r[0] >= warmup]
+    per = (len(grid) - 1) // num_batches
+    start = len(grid) - 1 - num_batches * per
+    sel = [grid[start + b * per] for b in range(num_batches + 1)]
+    return {
+        "completions": np.array([r[0] for r in sel], dtype=float),
+        "dc": np.diff([r[0] for r in sel]).astype(float),
+        "dt": np.diff([r[1] for r in sel]),
+        "count": np.diff(np.array([r[3] for r in sel], dtype=float), axis=0),
+        "delay": np.diff(np.array([r[4] for r in sel], dtype=float), axis=0),
+    }
+
+
+def _ratio(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r = y.sum(axis=0) / x.sum(axis=0)
+    return r, (y - r * x) / x.mean(axis=0)
+
+
+def paired_difference(
+    rows_a: list[tuple[Any, ...]],
+    rows_b: list[tuple[Any, ...]],
+    *,
+    warmup_fraction: float = 0.1,
+    num_batches: int = 30,
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Estimates of two coupled runs and the standard error of their difference.
+
+    Both runs are cut into the same batches of completions (the snapshot grids agree
+    when both runs have the same length). For each ratio ``sum Y / sum X`` (throughput:
+    completions / seconds; delay of client ``i``: sum of delays / completions) the delta
+    method gives per-batch residuals ``Z_b = (Y_b - R X_b) / mean X``; the residuals of the
+    difference are ``Z^a_b - Z^b_b`` and the batch-means standard error follows.
+
+    Returns:
+        ``{"throughput": (est_a, est_b, se_diff, se_a), "delay": (...)}``.
+    """
+    total = rows_a[-1][0]
+    assert rows_b[-1][0] == total
+    warmup = math.ceil(warmup_fraction * total)
+    a = _batches(rows_a, warmup, num_batches)
+    b = _batches(rows_b, warmup, num_batches)
+    np.testing.assert_array_equal(a["completions"], b["completions"])
+    out = {}
+    for name, (ya, xa, yb, xb) in {
+        "throughput": (a["dc"], a["dt"], b["dc"], b["dt"]),
+        "delay": (a["delay"], a["count"], b["delay"], b["count"]),
+    }.items():
+        ra, za = _ratio(ya, xa)
+        rb, zb = _ratio(yb, xb)
+        denom = num_batches * (num_batches - 1)
+        se_diff = np.sqrt(((za - zb) ** 2).sum(axis=0) / denom)
+        se_a = np.sqrt((za**2).sum(axis=0) / denom)
+        out[name] = (ra, rb, se_diff, se_a)
+    return out
+
+
+def t_quantile(confidence: float, num_batches: int = 30) -> float:
+    return float(stats.t.ppf(0.5 + confidence / 2, num_batches - 1))
+
+
+def alive_actor_ids() -> set[str]:
+    """Ids of the actors the GCS reports alive (private state API: no dashboard here)."""
+    import ray._private.state
+
+    return {
+        actor_id
+        for actor_id, info in ray._private.state.actors().items()
+        if info.get("State") == "ALIVE"
+    }
+
+
+def busy_fraction(seconds: float) -> float:
+    """Fraction of the machine's CPU time spent busy over ``seconds`` (0 where unknown)."""
+    import time
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as handle:
+            values = [int(v) for v in handle.readline().split()[1:]]
+        idle = values[3] + values[4]  # idle + iowait
+        return sum(values) - idle, sum(values)
+
+    try:
+        busy0, total0 = sample()
+        time.sleep(seconds)
+        busy1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return (busy1 - busy0) / max(1, total1 - total0)

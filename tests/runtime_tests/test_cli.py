@@ -1,0 +1,62 @@
+"""``raysync run CONFIG``: the command end to end on the session's Ray instance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from raysync.cli import main
+from raysync.config import dump_config
+
+from ._helpers import queue_config
+
+pytestmark = pytest.mark.ray
+
+
+def test_raysync_run_is_lazy() -> None:
+    import raysync.runtime
+
+    assert raysync.run is raysync.runtime.run
+    with pytest.raises(AttributeError):
+        _ = raysync.not_there  # type: ignore[attr-defined]
+
+
+def test_run_prints_results_next_to_the_theory(
+    ray_session,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],  # noqa: ANN001
+) -> None:
+    config = queue_config((0.01, 0.02, 0.1), (0.5, 0.3, 0.2), 3, 5000)
+    path = tmp_path / "system.toml"
+    dump_config(config, path)
+    code = main(["run", str(path), "--num-updates", "150", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "150 updates" in out
+    assert "theory" in out
+    assert "throughput" in out
+    lines = [line.split() for line in out.splitlines()]
+    table = [row for row in lines if row and row[0] in ("0", "1", "2")]
+    assert len(table) == 3
+
+
+def test_run_json_and_overrides(
+    ray_session,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],  # noqa: ANN001
+) -> None:
+    config = queue_config((0.01, 0.02), None, 2, 5000)
+    path = tmp_path / "system.toml"
+    dump_config(config, path)
+    code = main(["run", str(path), "--time-budget", "0.5", "--json", "--logdir", str(tmp_path)])
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["backend"] == "ray"
+    assert payload["config"]["run"]["time_budget"] == 0.5
+    assert "num_updates" not in payload["config"]["run"]  # the budget alone decides
+    assert 0.45 <= payload["elapsed"] <= 0.6
+    assert payload["theory"]["mean_staleness"] == pytest.approx(1.0)
+    assert len(payload["theory"]["mean_relative_delay"]) == 2
+    assert any(p.is_dir() for p in tmp_path.iterdir())  # the TensorBoard run directory

@@ -1,0 +1,75 @@
+"""The TensorBoard sink on its own (any backend can use it)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from raysync.config import ClientSpec, RoutingConfig, ServiceTimeSpec, SystemConfig
+from raysync.monitoring import MetricsSink
+from raysync.monitoring.tensorboard import TensorBoardSink, run_hparams, theory_scalars
+
+pytestmark = pytest.mark.ray
+
+
+def _read(path: Path):  # noqa: ANN202
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(path))
+    acc.Reload()
+    return acc
+
+
+def test_sink_writes_steps_time_axis_and_hparams(tmp_path: Path) -> None:
+    with TensorBoardSink(tmp_path, run_name="a run/1") as sink:
+        assert isinstance(sink, MetricsSink)
+        sink.log_scalars(0, {"test/accuracy": 0.1, "test/loss": math.nan}, time=0.0)
+        sink.log_scalars(50, {"test/accuracy": 0.8, "system/throughput": 12.5}, time=1.2345)
+        sink.log_hparams({"concurrency": 4, "p": (0.5, 0.5)}, {"hparam/acc": 0.8})
+        directory = sink.log_dir
+    assert directory.parent == tmp_path
+    assert directory.name == "a_run_1"
+    acc = _read(directory)
+    assert [(e.step, e.value) for e in acc.Scalars("test/accuracy")] == [
+        (0, pytest.approx(0.1)),
+        (50, pytest.approx(0.8)),
+    ]
+    assert [e.step for e in acc.Scalars("test/accuracy_vs_time")] == [0, 1234]
+    assert "test/loss" not in acc.Tags()["scalars"]  # NaN skipped
+    times = acc.Scalars("test/accuracy")
+    assert times[1].wall_time - times[0].wall_time == pytest.approx(1.2345, abs=1e-3)
+    assert acc.PluginTagToContent("hparams")
+    assert acc.Scalars("hparam/acc")[0].value == pytest.approx(0.8)
+
+
+def test_two_runs_never_share_a_directory(tmp_path: Path) -> None:
+    first = TensorBoardSink(tmp_path, run_name="same")
+    second = TensorBoardSink(tmp_path, run_name="same")
+    assert first.log_dir != second.log_dir
+    first.close()
+    second.close()
+    first.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        first.log_scalars(0, {"x": 1.0}, time=0.0)
+
+
+def test_hparams_and_theory_of_a_config() -> None:
+    config = SystemConfig(
+        clients=tuple(
+            ClientSpec(service_time=ServiceTimeSpec(rate=r)) for r in (1.0, 2.0, 4.0, 0.5)
+        ),
+        concurrency=6,
+        routing=RoutingConfig(kind="fixed", p=(0.4, 0.3, 0.2, 0.1)),
+    )
+    hp = run_hparams(config)
+    assert hp["concurrency"] == 6
+    assert hp["p_min"] == pytest.approx(0.1)
+    assert hp["p_max"] == pytest.approx(0.4)
+    assert 0 < hp["p_entropy_ratio"] < 1
+    theory = theory_scalars(config, time_unit=2.0)
+    assert theory["theory/throughput"] == pytest.approx(2.45056 / 2, rel=1e-5)
+    assert theory["theory/staleness_mean"] == pytest.approx(5.0)
+    assert theory["theory/staleness_client_0"] == pytest.approx(8.698, rel=1e-3)
+    assert theory_scalars(config, time_unit=0.0) == {}

@@ -1,0 +1,70 @@
+"""``raysync tune``: end to end on the bound, plots, JSON; lazy import of ``tuning``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from raysync.cli import main
+
+from .conftest import CONSTANTS
+
+C_TEXT = f"{CONSTANTS.L},{CONSTANTS.sigma2},{CONSTANTS.M2},{CONSTANTS.A}"
+
+
+def test_tune_bound_prints_best_next_to_references(tiny_path, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code = main([
+        "tune", str(tiny_path), "--objective", "bound", "--trials", "60", "--constants", C_TEXT,
+        "--out", str(out), "--max-concurrency", "8", "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    text = capsys.readouterr().out
+    for word in ("best", "analytical", "uniform", "proportional", "optuna-dashboard",
+                 "tensorboard --logdir"):
+        assert word in text
+    for name in ("history.png", "best_p.png", "study.json", "study.journal"):
+        assert (out / name).exists(), name
+    assert len(list((out / "tensorboard").iterdir())) == 60
+    report = json.loads((out / "study.json").read_text())
+    assert report["study_name"] == "tiny-bound"
+    assert report["best"][0]["values"][0] <= report["references"]["uniform"]["bound"]
+
+
+def test_tune_multi_objective_writes_pareto_plot(tiny_path, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code = main([
+        "tune", str(tiny_path), "--trials", "30", "--constants", C_TEXT, "--out", str(out),
+        "--multi-objective", "budget", "--no-tensorboard", "--no-progress", "--json",
+    ])  # fmt: skip
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["directions"] == ["minimize", "minimize"]
+    assert str(out / "pareto.png") in payload["plots"]
+
+
+def test_tune_bad_input_is_one_line_exit_2(tiny_path, tmp_path, capsys) -> None:
+    code = main(["tune", str(tiny_path), "--trials", "0", "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "trials must be an integer >= 1" in err and len(err.strip().splitlines()) == 1
+    code = main(["tune", str(tiny_path), "--constants", "1,2", "--out", str(tmp_path)])
+    assert code == 2
+
+
+def test_building_the_cli_parser_does_not_import_tuning() -> None:
+    code = (
+        "import sys\n"
+        "from raysync.cli import _build_parser\n"
+        "parser = _build_parser()\n"
+        "args = parser.parse_args(['tune', 'x.toml', '--objective', 'simulated'])\n"
+        "assert args.objective == 'simulated'\n"
+        "parser.parse_args(['demo', '--budget', '5'])\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tuning', 'optuna', 'ray'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == ""

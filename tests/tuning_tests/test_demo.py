@@ -1,0 +1,106 @@
+"""``raysync demo``: helpers (fast) and the whole pipeline on digits (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from raysync._cli.demo import _tiers, _variant, default_config_path
+from raysync.cli import main
+from raysync.config import load_config
+
+from .conftest import CONSTANTS
+
+C_TEXT = f"{CONSTANTS.L},{CONSTANTS.sigma2},{CONSTANTS.M2},{CONSTANTS.A}"
+
+DEMO_TINY = """
+seed = 0
+concurrency = 4
+
+[routing]
+kind = "uniform"
+
+[algorithm]
+name = "generalized_asyncsgd"
+lr = 0.1
+batch_size = 16
+
+[data]
+dataset = "digits"
+
+[run]
+time_budget = 3.0
+time_scale = 1.0
+
+[[clients]]
+name = "fast"
+count = 2
+service_time = { kind = "exponential", rate = 40.0 }
+num_cpus = 0.1
+
+[[clients]]
+name = "slow"
+count = 2
+service_time = { kind = "exponential", rate = 8.0 }
+num_cpus = 0.1
+"""
+
+
+def test_packaged_demo_config_is_three_tiers_of_exponential_clients() -> None:
+    config = load_config(default_config_path())
+    assert 10 <= config.num_clients <= 20
+    tiers = _tiers(config)
+    assert len(tiers) == 3
+    means_ms = [1000.0 * config.run.time_scale / config.service_rates[m[0]] for _, m in tiers]
+    assert min(means_ms) >= 20 - 1e-9 and max(means_ms) <= 200 + 1e-9
+    assert all(c.service_time.kind == "exponential" for c in config.clients)
+    assert config.data.dataset == "mnist"
+    assert sum(c.num_cpus for c in config.clients) <= 2  # fits a 2-core machine
+
+
+def test_variants_share_budget_and_differ_in_routing(tmp_path) -> None:
+    path = tmp_path / "d.toml"
+    path.write_text(DEMO_TINY)
+    config = load_config(path)
+    default = _variant(config, "default", budget=5.0)
+    optimised = _variant(config, "optimised", budget=5.0, p=[0.4, 0.4, 0.1, 0.1], concurrency=7)
+    asyncsgd = _variant(config, "asyncsgd", budget=5.0)
+    for cfg in (default, optimised, asyncsgd):
+        assert cfg.run.time_budget == 5.0 and cfg.run.num_updates is None
+        assert cfg.run.eval_every_seconds == pytest.approx(5.0 / 12)
+    assert default.routing.kind == "uniform" and default.concurrency == 4
+    assert optimised.routing.kind == "fixed" and optimised.concurrency == 7
+    np.testing.assert_allclose(optimised.routing.p, [0.4, 0.4, 0.1, 0.1])
+    assert asyncsgd.routing.kind == "return_to_sender" and asyncsgd.algorithm.name == "asyncsgd"
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_demo_end_to_end_on_digits(tmp_path, capsys) -> None:
+    path = tmp_path / "d.toml"
+    path.write_text(DEMO_TINY)
+    out = tmp_path / "out"
+    code = main([
+        "demo", str(path), "--out", str(out), "--budget", "3", "--trials", "20",
+        "--constants", C_TEXT, "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "gain of optimised over default" in text
+    assert "gain of optimised over asyncsgd" in text
+    summary = json.loads((out / "demo.json").read_text())
+    assert set(summary["runs"]) == {"default", "optimised", "asyncsgd"}
+    for run in summary["runs"].values():
+        assert 0.0 <= run["final_test_accuracy"] <= 1.0 and run["num_updates"] > 0
+    gain = summary["gain_test_accuracy"]["default"]
+    runs = summary["runs"]
+    assert gain == pytest.approx(
+        runs["optimised"]["final_test_accuracy"] - runs["default"]["final_test_accuracy"]
+    )
+    for name in ("accuracy_vs_time.png", "routing.png", "bound_vs_concurrency.png"):
+        assert (out / name).exists()
+    assert (out / "tune" / "study.journal").exists()
+    for label in ("default", "optimised", "asyncsgd"):
+        assert list((out / "tensorboard" / label).glob("events.out.tfevents.*"))
