@@ -19,7 +19,10 @@ def ray_session() -> Iterator[Any]:
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if not ray.is_initialized():
+        # address="local": always a fresh instance, never a `ray start` cluster that
+        # happens to run on the same machine.
         ray.init(
+            address="local",
             num_cpus=2,
             num_gpus=1,
             include_dashboard=False,

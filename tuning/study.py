@@ -1174,6 +1174,7 @@ def _ensure_ray(address: str | None) -> bool:
         ray.init(address=address, logging_level=logging.WARNING)
         return False
     ray.init(
+        address="local",
         num_cpus=os.cpu_count() or 1,
         include_dashboard=False,
         logging_level=logging.WARNING,

@@ -478,7 +478,7 @@ def _handle(args: argparse.Namespace) -> int:
             ray.init(address=args.address, logging_level=logging.WARNING)
         else:
             ray.init(
-                num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
                 logging_level=logging.WARNING, log_to_driver=False,
             )
             started = True

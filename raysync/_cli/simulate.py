@@ -18,8 +18,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from raysync.config import SystemConfig, load_config
 
 __all__ = ["add_parser", "theory_prediction"]
@@ -93,39 +91,18 @@ def theory_prediction(config: SystemConfig) -> dict[str, Any]:
         ``client_throughput``, ``utilization``, ``mean_queue_length``,
         ``mean_relative_delay``, plus ``mean_staleness``.
     """
-    mu = np.asarray(config.service_rates, dtype=np.float64)
-    exact = all(c.service_time.kind == "exponential" for c in config.clients)
-    p = config.routing_probabilities
-    if p is not None:
-        from raysync.queueing import ClosedNetwork, analyze
+    from raysync.queueing import predict
 
-        res = analyze(
-            ClosedNetwork(mu=mu, p=np.asarray(p, dtype=np.float64), concurrency=config.concurrency)
-        )
-        return {
-            "model": "closed_jackson",
-            "exact": exact,
-            "throughput": float(res.throughput),
-            "client_throughput": res.client_throughput.tolist(),
-            "utilization": res.utilization.tolist(),
-            "mean_queue_length": res.mean_queue_length.tolist(),
-            "mean_relative_delay": res.mean_relative_delay.tolist(),
-            "mean_staleness": float(res.mean_staleness),
-        }
-    # Return to sender: every client is an independent renewal cycle holding one task.
-    # A task dispatched to client i waits one service time S_i, during which the other
-    # (stationary, independent) clients complete on average mu_j E[S_i] tasks each.
-    total = float(mu.sum())
-    delay = (total - mu) / mu
+    res = predict(config)
     return {
-        "model": "independent_cycles",
-        "exact": exact,
-        "throughput": total,
-        "client_throughput": mu.tolist(),
-        "utilization": [1.0] * mu.size,
-        "mean_queue_length": [1.0] * mu.size,
-        "mean_relative_delay": delay.tolist(),
-        "mean_staleness": float((mu / total * delay).sum()),
+        "model": "closed_jackson" if res.method == "mva" else res.method,
+        "exact": all(c.service_time.kind == "exponential" for c in config.clients),
+        "throughput": float(res.throughput),
+        "client_throughput": res.client_throughput.tolist(),
+        "utilization": res.utilization.tolist(),
+        "mean_queue_length": res.mean_queue_length.tolist(),
+        "mean_relative_delay": res.mean_relative_delay.tolist(),
+        "mean_staleness": float(res.mean_staleness),
     }
 
 

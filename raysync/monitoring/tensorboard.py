@@ -222,20 +222,21 @@ def theory_scalars(config: SystemConfig, *, time_unit: float = 1.0) -> dict[str,
     """Closed-form predictions (THEORY.md section 2) next to the measured tags.
 
     Args:
-        config: The run's config; its routing must be random (``fixed`` or ``uniform``).
+        config: The run's config (random routing: closed Jackson network; return to
+            sender: independent cycles).
         time_unit: Seconds of the sink's clock per config second (the runtime's
             ``time_scale``); throughputs are divided by it.
 
     Returns:
         ``theory/throughput``, ``theory/staleness_mean`` and per client
-        ``theory/staleness_client_<i>`` and ``theory/queue_client_<i>``; empty for
-        return-to-sender routing or ``time_unit <= 0``.
+        ``theory/staleness_client_<i>`` and ``theory/queue_client_<i>``; empty when
+        ``time_unit <= 0`` (no emulated clock, so no time scale to compare with).
     """
-    if config.routing_probabilities is None or time_unit <= 0:
+    if time_unit <= 0:
         return {}
-    from raysync.queueing import ClosedNetwork, analyze
+    from raysync.queueing import predict
 
-    theory = analyze(ClosedNetwork.from_config(config))
+    theory = predict(config)
     out = {
         "theory/throughput": float(theory.throughput) / time_unit,
         "theory/staleness_mean": float(theory.mean_staleness),

@@ -479,16 +479,20 @@ def asyncsgd_statistics(mu: ArrayLike) -> AsyncSGDStatistics:
         mu: Service rates, one per client.
 
     Returns:
-        Throughput, empirical routing and per-client delays.
+        Throughput, empirical routing and per-client delays, from
+        :func:`raysync.queueing.analyze_independent_cycles`.
     """
+    from raysync.queueing import analyze_independent_cycles
+
     rates = _rates(mu)
-    total = float(rates.sum())
-    p = rates / total
-    delay = (total - rates) / rates
+    cycles = analyze_independent_cycles(rates)
+    p = rates / cycles.throughput
     p.setflags(write=False)
-    delay.setflags(write=False)
     return AsyncSGDStatistics(
-        p=p, throughput=total, relative_delay=delay, concurrency=int(rates.size)
+        p=p,
+        throughput=cycles.throughput,
+        relative_delay=cycles.mean_relative_delay,
+        concurrency=cycles.concurrency,
     )
 
 

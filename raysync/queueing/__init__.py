@@ -33,6 +33,7 @@ from raysync.queueing.gradients import (
     throughput_and_delays_torch,
 )
 from raysync.queueing.network import ClosedNetwork
+from raysync.queueing.predict import analyze_independent_cycles, predict
 from raysync.queueing.result import QueueingResult
 
 __all__ = [
@@ -44,11 +45,13 @@ __all__ = [
     "QueueingGradients",
     "QueueingResult",
     "analyze",
+    "analyze_independent_cycles",
     "gradients",
     "log_normalizing_constants",
     "mva_curve_value_and_vjp",
     "mva_forward",
     "mva_value_and_vjp",
+    "predict",
     "stationary_distribution",
     "throughput_and_delays_curve_torch",
     "throughput_and_delays_torch",
