@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
+from raysync._validation import check_number
 from raysync.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -75,17 +76,7 @@ FloatArray: TypeAlias = NDArray[np.float64]
 
 
 # --------------------------------------------------------------------------- validation
-def _number(name: str, value: object, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ConfigError(f"{name} must be finite, got {number!r}")
-    if allow_zero and number < 0:
-        raise ConfigError(f"{name} must be >= 0, got {number!r}")
-    if not allow_zero and number <= 0:
-        raise ConfigError(f"{name} must be > 0, got {number!r}")
-    return number
+_number = check_number
 
 
 def _rates(mu: ArrayLike) -> FloatArray:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from raysync._validation import check_number
 from raysync.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -62,19 +63,6 @@ def _vector(name: str, value: ArrayLike, n: int | None) -> NDArray[np.float64]:
         raise ConfigError(f"{name}[{j}] must be finite, got {float(array[j])!r}")
     array.setflags(write=False)
     return array
-
-
-def _scalar(name: str, value: object, *, allow_zero: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ConfigError(f"{name} must be finite, got {number!r}")
-    if allow_zero and number < 0:
-        raise ConfigError(f"{name} must be >= 0, got {number!r}")
-    if not allow_zero and number <= 0:
-        raise ConfigError(f"{name} must be > 0, got {number!r}")
-    return number
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -121,7 +109,7 @@ class ClosedNetwork:
             raise ConfigError(f"concurrency must be an integer >= 1, got {c!r}")
         if c < 1:
             raise ConfigError(f"concurrency must be an integer >= 1, got {c!r}")
-        latency = _scalar("latency", self.latency, allow_zero=True)
+        latency = check_number("latency", self.latency, allow_zero=True)
         client_latency = None
         if self.client_latency is not None:
             client_latency = _vector("client_latency", self.client_latency, n)
@@ -133,7 +121,7 @@ class ClosedNetwork:
                 )
         server_rate = None
         if self.server_rate is not None:
-            server_rate = _scalar("server_rate", self.server_rate, allow_zero=False)
+            server_rate = check_number("server_rate", self.server_rate, allow_zero=False)
         object.__setattr__(self, "mu", mu)
         object.__setattr__(self, "p", p)
         object.__setattr__(self, "concurrency", int(c))
