@@ -12,9 +12,11 @@ with ``ClientWork(kind="gradient")``), returned to the server, which applies it.
 
 * raysync: :func:`raysync_updates_per_second`, ``raysync.run`` with
   ``generalized_asyncsgd``, uniform routing, ``C`` tasks in flight (default 4 = 2 per core),
-  ``run.time_scale = 0`` (no emulation: tasks last their compute time), one actor per client
-  with ``num_cpus = cores / n`` (Ray needs it explicit; all actors must fit at once), no
-  periodic evaluation. ``throughput`` = completions per wall second after the first 10 %.
+  ``run.time_scale = 0`` (no emulation: tasks last their compute time), no periodic
+  evaluation. ``runtime.mode = "auto"``: up to 16 clients get one executor actor each
+  (``num_cpus = cores / n``); larger fleets are multiplexed on a pool of 2 executors with
+  ``num_cpus = cores / 2`` each (Flower's layout: one actor per core), the clients' state
+  kept in the server. ``throughput`` = completions per wall second after the first 10 %.
 * Flower: ``flwr.simulation.run_simulation`` with ``N`` virtual SuperNodes, a FedAvg-based
   ServerApp sampling ``K`` clients per round, ``client_resources = {"num_cpus": 1}`` (one
   ClientApp actor per core), start-up and the first rounds excluded (see flower_clients.py).
@@ -49,9 +51,20 @@ CORES = os.cpu_count() or 1
 
 DEFAULT_CONCURRENCY = 2 * CORES
 DEFAULT_DATASET = "mnist"
+#: Executors of raysync's pool mode: one per core, like Flower's ClientApp actors here.
+POOL_EXECUTORS = CORES
 
 
 # --------------------------------------------------------------------------- raysync side
+
+
+def raysync_mode(num_clients: int, mode: str = "auto") -> str:
+    """The runtime mode the benchmark uses for ``num_clients`` (``auto``: as raysync.run)."""
+    from raysync.config import AUTO_PER_CLIENT_MAX
+
+    if mode != "auto":
+        return mode
+    return "per_client" if num_clients <= AUTO_PER_CLIENT_MAX else "pool"
 
 
 def raysync_config(
@@ -61,6 +74,8 @@ def raysync_config(
     concurrency: int = DEFAULT_CONCURRENCY,
     dataset: str = DEFAULT_DATASET,
     client_num_cpus: float | None = None,
+    mode: str = "auto",
+    executors_per_tier: int = POOL_EXECUTORS,
     seed: int = 0,
 ) -> Any:
     """The raysync ``SystemConfig`` of the benchmark (same workload as the Flower side)."""
@@ -71,13 +86,16 @@ def raysync_config(
         ModelConfig,
         RoutingConfig,
         RunConfig,
+        RuntimeConfig,
         SystemConfig,
     )
 
+    mode = raysync_mode(num_clients, mode)
     if client_num_cpus is None:
-        # Every client actor must be alive at once: share the cores, rounded down to Ray's
+        # Every executor must be alive at once: share the cores, rounded down to Ray's
         # resource granularity (1e-4) so that the sum never exceeds the cluster.
-        client_num_cpus = math.floor(CORES / num_clients * 1e4) / 1e4
+        executors = num_clients if mode == "per_client" else executors_per_tier
+        client_num_cpus = math.floor(CORES / executors * 1e4) / 1e4
     spec = ClientSpec(num_cpus=client_num_cpus)
     return SystemConfig(
         clients=tuple(spec for _ in range(num_clients)),
@@ -92,6 +110,7 @@ def raysync_config(
             eval_every_updates=None,
             eval_every_seconds=None,
         ),
+        runtime=RuntimeConfig(mode=mode, executors_per_tier=executors_per_tier),
         seed=seed,
     )
 
@@ -103,18 +122,22 @@ def raysync_updates_per_second(
     concurrency: int = DEFAULT_CONCURRENCY,
     dataset: str = DEFAULT_DATASET,
     client_num_cpus: float | None = None,
+    mode: str = "auto",
     startup_timeout: float = 900.0,
 ) -> dict[str, Any]:
     """Client updates per second of ``raysync.run`` on the benchmark workload.
 
     Args:
-        num_clients: ``n``, one Ray actor each.
+        num_clients: ``n`` logical clients.
         seconds: Wall-clock length of the run loop (``run.time_budget`` with
             ``time_scale = 0``).
         concurrency: ``C``, tasks kept in flight.
         dataset: ``mnist`` or ``digits``.
-        client_num_cpus: CPUs per client actor (default ``cores / n``).
-        startup_timeout: Seconds ``raysync.run`` waits for the client actors (one Python
+        client_num_cpus: CPUs per executor actor (default: the cores shared by the
+            executors).
+        mode: ``auto`` (one executor per client up to 16 clients, else a pool of one
+            executor per core), ``per_client`` or ``pool``.
+        startup_timeout: Seconds ``raysync.run`` waits for the executors (one Python
             process each: about 1.5 CPU-seconds and 150 MB apiece on this machine).
 
     Returns:
@@ -132,6 +155,7 @@ def raysync_updates_per_second(
         concurrency=concurrency,
         dataset=dataset,
         client_num_cpus=client_num_cpus,
+        mode=mode,
     )
     t0 = time.perf_counter()
     workload = build_workload(config)
@@ -157,7 +181,9 @@ def raysync_updates_per_second(
         "api": "raysync.run(SystemConfig, workload=build_workload(config))",
         "num_clients": num_clients,
         "concurrency": concurrency,
-        "client_num_cpus": config.clients[0].num_cpus,
+        "runtime_mode": result.extras["runtime_mode"],
+        "num_executors": result.extras["num_executors"],
+        "executor_num_cpus": config.clients[0].num_cpus,
         "dataset": dataset,
         "model": "logreg",
         "batch_size": 32,
@@ -281,7 +307,11 @@ def write_plot(rows: list[dict[str, Any]], settings: dict[str, Any], path: Path)
 
     x = np.arange(len(rows))
     series = [
-        ("raysync_updates_per_s", f"raysync (C = {settings['concurrency']})", "#1f77b4"),
+        (
+            "raysync_updates_per_s",
+            f"raysync (C = {settings['concurrency']}; pool mode above 16 clients)",
+            "#1f77b4",
+        ),
         (
             "flower_updates_per_s",
             f"Flower, K = {settings['clients_per_round']} per round",
@@ -296,7 +326,7 @@ def write_plot(rows: list[dict[str, Any]], settings: dict[str, Any], path: Path)
     if not settings["flower_big_k"]:
         series = series[:2]
     width = 0.27
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 5.0))
     top = 1.0
     for j, (key, label, color) in enumerate(series):
         vals = [r.get(key) or 0.0 for r in rows]
@@ -334,7 +364,7 @@ def write_plot(rows: list[dict[str, Any]], settings: dict[str, Any], path: Path)
     ax.set_title(
         f"One minibatch gradient per update, logreg on MNIST, {settings['cores']} CPU cores"
     )
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -413,11 +443,32 @@ def explain(report: dict[str, Any]) -> str:
         + ", ".join(f"{g['mean_staleness']:.1f}" for g in ray_.values())
         + f" with C = {s['concurrency']}); "
         "what is compared is how many client updates each turns around per second on the "
-        "same hardware, model and data. raysync's own cost is start-up and memory: one "
-        "Ray actor process per client (the start-up column; 0.17-0.21 GB resident each, "
-        "which is why N = 100 did not fit on this 24 GB machine), where Flower starts one "
-        "actor per core and keeps its N clients virtual."
+        "same hardware, model and data. Layout: up to 16 clients raysync gives each "
+        "client its own executor actor (num_cpus = cores / N); above that "
+        "(`runtime.mode = \"auto\"`) it multiplexes the N logical clients on a pool of one "
+        "executor actor per core, like Flower's ClientApp actors, and keeps every "
+        "client's state (FIFO queue, service-time stream, minibatch seeds, data indices) "
+        "in the server actor; the executors map one shared read-only copy of the "
+        "training set from Ray's object store and gather each minibatch's rows by index, "
+        "so memory and start-up no longer grow with N (one actor process per client "
+        "took 0.17-0.21 GB each, which is why N = 100 ran out of memory before the pool "
+        "existed). The pool keeps raysync's advantage: an executor is an asyncio actor "
+        "that computes in a bounded thread pool, so the C tasks in flight overlap Ray's "
+        "per-call latency with computation, and each update still costs exactly one "
+        "remote call."
+        + _pool_note(ray_)
     )
+
+
+def _pool_note(ray_: dict[int, dict[str, Any]]) -> str:
+    """Measured per-update compute in the pool runs next to the per-client run."""
+    parts = [
+        f"N = {n}: {r['runtime_mode']}, {r['num_executors']} executor actors, "
+        f"{r['compute_s_mean'] * 1e3:.2f} ms of compute per update"
+        for n, r in sorted(ray_.items())
+        if "runtime_mode" in r
+    ]
+    return (" Measured layouts: " + "; ".join(parts) + ".") if parts else ""
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
@@ -444,8 +495,12 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "",
         f"* **raysync** {v['raysync']} on Ray {v['raysync_ray']}: `raysync.run`, "
         f"generalized_asyncsgd, uniform routing, C = {s['concurrency']} tasks in flight "
-        f"(2 per core), `run.time_scale = 0`, one actor per client with num_cpus = "
-        f"cores / N, no periodic evaluation, {s['seconds']:g} s run; updates/s = "
+        f"(2 per core), `run.time_scale = 0`, "
+        f"`runtime.mode = \"{s.get('raysync_mode', 'auto')}\"`: "
+        "one executor actor per client (num_cpus = cores / N) for N <= 16, else the N "
+        f"logical clients multiplexed on a pool of {s.get('pool_executors', 2)} executor "
+        "actors (num_cpus = 1 each, as Flower's ClientApp actors), no periodic evaluation, "
+        f"{s['seconds']:g} s run; updates/s = "
         "`RunResult.throughput` (first 10 % dropped). Start-up = everything in "
         "`raysync.run` outside its run loop.",
         f"* **Flower** {v['flwr']} (`flwr[simulation]` pins Ray {v['flower_ray']}; separate "
@@ -503,11 +558,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="raysync C")
     p.add_argument("--dataset", default=DEFAULT_DATASET, choices=("mnist", "digits"))
     p.add_argument(
+        "--raysync-mode",
+        default="auto",
+        choices=("auto", "per_client", "pool"),
+        help="raysync runtime.mode (auto: one executor per client up to 16 clients, "
+        "else a pool of one executor per core)",
+    )
+    p.add_argument(
         "--raysync-max-clients",
         type=int,
         default=100,
-        help="largest N run on raysync (one actor process per client until the "
-        "many-client executor-pool mode exists)",
+        help="largest N run on raysync in per_client mode (one actor process per client)",
     )
     p.add_argument("--skip-flower", action="store_true", help="reuse the previous JSON's")
     p.add_argument("--skip-raysync", action="store_true", help="reuse the previous JSON's")
@@ -567,34 +628,33 @@ def main(argv: list[str] | None = None) -> int:
         ray_ = by_n(previous.get("raysync", []))
     else:
         for n in args.num_clients:
-            need = n * MB_PER_RAYSYNC_ACTOR + 2000
+            mode = raysync_mode(n, args.raysync_mode)
+            actors = n if mode == "per_client" else POOL_EXECUTORS
+            need = actors * MB_PER_RAYSYNC_ACTOR + 2000
             available, total = memory_mb()
             allowed = min(available, MAX_MEMORY_SHARE * total)
             reason = None
-            if n > args.raysync_max_clients:
+            if mode == "per_client" and n > args.raysync_max_clients:
                 reason = (
-                    f"not run: raysync.run starts one Ray actor process per client; N = {n} is "
-                    f"above --raysync-max-clients = {args.raysync_max_clients} for {CORES} "
-                    "cores. TODO: measure with the many-client executor-pool mode "
-                    "(issue '10,000 logical clients') once it lands"
+                    f"not run: per_client mode starts one Ray actor process per client; N = "
+                    f"{n} is above --raysync-max-clients = {args.raysync_max_clients} for "
+                    f"{CORES} cores (use --raysync-mode pool)"
                 )
             elif need > allowed:
                 reason = (
-                    f"not run: raysync.run starts one Ray actor process per client (about "
-                    f"{MB_PER_RAYSYNC_ACTOR} MB each), so N = {n} needs about "
-                    f"{need / 1024:.0f} GiB; this machine allows {allowed / 1024:.1f} GiB "
-                    f"(available, at most {MAX_MEMORY_SHARE:.0%} of {total / 1024:.0f} GiB: "
-                    "it is shared). TODO: measure with the many-client executor-pool mode "
-                    "(issue '10,000 logical clients') once it lands"
+                    f"not run: {actors} executor actors (about {MB_PER_RAYSYNC_ACTOR} MB "
+                    f"each) need about {need / 1024:.0f} GiB; this machine allows "
+                    f"{allowed / 1024:.1f} GiB (available, at most {MAX_MEMORY_SHARE:.0%} of "
+                    f"{total / 1024:.0f} GiB: it is shared)"
                 )
             if reason:
                 ray_[n] = {"framework": "raysync", "num_clients": n, "error": reason}
                 print(f"[raysync] N={n}: {reason}", flush=True)
                 continue
-            print(f"[raysync] N={n} C={args.concurrency}", flush=True)
+            print(f"[raysync] N={n} C={args.concurrency} mode={mode}", flush=True)
             try:
                 ray_[n] = raysync_updates_per_second(
-                    n, args.seconds, concurrency=args.concurrency, dataset=args.dataset
+                    n, args.seconds, concurrency=args.concurrency, dataset=args.dataset, mode=mode
                 )
                 print(
                     f"[raysync] N={n}: {ray_[n]['updates_per_s']:.1f} updates/s (start-up + "
@@ -613,7 +673,17 @@ def main(argv: list[str] | None = None) -> int:
         return d.get("updates_per_s") if d and "error" not in d else None
 
     rows: list[dict[str, Any]] = []
-    notes: list[str] = []
+    side_notes: list[str] = []
+    if args.skip_flower and not args.skip_raysync:
+        side_notes.append(
+            f"raysync re-measured on {time.strftime('%Y-%m-%d')}, Flower's side reused from "
+            "the previous run (`--skip-flower`): the two sides ran at different times on a "
+            "machine shared with other jobs (compare each side's compute ms per update to "
+            "see the load: the gradient itself is the same code)"
+        )
+    elif args.skip_raysync:
+        side_notes = list(previous.get("side_notes", []))
+    notes: list[str] = list(side_notes)
     for n in args.num_clients:
         f, b, g = flower.get(n), bigk.get(n), ray_.get(n)
         fu, bu, gu = ok(f), ok(b), ok(g)
@@ -663,6 +733,8 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": 32,
             "num_params": any_f.get("num_params", 7850),
             "concurrency": args.concurrency,
+            "raysync_mode": args.raysync_mode,
+            "pool_executors": POOL_EXECUTORS,
             "clients_per_round": args.clients_per_round,
             "flower_big_k": args.flower_big_k,
             "flower_num_cpus": args.flower_num_cpus,
@@ -675,6 +747,7 @@ def main(argv: list[str] | None = None) -> int:
         "flower": [flower[n] for n in args.num_clients if n in flower],
         "flower_bigk": [bigk[n] for n in args.num_clients if n in bigk],
         "notes": notes,
+        "side_notes": side_notes,
     }
     report["explanation"] = explain(report)
     json_path.write_text(json.dumps(report, indent=2))

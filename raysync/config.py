@@ -26,6 +26,15 @@ TOML layout (``[[clients]]`` tables may set ``count`` to repeat one spec)::
     service_time = { kind = "exponential", rate = 1.0 }
     num_cpus = 0.5
     resources = { tier_slow = 1 }
+
+    [run]                     # fault tolerance and checkpoints (Ray runtime)
+    task_timeout = 5.0        # re-issue a task still running after 5 config seconds
+    checkpoint_every_updates = 1000
+    checkpoint_dir = "ckpt"   # resume with `raysync run CONFIG --resume ckpt`
+
+    [runtime]                 # how the Ray runtime maps clients onto actors
+    mode = "pool"             # auto | per_client | pool
+    executors_per_tier = 2    # pool: executor actors per resource tier
 """
 
 from __future__ import annotations
@@ -41,12 +50,14 @@ from raysync.exceptions import ConfigError
 
 __all__ = [
     "ALGORITHMS",
+    "AUTO_PER_CLIENT_MAX",
     "AlgorithmConfig",
     "ClientSpec",
     "DataConfig",
     "ModelConfig",
     "RoutingConfig",
     "RunConfig",
+    "RuntimeConfig",
     "ServiceTimeSpec",
     "SystemConfig",
     "dump_config",
@@ -61,6 +72,7 @@ STALENESS_FUNCTIONS: tuple[str, ...] = ("constant", "polynomial", "hinge")
 DATASETS: tuple[str, ...] = ("digits", "mnist", "directory")
 PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "shards", "unequal")
 MODELS: tuple[str, ...] = ("logreg", "mlp", "cnn")
+RUNTIME_MODES: tuple[str, ...] = ("auto", "per_client", "pool")
 
 _SUM_TOL = 1e-6
 
@@ -344,6 +356,17 @@ class RunConfig:
         time_scale: Runtime emulation: a task lasts at least ``time_scale`` times its
             sampled service time; 0 disables emulation (pure compute speed).
         train: False runs queue-only (no training) in the simulator.
+        task_timeout: Runtime: a task still unanswered this many seconds (config units,
+            like service times: ``task_timeout * time_scale`` wall seconds with
+            emulation) after it was sent to an executor is re-issued, with the same task
+            id, to the same logical client; whichever copy answers first is applied and
+            the other is dropped. None: no timeout. Choose it well above the slowest
+            client's service time.
+        checkpoint_every_updates: Runtime: write a checkpoint of the server every this
+            many model updates (and at the end of the run); needs ``checkpoint_dir``.
+        checkpoint_dir: Runtime: directory of the checkpoint (created if missing; on the
+            server actor's node, i.e. the driver's node). Resume with
+            ``raysync run CONFIG --resume DIR``.
     """
 
     num_updates: int | None = None
@@ -352,6 +375,9 @@ class RunConfig:
     eval_every_seconds: float | None = None
     time_scale: float = 1.0
     train: bool = True
+    task_timeout: float | None = None
+    checkpoint_every_updates: int | None = None
+    checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.num_updates is None and self.time_budget is None:
@@ -365,6 +391,61 @@ class RunConfig:
         if self.eval_every_seconds is not None:
             _check_positive("run.eval_every_seconds", self.eval_every_seconds)
         _check_positive("run.time_scale", self.time_scale, allow_zero=True)
+        if self.task_timeout is not None:
+            _check_positive("run.task_timeout", self.task_timeout)
+        if self.checkpoint_every_updates is not None:
+            _check_int("run.checkpoint_every_updates", self.checkpoint_every_updates, minimum=1)
+            if not self.checkpoint_dir:
+                raise ConfigError(
+                    "run.checkpoint_dir is required when run.checkpoint_every_updates is set, "
+                    f"got {self.checkpoint_dir!r}"
+                )
+        if self.checkpoint_dir is not None and (
+            not isinstance(self.checkpoint_dir, str) or not self.checkpoint_dir
+        ):
+            raise _fail(
+                "run.checkpoint_dir", "must be a non-empty path string", self.checkpoint_dir
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeConfig:
+    """How the Ray runtime maps logical clients onto actors (ignored by the simulator).
+
+    * ``per_client``: one executor actor per client, with that client's own resource
+      request; every actor is alive at once, so the cluster must hold all requests
+      together (a Python process each: fine for tens of clients).
+    * ``pool``: clients with identical resource requests (``num_cpus``, ``num_gpus``,
+      ``resources``) form a *tier*; each tier gets ``executors_per_tier`` executor actors,
+      each requesting that tier's resources, and its clients' tasks are multiplexed on
+      them (Flower's virtual clients, with per-tier resources). Every logical client
+      keeps its own FIFO single-server queue, service time and random streams: the server
+      holds that state and sends one task of a client at a time.
+    * ``auto``: ``per_client`` for at most :data:`AUTO_PER_CLIENT_MAX` clients when the
+      cluster can hold every client's actor at once, ``pool`` otherwise.
+
+    Attributes:
+        mode: ``auto``, ``per_client`` or ``pool``.
+        executors_per_tier: Executor actors per tier in ``pool`` mode (capped at the
+            tier's number of clients). Emulated waits do not occupy a compute slot, so a
+            few executors serve thousands of waiting clients; compute runs on
+            ``max(1, int(num_cpus))`` threads per executor.
+        max_restarts: Times Ray restarts a dead executor actor; its in-flight tasks are
+            re-issued with the same task ids (the server applies each id at most once).
+    """
+
+    mode: str = "auto"
+    executors_per_tier: int = 2
+    max_restarts: int = 3
+
+    def __post_init__(self) -> None:
+        _check_choice("runtime.mode", self.mode, RUNTIME_MODES)
+        _check_int("runtime.executors_per_tier", self.executors_per_tier, minimum=1)
+        _check_int("runtime.max_restarts", self.max_restarts, minimum=0)
+
+
+#: ``runtime.mode = "auto"`` uses one actor per client up to this many clients.
+AUTO_PER_CLIENT_MAX = 16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -380,6 +461,7 @@ class SystemConfig:
         data: Dataset and partition.
         model: Model architecture.
         run: Run length and evaluation cadence.
+        runtime: How the Ray runtime places clients on actors.
         seed: Root seed; every component derives its own generator from it.
     """
 
@@ -390,6 +472,7 @@ class SystemConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -399,6 +482,9 @@ class SystemConfig:
         for i, client in enumerate(self.clients):
             if not isinstance(client, ClientSpec):
                 raise _fail(f"clients[{i}]", "must be a ClientSpec", client)
+        for name, section_cls in (("run", RunConfig), ("runtime", RuntimeConfig)):
+            if not isinstance(getattr(self, name), section_cls):
+                raise _fail(name, f"must be a {section_cls.__name__}", getattr(self, name))
         _check_int("concurrency", self.concurrency, minimum=1)
         _check_int("seed", self.seed, minimum=0)
         n = len(self.clients)
@@ -470,6 +556,7 @@ class SystemConfig:
             ("data", DataConfig),
             ("model", ModelConfig),
             ("run", RunConfig),
+            ("runtime", RuntimeConfig),
         ):
             if name in data:
                 sections[name] = _build(section_cls, data.pop(name), name)

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 __all__ = ["add_parser"]
 
+#: Clients listed in the text report (the JSON has them all).
+_MAX_ROWS = 32
+
 
 def add_parser(subparsers: Any) -> None:
     """Register the ``run`` command."""
@@ -24,11 +27,13 @@ def add_parser(subparsers: Any) -> None:
         "run",
         help="run a config for real on Ray (local instance or --address)",
         description=(
-            "Run the system a TOML config describes on Ray: one actor per client with its "
-            "own resources, a server actor keeping `concurrency` tasks in flight. Starts a "
-            "local Ray instance unless --address names a cluster. Prints the final "
-            "accuracy, the throughput and each client's staleness next to the closed-form "
-            "prediction (random routing)."
+            "Run the system a TOML config describes on Ray: logical clients with their own "
+            "resources served first in, first out by executor actors (one per client, or "
+            "a pool per resource tier: [runtime] mode), and a server actor keeping "
+            "`concurrency` tasks in flight. Starts a fresh local Ray instance unless "
+            "--address names a cluster. Prints the final accuracy, the throughput and each "
+            "client's staleness next to the closed-form prediction (random routing). With "
+            "run.checkpoint_every_updates it writes checkpoints that --resume continues."
         ),
     )
     parser.add_argument("config", help="path to a TOML config file")
@@ -42,6 +47,14 @@ def add_parser(subparsers: Any) -> None:
         help=(
             "stop after S config seconds (S * run.time_scale wall seconds); without "
             "--num-updates the budget alone decides when to stop"
+        ),
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="DIR",
+        help=(
+            "continue from the checkpoint in DIR (written by a run of the same config with "
+            "run.checkpoint_dir); tasks pending at the checkpoint are re-issued with their ids"
         ),
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -105,11 +118,26 @@ class _Progress:
 
 def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | None) -> str:
     scale = config.run.time_scale
+    extras = result.extras
+    layout = ""
+    if "runtime_mode" in extras:
+        layout = (
+            f" ({extras['runtime_mode']}: {extras['num_executors']} executor actors, "
+            f"{len(extras['tiers'])} tier(s))"
+        )
     lines = [
-        f"ray run: {result.num_clients} clients, C={result.concurrency}, "
+        f"ray run: {result.num_clients} clients{layout}, C={result.concurrency}, "
         f"{result.num_updates} updates in {result.elapsed:.3g} s "
         f"({result.wall_time:.3g} s with start-up)"
     ]
+    if extras.get("resumed_from_version") is not None:
+        lines.append(f"resumed from the checkpoint at version {extras['resumed_from_version']}")
+    faults = {
+        key: extras.get(key, 0)
+        for key in ("reissued_tasks", "timed_out_tasks", "duplicates_dropped", "actor_restarts")
+    }
+    if any(faults.values()):
+        lines.append("faults: " + ", ".join(f"{k} {v}" for k, v in faults.items()))
     if result.train:
         lines.append(
             f"final test accuracy {result.final_test_accuracy:.4f} "
@@ -136,7 +164,8 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
         header += f" {'theory':>7}"
     header += f" {'util':>6}"
     lines.append(header)
-    for i in range(result.num_clients):
+    shown = result.num_clients if result.num_clients <= _MAX_ROWS else _MAX_ROWS
+    for i in range(shown):
         dlo, dhi = result.relative_delay_ci[i]
         ci = "-" if math.isnan(dlo) else f"[{dlo:.3g}, {dhi:.3g}]"
         row = f"{i:>6} {int(result.completed[i]):>9} {result.mean_relative_delay[i]:>8.4g} {ci:>17}"
@@ -147,6 +176,8 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
             row += f" {theory.mean_queue_length[i]:>7.3g}"
         row += f" {result.utilization[i]:>6.3f}"
         lines.append(row)
+    if shown < result.num_clients:
+        lines.append(f"... {result.num_clients - shown} more clients (--json prints them all)")
     if theory is not None and scale > 0:
         lines.append(
             "theory: closed Jackson network (exact for exponential service times); "
@@ -162,7 +193,13 @@ def _handle(args: argparse.Namespace) -> int:
 
     bar = _Progress(config, disable=args.no_progress or args.json)
     try:
-        result = raysync.runtime.run(config, address=args.address, logdir=args.logdir, progress=bar)
+        result = raysync.runtime.run(
+            config,
+            address=args.address,
+            logdir=args.logdir,
+            progress=bar,
+            resume_from=args.resume,
+        )
     finally:
         bar.close()
     if args.json:

@@ -64,6 +64,8 @@ class TensorBoardSink:
             numeric suffix, so two runs never share event files.
         time_tags: Tags also written as ``<tag>_vs_time`` against milliseconds.
         flush_secs: How often the writer flushes to disk.
+        append: Write into ``logdir/run_name`` even if it exists (a resumed run
+            continuing its own event files; steps go on from the checkpoint's version).
 
     Example:
         >>> sink = TensorBoardSink("runs", run_name="demo")  # doctest: +SKIP
@@ -78,6 +80,7 @@ class TensorBoardSink:
         run_name: str | None = None,
         time_tags: Iterable[str] = DEFAULT_TIME_TAGS,
         flush_secs: int = 10,
+        append: bool = False,
     ) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
@@ -85,10 +88,10 @@ class TensorBoardSink:
         root = Path(logdir)
         directory = root / name
         suffix = 1
-        while directory.exists():
+        while directory.exists() and not append:
             suffix += 1
             directory = root / f"{name}-{suffix}"
-        directory.mkdir(parents=True)
+        directory.mkdir(parents=True, exist_ok=append)
         self._log_dir = directory
         self._time_tags = frozenset(time_tags)
         self._start = _time.time()

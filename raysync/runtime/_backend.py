@@ -1,12 +1,18 @@
-"""Ray-free pieces of the runtime: wire messages, the server's bookkeeping, the result.
+"""Ray-free pieces of the runtime: wire messages, tiers, the server's bookkeeping, the result.
 
 Everything here is plain Python and numpy so it can be unit-tested without Ray and
-pickled between the driver, the server actor and the client actors.
+pickled between the driver, the server actor and the executor actors.
 
-* :class:`TaskReply`: what a client actor returns for one task (one remote call per task).
+* :class:`TaskSpec` / :class:`TaskReply`: what the server sends for one task and what an
+  executor returns (one remote call per task; a re-issued task keeps its id).
+* :class:`Tier` / :func:`client_tiers`: clients with identical resource requests form a
+  tier; in ``pool`` mode each tier gets its own executor actors.
+* :class:`ServiceDraws`: a logical client's service-time stream, drawn by the server
+  (so a task's duration does not depend on the executor that serves it).
 * :class:`ServerBook`: the server's statistics as running sums, snapshotted on a grid of
-  completion counts in the simulator's exact row layout, so that the simulator's batch-means
-  estimator turns them into the same :class:`~raysync.simulation.result.RunResult` fields.
+  completion counts in the simulator's exact row layout, so that the shared batch-means
+  estimator (:func:`~raysync.simulation.statistics.batch_statistics`) turns them into the
+  same :class:`~raysync.simulation.result.RunResult` fields.
 * :class:`ServerOutcome`: what the server actor hands back at the end of a run.
 * :func:`assemble_result`: turns an outcome into a :class:`RunResult` with
   ``backend="ray"``.
@@ -15,22 +21,41 @@ pickled between the driver, the server actor and the client actors.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from raysync.config import SystemConfig
-from raysync.simulation.engine import _Snapshots, _statistics
+from raysync.config import AUTO_PER_CLIENT_MAX, ClientSpec, SystemConfig
+from raysync.exceptions import RuntimeFailure
 from raysync.simulation.result import RunResult
+from raysync.simulation.statistics import (
+    DEFAULT_BLOCK,
+    Snapshots,
+    batch_statistics,
+    snapshot_capacity,
+    snapshot_interval,
+)
 
 __all__ = [
     "INLINE_PARAMS_BYTES",
+    "MAX_PER_CLIENT_SCALARS",
     "EvalPoint",
+    "ExecutorNotReady",
+    "FaultPlan",
     "ServerBook",
     "ServerOutcome",
+    "ServiceDraws",
     "TaskReply",
+    "TaskSpec",
+    "Tier",
     "assemble_result",
+    "client_request",
+    "client_tiers",
+    "minibatch_generator",
+    "resolve_mode",
+    "service_block",
     "wall_seconds",
 ]
 
@@ -39,17 +64,24 @@ __all__ = [
 #: is 2.5x faster than one ``ray.put`` per version for small models).
 INLINE_PARAMS_BYTES = 100 * 1024
 
-#: Target number of statistics snapshots (the simulator uses the same grid logic).
-_TARGET_SNAPSHOTS = 480
+#: Live per-client scalars (``staleness/client_<i>``, ``queue/client_<i>``) are sent to
+#: the sinks only for fleets up to this size; larger fleets get the aggregates.
+MAX_PER_CLIENT_SCALARS = 64
+
+#: Service times the server keeps pre-drawn in memory, over all clients together.
+_MAX_BUFFERED_DRAWS = 262_144
+
+# SeedSequence spawn key of the minibatch streams (the simulator's ``run_generators`` key).
+_KEY_MINIBATCH = 1
 
 
 def wall_seconds(config_seconds: float | None, time_scale: float) -> float:
     """Convert a duration in the config's time unit to wall-clock seconds.
 
-    Service times, ``run.time_budget`` and ``run.eval_every_seconds`` are stated in the
-    config's unit; with emulation (``time_scale > 0``) one config second lasts
-    ``time_scale`` wall seconds. Without emulation (``time_scale == 0``) durations are
-    taken as wall-clock seconds.
+    Service times, ``run.time_budget``, ``run.eval_every_seconds`` and
+    ``run.task_timeout`` are stated in the config's unit; with emulation
+    (``time_scale > 0``) one config second lasts ``time_scale`` wall seconds. Without
+    emulation (``time_scale == 0``) durations are taken as wall-clock seconds.
 
     Args:
         config_seconds: Duration in config seconds (None or inf: no limit).
@@ -63,32 +95,209 @@ def wall_seconds(config_seconds: float | None, time_scale: float) -> float:
     return config_seconds * time_scale if time_scale > 0 else config_seconds
 
 
+def client_request(spec: ClientSpec) -> dict[str, float]:
+    """The Ray resources one client's executor reserves (zero amounts omitted, CPU always)."""
+    request = {"CPU": float(spec.num_cpus)}
+    if spec.num_gpus > 0:
+        request["GPU"] = float(spec.num_gpus)
+    for key, amount in spec.resources.items():
+        request[key] = float(amount)
+    return request
+
+
+@dataclass(frozen=True)
+class Tier:
+    """Clients with identical resource requests, served by the same executor pool.
+
+    Attributes:
+        index: Tier number (order of first appearance in the config).
+        spec: A representative client spec (its ``num_cpus``, ``num_gpus`` and
+            ``resources`` are the tier's; service times may differ between clients).
+        request: The Ray resources of one executor of this tier.
+        clients: The tier's client ids, ascending.
+    """
+
+    index: int
+    spec: ClientSpec
+    request: Mapping[str, float]
+    clients: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        """Human-readable name, e.g. ``tier 1 {CPU: 0.5, tier_fast: 1}``."""
+        inside = ", ".join(f"{k}: {v:g}" for k, v in self.request.items())
+        return f"tier {self.index} {{{inside}}}"
+
+
+def client_tiers(config: SystemConfig) -> list[Tier]:
+    """Group the clients by identical resource request (``num_cpus``, ``num_gpus``, custom)."""
+    groups: dict[tuple[tuple[str, float], ...], list[int]] = {}
+    first: dict[tuple[tuple[str, float], ...], ClientSpec] = {}
+    for i, spec in enumerate(config.clients):
+        key = tuple(sorted(client_request(spec).items()))
+        groups.setdefault(key, []).append(i)
+        first.setdefault(key, spec)
+    return [
+        Tier(index=t, spec=first[key], request=client_request(first[key]), clients=tuple(ids))
+        for t, (key, ids) in enumerate(groups.items())
+    ]
+
+
+def resolve_mode(config: SystemConfig, per_client_fits: bool) -> str:
+    """The runtime mode actually used: ``per_client`` or ``pool``.
+
+    Args:
+        config: The run's config (``runtime.mode``).
+        per_client_fits: Whether the cluster can hold one actor per client at once.
+
+    Returns:
+        ``"per_client"`` or ``"pool"``.
+    """
+    mode = config.runtime.mode
+    if mode != "auto":
+        return mode
+    if config.num_clients <= AUTO_PER_CLIENT_MAX and per_client_fits:
+        return "per_client"
+    return "pool"
+
+
+def service_block(num_clients: int) -> int:
+    """Service times drawn at a time per client by the server (bounded memory).
+
+    The values do not depend on the block size (numpy draws the distributions
+    sequentially), so a run draws the same durations as the simulator with the same seed.
+    """
+    return max(8, min(DEFAULT_BLOCK, _MAX_BUFFERED_DRAWS // max(1, num_clients)))
+
+
+def minibatch_generator(seed: int, client: int, ordinal: int) -> np.random.Generator:
+    """The minibatch generator of the ``ordinal``-th task of ``client``.
+
+    Child ``(1, client, ordinal)`` of ``SeedSequence(seed)`` (a child of the client's
+    minibatch stream ``(1, client)``). Deriving one generator per task makes a task's
+    result independent of which executor serves it and of retries: a re-issued task draws
+    the same minibatch.
+    """
+    return np.random.default_rng(
+        np.random.SeedSequence(seed, spawn_key=(_KEY_MINIBATCH, client, ordinal))
+    )
+
+
+class ServiceDraws:
+    """A logical client's service times, pre-drawn in blocks by the server.
+
+    Args:
+        service_time: The client's distribution.
+        rng: Its generator (child ``(0, i)`` of the run's seed, as in the simulator).
+        block: Draws taken at a time.
+    """
+
+    __slots__ = ("_block", "_buffer", "_pos", "_rng", "_service_time")
+
+    def __init__(self, service_time: Any, rng: np.random.Generator, block: int) -> None:
+        self._service_time = service_time
+        self._rng = rng
+        self._block = block
+        self._buffer: list[float] = []
+        self._pos = 0
+
+    def next(self) -> float:
+        """The next duration (config seconds)."""
+        if self._pos >= len(self._buffer):
+            draws = self._service_time.sample(self._rng, size=self._block)
+            self._buffer = np.asarray(draws, dtype=np.float64).tolist()
+            self._pos = 0
+        value = self._buffer[self._pos]
+        self._pos += 1
+        return value
+
+    def state(self) -> dict[str, Any]:
+        """The generator state and the unconsumed draws (JSON-safe)."""
+        return {"rng": self._rng.bit_generator.state, "pending": self._buffer[self._pos :]}
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+        self._rng.bit_generator.state = dict(state["rng"])
+        self._buffer = [float(v) for v in state["pending"]]
+        self._pos = 0
+
+
+class TaskSpec(NamedTuple):
+    """One task as sent to an executor (everything but the model).
+
+    Attributes:
+        task_id: Id of the task (kept by re-issues; the server applies each id once).
+        client_id: Logical client that serves it.
+        base_version: Model version the task carries.
+        attempt: 0 for the first issue, then 1, 2, ... for re-issues.
+        arrival: Wall-clock instant (``time.time()``) the task arrived at its client on
+            the emulated clock (the emulated end of the task that triggered it).
+        free_at: Wall-clock end of the client's previous task on the emulated clock.
+        sample: The task's sampled service time in config seconds.
+        ordinal: The client's task number (seeds the task's minibatch stream).
+    """
+
+    task_id: int
+    client_id: int
+    base_version: int
+    attempt: int
+    arrival: float
+    free_at: float
+    sample: float
+    ordinal: int
+
+
 class TaskReply(NamedTuple):
-    """A client's answer to one task.
+    """An executor's answer to one task.
 
     Attributes:
         task_id: Id of the task (the server consumes each id at most once).
-        client_id: Client that served it.
+        client_id: Logical client that served it.
         base_version: Model version the task carried.
+        attempt: The attempt that produced this reply.
         payload: Flat float32 vector (gradient, parameters or delta); None in queue-only
             runs.
         loss: Training loss the client measured (NaN in queue-only runs).
         num_samples: Samples the client used.
         service_time: Measured wall-clock service time: ``max(compute, scaled sample)``.
         compute_time: Measured wall-clock time of the computation alone.
-        finished_at: Wall-clock instant (``time.time()`` on the client's node) the task
+        started_at: Wall-clock instant the task's service started on the emulated clock.
+        finished_at: Wall-clock instant (``time.time()`` on the executor's node) the task
             ended; with emulation, the replacement task is stamped as dispatched then.
     """
 
     task_id: int
     client_id: int
     base_version: int
+    attempt: int
     payload: np.ndarray | None
     loss: float
     num_samples: int
     service_time: float
     compute_time: float
+    started_at: float
     finished_at: float
+
+
+class ExecutorNotReady(RuntimeFailure):
+    """An executor got a training task before its data (it was restarted).
+
+    The server hands it the data and re-issues the task.
+    """
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """Faults injected into executors, for tests of the fault handling (never in real runs).
+
+    Attributes:
+        exit_on_tasks: Task ids whose first attempt makes the executor process exit
+            (``os._exit``) as soon as it receives them (a crash mid-task).
+        delay_tasks: Task id to extra wall seconds its first attempt stalls (a straggler).
+    """
+
+    exit_on_tasks: frozenset[int] = frozenset()
+    delay_tasks: Mapping[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -121,14 +330,19 @@ class EvalPoint:
         }
 
 
+#: Per-client running sums of :class:`ServerBook` (their order in a snapshot row).
+_ROW_ARRAYS = ("count", "sum_delay", "sum_delay2", "departures", "arrivals", "lengths", "busy")
+
+
 class ServerBook:
     """The server's bookkeeping: running sums and snapshots, as the simulator keeps them.
 
-    Per client ``i``: completions, sums of relative delays ``D`` and ``D^2``, the sums of
-    the departure and arrival instants (server clock) and the current number of tasks
-    dispatched to it and not yet returned (its queue, as the server sees it), so that the
-    time integral of the queue length is ``dep + len * t - arr``; the measured busy time
-    (sum of the service times the client reported) and compute time.
+    Per client ``i`` (numpy arrays of length ``n``): completions, sums of relative delays
+    ``D`` and ``D^2``, the sums of the departure and arrival instants (server clock) and
+    the current number of tasks created for it and not yet consumed (its queue, as the
+    server sees it), so that the time integral of the queue length is
+    ``dep + len * t - arr``; the measured busy time (sum of the service times the client
+    reported) and compute time.
 
     Args:
         num_clients: ``n``.
@@ -140,19 +354,19 @@ class ServerBook:
         self.num_clients = n
         self.completions = 0
         self.version = 0
-        self.count = [0] * n
-        self.sum_delay = [0] * n
-        self.sum_delay2 = [0] * n
-        self.departures = [0.0] * n
-        self.arrivals = [0.0] * n
-        self.lengths = [0] * n
-        self.busy = [0.0] * n
-        self.compute = [0.0] * n
+        self.count = np.zeros(n, dtype=np.int64)
+        self.sum_delay = np.zeros(n, dtype=np.int64)
+        self.sum_delay2 = np.zeros(n, dtype=np.int64)
+        self.departures = np.zeros(n, dtype=np.float64)
+        self.arrivals = np.zeros(n, dtype=np.float64)
+        self.lengths = np.zeros(n, dtype=np.int64)
+        self.busy = np.zeros(n, dtype=np.float64)
+        self.compute = np.zeros(n, dtype=np.float64)
         self.max_delay = 0
         self.sum_loss = 0.0
         self.num_loss = 0
-        interval = max(1, num_updates // _TARGET_SNAPSHOTS) if num_updates else 1
-        self.snapshots = _Snapshots(interval, 2 * _TARGET_SNAPSHOTS)
+        capacity = snapshot_capacity(n)
+        self.snapshots = Snapshots(snapshot_interval(num_updates, capacity), capacity)
         self._next_snapshot = self.snapshots.take(self.row(0.0))
 
     def row(self, now: float) -> tuple[Any, ...]:
@@ -161,18 +375,12 @@ class ServerBook:
             self.completions,
             now,
             self.version,
-            self.count[:],
-            self.sum_delay[:],
-            self.sum_delay2[:],
-            self.departures[:],
-            self.arrivals[:],
-            self.lengths[:],
-            self.busy[:],
+            *(getattr(self, name).copy() for name in _ROW_ARRAYS),
             [],
         )
 
     def dispatched(self, client: int, now: float) -> None:
-        """Record a task sent to ``client`` at ``now``."""
+        """Record a task created for ``client`` at ``now``."""
         self.lengths[client] += 1
         self.arrivals[client] += now
 
@@ -216,6 +424,7 @@ class ServerBook:
         """Running measurements since the start, for sinks (cumulative, so they settle).
 
         Tags: ``system/throughput`` (completions per wall second), ``staleness/mean``,
+        and, for fleets of at most :data:`MAX_PER_CLIENT_SCALARS` clients,
         ``staleness/client_<i>`` (mean relative delay) and ``queue/client_<i>``
         (time-averaged tasks at the client).
         """
@@ -223,15 +432,64 @@ class ServerBook:
         if now <= 0:
             return out
         out["system/throughput"] = self.completions / now
-        total = sum(self.count)
+        total = int(self.count.sum())
         if total:
-            out["staleness/mean"] = sum(self.sum_delay) / total
-        for i in range(self.num_clients):
-            if self.count[i]:
-                out[f"staleness/client_{i}"] = self.sum_delay[i] / self.count[i]
-            area = self.departures[i] + self.lengths[i] * now - self.arrivals[i]
-            out[f"queue/client_{i}"] = area / now
+            out["staleness/mean"] = float(self.sum_delay.sum()) / total
+        if self.num_clients <= MAX_PER_CLIENT_SCALARS:
+            area = self.departures + self.lengths * now - self.arrivals
+            for i in range(self.num_clients):
+                if self.count[i]:
+                    out[f"staleness/client_{i}"] = float(self.sum_delay[i] / self.count[i])
+                out[f"queue/client_{i}"] = float(area[i] / now)
         return out
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue the statistics (arrays are copies)."""
+        rows = self.snapshots.rows
+        return {
+            "completions": self.completions,
+            "version": self.version,
+            "max_delay": self.max_delay,
+            "sum_loss": self.sum_loss,
+            "num_loss": self.num_loss,
+            "interval": self.snapshots.interval,
+            "next_snapshot": self._next_snapshot,
+            "compute": self.compute.copy(),
+            **{name: getattr(self, name).copy() for name in _ROW_ARRAYS},
+            "rows_meta": np.array([[r[0], r[1], r[2]] for r in rows], dtype=np.float64),
+            **{
+                f"rows_{name}": np.stack([np.asarray(r[3 + j]) for r in rows])
+                for j, name in enumerate(_ROW_ARRAYS)
+            },
+        }
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state` returned (shapes checked by the caller)."""
+        self.completions = int(state["completions"])
+        self.version = int(state["version"])
+        self.max_delay = int(state["max_delay"])
+        self.sum_loss = float(state["sum_loss"])
+        self.num_loss = int(state["num_loss"])
+        for name in (*_ROW_ARRAYS, "compute"):
+            current = getattr(self, name)
+            setattr(self, name, np.array(state[name], dtype=current.dtype))
+        meta = np.asarray(state["rows_meta"], dtype=np.float64)
+        columns = [np.asarray(state[f"rows_{name}"]) for name in _ROW_ARRAYS]
+        dtypes = [getattr(self, name).dtype for name in _ROW_ARRAYS]
+        self.snapshots.rows = [
+            (
+                int(meta[r, 0]),
+                float(meta[r, 1]),
+                int(meta[r, 2]),
+                *(np.array(col[r], dtype=dt) for col, dt in zip(columns, dtypes, strict=True)),
+                [],
+            )
+            for r in range(meta.shape[0])
+        ]
+        self.snapshots.interval = int(state["interval"])
+        self._next_snapshot = int(state["next_snapshot"])
 
 
 @dataclass
@@ -241,19 +499,27 @@ class ServerOutcome:
     Attributes:
         rows: Statistics snapshots (simulator layout).
         final_row: The snapshot at the end of the run.
-        end_time: Wall-clock seconds from the first dispatch to the end.
+        end_time: Wall-clock seconds from the first dispatch to the end (continued across
+            a resume: the time between the checkpoint and the resume is not counted).
         num_completions: Tasks consumed.
         num_updates: Final model version.
         max_delay: Largest relative delay observed.
         evals: Evaluations, in version order.
         busy: Measured busy (service) seconds per client.
         compute: Measured compute seconds per client.
-        duplicates: Replies dropped because their task id was already consumed.
+        counters: Fault-tolerance counters: ``duplicates_dropped``, ``reissued_tasks``,
+            ``timed_out_tasks``, ``actor_restarts``, ``checkpoints_written``.
         eval_seconds: Server seconds spent evaluating.
         final_params: The final model (None in queue-only runs).
-        lag_mean: Mean seconds between a task's end at its client and its consumption
+        lag_mean: Mean seconds between a task's end at its executor and its consumption
             by the server (Ray's return trip plus any backlog at the server).
         lag_max: Largest such lag.
+        next_task_id: Ids ``0 .. next_task_id - 1`` were created; all but ``pending_tasks``
+            were applied, each exactly once.
+        pending_tasks: Ids created but not applied when the run stopped.
+        resumed_from_version: Version of the checkpoint the run resumed from (None: fresh).
+        debug: Records kept only for tests (``applied_task_ids`` in application order,
+            ``services``: ``(task_id, client, start, end)`` per applied task).
     """
 
     rows: list[tuple[Any, ...]]
@@ -265,11 +531,15 @@ class ServerOutcome:
     evals: list[EvalPoint] = field(default_factory=list)
     busy: list[float] = field(default_factory=list)
     compute: list[float] = field(default_factory=list)
-    duplicates: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
     eval_seconds: float = 0.0
     final_params: np.ndarray | None = None
     lag_mean: float = math.nan
     lag_max: float = math.nan
+    next_task_id: int = 0
+    pending_tasks: list[int] = field(default_factory=list)
+    resumed_from_version: int | None = None
+    debug: dict[str, Any] = field(default_factory=dict)
 
 
 def assemble_result(
@@ -290,7 +560,7 @@ def assemble_result(
     wall-clock seconds.
     """
     n = config.num_clients
-    stats = _statistics(
+    stats = batch_statistics(
         outcome.rows,
         outcome.final_row,
         num_clients=n,
@@ -312,12 +582,21 @@ def assemble_result(
         ),
         "service_time_mean": [float(v) for v in mean_service],
         "compute_time_mean": [float(v) for v in mean_compute],
-        "duplicates_dropped": outcome.duplicates,
+        "duplicates_dropped": 0,
+        "reissued_tasks": 0,
+        "timed_out_tasks": 0,
+        "actor_restarts": 0,
+        "checkpoints_written": 0,
+        **outcome.counters,
+        "task_ids": {"next": outcome.next_task_id, "pending": list(outcome.pending_tasks)},
+        "resumed_from_version": outcome.resumed_from_version,
         "lag_mean": outcome.lag_mean,
         "lag_max": outcome.lag_max,
         "eval_seconds": outcome.eval_seconds,
         **extras,
     }
+    if outcome.debug:
+        all_extras["debug"] = outcome.debug
     last = evals[-1] if evals else None
     return RunResult(
         backend="ray",

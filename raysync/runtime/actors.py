@@ -1,42 +1,75 @@
-"""The server and client actors of the Ray runtime (private: the coordinator owns them).
+"""The server and executor actors of the Ray runtime (private: the coordinator owns them).
 
 Neither class is decorated: the coordinator wraps them with ``ray.remote`` and sets every
 resource explicitly through ``.options(...)`` (``num_cpus`` always, ``num_gpus`` and custom
-``resources`` from each :class:`~raysync.config.ClientSpec`).
+``resources`` from the tier's :class:`~raysync.config.ClientSpec`).
 
-**Client actor** (:class:`ClientActor`). A plain synchronous actor with
-``max_concurrency=1``: it executes one ``submit`` call at a time, and Ray executes the
-calls of one caller on such an actor in submission order. The server is the only caller,
-so the client serves its tasks first in, first out, in dispatch order: a client's queue in
-THEORY.md is exactly the actor's pending calls. Per task it runs
-:func:`raysync.client.run_client_work` on the model version the task carries (one
-minibatch gradient, or local steps), then, when emulation is on, sleeps until the task has
-lasted its sampled service time times ``run.time_scale`` (the sleep only blocks this
-client's own actor). The client keeps an emulated FIFO clock (see
-:meth:`ClientActor.submit`) so that Ray's per-call overhead does not lengthen the emulated
-service times. The measured service time is ``max(compute, scaled sample)``; both it and
-the compute time go back with the result.
-Torch is limited to ``max(1, int(num_cpus))`` threads per client so that co-located
-clients do not oversubscribe the cores they reserved. A client with ``num_gpus > 0``
-computes on CUDA when the device is visible and falls back to the CPU with a warning.
+**Logical clients and executors.** A *logical client* is THEORY.md's client: a FIFO
+single-server queue with its own service-time distribution, data partition and random
+streams. Its state lives in the server, never in an actor: the queue of its tasks, the
+emulated instant its server is free again (``free_at``), its service-time stream and the
+number of tasks it has served (which seeds each task's minibatch stream). An *executor*
+(:class:`ExecutorActor`) is a stateless async actor that serves whatever task it is sent.
+In ``per_client`` mode each client has its own executor with the client's own resources;
+in ``pool`` mode clients with identical resource requests form a tier, and each tier's
+clients are multiplexed on ``runtime.executors_per_tier`` executors that each request the
+tier's resources (Flower's virtual clients, with per-tier resources).
 
-**Server actor** (:class:`ServerActor`). An asyncio actor that owns the model, its
-version, the router and the strategy, and keeps exactly ``C`` tasks in flight. Each
-update costs one remote call: ``client.submit.remote(...)`` returns the result itself.
-Completed calls are awaited as they finish and consumed in completion order:
-``strategy.apply`` (which may bump the version), then ``router.route`` names the client of
-the one replacement task, which carries the model current after the update (the call
-order of :class:`~raysync.strategies.BaseStrategy` and
-:class:`~raysync.routing.BaseRouter`, identical to the simulator). A model version below
+**Per-client FIFO.** The server sends a logical client's tasks one at a time, in the order
+they were created: a task routed to a busy client waits in that client's queue at the
+server and is sent when the previous one has returned, even if other executors are free.
+So every client is a single server, first in, first out, wherever its tasks run.
+
+**Emulated clock** (``run.time_scale > 0``). A task *arrives* at its client at a
+wall-clock stamp (the emulated end of the task whose completion created it); its service
+*starts* at ``max(arrival, free_at)`` and *ends* at ``start + max(scaled sample, compute)``;
+the executor awaits that instant with ``asyncio.sleep``, which holds no compute slot.
+Computation runs in a bounded thread pool (``max(1, int(num_cpus))`` threads; one thread
+when the executor serves a single client, with that many torch threads), so an executor
+serves many waiting tasks concurrently while never computing on more cores than it
+reserved. The sampled service time is drawn by the server from the client's stream, and
+Ray's per-call overhead and the round trip between two tasks of a client are absorbed by
+the waits instead of stretching the emulated timeline.
+
+**Server actor** (:class:`ServerActor`). An asyncio actor that owns the model, its version,
+the router, the strategy, every logical client's state and the statistics, and keeps
+exactly ``C`` tasks in existence. Each update costs one remote call
+(``executor.submit.remote(task, params)`` returns the result itself). Completed calls are
+consumed in completion order: ``strategy.apply`` (which may bump the version), then the
+client's next queued task is sent, then ``router.route`` names the client of the one
+replacement task, which carries the model current after the update (the call order of
+:class:`~raysync.strategies.BaseStrategy` and :class:`~raysync.routing.BaseRouter`,
+identical to the simulator). A model version below
 :data:`~raysync.runtime._backend.INLINE_PARAMS_BYTES` travels inline in each call; a larger
-one is ``ray.put`` once and its reference shared by every task of that version. Every task
-has an id; a reply whose id is not in flight (a duplicate) is dropped, so client work may
-be retried. Evaluation runs in one background thread on a snapshot of the model, so the
-dispatch loop keeps going meanwhile.
+one is ``ray.put`` once and its reference shared by every task of that version.
+
+**Faults.** Every task has an id and is idempotent (its model version, service-time draw
+and minibatch seed are fixed when it is created). An executor that dies mid-task is
+restarted by Ray (``runtime.max_restarts``); the server catches ``RayActorError``
+(``ActorDiedError``, ``ActorUnavailableError``) for each task in flight there and
+re-issues it with the same id, on another executor of the tier when there is one. With
+``run.task_timeout``, a task unanswered that long is re-issued to the same logical client
+(another executor if possible); whichever copy answers first is applied, and the server
+drops the late duplicate, so each task id is applied at most once and the run ends with
+exactly the configured number of updates. An error raised by the client's computation
+itself (bad data, a bug) is not retried: it ends the run with a domain error.
+
+**Checkpoints.** Every ``run.checkpoint_every_updates`` updates (and at the end) the
+server captures its whole state and writes it from a background thread with
+:func:`~raysync.runtime.checkpoint.write_checkpoint`: the model and its version, the
+strategy's and the router's state dicts (the router's generator state and pre-drawn
+routes), the statistics (running sums and snapshots) and counters, every client's
+service-time generator state with its unconsumed draws and its task count (which seeds
+the minibatch streams), the next task id and the tasks not yet applied (id, client, model
+version, service draw; the applied ids are all others below the next id), the models of
+the versions those tasks carry, the evaluations, and the TensorBoard run name and step. A
+resumed server continues from it: the pending tasks are re-issued with their ids, and its
+clock continues from the checkpoint's (the downtime is not counted).
 
 Random streams follow the simulator (:func:`raysync.simulation.run_generators`): client
-``i`` draws its service times from child ``(0, i)`` of ``SeedSequence(seed)`` in the
-simulator's blocks, its minibatches from ``(1, i)``, and the router uses ``(2,)``.
+``i`` draws its service times from child ``(0, i)`` of ``SeedSequence(seed)``, the router
+uses ``(2,)``, and the ``k``-th task of client ``i`` draws its minibatches from child
+``(1, i, k)`` (:func:`~raysync.runtime._backend.minibatch_generator`).
 """
 
 from __future__ import annotations
@@ -46,173 +79,293 @@ import concurrent.futures
 import logging
 import math
 import os
+import queue
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import ray
 
-from raysync.config import ClientSpec, SystemConfig
-from raysync.exceptions import RaySyncError, RuntimeFailure
+from raysync.config import SystemConfig
+from raysync.exceptions import CheckpointError, RaySyncError, RuntimeFailure
 from raysync.runtime._backend import (
     INLINE_PARAMS_BYTES,
     EvalPoint,
+    ExecutorNotReady,
+    FaultPlan,
     ServerBook,
     ServerOutcome,
+    ServiceDraws,
     TaskReply,
+    TaskSpec,
+    minibatch_generator,
+    service_block,
     wall_seconds,
 )
+from raysync.runtime.checkpoint import pack_generators, unpack_generators, write_checkpoint
 from raysync.strategies._base import ClientResult, ClientWork
 
-__all__ = ["ClientActor", "ClientSetup", "ServerActor", "ServerSetup"]
+__all__ = ["ExecutorActor", "ExecutorSetup", "ServerActor", "ServerSetup"]
 
 logger = logging.getLogger(__name__)
 
 _FAILED = object()
+_LOST = object()
 _DEADLINE = object()
 _STOP = object()
 
+#: Re-issues of one task after lost executors before the run gives up (plus max_restarts).
+_EXTRA_LOSS_ATTEMPTS = 5
+#: Timeout re-issues of one task; beyond this the server just keeps waiting.
+_MAX_TIMEOUT_REISSUES = 8
+
+
+# =========================================================================== executor
+
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class ClientSetup:
-    """What a client actor needs, shipped once at construction.
+class ExecutorSetup:
+    """What an executor actor needs, shipped once at construction.
 
     Attributes:
-        client_id: Index of the client.
-        spec: Its service time and resources.
-        seed: The run's root seed.
-        num_clients: ``n`` (to derive the same streams as the simulator).
+        executor_id: Index of the executor.
+        tier: Its tier.
+        client: ``per_client`` mode: the one logical client it serves (it keeps that
+            client's rows as a contiguous copy); None: every client of its tier (pool).
+        num_cpus: CPUs it reserved (sizes its compute thread pool).
+        num_gpus: GPUs it reserved (computes on CUDA when > 0 and visible).
         time_scale: Emulation factor (0: no emulation).
         train: Whether tasks compute anything.
-        x: The client's inputs (None in queue-only runs).
-        y: The client's labels.
+        seed: The run's root seed (seeds each task's minibatch stream).
         model: A :class:`~raysync.workload.ModelSpec` (None in queue-only runs).
+        work: What a task computes (None in queue-only runs).
+        faults: Injected faults (tests only).
     """
 
-    client_id: int
-    spec: ClientSpec
-    seed: int
-    num_clients: int
+    executor_id: int
+    tier: int
+    client: int | None
+    num_cpus: float
+    num_gpus: float
     time_scale: float
     train: bool
-    x: np.ndarray | None = None
-    y: np.ndarray | None = None
+    seed: int
     model: Any = None
+    work: ClientWork | None = None
+    faults: FaultPlan | None = None
 
 
-def _torch_threads(num_cpus: float) -> int:
-    return max(1, int(num_cpus))
+class _Rows:
+    """The rows of a shared (read-only) array selected by an index array, gathered lazily.
 
-
-class ClientActor:
-    """One client: serves its tasks one at a time, first in, first out.
-
-    Args:
-        setup: Its data, model, service time and seeds.
+    Used as a pool client's inputs: a minibatch gathers only its own rows from the shared
+    training set, and ``np.asarray`` gathers the whole partition (local steps).
     """
 
-    def __init__(self, setup: ClientSetup) -> None:
-        from raysync.simulation.engine import _DEFAULT_BLOCK, _service_stream, run_generators
-        from raysync.simulation.service_times import make_service_time
+    __slots__ = ("_base", "_index")
 
-        self._id = setup.client_id
-        self._time_scale = float(setup.time_scale)
+    def __init__(self, base: np.ndarray, index: np.ndarray) -> None:
+        self._base = base
+        self._index = index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self._index), *self._base.shape[1:])
+
+    @property
+    def ndim(self) -> int:
+        return int(self._base.ndim)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self._base[self._index[key]]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        rows = self._base[self._index]
+        return rows if dtype is None else rows.astype(dtype, copy=False)
+
+
+class ExecutorActor:
+    """Serves tasks of logical clients: compute on the model a task carries, then wait.
+
+    The training set reaches the executor through :meth:`prepare`, not the constructor
+    (an object-store argument of a restartable actor's constructor must outlive it): the
+    coordinator calls ``prepare`` once the actor is up, and a restarted executor answers
+    its first task with :class:`~raysync.runtime._backend.ExecutorNotReady`, upon which
+    the server calls ``prepare`` again and re-sends the task.
+
+    Args:
+        setup: Its clients, data indices, model and emulation factor.
+    """
+
+    def __init__(self, setup: ExecutorSetup) -> None:
+        self._setup = setup
+        self._scale = float(setup.time_scale)
         self._train = setup.train
-        gens = run_generators(setup.seed, setup.num_clients)
-        service = make_service_time(setup.spec.service_time)
-        self._service: Iterator[float] = _service_stream(
-            service, gens.service[self._id], _DEFAULT_BLOCK
-        )
-        self._rng = gens.minibatch[self._id]
-        self._x = setup.x
-        self._y = setup.y
-        self._free_at = 0.0  # wall-clock end of the previous task on the emulated clock
+        self._faults = setup.faults
+        self._ready = not self._train
+        self._preparing: asyncio.Event | None = None
+        self._single = setup.client is not None
+        cores = max(1, int(setup.num_cpus))
+        self._threads = 1 if self._single else cores
         self._device = "cpu"
-        self._computer: Any = None
+        self._data: dict[int, tuple[Any, np.ndarray]] = {}
+        self._computers: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         if self._train:
             import torch
 
-            torch.set_num_threads(_torch_threads(setup.spec.num_cpus))
-            if setup.spec.num_gpus > 0:
+            torch.set_num_threads(max(1, cores // self._threads))
+            if setup.num_gpus > 0:
                 if torch.cuda.is_available():
                     self._device = "cuda"
                 else:
+                    who = f"client {setup.client}" if self._single else f"tier {setup.tier}"
                     message = (
-                        f"client {self._id} requested num_gpus={setup.spec.num_gpus:g} but "
-                        "CUDA is not available in its process; computing on the CPU"
+                        f"{who} requested num_gpus={setup.num_gpus:g} but CUDA is not "
+                        "available in its executor process; computing on the CPU"
                     )
                     warnings.warn(message, RuntimeWarning, stacklevel=2)
                     logger.warning(message)
-            self._computer = setup.model.make_computer(device=self._device)
 
-    def info(self) -> dict[str, Any]:
-        """Where the client runs: node id, process id, torch device."""
+    async def prepare(self, shared: Sequence[Any] | None) -> dict[str, Any]:
+        """Fetch the shared training set (once) and report where the executor runs.
+
+        Args:
+            shared: A one-element sequence holding the object-store reference of the
+                training data ``(x, y, client_indices, client_tiers)`` (read-only, not
+                copied: every executor on a node maps the same memory), or None in
+                queue-only runs.
+
+        Returns:
+            Executor id, tier, node id, process id and torch device.
+        """
+        if not self._ready and shared is not None:
+            if self._preparing is not None:
+                await self._preparing.wait()
+            else:
+                self._preparing = asyncio.Event()
+                try:
+                    await self._load(shared)
+                finally:
+                    self._preparing.set()
+                    self._preparing = None
         return {
-            "client_id": self._id,
+            "executor_id": self._setup.executor_id,
+            "tier": self._setup.tier,
             "node_id": ray.get_runtime_context().get_node_id(),
             "pid": os.getpid(),
             "device": self._device,
         }
 
-    def submit(
-        self,
-        task_id: int,
-        version: int,
-        params: np.ndarray | None,
-        work: ClientWork | None,
-        dispatched_at: float,
-    ) -> TaskReply:
+    async def _load(self, shared: Sequence[Any]) -> None:
+        setup = self._setup
+        x_all, y_all, indices, tiers = await shared[0]
+        if setup.client is not None:
+            clients = [setup.client]
+        else:
+            clients = np.flatnonzero(np.asarray(tiers) == setup.tier).tolist()
+        for client in clients:
+            idx = indices[client]
+            x = x_all[idx] if self._single else _Rows(x_all, idx)
+            self._data[client] = (x, y_all[idx])
+        self._computers.put(setup.model.make_computer(device=self._device))
+        self._ready = True
+
+    def _compute(self, task: TaskSpec, params: np.ndarray) -> tuple[np.ndarray, float, int]:
+        """Run the task's work (in a compute thread); one model replica per thread."""
+        from raysync.client import run_client_work
+
+        setup = self._setup
+        try:
+            computer = self._computers.get_nowait()
+        except queue.Empty:
+            computer = setup.model.make_computer(device=self._device)
+        try:
+            x, y = self._data[task.client_id]
+            rng = minibatch_generator(setup.seed, task.client_id, task.ordinal)
+            assert setup.work is not None
+            out = run_client_work(computer, setup.work, params, cast(np.ndarray, x), y, rng)
+        finally:
+            self._computers.put(computer)
+        return out.payload, out.loss, out.num_samples
+
+    async def submit(self, task: TaskSpec, params: np.ndarray | None) -> TaskReply:
         """Serve one task: compute on the model it carries, then wait out its service time.
 
-        Emulated clock (``time_scale > 0``): the task *arrives* at ``dispatched_at``, the
-        wall-clock instant the server stamped on it (for a replacement task: the emulated
-        end of the task whose completion triggered it), and its service *starts* at
-        ``max(arrival, end of the previous task)``, first in, first out. It *ends* at
-        ``start + max(scaled sample, compute time)``; the actor sleeps until then. So
-        every task's emulated service time is exactly ``max(compute, scaled sample)``,
-        and Ray's per-call overhead (about a millisecond per call, and the server's update)
-        is absorbed by the waits instead of stretching the emulated cycle; when the
-        overhead exceeds the slack the task returns late, but the lateness is not carried
-        into the emulated timeline. Stamps from another node assume synchronised clocks.
+        Emulated clock (``time_scale > 0``): service starts at ``max(arrival, free_at)``
+        (both stamped by the server) and ends ``max(scaled sample, compute time)`` later;
+        the executor awaits that instant without holding a compute thread. When the
+        return trip exceeds the slack the task returns late, but the lateness is not
+        carried into the emulated timeline. Stamps from another node assume synchronised
+        clocks.
 
         Args:
-            task_id: The task's id (echoed back; the server drops duplicates).
-            version: The model version ``params`` is (echoed back).
+            task: The task (id, client, version, emulation stamps, service draw, seed).
             params: The model (read-only flat float32), or None in queue-only runs.
-            work: What to compute (None in queue-only runs).
-            dispatched_at: Wall-clock instant (``time.time()``) of the dispatch.
 
         Returns:
             The reply, with the measured service and compute times.
         """
         begin = time.time()
+        stall = 0.0
+        faults = self._faults
+        if faults is not None and task.attempt == 0:
+            if task.task_id in faults.exit_on_tasks:
+                os._exit(1)  # injected crash mid-task (tests)
+            stall = float(faults.delay_tasks.get(task.task_id, 0.0))
         payload: np.ndarray | None = None
         loss = math.nan
         num_samples = 0
-        if self._train and params is not None and work is not None:
-            from raysync.client import run_client_work
-
-            assert self._x is not None and self._y is not None
-            output = run_client_work(self._computer, work, params, self._x, self._y, self._rng)
-            payload, loss, num_samples = output.payload, output.loss, output.num_samples
+        if self._train and params is not None:
+            if not self._ready and self._preparing is not None:
+                await self._preparing.wait()
+            if not self._ready:
+                raise ExecutorNotReady(
+                    f"executor {self._setup.executor_id} has no training data yet (restarted)"
+                )
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self._threads, thread_name_prefix="raysync-compute"
+                )
+            loop = asyncio.get_running_loop()
+            payload, loss, num_samples = await loop.run_in_executor(
+                self._pool, self._compute, task, params
+            )
         compute = time.time() - begin
-        if self._time_scale > 0:
-            start = max(min(dispatched_at, begin), self._free_at)
-            service = max(next(self._service) * self._time_scale, compute)
+        if self._scale > 0:
+            start = max(min(task.arrival, begin), task.free_at)
+            service = max(task.sample * self._scale, compute)
             end = start + service
-            remaining = end - time.time()
-            if remaining > 0:
-                time.sleep(remaining)
-            self._free_at = end
         else:
+            start = begin
             end = time.time()
             service = compute
+        remaining = max(end, begin + stall) - time.time()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
         return TaskReply(
-            task_id, self._id, version, payload, loss, num_samples, service, compute, end
+            task.task_id,
+            task.client_id,
+            task.base_version,
+            task.attempt,
+            payload,
+            loss,
+            num_samples,
+            service,
+            compute,
+            start,
+            end,
         )
+
+
+# =========================================================================== server
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -222,6 +375,10 @@ class ServerSetup:
     Attributes:
         config: The run's config.
         train: Whether to train (False: queue-only, the version advances per completion).
+        mode: ``per_client`` or ``pool``.
+        executor_tiers: Tier of each executor.
+        client_tiers: Tier of each client.
+        client_executor: ``per_client`` mode: the executor of each client.
         initial_params: Initial flat float32 model (None in queue-only runs).
         model: :class:`~raysync.workload.ModelSpec` for evaluation (None: queue-only).
         x_test: Test inputs.
@@ -229,10 +386,22 @@ class ServerSetup:
         x_val: Validation inputs (may be empty).
         y_val: Validation labels.
         inline_bytes: Largest model sent inline with each task.
+        fingerprint: The run's config fingerprint (stored in checkpoints).
+        fingerprint_fields: Its named facts.
+        run_name: TensorBoard run name (stored in checkpoints).
+        dataset: One-element list holding the training set's object-store reference,
+            handed to a restarted executor (None in queue-only runs).
+        resume: A checkpoint's state tree to continue from (None: fresh run).
+        want_events: Whether the driver forwards live metrics (sinks present).
+        record: Keep per-task records for tests (applied ids, service intervals).
     """
 
     config: SystemConfig
     train: bool
+    mode: str
+    executor_tiers: tuple[int, ...]
+    client_tiers: tuple[int, ...]
+    client_executor: tuple[int, ...] | None = None
     initial_params: np.ndarray | None = None
     model: Any = None
     x_test: np.ndarray | None = None
@@ -240,30 +409,97 @@ class ServerSetup:
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
     inline_bytes: int = INLINE_PARAMS_BYTES
+    fingerprint: str = ""
+    fingerprint_fields: dict[str, Any] = field(default_factory=dict)
+    run_name: str | None = None
+    dataset: list[Any] | None = None
+    resume: dict[str, Any] | None = None
+    want_events: bool = True
+    record: bool = False
+
+
+class _Task:
+    """A task the server created and has not applied yet (queued or in flight)."""
+
+    __slots__ = (
+        "attempt",
+        "base_version",
+        "client",
+        "created",
+        "executor",
+        "ordinal",
+        "params",
+        "sample",
+        "stamp",
+        "task_id",
+        "timer",
+    )
+
+    def __init__(
+        self,
+        task_id: int,
+        client: int,
+        base_version: int,
+        params: np.ndarray | None,
+        created: float,
+        stamp: float,
+        sample: float,
+        ordinal: int,
+    ) -> None:
+        self.task_id = task_id
+        self.client = client
+        self.base_version = base_version
+        self.params = params
+        self.created = created
+        self.stamp = stamp
+        self.sample = sample
+        self.ordinal = ordinal
+        self.attempt = 0
+        self.executor = -1
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class ServerActor:
-    """The central server: owns the model, applies updates, keeps ``C`` tasks in flight.
+    """The central server: owns the model and every logical client's state.
 
     Args:
-        setup: Config, initial model and evaluation data.
-        clients: Client actor handles, index ``i`` serving client ``i``.
+        setup: Config, initial model, evaluation data, executor layout, resume state.
+        executors: Executor actor handles, index ``e`` serving executor ``e``.
     """
 
-    def __init__(self, setup: ServerSetup, clients: Sequence[Any]) -> None:
+    def __init__(self, setup: ServerSetup, executors: Sequence[Any]) -> None:
         from raysync.routing import make_router
         from raysync.simulation.engine import run_generators
+        from raysync.simulation.service_times import make_service_time
         from raysync.strategies import make_strategy
 
         config = setup.config
         self._setup = setup
         self._config = config
-        self._clients = list(clients)
         n = config.num_clients
+        self._executors = list(executors)
+        self._client_tier = list(setup.client_tiers)
+        self._client_executor = (
+            list(setup.client_executor) if setup.client_executor is not None else None
+        )
+        num_tiers = max(setup.executor_tiers) + 1 if setup.executor_tiers else 0
+        self._tier_executors: list[list[int]] = [[] for _ in range(num_tiers)]
+        for e, tier in enumerate(setup.executor_tiers):
+            self._tier_executors[tier].append(e)
+        self._load = [0] * len(self._executors)
+        self._suspect = [False] * len(self._executors)
+        self._rr = 0
+        gens = run_generators(config.seed, n)
         self._router = make_router(config.routing)
-        self._router.bind(n, run_generators(config.seed, n).router)
+        self._router.bind(n, gens.router)
+        self._emulate = config.run.time_scale > 0
+        block = service_block(n)
+        self._service_rngs = list(gens.service)
+        self._draws = [
+            ServiceDraws(make_service_time(spec.service_time), rng, block)
+            for spec, rng in zip(config.clients, gens.service, strict=True)
+        ]
         self._strategy = None
-        self._work: ClientWork | None = None
         self._params: np.ndarray | None = None
         if setup.train:
             import torch
@@ -272,27 +508,53 @@ class ServerActor:
             strategy = make_strategy(config.algorithm)
             strategy.bind(n, self._router.routing_probabilities())
             self._strategy = strategy
-            self._work = strategy.client_work()
             params = np.array(setup.initial_params, dtype=np.float32)
             params.setflags(write=False)
             self._params = params
         self._book = ServerBook(n, config.run.num_updates)
-        self._t0: float | None = None
-        self._done: asyncio.Queue[tuple[Any, ...]] | None = None
-        self._inflight: dict[int, tuple[int, int, Any]] = {}
-        self._waiters: set[asyncio.Task[None]] = set()
+        # Logical clients: the task in service (-1: idle), the queue behind it, the
+        # emulated end of the previous task, the number of tasks created so far.
+        self._active = [-1] * n
+        self._queues: dict[int, deque[_Task]] = {}
+        self._free_at = [0.0] * n
+        self._ordinals = [0] * n
+        self._tasks: dict[int, _Task] = {}
         self._next_task = 0
+        self._timeout = wall_seconds(config.run.task_timeout, config.run.time_scale)
+        self._max_loss_attempts = config.runtime.max_restarts + _EXTRA_LOSS_ATTEMPTS
+        self._t0: float | None = None
+        self._elapsed0 = 0.0
+        self._done: asyncio.Queue[tuple[Any, ...]] | None = None
+        self._waiters: set[asyncio.Future[None]] = set()
         self._version_ref: tuple[int, Any] | None = None
         self._evals: list[EvalPoint] = []
         self._events: list[tuple[int, dict[str, float], float]] = []
         self._eval_pending = 0
         self._eval_seconds = 0.0
-        self._duplicates = 0
+        self._next_eval_time = wall_seconds(config.run.eval_every_seconds, config.run.time_scale)
+        self._counters = {
+            "duplicates_dropped": 0,
+            "reissued_tasks": 0,
+            "timed_out_tasks": 0,
+            "actor_restarts": 0,
+            "resumed_tasks": 0,
+            "checkpoints_written": 0,
+        }
+        self._lag = [0.0, 0.0, 0]  # sum, max, count
         self._stop = False
         self._finished = False
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._eval_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._eval_futures: list[asyncio.Future[tuple[EvalPoint, float]]] = []
         self._eval_computer: Any = None
+        self._ckpt_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._ckpt_futures: list[asyncio.Future[Any]] = []
+        self._last_checkpoint = -1
+        self._resumed_from: int | None = None
+        self._restored: list[_Task] = []
+        self._applied: list[int] = []
+        self._services: list[tuple[int, int, float, float]] = []
+        if setup.resume is not None:
+            self._restore(setup.resume)
 
     # ------------------------------------------------------------------ helpers
 
@@ -300,44 +562,178 @@ class ServerActor:
         assert self._t0 is not None
         return time.perf_counter() - self._t0
 
-    def _payload(self) -> Any:
-        """The current model as sent to clients: inline array, or one ref per version."""
-        params = self._params
+    def _label(self, client: int) -> str:
+        name = self._config.clients[client].name
+        return f"client {client} ({name})" if name else f"client {client}"
+
+    def _payload(self, task: _Task) -> Any:
+        """The model a task carries: inline array, or one object-store ref per version."""
+        params = task.params
         if params is None:
             return None
         if params.nbytes < self._setup.inline_bytes:
             return params
-        version = self._book.version
-        if self._version_ref is None or self._version_ref[0] != version:
-            self._version_ref = (version, ray.put(params))
-        return self._version_ref[1]
+        version = task.base_version
+        if self._version_ref is not None and self._version_ref[0] == version:
+            return self._version_ref[1]
+        ref = ray.put(params)
+        if version == self._book.version:
+            self._version_ref = (version, ref)
+        return ref
 
-    def _dispatch(self, client: int, now: float, stamp: float) -> None:
-        task_id = self._next_task
-        self._next_task += 1
-        payload = self._payload()
-        ref = self._clients[client].submit.remote(
-            task_id, self._book.version, payload, self._work, stamp
+    def _pick(self, client: int, avoid: int) -> int:
+        """The executor of a client's next call: its own, or the tier's least loaded."""
+        if self._client_executor is not None:
+            return self._client_executor[client]
+        candidates = self._tier_executors[self._client_tier[client]]
+        k = len(candidates)
+        best, best_key = candidates[0], (True, True, math.inf)
+        self._rr += 1
+        for j in range(k):
+            e = candidates[(self._rr + j) % k]
+            key = (e == avoid and k > 1, self._suspect[e], self._load[e])
+            if key < best_key:
+                best, best_key = e, key
+        return best
+
+    def _create(self, client: int, now: float, stamp: float) -> None:
+        """Create a task for ``client`` carrying the current model; send it if idle."""
+        task = _Task(
+            self._next_task,
+            client,
+            self._book.version,
+            self._params,
+            now,
+            stamp,
+            self._draws[client].next() if self._emulate else math.nan,
+            self._ordinals[client],
         )
-        self._inflight[task_id] = (client, self._book.version, now)
+        self._next_task += 1
+        self._ordinals[client] += 1
+        self._tasks[task.task_id] = task
         self._book.dispatched(client, now)
-        waiter = asyncio.ensure_future(self._await_reply(ref, task_id, client))
+        if self._active[client] < 0:
+            self._send(task)
+        else:
+            self._queues.setdefault(client, deque()).append(task)
+
+    def _send(self, task: _Task, avoid: int = -1) -> None:
+        """Send (or re-send) a task to an executor and await its reply in the background."""
+        if task.task_id not in self._tasks:
+            return  # applied meanwhile (a delayed re-issue)
+        client = task.client
+        self._active[client] = task.task_id
+        e = self._pick(client, avoid)
+        task.executor = e
+        self._load[e] += 1
+        spec = TaskSpec(
+            task.task_id,
+            client,
+            task.base_version,
+            task.attempt,
+            task.stamp,
+            self._free_at[client],
+            task.sample,
+            task.ordinal,
+        )
+        ref = self._executors[e].submit.remote(spec, self._payload(task))
+        waiter = asyncio.ensure_future(self._await_reply(ref, task.task_id, task.attempt, e))
         self._waiters.add(waiter)
         waiter.add_done_callback(self._waiters.discard)
+        if math.isfinite(self._timeout):
+            loop = asyncio.get_running_loop()
+            task.timer = loop.call_later(
+                self._timeout, self._on_timeout, task.task_id, task.attempt
+            )
 
-    async def _await_reply(self, ref: Any, task_id: int, client: int) -> None:
+    async def _await_reply(self, ref: Any, task_id: int, attempt: int, executor: int) -> None:
         assert self._done is not None
         try:
             reply = await ref
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # reported to the loop, which raises a domain error
-            self._done.put_nowait((_FAILED, task_id, client, exc))
+        except ray.exceptions.RayActorError as exc:  # died or unavailable: re-issue
+            self._done.put_nowait((_LOST, task_id, attempt, executor, exc))
             return
-        self._done.put_nowait((reply,))
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(getattr(exc, "cause", None), ExecutorNotReady):
+                # A restarted executor: hand it the data, then re-issue the task.
+                self._done.put_nowait((_LOST, task_id, attempt, executor, exc))
+            else:  # the computation failed: a domain error ends the run
+                self._done.put_nowait((_FAILED, task_id, executor, exc))
+            return
+        except Exception as exc:
+            self._done.put_nowait((_FAILED, task_id, executor, exc))
+            return
+        self._done.put_nowait((reply, executor))
 
-    def _failure(self, task_id: int, client: int, exc: BaseException) -> RaySyncError:
-        name = self._config.clients[client].name or f"client {client}"
+    def _on_timeout(self, task_id: int, attempt: int) -> None:
+        """A task took longer than ``run.task_timeout``: re-issue it to the same client."""
+        task = self._tasks.get(task_id)
+        if task is None or task.attempt != attempt:
+            return
+        task.timer = None
+        self._counters["timed_out_tasks"] += 1
+        if task.attempt >= _MAX_TIMEOUT_REISSUES:
+            logger.warning(
+                "task %d of %s timed out %d times; waiting for it without re-issuing "
+                "(is run.task_timeout too short?)",
+                task_id,
+                self._label(task.client),
+                task.attempt + 1,
+            )
+            return
+        task.attempt += 1
+        self._counters["reissued_tasks"] += 1
+        self._send(task, avoid=task.executor)
+
+    def _lost(self, task_id: int, attempt: int, executor: int, exc: BaseException) -> None:
+        """An executor died (or is unreachable) with a task in flight: re-issue the task."""
+        self._load[executor] -= 1
+        if isinstance(getattr(exc, "cause", None), ExecutorNotReady):
+            # Restarted without its data (calls to one actor run in order: this first).
+            self._executors[executor].prepare.remote(self._setup.dataset)
+        if not self._suspect[executor]:
+            self._suspect[executor] = True
+            self._counters["actor_restarts"] += 1
+            first = str(exc).strip().splitlines()
+            logger.warning(
+                "executor %d lost task %d (%s: %s); re-issuing its tasks",
+                executor,
+                task_id,
+                type(exc).__name__,
+                first[0] if first else "no reason given",
+            )
+        task = self._tasks.get(task_id)
+        if task is None or task.attempt != attempt:
+            return  # applied already, or a newer attempt is in flight
+        if task.timer is not None:
+            task.timer.cancel()
+            task.timer = None
+        if task.attempt >= self._max_loss_attempts:
+            reason = str(exc).strip().splitlines()
+            raise RuntimeFailure(
+                f"{self._label(task.client)}'s task {task_id} was lost {task.attempt + 1} "
+                f"times (last: {type(exc).__name__}: {reason[0] if reason else ''}); "
+                "its executor died and could not be restarted (runtime.max_restarts = "
+                f"{self._config.runtime.max_restarts}). Check the node's memory and logs "
+                "(`ray status`, `ray logs`) and resume from the last checkpoint"
+            ) from exc
+        task.attempt += 1
+        self._counters["reissued_tasks"] += 1
+        if (
+            self._client_executor is not None
+            or len(self._tier_executors[self._client_tier[task.client]]) == 1
+        ):
+            # Only one executor can serve it: give Ray a moment to restart it.
+            delay = min(2.0, 0.05 * 2 ** min(task.attempt, 6))
+            asyncio.get_running_loop().call_later(delay, self._send, task, executor)
+        else:
+            self._send(task, avoid=executor)
+
+    def _failure(self, task_id: int, executor: int, exc: BaseException) -> RaySyncError:
+        task = self._tasks.get(task_id)
+        name = self._label(task.client) if task is not None else f"executor {executor}"
         if isinstance(exc, ray.exceptions.RayTaskError):
             cause = getattr(exc, "cause", None)
             if isinstance(cause, RaySyncError):
@@ -346,13 +742,6 @@ class ServerActor:
                 f"{name} raised {type(cause or exc).__name__} on task {task_id}: "
                 f"{cause or exc}. Fix the client's data or model configuration; the "
                 "client's traceback is in the Ray worker logs"
-            )
-        if isinstance(exc, ray.exceptions.RayActorError):
-            return RuntimeFailure(
-                f"{name}'s actor died while serving task {task_id} ({type(exc).__name__}): "
-                f"{str(exc).splitlines()[0] if str(exc) else 'no reason given'}. Check the "
-                "node's memory and logs (`ray status`, `ray logs`) and run again; a client "
-                "that cannot survive its node is not yet restarted automatically"
             )
         return RuntimeFailure(
             f"{name} failed on task {task_id}: {type(exc).__name__}: {exc}. "
@@ -365,8 +754,8 @@ class ServerActor:
         """Evaluate the current model in the background thread (in request order)."""
         if self._params is None:
             return
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
+        if self._eval_executor is None:
+            self._eval_executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="raysync-eval"
             )
         version = self._book.version
@@ -374,7 +763,7 @@ class ServerActor:
         train_loss = self._book.pop_train_loss()
         loop = asyncio.get_running_loop()
         self._eval_pending += 1
-        future = loop.run_in_executor(self._executor, self._evaluate, params, version, now)
+        future = loop.run_in_executor(self._eval_executor, self._evaluate, params, version, now)
 
         def done(fut: asyncio.Future[tuple[EvalPoint, float]]) -> None:
             # Runs on the event loop: no lock needed around the lists.
@@ -390,6 +779,7 @@ class ServerActor:
             self._events.append((version, scalars, now))
 
         future.add_done_callback(done)
+        self._eval_futures = [f for f in self._eval_futures if not f.done()]
         self._eval_futures.append(future)
 
     def _evaluate(self, params: np.ndarray, version: int, now: float) -> tuple[EvalPoint, float]:
@@ -409,14 +799,161 @@ class ServerActor:
         )
         return point, time.perf_counter() - start
 
+    # ------------------------------------------------------------------ checkpoints
+
+    def _capture(self, now: float) -> dict[str, Any]:
+        """The server's whole state as a checkpoint tree (arrays are snapshots)."""
+        pending = sorted(self._tasks.values(), key=lambda t: t.task_id)
+        base_params: dict[str, np.ndarray] = {}
+        for task in pending:
+            if task.params is not None and str(task.base_version) not in base_params:
+                base_params[str(task.base_version)] = task.params
+        unconsumed = [d.state()["pending"] for d in self._draws]
+        lengths = np.array([len(p) for p in unconsumed], dtype=np.int64)
+        flat = [v for p in unconsumed for v in p]
+        evals = [
+            [e.time, e.version, e.test_loss, e.test_accuracy, e.val_loss, e.val_accuracy]
+            for e in sorted(self._evals, key=lambda e: (e.version, e.time))
+        ]
+        return {
+            "version": self._book.version,
+            "next_task_id": self._next_task,
+            "elapsed": now,
+            "params": self._params,
+            "base_params": base_params,
+            "pending": {
+                "task_id": np.array([t.task_id for t in pending], dtype=np.int64),
+                "client": np.array([t.client for t in pending], dtype=np.int64),
+                "base_version": np.array([t.base_version for t in pending], dtype=np.int64),
+                "created": np.array([t.created for t in pending], dtype=np.float64),
+                "sample": np.array([t.sample for t in pending], dtype=np.float64),
+                "ordinal": np.array([t.ordinal for t in pending], dtype=np.int64),
+            },
+            "ordinals": np.array(self._ordinals, dtype=np.int64),
+            "service_rng": pack_generators(self._service_rngs),
+            "service_pending": np.array(flat, dtype=np.float64),
+            "service_pending_len": lengths,
+            "router": self._router.state_dict(),
+            "strategy": self._strategy.state_dict() if self._strategy is not None else None,
+            "book": self._book.state(),
+            "evals": evals,
+            "counters": dict(self._counters),
+            "lag": list(self._lag),
+            "eval_seconds": self._eval_seconds,
+            "next_eval_time": self._next_eval_time,
+            # TensorBoard: a resumed run appends to this run's directory; its steps are
+            # model versions, so they continue from this one.
+            "run_name": self._setup.run_name,
+            "tensorboard_step": self._book.version,
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint tree (validated by the coordinator)."""
+        n = self._config.num_clients
+        book = self._book
+        book.load(state["book"])
+        if self._strategy is not None:
+            params = np.array(state["params"], dtype=np.float32)
+            params.setflags(write=False)
+            self._params = params
+            if state.get("strategy") is not None:
+                self._strategy.load_state_dict(state["strategy"])
+        self._router.load_state_dict(state["router"])
+        self._next_task = int(state["next_task_id"])
+        self._ordinals = [int(v) for v in state["ordinals"]]
+        unpack_generators(np.asarray(state["service_rng"]), self._service_rngs)
+        flat = np.asarray(state["service_pending"], dtype=np.float64).tolist()
+        offsets = np.concatenate([[0], np.cumsum(state["service_pending_len"])]).astype(int)
+        for i in range(n):
+            draws = self._draws[i]
+            draws.load(
+                {
+                    "rng": self._service_rngs[i].bit_generator.state,
+                    "pending": flat[offsets[i] : offsets[i + 1]],
+                }
+            )
+        for key, value in dict(state.get("counters", {})).items():
+            if key in self._counters:
+                self._counters[key] = int(value)
+        lag = state.get("lag", [0.0, 0.0, 0])
+        self._lag = [float(lag[0]), float(lag[1]), int(lag[2])]
+        self._eval_seconds = float(state.get("eval_seconds", 0.0))
+        self._evals = [
+            EvalPoint(float(e[0]), int(e[1]), *(float(v) for v in e[2:6]))
+            for e in state.get("evals", [])
+        ]
+        every = wall_seconds(self._config.run.eval_every_seconds, self._config.run.time_scale)
+        saved = float(state.get("next_eval_time", math.inf))
+        self._next_eval_time = saved if math.isfinite(every) and math.isfinite(saved) else every
+        self._elapsed0 = float(state["elapsed"])
+        base_params = state.get("base_params") or {}
+        pending = state["pending"]
+        for j in range(len(pending["task_id"])):
+            version = int(pending["base_version"][j])
+            base: np.ndarray | None = None
+            if self._strategy is not None:
+                base = np.array(base_params[str(version)], dtype=np.float32)
+                base.setflags(write=False)
+            self._restored.append(
+                _Task(
+                    int(pending["task_id"][j]),
+                    int(pending["client"][j]),
+                    version,
+                    base,
+                    float(pending["created"][j]),
+                    0.0,
+                    float(pending["sample"][j]),
+                    int(pending["ordinal"][j]),
+                )
+            )
+        self._resumed_from = book.version
+        self._last_checkpoint = book.version
+
+    def _checkpoint(self, now: float) -> None:
+        """Capture the state now and write it in the background (writes stay ordered)."""
+        run = self._config.run
+        if run.checkpoint_dir is None:
+            return
+        self._last_checkpoint = self._book.version
+        state = self._capture(now)
+        if self._ckpt_executor is None:
+            self._ckpt_executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="raysync-checkpoint"
+            )
+        setup = self._setup
+
+        def write() -> None:
+            write_checkpoint(
+                run.checkpoint_dir,  # type: ignore[arg-type]
+                state,
+                version=int(state["version"]),
+                fingerprint=setup.fingerprint,
+                fields=setup.fingerprint_fields,
+            )
+
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._ckpt_executor, write)
+
+        def done(fut: asyncio.Future[Any]) -> None:
+            if not fut.cancelled() and fut.exception() is None:
+                self._counters["checkpoints_written"] += 1
+
+        future.add_done_callback(done)
+        failed = [f for f in self._ckpt_futures if f.done() and f.exception() is not None]
+        if failed:
+            raise cast(BaseException, failed[0].exception())
+        self._ckpt_futures = [f for f in self._ckpt_futures if not f.done()]
+        self._ckpt_futures.append(future)
+
     # ------------------------------------------------------------------ remote API
 
     async def run(self) -> ServerOutcome:
         """Run to the stop condition and return the measurements.
 
         Raises:
-            RuntimeFailure: A client actor died or failed.
+            RuntimeFailure: An executor could not be restarted, or a client failed.
             RaySyncError: A client raised a domain error (re-raised with its name).
+            CheckpointError: A checkpoint could not be written.
         """
         config = self._config
         run = config.run
@@ -429,48 +966,73 @@ class ServerActor:
         budget = wall_seconds(run.time_budget, run.time_scale)
         every_updates = run.eval_every_updates
         every_seconds = wall_seconds(run.eval_every_seconds, run.time_scale)
-        next_eval_time = every_seconds
-        self._t0 = time.perf_counter()
+        every_ckpt = run.checkpoint_every_updates
+        self._t0 = time.perf_counter() - self._elapsed0
         if math.isfinite(budget):
-            loop.call_at(loop.time() + budget, self._done.put_nowait, (_DEADLINE,))
-        if self._params is not None:
-            self._request_eval(0.0)
+            remaining = max(0.0, budget - self._elapsed0)
+            loop.call_at(loop.time() + remaining, self._done.put_nowait, (_DEADLINE,))
+        emulate = self._emulate
         stamp = time.time()
-        for client in router.initial_clients(config.concurrency):
-            self._dispatch(client, 0.0, stamp)
-        emulate = run.time_scale > 0
-        end_time = 0.0
-        lag_sum, lag_max = 0.0, 0.0
+        if self._resumed_from is None:
+            if self._params is not None:
+                self._request_eval(0.0)
+            for client in router.initial_clients(config.concurrency):
+                self._create(client, 0.0, stamp)
+        else:
+            for restored in self._restored:
+                restored.stamp = stamp
+                self._tasks[restored.task_id] = restored
+                self._counters["resumed_tasks"] += 1
+                if self._active[restored.client] < 0:
+                    self._send(restored)
+                else:
+                    self._queues.setdefault(restored.client, deque()).append(restored)
+            self._restored = []
+        end_time = self._elapsed0
+        lag = self._lag
+        record = self._setup.record
         try:
-            while not self._stop:
+            while not self._stop and book.version < max_updates:
                 item = await self._done.get()
                 now = self._now()
-                if item[0] is _DEADLINE:
+                kind = item[0]
+                if kind is _DEADLINE:
                     end_time = budget
                     break
-                if item[0] is _STOP:
+                if kind is _STOP:
                     end_time = now
                     break
-                if item[0] is _FAILED:
-                    _, task_id, client, exc = item
-                    raise self._failure(task_id, client, exc) from exc
-                reply: TaskReply = item[0]
-                lag = time.time() - reply.finished_at
-                lag_sum += lag
-                lag_max = max(lag_max, lag)
-                record = self._inflight.pop(reply.task_id, None)
-                if record is None:
-                    self._duplicates += 1
+                if kind is _FAILED:
+                    _, task_id, executor, exc = item
+                    raise self._failure(task_id, executor, exc) from exc
+                if kind is _LOST:
+                    _, task_id, attempt, executor, exc = item
+                    self._lost(task_id, attempt, executor, exc)
                     continue
-                client, base_version, _ = record
-                delay = book.version - base_version
+                reply: TaskReply = kind
+                executor = item[1]
+                self._load[executor] -= 1
+                self._suspect[executor] = False
+                delta = time.time() - reply.finished_at
+                lag[0] += delta
+                lag[2] += 1
+                if delta > lag[1]:
+                    lag[1] = delta
+                task = self._tasks.pop(reply.task_id, None)
+                if task is None:
+                    self._counters["duplicates_dropped"] += 1
+                    continue
+                if task.timer is not None:
+                    task.timer.cancel()
+                client = task.client
+                delay = book.version - task.base_version
                 advanced = True
                 if strategy is not None:
                     assert self._params is not None and reply.payload is not None
                     result = ClientResult(
                         task_id=reply.task_id,
                         client_id=client,
-                        base_version=base_version,
+                        base_version=task.base_version,
                         current_version=book.version,
                         payload=reply.payload,
                         loss=float(reply.loss),
@@ -485,10 +1047,25 @@ class ServerActor:
                 book.completed(reply, delay, now)
                 if advanced:
                     book.version += 1
-                # With emulation the replacement is stamped as dispatched when the finished
-                # task ended, so the return trip and the update do not stretch the emulated
-                # cycle (the theory has no communication delay); see ClientActor.submit.
-                self._dispatch(
+                if record:
+                    self._applied.append(reply.task_id)
+                    self._services.append(
+                        (reply.task_id, client, reply.started_at, reply.finished_at)
+                    )
+                # The client's server is free: its next queued task goes first (FIFO).
+                self._active[client] = -1
+                if emulate:
+                    self._free_at[client] = reply.finished_at
+                waiting = self._queues.get(client)
+                if waiting:
+                    nxt = waiting.popleft()
+                    if not waiting:
+                        del self._queues[client]
+                    self._send(nxt)
+                # With emulation the replacement is stamped as arriving when the finished
+                # task ended, so the return trip and the update do not stretch the
+                # emulated cycle (the theory has no communication delay).
+                self._create(
                     router.route(client), now, reply.finished_at if emulate else time.time()
                 )
                 book.maybe_snapshot(now)
@@ -496,20 +1073,22 @@ class ServerActor:
                 if self._params is not None:
                     if advanced and every_updates is not None and book.version % every_updates == 0:
                         self._request_eval(now)
-                    elif now >= next_eval_time:
+                    elif now >= self._next_eval_time:
                         self._request_eval(now)
-                    while next_eval_time <= now:
-                        next_eval_time += every_seconds
+                    while self._next_eval_time <= now:
+                        self._next_eval_time += every_seconds
                 elif book.completions == book.snapshots.rows[-1][0]:
                     self._evals.append(
                         EvalPoint(now, book.version, math.nan, math.nan, math.nan, math.nan)
                     )
-                if book.version >= max_updates:
-                    break
+                if advanced and every_ckpt is not None and book.version % every_ckpt == 0:
+                    self._checkpoint(now)
         finally:
             for waiter in list(self._waiters):
                 waiter.cancel()
-            self._inflight.clear()
+            for task in self._tasks.values():
+                if task.timer is not None:
+                    task.timer.cancel()
             self._version_ref = None
         final_row = book.finish(end_time)
         if self._params is not None:
@@ -523,9 +1102,25 @@ class ServerActor:
             self._evals.append(
                 EvalPoint(end_time, book.version, math.nan, math.nan, math.nan, math.nan)
             )
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        if run.checkpoint_every_updates is not None and self._last_checkpoint != book.version:
+            self._checkpoint(end_time)
+        if self._ckpt_futures:
+            results = await asyncio.gather(*self._ckpt_futures, return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                error = errors[0]
+                if isinstance(error, RaySyncError):
+                    raise error
+                raise CheckpointError(f"writing a checkpoint failed: {error}") from error
+        for pool in (self._eval_executor, self._ckpt_executor):
+            if pool is not None:
+                pool.shutdown(wait=True)
         self._finished = True
+        debug: dict[str, Any] = {}
+        if record:
+            debug = {"applied_task_ids": self._applied, "services": self._services}
+        pending = sorted(self._tasks)
+        self._tasks.clear()
         return ServerOutcome(
             rows=book.snapshots.rows,
             final_row=final_row,
@@ -534,13 +1129,17 @@ class ServerActor:
             num_updates=book.version,
             max_delay=book.max_delay,
             evals=sorted(self._evals, key=lambda e: (e.version, e.time)),
-            busy=book.busy[:],
-            compute=book.compute[:],
-            duplicates=self._duplicates,
+            busy=book.busy.tolist(),
+            compute=book.compute.tolist(),
+            counters=dict(self._counters),
             eval_seconds=self._eval_seconds,
             final_params=self._params,
-            lag_mean=lag_sum / book.completions if book.completions else math.nan,
-            lag_max=lag_max if book.completions else math.nan,
+            lag_mean=lag[0] / lag[2] if lag[2] else math.nan,
+            lag_max=lag[1] if lag[2] else math.nan,
+            next_task_id=self._next_task,
+            pending_tasks=pending,
+            resumed_from_version=self._resumed_from,
+            debug=debug,
         )
 
     async def poll(self) -> tuple[int, float, list[tuple[int, dict[str, float], float]]]:
@@ -552,13 +1151,15 @@ class ServerActor:
             lengths) are added only when no evaluation is pending, so steps never go back.
         """
         if self._t0 is None:
-            return 0, 0.0, []
+            return self._book.version, self._elapsed0, []
         now = self._now()
         events, self._events = self._events, []
-        if self._eval_pending == 0 and not self._finished:
+        if self._setup.want_events and self._eval_pending == 0 and not self._finished:
             live = self._book.live_scalars(now)
             if live:
                 events.append((self._book.version, live, now))
+        if not self._setup.want_events:
+            events = []
         return self._book.version, now, events
 
     async def stop(self) -> None:

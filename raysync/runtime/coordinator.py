@@ -2,27 +2,29 @@
 
 :func:`run` is the entry point (re-exported as :func:`raysync.run`). It
 
-1. connects to Ray (joins ``address``, reuses an initialised session, or starts a local
-   instance that it shuts down at the end);
-2. checks that the cluster can ever hold every client (:func:`check_resources`): some
-   single alive node must offer each client's whole request, and the cluster's totals must
-   cover all requests at once, because the ``C`` tasks are spread over the clients and
-   every client actor must be alive at the same time (clients never share a slot);
-3. builds an :class:`ActorGroup` (client actors, then the server actor) with
+1. reads and verifies the checkpoint to resume from, if any (before touching Ray);
+2. connects to Ray (joins ``address``, reuses an initialised session, or starts a fresh
+   local instance with ``address="local"`` that it shuts down at the end);
+3. chooses how logical clients map onto executor actors (``runtime.mode``: one executor
+   per client, or a pool of executors per resource tier) and checks that the cluster can
+   ever hold them (:func:`check_resources`): some single alive node must offer each
+   executor's whole request, and the cluster's totals must cover all executors at once;
+4. builds an :class:`ActorGroup` (executor actors, then the server actor) with
    :meth:`ActorGroup.create`, which cleans up what it started if anything fails;
-4. runs the server's loop, polling it twice a second for progress and metric events that
+5. runs the server's loop, polling it twice a second for progress and metric events that
    it forwards to the sinks (sinks live on the driver: one TensorBoard writer per run);
-5. kills every actor it created, on success, on error and on ``KeyboardInterrupt``.
+6. kills every actor it created, on success, on error and on ``KeyboardInterrupt``.
 
 Callers never see actor handles or object references: they get a
 :class:`~raysync.simulation.result.RunResult` with ``backend="ray"``, and domain errors
 (:class:`~raysync.exceptions.ResourceUnavailableError`,
-:class:`~raysync.exceptions.RuntimeFailure`) that name the cause and the fix, raised from
-the Ray error.
+:class:`~raysync.exceptions.RuntimeFailure`, :class:`~raysync.exceptions.CheckpointError`)
+that name the cause and the fix, raised from the Ray error.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -33,35 +35,50 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from raysync.config import ClientSpec, SystemConfig
+from raysync.config import SystemConfig
 from raysync.exceptions import ConfigError, RaySyncError, ResourceUnavailableError, RuntimeFailure
 from raysync.monitoring import MetricsSink
-from raysync.runtime._backend import ServerOutcome, assemble_result
-from raysync.runtime.actors import ClientActor, ClientSetup, ServerActor, ServerSetup
+from raysync.runtime._backend import (
+    FaultPlan,
+    ServerOutcome,
+    Tier,
+    assemble_result,
+    client_request,
+    client_tiers,
+    resolve_mode,
+)
+from raysync.runtime.actors import ExecutorActor, ExecutorSetup, ServerActor, ServerSetup
+from raysync.runtime.checkpoint import (
+    check_server_state,
+    config_fingerprint,
+    fingerprint_fields,
+    read_checkpoint,
+)
 from raysync.simulation.engine import ProgressCallback
 from raysync.simulation.result import RunResult
 
 if TYPE_CHECKING:
     from raysync.workload import Workload
 
-__all__ = ["ActorGroup", "ClientPlacement", "check_resources", "client_request", "run"]
+__all__ = [
+    "ActorGroup",
+    "ClientPlacement",
+    "ExecutorPlacement",
+    "ExecutorPlan",
+    "check_resources",
+    "choose_plan",
+    "client_request",
+    "plan_executors",
+    "run",
+]
 
 logger = logging.getLogger(__name__)
 
 _EPS = 1e-9
-
-
-def client_request(spec: ClientSpec) -> dict[str, float]:
-    """The Ray resources one client's actor reserves (zero amounts omitted, CPU always)."""
-    request = {"CPU": float(spec.num_cpus)}
-    if spec.num_gpus > 0:
-        request["GPU"] = float(spec.num_gpus)
-    for key, amount in spec.resources.items():
-        request[key] = float(amount)
-    return request
 
 
 def _fmt(resources: Mapping[str, float]) -> str:
@@ -73,37 +90,135 @@ def _client_label(config: SystemConfig, i: int) -> str:
     return f"client {i} ({name})" if name else f"client {i}"
 
 
+def _executor_label(config: SystemConfig, plan: ExecutorPlan, e: int) -> str:
+    if plan.mode == "per_client":
+        return _client_label(config, plan.executor_clients[e][0])
+    tier = plan.tiers[plan.executor_tiers[e]]
+    return f"{tier.label} executor (clients {_span(tier.clients)})"
+
+
+def _span(ids: Sequence[int]) -> str:
+    if len(ids) == 1:
+        return str(ids[0])
+    if list(ids) == list(range(ids[0], ids[0] + len(ids))):
+        return f"{ids[0]}-{ids[-1]}"
+    return f"{ids[0]}, ... ({len(ids)} clients)"
+
+
+@dataclass(frozen=True)
+class ExecutorPlan:
+    """How the logical clients map onto executor actors.
+
+    Attributes:
+        mode: ``per_client`` (one executor per client) or ``pool`` (executors per tier).
+        tiers: The clients grouped by identical resource request.
+        executor_tiers: Tier of each executor.
+        executor_clients: The clients each executor may serve.
+        client_executor: ``per_client``: the executor of each client (else None).
+    """
+
+    mode: str
+    tiers: tuple[Tier, ...]
+    executor_tiers: tuple[int, ...]
+    executor_clients: tuple[tuple[int, ...], ...]
+    client_executor: tuple[int, ...] | None
+
+    @property
+    def num_executors(self) -> int:
+        """Number of executor actors."""
+        return len(self.executor_tiers)
+
+    def requests(self) -> list[dict[str, float]]:
+        """The Ray resources of each executor."""
+        return [dict(self.tiers[t].request) for t in self.executor_tiers]
+
+
+def plan_executors(config: SystemConfig, mode: str) -> ExecutorPlan:
+    """The executors of a run in ``mode`` (``per_client`` or ``pool``).
+
+    Args:
+        config: The run's config (``runtime.executors_per_tier`` sizes each pool, capped
+            at the tier's number of clients).
+        mode: ``per_client`` or ``pool``.
+
+    Returns:
+        The plan.
+
+    Raises:
+        ConfigError: Unknown mode.
+    """
+    tiers = tuple(client_tiers(config))
+    tier_of = [0] * config.num_clients
+    for tier in tiers:
+        for i in tier.clients:
+            tier_of[i] = tier.index
+    if mode == "per_client":
+        n = config.num_clients
+        return ExecutorPlan(
+            mode=mode,
+            tiers=tiers,
+            executor_tiers=tuple(tier_of),
+            executor_clients=tuple((i,) for i in range(n)),
+            client_executor=tuple(range(n)),
+        )
+    if mode != "pool":
+        raise ConfigError(f"mode must be per_client or pool, got {mode!r}")
+    executor_tiers: list[int] = []
+    executor_clients: list[tuple[int, ...]] = []
+    for tier in tiers:
+        k = min(config.runtime.executors_per_tier, len(tier.clients))
+        executor_tiers.extend([tier.index] * k)
+        executor_clients.extend([tier.clients] * k)
+    return ExecutorPlan(
+        mode=mode,
+        tiers=tiers,
+        executor_tiers=tuple(executor_tiers),
+        executor_clients=tuple(executor_clients),
+        client_executor=None,
+    )
+
+
 def check_resources(
     config: SystemConfig,
     nodes: Sequence[Mapping[str, float]],
     *,
     server_num_cpus: float = 0.0,
-) -> None:
-    """Fail fast when the cluster can never run every client at once.
+    mode: str | None = None,
+) -> ExecutorPlan:
+    """Fail fast when the cluster can never run the run's executors at once.
 
     Two checks, on the *total* resources of the alive nodes:
 
-    * each client's request (``num_cpus``, ``num_gpus`` and every custom resource) must
-      fit on one single node, since an actor cannot span nodes;
+    * each executor's request (``num_cpus``, ``num_gpus`` and every custom resource of its
+      client or tier) must fit on one single node, since an actor cannot span nodes;
     * the sum of all requests (plus the server's CPUs) must fit in the cluster, since all
-      client actors must be alive together (the ``C`` tasks are spread over them).
+      executors must be alive together (``per_client``: one per client; ``pool``:
+      ``runtime.executors_per_tier`` per tier).
 
     Passing both does not prove that the requests can be packed onto the nodes; the
-    actor group then reports clients that do not start within its start-up timeout.
+    actor group then reports executors that do not start within its start-up timeout.
 
     Args:
         config: The run's config.
         nodes: The total resources of each alive node (``ray.nodes()[k]["Resources"]``).
         server_num_cpus: CPUs reserved by the server actor.
+        mode: ``per_client`` or ``pool``; None: ``pool`` when ``runtime.mode`` says so,
+            else ``per_client`` (the stricter check ``auto`` tries first).
+
+    Returns:
+        The executor plan that fits.
 
     Raises:
-        ResourceUnavailableError: Naming the client, its request and what the largest
-            node (or the whole cluster) offers.
+        ResourceUnavailableError: Naming the client (or tier), its request and what the
+            largest node (or the whole cluster) offers.
     """
+    if mode is None:
+        mode = "pool" if config.runtime.mode == "pool" else "per_client"
+    plan = plan_executors(config, mode)
     if not nodes:
         raise ResourceUnavailableError("the Ray cluster has no alive node")
-    for i, spec in enumerate(config.clients):
-        request = client_request(spec)
+    for tier in plan.tiers:
+        request = dict(tier.request)
         if any(all(node.get(k, 0.0) + _EPS >= v for k, v in request.items()) for node in nodes):
             continue
         largest = {k: max(float(node.get(k, 0.0)) for node in nodes) for k in request}
@@ -115,25 +230,68 @@ def check_resources(
                 f"no single node holds all of it (largest amount of each on any node: "
                 f"{_fmt(largest)})"
             )
+        who = _client_label(config, tier.clients[0])
+        if len(tier.clients) > 1:
+            who += f" (and {len(tier.clients) - 1} more with the same request)"
         raise ResourceUnavailableError(
-            f"{_client_label(config, i)} requests {_fmt(request)} but {detail}; add a node "
+            f"{who} requests {_fmt(request)} but {detail}; add a node "
             "that offers it (custom resources: `ray start --resources='{...}'`) or lower the "
             "client's num_cpus/num_gpus/resources in the config"
         )
     totals: dict[str, float] = {"CPU": float(server_num_cpus)}
-    for spec in config.clients:
-        for key, value in client_request(spec).items():
+    for request in plan.requests():
+        for key, value in request.items():
             totals[key] = totals.get(key, 0.0) + value
     cluster = {k: math.fsum(float(node.get(k, 0.0)) for node in nodes) for k in totals}
     short = {k: v for k, v in totals.items() if v > cluster[k] + _EPS}
     if short:
         key = next(iter(short))
+        if plan.mode == "per_client":
+            fix = (
+                "every client actor must be alive at the same time, so lower the per-client "
+                "requests (e.g. num_cpus = 0.25), add nodes, or multiplex the clients on a "
+                'pool of executors ([runtime] mode = "pool")'
+            )
+            what = f"the {config.num_clients} clients together request"
+        else:
+            fix = (
+                "every executor must be alive at the same time, so lower "
+                "runtime.executors_per_tier or the tiers' requests, or add nodes"
+            )
+            what = (
+                f"the {plan.num_executors} executors of {len(plan.tiers)} tier(s) "
+                f"(runtime.executors_per_tier = {config.runtime.executors_per_tier}) "
+                "together request"
+            )
         raise ResourceUnavailableError(
-            f"the {config.num_clients} clients together request {key}={totals[key]:g} but the "
-            f"cluster offers {key}={cluster[key]:g} in total (all requests: {_fmt(totals)}; "
-            f"cluster: {_fmt(cluster)}); every client actor must be alive at the same time, "
-            "so lower the per-client requests (e.g. num_cpus = 0.25) or add nodes"
+            f"{what} {key}={totals[key]:g} but the cluster offers {key}={cluster[key]:g} in "
+            f"total (all requests: {_fmt(totals)}; cluster: {_fmt(cluster)}); {fix}"
         )
+    return plan
+
+
+def choose_plan(
+    config: SystemConfig, nodes: Sequence[Mapping[str, float]], *, server_num_cpus: float = 0.0
+) -> ExecutorPlan:
+    """The executor plan of a run: ``runtime.mode``, with ``auto`` resolved on ``nodes``.
+
+    Raises:
+        ResourceUnavailableError: The cluster can never hold the plan.
+    """
+    if config.runtime.mode != "auto":
+        return check_resources(
+            config, nodes, server_num_cpus=server_num_cpus, mode=config.runtime.mode
+        )
+    try:
+        plan: ExecutorPlan | None = check_resources(
+            config, nodes, server_num_cpus=server_num_cpus, mode="per_client"
+        )
+    except ResourceUnavailableError:
+        plan = None
+    mode = resolve_mode(config, per_client_fits=plan is not None)
+    if plan is not None and mode == "per_client":
+        return plan
+    return check_resources(config, nodes, server_num_cpus=server_num_cpus, mode=mode)
 
 
 def _alive_node_resources() -> list[dict[str, float]]:
@@ -162,7 +320,7 @@ def _domain_error(exc: BaseException, what: str) -> RaySyncError:
 
 @dataclass(frozen=True)
 class ClientPlacement:
-    """Where one client actor runs.
+    """Where one client's executor runs (``per_client`` mode).
 
     Attributes:
         client_id: Index of the client.
@@ -177,22 +335,65 @@ class ClientPlacement:
     device: str
 
 
-class ActorGroup:
-    """The client actors and the server actor of one run, owned as a unit.
+@dataclass(frozen=True)
+class ExecutorPlacement:
+    """Where one executor actor runs.
 
-    Build it with :meth:`create`; always :meth:`shutdown` it (it is a context manager).
-    Handles never leave the group.
+    Attributes:
+        executor_id: Index of the executor.
+        tier: Its tier.
+        node_id: Hex id of the Ray node.
+        pid: Process id of the actor.
+        device: Torch device it computes on.
     """
 
-    def __init__(self, server: Any, clients: list[Any], placements: list[ClientPlacement]):
+    executor_id: int
+    tier: int
+    node_id: str
+    pid: int
+    device: str
+
+
+class ActorGroup:
+    """The executor actors and the server actor of one run, owned as a unit.
+
+    Build it with :meth:`create`; always :meth:`shutdown` it (it is a context manager).
+    Handles and object references never leave the group.
+    """
+
+    def __init__(
+        self,
+        server: Any,
+        executors: list[Any],
+        placements: list[ExecutorPlacement],
+        plan: ExecutorPlan,
+        dataset_ref: Any = None,
+    ) -> None:
         self._server = server
-        self._clients = clients
+        self._executors = executors
         self._placements = placements
+        self._plan = plan
+        self._dataset_ref = dataset_ref
 
     @property
-    def placements(self) -> list[ClientPlacement]:
-        """Where each client runs (node id, process, device)."""
+    def placements(self) -> list[ExecutorPlacement]:
+        """Where each executor runs (node id, process, device)."""
         return list(self._placements)
+
+    @property
+    def client_placements(self) -> list[ClientPlacement] | None:
+        """``per_client`` mode: where each client's executor runs (else None)."""
+        if self._plan.client_executor is None:
+            return None
+        return [
+            ClientPlacement(
+                client_id=i,
+                node_id=self._placements[e].node_id,
+                pid=self._placements[e].pid,
+                device=self._placements[e].device,
+            )
+            for i, e in enumerate(self._plan.client_executor)
+        ]
 
     @classmethod
     def create(
@@ -201,80 +402,115 @@ class ActorGroup:
         *,
         workload: Workload | None,
         train: bool,
+        plan: ExecutorPlan | None = None,
         startup_timeout: float = 120.0,
         server_num_cpus: float = 0.0,
+        server_options: Mapping[str, Any] | None = None,
+        faults: FaultPlan | None = None,
     ) -> ActorGroup:
-        """Start the client actors, wait until they are up, then start the server.
+        """Start the executor actors, wait until they are up, then start the server.
 
         Args:
             config: The run's config.
             workload: Data and model (None in queue-only runs).
             train: Whether tasks train.
-            startup_timeout: Seconds to wait for every client actor to start.
+            plan: The executors (default: :func:`plan_executors` for ``runtime.mode``,
+                ``auto`` meaning ``per_client``).
+            startup_timeout: Seconds to wait for every executor to start.
             server_num_cpus: CPUs reserved by the server actor (0: it mostly waits).
+            server_options: Extra fields of the :class:`ServerSetup` (resume state,
+                fingerprint, run name, ...).
+            faults: Injected executor faults (tests only).
 
         Returns:
             The group, every actor alive.
 
         Raises:
-            ResourceUnavailableError: Some clients did not start within the timeout.
+            ResourceUnavailableError: Some executors did not start within the timeout.
             RuntimeFailure: An actor failed to start.
         """
-        clients: list[Any] = []
+        if plan is None:
+            plan = plan_executors(config, "pool" if config.runtime.mode == "pool" else "per_client")
+        executors: list[Any] = []
         server: Any = None
+        dataset_ref: Any = None
         try:
-            client_cls = ray.remote(ClientActor)
-            for i, spec in enumerate(config.clients):
-                x = y = None
-                if train and workload is not None:
-                    x, y = workload.client_data(i)
-                setup = ClientSetup(
-                    client_id=i,
-                    spec=spec,
-                    seed=config.seed,
-                    num_clients=config.num_clients,
+            executor_cls = ray.remote(ExecutorActor)
+            if train and workload is not None:
+                # One copy of the training set in the object store, shared read-only by
+                # every executor on a node, with each client's rows and tier (constructor
+                # arguments stay small: see ExecutorActor).
+                x_train, y_train = workload.split("train")
+                tier_of = np.zeros(config.num_clients, dtype=np.int64)
+                for tier in plan.tiers:
+                    tier_of[list(tier.clients)] = tier.index
+                dataset_ref = ray.put((x_train, y_train, workload.client_indices, tier_of))
+            work = None
+            if train:
+                from raysync.strategies import make_strategy
+
+                work = make_strategy(config.algorithm).client_work()
+            for e, tier_index in enumerate(plan.executor_tiers):
+                tier = plan.tiers[tier_index]
+                spec = tier.spec
+                setup = ExecutorSetup(
+                    executor_id=e,
+                    tier=tier_index,
+                    client=plan.executor_clients[e][0] if plan.mode == "per_client" else None,
+                    num_cpus=spec.num_cpus,
+                    num_gpus=spec.num_gpus,
                     time_scale=config.run.time_scale,
                     train=train,
-                    x=x,
-                    y=y,
+                    seed=config.seed,
                     model=workload.model if (train and workload is not None) else None,
+                    work=work,
+                    faults=faults,
                 )
                 options: dict[str, Any] = {
                     "num_cpus": spec.num_cpus,
                     "num_gpus": spec.num_gpus,
-                    "max_concurrency": 1,
-                    "max_restarts": 0,
+                    "max_restarts": config.runtime.max_restarts,
+                    "max_task_retries": 0,
+                    "max_concurrency": max(1000, 4 * config.concurrency),
+                    # One task per update: Ray's per-task event records (state API,
+                    # dashboard) would grow the GCS's memory with the run's length.
+                    "enable_task_events": False,
                 }
                 if spec.resources:
                     options["resources"] = dict(spec.resources)
-                clients.append(client_cls.options(**options).remote(setup))
-            refs = [c.info.remote() for c in clients]
+                executors.append(executor_cls.options(**options).remote(setup))
+            shared = None if dataset_ref is None else [dataset_ref]
+            refs = [x.prepare.remote(shared) for x in executors]
             ready, pending = ray.wait(refs, num_returns=len(refs), timeout=startup_timeout)
             if pending:
-                late = [i for i, ref in enumerate(refs) if ref in set(pending)]
-                labels = ", ".join(_client_label(config, i) for i in late[:5])
+                pending_set = set(pending)
+                late = [e for e, ref in enumerate(refs) if ref in pending_set]
+                labels = ", ".join(_executor_label(config, plan, e) for e in late[:5])
                 more = f" and {len(late) - 5} more" if len(late) > 5 else ""
                 raise ResourceUnavailableError(
                     f"{labels}{more} did not start within {startup_timeout:g} s: the cluster "
                     "cannot place them now (resources held by other work, or requests that "
                     "do not pack onto the nodes, e.g. "
-                    f"{_fmt(client_request(config.clients[late[0]]))}); free resources, "
+                    f"{_fmt(plan.requests()[late[0]])}); free resources, "
                     "lower the requests or add nodes"
                 )
             try:
                 infos = ray.get(refs)
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
-                raise _domain_error(exc, "starting the client actors") from exc
+                raise _domain_error(exc, "starting the executor actors") from exc
             placements = [
-                ClientPlacement(
-                    client_id=int(info["client_id"]),
+                ExecutorPlacement(
+                    executor_id=int(info["executor_id"]),
+                    tier=int(info["tier"]),
                     node_id=str(info["node_id"]),
                     pid=int(info["pid"]),
                     device=str(info["device"]),
                 )
                 for info in infos
             ]
-            server_setup = _server_setup(config, workload, train)
+            server_setup = _server_setup(
+                config, workload, train, plan, {**(server_options or {}), "dataset": shared}
+            )
             server = (
                 ray.remote(ServerActor)
                 .options(
@@ -284,7 +520,7 @@ class ActorGroup:
                         node_id=ray.get_runtime_context().get_node_id(), soft=True
                     ),
                 )
-                .remote(server_setup, clients)
+                .remote(server_setup, executors)
             )
             try:
                 ray.get(server.poll.remote(), timeout=startup_timeout)
@@ -296,9 +532,9 @@ class ActorGroup:
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
                 raise _domain_error(exc, "starting the server actor") from exc
         except BaseException:
-            _kill([server, *clients] if server is not None else clients)
+            _kill([server, *executors] if server is not None else executors)
             raise
-        return cls(server, clients, placements)
+        return cls(server, executors, placements, plan, dataset_ref)
 
     def run(
         self,
@@ -330,9 +566,10 @@ class ActorGroup:
 
     def shutdown(self) -> None:
         """Kill every actor of the group (idempotent)."""
-        _kill([self._server, *self._clients])
+        _kill([self._server, *self._executors])
         self._server = None
-        self._clients = []
+        self._executors = []
+        self._dataset_ref = None
 
     def __enter__(self) -> ActorGroup:
         return self
@@ -351,13 +588,30 @@ def _kill(handles: Sequence[Any]) -> None:
             logger.debug("could not kill actor %r", handle, exc_info=True)
 
 
-def _server_setup(config: SystemConfig, workload: Workload | None, train: bool) -> ServerSetup:
+def _server_setup(
+    config: SystemConfig,
+    workload: Workload | None,
+    train: bool,
+    plan: ExecutorPlan,
+    options: Mapping[str, Any],
+) -> ServerSetup:
+    tier_of = [0] * config.num_clients
+    for tier in plan.tiers:
+        for i in tier.clients:
+            tier_of[i] = tier.index
+    common: dict[str, Any] = {
+        "config": config,
+        "mode": plan.mode,
+        "executor_tiers": plan.executor_tiers,
+        "client_tiers": tuple(tier_of),
+        "client_executor": plan.client_executor,
+        **options,
+    }
     if not train or workload is None:
-        return ServerSetup(config=config, train=False)
+        return ServerSetup(train=False, **common)
     x_test, y_test = workload.split("test")
     x_val, y_val = workload.split("val")
     return ServerSetup(
-        config=config,
         train=True,
         initial_params=workload.initial_params,
         model=workload.model,
@@ -365,6 +619,7 @@ def _server_setup(config: SystemConfig, workload: Workload | None, train: bool) 
         y_test=y_test,
         x_val=x_val,
         y_val=y_val,
+        **common,
     )
 
 
@@ -389,7 +644,13 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 def _connect(address: str | None) -> bool:
-    """Connect to Ray; return True when this call started a local instance."""
+    """Connect to Ray; return True when this call started a local instance.
+
+    Without ``address`` a *fresh* local instance is started (``address="local"``), even
+    when a cluster started with ``ray start --head`` runs on this machine (plain
+    ``ray.init()`` would join that one and reject ``num_cpus``); only ``address`` joins a
+    cluster.
+    """
     if ray.is_initialized():
         if address is not None:
             logger.info("Ray is already initialised; ignoring address=%r", address)
@@ -405,6 +666,7 @@ def _connect(address: str | None) -> bool:
             ) from exc
         return False
     ray.init(
+        address="local",
         include_dashboard=False,
         num_cpus=os.cpu_count() or 1,
         logging_level=logging.WARNING,
@@ -421,6 +683,7 @@ def run(
     progress: ProgressCallback | None = None,
     run_name: str | None = None,
     workload: Workload | None = None,
+    resume_from: str | Path | None = None,
     warmup_fraction: float = 0.1,
     num_batches: int = 30,
     confidence: float = 0.99,
@@ -430,25 +693,34 @@ def run(
 ) -> RunResult:
     """Run an asynchronous FL system for real on Ray.
 
-    Each client is an actor with its own resources, data partition, service-time
-    distribution and random streams; the server actor applies every completed task with
-    the config's strategy and dispatches the next one with its router, keeping
-    ``config.concurrency`` tasks in flight (THEORY.md section 1). With
-    ``run.time_scale > 0`` each task lasts at least its sampled service time times
-    ``time_scale`` (heterogeneity emulation); 0 runs at compute speed.
+    Each logical client has its own resources, data partition, service-time distribution
+    and random streams; it serves its tasks one at a time, first in, first out, on an
+    executor actor: its own (``runtime.mode = "per_client"``) or one of a pool per
+    resource tier (``"pool"``: thousands of clients on a few actors). The server actor
+    applies every completed task with the config's strategy and dispatches the next one
+    with its router, keeping ``config.concurrency`` tasks in flight (THEORY.md section 1).
+    With ``run.time_scale > 0`` each task lasts at least its sampled service time times
+    ``time_scale`` (heterogeneity emulation); 0 runs at compute speed. Executors that die
+    are restarted and their tasks re-issued; ``run.task_timeout`` re-issues stragglers;
+    ``run.checkpoint_every_updates`` writes checkpoints that ``resume_from`` continues.
 
     Args:
         config: The system to run. ``run.num_updates`` and ``run.time_budget`` stop it
             (the budget is in config seconds: ``time_budget * time_scale`` wall seconds
-            with emulation). ``run.train = False`` runs queue-only (clients only wait).
+            with emulation; both count from the start of the original run when
+            resuming). ``run.train = False`` runs queue-only (clients only wait).
         address: Ray cluster to join (``"auto"``, ``"ray://host:10001"``, ...). When
-            None, an initialised Ray session is reused, otherwise a local instance is
-            started (and shut down at the end).
+            None, an initialised Ray session is reused, otherwise a fresh local instance
+            is started (and shut down at the end).
         logdir: Write TensorBoard events to ``logdir/<run_name>``.
         sinks: More metrics sinks (not closed here).
         progress: Called as ``progress(updates, seconds)`` about twice a second.
-        run_name: TensorBoard run directory name (default: time, algorithm, ``C``).
+        run_name: TensorBoard run directory name (default: time, algorithm, ``C``; when
+            resuming, the checkpointed run's name).
         workload: Prebuilt data and model (built from ``config`` when None and training).
+        resume_from: A checkpoint directory (``run.checkpoint_dir`` of an earlier run of
+            the same config) to continue from: model, version, statistics, random
+            streams and the tasks pending at the checkpoint, re-issued with their ids.
         warmup_fraction: Fraction of completions dropped before measuring.
         num_batches: Batches of the batch-means confidence intervals.
         confidence: Level of the intervals.
@@ -459,16 +731,23 @@ def run(
 
     Returns:
         A :class:`~raysync.simulation.result.RunResult` with ``backend="ray"``; times are
-        wall-clock seconds. ``extras`` holds ``client_nodes`` (node id of each client),
-        ``client_devices``, measured ``service_time_mean`` and ``compute_time_mean`` per
-        client (wall seconds), ``time_scale`` and ``throughput_config_units``
-        (throughput per config second, comparable with the theory and the simulator).
+        wall-clock seconds. ``extras`` holds ``runtime_mode``, ``executor_nodes``
+        (``client_nodes`` and ``client_devices`` in ``per_client`` mode), measured
+        ``service_time_mean`` and ``compute_time_mean`` per client (wall seconds),
+        ``time_scale`` and ``throughput_config_units`` (throughput per config second,
+        comparable with the theory and the simulator), and the fault counters
+        ``reissued_tasks``, ``timed_out_tasks``, ``duplicates_dropped``,
+        ``actor_restarts``, ``checkpoints_written`` and ``task_ids`` (``next``: ids
+        below it were created; ``pending``: those not applied; every other id was
+        applied exactly once).
 
     Raises:
         ConfigError: A bad argument.
+        CheckpointError: ``resume_from`` is missing, corrupt or from another config.
         ResourceUnavailableError: The cluster can never hold a client's request, or all
-            requests together, or the actors did not start in time.
-        RuntimeFailure: An actor died or a client failed; the message names the fix.
+            executors together, or the actors did not start in time.
+        RuntimeFailure: An executor could not be restarted or a client failed; the
+            message names the fix.
     """
     result, _ = _execute(
         config,
@@ -478,6 +757,7 @@ def run(
         progress=progress,
         run_name=run_name,
         workload=workload,
+        resume_from=resume_from,
         warmup_fraction=warmup_fraction,
         num_batches=num_batches,
         confidence=confidence,
@@ -486,6 +766,15 @@ def run(
         poll_interval=poll_interval,
     )
     return result
+
+
+def _absolute_checkpoint_dir(config: SystemConfig) -> SystemConfig:
+    """The config with ``run.checkpoint_dir`` made absolute (the server's cwd may differ)."""
+    directory = config.run.checkpoint_dir
+    if directory is None or os.path.isabs(directory):
+        return config
+    run_cfg = dataclasses.replace(config.run, checkpoint_dir=str(Path(directory).resolve()))
+    return config.replace(run=run_cfg)
 
 
 def _execute(
@@ -497,14 +786,21 @@ def _execute(
     progress: ProgressCallback | None = None,
     run_name: str | None = None,
     workload: Workload | None = None,
+    resume_from: str | Path | None = None,
     warmup_fraction: float = 0.1,
     num_batches: int = 30,
     confidence: float = 0.99,
     startup_timeout: float = 120.0,
     server_num_cpus: float = 0.0,
     poll_interval: float = 0.5,
+    faults: FaultPlan | None = None,
+    record: bool = False,
 ) -> tuple[RunResult, ServerOutcome]:
-    """:func:`run`, also returning the server's raw outcome (statistics snapshots)."""
+    """:func:`run`, also returning the server's raw outcome (statistics snapshots).
+
+    ``faults`` injects executor crashes and stragglers and ``record`` keeps per-task
+    records (``extras["debug"]``): both for tests only.
+    """
     from raysync.monitoring.tensorboard import (
         TensorBoardSink,
         default_run_name,
@@ -522,6 +818,7 @@ def _execute(
     if not 0.0 < confidence < 1.0:
         raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
     wall_start = time.perf_counter()
+    config = _absolute_checkpoint_dir(config)
     train = config.run.train
     if train and workload is None:
         from raysync.workload import build_workload
@@ -532,30 +829,81 @@ def _execute(
             f"workload has {workload.num_clients} client partitions but the config has "
             f"{config.num_clients} clients"
         )
+    num_params = int(workload.initial_params.size) if (train and workload is not None) else None
+    fingerprint = config_fingerprint(config, num_params)
+    fields = fingerprint_fields(config, num_params)
+    resume_state: dict[str, Any] | None = None
+    if resume_from is not None:
+        checkpoint = read_checkpoint(resume_from, fingerprint=fingerprint, fields=fields)
+        resume_state = check_server_state(
+            checkpoint, num_clients=config.num_clients, num_params=num_params
+        )
+        if run_name is None and resume_state.get("run_name"):
+            run_name = str(resume_state["run_name"])
+        logger.info("resuming from %s at version %d", checkpoint.directory, checkpoint.version)
+    if run_name is None and (logdir is not None or config.run.checkpoint_dir is not None):
+        run_name = default_run_name(config)
 
     started = _connect(address)
     own_sinks: list[MetricsSink] = []
     group: ActorGroup | None = None
     try:
-        check_resources(config, _alive_node_resources(), server_num_cpus=server_num_cpus)
+        plan = choose_plan(config, _alive_node_resources(), server_num_cpus=server_num_cpus)
         if logdir is not None:
-            own_sinks.append(TensorBoardSink(logdir, run_name=run_name or default_run_name(config)))
+            own_sinks.append(
+                TensorBoardSink(
+                    logdir,
+                    run_name=run_name or default_run_name(config),
+                    append=resume_state is not None,
+                )
+            )
         all_sinks = [*sinks, *own_sinks]
-        theory = theory_scalars(config, time_unit=config.run.time_scale)
+        theory = theory_scalars(config, time_unit=config.run.time_scale) if all_sinks else {}
         for sink in all_sinks:
-            if theory:
+            if theory and resume_state is None:
                 sink.log_scalars(0, theory, time=0.0)
         group = ActorGroup.create(
             config,
             workload=workload,
             train=train,
+            plan=plan,
             startup_timeout=startup_timeout,
             server_num_cpus=server_num_cpus,
+            server_options={
+                "fingerprint": fingerprint,
+                "fingerprint_fields": fields,
+                "run_name": run_name,
+                "resume": resume_state,
+                "want_events": bool(all_sinks),
+                "record": record,
+            },
+            faults=faults,
         )
+        resume_state = None  # shipped to the server; free the driver's copy
         placements = group.placements
+        clients = group.client_placements
         outcome = group.run(sinks=all_sinks, progress=progress, poll_interval=poll_interval)
         group.shutdown()
         group = None
+        extras: dict[str, Any] = {
+            "runtime_mode": plan.mode,
+            "num_executors": plan.num_executors,
+            "tiers": [
+                {"label": t.label, "num_clients": len(t.clients), "request": dict(t.request)}
+                for t in plan.tiers
+            ],
+            "executor_tiers": list(plan.executor_tiers),
+            "executor_nodes": [p.node_id for p in placements],
+            "executor_devices": [p.device for p in placements],
+            "routing_probabilities": (
+                None
+                if config.routing_probabilities is None
+                else [float(v) for v in config.routing_probabilities]
+            ),
+        }
+        if clients is not None:
+            extras["client_nodes"] = [p.node_id for p in clients]
+            extras["client_devices"] = [p.device for p in clients]
         result = assemble_result(
             outcome,
             config,
@@ -564,26 +912,19 @@ def _execute(
             warmup_fraction=warmup_fraction,
             num_batches=num_batches,
             confidence=confidence,
-            extras={
-                "client_nodes": [p.node_id for p in placements],
-                "client_devices": [p.device for p in placements],
-                "routing_probabilities": (
-                    None
-                    if config.routing_probabilities is None
-                    else [float(v) for v in config.routing_probabilities]
-                ),
-            },
+            extras=extras,
         )
-        final = {**summary_scalars(result), **theory}
-        metrics = {
-            "hparam/throughput": result.throughput,
-            "hparam/mean_staleness": result.mean_staleness,
-            "hparam/final_test_accuracy": result.final_test_accuracy,
-            "hparam/final_test_loss": result.final_test_loss,
-        }
-        for sink in all_sinks:
-            sink.log_scalars(result.num_updates, final, time=result.elapsed)
-            sink.log_hparams(run_hparams(config), metrics)
+        if all_sinks:
+            final = {**summary_scalars(result), **theory}
+            metrics = {
+                "hparam/throughput": result.throughput,
+                "hparam/mean_staleness": result.mean_staleness,
+                "hparam/final_test_accuracy": result.final_test_accuracy,
+                "hparam/final_test_loss": result.final_test_loss,
+            }
+            for sink in all_sinks:
+                sink.log_scalars(result.num_updates, final, time=result.elapsed)
+                sink.log_hparams(run_hparams(config), metrics)
         logger.info(
             "ray run done: %d updates in %.3f s (%.1f updates/s)",
             result.num_updates,

@@ -2,7 +2,9 @@
 
 :func:`simulate` runs a :class:`~raysync.config.SystemConfig` (queue-only or with real
 training) and returns a :class:`RunResult`; the service-time distributions it samples
-from live in :mod:`raysync.simulation.service_times`.
+from live in :mod:`raysync.simulation.service_times`, and the statistics machinery both
+backends share (snapshots, batch means, service-time streams) in
+:mod:`raysync.simulation.statistics`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from raysync.simulation.engine import (
     ProgressCallback,
     RunGenerators,
+    queue_only_snapshots,
     run_generators,
     simulate,
 )
@@ -35,6 +38,7 @@ __all__ = [
     "TraceServiceTime",
     "batch_ratio_ci",
     "make_service_time",
+    "queue_only_snapshots",
     "run_generators",
     "simulate",
 ]

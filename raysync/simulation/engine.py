@@ -42,17 +42,25 @@ import numpy as np
 from raysync.config import SystemConfig
 from raysync.exceptions import ConfigError
 from raysync.monitoring import MetricsSink
-from raysync.simulation.result import RunResult, batch_ratio_ci
+from raysync.simulation.result import RunResult
+from raysync.simulation.statistics import (
+    DEFAULT_BLOCK,
+    Snapshots,
+    batch_statistics,
+    service_stream,
+    snapshot_capacity,
+    snapshot_interval,
+)
 
 if TYPE_CHECKING:
     from raysync.routing._base import BaseRouter
-    from raysync.simulation.service_times import BaseServiceTime
     from raysync.strategies._base import BaseStrategy
     from raysync.workload import Workload
 
 __all__ = [
     "ProgressCallback",
     "RunGenerators",
+    "queue_only_snapshots",
     "run_generators",
     "simulate",
 ]
@@ -66,9 +74,6 @@ ProgressCallback = Callable[[int, float], None]
 _KEY_SERVICE = 0
 _KEY_MINIBATCH = 1
 _KEY_ROUTER = 2
-
-_DEFAULT_BLOCK = 1024
-_TARGET_SNAPSHOTS = 480
 
 
 @dataclass(frozen=True)
@@ -110,75 +115,7 @@ def run_generators(seed: int, num_clients: int) -> RunGenerators:
     )
 
 
-def _service_stream(
-    service_time: BaseServiceTime, rng: np.random.Generator, block: int
-) -> Iterator[float]:
-    """Endless stream of durations, drawn ``block`` at a time through the distribution."""
-    while True:
-        draws = np.asarray(service_time.sample(rng, size=block), dtype=np.float64)
-        yield from draws.tolist()
-
-
 # --------------------------------------------------------------------------- recording
-
-
-class _Snapshots:
-    """Cumulative statistics on a grid of completion counts (merged by doubling).
-
-    Each snapshot holds, at a completion instant: completions ``c``, time ``t``, model
-    version, and per client the completions, the sums of ``D`` and ``D^2``, the sums of
-    departure and arrival instants, the queue lengths, the busy time started so far and
-    the in-service residuals (from a copy of the event heap). Because every quantity is
-    cumulative, dropping every other snapshot merges neighbouring intervals exactly.
-    """
-
-    def __init__(self, interval: int, max_snapshots: int) -> None:
-        self.interval = interval
-        self.max_snapshots = max_snapshots
-        self.rows: list[tuple[Any, ...]] = []
-
-    def take(self, row: tuple[Any, ...]) -> int:
-        """Store a snapshot; return the completion count of the next one."""
-        self.rows.append(row)
-        if len(self.rows) > self.max_snapshots:
-            # Keep c = 0, 2m, 4m, ...: the grid becomes multiples of 2m.
-            self.rows = self.rows[::2]
-            self.interval *= 2
-            last = self.rows[-1][0]
-            return int(last + self.interval)
-        return int(row[0] + self.interval)
-
-
-@dataclass
-class _State:
-    """Cumulative state arrays at one instant, derived from a snapshot row."""
-
-    completions: int
-    time: float
-    version: int
-    count: np.ndarray
-    sum_delay: np.ndarray
-    sum_delay2: np.ndarray
-    area: np.ndarray
-    busy: np.ndarray
-
-
-def _state(row: tuple[Any, ...], num_clients: int) -> _State:
-    c, t, version, cnt, sd, sd2, dep, arr, lens, busy_started, heap = row
-    residual = np.zeros(num_clients)
-    for entry in heap:
-        residual[entry[-1]] = entry[0] - t
-    lens_a = np.asarray(lens, dtype=np.float64)
-    return _State(
-        completions=int(c),
-        time=float(t),
-        version=int(version),
-        count=np.asarray(cnt, dtype=np.float64),
-        sum_delay=np.asarray(sd, dtype=np.float64),
-        sum_delay2=np.asarray(sd2, dtype=np.float64),
-        area=np.asarray(dep, dtype=np.float64) + lens_a * t - np.asarray(arr, dtype=np.float64),
-        busy=np.asarray(busy_started, dtype=np.float64) - residual,
-    )
 
 
 @dataclass
@@ -191,82 +128,6 @@ class _Curve:
     test_accuracy: list[float]
     val_loss: list[float]
     val_accuracy: list[float]
-
-
-def _statistics(
-    rows: list[tuple[Any, ...]],
-    final_row: tuple[Any, ...],
-    *,
-    num_clients: int,
-    warmup_fraction: float,
-    num_batches: int,
-    confidence: float,
-) -> dict[str, Any]:
-    """Point estimates and batch-means intervals over the post-warm-up window."""
-    n = num_clients
-    final = _state(final_row, n)
-    total = final.completions
-    warmup = math.ceil(warmup_fraction * total)
-    grid = [r for r in rows if r[0] >= warmup]
-    states: list[_State]
-    if len(grid) >= 3:
-        intervals = len(grid) - 1
-        batches = min(num_batches, intervals)
-        per_batch = intervals // batches
-        start = len(grid) - 1 - batches * per_batch
-        states = [_state(grid[start + b * per_batch], n) for b in range(batches + 1)]
-    else:  # too short for batches: one window from the warm-up point to the end
-        first = grid[0] if grid else rows[-1] if rows and rows[-1][0] < total else rows[0]
-        states = [_state(first, n), final]
-        batches = 0
-    nb = len(states) - 1
-    dt = np.array([states[b + 1].time - states[b].time for b in range(nb)])
-    dc = np.array([states[b + 1].completions - states[b].completions for b in range(nb)], float)
-
-    def diff(attr: str) -> np.ndarray:
-        return np.stack(
-            [getattr(states[b + 1], attr) - getattr(states[b], attr) for b in range(nb)]
-        )
-
-    count, sum_delay, sum_delay2 = diff("count"), diff("sum_delay"), diff("sum_delay2")
-    area, busy = diff("area"), diff("busy")
-
-    def ci(num: np.ndarray, den: np.ndarray) -> tuple[Any, Any, Any]:
-        if batches >= 2:
-            return batch_ratio_ci(num, den, confidence=confidence)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            est = num.sum(axis=0) / den.sum(axis=0)
-        nan = np.full_like(np.asarray(est, dtype=float), np.nan)
-        return est, nan, nan
-
-    thr, thr_lo, thr_hi = ci(dc, dt)
-    cthr, _, _ = ci(count, dt)
-    delay, d_lo, d_hi = ci(sum_delay, count)
-    qlen, q_lo, q_hi = ci(area, dt)
-    util, u_lo, u_hi = ci(busy, dt)
-    stale, s_lo, s_hi = ci(sum_delay.sum(axis=1), count.sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tot_cnt = count.sum(axis=0)
-        second = sum_delay2.sum(axis=0) / tot_cnt
-        std = np.sqrt(np.maximum(second - np.asarray(delay) ** 2, 0.0))
-    return {
-        "throughput": float(thr),
-        "throughput_ci": (float(thr_lo), float(thr_hi)),
-        "client_throughput": np.asarray(cthr, dtype=np.float64),
-        "utilization": np.asarray(util, dtype=np.float64),
-        "utilization_ci": np.stack([u_lo, u_hi], axis=-1).astype(np.float64),
-        "mean_queue_length": np.asarray(qlen, dtype=np.float64),
-        "mean_queue_length_ci": np.stack([q_lo, q_hi], axis=-1).astype(np.float64),
-        "mean_relative_delay": np.asarray(delay, dtype=np.float64),
-        "relative_delay_std": np.asarray(std, dtype=np.float64),
-        "relative_delay_ci": np.stack([d_lo, d_hi], axis=-1).astype(np.float64),
-        "mean_staleness": float(stale),
-        "mean_staleness_ci": (float(s_lo), float(s_hi)),
-        "completed": final.count.astype(np.int64),
-        "warmup_updates": int(states[0].completions),
-        "window_updates": int(dc.sum()),
-        "num_batches": int(batches if batches >= 2 else 0),
-    }
 
 
 # --------------------------------------------------------------------------- the engine
@@ -303,7 +164,7 @@ def simulate(
     warmup_fraction: float = 0.1,
     num_batches: int = 30,
     confidence: float = 0.99,
-    block_size: int = _DEFAULT_BLOCK,
+    block_size: int = DEFAULT_BLOCK,
 ) -> RunResult:
     """Simulate one run of an asynchronous FL system on a virtual clock.
 
@@ -346,16 +207,13 @@ def simulate(
     router.bind(n, gens.router)
     service_times = [make_service_time(c.service_time) for c in config.clients]
     streams = [
-        _service_stream(st, rng, block_size)
+        service_stream(st, rng, block_size)
         for st, rng in zip(service_times, gens.service, strict=True)
     ]
     max_updates = config.run.num_updates
     budget = config.run.time_budget
-    if max_updates is not None:
-        interval = max(1, max_updates // _TARGET_SNAPSHOTS)
-    else:
-        interval = 1
-    snapshots = _Snapshots(interval, 2 * _TARGET_SNAPSHOTS)
+    capacity = snapshot_capacity(n)
+    snapshots = Snapshots(snapshot_interval(max_updates, capacity), capacity)
     common: dict[str, Any] = {
         "config": config,
         "router": router,
@@ -378,7 +236,7 @@ def simulate(
         eval_seconds = extra["eval_seconds"]
     else:
         final_row, curve, extra = _run_queue_only(**common)
-    stats = _statistics(
+    stats = batch_statistics(
         snapshots.rows,
         final_row,
         num_clients=n,
@@ -437,6 +295,53 @@ def simulate(
     return result
 
 
+def queue_only_snapshots(
+    config: SystemConfig, *, block_size: int = DEFAULT_BLOCK
+) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
+    """The raw statistics snapshots of a queue-only simulation (for paired comparisons).
+
+    :func:`simulate` returns only the summary; comparing another backend batch by batch
+    with the very same sample path (the Ray runtime draws from the same streams) needs the
+    cumulative snapshots themselves. The grid is the one :func:`simulate` and the runtime
+    use (:func:`~raysync.simulation.statistics.snapshot_interval`), so two runs of the
+    same length are cut into the same batches.
+
+    Args:
+        config: The system; ``run.num_updates`` and ``run.time_budget`` stop it.
+        block_size: Service times drawn per call of ``BaseServiceTime.sample``.
+
+    Returns:
+        ``(rows, final_row)`` in the layout of :mod:`raysync.simulation.statistics`;
+        ``rows`` ends with ``final_row`` when the end lies on the grid.
+    """
+    _check_inputs(config, 0.1, 30, 0.99, block_size)
+    from raysync.routing import make_router
+    from raysync.simulation.service_times import make_service_time
+
+    n = config.num_clients
+    gens = run_generators(config.seed, n)
+    router = make_router(config.routing)
+    router.bind(n, gens.router)
+    streams = [
+        service_stream(make_service_time(c.service_time), rng, block_size)
+        for c, rng in zip(config.clients, gens.service, strict=True)
+    ]
+    max_updates = config.run.num_updates
+    budget = config.run.time_budget
+    capacity = snapshot_capacity(n)
+    snapshots = Snapshots(snapshot_interval(max_updates, capacity), capacity)
+    final, _, _ = _run_queue_only(
+        config=config,
+        router=router,
+        streams=streams,
+        snapshots=snapshots,
+        max_updates=max_updates if max_updates is not None else math.inf,
+        budget=budget if budget is not None else math.inf,
+        progress=None,
+    )
+    return snapshots.rows, final
+
+
 def _initial_heap(
     queues: list[deque[Any]], nexts: list[Callable[[], float]], busy: list[float]
 ) -> tuple[list[tuple[float, int, int]], int]:
@@ -457,7 +362,7 @@ def _run_queue_only(
     config: SystemConfig,
     router: BaseRouter,
     streams: list[Iterator[float]],
-    snapshots: _Snapshots,
+    snapshots: Snapshots,
     max_updates: float,
     budget: float,
     progress: ProgressCallback | None,
@@ -561,7 +466,7 @@ class _TrainingLoop:
         config: SystemConfig,
         router: BaseRouter,
         streams: list[Iterator[float]],
-        snapshots: _Snapshots,
+        snapshots: Snapshots,
         max_updates: float,
         budget: float,
         progress: ProgressCallback | None,

@@ -14,6 +14,7 @@ from raysync.config import (
     ModelConfig,
     RoutingConfig,
     RunConfig,
+    RuntimeConfig,
     ServiceTimeSpec,
     SystemConfig,
     dump_config,
@@ -72,6 +73,22 @@ def test_config_error_is_value_error_and_raysync_error() -> None:
         (lambda: RunConfig(num_updates=0), r"run.num_updates must be an integer >= 1, got 0"),
         (lambda: RunConfig(time_budget=-5.0), r"run.time_budget must be > 0, got -5.0"),
         (lambda: RunConfig(time_scale=-1.0), r"run.time_scale must be >= 0"),
+        (lambda: RunConfig(task_timeout=0.0), r"run.task_timeout must be > 0, got 0.0"),
+        (
+            lambda: RunConfig(checkpoint_every_updates=10),
+            r"run.checkpoint_dir is required when run.checkpoint_every_updates is set",
+        ),
+        (
+            lambda: RunConfig(checkpoint_every_updates=0, checkpoint_dir="c"),
+            r"run.checkpoint_every_updates must be an integer >= 1, got 0",
+        ),
+        (lambda: RunConfig(checkpoint_dir=""), r"run.checkpoint_dir must be a non-empty path"),
+        (lambda: RuntimeConfig(mode="threads"), r"runtime.mode must be one of auto, per_client"),
+        (
+            lambda: RuntimeConfig(executors_per_tier=0),
+            r"runtime.executors_per_tier must be an integer >= 1, got 0",
+        ),
+        (lambda: RuntimeConfig(max_restarts=-1), r"runtime.max_restarts must be an integer >= 0"),
         (
             lambda: SystemConfig(clients=_clients([1.0, 2.0]), concurrency=0),
             r"concurrency must be an integer >= 1, got 0",
@@ -182,3 +199,38 @@ def test_any_normalised_routing_is_accepted_and_round_trips(
         routing=RoutingConfig(kind="fixed", p=p),
     )
     assert SystemConfig.from_dict(config.to_dict()) == config
+
+
+def test_runtime_and_fault_settings_load_from_toml_and_round_trip(tmp_path: Path) -> None:
+    text = """
+concurrency = 4
+[[clients]]
+count = 3000
+service_time = { kind = "exponential", rate = 2.0 }
+num_cpus = 0.5
+[run]
+num_updates = 100
+task_timeout = 5.0
+checkpoint_every_updates = 50
+checkpoint_dir = "ckpt"
+[runtime]
+mode = "pool"
+executors_per_tier = 3
+max_restarts = 1
+"""
+    path = tmp_path / "pool.toml"
+    path.write_text(text)
+    config = load_config(path)
+    assert config.num_clients == 3000
+    assert config.runtime == RuntimeConfig(mode="pool", executors_per_tier=3, max_restarts=1)
+    assert config.run.task_timeout == 5.0
+    assert config.run.checkpoint_every_updates == 50
+    assert config.run.checkpoint_dir == "ckpt"
+    out = tmp_path / "round.toml"
+    dump_config(config, out)
+    assert load_config(out) == config
+    assert SystemConfig.from_dict(config.to_dict()) == config
+    default = SystemConfig(clients=_clients([1.0]), concurrency=1)
+    assert default.runtime.mode == "auto"
+    with pytest.raises(ConfigError, match="unknown key 'executors' in \\[runtime\\]"):
+        SystemConfig.from_dict({**default.to_dict(), "runtime": {"executors": 2}})

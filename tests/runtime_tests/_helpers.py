@@ -59,36 +59,13 @@ def digits_config(num_updates: int, *, time_scale: float = 0.0, **run: Any) -> S
 def simulator_rows(config: SystemConfig) -> list[tuple[Any, ...]]:
     """The simulator's statistics snapshots of a queue-only run (same grid as the runtime).
 
-    Uses the engine's private pieces: ``simulate`` returns only the summary, and the paired
-    comparison below needs the per-batch sums of the very same sample path.
+    ``simulate`` returns only the summary, and the paired comparison below needs the
+    per-batch sums of the very same sample path.
     """
-    from raysync.routing import make_router
-    from raysync.simulation import engine
-    from raysync.simulation.service_times import make_service_time
+    from raysync.simulation import queue_only_snapshots
 
-    n = config.num_clients
-    gens = engine.run_generators(config.seed, n)
-    router = make_router(config.routing)
-    router.bind(n, gens.router)
-    streams = [
-        engine._service_stream(make_service_time(c.service_time), g, engine._DEFAULT_BLOCK)
-        for c, g in zip(config.clients, gens.service, strict=True)
-    ]
-    num_updates = config.run.num_updates
-    assert num_updates is not None
-    snapshots = engine._Snapshots(
-        max(1, num_updates // engine._TARGET_SNAPSHOTS), 2 * engine._TARGET_SNAPSHOTS
-    )
-    final, _, _ = engine._run_queue_only(
-        config=config,
-        router=router,
-        streams=streams,
-        snapshots=snapshots,
-        max_updates=num_updates,
-        budget=math.inf,
-        progress=None,
-    )
-    return with_final(snapshots.rows, final)
+    rows, final = queue_only_snapshots(config)
+    return with_final(rows, final)
 
 
 def with_final(rows: list[tuple[Any, ...]], final: tuple[Any, ...]) -> list[tuple[Any, ...]]:

@@ -137,3 +137,21 @@ def test_unreachable_address_fails_fast() -> None:
         _check_reachable("ray://127.0.0.1:1")
     assert time.monotonic() - start < 10
     _check_reachable("auto")  # left to Ray
+
+
+def test_local_runs_start_a_fresh_instance_and_only_address_joins(monkeypatch) -> None:  # noqa: ANN001
+    # A cluster started with `ray start --head` on this machine must not be joined by a
+    # run without --address (ray.init() would, and then reject num_cpus).
+    import ray
+
+    from raysync.runtime import coordinator
+
+    calls: list[dict] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    assert coordinator._connect(None) is True
+    assert calls[-1]["address"] == "local"
+    assert calls[-1]["num_cpus"] >= 1
+    assert coordinator._connect("auto") is False
+    assert calls[-1]["address"] == "auto"
+    assert "num_cpus" not in calls[-1]

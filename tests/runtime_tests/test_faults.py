@@ -1,0 +1,73 @@
+"""Executors that crash mid-task and stragglers: the run still applies every task once.
+
+Faults are injected with :class:`~raysync.runtime._backend.FaultPlan`: the executor that
+receives a listed task id (first attempt) calls ``os._exit`` at once, so the task and every
+other task in flight on that executor are lost with ``RayActorError``; a delayed task
+stalls long past ``run.task_timeout``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from raysync.config import RunConfig, RuntimeConfig
+from raysync.runtime._backend import FaultPlan
+from raysync.runtime.coordinator import _execute
+
+from ._helpers import digits_config, queue_config
+
+pytestmark = pytest.mark.ray
+
+COUNTERS = ("reissued_tasks", "timed_out_tasks", "duplicates_dropped", "actor_restarts")
+
+
+def _check_exactly_once(result, num_updates: int) -> list[int]:  # noqa: ANN001
+    """Exactly ``num_updates`` updates, every created task applied once or still pending."""
+    applied = result.extras["debug"]["applied_task_ids"]
+    ids = result.extras["task_ids"]
+    assert result.num_updates == num_updates
+    assert len(applied) == len(set(applied)) == result.num_completions
+    assert sorted([*applied, *ids["pending"]]) == list(range(ids["next"]))
+    return applied
+
+
+@pytest.mark.parametrize("mode", ["pool", "per_client"])
+def test_killed_executor_is_restarted_and_its_tasks_reissued(ray_session, mode: str) -> None:  # noqa: ANN001
+    config = queue_config((0.01, 0.01, 0.01, 0.01), None, 4, 400, seed=1)
+    config = config.replace(runtime=RuntimeConfig(mode=mode, executors_per_tier=2))
+    result, _ = _execute(config, faults=FaultPlan(exit_on_tasks=frozenset({40, 200})), record=True)
+    _check_exactly_once(result, 400)
+    assert result.extras["runtime_mode"] == mode
+    assert result.extras["actor_restarts"] == 2
+    assert result.extras["reissued_tasks"] >= 2  # the crashing tasks, and any beside them
+    assert result.extras["timed_out_tasks"] == 0
+
+
+def test_training_survives_a_crash_with_the_same_model(ray_session) -> None:  # noqa: ANN001
+    # Without emulation and with C = 1 the schedule is deterministic, and a re-issued task
+    # draws the same minibatch: the crash must not change the trained model at all.
+    config = digits_config(120, eval_every_updates=None)
+    config = config.replace(concurrency=1, runtime=RuntimeConfig(mode="pool", executors_per_tier=2))
+    clean, _ = _execute(config, record=True)
+    crashed, _ = _execute(config, faults=FaultPlan(exit_on_tasks=frozenset({60})), record=True)
+    assert _check_exactly_once(crashed, 120) == list(range(120))
+    assert crashed.extras["actor_restarts"] == 1
+    assert crashed.final_test_loss == clean.final_test_loss
+    assert crashed.final_test_accuracy == clean.final_test_accuracy
+
+
+def test_straggler_is_reissued_and_its_late_duplicate_dropped(ray_session) -> None:  # noqa: ANN001
+    config = queue_config((0.01, 0.01, 0.01, 0.01), None, 4, 1000, seed=2)
+    config = config.replace(
+        run=RunConfig(num_updates=1000, train=False, time_scale=1.0, task_timeout=0.3),
+        runtime=RuntimeConfig(mode="pool", executors_per_tier=2),
+    )
+    # Task 50's first attempt stalls 1 s: the 0.3 s timeout re-issues it, the copy is
+    # applied, and the stalled original comes back ~0.7 s later (the run lasts ~2.5 s).
+    result, _ = _execute(config, faults=FaultPlan(delay_tasks={50: 1.0}), record=True)
+    applied = _check_exactly_once(result, 1000)
+    assert 50 in applied
+    assert result.extras["timed_out_tasks"] == 1
+    assert result.extras["reissued_tasks"] == 1
+    assert result.extras["duplicates_dropped"] == 1
+    assert result.extras["actor_restarts"] == 0
