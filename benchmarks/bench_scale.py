@@ -92,35 +92,65 @@ def scale_config(
     )
 
 
+def _role(proc: psutil.Process, me: psutil.Process) -> str:
+    """A process's role: driver, gcs_server, raylet, ServerActor, ExecutorActor, ..."""
+    if proc.pid == me.pid:
+        return "driver"
+    name = proc.name()
+    if name.startswith("ray::"):
+        return name[5:].split(".")[0]
+    if name == "python":
+        cmd = " ".join(proc.cmdline()[1:3])
+        for key in ("dashboard", "log_monitor", "monitor", "agent"):
+            if key in cmd:
+                return f"python ({key})"
+        return "python (other)"
+    return name
+
+
 class RssSampler:
     """Samples the RSS of this process and all its descendants every ``every`` seconds."""
 
     def __init__(self, every: float) -> None:
         self.every = every
         self.samples: list[tuple[float, float, int]] = []  # (seconds, MB, processes)
+        self.roles: list[tuple[float, dict[str, float]]] = []  # (seconds, MB per role)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._t0 = time.perf_counter()
+        self._names: dict[int, str] = {}
 
     def clock(self) -> float:
         """Seconds on the sampler's clock."""
         return time.perf_counter() - self._t0
 
-    def sample(self) -> tuple[float, int]:
+    def sample(self, roles: dict[str, float] | None = None) -> tuple[float, int]:
         me = psutil.Process()
         total, count = 0, 0
         for proc in [me, *me.children(recursive=True)]:
             try:
-                total += proc.memory_info().rss
-                count += 1
+                rss = proc.memory_info().rss
+                if roles is not None:
+                    # A worker is "IDLE" until it hosts an actor; keep the last real role.
+                    role = _role(proc, me)
+                    if role in ("IDLE", "python (other)"):
+                        role = self._names.get(proc.pid, role)
+                    else:
+                        self._names[proc.pid] = role
+                    roles[role] = roles.get(role, 0.0) + rss / 2**20
             except psutil.Error:
                 continue
+            total += rss
+            count += 1
         return total / 2**20, count
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            mb, count = self.sample()
-            self.samples.append((time.perf_counter() - self._t0, mb, count))
+            roles: dict[str, float] = {}
+            mb, count = self.sample(roles)
+            now = time.perf_counter() - self._t0
+            self.samples.append((now, mb, count))
+            self.roles.append((now, roles))
             self._stop.wait(self.every)
 
     def __enter__(self) -> RssSampler:
@@ -185,6 +215,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     in_loop = [mb for t, mb, _ in sampler.samples if loop_start <= t <= loop_end]
     after = [mb for t, mb, _ in sampler.samples if warm <= t <= loop_end]
     slope = slope_mb_per_min(sampler.samples, warm, loop_end)
+    role_slopes: dict[str, dict[str, float]] = {}
+    for role in sorted({r for _, roles in sampler.roles for r in roles}):
+        series = [(t, roles.get(role, math.nan), 0) for t, roles in sampler.roles]
+        window = [mb for t, mb, _ in series if warm <= t <= loop_end and math.isfinite(mb)]
+        if len(window) < 2:
+            continue  # only alive before the warm-up ended (idle workers)
+        role_slopes[role] = {
+            "mb_at_warmup_end": window[0] if window else math.nan,
+            "mb_at_loop_end": window[-1] if window else math.nan,
+            "slope_mb_per_min": slope_mb_per_min(
+                [x for x in series if math.isfinite(x[1])], warm, loop_end
+            ),
+        }
     lo, hi = result.throughput_ci
     return {
         "num_clients": args.num_clients,
@@ -215,6 +258,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "rss_after_warmup_min_mb": min(after) if after else math.nan,
         "rss_after_warmup_max_mb": max(after) if after else math.nan,
         "rss_slope_mb_per_min": slope,
+        "rss_by_role": role_slopes,
         "rss_samples": [[round(t, 2), round(mb, 1), n] for t, mb, n in sampler.samples],
         "loop_start_s": loop_start,
         "loop_end_s": loop_end,
@@ -305,6 +349,19 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"| **RSS slope after warm-up** | **{r['rss_slope_mb_per_min']:+.2f} MB/min** |",
         "",
         "![memory and throughput](bench_scale.png)",
+        "",
+        "RSS by process role over the same window (several processes share a role; "
+        "shared pages counted in each):",
+        "",
+        "| role | MB at warm-up end | MB at loop end | slope MB/min |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {role} | {v['mb_at_warmup_end']:.0f} | {v['mb_at_loop_end']:.0f} | "
+            f"{v['slope_mb_per_min']:+.2f} |"
+            for role, v in sorted(
+                r.get("rss_by_role", {}).items(), key=lambda kv: -kv[1]["mb_at_loop_end"]
+            )
+        ),
         "",
         "Memory is sampled every "
         f"{report['settings']['sample_every']:g} s with psutil (RSS of the driver and every "
