@@ -1166,21 +1166,9 @@ def _build_workload(config: SystemConfig) -> Any:
 
 def _ensure_ray(address: str | None) -> bool:
     """Join ``address`` or an initialised session, or start a local instance (True)."""
-    import ray
+    from raysync.runtime import connect
 
-    if ray.is_initialized():
-        return False
-    if address is not None:
-        ray.init(address=address, logging_level=logging.WARNING)
-        return False
-    ray.init(
-        address="local",
-        num_cpus=os.cpu_count() or 1,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
-    return True
+    return connect(address)
 
 
 def _trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:

@@ -26,9 +26,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
-import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -472,16 +470,9 @@ def _handle(args: argparse.Namespace) -> int:
     from raysync.workload import build_workload
 
     workload = build_workload(config.replace(run=variants["optimised"].run))
-    started = False
-    if not ray.is_initialized():
-        if args.address:
-            ray.init(address=args.address, logging_level=logging.WARNING)
-        else:
-            ray.init(
-                address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
-                logging_level=logging.WARNING, log_to_driver=False,
-            )
-            started = True
+    from raysync.runtime import connect
+
+    started = connect(args.address)
     results: dict[str, RunResult] = {}
     try:
         for label, cfg in variants.items():

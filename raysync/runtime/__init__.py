@@ -26,6 +26,7 @@ from raysync.runtime.coordinator import (
     check_resources,
     choose_plan,
     client_request,
+    connect,
     plan_executors,
     run,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "ExecutorPlan",
     "check_resources",
     "choose_plan",
+    "connect",
     "client_request",
     "plan_executors",
     "run",

@@ -643,7 +643,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         ) from exc
 
 
-def _connect(address: str | None) -> bool:
+def connect(address: str | None = None) -> bool:
     """Connect to Ray; return True when this call started a local instance.
 
     Without ``address`` a *fresh* local instance is started (``address="local"``), even
@@ -844,7 +844,7 @@ def _execute(
     if run_name is None and (logdir is not None or config.run.checkpoint_dir is not None):
         run_name = default_run_name(config)
 
-    started = _connect(address)
+    started = connect(address)
     own_sinks: list[MetricsSink] = []
     group: ActorGroup | None = None
     try:

@@ -149,9 +149,9 @@ def test_local_runs_start_a_fresh_instance_and_only_address_joins(monkeypatch) -
     calls: list[dict] = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
-    assert coordinator._connect(None) is True
+    assert coordinator.connect(None) is True
     assert calls[-1]["address"] == "local"
     assert calls[-1]["num_cpus"] >= 1
-    assert coordinator._connect("auto") is False
+    assert coordinator.connect("auto") is False
     assert calls[-1]["address"] == "auto"
     assert "num_cpus" not in calls[-1]
