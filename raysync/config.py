@@ -257,6 +257,9 @@ class AlgorithmConfig:
         buffer_size: FedBuff buffer ``B``.
         server_lr: FedBuff server step ``eta_g``.
         staleness_weighting: FedBuff: weight buffered deltas by the staleness function.
+        weight_exponent: Generalized AsyncSGD: exponent ``beta`` in ``[0, 1]`` of the
+            importance weights ``(1 / (n p_i)) ** beta`` (THEORY.md section 6): 1 is
+            unbiased (the default), 0 unweighted.
     """
 
     name: str = "generalized_asyncsgd"
@@ -271,6 +274,7 @@ class AlgorithmConfig:
     buffer_size: int = 10
     server_lr: float = 1.0
     staleness_weighting: bool = False
+    weight_exponent: float = 1.0
 
     def __post_init__(self) -> None:
         _check_choice("algorithm.name", self.name, ALGORITHMS)
@@ -286,6 +290,9 @@ class AlgorithmConfig:
         _check_positive("algorithm.hinge_b", self.hinge_b, allow_zero=True)
         _check_int("algorithm.buffer_size", self.buffer_size, minimum=1)
         _check_positive("algorithm.server_lr", self.server_lr)
+        _check_positive("algorithm.weight_exponent", self.weight_exponent, allow_zero=True)
+        if self.weight_exponent > 1:
+            raise _fail("algorithm.weight_exponent", "must be in [0, 1]", self.weight_exponent)
 
 
 @dataclass(frozen=True, kw_only=True)

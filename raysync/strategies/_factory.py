@@ -32,7 +32,8 @@ def make_strategy(config: AlgorithmConfig) -> BaseStrategy:
     Mapping of the config's fields:
 
     * ``asyncsgd``: ``AsyncSGD(lr=lr, batch_size=batch_size)``.
-    * ``generalized_asyncsgd``: ``GeneralizedAsyncSGD(lr=lr, batch_size=batch_size)``.
+    * ``generalized_asyncsgd``: ``GeneralizedAsyncSGD(lr=lr, batch_size=batch_size,
+      beta=weight_exponent)``.
     * ``fedasync``: ``FedAsync(alpha=alpha, staleness=s, local_steps=local_steps,
       local_lr=lr, batch_size=batch_size)``, ``s`` from ``staleness``,
       ``staleness_exponent``, ``hinge_a``, ``hinge_b``.
@@ -46,7 +47,9 @@ def make_strategy(config: AlgorithmConfig) -> BaseStrategy:
     if config.name == "asyncsgd":
         return AsyncSGD(lr=config.lr, batch_size=config.batch_size)
     if config.name == "generalized_asyncsgd":
-        return GeneralizedAsyncSGD(lr=config.lr, batch_size=config.batch_size)
+        return GeneralizedAsyncSGD(
+            lr=config.lr, batch_size=config.batch_size, beta=config.weight_exponent
+        )
     if config.name == "fedasync":
         return FedAsync(
             alpha=config.alpha,

@@ -66,16 +66,28 @@ class GeneralizedAsyncSGD(AsyncSGD):
     the importance weight ``1 / (n p_i)`` makes every client contribute ``1/n`` of the
     expected step, so the step is unbiased for ``f = (1/n) sum_i f_i``.
 
+    With ``beta < 1`` (THEORY.md section 6) the weights are ``w_i = (1 / (n p_i)) ** beta``
+    normalised by ``sum_j p_j w_j`` (step ``lr w_i / sum_j p_j w_j``), so the expected step
+    is ``lr sum_i r_i g_i`` with ``r_i = p_i w_i / sum_j p_j w_j``: ``beta = 1`` is the
+    unbiased rule above, ``beta = 0`` the unweighted step ``lr`` (biased towards clients
+    with large ``p_i``).
+
     Args:
         lr: Server step ``eta``, finite and > 0.
         batch_size: Minibatch size of one stochastic gradient.
+        beta: Weight exponent in ``[0, 1]``.
 
     Raises:
-        ConfigError: ``lr`` or ``batch_size`` breaks its rule.
+        ConfigError: ``lr``, ``batch_size`` or ``beta`` breaks its rule.
     """
 
-    def __init__(self, *, lr: float, batch_size: int = 32) -> None:
+    def __init__(self, *, lr: float, batch_size: int = 32, beta: float = 1.0) -> None:
         super().__init__(lr=lr, batch_size=batch_size)
+        if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 <= beta <= 1:
+            raise ConfigError(
+                f"GeneralizedAsyncSGD beta must be a number in [0, 1], got {beta!r}"
+            )
+        self._beta = float(beta)
         self._steps: np.ndarray | None = None
 
     def bind(self, num_clients: int, routing_probabilities: np.ndarray | None) -> None:
@@ -102,7 +114,11 @@ class GeneralizedAsyncSGD(AsyncSGD):
             raise ConfigError(
                 f"GeneralizedAsyncSGD routing_probabilities must be > 0, got {p.tolist()!r}"
             )
-        self._steps = self._lr / (num_clients * p)
+        if self._beta == 1.0:  # sum_j p_j w_j = 1 exactly: keep the classic form bit for bit
+            self._steps = self._lr / (num_clients * p)
+        else:
+            weights = (num_clients * p) ** -self._beta
+            self._steps = self._lr * weights / float(np.dot(p, weights))
 
     @property
     def step_sizes(self) -> np.ndarray:
