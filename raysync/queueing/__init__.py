@@ -35,6 +35,7 @@ from raysync.queueing.gradients import (
 from raysync.queueing.network import ClosedNetwork
 from raysync.queueing.predict import analyze_independent_cycles, predict
 from raysync.queueing.result import QueueingResult
+from raysync.queueing.tiered import TieredNetwork, TieredResult, analyze_tiered
 
 __all__ = [
     "DEFAULT_MAX_STATES",
@@ -44,8 +45,11 @@ __all__ = [
     "Method",
     "QueueingGradients",
     "QueueingResult",
+    "TieredNetwork",
+    "TieredResult",
     "analyze",
     "analyze_independent_cycles",
+    "analyze_tiered",
     "gradients",
     "log_normalizing_constants",
     "mva_curve_value_and_vjp",

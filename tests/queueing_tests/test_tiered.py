@@ -1,0 +1,134 @@
+"""Tiered MVA equals the per-client solvers (identical clients have identical MVA values)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raysync.exceptions import ConfigError
+from raysync.queueing import ClosedNetwork, analyze
+from raysync.queueing.tiered import TieredNetwork, analyze_tiered
+
+
+@st.composite
+def tiered_networks(draw: st.DrawFn, max_clients: int = 12) -> TieredNetwork:
+    tiers = draw(st.integers(1, 4))
+    counts = np.array(draw(st.lists(st.integers(1, 4), min_size=tiers, max_size=tiers)))
+    mu = np.array(draw(st.lists(st.floats(0.05, 50.0), min_size=tiers, max_size=tiers)))
+    weights = np.array(draw(st.lists(st.floats(0.05, 5.0), min_size=tiers, max_size=tiers)))
+    p = weights / float(np.dot(counts, weights))
+    extras = draw(st.booleans())
+    return TieredNetwork(
+        counts=counts,
+        mu=mu,
+        p=p,
+        concurrency=draw(st.integers(1, 30)),
+        latency=draw(st.floats(0.0, 2.0)) if extras else 0.0,
+        tier_latency=(
+            np.array(draw(st.lists(st.floats(0.0, 2.0), min_size=tiers, max_size=tiers)))
+            if extras
+            else None
+        ),
+        server_rate=draw(st.floats(0.5, 100.0)) if extras else None,
+    )
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(tiered_networks())
+def test_tiered_equals_per_client_mva(net: TieredNetwork) -> None:
+    tiered = analyze_tiered(net, curve=True)
+    flat = analyze(net.to_closed_network(), method="mva", curve=True)
+    assert tiered.throughput == pytest.approx(flat.throughput, rel=1e-9, abs=0)
+    for name in ("client_throughput", "utilization", "mean_queue_length", "mean_relative_delay"):
+        np.testing.assert_allclose(
+            tiered.per_client(name), getattr(flat, name), rtol=1e-9, atol=1e-12, err_msg=name
+        )
+    assert tiered.mean_staleness == pytest.approx(flat.mean_staleness, rel=1e-9, abs=1e-12)
+    assert flat.throughput_curve is not None and tiered.throughput_curve is not None
+    np.testing.assert_allclose(tiered.throughput_curve, flat.throughput_curve, rtol=1e-9)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(tiered_networks(max_clients=6))
+def test_tiered_equals_bruteforce_on_tiny_fleets(net: TieredNetwork) -> None:
+    flat_net = net.to_closed_network()
+    if flat_net.n_clients > 6 or net.concurrency > 6 or flat_net.has_extensions:
+        flat_net = flat_net.with_concurrency(min(net.concurrency, 4))
+        net = TieredNetwork(counts=net.counts, mu=net.mu, p=net.p, concurrency=flat_net.concurrency)
+        flat_net = net.to_closed_network()
+    exact = analyze(flat_net, method="bruteforce")
+    tiered = analyze_tiered(net)
+    assert tiered.throughput == pytest.approx(exact.throughput, rel=1e-9)
+    np.testing.assert_allclose(
+        tiered.per_client("mean_relative_delay"), exact.mean_relative_delay, rtol=1e-8, atol=1e-10
+    )
+
+
+def test_many_tiers_use_vectorised_path_and_agree() -> None:
+    rng = np.random.default_rng(7)
+    counts = rng.integers(1, 4, size=40)
+    mu = rng.uniform(0.5, 20.0, size=40)
+    w = rng.uniform(0.1, 1.0, size=40)
+    net = TieredNetwork(counts=counts, mu=mu, p=w / np.dot(counts, w), concurrency=60)
+    flat = analyze(net.to_closed_network())
+    tiered = analyze_tiered(net)
+    assert tiered.throughput == pytest.approx(flat.throughput, rel=1e-9)
+    np.testing.assert_allclose(
+        tiered.per_client("mean_relative_delay"), flat.mean_relative_delay, rtol=1e-9
+    )
+
+
+def test_closed_form_identical_clients() -> None:
+    # n identical clients, rate mu, uniform p: G(K) = binom(n + K - 1, K) (1/(n mu))^K, so
+    # Lambda = G(C-1)/G(C) = n mu C / (n + C - 1); by symmetry every delay is C - 1.
+    n, mu, c = 1_000_000, 3.0, 5_000
+    net = TieredNetwork(counts=[n], mu=[mu], p=[1.0 / n], concurrency=c)
+    res = analyze_tiered(net)
+    assert res.throughput == pytest.approx(n * mu * c / (n + c - 1), rel=1e-12)
+    assert res.mean_relative_delay[0] == pytest.approx(c - 1, rel=1e-9)
+    assert res.mean_staleness == pytest.approx(c - 1, rel=1e-9)
+
+
+def test_from_clients_groups_identical_clients() -> None:
+    mu = [1.0, 5.0, 1.0, 5.0, 5.0, 2.0]
+    p = [0.1, 0.2, 0.1, 0.2, 0.2, 0.2]
+    net, tier_of = TieredNetwork.from_clients(mu=mu, p=p, concurrency=9)
+    assert net.n_tiers == 3 and net.n_clients == 6
+    assert tier_of.tolist()[0] == tier_of.tolist()[2]
+    res = analyze_tiered(net)
+    flat = analyze(net.to_closed_network())
+    direct = analyze(ClosedNetwork(mu=mu, p=p, concurrency=9))
+    np.testing.assert_allclose(
+        res.mean_relative_delay[tier_of], direct.mean_relative_delay, rtol=1e-9
+    )
+    assert res.throughput == pytest.approx(flat.throughput, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"counts": [0, 2]}, "counts[0] must be >= 1, got 0"),
+        ({"counts": [1.5, 2]}, "counts must be integers"),
+        ({"mu": [1.0, -1.0]}, "mu[1] must be > 0, got -1.0"),
+        ({"mu": [1.0, float("nan")]}, "mu[1] must be finite"),
+        ({"p": [0.5, 0.5]}, "routing must sum to 1 over the fleet"),
+        ({"concurrency": 0}, "concurrency must be an integer >= 1, got 0"),
+        ({"concurrency": True}, "concurrency must be an integer >= 1, got True"),
+        ({"tier_latency": [0.0, -1.0]}, "tier_latency[1] must be >= 0"),
+        ({"mu": [1.0]}, "mu must have one entry per tier: 2 tiers, got 1"),
+    ],
+)
+def test_bad_input_one_clear_line(kwargs: dict[str, object], message: str) -> None:
+    base: dict[str, object] = {
+        "counts": [2, 2],
+        "mu": [1.0, 2.0],
+        "p": [0.25, 0.25],
+        "concurrency": 3,
+    }
+    base.update(kwargs)
+    with pytest.raises(ConfigError) as info:
+        TieredNetwork(**base)  # type: ignore[arg-type]
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
