@@ -1,41 +1,131 @@
 """Command-line interface: ``raysync <command> ...``.
 
-Each command lives in ``raysync/_cli/<command>.py`` and exposes ``add_parser(subparsers)``,
-which registers its sub-parser and sets ``func(args) -> int`` as the handler. Bad input
-(a :class:`ValueError`, including :class:`~raysync.exceptions.ConfigError`) and domain
-errors end the program with one line on stderr and exit code 2, never a traceback.
+Built-in commands live in ``raysync/_cli/<command>.py`` (``validate``, ``analyze``,
+``simulate``, ``run``, ``optimize``) and are listed statically in :data:`BUILTIN_COMMANDS`.
+
+Commands from other packages (``tune`` and ``demo`` come from the top-level ``tuning``
+package, which depends on raysync; raysync never imports it) are contributed through the
+entry-point group :data:`ENTRY_POINT_GROUP` (``raysync.commands``), the way pytest and
+Optuna plugins register themselves. To add a command ``recommend`` from ``tuning``:
+
+1. Write ``add_parser(subparsers) -> None`` in a module of your package (e.g.
+   ``tuning/_cli_recommend.py``). It must call ``subparsers.add_parser("recommend", ...)``,
+   declare the arguments, and ``parser.set_defaults(func=handler)`` where
+   ``handler(args: argparse.Namespace) -> int`` returns the exit code.
+2. Declare it in ``pyproject.toml``; the entry point's name is the command's name::
+
+       [project.entry-points."raysync.commands"]
+       recommend = "tuning._cli_recommend:add_parser"
+
+3. Re-install so the metadata is regenerated: ``.venv/bin/pip install -e . --no-deps -q``
+   (``scripts/setup.sh`` does this on CI).
+
+The module is imported every time the parser is built, so keep heavy imports (optuna, ray,
+torch) inside the handler. The handler reports bad input by raising :class:`ValueError` (or
+:class:`~raysync.exceptions.ConfigError`); like every domain error it ends the program with
+one line on stderr and exit code 2, never a traceback. A command whose module fails to
+import is skipped with a one-line warning, so a broken plugin cannot take the others down;
+a plugin cannot replace a built-in command.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any, NoReturn, Protocol
 
 from raysync import __version__
+from raysync._cli import analyze, optimize, run, simulate, validate
+from raysync._validation import describe_os_error
 from raysync.exceptions import RaySyncError
 
-__all__ = ["main"]
+__all__ = ["BUILTIN_COMMANDS", "ENTRY_POINT_GROUP", "CommandEntryPoint", "main", "plugin_commands"]
 
-# Commands are imported lazily by name so `raysync --help` stays fast and a broken optional
-# command cannot take the others down.
-_COMMANDS: tuple[str, ...] = (
-    "validate",
-    "analyze",
-    "simulate",
-    "run",
-    "optimize",
-    "tune",
-    "demo",
+#: Entry-point group read for commands contributed by other installed packages.
+ENTRY_POINT_GROUP = "raysync.commands"
+
+#: The core's own commands, in ``--help`` order; each module exposes ``add_parser``.
+BUILTIN_COMMANDS: tuple[tuple[str, ModuleType], ...] = (
+    ("validate", validate),
+    ("analyze", analyze),
+    ("simulate", simulate),
+    ("run", run),
+    ("optimize", optimize),
 )
 
 EXIT_USAGE = 2
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (sub-parsers inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        line = " ".join(message.split())
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {line} (see {self.prog} --help)\n")
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of an error that ends a command, on one line (with its path if any)."""
+    if isinstance(exc, OSError | UnicodeError) and not isinstance(exc, RaySyncError):
+        return describe_os_error(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory: the input needs more memory than this machine has"
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply"
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+class CommandEntryPoint(Protocol):
+    """What the parser needs of an entry point (:class:`importlib.metadata.EntryPoint`)."""
+
+    @property
+    def name(self) -> str:
+        """The command's name."""
+
+    @property
+    def value(self) -> str:
+        """``module:attribute`` of the ``add_parser`` callable."""
+
+    def load(self) -> Any:
+        """Import the module and return ``add_parser``."""
+
+
+def plugin_commands() -> list[CommandEntryPoint]:
+    """The installed entry points of :data:`ENTRY_POINT_GROUP`, sorted by command name."""
+    return sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+
+
+def _warn(text: str) -> None:
+    print(f"raysync: warning: {text}", file=sys.stderr)
+
+
+def _add_plugin(subparsers: Any, entry: CommandEntryPoint) -> None:
+    if entry.name in subparsers.choices:
+        _warn(f"command {entry.name!r} from {entry.value} ignored: the name is taken")
+        return
+    try:
+        add_parser = entry.load()
+    except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the others
+        _warn(f"command {entry.name!r} skipped: {entry.value} failed to load ({exc})")
+        return
+    add_parser(subparsers)
+    if entry.name not in subparsers.choices:
+        _warn(f"{entry.value} did not register a sub-command named {entry.name!r}")
+
+
+def _build_parser(plugins: Iterable[CommandEntryPoint] | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with the built-in commands and the plugins.
+
+    Args:
+        plugins: Entry points to register; the installed ones (:func:`plugin_commands`)
+            when None.
+    """
+    parser = _Parser(
         prog="raysync",
         description=(
             "Asynchronous federated learning on Ray, tuned by queueing theory. "
@@ -48,27 +138,27 @@ def _build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMANDS:
-        try:
-            module = importlib.import_module(f"raysync._cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"raysync._cli.{name}":
-                continue  # command not built yet
-            raise
+    for _name, module in BUILTIN_COMMANDS:
         module.add_parser(subparsers)
+    for entry in plugin_commands() if plugins is None else plugins:
+        _add_plugin(subparsers, entry)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, plugins: Iterable[CommandEntryPoint] | None = None
+) -> int:
     """Run the CLI.
 
     Args:
         argv: Arguments without the program name; ``sys.argv[1:]`` when None.
+        plugins: Command entry points to offer besides the built-ins; the installed
+            ``raysync.commands`` entry points when None.
 
     Returns:
         The process exit code: 0 on success, 2 on bad input.
     """
-    parser = _build_parser()
+    parser = _build_parser(plugins)
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -77,9 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (RaySyncError, ValueError, FileNotFoundError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"raysync {args.command}: error: {message}", file=sys.stderr)
+    except (RaySyncError, ValueError, OSError, MemoryError, RecursionError) as exc:
+        # bad input, a file that cannot be read or written, or an input too large for
+        # the memory: one line naming the cause (and the path), never a traceback
+        print(f"raysync {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"raysync {args.command}: interrupted", file=sys.stderr)

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from raysync._cli.demo import _tiers, _variant, default_config_path
 from raysync.cli import main
 from raysync.config import load_config
+from tuning.demo import _tiers, _variant, default_config_path
 
 from .conftest import CONSTANTS
 

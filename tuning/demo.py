@@ -14,9 +14,13 @@
 5. **Report** every run's accuracy and the gain of the optimised choice over the default,
    whatever its sign, plus plots (``OUT/*.png``) and ``OUT/demo.json``.
 
-The default config is ``examples/demo.toml`` (12 clients in 3 speed tiers, MNIST, logistic
-regression). The comparison is one seed at one budget: a demonstration, not a benchmark
-(``benchmarks/`` reports seeds and standard errors).
+The default config is the packaged ``raysync/configs/demo.toml`` (12 clients in 3 speed
+tiers, MNIST, logistic regression). The comparison is one seed at one budget: a
+demonstration, not a benchmark (``benchmarks/`` reports seeds and standard errors).
+
+The command is contributed to the raysync CLI by this package through the entry point
+``demo = "tuning.demo:add_parser"`` (group ``raysync.commands``, see :mod:`raysync.cli`):
+it uses the tuning study, and raysync never imports :mod:`tuning`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import importlib
 import json
 import math
 import sys
@@ -62,7 +65,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "config", nargs="?", default=None,
-        help="TOML config (default: the packaged examples/demo.toml)",
+        help="TOML config (default: the packaged raysync/configs/demo.toml)",
     )
     parser.add_argument("--out", default="demo-out", help="output directory (default demo-out)")
     parser.add_argument(
@@ -90,18 +93,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def default_config_path() -> Path:
-    """The packaged demo config: ``raysync/configs/demo.toml`` or ``examples/demo.toml``.
+    """The packaged demo config, ``raysync/configs/demo.toml`` (inside the wheel too)."""
+    from raysync.configs import packaged_config
 
-    Raises:
-        FileNotFoundError: Neither exists (an installed wheel without the examples).
-    """
-    here = Path(__file__).resolve().parent.parent  # raysync/
-    for candidate in (here / "configs" / "demo.toml", here.parent / "examples" / "demo.toml"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        "the packaged demo config was not found (examples/demo.toml); pass a CONFIG path"
-    )
+    return packaged_config("demo")
 
 
 class _Console:
@@ -251,13 +246,14 @@ def _optimise(
 ) -> tuple[OptimizationResult, dict[str, Any]]:
     import numpy as np
 
-    from raysync.objectives import BoundObjective, optimize_joint
+    from raysync.objectives import BoundObjective
+    from tuning import plots, study
 
     objective = BoundObjective(
         mu=np.asarray(config.service_rates), constants=constants, criterion="wall-clock",
         time_budget=budget,
     )
-    optimum = optimize_joint(objective, max_concurrency=cmax)
+    optimum = study.analytical_optimum(config, constants, budget=budget, max_concurrency=cmax)
     n = config.num_clients
     uniform = objective.evaluate(np.full(n, 1.0 / n), n)
     default_p = config.routing_probabilities
@@ -271,18 +267,17 @@ def _optimise(
     }
     optuna_best: dict[str, Any] | None = None
     if trials > 0:
-        tuning_study = importlib.import_module("tuning.study")
         key = json.dumps(
             {"config": config.to_dict(), "budget": budget, "cmax": cmax,
              "constants": constants.to_dict()},
             sort_keys=True, default=str,
         )
         name = "demo-" + hashlib.sha1(key.encode()).hexdigest()[:10]
-        settings = tuning_study.TuneSettings(
+        settings = study.TuneSettings(
             objective="bound", trials=trials, study_name=name, budget=budget,
             max_concurrency=cmax, constants=constants, out=out / "tune", tensorboard=True,
         )
-        report = tuning_study.run_study(config, settings, on_event=console.note)
+        report = study.run_study(config, settings, on_event=console.note)
         if report.best:
             optuna_best = report.best[0]
             info["optuna"] = {
@@ -295,11 +290,10 @@ def _optimise(
             try:
                 import optuna
 
-                plots = importlib.import_module("tuning.plots")
-                study = optuna.load_study(
-                    study_name=name, storage=tuning_study.make_storage(None, out / "tune")
+                loaded = optuna.load_study(
+                    study_name=name, storage=study.make_storage(None, out / "tune")
                 )
-                plots.plot_history(study, out / "tune" / "history.png")
+                plots.plot_history(loaded, out / "tune" / "history.png")
             except Exception as exc:  # noqa: BLE001 - a plot must not stop the demo
                 console.note(f"(history plot skipped: {exc})")
     if optuna_best is not None and optuna_best["values"][0] < optimum.value * (1 - 1e-9):
@@ -549,9 +543,10 @@ def _handle(args: argparse.Namespace) -> int:
 
     plots = [out / "accuracy_vs_time.png", out / "routing.png", out / "bound_vs_concurrency.png"]
     _accuracy_plot(results, plots[0])
-    plot_mod = importlib.import_module("tuning.plots")
+    from tuning.plots import plot_best_p
+
     mu = np.asarray(config.service_rates)
-    plot_mod.plot_best_p(
+    plot_best_p(
         mu,
         {
             "optimised": (optimum.p, optimum.concurrency),
