@@ -8,11 +8,24 @@
   over ``p`` on the simplex, integer ``C``, or both (:class:`OptimizationResult`).
 * :func:`optimal_step_size`, :func:`step_size_cap`: the closed-form step.
 * :func:`estimate_constants`, :func:`estimate_service_rate`: the constants ``L``,
-  ``sigma^2``, ``M^2``, ``A`` from a pilot run, and ``mu_i`` from observed service times.
+  ``sigma^2``, ``M^2``, ``A`` (and ``zeta^2``, the clients' gradient Gram matrices) from a
+  pilot run, and ``mu_i`` from observed service times.
+* :class:`DesignSpace`, :class:`DesignPoint`: update rule, routing, ``C`` and step as one
+  space; the usual defaults are points of it; points convert to and from configs.
+* :class:`BiasAwareBound`, :func:`optimize_bias_aware`: the bound of THEORY.md section 6
+  that also covers unweighted (biased) updates, and its minimiser over the design space.
 """
 
 from __future__ import annotations
 
+from raysync.objectives.bias import (
+    BIAS_KINDS,
+    BiasAwareBound,
+    BiasOptimum,
+    BiasTerms,
+    bias_weights,
+    optimize_bias_aware,
+)
 from raysync.objectives.bounds import (
     CRITERIA,
     AsyncSGDStatistics,
@@ -38,6 +51,7 @@ from raysync.objectives.constants import (
     estimate_service_rate,
     estimate_service_rates,
 )
+from raysync.objectives.design import RULES, DesignPoint, DesignSpace, Parameter, speed_tiers
 from raysync.objectives.optimize import (
     OptimizationResult,
     optimize_concurrency,
@@ -46,18 +60,27 @@ from raysync.objectives.optimize import (
 )
 
 __all__ = [
+    "BIAS_KINDS",
     "CRITERIA",
+    "RULES",
     "RATE_METHODS",
     "AsyncSGDStatistics",
+    "BiasAwareBound",
+    "BiasOptimum",
+    "BiasTerms",
     "BoundCurve",
     "BoundObjective",
     "BoundTerms",
     "ConstantsEstimate",
     "Criterion",
+    "DesignPoint",
+    "DesignSpace",
     "OptimizationResult",
+    "Parameter",
     "ProblemConstants",
     "RateEstimate",
     "asyncsgd_statistics",
+    "bias_weights",
     "bound_from_statistics",
     "check_routing",
     "estimate_constants",
@@ -66,9 +89,11 @@ __all__ = [
     "estimate_service_rates",
     "mean_delay",
     "optimal_step_size",
+    "optimize_bias_aware",
     "optimize_concurrency",
     "optimize_joint",
     "optimize_routing",
+    "speed_tiers",
     "step_size_cap",
     "variance_inflation",
 ]

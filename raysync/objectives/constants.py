@@ -21,6 +21,12 @@ builds the data and model of a config). With ``f_i`` the mean cross-entropy on c
   a bound valid for every client).
 * ``M^2``: at each point, ``max_i ||grad f_i(w) - grad f(w)||^2``; the maximum over points
   (the mean over clients is reported too).
+* ``zeta^2`` (THEORY.md section 6): at each point, the mean over clients
+  ``(1/n) sum_i ||grad f_i(w) - grad f(w)||^2``; the maximum over points.
+* Gram matrices (THEORY.md section 6, the direct bias ``b(r)``): at each point, the
+  ``n x n`` matrix ``H = Gc Gc^T`` of the centred per-client full gradients
+  ``Gc_i = grad f_i(w) - grad f(w)``. Centring leaves ``(r - u)^T H (r - u)`` unchanged
+  (``sum_i (r_i - u_i) = 0``) and gives ``trace(H) / n = zeta^2`` at that point.
 * ``A = f(w_0) - f*_low`` with ``f*_low = (1 - margin) * min_t f(w_t)`` (cross-entropy is
   ``>= 0``, so ``f*_low >= 0``): a lower estimate of ``f*`` from the pilot's best loss,
   lowered by the relative ``margin`` (default 10 %) since the pilot does not reach ``f*``.
@@ -198,6 +204,10 @@ class ConstantsEstimate:
         pilot_step_size: Its step ``1 / L_0``.
         num_points: Points where the local quantities were measured.
         batch_size: Minibatch size for ``sigma^2``.
+        zeta2: ``max`` over points of ``(1/n) sum_i ||grad f_i - grad f||^2``.
+        zeta2_per_point: That mean over clients, per point.
+        gram: Centred Gram matrices ``H`` of the per-client gradients, one ``(n, n)``
+            array per point.
     """
 
     constants: ProblemConstants
@@ -214,6 +224,9 @@ class ConstantsEstimate:
     pilot_step_size: float
     num_points: int
     batch_size: int
+    zeta2: float = 0.0
+    zeta2_per_point: tuple[float, ...] = ()
+    gram: tuple[NDArray[np.float64], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe mapping."""
@@ -221,6 +234,8 @@ class ConstantsEstimate:
         out["constants"] = self.constants.to_dict()
         out["sigma2_per_point"] = list(self.sigma2_per_point)
         out["M2_per_point"] = list(self.M2_per_point)
+        out["zeta2_per_point"] = list(self.zeta2_per_point)
+        out["gram"] = [np.asarray(h).tolist() for h in self.gram]
         return out
 
 
@@ -364,12 +379,19 @@ def estimate_constants(
     sigma2_points: list[float] = []
     m2_points: list[float] = []
     m2_sum = 0.0
+    zeta2_points: list[float] = []
+    grams: list[NDArray[np.float64]] = []
     for t in range(fstar_steps + 1):
         if t in point_steps:
             full = grads.mean(axis=0)
             dev = np.sum((grads - full) ** 2, axis=1)
             m2_points.append(float(dev.max()))
             m2_sum += float(dev.mean())
+            zeta2_points.append(float(dev.mean()))
+            centred = grads - full
+            gram = np.einsum("id,jd->ij", centred, centred)
+            gram.setflags(write=False)
+            grams.append(gram)
             worst = 0.0
             for i, (_, yi) in enumerate(data):
                 xi = data[i][0]
@@ -433,6 +455,9 @@ def estimate_constants(
         pilot_step_size=step,
         num_points=len(point_steps),
         batch_size=batch_size,
+        zeta2=max(zeta2_points),
+        zeta2_per_point=tuple(zeta2_points),
+        gram=tuple(grams),
     )
 
 

@@ -1,0 +1,539 @@
+"""``recommend``: which update rule, routing, ``C`` and step to run, and why.
+
+The pipeline (:func:`recommend`), for a config and a time budget ``T`` (virtual seconds,
+the config's time unit):
+
+1. **Pilot.** The constants ``L``, ``sigma^2``, ``M^2``, ``A`` and, for the bias term,
+   ``zeta^2`` and the clients' gradient Gram matrices, from a short full-batch pilot on the
+   config's data and model (:func:`raysync.objectives.estimate_constants`).
+2. **Bound.** The bias-aware wall-clock bound of THEORY.md section 6
+   (:class:`raysync.objectives.BiasAwareBound`) is minimised over the SGD part of the
+   design space (AsyncSGD; random routing ``p``, ``C`` and weight exponent ``beta``),
+   every candidate at its own bound-optimal step (:func:`optimize_bias_aware`).
+3. **Step.** The step that actually runs is chosen for the analytical optimum and for
+   every baseline (uniform ``C = n``, AsyncSGD, FedAsync, FedBuff) on a short simulated
+   pilot (``pilot_fraction * T``, a separate seed), by validation accuracy.
+4. **Study.** A short Optuna study (TPE) on the simulator over the whole design space
+   (:class:`raysync.objectives.DesignSpace`: rule, ``lr``, ``C``, ``beta``, per-tier
+   routing logits), measuring validation accuracy at ``T`` (or, with a target accuracy,
+   the simulated time to reach it). The analytical optimum and every baseline are the
+   first trials (warm start), so the recommendation is never worse than the best baseline
+   on validation, on the study's seed. At most ``trials`` trials in all.
+5. **Result.** The best trial's point, the config that runs it (the input config with
+   ``concurrency``, ``[routing]`` and ``[algorithm]`` replaced) and a table: the bound's
+   value and dominating term, simulated validation and test accuracy at ``T``, throughput,
+   staleness and time to target for the recommendation, the analytical optimum and each
+   baseline.
+
+Test accuracy is only reported, never used to choose anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raysync.config import SystemConfig, dump_config
+from raysync.exceptions import ConfigError, RaySyncError
+from raysync.objectives import (
+    RULES,
+    BiasAwareBound,
+    ConstantsEstimate,
+    DesignPoint,
+    DesignSpace,
+    estimate_constants,
+    optimize_bias_aware,
+)
+
+__all__ = [
+    "ArmResult",
+    "Recommendation",
+    "RecommendSettings",
+    "check_inputs",
+    "format_table",
+    "measure",
+    "recommend",
+    "write_config_atomic",
+]
+
+logger = logging.getLogger(__name__)
+
+LogFn = Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecommendSettings:
+    """How to recommend.
+
+    Attributes:
+        budget: Time budget ``T`` in the config's time unit (virtual seconds).
+        target_accuracy: If set, minimise the simulated time to reach this validation
+            accuracy (within ``T``) instead of maximising accuracy at ``T``.
+        trials: Optuna trials in all, warm starts included (``>= 1``).
+        max_concurrency: Largest ``C``; default ``2 n``.
+        rules: Update rules searched.
+        bias_kind: ``"direct"`` (Gram matrices) or ``"cauchy-schwarz"`` (``zeta^2``).
+        lr_factors: The step grid of the pilot, as multiples of the config's ``lr``.
+        lr_range: Range of the step in the study; default the pilot grid's range widened
+            by 3 each way.
+        pilot_fraction: Length of the step pilot as a fraction of ``T``.
+        num_evals: Evaluations per run (the time-to-target resolution is ``T / num_evals``).
+        seed: Seed of the study's runs (the pilot uses ``seed + 1``) and of the sampler.
+        pilot_steps: Gradient-descent steps of the constants pilot.
+    """
+
+    budget: float
+    target_accuracy: float | None = None
+    trials: int = 30
+    max_concurrency: int | None = None
+    rules: tuple[str, ...] = RULES
+    bias_kind: str = "direct"
+    lr_factors: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
+    lr_range: tuple[float, float] | None = None
+    pilot_fraction: float = 0.5
+    num_evals: int = 8
+    seed: int | None = None
+    pilot_steps: int = 50
+
+    def __post_init__(self) -> None:
+        b = self.budget
+        if isinstance(b, bool) or not isinstance(b, int | float) or not (
+            math.isfinite(b) and b > 0
+        ):
+            raise ConfigError(f"--budget must be a number of seconds > 0, got {b!r}")
+        t = self.target_accuracy
+        if t is not None and not (isinstance(t, int | float) and 0 < t < 1):
+            raise ConfigError(
+                f"--target-accuracy must be an accuracy strictly between 0 and 1, got {t!r}"
+            )
+        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
+            raise ConfigError(f"--trials must be an integer >= 1, got {self.trials!r}")
+        if not self.lr_factors or any(not (f > 0 and math.isfinite(f)) for f in self.lr_factors):
+            raise ConfigError(f"lr_factors must be positive numbers, got {self.lr_factors!r}")
+        if not 0 < self.pilot_fraction <= 1:
+            raise ConfigError(f"pilot_fraction must be in (0, 1], got {self.pilot_fraction!r}")
+        if self.num_evals < 1:
+            raise ConfigError(f"num_evals must be >= 1, got {self.num_evals!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArmResult:
+    """One design point, predicted and simulated.
+
+    Attributes:
+        label: ``recommended``, ``analytical`` or a baseline name.
+        point: The design point (with the step that ran).
+        bound: The bias-aware bound at the point (None: FedAsync/FedBuff, not covered).
+        dominant: The bound's dominating term (None when not covered).
+        val_accuracy: Simulated validation accuracy at ``T``.
+        test_accuracy: Simulated test accuracy at ``T`` (reported only).
+        throughput: Simulated updates per unit time.
+        staleness: Simulated mean relative delay over updates.
+        time_to_target: Simulated time to reach the target validation accuracy (None:
+            not reached within ``T`` or no target).
+        trial: Optuna trial number that ran it (None if not run in the study).
+    """
+
+    label: str
+    point: DesignPoint
+    bound: float | None
+    dominant: str | None
+    val_accuracy: float
+    test_accuracy: float
+    throughput: float
+    staleness: float
+    time_to_target: float | None
+    trial: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe mapping."""
+        out = dataclasses.asdict(self)
+        out["point"] = self.point.to_dict()
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recommendation:
+    """The outcome of :func:`recommend`.
+
+    Attributes:
+        point: The recommended design point.
+        config: The input config with ``concurrency``, ``[routing]``, ``[algorithm]``
+            replaced by the recommendation.
+        arms: Rows of the table: ``recommended``, ``analytical`` and every baseline.
+        constants: The pilot's estimate.
+        analytical: The bound's optimiser output (``BiasOptimum.to_dict()``).
+        lr_choice: Step chosen per warm-start label, with the pilot's scores.
+        trials: Trials the study ran.
+        objective: ``"accuracy"`` or ``"time-to-target"``.
+        budget: ``T``.
+        target_accuracy: The target (or None).
+    """
+
+    point: DesignPoint
+    config: SystemConfig
+    arms: tuple[ArmResult, ...]
+    constants: ConstantsEstimate
+    analytical: dict[str, Any]
+    lr_choice: dict[str, Any]
+    trials: int
+    objective: str
+    budget: float
+    target_accuracy: float | None
+    history: tuple[dict[str, Any], ...] = field(default=())
+
+    def arm(self, label: str) -> ArmResult:
+        """The row with this label."""
+        for row in self.arms:
+            if row.label == label:
+                return row
+        raise KeyError(label)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe mapping (without the Gram matrices)."""
+        consts = self.constants.to_dict()
+        consts.pop("gram", None)
+        return {
+            "point": self.point.to_dict(),
+            "arms": [a.to_dict() for a in self.arms],
+            "constants": consts,
+            "analytical": self.analytical,
+            "lr_choice": self.lr_choice,
+            "trials": self.trials,
+            "objective": self.objective,
+            "budget": self.budget,
+            "target_accuracy": self.target_accuracy,
+            "history": list(self.history),
+        }
+
+
+# --------------------------------------------------------------------------- inputs
+def check_inputs(config: SystemConfig, settings: RecommendSettings) -> None:
+    """Reject a budget that allows no update on average.
+
+    The largest update throughput of any design is ``sum_i mu_i`` (every client busy), so
+    ``T sum_i mu_i < 1`` means fewer than one expected update whatever is chosen.
+
+    Raises:
+        ConfigError: The budget is too short.
+    """
+    lam_max = float(np.sum(config.service_rates))
+    if settings.budget * lam_max < 1.0:
+        raise ConfigError(
+            f"--budget {settings.budget:g} s is too short for one update: the fastest "
+            f"possible fleet (all {config.num_clients} clients busy) applies "
+            f"{lam_max:.4g} updates/s, so it needs at least {1.0 / lam_max:.4g} s"
+        )
+
+
+def _load_workload(config: SystemConfig) -> Any:
+    from raysync.workload import build_workload
+
+    try:
+        return build_workload(config)
+    except RaySyncError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"the config's data cannot be loaded: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- runs
+def _run_config(base: SystemConfig, point: DesignPoint, budget: float, num_evals: int,
+                seed: int) -> SystemConfig:
+    run = dataclasses.replace(
+        base.run, num_updates=None, time_budget=float(budget), eval_every_updates=None,
+        eval_every_seconds=float(budget) / num_evals,
+    )
+    return point.to_config(base).replace(run=run, seed=seed)
+
+
+def measure(
+    base: SystemConfig, point: DesignPoint, *, budget: float, workload: Any, seed: int,
+    num_evals: int = 8, target: float | None = None,
+) -> dict[str, Any]:
+    """Simulate one design point for ``budget`` and summarise it.
+
+    Args:
+        base: The config (fleet, data, model).
+        point: The design point (with its step).
+        budget: ``T``.
+        workload: The prebuilt workload.
+        seed: The run's seed.
+        num_evals: Evaluations over the run.
+        target: Target validation accuracy for the time to reach it.
+
+    Returns:
+        ``val_accuracy``, ``test_accuracy`` (at ``T``; NaN counts as 0), ``throughput``,
+        ``staleness``, ``time_to_target`` (None if not reached), and the curves.
+    """
+    from raysync.simulation import simulate
+
+    config = _run_config(base, point, budget, num_evals, seed)
+    res = simulate(config, workload=workload)
+    val = [float(v) if math.isfinite(v) else 0.0 for v in res.val_accuracy]
+    test = [float(v) if math.isfinite(v) else 0.0 for v in res.test_accuracy]
+    times = [float(t) for t in res.times]
+    hit = None
+    if target is not None:
+        hit = next((t for t, v in zip(times, val, strict=True) if v >= target), None)
+    return {
+        "val_accuracy": val[-1] if val else 0.0,
+        "test_accuracy": test[-1] if test else 0.0,
+        "throughput": float(res.throughput),
+        "staleness": float(res.mean_staleness),
+        "time_to_target": hit,
+        "times": times,
+        "val_curve": val,
+        "test_curve": test,
+        "num_updates": int(res.num_updates),
+    }
+
+
+def _score(m: Mapping[str, Any], budget: float, target: float | None) -> float:
+    """Study value: validation accuracy (maximised), or time to target (minimised).
+
+    A run that misses the target scores ``T (2 - val / target)``: always above ``T``
+    (worse than any hit) and lower the closer it came.
+    """
+    if target is None:
+        return float(m["val_accuracy"])
+    if m["time_to_target"] is not None:
+        return float(m["time_to_target"])
+    best = max(m["val_curve"]) if m["val_curve"] else 0.0
+    return budget * (2.0 - min(best / target, 1.0))
+
+
+def _better(a: float, b: float, target: float | None) -> bool:
+    return a > b if target is None else a < b
+
+
+def choose_lr(
+    base: SystemConfig, point: DesignPoint, *, lrs: Sequence[float], budget: float,
+    workload: Any, seed: int, num_evals: int, target: float | None,
+) -> tuple[float, dict[str, float]]:
+    """The step with the best pilot score (validation only) for one point.
+
+    Returns:
+        ``(lr, {lr: score})``; ties go to the smaller step.
+    """
+    scores: dict[str, float] = {}
+    best_lr, best = None, None
+    for lr in sorted(lrs):
+        m = measure(base, dataclasses.replace(point, lr=lr), budget=budget, workload=workload,
+                    seed=seed, num_evals=num_evals, target=target)
+        s = _score(m, budget, target)
+        scores[f"{lr:.6g}"] = s
+        if best is None or _better(s, best, target):
+            best_lr, best = lr, s
+    assert best_lr is not None
+    return float(best_lr), scores
+
+
+# --------------------------------------------------------------------------- the study
+def _suggest(trial: Any, space: DesignSpace) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    rule = trial.suggest_categorical("rule", list(space.rules))
+    params["rule"] = rule
+    for par in space.active(rule):
+        if par.name == "rule":
+            continue
+        if par.kind == "int":
+            params[par.name] = trial.suggest_int(par.name, int(par.low), int(par.high))
+        else:
+            params[par.name] = trial.suggest_float(par.name, par.low, par.high, log=par.log)
+    return params
+
+
+def recommend(
+    config: SystemConfig,
+    settings: RecommendSettings,
+    *,
+    workload: Any = None,
+    estimate: ConstantsEstimate | None = None,
+    log: LogFn | None = None,
+) -> Recommendation:
+    """Run the whole pipeline (see the module docstring).
+
+    Args:
+        config: The input config.
+        settings: Budget, target, trials and the pipeline's knobs.
+        workload: A prebuilt workload (default: built from the config).
+        estimate: Pilot constants to reuse (default: estimated here).
+        log: Progress lines (default: the module logger).
+
+    Returns:
+        The recommendation.
+
+    Raises:
+        ConfigError: The budget is too short for one update, the data cannot be loaded,
+            or no trial reaches the target accuracy within the budget.
+    """
+    import optuna
+
+    say = log or logger.info
+    check_inputs(config, settings)
+    if workload is None:
+        workload = _load_workload(config)
+    seed = config.seed if settings.seed is None else settings.seed
+    budget = float(settings.budget)
+    target = settings.target_accuracy
+    n = config.num_clients
+    mu = np.asarray(config.service_rates, dtype=np.float64)
+    cmax = settings.max_concurrency or max(2 * n, config.concurrency)
+
+    if estimate is None:
+        say("pilot: estimating L, sigma^2, M^2, A, zeta^2 and the gradient Gram matrices")
+        clients = [workload.client_data(i) for i in range(workload.num_clients)]
+        estimate = estimate_constants(
+            workload.make_computer(), clients, workload.initial_params,
+            batch_size=config.algorithm.batch_size, seed=seed, fstar_steps=settings.pilot_steps,
+        )
+    c = estimate.constants
+    say(f"constants: L={c.L:.4g} sigma2={c.sigma2:.4g} M2={c.M2:.4g} A={c.A:.4g} "
+        f"zeta2={estimate.zeta2:.4g}")
+
+    bound = BiasAwareBound.from_estimate(mu, estimate, time_budget=budget,
+                                         bias_kind=settings.bias_kind)
+    optimum = optimize_bias_aware(bound, max_concurrency=cmax)
+    lrs = [config.algorithm.lr * f for f in settings.lr_factors]
+    lr_range = settings.lr_range or (min(lrs) / 3.0, max(lrs) * 3.0)
+    space = DesignSpace.from_config(config, max_concurrency=cmax, lr_range=lr_range,
+                                    rules=settings.rules)
+    analytical = space.project(optimum.point) if optimum.point.rule in space.rules else None
+    say(f"bound optimum: {optimum.point.describe()} (bound {optimum.terms.value:.4g}, "
+        f"dominated by {optimum.terms.dominant})")
+
+    warm: dict[str, DesignPoint] = {}
+    if analytical is not None:
+        warm["analytical"] = analytical
+    warm.update(space.baselines(config.algorithm.lr))
+
+    pilot_budget = budget * settings.pilot_fraction
+    lr_choice: dict[str, Any] = {}
+    for label, point in list(warm.items()):
+        lr, scores = choose_lr(config, point, lrs=lrs, budget=pilot_budget, workload=workload,
+                               seed=seed + 1, num_evals=settings.num_evals, target=target)
+        warm[label] = space.project(dataclasses.replace(point, lr=lr))
+        lr_choice[label] = {"lr": warm[label].lr, "pilot_scores": scores}
+        say(f"step for {label}: lr={lr:.3g} (pilot of {pilot_budget:g} s on validation)")
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    direction = "maximize" if target is None else "minimize"
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, settings.trials))
+    study = optuna.create_study(direction=direction, sampler=sampler)
+    # Identical warm starts (e.g. the analytical optimum is AsyncSGD) run once.
+    warm_numbers: dict[str, int] = {}
+    unique: list[DesignPoint] = []
+    for label, point in warm.items():
+        if point not in unique:
+            unique.append(point)
+            study.enqueue_trial(space.encode(point))
+        warm_numbers[label] = unique.index(point)  # enqueued trials run first, in order
+    measured: dict[int, dict[str, Any]] = {}
+    points: dict[int, DesignPoint] = {}
+    total = max(settings.trials, len(unique))
+    for k in range(total):
+        trial = study.ask()
+        params = _suggest(trial, space)
+        point = space.decode(params)
+        m = measure(config, point, budget=budget, workload=workload, seed=seed,
+                    num_evals=settings.num_evals, target=target)
+        value = _score(m, budget, target)
+        study.tell(trial, value)
+        measured[trial.number] = m
+        points[trial.number] = point
+        say(f"trial {k + 1}/{total}: {point.describe()}: val {m['val_accuracy']:.4f}"
+            + ("" if target is None else f", time to target {m['time_to_target']}"))
+
+    def key(num: int) -> float:
+        v = _score(measured[num], budget, target)
+        return -v if target is None else v
+
+    best_num = min(sorted(measured), key=key)  # earliest on ties: warm starts first
+    best_m = measured[best_num]
+    if target is not None and best_m["time_to_target"] is None:
+        best_val = max(max(m["val_curve"]) for m in measured.values())
+        raise ConfigError(
+            f"--target-accuracy {target:g} is not reached within --budget {budget:g} s by any "
+            f"of {len(measured)} designs tried (best validation accuracy {best_val:.4f})"
+        )
+    best_point = points[best_num]
+
+    def row(label: str, num: int) -> ArmResult:
+        pt = points[num]
+        m = measured[num]
+        terms = bound.evaluate(pt) if bound.covers(pt) else None
+        return ArmResult(
+            label=label, point=pt,
+            bound=None if terms is None else terms.value,
+            dominant=None if terms is None else terms.dominant,
+            val_accuracy=m["val_accuracy"], test_accuracy=m["test_accuracy"],
+            throughput=m["throughput"], staleness=m["staleness"],
+            time_to_target=m["time_to_target"], trial=num,
+        )
+
+    arms = [row("recommended", best_num)]
+    arms += [row(label, num) for label, num in warm_numbers.items()]
+    history = tuple(
+        {"trial": num, "point": points[num].to_dict(),
+         "value": _score(measured[num], budget, target),
+         "val_accuracy": measured[num]["val_accuracy"]}
+        for num in sorted(measured)
+    )
+    return Recommendation(
+        point=best_point, config=best_point.to_config(config), arms=tuple(arms),
+        constants=estimate, analytical=optimum.to_dict(), lr_choice=lr_choice,
+        trials=len(measured), objective="accuracy" if target is None else "time-to-target",
+        budget=budget, target_accuracy=target, history=history,
+    )
+
+
+# --------------------------------------------------------------------------- output
+def write_config_atomic(config: SystemConfig, path: str | Path) -> None:
+    """Write ``config`` as TOML to ``path`` via a temporary file and a rename.
+
+    A crash leaves either the old file or the new one, never half a file.
+
+    Raises:
+        ConfigError: The directory does not exist.
+    """
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise ConfigError(f"--out directory {str(directory)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        dump_config(config, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def format_table(rec: Recommendation) -> str:
+    """The recommendation table as aligned text (one row per arm)."""
+    lines = [
+        f"{'arm':<12} {'design':<46} {'bound':>9} {'dominant':>12} {'val acc':>8} "
+        f"{'test acc':>8} {'upd/s':>8} {'stale':>7} {'t->target':>9}",
+    ]
+    for a in rec.arms:
+        lines.append(
+            f"{a.label:<12} {a.point.describe()[:46]:<46} {_fmt(a.bound, '.3g'):>9} "
+            f"{a.dominant or '-':>12} {a.val_accuracy:>8.4f} {a.test_accuracy:>8.4f} "
+            f"{a.throughput:>8.4g} {a.staleness:>7.3g} {_fmt(a.time_to_target, '.3g'):>9}"
+        )
+    return "\n".join(lines)
