@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -83,27 +82,14 @@ def _apply_overrides(config: SystemConfig, args: argparse.Namespace) -> SystemCo
 
 
 def theory_prediction(config: SystemConfig) -> dict[str, Any]:
-    """The queueing theory's prediction for a config (exact for exponential service).
+    """The queueing theory's prediction for a config, in both staleness units.
 
-    Returns:
-        A mapping with ``model`` (``"closed_jackson"`` or ``"independent_cycles"``),
-        ``exact`` (all service times exponential), ``throughput``, and per-client lists
-        ``client_throughput``, ``utilization``, ``mean_queue_length``,
-        ``mean_relative_delay``, plus ``mean_staleness``.
+    See :func:`raysync.simulation.report.theory_prediction` (keys and units match
+    ``result.json``).
     """
-    from raysync.queueing import predict
+    from raysync.simulation.report import theory_prediction as predict_both
 
-    res = predict(config)
-    return {
-        "model": "closed_jackson" if res.method == "mva" else res.method,
-        "exact": all(c.service_time.kind == "exponential" for c in config.clients),
-        "throughput": float(res.throughput),
-        "client_throughput": res.client_throughput.tolist(),
-        "utilization": res.utilization.tolist(),
-        "mean_queue_length": res.mean_queue_length.tolist(),
-        "mean_relative_delay": res.mean_relative_delay.tolist(),
-        "mean_staleness": float(res.mean_staleness),
-    }
+    return predict_both(config)
 
 
 class _Progress:
@@ -138,48 +124,10 @@ class _Progress:
             self._bar.close()
 
 
-def _fmt(value: float, digits: int = 4) -> str:
-    return "nan" if not math.isfinite(value) else f"{value:.{digits}g}"
-
-
 def _print_report(config: SystemConfig, result: Any, theory: dict[str, Any]) -> None:
-    p = config.routing_probabilities
-    exact = "" if theory["exact"] else " (approximate: service times are not all exponential)"
-    print(
-        f"simulated {result.num_updates} updates in {_fmt(result.elapsed, 6)} virtual s "
-        f"(n={result.num_clients}, C={result.concurrency}, routing={config.routing.kind}, "
-        f"algorithm={config.algorithm.name}, seed={result.seed}; {result.wall_time:.2f} s wall)"
-    )
-    if result.train:
-        print(
-            f"final test accuracy: {result.final_test_accuracy:.4f}  "
-            f"(test loss {_fmt(result.final_test_loss)})"
-        )
-    else:
-        print("final test accuracy: n/a (queue-only)")
-    level = f"{100 * result.confidence:.0f}%"
-    lo, hi = result.throughput_ci
-    print(
-        f"throughput: {_fmt(result.throughput, 6)} updates/s  ({level} CI "
-        f"[{_fmt(lo, 6)}, {_fmt(hi, 6)}])  theory: {_fmt(theory['throughput'], 6)}{exact}"
-    )
-    print(
-        f"mean staleness: {_fmt(result.mean_staleness)}  theory: {_fmt(theory['mean_staleness'])}"
-    )
-    print("per-client staleness (mean relative delay, in updates):")
-    print(
-        f"  {'client':>6} {'mu':>9} {'p':>7} {'completed':>9} {'measured':>9} "
-        f"{level + ' CI':>21} {'theory':>9}"
-    )
-    theory_delay = theory["mean_relative_delay"]
-    for i in range(result.num_clients):
-        d_lo, d_hi = result.relative_delay_ci[i]
-        pi = "-" if p is None else f"{p[i]:.4f}"
-        print(
-            f"  {i:>6} {config.service_rates[i]:>9.4g} {pi:>7} {int(result.completed[i]):>9} "
-            f"{_fmt(result.mean_relative_delay[i]):>9} "
-            f"{'[' + _fmt(d_lo) + ', ' + _fmt(d_hi) + ']':>21} {_fmt(theory_delay[i]):>9}"
-        )
+    from raysync.simulation.report import format_report
+
+    print(format_report(config, result, theory))
 
 
 def _handle(args: argparse.Namespace) -> int:

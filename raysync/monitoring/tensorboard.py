@@ -5,6 +5,9 @@ One :class:`TensorBoardSink` is one run: it owns one
 directory per run). Scalars keep the tags the engines send (stable names such as
 ``train/loss``, ``test/accuracy``, ``system/throughput``, ``staleness/client_<i>``,
 ``queue/client_<i>``, ``theory/throughput``) with the model version as the step.
+Staleness tags say their unit: ``staleness/...`` and ``theory/staleness_...`` count model
+versions, ``staleness_completions/...`` and ``theory/staleness_completions_...`` count
+completions (the theory's unit); the two differ only for FedBuff's buffered updates.
 
 Wall-clock axis: TensorBoard scalars have a single step axis, so the tags listed in
 ``time_tags`` (by default ``train/loss``, ``test/loss`` and ``test/accuracy``) are also
@@ -205,24 +208,36 @@ def run_hparams(config: SystemConfig) -> dict[str, Any]:
 def summary_scalars(result: RunResult) -> dict[str, float]:
     """The end-of-run measurements of a result, under the live tags.
 
-    ``system/throughput`` (updates per second of the result's clock),
-    ``system/mean_staleness`` and ``staleness/mean``, and per client
-    ``staleness/client_<i>``, ``queue/client_<i>`` and ``system/utilization_client_<i>``.
+    Units: ``system/throughput`` is task completions per second of the result's clock
+    (the theory's ``Lambda``); ``system/mean_staleness``, ``staleness/mean`` and
+    ``staleness/client_<i>`` are relative delays in **model versions** (what the live
+    runtime tags and the strategies use); ``staleness_completions/mean`` and
+    ``staleness_completions/client_<i>`` are the same delays in **completions** (the
+    theory's unit; logged when measured). They differ only for buffered updates
+    (FedBuff, ``B`` completions per version), where ``system/version_throughput`` is
+    also logged. Per client also ``queue/client_<i>`` and
+    ``system/utilization_client_<i>``.
     """
     out = {
         "system/throughput": float(result.throughput),
         "system/mean_staleness": float(result.mean_staleness),
         "staleness/mean": float(result.mean_staleness),
     }
+    if result.buffer_size > 1:
+        out["system/version_throughput"] = float(result.version_throughput)
+    if math.isfinite(result.mean_completion_staleness):
+        out["staleness_completions/mean"] = float(result.mean_completion_staleness)
     for i in range(result.num_clients):
         out[f"staleness/client_{i}"] = float(result.mean_relative_delay[i])
+        if math.isfinite(result.mean_completion_staleness):
+            out[f"staleness_completions/client_{i}"] = float(result.mean_completion_delay[i])
         out[f"queue/client_{i}"] = float(result.mean_queue_length[i])
         out[f"system/utilization_client_{i}"] = float(result.utilization[i])
     return out
 
 
 def theory_scalars(config: SystemConfig, *, time_unit: float = 1.0) -> dict[str, float]:
-    """Closed-form predictions (THEORY.md section 2) next to the measured tags.
+    """Closed-form predictions (THEORY.md section 2) next to the measured tags, same units.
 
     Args:
         config: The run's config (random routing: closed Jackson network; return to
@@ -231,9 +246,13 @@ def theory_scalars(config: SystemConfig, *, time_unit: float = 1.0) -> dict[str,
             ``time_scale``); throughputs are divided by it.
 
     Returns:
-        ``theory/throughput``, ``theory/staleness_mean`` and per client
-        ``theory/staleness_client_<i>`` and ``theory/queue_client_<i>``; empty when
-        ``time_unit <= 0`` (no emulated clock, so no time scale to compare with).
+        ``theory/throughput`` (completions per second), ``theory/staleness_mean`` and per
+        client ``theory/staleness_client_<i>`` in **model versions** (as
+        ``staleness/...``), ``theory/staleness_completions_mean`` and
+        ``theory/staleness_completions_client_<i>`` in **completions** (as
+        ``staleness_completions/...``), ``theory/version_throughput`` for buffered
+        updates, and ``theory/queue_client_<i>``; empty when ``time_unit <= 0`` (no
+        emulated clock, so no time scale to compare with).
     """
     if time_unit <= 0:
         return {}
@@ -242,9 +261,14 @@ def theory_scalars(config: SystemConfig, *, time_unit: float = 1.0) -> dict[str,
     theory = predict(config)
     out = {
         "theory/throughput": float(theory.throughput) / time_unit,
-        "theory/staleness_mean": float(theory.mean_staleness),
+        "theory/staleness_mean": float(theory.mean_version_staleness),
+        "theory/staleness_completions_mean": float(theory.mean_staleness),
     }
+    if theory.buffer_size > 1:
+        out["theory/version_throughput"] = float(theory.version_throughput) / time_unit
+    version_delay = theory.mean_version_delay
     for i in range(config.num_clients):
-        out[f"theory/staleness_client_{i}"] = float(theory.mean_relative_delay[i])
+        out[f"theory/staleness_client_{i}"] = float(version_delay[i])
+        out[f"theory/staleness_completions_client_{i}"] = float(theory.mean_relative_delay[i])
         out[f"theory/queue_client_{i}"] = float(theory.mean_queue_length[i])
     return out

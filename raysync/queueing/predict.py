@@ -8,10 +8,19 @@ cycles. There, client ``i`` completes ``mu_i`` tasks per unit time, the update t
 each other (stationary, independent) client ``j`` completes ``mu_j E[S_i]`` tasks on
 average, so ``E[D_i] = sum_{j != i} mu_j / mu_i``. Both facts hold for any non-lattice
 service-time distribution, not only the exponential.
+
+Buffered updates (FedBuff). The network's updates are task completions, so its delays
+count completions. A server that applies one model version per ``B`` completions sees a
+task dispatched after completion ``m`` and consumed after completion ``m'`` as
+``floor(m'/B) - floor(m/B)`` versions stale, whose mean is exactly ``E[m' - m] / B`` when
+the buffer's phase ``m mod B`` at dispatch is uniform and independent of the queues (true
+in steady state: the queues do not depend on the buffer). :func:`predict` records ``B``
+in the result's ``buffer_size``, whose ``mean_version_delay`` gives the delays in versions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -26,7 +35,7 @@ from raysync.queueing.result import QueueingResult
 if TYPE_CHECKING:
     from raysync.config import SystemConfig
 
-__all__ = ["analyze_independent_cycles", "predict"]
+__all__ = ["analyze_independent_cycles", "buffer_size", "predict"]
 
 INDEPENDENT_CYCLES = "independent_cycles"
 
@@ -71,6 +80,12 @@ def analyze_independent_cycles(mu: Sequence[float] | NDArray[np.float64]) -> Que
     )
 
 
+def buffer_size(config: SystemConfig) -> int:
+    """Completions per model version of a config: FedBuff's ``buffer_size``, else 1."""
+    algorithm = config.algorithm
+    return int(algorithm.buffer_size) if algorithm.name == "fedbuff" else 1
+
+
 def predict(config: SystemConfig) -> QueueingResult:
     """The closed-form prediction for a config, whatever its routing.
 
@@ -83,8 +98,13 @@ def predict(config: SystemConfig) -> QueueingResult:
 
     Returns:
         :func:`analyze` of the config's closed network for ``fixed``/``uniform`` routing,
-        :func:`analyze_independent_cycles` for ``return_to_sender``.
+        :func:`analyze_independent_cycles` for ``return_to_sender``; delays in
+        completions, with ``buffer_size`` set to the config's completions per model
+        version (so ``mean_version_delay`` is the staleness a FedBuff server sees).
     """
     if config.routing_probabilities is None:
-        return analyze_independent_cycles(config.service_rates)
-    return analyze(ClosedNetwork.from_config(config))
+        res = analyze_independent_cycles(config.service_rates)
+    else:
+        res = analyze(ClosedNetwork.from_config(config))
+    big = buffer_size(config)
+    return res if big == 1 else dataclasses.replace(res, buffer_size=big)

@@ -23,8 +23,12 @@ def _freeze(value: NDArray[np.float64] | None) -> NDArray[np.float64] | None:
 class QueueingResult:
     """Stationary performance of a :class:`~raysync.queueing.ClosedNetwork`.
 
-    Time is in the unit of the service rates; delays (staleness) are counted in updates.
-    Arrays are read-only float64 with one entry per client.
+    Time is in the unit of the service rates; delays (staleness) are counted in updates
+    of the network, i.e. in **completions** (one task completes per update). A server
+    that applies one model version per ``buffer_size = B`` completions (FedBuff) sees
+    delays in versions of ``mean_relative_delay / B`` in expectation
+    (:attr:`mean_version_delay`; ``docs/fedbuff.md`` derives it). Arrays are read-only
+    float64 with one entry per client.
 
     Attributes:
         throughput: Update throughput ``Lambda(C)`` (updates per unit time).
@@ -44,6 +48,8 @@ class QueueingResult:
             (zeros without latency; zeros when not given).
         server_utilization: Busy fraction of the server station (None without it).
         server_queue_length: Mean number of tasks at the server station (None without it).
+        buffer_size: Completions per model version ``B`` (1 unless the prediction is for
+            a FedBuff config; see :func:`raysync.queueing.predict`).
         throughput_curve: ``Lambda(C')`` for ``C' = 1..C``, shape ``(C,)`` (curve only).
         queue_length_curve: ``Q_i(C')``, shape ``(C, n)`` (curve only).
         relative_delay_curve: ``E[D_i]`` at population ``C'``, shape ``(C, n)`` (curve only).
@@ -62,6 +68,7 @@ class QueueingResult:
     mean_in_transit: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     server_utilization: float | None = None
     server_queue_length: float | None = None
+    buffer_size: int = 1
     throughput_curve: NDArray[np.float64] | None = None
     queue_length_curve: NDArray[np.float64] | None = None
     relative_delay_curve: NDArray[np.float64] | None = None
@@ -75,6 +82,27 @@ class QueueingResult:
                 object.__setattr__(self, f.name, _freeze(value))
         object.__setattr__(self, "throughput", float(self.throughput))
         object.__setattr__(self, "mean_staleness", float(self.mean_staleness))
+        if isinstance(self.buffer_size, bool) or not isinstance(self.buffer_size, int) or (
+            self.buffer_size < 1
+        ):
+            raise ValueError(f"buffer_size must be an integer >= 1, got {self.buffer_size!r}")
+
+    @property
+    def mean_version_delay(self) -> NDArray[np.float64]:
+        """``E[D_i]`` in model versions: ``mean_relative_delay / buffer_size``, shape ``(n,)``."""
+        out = self.mean_relative_delay / self.buffer_size
+        out.setflags(write=False)
+        return out
+
+    @property
+    def mean_version_staleness(self) -> float:
+        """Staleness averaged over completions, in model versions: ``(C - 1) / B``."""
+        return self.mean_staleness / self.buffer_size
+
+    @property
+    def version_throughput(self) -> float:
+        """Model versions per unit time: ``throughput / buffer_size``."""
+        return self.throughput / self.buffer_size
 
     @property
     def has_curve(self) -> bool:

@@ -11,14 +11,16 @@ Training mode computes each task's work (a minibatch gradient, or local steps) w
 version the task carried. The result does not depend on when it is computed, so it is
 computed lazily at the task's completion: only the versions still referenced by tasks in
 flight stay alive. Queue-only mode skips the model entirely (each completion advances the
-version by one, as the SGD rules do) and runs a tight loop of several hundred thousand
-updates per second.
+version by one, as the SGD rules do, or every ``B`` completions for FedBuff's buffer of
+``B``) and runs a tight loop of several hundred thousand updates per second.
 
 Randomness: :func:`run_generators` derives one generator per client for service times,
 one per client for minibatch sampling and one for the router, all from
 ``numpy.random.SeedSequence(config.seed)``; the same seed gives the same run, bit for bit.
 
-Statistics: per-client completions, relative delays ``D = k - v`` (sum and sum of squares),
+Statistics: per-client completions, relative delays counted both in model versions
+(``D = k - v``, what the strategy sees) and in completions (the queueing theory's unit;
+the same count unless updates are buffered), each as a sum and a sum of squares,
 the exact time integral of every queue length and every client's busy time are kept as
 running sums and snapshotted on a grid of completion counts. After the run, a warm-up
 (10 % of the completions by default) is dropped and the rest cut into batches of
@@ -175,7 +177,8 @@ def simulate(
         workload: Prebuilt training workload (dataset, partitions, model); built from
             ``config`` when None and training. Ignored in queue-only mode.
         queue_only: Skip training (no model, no strategy; every completion advances the
-            version by one). Defaults to ``not config.run.train``.
+            version by one, or every ``B`` completions when the config's algorithm is
+            FedBuff with ``buffer_size = B``). Defaults to ``not config.run.train``.
         router: Router to use instead of ``make_router(config.routing)`` (e.g. an
             adaptive one). It is bound here.
         strategy: Strategy to use instead of ``make_strategy(config.algorithm)``. It is
@@ -195,12 +198,18 @@ def simulate(
         ConfigError: A bad argument, or a workload that does not match the config.
     """
     _check_inputs(config, warmup_fraction, num_batches, confidence, block_size)
+    from raysync.monitoring import summary_scalars
+    from raysync.queueing.predict import buffer_size as config_buffer_size
     from raysync.routing import make_router
     from raysync.simulation.service_times import make_service_time
+    from raysync.strategies import make_strategy
 
     wall_start = _time.perf_counter()
     n = config.num_clients
     train = config.run.train if queue_only is None else not queue_only
+    if train and strategy is None:
+        strategy = make_strategy(config.algorithm)
+    buffer = _buffer_size(strategy) if train else config_buffer_size(config)
     gens = run_generators(config.seed, n)
     if router is None:
         router = make_router(config.routing)
@@ -235,7 +244,7 @@ def simulate(
         final_row, curve, extra = loop.run()
         eval_seconds = extra["eval_seconds"]
     else:
-        final_row, curve, extra = _run_queue_only(**common)
+        final_row, curve, extra = _run_queue_only(**common, buffer_size=buffer)
     stats = batch_statistics(
         snapshots.rows,
         final_row,
@@ -243,7 +252,10 @@ def simulate(
         warmup_fraction=warmup_fraction,
         num_batches=num_batches,
         confidence=confidence,
+        transient_end=int(extra["transient_end"]),
     )
+    for message in stats["warnings"]:
+        logger.warning("%s", message)
     end_time = float(final_row[1])
     num_updates = int(final_row[2])
     wall = _time.perf_counter() - wall_start
@@ -269,9 +281,12 @@ def simulate(
         final_val_loss=float(curve.val_loss[-1]) if curve.val_loss else math.nan,
         final_val_accuracy=float(curve.val_accuracy[-1]) if curve.val_accuracy else math.nan,
         confidence=confidence,
+        buffer_size=buffer,
         config=config.to_dict(),
         extras={
             "eval_seconds": eval_seconds,
+            "max_completion_delay": int(extra["max_completion_delay"]),
+            "transient_end": int(extra["transient_end"]),
             "snapshot_interval": snapshots.interval,
             "block_size": block_size,
             "routing_probabilities": (
@@ -282,17 +297,20 @@ def simulate(
         },
         **stats,
     )
-    for sink in sinks:
-        scalars = {
-            "system/throughput": result.throughput,
-            "system/mean_staleness": result.mean_staleness,
-        }
-        for i in range(n):
-            scalars[f"staleness/client_{i}"] = float(result.mean_relative_delay[i])
-            scalars[f"system/utilization_client_{i}"] = float(result.utilization[i])
-        sink.log_scalars(num_updates, scalars, time=end_time)
+    if sinks:
+        scalars = summary_scalars(result)
+        for sink in sinks:
+            sink.log_scalars(num_updates, scalars, time=end_time)
     logger.debug("simulation done: %d updates in %.3f s wall", num_updates, wall)
     return result
+
+
+def _buffer_size(strategy: BaseStrategy | None) -> int:
+    """Completions per model version of a strategy (FedBuff's ``B``; 1 otherwise)."""
+    size = getattr(strategy, "buffer_size", 1)
+    if isinstance(size, int | np.integer) and not isinstance(size, bool) and size >= 1:
+        return int(size)
+    return 1
 
 
 def queue_only_snapshots(
@@ -330,6 +348,8 @@ def queue_only_snapshots(
     budget = config.run.time_budget
     capacity = snapshot_capacity(n)
     snapshots = Snapshots(snapshot_interval(max_updates, capacity), capacity)
+    from raysync.queueing.predict import buffer_size
+
     final, _, _ = _run_queue_only(
         config=config,
         router=router,
@@ -338,6 +358,7 @@ def queue_only_snapshots(
         max_updates=max_updates if max_updates is not None else math.inf,
         budget=budget if budget is not None else math.inf,
         progress=None,
+        buffer_size=buffer_size(config),
     )
     return snapshots.rows, final
 
@@ -366,17 +387,29 @@ def _run_queue_only(
     max_updates: float,
     budget: float,
     progress: ProgressCallback | None,
+    buffer_size: int = 1,
 ) -> tuple[tuple[Any, ...], _Curve, dict[str, Any]]:
-    """The fast loop: versions only, running sums, no per-event allocation but the heap tuple."""
+    """The fast loop: versions only, running sums, no per-event allocation but the heap tuple.
+
+    A queue holds, per task, the completion count at its dispatch ``m``. With a buffer of
+    ``B`` completions per model version (FedBuff), the version after ``c`` completions is
+    ``c // B``, so a task carries version ``m // B`` and is consumed at version
+    ``c // B``: both delays follow from ``m`` without a second record.
+    """
     n = config.num_clients
+    big = buffer_size
     queues: list[deque[int]] = [deque() for _ in range(n)]
     arr = [0.0] * n
     for j in router.initial_clients(config.concurrency):
-        queues[j].append(0)  # every initial task carries version 0, dispatched at t = 0
+        queues[j].append(0)  # every initial task is dispatched at completion 0, t = 0
+    initial_left = config.concurrency
+    transient_end = -1
     nexts = [s.__next__ for s in streams]
     cnt = [0] * n
-    sd = [0] * n
+    sd = [0] * n  # delays in completions
     sd2 = [0] * n
+    sv = [0] * n  # delays in model versions (only kept apart when B > 1)
+    sv2 = [0] * n
     dep = [0.0] * n
     busy = [0.0] * n
     heap, seq = _initial_heap(queues, nexts, busy)
@@ -384,19 +417,22 @@ def _run_queue_only(
     heappop = heapq.heappop
     heapreplace = heapq.heapreplace
     heappush = heapq.heappush
-    k = 0
+    c = 0
     dmax = 0
+    vmax = 0
     t = 0.0
     curve = _Curve([], [], [], [], [], [])
+    buffered = big > 1
 
-    def row(c: int, now: float) -> tuple[Any, ...]:
+    def row(done: int, now: float) -> tuple[Any, ...]:
+        vs, vs2 = (sv, sv2) if buffered else (sd, sd2)
         return (
-            c, now, c, cnt[:], sd[:], sd2[:], dep[:], arr[:],
-            [len(q) for q in queues], busy[:], heap[:],
+            done, now, done // big, cnt[:], vs[:], vs2[:], dep[:], arr[:],
+            [len(q) for q in queues], busy[:], heap[:], sd[:], sd2[:],
         )  # fmt: skip
 
     next_snap = snapshots.take(row(0, 0.0))
-    stop_at = max_updates
+    stop_at = max_updates * big
     check = min(next_snap, stop_at)
     end_time = 0.0
     while True:
@@ -405,8 +441,19 @@ def _run_queue_only(
             end_time = budget
             break
         q = queues[i]
-        d = k - q.popleft()
-        k += 1
+        m = q.popleft()
+        d = c - m
+        if buffered:
+            dv = c // big - m // big
+            sv[i] += dv
+            sv2[i] += dv * dv
+            if dv > vmax:
+                vmax = dv
+        if not m:
+            initial_left -= 1
+            if not initial_left:
+                transient_end = c + 1
+        c += 1
         cnt[i] += 1
         sd[i] += d
         sd2[i] += d * d
@@ -415,7 +462,7 @@ def _run_queue_only(
             dmax = d
         j = route(i)
         qj = queues[j]
-        qj.append(k)
+        qj.append(c)
         arr[j] += t
         if q:
             s = nexts[i]()
@@ -434,27 +481,31 @@ def _run_queue_only(
             seq += 1
         else:
             heappop(heap)
-        if k >= check:
+        if c >= check:
             end_time = t
-            if k >= stop_at:
+            if c >= stop_at:
                 break
-            next_snap = snapshots.take(row(k, t))
+            next_snap = snapshots.take(row(c, t))
             check = min(next_snap, stop_at)
             curve.times.append(t)
-            curve.updates.append(k)
+            curve.updates.append(c // big)
             if progress is not None:
-                progress(k, t)
-    final = row(k, end_time)
-    if k > snapshots.rows[-1][0] and k % snapshots.interval == 0:
+                progress(c // big, t)
+    final = row(c, end_time)
+    if c > snapshots.rows[-1][0] and c % snapshots.interval == 0:
         snapshots.take(final)  # the end lies on the grid: it closes the last batch
     curve.times.append(end_time)
-    curve.updates.append(k)
+    curve.updates.append(c // big)
     nan = [math.nan] * len(curve.times)
     curve.test_loss, curve.test_accuracy = nan, nan[:]
     curve.val_loss, curve.val_accuracy = nan[:], nan[:]
     if progress is not None:
-        progress(k, end_time)
-    return final, curve, {"max_delay": dmax}
+        progress(c // big, end_time)
+    return final, curve, {
+        "max_delay": vmax if buffered else dmax,
+        "max_completion_delay": dmax,
+        "transient_end": transient_end,
+    }
 
 
 class _TrainingLoop:
@@ -544,17 +595,23 @@ class _TrainingLoop:
         params = np.array(workload.initial_params, dtype=np.float32)
         params.setflags(write=False)
 
-        # Queues hold (task_id, base_version, params of that version).
-        queues: list[deque[tuple[int, int, np.ndarray]]] = [deque() for _ in range(n)]
+        # Queues hold (task_id, base_version, completions at dispatch, params of that
+        # version): the delay in versions is what the strategy sees, the delay in
+        # completions is the unit of the queueing theory (they differ under FedBuff).
+        queues: list[deque[tuple[int, int, int, np.ndarray]]] = [deque() for _ in range(n)]
         arr = [0.0] * n
         task_id = 0
         for j in router.initial_clients(config.concurrency):
-            queues[j].append((task_id, 0, params))
+            queues[j].append((task_id, 0, 0, params))
             task_id += 1
+        initial_left = config.concurrency
+        transient_end = -1
         nexts = [s.__next__ for s in self.streams]
         cnt = [0] * n
         sd = [0] * n
         sd2 = [0] * n
+        scd = [0] * n
+        scd2 = [0] * n
         dep = [0.0] * n
         busy = [0.0] * n
         heap, seq = _initial_heap(queues, nexts, busy)
@@ -564,12 +621,13 @@ class _TrainingLoop:
         k = 0  # model version
         c = 0  # completions
         dmax = 0
+        cmax = 0
         last_eval: tuple[float, int] | None = None
 
         def row(now: float) -> tuple[Any, ...]:
             return (
                 c, now, k, cnt[:], sd[:], sd2[:], dep[:], arr[:],
-                [len(q) for q in queues], busy[:], heap[:],
+                [len(q) for q in queues], busy[:], heap[:], scd[:], scd2[:],
             )  # fmt: skip
 
         budget = self.budget
@@ -597,7 +655,7 @@ class _TrainingLoop:
                 end_time = budget
                 break
             q = queues[i]
-            tid, version, task_params = q.popleft()
+            tid, version, dispatched, task_params = q.popleft()
             x, y = data[i]
             output = run_client_work(computer, work, task_params, x, y, rngs[i])
             del task_params
@@ -619,16 +677,25 @@ class _TrainingLoop:
                 new_params.setflags(write=False)
                 params = new_params
                 k += 1
+            dc = c - dispatched
+            if not dispatched:
+                initial_left -= 1
+                if not initial_left:
+                    transient_end = c + 1
             c += 1
             cnt[i] += 1
             sd[i] += d
             sd2[i] += d * d
+            scd[i] += dc
+            scd2[i] += dc * dc
             dep[i] += t
             if d > dmax:
                 dmax = d
+            if dc > cmax:
+                cmax = dc
             j = route(i)
             qj = queues[j]
-            qj.append((task_id, k, params))
+            qj.append((task_id, k, c, params))
             task_id += 1
             arr[j] += t
             if q:
@@ -665,4 +732,9 @@ class _TrainingLoop:
             self._evaluate(computer, params, end_time, k)
         if self.progress is not None:
             self.progress(k, end_time)
-        return final, self.curve, {"max_delay": dmax, "eval_seconds": self.eval_seconds}
+        return final, self.curve, {
+            "max_delay": dmax,
+            "max_completion_delay": cmax,
+            "transient_end": transient_end,
+            "eval_seconds": self.eval_seconds,
+        }

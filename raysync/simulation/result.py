@@ -23,7 +23,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RunResult", "SimulationResult", "batch_ratio_ci"]
+__all__ = ["UNITS", "RunResult", "SimulationResult", "batch_ratio_ci"]
+
+#: The unit of every quantity that ``result.json`` and ``theory.json`` share (same key,
+#: same unit; see :mod:`raysync.simulation.report`).
+UNITS: dict[str, str] = {
+    "throughput": "task completions per second (the theory's update throughput Lambda)",
+    "version_throughput": "model versions per second (= throughput / buffer_size)",
+    "mean_relative_delay": "model versions (D = k - v, the staleness a strategy sees)",
+    "mean_staleness": "model versions, averaged over completions",
+    "mean_completion_delay": "completions between dispatch and completion (THEORY.md sec. 2)",
+    "mean_completion_staleness": "completions, averaged over completions (theory: C - 1)",
+    "buffer_size": "completions per model version (FedBuff's B; 1 otherwise)",
+}
 
 _JSON_NAME = "result.json"
 _NPZ_NAME = "arrays.npz"
@@ -84,6 +96,16 @@ def _unfloat(value: Any) -> float:
     return float(value)
 
 
+def _config_buffer_size(config: Mapping[str, Any]) -> int:
+    """Completions per model version of a config mapping: FedBuff's ``B``, else 1."""
+    algorithm = config.get("algorithm") if isinstance(config, Mapping) else None
+    if isinstance(algorithm, Mapping) and algorithm.get("name") == "fedbuff":
+        size = algorithm.get("buffer_size", 1)
+        if isinstance(size, int) and not isinstance(size, bool) and size >= 1:
+            return size
+    return 1
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class RunResult:
     """What one run measured (simulation on a virtual clock, or Ray for real).
@@ -101,11 +123,12 @@ class RunResult:
         concurrency: ``C``, tasks in flight.
         num_updates: Model version at the end (updates applied).
         num_completions: Tasks completed and consumed by the strategy (equals
-            ``num_updates`` for the SGD rules; FedBuff buffers several per update).
+            ``num_updates`` for the SGD rules; FedBuff buffers ``B`` per update).
         elapsed: Length of the run (virtual or wall-clock seconds).
         wall_time: Real seconds the run took.
         throughput: Task completions per second in the window (the theory's update
-            throughput ``Lambda``).
+            throughput ``Lambda``, counted in completions; model versions per second
+            are ``throughput / buffer_size``).
         throughput_ci: ``(low, high)`` interval of ``throughput``.
         client_throughput: Completions per second of each client, shape ``(n,)``.
         utilization: Fraction of time each client was busy, shape ``(n,)``.
@@ -113,14 +136,28 @@ class RunResult:
         mean_queue_length: Time-averaged number of tasks at each client, shape ``(n,)``.
         mean_queue_length_ci: Intervals, shape ``(n, 2)``.
         mean_relative_delay: Mean relative delay ``D = k - v`` of the tasks each client
-            returned, shape ``(n,)`` (NaN for a client that returned none in the window).
+            returned, **in model versions** (the staleness a strategy sees), shape
+            ``(n,)`` (NaN for a client that returned none in the window). Equal to
+            :attr:`mean_completion_delay` for the SGD rules; about ``1 / B`` of it for
+            FedBuff.
         relative_delay_std: Standard deviation of those delays, shape ``(n,)``.
         relative_delay_ci: Intervals of ``mean_relative_delay``, shape ``(n, 2)``.
-        mean_staleness: Mean relative delay over all completions in the window (the
-            theory's ``sum_i p_i E[D_i]``, which is ``C - 1`` for random routing).
+        mean_staleness: Mean relative delay over all completions in the window, in model
+            versions (theory: ``(C - 1) / B``).
         mean_staleness_ci: ``(low, high)`` interval of ``mean_staleness``.
+        mean_completion_delay: Mean relative delay of each client's tasks **in
+            completions** (completions between a task's dispatch and its own): the unit
+            of THEORY.md section 2, whose ``E[D_i]`` it estimates. Shape ``(n,)``; NaN
+            when the backend did not record it for a buffered run.
+        completion_delay_std: Standard deviation of those delays, shape ``(n,)``.
+        completion_delay_ci: Intervals of ``mean_completion_delay``, shape ``(n, 2)``.
+        mean_completion_staleness: Mean delay in completions over all completions in the
+            window (theory: ``sum_i p_i E[D_i] = C - 1``).
+        mean_completion_staleness_ci: ``(low, high)`` interval of it.
+        buffer_size: Completions per model version ``B`` (FedBuff's buffer size; 1 for
+            the rules that apply every result). Derived from ``config`` when not given.
         completed: Tasks each client completed over the whole run, shape ``(n,)``.
-        max_relative_delay: Largest delay observed over the whole run.
+        max_relative_delay: Largest delay observed over the whole run (model versions).
         times: Instants of the evaluations (seconds since the start).
         updates: Model version at each evaluation.
         test_loss: Test loss at each evaluation (NaN in queue-only runs).
@@ -135,6 +172,8 @@ class RunResult:
         window_updates: Completions inside the measurement window.
         num_batches: Batches the window was cut into (0: too short for intervals).
         confidence: Level of the intervals.
+        warnings: One-line messages about the measurement's soundness (e.g. a run too
+            short to leave its warm-up); empty when the statistics are sound.
         config: The run's config as a plain mapping (``SystemConfig.to_dict()``).
         extras: Backend-specific JSON-safe details.
     """
@@ -176,8 +215,35 @@ class RunResult:
     window_updates: int
     num_batches: int
     confidence: float
+    mean_completion_delay: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    completion_delay_std: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    completion_delay_ci: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    mean_completion_staleness: float = math.nan
+    mean_completion_staleness_ci: tuple[float, float] = (math.nan, math.nan)
+    buffer_size: int = 0
+    warnings: tuple[str, ...] = ()
     config: Mapping[str, Any] = field(default_factory=dict)
     extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.buffer_size < 1:
+            object.__setattr__(self, "buffer_size", _config_buffer_size(self.config))
+        n = self.num_clients
+        nan = np.full(n, np.nan)
+        for name, shape in (
+            ("mean_completion_delay", (n,)),
+            ("completion_delay_std", (n,)),
+            ("completion_delay_ci", (n, 2)),
+        ):
+            if getattr(self, name).size == 0 and n > 0:  # a result written before the field
+                object.__setattr__(self, name, np.broadcast_to(nan[:, None], shape).copy()
+                                   if len(shape) == 2 else nan.copy())
+        object.__setattr__(self, "warnings", tuple(str(w) for w in self.warnings))
+
+    @property
+    def version_throughput(self) -> float:
+        """Model versions per second in the window: ``throughput / buffer_size``."""
+        return self.throughput / self.buffer_size
 
     # ------------------------------------------------------------------ persistence
 
@@ -201,11 +267,13 @@ class RunResult:
             elif isinstance(value, float):
                 out[f.name] = _float(value)
             elif isinstance(value, tuple):
-                out[f.name] = [_float(v) for v in value]
+                out[f.name] = [v if isinstance(v, str) else _float(v) for v in value]
             elif isinstance(value, Mapping):
                 out[f.name] = dict(value)
             else:
                 out[f.name] = value
+        out["version_throughput"] = _float(self.version_throughput)
+        out["units"] = dict(UNITS)
         return out
 
     def to_json(self, path: str | Path) -> None:
@@ -248,38 +316,61 @@ class RunResult:
                     raw = _unfloat(raw)
                 elif f.type in ("tuple[float, float]",):
                     raw = tuple(_unfloat(v) for v in raw)
+                elif f.type in ("tuple[str, ...]",):
+                    raw = tuple(str(v) for v in raw)
                 values[f.name] = raw
         return cls(**values)
 
     # ------------------------------------------------------------------ display
 
     def summary(self) -> str:
-        """Human-readable multi-line summary."""
+        """Human-readable multi-line summary (every delay labelled with its unit)."""
         unit = "virtual s" if self.backend == "simulation" else "s"
+        b = self.buffer_size
+        runs = (
+            f"{self.num_updates} updates"
+            if b == 1
+            else f"{self.num_updates} model versions ({self.num_completions} completions, "
+            f"B={b} per version)"
+        )
         lines = [
             f"{self.backend} run: n={self.num_clients} clients, C={self.concurrency}, "
-            f"{self.num_updates} updates in {self.elapsed:.4g} {unit} "
-            f"({self.wall_time:.3g} s wall)",
+            f"{runs} in {self.elapsed:.4g} {unit} ({self.wall_time:.3g} s wall)",
         ]
+        lines.extend(f"WARNING: {w}" for w in self.warnings)
         if self.train:
             lines.append(
                 f"final test accuracy {self.final_test_accuracy:.4f}, "
                 f"test loss {self.final_test_loss:.4f}"
             )
         lo, hi = self.throughput_ci
-        lines.append(
-            f"throughput {self.throughput:.5g} updates/s "
-            f"({100 * self.confidence:.0f}% CI [{lo:.5g}, {hi:.5g}]); "
-            f"mean staleness {self.mean_staleness:.4g}"
+        per = "updates" if b == 1 else "completions"
+        line = (
+            f"throughput {self.throughput:.5g} {per}/s "
+            f"({100 * self.confidence:.0f}% CI [{lo:.5g}, {hi:.5g}])"
         )
-        lines.append("client  completed  throughput  utilization  queue_len  delay (CI)")
+        if b > 1:
+            line += f" = {self.version_throughput:.5g} model versions/s"
+        lines.append(line)
+        if b == 1:
+            lines.append(f"mean staleness {self.mean_staleness:.4g} updates")
+        else:
+            lines.append(
+                f"mean staleness {self.mean_completion_staleness:.4g} completions "
+                f"= {self.mean_staleness:.4g} model versions"
+            )
+        head = "delay (CI)" if b == 1 else "delay in versions (CI)  in completions"
+        lines.append(f"client  completed  throughput  utilization  queue_len  {head}")
         for i in range(self.num_clients):
             dlo, dhi = self.relative_delay_ci[i]
-            lines.append(
+            row = (
                 f"{i:>6}  {int(self.completed[i]):>9}  {self.client_throughput[i]:>10.4g}  "
                 f"{self.utilization[i]:>11.4f}  {self.mean_queue_length[i]:>9.4g}  "
                 f"{self.mean_relative_delay[i]:.4g} [{dlo:.4g}, {dhi:.4g}]"
             )
+            if b > 1:
+                row += f"  {self.mean_completion_delay[i]:.4g}"
+            lines.append(row)
         return "\n".join(lines)
 
 

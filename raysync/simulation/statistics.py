@@ -12,13 +12,23 @@
 Snapshot rows have a fixed layout (both backends write it)::
 
     (completions, time, version, count, sum_delay, sum_delay2, departures, arrivals,
-     lengths, busy_started, heap)
+     lengths, busy_started, heap[, sum_cdelay, sum_cdelay2])
 
 where the per-client entries are sequences of length ``n`` (lists or numpy arrays):
-completions, sums of relative delays ``D`` and ``D^2``, sums of departure and arrival
-instants, queue lengths, busy time started so far; ``heap`` lists in-service tasks as
-tuples whose first entry is their end time and last entry their client (the simulator's
-event heap; empty for the runtime, which only knows measured busy times).
+completions, sums of relative delays ``D`` and ``D^2`` counted in **model versions**
+(``D = k - v``, what a strategy sees), sums of departure and arrival instants, queue
+lengths, busy time started so far; ``heap`` lists in-service tasks as tuples whose first
+entry is their end time and last entry their client (the simulator's event heap; empty for
+the runtime, which only knows measured busy times). The optional trailing pair holds the
+sums of the relative delays counted in **completions** (the unit of THEORY.md section 2:
+completions between a task's dispatch and its own); the simulator writes it, the runtime
+does not. When it is absent and every row has ``version == completions`` (one version per
+completion: the SGD rules), the two units coincide and the version sums stand for both.
+
+Units. The queueing theory counts one update per completion. FedBuff applies one model
+version per ``B`` completions, so its version delay is about ``1 / B`` of its completion
+delay (exactly ``E[D_versions] = E[D_completions] / B`` in steady state; see
+``docs/fedbuff.md``). Both are reported, each under its own name.
 """
 
 from __future__ import annotations
@@ -146,6 +156,8 @@ class SnapshotState:
         sum_delay2: Sum of squared relative delays per client.
         area: Time integral of each client's queue length.
         busy: Busy time per client (in-service residuals removed).
+        sum_cdelay: Sum of relative delays in completions per client (None: not recorded).
+        sum_cdelay2: Sum of their squares (None: not recorded).
     """
 
     completions: int
@@ -156,15 +168,18 @@ class SnapshotState:
     sum_delay2: np.ndarray
     area: np.ndarray
     busy: np.ndarray
+    sum_cdelay: np.ndarray | None = None
+    sum_cdelay2: np.ndarray | None = None
 
 
 def snapshot_state(row: tuple[Any, ...], num_clients: int) -> SnapshotState:
     """Turn a snapshot row into cumulative arrays (queue areas and busy times exact)."""
-    c, t, version, cnt, sd, sd2, dep, arr, lens, busy_started, heap = row
+    c, t, version, cnt, sd, sd2, dep, arr, lens, busy_started, heap = row[:11]
     residual = np.zeros(num_clients)
     for entry in heap:
         residual[entry[-1]] = entry[0] - t
     lens_a = np.asarray(lens, dtype=np.float64)
+    extra = row[11:13]
     return SnapshotState(
         completions=int(c),
         time=float(t),
@@ -174,6 +189,8 @@ def snapshot_state(row: tuple[Any, ...], num_clients: int) -> SnapshotState:
         sum_delay2=np.asarray(sd2, dtype=np.float64),
         area=np.asarray(dep, dtype=np.float64) + lens_a * t - np.asarray(arr, dtype=np.float64),
         busy=np.asarray(busy_started, dtype=np.float64) - residual,
+        sum_cdelay=np.asarray(extra[0], dtype=np.float64) if len(extra) == 2 else None,
+        sum_cdelay2=np.asarray(extra[1], dtype=np.float64) if len(extra) == 2 else None,
     )
 
 
@@ -185,6 +202,7 @@ def batch_statistics(
     warmup_fraction: float,
     num_batches: int,
     confidence: float,
+    transient_end: int | None = None,
 ) -> dict[str, Any]:
     """Point estimates and batch-means intervals over the post-warm-up window.
 
@@ -193,6 +211,12 @@ def batch_statistics(
     short). Point estimates are ratios of totals; intervals come from
     :func:`~raysync.simulation.result.batch_ratio_ci`.
 
+    A run too short to give steady-state numbers is not refused (its raw counts are still
+    true) but says so in ``warnings``: no completion at all; a window too short for two
+    batches (no confidence intervals); or a warm-up that ends before the start-up
+    transient does (``transient_end``: the completion that consumed the last of the ``C``
+    tasks present at time 0, or ``-1`` when some were never consumed).
+
     Args:
         rows: The snapshots (grid order).
         final_row: The snapshot at the end of the run.
@@ -200,14 +224,17 @@ def batch_statistics(
         warmup_fraction: Fraction of the completions dropped before measuring.
         num_batches: Batches of the batch-means intervals.
         confidence: Level of the intervals.
+        transient_end: See above; None when the backend does not track it.
 
     Returns:
-        The statistics fields of :class:`~raysync.simulation.result.RunResult`.
+        The statistics fields of :class:`~raysync.simulation.result.RunResult`, plus
+        ``warnings`` (a tuple of one-line messages, empty for a sound run).
     """
     n = num_clients
     final = snapshot_state(final_row, n)
     total = final.completions
     warmup = math.ceil(warmup_fraction * total)
+    warnings: list[str] = []
     grid = [r for r in rows if r[0] >= warmup]
     states: list[SnapshotState]
     if len(grid) >= 3:
@@ -231,6 +258,14 @@ def batch_statistics(
 
     count, sum_delay, sum_delay2 = diff("count"), diff("sum_delay"), diff("sum_delay2")
     area, busy = diff("area"), diff("busy")
+    if all(st.sum_cdelay is not None for st in states):
+        sum_cdelay, sum_cdelay2 = diff("sum_cdelay"), diff("sum_cdelay2")
+    elif all(r[0] == r[2] for r in (*rows, final_row)):
+        # One version per completion everywhere: the two units are the same count.
+        sum_cdelay, sum_cdelay2 = sum_delay, sum_delay2
+    else:  # buffered updates and no per-completion record: not measured
+        sum_cdelay = np.full_like(sum_delay, np.nan)
+        sum_cdelay2 = np.full_like(sum_delay2, np.nan)
 
     def ci(num: np.ndarray, den: np.ndarray) -> tuple[Any, Any, Any]:
         if batches >= 2:
@@ -246,10 +281,40 @@ def batch_statistics(
     qlen, q_lo, q_hi = ci(area, dt)
     util, u_lo, u_hi = ci(busy, dt)
     stale, s_lo, s_hi = ci(sum_delay.sum(axis=1), count.sum(axis=1))
+    cdelay, cd_lo, cd_hi = ci(sum_cdelay, count)
+    cstale, cs_lo, cs_hi = ci(sum_cdelay.sum(axis=1), count.sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
         tot_cnt = count.sum(axis=0)
         second = sum_delay2.sum(axis=0) / tot_cnt
         std = np.sqrt(np.maximum(second - np.asarray(delay) ** 2, 0.0))
+        csecond = sum_cdelay2.sum(axis=0) / tot_cnt
+        cstd = np.sqrt(np.maximum(csecond - np.asarray(cdelay) ** 2, 0.0))
+    window = int(dc.sum())
+    start_c = int(states[0].completions)
+    if total == 0:
+        warnings.append(
+            "no task completed: the run is too short to measure anything "
+            "(every statistic is NaN); give it more updates or a longer time budget"
+        )
+    elif batches < 2 or window < num_batches:
+        warnings.append(
+            f"run too short to leave its warm-up: {total} completions, {start_c} dropped as "
+            f"warm-up, {window} left in the measurement window, fewer than the "
+            f"{num_batches} batches of the intervals (the numbers are not steady-state "
+            f"estimates); run at least {math.ceil(num_batches / (1 - warmup_fraction)) + 1} "
+            f"completions"
+        )
+    if total > 0 and transient_end is not None and (transient_end < 0 or start_c < transient_end):
+        when = (
+            "were not all consumed by the end of the run"
+            if transient_end < 0
+            else f"were all consumed only at completion {transient_end}"
+        )
+        warnings.append(
+            f"run too short to leave its warm-up: the warm-up ends at completion {start_c} "
+            f"but the tasks present at the start {when}, so the statistics include the "
+            f"start-up transient; run longer"
+        )
     return {
         "throughput": float(thr),
         "throughput_ci": (float(thr_lo), float(thr_hi)),
@@ -263,8 +328,14 @@ def batch_statistics(
         "relative_delay_ci": np.stack([d_lo, d_hi], axis=-1).astype(np.float64),
         "mean_staleness": float(stale),
         "mean_staleness_ci": (float(s_lo), float(s_hi)),
+        "mean_completion_delay": np.asarray(cdelay, dtype=np.float64),
+        "completion_delay_std": np.asarray(cstd, dtype=np.float64),
+        "completion_delay_ci": np.stack([cd_lo, cd_hi], axis=-1).astype(np.float64),
+        "mean_completion_staleness": float(cstale),
+        "mean_completion_staleness_ci": (float(cs_lo), float(cs_hi)),
         "completed": final.count.astype(np.int64),
-        "warmup_updates": int(states[0].completions),
-        "window_updates": int(dc.sum()),
+        "warmup_updates": start_c,
+        "window_updates": window,
         "num_batches": int(batches if batches >= 2 else 0),
+        "warnings": tuple(warnings),
     }

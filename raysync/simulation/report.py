@@ -1,0 +1,174 @@
+"""Measured-versus-theory report of a run, with every delay in a named unit.
+
+Two units of staleness exist and are never mixed:
+
+* **completions** (THEORY.md section 2): the number of tasks completed between a task's
+  dispatch and its own completion. The closed-network formulas (``E[D_i]``, ``C - 1`` on
+  average) count this, and the throughput ``Lambda`` is completions per second.
+* **model versions**: ``D = k - v``, the server versions applied meanwhile; what a
+  strategy sees (FedAsync's and FedBuff's staleness weights use it). For rules that apply
+  every result (AsyncSGD, FedAsync) a completion is a version and the two coincide. FedBuff
+  applies one version per ``B`` completions, and then ``E[D_versions] = E[D_completions] /
+  B`` exactly in steady state (``docs/fedbuff.md``).
+
+:func:`theory_prediction` (written as ``theory.json``) and
+:class:`~raysync.simulation.result.RunResult` (``result.json``) use the same key for the same
+quantity in the same unit: ``mean_relative_delay`` / ``mean_staleness`` in model versions,
+``mean_completion_delay`` / ``mean_completion_staleness`` in completions, ``throughput``
+in completions per second and ``version_throughput`` in model versions per second.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from raysync.simulation.result import UNITS
+
+if TYPE_CHECKING:
+    from raysync.config import SystemConfig
+    from raysync.simulation.result import RunResult
+
+__all__ = ["UNITS", "format_report", "theory_prediction"]
+
+def theory_prediction(config: SystemConfig) -> dict[str, Any]:
+    """The queueing theory's prediction for a config, in both staleness units.
+
+    Args:
+        config: The system (random routing: closed Jackson network; return to sender:
+            independent cycles).
+
+    Returns:
+        A JSON-safe mapping: ``model`` (``"closed_jackson"`` or
+        ``"independent_cycles"``), ``exact`` (all service times exponential),
+        ``buffer_size`` ``B``, ``throughput`` (completions/s) and ``version_throughput``
+        (versions/s), per-client lists ``client_throughput``, ``utilization``,
+        ``mean_queue_length``, ``mean_relative_delay`` (versions) and
+        ``mean_completion_delay`` (completions), the averages ``mean_staleness``
+        (versions) and ``mean_completion_staleness`` (completions), and ``units``.
+    """
+    from raysync.queueing import predict
+
+    res = predict(config)
+    return {
+        "model": "closed_jackson" if res.method == "mva" else res.method,
+        "exact": all(c.service_time.kind == "exponential" for c in config.clients),
+        "buffer_size": res.buffer_size,
+        "throughput": float(res.throughput),
+        "version_throughput": float(res.version_throughput),
+        "client_throughput": res.client_throughput.tolist(),
+        "utilization": res.utilization.tolist(),
+        "mean_queue_length": res.mean_queue_length.tolist(),
+        "mean_relative_delay": res.mean_version_delay.tolist(),
+        "mean_staleness": float(res.mean_version_staleness),
+        "mean_completion_delay": res.mean_relative_delay.tolist(),
+        "mean_completion_staleness": float(res.mean_staleness),
+        "units": dict(UNITS),
+    }
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "nan" if not math.isfinite(value) else f"{value:.{digits}g}"
+
+
+def _ci(low: float, high: float) -> str:
+    return "[" + _fmt(low) + ", " + _fmt(high) + "]"
+
+
+def format_report(config: SystemConfig, result: RunResult, theory: dict[str, Any]) -> str:
+    """The ``raysync simulate`` report: measurements next to the theory, units named.
+
+    With one model version per completion the delays are printed once, "in updates".
+    With a buffer of ``B`` they are printed twice, in completions (the theory's unit) and
+    in model versions (what the strategy sees), each next to the theory in that unit.
+
+    Args:
+        config: The run's config.
+        result: The run's result.
+        theory: :func:`theory_prediction` of ``config``.
+
+    Returns:
+        The report, lines joined by newlines (no trailing newline).
+    """
+    p = config.routing_probabilities
+    b = result.buffer_size
+    exact = "" if theory["exact"] else " (approximate: service times are not all exponential)"
+    lines: list[str] = []
+    runs = (
+        f"{result.num_updates} updates"
+        if b == 1
+        else f"{result.num_updates} model versions = {result.num_completions} completions "
+        f"(buffer B={b} completions per version)"
+    )
+    lines.append(
+        f"simulated {runs} in {_fmt(result.elapsed, 6)} virtual s "
+        f"(n={result.num_clients}, C={result.concurrency}, routing={config.routing.kind}, "
+        f"algorithm={config.algorithm.name}, seed={result.seed}; {result.wall_time:.2f} s wall)"
+    )
+    lines.extend(f"WARNING: {w}" for w in result.warnings)
+    if result.train:
+        lines.append(
+            f"final test accuracy: {result.final_test_accuracy:.4f}  "
+            f"(test loss {_fmt(result.final_test_loss)})"
+        )
+    else:
+        lines.append("final test accuracy: n/a (queue-only)")
+    level = f"{100 * result.confidence:.0f}%"
+    lo, hi = result.throughput_ci
+    per = "updates" if b == 1 else "completions"
+    lines.append(
+        f"throughput: {_fmt(result.throughput, 6)} {per}/s  ({level} CI "
+        f"[{_fmt(lo, 6)}, {_fmt(hi, 6)}])  theory: {_fmt(theory['throughput'], 6)}{exact}"
+    )
+    if b == 1:
+        lines.append(
+            f"mean staleness: {_fmt(result.mean_staleness)} updates  "
+            f"theory: {_fmt(theory['mean_staleness'])}"
+        )
+        lines.append("per-client staleness (mean relative delay, in updates):")
+        lines.append(
+            f"  {'client':>6} {'mu':>9} {'p':>7} {'completed':>9} {'measured':>9} "
+            f"{level + ' CI':>21} {'theory':>9}"
+        )
+        for i in range(result.num_clients):
+            pi = "-" if p is None else f"{p[i]:.4f}"
+            lines.append(
+                f"  {i:>6} {config.service_rates[i]:>9.4g} {pi:>7} "
+                f"{int(result.completed[i]):>9} {_fmt(result.mean_relative_delay[i]):>9} "
+                f"{_ci(*result.relative_delay_ci[i]):>21} "
+                f"{_fmt(theory['mean_relative_delay'][i]):>9}"
+            )
+        return "\n".join(lines)
+    lines.append(
+        f"model versions/s: {_fmt(result.version_throughput, 6)}  "
+        f"theory: {_fmt(theory['version_throughput'], 6)}  (= completions/s / B)"
+    )
+    lines.append(
+        f"mean staleness in completions (THEORY.md sec. 2): "
+        f"{_fmt(result.mean_completion_staleness)}  "
+        f"theory: {_fmt(theory['mean_completion_staleness'])}"
+    )
+    lines.append(
+        f"mean staleness in model versions (completions / B): {_fmt(result.mean_staleness)}"
+        f"  theory: {_fmt(theory['mean_staleness'])}"
+    )
+    lines.append(
+        "per-client staleness (mean relative delay), in completions | in model versions:"
+    )
+    lines.append(
+        f"  {'client':>6} {'mu':>9} {'p':>7} {'completed':>9} {'compl.':>8} "
+        f"{level + ' CI':>19} {'theory':>8} | {'versions':>8} {level + ' CI':>19} "
+        f"{'theory':>8}"
+    )
+    for i in range(result.num_clients):
+        pi = "-" if p is None else f"{p[i]:.4f}"
+        lines.append(
+            f"  {i:>6} {config.service_rates[i]:>9.4g} {pi:>7} {int(result.completed[i]):>9} "
+            f"{_fmt(result.mean_completion_delay[i]):>8} "
+            f"{_ci(*result.completion_delay_ci[i]):>19} "
+            f"{_fmt(theory['mean_completion_delay'][i]):>8} | "
+            f"{_fmt(result.mean_relative_delay[i]):>8} "
+            f"{_ci(*result.relative_delay_ci[i]):>19} "
+            f"{_fmt(theory['mean_relative_delay'][i]):>8}"
+        )
+    return "\n".join(lines)
