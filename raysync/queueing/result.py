@@ -82,8 +82,10 @@ class QueueingResult:
                 object.__setattr__(self, f.name, _freeze(value))
         object.__setattr__(self, "throughput", float(self.throughput))
         object.__setattr__(self, "mean_staleness", float(self.mean_staleness))
-        if isinstance(self.buffer_size, bool) or not isinstance(self.buffer_size, int) or (
-            self.buffer_size < 1
+        if (
+            isinstance(self.buffer_size, bool)
+            or not isinstance(self.buffer_size, int)
+            or (self.buffer_size < 1)
         ):
             raise ValueError(f"buffer_size must be an integer >= 1, got {self.buffer_size!r}")
 

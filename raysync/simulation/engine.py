@@ -501,11 +501,15 @@ def _run_queue_only(
     curve.val_loss, curve.val_accuracy = nan[:], nan[:]
     if progress is not None:
         progress(c // big, end_time)
-    return final, curve, {
-        "max_delay": vmax if buffered else dmax,
-        "max_completion_delay": dmax,
-        "transient_end": transient_end,
-    }
+    return (
+        final,
+        curve,
+        {
+            "max_delay": vmax if buffered else dmax,
+            "max_completion_delay": dmax,
+            "transient_end": transient_end,
+        },
+    )
 
 
 class _TrainingLoop:
@@ -732,9 +736,13 @@ class _TrainingLoop:
             self._evaluate(computer, params, end_time, k)
         if self.progress is not None:
             self.progress(k, end_time)
-        return final, self.curve, {
-            "max_delay": dmax,
-            "max_completion_delay": cmax,
-            "transient_end": transient_end,
-            "eval_seconds": self.eval_seconds,
-        }
+        return (
+            final,
+            self.curve,
+            {
+                "max_delay": dmax,
+                "max_completion_delay": cmax,
+                "transient_end": transient_end,
+                "eval_seconds": self.eval_seconds,
+            },
+        )

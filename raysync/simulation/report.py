@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["UNITS", "format_report", "theory_prediction"]
 
+
 def theory_prediction(config: SystemConfig) -> dict[str, Any]:
     """The queueing theory's prediction for a config, in both staleness units.
 
@@ -152,9 +153,7 @@ def format_report(config: SystemConfig, result: RunResult, theory: dict[str, Any
         f"mean staleness in model versions (completions / B): {_fmt(result.mean_staleness)}"
         f"  theory: {_fmt(theory['mean_staleness'])}"
     )
-    lines.append(
-        "per-client staleness (mean relative delay), in completions | in model versions:"
-    )
+    lines.append("per-client staleness (mean relative delay), in completions | in model versions:")
     lines.append(
         f"  {'client':>6} {'mu':>9} {'p':>7} {'completed':>9} {'compl.':>8} "
         f"{level + ' CI':>19} {'theory':>8} | {'versions':>8} {level + ' CI':>19} "

@@ -236,8 +236,11 @@ class RunResult:
             ("completion_delay_ci", (n, 2)),
         ):
             if getattr(self, name).size == 0 and n > 0:  # a result written before the field
-                object.__setattr__(self, name, np.broadcast_to(nan[:, None], shape).copy()
-                                   if len(shape) == 2 else nan.copy())
+                object.__setattr__(
+                    self,
+                    name,
+                    np.broadcast_to(nan[:, None], shape).copy() if len(shape) == 2 else nan.copy(),
+                )
         object.__setattr__(self, "warnings", tuple(str(w) for w in self.warnings))
 
     @property

@@ -270,18 +270,15 @@ class TraceServiceTime(BaseServiceTime):
 def make_service_time(spec: ServiceTimeSpec) -> BaseServiceTime:
     """Build the distribution a :class:`~raysync.config.ServiceTimeSpec` describes.
 
-    ``exponential`` uses ``rate``; ``deterministic`` uses ``mean`` as the duration;
-    ``lognormal`` uses ``mean`` and ``cv``; ``trace`` uses ``durations``.
+    Built through the registry :mod:`raysync.simulation.registry` (which lists the kinds
+    and the fields each uses): ``exponential`` uses ``rate``; ``deterministic`` uses
+    ``mean`` as the duration; ``lognormal`` uses ``mean`` and ``cv``; ``trace`` uses
+    ``durations``.
 
     Raises:
-        ConfigError: The spec's kind is unknown or a required field is missing.
+        ConfigError: The spec's kind is not registered or a required field is missing.
     """
-    if spec.kind == "exponential" and spec.rate is not None:
-        return ExponentialServiceTime(rate=spec.rate)
-    if spec.kind == "deterministic" and spec.mean is not None:
-        return DeterministicServiceTime(duration=spec.mean)
-    if spec.kind == "lognormal" and spec.mean is not None:
-        return LogNormalServiceTime(mean=spec.mean, cv=1.0 if spec.cv is None else spec.cv)
-    if spec.kind == "trace" and spec.durations:
-        return TraceServiceTime(durations=spec.durations)
-    raise ConfigError(f"cannot build a service time from {spec!r}")
+    # Imported here: the registry module imports the classes defined above.
+    from raysync.simulation.registry import build
+
+    return build(spec)
