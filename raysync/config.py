@@ -39,21 +39,28 @@ TOML layout (``[[clients]]`` tables may set ``count`` to repeat one spec)::
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
+import reprlib
 import tomllib
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
+import numpy as np
+
+from raysync._validation import read_text_file
 from raysync.exceptions import ConfigError
 
 __all__ = [
-    "ALGORITHMS",
     "AUTO_PER_CLIENT_MAX",
     "AlgorithmConfig",
     "ClientSpec",
     "DataConfig",
+    "MAX_CLIENTS",
     "ModelConfig",
     "RoutingConfig",
     "RunConfig",
@@ -65,9 +72,14 @@ __all__ = [
 ]
 
 ServiceKind = Literal["exponential", "deterministic", "lognormal", "trace"]
-SERVICE_KINDS: tuple[str, ...] = ("exponential", "deterministic", "lognormal", "trace")
-ROUTING_KINDS: tuple[str, ...] = ("fixed", "uniform", "return_to_sender")
-ALGORITHMS: tuple[str, ...] = ("asyncsgd", "generalized_asyncsgd", "fedasync", "fedbuff")
+# ALGORITHMS, ROUTING_KINDS and SERVICE_KINDS are the names of each extension point's
+# registry (raysync.strategies.registry, raysync.routing.registry,
+# raysync.simulation.registry), read when a config is validated: see _registered.
+_REGISTERED = {
+    "ALGORITHMS": "algorithm.name",
+    "ROUTING_KINDS": "routing.kind",
+    "SERVICE_KINDS": "service_time.kind",
+}
 STALENESS_FUNCTIONS: tuple[str, ...] = ("constant", "polynomial", "hinge")
 DATASETS: tuple[str, ...] = ("digits", "mnist", "directory")
 PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "shards", "unequal")
@@ -76,14 +88,79 @@ RUNTIME_MODES: tuple[str, ...] = ("auto", "per_client", "pool")
 
 _SUM_TOL = 1e-6
 
+#: Most clients a config may describe (after ``count`` expansion); a bound that keeps a
+#: typo such as ``count = 10000000000`` a one-line error instead of a MemoryError.
+MAX_CLIENTS = 1_000_000
+
+#: Largest config file read (a fleet of ``MAX_CLIENTS`` one-line tables fits).
+MAX_CONFIG_BYTES = 256 * 2**20
+
+_TOML_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a float"),
+    (str, "a string"),
+    (list, "an array"),
+    (tuple, "an array"),
+    (Mapping, "a table"),
+)
+
+
+def _type_name(value: object) -> str:
+    """The TOML name of ``value``'s type (``bool`` before ``int``: bool is an int)."""
+    for kind, name in _TOML_TYPES:
+        if isinstance(value, kind):
+            return name
+    if isinstance(value, np.bool_):
+        return "a boolean"
+    if isinstance(value, np.integer):
+        return "an integer"
+    if isinstance(value, np.floating):
+        return "a float"
+    return f"a {type(value).__name__}"
+
+
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = 60
+_SHOW.maxother = 60
+_SHOW.maxlist = _SHOW.maxtuple = _SHOW.maxdict = 6
+_SHOW.maxlevel = 3
+
+
+def _show(value: object) -> str:
+    """A short, single-line repr (long lists and strings are elided with ``...``)."""
+    return _SHOW.repr(value)
+
+
+def _error(field_name: str, detail: str) -> ConfigError:
+    """A :class:`ConfigError` that remembers its field, so a caller can qualify it."""
+    exc = ConfigError(f"{field_name} {detail}")
+    exc.field = field_name  # type: ignore[attr-defined]
+    exc.detail = detail  # type: ignore[attr-defined]
+    return exc
+
 
 def _fail(field_name: str, rule: str, value: object) -> ConfigError:
-    return ConfigError(f"{field_name} {rule}, got {value!r}")
+    return _error(field_name, f"{rule}, got {_show(value)}")
+
+
+def _wrong_type(field_name: str, expected: str, value: object) -> ConfigError:
+    return _error(field_name, f"must be {expected}, got {_show(value)} ({_type_name(value)})")
+
+
+def _qualify(exc: ConfigError, prefix: str) -> ConfigError:
+    """Re-address an error raised inside a nested table: ``num_cpus`` -> ``clients[2].num_cpus``."""
+    name = getattr(exc, "field", None)
+    if not prefix or name is None:
+        return exc
+    qualified = _error(f"{prefix}.{name}" if name else prefix, exc.detail)  # type: ignore[attr-defined]
+    qualified.__cause__ = exc
+    return qualified
 
 
 def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(name, "must be a number", value)
+        raise _wrong_type(name, "a number", value)
     if not math.isfinite(value):
         raise _fail(name, "must be finite", value)
     if allow_zero and value < 0:
@@ -94,14 +171,134 @@ def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> Non
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(name, f"must be an integer >= {minimum}", value)
+        raise _wrong_type(name, f"an integer >= {minimum}", value)
     if value < minimum:
         raise _fail(name, f"must be an integer >= {minimum}", value)
 
 
+def _registered(field: str) -> tuple[str, ...]:
+    """The names registered for ``algorithm.name``, ``routing.kind`` or ``service_time.kind``."""
+    # Imported on use: the registries import the classes they build, which import this module.
+    if field == "algorithm.name":
+        from raysync.strategies.registry import names as algorithm_names
+
+        return algorithm_names()
+    if field == "routing.kind":
+        from raysync.routing.registry import names as routing_names
+
+        return routing_names()
+    from raysync.simulation.registry import names as service_time_names
+
+    return service_time_names()
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    # ALGORITHMS, ROUTING_KINDS, SERVICE_KINDS: live views of the registries.
+    if name in _REGISTERED:
+        return _registered(_REGISTERED[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
+    if not isinstance(value, str):
+        raise _wrong_type(name, f"a string, one of {', '.join(choices)}", value)
     if value not in choices:
         raise _fail(name, f"must be one of {', '.join(choices)}", value)
+
+
+def _check_path(name: str, value: str | None) -> None:
+    if value is None:
+        return
+    if not value:
+        raise _fail(name, "must be a non-empty path string", value)
+    if "\x00" in value:
+        raise _fail(name, "must not contain a NUL character", value)
+
+
+def _convert(name: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the type annotation ``hint``; return it normalised.
+
+    TOML has no null, so ``X | None`` only means the key may be left out. Numbers: an
+    integer is accepted where a float belongs (and converted), never a boolean (Python's
+    ``bool`` is an ``int``) and never a non-finite float. Arrays become tuples; tables
+    become the nested dataclass (built with :func:`_build`).
+
+    Raises:
+        ConfigError: One line naming ``name``, the expected type and the value.
+    """
+    origin = get_origin(hint)
+    if origin is Union or origin is types.UnionType:
+        options = [a for a in get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        (inner,) = options
+        return _convert(name, value, inner)
+    if hint is bool:
+        if not isinstance(value, bool | np.bool_):
+            raise _wrong_type(name, "a boolean (true or false)", value)
+        return bool(value)
+    if hint is int:
+        if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+            raise _wrong_type(name, "an integer", value)
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool | np.bool_) or not isinstance(
+            value, int | float | np.integer | np.floating
+        ):
+            raise _wrong_type(name, "a number", value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise _fail(name, "must be finite", value)
+        return number
+    if hint is str:
+        if not isinstance(value, str):
+            raise _wrong_type(name, "a string", value)
+        return value
+    if origin is tuple:
+        (item, _ellipsis) = get_args(hint)
+        if isinstance(value, str | bytes | Mapping) or not isinstance(
+            value, list | tuple | np.ndarray
+        ):
+            raise _wrong_type(name, f"an array of {_HINT_NAMES.get(item, 'tables')}", value)
+        return tuple(_convert(f"{name}[{j}]", v, item) for j, v in enumerate(value))
+    if origin is Mapping:
+        _key_hint, value_hint = get_args(hint)
+        if not isinstance(value, Mapping):
+            raise _wrong_type(name, "a table of name = amount", value)
+        out: dict[str, Any] = {}
+        for key, amount in value.items():
+            if not isinstance(key, str) or not key:
+                raise _fail(name, "keys must be non-empty strings", key)
+            out[key] = _convert(f"{name}.{key}", amount, value_hint)
+        return out
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return _build(hint, value, name)
+    raise TypeError(f"no type check for {hint!r}")  # pragma: no cover - a programming error
+
+
+_HINT_NAMES: dict[Any, str] = {float: "numbers", int: "integers", str: "strings"}
+
+
+def _convert_fields(instance: Any, section: str) -> None:
+    """Type-check and normalise every field of a config dataclass in place."""
+    hints = _hints(type(instance))
+    for f in fields(instance):
+        name = f"{section}.{f.name}" if section else f.name
+        value = _convert(name, getattr(instance, f.name), hints[f.name])
+        object.__setattr__(instance, f.name, value)
+
+
+_HINTS: dict[str, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved field annotations of a config class (cached: they never change)."""
+    if cls.__qualname__ not in _HINTS:
+        _HINTS[cls.__qualname__] = get_type_hints(cls)
+    return _HINTS[cls.__qualname__]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,16 +322,15 @@ class ServiceTimeSpec:
     durations: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("service_time.kind", self.kind, SERVICE_KINDS)
-        if self.durations is not None and not isinstance(self.durations, tuple):
-            object.__setattr__(self, "durations", tuple(self.durations))
+        _convert_fields(self, "service_time")
+        _check_choice("service_time.kind", self.kind, _registered("service_time.kind"))
         if self.kind == "exponential":
             if self.rate is None and self.mean is not None:
                 _check_positive("service_time.mean", self.mean)
                 object.__setattr__(self, "rate", 1.0 / self.mean)
                 object.__setattr__(self, "mean", None)
             if self.rate is None:
-                raise ConfigError("service_time.rate is required for kind 'exponential'")
+                raise _error("service_time.rate", "is required for kind 'exponential'")
             _check_positive("service_time.rate", self.rate)
         elif self.kind in ("deterministic", "lognormal"):
             if self.mean is None and self.rate is not None:
@@ -142,7 +338,7 @@ class ServiceTimeSpec:
                 object.__setattr__(self, "mean", 1.0 / self.rate)
                 object.__setattr__(self, "rate", None)
             if self.mean is None:
-                raise ConfigError(f"service_time.mean is required for kind {self.kind!r}")
+                raise _error("service_time.mean", f"is required for kind {self.kind!r}")
             _check_positive("service_time.mean", self.mean)
             if self.kind == "lognormal":
                 if self.cv is None:
@@ -150,9 +346,22 @@ class ServiceTimeSpec:
                 _check_positive("service_time.cv", cast(float, self.cv))
         else:
             if not self.durations:
-                raise ConfigError("service_time.durations must be a non-empty list for 'trace'")
+                raise _error("service_time.durations", "must be a non-empty list for 'trace'")
             for j, d in enumerate(self.durations):
                 _check_positive(f"service_time.durations[{j}]", d)
+        # rate and mean are reciprocal: both must be representable (1 / 5e-324 is inf)
+        given = "rate" if self.kind == "exponential" else "mean"
+        value = getattr(self, given) if self.kind != "trace" else None
+        if value is not None and not (0.0 < 1.0 / value < math.inf):
+            raise _fail(
+                f"service_time.{given}",
+                "must be within [1e-300, 1e300] (its reciprocal must be a finite number > 0)",
+                value,
+            )
+        if self.kind == "trace" and not (0.0 < self.mean_duration < math.inf):
+            raise _fail(
+                "service_time.durations", "must have a finite mean > 0", self.mean_duration
+            )
 
     @property
     def mean_duration(self) -> float:
@@ -189,17 +398,10 @@ class ClientSpec:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.service_time, Mapping):
-            object.__setattr__(
-                self, "service_time", _build(ServiceTimeSpec, self.service_time, "service_time")
-            )
+        _convert_fields(self, "")
         _check_positive("num_cpus", self.num_cpus, allow_zero=True)
         _check_positive("num_gpus", self.num_gpus, allow_zero=True)
-        if not isinstance(self.resources, Mapping):
-            raise _fail("resources", "must be a table of name = amount", self.resources)
         for key, amount in self.resources.items():
-            if not isinstance(key, str) or not key:
-                raise _fail("resources", "keys must be non-empty strings", key)
             if key in ("CPU", "GPU", "memory"):
                 raise _fail(f"resources.{key}", "is reserved: use num_cpus/num_gpus", key)
             _check_positive(f"resources.{key}", amount)
@@ -220,9 +422,8 @@ class RoutingConfig:
     p: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("routing.kind", self.kind, ROUTING_KINDS)
-        if self.p is not None:
-            object.__setattr__(self, "p", tuple(float(v) for v in self.p))
+        _convert_fields(self, "routing")
+        _check_choice("routing.kind", self.kind, _registered("routing.kind"))
         if self.kind == "fixed" and self.p is None:
             raise ConfigError("routing.p is required when routing.kind is 'fixed'")
         if self.kind != "fixed" and self.p is not None:
@@ -277,7 +478,8 @@ class AlgorithmConfig:
     weight_exponent: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_choice("algorithm.name", self.name, ALGORITHMS)
+        _convert_fields(self, "algorithm")
+        _check_choice("algorithm.name", self.name, _registered("algorithm.name"))
         _check_positive("algorithm.lr", self.lr)
         _check_int("algorithm.batch_size", self.batch_size, minimum=1)
         _check_int("algorithm.local_steps", self.local_steps, minimum=1)
@@ -319,9 +521,11 @@ class DataConfig:
     max_train_samples: int | None = None
 
     def __post_init__(self) -> None:
+        _convert_fields(self, "data")
         _check_choice("data.dataset", self.dataset, DATASETS)
         if self.dataset == "directory" and not self.path:
-            raise ConfigError("data.path is required when data.dataset is 'directory'")
+            raise _error("data.path", "is required when data.dataset is 'directory'")
+        _check_path("data.path", self.path)
         _check_choice("data.partition", self.partition, PARTITIONS)
         _check_positive("data.alpha", self.alpha)
         _check_int("data.shards_per_client", self.shards_per_client, minimum=1)
@@ -343,8 +547,8 @@ class ModelConfig:
     hidden: tuple[int, ...] = (128,)
 
     def __post_init__(self) -> None:
+        _convert_fields(self, "model")
         _check_choice("model.name", self.name, MODELS)
-        object.__setattr__(self, "hidden", tuple(self.hidden))
         for j, width in enumerate(self.hidden):
             _check_int(f"model.hidden[{j}]", width, minimum=1)
 
@@ -387,6 +591,7 @@ class RunConfig:
     checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
+        _convert_fields(self, "run")
         if self.num_updates is None and self.time_budget is None:
             object.__setattr__(self, "num_updates", 1000)
         if self.num_updates is not None:
@@ -407,12 +612,7 @@ class RunConfig:
                     "run.checkpoint_dir is required when run.checkpoint_every_updates is set, "
                     f"got {self.checkpoint_dir!r}"
                 )
-        if self.checkpoint_dir is not None and (
-            not isinstance(self.checkpoint_dir, str) or not self.checkpoint_dir
-        ):
-            raise _fail(
-                "run.checkpoint_dir", "must be a non-empty path string", self.checkpoint_dir
-            )
+        _check_path("run.checkpoint_dir", self.checkpoint_dir)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -446,6 +646,7 @@ class RuntimeConfig:
     max_restarts: int = 3
 
     def __post_init__(self) -> None:
+        _convert_fields(self, "runtime")
         _check_choice("runtime.mode", self.mode, RUNTIME_MODES)
         _check_int("runtime.executors_per_tier", self.executors_per_tier, minimum=1)
         _check_int("runtime.max_restarts", self.max_restarts, minimum=0)
@@ -483,15 +684,11 @@ class SystemConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "clients", tuple(self.clients))
+        _convert_fields(self, "")
         if not self.clients:
-            raise ConfigError("clients must list at least one client, got 0")
-        for i, client in enumerate(self.clients):
-            if not isinstance(client, ClientSpec):
-                raise _fail(f"clients[{i}]", "must be a ClientSpec", client)
-        for name, section_cls in (("run", RunConfig), ("runtime", RuntimeConfig)):
-            if not isinstance(getattr(self, name), section_cls):
-                raise _fail(name, f"must be a {section_cls.__name__}", getattr(self, name))
+            raise _error("clients", "must list at least one client, got 0")
+        if len(self.clients) > MAX_CLIENTS:
+            raise _fail("clients", f"must list at most {MAX_CLIENTS:,} clients", len(self.clients))
         _check_int("concurrency", self.concurrency, minimum=1)
         _check_int("seed", self.seed, minimum=0)
         n = len(self.clients)
@@ -542,34 +739,36 @@ class SystemConfig:
         Raises:
             ConfigError: Unknown keys, missing fields or values that break a rule.
         """
+        if not isinstance(data, Mapping):
+            raise _wrong_type("config", "a table", data)
         data = dict(data)
-        _reject_unknown(data, {f.name for f in fields(cls)}, "top level")
+        _reject_unknown(data, {f.name for f in fields(cls)}, "the top level")
         raw_clients = data.pop("clients", None)
-        if not isinstance(raw_clients, list) or not raw_clients:
-            raise ConfigError("clients must be a non-empty list of [[clients]] tables")
+        if raw_clients is None:
+            raise _error("clients", "is required: list the fleet as [[clients]] tables")
+        if not isinstance(raw_clients, list | tuple):
+            raise _wrong_type("clients", "an array of [[clients]] tables", raw_clients)
+        if not raw_clients:
+            raise _error("clients", "must list at least one client, got 0")
         clients: list[ClientSpec] = []
         for i, entry in enumerate(raw_clients):
             if not isinstance(entry, Mapping):
-                raise _fail(f"clients[{i}]", "must be a table", entry)
+                raise _wrong_type(f"clients[{i}]", "a table", entry)
             entry = dict(entry)
             count = entry.pop("count", 1)
             _check_int(f"clients[{i}].count", count, minimum=1)
+            if len(clients) + count > MAX_CLIENTS:
+                raise _fail(
+                    f"clients[{i}].count",
+                    f"must keep the fleet at most {MAX_CLIENTS:,} clients "
+                    f"({len(clients):,} before this table)",
+                    count,
+                )
             spec = _build(ClientSpec, entry, f"clients[{i}]")
             clients.extend([spec] * count)
-        sections: dict[str, Any] = {}
-        for name, section_cls in (
-            ("routing", RoutingConfig),
-            ("algorithm", AlgorithmConfig),
-            ("data", DataConfig),
-            ("model", ModelConfig),
-            ("run", RunConfig),
-            ("runtime", RuntimeConfig),
-        ):
-            if name in data:
-                sections[name] = _build(section_cls, data.pop(name), name)
         if "concurrency" not in data:
-            raise ConfigError("concurrency is required (the number of tasks in flight)")
-        return cls(clients=tuple(clients), **sections, **data)
+            raise _error("concurrency", "is required (the number of tasks in flight)")
+        return cls(clients=tuple(clients), **data)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, TOML-safe mapping (``None`` values dropped) that round-trips."""
@@ -580,23 +779,43 @@ _T = TypeVar("_T")
 
 
 def _reject_unknown(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(data) - allowed)
+    unknown = sorted(set(data) - allowed, key=str)
     if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
-            f"unknown key {unknown[0]!r} in {where}; allowed keys: {', '.join(sorted(allowed))}"
+            f"unknown key {_show(key)} in {where}{hint} (allowed keys: "
+            f"{', '.join(sorted(allowed))})"
         )
 
 
 def _build(cls: type[_T], data: Any, where: str) -> _T:
+    """Build the config dataclass ``cls`` from a TOML table found at ``where``."""
     if isinstance(data, cls):
         return data
     if not isinstance(data, Mapping):
-        raise _fail(where, "must be a table", data)
-    _reject_unknown(data, {f.name for f in fields(cls)}, f"[{where}]")  # type: ignore[arg-type]
+        raise _wrong_type(where, "a table", data)
+    table = f"[{where}]" if where else "the top level"
+    _reject_unknown(data, {f.name for f in fields(cls)}, table)  # type: ignore[arg-type]
     try:
         return cls(**data)
-    except TypeError as exc:  # wrong types that slipped past field checks
-        raise ConfigError(f"[{where}]: {exc}") from exc
+    except ConfigError as exc:
+        if cls.__name__ == "ClientSpec":  # a client names its fields relative to itself
+            raise _qualify(exc, where) from exc
+        raise
+    except TypeError as exc:  # a required field is missing
+        missing = [
+            f.name
+            for f in fields(cls)  # type: ignore[arg-type]
+            if f.name not in data
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            name = f"{where}.{missing[0]}" if where else missing[0]
+            raise _error(name, "is required") from exc
+        raise ConfigError(f"{table}: {exc}") from exc
 
 
 def _drop_none(value: Any) -> Any:
@@ -611,16 +830,16 @@ def load_config(path: str | Path) -> SystemConfig:
     """Load and validate a TOML config file.
 
     Raises:
-        ConfigError: The file is missing, is not valid TOML, or breaks a rule.
+        ConfigError: The file is missing, is a directory, cannot be read, is not UTF-8,
+            is not valid TOML, or breaks a rule; the message names the file.
     """
-    path = Path(path)
+    text = read_text_file(path, "config file", max_bytes=MAX_CONFIG_BYTES)
     try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from exc
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"config file {str(path)!r} nests arrays or tables too deeply") from exc
     try:
         return SystemConfig.from_dict(data)
     except ConfigError as exc:

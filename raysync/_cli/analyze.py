@@ -19,8 +19,12 @@ from numpy.typing import NDArray
 
 from raysync.exceptions import ConfigError
 from raysync.queueing import METHODS, ClosedNetwork, QueueingResult, analyze
+from raysync.queueing.analysis import CurveSummary, curve_summary
 
 __all__ = ["add_parser", "handler"]
+
+#: ``--json --curve`` includes the per-client ``C x n`` curves up to this many cells.
+_JSON_CURVE_CELLS = 10**6
 
 
 def add_parser(subparsers: Any) -> None:
@@ -53,7 +57,11 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--method", choices=METHODS, default="mva", help="solver (default mva)")
     parser.add_argument(
-        "--curve", action="store_true", help="also show Lambda and delays for C' = 1..C"
+        "--curve",
+        action="store_true",
+        help="also show Lambda and the mean and largest E[D_i] for C' = 1..C (one O(nC) "
+        "pass in O(n + C) memory; --json adds the per-client curves when C*n <= "
+        f"{_JSON_CURVE_CELLS:,})",
     )
     parser.add_argument(
         "--max-rows", type=int, default=50, help="clients shown in the table (0: all)"
@@ -120,7 +128,36 @@ def _network(args: argparse.Namespace) -> tuple[ClosedNetwork, list[str]]:
     return network, notes
 
 
-def _print_table(network: ClosedNetwork, result: QueueingResult, max_rows: int) -> None:
+def _bottleneck(network: ClosedNetwork) -> str:
+    with np.errstate(over="ignore"):
+        bound = network.bottleneck_throughput
+    return f"{bound:.6g}" if np.isfinite(bound) else "beyond 1.8e308"
+
+
+def _summary(
+    network: ClosedNetwork, result: QueueingResult, method: str
+) -> CurveSummary:
+    """The per-C' curve: the lean MVA pass, or the chosen solver's full curve."""
+    if method == "mva":
+        return curve_summary(network)
+    lam = result.throughput_curve
+    delays = result.relative_delay_curve
+    assert lam is not None and delays is not None
+    return CurveSummary(
+        concurrency=network.concurrency,
+        n_clients=network.n_clients,
+        throughput=lam,
+        mean_relative_delay=delays.mean(axis=1),
+        max_relative_delay=delays.max(axis=1),
+    )
+
+
+def _print_table(
+    network: ClosedNetwork,
+    result: QueueingResult,
+    max_rows: int,
+    summary: CurveSummary | None,
+) -> None:
     n = network.n_clients
     extra = network.has_extensions
     print(
@@ -149,7 +186,7 @@ def _print_table(network: ClosedNetwork, result: QueueingResult, max_rows: int) 
         print(f"  ... {n - shown} more clients (--max-rows 0 or --json shows all)")
     print(
         f"throughput Lambda = {result.throughput:.6g} updates per unit time "
-        f"(bottleneck bound {network.bottleneck_throughput:.6g})"
+        f"(bottleneck bound {_bottleneck(network)})"
     )
     print(
         f"mean staleness sum_i p_i E[D_i] = {result.mean_staleness:.6g} "
@@ -164,11 +201,13 @@ def _print_table(network: ClosedNetwork, result: QueueingResult, max_rows: int) 
             f"server: utilisation {result.server_utilization:.4f}, "
             f"mean queue {result.server_queue_length:.4f}"
         )
-    if result.throughput_curve is not None and result.relative_delay_curve is not None:
+    if summary is not None:
         print(f"{'C':>6} {'Lambda(C)':>12} {'avg E[D_i]':>12} {'max E[D_i]':>12}")
-        for k, lam in enumerate(result.throughput_curve, start=1):
-            delays = result.relative_delay_curve[k - 1]
-            print(f"{k:>6} {lam:>12.6g} {float(delays.mean()):>12.6g} {float(delays.max()):>12.6g}")
+        rows = zip(
+            summary.throughput, summary.mean_relative_delay, summary.max_relative_delay, strict=True
+        )
+        for k, (lam, avg, top) in enumerate(rows, start=1):
+            print(f"{k:>6} {lam:>12.6g} {avg:>12.6g} {top:>12.6g}")
 
 
 def handler(args: argparse.Namespace) -> int:
@@ -184,7 +223,13 @@ def handler(args: argparse.Namespace) -> int:
         ConfigError: The config or a flag breaks a rule (the CLI prints one line, exit 2).
     """
     network, notes = _network(args)
-    result = analyze(network, method=args.method, curve=args.curve)
+    cells = network.concurrency * network.n_clients
+    # MVA's curve comes from the lean pass; the other solvers' full curve is their check
+    full_curve = args.curve and (
+        args.method != "mva" or (args.json and cells <= _JSON_CURVE_CELLS)
+    )
+    result = analyze(network, method=args.method, curve=full_curve)
+    summary = _summary(network, result, args.method) if args.curve else None
     for note in notes:
         print(note, file=sys.stderr)
     if args.json:
@@ -201,7 +246,9 @@ def handler(args: argparse.Namespace) -> int:
             },
             **result.to_dict(),
         }
+        if summary is not None:
+            payload["curve"] = summary.to_dict()
         print(json.dumps(payload, indent=2))
         return 0
-    _print_table(network, result, args.max_rows)
+    _print_table(network, result, args.max_rows, summary)
     return 0

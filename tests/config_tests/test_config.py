@@ -95,7 +95,7 @@ def test_config_error_is_value_error_and_raysync_error() -> None:
         ),
         (
             lambda: SystemConfig(clients=_clients([1.0, 2.0]), concurrency=2.5),
-            r"concurrency must be an integer >= 1, got 2.5",
+            r"concurrency must be an integer, got 2.5 \(a float\)",
         ),
         (
             lambda: SystemConfig(
