@@ -9,6 +9,7 @@ import math
 import sys
 from typing import TYPE_CHECKING, Any
 
+from raysync._validation import check_input_dir, check_output_dir
 from raysync.config import SystemConfig, load_config
 
 if TYPE_CHECKING:
@@ -57,6 +58,11 @@ def add_parser(subparsers: Any) -> None:
             "run.checkpoint_dir); tasks pending at the checkpoint are re-issued with their ids"
         ),
     )
+    parser.add_argument(
+        "--overwrite-checkpoint",
+        action="store_true",
+        help="let a fresh run replace the checkpoint run.checkpoint_dir holds (default: refused)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_handle)
@@ -78,9 +84,9 @@ def _apply_overrides(config: SystemConfig, args: argparse.Namespace) -> SystemCo
 def _theory(config: SystemConfig) -> QueueingResult | None:
     if config.routing_probabilities is None:
         return None
-    from raysync.queueing import ClosedNetwork, analyze
+    from raysync.queueing import predict
 
-    return analyze(ClosedNetwork.from_config(config))
+    return predict(config)  # delays in completions; mean_version_* in model versions
 
 
 class _Progress:
@@ -144,16 +150,19 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
             f"(test loss {result.final_test_loss:.4f})"
         )
     lo, hi = result.throughput_ci
+    per = "updates" if result.buffer_size == 1 else "completions"  # model versions x B
     line = (
-        f"throughput {result.throughput:.4g} updates/s "
+        f"throughput {result.throughput:.4g} {per}/s "
         f"({100 * result.confidence:.0f}% CI [{lo:.4g}, {hi:.4g}])"
     )
     if theory is not None and scale > 0:
-        line += f"; theory {theory.throughput / scale:.4g} updates/s"
+        line += f"; theory {theory.throughput / scale:.4g} {per}/s"
     lines.append(line)
-    line = f"mean staleness {result.mean_staleness:.4g}"
+    # Measured delays count model versions (D = k - v); so does the theory's
+    # mean_version_* (= completions / B, B > 1 only for FedBuff).
+    line = f"mean staleness {result.mean_staleness:.4g} model versions"
     if theory is not None:
-        line += f"; theory {theory.mean_staleness:.4g}"
+        line += f"; theory {theory.mean_version_staleness:.4g}"
     lines.append(line)
     show_theory = theory is not None
     header = f"{'client':>6} {'completed':>9} {'delay':>8} {'99% CI':>17}"
@@ -170,7 +179,7 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
         ci = "-" if math.isnan(dlo) else f"[{dlo:.3g}, {dhi:.3g}]"
         row = f"{i:>6} {int(result.completed[i]):>9} {result.mean_relative_delay[i]:>8.4g} {ci:>17}"
         if theory is not None:
-            row += f" {theory.mean_relative_delay[i]:>8.4g}"
+            row += f" {theory.mean_version_delay[i]:>8.4g}"
         row += f" {result.mean_queue_length[i]:>7.3g}"
         if theory is not None:
             row += f" {theory.mean_queue_length[i]:>7.3g}"
@@ -187,7 +196,14 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
 
 
 def _handle(args: argparse.Namespace) -> int:
+    # paths first: a bad one must not cost a Ray start-up
+    if args.logdir is not None:
+        check_output_dir(args.logdir, "--logdir")
+    if args.resume is not None:
+        check_input_dir(args.resume, "--resume")
     config = _apply_overrides(load_config(args.config), args)
+    if config.run.checkpoint_dir is not None:
+        check_output_dir(config.run.checkpoint_dir, "run.checkpoint_dir")
     theory = _theory(config)
     import raysync.runtime
 
@@ -199,6 +215,7 @@ def _handle(args: argparse.Namespace) -> int:
             logdir=args.logdir,
             progress=bar,
             resume_from=args.resume,
+            overwrite_checkpoint=args.overwrite_checkpoint,
         )
     finally:
         bar.close()
@@ -207,9 +224,12 @@ def _handle(args: argparse.Namespace) -> int:
         if theory is not None:
             payload["theory"] = {
                 "throughput": theory.throughput,
-                "mean_relative_delay": [float(v) for v in theory.mean_relative_delay],
+                "mean_relative_delay": [float(v) for v in theory.mean_version_delay],
                 "mean_queue_length": [float(v) for v in theory.mean_queue_length],
-                "mean_staleness": theory.mean_staleness,
+                "mean_staleness": theory.mean_version_staleness,
+                "mean_completion_delay": [float(v) for v in theory.mean_relative_delay],
+                "mean_completion_staleness": theory.mean_staleness,
+                "buffer_size": theory.buffer_size,
             }
         print(json.dumps(payload, indent=2))
         return 0

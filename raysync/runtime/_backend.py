@@ -294,10 +294,13 @@ class FaultPlan:
         exit_on_tasks: Task ids whose first attempt makes the executor process exit
             (``os._exit``) as soon as it receives them (a crash mid-task).
         delay_tasks: Task id to extra wall seconds its first attempt stalls (a straggler).
+        exit_on_ordinals: ``(client, k)`` pairs: the first attempt of the ``k``-th task
+            of ``client`` makes its executor exit (kills a chosen client's executor).
     """
 
     exit_on_tasks: frozenset[int] = frozenset()
     delay_tasks: Mapping[int, float] = field(default_factory=dict)
+    exit_on_ordinals: frozenset[tuple[int, int]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -508,7 +511,9 @@ class ServerOutcome:
         busy: Measured busy (service) seconds per client.
         compute: Measured compute seconds per client.
         counters: Fault-tolerance counters: ``duplicates_dropped``, ``reissued_tasks``,
-            ``timed_out_tasks``, ``actor_restarts``, ``checkpoints_written``.
+            ``timed_out_tasks``, ``actor_restarts`` (restarts Ray made, read from its actor
+            table: every kill counts, noticed or not, and none without a restart),
+            ``executors_dead`` (executors whose restarts ran out), ``checkpoints_written``.
         eval_seconds: Server seconds spent evaluating.
         final_params: The final model (None in queue-only runs).
         lag_mean: Mean seconds between a task's end at its executor and its consumption
@@ -586,6 +591,7 @@ def assemble_result(
         "reissued_tasks": 0,
         "timed_out_tasks": 0,
         "actor_restarts": 0,
+        "executors_dead": 0,
         "checkpoints_written": 0,
         **outcome.counters,
         "task_ids": {"next": outcome.next_task_id, "pending": list(outcome.pending_tasks)},

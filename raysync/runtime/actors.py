@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import heapq
 import logging
 import math
 import os
@@ -114,6 +115,7 @@ __all__ = ["ExecutorActor", "ExecutorSetup", "ServerActor", "ServerSetup"]
 logger = logging.getLogger(__name__)
 
 _FAILED = object()
+_FATAL = object()
 _LOST = object()
 _DEADLINE = object()
 _STOP = object()
@@ -260,6 +262,7 @@ class ExecutorActor:
             "executor_id": self._setup.executor_id,
             "tier": self._setup.tier,
             "node_id": ray.get_runtime_context().get_node_id(),
+            "actor_id": ray.get_runtime_context().get_actor_id(),
             "pid": os.getpid(),
             "device": self._device,
         }
@@ -317,7 +320,10 @@ class ExecutorActor:
         stall = 0.0
         faults = self._faults
         if faults is not None and task.attempt == 0:
-            if task.task_id in faults.exit_on_tasks:
+            if (
+                task.task_id in faults.exit_on_tasks
+                or (task.client_id, task.ordinal) in faults.exit_on_ordinals
+            ):
                 os._exit(1)  # injected crash mid-task (tests)
             stall = float(faults.delay_tasks.get(task.task_id, 0.0))
         payload: np.ndarray | None = None
@@ -394,6 +400,12 @@ class ServerSetup:
         resume: A checkpoint's state tree to continue from (None: fresh run).
         want_events: Whether the driver forwards live metrics (sinks present).
         record: Keep per-task records for tests (applied ids, service intervals).
+        executor_actor_ids: Ray actor id of each executor (to read its restart count).
+        executor_pids: Process id of each executor at start-up.
+        virtual_clock: Tests: apply completions in the order of their emulated ends (a
+            completion waits until no task in flight can end before it), and keep the
+            statistics on the emulated timeline, so that a run's sample path does not
+            depend on how fast Ray delivers the replies (needs ``run.time_scale > 0``).
     """
 
     config: SystemConfig
@@ -416,6 +428,9 @@ class ServerSetup:
     resume: dict[str, Any] | None = None
     want_events: bool = True
     record: bool = False
+    executor_actor_ids: tuple[str, ...] = ()
+    executor_pids: tuple[int, ...] = ()
+    virtual_clock: bool = False
 
 
 class _Task:
@@ -429,6 +444,7 @@ class _Task:
         "executor",
         "ordinal",
         "params",
+        "replied",
         "sample",
         "stamp",
         "task_id",
@@ -456,6 +472,7 @@ class _Task:
         self.ordinal = ordinal
         self.attempt = 0
         self.executor = -1
+        self.replied = False
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -487,7 +504,15 @@ class ServerActor:
         for e, tier in enumerate(setup.executor_tiers):
             self._tier_executors[tier].append(e)
         self._load = [0] * len(self._executors)
+        # Executor health: suspect after a lost task (picked last) until it answers a
+        # probe; dead once Ray gives up restarting it (never picked again).
         self._suspect = [False] * len(self._executors)
+        self._dead = [False] * len(self._executors)
+        self._probes: dict[int, asyncio.Future[None]] = {}
+        self._parked: dict[int, list[_Task]] = {}  # tasks waiting for a suspect executor
+        self._pids = list(setup.executor_pids) or [0] * len(self._executors)
+        self._observed_restarts = 0
+        self._restarts_before = 0  # restarts of the runs this one resumes
         self._rr = 0
         gens = run_generators(config.seed, n)
         self._router = make_router(config.routing)
@@ -500,6 +525,11 @@ class ServerActor:
             for spec, rng in zip(config.clients, gens.service, strict=True)
         ]
         self._strategy = None
+        # Queue-only runs of a FedBuff config apply one version per B completions, as the
+        # simulator does, so that staleness in versions means the same on both backends.
+        from raysync.queueing.predict import buffer_size
+
+        self._queue_buffer = buffer_size(config)
         self._params: np.ndarray | None = None
         if setup.train:
             import torch
@@ -537,6 +567,7 @@ class ServerActor:
             "reissued_tasks": 0,
             "timed_out_tasks": 0,
             "actor_restarts": 0,
+            "executors_dead": 0,
             "resumed_tasks": 0,
             "checkpoints_written": 0,
         }
@@ -545,6 +576,11 @@ class ServerActor:
         self._finished = False
         self._eval_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._eval_futures: list[asyncio.Future[tuple[EvalPoint, float]]] = []
+        # Requested evaluations not finished yet, by request number: (time, version,
+        # train loss, model). A checkpoint stores them, so a resumed run does them.
+        self._eval_requests: dict[int, tuple[float, int, float, np.ndarray]] = {}
+        self._eval_seq = 0
+        self._restored_evals: list[tuple[float, int, float, np.ndarray | None]] = []
         self._eval_computer: Any = None
         self._ckpt_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._ckpt_futures: list[asyncio.Future[Any]] = []
@@ -553,6 +589,13 @@ class ServerActor:
         self._restored: list[_Task] = []
         self._applied: list[int] = []
         self._services: list[tuple[int, int, float, float]] = []
+        self._served_by: list[int] = []
+        self._rejoined: list[tuple[int, int]] = []  # (executor, tasks applied by then)
+        # Virtual clock (tests): completions applied in emulated-end order; the expected
+        # emulated end of every task sent and not answered (a lower bound of its end).
+        self._virtual = setup.virtual_clock and self._emulate
+        self._expected: dict[int, float] = {}
+        self._origin = 0.0
         if setup.resume is not None:
             self._restore(setup.resume)
 
@@ -582,10 +625,18 @@ class ServerActor:
         return ref
 
     def _pick(self, client: int, avoid: int) -> int:
-        """The executor of a client's next call: its own, or the tier's least loaded."""
+        """The executor of a client's next call: its own, or the tier's least loaded.
+
+        Returns -1 when no executor that can serve the client is alive.
+        """
         if self._client_executor is not None:
-            return self._client_executor[client]
-        candidates = self._tier_executors[self._client_tier[client]]
+            e = self._client_executor[client]
+            return -1 if self._dead[e] else e
+        candidates = [
+            e for e in self._tier_executors[self._client_tier[client]] if not self._dead[e]
+        ]
+        if not candidates:
+            return -1
         k = len(candidates)
         best, best_key = candidates[0], (True, True, math.inf)
         self._rr += 1
@@ -624,6 +675,10 @@ class ServerActor:
         client = task.client
         self._active[client] = task.task_id
         e = self._pick(client, avoid)
+        if e < 0:
+            assert self._done is not None
+            self._done.put_nowait((_FATAL, self._out_of_restarts(client)))
+            return
         task.executor = e
         self._load[e] += 1
         spec = TaskSpec(
@@ -640,6 +695,10 @@ class ServerActor:
         waiter = asyncio.ensure_future(self._await_reply(ref, task.task_id, task.attempt, e))
         self._waiters.add(waiter)
         waiter.add_done_callback(self._waiters.discard)
+        if self._virtual:
+            scale = self._config.run.time_scale
+            start = max(task.stamp, self._free_at[client])
+            self._expected[task.task_id] = start + task.sample * scale
         if math.isfinite(self._timeout):
             loop = asyncio.get_running_loop()
             task.timer = loop.call_later(
@@ -695,7 +754,7 @@ class ServerActor:
             self._executors[executor].prepare.remote(self._setup.dataset)
         if not self._suspect[executor]:
             self._suspect[executor] = True
-            self._counters["actor_restarts"] += 1
+            self._start_probe(executor)
             first = str(exc).strip().splitlines()
             logger.warning(
                 "executor %d lost task %d (%s: %s); re-issuing its tasks",
@@ -721,15 +780,134 @@ class ServerActor:
             ) from exc
         task.attempt += 1
         self._counters["reissued_tasks"] += 1
-        if (
-            self._client_executor is not None
-            or len(self._tier_executors[self._client_tier[task.client]]) == 1
-        ):
-            # Only one executor can serve it: give Ray a moment to restart it.
-            delay = min(2.0, 0.05 * 2 ** min(task.attempt, 6))
-            asyncio.get_running_loop().call_later(delay, self._send, task, executor)
-        else:
+        healthy = self._client_executor is None and any(
+            not self._suspect[e] and not self._dead[e]
+            for e in self._tier_executors[self._client_tier[task.client]]
+        )
+        if healthy:
             self._send(task, avoid=executor)
+        elif self._dead[executor]:
+            self._send(task)  # another executor of the tier, or the run ends
+        else:
+            # No healthy executor can serve it: wait for this one's probe (it answers
+            # after Ray restarted it, or is declared dead), however long a restart takes.
+            self._parked.setdefault(executor, []).append(task)
+
+    # ------------------------------------------------------------------ executor health
+
+    def _start_probe(self, executor: int) -> None:
+        """Probe a suspect executor until it answers (back in rotation) or is dead."""
+        if executor in self._probes or self._dead[executor]:
+            return
+        probe = asyncio.ensure_future(self._probe(executor))
+        self._probes[executor] = probe
+        probe.add_done_callback(lambda _: self._probes.pop(executor, None))
+
+    async def _probe(self, executor: int) -> None:
+        # ``prepare`` is cheap on a live executor and hands a restarted one its data.
+        delay = 0.05
+        while not self._finished:
+            try:
+                info = await self._executors[executor].prepare.remote(self._setup.dataset)
+            except asyncio.CancelledError:
+                raise
+            except ray.exceptions.RayActorError as exc:
+                if self._gone_for_good(executor, exc):
+                    self._mark_dead(executor, exc)
+                    return
+            except Exception as exc:  # prepare itself failed: keep it out, say why
+                logger.warning("executor %d failed its health probe: %s", executor, exc)
+            else:
+                pid = int(info["pid"])
+                if pid != self._pids[executor]:
+                    self._observed_restarts += 1
+                    self._pids[executor] = pid
+                self._suspect[executor] = False
+                logger.info("executor %d answers again (pid %d): back in rotation", executor, pid)
+                if self._setup.record:
+                    self._rejoined.append((executor, len(self._applied)))
+                for task in self._parked.pop(executor, []):
+                    self._send(task)
+                return
+            await asyncio.sleep(delay)
+            delay = min(2.0, 2 * delay)
+
+    def _gcs_actors(self) -> dict[str, dict[str, Any]] | None:
+        """The GCS's record of each executor actor (None when it cannot be read)."""
+        ids = self._setup.executor_actor_ids
+        if len(ids) != len(self._executors):
+            return None
+        try:
+            # The public state API (ray.util.state) needs the dashboard, which local
+            # runs do not start; the GCS accessor behind it does not.
+            from ray._private import state as gcs_state
+
+            return {actor_id: dict(gcs_state.actors(actor_id=actor_id)) for actor_id in ids}
+        except Exception:
+            logger.debug("cannot read the actor table", exc_info=True)
+            return None
+
+    def _gone_for_good(self, executor: int, exc: BaseException) -> bool:
+        """Whether Ray will not restart ``executor`` (its restarts are used up)."""
+        table = self._gcs_actors()
+        if table is not None:
+            return table[self._setup.executor_actor_ids[executor]].get("State") == "DEAD"
+        return isinstance(exc, ray.exceptions.ActorDiedError)
+
+    def _mark_dead(self, executor: int, exc: BaseException) -> None:
+        self._dead[executor] = True
+        self._counters["executors_dead"] += 1
+        logger.warning(
+            "executor %d is gone for good (runtime.max_restarts = %d used up): %s",
+            executor,
+            self._config.runtime.max_restarts,
+            type(exc).__name__,
+        )
+        clients = (
+            [c for c, e in enumerate(self._client_executor) if e == executor]
+            if self._client_executor is not None
+            else [
+                c
+                for c, tier in enumerate(self._client_tier)
+                if tier == self._setup.executor_tiers[executor]
+            ]
+        )
+        if clients and self._pick(clients[0], -1) < 0 and self._done is not None:
+            self._done.put_nowait((_FATAL, self._out_of_restarts(clients[0])))
+            return
+        for task in self._parked.pop(executor, []):
+            self._send(task)
+
+    def _out_of_restarts(self, client: int) -> RuntimeFailure:
+        """The error ending a run whose client has no live executor left."""
+        max_restarts = self._config.runtime.max_restarts
+        if self._client_executor is not None:
+            who = f"{self._label(client)}'s executor"
+        else:
+            tier = self._client_tier[client]
+            k = len(self._tier_executors[tier])
+            who = f"all {k} executor(s) of tier {tier} (serving {self._label(client)})"
+        ckpt = self._config.run.checkpoint_dir
+        resume = (
+            f"then resume from the last checkpoint (raysync run CONFIG --resume {ckpt})"
+            if ckpt
+            else "then run again (set run.checkpoint_every_updates and run.checkpoint_dir "
+            "to be able to resume)"
+        )
+        return RuntimeFailure(
+            f"{who} died and Ray will not restart them: runtime.max_restarts = "
+            f"{max_restarts} restarts per executor are used up ({self._restart_count()} "
+            f"restarts in this run, at version {self._book.version}). Find out why the "
+            "executors die (`ray status`, `ray logs`: memory, a crash in the client), "
+            f"raise runtime.max_restarts if the faults are expected, {resume}"
+        )
+
+    def _restart_count(self) -> int:
+        """Executor restarts Ray made, this run and the runs it resumes (GCS count)."""
+        table = self._gcs_actors()
+        if table is None:  # fall back on the restarts the probes saw
+            return self._restarts_before + self._observed_restarts
+        return self._restarts_before + sum(int(a.get("NumRestarts", 0)) for a in table.values())
 
     def _failure(self, task_id: int, executor: int, exc: BaseException) -> RaySyncError:
         task = self._tasks.get(task_id)
@@ -754,20 +932,25 @@ class ServerActor:
         """Evaluate the current model in the background thread (in request order)."""
         if self._params is None:
             return
+        # The model is a read-only snapshot: later updates make new arrays.
+        self._submit_eval(now, self._book.version, self._book.pop_train_loss(), self._params)
+
+    def _submit_eval(self, now: float, version: int, train_loss: float, params: Any) -> None:
         if self._eval_executor is None:
             self._eval_executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="raysync-eval"
             )
-        version = self._book.version
-        params = self._params  # read-only snapshot: later updates make new arrays
-        train_loss = self._book.pop_train_loss()
         loop = asyncio.get_running_loop()
         self._eval_pending += 1
+        seq = self._eval_seq
+        self._eval_seq += 1
+        self._eval_requests[seq] = (now, version, train_loss, params)
         future = loop.run_in_executor(self._eval_executor, self._evaluate, params, version, now)
 
         def done(fut: asyncio.Future[tuple[EvalPoint, float]]) -> None:
             # Runs on the event loop: no lock needed around the lists.
             self._eval_pending -= 1
+            self._eval_requests.pop(seq, None)
             if fut.cancelled() or fut.exception() is not None:
                 return
             point, seconds = fut.result()
@@ -815,6 +998,11 @@ class ServerActor:
             [e.time, e.version, e.test_loss, e.test_accuracy, e.val_loss, e.val_accuracy]
             for e in sorted(self._evals, key=lambda e: (e.version, e.time))
         ]
+        # Evaluations requested and not finished: a resumed run does them (exactly once).
+        eval_pending = [[t, v, loss] for t, v, loss, _ in self._eval_requests.values()]
+        eval_params = {str(v): m for _, v, _, m in self._eval_requests.values()}
+        counters = dict(self._counters)
+        counters["actor_restarts"] = self._restart_count()
         return {
             "version": self._book.version,
             "next_task_id": self._next_task,
@@ -837,7 +1025,9 @@ class ServerActor:
             "strategy": self._strategy.state_dict() if self._strategy is not None else None,
             "book": self._book.state(),
             "evals": evals,
-            "counters": dict(self._counters),
+            "eval_pending": eval_pending,
+            "eval_params": eval_params,
+            "counters": counters,
             "lag": list(self._lag),
             "eval_seconds": self._eval_seconds,
             "next_eval_time": self._next_eval_time,
@@ -875,6 +1065,17 @@ class ServerActor:
         for key, value in dict(state.get("counters", {})).items():
             if key in self._counters:
                 self._counters[key] = int(value)
+        # Restarts are counted by the GCS per actor; this run's actors are new.
+        self._restarts_before = self._counters["actor_restarts"]
+        self._counters["executors_dead"] = 0
+        eval_params = state.get("eval_params") or {}
+        for row in state.get("eval_pending", []):
+            version = int(row[1])
+            model = eval_params.get(str(version))
+            if model is not None:
+                model = np.array(model, dtype=np.float32)
+                model.setflags(write=False)
+            self._restored_evals.append((float(row[0]), version, float(row[2]), model))
         lag = state.get("lag", [0.0, 0.0, 0])
         self._lag = [float(lag[0]), float(lag[1]), int(lag[2])]
         self._eval_seconds = float(state.get("eval_seconds", 0.0))
@@ -973,6 +1174,7 @@ class ServerActor:
             loop.call_at(loop.time() + remaining, self._done.put_nowait, (_DEADLINE,))
         emulate = self._emulate
         stamp = time.time()
+        self._origin = stamp - self._elapsed0
         if self._resumed_from is None:
             if self._params is not None:
                 self._request_eval(0.0)
@@ -988,9 +1190,77 @@ class ServerActor:
                 else:
                     self._queues.setdefault(restored.client, deque()).append(restored)
             self._restored = []
+            for at, version, train_loss, model in self._restored_evals:
+                if model is not None:
+                    self._submit_eval(at, version, train_loss, model)
+            self._restored_evals = []
         end_time = self._elapsed0
         lag = self._lag
         record = self._setup.record
+
+        def apply(reply: TaskReply, executor: int, now: float) -> float:
+            """Consume one completion: update, FIFO, replacement, evaluation, checkpoint."""
+            task = self._tasks.pop(reply.task_id)
+            client = task.client
+            delay = book.version - task.base_version
+            advanced = True
+            if strategy is None and self._queue_buffer > 1:
+                advanced = (book.completions + 1) % self._queue_buffer == 0
+            if strategy is not None:
+                assert self._params is not None and reply.payload is not None
+                result = ClientResult(
+                    task_id=reply.task_id,
+                    client_id=client,
+                    base_version=task.base_version,
+                    current_version=book.version,
+                    payload=reply.payload,
+                    loss=float(reply.loss),
+                    num_samples=int(reply.num_samples),
+                )
+                new_params = strategy.apply(self._params, result)
+                advanced = new_params is not None
+                if new_params is not None:
+                    params = np.asarray(new_params, dtype=np.float32)
+                    params.setflags(write=False)
+                    self._params = params
+            book.completed(reply, delay, now)
+            if advanced:
+                book.version += 1
+            if record:
+                self._applied.append(reply.task_id)
+                self._services.append((reply.task_id, client, reply.started_at, reply.finished_at))
+                self._served_by.append(executor)
+            # The client's server is free: its next queued task goes first (FIFO).
+            self._active[client] = -1
+            if emulate:
+                self._free_at[client] = reply.finished_at
+            waiting = self._queues.get(client)
+            if waiting:
+                nxt = waiting.popleft()
+                if not waiting:
+                    del self._queues[client]
+                self._send(nxt)
+            # With emulation the replacement is stamped as arriving when the finished
+            # task ended, so the return trip and the update do not stretch the
+            # emulated cycle (the theory has no communication delay).
+            self._create(router.route(client), now, reply.finished_at if emulate else time.time())
+            book.maybe_snapshot(now)
+            if self._params is not None:
+                if advanced and every_updates is not None and book.version % every_updates == 0:
+                    self._request_eval(now)
+                elif now >= self._next_eval_time:
+                    self._request_eval(now)
+                while self._next_eval_time <= now:
+                    self._next_eval_time += every_seconds
+            elif book.completions == book.snapshots.rows[-1][0]:
+                self._evals.append(
+                    EvalPoint(now, book.version, math.nan, math.nan, math.nan, math.nan)
+                )
+            if advanced and every_ckpt is not None and book.version % every_ckpt == 0:
+                self._checkpoint(now)
+            return now
+
+        ready: list[tuple[float, int, TaskReply, int]] = []
         try:
             while not self._stop and book.version < max_updates:
                 item = await self._done.get()
@@ -1005,6 +1275,8 @@ class ServerActor:
                 if kind is _FAILED:
                     _, task_id, executor, exc = item
                     raise self._failure(task_id, executor, exc) from exc
+                if kind is _FATAL:
+                    raise item[1]
                 if kind is _LOST:
                     _, task_id, attempt, executor, exc = item
                     self._lost(task_id, attempt, executor, exc)
@@ -1018,73 +1290,28 @@ class ServerActor:
                 lag[2] += 1
                 if delta > lag[1]:
                     lag[1] = delta
-                task = self._tasks.pop(reply.task_id, None)
-                if task is None:
+                task = self._tasks.get(reply.task_id)
+                if task is None or task.replied:
                     self._counters["duplicates_dropped"] += 1
                     continue
+                task.replied = True
                 if task.timer is not None:
                     task.timer.cancel()
-                client = task.client
-                delay = book.version - task.base_version
-                advanced = True
-                if strategy is not None:
-                    assert self._params is not None and reply.payload is not None
-                    result = ClientResult(
-                        task_id=reply.task_id,
-                        client_id=client,
-                        base_version=task.base_version,
-                        current_version=book.version,
-                        payload=reply.payload,
-                        loss=float(reply.loss),
-                        num_samples=int(reply.num_samples),
-                    )
-                    new_params = strategy.apply(self._params, result)
-                    advanced = new_params is not None
-                    if new_params is not None:
-                        params = np.asarray(new_params, dtype=np.float32)
-                        params.setflags(write=False)
-                        self._params = params
-                book.completed(reply, delay, now)
-                if advanced:
-                    book.version += 1
-                if record:
-                    self._applied.append(reply.task_id)
-                    self._services.append(
-                        (reply.task_id, client, reply.started_at, reply.finished_at)
-                    )
-                # The client's server is free: its next queued task goes first (FIFO).
-                self._active[client] = -1
-                if emulate:
-                    self._free_at[client] = reply.finished_at
-                waiting = self._queues.get(client)
-                if waiting:
-                    nxt = waiting.popleft()
-                    if not waiting:
-                        del self._queues[client]
-                    self._send(nxt)
-                # With emulation the replacement is stamped as arriving when the finished
-                # task ended, so the return trip and the update do not stretch the
-                # emulated cycle (the theory has no communication delay).
-                self._create(
-                    router.route(client), now, reply.finished_at if emulate else time.time()
-                )
-                book.maybe_snapshot(now)
-                end_time = now
-                if self._params is not None:
-                    if advanced and every_updates is not None and book.version % every_updates == 0:
-                        self._request_eval(now)
-                    elif now >= self._next_eval_time:
-                        self._request_eval(now)
-                    while self._next_eval_time <= now:
-                        self._next_eval_time += every_seconds
-                elif book.completions == book.snapshots.rows[-1][0]:
-                    self._evals.append(
-                        EvalPoint(now, book.version, math.nan, math.nan, math.nan, math.nan)
-                    )
-                if advanced and every_ckpt is not None and book.version % every_ckpt == 0:
-                    self._checkpoint(now)
+                if not self._virtual:
+                    end_time = apply(reply, executor, now)
+                    continue
+                # Virtual clock: apply completions in the order of their emulated ends,
+                # each once no task still in flight can end before it.
+                self._expected.pop(reply.task_id, None)
+                heapq.heappush(ready, (reply.finished_at, reply.task_id, reply, executor))
+                while ready and book.version < max_updates and not self._stop:
+                    bound = min(self._expected.values(), default=math.inf)
+                    if ready[0][0] > bound:
+                        break
+                    finished, _, first, where = heapq.heappop(ready)
+                    end_time = apply(first, where, finished - self._origin)
         finally:
-            for waiter in list(self._waiters):
+            for waiter in [*self._waiters, *self._probes.values()]:
                 waiter.cancel()
             for task in self._tasks.values():
                 if task.timer is not None:
@@ -1115,10 +1342,16 @@ class ServerActor:
         for pool in (self._eval_executor, self._ckpt_executor):
             if pool is not None:
                 pool.shutdown(wait=True)
+        self._counters["actor_restarts"] = self._restart_count()
         self._finished = True
         debug: dict[str, Any] = {}
         if record:
-            debug = {"applied_task_ids": self._applied, "services": self._services}
+            debug = {
+                "applied_task_ids": self._applied,
+                "services": self._services,
+                "executors": self._served_by,
+                "rejoined": self._rejoined,
+            }
         pending = sorted(self._tasks)
         self._tasks.clear()
         return ServerOutcome(

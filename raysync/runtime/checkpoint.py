@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -415,89 +416,287 @@ def read_checkpoint(
     return Checkpoint(root, version, saved_fingerprint, saved_fields, state)
 
 
+def _where(values: np.ndarray) -> str:
+    bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+    return f"{bad} of {values.size} entries are NaN or infinite"
+
+
+class _Checker:
+    """Field-by-field checks of a server state tree; every error names the field."""
+
+    def __init__(self, root: Path, state: Mapping[str, Any]) -> None:
+        self.root = root
+        self.state = state
+
+    def bad(self, name: str, rule: str, value: Any = None) -> CheckpointError:
+        shown = "" if value is None else f", got {_short(value)}"
+        return _corrupt(self.root, f"field {name!r} {rule}{shown}")
+
+    def get(self, name: str) -> Any:
+        node: Any = self.state
+        for part in name.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise _corrupt(self.root, f"the server state lacks field {name!r}")
+            node = node[part]
+        return node
+
+    def integer(self, name: str, minimum: int = 0) -> int:
+        value = self.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise self.bad(name, "must be an integer", value)
+        if value < minimum:
+            raise self.bad(name, f"must be >= {minimum}", value)
+        return int(value)
+
+    def number(self, name: str, *, allow_inf: bool = False, minimum: float = -math.inf) -> float:
+        value = self.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise self.bad(name, "must be a number", value)
+        value = float(value)
+        if math.isnan(value) or (math.isinf(value) and not allow_inf):
+            raise self.bad(name, "must be finite", value)
+        if value < minimum:
+            raise self.bad(name, f"must be >= {minimum:g}", value)
+        return value
+
+    def array(
+        self,
+        name: str,
+        shape: tuple[int | None, ...],
+        kind: str,
+        *,
+        finite: bool = True,
+        allow_nan: bool = False,
+        minimum: float | None = None,
+    ) -> np.ndarray:
+        """An array of ``shape`` (None: any length) whose dtype kind is in ``kind``."""
+        value = self.get(name) if isinstance(name, str) else name
+        return self.check_array(name, value, shape, kind, finite, allow_nan, minimum)
+
+    def check_array(
+        self,
+        name: str,
+        value: Any,
+        shape: tuple[int | None, ...],
+        kind: str,
+        finite: bool = True,
+        allow_nan: bool = False,
+        minimum: float | None = None,
+    ) -> np.ndarray:
+        if not isinstance(value, np.ndarray):
+            raise self.bad(name, "must be an array", value)
+        if value.dtype.kind not in kind:
+            names = {"i": "integer", "u": "unsigned integer", "f": "floating-point"}
+            wanted = " or ".join(names[k] for k in kind)
+            raise self.bad(name, f"must hold {wanted} values, not dtype {value.dtype}")
+        if value.ndim != len(shape) or any(
+            want is not None and got != want for got, want in zip(value.shape, shape, strict=True)
+        ):
+            wanted = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+            raise self.bad(name, f"must have shape {wanted}, not {value.shape}")
+        if value.dtype.kind == "f" and finite:
+            values = value[~np.isnan(value)] if allow_nan else value
+            if not np.all(np.isfinite(values)):
+                raise self.bad(name, f"must be finite ({_where(values)})")
+        if minimum is not None and value.size and value.dtype.kind in "iuf":
+            low = np.nanmin(value) if value.dtype.kind == "f" else value.min()
+            if low < minimum:
+                raise self.bad(name, f"must be >= {minimum:g} (its smallest entry is {low})")
+        return value
+
+    def finite_tree(self, name: str, value: Any) -> None:
+        """Every float array and float inside ``value`` (a state dict) is finite."""
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                raise self.bad(name, f"must be finite ({_where(value)})")
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                self.finite_tree(f"{name}.{key}", item)
+        elif isinstance(value, list):
+            for j, item in enumerate(value):
+                self.finite_tree(f"{name}[{j}]", item)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise self.bad(name, "must be finite", value)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
 def check_server_state(
-    checkpoint: Checkpoint, *, num_clients: int, num_params: int | None
+    checkpoint: Checkpoint,
+    *,
+    num_clients: int,
+    num_params: int | None,
+    config: SystemConfig | None = None,
 ) -> dict[str, Any]:
-    """Verify that a checkpoint's server state is complete and shaped for this run.
+    """Verify that a checkpoint's server state is complete, typed and consistent.
+
+    The checksums prove that the files are the ones written; this proves that what was
+    written makes sense for this run, before Ray starts: every field has its type, shape
+    and range, parameters and statistics are finite, the counts agree with each other
+    (every created task was applied or is pending: ``next_task_id = completions +
+    pending``, and each client's pending tasks are its queue length), and the router's
+    and the strategy's state dicts load into fresh objects of the config.
 
     Args:
         checkpoint: A checkpoint from :func:`read_checkpoint`.
         num_clients: ``n`` of the resuming run.
         num_params: Model size of the resuming run (None: queue-only).
+        config: The resuming run's config (loads the router's and the strategy's state
+            into fresh objects; None: not loaded).
 
     Returns:
         The state tree, ready for the server.
 
     Raises:
-        CheckpointError: A missing entry or an array of the wrong shape.
+        CheckpointError: One line naming the first field that is missing, of the wrong
+            type or shape, non-finite or inconsistent.
     """
     state = checkpoint.state
-    root = checkpoint.directory
-
-    def bad(what: str) -> CheckpointError:
-        return _corrupt(root, what)
-
-    required = (
-        "version",
-        "next_task_id",
-        "elapsed",
-        "pending",
-        "ordinals",
-        "service_rng",
-        "service_pending",
-        "service_pending_len",
-        "router",
-        "book",
-    )
-    missing = [key for key in required if key not in state]
-    if missing:
-        raise bad(f"the server state lacks {', '.join(missing)}")
     n = num_clients
-    try:
-        if np.asarray(state["ordinals"]).shape != (n,):
-            raise bad(f"'ordinals' is not one entry per client (n={n})")
-        if np.asarray(state["service_rng"]).shape != (n, 6):
-            raise bad(f"'service_rng' is not one stream per client (n={n})")
-        lengths = np.asarray(state["service_pending_len"])
-        if lengths.shape != (n,) or int(lengths.sum()) != np.asarray(state["service_pending"]).size:
-            raise bad("the pending service draws do not add up")
-        book = state["book"]
-        for key in ("count", "sum_delay", "sum_delay2", "departures", "arrivals", "lengths"):
-            if np.asarray(book[key]).shape != (n,):
-                raise bad(f"statistics array {key!r} is not one entry per client (n={n})")
-        rows = np.asarray(book["rows_meta"])
-        if (
-            rows.ndim != 2
-            or rows.shape[1] != 3
-            or np.asarray(book["rows_count"]).shape
-            != (
-                rows.shape[0],
-                n,
-            )
+    c = _Checker(checkpoint.directory, state)
+    version = c.integer("version")
+    if version != checkpoint.version:
+        raise c.bad("version", f"must equal the manifest's version {checkpoint.version}", version)
+    next_task = c.integer("next_task_id")
+    c.number("elapsed", minimum=0.0)
+    ordinals = c.array("ordinals", (n,), "iu", minimum=0)
+    if int(ordinals.sum()) != next_task:
+        raise c.bad("ordinals", f"must add up to next_task_id = {next_task}, not {ordinals.sum()}")
+    c.array("service_rng", (n, 6), "u")
+    lengths = c.array("service_pending_len", (n,), "iu", minimum=0)
+    c.array("service_pending", (int(lengths.sum()),), "f", minimum=0.0)
+    for key in ("task_id", "client", "base_version", "ordinal"):
+        c.array(f"pending.{key}", (None,), "iu", minimum=0)
+    created = c.array("pending.created", (None,), "f", minimum=0.0)
+    # A task's service draw is NaN when the run does not emulate service times.
+    c.array("pending.sample", (None,), "f", allow_nan=True, minimum=0.0)
+    pending = {k: np.asarray(c.get(f"pending.{k}")) for k in ("task_id", "client", "base_version")}
+    sizes = {v.size for v in pending.values()} | {created.size}
+    if len(sizes) > 1:
+        raise c.bad("pending", "columns must have one entry per pending task (lengths differ)")
+    ids, clients, bases = pending["task_id"], pending["client"], pending["base_version"]
+    if clients.size and clients.max() >= n:
+        raise c.bad("pending.client", f"must name clients below n = {n}", int(clients.max()))
+    if ids.size and (len(set(ids.tolist())) != ids.size or ids.max() >= next_task):
+        raise c.bad("pending.task_id", "must be unique ids below next_task_id")
+    if bases.size and bases.max() > version:
+        raise c.bad("pending.base_version", f"must not exceed the version {version}")
+    # Statistics.
+    for key in ("count", "sum_delay", "sum_delay2", "lengths"):
+        c.array(f"book.{key}", (n,), "iu", minimum=0)
+    for key in ("departures", "arrivals", "busy", "compute"):
+        c.array(f"book.{key}", (n,), "f", minimum=0.0)
+    completions = c.integer("book.completions")
+    if c.integer("book.version") != version:
+        raise c.bad("book.version", f"must equal the version {version}", c.get("book.version"))
+    c.integer("book.max_delay")
+    c.integer("book.num_loss")
+    c.number("book.sum_loss")
+    c.integer("book.interval", minimum=1)
+    c.integer("book.next_snapshot")
+    meta = c.array("book.rows_meta", (None, 3), "f", minimum=0.0)
+    for key in ("count", "sum_delay", "sum_delay2", "departures", "arrivals", "lengths", "busy"):
+        c.array(f"book.rows_{key}", (meta.shape[0], n), "iuf", minimum=0.0)
+    if completions + ids.size != next_task:
+        raise c.bad(
+            "next_task_id",
+            f"must equal the applied tasks ({completions}) plus the pending ones ({ids.size})",
+            next_task,
+        )
+    if int(np.asarray(c.get("book.count")).sum()) != completions:
+        raise c.bad("book.count", f"must add up to book.completions = {completions}")
+    queued = np.bincount(clients.astype(np.int64), minlength=n) if clients.size else np.zeros(n)
+    if not np.array_equal(queued, np.asarray(c.get("book.lengths"))):
+        raise c.bad("book.lengths", "must equal each client's number of pending tasks")
+    # Model.
+    if num_params is not None:
+        c.array("params", (num_params,), "f")
+        base = c.get("base_params")
+        if not isinstance(base, Mapping):
+            raise c.bad("base_params", "must be a mapping from version to model", base)
+        for v in sorted({int(b) for b in bases.tolist()}):
+            if str(v) not in base:
+                raise c.bad("base_params", f"lacks the model of version {v} (a pending task's)")
+            c.check_array(f"base_params.{v}", base[str(v)], (num_params,), "f")
+    # Optional entries (absent in older checkpoints of the same format).
+    if "counters" in state:
+        counters = c.get("counters")
+        if not isinstance(counters, Mapping):
+            raise c.bad("counters", "must be a mapping", counters)
+        for key in counters:
+            c.integer(f"counters.{key}")
+    if "evals" in state:
+        evals = c.get("evals")
+        if not isinstance(evals, list) or any(
+            not isinstance(e, list) or len(e) != 6 or not isinstance(e[1], int) for e in evals
         ):
-            raise bad("the statistics snapshots are malformed")
-        pending = state["pending"]
-        sizes = {np.asarray(pending[k]).size for k in pending}
-        if len(sizes) > 1:
-            raise bad("the pending tasks' columns differ in length")
-        clients = np.asarray(pending["client"])
-        if clients.size and (clients.min() < 0 or clients.max() >= n):
-            raise bad("a pending task names a client out of range")
-        ids = np.asarray(pending["task_id"])
-        if ids.size and (
-            len(set(ids.tolist())) != ids.size or ids.max() >= int(state["next_task_id"])
+            raise c.bad("evals", "must be rows of [time, version, 4 metrics]")
+    if "eval_pending" in state:
+        rows = c.get("eval_pending")
+        if not isinstance(rows, list) or any(
+            not isinstance(e, list) or len(e) != 3 or not isinstance(e[1], int) for e in rows
         ):
-            raise bad("the pending task ids are not unique ids below next_task_id")
+            raise c.bad("eval_pending", "must be rows of [time, version, train loss]")
         if num_params is not None:
-            params = state.get("params")
-            if params is None or np.asarray(params).shape != (num_params,):
-                raise bad(f"the model is not a vector of {num_params} parameters")
-            base = state.get("base_params") or {}
-            for version in {int(v) for v in np.asarray(pending["base_version"]).tolist()}:
-                if np.asarray(base.get(str(version), ())).shape != (num_params,):
-                    raise bad(f"the model of version {version} (a pending task's) is missing")
-    except CheckpointError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise bad(f"the server state is malformed ({type(exc).__name__}: {exc})") from exc
-    return state
+            models = c.get("eval_params")
+            for e in rows:
+                key = str(e[1])
+                if not isinstance(models, Mapping) or key not in models:
+                    raise c.bad("eval_params", f"lacks the model of version {key} (to evaluate)")
+                c.check_array(f"eval_params.{key}", models[key], (num_params,), "f")
+    if "next_eval_time" in state:
+        c.number("next_eval_time", allow_inf=True, minimum=0.0)
+    if "eval_seconds" in state:
+        c.number("eval_seconds", minimum=0.0)
+    run_name = state.get("run_name")
+    if run_name is not None and not isinstance(run_name, str):
+        raise c.bad("run_name", "must be a string", run_name)
+    router_state = c.get("router")
+    if not isinstance(router_state, Mapping):
+        raise c.bad("router", "must be a mapping", router_state)
+    strategy_state = state.get("strategy")
+    if strategy_state is not None:
+        if not isinstance(strategy_state, Mapping):
+            raise c.bad("strategy", "must be a mapping", strategy_state)
+        c.finite_tree("strategy", strategy_state)
+    if config is not None:
+        _load_components(c, config, router_state, strategy_state, num_params)
+    return dict(state)
+
+
+def _load_components(
+    c: _Checker,
+    config: SystemConfig,
+    router_state: Any,
+    strategy_state: Any,
+    num_params: int | None,
+) -> None:
+    """Load the router's and the strategy's state into fresh objects (naming the field)."""
+    from raysync.routing import make_router
+    from raysync.simulation.engine import run_generators
+    from raysync.strategies import make_strategy
+
+    gens = run_generators(config.seed, config.num_clients)
+    router = make_router(config.routing)
+    router.bind(config.num_clients, gens.router)
+    try:
+        router.load_state_dict(dict(router_state))
+    except Exception as exc:  # any failure: the state does not fit this router
+        raise c.bad(
+            "router", f"does not load into the {config.routing.kind} router ({exc})"
+        ) from exc
+    if num_params is None or strategy_state is None:
+        return
+    strategy = make_strategy(config.algorithm)
+    strategy.bind(config.num_clients, router.routing_probabilities())
+    try:
+        strategy.load_state_dict(dict(strategy_state))
+    except Exception as exc:
+        raise c.bad(
+            "strategy", f"does not load into the {config.algorithm.name} strategy ({exc})"
+        ) from exc

@@ -24,13 +24,16 @@ that name the cause and the fix, raised from the Ray error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
+import secrets
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +43,13 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raysync.config import SystemConfig
-from raysync.exceptions import ConfigError, RaySyncError, ResourceUnavailableError, RuntimeFailure
+from raysync.exceptions import (
+    CheckpointError,
+    ConfigError,
+    RaySyncError,
+    ResourceUnavailableError,
+    RuntimeFailure,
+)
 from raysync.monitoring import MetricsSink
 from raysync.runtime._backend import (
     FaultPlan,
@@ -50,9 +59,11 @@ from raysync.runtime._backend import (
     client_request,
     client_tiers,
     resolve_mode,
+    wall_seconds,
 )
 from raysync.runtime.actors import ExecutorActor, ExecutorSetup, ServerActor, ServerSetup
 from raysync.runtime.checkpoint import (
+    MANIFEST,
     check_server_state,
     config_fingerprint,
     fingerprint_fields,
@@ -509,7 +520,16 @@ class ActorGroup:
                 for info in infos
             ]
             server_setup = _server_setup(
-                config, workload, train, plan, {**(server_options or {}), "dataset": shared}
+                config,
+                workload,
+                train,
+                plan,
+                {
+                    **(server_options or {}),
+                    "dataset": shared,
+                    "executor_actor_ids": tuple(str(info["actor_id"]) for info in infos),
+                    "executor_pids": tuple(int(info["pid"]) for info in infos),
+                },
             )
             server = (
                 ray.remote(ServerActor)
@@ -665,13 +685,89 @@ def connect(address: str | None = None) -> bool:
                 "`ray start --head` (or check the address), or omit --address to run locally"
             ) from exc
         return False
-    ray.init(
-        address="local",
-        include_dashboard=False,
-        num_cpus=os.cpu_count() or 1,
-        logging_level=logging.WARNING,
-    )
+    with local_instance_settings():
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            num_cpus=os.cpu_count() or 1,
+            logging_level=logging.WARNING,
+        )
     return True
+
+
+#: Ray reads this at import time: when false, a new local instance takes the loopback
+#: address as its node IP, and its GCS, raylet, workers, agents and metrics endpoints
+#: then listen on 127.0.0.1 only (Linux default: the machine's external address and
+#: all interfaces).
+_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def local_instance_settings() -> Iterator[None]:
+    """Settings for starting a single-machine Ray instance: loopback only, private token.
+
+    * Every Ray process started inside the block listens on the loopback interface only
+      (GCS, raylet, core workers, dashboard agent, runtime-env agent and the metrics
+      endpoints): nothing of a local run is reachable from the network. Ray takes the
+      node's IP from ``ray._private.ray_constants.ENABLE_RAY_CLUSTER`` (the
+      ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` variable, read when Ray is imported), so the
+      block sets both and restores them after; child processes inherit the variable at
+      start-up.
+    * Ray's token authentication (on by default for new local instances) reads
+      ``~/.ray/auth_token`` and, when it is missing, writes a new one readable by
+      everyone; the block creates it first with mode 0600 (and narrows an existing
+      token file of this user to 0600). The token is never logged.
+
+    Multi-node clusters are started with ``ray start`` and joined with ``address``: this
+    block is not used for them.
+    """
+    from ray._private import ray_constants
+
+    ensure_private_token()
+    previous_env = os.environ.get(_CLUSTER_ENV)
+    previous_flag = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = previous_flag
+        if previous_env is None:
+            os.environ.pop(_CLUSTER_ENV, None)
+        else:
+            os.environ[_CLUSTER_ENV] = previous_env
+
+
+def ensure_private_token() -> Path | None:
+    """Make Ray's default token file exist with mode 0600 (create it if missing).
+
+    Nothing is done when token authentication is off (``RAY_AUTH_MODE=disabled``) or the
+    token comes from ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``.
+
+    Returns:
+        The token file's path, or None when Ray does not read the default file.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return None
+    path = Path.home() / ".ray" / "auth_token"
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+                path.chmod(0o600)
+                logger.info("narrowed the permissions of %s to 0600", path)
+        else:
+            with os.fdopen(fd, "w") as handle:
+                # Ray's own format: 256 random bits as hex.
+                handle.write(secrets.token_hex(32))
+    except OSError as exc:
+        # Ray then creates the file itself; the run goes on, the user is told.
+        logger.warning("could not create %s with mode 0600 (%s)", path, exc)
+    return path
 
 
 def run(
@@ -690,6 +786,7 @@ def run(
     startup_timeout: float = 120.0,
     server_num_cpus: float = 0.0,
     poll_interval: float = 0.5,
+    overwrite_checkpoint: bool = False,
 ) -> RunResult:
     """Run an asynchronous FL system for real on Ray.
 
@@ -728,6 +825,9 @@ def run(
         server_num_cpus: CPUs the server actor reserves (default 0: it mostly waits on
             the network; set 1 on a busy cluster to keep a core for it).
         poll_interval: Seconds between progress polls.
+        overwrite_checkpoint: Let a fresh run replace the checkpoint that
+            ``run.checkpoint_dir`` already holds (default: refused, so that no
+            checkpoint is lost silently; resuming from that directory is always allowed).
 
     Returns:
         A :class:`~raysync.simulation.result.RunResult` with ``backend="ray"``; times are
@@ -743,7 +843,9 @@ def run(
 
     Raises:
         ConfigError: A bad argument.
-        CheckpointError: ``resume_from`` is missing, corrupt or from another config.
+        CheckpointError: ``resume_from`` is missing, corrupt, from another config, or
+            already at or past the run's target (``run.num_updates``, ``run.time_budget``);
+            or ``run.checkpoint_dir`` holds a checkpoint that a fresh run would replace.
         ResourceUnavailableError: The cluster can never hold a client's request, or all
             executors together, or the actors did not start in time.
         RuntimeFailure: An executor could not be restarted or a client failed; the
@@ -764,6 +866,7 @@ def run(
         startup_timeout=startup_timeout,
         server_num_cpus=server_num_cpus,
         poll_interval=poll_interval,
+        overwrite_checkpoint=overwrite_checkpoint,
     )
     return result
 
@@ -775,6 +878,67 @@ def _absolute_checkpoint_dir(config: SystemConfig) -> SystemConfig:
         return config
     run_cfg = dataclasses.replace(config.run, checkpoint_dir=str(Path(directory).resolve()))
     return config.replace(run=run_cfg)
+
+
+def _check_checkpoint_dir(
+    config: SystemConfig, resume_from: str | Path | None, overwrite: bool
+) -> None:
+    """Refuse a ``run.checkpoint_dir`` that is a file, or whose checkpoint would be lost.
+
+    A fresh run writes its first checkpoint over the one already in the directory; that
+    is refused unless the run resumes from this very directory or ``overwrite`` is set.
+
+    Raises:
+        ConfigError: The path exists and is not a directory.
+        CheckpointError: It holds a checkpoint and the run would replace it.
+    """
+    directory = config.run.checkpoint_dir
+    if directory is None:
+        return
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"run.checkpoint_dir must be a directory, got {directory!r}, which is a file"
+        )
+    if overwrite or not (path / MANIFEST).is_file():
+        return
+    if resume_from is not None and Path(resume_from).resolve() == path.resolve():
+        return
+    try:
+        version: Any = json.loads((path / MANIFEST).read_bytes())["body"]["version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        version = "unknown"
+    raise CheckpointError(
+        f"run.checkpoint_dir {directory!r} already holds a checkpoint (version {version}) "
+        f"that this run would overwrite; resume it (--resume {directory}), choose another "
+        "run.checkpoint_dir, or pass --overwrite-checkpoint (overwrite_checkpoint=True)"
+    )
+
+
+def _check_target_ahead(config: SystemConfig, directory: Path, state: Mapping[str, Any]) -> None:
+    """Refuse to resume a checkpoint already at or past the run's stop condition.
+
+    Raises:
+        CheckpointError: ``version >= run.num_updates``, or the checkpoint's elapsed
+            time already spends ``run.time_budget``.
+    """
+    run_cfg = config.run
+    version = int(state["version"])
+    if run_cfg.num_updates is not None and version >= run_cfg.num_updates:
+        raise CheckpointError(
+            f"checkpoint {str(directory)!r} is at version {version}, at or past "
+            f"run.num_updates = {run_cfg.num_updates}: nothing is left to run; raise "
+            f"run.num_updates (--num-updates) above {version} to continue it"
+        )
+    budget = wall_seconds(run_cfg.time_budget, run_cfg.time_scale)
+    elapsed = float(state["elapsed"])
+    if math.isfinite(budget) and elapsed >= budget:
+        raise CheckpointError(
+            f"checkpoint {str(directory)!r} has already run {elapsed:.6g} wall seconds, at "
+            f"or past run.time_budget = {run_cfg.time_budget:g} config seconds "
+            f"({budget:.6g} wall seconds): nothing is left to run; raise run.time_budget "
+            "(--time-budget) to continue it"
+        )
 
 
 def _execute(
@@ -795,11 +959,14 @@ def _execute(
     poll_interval: float = 0.5,
     faults: FaultPlan | None = None,
     record: bool = False,
+    overwrite_checkpoint: bool = False,
+    virtual_clock: bool = False,
 ) -> tuple[RunResult, ServerOutcome]:
     """:func:`run`, also returning the server's raw outcome (statistics snapshots).
 
-    ``faults`` injects executor crashes and stragglers and ``record`` keeps per-task
-    records (``extras["debug"]``): both for tests only.
+    ``faults`` injects executor crashes and stragglers, ``record`` keeps per-task
+    records (``extras["debug"]``) and ``virtual_clock`` applies completions in the order
+    of their emulated ends (:class:`~raysync.runtime.actors.ServerSetup`): for tests.
     """
     from raysync.monitoring.tensorboard import (
         TensorBoardSink,
@@ -832,12 +999,14 @@ def _execute(
     num_params = int(workload.initial_params.size) if (train and workload is not None) else None
     fingerprint = config_fingerprint(config, num_params)
     fields = fingerprint_fields(config, num_params)
+    _check_checkpoint_dir(config, resume_from, overwrite_checkpoint)
     resume_state: dict[str, Any] | None = None
     if resume_from is not None:
         checkpoint = read_checkpoint(resume_from, fingerprint=fingerprint, fields=fields)
         resume_state = check_server_state(
-            checkpoint, num_clients=config.num_clients, num_params=num_params
+            checkpoint, num_clients=config.num_clients, num_params=num_params, config=config
         )
+        _check_target_ahead(config, checkpoint.directory, resume_state)
         if run_name is None and resume_state.get("run_name"):
             run_name = str(resume_state["run_name"])
         logger.info("resuming from %s at version %d", checkpoint.directory, checkpoint.version)
@@ -876,6 +1045,7 @@ def _execute(
                 "resume": resume_state,
                 "want_events": bool(all_sinks),
                 "record": record,
+                "virtual_clock": virtual_clock,
             },
             faults=faults,
         )

@@ -71,3 +71,63 @@ def test_straggler_is_reissued_and_its_late_duplicate_dropped(ray_session) -> No
     assert result.extras["reissued_tasks"] == 1
     assert result.extras["duplicates_dropped"] == 1
     assert result.extras["actor_restarts"] == 0
+
+
+def test_restarted_pool_executor_returns_to_rotation(ray_session) -> None:  # noqa: ANN001
+    # Two executors serve four clients; task 40 kills one of them about 0.1 s into a
+    # ~10 s run. Once Ray has restarted it and it answers the server's probe, it must
+    # take its share of the tasks again (it used to stay "suspect" and idle).
+    config = queue_config((0.01, 0.01, 0.01, 0.01), None, 4, 4000, seed=4)
+    config = config.replace(runtime=RuntimeConfig(mode="pool", executors_per_tier=2))
+    result, _ = _execute(config, faults=FaultPlan(exit_on_tasks=frozenset({40})), record=True)
+    _check_exactly_once(result, 4000)
+    assert result.extras["actor_restarts"] == 1
+    assert result.extras["executors_dead"] == 0
+    debug = result.extras["debug"]
+    assert len(debug["rejoined"]) == 1
+    executor, applied_then = debug["rejoined"][0]
+    after = debug["executors"][applied_then:]
+    # Least-loaded dispatch between two equal executors: each takes about half. The
+    # kill happens within the first 1 % of the run, and a restart takes seconds, so
+    # thousands of tasks remain after the return.
+    assert len(after) >= 1000, "the executor came back too late to judge"
+    share = after.count(executor) / len(after)
+    assert 0.25 < share < 0.75, share
+
+
+def test_every_restart_is_counted(ray_session) -> None:  # noqa: ANN001
+    # All 8 executors (one per client) are killed twice: at their clients' 3rd and 12th
+    # task. Ray restarts each twice: 16 restarts, whether or not the server noticed them
+    # one by one (it used to count 9).
+    config = queue_config((0.01,) * 8, None, 8, 800, seed=5)
+    config = config.replace(runtime=RuntimeConfig(mode="per_client"))
+    kills = frozenset((client, k) for client in range(8) for k in (3, 12))
+    result, _ = _execute(config, faults=FaultPlan(exit_on_ordinals=kills), record=True)
+    _check_exactly_once(result, 800)
+    assert result.extras["actor_restarts"] == 16
+    assert result.extras["reissued_tasks"] >= 16
+    assert result.extras["executors_dead"] == 0
+
+
+def test_pool_without_restarts_counts_none_and_says_when_executors_run_out(
+    ray_session,  # noqa: ANN001
+) -> None:
+    from raysync.exceptions import RuntimeFailure
+
+    config = queue_config((0.01, 0.01, 0.01, 0.01), None, 4, 600, seed=6)
+    config = config.replace(
+        runtime=RuntimeConfig(mode="pool", executors_per_tier=2, max_restarts=0)
+    )
+    # One of two executors dies for good: its tasks move to the other, nothing restarts.
+    result, _ = _execute(config, faults=FaultPlan(exit_on_tasks=frozenset({40})), record=True)
+    _check_exactly_once(result, 600)
+    assert result.extras["actor_restarts"] == 0
+    assert result.extras["executors_dead"] == 1
+    # Both die: the run ends with one line naming the cause and the fixes.
+    with pytest.raises(RuntimeFailure) as info:
+        _execute(config, faults=FaultPlan(exit_on_tasks=frozenset({40, 200})))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "all 2 executor(s) of tier 0" in message
+    assert "runtime.max_restarts = 0 restarts per executor are used up" in message
+    assert "0 restarts in this run" in message
