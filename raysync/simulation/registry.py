@@ -28,11 +28,12 @@ from raysync.simulation.service_times import (
 if TYPE_CHECKING:  # raysync.config imports this module when it validates a kind
     from raysync.config import ServiceTimeSpec
 
-__all__ = ["SERVICE_TIMES", "build", "names", "register"]
+__all__ = ["SERVICE_TIMES", "build", "names", "register", "unregister"]
 
-#: The registry itself; ``register``, ``names`` and ``build`` below are its methods.
+#: The registry itself; ``register``, ``unregister`` and ``names`` are its methods.
 SERVICE_TIMES: Registry[BaseServiceTime] = Registry("service_time.kind")
 register = SERVICE_TIMES.register
+unregister = SERVICE_TIMES.unregister
 names = SERVICE_TIMES.names
 
 
