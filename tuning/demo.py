@@ -79,6 +79,11 @@ def add_parser(subparsers: Any) -> None:
         "--max-concurrency", type=int, default=None, help="largest C considered (default 4n)"
     )
     parser.add_argument(
+        "--recommend-trials", type=int, default=12,
+        help="simulated trials of `raysync recommend` choosing the optimised run's rule, "
+        "routing, C and step (default 12; 0: the bound's (C, p) with the config's rule)",
+    )
+    parser.add_argument(
         "--baselines", default="default,asyncsgd",
         help="comma-separated runs besides the optimised one: default, asyncsgd",
     )
@@ -452,6 +457,21 @@ def _handle(args: argparse.Namespace) -> int:
     variants["optimised"] = _variant(
         config, "optimised", budget=budget, p=optimum.p, concurrency=optimum.concurrency
     )
+    if args.recommend_trials > 0:
+        # `raysync recommend` (bias-aware bound + simulated trials warm-started with every
+        # baseline) chooses the whole design of the optimised run, its step included.
+        from tuning.recommend import RecommendSettings, format_table, recommend
+
+        rec = recommend(
+            config, RecommendSettings(budget=budget, trials=args.recommend_trials),
+            log=console.note,
+        )
+        print(f"recommend (simulator): {rec.point.describe()}")
+        print(format_table(rec))
+        summary["recommend"] = _json_safe(rec.to_dict())
+        variants["optimised"] = rec.point.to_config(config).replace(
+            run=variants["optimised"].run
+        )
     if "asyncsgd" in baselines:
         variants["asyncsgd"] = _variant(config, "asyncsgd", budget=budget)
     console.stage(
