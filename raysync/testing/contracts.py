@@ -1,4 +1,4 @@
-"""Contract test suites (Optuna-style) for routers, strategies and service times.
+"""Contract test suites (Optuna-style) for routers, strategies, service times and sinks.
 
 Subclass a contract in a ``Test*`` class and implement its abstract factory; pytest then
 runs every ``test_*`` method against the implementation. All checks use fixed seeds and
@@ -13,15 +13,17 @@ import copy
 import math
 import pickle
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from raysync.monitoring._base import MetricsSink
 from raysync.routing._base import BaseRouter
 from raysync.simulation.service_times import BaseServiceTime
 from raysync.strategies._base import BaseStrategy, ClientResult
 
-__all__ = ["RouterContract", "ServiceTimeContract", "StrategyContract"]
+__all__ = ["MetricsSinkContract", "RouterContract", "ServiceTimeContract", "StrategyContract"]
 
 #: Number of standard errors allowed in statistical checks. With a fixed seed a check is
 #: deterministic; 5 sigma keeps a correct implementation's failure probability per check
@@ -438,3 +440,92 @@ class ServiceTimeContract(abc.ABC):
         """repr() names the class."""
         dist = self.make_service_time()
         assert type(dist).__name__ in repr(dist)
+
+
+# ------------------------------------------------------------------------- metrics sinks
+
+
+class MetricsSinkContract(abc.ABC):
+    """Contract every :class:`~raysync.monitoring.MetricsSink` must satisfy.
+
+    Subclasses implement :meth:`make_sink` and :meth:`read_scalars` (how the sink's
+    scalars are read back after :meth:`~raysync.monitoring.MetricsSink.close`: from its
+    files or its memory). :attr:`rel_tol` is the precision the sink keeps (float32 event
+    files: about 1e-7).
+    """
+
+    rel_tol: float = 1e-6
+
+    @abc.abstractmethod
+    def make_sink(self, directory: Path) -> MetricsSink:
+        """Return a fresh sink that may write under ``directory``."""
+
+    @abc.abstractmethod
+    def read_scalars(
+        self, sink: MetricsSink, directory: Path
+    ) -> dict[str, list[tuple[int, float]]]:
+        """After ``close``: tag -> ``(step, value)`` pairs in step order, as recorded."""
+
+    def _log_run(self, sink: MetricsSink) -> dict[str, list[tuple[int, float]]]:
+        """Log a small run like the engines do; return what must be read back."""
+        sink.log_scalars(0, {"test/accuracy": 0.1, "system/throughput": 3}, time=0.0)
+        sink.log_scalars(
+            25, {"test/accuracy": np.float32(0.5), "staleness/client_0": np.float64(2.25)},
+            time=1.5,
+        )
+        sink.log_scalars(50, {"test/accuracy": 0.875, "system/throughput": 4.5}, time=3.25)
+        return {
+            "test/accuracy": [(0, 0.1), (25, 0.5), (50, 0.875)],
+            "system/throughput": [(0, 3.0), (50, 4.5)],
+            "staleness/client_0": [(25, 2.25)],
+        }
+
+    def _assert_contains(
+        self, got: dict[str, list[tuple[int, float]]], expected: dict[str, list[tuple[int, float]]]
+    ) -> None:
+        for tag, series in expected.items():
+            assert tag in got, f"tag {tag!r} was not recorded (got {sorted(got)})"
+            assert [s for s, _ in got[tag]] == [s for s, _ in series], tag
+            for (_, value), (_, want) in zip(got[tag], series, strict=True):
+                assert math.isclose(value, want, rel_tol=self.rel_tol), (tag, value, want)
+
+    def test_satisfies_the_protocol(self, tmp_path: Path) -> None:
+        """The sink is a MetricsSink (log_scalars, log_hparams, close)."""
+        sink = self.make_sink(tmp_path)
+        assert isinstance(sink, MetricsSink)
+        sink.close()
+
+    def test_scalars_round_trip(self, tmp_path: Path) -> None:
+        """Scalars (Python and numpy numbers) come back at their steps and values."""
+        sink = self.make_sink(tmp_path)
+        expected = self._log_run(sink)
+        sink.close()
+        self._assert_contains(self.read_scalars(sink, tmp_path), expected)
+
+    def test_non_finite_values_and_empty_mappings_are_accepted(self, tmp_path: Path) -> None:
+        """NaN/inf values and an empty mapping never raise; finite values still arrive."""
+        sink = self.make_sink(tmp_path)
+        sink.log_scalars(0, {}, time=0.0)
+        sink.log_scalars(1, {"test/loss": math.nan, "x": math.inf, "y": 1.0}, time=0.5)
+        sink.close()
+        self._assert_contains(self.read_scalars(sink, tmp_path), {"y": [(1, 1.0)]})
+
+    def test_hparams_once_then_close_twice(self, tmp_path: Path) -> None:
+        """log_hparams takes mixed values once; close is idempotent."""
+        sink = self.make_sink(tmp_path)
+        expected = self._log_run(sink)
+        sink.log_hparams(
+            {"concurrency": 4, "lr": 0.05, "algorithm": "fedbuff", "train": True,
+             "p": (0.5, 0.25, 0.25)},
+            {"hparam/test_accuracy": 0.875, "hparam/nan": math.nan},
+        )
+        sink.close()
+        sink.close()
+        self._assert_contains(self.read_scalars(sink, tmp_path), expected)
+
+    def test_does_not_touch_global_rng(self, tmp_path: Path) -> None:
+        """Sinks never use numpy's global RNG."""
+        with _GlobalRNGGuard():
+            sink = self.make_sink(tmp_path)
+            self._log_run(sink)
+            sink.close()
