@@ -14,6 +14,7 @@ import math
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -469,10 +470,11 @@ class MetricsSinkContract(abc.ABC):
     def _log_run(self, sink: MetricsSink) -> dict[str, list[tuple[int, float]]]:
         """Log a small run like the engines do; return what must be read back."""
         sink.log_scalars(0, {"test/accuracy": 0.1, "system/throughput": 3}, time=0.0)
-        sink.log_scalars(
-            25, {"test/accuracy": np.float32(0.5), "staleness/client_0": np.float64(2.25)},
-            time=1.5,
-        )
+        # numpy scalars arrive from the engines' statistics: a sink must take them too.
+        numpy_values: dict[str, Any] = {
+            "test/accuracy": np.float32(0.5), "staleness/client_0": np.float64(2.25)
+        }
+        sink.log_scalars(25, numpy_values, time=1.5)
         sink.log_scalars(50, {"test/accuracy": 0.875, "system/throughput": 4.5}, time=3.25)
         return {
             "test/accuracy": [(0, 0.1), (25, 0.5), (50, 0.875)],
