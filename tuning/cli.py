@@ -23,18 +23,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from raysync.config import SystemConfig, load_config
+from raysync.config import load_config
 from tuning.objectives import MULTI_OBJECTIVES, OBJECTIVES
+from tuning.report import StudyReport, format_report
 from tuning.search_space import FAMILIES, PARAMETERIZATIONS
-from tuning.study import PRUNERS, StudyReport, TuneSettings, run_study
+from tuning.settings import PRUNERS, TuneSettings, settings_from_args
+from tuning.study import run_study
 
 __all__ = [
     "add_parser",
@@ -140,105 +139,9 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run_tune)
 
 
-def settings_from_args(args: argparse.Namespace, config: SystemConfig) -> TuneSettings:
-    """Build :class:`~tuning.study.TuneSettings` from parsed ``raysync tune`` arguments."""
-    from raysync.objectives import ProblemConstants
-
-    study = args.study or f"{Path(args.config).stem}-{args.objective}"
-    out = Path(args.out) if args.out else Path("tune-out") / study
-    constants = ProblemConstants.parse(args.constants) if args.constants else None
-    return TuneSettings(
-        objective=args.objective,
-        trials=args.trials,
-        storage=args.storage,
-        study_name=study,
-        family=args.family,
-        parameterization=args.parameterization,
-        max_concurrency=args.max_concurrency,
-        budget=args.budget,
-        multi_objective=args.multi_objective,
-        parallel=args.parallel,
-        num_evals=args.num_evals,
-        pruner=args.pruner,
-        warm_start=not args.no_warm_start,
-        constants=constants,
-        seed=args.seed,
-        out=out,
-        tensorboard=not args.no_tensorboard,
-        min_p=args.min_p,
-        address=args.address,
-    )
-
-
 def dashboard_command(report: StudyReport) -> str:
     """The optuna-dashboard command that shows this study's storage."""
     return f"optuna-dashboard {report.storage}"
-
-
-def _fmt(value: Any, digits: int = 5) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "nan" if not math.isfinite(value) else f"{value:.{digits}g}"
-    return str(value)
-
-
-def _p_summary(p: Sequence[float] | None, max_shown: int = 8) -> str:
-    if p is None:
-        return "-"
-    arr = np.asarray(p, dtype=np.float64)
-    if arr.size <= max_shown:
-        return "[" + ", ".join(f"{v:.3f}" for v in arr) + "]"
-    return f"min {arr.min():.4f} max {arr.max():.4f} (n={arr.size})"
-
-
-def format_report(report: StudyReport, config: SystemConfig) -> str:
-    """Human-readable summary: best next to the analytical optimum and the defaults."""
-    lines = [
-        f"study {report.study_name!r} ({report.objective}, {', '.join(report.directions)}) "
-        f"in {report.storage}",
-        "trials: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(report.counts.items())),
-        f"time budget T = {report.budget:g} (config time unit)",
-    ]
-    metric = report.metric_names[0] if report.metric_names else "value"
-    header = f"{'':<14} {'C':>4} {metric:>14} {'bound':>12}  p"
-    lines.append(header)
-    rows: list[tuple[str, dict[str, Any]]] = []
-    if report.best:
-        label = "best" if len(report.best) == 1 else "best (Pareto 1)"
-        rows.append((label, report.best[0]))
-    for name in ("analytical", "uniform", "proportional", "config"):
-        if name in report.references:
-            rows.append((name, report.references[name]))
-    for name, row in rows:
-        values = row.get("values")
-        value = values[0] if values else None
-        lines.append(
-            f"{name:<14} {row.get('concurrency', '-'):>4} {_fmt(value):>14} "
-            f"{_fmt(row.get('bound')):>12}  {_p_summary(row.get('p'))}"
-        )
-    if len(report.best) > 1:
-        lines.append(f"Pareto front: {len(report.best)} trials (see pareto.png)")
-    n = config.num_clients
-    best = report.best[0] if report.best else None
-    ana = report.references.get("analytical")
-    if best is not None and best.get("p") is not None and n <= 24:
-        lines.append(f"{'client':>6} {'mu':>9} {'p best':>9} {'p analytical':>13} {'uniform':>8}")
-        for i in range(n):
-            pa = ana["p"][i] if ana else math.nan
-            lines.append(
-                f"{i:>6} {config.service_rates[i]:>9.4g} {best['p'][i]:>9.4f} {pa:>13.4f} "
-                f"{1.0 / n:>8.4f}"
-            )
-    if report.objective != "bound" and best is not None:
-        uniform = report.references.get("uniform", {}).get("values")
-        if uniform and best.get("values"):
-            gain = best["values"][0] - uniform[0]
-            lines.append(
-                f"best vs uniform (C=n): {metric} {best['values'][0]:.4f} vs {uniform[0]:.4f} "
-                f"({gain:+.4f}); selected on validation, test accuracy in study.json"
-            )
-    return "\n".join(lines)
 
 
 def run_tune(args: argparse.Namespace) -> int:
