@@ -17,7 +17,7 @@ import pytest
 
 from raysync.cli import main
 from raysync.config import RunConfig, RuntimeConfig, SystemConfig, dump_config
-from raysync.exceptions import CheckpointError
+from raysync.exceptions import CheckpointError, ConfigError
 from raysync.runtime.checkpoint import (
     MANIFEST,
     config_fingerprint,
@@ -216,3 +216,193 @@ def test_killed_driver_resumes_to_the_uninterrupted_result(
     assert resumed.elapsed > 0
     # TensorBoard continues in the interrupted run's directory.
     assert len([p for p in logdir.iterdir() if p.is_dir()]) == 1
+
+
+# ---------------------------------------------------------------- checks before Ray starts
+
+
+class _RayStarted(Exception):
+    """Raised by the patched connect: the run got past its up-front checks."""
+
+
+@pytest.fixture
+def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any attempt to reach Ray fail loudly (proves a refusal happens before it)."""
+    from raysync.runtime import coordinator
+
+    def connect(address: str | None = None) -> bool:
+        raise _RayStarted(address)
+
+    monkeypatch.setattr(coordinator, "connect", connect)
+
+
+def _evaluated_config(checkpoint_dir: Path, num_updates: int) -> SystemConfig:
+    # C = 1 without emulation (deterministic); an evaluation and a checkpoint every 50
+    # updates, so the evaluation at a checkpoint's version is always in flight when the
+    # checkpoint is captured (it is requested in the same step).
+    return digits_config(num_updates).replace(
+        concurrency=1,
+        run=RunConfig(
+            num_updates=num_updates,
+            time_scale=0.0,
+            eval_every_updates=50,
+            checkpoint_every_updates=50,
+            checkpoint_dir=str(checkpoint_dir),
+        ),
+        runtime=RuntimeConfig(mode="pool", executors_per_tier=2),
+    )
+
+
+@pytest.fixture(scope="module")
+def real_checkpoint(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: ANN001
+    """A checkpoint at version 100 written by a real run (read-only for the tests)."""
+    directory = tmp_path_factory.mktemp("real") / "ckpt"
+    result, _ = _execute(_evaluated_config(directory, 100))
+    assert result.num_updates == 100
+    assert json.loads((directory / MANIFEST).read_text())["body"]["version"] == 100
+    return directory
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_every_scheduled_evaluation_happens_once_across_a_resume(
+    real_checkpoint: Path, tmp_path: Path
+) -> None:
+    ckpt = _copy(real_checkpoint, tmp_path / "ckpt")
+    state = read_checkpoint(ckpt).state
+    # The evaluation at version 100 was in flight when the checkpoint was captured.
+    assert [row[1] for row in state["eval_pending"]] == [100]
+    assert [row[1] for row in state["evals"]] == [0, 50]
+    resumed, _ = _execute(_evaluated_config(ckpt, 200), resume_from=ckpt)
+    assert resumed.extras["resumed_from_version"] == 100
+    assert list(resumed.updates) == [0, 50, 100, 150, 200]
+    assert np.all(np.isfinite(resumed.test_loss))
+
+
+@pytest.mark.usefixtures("no_ray")
+def test_resuming_at_or_past_the_target_is_refused_before_ray_starts(
+    real_checkpoint: Path,
+) -> None:
+    for target in (100, 60):
+        config = _evaluated_config(real_checkpoint, target)
+        with pytest.raises(
+            CheckpointError, match=rf"version 100, at or past run.num_updates = {target}"
+        ):
+            _execute(config, resume_from=real_checkpoint)
+    with pytest.raises(_RayStarted):  # a later target passes the checks
+        _execute(_evaluated_config(real_checkpoint, 150), resume_from=real_checkpoint)
+
+
+@pytest.mark.usefixtures("no_ray")
+def test_an_existing_checkpoint_is_not_overwritten_by_a_fresh_run(
+    real_checkpoint: Path, tmp_path: Path
+) -> None:
+    config = _evaluated_config(real_checkpoint, 300)
+    with pytest.raises(CheckpointError, match=r"already holds a checkpoint \(version 100\)"):
+        _execute(config)
+    with pytest.raises(_RayStarted):
+        _execute(config, overwrite_checkpoint=True)
+    with pytest.raises(_RayStarted):
+        _execute(config, resume_from=real_checkpoint)  # resuming it is the point
+    # A file where the checkpoint directory belongs.
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match=r"run.checkpoint_dir must be a directory"):
+        _execute(_evaluated_config(afile, 300))
+
+
+def test_cli_refuses_to_overwrite_in_one_line(
+    real_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "system.toml"
+    dump_config(_evaluated_config(real_checkpoint, 300), path)
+    code = main(["run", str(path), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1
+    assert "already holds a checkpoint (version 100)" in err[0]
+    assert "--overwrite-checkpoint" in err[0]
+
+
+def _damage(state: dict, how: str) -> str:
+    """Damage a state tree in one way; return the field the refusal must name."""
+    if how == "nan_params":
+        state["params"] = state["params"].copy()
+        state["params"][3] = np.nan
+        return "params"
+    if how == "short_params":
+        state["params"] = state["params"][:-1]
+        return "params"
+    if how == "float_ordinals":
+        state["ordinals"] = state["ordinals"].astype(np.float64)
+        return "ordinals"
+    if how == "string_version":
+        state["version"] = "100"
+        return "version"
+    if how == "extra_task":
+        state["next_task_id"] += 5
+        return "ordinals"
+    if how == "queue_lengths":
+        state["book"]["lengths"] = state["book"]["lengths"] + 1
+        return "book.lengths"
+    if how == "inf_elapsed":
+        state["elapsed"] = float("inf")
+        return "elapsed"
+    if how == "router":
+        state["router"] = {"rng": "not a generator state"}
+        return "router"
+    if how == "nan_strategy":
+        for key, value in state["strategy"].items():
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                state["strategy"][key] = np.full_like(value, np.inf)
+                return f"strategy.{key}"
+        state["strategy"]["injected"] = float("nan")
+        return "strategy.injected"
+    if how == "missing_book":
+        del state["book"]["count"]
+        return "book.count"
+    raise AssertionError(how)
+
+
+@pytest.mark.usefixtures("no_ray")
+@pytest.mark.parametrize(
+    "how",
+    [
+        "nan_params",
+        "short_params",
+        "float_ordinals",
+        "string_version",
+        "extra_task",
+        "queue_lengths",
+        "inf_elapsed",
+        "router",
+        "nan_strategy",
+        "missing_book",
+    ],
+)
+def test_a_checkpoint_that_makes_no_sense_is_refused_naming_the_field(
+    real_checkpoint: Path, tmp_path: Path, how: str
+) -> None:
+    config = _evaluated_config(tmp_path / "unused", 300)
+    checkpoint = read_checkpoint(real_checkpoint)
+    state = checkpoint.state
+    field = _damage(state, how)
+    damaged = tmp_path / "damaged"
+    # Rewritten through the writer: every checksum is valid, only the content is wrong.
+    write_checkpoint(
+        damaged,
+        state,
+        version=checkpoint.version,
+        fingerprint=checkpoint.fingerprint,
+        fields=checkpoint.fields,
+    )
+    with pytest.raises(CheckpointError) as info:
+        _execute(config, resume_from=damaged)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"'{field}'" in message, message
