@@ -102,6 +102,29 @@ def read_text_file(path: str | os.PathLike[str], what: str, *, max_bytes: int) -
         ) from exc
 
 
+def _dir_problem(directory: Path) -> str | None:
+    """Why files cannot be written under ``directory`` (created if missing), or None."""
+    probe = directory
+    while True:
+        try:
+            info = probe.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            parent = probe.parent
+            if parent == probe:
+                return None
+            probe = parent
+            continue
+        except OSError as exc:
+            return f"{str(probe)!r}: {_reason(exc)}"
+        if not stat.S_ISDIR(info.st_mode):
+            if probe == directory:
+                return "it is an existing file, not a directory"
+            return f"{str(probe)!r} is a file, not a directory"
+        if not os.access(probe, os.W_OK | os.X_OK):
+            return f"permission denied on {str(probe)!r}"
+        return None
+
+
 def check_output_dir(path: str | os.PathLike[str], flag: str) -> Path:
     """Check that ``path`` can be (or already is) a directory to write into.
 
@@ -122,29 +145,10 @@ def check_output_dir(path: str | os.PathLike[str], flag: str) -> Path:
     text = os.fspath(path)
     if not text or "\x00" in text:
         raise ConfigError(f"{flag} must be a directory path, got {text!r}")
-    target = Path(text)
-    probe = target
-    while True:
-        try:
-            info = probe.stat()
-        except FileNotFoundError:
-            parent = probe.parent
-            if parent == probe:
-                break
-            probe = parent
-            continue
-        except OSError as exc:
-            raise ConfigError(f"{flag} {text!r} cannot be used: {_reason(exc)}") from exc
-        if not stat.S_ISDIR(info.st_mode):
-            if probe == target:
-                raise ConfigError(f"{flag} {text!r} is an existing file, not a directory")
-            raise ConfigError(f"{flag} {text!r} cannot be created: {str(probe)!r} is a file")
-        if not os.access(probe, os.W_OK | os.X_OK):
-            raise ConfigError(
-                f"{flag} {text!r} is not writable: permission denied on {str(probe)!r}"
-            )
-        break
-    return target
+    problem = _dir_problem(Path(text))
+    if problem is not None:
+        raise ConfigError(f"{flag} {text!r} cannot be used as a directory: {problem}")
+    return Path(text)
 
 
 def check_output_file(path: str | os.PathLike[str], flag: str) -> Path:
@@ -162,7 +166,11 @@ def check_output_file(path: str | os.PathLike[str], flag: str) -> Path:
         raise ConfigError(f"{flag} {text!r} is a directory, not a file")
     if target.exists() and not os.access(target, os.W_OK):
         raise ConfigError(f"{flag} {text!r} is not writable: permission denied")
-    check_output_dir(target.parent if str(target.parent) else ".", f"{flag} folder of")
+    problem = _dir_problem(target.parent)
+    if problem is not None:
+        folder = str(target.parent)
+        problem = problem.replace("it is an existing file", f"{folder!r} is a file")
+        raise ConfigError(f"{flag} {text!r} cannot be written: {problem}")
     return target
 
 

@@ -63,6 +63,15 @@ EXIT_USAGE = 2
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (sub-parsers inherit the class)."""
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # argparse drops a lone "--" even from "--flag=--", leaving an option with a list
+        # value where its type promised a number; read it as the literal text instead
+        if action.nargs is None and arg_strings == ["--"] and action.option_strings:
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
+
     def error(self, message: str) -> NoReturn:
         line = " ".join(message.split())
         self.exit(EXIT_USAGE, f"{self.prog}: error: {line} (see {self.prog} --help)\n")

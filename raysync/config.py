@@ -92,6 +92,13 @@ _SUM_TOL = 1e-6
 #: typo such as ``count = 10000000000`` a one-line error instead of a MemoryError.
 MAX_CLIENTS = 1_000_000
 
+#: Largest coefficient of variation of a log-normal service time (``cv**2`` must not
+#: overflow when the simulator computes ``sigma**2 = log(1 + cv**2)``).
+MAX_CV = 1e100
+
+#: Largest FedBuff buffer: a run of ``K`` versions simulates ``K * B`` completions.
+MAX_BUFFER_SIZE = 1_000_000
+
 #: Largest config file read (a fleet of ``MAX_CLIENTS`` one-line tables fits).
 MAX_CONFIG_BYTES = 256 * 2**20
 
@@ -231,8 +238,17 @@ def _convert(name: str, value: Any, hint: Any) -> Any:
         options = [a for a in get_args(hint) if a is not type(None)]
         if value is None:
             return None
-        (inner,) = options
-        return _convert(name, value, inner)
+        errors: list[ConfigError] = []
+        for inner in options:
+            try:
+                return _convert(name, value, inner)
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        singular = {float: "a number", int: "an integer", str: "a string", bool: "a boolean"}
+        names = " or ".join(singular.get(o, getattr(o, "__name__", str(o))) for o in options)
+        raise _wrong_type(name, names, value)
     if hint is bool:
         if not isinstance(value, bool | np.bool_):
             raise _wrong_type(name, "a boolean (true or false)", value)
@@ -257,14 +273,15 @@ def _convert(name: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, str):
             raise _wrong_type(name, "a string", value)
         return value
-    if origin is tuple:
-        (item, _ellipsis) = get_args(hint)
+    if origin is tuple or origin is list:
+        item = get_args(hint)[0]
         if isinstance(value, str | bytes | Mapping) or not isinstance(
             value, list | tuple | np.ndarray
         ):
             raise _wrong_type(name, f"an array of {_HINT_NAMES.get(item, 'tables')}", value)
-        return tuple(_convert(f"{name}[{j}]", v, item) for j, v in enumerate(value))
-    if origin is Mapping:
+        items = (_convert(f"{name}[{j}]", v, item) for j, v in enumerate(value))
+        return tuple(items) if origin is tuple else list(items)
+    if origin is Mapping or origin is dict:
         _key_hint, value_hint = get_args(hint)
         if not isinstance(value, Mapping):
             raise _wrong_type(name, "a table of name = amount", value)
@@ -276,10 +293,21 @@ def _convert(name: str, value: Any, hint: Any) -> Any:
         return out
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return _build(hint, value, name)
-    raise TypeError(f"no type check for {hint!r}")  # pragma: no cover - a programming error
+    if origin is Literal:
+        choices = [str(c) for c in get_args(hint)]
+        if value not in get_args(hint):
+            raise _fail(name, f"must be one of {', '.join(choices)}", value)
+        return value
+    # any other annotation is left to the class's own rules
+    return value
 
 
-_HINT_NAMES: dict[Any, str] = {float: "numbers", int: "integers", str: "strings"}
+_HINT_NAMES: dict[Any, str] = {
+    float: "numbers",
+    int: "integers",
+    str: "strings",
+    bool: "booleans",
+}
 
 
 def _convert_fields(instance: Any, section: str) -> None:
@@ -344,6 +372,9 @@ class ServiceTimeSpec:
                 if self.cv is None:
                     object.__setattr__(self, "cv", 1.0)
                 _check_positive("service_time.cv", cast(float, self.cv))
+                if cast(float, self.cv) > MAX_CV:
+                    # sigma^2 = log(1 + cv^2) of the log-normal must stay finite
+                    raise _fail("service_time.cv", f"must be <= {MAX_CV:g}", self.cv)
         else:
             if not self.durations:
                 raise _error("service_time.durations", "must be a non-empty list for 'trace'")
@@ -491,6 +522,12 @@ class AlgorithmConfig:
         _check_positive("algorithm.hinge_a", self.hinge_a)
         _check_positive("algorithm.hinge_b", self.hinge_b, allow_zero=True)
         _check_int("algorithm.buffer_size", self.buffer_size, minimum=1)
+        if self.buffer_size > MAX_BUFFER_SIZE:
+            raise _fail(
+                "algorithm.buffer_size",
+                f"must be <= {MAX_BUFFER_SIZE:,} (one model version per that many completions)",
+                self.buffer_size,
+            )
         _check_positive("algorithm.server_lr", self.server_lr)
         _check_positive("algorithm.weight_exponent", self.weight_exponent, allow_zero=True)
         if self.weight_exponent > 1:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -185,7 +186,9 @@ def _handle(args: argparse.Namespace) -> int:
             concurrency=int(result.concurrency),
             algorithm=algorithm,
         )
-        dump_config(new, args.write_config)
+        target = Path(args.write_config)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        dump_config(new, target)
 
     if args.json:
         payload = {
