@@ -141,6 +141,9 @@ class ArmResult:
         time_to_target: Simulated time to reach the target validation accuracy (None:
             not reached within ``T`` or no target).
         trial: Optuna trial number that ran it (None if not run in the study).
+        bound_at_lr: The bound evaluated at the step that ran (``eta = lr``, usually far
+            above the bound's admissible step): how the ranking changes with the step.
+        dominant_at_lr: Its dominating term.
     """
 
     label: str
@@ -153,6 +156,8 @@ class ArmResult:
     staleness: float
     time_to_target: float | None
     trial: int | None = None
+    bound_at_lr: float | None = None
+    dominant_at_lr: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe mapping."""
@@ -472,6 +477,9 @@ def recommend(
         pt = points[num]
         m = measured[num]
         terms = bound.evaluate(pt) if bound.covers(pt) else None
+        at_lr = None
+        if terms is not None:
+            at_lr = dataclasses.replace(bound, eta=pt.lr).evaluate(pt)
         return ArmResult(
             label=label, point=pt,
             bound=None if terms is None else terms.value,
@@ -479,6 +487,8 @@ def recommend(
             val_accuracy=m["val_accuracy"], test_accuracy=m["test_accuracy"],
             throughput=m["throughput"], staleness=m["staleness"],
             time_to_target=m["time_to_target"], trial=num,
+            bound_at_lr=None if at_lr is None else at_lr.value,
+            dominant_at_lr=None if at_lr is None else at_lr.dominant,
         )
 
     arms = [row("recommended", best_num)]
@@ -525,15 +535,22 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def format_table(rec: Recommendation) -> str:
-    """The recommendation table as aligned text (one row per arm)."""
+    """The recommendation table as aligned text (one row per arm).
+
+    ``bound`` / ``dominant``: the bias-aware bound at the bound's own optimal step (the
+    ranking the analytical optimum used); ``bound@lr`` / ``dominant@lr``: the same bound at
+    the step that actually ran.
+    """
     lines = [
-        f"{'arm':<12} {'design':<46} {'bound':>9} {'dominant':>12} {'val acc':>8} "
-        f"{'test acc':>8} {'upd/s':>8} {'stale':>7} {'t->target':>9}",
+        f"{'arm':<12} {'design':<46} {'bound':>9} {'dominant':>12} {'bound@lr':>9} "
+        f"{'dominant@lr':>12} {'val acc':>8} {'test acc':>8} {'upd/s':>8} {'stale':>7} "
+        f"{'t->target':>9}",
     ]
     for a in rec.arms:
         lines.append(
             f"{a.label:<12} {a.point.describe()[:46]:<46} {_fmt(a.bound, '.3g'):>9} "
-            f"{a.dominant or '-':>12} {a.val_accuracy:>8.4f} {a.test_accuracy:>8.4f} "
+            f"{a.dominant or '-':>12} {_fmt(a.bound_at_lr, '.3g'):>9} "
+            f"{a.dominant_at_lr or '-':>12} {a.val_accuracy:>8.4f} {a.test_accuracy:>8.4f} "
             f"{a.throughput:>8.4g} {a.staleness:>7.3g} {_fmt(a.time_to_target, '.3g'):>9}"
         )
     return "\n".join(lines)

@@ -48,6 +48,7 @@ def test_recommendation_is_never_worse_than_a_baseline_on_validation(recommended
         assert arms[label]["trial"] is not None  # every baseline was measured in the study
     assert recommended["report"]["trials"] == 7
     assert arms["asyncsgd"]["bound"] is not None and arms["fedbuff"]["bound"] is None
+    assert arms["asyncsgd"]["bound_at_lr"] is not None and arms["fedbuff"]["bound_at_lr"] is None
     assert arms["uniform"]["dominant"] in ("optimization", "variance", "staleness", "bias")
     constants = recommended["report"]["constants"]
     assert constants["zeta2"] > 0 and "gram" not in constants
