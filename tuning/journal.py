@@ -21,7 +21,7 @@ from optuna.storages.journal import JournalFileSymlinkLock
 
 from tuning.storage import process_alive, process_stamp
 
-__all__ = ["JOURNAL_LOCK_GRACE", "JournalLock", "repair_journal"]
+__all__ = ["JOURNAL_LOCK_GRACE", "JournalLock", "check_last_record", "repair_journal"]
 
 logger = logging.getLogger(__name__)
 
@@ -233,3 +233,38 @@ def _torn(path: Path) -> bool:
             return f.read(1) != b"\n"
     except FileNotFoundError:
         return False
+
+
+def check_last_record(path: str | os.PathLike[str], block: int = 1 << 16) -> None:
+    """Raise ValueError when the journal's last complete line is not a JSON object.
+
+    Optuna skips a bad *last* line when reading (it may be an append in progress) but fails
+    on every read once anything is appended after it, so a file that is not a journal is
+    named now instead.
+
+    Args:
+        path: The journal file (after :func:`repair_journal`).
+        block: Bytes read from the end.
+
+    Raises:
+        ValueError: The last record does not parse.
+    """
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(max(0, size - block))
+            tail = f.read()
+    except FileNotFoundError:
+        return  # a new journal
+    lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
+    last = lines[-1]
+    if len(lines) == 1 and size > block:
+        return  # a record longer than the block: leave it to Optuna
+    try:
+        record = json.loads(last)
+    except ValueError as exc:
+        raise ValueError(f"its last record is not JSON ({exc})") from exc
+    if not isinstance(record, dict) or "op_code" not in record:
+        raise ValueError("its last record is not an Optuna journal operation")

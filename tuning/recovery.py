@@ -107,13 +107,14 @@ def driver_stamp() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- problem
-def _run_length(items: list[Any]) -> list[list[Any]]:
-    out: list[list[Any]] = []
+def _run_length(items: list[Any], key: str) -> list[dict[str, Any]]:
+    """Consecutive equal items as ``{"clients": count, key: item}`` (fleets are tiers)."""
+    out: list[dict[str, Any]] = []
     for item in items:
-        if out and out[-1][1] == item:
-            out[-1][0] += 1
+        if out and out[-1][key] == item:
+            out[-1]["clients"] += 1
         else:
-            out.append([1, item])
+            out.append({"clients": 1, key: item})
     return out
 
 
@@ -139,9 +140,10 @@ def problem_fingerprint(
         and for measured objectives ``data``, ``model`` and ``training``.
     """
     d = config.to_dict()
+    service_times = [c.get("service_time") for c in d.get("clients", [])]
     fleet = {
         "num_clients": config.num_clients,
-        "service_times": _run_length([c.get("service_time") for c in d.get("clients", [])]),
+        "groups": _run_length(service_times, "service_time"),
     }
     measured = settings.objective != "bound"
     objective: dict[str, Any] = {
@@ -182,7 +184,8 @@ def problem_fingerprint(
         out["training"] = {"algorithm": d.get("algorithm"), "seed": d.get("seed"), "run": run}
         if settings.objective == "live":
             out["fleet"]["resources"] = _run_length(
-                [{k: v for k, v in c.items() if k != "service_time"} for c in d["clients"]]
+                [{k: v for k, v in c.items() if k != "service_time"} for c in d["clients"]],
+                "resources",
             )
     return out
 

@@ -322,9 +322,13 @@ def format_report(report: StudyReport, config: SystemConfig) -> str:
     ]
     metric = report.metric_names[0] if report.metric_names else "value"
     head = metric_label(metric)
-    bound_head = "bound [E||grad f||^2]"
+    # The bound column repeats the value when the study optimises the bound itself.
+    bound_head = "" if metric == "bound" else "bound [E||grad f||^2]"
     width = max(14, len(head))
-    lines.append(f"{'':<15} {'C [tasks]':>9} {head:>{width}} {bound_head:>21}  p [probability]")
+    bwidth = len(bound_head) + 1 if bound_head else 0
+    lines.append(
+        f"{'':<15} {'C [tasks]':>9} {head:>{width}}{bound_head:>{bwidth}}  p [probability]"
+    )
     rows: list[tuple[str, dict[str, Any]]] = []
     if report.best:
         label = "best" if len(report.best) == 1 else "best (Pareto 1)"
@@ -339,9 +343,10 @@ def format_report(report: StudyReport, config: SystemConfig) -> str:
         mark = "*" if row.get("note") else ""
         if mark:
             notes.append(f"* {name}: {row['note']}; the row shows the point as evaluated")
+        bound_cell = f" {_fmt(row.get('bound')):>{bwidth - 1}}" if bwidth else ""
         lines.append(
-            f"{name + mark:<15} {row.get('concurrency', '-'):>9} {_fmt(value):>{width}} "
-            f"{_fmt(row.get('bound')):>21}  {_p_summary(row.get('p'))}"
+            f"{name + mark:<15} {row.get('concurrency', '-'):>9} {_fmt(value):>{width}}"
+            f"{bound_cell}  {_p_summary(row.get('p'))}"
         )
     lines.extend(notes)
     if len(report.best) > 1:

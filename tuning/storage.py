@@ -146,18 +146,25 @@ def _open_journal(path: Path) -> Any:
     where = f"storage {str(path)!r}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise ConfigError(
+            f"{where}: cannot create its folder {str(path.parent)!r}: a file is in the way"
+        ) from exc
     except OSError as exc:
         raise ConfigError(
             f"{where}: cannot create its folder {str(path.parent)!r} ({_why(exc)})"
         ) from exc
     if path.is_dir():
         raise ConfigError(f"{where} is a directory; a journal storage must be a file")
-    from tuning.journal import JournalLock, repair_journal
+    from tuning.journal import JournalLock, check_last_record, repair_journal
 
     lock = JournalLock(path)
     try:
         repair_journal(path, lock)
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+        check_last_record(path)
+        storage = JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+        storage.get_all_studies()  # read it now: a bad file is named here, not later
+        return storage
     except OSError as exc:
         raise ConfigError(f"{where}: cannot open the journal ({_why(exc)})") from exc
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -199,6 +206,11 @@ def _prepare_sqlite(url: str) -> None:
     path = Path(database)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise ConfigError(
+            f"storage {redact_url(url)!r}: cannot create the database folder "
+            f"{str(path.parent)!r}: a file is in the way"
+        ) from exc
     except OSError as exc:
         raise ConfigError(
             f"storage {redact_url(url)!r}: cannot create the database folder "

@@ -118,6 +118,11 @@ def run_study(
     out = settings.out
     try:
         out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise ConfigError(
+            f"out {str(out)!r} cannot be used as the output directory: a file is in the way; "
+            "pass a directory path with --out"
+        ) from exc
     except OSError as exc:
         raise ConfigError(
             f"out {str(out)!r} cannot be used as the output directory "
