@@ -21,6 +21,7 @@ in the result's ``buffer_size``, whose ``mean_version_delay`` gives the delays i
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,13 @@ INDEPENDENT_CYCLES = "independent_cycles"
 def analyze_independent_cycles(mu: Sequence[float] | NDArray[np.float64]) -> QueueingResult:
     """Stationary numbers of return-to-sender routing (AsyncSGD, ``C = n``).
 
+    Numerics: the delays ``E[D_i] = (sum_{j != i} mu_j) / mu_i`` use prefix and suffix sums
+    (``sum mu - mu_i`` would cancel to 0 for a client that dominates the sum, e.g.
+    ``mu = (1e9, 1e-9)`` gives ``E[D_0] = 1e-18``, not 0), and every sum is taken in the
+    unit of the largest rate, so rates up to the float maximum do not overflow. A
+    quantity that itself is beyond the float range (a throughput above ``1.8e308``, a
+    delay ratio above it, a sojourn time ``1 / mu_i`` of a subnormal rate) is refused.
+
     Args:
         mu: Service rates, one per client, all > 0.
 
@@ -52,7 +60,8 @@ def analyze_independent_cycles(mu: Sequence[float] | NDArray[np.float64]) -> Que
         mu_i`` and ``mean_staleness = n - 1``.
 
     Raises:
-        ConfigError: A rate is not finite and positive.
+        ConfigError: A rate is not finite and positive, or a result is beyond the float
+            range (the message names the client, the value and the rule).
     """
     rates = np.asarray(mu, dtype=np.float64)
     if rates.ndim != 1 or rates.size == 0:
@@ -61,17 +70,49 @@ def analyze_independent_cycles(mu: Sequence[float] | NDArray[np.float64]) -> Que
         if not np.isfinite(rate) or rate <= 0:
             raise ConfigError(f"mu[{i}] must be > 0, got {float(rate)!r}")
     n = rates.size
-    total = float(rates.sum())
+    top = float(rates.max())
+    scaled = rates / top  # in (0, 1]: no sum below can overflow
+    with np.errstate(over="ignore", divide="ignore", under="ignore"):
+        total_scaled = float(scaled.sum())
+        total = total_scaled * top
+        before = np.concatenate(([0.0], np.cumsum(scaled)[:-1]))
+        after = np.concatenate((np.cumsum(scaled[::-1])[::-1][1:], [0.0]))
+        others = before + after  # sum_{j != i} mu_j / top, no cancellation
+        delay = others / scaled
+        sojourn = 1.0 / rates
+    if not math.isfinite(total):
+        raise ConfigError(
+            f"the update throughput sum(mu) = {total_scaled!r} x {top!r} is beyond the "
+            f"float range (1.8e308); express the rates in a larger time unit"
+        )
+    for name, values, rule in (
+        (
+            "E[D_i] = sum_{j != i} mu_j / mu_i",
+            delay,
+            "the rates must span less than a factor of 1.8e308",
+        ),
+        (
+            "mean sojourn time 1 / mu_i",
+            sojourn,
+            "rates must be at least 5.6e-309 (express them in a larger time unit)",
+        ),
+    ):
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            i = int(bad[0])
+            raise ConfigError(
+                f"{name} is beyond the float range for client {i} (mu[{i}] = "
+                f"{float(rates[i])!r}): {rule}"
+            )
     ones = np.ones(n)
-    delay = (total - rates) / rates
-    # Update-weighted staleness: client i consumes a fraction mu_i / total of the updates.
-    staleness = float(np.dot(rates / total, delay))
+    # Update-weighted staleness sum_i (mu_i / total) E[D_i] = sum_i others_i / total.
+    staleness = float((others / total_scaled).sum())
     return QueueingResult(
         throughput=total,
         client_throughput=rates.copy(),
         utilization=ones,
         mean_queue_length=ones,
-        mean_sojourn_time=1.0 / rates,
+        mean_sojourn_time=sojourn,
         mean_relative_delay=delay,
         mean_staleness=staleness,
         concurrency=n,

@@ -33,6 +33,8 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import os
+import sys
 import time as _time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -60,11 +62,14 @@ if TYPE_CHECKING:
     from raysync.workload import Workload
 
 __all__ = [
+    "MAX_SIMULATED_COMPLETIONS",
     "ProgressCallback",
     "RunGenerators",
     "queue_only_snapshots",
     "run_generators",
     "simulate",
+    "throughput_bounds",
+    "time_unit",
 ]
 
 logger = logging.getLogger(__name__)
@@ -210,21 +215,30 @@ def simulate(
     if train and strategy is None:
         strategy = make_strategy(config.algorithm)
     buffer = _buffer_size(strategy) if train else config_buffer_size(config)
+    unit = time_unit(config)
+    inner = in_time_unit(config, unit)
+    _check_run_length(inner, buffer, unit)
     gens = run_generators(config.seed, n)
     if router is None:
         router = make_router(config.routing)
     router.bind(n, gens.router)
-    service_times = [make_service_time(c.service_time) for c in config.clients]
+    service_times = [make_service_time(c.service_time) for c in inner.clients]
     streams = [
         service_stream(st, rng, block_size)
         for st, rng in zip(service_times, gens.service, strict=True)
     ]
-    max_updates = config.run.num_updates
-    budget = config.run.time_budget
+    max_updates = inner.run.num_updates
+    budget = inner.run.time_budget
     capacity = snapshot_capacity(n)
     snapshots = Snapshots(snapshot_interval(max_updates, capacity), capacity)
+    if progress is not None and unit != 1.0:
+        outer_progress = progress
+
+        def progress(updates: int, now: float) -> None:
+            outer_progress(updates, now * unit)
+
     common: dict[str, Any] = {
-        "config": config,
+        "config": inner,
         "router": router,
         "streams": streams,
         "snapshots": snapshots,
@@ -240,6 +254,7 @@ def simulate(
             strategy=strategy,
             minibatch_rngs=gens.minibatch,
             sinks=sinks,
+            time_unit=unit,
         )
         final_row, curve, extra = loop.run()
         eval_seconds = extra["eval_seconds"]
@@ -254,9 +269,14 @@ def simulate(
         confidence=confidence,
         transient_end=int(extra["transient_end"]),
     )
+    stats["warnings"] += _sampling_warnings(inner, stats["completed"], service_times)
+    if unit != 1.0:
+        stats = _to_seconds(stats, unit)
     for message in stats["warnings"]:
         logger.warning("%s", message)
-    end_time = float(final_row[1])
+    end_time = float(final_row[1]) * unit
+    if not math.isfinite(end_time):  # the guards above make this unreachable; never report inf
+        raise ConfigError(f"the run's virtual duration overflowed ({final_row[1]!r} x {unit!r} s)")
     num_updates = int(final_row[2])
     wall = _time.perf_counter() - wall_start
     result = RunResult(
@@ -270,7 +290,7 @@ def simulate(
         elapsed=end_time,
         wall_time=wall,
         max_relative_delay=int(extra["max_delay"]),
-        times=np.asarray(curve.times, dtype=np.float64),
+        times=np.asarray(curve.times, dtype=np.float64) * unit,
         updates=np.asarray(curve.updates, dtype=np.int64),
         test_loss=np.asarray(curve.test_loss, dtype=np.float64),
         test_accuracy=np.asarray(curve.test_accuracy, dtype=np.float64),
@@ -289,6 +309,7 @@ def simulate(
             "transient_end": int(extra["transient_end"]),
             "snapshot_interval": snapshots.interval,
             "block_size": block_size,
+            "time_unit": unit,
             "routing_probabilities": (
                 None
                 if router.routing_probabilities() is None
@@ -303,6 +324,198 @@ def simulate(
             sink.log_scalars(num_updates, scalars, time=end_time)
     logger.debug("simulation done: %d updates in %.3f s wall", num_updates, wall)
     return result
+
+
+#: Most completions one simulated run may need (about 5 hours of the queue-only loop);
+#: a longer run is refused up front instead of running for days.
+MAX_SIMULATED_COMPLETIONS = 10**10
+
+#: Service-time means within ``[2**-_SAFE_EXP, 2**_SAFE_EXP]`` seconds are simulated in
+#: seconds; beyond, in a power-of-two time unit (see :func:`time_unit`).
+_SAFE_EXP = 64
+
+
+def time_unit(config: SystemConfig) -> float:
+    """The power of two (in seconds) the simulator's clock counts in, 1.0 for usual fleets.
+
+    The clock, the queue-length integrals (sums of instants, about ``completions x
+    clock``) and the throughput must stay in the float range. With the slowest mean
+    service time within ``2**-64 .. 2**64`` s they do for any run the simulator accepts;
+    beyond (rates near ``1e308`` or ``1e-308`` per second) the run is simulated in a unit
+    ``2**e`` s in which the slowest mean is about 1 (an exact power of two: the
+    durations are the same numbers, rescaled without rounding) and converted back.
+    """
+    slowest = max(c.service_time.mean_duration for c in config.clients)
+    if 2.0**-_SAFE_EXP <= slowest <= 2.0**_SAFE_EXP:
+        return 1.0
+    return math.ldexp(1.0, math.frexp(slowest)[1] - 1)  # slowest / unit in [1, 2)
+
+
+def in_time_unit(config: SystemConfig, unit: float) -> SystemConfig:
+    """``config`` with every duration (service times, budget, eval period) in ``unit`` s."""
+    if unit == 1.0:
+        return config
+    import dataclasses
+
+    def scaled(spec: Any) -> Any:
+        if spec.kind == "exponential":
+            return dataclasses.replace(spec, rate=spec.rate * unit)
+        if spec.kind == "trace":
+            return dataclasses.replace(spec, durations=tuple(d / unit for d in spec.durations))
+        return dataclasses.replace(spec, mean=spec.mean / unit)
+
+    for i, c in enumerate(config.clients):
+        mean = c.service_time.mean_duration / unit
+        if not mean >= sys.float_info.min:
+            raise ConfigError(
+                f"clients[{i}].service_time: mean {c.service_time.mean_duration:.6g} s is "
+                f"less than 2.2e-308 times the slowest client's mean "
+                f"({max(x.service_time.mean_duration for x in config.clients):.6g} s); one "
+                f"clock cannot resolve both: mean service times may span at most a factor "
+                f"of 4.5e307"
+            )
+    run = config.run
+    return config.replace(
+        clients=tuple(
+            dataclasses.replace(c, service_time=scaled(c.service_time)) for c in config.clients
+        ),
+        run=dataclasses.replace(
+            run,
+            time_budget=None if run.time_budget is None else run.time_budget / unit,
+            eval_every_seconds=(
+                None if run.eval_every_seconds is None else run.eval_every_seconds / unit
+            ),
+        ),
+    )
+
+
+def throughput_bounds(config: SystemConfig) -> tuple[float, float]:
+    """Lower and upper bounds on the update throughput, in completions per time unit.
+
+    Balanced job bounds of the closed network (Zahorjan et al., 1982) with demands
+    ``rho_i = p_i E[S_i]``: ``C / (sum rho + (C - 1) max rho) <= Lambda <= min(C / sum
+    rho, 1 / max rho)``; they hold for any service distribution with these means only
+    approximately, which is all a size guard needs. Return to sender: ``sum mu`` exactly.
+    """
+    means = np.array([c.service_time.mean_duration for c in config.clients], dtype=np.float64)
+    p = config.routing_probabilities
+    if p is None:
+        total = float((1.0 / means).sum())
+        return total, total
+    rho = np.asarray(p, dtype=np.float64) * means
+    c = config.concurrency
+    total, top = float(rho.sum()), float(rho.max())
+    return c / (total + (c - 1) * top), min(c / total, 1.0 / top)
+
+
+def _check_run_length(inner: SystemConfig, buffer: int, unit: float) -> None:
+    """Refuse a run whose length or throughput is beyond what can be simulated."""
+    lower, upper = throughput_bounds(inner)
+    if not math.isfinite(lower / unit):
+        raise ConfigError(
+            f"the fleet's update throughput (at least {lower:.3g} per {unit:.3g} s) is "
+            f"beyond the float range (1.8e308 per second): service rates must be lower "
+            f"(express them in a larger time unit)"
+        )
+    run = inner.run
+    by_updates = math.inf if run.num_updates is None else run.num_updates * buffer
+    if run.time_budget is None:
+        with np.errstate(over="ignore"):
+            shortest = by_updates / upper * unit  # seconds, at the highest throughput
+        if not math.isfinite(shortest):
+            raise ConfigError(
+                f"run.num_updates = {run.num_updates:,} takes at least "
+                f"{by_updates / upper:.3g} x {unit:.3g} s of virtual time at the fleet's "
+                f"highest possible throughput, beyond the float range (1.8e308 s); set "
+                f"fewer updates or faster service rates"
+            )
+    by_budget = math.inf if run.time_budget is None else run.time_budget * lower
+    least = min(by_updates, by_budget)
+    if least > MAX_SIMULATED_COMPLETIONS:
+        what = (
+            f"run.num_updates = {run.num_updates:,} (x B = {buffer})"
+            if by_updates <= by_budget
+            else f"run.time_budget = {run.time_budget * unit:.6g} s at the fleet's lowest "
+            f"possible throughput ({lower / unit:.3g} completions/s)"
+        )
+        raise ConfigError(
+            f"{what} needs at least {least:.3g} task completions, more than the "
+            f"simulator's limit of {MAX_SIMULATED_COMPLETIONS:.0e}; set a smaller "
+            f"run.num_updates or run.time_budget"
+        )
+
+
+def _sampling_warnings(
+    config: SystemConfig, completed: np.ndarray, service_times: Sequence[Any]
+) -> tuple[str, ...]:
+    """Warnings for clients whose mean service time the run cannot have sampled.
+
+    The sample mean of ``N`` draws has a relative standard error ``cv / sqrt(N)``; with
+    ``cv^2 > N`` it exceeds 1, and for heavy-tailed (log-normal) service the typical
+    sample mean is then far below the true mean, so measured throughputs and delays say
+    nothing about the steady state.
+    """
+    out = []
+    heavy = []
+    for i, st in enumerate(service_times):
+        mean = float(st.mean)
+        cv2 = float(st.variance) / (mean * mean) if mean > 0 else 0.0
+        if cv2 > max(1.0, float(completed[i])):
+            heavy.append((i, math.sqrt(cv2), int(completed[i])))
+    if heavy:
+        i, cv, done = heavy[0]
+        more = f" (and {len(heavy) - 1} more clients)" if len(heavy) > 1 else ""
+        out.append(
+            f"service times too variable for this run length: client {i} has cv = {cv:.3g} "
+            f"but completed only {done:,} tasks{more} (the rule: cv^2 <= completions, "
+            f"else the sample mean's relative error exceeds 1); the throughput and delays "
+            f"are not steady-state estimates; run at least {math.ceil(cv * cv):.3g} updates "
+            f"per client"
+        )
+    del config
+    return tuple(out)
+
+
+def _memory_limit() -> int:
+    """Half of this machine's physical memory in bytes (8 GiB when it cannot be read)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2
+    except (AttributeError, OSError, ValueError):
+        return 8 * 2**30
+
+
+def _check_version_memory(config: SystemConfig, workload: Workload, max_updates: float) -> None:
+    """Refuse a training run whose tasks would keep more model versions than fit in memory.
+
+    Every task in flight holds the model version it carries until it completes, so up to
+    ``min(C, num_updates) + 1`` versions are alive at once (each a float32 copy).
+    """
+    size = int(np.asarray(workload.initial_params).size) * 4
+    alive = min(config.concurrency, max_updates) + 1
+    need = alive * size
+    limit = _memory_limit()
+    if need > limit:
+        raise ConfigError(
+            f"concurrency = {config.concurrency:,} keeps up to {int(alive):,} model versions "
+            f"of {size:,} bytes alive in the simulator ({need / 2**30:.3g} GiB), more than "
+            f"the {limit / 2**30:.3g} GiB allowed (half this machine's memory); lower the "
+            f"concurrency or use a smaller model"
+        )
+
+
+def _to_seconds(stats: dict[str, Any], unit: float) -> dict[str, Any]:
+    """Convert the statistics of a run simulated in ``unit`` s back to seconds."""
+    out = dict(stats)
+    with np.errstate(over="ignore"):
+        out["throughput"] = stats["throughput"] / unit
+        out["throughput_ci"] = tuple(v / unit for v in stats["throughput_ci"])
+        out["client_throughput"] = stats["client_throughput"] / unit
+    if not math.isfinite(out["throughput"]) and math.isfinite(stats["throughput"]):
+        raise ConfigError(
+            f"the measured update throughput {stats['throughput']:.6g} per {unit:.3g} s is "
+            f"beyond the float range per second: service rates must be lower"
+        )
+    return out
 
 
 def _buffer_size(strategy: BaseStrategy | None) -> int:
@@ -529,6 +742,7 @@ class _TrainingLoop:
         strategy: BaseStrategy | None,
         minibatch_rngs: tuple[np.random.Generator, ...],
         sinks: Sequence[MetricsSink],
+        time_unit: float = 1.0,
     ) -> None:
         from raysync.strategies import make_strategy
         from raysync.workload import build_workload
@@ -541,6 +755,7 @@ class _TrainingLoop:
         self.budget = budget
         self.progress = progress
         self.sinks = sinks
+        self.time_unit = time_unit
         self.minibatch_rngs = minibatch_rngs
         if workload is None:
             workload = build_workload(config)
@@ -550,6 +765,7 @@ class _TrainingLoop:
                 f"{config.num_clients} clients"
             )
         self.workload = workload
+        _check_version_memory(config, workload, max_updates)
         if strategy is None:
             strategy = make_strategy(config.algorithm)
         strategy.bind(config.num_clients, router.routing_probabilities())
@@ -579,7 +795,7 @@ class _TrainingLoop:
             "val/accuracy": float(val_acc),
         }
         for sink in self.sinks:
-            sink.log_scalars(version, scalars, time=now)
+            sink.log_scalars(version, scalars, time=now * self.time_unit)
 
     def run(self) -> tuple[tuple[Any, ...], _Curve, dict[str, Any]]:
         """Run to the stop condition; return the final snapshot row, curve and extras."""
