@@ -42,6 +42,12 @@ _REF_STYLE = {
 }
 
 
+def _with_unit(name: str) -> str:
+    from tuning.report import metric_label
+
+    return metric_label(name)
+
+
 def _figure(width: float = 7.0, height: float = 4.2) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -108,7 +114,7 @@ def plot_history(
                 edgecolors="k", zorder=5, label=f"warm start: {label}",
             )
     ax.set_xlabel("trial")
-    ax.set_ylabel(f"{name} ({direction})")
+    ax.set_ylabel(f"{_with_unit(name)} ({direction})")
     ax.set_title(title or f"optimisation history: {study.study_name}")
     if ys and direction == "minimize" and min(ys) > 0 and max(ys) / min(ys) > 5:
         ax.set_yscale("log")
@@ -139,8 +145,8 @@ def plot_pareto(study: optuna.Study, path: str | Path, *, title: str | None = No
                 label="Pareto front",
             )
     dirs = [d.name.lower() for d in study.directions]
-    ax.set_xlabel(f"{names[1]} ({dirs[1]})")
-    ax.set_ylabel(f"{names[0]} ({dirs[0]})")
+    ax.set_xlabel(f"{_with_unit(names[1])} ({dirs[1]})")
+    ax.set_ylabel(f"{_with_unit(names[0])} ({dirs[0]})")
     ax.set_title(title or f"Pareto front: {study.study_name}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -149,7 +155,7 @@ def plot_pareto(study: optuna.Study, path: str | Path, *, title: str | None = No
 
 def plot_best_p(
     mu: Sequence[float] | np.ndarray,
-    routings: Mapping[str, tuple[Sequence[float], int]],
+    routings: Mapping[str, tuple[Sequence[float] | np.ndarray, int]],
     path: str | Path,
     *,
     title: str | None = None,
@@ -178,7 +184,7 @@ def plot_best_p(
         color = _REF_STYLE.get(label, ("0.5", "o"))[0]
         ax.bar(
             x + (j - (len(labels) - 1) / 2) * width, np.asarray(p), width,
-            label=f"{label} (C={c})", color=color, alpha=0.85,
+            label=f"{label} (C={c} tasks)", color=color, alpha=0.85,
         )
     ax.set_xticks(x)
     ax.set_xticklabels([f"{i}\nmu={rates[i]:.3g}" for i in range(n)], fontsize=7)
@@ -210,8 +216,8 @@ def plot_intermediate(study: optuna.Study, path: str | Path, *, title: str | Non
             label=None if drawn[kind] else kind,
         )
         drawn[kind] = True
-    ax.set_xlabel("evaluation (step)")
-    ax.set_ylabel("intermediate value (validation accuracy)")
+    ax.set_xlabel("evaluation (step: budget / num_evals of config time each)")
+    ax.set_ylabel("intermediate value (validation accuracy, fraction)")
     ax.set_title(title or "learning curves of the trials")
     if any(drawn.values()):
         ax.legend(fontsize=8)
@@ -232,7 +238,7 @@ def write_plots(
     paths = [plot_history(study, out / "history.png")]
     if len(study.directions) > 1:
         paths.append(plot_pareto(study, out / "pareto.png"))
-    routings: dict[str, tuple[Sequence[float], int]] = {}
+    routings: dict[str, tuple[Sequence[float] | np.ndarray, int]] = {}
     if report.best and report.best[0].get("p") is not None:
         best = report.best[0]
         routings["best"] = (best["p"], int(best["concurrency"]))
