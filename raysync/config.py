@@ -157,6 +157,11 @@ def _wrong_type(field_name: str, expected: str, value: object) -> ConfigError:
 
 def _qualify(exc: ConfigError, prefix: str) -> ConfigError:
     """Re-address an error raised inside a nested table: ``num_cpus`` -> ``clients[2].num_cpus``."""
+    if prefix and getattr(exc, "table", None) is not None:
+        table = f"{prefix}.{exc.table}" if exc.table else prefix  # type: ignore[attr-defined]
+        moved = _unknown_key_error(exc.key_text, table, exc.rest)  # type: ignore[attr-defined]
+        moved.__cause__ = exc
+        return moved
     name = getattr(exc, "field", None)
     if not prefix or name is None:
         return exc
@@ -779,7 +784,7 @@ class SystemConfig:
         if not isinstance(data, Mapping):
             raise _wrong_type("config", "a table", data)
         data = dict(data)
-        _reject_unknown(data, {f.name for f in fields(cls)}, "the top level")
+        _reject_unknown(data, {f.name for f in fields(cls)}, "")
         raw_clients = data.pop("clients", None)
         if raw_clients is None:
             raise _error("clients", "is required: list the fleet as [[clients]] tables")
@@ -815,15 +820,23 @@ class SystemConfig:
 _T = TypeVar("_T")
 
 
-def _reject_unknown(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+def _unknown_key_error(key_text: str, table: str, rest: str) -> ConfigError:
+    where = f"[{table}]" if table else "the top level"
+    exc = ConfigError(f"unknown key {key_text} in {where}{rest}")
+    exc.table = table  # type: ignore[attr-defined]
+    exc.key_text = key_text  # type: ignore[attr-defined]
+    exc.rest = rest  # type: ignore[attr-defined]
+    return exc
+
+
+def _reject_unknown(data: Mapping[str, Any], allowed: set[str], table: str) -> None:
     unknown = sorted(set(data) - allowed, key=str)
     if unknown:
         key = unknown[0]
         close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"unknown key {_show(key)} in {where}{hint} (allowed keys: "
-            f"{', '.join(sorted(allowed))})"
+        raise _unknown_key_error(
+            _show(key), table, f"{hint} (allowed keys: {', '.join(sorted(allowed))})"
         )
 
 
@@ -833,8 +846,7 @@ def _build(cls: type[_T], data: Any, where: str) -> _T:
         return data
     if not isinstance(data, Mapping):
         raise _wrong_type(where, "a table", data)
-    table = f"[{where}]" if where else "the top level"
-    _reject_unknown(data, {f.name for f in fields(cls)}, table)  # type: ignore[arg-type]
+    _reject_unknown(data, {f.name for f in fields(cls)}, where)  # type: ignore[arg-type]
     try:
         return cls(**data)
     except ConfigError as exc:
@@ -852,7 +864,7 @@ def _build(cls: type[_T], data: Any, where: str) -> _T:
         if missing:
             name = f"{where}.{missing[0]}" if where else missing[0]
             raise _error(name, "is required") from exc
-        raise ConfigError(f"{table}: {exc}") from exc
+        raise ConfigError(f"[{where}]: {exc}") from exc
 
 
 def _drop_none(value: Any) -> Any:

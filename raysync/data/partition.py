@@ -307,7 +307,8 @@ def _largest_remainder(log_weights: npt.NDArray[np.float64], total: int) -> IntA
     with np.errstate(invalid="ignore", over="ignore"):
         shifted = log_weights - top
     if np.isfinite(top):
-        weights = np.exp(shifted)  # in [0, 1], the largest is exactly 1
+        with np.errstate(under="ignore"):  # a weight below 1e-308 of the largest is 0
+            weights = np.exp(shifted)  # in [0, 1], the largest is exactly 1
     else:  # sigma * z overflowed: in the limit the largest weights take everything
         weights = (log_weights == top).astype(np.float64)
     share = weights / math.fsum(weights.tolist()) * total
