@@ -118,7 +118,8 @@ def _load(tmp_path: Path, text: str) -> SystemConfig:
         # non-finite and unrepresentable numbers
         (f"concurrency = 2\n[run]\ntime_budget = nan\n{FLEET}", "run.time_budget must be finite"),
         (
-            "concurrency = 2\n[[clients]]\nservice_time = { kind = 'exponential', rate = 5e-324 }\n",
+            "concurrency = 2\n[[clients]]\n"
+            "service_time = { kind = 'exponential', rate = 5e-324 }\n",
             "clients[0].service_time.rate must be within [1e-300, 1e300]",
         ),
         (
