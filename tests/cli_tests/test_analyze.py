@@ -7,34 +7,15 @@ import pytest
 
 from raysync.cli import main
 
+from .._configs import worked_example, write_config
+
 ARGS = ["analyze", "--mu", "1,2,4,0.5", "--p", "0.4,0.3,0.2,0.1", "--concurrency", "6"]
-CONFIG = """\
-seed = 0
-concurrency = 6
-
-[routing]
-kind = "fixed"
-p = [0.4, 0.3, 0.2, 0.1]
-
-[[clients]]
-service_time = { kind = "exponential", rate = 1.0 }
-
-[[clients]]
-service_time = { kind = "exponential", rate = 2.0 }
-
-[[clients]]
-service_time = { kind = "exponential", rate = 4.0 }
-
-[[clients]]
-service_time = { kind = "exponential", rate = 0.5 }
-"""
+CONFIG = worked_example()
 
 
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
-    path = tmp_path / "fleet.toml"
-    path.write_text(CONFIG)
-    return path
+    return write_config(tmp_path, CONFIG, "fleet.toml")
 
 
 def test_table(capsys: pytest.CaptureFixture[str]) -> None:

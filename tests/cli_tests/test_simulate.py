@@ -11,14 +11,9 @@ import pytest
 from raysync.cli import main
 from raysync.simulation import RunResult
 
-TINY = """
-seed = 0
-concurrency = 6
+from .._configs import worked_example, write_config
 
-[routing]
-kind = "fixed"
-p = [0.4, 0.3, 0.2, 0.1]
-
+TINY = worked_example("""
 [algorithm]
 name = "generalized_asyncsgd"
 lr = 0.5
@@ -27,16 +22,7 @@ batch_size = 16
 [run]
 num_updates = 300
 eval_every_updates = 100
-
-[[clients]]
-service_time = { kind = "exponential", rate = 1.0 }
-[[clients]]
-service_time = { kind = "exponential", rate = 2.0 }
-[[clients]]
-service_time = { kind = "exponential", rate = 4.0 }
-[[clients]]
-service_time = { kind = "exponential", rate = 0.5 }
-"""
+""")
 
 RETURN_TO_SENDER = """
 concurrency = 3
@@ -65,9 +51,7 @@ def _restore_torch_threads() -> Iterator[None]:
 
 @pytest.fixture()
 def tiny(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
-    return path
+    return write_config(tmp_path, TINY, "tiny.toml")
 
 
 def test_simulate_prints_accuracy_throughput_and_staleness(

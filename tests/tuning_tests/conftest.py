@@ -7,6 +7,8 @@ import pytest
 from raysync.config import SystemConfig
 from raysync.objectives import ProblemConstants
 
+from .._configs import WORKED_EXAMPLE_CLIENTS, write_config
+
 TINY = """
 seed = 0
 concurrency = 4
@@ -29,15 +31,8 @@ name = "logreg"
 time_budget = 40.0
 eval_every_seconds = 10.0
 
-[[clients]]
-service_time = { kind = "exponential", rate = 1.0 }
-[[clients]]
-service_time = { kind = "exponential", rate = 2.0 }
-[[clients]]
-service_time = { kind = "exponential", rate = 4.0 }
-[[clients]]
-service_time = { kind = "exponential", rate = 0.5 }
-"""
+
+""" + WORKED_EXAMPLE_CLIENTS
 
 TIERED = """
 seed = 0
@@ -64,9 +59,7 @@ CONSTANTS = ProblemConstants(L=1.7867, sigma2=0.55762, M2=0.032046, A=1.9962)
 def _load(text: str, tmp_path_factory: pytest.TempPathFactory, name: str) -> SystemConfig:
     from raysync.config import load_config
 
-    path = tmp_path_factory.mktemp("cfg") / f"{name}.toml"
-    path.write_text(text)
-    return load_config(path)
+    return load_config(write_config(tmp_path_factory.mktemp("cfg"), text, f"{name}.toml"))
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +74,4 @@ def tiered_config(tmp_path_factory: pytest.TempPathFactory) -> SystemConfig:
 
 @pytest.fixture()
 def tiny_path(tmp_path):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
-    return path
+    return write_config(tmp_path, TINY, "tiny.toml")
