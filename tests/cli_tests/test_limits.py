@@ -1,0 +1,81 @@
+"""Numbers at the edges of the CLI: huge, tiny, non-finite; refused in one line or computed."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from raysync.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny.toml"
+
+
+def _error(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    err = capsys.readouterr().err.rstrip("\n").split("\n")
+    assert len(err) == 1 and err[0].startswith(f"raysync {command}: error: "), err
+    return err[0]
+
+
+def test_analyze_curve_json_carries_the_lean_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "--mu", "1,2,4,0.5", "-C", "6", "--curve", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    curve = data["curve"]
+    assert len(curve["throughput"]) == 6
+    assert curve["throughput"][-1] == pytest.approx(data["throughput"], rel=1e-12)
+    assert curve["max_relative_delay"][-1] == pytest.approx(max(data["mean_relative_delay"]))
+    assert len(data["queue_length_curve"]) == 6  # small: the per-client curves too
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mu", "1,2", "-C", "100000000000"], "solver steps, more than"),
+        (["--mu", "1e-320,1", "-C", "3"], "mu[0]=1e-320 is too small"),
+        (["--mu", "1e-308,1e-308", "-C", "5"], "beyond the float64 range"),
+        (["--mu", "1,2", "-C", "5", "--server-rate", "1e-310"], "1/server_rate overflows"),
+        (["--mu", "1,nan", "-C", "3"], "mu[1] must be finite, got nan"),
+        (["--mu", "1,2", "-C", "3", "--latency", "inf"], "latency must be finite"),
+    ],
+)
+def test_analyze_refuses_what_it_cannot_compute(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["analyze", *args]) == 2
+    assert message in _error(capsys, "analyze")
+
+
+@pytest.mark.parametrize("mu", ["1e308,1e308", "1e300,1e-300", "5e-300,1e-300"])
+def test_analyze_extreme_rates_are_finite(mu: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "--mu", mu, "-C", "5", "--json", "--curve"]) == 0
+    captured = capsys.readouterr()
+    assert "Warning" not in captured.err
+    data = json.loads(captured.out)
+    assert math.isfinite(data["throughput"]) and data["throughput"] > 0
+    assert all(math.isfinite(v) for v in data["mean_sojourn_time"])
+    assert all(math.isfinite(v) for v in data["curve"]["throughput"])
+
+
+def test_optimize_refuses_a_search_beyond_the_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["optimize", str(EXAMPLE), "--constants", "1,1,1,1", "--budget", "5"]
+    assert main([*argv, "--max-concurrency", "100000000"]) == 2
+    assert "GiB for the gradient tapes" in _error(capsys, "optimize")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--torch-threads", "0"], "--torch-threads must be in [1, 1024], got 0"),
+        (["--torch-threads", "1000000000"], "--torch-threads must be in [1, 1024]"),
+        (["--num-updates", "0"], "run.num_updates must be an integer >= 1, got 0"),
+        (["--time-budget", "nan"], "run.time_budget must be finite, got nan"),
+        (["--seed", "-1"], "seed must be an integer >= 0, got -1"),
+    ],
+)
+def test_simulate_flags(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", str(EXAMPLE), "--queue-only", *flags]) == 2
+    assert message in _error(capsys, "simulate")
