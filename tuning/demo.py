@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuning.report import json_safe
+
 if TYPE_CHECKING:
     from raysync.config import SystemConfig
     from raysync.objectives import OptimizationResult, ProblemConstants
@@ -468,7 +470,7 @@ def _handle(args: argparse.Namespace) -> int:
         )
         print(f"recommend (simulator): {rec.point.describe()}")
         print(format_table(rec))
-        summary["recommend"] = _json_safe(rec.to_dict())
+        summary["recommend"] = json_safe(rec.to_dict())
         variants["optimised"] = rec.point.to_config(config).replace(
             run=variants["optimised"].run
         )
@@ -581,7 +583,7 @@ def _handle(args: argparse.Namespace) -> int:
         plots.append(out / "tune" / "history.png")
     summary["plots"] = [str(p) for p in plots]
     summary["wall_time"] = time.perf_counter() - wall_start
-    (out / "demo.json").write_text(json.dumps(_json_safe(summary), indent=2))
+    (out / "demo.json").write_text(json.dumps(json_safe(summary), indent=2))
     print(f"plots: {', '.join(str(p) for p in plots)}")
     print(f"summary: {out / 'demo.json'}")
     print(f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
@@ -592,19 +594,3 @@ def _handle(args: argparse.Namespace) -> int:
         )
     print(f"demo finished in {summary['wall_time']:.0f} s")
     return 0
-
-
-def _json_safe(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(float(value)) else None
-    return value
