@@ -21,3 +21,19 @@ def test_ci_runs_the_readme_commands() -> None:
     assert f"SETUP_CMD='{setup}'" in ci
     assert f"TEST_CMD='{test}'" in ci
     assert "pytest" in test
+
+
+def test_ci_runs_the_layering_docs_and_wheel_checks() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    for command in (
+        ".venv/bin/python scripts/check_imports.py",
+        ".venv/bin/mkdocs build --strict",
+        "bash scripts/check_wheel.sh",
+    ):
+        assert command in ci, f".ci/run must run {command!r}"
+        # before the tests, so that a failure stops CI with its own message
+        assert ci.index(command) < ci.index('eval "$TEST_CMD"')
+    for script in ("check_imports.py", "check_wheel.sh"):
+        assert (ROOT / "scripts" / script).is_file()
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    assert '-e ".[dev,bench]"' in setup  # the dev extra brings import-linter and mkdocs
