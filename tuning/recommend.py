@@ -432,7 +432,10 @@ def recommend(
         say(f"step for {label}: lr={lr:.3g} (pilot of {pilot_budget:g} s on validation)")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    direction = "maximize" if target is None else "minimize"
+    direction = (
+        optuna.study.StudyDirection.MAXIMIZE if target is None
+        else optuna.study.StudyDirection.MINIMIZE
+    )
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, settings.trials))
     study = optuna.create_study(direction=direction, sampler=sampler)
     # Identical warm starts (e.g. the analytical optimum is AsyncSGD) run once.
