@@ -1,0 +1,182 @@
+"""The simulator on extreme but valid inputs: finite, correct numbers or a clear refusal.
+
+Rates near the ends of the float range are simulated in a power-of-two time unit
+(:func:`raysync.simulation.engine.time_unit`); since multiplying by a power of two is
+exact, a fleet whose rates are those of another times ``2**j`` must give the very same
+sample path, with every time quantity scaled by exactly ``2**-j``. That is checked
+bit for bit, and the unit-free statistics against the closed form of identical clients
+(``Lambda = n mu C / (n + C - 1)``, ``E[D_i] = C - 1``). Runs that cannot be represented
+(a throughput or a duration beyond 1.8e308, rates spanning more than one clock can
+resolve, more completions than the simulator's limit, more model versions than memory)
+are refused in one line naming the value and the rule.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from raysync.config import (
+    AlgorithmConfig,
+    ClientSpec,
+    RoutingConfig,
+    RunConfig,
+    ServiceTimeSpec,
+    SystemConfig,
+)
+from raysync.exceptions import ConfigError
+from raysync.simulation import RunResult, simulate
+from raysync.simulation import engine as engine_module
+from raysync.simulation.engine import MAX_SIMULATED_COMPLETIONS, time_unit
+
+
+def fleet(
+    specs: list[ServiceTimeSpec],
+    concurrency: int,
+    *,
+    updates: int | None = 20_000,
+    budget: float | None = None,
+    p: tuple[float, ...] | None = None,
+    train: bool = False,
+) -> SystemConfig:
+    n = len(specs)
+    return SystemConfig(
+        clients=tuple(ClientSpec(service_time=s) for s in specs),
+        concurrency=concurrency,
+        routing=RoutingConfig(kind="fixed", p=p or tuple([1.0 / n] * n)),
+        algorithm=AlgorithmConfig(name="generalized_asyncsgd", lr=0.05, batch_size=16),
+        run=RunConfig(num_updates=updates, time_budget=budget, train=train),
+        seed=0,
+    )
+
+
+def exp(rate: float) -> ServiceTimeSpec:
+    return ServiceTimeSpec(kind="exponential", rate=rate)
+
+
+def _all_finite(res: RunResult) -> None:
+    for name in (
+        "throughput",
+        "mean_staleness",
+        "elapsed",
+        "client_throughput",
+        "utilization",
+        "mean_queue_length",
+        "mean_relative_delay",
+        "times",
+    ):
+        assert np.all(np.isfinite(np.asarray(getattr(res, name)))), name
+
+
+# 2**j with j = +-1000: rates from ~1e-301 to ~1e301 (times an ordinary rate of 1.5).
+@pytest.mark.parametrize("j", [-1000, -200, 200, 1000])
+def test_power_of_two_rescaled_fleet_is_the_same_run(j: int) -> None:
+    base = fleet([exp(1.5), exp(1.5), exp(3.0)], 4)
+    scaled = fleet([exp(math.ldexp(r, j)) for r in (1.5, 1.5, 3.0)], 4)
+    assert time_unit(base) == 1.0 and time_unit(scaled) != 1.0
+    a, b = simulate(base), simulate(scaled)
+    _all_finite(b)
+    np.testing.assert_array_equal(a.mean_relative_delay, b.mean_relative_delay)
+    np.testing.assert_array_equal(a.mean_queue_length, b.mean_queue_length)
+    np.testing.assert_array_equal(a.utilization, b.utilization)
+    assert b.throughput == math.ldexp(a.throughput, j)
+    assert b.elapsed == math.ldexp(a.elapsed, -j)
+    np.testing.assert_array_equal(b.times, np.ldexp(a.times, -j))
+
+
+@pytest.mark.parametrize("rate", [1e-300, 1e-9, 1e9, 1e300, 8e307])
+def test_identical_clients_at_extreme_rates_match_the_closed_form(rate: float) -> None:
+    n, c = 3, 4
+    res = simulate(fleet([exp(rate)] * n, c))
+    _all_finite(res)
+    lam = rate * (n * c / (n + c - 1))  # n * rate would overflow at 8e307
+    lo, hi = res.throughput_ci
+    assert lo <= lam <= hi, (lo, lam, hi)
+    for i in range(n):
+        dlo, dhi = res.relative_delay_ci[i]
+        assert dlo <= c - 1 <= dhi, (i, dlo, dhi)
+    assert res.mean_staleness == pytest.approx(c - 1, rel=1e-3)
+    assert res.warnings == ()
+
+
+def test_rates_nine_orders_apart() -> None:
+    """mu = (1e-9, 1e9): the slow client holds the tasks, the fast one is never stale."""
+    res = simulate(fleet([exp(1e-9), exp(1e9)], 4, p=(0.5, 0.5)))
+    _all_finite(res)
+    # Theory (MVA): Lambda = 2e-9 (1 - tiny), E[D] = (6, ~1e-17): all tasks at client 0.
+    assert res.throughput == pytest.approx(2e-9, rel=0.05, abs=0)
+    assert res.mean_relative_delay[0] == pytest.approx(6.0, rel=0.02)
+    assert res.mean_relative_delay[1] == 0.0
+    assert res.mean_staleness == pytest.approx(3.0, rel=1e-3)
+
+
+def test_one_client_huge_concurrency_is_exact() -> None:
+    """C = 100,000 at one client: every task dispatched after the start waits C - 1."""
+    c = 100_000
+    cfg = fleet([exp(1.0)], c, updates=4 * c, p=(1.0,))
+    res = simulate(cfg, warmup_fraction=0.5)  # the first C completions are the start-up
+    assert res.warnings == ()
+    assert res.mean_relative_delay[0] == c - 1 and res.relative_delay_std[0] == 0.0
+    assert res.mean_queue_length[0] == pytest.approx(c, rel=1e-12)  # time integral / time
+    assert res.utilization[0] == pytest.approx(1.0, rel=1e-12)
+    short = simulate(cfg)  # a 10 % warm-up ends inside the start-up transient
+    assert any("start-up transient" in w for w in short.warnings)
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        (
+            fleet([exp(1.7e308)] * 2, 2),
+            r"update throughput .* beyond the float range \(1.8e308 per second\)",
+        ),
+        (
+            fleet([exp(1e-308)] * 2, 2),
+            r"run.num_updates = 20,000 takes at least .* beyond the float range \(1.8e308 s\)",
+        ),
+        (
+            fleet([exp(1e-300), exp(1e300)], 2),
+            r"clients\[1\].service_time: mean 1e-300 s is less than 2.2e-308 times",
+        ),
+        (
+            fleet([exp(1.0)] * 2, 2, updates=None, budget=1e300),
+            r"run.time_budget = 1e\+300 s .* needs at least .* limit of 1e\+10",
+        ),
+        (
+            fleet([exp(1.0)] * 2, 2, updates=MAX_SIMULATED_COMPLETIONS + 1),
+            r"run.num_updates = 10,000,000,001 \(x B = 1\) needs at least",
+        ),
+    ],
+    ids=["throughput-overflow", "duration-overflow", "span", "budget", "num-updates"],
+)
+def test_unrepresentable_runs_are_refused_in_one_line(config: SystemConfig, match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as info:
+        simulate(config)
+    assert "\n" not in str(info.value)
+
+
+def test_huge_lognormal_cv_is_flagged_not_reported_as_steady_state() -> None:
+    cv = 1e6
+    res = simulate(fleet([ServiceTimeSpec(kind="lognormal", mean=1.0, cv=cv)] * 2, 2))
+    _all_finite(res)
+    assert any("service times too variable" in w and "cv = 1e+06" in w for w in res.warnings)
+    # An ordinary cv over the same run length raises no such warning.
+    calm = simulate(fleet([ServiceTimeSpec(kind="lognormal", mean=1.0, cv=3.0)] * 2, 2))
+    assert not any("too variable" in w for w in calm.warnings)
+
+
+def test_largest_lognormal_cv_stays_finite() -> None:
+    res = simulate(fleet([ServiceTimeSpec(kind="lognormal", mean=1e300, cv=1e100)] * 2, 2))
+    _all_finite(res)
+    assert res.warnings  # and says the numbers are not steady-state estimates
+
+
+def test_training_refuses_more_model_versions_than_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engine_module, "_memory_limit", lambda: 10_000)
+    cfg = fleet([exp(1.0)] * 2, 1000, updates=50, train=True)
+    with pytest.raises(ConfigError, match=r"concurrency = 1,000 keeps up to 51 model versions"):
+        simulate(cfg)
