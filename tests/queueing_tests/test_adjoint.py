@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -301,14 +300,14 @@ def test_validation() -> None:
         tape.vjp_curve(grad_delay=np.ones((3, 3)))
 
 
-def test_adjoint_is_fast_for_n_1000_c_1000() -> None:
+def test_adjoint_is_finite_for_n_1000_c_1000() -> None:
+    # Its speed (~15-25 ms here, torch autograd ~100 ms) is a benchmark claim, not a test:
+    # a wall-clock bound fails on a busy machine (issue 12, "green under load").
     rng = np.random.default_rng(0)
     mu = rng.lognormal(size=1000)
     p = rng.dirichlet(np.ones(1000))
-    start = time.perf_counter()
     _, _, d_p, d_mu = mva_value_and_vjp(mu, p, 1000, grad_throughput=1.0,
                                         grad_delay=np.full(1000, 1e-3))
-    assert time.perf_counter() - start < 2.0  # measured ~15-25 ms (torch autograd: ~100 ms)
     assert np.all(np.isfinite(d_p)) and np.all(np.isfinite(d_mu))
 
 

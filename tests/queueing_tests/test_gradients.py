@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -151,14 +149,14 @@ def test_softmax_parameterisation_differentiates() -> None:
     assert float(logits.grad[3]) < 0 < float(logits.grad[2])  # away from the slowest client
 
 
-def test_torch_is_cheap_for_n_1000_c_100() -> None:
+def test_torch_gradients_finite_for_n_1000_c_100() -> None:
+    # Speed (~10 ms) is measured by benchmarks/bench_queueing.py, not asserted here: a
+    # wall-clock bound fails on a busy machine (issue 12, "green under load").
     rng = np.random.default_rng(0)
     mu = torch.tensor(rng.lognormal(size=1000), requires_grad=True)
     p = torch.tensor(rng.dirichlet(np.ones(1000)), requires_grad=True)
-    start = time.perf_counter()
     lam, delays = throughput_and_delays_torch(mu, p, 100)
     (lam - 0.01 * delays.mean()).backward()
-    assert time.perf_counter() - start < 1.0  # measured ~10 ms
     assert torch.all(torch.isfinite(p.grad))
 
 

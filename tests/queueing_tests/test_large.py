@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -21,9 +19,7 @@ def _large(seed: int, n: int, c: int, spread: float) -> ClosedNetwork:
 @pytest.mark.parametrize("spread", [0.0, 2.0, 7.0])
 def test_n_10000_c_1000_finite_and_matches_buzen(spread: float) -> None:
     net = _large(0, 10_000, 1_000, spread)
-    start = time.perf_counter()
-    mva = analyze(net)
-    elapsed = time.perf_counter() - start
+    mva = analyze(net)  # speed (target 0.2 s) is benchmarks/bench_queueing.py's claim
     buzen = analyze(net, method="buzen")
     for r in (mva, buzen):
         assert np.isfinite(r.throughput) and r.throughput > 0
@@ -36,7 +32,6 @@ def test_n_10000_c_1000_finite_and_matches_buzen(spread: float) -> None:
     )
     np.testing.assert_allclose(mva.mean_relative_delay, buzen.mean_relative_delay, rtol=1e-8)
     assert mva.mean_staleness == pytest.approx(999.0, rel=1e-10)
-    assert elapsed < 2.0  # target 0.2 s; loose bound so a busy machine does not fail
 
 
 def test_symmetric_network_closed_form() -> None:
