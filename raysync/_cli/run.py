@@ -133,9 +133,15 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
         )
     lines = [
         f"ray run: {result.num_clients} clients{layout}, C={result.concurrency}, "
-        f"{result.num_updates} updates in {result.elapsed:.3g} s "
+        + (
+            f"{result.num_updates} updates"
+            if result.buffer_size == 1
+            else f"{result.num_updates} model versions ({result.num_completions} completions)"
+        )
+        + f" in {result.elapsed:.3g} s "
         f"({result.wall_time:.3g} s with start-up)"
     ]
+    lines.extend(f"WARNING: {w}" for w in result.warnings)  # e.g. too short for its warm-up
     if extras.get("resumed_from_version") is not None:
         lines.append(f"resumed from the checkpoint at version {extras['resumed_from_version']}")
     faults = {
