@@ -28,6 +28,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import re
 import warnings
 from collections.abc import Callable
@@ -53,8 +54,9 @@ from raysync.config import (
     SystemConfig,
 )
 
-#: Examples of the slow tier (``pytest -m slow tests/test_fuzz.py``), all strategies.
-SLOW_EXAMPLES = 10_000
+#: Examples of the slow tier (``pytest -m slow tests/test_fuzz.py``), all strategies;
+#: ``RAYSYNC_FUZZ_EXAMPLES`` overrides it (e.g. a longer soak).
+SLOW_EXAMPLES = int(os.environ.get("RAYSYNC_FUZZ_EXAMPLES", "10000"))
 
 _ERROR_LINE = re.compile(r"^raysync( [a-z]+)?: error: \S")
 
