@@ -9,6 +9,16 @@ Every dataclass validates itself on construction and raises
 :class:`~raysync.exceptions.ConfigError` with a message that names the field, the rule and
 the bad value, e.g. ``"routing.p must sum to 1, got sum=0.97 for 5 clients"``.
 
+Types first: every field is checked against its annotation before any rule, in TOML
+terms and by its dotted path, e.g. ``"clients[2].service_time must be a table, got 5 (an
+integer)"`` or ``"run.train must be a boolean (true or false), got 'false' (a string)"``.
+A boolean is never a number (Python's ``bool`` is an ``int``), an integer is accepted and
+stored where a float belongs, non-finite floats are refused, arrays become tuples and
+tables become the nested dataclass. Unknown keys are refused with the closest known one.
+Sizes are bounded so a typo stays a one-line error: at most :data:`MAX_CLIENTS` clients,
+a config file of at most :data:`MAX_CONFIG_BYTES`, a FedBuff buffer of at most
+:data:`MAX_BUFFER_SIZE` and a log-normal ``cv`` of at most :data:`MAX_CV`.
+
 TOML layout (``[[clients]]`` tables may set ``count`` to repeat one spec)::
 
     seed = 0
@@ -60,7 +70,10 @@ __all__ = [
     "AlgorithmConfig",
     "ClientSpec",
     "DataConfig",
+    "MAX_BUFFER_SIZE",
     "MAX_CLIENTS",
+    "MAX_CONFIG_BYTES",
+    "MAX_CV",
     "ModelConfig",
     "RoutingConfig",
     "RunConfig",
