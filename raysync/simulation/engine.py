@@ -435,7 +435,7 @@ def _check_run_length(inner: SystemConfig, buffer: int, unit: float) -> None:
         what = (
             f"run.num_updates = {run.num_updates:,} (x B = {buffer})"
             if by_updates <= by_budget
-            else f"run.time_budget = {run.time_budget * unit:.6g} s at the fleet's lowest "
+            else f"run.time_budget = {(run.time_budget or 0.0) * unit:.6g} s at the fleet's lowest "
             f"possible throughput ({lower / unit:.3g} completions/s)"
         )
         raise ConfigError(

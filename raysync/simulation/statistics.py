@@ -306,10 +306,10 @@ def batch_statistics(
         )
     idle = np.flatnonzero(count.sum(axis=0) == 0) if total > 0 else np.zeros(0, dtype=int)
     if idle.size:
-        first = ", ".join(str(int(i)) for i in idle[:5]) + (", ..." if idle.size > 5 else "")
+        named = ", ".join(str(int(i)) for i in idle[:5]) + (", ..." if idle.size > 5 else "")
         warnings.append(
             f"{idle.size} client(s) completed no task in the measurement window (clients "
-            f"{first}): their delays are NaN (not measured), not zero; run longer"
+            f"{named}): their delays are NaN (not measured), not zero; run longer"
         )
     if total > 0 and transient_end is not None and (transient_end < 0 or start_c < transient_end):
         when = (
