@@ -535,13 +535,13 @@ def test_property_rejects_a_traceback() -> None:
             _invoke(["validate", "x.toml"])
 
 
-@settings(_FAST, max_examples=150)
+@settings(_FAST, max_examples=120)
 @given(case=_CONFIG_CASE)
 def test_fuzz_config_files(fuzz_dir: Path, case: tuple[bytes, int, str]) -> None:
     _fuzz_config(fuzz_dir, *case)
 
 
-@settings(_FAST, max_examples=150)
+@settings(_FAST, max_examples=120)
 @given(data=st.data())
 def test_fuzz_cli_numeric_flags(tiny_config: str, no_ray: Any, data: st.DataObject) -> None:
     _fuzz_flags(data.draw(_flag_strategy(tiny_config)))
