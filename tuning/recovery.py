@@ -325,7 +325,7 @@ class Recovery:
             return ""
         parts = []
         if self.requeued:
-            parts.append(f"{_numbers(self.requeued)} re-enqueued with exactly their parameters")
+            parts.append(f"{_numbers(self.requeued)} re-enqueued with exactly the same parameters")
         if self.resampled:
             parts.append(
                 f"{_numbers(self.resampled)} had only part of their parameters recorded and "

@@ -158,7 +158,7 @@ def test_kill_and_resume_keeps_completed_trials(
         assert retries[0].number == len(before)  # enqueued at once by the resume
         assert retries[0].params == expected_params
         assert retries[0].state == TrialState.COMPLETE
-        assert "re-enqueued with exactly their parameters" in resume_line
+        assert "re-enqueued with exactly the same parameters" in resume_line
         assert "fresh" not in resume_line
     else:
         assert retries == []
