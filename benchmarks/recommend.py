@@ -1,4 +1,4 @@
-"""Benchmark of ``raysync recommend`` against every baseline (issue 13, THEORY.md 4 and 6).
+"""Benchmark of ``raysync recommend`` against every baseline (issue 13, docs/theory.md 4 and 6).
 
 Cells: partition {iid, dirichlet 0.5, dirichlet 0.1, speed_skew (the fastest tier holds
 labels 0-4 only)} x speed tiers {1:10:100, 1:5:25} (20 clients: 7 slow, 7 medium, 6 fast)

@@ -1,4 +1,4 @@
-"""Reproduction of THEORY.md section 4: does the (3b) optimum win at a fixed time budget?
+"""Reproduction of docs/theory.md section 4: does the (3b) optimum win at a fixed time budget?
 
 Setting (fixed before any run was looked at):
 
@@ -21,7 +21,7 @@ Setting (fixed before any run was looked at):
   (iv) ``opt_3a``: the per-update (3a) optimum (``C = 1``, ``p`` uniform);
   (v) ``opt_3b``: the wall-clock (3b) optimum ``(p, C)`` for the budget ``T``.
   (iv) and (v) use Generalized AsyncSGD (importance weights ``1 / (n p_i)``) and minimise
-  the bound of THEORY.md section 5 with its own optimal step (``eta="optimal"``) and the
+  the bound of docs/theory.md section 5 with its own optimal step (``eta="optimal"``) and the
   constants ``L, sigma^2, M^2, A`` estimated by a pilot run on the partition
   (:func:`raysync.objectives.estimate_constants`).
 * Budgets ``T`` in {5, 20, 60} virtual seconds. (i) and (v) depend on ``T`` and run once

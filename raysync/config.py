@@ -508,7 +508,7 @@ class AlgorithmConfig:
         server_lr: FedBuff server step ``eta_g``.
         staleness_weighting: FedBuff: weight buffered deltas by the staleness function.
         weight_exponent: Generalized AsyncSGD: exponent ``beta`` in ``[0, 1]`` of the
-            importance weights ``(1 / (n p_i)) ** beta`` (THEORY.md section 6): 1 is
+            importance weights ``(1 / (n p_i)) ** beta`` (docs/theory.md section 6): 1 is
             unbiased (the default), 0 unweighted.
     """
 

@@ -15,7 +15,7 @@ Accuracy is always measured on the validation split (selection on test accuracy 
 leak); the test accuracy is stored next to it in the trial's user attributes.
 
 Multi-objective variants (``--multi-objective``): ``staleness`` adds the mean relative
-delay of the average client, ``Dbar = (1/n) sum_i E[D_i]`` (THEORY.md section 5; the
+delay of the average client, ``Dbar = (1/n) sum_i E[D_i]`` (docs/theory.md section 5; the
 update-weighted mean ``sum_i p_i E[D_i]`` is always ``C - 1`` and says nothing about ``p``),
 minimised; ``budget`` makes the time budget ``T`` a tuned parameter and adds it as a
 second objective, minimised, so the Pareto front shows the best ``(C, p)`` at every budget.

@@ -6,7 +6,7 @@ the config's time unit):
 1. **Pilot.** The constants ``L``, ``sigma^2``, ``M^2``, ``A`` and, for the bias term,
    ``zeta^2`` and the clients' gradient Gram matrices, from a short full-batch pilot on the
    config's data and model (:func:`raysync.objectives.estimate_constants`).
-2. **Bound.** The bias-aware wall-clock bound of THEORY.md section 6
+2. **Bound.** The bias-aware wall-clock bound of docs/theory.md section 6
    (:class:`raysync.objectives.BiasAwareBound`) is minimised over the SGD part of the
    design space (AsyncSGD; random routing ``p``, ``C`` and weight exponent ``beta``),
    every candidate at its own bound-optimal step (:func:`optimize_bias_aware`).

@@ -3,7 +3,7 @@
 Contributed to the raysync CLI through the entry point
 ``recommend = "tuning.recommend_cli:add_parser"`` (group ``raysync.commands``, see
 :mod:`raysync.cli`). The pipeline is :func:`tuning.recommend.recommend`: pilot constants,
-the bias-aware bound of THEORY.md section 6 optimised over the whole design space, steps
+the bias-aware bound of docs/theory.md section 6 optimised over the whole design space, steps
 chosen on a short simulated pilot, then a short Optuna study on the simulator warm-started
 with the analytical optimum and every baseline. ``REC.toml`` is the input config with
 ``concurrency``, ``[routing]`` and ``[algorithm]`` replaced; it is written through a
@@ -37,7 +37,7 @@ def add_parser(subparsers: Any) -> None:
         help="recommend update rule, routing p, concurrency C and step for a time budget",
         description=(
             "Estimate the bound's constants with a pilot run, minimise the bias-aware bound "
-            "(THEORY.md section 6) over update rule, routing, C and beta, choose steps on a "
+            "(docs/theory.md section 6) over update rule, routing, C and beta, choose steps on a "
             "short simulated pilot, refine with a short Optuna study on the simulator "
             "(warm-started with the analytical optimum and every baseline: uniform C=n, "
             "AsyncSGD, FedAsync, FedBuff), and write a runnable config plus a table."

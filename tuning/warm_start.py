@@ -49,7 +49,7 @@ def analytical_optimum(
 ) -> OptimizationResult:
     """The bound's joint optimum over ``(p, C in 1..max_concurrency)``.
 
-    The wall-clock criterion (3b) of THEORY.md, ``J_T(p, C) = B_{Lambda(p, C) T}(p, C)``,
+    The wall-clock criterion (3b) of docs/theory.md, ``J_T(p, C) = B_{Lambda(p, C) T}(p, C)``,
     minimised by :func:`raysync.objectives.optimize_joint`.
 
     Args:

@@ -1,6 +1,6 @@
 """``raysync optimize CONFIG``: choose the concurrency ``C`` and routing ``p`` of a fleet.
 
-Minimises the convergence bound of THEORY.md section 5 for the config's fleet (service rates
+Minimises the convergence bound of docs/theory.md section 5 for the config's fleet (service rates
 ``mu_i = 1 / mean service time``, exact for exponential service) under the per-update (3a) or
 wall-clock (3b) criterion, and prints the optimum next to two defaults:
 
@@ -39,7 +39,7 @@ def add_parser(subparsers: Any) -> None:
         "optimize",
         help="choose concurrency C and routing p by minimising the convergence bound",
         description=(
-            "Minimise the convergence bound of Generalized AsyncSGD (THEORY.md section 5) "
+            "Minimise the convergence bound of Generalized AsyncSGD (docs/theory.md section 5) "
             "over the routing p and the concurrency C of the config's fleet, per update (3a) "
             "or per unit of wall-clock time (3b), and compare with uniform routing (C = n) "
             "and AsyncSGD (C = n)."

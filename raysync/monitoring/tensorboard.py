@@ -237,7 +237,7 @@ def summary_scalars(result: RunResult) -> dict[str, float]:
 
 
 def theory_scalars(config: SystemConfig, *, time_unit: float = 1.0) -> dict[str, float]:
-    """Closed-form predictions (THEORY.md section 2) next to the measured tags, same units.
+    """Closed-form predictions (docs/theory.md section 2) next to the measured tags, same units.
 
     Args:
         config: The run's config (random routing: closed Jackson network; return to

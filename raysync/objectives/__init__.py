@@ -1,4 +1,4 @@
-"""The convergence bound of Generalized AsyncSGD and its optimisation (THEORY.md 3-5).
+"""The convergence bound of Generalized AsyncSGD and its optimisation (docs/theory.md 3-5).
 
 * :class:`BoundObjective`: the bound ``B_K(p, C)`` for a fleet, with the per-update (3a)
   or wall-clock (3b, ``K = Lambda(p, C) T``) criterion, a fixed or optimised step, each term
@@ -12,7 +12,7 @@
   pilot run, and ``mu_i`` from observed service times.
 * :class:`DesignSpace`, :class:`DesignPoint`: update rule, routing, ``C`` and step as one
   space; the usual defaults are points of it; points convert to and from configs.
-* :class:`BiasAwareBound`, :func:`optimize_bias_aware`: the bound of THEORY.md section 6
+* :class:`BiasAwareBound`, :func:`optimize_bias_aware`: the bound of docs/theory.md section 6
   that also covers unweighted (biased) updates, and its minimiser over the design space.
 """
 

@@ -1,4 +1,4 @@
-"""A bound that also covers unweighted (biased) updates (THEORY.md section 6).
+"""A bound that also covers unweighted (biased) updates (docs/theory.md section 6).
 
 The section-5 bound covers only importance-weighted, unbiased Generalized AsyncSGD. With
 update shares ``q_i`` (``p_i`` under random routing, ``mu_i / sum mu`` for return to
@@ -34,7 +34,7 @@ closed-form partials in ``(S_beta, Lambda, Dbar_r, r)``, chained through ``r(q, 
 and ``S_beta(q, beta)``, plus the queueing engine's reverse-mode MVA for
 ``dLambda/dp`` and ``dE[D_i]/dp`` (:meth:`raysync.queueing.MVATape.vjp`).
 
-Sources: THEORY.md section 6 (ours); the section-5 bound after Leconte et al. (arXiv
+Sources: docs/theory.md section 6 (ours); the section-5 bound after Leconte et al. (arXiv
 2405.00017) and Alahyane et al. (arXiv 2502.08206, eq. for ``J_T``).
 """
 
@@ -160,7 +160,7 @@ def _dominant(values: Sequence[float]) -> str:
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class BiasAwareBound:
-    """The bias-aware wall-clock bound ``B_T(p, C, beta)`` of THEORY.md section 6.
+    """The bias-aware wall-clock bound ``B_T(p, C, beta)`` of docs/theory.md section 6.
 
     Attributes:
         mu: Service rates ``mu_i > 0``, shape ``(n,)``.

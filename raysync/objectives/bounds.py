@@ -1,6 +1,6 @@
 """The convergence bound ``B_K(p, C)`` of Generalized AsyncSGD and its two criteria.
 
-THEORY.md section 5. With ``V = sigma^2 + 2 M^2``, ``S(p) = (1/n^2) sum_i 1/p_i`` (variance
+docs/theory.md section 5. With ``V = sigma^2 + 2 M^2``, ``S(p) = (1/n^2) sum_i 1/p_i`` (variance
 inflation of importance weighting) and ``Dbar(p, C) = (1/n) sum_i E[D_i]`` (mean relative
 delay of the average client), after ``K`` updates with step ``eta``::
 
@@ -12,7 +12,7 @@ valid for ``eta <= 1 / (4 L S (1 + eta L Dbar))``, i.e. ``eta <= eta_max`` with
 ``eta_max = 1 / (2 L (S + sqrt(S^2 + S Dbar)))`` (the positive root of the quadratic
 ``4 L^2 S Dbar eta^2 + 4 L S eta - 1 = 0``, written without cancellation).
 
-Two criteria (THEORY.md section 3):
+Two criteria (docs/theory.md section 3):
 
 * ``"per-update"`` (3a): ``K`` is fixed; minimised at ``C = 1``.
 * ``"wall-clock"`` (3b): ``K = Lambda(p, C) T`` for a time budget ``T``; the optimum trades
@@ -141,7 +141,7 @@ def _concurrency(value: object, name: str = "concurrency") -> int:
 # --------------------------------------------------------------------------- constants
 @dataclass(frozen=True, kw_only=True)
 class ProblemConstants:
-    """Constants of the convergence analysis (THEORY.md section 3).
+    """Constants of the convergence analysis (docs/theory.md section 3).
 
     Attributes:
         L: Smoothness constant of every ``f_i`` (``> 0``).

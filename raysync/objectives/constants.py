@@ -3,7 +3,7 @@
 Problem constants (``L``, ``sigma^2``, ``M^2``, ``A``) from a short pilot run on the actual
 model and client data (:func:`estimate_constants`; :func:`estimate_constants_for_config`
 builds the data and model of a config). With ``f_i`` the mean cross-entropy on client
-``i``'s data and ``f = (1/n) sum_i f_i`` (THEORY.md section 1):
+``i``'s data and ``f = (1/n) sum_i f_i`` (docs/theory.md section 1):
 
 * **Pilot trajectory.** Full-batch gradient descent on ``f`` from ``w_0`` with step
   ``1 / L_0`` (``L_0`` the curvature estimate at ``w_0``, below) for ``fstar_steps`` steps.
@@ -21,9 +21,9 @@ builds the data and model of a config). With ``f_i`` the mean cross-entropy on c
   a bound valid for every client).
 * ``M^2``: at each point, ``max_i ||grad f_i(w) - grad f(w)||^2``; the maximum over points
   (the mean over clients is reported too).
-* ``zeta^2`` (THEORY.md section 6): at each point, the mean over clients
+* ``zeta^2`` (docs/theory.md section 6): at each point, the mean over clients
   ``(1/n) sum_i ||grad f_i(w) - grad f(w)||^2``; the maximum over points.
-* Gram matrices (THEORY.md section 6, the direct bias ``b(r)``): at each point, the
+* Gram matrices (docs/theory.md section 6, the direct bias ``b(r)``): at each point, the
   ``n x n`` matrix ``H = Gc Gc^T`` of the centred per-client full gradients
   ``Gc_i = grad f_i(w) - grad f(w)``. Centring leaves ``(r - u)^T H (r - u)`` unchanged
   (``sum_i (r_i - u_i) = 0``) and gives ``trace(H) / n = zeta^2`` at that point.

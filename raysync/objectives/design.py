@@ -5,7 +5,7 @@ config's ``concurrency``, ``[routing]`` and ``[algorithm]`` tables say:
 
 * ``rule="asyncsgd"``: plain AsyncSGD, return to sender, unweighted steps, ``C = n``.
 * ``rule="weighted"``: Generalized AsyncSGD on a random routing ``p`` with ``C`` tasks and
-  importance weights ``(1 / (n p_i)) ** beta`` (THEORY.md section 6): ``beta = 1`` is the
+  importance weights ``(1 / (n p_i)) ** beta`` (docs/theory.md section 6): ``beta = 1`` is the
   unbiased rule of Leconte et al. (the one the section-5 bound covers), ``beta = 0`` plain
   unweighted steps on a random routing.
 * ``rule="fedasync"`` / ``"fedbuff"``: FedAsync (Xie et al.) / FedBuff (Nguyen et al.) on

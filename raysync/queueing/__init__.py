@@ -1,4 +1,4 @@
-"""Closed-network analysis of asynchronous federated learning (THEORY.md section 2).
+"""Closed-network analysis of asynchronous federated learning (docs/theory.md section 2).
 
 ``C`` tasks circulate between ``n`` clients (exponential FIFO servers, rates ``mu``) with
 routing probabilities ``p``; optional latency (infinite-server) and server stations keep

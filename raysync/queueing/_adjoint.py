@@ -8,7 +8,7 @@ population step, no torch. It gives the same numbers as torch autograd through
 :func:`~raysync.queueing.throughput_and_delays_torch` (to rounding) at a fraction of the
 cost, because the loop carries one ``(n,)`` adjoint instead of recording a graph.
 
-Forward recursion (THEORY.md section 2, as in :mod:`raysync.queueing._mva`)::
+Forward recursion (docs/theory.md section 2, as in :mod:`raysync.queueing._mva`)::
 
     W_i(k)    = rho_i (1 + Q_i(k-1))            rho_i = p_i / mu_i
     W_s(k)    = rho_s (1 + Q_s(k-1))            server station (rho_s = 0 without one)

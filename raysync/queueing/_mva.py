@@ -1,4 +1,4 @@
-"""Exact Mean Value Analysis of the closed network (THEORY.md section 2).
+"""Exact Mean Value Analysis of the closed network (docs/theory.md section 2).
 
 Recursion over the population ``k = 1..C``, vectorised over clients::
 

@@ -274,7 +274,7 @@ def analyze(
 def curve_summary(network: ClosedNetwork) -> CurveSummary:
     """``Lambda(C')`` and the mean and largest ``E[D_i](C')`` for every ``C' = 1..C``.
 
-    One exact MVA pass (THEORY.md section 2), the same recursion as
+    One exact MVA pass (docs/theory.md section 2), the same recursion as
     :func:`analyze` with ``method="mva"``, keeping only the current population's vectors:
     ``O(nC)`` time and ``O(n + C)`` memory, so ``C = 10**5`` with ``n = 2 * 10**4`` needs
     about 2 MB instead of 30 GiB. ``E[D_i](C') = Q_i(C'-1) / p_i + Z_i Lambda(C'-1) +

@@ -1,4 +1,4 @@
-"""The closed queueing network that models an asynchronous FL system (THEORY.md section 2).
+"""The closed queueing network that models an asynchronous FL system (docs/theory.md section 2).
 
 ``C`` tasks circulate for ever. A task dispatched to client ``i`` (probability ``p_i``)
 waits in client ``i``'s FIFO queue and is served at rate ``mu_i`` (exponential). When it

@@ -12,7 +12,7 @@ MVA recursion is symmetric in them and starts from ``Q = 0``), so the recursion 
     Q_j(k)    = Lambda(k) W_j(k),  Q_s(k) = Lambda(k) W_s(k)
 
 and ``E[D_j] = Q_j(C-1) / p_j + Z_j Lambda(C-1) + Q_s(C-1)`` (the relative delay of
-THEORY section 2, arXiv 2502.08206 eq. (7) restated as a discrete Little's law). The cost
+docs/theory.md section 2, arXiv 2502.08206 eq. (7) restated as a discrete Little's law). The cost
 is ``O(T C)`` for ``T`` tiers, independent of the number of clients: a fleet of ``10^6``
 clients in 10 tiers with ``C = 10^4`` takes a few tens of milliseconds. The per-tier
 numbers equal those of the per-client solver exactly (up to floating-point summation

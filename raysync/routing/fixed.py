@@ -102,7 +102,7 @@ class FixedRouter(_BlockRouter):
     """Route each new task to client ``j`` with fixed probability ``p_j``.
 
     The finished client is ignored: destinations are i.i.d. draws from ``p`` (the
-    closed Jackson network's routing, THEORY.md section 2). Draws use inverse-CDF
+    closed Jackson network's routing, docs/theory.md section 2). Draws use inverse-CDF
     sampling on blocks of uniforms, so ``route`` costs a list lookup.
 
     Args:

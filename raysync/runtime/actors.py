@@ -4,7 +4,7 @@ Neither class is decorated: the coordinator wraps them with ``ray.remote`` and s
 resource explicitly through ``.options(...)`` (``num_cpus`` always, ``num_gpus`` and custom
 ``resources`` from the tier's :class:`~raysync.config.ClientSpec`).
 
-**Logical clients and executors.** A *logical client* is THEORY.md's client: a FIFO
+**Logical clients and executors.** A *logical client* is docs/theory.md's client: a FIFO
 single-server queue with its own service-time distribution, data partition and random
 streams. Its state lives in the server, never in an actor: the queue of its tasks, the
 emulated instant its server is free again (``free_at``), its service-time stream and the

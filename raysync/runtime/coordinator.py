@@ -795,7 +795,7 @@ def run(
     executor actor: its own (``runtime.mode = "per_client"``) or one of a pool per
     resource tier (``"pool"``: thousands of clients on a few actors). The server actor
     applies every completed task with the config's strategy and dispatches the next one
-    with its router, keeping ``config.concurrency`` tasks in flight (THEORY.md section 1).
+    with its router, keeping ``config.concurrency`` tasks in flight (docs/theory.md section 1).
     With ``run.time_scale > 0`` each task lasts at least its sampled service time times
     ``time_scale`` (heterogeneity emulation); 0 runs at compute speed. Executors that die
     are restarted and their tasks re-issued; ``run.task_timeout`` re-issues stragglers;

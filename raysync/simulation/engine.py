@@ -1,6 +1,6 @@
 """Discrete-event simulation of an asynchronous FL system on a virtual clock.
 
-The simulated system is THEORY.md section 1 exactly: ``n`` clients, each a FIFO queue of
+The simulated system is docs/theory.md section 1 exactly: ``n`` clients, each a FIFO queue of
 tasks served one at a time with its own service-time distribution; exactly ``C`` tasks in
 flight; when a task completes at client ``i`` the server consumes its result (version
 ``k -> k+1`` when the strategy returns a new model), then the router names the client of the

@@ -2,7 +2,7 @@
 
 Two units of staleness exist and are never mixed:
 
-* **completions** (THEORY.md section 2): the number of tasks completed between a task's
+* **completions** (docs/theory.md section 2): the number of tasks completed between a task's
   dispatch and its own completion. The closed-network formulas (``E[D_i]``, ``C - 1`` on
   average) count this, and the throughput ``Lambda`` is completions per second.
 * **model versions**: ``D = k - v``, the server versions applied meanwhile; what a
@@ -145,7 +145,7 @@ def format_report(config: SystemConfig, result: RunResult, theory: dict[str, Any
         f"theory: {_fmt(theory['version_throughput'], 6)}  (= completions/s / B)"
     )
     lines.append(
-        f"mean staleness in completions (THEORY.md sec. 2): "
+        f"mean staleness in completions (docs/theory.md sec. 2): "
         f"{_fmt(result.mean_completion_staleness)}  "
         f"theory: {_fmt(theory['mean_completion_staleness'])}"
     )

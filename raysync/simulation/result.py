@@ -32,7 +32,7 @@ UNITS: dict[str, str] = {
     "version_throughput": "model versions per second (= throughput / buffer_size)",
     "mean_relative_delay": "model versions (D = k - v, the staleness a strategy sees)",
     "mean_staleness": "model versions, averaged over completions",
-    "mean_completion_delay": "completions between dispatch and completion (THEORY.md sec. 2)",
+    "mean_completion_delay": "completions between dispatch and completion (docs/theory.md sec. 2)",
     "mean_completion_staleness": "completions, averaged over completions (theory: C - 1)",
     "buffer_size": "completions per model version (FedBuff's B; 1 otherwise)",
 }
@@ -147,7 +147,7 @@ class RunResult:
         mean_staleness_ci: ``(low, high)`` interval of ``mean_staleness``.
         mean_completion_delay: Mean relative delay of each client's tasks **in
             completions** (completions between a task's dispatch and its own): the unit
-            of THEORY.md section 2, whose ``E[D_i]`` it estimates. Shape ``(n,)``; NaN
+            of docs/theory.md section 2, whose ``E[D_i]`` it estimates. Shape ``(n,)``; NaN
             when the backend did not record it for a buffered run.
         completion_delay_std: Standard deviation of those delays, shape ``(n,)``.
         completion_delay_ci: Intervals of ``mean_completion_delay``, shape ``(n, 2)``.

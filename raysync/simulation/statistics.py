@@ -20,7 +20,7 @@ completions, sums of relative delays ``D`` and ``D^2`` counted in **model versio
 lengths, busy time started so far; ``heap`` lists in-service tasks as tuples whose first
 entry is their end time and last entry their client (the simulator's event heap; empty for
 the runtime, which only knows measured busy times). The optional trailing pair holds the
-sums of the relative delays counted in **completions** (the unit of THEORY.md section 2:
+sums of the relative delays counted in **completions** (the unit of docs/theory.md section 2:
 completions between a task's dispatch and its own); the simulator writes it, the runtime
 does not. When it is absent and every row has ``version == completions`` (one version per
 completion: the SGD rules), the two units coincide and the version sums stand for both.

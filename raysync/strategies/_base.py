@@ -55,7 +55,7 @@ class ClientResult:
 
     @property
     def staleness(self) -> int:
-        """Relative delay ``D = k - v`` (THEORY.md section 1)."""
+        """Relative delay ``D = k - v`` (docs/theory.md section 1)."""
         return self.current_version - self.base_version
 
 

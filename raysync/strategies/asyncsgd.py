@@ -66,7 +66,7 @@ class GeneralizedAsyncSGD(AsyncSGD):
     the importance weight ``1 / (n p_i)`` makes every client contribute ``1/n`` of the
     expected step, so the step is unbiased for ``f = (1/n) sum_i f_i``.
 
-    With ``beta < 1`` (THEORY.md section 6) the weights are ``w_i = (1 / (n p_i)) ** beta``
+    With ``beta < 1`` (docs/theory.md section 6) the weights are ``w_i = (1 / (n p_i)) ** beta``
     normalised by ``sum_j p_j w_j`` (step ``lr w_i / sum_j p_j w_j``), so the expected step
     is ``lr sum_i r_i g_i`` with ``r_i = p_i w_i / sum_j p_j w_j``: ``beta = 1`` is the
     unbiased rule above, ``beta = 0`` the unweighted step ``lr`` (biased towards clients

@@ -1,7 +1,7 @@
 """Staleness functions ``s(D)``: how much a result with relative delay ``D`` counts.
 
 ``D = k - v`` is the number of updates applied between a task's dispatch and the update
-that consumes it (THEORY.md section 1). Every function maps ``D >= 0`` to ``(0, 1]``, with
+that consumes it (docs/theory.md section 1). Every function maps ``D >= 0`` to ``(0, 1]``, with
 ``s(0) = 1``, and is vectorised: a scalar gives a float, an array an array of floats.
 FedAsync scales its mixing weight by ``s(D)``; FedBuff can weight buffered deltas by it.
 """

@@ -1,4 +1,4 @@
-"""``raysync optimize`` on the THEORY.md worked-example fleet."""
+"""``raysync optimize`` on the docs/theory.md worked-example fleet."""
 
 from __future__ import annotations
 

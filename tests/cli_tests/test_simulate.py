@@ -63,7 +63,7 @@ def test_simulate_prints_accuracy_throughput_and_staleness(
     assert "final test accuracy: 0." in out
     assert "throughput:" in out and "theory: 2.45056" in out
     assert "per-client staleness" in out
-    assert "8.698" in out  # client 0's theoretical delay (THEORY.md worked example)
+    assert "8.698" in out  # client 0's theoretical delay (docs/theory.md worked example)
     res = RunResult.load(out_dir)
     assert res.num_updates == 300 and res.train
     theory = json.loads((out_dir / "theory.json").read_text())

@@ -1,4 +1,4 @@
-"""The bias-aware bound of THEORY.md section 6 against closed-form quadratic clients.
+"""The bias-aware bound of docs/theory.md section 6 against closed-form quadratic clients.
 
 With ``f_i(w) = 0.5 E_x ||w - x||^2`` over client ``i``'s points (mean ``c_i``), every
 ``grad f_i(w) = w - c_i``: ``L = 1``, ``grad f_i - grad f = cbar - c_i`` whatever ``w`` is,

@@ -1,4 +1,4 @@
-"""The bound of THEORY.md section 5: hand-computed terms, gradients, validation."""
+"""The bound of docs/theory.md section 5: hand-computed terms, gradients, validation."""
 
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ from raysync.objectives import (
 MU = (1.0, 2.0, 4.0, 0.5)
 P = (0.4, 0.3, 0.2, 0.1)
 C = 6
-LAMBDA = 2.45056  # THEORY.md worked example
+LAMBDA = 2.45056  # docs/theory.md worked example
 DELAYS = (8.698, 1.801, 0.679, 8.449)
 CONSTANTS = ProblemConstants(L=1.5, sigma2=0.8, M2=0.3, A=2.0)
 
 
 def _hand_terms(eta: float, k: float) -> tuple[float, float, float]:
-    # plain arithmetic from the THEORY formula and the worked example's printed digits
+    # plain arithmetic from the docs/theory.md formula and the worked example's printed digits
     n = 4
     s = (1 / 0.4 + 1 / 0.3 + 1 / 0.2 + 1 / 0.1) / n**2
     dbar = (8.698 + 1.801 + 0.679 + 8.449) / n

@@ -1,4 +1,4 @@
-"""The closed-form optimal step of THEORY.md section 5 against numeric minimisation."""
+"""The closed-form optimal step of docs/theory.md section 5 against numeric minimisation."""
 
 from __future__ import annotations
 

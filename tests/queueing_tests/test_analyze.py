@@ -1,4 +1,4 @@
-"""THEORY.md worked example, identities of the closed network, the result object."""
+"""docs/theory.md worked example, identities of the closed network, the result object."""
 
 from __future__ import annotations
 

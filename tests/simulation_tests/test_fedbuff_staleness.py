@@ -152,7 +152,7 @@ def test_theory_json_and_result_json_share_keys_and_units(tmp_path: Path) -> Non
     np.testing.assert_array_equal(back.mean_completion_delay, res.mean_completion_delay)
     text = format_report(cfg, res, theory)
     assert "2000 model versions = 10000 completions" in text
-    assert "mean staleness in completions (THEORY.md sec. 2):" in text
+    assert "mean staleness in completions (docs/theory.md sec. 2):" in text
     assert "mean staleness in model versions (completions / B):" in text
     assert "theory: 1\n" in text + "\n" and "theory: 5\n" in text
 

@@ -1,4 +1,4 @@
-"""The simulator against queueing theory (THEORY.md sections 2 and 4).
+"""The simulator against queueing theory (docs/theory.md sections 2 and 4).
 
 Exponential service: the measured throughput and every client's mean relative delay,
 time-averaged queue length and utilisation must lie in their batch-means confidence
@@ -136,7 +136,7 @@ def run_family(mu: Sequence[float], concurrency: int, p: Sequence[float] | None)
 
 
 NETWORKS = {
-    # THEORY.md's worked example: Lambda = 2.45056, E[D] = (8.698, 1.801, 0.679, 8.449).
+    # docs/theory.md's worked example: Lambda = 2.45056, E[D] = (8.698, 1.801, 0.679, 8.449).
     "worked_example_n4_C6": ((1.0, 2.0, 4.0, 0.5), 6, (0.4, 0.3, 0.2, 0.1)),
     # 10x speed spread, C = n/2, routing against speed.
     "heterogeneous_n4_C2": ((0.5, 1.0, 2.0, 5.0), 2, (0.4, 0.3, 0.2, 0.1)),
