@@ -52,7 +52,7 @@ def _load_checker():
 def test_this_checkout_keeps_the_layering() -> None:
     result = _check(REPO)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 kept, 0 broken" in result.stdout
+    assert f"{len(_contracts())} kept, 0 broken" in result.stdout
     assert "import layering: kept" in result.stdout
 
 
