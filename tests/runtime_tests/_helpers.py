@@ -142,22 +142,3 @@ def alive_actor_ids() -> set[str]:
         for actor_id, info in ray._private.state.actors().items()
         if info.get("State") == "ALIVE"
     }
-
-
-def busy_fraction(seconds: float) -> float:
-    """Fraction of the machine's CPU time spent busy over ``seconds`` (0 where unknown)."""
-    import time
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as handle:
-            values = [int(v) for v in handle.readline().split()[1:]]
-        idle = values[3] + values[4]  # idle + iowait
-        return sum(values) - idle, sum(values)
-
-    try:
-        busy0, total0 = sample()
-        time.sleep(seconds)
-        busy1, total1 = sample()
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return (busy1 - busy0) / max(1, total1 - total0)

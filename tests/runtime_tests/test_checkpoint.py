@@ -181,10 +181,12 @@ def test_killed_driver_resumes_to_the_uninterrupted_result(
     )
     tree: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + 120
+        # A hang guard, not a timing test: starting Ray on a loaded machine can take
+        # minutes.
+        deadline = time.monotonic() + 900
         while not (ckpt / MANIFEST).exists():
             assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            assert time.monotonic() < deadline, "no checkpoint within 900 s"
             time.sleep(0.02)
         # The driver and the local Ray instance it started (its server and executor
         # actors) die at once, mid-run, without any cleanup.
@@ -275,9 +277,12 @@ def test_every_scheduled_evaluation_happens_once_across_a_resume(
 ) -> None:
     ckpt = _copy(real_checkpoint, tmp_path / "ckpt")
     state = read_checkpoint(ckpt).state
-    # The evaluation at version 100 was in flight when the checkpoint was captured.
-    assert [row[1] for row in state["eval_pending"]] == [100]
-    assert [row[1] for row in state["evals"]] == [0, 50]
+    # The evaluation at version 100 was in flight when the checkpoint was captured (and
+    # maybe earlier ones: one thread evaluates while training runs ahead).
+    pending = [row[1] for row in state["eval_pending"]]
+    done = [row[1] for row in state["evals"]]
+    assert 100 in pending
+    assert sorted(pending + done) == [0, 50, 100]
     resumed, _ = _execute(_evaluated_config(ckpt, 200), resume_from=ckpt)
     assert resumed.extras["resumed_from_version"] == 100
     assert list(resumed.updates) == [0, 50, 100, 150, 200]

@@ -57,15 +57,18 @@ def test_training_survives_a_crash_with_the_same_model(ray_session) -> None:  # 
 
 
 def test_straggler_is_reissued_and_its_late_duplicate_dropped(ray_session) -> None:  # noqa: ANN001
-    config = queue_config((0.01, 0.01, 0.01, 0.01), None, 4, 1000, seed=2)
+    config = queue_config((0.01, 0.01, 0.01, 0.01), None, 4, 2000, seed=2)
     config = config.replace(
-        run=RunConfig(num_updates=1000, train=False, time_scale=1.0, task_timeout=0.3),
+        run=RunConfig(num_updates=2000, train=False, time_scale=1.0, task_timeout=1.0),
         runtime=RuntimeConfig(mode="pool", executors_per_tier=2),
     )
-    # Task 50's first attempt stalls 1 s: the 0.3 s timeout re-issues it, the copy is
-    # applied, and the stalled original comes back ~0.7 s later (the run lasts ~2.5 s).
-    result, _ = _execute(config, faults=FaultPlan(delay_tasks={50: 1.0}), record=True)
-    applied = _check_exactly_once(result, 1000)
+    # Task 50's first attempt stalls 3 s: the 1 s timeout re-issues it, the copy is
+    # applied, and the stalled original comes back ~2 s later. The run lasts at least 5 s
+    # (2,000 emulated services of 10 ms, 4 at a time), so the original returns before
+    # the end; a 1 s timeout is 100 service times, which no other task comes near even
+    # on a loaded machine.
+    result, _ = _execute(config, faults=FaultPlan(delay_tasks={50: 3.0}), record=True)
+    applied = _check_exactly_once(result, 2000)
     assert 50 in applied
     assert result.extras["timed_out_tasks"] == 1
     assert result.extras["reissued_tasks"] == 1
@@ -75,12 +78,12 @@ def test_straggler_is_reissued_and_its_late_duplicate_dropped(ray_session) -> No
 
 def test_restarted_pool_executor_returns_to_rotation(ray_session) -> None:  # noqa: ANN001
     # Two executors serve four clients; task 40 kills one of them about 0.1 s into a
-    # ~10 s run. Once Ray has restarted it and it answers the server's probe, it must
+    # ~15 s run. Once Ray has restarted it and it answers the server's probe, it must
     # take its share of the tasks again (it used to stay "suspect" and idle).
-    config = queue_config((0.01, 0.01, 0.01, 0.01), None, 4, 4000, seed=4)
+    config = queue_config((0.01, 0.01, 0.01, 0.01), None, 4, 6000, seed=4)
     config = config.replace(runtime=RuntimeConfig(mode="pool", executors_per_tier=2))
     result, _ = _execute(config, faults=FaultPlan(exit_on_tasks=frozenset({40})), record=True)
-    _check_exactly_once(result, 4000)
+    _check_exactly_once(result, 6000)
     assert result.extras["actor_restarts"] == 1
     assert result.extras["executors_dead"] == 0
     debug = result.extras["debug"]
