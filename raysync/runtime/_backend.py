@@ -5,8 +5,9 @@ pickled between the driver, the server actor and the executor actors.
 
 * :class:`TaskSpec` / :class:`TaskReply`: what the server sends for one task and what an
   executor returns (one remote call per task; a re-issued task keeps its id).
-* :class:`Tier` / :func:`client_tiers`: clients with identical resource requests form a
-  tier; in ``pool`` mode each tier gets its own executor actors.
+* :class:`Tier` / :func:`client_tiers` (re-exported from :mod:`raysync.placement`):
+  clients with identical resource requests form a tier; in ``pool`` mode each tier gets
+  its own executor actors.
 * :class:`ServiceDraws`: a logical client's service-time stream, drawn by the server
   (so a task's duration does not depend on the executor that serves it).
 * :class:`ServerBook`: the server's statistics as running sums, snapshotted on a grid of
@@ -27,8 +28,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from raysync.config import AUTO_PER_CLIENT_MAX, ClientSpec, SystemConfig
+from raysync.config import SystemConfig
 from raysync.exceptions import RuntimeFailure
+
+# Tiers and modes are placement planning (Ray-free); re-exported for the runtime.
+from raysync.placement import Tier, client_request, client_tiers, resolve_mode
 from raysync.simulation.result import RunResult
 from raysync.simulation.statistics import (
     DEFAULT_BLOCK,
@@ -93,72 +97,6 @@ def wall_seconds(config_seconds: float | None, time_scale: float) -> float:
     if config_seconds is None or math.isinf(config_seconds):
         return math.inf
     return config_seconds * time_scale if time_scale > 0 else config_seconds
-
-
-def client_request(spec: ClientSpec) -> dict[str, float]:
-    """The Ray resources one client's executor reserves (zero amounts omitted, CPU always)."""
-    request = {"CPU": float(spec.num_cpus)}
-    if spec.num_gpus > 0:
-        request["GPU"] = float(spec.num_gpus)
-    for key, amount in spec.resources.items():
-        request[key] = float(amount)
-    return request
-
-
-@dataclass(frozen=True)
-class Tier:
-    """Clients with identical resource requests, served by the same executor pool.
-
-    Attributes:
-        index: Tier number (order of first appearance in the config).
-        spec: A representative client spec (its ``num_cpus``, ``num_gpus`` and
-            ``resources`` are the tier's; service times may differ between clients).
-        request: The Ray resources of one executor of this tier.
-        clients: The tier's client ids, ascending.
-    """
-
-    index: int
-    spec: ClientSpec
-    request: Mapping[str, float]
-    clients: tuple[int, ...]
-
-    @property
-    def label(self) -> str:
-        """Human-readable name, e.g. ``tier 1 {CPU: 0.5, tier_fast: 1}``."""
-        inside = ", ".join(f"{k}: {v:g}" for k, v in self.request.items())
-        return f"tier {self.index} {{{inside}}}"
-
-
-def client_tiers(config: SystemConfig) -> list[Tier]:
-    """Group the clients by identical resource request (``num_cpus``, ``num_gpus``, custom)."""
-    groups: dict[tuple[tuple[str, float], ...], list[int]] = {}
-    first: dict[tuple[tuple[str, float], ...], ClientSpec] = {}
-    for i, spec in enumerate(config.clients):
-        key = tuple(sorted(client_request(spec).items()))
-        groups.setdefault(key, []).append(i)
-        first.setdefault(key, spec)
-    return [
-        Tier(index=t, spec=first[key], request=client_request(first[key]), clients=tuple(ids))
-        for t, (key, ids) in enumerate(groups.items())
-    ]
-
-
-def resolve_mode(config: SystemConfig, per_client_fits: bool) -> str:
-    """The runtime mode actually used: ``per_client`` or ``pool``.
-
-    Args:
-        config: The run's config (``runtime.mode``).
-        per_client_fits: Whether the cluster can hold one actor per client at once.
-
-    Returns:
-        ``"per_client"`` or ``"pool"``.
-    """
-    mode = config.runtime.mode
-    if mode != "auto":
-        return mode
-    if config.num_clients <= AUTO_PER_CLIENT_MAX and per_client_fits:
-        return "per_client"
-    return "pool"
 
 
 def service_block(num_clients: int) -> int:

@@ -39,6 +39,7 @@ import numpy as np
 
 from raysync.config import SystemConfig
 from raysync.exceptions import CheckpointError
+from raysync.runtime._state import SCHEMA_VERSION, Key
 
 __all__ = [
     "FORMAT_VERSION",
@@ -499,7 +500,10 @@ class _Checker:
             if not np.all(np.isfinite(values)):
                 raise self.bad(name, f"must be finite ({_where(values)})")
         if minimum is not None and value.size and value.dtype.kind in "iuf":
-            low = np.nanmin(value) if value.dtype.kind == "f" else value.min()
+            known = value[~np.isnan(value)] if value.dtype.kind == "f" else value
+            if known.size == 0:
+                return value
+            low = known.min()
             if low < minimum:
                 raise self.bad(name, f"must be >= {minimum:g} (its smallest entry is {low})")
         return value
@@ -559,111 +563,124 @@ def check_server_state(
     state = checkpoint.state
     n = num_clients
     c = _Checker(checkpoint.directory, state)
-    version = c.integer("version")
+    if Key.SCHEMA in state:
+        schema = c.integer(Key.SCHEMA, minimum=1)
+        if schema > SCHEMA_VERSION:
+            raise c.bad(
+                Key.SCHEMA,
+                f"is {schema}, newer than this raysync reads ({SCHEMA_VERSION}); upgrade raysync",
+            )
+    version = c.integer(Key.VERSION)
     if version != checkpoint.version:
-        raise c.bad("version", f"must equal the manifest's version {checkpoint.version}", version)
-    next_task = c.integer("next_task_id")
-    c.number("elapsed", minimum=0.0)
-    ordinals = c.array("ordinals", (n,), "iu", minimum=0)
+        raise c.bad(Key.VERSION, f"must equal the manifest's version {checkpoint.version}", version)
+    next_task = c.integer(Key.NEXT_TASK_ID)
+    c.number(Key.ELAPSED, minimum=0.0)
+    ordinals = c.array(Key.ORDINALS, (n,), "iu", minimum=0)
     if int(ordinals.sum()) != next_task:
-        raise c.bad("ordinals", f"must add up to next_task_id = {next_task}, not {ordinals.sum()}")
-    c.array("service_rng", (n, 6), "u")
-    lengths = c.array("service_pending_len", (n,), "iu", minimum=0)
-    c.array("service_pending", (int(lengths.sum()),), "f", minimum=0.0)
+        raise c.bad(
+            Key.ORDINALS, f"must add up to next_task_id = {next_task}, not {ordinals.sum()}"
+        )
+    c.array(Key.SERVICE_RNG, (n, 6), "u")
+    lengths = c.array(Key.SERVICE_PENDING_LEN, (n,), "iu", minimum=0)
+    c.array(Key.SERVICE_PENDING, (int(lengths.sum()),), "f", minimum=0.0)
     for key in ("task_id", "client", "base_version", "ordinal"):
-        c.array(f"pending.{key}", (None,), "iu", minimum=0)
-    created = c.array("pending.created", (None,), "f", minimum=0.0)
+        c.array(f"{Key.PENDING}.{key}", (None,), "iu", minimum=0)
+    created = c.array(f"{Key.PENDING}.created", (None,), "f", minimum=0.0)
     # A task's service draw is NaN when the run does not emulate service times.
-    c.array("pending.sample", (None,), "f", allow_nan=True, minimum=0.0)
-    pending = {k: np.asarray(c.get(f"pending.{k}")) for k in ("task_id", "client", "base_version")}
+    c.array(f"{Key.PENDING}.sample", (None,), "f", allow_nan=True, minimum=0.0)
+    pending = {
+        k: np.asarray(c.get(f"{Key.PENDING}.{k}")) for k in ("task_id", "client", "base_version")
+    }
     sizes = {v.size for v in pending.values()} | {created.size}
     if len(sizes) > 1:
-        raise c.bad("pending", "columns must have one entry per pending task (lengths differ)")
+        raise c.bad(Key.PENDING, "columns must have one entry per pending task (lengths differ)")
     ids, clients, bases = pending["task_id"], pending["client"], pending["base_version"]
     if clients.size and clients.max() >= n:
-        raise c.bad("pending.client", f"must name clients below n = {n}", int(clients.max()))
+        raise c.bad(f"{Key.PENDING}.client", f"must name clients below n = {n}", int(clients.max()))
     if ids.size and (len(set(ids.tolist())) != ids.size or ids.max() >= next_task):
-        raise c.bad("pending.task_id", "must be unique ids below next_task_id")
+        raise c.bad(f"{Key.PENDING}.task_id", "must be unique ids below next_task_id")
     if bases.size and bases.max() > version:
-        raise c.bad("pending.base_version", f"must not exceed the version {version}")
+        raise c.bad(f"{Key.PENDING}.base_version", f"must not exceed the version {version}")
     # Statistics.
     for key in ("count", "sum_delay", "sum_delay2", "lengths"):
-        c.array(f"book.{key}", (n,), "iu", minimum=0)
+        c.array(f"{Key.BOOK}.{key}", (n,), "iu", minimum=0)
     for key in ("departures", "arrivals", "busy", "compute"):
-        c.array(f"book.{key}", (n,), "f", minimum=0.0)
-    completions = c.integer("book.completions")
-    if c.integer("book.version") != version:
-        raise c.bad("book.version", f"must equal the version {version}", c.get("book.version"))
-    c.integer("book.max_delay")
-    c.integer("book.num_loss")
-    c.number("book.sum_loss")
-    c.integer("book.interval", minimum=1)
-    c.integer("book.next_snapshot")
-    meta = c.array("book.rows_meta", (None, 3), "f", minimum=0.0)
+        c.array(f"{Key.BOOK}.{key}", (n,), "f", minimum=0.0)
+    completions = c.integer(f"{Key.BOOK}.completions")
+    if c.integer(f"{Key.BOOK}.version") != version:
+        raise c.bad(
+            f"{Key.BOOK}.version", f"must equal the version {version}", c.get(f"{Key.BOOK}.version")
+        )
+    c.integer(f"{Key.BOOK}.max_delay")
+    c.integer(f"{Key.BOOK}.num_loss")
+    c.number(f"{Key.BOOK}.sum_loss")
+    c.integer(f"{Key.BOOK}.interval", minimum=1)
+    c.integer(f"{Key.BOOK}.next_snapshot")
+    meta = c.array(f"{Key.BOOK}.rows_meta", (None, 3), "f", minimum=0.0)
     for key in ("count", "sum_delay", "sum_delay2", "departures", "arrivals", "lengths", "busy"):
-        c.array(f"book.rows_{key}", (meta.shape[0], n), "iuf", minimum=0.0)
+        c.array(f"{Key.BOOK}.rows_{key}", (meta.shape[0], n), "iuf", minimum=0.0)
     if completions + ids.size != next_task:
         raise c.bad(
-            "next_task_id",
+            Key.NEXT_TASK_ID,
             f"must equal the applied tasks ({completions}) plus the pending ones ({ids.size})",
             next_task,
         )
-    if int(np.asarray(c.get("book.count")).sum()) != completions:
-        raise c.bad("book.count", f"must add up to book.completions = {completions}")
+    if int(np.asarray(c.get(f"{Key.BOOK}.count")).sum()) != completions:
+        raise c.bad(f"{Key.BOOK}.count", f"must add up to book.completions = {completions}")
     queued = np.bincount(clients.astype(np.int64), minlength=n) if clients.size else np.zeros(n)
-    if not np.array_equal(queued, np.asarray(c.get("book.lengths"))):
-        raise c.bad("book.lengths", "must equal each client's number of pending tasks")
+    if not np.array_equal(queued, np.asarray(c.get(f"{Key.BOOK}.lengths"))):
+        raise c.bad(f"{Key.BOOK}.lengths", "must equal each client's number of pending tasks")
     # Model.
     if num_params is not None:
-        c.array("params", (num_params,), "f")
-        base = c.get("base_params")
+        c.array(Key.PARAMS, (num_params,), "f")
+        base = c.get(Key.BASE_PARAMS)
         if not isinstance(base, Mapping):
-            raise c.bad("base_params", "must be a mapping from version to model", base)
+            raise c.bad(Key.BASE_PARAMS, "must be a mapping from version to model", base)
         for v in sorted({int(b) for b in bases.tolist()}):
             if str(v) not in base:
-                raise c.bad("base_params", f"lacks the model of version {v} (a pending task's)")
+                raise c.bad(Key.BASE_PARAMS, f"lacks the model of version {v} (a pending task's)")
             c.check_array(f"base_params.{v}", base[str(v)], (num_params,), "f")
     # Optional entries (absent in older checkpoints of the same format).
-    if "counters" in state:
-        counters = c.get("counters")
+    if Key.COUNTERS in state:
+        counters = c.get(Key.COUNTERS)
         if not isinstance(counters, Mapping):
-            raise c.bad("counters", "must be a mapping", counters)
+            raise c.bad(Key.COUNTERS, "must be a mapping", counters)
         for key in counters:
             c.integer(f"counters.{key}")
-    if "evals" in state:
-        evals = c.get("evals")
+    if Key.EVALS in state:
+        evals = c.get(Key.EVALS)
         if not isinstance(evals, list) or any(
             not isinstance(e, list) or len(e) != 6 or not isinstance(e[1], int) for e in evals
         ):
-            raise c.bad("evals", "must be rows of [time, version, 4 metrics]")
-    if "eval_pending" in state:
-        rows = c.get("eval_pending")
+            raise c.bad(Key.EVALS, "must be rows of [time, version, 4 metrics]")
+    if Key.EVAL_PENDING in state:
+        rows = c.get(Key.EVAL_PENDING)
         if not isinstance(rows, list) or any(
             not isinstance(e, list) or len(e) != 3 or not isinstance(e[1], int) for e in rows
         ):
-            raise c.bad("eval_pending", "must be rows of [time, version, train loss]")
+            raise c.bad(Key.EVAL_PENDING, "must be rows of [time, version, train loss]")
         if num_params is not None:
-            models = c.get("eval_params")
+            models = c.get(Key.EVAL_PARAMS)
             for e in rows:
                 key = str(e[1])
                 if not isinstance(models, Mapping) or key not in models:
-                    raise c.bad("eval_params", f"lacks the model of version {key} (to evaluate)")
+                    raise c.bad(Key.EVAL_PARAMS, f"lacks the model of version {key} (to evaluate)")
                 c.check_array(f"eval_params.{key}", models[key], (num_params,), "f")
-    if "next_eval_time" in state:
-        c.number("next_eval_time", allow_inf=True, minimum=0.0)
-    if "eval_seconds" in state:
-        c.number("eval_seconds", minimum=0.0)
-    run_name = state.get("run_name")
+    if Key.NEXT_EVAL_TIME in state:
+        c.number(Key.NEXT_EVAL_TIME, allow_inf=True, minimum=0.0)
+    if Key.EVAL_SECONDS in state:
+        c.number(Key.EVAL_SECONDS, minimum=0.0)
+    run_name = state.get(Key.RUN_NAME)
     if run_name is not None and not isinstance(run_name, str):
-        raise c.bad("run_name", "must be a string", run_name)
-    router_state = c.get("router")
+        raise c.bad(Key.RUN_NAME, "must be a string", run_name)
+    router_state = c.get(Key.ROUTER)
     if not isinstance(router_state, Mapping):
-        raise c.bad("router", "must be a mapping", router_state)
-    strategy_state = state.get("strategy")
+        raise c.bad(Key.ROUTER, "must be a mapping", router_state)
+    strategy_state = state.get(Key.STRATEGY)
     if strategy_state is not None:
         if not isinstance(strategy_state, Mapping):
-            raise c.bad("strategy", "must be a mapping", strategy_state)
-        c.finite_tree("strategy", strategy_state)
+            raise c.bad(Key.STRATEGY, "must be a mapping", strategy_state)
+        c.finite_tree(Key.STRATEGY, strategy_state)
     if config is not None:
         _load_components(c, config, router_state, strategy_state, num_params)
     return dict(state)

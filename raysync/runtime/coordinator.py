@@ -46,21 +46,21 @@ from raysync.config import SystemConfig
 from raysync.exceptions import (
     CheckpointError,
     ConfigError,
-    RaySyncError,
     ResourceUnavailableError,
     RuntimeFailure,
 )
 from raysync.monitoring import MetricsSink
-from raysync.runtime._backend import (
-    FaultPlan,
-    ServerOutcome,
-    Tier,
-    assemble_result,
+from raysync.placement import (
+    ExecutorPlan,
+    check_resources,
+    choose_plan,
     client_request,
-    client_tiers,
-    resolve_mode,
-    wall_seconds,
+    executor_label,
+    format_resources,
+    plan_executors,
 )
+from raysync.runtime._backend import FaultPlan, ServerOutcome, assemble_result, wall_seconds
+from raysync.runtime._failures import translate
 from raysync.runtime.actors import ExecutorActor, ExecutorSetup, ServerActor, ServerSetup
 from raysync.runtime.checkpoint import (
     MANIFEST,
@@ -73,6 +73,8 @@ from raysync.simulation.engine import ProgressCallback
 from raysync.simulation.result import RunResult
 
 if TYPE_CHECKING:
+    from raysync.routing import BaseRouter
+    from raysync.strategies import BaseStrategy
     from raysync.workload import Workload
 
 __all__ = [
@@ -89,244 +91,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_EPS = 1e-9
-
-
-def _fmt(resources: Mapping[str, float]) -> str:
-    return "{" + ", ".join(f"{k}: {v:g}" for k, v in resources.items()) + "}"
-
-
-def _client_label(config: SystemConfig, i: int) -> str:
-    name = config.clients[i].name
-    return f"client {i} ({name})" if name else f"client {i}"
-
-
-def _executor_label(config: SystemConfig, plan: ExecutorPlan, e: int) -> str:
-    if plan.mode == "per_client":
-        return _client_label(config, plan.executor_clients[e][0])
-    tier = plan.tiers[plan.executor_tiers[e]]
-    return f"{tier.label} executor (clients {_span(tier.clients)})"
-
-
-def _span(ids: Sequence[int]) -> str:
-    if len(ids) == 1:
-        return str(ids[0])
-    if list(ids) == list(range(ids[0], ids[0] + len(ids))):
-        return f"{ids[0]}-{ids[-1]}"
-    return f"{ids[0]}, ... ({len(ids)} clients)"
-
-
-@dataclass(frozen=True)
-class ExecutorPlan:
-    """How the logical clients map onto executor actors.
-
-    Attributes:
-        mode: ``per_client`` (one executor per client) or ``pool`` (executors per tier).
-        tiers: The clients grouped by identical resource request.
-        executor_tiers: Tier of each executor.
-        executor_clients: The clients each executor may serve.
-        client_executor: ``per_client``: the executor of each client (else None).
-    """
-
-    mode: str
-    tiers: tuple[Tier, ...]
-    executor_tiers: tuple[int, ...]
-    executor_clients: tuple[tuple[int, ...], ...]
-    client_executor: tuple[int, ...] | None
-
-    @property
-    def num_executors(self) -> int:
-        """Number of executor actors."""
-        return len(self.executor_tiers)
-
-    def requests(self) -> list[dict[str, float]]:
-        """The Ray resources of each executor."""
-        return [dict(self.tiers[t].request) for t in self.executor_tiers]
-
-
-def plan_executors(config: SystemConfig, mode: str) -> ExecutorPlan:
-    """The executors of a run in ``mode`` (``per_client`` or ``pool``).
-
-    Args:
-        config: The run's config (``runtime.executors_per_tier`` sizes each pool, capped
-            at the tier's number of clients).
-        mode: ``per_client`` or ``pool``.
-
-    Returns:
-        The plan.
-
-    Raises:
-        ConfigError: Unknown mode.
-    """
-    tiers = tuple(client_tiers(config))
-    tier_of = [0] * config.num_clients
-    for tier in tiers:
-        for i in tier.clients:
-            tier_of[i] = tier.index
-    if mode == "per_client":
-        n = config.num_clients
-        return ExecutorPlan(
-            mode=mode,
-            tiers=tiers,
-            executor_tiers=tuple(tier_of),
-            executor_clients=tuple((i,) for i in range(n)),
-            client_executor=tuple(range(n)),
-        )
-    if mode != "pool":
-        raise ConfigError(f"mode must be per_client or pool, got {mode!r}")
-    executor_tiers: list[int] = []
-    executor_clients: list[tuple[int, ...]] = []
-    for tier in tiers:
-        k = min(config.runtime.executors_per_tier, len(tier.clients))
-        executor_tiers.extend([tier.index] * k)
-        executor_clients.extend([tier.clients] * k)
-    return ExecutorPlan(
-        mode=mode,
-        tiers=tiers,
-        executor_tiers=tuple(executor_tiers),
-        executor_clients=tuple(executor_clients),
-        client_executor=None,
-    )
-
-
-def check_resources(
-    config: SystemConfig,
-    nodes: Sequence[Mapping[str, float]],
-    *,
-    server_num_cpus: float = 0.0,
-    mode: str | None = None,
-) -> ExecutorPlan:
-    """Fail fast when the cluster can never run the run's executors at once.
-
-    Two checks, on the *total* resources of the alive nodes:
-
-    * each executor's request (``num_cpus``, ``num_gpus`` and every custom resource of its
-      client or tier) must fit on one single node, since an actor cannot span nodes;
-    * the sum of all requests (plus the server's CPUs) must fit in the cluster, since all
-      executors must be alive together (``per_client``: one per client; ``pool``:
-      ``runtime.executors_per_tier`` per tier).
-
-    Passing both does not prove that the requests can be packed onto the nodes; the
-    actor group then reports executors that do not start within its start-up timeout.
-
-    Args:
-        config: The run's config.
-        nodes: The total resources of each alive node (``ray.nodes()[k]["Resources"]``).
-        server_num_cpus: CPUs reserved by the server actor.
-        mode: ``per_client`` or ``pool``; None: ``pool`` when ``runtime.mode`` says so,
-            else ``per_client`` (the stricter check ``auto`` tries first).
-
-    Returns:
-        The executor plan that fits.
-
-    Raises:
-        ResourceUnavailableError: Naming the client (or tier), its request and what the
-            largest node (or the whole cluster) offers.
-    """
-    if mode is None:
-        mode = "pool" if config.runtime.mode == "pool" else "per_client"
-    plan = plan_executors(config, mode)
-    if not nodes:
-        raise ResourceUnavailableError("the Ray cluster has no alive node")
-    for tier in plan.tiers:
-        request = dict(tier.request)
-        if any(all(node.get(k, 0.0) + _EPS >= v for k, v in request.items()) for node in nodes):
-            continue
-        largest = {k: max(float(node.get(k, 0.0)) for node in nodes) for k in request}
-        missing = [k for k, v in request.items() if largest[k] + _EPS < v]
-        if missing:
-            detail = f"the largest node offers {_fmt(largest)}"
-        else:
-            detail = (
-                f"no single node holds all of it (largest amount of each on any node: "
-                f"{_fmt(largest)})"
-            )
-        who = _client_label(config, tier.clients[0])
-        if len(tier.clients) > 1:
-            who += f" (and {len(tier.clients) - 1} more with the same request)"
-        raise ResourceUnavailableError(
-            f"{who} requests {_fmt(request)} but {detail}; add a node "
-            "that offers it (custom resources: `ray start --resources='{...}'`) or lower the "
-            "client's num_cpus/num_gpus/resources in the config"
-        )
-    totals: dict[str, float] = {"CPU": float(server_num_cpus)}
-    for request in plan.requests():
-        for key, value in request.items():
-            totals[key] = totals.get(key, 0.0) + value
-    cluster = {k: math.fsum(float(node.get(k, 0.0)) for node in nodes) for k in totals}
-    short = {k: v for k, v in totals.items() if v > cluster[k] + _EPS}
-    if short:
-        key = next(iter(short))
-        if plan.mode == "per_client":
-            fix = (
-                "every client actor must be alive at the same time, so lower the per-client "
-                "requests (e.g. num_cpus = 0.25), add nodes, or multiplex the clients on a "
-                'pool of executors ([runtime] mode = "pool")'
-            )
-            what = f"the {config.num_clients} clients together request"
-        else:
-            fix = (
-                "every executor must be alive at the same time, so lower "
-                "runtime.executors_per_tier or the tiers' requests, or add nodes"
-            )
-            what = (
-                f"the {plan.num_executors} executors of {len(plan.tiers)} tier(s) "
-                f"(runtime.executors_per_tier = {config.runtime.executors_per_tier}) "
-                "together request"
-            )
-        raise ResourceUnavailableError(
-            f"{what} {key}={totals[key]:g} but the cluster offers {key}={cluster[key]:g} in "
-            f"total (all requests: {_fmt(totals)}; cluster: {_fmt(cluster)}); {fix}"
-        )
-    return plan
-
-
-def choose_plan(
-    config: SystemConfig, nodes: Sequence[Mapping[str, float]], *, server_num_cpus: float = 0.0
-) -> ExecutorPlan:
-    """The executor plan of a run: ``runtime.mode``, with ``auto`` resolved on ``nodes``.
-
-    Raises:
-        ResourceUnavailableError: The cluster can never hold the plan.
-    """
-    if config.runtime.mode != "auto":
-        return check_resources(
-            config, nodes, server_num_cpus=server_num_cpus, mode=config.runtime.mode
-        )
-    try:
-        plan: ExecutorPlan | None = check_resources(
-            config, nodes, server_num_cpus=server_num_cpus, mode="per_client"
-        )
-    except ResourceUnavailableError:
-        plan = None
-    mode = resolve_mode(config, per_client_fits=plan is not None)
-    if plan is not None and mode == "per_client":
-        return plan
-    return check_resources(config, nodes, server_num_cpus=server_num_cpus, mode=mode)
-
 
 def _alive_node_resources() -> list[dict[str, float]]:
     return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
-
-
-def _domain_error(exc: BaseException, what: str) -> RaySyncError:
-    """Translate a Ray error met while ``what`` into a domain error naming cause and fix."""
-    if isinstance(exc, ray.exceptions.RayTaskError):
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, RaySyncError):
-            return type(cause)(str(cause))
-        return RuntimeFailure(
-            f"{what} failed with {type(cause or exc).__name__}: {cause or exc}. "
-            "See the Ray worker logs for the traceback"
-        )
-    if isinstance(exc, ray.exceptions.RayActorError):
-        first = str(exc).strip().splitlines()
-        return RuntimeFailure(
-            f"an actor died while {what} ({type(exc).__name__}: "
-            f"{first[0] if first else 'no reason given'}). Check the node's memory and logs "
-            "(`ray status`, `ray logs`) and run again"
-        )
-    return RuntimeFailure(f"{what} failed: {type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -452,15 +219,14 @@ class ActorGroup:
                 # every executor on a node, with each client's rows and tier (constructor
                 # arguments stay small: see ExecutorActor).
                 x_train, y_train = workload.split("train")
-                tier_of = np.zeros(config.num_clients, dtype=np.int64)
-                for tier in plan.tiers:
-                    tier_of[list(tier.clients)] = tier.index
+                tier_of = np.asarray(plan.client_tiers, dtype=np.int64)
                 dataset_ref = ray.put((x_train, y_train, workload.client_indices, tier_of))
             work = None
             if train:
                 from raysync.strategies import make_strategy
 
-                work = make_strategy(config.algorithm).client_work()
+                given = (server_options or {}).get("strategy")
+                work = (given or make_strategy(config.algorithm)).client_work()
             for e, tier_index in enumerate(plan.executor_tiers):
                 tier = plan.tiers[tier_index]
                 spec = tier.spec
@@ -496,19 +262,19 @@ class ActorGroup:
             if pending:
                 pending_set = set(pending)
                 late = [e for e, ref in enumerate(refs) if ref in pending_set]
-                labels = ", ".join(_executor_label(config, plan, e) for e in late[:5])
+                labels = ", ".join(executor_label(config, plan, e) for e in late[:5])
                 more = f" and {len(late) - 5} more" if len(late) > 5 else ""
                 raise ResourceUnavailableError(
                     f"{labels}{more} did not start within {startup_timeout:g} s: the cluster "
                     "cannot place them now (resources held by other work, or requests that "
                     "do not pack onto the nodes, e.g. "
-                    f"{_fmt(plan.requests()[late[0]])}); free resources, "
+                    f"{format_resources(plan.requests()[late[0]])}); free resources, "
                     "lower the requests or add nodes"
                 )
             try:
                 infos = ray.get(refs)
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
-                raise _domain_error(exc, "starting the executor actors") from exc
+                raise translate(exc, "starting the executor actors") from exc
             placements = [
                 ExecutorPlacement(
                     executor_id=int(info["executor_id"]),
@@ -550,7 +316,7 @@ class ActorGroup:
                     f"(it requests CPU={server_num_cpus:g}); free resources on the driver's node"
                 ) from exc
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
-                raise _domain_error(exc, "starting the server actor") from exc
+                raise translate(exc, "starting the server actor") from exc
         except BaseException:
             _kill([server, *executors] if server is not None else executors)
             raise
@@ -582,7 +348,7 @@ class ActorGroup:
                 if ready:
                     return ray.get(run_ref)
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
-            raise _domain_error(exc, "running the server loop") from exc
+            raise translate(exc, "running the server loop") from exc
 
     def shutdown(self) -> None:
         """Kill every actor of the group (idempotent)."""
@@ -615,15 +381,11 @@ def _server_setup(
     plan: ExecutorPlan,
     options: Mapping[str, Any],
 ) -> ServerSetup:
-    tier_of = [0] * config.num_clients
-    for tier in plan.tiers:
-        for i in tier.clients:
-            tier_of[i] = tier.index
     common: dict[str, Any] = {
         "config": config,
         "mode": plan.mode,
         "executor_tiers": plan.executor_tiers,
-        "client_tiers": tuple(tier_of),
+        "client_tiers": plan.client_tiers,
         "client_executor": plan.client_executor,
         **options,
     }
@@ -787,6 +549,8 @@ def run(
     server_num_cpus: float = 0.0,
     poll_interval: float = 0.5,
     overwrite_checkpoint: bool = False,
+    router: BaseRouter | None = None,
+    strategy: BaseStrategy | None = None,
 ) -> RunResult:
     """Run an asynchronous FL system for real on Ray.
 
@@ -828,6 +592,10 @@ def run(
         overwrite_checkpoint: Let a fresh run replace the checkpoint that
             ``run.checkpoint_dir`` already holds (default: refused, so that no
             checkpoint is lost silently; resuming from that directory is always allowed).
+        router: Router to use instead of ``make_router(config.routing)`` (e.g. an adaptive
+            one), exactly as :func:`~raysync.simulation.simulate` takes it: unbound, it is
+            pickled to the server actor and bound there.
+        strategy: Strategy to use instead of ``make_strategy(config.algorithm)``, likewise.
 
     Returns:
         A :class:`~raysync.simulation.result.RunResult` with ``backend="ray"``; times are
@@ -867,6 +635,8 @@ def run(
         server_num_cpus=server_num_cpus,
         poll_interval=poll_interval,
         overwrite_checkpoint=overwrite_checkpoint,
+        router=router,
+        strategy=strategy,
     )
     return result
 
@@ -961,6 +731,8 @@ def _execute(
     record: bool = False,
     overwrite_checkpoint: bool = False,
     virtual_clock: bool = False,
+    router: BaseRouter | None = None,
+    strategy: BaseStrategy | None = None,
 ) -> tuple[RunResult, ServerOutcome]:
     """:func:`run`, also returning the server's raw outcome (statistics snapshots).
 
@@ -1046,6 +818,8 @@ def _execute(
                 "want_events": bool(all_sinks),
                 "record": record,
                 "virtual_clock": virtual_clock,
+                # instances given to run(), as simulate() takes them (None: from config)
+                **{k: v for k, v in (("router", router), ("strategy", strategy)) if v is not None},
             },
             faults=faults,
         )

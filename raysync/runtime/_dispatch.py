@@ -1,0 +1,529 @@
+"""Dispatch: logical clients' FIFO queues, picking an executor, sending and re-issuing.
+
+:class:`Dispatcher` owns every logical client's state at the server (the task in
+service, the queue behind it, the emulated instant its server is free again, its
+service-time stream and its task count) and the tasks not applied yet. It
+
+* creates a task for a client (its model version, service draw and minibatch ordinal
+  fixed at creation, so every re-issue is identical) and sends it when the client is
+  idle, else queues it behind the client's task in service (per-client FIFO: a client
+  is a single server, wherever its tasks run);
+* picks the executor: the client's own (``per_client``), or the least-loaded healthy
+  one of its tier (``pool``), never a dead one;
+* sends with one remote call and awaits the reply in the background, reporting it (or
+  its error, classified by the failure policy) to the server's loop through one queue;
+* re-issues a task whose executor died (:meth:`lost`) or that timed out, with the same
+  id, and parks it while no healthy executor can take it
+  (:class:`~raysync.runtime._failures.ExecutorHealth`).
+
+The loop (:class:`~raysync.runtime.actors.ServerActor`) decides what a completion does;
+this module only moves tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import ray
+
+from raysync.config import SystemConfig
+from raysync.exceptions import RuntimeFailure
+from raysync.runtime._backend import ServiceDraws, TaskSpec, service_block, wall_seconds
+from raysync.runtime._failures import ExecutorHealth, classify, first_line
+from raysync.runtime._state import PENDING_COLUMNS, Key
+from raysync.runtime.checkpoint import pack_generators, unpack_generators
+
+__all__ = ["DEADLINE", "FAILED", "LOST", "NO_EXECUTOR", "STOP", "Dispatcher", "Task"]
+
+logger = logging.getLogger(__name__)
+
+#: Kinds of the items the loop reads from the dispatcher's queue (a reply is the other).
+FAILED = object()
+LOST = object()
+NO_EXECUTOR = object()
+DEADLINE = object()
+STOP = object()
+
+#: Re-issues of one task after lost executors before the run gives up (plus max_restarts).
+_EXTRA_LOSS_ATTEMPTS = 5
+#: Timeout re-issues of one task; beyond this the server just keeps waiting.
+_MAX_TIMEOUT_REISSUES = 8
+
+
+class Task:
+    """A task the server created and has not applied yet (queued or in flight)."""
+
+    __slots__ = (
+        "attempt",
+        "base_version",
+        "client",
+        "created",
+        "executor",
+        "ordinal",
+        "params",
+        "replied",
+        "sample",
+        "stamp",
+        "task_id",
+        "timer",
+    )
+
+    def __init__(
+        self,
+        task_id: int,
+        client: int,
+        base_version: int,
+        params: np.ndarray | None,
+        created: float,
+        stamp: float,
+        sample: float,
+        ordinal: int,
+    ) -> None:
+        self.task_id = task_id
+        self.client = client
+        self.base_version = base_version
+        self.params = params
+        self.created = created
+        self.stamp = stamp
+        self.sample = sample
+        self.ordinal = ordinal
+        self.attempt = 0
+        self.executor = -1
+        self.replied = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Dispatcher:
+    """Moves the tasks of the logical clients to the executors and back.
+
+    Args:
+        config: The run's config.
+        executors: Executor actor handles.
+        executor_tiers: Tier of each executor.
+        client_tiers: Tier of each client.
+        client_executor: ``per_client`` mode: the executor of each client (else None).
+        service_rngs: Each client's service-time generator (child ``(0, i)`` of the seed).
+        counters: The server's fault counters (``reissued_tasks``, ``timed_out_tasks``).
+        inline_bytes: Largest model sent inline with each task.
+        dataset: What a restarted executor is handed (its training data).
+        actor_ids: Ray actor id of each executor.
+        pids: Process id of each executor at start-up.
+        virtual: Keep each task's expected emulated end (the virtual clock).
+        label: Names a client in messages.
+    """
+
+    def __init__(
+        self,
+        config: SystemConfig,
+        executors: Sequence[Any],
+        *,
+        executor_tiers: Sequence[int],
+        client_tiers: Sequence[int],
+        client_executor: Sequence[int] | None,
+        service_rngs: Sequence[np.random.Generator],
+        counters: dict[str, int],
+        inline_bytes: int,
+        dataset: Any,
+        actor_ids: Sequence[str],
+        pids: Sequence[int],
+        virtual: bool,
+        label: Callable[[int], str],
+    ) -> None:
+        from raysync.simulation.service_times import make_service_time
+
+        n = config.num_clients
+        self._config = config
+        self._executors = list(executors)
+        self._client_tier = list(client_tiers)
+        self._client_executor = list(client_executor) if client_executor is not None else None
+        num_tiers = max(executor_tiers) + 1 if executor_tiers else 0
+        self._tier_executors: list[list[int]] = [[] for _ in range(num_tiers)]
+        for e, tier in enumerate(executor_tiers):
+            self._tier_executors[tier].append(e)
+        self._load = [0] * len(self._executors)
+        self._rr = 0
+        self._counters = counters
+        self._inline_bytes = inline_bytes
+        self._label = label
+        self.emulate = config.run.time_scale > 0
+        self._scale = config.run.time_scale
+        block = service_block(n)
+        self._service_rngs = list(service_rngs)
+        self._draws = [
+            ServiceDraws(make_service_time(spec.service_time), rng, block)
+            for spec, rng in zip(config.clients, self._service_rngs, strict=True)
+        ]
+        # Logical clients: the task in service (-1: idle), the queue behind it, the
+        # emulated end of the previous task, the number of tasks created so far.
+        self._active = [-1] * n
+        self._queues: dict[int, deque[Task]] = {}
+        self.free_at = [0.0] * n
+        self._ordinals = [0] * n
+        self.tasks: dict[int, Task] = {}
+        self.next_task = 0
+        self._timeout = wall_seconds(config.run.task_timeout, config.run.time_scale)
+        self._max_loss_attempts = config.runtime.max_restarts + _EXTRA_LOSS_ATTEMPTS
+        self._version_ref: tuple[int, Any] | None = None
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._done: asyncio.Queue[tuple[Any, ...]] | None = None
+        self._virtual = virtual
+        self._expected: dict[int, float] = {}
+        self._restored: list[Task] = []
+        #: Called with each executor back in rotation (tests record when).
+        self.rejoin_hook: Callable[[int], None] | None = None
+        self.health = ExecutorHealth(
+            self._executors,
+            actor_ids,
+            pids,
+            dataset,
+            on_back=self._back,
+            on_dead=self._dead,
+        )
+
+    # ------------------------------------------------------------------ sending
+
+    def start(self, done: asyncio.Queue[tuple[Any, ...]]) -> None:
+        """Report replies and errors to ``done`` from now on."""
+        self._done = done
+
+    def create(
+        self, client: int, version: int, params: np.ndarray | None, now: float, stamp: float
+    ) -> Task:
+        """Create a task for ``client`` carrying ``params`` (``version``); send it if idle."""
+        task = Task(
+            self.next_task,
+            client,
+            version,
+            params,
+            now,
+            stamp,
+            self._draws[client].next() if self.emulate else math.nan,
+            self._ordinals[client],
+        )
+        self.next_task += 1
+        self._ordinals[client] += 1
+        self.tasks[task.task_id] = task
+        self._enqueue(task)
+        return task
+
+    def _enqueue(self, task: Task) -> None:
+        if self._active[task.client] < 0:
+            self.send(task)
+        else:
+            self._queues.setdefault(task.client, deque()).append(task)
+
+    def finished(self, client: int, end: float) -> None:
+        """``client``'s task was applied: record its emulated end, send its next task."""
+        self._active[client] = -1
+        if self.emulate:
+            self.free_at[client] = end
+        waiting = self._queues.get(client)
+        if waiting:
+            nxt = waiting.popleft()
+            if not waiting:
+                del self._queues[client]
+            self.send(nxt)
+
+    def _payload(self, task: Task) -> Any:
+        """The model a task carries: inline array, or one object-store ref per version."""
+        params = task.params
+        if params is None:
+            return None
+        if params.nbytes < self._inline_bytes:
+            return params
+        version = task.base_version
+        cached = self._version_ref
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        ref = ray.put(params)
+        if cached is None or version > cached[0]:  # the newest version: shared by its tasks
+            self._version_ref = (version, ref)
+        return ref
+
+    def pick(self, client: int, avoid: int) -> int:
+        """The executor of a client's next call: its own, or the tier's least loaded.
+
+        Returns -1 when no executor that can serve the client is alive.
+        """
+        health = self.health
+        if self._client_executor is not None:
+            e = self._client_executor[client]
+            return -1 if health.dead[e] else e
+        candidates = [
+            e for e in self._tier_executors[self._client_tier[client]] if not health.dead[e]
+        ]
+        if not candidates:
+            return -1
+        k = len(candidates)
+        best, best_key = candidates[0], (True, True, math.inf)
+        self._rr += 1
+        for j in range(k):
+            e = candidates[(self._rr + j) % k]
+            key = (e == avoid and k > 1, health.suspect[e], self._load[e])
+            if key < best_key:
+                best, best_key = e, key
+        return best
+
+    def send(self, task: Task, avoid: int = -1) -> None:
+        """Send (or re-send) a task to an executor and await its reply in the background."""
+        if task.task_id not in self.tasks:
+            return  # applied meanwhile (a delayed re-issue)
+        assert self._done is not None
+        client = task.client
+        self._active[client] = task.task_id
+        e = self.pick(client, avoid)
+        if e < 0:
+            self._done.put_nowait((NO_EXECUTOR, client))
+            return
+        task.executor = e
+        self._load[e] += 1
+        spec = TaskSpec(
+            task.task_id,
+            client,
+            task.base_version,
+            task.attempt,
+            task.stamp,
+            self.free_at[client],
+            task.sample,
+            task.ordinal,
+        )
+        ref = self._executors[e].submit.remote(spec, self._payload(task))
+        waiter = asyncio.ensure_future(self._await_reply(ref, task.task_id, task.attempt, e))
+        self._waiters.add(waiter)
+        waiter.add_done_callback(self._waiters.discard)
+        if self._virtual:
+            start = max(task.stamp, self.free_at[client])
+            self._expected[task.task_id] = start + task.sample * self._scale
+        if math.isfinite(self._timeout):
+            loop = asyncio.get_running_loop()
+            task.timer = loop.call_later(
+                self._timeout, self._on_timeout, task.task_id, task.attempt
+            )
+
+    async def _await_reply(self, ref: Any, task_id: int, attempt: int, executor: int) -> None:
+        assert self._done is not None
+        try:
+            reply = await ref
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if classify(exc) == "lost":  # died, unreachable or restarted: re-issue
+                self._done.put_nowait((LOST, task_id, attempt, executor, exc))
+            else:  # the computation failed: a domain error ends the run
+                self._done.put_nowait((FAILED, task_id, executor, exc))
+            return
+        self._done.put_nowait((reply, executor))
+
+    def answered(self, task_id: int, executor: int) -> Task | None:
+        """A reply came back: the task, or None when it is a late duplicate."""
+        self._load[executor] -= 1
+        self.health.answered(executor)
+        task = self.tasks.get(task_id)
+        if task is None or task.replied:
+            self._counters["duplicates_dropped"] += 1
+            return None
+        task.replied = True
+        if task.timer is not None:
+            task.timer.cancel()
+        self._expected.pop(task_id, None)
+        return task
+
+    def take(self, task_id: int) -> Task:
+        """Remove an answered task for applying it."""
+        return self.tasks.pop(task_id)
+
+    def expected_bound(self) -> float:
+        """Virtual clock: the earliest emulated end of a task sent and not answered."""
+        return min(self._expected.values(), default=math.inf)
+
+    # ------------------------------------------------------------------ faults
+
+    def _on_timeout(self, task_id: int, attempt: int) -> None:
+        """A task took longer than ``run.task_timeout``: re-issue it to the same client."""
+        task = self.tasks.get(task_id)
+        if task is None or task.attempt != attempt:
+            return
+        task.timer = None
+        self._counters["timed_out_tasks"] += 1
+        if task.attempt >= _MAX_TIMEOUT_REISSUES:
+            logger.warning(
+                "task %d of %s timed out %d times; waiting for it without re-issuing "
+                "(is run.task_timeout too short?)",
+                task_id,
+                self._label(task.client),
+                task.attempt + 1,
+            )
+            return
+        task.attempt += 1
+        self._counters["reissued_tasks"] += 1
+        self.send(task, avoid=task.executor)
+
+    def lost(self, task_id: int, attempt: int, executor: int, exc: BaseException) -> None:
+        """An executor died (or is unreachable) with a task in flight: re-issue the task.
+
+        Raises:
+            RuntimeFailure: The task was lost more often than restarts can explain.
+        """
+        self._load[executor] -= 1
+        if self.health.lost(executor, exc):
+            logger.warning(
+                "executor %d lost task %d (%s: %s); re-issuing its tasks",
+                executor,
+                task_id,
+                type(exc).__name__,
+                first_line(exc),
+            )
+        task = self.tasks.get(task_id)
+        if task is None or task.attempt != attempt:
+            return  # applied already, or a newer attempt is in flight
+        if task.timer is not None:
+            task.timer.cancel()
+            task.timer = None
+        if task.attempt >= self._max_loss_attempts:
+            raise RuntimeFailure(
+                f"{self._label(task.client)}'s task {task_id} was lost {task.attempt + 1} "
+                f"times (last: {type(exc).__name__}: {first_line(exc)}); its executor died "
+                "and could not be restarted (runtime.max_restarts = "
+                f"{self._config.runtime.max_restarts}). Check the node's memory and logs "
+                "(`ray status`, `ray logs`) and resume from the last checkpoint"
+            ) from exc
+        task.attempt += 1
+        self._counters["reissued_tasks"] += 1
+        health = self.health
+        healthy = self._client_executor is None and any(
+            health.healthy(e) for e in self._tier_executors[self._client_tier[task.client]]
+        )
+        if healthy:
+            self.send(task, avoid=executor)
+        elif health.dead[executor]:
+            self.send(task)  # another executor of the tier, or the run ends
+        else:
+            # No healthy executor can serve it: wait for this one's probe (it answers
+            # after Ray restarted it, or is declared dead), however long a restart takes.
+            health.park(executor, task)
+
+    def _back(self, executor: int) -> None:
+        if self.rejoin_hook is not None:
+            self.rejoin_hook(executor)
+        for task in self.health.take_parked(executor):
+            self.send(task)
+
+    def _dead(self, executor: int) -> None:
+        self._counters["executors_dead"] += 1
+        clients = (
+            [c for c, e in enumerate(self._client_executor) if e == executor]
+            if self._client_executor is not None
+            else [c for c, t in enumerate(self._client_tier) if t in self._tiers_of(executor)]
+        )
+        if clients and self.pick(clients[0], -1) < 0 and self._done is not None:
+            self._done.put_nowait((NO_EXECUTOR, clients[0]))
+            return
+        for task in self.health.take_parked(executor):
+            self.send(task)
+
+    def _tiers_of(self, executor: int) -> set[int]:
+        return {t for t, members in enumerate(self._tier_executors) if executor in members}
+
+    def who_died(self, client: int) -> str:
+        """Names the executors a client has lost (for the out-of-restarts message)."""
+        if self._client_executor is not None:
+            return f"{self._label(client)}'s executor"
+        tier = self._client_tier[client]
+        k = len(self._tier_executors[tier])
+        return f"all {k} executor(s) of tier {tier} (serving {self._label(client)})"
+
+    def stop(self) -> None:
+        """Cancel every reply waiter, probe and timer (the run is over)."""
+        self.health.stopped = True
+        for waiter in [*self._waiters, *self.health.probes()]:
+            waiter.cancel()
+        for task in self.tasks.values():
+            if task.timer is not None:
+                task.timer.cancel()
+        self._version_ref = None
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def capture(self) -> dict[str, Any]:
+        """The clients' state and the tasks not applied (with the models they carry)."""
+        pending = sorted(self.tasks.values(), key=lambda t: t.task_id)
+        base_params: dict[str, np.ndarray] = {}
+        for task in pending:
+            if task.params is not None and str(task.base_version) not in base_params:
+                base_params[str(task.base_version)] = task.params
+        unconsumed = [d.state()["pending"] for d in self._draws]
+        lengths = np.array([len(p) for p in unconsumed], dtype=np.int64)
+        flat = [v for p in unconsumed for v in p]
+        columns = {
+            "task_id": (np.int64, lambda t: t.task_id),
+            "client": (np.int64, lambda t: t.client),
+            "base_version": (np.int64, lambda t: t.base_version),
+            "created": (np.float64, lambda t: t.created),
+            "sample": (np.float64, lambda t: t.sample),
+            "ordinal": (np.int64, lambda t: t.ordinal),
+        }
+        assert tuple(columns) == PENDING_COLUMNS
+        return {
+            Key.NEXT_TASK_ID: self.next_task,
+            Key.BASE_PARAMS: base_params,
+            Key.PENDING: {
+                name: np.array([get(t) for t in pending], dtype=dtype)
+                for name, (dtype, get) in columns.items()
+            },
+            Key.ORDINALS: np.array(self._ordinals, dtype=np.int64),
+            Key.SERVICE_RNG: pack_generators(self._service_rngs),
+            Key.SERVICE_PENDING: np.array(flat, dtype=np.float64),
+            Key.SERVICE_PENDING_LEN: lengths,
+        }
+
+    def restore(self, state: Mapping[str, Any], train: bool) -> None:
+        """Continue from :meth:`capture`'s entries (validated by the coordinator)."""
+        n = len(self._draws)
+        self.next_task = int(state[Key.NEXT_TASK_ID])
+        self._ordinals = [int(v) for v in state[Key.ORDINALS]]
+        unpack_generators(np.asarray(state[Key.SERVICE_RNG]), self._service_rngs)
+        flat = np.asarray(state[Key.SERVICE_PENDING], dtype=np.float64).tolist()
+        offsets = np.concatenate([[0], np.cumsum(state[Key.SERVICE_PENDING_LEN])]).astype(int)
+        for i in range(n):
+            self._draws[i].load(
+                {
+                    "rng": self._service_rngs[i].bit_generator.state,
+                    "pending": flat[offsets[i] : offsets[i + 1]],
+                }
+            )
+        base_params = state.get(Key.BASE_PARAMS) or {}
+        pending = state[Key.PENDING]
+        for j in range(len(pending["task_id"])):
+            version = int(pending["base_version"][j])
+            base: np.ndarray | None = None
+            if train:
+                base = np.array(base_params[str(version)], dtype=np.float32)
+                base.setflags(write=False)
+            self._restored.append(
+                Task(
+                    int(pending["task_id"][j]),
+                    int(pending["client"][j]),
+                    version,
+                    base,
+                    float(pending["created"][j]),
+                    0.0,
+                    float(pending["sample"][j]),
+                    int(pending["ordinal"][j]),
+                )
+            )
+
+    def resume(self, stamp: float) -> int:
+        """Re-issue the restored pending tasks with their ids; return how many."""
+        count = len(self._restored)
+        for task in self._restored:
+            task.stamp = stamp
+            self.tasks[task.task_id] = task
+            self._enqueue(task)
+        self._restored = []
+        return count
