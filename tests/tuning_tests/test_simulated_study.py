@@ -17,11 +17,16 @@ from .conftest import CONSTANTS
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _check_study(report, tmp_path, trials: int) -> optuna.Study:
+def _check_study(report, tmp_path, trials: int, *, pruning_is_deterministic: bool) -> optuna.Study:
     study = optuna.load_study(study_name="raysync", storage=make_storage(None, tmp_path))
     states = [t.state for t in study.trials]
     assert len(states) == trials
-    assert states.count(optuna.trial.TrialState.PRUNED) >= 1
+    assert set(states) <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    if pruning_is_deterministic:
+        # Sequential trials in the driver: the pruner always sees the same history.
+        assert states.count(optuna.trial.TrialState.PRUNED) >= 1
+    # With parallel trials the pruner's history depends on which trial finishes first (a
+    # matter of load), so whether any trial is pruned is not asserted there.
     assert states.count(optuna.trial.TrialState.COMPLETE) >= 4  # the warm starts at least
     for t in study.trials:
         assert t.intermediate_values, "every measured trial reports intermediate values"
@@ -44,7 +49,7 @@ def test_simulated_study_prunes_in_the_driver(tiny_config, tmp_path) -> None:
             out=tmp_path, max_concurrency=8,
         ),
     )
-    study = _check_study(report, tmp_path, 12)
+    study = _check_study(report, tmp_path, 12, pruning_is_deterministic=True)
     # Warm starts are measured and reported next to the best.
     assert {"analytical", "uniform", "proportional"} <= set(report.references)
     assert all("values" in ref for ref in report.references.values())
@@ -68,7 +73,7 @@ def test_simulated_study_runs_trials_in_parallel_on_ray(ray_session, tiny_config
             out=tmp_path, max_concurrency=8, parallel=2, tensorboard=False,
         ),
     )
-    _check_study(report, tmp_path, 10)
+    _check_study(report, tmp_path, 10, pruning_is_deterministic=False)
     assert ray_session.is_initialized()  # the session's Ray was reused, not shut down
 
 
