@@ -30,6 +30,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# Choice lists come from where the study validates them (declared once, in tuning).
+from tuning.objectives import OBJECTIVES
+from tuning.search_space import FAMILIES
+
 __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger("cluster.entrypoint")
@@ -50,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--num-updates", type=int, default=None, help="override run.num_updates")
     parser.add_argument(
-        "--time-budget", type=float, default=None,
+        "--time-budget",
+        type=float,
+        default=None,
         help="override run.time_budget (config seconds)",
     )
     parser.add_argument("--time-scale", type=float, default=None, help="override run.time_scale")
@@ -58,11 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-name", default="run", help="TensorBoard run directory name")
     tune = parser.add_argument_group("tuning (with --tune)")
     tune.add_argument("--tune", action="store_true", help="run a tuning study instead of one run")
-    tune.add_argument("--objective", choices=("bound", "simulated", "live"), default="simulated")
+    tune.add_argument("--objective", choices=OBJECTIVES, default="simulated")
     tune.add_argument("--trials", type=int, default=20)
     tune.add_argument("--storage", default=None, help="Optuna storage URL (default: OUT/tune)")
     tune.add_argument("--study", default="raysync-cluster", help="study name")
-    tune.add_argument("--family", choices=("simplex", "power", "tiers"), default="tiers")
+    tune.add_argument("--family", choices=FAMILIES, default="tiers")
     tune.add_argument("--parallel", type=int, default=2, help="trials in flight at once")
     tune.add_argument("--budget", type=float, default=None, help="trial time budget")
     tune.add_argument("--num-evals", type=int, default=8)
@@ -107,22 +113,11 @@ def _run_once(config: Any, args: argparse.Namespace, out: Path) -> dict[str, Any
 
 
 def _run_tune(config: Any, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    from raysync.objectives import ProblemConstants
-    from tuning.study import TuneSettings, run_study
+    from tuning.settings import settings_from_args
+    from tuning.study import run_study
 
-    settings = TuneSettings(
-        objective=args.objective,
-        trials=args.trials,
-        storage=args.storage,
-        study_name=args.study,
-        family=args.family,
-        budget=args.budget,
-        parallel=args.parallel,
-        num_evals=args.num_evals,
-        constants=ProblemConstants.parse(args.constants) if args.constants else None,
-        out=out / "tune",
-        address=args.address,
-    )
+    # The one argparse -> TuneSettings mapping (tuning.settings); the job writes under OUT.
+    settings = dataclasses.replace(settings_from_args(args, config), out=out / "tune")
     report = run_study(config, settings, on_event=lambda m: print(m, flush=True))
     payload = report.to_dict()
     print(json.dumps({"best": payload["best"][:1], "counts": payload["counts"]}), flush=True)
@@ -168,23 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "host": platform.node(),
             "wall_time": time.perf_counter() - start,
         }
-        (out / "results.json").write_text(json.dumps(_json_safe(payload), indent=2))
+        from tuning.report import json_safe
+
+        (out / "results.json").write_text(json.dumps(json_safe(payload), indent=2))
         print(f"results: {out / 'results.json'}", flush=True)
         return 0
     finally:
         ray.shutdown()
-
-
-def _json_safe(value: Any) -> Any:
-    import math
-
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return value
 
 
 if __name__ == "__main__":  # pragma: no cover
