@@ -358,9 +358,13 @@ class RunResult:
         if b == 1:
             lines.append(f"mean staleness {self.mean_staleness:.4g} updates")
         else:
+            in_completions = (
+                f"{self.mean_completion_staleness:.4g} completions"
+                if math.isfinite(self.mean_completion_staleness)
+                else "n/a completions (not recorded by this backend)"
+            )
             lines.append(
-                f"mean staleness {self.mean_completion_staleness:.4g} completions "
-                f"= {self.mean_staleness:.4g} model versions"
+                f"mean staleness {in_completions} = {self.mean_staleness:.4g} model versions"
             )
         head = "delay (CI)" if b == 1 else "delay in versions (CI)  in completions"
         lines.append(f"client  completed  throughput  utilization  queue_len  {head}")
