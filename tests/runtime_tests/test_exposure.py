@@ -51,7 +51,7 @@ def test_a_local_instance_listens_on_loopback_only_with_a_private_token(tmp_path
         [sys.executable, "-c", _SCRIPT],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=900,  # a hang guard: Ray's start-up on a loaded machine is slow
         env=env,
         check=False,
     )
