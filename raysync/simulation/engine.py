@@ -36,9 +36,11 @@ import math
 import os
 import sys
 import time as _time
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -203,7 +205,6 @@ def simulate(
         ConfigError: A bad argument, or a workload that does not match the config.
     """
     _check_inputs(config, warmup_fraction, num_batches, confidence, block_size)
-    from raysync.monitoring import summary_scalars
     from raysync.queueing.predict import buffer_size as config_buffer_size
     from raysync.routing import make_router
     from raysync.simulation.service_times import make_service_time
@@ -218,25 +219,45 @@ def simulate(
     unit = time_unit(config)
     inner = in_time_unit(config, unit)
     _check_run_length(inner, buffer, unit)
-    gens = run_generators(config.seed, n)
+    # A large queue-only fleet never builds per-client generators, streams or snapshots.
+    flat = not train and n >= FLAT_MIN_CLIENTS
+    gens = None if flat else run_generators(config.seed, n)
     if router is None:
         router = make_router(config.routing)
-    router.bind(n, gens.router)
-    service_times = [make_service_time(c.service_time) for c in inner.clients]
-    streams = [
-        service_stream(st, rng, block_size)
-        for st, rng in zip(service_times, gens.service, strict=True)
-    ]
+    router.bind(n, _router_generator(config.seed) if gens is None else gens.router)
     max_updates = inner.run.num_updates
     budget = inner.run.time_budget
-    capacity = snapshot_capacity(n)
-    snapshots = Snapshots(snapshot_interval(max_updates, capacity), capacity)
     if progress is not None and unit != 1.0:
         outer_progress = progress
 
         def progress(updates: int, now: float) -> None:
             outer_progress(updates, now * unit)
 
+    if flat:
+        stats, final_row, curve, extra, _ = _simulate_flat(
+            inner,
+            router,
+            buffer=buffer,
+            max_updates=max_updates if max_updates is not None else math.inf,
+            budget=budget if budget is not None else math.inf,
+            progress=progress,
+            warmup_fraction=warmup_fraction,
+            num_batches=num_batches,
+            confidence=confidence,
+            block_size=block_size,
+        )
+        return _result(
+            config, stats, final_row, curve, extra, router, unit, train, buffer, confidence,
+            block_size, 0.0, extra["snapshot_interval"], sinks, wall_start,
+        )  # fmt: skip
+    assert gens is not None
+    service_times = [make_service_time(c.service_time) for c in inner.clients]
+    streams = [
+        service_stream(st, rng, block_size)
+        for st, rng in zip(service_times, gens.service, strict=True)
+    ]
+    capacity = snapshot_capacity(n)
+    snapshots = Snapshots(snapshot_interval(max_updates, capacity), capacity)
     common: dict[str, Any] = {
         "config": inner,
         "router": router,
@@ -270,6 +291,88 @@ def simulate(
         transient_end=int(extra["transient_end"]),
     )
     stats["warnings"] += _sampling_warnings(inner, stats["completed"], service_times)
+    return _result(
+        config, stats, final_row, curve, extra, router, unit, train, buffer, confidence,
+        block_size, eval_seconds, snapshots.interval, sinks, wall_start,
+    )  # fmt: skip
+
+
+def _config_dict(config: SystemConfig) -> dict[str, Any]:
+    """``config.to_dict()`` with runs of identical clients as one table with ``count``.
+
+    The same mapping for fleets without repeats; for a fleet of 10^6 clients in tiers it
+    is a few tables instead of 10^6 (which take a minute and a gigabyte to build), and it
+    loads back to an equal config (:meth:`SystemConfig.from_dict` expands ``count``).
+    """
+    import dataclasses
+
+    runs: list[list[Any]] = []
+    for client in config.clients:
+        if runs and (client is runs[-1][0] or client == runs[-1][0]):
+            runs[-1][1] += 1
+        else:
+            runs.append([client, 1])
+    if len(runs) == len(config.clients):
+        return config.to_dict()
+    out: dict[str, Any] = {}
+    routing_p: list[float] | None = None
+    for f in dataclasses.fields(config):
+        if f.name == "clients":
+            out[f.name] = [
+                {**dataclasses.asdict(spec), **({"count": k} if k > 1 else {})} for spec, k in runs
+            ]
+        else:
+            value = getattr(config, f.name)
+            if f.name == "routing" and getattr(value, "p", None) is not None:
+                # asdict walks a 10^6-entry tuple element by element; a list copy is enough.
+                table = {g.name: getattr(value, g.name) for g in dataclasses.fields(value)}
+                table["p"] = None  # set after _drop_none, which would walk its 10^6 entries
+                routing_p = list(value.p)
+                out[f.name] = table
+            elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+                out[f.name] = dataclasses.asdict(value)
+            else:
+                out[f.name] = value
+    compact = _drop_none(out)
+    if routing_p is not None:
+        compact["routing"]["p"] = routing_p
+    return compact
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def _router_generator(seed: int) -> np.random.Generator:
+    """The router's generator of :func:`run_generators`, without the per-client ones."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_KEY_ROUTER,)))
+
+
+def _result(
+    config: SystemConfig,
+    stats: dict[str, Any],
+    final_row: tuple[Any, ...],
+    curve: _Curve,
+    extra: dict[str, Any],
+    router: BaseRouter,
+    unit: float,
+    train: bool,
+    buffer: int,
+    confidence: float,
+    block_size: int,
+    eval_seconds: float,
+    interval: int,
+    sinks: Sequence[MetricsSink],
+    wall_start: float,
+) -> RunResult:
+    """Assemble the :class:`RunResult` of a finished run (time converted to seconds)."""
+    from raysync.monitoring import summary_scalars
+
+    n = config.num_clients
     if unit != 1.0:
         stats = _to_seconds(stats, unit)
     for message in stats["warnings"]:
@@ -302,12 +405,12 @@ def simulate(
         final_val_accuracy=float(curve.val_accuracy[-1]) if curve.val_accuracy else math.nan,
         confidence=confidence,
         buffer_size=buffer,
-        config=config.to_dict(),
+        config=_config_dict(config),
         extras={
             "eval_seconds": eval_seconds,
             "max_completion_delay": int(extra["max_completion_delay"]),
             "transient_end": int(extra["transient_end"]),
-            "snapshot_interval": snapshots.interval,
+            "snapshot_interval": interval,
             "block_size": block_size,
             "time_unit": unit,
             "routing_probabilities": (
@@ -335,6 +438,16 @@ MAX_SIMULATED_COMPLETIONS = 10**10
 _SAFE_EXP = 64
 
 
+def _mean_durations(config: SystemConfig) -> np.ndarray:
+    """Each client's mean service time, shape ``(n,)``; one computation per spec object."""
+    seen: dict[int, float] = {}
+    for client in config.clients:
+        spec = client.service_time
+        if id(spec) not in seen:
+            seen[id(spec)] = spec.mean_duration
+    return np.array([seen[id(c.service_time)] for c in config.clients], dtype=np.float64)
+
+
 def time_unit(config: SystemConfig) -> float:
     """The power of two (in seconds) the simulator's clock counts in, 1.0 for usual fleets.
 
@@ -345,7 +458,7 @@ def time_unit(config: SystemConfig) -> float:
     ``2**e`` s in which the slowest mean is about 1 (an exact power of two: the
     durations are the same numbers, rescaled without rounding) and converted back.
     """
-    slowest = max(c.service_time.mean_duration for c in config.clients)
+    slowest = float(_mean_durations(config).max())
     if 2.0**-_SAFE_EXP <= slowest <= 2.0**_SAFE_EXP:
         return 1.0
     return math.ldexp(1.0, math.frexp(slowest)[1] - 1)  # slowest / unit in [1, 2)
@@ -397,7 +510,7 @@ def throughput_bounds(config: SystemConfig) -> tuple[float, float]:
     rho, 1 / max rho)``; they hold for any service distribution with these means only
     approximately, which is all a size guard needs. Return to sender: ``sum mu`` exactly.
     """
-    means = np.array([c.service_time.mean_duration for c in config.clients], dtype=np.float64)
+    means = _mean_durations(config)
     p = config.routing_probabilities
     if p is None:
         total = float((1.0 / means).sum())
@@ -962,3 +1075,369 @@ class _TrainingLoop:
                 "eval_seconds": self.eval_seconds,
             },
         )
+
+
+# --------------------------------------------------------------------------- fleets of 10^6
+
+#: Queue-only runs with at least this many clients take the flat path
+#: (:func:`_simulate_flat`): per-client state in flat arrays, statistics kept per tier.
+FLAT_MIN_CLIENTS = 10_000
+
+# SeedSequence spawn key of the per-tier service streams of the flat path.
+_KEY_TIER_SERVICE = 3
+
+
+def _client_tiers(
+    config: SystemConfig, p: np.ndarray | None
+) -> tuple[array[int], list[Any], np.ndarray]:
+    """Group the clients into tiers of identical service spec and routing probability.
+
+    Returns:
+        ``(tier_of, specs, counts)``: the tier of each client (a flat ``array('i')`` of
+        length ``n``), each tier's service spec and its number of clients, shape ``(T,)``.
+    """
+    # Clients from one ``count = k`` table share one spec object: id() first, equality after.
+    spec_ids: dict[int, int] = {}
+    specs: list[Any] = []
+    by_value: dict[Any, int] = {}
+    for client in config.clients:
+        spec = client.service_time
+        if id(spec) not in spec_ids:
+            k = spec_ids[id(spec)] = by_value.setdefault(spec, len(by_value))
+            if k == len(specs):
+                specs.append(spec)
+    spec_index = np.array([spec_ids[id(c.service_time)] for c in config.clients], dtype=np.int64)
+    if p is None:
+        keys = spec_index
+    else:
+        _, p_index = np.unique(np.asarray(p, dtype=np.float64), return_inverse=True)
+        keys = spec_index * (int(p_index.max()) + 1) + p_index.reshape(-1)
+    uniq, first, inverse, counts = np.unique(
+        keys, return_index=True, return_inverse=True, return_counts=True
+    )
+    del uniq
+    tier_specs = [specs[int(spec_index[f])] for f in first]
+    tier_of = array("i", inverse.reshape(-1).astype(np.int32).tobytes())
+    return tier_of, tier_specs, counts.astype(np.int64)
+
+
+def _run_queue_only_flat(
+    *,
+    config: SystemConfig,
+    router: BaseRouter,
+    tier_of: array[int],
+    streams: list[Iterator[float]],
+    snapshots: Snapshots,
+    max_updates: float,
+    budget: float,
+    progress: ProgressCallback | None,
+    buffer_size: int = 1,
+) -> tuple[tuple[Any, ...], _Curve, dict[str, Any], array[int]]:
+    """:func:`_run_queue_only` for fleets of 10^5-10^6 clients: O(log C) per event, flat memory.
+
+    Same events, same law: every client is a FIFO queue served one task at a time, ``C``
+    tasks in flight, the router names the next client. What changes is the bookkeeping:
+
+    * the queues are linked lists threaded through ``C`` task slots (a completed task's
+      slot carries its replacement, so there is no allocation), with per-client ``head``
+      and ``tail`` slot indices in flat ``array('q')`` buffers (8 bytes each per client);
+    * the statistics are running sums per *tier* (clients of identical service spec and
+      routing probability, exchangeable in the model), so a snapshot costs O(T + C), not
+      O(n); only the completion count is kept per client;
+    * service times come from one stream per tier: a client's durations are still i.i.d.
+      from its distribution and independent of the past (which client takes the next draw
+      of the tier's stream depends only on the past), so the sample path has the same
+      law as with one stream per client, though not the same values.
+
+    Returns:
+        ``(final_row, curve, extras, count)``: rows in the layout of
+        :mod:`raysync.simulation.statistics` with the tiers as "clients" (``heap`` holds
+        ``(end, tier)`` pairs, to be summed per tier) and the per-client completion counts.
+    """
+    n = config.num_clients
+    big = buffer_size
+    tiers = len(streams)
+    head = array("q", bytes(8 * n))  # slot of the first queued task + 1 (0: empty queue)
+    tail = array("q", bytes(8 * n))
+    cnt = array("q", bytes(8 * n))
+    concurrency = config.concurrency
+    slot_m = [0] * concurrency  # completions at the dispatch of the slot's task
+    slot_next = [0] * concurrency  # next slot in the same queue + 1 (0: none)
+    lens = [0] * tiers
+    arr = [0.0] * tiers
+    tcnt = [0] * tiers
+    sd = [0] * tiers
+    sd2 = [0] * tiers
+    sv = [0] * tiers
+    sv2 = [0] * tiers
+    dep = [0.0] * tiers
+    busy = [0.0] * tiers
+    nexts = [s.__next__ for s in streams]
+    heap: list[tuple[float, int, int]] = []
+    seq = 0
+    for slot, j in enumerate(router.initial_clients(concurrency)):
+        lens[tier_of[j]] += 1
+        if head[j]:
+            slot_next[tail[j] - 1] = slot + 1
+        else:
+            head[j] = slot + 1
+            k = tier_of[j]
+            s = nexts[k]()
+            busy[k] += s
+            heap.append((s, seq, j))
+            seq += 1
+        tail[j] = slot + 1
+    heapq.heapify(heap)
+    initial_left = concurrency
+    transient_end = -1
+    route = router.route
+    heappop = heapq.heappop
+    heapreplace = heapq.heapreplace
+    heappush = heapq.heappush
+    c = 0
+    dmax = 0
+    vmax = 0
+    t = 0.0
+    curve = _Curve([], [], [], [], [], [])
+    buffered = big > 1
+
+    def row(done: int, now: float) -> tuple[Any, ...]:
+        vs, vs2 = (sv, sv2) if buffered else (sd, sd2)
+        return (
+            done, now, done // big, tcnt[:], vs[:], vs2[:], dep[:], arr[:], lens[:],
+            busy[:], heap[:], sd[:], sd2[:],
+        )  # fmt: skip
+
+    next_snap = snapshots.take(row(0, 0.0))
+    stop_at = max_updates * big
+    check = min(next_snap, stop_at)
+    end_time = 0.0
+    while True:
+        t, _, i = heap[0]
+        if t > budget:
+            end_time = budget
+            break
+        slot1 = head[i]
+        slot = slot1 - 1
+        m = slot_m[slot]
+        rest = slot_next[slot]
+        head[i] = rest
+        d = c - m
+        k = tier_of[i]
+        if buffered:
+            dv = c // big - m // big
+            sv[k] += dv
+            sv2[k] += dv * dv
+            if dv > vmax:
+                vmax = dv
+        if not m:
+            initial_left -= 1
+            if not initial_left:
+                transient_end = c + 1
+        c += 1
+        cnt[i] += 1
+        tcnt[k] += 1
+        sd[k] += d
+        sd2[k] += d * d
+        dep[k] += t
+        lens[k] -= 1
+        if d > dmax:
+            dmax = d
+        j = route(i)
+        kj = tier_of[j]
+        slot_m[slot] = c  # the completed task's slot carries its replacement
+        slot_next[slot] = 0
+        arr[kj] += t
+        lens[kj] += 1
+        if head[j]:
+            slot_next[tail[j] - 1] = slot1
+            tail[j] = slot1
+            started = False
+        else:
+            head[j] = slot1
+            tail[j] = slot1
+            started = True
+        if rest:
+            s = nexts[k]()
+            busy[k] += s
+            heapreplace(heap, (t + s, seq, i))
+            seq += 1
+            if started:
+                s = nexts[kj]()
+                busy[kj] += s
+                heappush(heap, (t + s, seq, j))
+                seq += 1
+        elif started:
+            s = nexts[kj]()
+            busy[kj] += s
+            heapreplace(heap, (t + s, seq, j))
+            seq += 1
+        else:
+            heappop(heap)
+        if c >= check:
+            end_time = t
+            if c >= stop_at:
+                break
+            next_snap = snapshots.take(row(c, t))
+            check = min(next_snap, stop_at)
+            curve.times.append(t)
+            curve.updates.append(c // big)
+            if progress is not None:
+                progress(c // big, t)
+    final = row(c, end_time)
+    if c > snapshots.rows[-1][0] and c % snapshots.interval == 0:
+        snapshots.take(final)  # the end lies on the grid: it closes the last batch
+    curve.times.append(end_time)
+    curve.updates.append(c // big)
+    nan = [math.nan] * len(curve.times)
+    curve.test_loss, curve.test_accuracy = nan, nan[:]
+    curve.val_loss, curve.val_accuracy = nan[:], nan[:]
+    if progress is not None:
+        progress(c // big, end_time)
+    extras = {
+        "max_delay": vmax if buffered else dmax,
+        "max_completion_delay": dmax,
+        "transient_end": transient_end,
+    }
+    return final, curve, extras, cnt
+
+
+def _tier_row(row: tuple[Any, ...], tier_of: array[int], tiers: int) -> tuple[Any, ...]:
+    """A flat-path row with the in-service residuals summed per tier into ``busy``.
+
+    :func:`~raysync.simulation.statistics.snapshot_state` assigns one residual per
+    "client" of the heap; several clients of a tier are in service at once, so the tier's
+    residuals are summed here and the heap left empty.
+    """
+    busy = np.asarray(row[9], dtype=np.float64).copy()
+    if row[10]:
+        # (end, seq, client) per task in service; fromiter over the flattened tuples is
+        # several times faster than np.array on a list of tuples.
+        flat = chain.from_iterable(row[10])
+        heap = np.fromiter(flat, dtype=np.float64, count=3 * len(row[10])).reshape(-1, 3)
+        who = np.frombuffer(tier_of, dtype=np.int32)[heap[:, -1].astype(np.int64)]
+        busy -= np.bincount(who, weights=heap[:, 0] - row[1], minlength=tiers)
+    return (*row[:9], busy, [], *row[11:])
+
+
+#: Per-client statistics that are tier totals in the flat path (divided by the tier size).
+_PER_CLIENT_SHARE = (
+    "client_throughput",
+    "utilization",
+    "utilization_ci",
+    "mean_queue_length",
+    "mean_queue_length_ci",
+)
+#: Per-client statistics that are per-task means (the tier's pooled value for each client).
+_PER_CLIENT_MEAN = (
+    "mean_relative_delay",
+    "relative_delay_std",
+    "relative_delay_ci",
+    "mean_completion_delay",
+    "completion_delay_std",
+    "completion_delay_ci",
+)
+
+
+def _simulate_flat(
+    inner: SystemConfig,
+    router: BaseRouter,
+    *,
+    buffer: int,
+    max_updates: float,
+    budget: float,
+    progress: ProgressCallback | None,
+    warmup_fraction: float,
+    num_batches: int,
+    confidence: float,
+    block_size: int,
+) -> tuple[dict[str, Any], tuple[Any, ...], _Curve, dict[str, Any], list[Any]]:
+    """Queue-only run of a large fleet; per-client statistics are tier-pooled estimates.
+
+    Clients of one tier are exchangeable (same service law, same routing probability), so
+    their steady-state quantities are equal; each client is given its tier's estimate
+    (tier totals divided by the tier's size for rates, utilisations and queue lengths;
+    the tier's per-task mean for delays), with the tier's batch-means interval. The
+    completion counts are exact per client.
+
+    Returns:
+        ``(stats, final_row, curve, extras, tier_specs)``.
+    """
+    from raysync.simulation.service_times import make_service_time
+
+    p = router.routing_probabilities()
+    tier_of, specs, counts = _client_tiers(inner, None if p is None else np.asarray(p))
+    tiers = len(specs)
+    service_times = [make_service_time(spec) for spec in specs]
+    streams = [
+        service_stream(
+            st,
+            np.random.default_rng(
+                np.random.SeedSequence(inner.seed, spawn_key=(_KEY_TIER_SERVICE, k))
+            ),
+            block_size,
+        )
+        for k, st in enumerate(service_times)
+    ]
+    # As few snapshots as the per-client path keeps for this n: each copies the heap (C).
+    capacity = snapshot_capacity(inner.num_clients)
+    snapshots = Snapshots(snapshot_interval(max_updates, capacity), capacity)
+    final_row, curve, extra, cnt = _run_queue_only_flat(
+        config=inner,
+        router=router,
+        tier_of=tier_of,
+        streams=streams,
+        snapshots=snapshots,
+        max_updates=max_updates,
+        budget=budget,
+        progress=progress,
+        buffer_size=buffer,
+    )
+    extra["snapshot_interval"] = snapshots.interval
+    extra["tiers"] = tiers
+    stats = batch_statistics(
+        [_tier_row(r, tier_of, tiers) for r in snapshots.rows],
+        _tier_row(final_row, tier_of, tiers),
+        num_clients=tiers,
+        warmup_fraction=warmup_fraction,
+        num_batches=num_batches,
+        confidence=confidence,
+        transient_end=int(extra["transient_end"]),
+    )
+    index = np.frombuffer(tier_of, dtype=np.int32)
+    size = counts.astype(np.float64)
+    for name in _PER_CLIENT_SHARE:
+        value = np.asarray(stats[name], dtype=np.float64)
+        share = size if value.ndim == 1 else size[:, None]
+        stats[name] = (value / share)[index]
+    for name in _PER_CLIENT_MEAN:
+        stats[name] = np.asarray(stats[name], dtype=np.float64)[index]
+    completed = np.frombuffer(cnt, dtype=np.int64).copy()
+    stats["completed"] = completed
+    # batch_statistics named idle *tiers*; say it per client, over the whole run.
+    warnings = [w for w in stats["warnings"] if "completed no task in the measurement" not in w]
+    idle = np.flatnonzero(completed == 0) if int(final_row[0]) > 0 else completed[:0]
+    if idle.size:
+        named = ", ".join(str(int(i)) for i in idle[:5]) + (", ..." if idle.size > 5 else "")
+        warnings.append(
+            f"{idle.size} client(s) completed no task in the run (clients {named}): their "
+            f"statistics are their tier's pooled estimates, not their own; run longer"
+        )
+    mean = np.array([float(st.mean) for st in service_times])
+    var = np.array([float(st.variance) for st in service_times])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cv2 = np.where(mean > 0, var / (mean * mean), 0.0)
+    heavy = np.flatnonzero(cv2[index] > np.maximum(1.0, completed))
+    if heavy.size:
+        i = int(heavy[0])
+        cv = math.sqrt(float(cv2[index[i]]))
+        more = f" (and {heavy.size - 1} more clients)" if heavy.size > 1 else ""
+        warnings.append(
+            f"service times too variable for this run length: client {i} has cv = {cv:.3g} "
+            f"but completed only {int(completed[i]):,} tasks{more} (the rule: cv^2 <= "
+            f"completions, else the sample mean's relative error exceeds 1); the throughput "
+            f"and delays are not steady-state estimates; run at least "
+            f"{math.ceil(cv * cv):.3g} updates per client"
+        )
+    stats["warnings"] = tuple(warnings)
+    return stats, final_row, curve, extra, specs
