@@ -9,13 +9,16 @@ test): ``uniform`` (Generalized AsyncSGD, uniform p, C = n), ``asyncsgd`` (retur
 sender), ``fedasync`` and ``fedbuff`` (uniform p, C = n), ``opt_3a`` / ``opt_3b`` (the
 section-5 bound's per-update and wall-clock optima), ``bias`` (the section-6 bias-aware
 optimum alone, no trials) and ``recommend`` (:func:`tuning.recommend.recommend`: bound +
-at most ``--trials`` simulated trials, run on the selection seed). Each arm's chosen
+at most ``--trials`` Optuna trials on the selection seed, each warm-start arm at its own
+step chosen over two pilot seeds; every simulator run it makes is reported as its
+simulations spent). Each arm's chosen
 design then runs on the evaluation seeds; reported: test accuracy at the budget (mean +-
 standard error), time to the target validation accuracy, and the trials recommend spent.
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/recommend.py [--quick] [--workers 2]``.
 ``--quick`` runs a reduced set (see ``QUICK``) and writes ``recommend_quick.*``; the full
-run writes ``benchmarks/results/recommend.{json,md,png}``.
+run writes ``benchmarks/results/recommend.{json,md,png}``. ``--partitions speed_skew``
+keeps only those partitions; ``--stem NAME`` writes ``NAME.{json,md,png}`` instead.
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ TARGET = 0.85
 ARMS = ("uniform", "asyncsgd", "fedasync", "fedbuff", "opt_3a", "opt_3b", "bias", "recommend")
 LRS = (0.003, 0.01, 0.03, 0.1, 0.3)
 # The shared 2-core machine (load ~20) affords only this; the full grid needs a real box.
-QUICK = {"partitions": ("iid", "speed_skew"), "tiers": ("1:10:100",), "budgets": (5.0,),
-         "seeds": (0, 1), "trials": 6, "max_train": 5_000, "lrs": (0.01, 0.03, 0.1)}
+QUICK: dict[str, Any] = {
+    "partitions": ("iid", "speed_skew"), "tiers": ("1:10:100",), "budgets": (5.0,),
+    "seeds": (0, 1), "trials": 6, "max_train": 5_000, "lrs": (0.01, 0.03, 0.1),
+}
 
 
 def _rates(tiers: str) -> tuple[float, ...]:
@@ -155,14 +160,16 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
     chosen: dict[str, Any] = {}
     for arm, point in designs.items():
         lr, scores = choose_lr(sel_cfg, point, lrs=lrs, budget=budget, workload=sel_wl,
-                               seed=sel_seed, num_evals=8, target=None)
+                               seeds=(sel_seed,), num_evals=8, target=None)
         chosen[arm] = {"point": dataclasses.replace(point, lr=lr), "lr_scores": scores}
     rec = recommend(sel_cfg, RecommendSettings(budget=budget, trials=job["trials"],
                                                max_concurrency=4 * n,
                                                lr_factors=tuple(lr / 0.03 for lr in lrs)),
                     workload=sel_wl, estimate=est, log=lambda _line: None)
     chosen["recommend"] = {"point": rec.point, "trials": rec.trials,
-                           "val_selection": rec.arm("recommended").val_accuracy}
+                           "simulations": rec.simulations,
+                           "val_selection": rec.arm("recommended").val_accuracy,
+                           "lr_choice": rec.lr_choice}
     selection_seconds = time.perf_counter() - start
     out: dict[str, Any] = {**job, "zeta2": est.zeta2, "constants": est.constants.to_dict(),
                            "selection_seconds": selection_seconds, "arms": {}}
@@ -209,6 +216,8 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         base = max(("uniform", "asyncsgd", "fedasync", "fedbuff"),
                    key=lambda a: row["arms"][a]["mean"])
         row["best_baseline"] = base
+        row["recommend_simulations"] = [r["arms"]["recommend"].get("simulations") for r in recs]
+        row["recommend_trials"] = [r["arms"]["recommend"].get("trials") for r in recs]
         rows.append(row)
     return rows
 
@@ -258,7 +267,9 @@ def markdown(payload: dict[str, Any]) -> str:
             f"{100 * diff:+.2f} points vs {row['best_baseline']} ({diff / se if se > 0 else 0:+.1f}"
             f" SE); bias-aware optimum alone {100 * (b['mean'] - best['mean']):+.2f} points "
             f"vs best arm ({row['best']}); bias optimum chose "
-            f"{_design(b['designs'][0])}, recommend chose {_design(rec['designs'][0])}"
+            f"{_design(b['designs'][0])}, recommend chose {_design(rec['designs'][0])}; "
+            f"recommend spent {row.get('recommend_simulations')} simulations per seed "
+            f"({row.get('recommend_trials')} of them Optuna trials)"
         )
     return "\n".join(lines) + "\n"
 
@@ -300,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--partitions", default=None,
+                        help="comma-separated subset of the partitions (e.g. speed_skew)")
+    parser.add_argument("--stem", default=None, help="output file stem (default by mode)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     if args.quick:
@@ -310,6 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         parts, tiers, budgets, seeds = PARTITIONS, tuple(TIERS), BUDGETS, SEEDS
         trials, max_train, stem, lrs = args.trials, 20_000, "recommend", LRS
+    if args.partitions:
+        wanted = tuple(args.partitions.split(","))
+        unknown = [p for p in wanted if p not in PARTITIONS]
+        if unknown:
+            parser.error(f"--partitions: unknown {unknown}; choose from {list(PARTITIONS)}")
+        parts = tuple(p for p in parts if p in wanted) or wanted
+    stem = args.stem or stem
     jobs = [{"partition": p, "tiers": t, "budget": b, "seed": s, "trials": trials,
              "max_train": max_train, "lrs": lrs}
             for p in parts for t in tiers for b in budgets for s in seeds]

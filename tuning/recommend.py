@@ -10,22 +10,35 @@ the config's time unit):
    (:class:`raysync.objectives.BiasAwareBound`) is minimised over the SGD part of the
    design space (AsyncSGD; random routing ``p``, ``C`` and weight exponent ``beta``),
    every candidate at its own bound-optimal step (:func:`optimize_bias_aware`).
-3. **Step.** The step that actually runs is chosen for the analytical optimum and for
-   every baseline (uniform ``C = n``, AsyncSGD, FedAsync, FedBuff) on a short simulated
-   pilot (``pilot_fraction * T``, a separate seed), by validation accuracy.
+3. **Step, per arm.** Each warm-start arm (the analytical optimum and every baseline:
+   uniform ``C = n``, AsyncSGD, FedAsync, FedBuff) gets its own step from the grid
+   ``lr_factors * lr``: the one with the best validation score averaged over
+   ``pilot_seeds`` (>= 2) pilot seeds ``seed + 1, seed + 2, ...``, all distinct from the
+   study's seed, each run for ``pilot_fraction * T``. One step for all arms, or a step
+   chosen on a single seed, can put an arm at a step where it loses although it wins at
+   its own (the speed-skew cell of ``benchmarks/recommend.py`` did exactly that).
 4. **Study.** A short Optuna study (TPE) on the simulator over the whole design space
    (:class:`raysync.objectives.DesignSpace`: rule, ``lr``, ``C``, ``beta``, per-tier
    routing logits), measuring validation accuracy at ``T`` (or, with a target accuracy,
-   the simulated time to reach it). The analytical optimum and every baseline are the
-   first trials (warm start), so the recommendation is never worse than the best baseline
-   on validation, on the study's seed. At most ``trials`` trials in all.
-5. **Result.** The best trial's point, the config that runs it (the input config with
+   the simulated time to reach it) on the study's seed. The (arm, step) pairs of step 3
+   are its first trials (warm start, analytical optimum first). ``trials`` caps the
+   study's trials, warm starts included.
+5. **Choice.** Every design is scored by the mean of its score at ``T`` over the seeds
+   it ran on (the pilot's seeds count when ``pilot_fraction == 1``, the default). While
+   the leader ran on fewer seeds than the warm starts, it is rerun on the missing pilot
+   seeds and the ranking redone, so a trial that was lucky on one seed cannot displace a
+   design averaged over several. The result is never worse than any warm start on this
+   mean validation score.
+6. **Result.** The chosen point, the config that runs it (the input config with
    ``concurrency``, ``[routing]`` and ``[algorithm]`` replaced) and a table: the bound's
-   value and dominating term, simulated validation and test accuracy at ``T``, throughput,
-   staleness and time to target for the recommendation, the analytical optimum and each
-   baseline.
+   value and dominating term, simulated validation and test accuracy at ``T`` (means over
+   the seeds each design ran on), throughput, staleness and time to target for the
+   recommendation, the analytical optimum and each baseline.
 
-Test accuracy is only reported, never used to choose anything.
+Every simulator run is counted (``Recommendation.simulations``): step pilot, study trials
+and the reruns of step 5. The constants pilot of step 1 is full-batch gradient descent,
+not a simulator run, and is not counted. Test accuracy is only reported, never used to
+choose anything.
 """
 
 from __future__ import annotations
@@ -78,14 +91,17 @@ class RecommendSettings:
         budget: Time budget ``T`` in the config's time unit (virtual seconds).
         target_accuracy: If set, minimise the simulated time to reach this validation
             accuracy (within ``T``) instead of maximising accuracy at ``T``.
-        trials: Optuna trials in all, warm starts included (``>= 1``).
+        trials: Cap on the Optuna study's trials, warm starts included (``>= 1``); warm
+            starts beyond it are still scored from the step pilot.
         max_concurrency: Largest ``C``; default ``2 n``.
         rules: Update rules searched.
         bias_kind: ``"direct"`` (Gram matrices) or ``"cauchy-schwarz"`` (``zeta^2``).
         lr_factors: The step grid of the pilot, as multiples of the config's ``lr``.
         lr_range: Range of the step in the study; default the pilot grid's range widened
             by 3 each way.
-        pilot_fraction: Length of the step pilot as a fraction of ``T``.
+        pilot_fraction: Length of the step pilot as a fraction of ``T``; at 1 (default)
+            the pilot's runs also count towards the final choice.
+        pilot_seeds: Seeds the step pilot averages over (``>= 2``).
         num_evals: Evaluations per run (the time-to-target resolution is ``T / num_evals``).
         seed: Seed of the study's runs (the pilot uses ``seed + 1``) and of the sampler.
         pilot_steps: Gradient-descent steps of the constants pilot.
@@ -99,7 +115,8 @@ class RecommendSettings:
     bias_kind: str = "direct"
     lr_factors: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
     lr_range: tuple[float, float] | None = None
-    pilot_fraction: float = 0.5
+    pilot_fraction: float = 1.0
+    pilot_seeds: int = 2
     num_evals: int = 8
     seed: int | None = None
     pilot_steps: int = 50
@@ -121,6 +138,9 @@ class RecommendSettings:
             raise ConfigError(f"lr_factors must be positive numbers, got {self.lr_factors!r}")
         if not 0 < self.pilot_fraction <= 1:
             raise ConfigError(f"pilot_fraction must be in (0, 1], got {self.pilot_fraction!r}")
+        if (isinstance(self.pilot_seeds, bool) or not isinstance(self.pilot_seeds, int)
+                or self.pilot_seeds < 2):
+            raise ConfigError(f"pilot_seeds must be an integer >= 2, got {self.pilot_seeds!r}")
         if self.num_evals < 1:
             raise ConfigError(f"num_evals must be >= 1, got {self.num_evals!r}")
 
@@ -134,13 +154,14 @@ class ArmResult:
         point: The design point (with the step that ran).
         bound: The bias-aware bound at the point (None: FedAsync/FedBuff, not covered).
         dominant: The bound's dominating term (None when not covered).
-        val_accuracy: Simulated validation accuracy at ``T``.
-        test_accuracy: Simulated test accuracy at ``T`` (reported only).
-        throughput: Simulated updates per unit time.
-        staleness: Simulated mean relative delay over updates.
-        time_to_target: Simulated time to reach the target validation accuracy (None:
-            not reached within ``T`` or no target).
+        val_accuracy: Simulated validation accuracy at ``T`` (mean over ``seeds``).
+        test_accuracy: Simulated test accuracy at ``T`` (mean; reported only).
+        throughput: Simulated updates per unit time (mean).
+        staleness: Simulated mean relative delay over updates (mean).
+        time_to_target: Simulated time to reach the target validation accuracy, mean over
+            ``seeds`` (None: missed on some seed, or no target).
         trial: Optuna trial number that ran it (None if not run in the study).
+        seeds: Seeds the simulated figures are means over (runs of length ``T``).
         bound_at_lr: The bound evaluated at the step that ran (``eta = lr``, usually far
             above the bound's admissible step): how the ranking changes with the step.
         dominant_at_lr: Its dominating term.
@@ -156,6 +177,7 @@ class ArmResult:
     staleness: float
     time_to_target: float | None
     trial: int | None = None
+    seeds: int = 1
     bound_at_lr: float | None = None
     dominant_at_lr: str | None = None
 
@@ -178,7 +200,10 @@ class Recommendation:
         constants: The pilot's estimate.
         analytical: The bound's optimiser output (``BiasOptimum.to_dict()``).
         lr_choice: Step chosen per warm-start label, with the pilot's scores.
-        trials: Trials the study ran.
+        trials: Trials the Optuna study ran (at most ``settings.trials``).
+        simulations: Simulator runs spent in all: step pilot, study trials and reruns
+            (runs shared by two arms counted once; the constants pilot is not a
+            simulator run).
         objective: ``"accuracy"`` or ``"time-to-target"``.
         budget: ``T``.
         target_accuracy: The target (or None).
@@ -191,6 +216,7 @@ class Recommendation:
     analytical: dict[str, Any]
     lr_choice: dict[str, Any]
     trials: int
+    simulations: int
     objective: str
     budget: float
     target_accuracy: float | None
@@ -214,6 +240,7 @@ class Recommendation:
             "analytical": self.analytical,
             "lr_choice": self.lr_choice,
             "trials": self.trials,
+            "simulations": self.simulations,
             "objective": self.objective,
             "budget": self.budget,
             "target_accuracy": self.target_accuracy,
@@ -321,21 +348,48 @@ def _better(a: float, b: float, target: float | None) -> bool:
     return a > b if target is None else a < b
 
 
+MeasureFn = Callable[[DesignPoint, int, float], dict[str, Any]]
+
+
 def choose_lr(
     base: SystemConfig, point: DesignPoint, *, lrs: Sequence[float], budget: float,
-    workload: Any, seed: int, num_evals: int, target: float | None,
+    workload: Any, seeds: Sequence[int], num_evals: int, target: float | None,
+    run: MeasureFn | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """The step with the best pilot score (validation only) for one point.
+    """The step with the best pilot score (validation only), averaged over seeds.
+
+    Args:
+        base: The config (fleet, data, model).
+        point: The design point (its ``lr`` is replaced by each grid step).
+        lrs: The step grid.
+        budget: Length of each pilot run.
+        workload: The prebuilt workload.
+        seeds: Pilot seeds; the score of a step is its mean over them (one seed can make
+            a good step look bad, see the module docstring).
+        num_evals: Evaluations per run.
+        target: Target validation accuracy (time-to-target scores) or None (accuracy).
+        run: ``run(point, seed, budget) -> measure(...)`` to use instead of
+            :func:`measure` (e.g. to cache and count runs).
 
     Returns:
-        ``(lr, {lr: score})``; ties go to the smaller step.
+        ``(lr, {lr: mean score})``; ties go to the smaller step.
+
+    Raises:
+        ValueError: ``lrs`` or ``seeds`` is empty.
     """
+    if not lrs or not seeds:
+        raise ValueError(f"choose_lr needs steps and seeds, got lrs={lrs!r} seeds={seeds!r}")
+
+    def default_run(pt: DesignPoint, seed: int, length: float) -> dict[str, Any]:
+        return measure(base, pt, budget=length, workload=workload, seed=seed,
+                       num_evals=num_evals, target=target)
+
+    go = run or default_run
     scores: dict[str, float] = {}
     best_lr, best = None, None
     for lr in sorted(lrs):
-        m = measure(base, dataclasses.replace(point, lr=lr), budget=budget, workload=workload,
-                    seed=seed, num_evals=num_evals, target=target)
-        s = _score(m, budget, target)
+        pt = dataclasses.replace(point, lr=lr)
+        s = float(np.mean([_score(go(pt, sd, budget), budget, target) for sd in seeds]))
         scores[f"{lr:.6g}"] = s
         if best is None or _better(s, best, target):
             best_lr, best = lr, s
@@ -422,14 +476,32 @@ def recommend(
         warm["analytical"] = analytical
     warm.update(space.baselines(config.algorithm.lr))
 
+    # Every simulator run goes through here: cached on (point, seed, length) so a design
+    # shared by two arms (e.g. the analytical optimum is AsyncSGD) runs once, and counted.
+    runs: dict[tuple[DesignPoint, int, float], dict[str, Any]] = {}
+
+    def run(point: DesignPoint, run_seed: int, length: float) -> dict[str, Any]:
+        key = (point, int(run_seed), float(length))
+        if key not in runs:
+            runs[key] = measure(config, point, budget=length, workload=workload,
+                                seed=run_seed, num_evals=settings.num_evals, target=target)
+        return runs[key]
+
+    def projected_run(point: DesignPoint, run_seed: int, length: float) -> dict[str, Any]:
+        return run(space.project(point), run_seed, length)
+
+    pilot_seeds = [seed + k for k in range(1, settings.pilot_seeds + 1)]
     pilot_budget = budget * settings.pilot_fraction
     lr_choice: dict[str, Any] = {}
     for label, point in list(warm.items()):
         lr, scores = choose_lr(config, point, lrs=lrs, budget=pilot_budget, workload=workload,
-                               seed=seed + 1, num_evals=settings.num_evals, target=target)
+                               seeds=pilot_seeds, num_evals=settings.num_evals, target=target,
+                               run=projected_run)
         warm[label] = space.project(dataclasses.replace(point, lr=lr))
-        lr_choice[label] = {"lr": warm[label].lr, "pilot_scores": scores}
-        say(f"step for {label}: lr={lr:.3g} (pilot of {pilot_budget:g} s on validation)")
+        lr_choice[label] = {"lr": warm[label].lr, "pilot_scores": scores,
+                            "pilot_seeds": list(pilot_seeds), "pilot_budget": pilot_budget}
+        say(f"step for {label}: lr={lr:.3g} (validation, mean over {len(pilot_seeds)} pilot "
+            f"seeds of {pilot_budget:g} s)")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction = (
@@ -438,47 +510,76 @@ def recommend(
     )
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, settings.trials))
     study = optuna.create_study(direction=direction, sampler=sampler)
-    # Identical warm starts (e.g. the analytical optimum is AsyncSGD) run once.
-    warm_numbers: dict[str, int] = {}
     unique: list[DesignPoint] = []
-    for label, point in warm.items():
+    for point in warm.values():
         if point not in unique:
             unique.append(point)
-            study.enqueue_trial(space.encode(point))
-        warm_numbers[label] = unique.index(point)  # enqueued trials run first, in order
-    measured: dict[int, dict[str, Any]] = {}
-    points: dict[int, DesignPoint] = {}
-    total = max(settings.trials, len(unique))
-    for k in range(total):
+    for point in unique[:settings.trials]:
+        study.enqueue_trial(space.encode(point))
+    trial_of: dict[DesignPoint, int] = {}
+    history: list[dict[str, Any]] = []
+    for k in range(settings.trials):
         trial = study.ask()
         params = _suggest(trial, space)
-        point = space.decode(params)
-        m = measure(config, point, budget=budget, workload=workload, seed=seed,
-                    num_evals=settings.num_evals, target=target)
+        # Enqueued trials run first, in order; the warm point itself is measured (not its
+        # logit round trip) so its study run joins its pilot runs.
+        point = unique[k] if k < len(unique) else space.decode(params)
+        m = run(point, seed, budget)
         value = _score(m, budget, target)
         study.tell(trial, value)
-        measured[trial.number] = m
-        points[trial.number] = point
-        say(f"trial {k + 1}/{total}: {point.describe()}: val {m['val_accuracy']:.4f}"
+        trial_of.setdefault(point, trial.number)
+        history.append({"trial": trial.number, "point": point.to_dict(), "value": value,
+                        "val_accuracy": m["val_accuracy"]})
+        say(f"trial {k + 1}/{settings.trials}: {point.describe()}: val {m['val_accuracy']:.4f}"
             + ("" if target is None else f", time to target {m['time_to_target']}"))
+    for point in unique[settings.trials:]:  # beyond the cap: scored without a study trial
+        run(point, seed, budget)
 
-    def key(num: int) -> float:
-        v = _score(measured[num], budget, target)
-        return -v if target is None else v
+    def seeds_at_budget(point: DesignPoint) -> list[int]:
+        return [sd for (q, sd, length) in runs if q == point and length == budget]
 
-    best_num = min(sorted(measured), key=key)  # earliest on ties: warm starts first
-    best_m = measured[best_num]
-    if target is not None and best_m["time_to_target"] is None:
-        best_val = max(max(m["val_curve"]) for m in measured.values())
+    def summary(point: DesignPoint) -> dict[str, Any]:
+        ms = [runs[(point, sd, budget)] for sd in seeds_at_budget(point)]
+        hits = [m["time_to_target"] for m in ms]
+        return {
+            "score": float(np.mean([_score(m, budget, target) for m in ms])),
+            "val_accuracy": float(np.mean([m["val_accuracy"] for m in ms])),
+            "test_accuracy": float(np.mean([m["test_accuracy"] for m in ms])),
+            "throughput": float(np.mean([m["throughput"] for m in ms])),
+            "staleness": float(np.nanmean([m["staleness"] for m in ms]))
+            if any(math.isfinite(m["staleness"]) for m in ms) else math.nan,
+            "time_to_target": None if any(h is None for h in hits) else float(np.mean(hits)),
+            "seeds": len(ms),
+        }
+
+    def rank(point: DesignPoint) -> tuple[bool, float]:
+        s = summary(point)
+        # With a target, designs that reached it on every seed they ran on come first.
+        missed = target is not None and s["time_to_target"] is None
+        return missed, (-s["score"] if target is None else s["score"])
+
+    # Candidates in the order first run (warm starts' pilot runs first: they win ties).
+    candidates = list(dict.fromkeys(q for (q, _, length) in runs if length == budget))
+    all_seeds = [seed, *pilot_seeds]
+    while True:
+        leader = min(candidates, key=rank)
+        missing = [sd for sd in all_seeds if (leader, sd, budget) not in runs]
+        if not missing:
+            break
+        say(f"rerunning the leader {leader.describe()} on seeds {missing} before choosing")
+        for sd in missing:
+            run(leader, sd, budget)
+    best_point = leader
+    if target is not None and summary(best_point)["time_to_target"] is None:
+        best_val = max(max(m["val_curve"]) if m["val_curve"] else 0.0 for m in runs.values())
         raise ConfigError(
-            f"--target-accuracy {target:g} is not reached within --budget {budget:g} s by any "
-            f"of {len(measured)} designs tried (best validation accuracy {best_val:.4f})"
+            f"--target-accuracy {target:g} is not reached within --budget {budget:g} s on every "
+            f"seed by any of {len(candidates)} designs tried (best validation accuracy "
+            f"{best_val:.4f})"
         )
-    best_point = points[best_num]
 
-    def row(label: str, num: int) -> ArmResult:
-        pt = points[num]
-        m = measured[num]
+    def row(label: str, pt: DesignPoint) -> ArmResult:
+        s = summary(pt)
         terms = bound.evaluate(pt) if bound.covers(pt) else None
         at_lr = None
         if terms is not None:
@@ -487,26 +588,22 @@ def recommend(
             label=label, point=pt,
             bound=None if terms is None else terms.value,
             dominant=None if terms is None else terms.dominant,
-            val_accuracy=m["val_accuracy"], test_accuracy=m["test_accuracy"],
-            throughput=m["throughput"], staleness=m["staleness"],
-            time_to_target=m["time_to_target"], trial=num,
+            val_accuracy=s["val_accuracy"], test_accuracy=s["test_accuracy"],
+            throughput=s["throughput"], staleness=s["staleness"],
+            time_to_target=s["time_to_target"], trial=trial_of.get(pt), seeds=s["seeds"],
             bound_at_lr=None if at_lr is None else at_lr.value,
             dominant_at_lr=None if at_lr is None else at_lr.dominant,
         )
 
-    arms = [row("recommended", best_num)]
-    arms += [row(label, num) for label, num in warm_numbers.items()]
-    history = tuple(
-        {"trial": num, "point": points[num].to_dict(),
-         "value": _score(measured[num], budget, target),
-         "val_accuracy": measured[num]["val_accuracy"]}
-        for num in sorted(measured)
-    )
+    arms = [row("recommended", best_point)]
+    arms += [row(label, point) for label, point in warm.items()]
+    say(f"simulations spent: {len(runs)} ({len(history)} study trials)")
     return Recommendation(
         point=best_point, config=best_point.to_config(config), arms=tuple(arms),
         constants=estimate, analytical=optimum.to_dict(), lr_choice=lr_choice,
-        trials=len(measured), objective="accuracy" if target is None else "time-to-target",
-        budget=budget, target_accuracy=target, history=history,
+        trials=len(history), simulations=len(runs),
+        objective="accuracy" if target is None else "time-to-target",
+        budget=budget, target_accuracy=target, history=tuple(history),
     )
 
 
@@ -542,18 +639,24 @@ def format_table(rec: Recommendation) -> str:
 
     ``bound`` / ``dominant``: the bias-aware bound at the bound's own optimal step (the
     ranking the analytical optimum used); ``bound@lr`` / ``dominant@lr``: the same bound at
-    the step that actually ran.
+    the step that actually ran. Simulated figures are means over ``seeds`` runs of length
+    ``T``. The last line counts every simulator run the recommendation spent.
     """
     lines = [
         f"{'arm':<12} {'design':<46} {'bound':>9} {'dominant':>12} {'bound@lr':>9} "
-        f"{'dominant@lr':>12} {'val acc':>8} {'test acc':>8} {'upd/s':>8} {'stale':>7} "
-        f"{'t->target':>9}",
+        f"{'dominant@lr':>12} {'val acc':>8} {'test acc':>8} {'seeds':>5} {'upd/s':>8} "
+        f"{'stale':>7} {'t->target':>9}",
     ]
     for a in rec.arms:
         lines.append(
             f"{a.label:<12} {a.point.describe()[:46]:<46} {_fmt(a.bound, '.3g'):>9} "
             f"{a.dominant or '-':>12} {_fmt(a.bound_at_lr, '.3g'):>9} "
             f"{a.dominant_at_lr or '-':>12} {a.val_accuracy:>8.4f} {a.test_accuracy:>8.4f} "
-            f"{a.throughput:>8.4g} {a.staleness:>7.3g} {_fmt(a.time_to_target, '.3g'):>9}"
+            f"{a.seeds:>5d} {a.throughput:>8.4g} {_fmt(a.staleness, '.3g'):>7} "
+            f"{_fmt(a.time_to_target, '.3g'):>9}"
         )
+    lines.append(
+        f"simulations spent: {rec.simulations} simulator runs ({rec.trials} Optuna trials, "
+        f"the rest the per-arm step pilot and reruns of the leader)"
+    )
     return "\n".join(lines)

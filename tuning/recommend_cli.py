@@ -4,10 +4,12 @@ Contributed to the raysync CLI through the entry point
 ``recommend = "tuning.recommend_cli:add_parser"`` (group ``raysync.commands``, see
 :mod:`raysync.cli`). The pipeline is :func:`tuning.recommend.recommend`: pilot constants,
 the bias-aware bound of docs/theory.md section 6 optimised over the whole design space, steps
-chosen on a short simulated pilot, then a short Optuna study on the simulator warm-started
-with the analytical optimum and every baseline. ``REC.toml`` is the input config with
-``concurrency``, ``[routing]`` and ``[algorithm]`` replaced; it is written through a
-temporary file and a rename, so bad input or a failure leaves nothing half-written.
+chosen per arm on a simulated pilot averaged over two seeds, then a short Optuna study on the
+simulator warm-started with the analytical optimum and every baseline, each at its own step;
+the choice is the best mean validation score over the seeds each design ran on.
+``REC.toml`` is the input config with ``concurrency``, ``[routing]`` and ``[algorithm]``
+replaced; it is written through a temporary file and a rename, so bad input or a failure
+leaves nothing half-written.
 
 Examples::
 
@@ -37,8 +39,9 @@ def add_parser(subparsers: Any) -> None:
         help="recommend update rule, routing p, concurrency C and step for a time budget",
         description=(
             "Estimate the bound's constants with a pilot run, minimise the bias-aware bound "
-            "(docs/theory.md section 6) over update rule, routing, C and beta, choose steps on a "
-            "short simulated pilot, refine with a short Optuna study on the simulator "
+            "(docs/theory.md section 6) over update rule, routing, C and beta, choose each "
+            "arm's step on a simulated pilot over two seeds, refine with a short Optuna "
+            "study on the simulator "
             "(warm-started with the analytical optimum and every baseline: uniform C=n, "
             "AsyncSGD, FedAsync, FedBuff), and write a runnable config plus a table."
         ),
@@ -54,7 +57,10 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--trials", type=int, default=30,
-        help="Optuna trials on the simulator, warm starts included (default 30)",
+        help=("cap on the Optuna study's trials on the simulator, warm starts included "
+              "(default 30); the per-arm step pilot (steps x arms x 2 seeds) and reruns of "
+              "the leader on the pilot seeds come on top; every simulator run is reported "
+              "as 'simulations spent'"),
     )
     parser.add_argument("--out", required=True, help="where to write the recommended config")
     parser.add_argument(
@@ -110,7 +116,8 @@ def _handle(args: argparse.Namespace) -> int:
     print(
         f"validation accuracy at T={rec.budget:g}: recommended {rec_arm.val_accuracy:.4f}, "
         f"best baseline ({best_base.label}) {best_base.val_accuracy:.4f} "
-        f"({rec.trials} simulated trials, one seed)"
+        f"(means over seeds; {rec.simulations} simulations spent, {rec.trials} of them "
+        f"Optuna trials)"
     )
     print(f"wrote {out}")
     return 0

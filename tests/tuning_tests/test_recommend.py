@@ -47,6 +47,15 @@ def test_recommendation_is_never_worse_than_a_baseline_on_validation(recommended
         assert arms["recommended"]["val_accuracy"] >= arms[label]["val_accuracy"]
         assert arms[label]["trial"] is not None  # every baseline was measured in the study
     assert recommended["report"]["trials"] == 7
+    # every simulator run is counted: 7 study trials plus the per-arm step pilot over 2 seeds
+    assert recommended["report"]["simulations"] > 7
+    assert f"{recommended['report']['simulations']} simulations spent" in recommended["stdout"]
+    seed = load_config(TINY).seed
+    for label in ("analytical", "uniform", "asyncsgd", "fedasync", "fedbuff"):
+        choice = recommended["report"]["lr_choice"][label]
+        assert len(choice["pilot_seeds"]) >= 2 and seed not in choice["pilot_seeds"]
+        assert arms[label]["point"]["lr"] == pytest.approx(choice["lr"])
+        assert arms[label]["seeds"] >= 2  # pilot runs at T join the study seed's run
     assert arms["asyncsgd"]["bound"] is not None and arms["fedbuff"]["bound"] is None
     assert arms["asyncsgd"]["bound_at_lr"] is not None and arms["fedbuff"]["bound_at_lr"] is None
     assert arms["uniform"]["dominant"] in ("optimization", "variance", "staleness", "bias")
@@ -76,6 +85,14 @@ def _fails_cleanly(args: list[str], out: Path, capsys, match: str) -> None:  # n
     assert len(err) == 1 and match in err[0], err
     assert not out.exists()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
+
+
+def test_pilot_needs_two_seeds() -> None:
+    from raysync.exceptions import ConfigError
+    from tuning.recommend import RecommendSettings
+
+    with pytest.raises(ConfigError, match="pilot_seeds must be an integer >= 2, got 1"):
+        RecommendSettings(budget=10, pilot_seeds=1)
 
 
 def test_budget_too_short_for_one_update(tmp_path: Path, capsys) -> None:  # noqa: ANN001
@@ -125,3 +142,92 @@ def test_target_accuracy_minimises_time_to_reach_it(tmp_path: Path, capsys) -> N
     for label in ("uniform", "asyncsgd", "fedasync", "fedbuff"):
         other = arms[label]["time_to_target"]
         assert other is None or best <= other
+
+
+# ------------------------------------------------------------------ the choice, on a fake simulator
+def _fake_run(val: float) -> dict[str, object]:
+    return {"val_accuracy": val, "test_accuracy": val, "throughput": 1.0, "staleness": 1.0,
+            "time_to_target": None, "times": [1.0], "val_curve": [val], "test_curve": [val],
+            "num_updates": 10}
+
+
+def test_choose_lr_averages_over_seeds_not_one_lucky_seed() -> None:
+    from tuning.recommend import choose_lr
+
+    base = load_config(TINY)
+    point = DesignPoint.from_config(base)
+    # lr 0.1 is better on average (0.85 vs 0.8) but worse on seed 1 alone (0.7 vs 0.8):
+    # the speed-skew failure of a single-seed pilot.
+    table = {(0.03, 1): 0.8, (0.03, 2): 0.8, (0.1, 1): 0.7, (0.1, 2): 1.0}
+    calls: list[tuple[float, int]] = []
+
+    def run(pt: DesignPoint, seed: int, length: float) -> dict[str, object]:
+        calls.append((pt.lr, seed))
+        return _fake_run(table[(pt.lr, seed)])
+
+    one = choose_lr(base, point, lrs=[0.03, 0.1], budget=5.0, workload=None, seeds=[1],
+                    num_evals=1, target=None, run=run)
+    two = choose_lr(base, point, lrs=[0.1, 0.03], budget=5.0, workload=None, seeds=[1, 2],
+                    num_evals=1, target=None, run=run)
+    assert one[0] == 0.03 and two[0] == 0.1
+    assert two[1] == pytest.approx({"0.03": 0.8, "0.1": 0.85})
+    assert len(calls) == 2 + 4
+    with pytest.raises(ValueError, match="seeds"):
+        choose_lr(base, point, lrs=[0.1], budget=5.0, workload=None, seeds=[], num_evals=1,
+                  target=None, run=run)
+
+
+def test_each_arm_gets_its_own_step_and_a_lucky_trial_does_not_win(monkeypatch) -> None:  # noqa: ANN001
+    """Pipeline on a fake simulator whose scores are known, so every choice can be checked.
+
+    Grid steps (the warm starts): the score depends on the rule, the step and the seed, and
+    each rule has a different best step on the mean over the pilot seeds. Off-grid steps
+    (TPE's proposals): 0.99 on the study seed and 0.05 elsewhere, a design that is lucky
+    on one seed; it must lose once rerun on the pilot seeds.
+    """
+    import tuning.recommend as rmod
+    from tuning.recommend import RecommendSettings, recommend
+
+    config = load_config(TINY)
+    factors = (0.3, 1.0, 3.0)
+    grid = [config.algorithm.lr * f for f in factors]
+    best_step = {"asyncsgd": grid[2], "weighted": grid[0], "fedasync": grid[1],
+                 "fedbuff": grid[1]}
+    level = {"asyncsgd": 0.7, "weighted": 0.8, "fedasync": 0.5, "fedbuff": 0.4}
+    calls: list[tuple[DesignPoint, int, float]] = []
+
+    def fake_measure(base, point, *, budget, workload, seed, num_evals=8, target=None):  # noqa: ANN001, ANN202
+        calls.append((point, seed, budget))
+        on_grid = any(abs(point.lr - g) < 1e-12 for g in grid)
+        if not on_grid:
+            return _fake_run(0.99 if seed == config.seed else 0.05)
+        good = abs(point.lr - best_step[point.rule]) < 1e-12
+        # the best step loses on the first pilot seed alone, wins on the mean
+        bump = {config.seed + 1: -0.1, config.seed + 2: 0.2}.get(seed, 0.05) if good else 0.0
+        return _fake_run(level[point.rule] + bump)
+
+    monkeypatch.setattr(rmod, "measure", fake_measure)
+    # --trials caps the study even below the number of warm starts; those left out are
+    # still scored (pilot runs at T plus one run on the study seed, counted)
+    capped = recommend(config, RecommendSettings(budget=30, trials=1, lr_factors=factors),
+                       log=lambda _line: None)
+    assert capped.trials == 1 and capped.simulations == len(set(calls)) == len(calls)
+    assert all(arm.seeds == 3 for arm in capped.arms)
+    assert {arm.trial for arm in capped.arms[1:]} == {0, None}
+    calls.clear()
+    rec = recommend(config, RecommendSettings(budget=30, trials=9, lr_factors=factors),
+                    log=lambda _line: None)
+    assert rec.simulations == len(calls) == len(set(calls))  # counted, none run twice
+    assert rec.trials == 9
+    for arm in rec.arms[1:]:
+        assert arm.point.lr == pytest.approx(best_step[arm.point.rule]), arm.label
+        assert config.seed not in rec.lr_choice[arm.label]["pilot_seeds"]
+    # the weighted arm (uniform C=n) at its own step, mean over 3 seeds 0.8 + 0.15/3
+    assert rec.point.rule == "weighted" and rec.point.lr == pytest.approx(grid[0])
+    assert rec.arm("recommended").val_accuracy == pytest.approx(0.85)
+    assert rec.arm("recommended").seeds == 3
+    # the lucky off-grid trials were rerun on the pilot seeds (and those runs counted)
+    off_grid = {p for p, _, _ in calls if all(abs(p.lr - g) > 1e-12 for g in grid)}
+    assert off_grid and any(
+        sum(1 for q, _, b in calls if q == p and b == 30) == 3 for p in off_grid
+    )
