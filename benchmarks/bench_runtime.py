@@ -14,9 +14,13 @@ Claims measured (results in ``benchmarks/results/bench_runtime.{json,png,md}``):
    computation: the runtime's ceiling), next to a single-process loop that makes the same
    ``run_client_work`` + ``strategy.apply`` calls.
 
+3. raysync against a minimal bare-Ray parameter server (:func:`bare_ray_ps`) on the
+   identical workload (model, data, batch, lr, tasks in flight), alternating in the same
+   invocation; the ratio of the medians is reported. Skipped above ``--max-load``.
+
 Usage::
 
-    .venv/bin/python benchmarks/bench_runtime.py [--quick] [--speed-only]
+    .venv/bin/python benchmarks/bench_runtime.py [--quick] [--speed-only] [--max-load 6]
 """
 
 from __future__ import annotations
@@ -222,6 +226,132 @@ def bench_speed(quick: bool) -> dict[str, Any]:
     return {"ray": rows, "single_process_updates_per_s": loop, "num_updates": updates}
 
 
+# --------------------------------------------------------------------------- 3. bare Ray
+
+
+@ray.remote
+class BareWorker:
+    """A bare-Ray parameter-server worker: one gradient per call, weights passed inline."""
+
+    def __init__(self, config_dict: dict[str, Any]) -> None:
+        torch.set_num_threads(1)
+        config = SystemConfig.from_dict(config_dict)
+        self.workload = build_workload(config)
+        self.work = make_strategy(config.algorithm).client_work()
+        self.computer = self.workload.make_computer()
+        self.rngs = run_generators(config.seed, config.num_clients).minibatch
+
+    def compute(self, params: np.ndarray, client: int, version: int) -> tuple[Any, ...]:
+        x, y = self.workload.client_data(client)
+        out = run_client_work(self.computer, self.work, params, x, y, self.rngs[client])
+        return client, version, out.payload, float(out.loss), int(out.num_samples)
+
+
+def bare_ray_ps(config: SystemConfig, workers: list[Any], updates: int) -> float:
+    """Updates per second of a minimal async parameter server on bare Ray.
+
+    The driver keeps ``C`` calls in flight over the worker actors (round robin), waits for
+    any one with ``ray.wait``, applies the same strategy the runtime uses and sends the
+    current weights inline with the replacement call to a uniformly drawn client: the
+    runtime's workload with none of its bookkeeping (no per-client FIFO, no statistics,
+    no checkpoints, no server actor).
+    """
+    n = config.num_clients
+    strategy = make_strategy(config.algorithm)
+    strategy.bind(n, np.full(n, 1.0 / n))
+    workload = build_workload(config)
+    params = np.array(workload.initial_params, dtype=np.float32)
+    rng = np.random.default_rng(config.seed)
+    pending = [
+        workers[k % len(workers)].compute.remote(params, int(rng.integers(n)), 0)
+        for k in range(config.concurrency)
+    ]
+    version = 0
+    dispatched = config.concurrency
+    start = time.perf_counter()
+    while version < updates:
+        done, pending = ray.wait(pending, num_returns=1)
+        client, base, payload, loss, num = ray.get(done[0])
+        result = ClientResult(
+            task_id=version,
+            client_id=client,
+            base_version=base,
+            current_version=version,
+            payload=payload,
+            loss=loss,
+            num_samples=num,
+        )
+        new = strategy.apply(params, result)
+        if new is not None:
+            params = np.asarray(new, dtype=np.float32)
+            version += 1
+        worker = workers[dispatched % len(workers)]
+        pending.append(worker.compute.remote(params, int(rng.integers(n)), version))
+        dispatched += 1
+    elapsed = time.perf_counter() - start
+    ray.get(pending)
+    return updates / elapsed
+
+
+def bench_vs_bare_ray(quick: bool, max_load: float) -> dict[str, Any]:
+    """raysync against the bare-Ray reference, alternating, on the identical workload.
+
+    Workload (issue 17): 100 logical clients multiplexed on a pool of 2 executors,
+    Generalized AsyncSGD with logistic regression on digits (batch 32, lr 0.1), 4 tasks in
+    flight, no emulation; the reference runs 2 worker actors with the same 4 calls in
+    flight. Three alternating repetitions, medians and their ratio. Skipped (with the
+    reason recorded) when the 1-minute load average exceeds ``max_load``: on a saturated
+    machine the two would measure the other jobs, not themselves.
+    """
+    load = os.getloadavg()[0]
+    if load > max_load:
+        print(f"  skipped: 1-min load average {load:.1f} > {max_load:g}", flush=True)
+        return {"skipped": f"1-min load average {load:.1f} > {max_load:g}"}
+    from raysync.config import RuntimeConfig
+
+    updates = 1500 if quick else 4000
+    n, concurrency, executors, cpus = 100, 4, 2, 0.5
+    config = SystemConfig(
+        clients=fleet([0.01] * n, num_cpus=cpus),
+        concurrency=concurrency,
+        routing=RoutingConfig(kind="uniform"),
+        algorithm=AlgorithmConfig(name="generalized_asyncsgd", lr=0.1, batch_size=32),
+        runtime=RuntimeConfig(mode="pool", executors_per_tier=executors),
+        run=RunConfig(num_updates=updates, time_scale=0.0, train=True, eval_every_updates=None),
+        seed=0,
+    )
+    ours: list[float] = []
+    bare: list[float] = []
+    for rep in range(3):
+        ours.append(float(run(config).throughput))
+        # The reference's actors exist only while it runs: both ask for the same CPUs.
+        workers = [
+            BareWorker.options(num_cpus=cpus).remote(config.to_dict())  # type: ignore[attr-defined]
+            for _ in range(executors)
+        ]
+        bare_ray_ps(config, workers, 50)  # warm: actors built, workload loaded
+        bare.append(bare_ray_ps(config, workers, updates))
+        for worker in workers:
+            ray.kill(worker)
+        print(
+            f"  rep {rep}: raysync {ours[-1]:7.1f}  bare Ray {bare[-1]:7.1f} updates/s",
+            flush=True,
+        )
+    ratio = float(np.median(ours) / np.median(bare))
+    print(f"  ratio raysync / bare Ray (medians): {ratio:.3f}", flush=True)
+    return {
+        "num_clients": n,
+        "concurrency": concurrency,
+        "executors": executors,
+        "updates": updates,
+        "raysync_updates_per_s": ours,
+        "bare_ray_updates_per_s": bare,
+        "ratio_of_medians": ratio,
+        "load_average_1min_before": load,
+        "load_average_1min_after": os.getloadavg()[0],
+    }
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -294,6 +424,19 @@ def markdown(emulated: list[dict[str, Any]], speed: dict[str, Any], machine: str
     lines.append(
         f"| single-process loop, same calls | 1 | - | {speed['single_process_updates_per_s']:.0f} |"
     )
+    vs = speed.get("vs_bare_ray")
+    if vs and "skipped" in vs:
+        lines += ["", f"raysync against bare Ray: not run ({vs['skipped']})."]
+    elif vs:
+        lines += [
+            "",
+            f"raysync against a bare-Ray parameter server, alternating in one run "
+            f"({vs['num_clients']} logical clients on {vs['executors']} executors, "
+            f"C = {vs['concurrency']}, logistic regression on digits, 3 repetitions): "
+            f"raysync {np.median(vs['raysync_updates_per_s']):.0f} updates/s, bare Ray "
+            f"{np.median(vs['bare_ray_updates_per_s']):.0f}; ratio "
+            f"**{vs['ratio_of_medians']:.2f}** (1-min load {vs['load_average_1min_before']:.1f}).",
+        ]
     lines += [
         "",
         f"Machine: {machine}; generated by `benchmarks/bench_runtime.py`. Emulated runs: "
@@ -312,6 +455,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="rerun part 2 only, keeping part 1 from the existing JSON",
     )
+    parser.add_argument(
+        "--max-load",
+        type=float,
+        default=6.0,
+        help="skip the bare-Ray comparison above this 1-minute load average",
+    )
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     ray.init(include_dashboard=False, num_cpus=os.cpu_count(), log_to_driver=False)
@@ -323,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
             emulated = bench_emulated(args.quick)
         print("2. speed without emulation", flush=True)
         speed = bench_speed(args.quick)
+        print("3. raysync against a bare-Ray parameter server (alternating)", flush=True)
+        speed["vs_bare_ray"] = bench_vs_bare_ray(args.quick, args.max_load)
     finally:
         ray.shutdown()
     machine = (
