@@ -20,10 +20,14 @@ from ._helpers import alive_actor_ids, digits_config, queue_config
 
 pytestmark = pytest.mark.ray
 
+#: Actor start-up limit: a hang guard, not a speed test (executors that import torch and
+#: map the data can take minutes to start on a loaded machine; the default is 120 s).
+STARTUP = 900.0
+
 
 def test_generalized_asyncsgd_learns_digits(ray_session) -> None:  # noqa: ANN001
     config = digits_config(800, eval_every_updates=200)
-    result = raysync.run(config)
+    result = raysync.run(config, startup_timeout=STARTUP)
     assert result.backend == "ray"
     assert result.train
     assert result.num_updates == 800
@@ -43,7 +47,7 @@ def test_local_step_algorithms_run(ray_session, name: str) -> None:  # noqa: ANN
     config = config.replace(
         algorithm=AlgorithmConfig(name=name, lr=0.05, local_steps=2, buffer_size=3)
     )
-    result = run(config)
+    result = run(config, startup_timeout=STARTUP)
     assert result.num_updates == 60
     if name == "fedbuff":
         assert result.num_completions == 3 * 60  # three buffered results per update
@@ -62,7 +66,7 @@ def test_tensorboard_events_and_emulated_service_times(
         service_time=ServiceTimeSpec(kind="exponential", mean=0.04), num_cpus=0.25, num_gpus=0.5
     )
     config = config.replace(clients=(*config.clients[:3], gpu))
-    result = run(config, logdir=tmp_path, run_name="tb-run")
+    result = run(config, logdir=tmp_path, run_name="tb-run", startup_timeout=STARTUP)
     assert result.extras["client_devices"][3] in ("cpu", "cuda")
     assert result.elapsed > 1.0  # long enough for live scalars
     # Emulated service times: each lasts max(compute, sample), so its mean lies between
@@ -127,7 +131,7 @@ def test_client_failure_is_a_domain_error_and_nothing_leaks(ray_session) -> None
     broken = dataclasses.replace(workload, client_indices=tuple(indices))
     before = alive_actor_ids()
     with pytest.raises(DataError, match="client 1 failed on task"):
-        run(config, workload=broken)
+        run(config, workload=broken, startup_timeout=STARTUP)
     deadline = time.monotonic() + 20
     while alive_actor_ids() - before and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -145,7 +149,7 @@ def test_interrupt_kills_the_actors(ray_session) -> None:  # noqa: ANN001
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run(config, progress=interrupt)
+        run(config, progress=interrupt, startup_timeout=STARTUP)
     assert calls
     deadline = time.monotonic() + 20
     while alive_actor_ids() - before and time.monotonic() < deadline:
