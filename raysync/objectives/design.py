@@ -444,8 +444,10 @@ class DesignSpace:
     def encode(self, point: DesignPoint) -> dict[str, Any]:
         """Parameters that decode to ``point`` projected on the space.
 
-        The routing is projected on per-tier logits (the mean of ``log p_i`` over a tier,
-        centred, clipped), ``C`` and ``lr`` are clipped to their ranges.
+        The routing is projected on per-tier logits ``log(mean p_i over the tier)``
+        (centred, clipped), so each tier keeps its share of the routing mass: a mean of
+        ``log p_i`` instead would send almost nothing to a tier whose mass the optimum puts
+        on a few of its clients. ``C`` and ``lr`` are clipped to their ranges.
 
         Raises:
             ConfigError: The point's rule is not searched, or its ``p`` has the wrong size.
@@ -462,13 +464,11 @@ class DesignSpace:
         if point.rule != "weighted":
             return out
         assert point.p is not None
-        logp = np.log(np.asarray(point.p, dtype=np.float64))
-        if logp.size != self.num_clients:
-            raise ConfigError(
-                f"design p has {logp.size} entries, the space has n={self.num_clients}"
-            )
+        p = np.asarray(point.p, dtype=np.float64)
+        if p.size != self.num_clients:
+            raise ConfigError(f"design p has {p.size} entries, the space has n={self.num_clients}")
         tiers = np.asarray(self.tiers)
-        z = np.array([logp[tiers == t].mean() for t in range(self.num_tiers)])
+        z = np.log(np.array([p[tiers == t].mean() for t in range(self.num_tiers)]))
         z = np.clip(z - 0.5 * (z.max() + z.min()), -self.logit_bound, self.logit_bound)
         out["beta"] = point.beta
         out.update({f"tier_{t}": float(v) for t, v in enumerate(z)})

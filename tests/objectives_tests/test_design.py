@@ -106,3 +106,18 @@ def test_strategy_expected_step_is_the_bounds_mix(config, beta: float) -> None: 
         np.testing.assert_allclose(steps, 0.1)
     if beta == 1.0:
         np.testing.assert_array_equal(steps, 0.1 / (4 * p))
+
+
+def test_projection_keeps_each_tiers_routing_mass() -> None:
+    # The optimum may put a tier's mass on a few of its clients (e.g. 76 % on 2 of 6 fast
+    # clients, the rest ~1e-35): the projection must keep the tier's share, not drop it.
+    tiers = (0, 0, 0, 1, 1, 1)
+    space = DesignSpace([1.0, 1.0, 1.0, 10.0, 10.0, 10.0], tiers=tiers, max_concurrency=12)
+    p = np.array([0.08, 0.08, 0.08, 0.38, 0.38, 1e-35])
+    p = p / p.sum()
+    projected = space.project(DesignPoint(rule="weighted", concurrency=6, p=tuple(p), lr=0.1))
+    assert projected.p is not None
+    q = np.asarray(projected.p)
+    np.testing.assert_allclose(q[:3].sum(), p[:3].sum(), rtol=1e-9)
+    np.testing.assert_allclose(q[3:].sum(), p[3:].sum(), rtol=1e-9)
+    np.testing.assert_allclose(q[3:], p[3:].sum() / 3, rtol=1e-9)
