@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,11 @@ def _print_report(config: SystemConfig, result: Any, theory: dict[str, Any]) -> 
     print(format_report(config, result, theory))
 
 
+def _drop_no_completion(record: logging.LogRecord) -> bool:
+    """Logging filter: drop the engine's "no task completed" warning (refused instead)."""
+    return not record.getMessage().startswith("no task completed")
+
+
 def _handle(args: argparse.Namespace) -> int:
     from raysync.simulation import simulate
 
@@ -153,10 +159,24 @@ def _handle(args: argparse.Namespace) -> int:
     theory = theory_prediction(config)
     enabled = not args.no_progress and sys.stderr.isatty()
     bar = _Progress(config, enabled)
+    # A run with no completion is refused below in one line; its library warning (logged
+    # by the engine) would be a second line on stderr saying the same.
+    engine_log = logging.getLogger("raysync.simulation.engine")
+    engine_log.addFilter(_drop_no_completion)
     try:
         result = simulate(config, progress=bar)
     finally:
         bar.close()
+        engine_log.removeFilter(_drop_no_completion)
+    if result.num_completions == 0:
+        budget = config.run.time_budget
+        what = "the run"
+        if budget is not None:
+            what = f"run.time_budget (--time-budget) = {budget:g} s"
+        raise ConfigError(
+            f"{what} ended with no task completed, so there is nothing to measure "
+            f"(every statistic would be NaN); give it more updates or a longer time budget"
+        )
     if args.out is not None:
         out = result.save(Path(args.out))
         (out / "theory.json").write_text(json.dumps(theory, indent=2))

@@ -552,17 +552,21 @@ def _check_run_length(inner: SystemConfig, buffer: int, unit: float) -> None:
                 f"highest possible throughput, beyond the float range (1.8e308 s); set "
                 f"fewer updates or faster service rates"
             )
-    by_budget = math.inf if run.time_budget is None else run.time_budget * lower
+    with np.errstate(over="ignore"):
+        by_budget = math.inf if run.time_budget is None else run.time_budget * lower
     least = min(by_updates, by_budget)
     if least > MAX_SIMULATED_COMPLETIONS:
+        # Name the limit that actually binds; with no num_updates it is always the budget
+        # (even when ``time_budget * lower`` overflowed to inf).
         what = (
             f"run.num_updates = {run.num_updates:,} (x B = {buffer})"
-            if by_updates <= by_budget
+            if run.num_updates is not None and by_updates <= by_budget
             else f"run.time_budget = {(run.time_budget or 0.0) * unit:.6g} s at the fleet's lowest "
             f"possible throughput ({lower / unit:.3g} completions/s)"
         )
+        needs = f"at least {least:.3g}" if math.isfinite(least) else "beyond 1.8e308"
         raise ConfigError(
-            f"{what} needs at least {least:.3g} task completions, more than the "
+            f"{what} needs {needs} task completions, more than the "
             f"simulator's limit of {MAX_SIMULATED_COMPLETIONS:.0e}; set a smaller "
             f"run.num_updates or run.time_budget"
         )

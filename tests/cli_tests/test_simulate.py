@@ -116,3 +116,24 @@ def test_bad_config_exits_2_with_one_line(
     assert "routing.p must sum to 1" in err
     assert main(["simulate", str(tmp_path / "missing.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [
+        # time_budget x throughput overflows: the budget is named, not the absent num_updates
+        ("1e308", "run.time_budget = 1e+308 s"),
+        # nothing completes: refused rather than printing NaN intervals
+        ("1e-300", "ended with no task completed"),
+    ],
+)
+def test_extreme_time_budget_exits_2_with_one_line(
+    tiny: Path, capsys: pytest.CaptureFixture[str], budget: str, expected: str
+) -> None:
+    args = ["simulate", str(tiny), "--queue-only", "--no-progress", "--time-budget", budget]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert expected in err
+    assert "nan" not in captured.out.lower()
