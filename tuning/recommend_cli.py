@@ -81,13 +81,16 @@ def _handle(args: argparse.Namespace) -> int:
     from raysync.config import load_config
     from raysync.exceptions import ConfigError
     from tuning.recommend import RecommendSettings, format_table, recommend, write_config_atomic
+    from tuning.settings import check_search_size
 
-    out = Path(args.out)
-    if not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise ConfigError(f"--out directory {str(out.parent)!r} does not exist")
+    # Every output path is checked before the (minutes-long) search, not after it.
+    out = _check_output(args.out, "--out")
+    report_path = _check_output(args.report, "--report") if args.report else None
     if args.max_concurrency is not None and args.max_concurrency < 1:
         raise ConfigError(f"--max-concurrency must be an integer >= 1, got {args.max_concurrency}")
     config = load_config(args.config)
+    cmax = args.max_concurrency or max(2 * config.num_clients, config.concurrency)
+    check_search_size(cmax, config.num_clients)
     if args.seed is not None:
         config = config.replace(seed=args.seed)
     settings = RecommendSettings(
@@ -100,11 +103,14 @@ def _handle(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr, flush=True)
 
     rec = recommend(config, settings, log=log)
-    if args.report:
+    if report_path is not None:
         payload = json.dumps(_json_safe(rec.to_dict()), indent=2)
-        tmp = Path(args.report).with_name(f".{Path(args.report).name}.tmp")
-        tmp.write_text(payload)
-        tmp.replace(args.report)
+        tmp = report_path.with_name(f".{report_path.name}.tmp")
+        try:
+            tmp.write_text(payload)
+            tmp.replace(report_path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed write leaves no stray temporary file
     write_config_atomic(rec.config, out)
     print(f"recommended: {rec.point.describe()}")
     print(format_table(rec))
@@ -121,6 +127,20 @@ def _handle(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out}")
     return 0
+
+
+def _check_output(text: str, flag: str) -> Path:
+    """``text`` as a writable file path whose folder exists (one-line ConfigError if not)."""
+    from raysync._validation import check_output_file
+    from raysync.exceptions import ConfigError
+
+    target = check_output_file(text, flag)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{flag} {text!r} cannot be written: folder {str(folder)!r} does not exist"
+        )
+    return target
 
 
 def _json_safe(value: Any) -> Any:

@@ -160,6 +160,32 @@ class TuneSettings:
         object.__setattr__(self, "out", Path(self.out))
 
 
+def check_search_size(cmax: int, n: int) -> None:
+    """Refuse up front a ``--max-concurrency`` whose analytical search cannot finish or fit.
+
+    The same rule and message as ``raysync optimize`` (the size it needs, the flag to lower).
+
+    Raises:
+        ConfigError: ``cmax`` with ``n`` clients needs more memory or solver steps than allowed.
+    """
+    from raysync._cli.optimize import _check_size
+
+    _check_size(int(cmax), int(n))
+
+
+def check_min_p(min_p: float | None, n: int) -> None:
+    """Refuse a ``--min-p`` that no routing over ``n`` clients can meet (``min_p * n > 1``).
+
+    Raises:
+        ConfigError: ``min_p * n > 1``.
+    """
+    if min_p is not None and min_p * n > 1 + 1e-12:
+        raise ConfigError(
+            f"--min-p {min_p:g} leaves no feasible routing: needs min_p * n <= 1, "
+            f"got {min_p:g} * {n} = {min_p * n:.3g}"
+        )
+
+
 def with_overrides(settings: TuneSettings, **changes: Any) -> TuneSettings:
     """A copy of ``settings`` with some fields replaced (validated again)."""
     return replace(settings, **changes)
@@ -177,7 +203,8 @@ def settings_from_args(
         args: The namespace of ``raysync tune`` (``config``, ``objective``, ``trials``, ...).
             Flags a caller's parser does not declare take the :class:`TuneSettings`
             defaults.
-        config: The loaded config (unused today; kept so defaults may depend on it).
+        config: The loaded config; when given, ``--min-p`` and ``--max-concurrency`` are
+            checked against its fleet size before any work.
 
     Returns:
         The validated settings.
@@ -199,7 +226,7 @@ def settings_from_args(
     out = Path(out_arg) if out_arg else Path("tune-out") / study
     constants_text = get("constants", None)
     constants = ProblemConstants.parse(constants_text) if constants_text else None
-    return TuneSettings(
+    settings = TuneSettings(
         objective=objective,
         trials=get("trials", defaults.trials),
         storage=get("storage", None),
@@ -220,3 +247,8 @@ def settings_from_args(
         min_p=get("min_p", None),
         address=get("address", None),
     )
+    if config is not None:
+        n = config.num_clients
+        check_min_p(settings.min_p, n)
+        check_search_size(settings.max_concurrency or max(2 * n, config.concurrency), n)
+    return settings

@@ -70,3 +70,26 @@ def test_building_the_cli_parser_imports_no_optuna_or_ray() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == ""
+
+
+def _one_line_exit_2(args: list[str], capsys, match: str) -> None:  # noqa: ANN001
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and match in err[0], err
+
+
+def test_tune_huge_max_concurrency_refused_with_size(tiny_path, tmp_path, capsys) -> None:
+    base = ["tune", str(tiny_path), "--constants", C_TEXT, "--no-plots", "--no-progress",
+            "--no-tensorboard", "--out", str(tmp_path / "o")]
+    _one_line_exit_2([*base, "--max-concurrency", "10000000"], capsys, "4.1e+12 solver steps")
+    _one_line_exit_2([*base, "--max-concurrency", "1000000000000"], capsys,
+                     "--max-concurrency 1,000,000,000,000 with n=4 clients needs")
+    assert not (tmp_path / "o").exists()  # refused before any storage was opened
+
+
+def test_tune_min_p_with_no_feasible_routing_refused(tiny_path, tmp_path, capsys) -> None:
+    _one_line_exit_2(["tune", str(tiny_path), "--constants", C_TEXT, "--min-p", "0.3",
+                      "--out", str(tmp_path / "o")], capsys,
+                     "--min-p 0.3 leaves no feasible routing: needs min_p * n <= 1, "
+                     "got 0.3 * 4 = 1.2")

@@ -231,3 +231,30 @@ def test_each_arm_gets_its_own_step_and_a_lucky_trial_does_not_win(monkeypatch) 
     assert off_grid and any(
         sum(1 for q, _, b in calls if q == p and b == 30) == 3 for p in off_grid
     )
+
+
+@pytest.mark.parametrize(("flag", "where", "match"), [
+    ("--out", "adir", "--out '{d}/adir' is a directory, not a file"),
+    ("--report", "adir", "--report '{d}/adir' is a directory, not a file"),
+    ("--out", "afile/rec.toml", "'{d}/afile' is a file, not a directory"),
+    ("--report", "afile/r.json", "'{d}/afile' is a file, not a directory"),
+    ("--out", "nodir/rec.toml", "folder '{d}/nodir' does not exist"),
+])  # fmt: skip
+def test_bad_output_paths_refused_up_front(tmp_path: Path, capsys, flag: str, where: str,
+                                           match: str) -> None:  # noqa: ANN001
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "rec.toml"
+    target = str(tmp_path / where)
+    args = ["recommend", str(TINY), "--budget", "10", "--out", str(out)]
+    args = [*args, flag, target] if flag == "--report" else [*args[:-1], target]
+    _fails_cleanly(args, out, capsys, match.format(d=tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"]  # no stray .tmp
+    assert not list((tmp_path / "adir").iterdir())
+
+
+def test_huge_max_concurrency_refused_with_size(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "rec.toml"
+    _fails_cleanly(["recommend", str(TINY), "--budget", "10", "--max-concurrency",
+                    "1000000000000", "--out", str(out)], out, capsys,
+                   "--max-concurrency 1,000,000,000,000 with n=4 clients needs")
