@@ -241,6 +241,19 @@ def _constants(config: SystemConfig, text: str | None) -> ProblemConstants:
     return estimate.constants
 
 
+def _parse_constants(text: str | None) -> ProblemConstants | None:
+    """``--constants`` parsed and checked (finite, positive) before any work, or ``None``."""
+    from raysync.exceptions import ConfigError
+    from raysync.objectives import ProblemConstants
+
+    if not text:
+        return None
+    try:
+        return ProblemConstants.parse(text)
+    except ConfigError as exc:
+        raise ConfigError(f"--constants {text!r}: {exc}") from None
+
+
 def _optimise(
     config: SystemConfig,
     constants: ProblemConstants,
@@ -398,6 +411,7 @@ def _handle(args: argparse.Namespace) -> int:
     import numpy as np
 
     from raysync.config import load_config
+    from tuning.settings import check_search_size
 
     wall_start = time.perf_counter()
     console = _Console(not args.no_progress)
@@ -405,16 +419,24 @@ def _handle(args: argparse.Namespace) -> int:
     for b in baselines:
         if b not in _BASELINES:
             raise ValueError(f"--baselines entries must be default or asyncsgd, got {b!r}")
+    # Every numeric flag is checked before any work (the pilot run alone takes seconds).
     if args.trials < 0:
-        raise ValueError(f"--trials must be >= 0, got {args.trials}")
+        raise ValueError(f"--trials must be an integer >= 0, got {args.trials}")
+    if args.recommend_trials < 0:
+        raise ValueError(f"--recommend-trials must be an integer >= 0, got {args.recommend_trials}")
+    if args.max_concurrency is not None and args.max_concurrency < 1:
+        raise ValueError(f"--max-concurrency must be an integer >= 1, got {args.max_concurrency}")
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed must be an integer >= 0, got {args.seed}")
+    if args.budget is not None and not (math.isfinite(args.budget) and args.budget > 0):
+        raise ValueError(f"--budget must be > 0 seconds, got {args.budget}")
+    parsed_constants = _parse_constants(args.constants)
     path = Path(args.config) if args.config else default_config_path()
     config = load_config(path)
     if args.seed is not None:
         config = config.replace(seed=args.seed)
     scale = config.run.time_scale
     if args.budget is not None:
-        if not (math.isfinite(args.budget) and args.budget > 0):
-            raise ValueError(f"--budget must be > 0 seconds, got {args.budget}")
         wall_budget = float(args.budget)
     elif config.run.time_budget is not None:
         wall_budget = config.run.time_budget * (scale if scale > 0 else 1.0)
@@ -423,6 +445,7 @@ def _handle(args: argparse.Namespace) -> int:
     budget = wall_budget / scale if scale > 0 else wall_budget  # config time units
     n = config.num_clients
     cmax = args.max_concurrency or 4 * n
+    check_search_size(cmax, n)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     import optuna
@@ -438,7 +461,7 @@ def _handle(args: argparse.Namespace) -> int:
     summary["analysis"] = _analyse(config, console)
 
     console.stage(2, total, "bound constants (pilot run on the config's data and model)")
-    constants = _constants(config, args.constants)
+    constants = parsed_constants or _constants(config, None)
     print(
         f"constants: L={constants.L:.4g} sigma2={constants.sigma2:.4g} "
         f"M2={constants.M2:.4g} A={constants.A:.4g}"

@@ -104,3 +104,23 @@ def test_demo_end_to_end_on_digits(tmp_path, capsys) -> None:
     assert (out / "tune" / "study.journal").exists()
     for label in ("default", "optimised", "asyncsgd"):
         assert list((out / "tensorboard" / label).glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize(("flag", "value", "match"), [
+    ("--recommend-trials", "-1", "--recommend-trials must be an integer >= 0, got -1"),
+    ("--max-concurrency", "0", "--max-concurrency must be an integer >= 1, got 0"),
+    ("--max-concurrency", "-1", "--max-concurrency must be an integer >= 1, got -1"),
+    ("--max-concurrency", "10000000", "--max-concurrency 10,000,000 with n=4 clients needs"),
+    ("--constants", "nan,1,1,1", "--constants 'nan,1,1,1': constants.L must be finite"),
+    ("--trials", "-2", "--trials must be an integer >= 0, got -2"),
+    ("--seed", "-1", "--seed must be an integer >= 0, got -1"),
+    ("--budget", "nan", "--budget must be > 0 seconds, got nan"),
+])  # fmt: skip
+def test_demo_bad_numeric_flags_refused_up_front(tiny_path, tmp_path, capsys, flag, value,
+                                                 match) -> None:  # noqa: ANN001
+    out = tmp_path / "demo-out"
+    code = main(["demo", str(tiny_path), "--out", str(out), f"{flag}={value}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and match in err[0], err
+    assert not out.exists()  # refused before any stage ran
