@@ -138,6 +138,28 @@ def _concurrency(value: object, name: str = "concurrency") -> int:
     return int(value)
 
 
+def _check_time_budget(time_budget: float, mu: FloatArray) -> None:
+    """Refuse a budget giving fewer than one update, or more than floats can hold.
+
+    Any design's update throughput is at most ``sum_i mu_i`` (every client busy), so
+    ``K = Lambda T <= T sum_i mu_i``; the same rule as ``raysync tune``'s budget check.
+    """
+    lam_max = float(np.sum(mu))
+    k_max = time_budget * lam_max
+    if k_max < 1.0:
+        raise ConfigError(
+            f"time_budget {time_budget:g} s is too short for one update (Lambda T < 1): "
+            f"the fastest possible fleet (all {mu.size} clients busy) applies "
+            f"{lam_max:.4g} updates/s, so it needs at least {1.0 / lam_max:.4g} s"
+        )
+    # 4 A / K and K^2 (in the gradient) must stay normal floats.
+    if not k_max < 1e150:
+        raise ConfigError(
+            f"time_budget {time_budget:g} s gives up to K = T x {lam_max:.4g} = {k_max:.3g} "
+            f"updates, beyond the float range of the bound (K must be < 1e150)"
+        )
+
+
 # --------------------------------------------------------------------------- constants
 @dataclass(frozen=True, kw_only=True)
 class ProblemConstants:
@@ -162,6 +184,15 @@ class ProblemConstants:
         object.__setattr__(self, "sigma2", _number("constants.sigma2", self.sigma2))
         object.__setattr__(self, "M2", _number("constants.M2", self.M2, allow_zero=True))
         object.__setattr__(self, "A", _number("constants.A", self.A))
+        # The bound multiplies these (4 A / K, 2 L^2 V S Dbar eta^2): refuse up front the
+        # constants whose products are already beyond the float range.
+        products = (4.0 * self.A, self.noise, 2.0 * self.L * self.L * self.noise)
+        if not all(math.isfinite(x) for x in products):
+            raise ConfigError(
+                f"constants L={self.L:g}, sigma2={self.sigma2:g}, M2={self.M2:g}, "
+                f"A={self.A:g} overflow the float range in the bound (4 A and "
+                f"2 L^2 (sigma2 + 2 M2) must stay below 1.8e308)"
+            )
 
     @property
     def noise(self) -> float:
@@ -580,6 +611,7 @@ class BoundObjective:
             if self.time_budget is None:
                 raise ConfigError("time_budget (T) is required for the wall-clock criterion")
             object.__setattr__(self, "time_budget", _number("time_budget", self.time_budget))
+            _check_time_budget(self.time_budget, self.mu)
 
     # ------------------------------------------------------------------ helpers
     @property

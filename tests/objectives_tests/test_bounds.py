@@ -230,3 +230,24 @@ def test_results_are_frozen_and_serialisable() -> None:
         t.value = 0.0  # type: ignore[misc]
     json.dumps(t.to_dict())
     json.dumps(CONSTANTS.to_dict())
+
+
+def test_time_budget_outside_one_update_and_float_range_is_refused() -> None:
+    # sum(MU) = 7.5 updates/s is the fastest any design can go: T = 0.1 s gives K < 1
+    with pytest.raises(ConfigError, match=r"time_budget 0.1 s is too short for one update"):
+        BoundObjective(mu=MU, constants=CONSTANTS, time_budget=0.1)
+    with pytest.raises(ConfigError, match=r"time_budget 1e-300 s .*7.5 updates/s"):
+        BoundObjective(mu=MU, constants=CONSTANTS, time_budget=1e-300)
+    with pytest.raises(ConfigError, match=r"time_budget 1e\+308 s gives up to K .*float range"):
+        BoundObjective(mu=MU, constants=CONSTANTS, time_budget=1e308)
+    # the smallest admissible budget evaluates to finite numbers (no division by zero)
+    obj = BoundObjective(mu=MU, constants=CONSTANTS, time_budget=1.0 / 7.5)
+    value, grad = obj.value_and_grad(np.asarray(P), 1)
+    assert math.isfinite(value) and np.all(np.isfinite(grad))
+
+
+def test_constants_whose_products_overflow_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"constants L=1e\+308.*overflow the float range"):
+        ProblemConstants(L=1e308, sigma2=1e308, M2=1e308, A=1e308)
+    with pytest.raises(ConfigError, match="overflow the float range"):
+        ProblemConstants(L=1e200, sigma2=1.0, M2=0.0, A=1.0)  # L^2 overflows
