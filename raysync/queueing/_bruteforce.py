@@ -171,10 +171,23 @@ def _tagged_size_bound(layout: _Layout, c: int) -> int:
     return bound
 
 
+def _count_text(size: int) -> str:
+    """``size`` in digits, or ``~1.23e+456`` for a count too long to print.
+
+    ``str`` of an int over 4300 digits raises (CPython's int-to-str limit), and a long
+    exact count says no more than its order of magnitude.
+    """
+    if size < 10**15:
+        return str(size)
+    exponent = math.log10(size)  # exact enough for big ints, no conversion to str
+    whole = math.floor(exponent)
+    return f"~{10.0 ** (exponent - whole):.3g}e+{whole}"
+
+
 def _check_size(size: int, what: str, network: ClosedNetwork, max_states: int) -> None:
     if size > max_states:
         raise ValueError(
-            f"bruteforce {what} has {size} states for n={network.n_clients}, "
+            f"bruteforce {what} has {_count_text(size)} states for n={network.n_clients}, "
             f"C={network.concurrency}, more than max_states={max_states}; "
             "use method='mva' or 'buzen'"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -194,3 +195,20 @@ def test_replace_revalidates() -> None:
     assert dataclasses.replace(EXAMPLE, concurrency=3).concurrency == 3
     with pytest.raises(ConfigError, match="concurrency must be an integer >= 1"):
         dataclasses.replace(EXAMPLE, concurrency=0)
+
+
+def test_bruteforce_refusal_of_a_huge_state_space_gives_its_magnitude() -> None:
+    # C(n + C - 1, n - 1) for C = 100000 has ~5400 digits, beyond CPython's 4300-digit
+    # int-to-str limit, which must not surface as the error; log10 via lgamma cross-checks
+    n = 2000
+    for concurrency in (10_000, 100_000):
+        net = ClosedNetwork(mu=np.ones(n), p=np.full(n, 1 / n), concurrency=concurrency)
+        with pytest.raises(ValueError, match=r"counts chain has ~\S+e\+\d+ states") as info:
+            analyze(net, method="bruteforce")
+        message = str(info.value)
+        exponent = int(message.split("e+")[1].split()[0])
+        log10 = (
+            math.lgamma(n + concurrency) - math.lgamma(concurrency + 1) - math.lgamma(n)
+        ) / math.log(10)
+        assert exponent == math.floor(log10)
+        assert "\n" not in message and "max_states=" in message
