@@ -71,14 +71,25 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _floats(flag: str, text: str) -> NDArray[np.float64]:
-    try:
-        values = [float(item) for item in text.split(",") if item.strip()]
-    except ValueError as exc:
-        raise ConfigError(
-            f"{flag} must be a comma-separated list of numbers, got {text!r}"
-        ) from exc
-    if not values:
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
         raise ConfigError(f"{flag} must list at least one number, got {text!r}")
+    values = []
+    # An empty entry ("1,,2") is refused, not dropped: dropping it would shift every later
+    # value onto the wrong client.
+    for position, item in enumerate(items, start=1):
+        if not item:
+            raise ConfigError(
+                f"{flag} has an empty entry at position {position} in {text!r}; it must be a "
+                f"comma-separated list of numbers"
+            )
+        try:
+            values.append(float(item))
+        except ValueError as exc:
+            raise ConfigError(
+                f"{flag} must be a comma-separated list of numbers, got {item!r} at "
+                f"position {position} in {text!r}"
+            ) from exc
     return np.array(values, dtype=np.float64)
 
 
@@ -222,6 +233,10 @@ def handler(args: argparse.Namespace) -> int:
     Raises:
         ConfigError: The config or a flag breaks a rule (the CLI prints one line, exit 2).
     """
+    if args.max_rows < 0:
+        raise ConfigError(
+            f"--max-rows must be >= 1 (clients shown) or 0 (all), got {args.max_rows}"
+        )
     network, notes = _network(args)
     cells = network.concurrency * network.n_clients
     # MVA's curve comes from the lean pass; the other solvers' full curve is their check

@@ -114,6 +114,10 @@ def test_max_rows(capsys: pytest.CaptureFixture[str]) -> None:
         (["--mu", "1,-2", "-C", "3"], "mu[1] must be > 0, got -2.0"),
         (["--mu", "1,2", "--p", "1", "-C", "3"], "p must have one entry per client"),
         (["--mu", "1,x", "-C", "3"], "--mu must be a comma-separated list of numbers"),
+        # an empty entry would shift later values onto the wrong clients if dropped
+        (["--mu=1,,2", "-C", "3"], "--mu has an empty entry at position 2"),
+        (["--mu", "1,2", "--p", "0.5,0.5,", "-C", "3"], "--p has an empty entry at position 3"),
+        (["--mu", "1,2", "-C", "3", "--max-rows", "-1"], "--max-rows must be >= 1"),
         (["--mu", "1,2", "-C", "0"], "concurrency must be an integer >= 1, got 0"),
         (["--mu", "1,2"], "--concurrency is required"),
         (["-C", "3"], "--mu is required"),
