@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,10 @@ def _handle(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    rec = recommend(config, settings, log=log)
+    with _SimulationWarnings() as sim_warnings:
+        rec = recommend(config, settings, log=log)
+    if sim_warnings.count and not args.quiet:
+        log(sim_warnings.summary())
     if report_path is not None:
         payload = json.dumps(_json_safe(rec.to_dict()), indent=2)
         tmp = report_path.with_name(f".{report_path.name}.tmp")
@@ -127,6 +131,42 @@ def _handle(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out}")
     return 0
+
+
+class _SimulationWarnings(logging.Filter):
+    """Hold back the simulator's per-run warnings while ``recommend`` runs many short runs.
+
+    Each of the dozens of simulations would repeat the same warning (typically "run too
+    short to leave its warm-up"); they are counted instead and summarised in one line.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.distinct: dict[str, int] = {}
+        self._logger = logging.getLogger("raysync.simulation.engine")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING:
+            self.count += 1
+            key = record.getMessage().split(":", 1)[0]
+            self.distinct[key] = self.distinct.get(key, 0) + 1
+            return False
+        return True
+
+    def __enter__(self) -> _SimulationWarnings:
+        self._logger.addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeFilter(self)
+
+    def summary(self) -> str:
+        kinds = "; ".join(f"{k} (x{v})" for k, v in sorted(self.distinct.items()))
+        return (
+            f"note: {self.count} simulator warnings held back: {kinds} "
+            "(short trial runs; the comparison uses means over seeds)"
+        )
 
 
 def _check_output(text: str, flag: str) -> Path:

@@ -132,7 +132,7 @@ def test_target_accuracy_minimises_time_to_reach_it(tmp_path: Path, capsys) -> N
     report = tmp_path / "rec.json"
     code = main(["recommend", str(TINY), "--budget", "30", "--target-accuracy", "0.6",
                  "--trials", "6", "--quiet", "--out", str(out), "--report", str(report)])
-    capsys.readouterr()
+    assert "WARNING" not in capsys.readouterr().err  # --quiet holds back per-run warnings
     assert code == 0 and out.exists()
     payload = json.loads(report.read_text())
     assert payload["objective"] == "time-to-target"
@@ -258,3 +258,20 @@ def test_huge_max_concurrency_refused_with_size(tmp_path: Path, capsys) -> None:
     _fails_cleanly(["recommend", str(TINY), "--budget", "10", "--max-concurrency",
                     "1000000000000", "--out", str(out)], out, capsys,
                    "--max-concurrency 1,000,000,000,000 with n=4 clients needs")
+
+
+def test_simulation_warnings_are_held_back_and_summarised(caplog) -> None:  # noqa: ANN001
+    import logging
+
+    from tuning.recommend_cli import _SimulationWarnings
+
+    engine = logging.getLogger("raysync.simulation.engine")
+    with caplog.at_level(logging.WARNING), _SimulationWarnings() as held:
+        for total in (3, 5):
+            engine.warning("run too short to leave its warm-up: %d completions", total)
+        engine.warning("2 client(s) completed no task in the measurement window: run longer")
+    assert not caplog.records
+    assert held.count == 3
+    assert "run too short to leave its warm-up (x2)" in held.summary()
+    engine.warning("after the recommendation")  # the filter is gone afterwards
+    assert [r.getMessage() for r in caplog.records] == ["after the recommendation"]
