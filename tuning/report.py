@@ -184,6 +184,7 @@ def summarize_study(
     storage: str,
     constants: ProblemConstants | None,
     wall_time: float = 0.0,
+    min_p: float | None = None,
 ) -> StudyReport:
     """Summarise a study: best trial(s), references as evaluated, counts that add up.
 
@@ -197,6 +198,8 @@ def summarize_study(
         storage: Printable storage name.
         constants: Bound constants used.
         wall_time: Seconds of wall clock.
+        min_p: The ``--min-p`` constraint; a reference whose evaluated ``p`` breaks it is
+            marked ``infeasible`` (a warm start is enqueued as is, so it may break it).
 
     Returns:
         The report.
@@ -238,6 +241,9 @@ def summarize_study(
             "clipped": point.clipped,
             "projection_error": point.projection_error,
         }
+        p_eval = np.asarray(evaluated_cand.p, dtype=np.float64)
+        if min_p is not None and np.all(np.isfinite(p_eval)) and p_eval.min() < min_p - 1e-12:
+            entry["infeasible"] = f"violates --min-p {min_p:g}; not a feasible trial"
         if point.moved:
             entry["requested"] = {
                 "concurrency": cand.concurrency,
@@ -340,9 +346,11 @@ def format_report(report: StudyReport, config: SystemConfig) -> str:
     for name, row in rows:
         values = row.get("values")
         value = values[0] if values else None
-        mark = "*" if row.get("note") else ""
-        if mark:
+        mark = "*" if row.get("note") or row.get("infeasible") else ""
+        if row.get("note"):
             notes.append(f"* {name}: {row['note']}; the row shows the point as evaluated")
+        if row.get("infeasible"):
+            notes.append(f"* {name}: {row['infeasible']} (min p = {min(row['p']):.4g})")
         bound_cell = f" {_fmt(row.get('bound')):>{bwidth - 1}}" if bwidth else ""
         lines.append(
             f"{name + mark:<15} {row.get('concurrency', '-'):>9} {_fmt(value):>{width}}"
@@ -361,8 +369,10 @@ def format_report(report: StudyReport, config: SystemConfig) -> str:
         )
         for i in range(n):
             pa = ana["p"][i] if ana else math.nan
+            # Without bound constants the analytical optimum is not computed: "-", not nan.
+            pa_cell = f"{pa:>13.4f}" if math.isfinite(pa) else f"{'-':>13}"
             lines.append(
-                f"{i:>6} {config.service_rates[i]:>16.4g} {best['p'][i]:>9.4f} {pa:>13.4f} "
+                f"{i:>6} {config.service_rates[i]:>16.4g} {best['p'][i]:>9.4f} {pa_cell} "
                 f"{1.0 / n:>8.4f}"
             )
     if report.objective != "bound" and best is not None:

@@ -224,6 +224,7 @@ def run_study(
         storage=label,
         constants=constants,
         wall_time=time.perf_counter() - start,
+        min_p=settings.min_p,
     )
     _write_json(out / "study.json", report.to_dict())
     return report

@@ -155,3 +155,40 @@ def test_settings_from_args_is_the_one_mapping(tiny_path) -> None:
     # A caller with fewer flags (the cluster entry point) gets the defaults for the rest.
     short = settings_from_args(argparse.Namespace(config="x.toml", objective="bound"))
     assert short.trials == TuneSettings().trials and short.warm_start
+
+
+def test_warm_starts_breaking_min_p_are_marked_infeasible(tiny_config, tmp_path) -> None:
+    report = run_study(
+        tiny_config,
+        TuneSettings(
+            objective="bound", trials=6, budget=40.0, constants=CONSTANTS, out=tmp_path,
+            tensorboard=False, min_p=0.2,
+        ),  # fmt: skip
+    )
+    text = format_report(report, tiny_config)
+    for label in ("analytical", "proportional"):
+        assert min(report.references[label]["p"]) < 0.2
+        assert report.references[label]["infeasible"] == (
+            "violates --min-p 0.2; not a feasible trial"
+        )
+        assert f"{label}*" in text
+        assert f"* {label}: violates --min-p 0.2; not a feasible trial" in text
+    assert "infeasible" not in report.references["uniform"]  # 0.25 >= 0.2
+    assert "uniform*" not in text
+
+
+def test_analytical_p_not_computed_prints_dash(tiny_config, tmp_path) -> None:
+    from tuning.warm_start import warm_start_points
+
+    report = run_study(
+        tiny_config,
+        TuneSettings(objective="bound", trials=4, budget=40.0, constants=CONSTANTS,
+                     out=tmp_path, tensorboard=False),
+    )
+    # Without constants (simulated, --no-warm-start) there is no analytical reference row.
+    assert "analytical" not in dict(warm_start_points(tiny_config, None))
+    del report.references["analytical"]
+    text = format_report(report, tiny_config)
+    table = text[text.index("p analytical"):].splitlines()[1:5]
+    assert all(line.split()[3] == "-" for line in table), table
+    assert "nan" not in "\n".join(table)
