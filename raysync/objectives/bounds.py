@@ -193,6 +193,13 @@ class ProblemConstants:
                 f"A={self.A:g} overflow the float range in the bound (4 A and "
                 f"2 L^2 (sigma2 + 2 M2) must stay below 1.8e308)"
             )
+        # ... and underflow: b = 2 L V S and a = 4 A / K (K < 1e150) must stay > 0.
+        if self.L * self.noise < 1e-150 or self.A < 1e-150:
+            raise ConfigError(
+                f"constants L={self.L:g}, sigma2={self.sigma2:g}, M2={self.M2:g}, "
+                f"A={self.A:g} underflow the float range in the bound (L (sigma2 + 2 M2) "
+                f"and A must be >= 1e-150)"
+            )
 
     @property
     def noise(self) -> float:

@@ -251,3 +251,5 @@ def test_constants_whose_products_overflow_are_refused() -> None:
         ProblemConstants(L=1e308, sigma2=1e308, M2=1e308, A=1e308)
     with pytest.raises(ConfigError, match="overflow the float range"):
         ProblemConstants(L=1e200, sigma2=1.0, M2=0.0, A=1.0)  # L^2 overflows
+    with pytest.raises(ConfigError, match="underflow the float range"):
+        ProblemConstants(L=1e-300, sigma2=1e-300, M2=1e-300, A=1e-300)
