@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tuning.report import json_safe
+
 __all__ = ["add_parser", "main"]
 
 
@@ -108,7 +110,7 @@ def _handle(args: argparse.Namespace) -> int:
     if sim_warnings.count and not args.quiet:
         log(sim_warnings.summary())
     if report_path is not None:
-        payload = json.dumps(_json_safe(rec.to_dict()), indent=2)
+        payload = json.dumps(json_safe(rec.to_dict()), indent=2)
         tmp = report_path.with_name(f".{report_path.name}.tmp")
         try:
             tmp.write_text(payload)
@@ -181,24 +183,6 @@ def _check_output(text: str, flag: str) -> Path:
             f"{flag} {text!r} cannot be written: folder {str(folder)!r} does not exist"
         )
     return target
-
-
-def _json_safe(value: Any) -> Any:
-    import math
-
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(float(value)) else None
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
