@@ -181,7 +181,7 @@ class ActorGroup:
         workload: Workload | None,
         train: bool,
         plan: ExecutorPlan | None = None,
-        startup_timeout: float = 120.0,
+        startup_timeout: float = 600.0,
         server_num_cpus: float = 0.0,
         server_options: Mapping[str, Any] | None = None,
         faults: FaultPlan | None = None,
@@ -545,7 +545,7 @@ def run(
     warmup_fraction: float = 0.1,
     num_batches: int = 30,
     confidence: float = 0.99,
-    startup_timeout: float = 120.0,
+    startup_timeout: float = 600.0,
     server_num_cpus: float = 0.0,
     poll_interval: float = 0.5,
     overwrite_checkpoint: bool = False,
@@ -585,7 +585,10 @@ def run(
         warmup_fraction: Fraction of completions dropped before measuring.
         num_batches: Batches of the batch-means confidence intervals.
         confidence: Level of the intervals.
-        startup_timeout: Seconds to wait for the actors to start.
+        startup_timeout: Seconds to wait for the actors to start (default 600 s: requests
+            that can never fit the cluster are refused up front by the resource check, so
+            this only bounds waiting for resources held by other work; starting worker
+            processes on a loaded 2-core machine took more than 120 s).
         server_num_cpus: CPUs the server actor reserves (default 0: it mostly waits on
             the network; set 1 on a busy cluster to keep a core for it).
         poll_interval: Seconds between progress polls.
@@ -724,7 +727,7 @@ def _execute(
     warmup_fraction: float = 0.1,
     num_batches: int = 30,
     confidence: float = 0.99,
-    startup_timeout: float = 120.0,
+    startup_timeout: float = 600.0,
     server_num_cpus: float = 0.0,
     poll_interval: float = 0.5,
     faults: FaultPlan | None = None,
