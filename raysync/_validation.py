@@ -63,7 +63,7 @@ def read_text_file(path: str | os.PathLike[str], what: str, *, max_bytes: int) -
             wrong path such as a data set from filling the memory).
 
     Returns:
-        The text.
+        The text, without a leading UTF-8 byte-order mark if the file starts with one.
 
     Raises:
         ConfigError: The path does not exist, is a directory or another non-regular file
@@ -94,7 +94,9 @@ def read_text_file(path: str | os.PathLike[str], what: str, *, max_bytes: int) -
     if len(raw) > max_bytes:
         raise ConfigError(f"{what} {shown} is more than the {max_bytes:,} bytes allowed")
     try:
-        return raw.decode("utf-8")
+        # A leading byte-order mark (Windows editors write one) is dropped: TOML parsers
+        # would otherwise reject it as an invalid statement on line 1.
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{what} {shown} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "

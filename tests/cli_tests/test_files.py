@@ -191,3 +191,18 @@ def test_path_helpers(tmp_path: Path, afile: Path, adir: Path) -> None:
     assert check_input_dir(adir, "--resume") == adir
     with pytest.raises(ConfigError, match="is a file"):
         check_input_dir(afile, "--resume")
+
+
+def test_config_with_a_byte_order_mark_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Windows editors save "UTF-8 with BOM"; the mark is not TOML and would fail line 1
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + EXAMPLE.read_bytes())
+    assert read_text_file(path, "file", max_bytes=10**6) == EXAMPLE.read_text()
+    assert main(["validate", str(path)]) == 0
+    assert "valid" in capsys.readouterr().out
+    # a bad byte after the mark is still reported at its offset in the file
+    path.write_bytes(b"\xef\xbb\xbfx = \xff\n")
+    with pytest.raises(ConfigError, match=r"byte 0xff at offset 7"):
+        read_text_file(path, "file", max_bytes=100)
