@@ -75,9 +75,11 @@ __all__ = [
     "MAX_CONFIG_BYTES",
     "MAX_CV",
     "ModelConfig",
+    "PowerSpec",
     "RoutingConfig",
     "RunConfig",
     "RuntimeConfig",
+    "ServerConfig",
     "ServiceTimeSpec",
     "SystemConfig",
     "dump_config",
@@ -428,6 +430,108 @@ class ServiceTimeSpec:
         return 1.0 / self.mean_duration
 
 
+_POWER_UNITS = {"W": 1.0, "mW": 1e-3, "kW": 1e3}
+_ENERGY_UNITS = {"J": 1.0, "mJ": 1e-3, "kJ": 1e3, "Wh": 3600.0}
+
+
+def _quantity(name: str, value: object, units: Mapping[str, float], example: str) -> float:
+    """Parse ``"20 W"``-style text into SI units; a bare number is refused (no unit)."""
+    allowed = ", ".join(repr(u) for u in units)
+    if not isinstance(value, str):
+        raise _fail(name, f"must be a string with a unit ({allowed}), e.g. {example!r}", value)
+    parts = value.split()
+    rule = f"must be a number and a unit ({allowed}), e.g. {example!r}"
+    if len(parts) != 2 or parts[1] not in units:
+        raise _fail(name, rule, value)
+    try:
+        number = float(parts[0])
+    except ValueError:
+        raise _fail(name, rule, value) from None
+    if not math.isfinite(number) or number < 0:
+        raise _fail(name, "must be a finite amount >= 0", value)
+    return number * units[parts[1]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PowerSpec:
+    """Power figures of a client or of the server (all optional; text with a unit).
+
+    Attributes:
+        busy: Power drawn while computing, e.g. ``"20 W"`` (units W, mW, kW).
+        idle: Power drawn while idle, e.g. ``"2 W"``.
+        transfer: Energy of one model transfer (a downlink or an uplink), e.g.
+            ``"0.5 J"`` (units J, mJ, kJ, Wh); clients only.
+    """
+
+    # A bare number is typed in so that its error names the missing unit.
+    busy: str | float | None = None
+    idle: str | float | None = None
+    transfer: str | float | None = None
+
+    def __post_init__(self) -> None:
+        _convert_fields(self, "power")
+        for attr in ("busy", "idle"):
+            value = getattr(self, attr)
+            if value is not None:
+                _quantity(f"power.{attr}", value, _POWER_UNITS, "20 W")
+        if self.transfer is not None:
+            _quantity("power.transfer", self.transfer, _ENERGY_UNITS, "0.5 J")
+
+    @property
+    def busy_watts(self) -> float:
+        """Busy power in watts (0 when not given)."""
+        return 0.0 if self.busy is None else _quantity("power.busy", self.busy, _POWER_UNITS, "")
+
+    @property
+    def idle_watts(self) -> float:
+        """Idle power in watts (0 when not given)."""
+        return 0.0 if self.idle is None else _quantity("power.idle", self.idle, _POWER_UNITS, "")
+
+    @property
+    def transfer_joules(self) -> float:
+        """Energy per transfer in joules (0 when not given)."""
+        if self.transfer is None:
+            return 0.0
+        return _quantity("power.transfer", self.transfer, _ENERGY_UNITS, "")
+
+
+def _timing(name: str, value: Any) -> ServiceTimeSpec | None:
+    """Build a delay or update-time spec, with errors addressed by ``name``."""
+    if value is None or isinstance(value, ServiceTimeSpec):
+        return value
+    try:
+        return _build(ServiceTimeSpec, value, name)
+    except ConfigError as exc:
+        inner = getattr(exc, "field", None)
+        if isinstance(inner, str) and inner.startswith("service_time"):
+            raise _error(name + inner[len("service_time") :], exc.detail) from exc  # type: ignore[attr-defined]
+        raise
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """The server's own update computation and power (the ``[server]`` table).
+
+    Attributes:
+        update_time: Time the server spends applying one update (a single FIFO server,
+            visited once per update; same kinds as service times). None: instantaneous.
+        power: Busy and idle power of the server (``transfer`` is a client figure).
+    """
+
+    update_time: ServiceTimeSpec | None = None
+    power: PowerSpec | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "update_time", _timing("server.update_time", self.update_time))
+        _convert_fields(self, "server")
+        if self.power is not None and self.power.transfer is not None:
+            raise _fail(
+                "server.power.transfer",
+                "is a client figure (energy per model transfer): set it on [[clients]]",
+                self.power.transfer,
+            )
+
+
 @dataclass(frozen=True, kw_only=True)
 class ClientSpec:
     """One client: its service time and the resources its actor requests.
@@ -438,6 +542,10 @@ class ClientSpec:
         num_gpus: GPUs (may be fractional); GPU clients compute on CUDA when present.
         resources: Custom Ray resources, e.g. ``{"tier_fast": 1}``.
         name: Optional label shown in tables and TensorBoard.
+        downlink: Delay of sending a task (the model) to this client, spent before its
+            service (same kinds as service times; None: no delay). docs/network.md.
+        uplink: Delay of returning the result to the server, spent after the service.
+        power: Busy/idle power and energy per transfer of this client.
     """
 
     service_time: ServiceTimeSpec = field(default_factory=lambda: ServiceTimeSpec(rate=1.0))
@@ -445,8 +553,13 @@ class ClientSpec:
     num_gpus: float = 0.0
     resources: Mapping[str, float] = field(default_factory=dict)
     name: str | None = None
+    downlink: ServiceTimeSpec | None = None
+    uplink: ServiceTimeSpec | None = None
+    power: PowerSpec | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "downlink", _timing("downlink", self.downlink))
+        object.__setattr__(self, "uplink", _timing("uplink", self.uplink))
         _convert_fields(self, "")
         _check_positive("num_cpus", self.num_cpus, allow_zero=True)
         _check_positive("num_gpus", self.num_gpus, allow_zero=True)
@@ -726,6 +839,7 @@ class SystemConfig:
         run: Run length and evaluation cadence.
         runtime: How the Ray runtime places clients on actors.
         seed: Root seed; every component derives its own generator from it.
+        server: The server's update time and power (None: instantaneous, no power).
     """
 
     clients: tuple[ClientSpec, ...]
@@ -737,11 +851,13 @@ class SystemConfig:
     run: RunConfig = field(default_factory=RunConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     seed: int = 0
+    server: ServerConfig | None = None
 
     def __post_init__(self) -> None:
         _convert_fields(self, "")
         if not self.clients:
-            raise _error("clients", "must list at least one client, got 0")
+            why = " (the [server] table needs clients to serve)" if self.server else ""
+            raise _error("clients", f"must list at least one client, got 0{why}")
         if len(self.clients) > MAX_CLIENTS:
             raise _fail("clients", f"must list at most {MAX_CLIENTS:,} clients", len(self.clients))
         _check_int("concurrency", self.concurrency, minimum=1)
@@ -804,7 +920,8 @@ class SystemConfig:
         if not isinstance(raw_clients, list | tuple):
             raise _wrong_type("clients", "an array of [[clients]] tables", raw_clients)
         if not raw_clients:
-            raise _error("clients", "must list at least one client, got 0")
+            why = " (the [server] table needs clients to serve)" if data.get("server") else ""
+            raise _error("clients", f"must list at least one client, got 0{why}")
         clients: list[ClientSpec] = []
         for i, entry in enumerate(raw_clients):
             if not isinstance(entry, Mapping):
