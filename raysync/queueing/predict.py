@@ -9,6 +9,16 @@ each other (stationary, independent) client ``j`` completes ``mu_j E[S_i]`` task
 average, so ``E[D_i] = sum_{j != i} mu_j / mu_i``. Both facts hold for any non-lattice
 service-time distribution, not only the exponential.
 
+Communication delays and the server station (docs/network.md). A client's ``downlink`` and
+``uplink`` specs are infinite-server stations of mean ``Z_i = E[down_i] + E[up_i]`` and the
+``[server]`` table's ``update_time`` is a single FIFO server of rate ``1 / E[update]``,
+visited once per update (:class:`~raysync.queueing.ClosedNetwork`, BCMP product form:
+exact for exponential client and server times, any delay law). Return to sender with
+delays but no server station is still ``n`` independent cycles, of mean length
+``Z_i + 1 / mu_i``: client ``i`` completes ``x_i = 1 / (Z_i + 1 / mu_i)`` tasks per unit time
+and ``E[D_i] = (Z_i + 1 / mu_i) sum_{j != i} x_j`` (renewal-reward, any non-lattice law).
+With a server station the cycles interact through its queue: no closed form here.
+
 Buffered updates (FedBuff). The network's updates are task completions, so its delays
 count completions. A server that applies one model version per ``B`` completions sees a
 task dispatched after completion ``m`` and consumed after completion ``m'`` as
@@ -36,9 +46,39 @@ from raysync.queueing.result import QueueingResult
 if TYPE_CHECKING:
     from raysync.config import SystemConfig
 
-__all__ = ["analyze_independent_cycles", "buffer_size", "predict"]
+__all__ = [
+    "analyze_independent_cycles",
+    "buffer_size",
+    "network_of",
+    "predict",
+    "station_parameters",
+]
 
 INDEPENDENT_CYCLES = "independent_cycles"
+
+
+def _cycles_with_latency(mu: NDArray[np.float64], latency: NDArray[np.float64]) -> QueueingResult:
+    """Return-to-sender cycles of mean ``Z_i + 1 / mu_i`` (one task per client, no server)."""
+    n = mu.size
+    cycle = latency + 1.0 / mu
+    rate = 1.0 / cycle
+    total = float(rate.sum())
+    others = total - rate  # rates are of one order here: no catastrophic cancellation
+    delay = cycle * others
+    utilization = rate / mu
+    return QueueingResult(
+        throughput=total,
+        client_throughput=rate,
+        utilization=utilization,
+        mean_queue_length=utilization,
+        mean_sojourn_time=1.0 / mu,
+        mean_relative_delay=delay,
+        mean_staleness=float((rate * delay).sum() / total),
+        concurrency=n,
+        n_clients=n,
+        method=INDEPENDENT_CYCLES,
+        mean_in_transit=rate * latency,
+    )
 
 
 def analyze_independent_cycles(mu: Sequence[float] | NDArray[np.float64]) -> QueueingResult:
@@ -127,12 +167,50 @@ def buffer_size(config: SystemConfig) -> int:
     return int(algorithm.buffer_size) if algorithm.name == "fedbuff" else 1
 
 
+def station_parameters(config: SystemConfig) -> tuple[NDArray[np.float64] | None, float | None]:
+    """The latency and server stations a config describes.
+
+    Args:
+        config: The system configuration.
+
+    Returns:
+        ``(client_latency, server_rate)``: per-client mean delays ``Z_i = E[downlink_i] +
+        E[uplink_i]`` in seconds, shape ``(n,)`` (None when no client has a delay), and the
+        server station's rate ``1 / E[update_time]`` per second (None without one).
+    """
+    latency = None
+    if any(c.downlink is not None or c.uplink is not None for c in config.clients):
+        latency = np.array(
+            [
+                sum(s.mean_duration for s in (c.downlink, c.uplink) if s is not None)
+                for c in config.clients
+            ],
+            dtype=np.float64,
+        )
+    server = config.server
+    rate = None
+    if server is not None and server.update_time is not None:
+        rate = server.update_time.service_rate
+    return latency, rate
+
+
+def network_of(config: SystemConfig) -> ClosedNetwork:
+    """The closed network of a config with random routing, stations included.
+
+    Raises:
+        ConfigError: The routing is ``return_to_sender`` (not a random routing).
+    """
+    latency, rate = station_parameters(config)
+    return ClosedNetwork.from_config(config, client_latency=latency, server_rate=rate)
+
+
 def predict(config: SystemConfig) -> QueueingResult:
     """The closed-form prediction for a config, whatever its routing.
 
     Rates are ``1 / mean`` of each client's service time: exact for exponential service
     with random routing, and for any service distribution with return to sender;
-    otherwise an approximation whose error the simulator measures.
+    otherwise an approximation whose error the simulator measures. Communication delays
+    and the server's update time enter as the stations of :func:`station_parameters`.
 
     Args:
         config: The system configuration.
@@ -142,10 +220,25 @@ def predict(config: SystemConfig) -> QueueingResult:
         :func:`analyze_independent_cycles` for ``return_to_sender``; delays in
         completions, with ``buffer_size`` set to the config's completions per model
         version (so ``mean_version_delay`` is the staleness a FedBuff server sees).
+
+    Raises:
+        ConfigError: Return to sender with a server station (its cycles interact through
+            the server's queue; no closed form here: simulate it).
     """
     if config.routing_probabilities is None:
-        res = analyze_independent_cycles(config.service_rates)
+        latency, rate = station_parameters(config)
+        if rate is not None:
+            raise ConfigError(
+                "routing 'return_to_sender' with a [server] update_time has no closed form "
+                "(the clients' cycles interact through the server queue); use "
+                "`raysync simulate` or random routing (fixed/uniform)"
+            )
+        mu = np.asarray(config.service_rates, dtype=np.float64)
+        if latency is None:
+            res = analyze_independent_cycles(mu)
+        else:
+            res = _cycles_with_latency(mu, latency)
     else:
-        res = analyze(ClosedNetwork.from_config(config))
+        res = analyze(network_of(config))
     big = buffer_size(config)
     return res if big == 1 else dataclasses.replace(res, buffer_size=big)
