@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from raysync.routing._base import BaseRouter
 from raysync.routing._factory import make_router
+from raysync.routing.estimation import OnlineRateEstimator
 from raysync.routing.fixed import FixedRouter, UniformRouter
 from raysync.routing.return_to_sender import ReturnToSenderRouter
 
 __all__ = [
     "BaseRouter",
     "FixedRouter",
+    "OnlineRateEstimator",
     "ReturnToSenderRouter",
     "UniformRouter",
     "make_router",
