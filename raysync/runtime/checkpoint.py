@@ -39,7 +39,7 @@ import numpy as np
 
 from raysync.config import SystemConfig
 from raysync.exceptions import CheckpointError
-from raysync.runtime._state import SCHEMA_VERSION, Key
+from raysync.runtime._state import PENDING_COLUMNS, SCHEMA_VERSION, Key
 
 __all__ = [
     "FORMAT_VERSION",
@@ -68,8 +68,26 @@ _MASK64 = (1 << 64) - 1
 # --------------------------------------------------------------------------- fingerprint
 
 
+#: Named facts that are not config paths (the config's own fields are compared path by
+#: path under ``"config"``).
+_DERIVED_FIELDS = ("num_clients", "num_params", "train")
+
+
+def _bound_config(config: SystemConfig) -> dict[str, Any]:
+    """The config without ``run`` and ``runtime``, as plain JSON values (what may not change)."""
+    data = config.to_dict()
+    data.pop("run", None)
+    data.pop("runtime", None)
+    return json.loads(json.dumps(data, default=str))
+
+
 def fingerprint_fields(config: SystemConfig, num_params: int | None) -> dict[str, Any]:
-    """The facts a checkpoint must agree on with the run resuming it (named in errors)."""
+    """The facts a checkpoint must agree on with the run resuming it (named in errors).
+
+    Besides a few named facts, ``"config"`` holds the whole config the fingerprint covers,
+    so a refused resume names the exact field that changed (e.g.
+    ``clients[1].service_time.rate``) with its old and new value.
+    """
     return {
         "num_clients": config.num_clients,
         "concurrency": config.concurrency,
@@ -80,6 +98,7 @@ def fingerprint_fields(config: SystemConfig, num_params: int | None) -> dict[str
         "dataset": config.data.dataset,
         "train": config.run.train,
         "seed": config.seed,
+        "config": _bound_config(config),
     }
 
 
@@ -97,6 +116,54 @@ def config_fingerprint(config: SystemConfig, num_params: int | None) -> str:
     data["train"] = config.run.train
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_ABSENT = object()
+
+
+def _flatten(value: Any, path: str, out: dict[str, Any]) -> dict[str, Any]:
+    """``{"a": {"b": [1, 2]}}`` -> ``{"a.b[0]": 1, "a.b[1]": 2}`` (leaves by config path)."""
+    if isinstance(value, Mapping) and value:
+        for key, item in value.items():
+            _flatten(item, f"{path}.{key}" if path else str(key), out)
+    elif isinstance(value, list) and value:
+        for j, item in enumerate(value):
+            _flatten(item, f"{path}[{j}]", out)
+    else:
+        out[path] = value
+    return out
+
+
+def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """What differs between a checkpoint's fingerprint fields and the resuming run's."""
+
+    def show(value: Any) -> str:
+        return "absent" if value is _ABSENT else repr(value)
+
+    def pair(name: str, old: Any, new: Any) -> str:
+        return f"{name} {show(old)} (checkpoint) vs {show(new)} (config)"
+
+    if "config" in saved and "config" in current:
+        named = [k for k in _DERIVED_FIELDS if k in current]
+        diffs = [pair(k, saved.get(k), current[k]) for k in named if saved.get(k) != current[k]]
+        old = _flatten(saved["config"], "", {})
+        new = _flatten(current["config"], "", {})
+        paths = [*new, *(k for k in old if k not in new)]
+        diffs += [
+            pair(p, old.get(p, _ABSENT), new.get(p, _ABSENT))
+            for p in paths
+            if old.get(p, _ABSENT) != new.get(p, _ABSENT)
+        ]
+    else:  # a checkpoint written before the config was stored: the named facts only
+        diffs = [
+            pair(k, saved.get(k), current[k])
+            for k in current
+            if k != "config" and saved.get(k) != current[k]
+        ]
+    shown = 3
+    if len(diffs) > shown:
+        diffs = [*diffs[:shown], f"and {len(diffs) - shown} more differences"]
+    return diffs
 
 
 # --------------------------------------------------------------------------- trees
@@ -393,13 +460,7 @@ def read_checkpoint(
         if _sha256(path) != entry["sha256"]:
             raise _corrupt(root, f"{path.name} does not match its SHA-256 checksum")
     if fingerprint is not None and fingerprint != saved_fingerprint:
-        diffs = []
-        if fields is not None:
-            diffs = [
-                f"{key} {saved_fields.get(key)!r} (checkpoint) vs {fields[key]!r} (config)"
-                for key in fields
-                if saved_fields.get(key) != fields[key]
-            ]
+        diffs = _differences(saved_fields, fields) if fields is not None else []
         detail = "; ".join(diffs) if diffs else "client specs, data or algorithm settings differ"
         raise CheckpointError(
             f"checkpoint {str(root)!r} was written for a different run: {detail}. Resume "
@@ -435,8 +496,11 @@ class _Checker:
 
     def get(self, name: str) -> Any:
         node: Any = self.state
-        for part in name.split("."):
-            if not isinstance(node, Mapping) or part not in node:
+        parts = name.split(".")
+        for j, part in enumerate(parts):
+            if not isinstance(node, Mapping):
+                raise self.bad(".".join(parts[:j]), "must be a mapping", node)
+            if part not in node:
                 raise _corrupt(self.root, f"the server state lacks field {name!r}")
             node = node[part]
         return node
@@ -508,6 +572,53 @@ class _Checker:
                 raise self.bad(name, f"must be >= {minimum:g} (its smallest entry is {low})")
         return value
 
+    def mapping(self, name: str) -> Mapping[str, Any]:
+        value = self.get(name)
+        if not isinstance(value, Mapping):
+            raise self.bad(name, "must be a mapping", value)
+        return value
+
+    def rows(
+        self, name: str, columns: tuple[str, ...], *, max_version: int
+    ) -> list[list[Any]]:
+        """A list of rows, each ``[time, version, numbers...]`` (``columns`` names them).
+
+        The time is finite and >= 0, the version an integer in ``[0, max_version]``, the
+        other columns numbers (NaN allowed: a diverged model's loss is a fact to keep).
+        """
+        value = self.get(name)
+        rule = f"must be a list of rows [{', '.join(columns)}]"
+        if not isinstance(value, list):
+            raise self.bad(name, rule, value)
+        for j, row in enumerate(value):
+            where = f"{name}[{j}]"
+            if not isinstance(row, list) or len(row) != len(columns):
+                raise self.bad(where, f"must be a row [{', '.join(columns)}]", row)
+            time_, version = row[0], row[1]
+            if not _is_number(time_) or not math.isfinite(time_) or time_ < 0:
+                raise self.bad(f"{where}.{columns[0]}", "must be a finite number >= 0", time_)
+            if not _is_integer(version) or not 0 <= version <= max_version:
+                raise self.bad(
+                    f"{where}.{columns[1]}", f"must be an integer in [0, {max_version}]", version
+                )
+            for column, item in zip(columns[2:], row[2:], strict=True):
+                if not _is_number(item) or math.isinf(item):
+                    raise self.bad(f"{where}.{column}", "must be a number (NaN allowed)", item)
+        return value
+
+    def models(self, name: str, num_params: int | None) -> Mapping[str, Any]:
+        """A mapping from version (a decimal string) to a model of ``num_params`` floats."""
+        value = self.mapping(name)
+        if num_params is None:
+            if value:
+                raise self.bad(name, "must be empty in a run without training", dict(value))
+            return value
+        for key, model in value.items():
+            if not key.isdecimal():
+                raise self.bad(name, "must be keyed by model versions", key)
+            self.check_array(f"{name}.{key}", model, (num_params,), "f")
+        return value
+
     def finite_tree(self, name: str, value: Any) -> None:
         """Every float array and float inside ``value`` (a state dict) is finite."""
         if isinstance(value, np.ndarray):
@@ -521,6 +632,14 @@ class _Checker:
                 self.finite_tree(f"{name}[{j}]", item)
         elif isinstance(value, float) and not math.isfinite(value):
             raise self.bad(name, "must be finite", value)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool)
 
 
 def _short(value: Any) -> str:
@@ -588,9 +707,7 @@ def check_server_state(
     created = c.array(f"{Key.PENDING}.created", (None,), "f", minimum=0.0)
     # A task's service draw is NaN when the run does not emulate service times.
     c.array(f"{Key.PENDING}.sample", (None,), "f", allow_nan=True, minimum=0.0)
-    pending = {
-        k: np.asarray(c.get(f"{Key.PENDING}.{k}")) for k in ("task_id", "client", "base_version")
-    }
+    pending = {k: np.asarray(c.get(f"{Key.PENDING}.{k}")) for k in PENDING_COLUMNS}
     sizes = {v.size for v in pending.values()} | {created.size}
     if len(sizes) > 1:
         raise c.bad(Key.PENDING, "columns must have one entry per pending task (lengths differ)")
@@ -630,56 +747,63 @@ def check_server_state(
     queued = np.bincount(clients.astype(np.int64), minlength=n) if clients.size else np.zeros(n)
     if not np.array_equal(queued, np.asarray(c.get(f"{Key.BOOK}.lengths"))):
         raise c.bad(f"{Key.BOOK}.lengths", "must equal each client's number of pending tasks")
-    # Model.
+    # Model: the parameters and the models the pending tasks carry (none without training).
     if num_params is not None:
         c.array(Key.PARAMS, (num_params,), "f")
-        base = c.get(Key.BASE_PARAMS)
-        if not isinstance(base, Mapping):
-            raise c.bad(Key.BASE_PARAMS, "must be a mapping from version to model", base)
+    elif state.get(Key.PARAMS) is not None:
+        raise c.bad(Key.PARAMS, "must be null in a run without training", state[Key.PARAMS])
+    base = c.models(Key.BASE_PARAMS, num_params)
+    if num_params is not None:
         for v in sorted({int(b) for b in bases.tolist()}):
             if str(v) not in base:
                 raise c.bad(Key.BASE_PARAMS, f"lacks the model of version {v} (a pending task's)")
-            c.check_array(f"base_params.{v}", base[str(v)], (num_params,), "f")
-    # Optional entries (absent in older checkpoints of the same format).
+    # Entries later schemas added (absent in older checkpoints of the same format).
+    schema = int(state.get(Key.SCHEMA, 1))
     if Key.COUNTERS in state:
-        counters = c.get(Key.COUNTERS)
-        if not isinstance(counters, Mapping):
-            raise c.bad(Key.COUNTERS, "must be a mapping", counters)
-        for key in counters:
-            c.integer(f"counters.{key}")
+        for key in c.mapping(Key.COUNTERS):
+            c.integer(f"{Key.COUNTERS}.{key}")
+    if Key.LAG in state:
+        lag = c.get(Key.LAG)
+        if not isinstance(lag, list) or len(lag) != 3:
+            raise c.bad(Key.LAG, "must be [sum, max, count] of the server's lag", lag)
+        for j, part in enumerate(("sum", "max")):
+            if not _is_number(lag[j]) or not math.isfinite(lag[j]) or lag[j] < 0:
+                raise c.bad(f"{Key.LAG}.{part}", "must be a finite number >= 0", lag[j])
+        if not _is_integer(lag[2]) or lag[2] < 0:
+            raise c.bad(f"{Key.LAG}.count", "must be an integer >= 0", lag[2])
     if Key.EVALS in state:
-        evals = c.get(Key.EVALS)
-        if not isinstance(evals, list) or any(
-            not isinstance(e, list) or len(e) != 6 or not isinstance(e[1], int) for e in evals
-        ):
-            raise c.bad(Key.EVALS, "must be rows of [time, version, 4 metrics]")
-    if Key.EVAL_PENDING in state:
-        rows = c.get(Key.EVAL_PENDING)
-        if not isinstance(rows, list) or any(
-            not isinstance(e, list) or len(e) != 3 or not isinstance(e[1], int) for e in rows
-        ):
-            raise c.bad(Key.EVAL_PENDING, "must be rows of [time, version, train loss]")
+        c.rows(
+            Key.EVALS,
+            ("time", "version", "test_loss", "test_accuracy", "val_loss", "val_accuracy"),
+            max_version=version,
+        )
+    if schema >= 2 or Key.EVAL_PENDING in state:
+        rows = c.rows(Key.EVAL_PENDING, ("time", "version", "train_loss"), max_version=version)
+        models = c.models(Key.EVAL_PARAMS, num_params)
         if num_params is not None:
-            models = c.get(Key.EVAL_PARAMS)
             for e in rows:
-                key = str(e[1])
-                if not isinstance(models, Mapping) or key not in models:
-                    raise c.bad(Key.EVAL_PARAMS, f"lacks the model of version {key} (to evaluate)")
-                c.check_array(f"eval_params.{key}", models[key], (num_params,), "f")
+                if str(e[1]) not in models:
+                    raise c.bad(
+                        Key.EVAL_PARAMS, f"lacks the model of version {e[1]} (to evaluate)"
+                    )
     if Key.NEXT_EVAL_TIME in state:
         c.number(Key.NEXT_EVAL_TIME, allow_inf=True, minimum=0.0)
     if Key.EVAL_SECONDS in state:
         c.number(Key.EVAL_SECONDS, minimum=0.0)
     run_name = state.get(Key.RUN_NAME)
-    if run_name is not None and not isinstance(run_name, str):
-        raise c.bad(Key.RUN_NAME, "must be a string", run_name)
-    router_state = c.get(Key.ROUTER)
-    if not isinstance(router_state, Mapping):
-        raise c.bad(Key.ROUTER, "must be a mapping", router_state)
+    if run_name is not None and (not isinstance(run_name, str) or not run_name.strip()):
+        raise c.bad(Key.RUN_NAME, "must be a non-empty string", run_name)
+    if Key.TENSORBOARD_STEP in state:
+        # TensorBoard steps are model versions: the resumed run continues from this one.
+        step = c.integer(Key.TENSORBOARD_STEP)
+        if step != version:
+            raise c.bad(Key.TENSORBOARD_STEP, f"must equal the version {version}", step)
+    router_state = c.mapping(Key.ROUTER)
     strategy_state = state.get(Key.STRATEGY)
     if strategy_state is not None:
-        if not isinstance(strategy_state, Mapping):
-            raise c.bad(Key.STRATEGY, "must be a mapping", strategy_state)
+        if num_params is None:
+            raise c.bad(Key.STRATEGY, "must be null in a run without training", strategy_state)
+        strategy_state = c.mapping(Key.STRATEGY)
         c.finite_tree(Key.STRATEGY, strategy_state)
     if config is not None:
         _load_components(c, config, router_state, strategy_state, num_params)

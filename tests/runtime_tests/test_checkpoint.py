@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -18,8 +19,11 @@ import pytest
 from raysync.cli import main
 from raysync.config import RunConfig, RuntimeConfig, SystemConfig, dump_config
 from raysync.exceptions import CheckpointError, ConfigError
+from raysync.runtime._state import Key
 from raysync.runtime.checkpoint import (
     MANIFEST,
+    Checkpoint,
+    check_server_state,
     config_fingerprint,
     fingerprint_fields,
     read_checkpoint,
@@ -122,9 +126,20 @@ def test_a_checkpoint_of_another_config_is_rejected_naming_the_difference(
     reseeded = config.replace(seed=9)
     with pytest.raises(CheckpointError, match=r"seed 0 \(checkpoint\) vs 9 \(config\)"):
         _read(tmp_path, reseeded)
+    # a changed fleet names the client's field, with the old and the new value
     slower = queue_config((0.01, 0.05), None, 2, 100)
-    with pytest.raises(CheckpointError, match=r"different run: client specs"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"different run: clients\[1\]\.service_time\.rate 50\.0 \(checkpoint\) vs "
+        r"20\.0 \(config\)\. Resume",
+    ):
         _read(tmp_path, slower)
+    more_cpus = dataclasses.replace(config.clients[1], num_cpus=1.0)
+    fewer_cpus = config.replace(clients=(config.clients[0], more_cpus))
+    with pytest.raises(
+        CheckpointError, match=r"clients\[1\]\.num_cpus 0\.25 \(checkpoint\) vs 1(\.0)? \(config\)"
+    ):
+        _read(tmp_path, fewer_cpus)
 
 
 def test_cli_reports_a_bad_checkpoint_in_one_line(
@@ -411,3 +426,143 @@ def test_a_checkpoint_that_makes_no_sense_is_refused_naming_the_field(
     message = str(info.value)
     assert "\n" not in message
     assert f"'{field}'" in message, message
+
+
+def _queue_checkpoint_config(checkpoint_dir: Path, num_updates: int = 100) -> SystemConfig:
+    return queue_config((0.01, 0.02), None, 2, num_updates).replace(
+        run=RunConfig(
+            num_updates=num_updates,
+            train=False,
+            time_scale=0.0,
+            checkpoint_every_updates=50,
+            checkpoint_dir=str(checkpoint_dir),
+        ),
+        runtime=RuntimeConfig(mode="pool", executors_per_tier=2),
+    )
+
+
+@pytest.fixture(scope="module")
+def queue_checkpoint(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: ANN001
+    """A queue-only (``train = false``) checkpoint at version 100 written by a real run."""
+    directory = tmp_path_factory.mktemp("queue") / "ckpt"
+    result, _ = _execute(_queue_checkpoint_config(directory))
+    assert result.num_updates == 100
+    return directory
+
+
+_SCHEMA_KEYS = {v for k, v in vars(Key).items() if k.isupper() and isinstance(v, str)}
+
+
+def _wrongly_typed(value: object) -> object:
+    """A value of a type no field of the schema accepts in place of ``value``."""
+    return 7 if isinstance(value, str) else "7"
+
+
+def _schema_fields(state: dict) -> list[str]:
+    """Every field of the state schema: top-level entries and the book's and pending's."""
+    nested = [f"{top}.{k}" for top in (Key.BOOK, Key.PENDING) for k in state[top]]
+    return [*state, *nested]
+
+
+def _refusal(checkpoint: Checkpoint, state: dict, config: SystemConfig, train: bool) -> str:
+    damaged = Checkpoint(
+        checkpoint.directory, checkpoint.version, checkpoint.fingerprint, checkpoint.fields, state
+    )
+    with pytest.raises(CheckpointError) as info:
+        check_server_state(
+            damaged,
+            num_clients=config.num_clients,
+            num_params=checkpoint.state[Key.PARAMS].size if train else None,
+            config=config,
+        )
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "queue-only"])
+def test_every_field_of_the_state_schema_is_type_checked(
+    request: pytest.FixtureRequest, tmp_path: Path, train: bool
+) -> None:
+    import copy
+
+    fixture = "real_checkpoint" if train else "queue_checkpoint"
+    checkpoint = read_checkpoint(request.getfixturevalue(fixture))
+    config = (_evaluated_config if train else _queue_checkpoint_config)(tmp_path, 300)
+    # the sweep covers the whole schema: a server that stores a new entry must name it
+    # in Key, and then it is swept here
+    assert set(checkpoint.state) == _SCHEMA_KEYS
+    check_server_state(  # the intact state passes
+        checkpoint,
+        num_clients=config.num_clients,
+        num_params=checkpoint.state[Key.PARAMS].size if train else None,
+        config=config,
+    )
+    fields = _schema_fields(checkpoint.state)
+    assert len(fields) > 40
+    for field in fields:
+        state = copy.deepcopy(checkpoint.state)
+        *parents, leaf = field.split(".")
+        node = state
+        for part in parents:
+            node = node[part]
+        node[leaf] = _wrongly_typed(node[leaf])
+        message = _refusal(checkpoint, state, config, train)
+        assert f"'{field}'" in message, (field, message)
+    # inside the rows and lists: each column is checked and named
+    cases = [
+        (lambda s: s[Key.EVAL_PENDING][0].__setitem__(2, "abc"), "eval_pending[0].train_loss"),
+        (lambda s: s[Key.EVAL_PENDING][0].__setitem__(1, 1.5), "eval_pending[0].version"),
+        (lambda s: s[Key.LAG].__setitem__(2, 1.5), "lag.count"),
+        (lambda s: s[Key.LAG].__setitem__(0, float("nan")), "lag.sum"),
+        (lambda s: s[Key.COUNTERS].__setitem__("restarts", "1"), "counters.restarts"),
+        (lambda s: s.__setitem__(Key.TENSORBOARD_STEP, s[Key.VERSION] - 1), "tensorboard_step"),
+        (lambda s: s.__setitem__(Key.RUN_NAME, ""), "run_name"),
+    ]
+    if train:
+        cases.append((lambda s: s[Key.BASE_PARAMS].__setitem__("x", s[Key.PARAMS]), "base_params"))
+    else:
+        # a queue-only run has no model: a value there is refused, not silently ignored
+        cases += [
+            (lambda s: s.__setitem__(Key.PARAMS, "abc"), "params"),
+            (lambda s: s.__setitem__(Key.PARAMS, np.zeros(3, np.float32)), "params"),
+            (lambda s: s.__setitem__(Key.STRATEGY, {}), "strategy"),
+            (lambda s: s[Key.EVAL_PARAMS].__setitem__("3", np.zeros(3)), "eval_params"),
+        ]
+    for damage, field in cases:
+        state = copy.deepcopy(checkpoint.state)
+        if field.startswith("eval_pending") and not state[Key.EVAL_PENDING]:
+            state[Key.EVAL_PENDING] = [[0.0, 0, 0.5]]
+        damage(state)
+        message = _refusal(checkpoint, state, config, train)
+        assert f"'{field}'" in message, (field, message)
+
+
+@pytest.mark.usefixtures("no_ray")
+def test_a_queue_only_checkpoint_with_a_model_is_refused_before_ray_starts(
+    queue_checkpoint: Path, tmp_path: Path
+) -> None:
+    checkpoint = read_checkpoint(queue_checkpoint)
+    state = checkpoint.state
+    state["params"] = "abc"
+    state["tensorboard_step"] = "7"
+    damaged = tmp_path / "damaged"
+    write_checkpoint(
+        damaged,
+        state,
+        version=checkpoint.version,
+        fingerprint=checkpoint.fingerprint,
+        fields=checkpoint.fields,
+    )
+    with pytest.raises(CheckpointError, match=r"field 'params' must be null in a run without"):
+        _execute(_queue_checkpoint_config(tmp_path / "unused", 300), resume_from=damaged)
+    state["params"] = None
+    write_checkpoint(
+        damaged,
+        state,
+        version=checkpoint.version,
+        fingerprint=checkpoint.fingerprint,
+        fields=checkpoint.fields,
+    )
+    with pytest.raises(CheckpointError, match=r"field 'tensorboard_step' must be an integer"):
+        _execute(_queue_checkpoint_config(tmp_path / "unused", 300), resume_from=damaged)
