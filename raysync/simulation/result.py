@@ -25,8 +25,9 @@ import numpy as np
 
 __all__ = ["UNITS", "RunResult", "SimulationResult", "batch_ratio_ci"]
 
-#: The unit of every quantity that ``result.json`` and ``theory.json`` share (same key,
-#: same unit; see :mod:`raysync.simulation.report`).
+#: The unit of the quantities of ``result.json`` whose unit is not obvious, and of every
+#: quantity it shares with ``theory.json`` (same key, same unit; see
+#: :mod:`raysync.simulation.report`).
 UNITS: dict[str, str] = {
     "throughput": "task completions per second (the theory's update throughput Lambda)",
     "version_throughput": "model versions per second (= throughput / buffer_size)",
@@ -35,6 +36,9 @@ UNITS: dict[str, str] = {
     "mean_completion_delay": "completions between dispatch and completion (docs/theory.md sec. 2)",
     "mean_completion_staleness": "completions, averaged over completions (theory: C - 1)",
     "buffer_size": "completions per model version (FedBuff's B; 1 otherwise)",
+    # The names predate FedBuff: both count task completions, not model versions.
+    "warmup_updates": "task completions dropped before the measurement window (not versions)",
+    "window_updates": "task completions inside the measurement window (not versions)",
 }
 
 _JSON_NAME = "result.json"
@@ -111,8 +115,8 @@ class RunResult:
     """What one run measured (simulation on a virtual clock, or Ray for real).
 
     Steady-state statistics are measured over a window that starts after a warm-up
-    (``warmup_updates`` updates) and is cut into ``num_batches`` batches of consecutive
-    updates; intervals are batch-means t-intervals at level ``confidence``. Time is
+    (``warmup_updates`` task completions) and is cut into ``num_batches`` batches of
+    consecutive completions; intervals are batch-means t-intervals at level ``confidence``. Time is
     virtual seconds for ``backend="simulation"`` and wall-clock seconds for ``"ray"``.
 
     Attributes:
@@ -168,8 +172,10 @@ class RunResult:
         final_test_accuracy: Test accuracy of the final model.
         final_val_loss: Validation loss of the final model.
         final_val_accuracy: Validation accuracy of the final model.
-        warmup_updates: Updates dropped before the measurement window.
-        window_updates: Completions inside the measurement window.
+        warmup_updates: Task completions dropped before the measurement window (in
+            completions, like ``num_completions``, not model versions: FedBuff makes one
+            version per ``B`` of them).
+        window_updates: Task completions inside the measurement window (same unit).
         num_batches: Batches the window was cut into (0: too short for intervals).
         confidence: Level of the intervals.
         warnings: One-line messages about the measurement's soundness (e.g. a run too

@@ -157,6 +157,20 @@ def test_theory_json_and_result_json_share_keys_and_units(tmp_path: Path) -> Non
     assert "theory: 1\n" in text + "\n" and "theory: 5\n" in text
 
 
+@pytest.mark.parametrize("buffer", [1, 5])
+def test_warm_up_and_window_count_completions_not_versions(tmp_path: Path, buffer: int) -> None:
+    res = simulate(fedbuff_config(buffer, updates=2_000), queue_only=True)
+    assert res.num_updates == 2_000 and res.num_completions == 2_000 * buffer
+    # both are cut on the completion count (the queues do not depend on the buffer) ...
+    assert res.warmup_updates + res.window_updates == res.num_completions
+    assert res.warmup_updates >= 0.1 * res.num_completions
+    # ... and say so where the numbers are saved
+    res.save(tmp_path)
+    units = json.loads((tmp_path / "result.json").read_text())["units"]
+    for key in ("warmup_updates", "window_updates"):
+        assert "task completions" in units[key] and "not versions" in units[key]
+
+
 def test_tensorboard_tags_compare_like_with_like() -> None:
     cfg = fedbuff_config(5, updates=2_000)
     res = simulate(cfg, queue_only=True)
