@@ -230,7 +230,10 @@ def simulate(
     inner = in_time_unit(config, unit)
     _check_run_length(inner, buffer, unit)
     # A large queue-only fleet never builds per-client generators, streams or snapshots.
-    flat = not train and n >= FLAT_MIN_CLIENTS
+    from raysync.simulation._network import has_network, network_streams, run_network
+
+    # Delays and a server station take the general loop (docs/network.md), never the flat path.
+    flat = not train and n >= FLAT_MIN_CLIENTS and not has_network(config)
     gens = None if flat else run_generators(config.seed, n)
     if router is None:
         router = make_router(config.routing)
@@ -278,6 +281,7 @@ def simulate(
         "progress": progress,
     }
     eval_seconds = 0.0
+    network = network_streams(config, block_size=block_size, unit=unit)
     if train:
         loop = _TrainingLoop(
             **common,
@@ -287,8 +291,13 @@ def simulate(
             sinks=sinks,
             time_unit=unit,
         )
-        final_row, curve, extra = loop.run()
+        if network is None:
+            final_row, curve, extra = loop.run()
+        else:
+            final_row, curve, extra = run_network(**common, network=network, trainer=loop)
         eval_seconds = extra["eval_seconds"]
+    elif network is not None:
+        final_row, curve, extra = run_network(**common, network=network, buffer_size=buffer)
     else:
         final_row, curve, extra = _run_queue_only(**common, buffer_size=buffer)
     stats = batch_statistics(
@@ -301,6 +310,12 @@ def simulate(
         transient_end=int(extra["transient_end"]),
     )
     stats["warnings"] += _sampling_warnings(inner, stats["completed"], service_times)
+    if network is not None and network.server is not None:
+        from raysync.simulation._network import server_utilization
+
+        extra["server_utilization"] = server_utilization(
+            snapshots.rows, final_row, stats["warmup_updates"]
+        )
     return _result(
         config, stats, final_row, curve, extra, router, unit, train, buffer, confidence,
         block_size, eval_seconds, snapshots.interval, sinks, wall_start,
@@ -422,6 +437,7 @@ def _result(
             "transient_end": int(extra["transient_end"]),
             "snapshot_interval": interval,
             "block_size": block_size,
+            **({k: extra[k] for k in ("server_utilization",) if k in extra}),
             "time_unit": unit,
             "routing_probabilities": (
                 None
@@ -1398,17 +1414,27 @@ def _simulate_flat(
     # As few snapshots as the per-client path keeps for this n: each copies the heap (C).
     capacity = snapshot_capacity(inner.num_clients)
     snapshots = Snapshots(snapshot_interval(max_updates, capacity), capacity)
-    final_row, curve, extra, cnt = _run_queue_only_flat(
-        config=inner,
-        router=router,
-        tier_of=tier_of,
-        streams=streams,
-        snapshots=snapshots,
-        max_updates=max_updates,
-        budget=budget,
-        progress=progress,
-        buffer_size=buffer,
-    )
+    from raysync.simulation import _flat_kernel
+
+    flat_args: dict[str, Any] = {
+        "config": inner,
+        "router": router,
+        "tier_of": tier_of,
+        "snapshots": snapshots,
+        "max_updates": max_updates,
+        "budget": budget,
+        "progress": progress,
+        "buffer_size": buffer,
+    }
+    # The compiled event loop when it knows every feature of the run (issue 17); same law.
+    why_not = _flat_kernel.unsupported(inner, router, service_times)
+    if why_not is None:
+        final_row, curve, extra, cnt = _flat_kernel.run_queue_only_flat(
+            **flat_args, service_times=service_times
+        )
+    else:
+        logger.debug("flat path in Python: %s", why_not)
+        final_row, curve, extra, cnt = _run_queue_only_flat(**flat_args, streams=streams)
     extra["snapshot_interval"] = snapshots.interval
     extra["tiers"] = tiers
     stats = batch_statistics(
