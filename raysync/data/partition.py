@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from raysync.exceptions import ConfigError
+from raysync.exceptions import ConfigError, DataError
 
 __all__ = [
     "PARTITION_METHODS",
     "dirichlet_partition",
     "iid_partition",
     "label_counts",
+    "natural_partition",
     "partition",
     "shard_partition",
     "unequal_partition",
@@ -352,6 +353,42 @@ _METHODS: dict[str, Callable[..., list[IntArray]]] = {
 
 #: Method names accepted by :func:`partition`.
 PARTITION_METHODS: tuple[str, ...] = tuple(_METHODS)
+
+
+def natural_partition(
+    client_ids: npt.ArrayLike, num_clients: int, *, source: str = "client_train"
+) -> list[IntArray]:
+    """The partition the data came with: client ``i`` holds the samples labelled ``i``.
+
+    Args:
+        client_ids: Client id of each training sample, integers in ``[0, num_clients)``.
+        num_clients: Number of clients.
+        source: Where the ids come from, for messages (e.g. the data factory).
+
+    Returns:
+        One sorted ``int64`` index array per client.
+
+    Raises:
+        DataError: An id outside ``[0, num_clients)``, or a client with no sample.
+    """
+    ids = np.asarray(client_ids)
+    k = _check_int("num_clients", num_clients, low=1)
+    if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+        raise DataError(f"{source}: client ids must be a 1-D integer array, got {ids.dtype}")
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= k):
+        raise DataError(
+            f"{source}: client ids must lie in [0, {k}) for the config's {k} clients, got "
+            f"range [{int(ids.min())}, {int(ids.max())}]"
+        )
+    counts = np.bincount(ids.astype(np.int64), minlength=k)
+    empty = np.flatnonzero(counts == 0)
+    if empty.size:
+        raise DataError(
+            f"{source}: client {int(empty[0])} has no training samples under the natural "
+            f"partition ({empty.size} of {k} clients are empty); every client needs >= 1"
+        )
+    order = np.argsort(ids, kind="stable").astype(np.int64)
+    return [np.sort(part) for part in np.split(order, np.cumsum(counts)[:-1])]
 
 
 def partition(

@@ -77,24 +77,31 @@ _MNIST_FEATURES = 784
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-    """A classification dataset split into train, validation and test sets.
+    """A dataset split into train, validation and test sets.
 
-    Images are stored flat: ``x_*`` has shape ``(N, prod(image_shape))``, dtype ``float32``
-    and values in ``[0, 1]``; models that need the image layout reshape with
-    ``image_shape``. Labels ``y_*`` are ``int64`` in ``[0, num_classes)``. The validation set
-    may be empty (zero rows). The arrays are checked on construction.
+    Inputs ``x_*`` are ``float32`` of shape ``(N, *sample_shape)`` with
+    ``prod(sample_shape) == prod(image_shape)``: the built-in datasets store images flat,
+    ``(N, prod(image_shape))`` with values in ``[0, 1]``, and models that need the image
+    layout reshape with ``image_shape``; user datasets keep the shape their factory gave.
+    Targets ``y_*`` are either ``int64`` class labels of shape ``(N,)`` in
+    ``[0, num_classes)`` (classification) or ``float32`` targets of shape ``(N, ...)``
+    (regression; ``num_classes`` is then the number of outputs). The validation set may
+    be empty (zero rows). The arrays are checked on construction.
 
     Attributes:
         name: Short name of the dataset (``"digits"``, ``"mnist"``, ...).
-        x_train: Training images, shape ``(N_train, in_features)``.
-        y_train: Training labels, shape ``(N_train,)``.
-        x_val: Validation images, shape ``(N_val, in_features)``; ``N_val`` may be 0.
-        y_val: Validation labels, shape ``(N_val,)``.
-        x_test: Test images, shape ``(N_test, in_features)``.
-        y_test: Test labels, shape ``(N_test,)``.
-        num_classes: Number of classes.
+        x_train: Training inputs, shape ``(N_train, ...)``.
+        y_train: Training labels or targets, shape ``(N_train, ...)``.
+        x_val: Validation inputs, shape ``(N_val, ...)``; ``N_val`` may be 0.
+        y_val: Validation labels, shape ``(N_val, ...)``.
+        x_test: Test inputs, shape ``(N_test, ...)``.
+        y_test: Test labels, shape ``(N_test, ...)``.
+        num_classes: Number of classes (classification) or of outputs (regression).
         image_shape: ``(channels, height, width)`` of one image, e.g. ``(1, 28, 28)``; a
-            1-tuple ``(in_features,)`` when the data are not images.
+            1-tuple ``(in_features,)`` when the data are not images; a user dataset's
+            per-sample shape otherwise.
+        client_train: Optional natural partition: the client id of each training
+            sample, ``int64`` of shape ``(N_train,)`` (``[data] partition = "natural"``).
     """
 
     name: str
@@ -106,38 +113,63 @@ class Dataset:
     y_test: IntArray
     num_classes: int
     image_shape: tuple[int, ...]
+    client_train: IntArray | None = None
 
     def __post_init__(self) -> None:
         features = math.prod(self.image_shape)
         if self.num_classes < 1:
             raise DataError(f"{self.name}: num_classes must be >= 1, got {self.num_classes}")
+        classification = isinstance(self.y_train, np.ndarray) and self.y_train.dtype == np.int64
         for split in ("train", "val", "test"):
             x = getattr(self, f"x_{split}")
             y = getattr(self, f"y_{split}")
-            if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2:
+            if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim < 2:
                 raise DataError(
-                    f"{self.name}: x_{split} must be a 2-D float32 array, got "
+                    f"{self.name}: x_{split} must be a float32 array of shape (N, ...), got "
                     f"{getattr(x, 'dtype', type(x))} with shape {getattr(x, 'shape', None)}"
                 )
-            if x.shape[1] != features:
+            if math.prod(x.shape[1:]) != features:
                 raise DataError(
-                    f"{self.name}: x_{split} has {x.shape[1]} features but image_shape "
-                    f"{self.image_shape} needs {features}"
+                    f"{self.name}: x_{split} has {math.prod(x.shape[1:])} features per sample "
+                    f"but image_shape {self.image_shape} needs {features}"
                 )
-            if not isinstance(y, np.ndarray) or y.dtype != np.int64 or y.ndim != 1:
-                raise DataError(f"{self.name}: y_{split} must be a 1-D int64 array")
+            if classification:
+                if not isinstance(y, np.ndarray) or y.dtype != np.int64 or y.ndim != 1:
+                    raise DataError(f"{self.name}: y_{split} must be a 1-D int64 array")
+            elif not isinstance(y, np.ndarray) or y.dtype != np.float32 or y.ndim < 1:
+                raise DataError(
+                    f"{self.name}: y_{split} must be int64 class labels (N,) or float32 "
+                    f"targets (N, ...) like y_train, got {getattr(y, 'dtype', type(y))}"
+                )
             if y.shape[0] != x.shape[0]:
                 raise DataError(
                     f"{self.name}: x_{split} has {x.shape[0]} rows but y_{split} has "
                     f"{y.shape[0]} labels"
                 )
-            if y.size and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            if classification and y.size and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
                 raise DataError(
                     f"{self.name}: y_{split} labels must lie in [0, {self.num_classes}), got "
                     f"range [{int(y.min())}, {int(y.max())}]"
                 )
         if self.x_train.shape[0] == 0:
             raise DataError(f"{self.name}: the training set is empty")
+        if self.client_train is not None:
+            c = self.client_train
+            if not isinstance(c, np.ndarray) or c.dtype != np.int64 or c.shape != (self.num_train,):
+                raise DataError(
+                    f"{self.name}: client_train must be int64 of shape ({self.num_train},) "
+                    f"(one client id per training sample), got {getattr(c, 'dtype', type(c))} "
+                    f"with shape {getattr(c, 'shape', None)}"
+                )
+            if int(c.min()) < 0:
+                raise DataError(
+                    f"{self.name}: client_train must hold client ids >= 0, got {int(c.min())}"
+                )
+
+    @property
+    def is_classification(self) -> bool:
+        """Whether the targets are class labels (``int64``) rather than real targets."""
+        return bool(self.y_train.dtype == np.int64)
 
     @property
     def in_features(self) -> int:
@@ -174,6 +206,8 @@ class Dataset:
             y_train=np.concatenate([self.y_train, self.y_val]),
             x_val=self.x_val[:0],
             y_val=self.y_val[:0],
+            # validation rows belong to no client: a natural partition no longer applies
+            client_train=None,
         )
 
     def __repr__(self) -> str:

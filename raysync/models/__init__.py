@@ -9,15 +9,19 @@ gradients, local SGD steps and metrics at any such vector.
 from __future__ import annotations
 
 from raysync.models.flat import (
+    LOSS_NAMES,
+    METRIC_NAMES,
     GradientComputer,
     get_flat_grad,
     get_flat_params,
     num_parameters,
     resolve_device,
+    resolve_loss,
     set_flat_params,
 )
 from raysync.models.nets import (
     MLP,
+    MODEL_FACTORIES,
     MODEL_NAMES,
     LogisticRegression,
     SmallCNN,
@@ -27,8 +31,11 @@ from raysync.models.nets import (
 
 __all__ = [
     "MLP",
+    "MODEL_FACTORIES",
     "MODEL_NAMES",
     "GradientComputer",
+    "LOSS_NAMES",
+    "METRIC_NAMES",
     "LogisticRegression",
     "SmallCNN",
     "build_model",
@@ -37,5 +44,6 @@ __all__ = [
     "init_parameters",
     "num_parameters",
     "resolve_device",
+    "resolve_loss",
     "set_flat_params",
 ]

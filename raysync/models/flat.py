@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,17 +24,63 @@ from torch import nn
 from raysync.exceptions import ConfigError, DataError
 
 __all__ = [
+    "LOSS_NAMES",
+    "METRIC_NAMES",
     "GradientComputer",
     "get_flat_grad",
     "get_flat_params",
     "num_parameters",
     "resolve_device",
+    "resolve_loss",
     "set_flat_params",
 ]
 
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
+
+#: Built-in losses (``[model] loss``); anything else is a ``"package.module:function"``.
+LOSS_NAMES: tuple[str, ...] = ("cross_entropy", "mse")
+#: Built-in metrics (``[model] metric``); anything else is a ``"package.module:function"``.
+METRIC_NAMES: tuple[str, ...] = ("accuracy", "loss")
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # A regression head of shape (B, 1) against targets (B,): same numbers, no broadcast.
+    if output.shape != target.shape and output.numel() == target.numel():
+        output = output.reshape(target.shape)
+    return F.mse_loss(output, target.to(output.dtype))
+
+
+_LOSSES: dict[str, LossFn] = {"cross_entropy": F.cross_entropy, "mse": _mse}
+
+
+def resolve_loss(loss: str | LossFn) -> tuple[LossFn, str]:
+    """Turn a loss name, ``"package.module:function"`` or callable into ``(fn, name)``.
+
+    Names: ``"cross_entropy"`` and ``"mse"``.
+    A loss is called as ``loss(output, target)`` with the model's output ``(B, ...)`` and
+    the batch's labels or targets ``(B, ...)``, and returns the batch mean as a scalar
+    tensor.
+
+    Raises:
+        ConfigError: The reference cannot be imported or is not callable.
+    """
+    from raysync._validation import import_object
+
+    if isinstance(loss, str) and loss in _LOSSES:
+        return _LOSSES[loss], loss
+    fn = import_object("loss", loss)
+    name = loss if isinstance(loss, str) else getattr(fn, "__qualname__", repr(fn))
+    return fn, name
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return f"{value!r} ({type(value).__name__})"
 
 
 def num_parameters(model: nn.Module) -> int:
@@ -189,8 +237,27 @@ class GradientComputer:
         ConfigError: If ``device`` is not a valid device (see :func:`resolve_device`).
     """
 
-    def __init__(self, model: nn.Module, *, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        device: str | torch.device = "cpu",
+        loss: str | LossFn = "cross_entropy",
+        metric: str | LossFn | None = None,
+    ) -> None:
         self._device = resolve_device(device)
+        self._loss_fn, self._loss_name = resolve_loss(loss)
+        self._classification = self._loss_name == "cross_entropy"
+        if metric is None:
+            metric = "accuracy" if self._classification else "loss"
+        self._metric_fn: LossFn | None = None
+        if isinstance(metric, str) and metric in METRIC_NAMES:
+            self._metric_name = metric
+        else:
+            from raysync._validation import import_object
+
+            self._metric_fn = import_object("metric", metric)
+            self._metric_name = metric if isinstance(metric, str) else repr(metric)
         self._model = model.to(self._device)
         self._params = list(self._model.parameters())
         self._num_parameters = sum(p.numel() for p in self._params)
@@ -219,21 +286,54 @@ class GradientComputer:
     def _load(self, flat_params: npt.ArrayLike) -> None:
         set_flat_params(self._model, flat_params)
 
+    @property
+    def loss_name(self) -> str:
+        """The loss: ``cross_entropy``, ``mse`` or the user's reference."""
+        return self._loss_name
+
+    @property
+    def metric_name(self) -> str:
+        """The metric :meth:`evaluate` returns: ``accuracy``, ``loss`` or the user's."""
+        return self._metric_name
+
     def _batch(self, x: npt.ArrayLike, y: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         xa = _as_numpy(x, np.float32, "x")
-        ya = _as_numpy(y, np.int64, "y")
-        if ya.ndim != 1 or xa.ndim < 2 or xa.shape[0] != ya.shape[0]:
+        if self._classification:
+            ya = _as_numpy(y, np.int64, "y")
+            ok = ya.ndim == 1
+        else:
+            # Regression targets or a custom loss: integer labels stay int64, real
+            # targets travel as float32; any trailing shape is the loss's business.
+            ya = np.asarray(y)
+            ya = _as_numpy(ya, np.int64 if ya.dtype.kind in "iub" else np.float32, "y")
+            ok = ya.ndim >= 1
+        if not ok or xa.ndim < 2 or xa.shape[0] != ya.shape[0]:
             raise DataError(
                 f"x must be (N, features) and y (N,) with the same N, got shapes "
                 f"{xa.shape} and {ya.shape}"
             )
         return xa, ya
 
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The configured loss of one batch, checked to be a scalar tensor.
+
+        Raises:
+            DataError: The loss function returned something else than a one-element
+                tensor (the batch mean).
+        """
+        value = self._loss_fn(output, target)
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise DataError(
+                f"loss {self._loss_name!r} must return a scalar tensor (the batch mean), "
+                f"got {_describe(value)} for a batch of {target.shape[0]}"
+            )
+        return value.reshape(())
+
     def _loss_grad_step(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
         """Forward + backward on one batch; leaves gradients in ``p.grad``."""
         for p in self._params:
             p.grad = None
-        loss = F.cross_entropy(self._model(xb), yb)
+        loss = self.loss(self._model(xb), yb)
         loss.backward()
         return float(loss.detach())
 
@@ -346,7 +446,10 @@ class GradientComputer:
                 it beyond float rounding).
 
         Returns:
-            ``(loss, accuracy)`` as floats, accuracy in ``[0, 1]``.
+            ``(loss, metric)`` as floats: the mean loss and the mean of
+            :attr:`metric_name` (accuracy in ``[0, 1]`` by default for the
+            cross-entropy, the loss again for other losses, or the user's metric, a
+            batch mean weighted by batch size).
 
         Raises:
             ConfigError: If ``batch_size < 1`` or ``flat_params`` has the wrong length.
@@ -361,16 +464,32 @@ class GradientComputer:
             raise DataError("evaluate needs at least one sample (is the split empty?)")
         self._model.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self._device)
-        correct = torch.zeros((), dtype=torch.int64, device=self._device)
+        metric_sum = torch.zeros((), dtype=torch.float64, device=self._device)
         with torch.inference_mode():
             for start in range(0, n, batch_size):
                 xb = _to_tensor(xa[start : start + batch_size], self._device)
                 yb = _to_tensor(ya[start : start + batch_size], self._device)
-                logits = self._model(xb)
-                loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
-                correct += (logits.argmax(dim=1) == yb).sum()
+                out = self._model(xb)
+                rows = yb.shape[0]
+                if self._loss_name == "cross_entropy":
+                    batch_loss = F.cross_entropy(out, yb, reduction="sum").double()
+                else:
+                    batch_loss = self.loss(out, yb).double() * rows
+                loss_sum += batch_loss
+                if self._metric_fn is not None:
+                    value = self._metric_fn(out, yb)
+                    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                        raise DataError(
+                            f"metric {self._metric_name!r} must return a scalar tensor "
+                            f"(the batch mean), got {_describe(value)}"
+                        )
+                    metric_sum += value.reshape(()).double() * rows
+                elif self._metric_name == "accuracy":
+                    metric_sum += (out.argmax(dim=1) == yb).sum().double()
+                else:
+                    metric_sum += batch_loss
         self._model.train()
-        return float(loss_sum) / n, int(correct) / n
+        return float(loss_sum) / n, float(metric_sum) / n
 
     def __repr__(self) -> str:
         return (

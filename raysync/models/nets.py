@@ -18,11 +18,15 @@ from raysync.exceptions import ConfigError
 
 __all__ = [
     "MLP",
+    "MODEL_FACTORIES",
     "MODEL_NAMES",
     "LogisticRegression",
     "SmallCNN",
     "build_model",
+    "cnn_factory",
     "init_parameters",
+    "logreg_factory",
+    "mlp_factory",
 ]
 
 #: Names accepted by :func:`build_model`.
@@ -216,3 +220,48 @@ def build_model(
     generator.manual_seed(seed)
     init_parameters(model, generator)
     return model.train()
+
+
+# The built-in models as workload factories: ``[model] name = "cnn"`` is the same as
+# ``[model] factory = "raysync.models.nets:cnn_factory"`` (raysync.workload resolves both
+# through one code path, filling in the data-derived keywords each factory names).
+
+
+def logreg_factory(*, in_features: int, num_classes: int, seed: int) -> nn.Module:
+    """Workload factory of ``logreg`` (see :func:`build_model`)."""
+    return build_model(
+        "logreg", in_features=in_features, num_classes=num_classes, image_shape=(), seed=seed
+    )
+
+
+def mlp_factory(
+    *, in_features: int, num_classes: int, seed: int, hidden: Sequence[int] = (128,)
+) -> nn.Module:
+    """Workload factory of ``mlp`` (see :func:`build_model`)."""
+    return build_model(
+        "mlp",
+        in_features=in_features,
+        num_classes=num_classes,
+        image_shape=(),
+        hidden=hidden,
+        seed=seed,
+    )
+
+
+def cnn_factory(
+    *, in_features: int, num_classes: int, image_shape: Sequence[int], seed: int
+) -> nn.Module:
+    """Workload factory of ``cnn`` (see :func:`build_model`)."""
+    return build_model(
+        "cnn",
+        in_features=in_features,
+        num_classes=num_classes,
+        image_shape=image_shape,
+        seed=seed,
+    )
+
+
+#: Built-in model name -> its factory reference (the registry of ``model.name``).
+MODEL_FACTORIES: dict[str, str] = {
+    name: f"raysync.models.nets:{name}_factory" for name in MODEL_NAMES
+}
