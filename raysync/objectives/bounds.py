@@ -73,6 +73,8 @@ Criterion: TypeAlias = Literal["per-update", "wall-clock"]
 CRITERIA: tuple[str, ...] = ("per-update", "wall-clock")
 
 FloatArray: TypeAlias = NDArray[np.float64]
+#: ``(client_latency, server_rate)`` of the latency and server stations, or None (neither).
+Stations: TypeAlias = "tuple[NDArray[np.float64] | None, float | None] | None"
 
 
 # --------------------------------------------------------------------------- validation
@@ -117,9 +119,7 @@ def check_routing(p: ArrayLike, n: int, *, atol: float = 1e-9) -> FloatArray:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"p must be a sequence of probabilities, got {p!r}") from exc
     if array.ndim != 1 or array.size != n:
-        raise ConfigError(
-            f"p must have one entry per client (n={n}), got shape {array.shape}"
-        )
+        raise ConfigError(f"p must have one entry per client (n={n}), got shape {array.shape}")
     bad = np.flatnonzero(~np.isfinite(array) | (array <= 0))
     if bad.size:
         j = int(bad[0])
@@ -387,7 +387,10 @@ def bound_from_statistics(
 
 
 def _step_coefficients(
-    constants: ProblemConstants, num_updates: Any, S: Any, Dbar: Any  # noqa: N803
+    constants: ProblemConstants,
+    num_updates: Any,
+    S: Any,
+    Dbar: Any,  # noqa: N803
 ) -> tuple[Any, Any, Any]:
     """``(a, b, c)`` of ``B = a / eta + b eta + c eta^2``."""
     L = constants.L  # noqa: N806
@@ -527,14 +530,14 @@ def asyncsgd_statistics(mu: ArrayLike) -> AsyncSGDStatistics:
 
 # --------------------------------------------------------------------------- queueing
 def _analyze_curve(
-    mu: FloatArray, p: FloatArray, max_concurrency: int
+    mu: FloatArray, p: FloatArray, max_concurrency: int, stations: Stations = None
 ) -> tuple[FloatArray, FloatArray]:
     """``Lambda(C')`` (shape ``(C,)``) and ``E[D_i](C')`` (shape ``(C, n)``), one MVA pass.
 
     Read-only arrays, bit for bit those of ``analyze(..., method="mva", curve=True)`` (the
     tape runs the same arithmetic) without building a :class:`ClosedNetwork` and a result.
     """
-    tape = _queueing_tape(mu, p, max_concurrency)
+    tape = _queueing_tape(mu, p, max_concurrency, stations)
     lam = tape.throughput_curve()
     delay = tape.delay_curve()
     lam.setflags(write=False)
@@ -542,29 +545,48 @@ def _analyze_curve(
     return lam, delay
 
 
-def _analyze_point(mu: FloatArray, p: FloatArray, concurrency: int) -> tuple[float, FloatArray]:
-    """``Lambda(C)`` and ``E[D_i](C)`` by exact MVA."""
+def _analyze_point(
+    mu: FloatArray, p: FloatArray, concurrency: int, stations: Stations = None
+) -> tuple[float, FloatArray]:
+    """``Lambda(C)`` and ``E[D_i](C)`` by exact MVA (latency and server stations included)."""
     from raysync.queueing import ClosedNetwork, analyze
 
-    result = analyze(ClosedNetwork(mu=mu, p=p, concurrency=concurrency), method="mva")
+    latency, rate = stations or (None, None)
+    network = ClosedNetwork(
+        mu=mu, p=p, concurrency=concurrency, client_latency=latency, server_rate=rate
+    )
+    result = analyze(network, method="mva")
     return float(result.throughput), np.array(result.mean_relative_delay, dtype=np.float64)
 
 
-def _queueing_tape(mu: FloatArray, p: FloatArray, concurrency: int) -> MVATape:
+def _queueing_tape(
+    mu: FloatArray, p: FloatArray, concurrency: int, stations: Stations = None
+) -> MVATape:
     """One MVA pass for populations ``0..C`` kept for reverse-mode derivatives."""
     from raysync.queueing import mva_forward
 
-    return mva_forward(mu, p, concurrency)
+    if stations is None:
+        return mva_forward(mu, p, concurrency)
+    latency, rate = stations
+    return mva_forward(mu, p, concurrency, client_latency=latency, server_rate=rate)
 
 
 def _queueing_torch(
-    mu: torch.Tensor, p: torch.Tensor, concurrency: int
+    mu: torch.Tensor, p: torch.Tensor, concurrency: int, stations: Stations = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``Lambda(C)`` and ``E[D_i]`` as differentiable float64 tensors (queueing engine)."""
     from raysync.queueing import throughput_and_delays_torch
 
-    lam, delay = throughput_and_delays_torch(mu, p, concurrency)
-    return lam, delay
+    if stations is None:
+        return throughput_and_delays_torch(mu, p, concurrency)
+    latency, rate = stations
+    return throughput_and_delays_torch(
+        mu,
+        p,
+        concurrency,
+        client_latency=None if latency is None else torch.tensor(latency, dtype=torch.float64),
+        server_rate=rate,
+    )
 
 
 # --------------------------------------------------------------------------- objective
@@ -586,6 +608,11 @@ class BoundObjective:
         num_updates: ``K`` for the per-update criterion (required there).
         time_budget: ``T`` for the wall-clock criterion (required there), in the time unit
             of ``mu``.
+        client_latency: Per-client mean communication delay ``Z_i >= 0`` (downlink plus
+            uplink), shape ``(n,)``; None: no latency stations (docs/network.md).
+        server_rate: Rate of the server's update station (None: instantaneous updates).
+            It caps the throughput at ``server_rate``, so beyond some ``C`` added
+            concurrency only adds staleness.
     """
 
     mu: FloatArray
@@ -594,9 +621,24 @@ class BoundObjective:
     eta: float | str = "optimal"
     num_updates: float | None = None
     time_budget: float | None = None
+    client_latency: FloatArray | None = None
+    server_rate: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mu", _rates(self.mu))
+        if self.client_latency is not None or self.server_rate is not None:
+            from raysync.queueing import ClosedNetwork
+
+            # Validated by the network's own rules (one entry per client, >= 0, rate > 0).
+            net = ClosedNetwork(
+                mu=self.mu,
+                p=np.full(self.mu.size, 1.0 / self.mu.size),
+                concurrency=1,
+                client_latency=self.client_latency,
+                server_rate=self.server_rate,
+            )
+            object.__setattr__(self, "client_latency", net.client_latency)
+            object.__setattr__(self, "server_rate", net.server_rate)
         if not isinstance(self.constants, ProblemConstants):
             raise ConfigError(
                 f"constants must be a ProblemConstants, got {type(self.constants).__name__}"
@@ -634,6 +676,13 @@ class BoundObjective:
     def check_p(self, p: ArrayLike) -> FloatArray:
         """Validate ``p`` for this fleet (see :func:`check_routing`)."""
         return check_routing(p, self.n_clients)
+
+    @property
+    def stations(self) -> Stations:
+        """``(client_latency, server_rate)``, or None when the model has neither station."""
+        if self.client_latency is None and self.server_rate is None:
+            return None
+        return (self.client_latency, self.server_rate)
 
     def _num_updates(self, throughput: Any) -> Any:
         if self.criterion == "wall-clock":
@@ -690,9 +739,7 @@ class BoundObjective:
         """
         return self.evaluate_with_delays(p, concurrency)[0]
 
-    def evaluate_with_delays(
-        self, p: ArrayLike, concurrency: int
-    ) -> tuple[BoundTerms, FloatArray]:
+    def evaluate_with_delays(self, p: ArrayLike, concurrency: int) -> tuple[BoundTerms, FloatArray]:
         """Like :meth:`evaluate`, also returning the per-client delays ``E[D_i]``.
 
         Args:
@@ -704,7 +751,7 @@ class BoundObjective:
         """
         probs = self.check_p(p)
         c = _concurrency(concurrency)
-        lam, delay = _analyze_point(self.mu, probs, c)
+        lam, delay = _analyze_point(self.mu, probs, c, self.stations)
         terms = self._terms(float(variance_inflation(probs)), lam, delay, c)
         return terms, delay
 
@@ -724,7 +771,7 @@ class BoundObjective:
         """
         probs = self.check_p(p)
         cmax = _concurrency(max_concurrency, "max_concurrency")
-        lam, delay = _analyze_curve(self.mu, probs, cmax)
+        lam, delay = _analyze_curve(self.mu, probs, cmax, self.stations)
         s = float(variance_inflation(probs))
         dbar = delay.mean(axis=1)
         opt, var, stale, eta, cap, k = self._curve_terms(s, lam, dbar)
@@ -781,12 +828,15 @@ class BoundObjective:
                 f"p must be {self.n_clients} positive numbers, got shape {probs.shape}"
             )
         cmax = _concurrency(max_concurrency, "max_concurrency")
-        tape = _queueing_tape(self.mu, probs, cmax)
+        tape = _queueing_tape(self.mu, probs, cmax, self.stations)
         n = self.n_clients
         lam = tape.throughput_path[1:]
-        # Dbar(C') = (1/n) sum_i Q_i(C'-1) / p_i (no latency or server stations here);
-        # einsum rather than a BLAS product: no threads to contend for on a busy machine
+        # Dbar(C') = (1/n) sum_i Q_i(C'-1) / p_i (+ mean(Z) Lambda(C'-1) + Q_s(C'-1) with
+        # stations); einsum rather than a BLAS product: no threads to contend for
         dbar = np.einsum("kn,n->k", tape.queue_path[:-1], 1.0 / probs) / n
+        if self.stations is not None:
+            dbar = dbar + float(tape.z.mean()) * tape.throughput_path[:-1]
+            dbar = dbar + tape.server_queue_path[:-1]
         s = float(variance_inflation(probs))
         opt, var, stale, _, _, _ = self._curve_terms(s, lam, dbar)
         best = int(np.argmin(opt + var + stale)) + 1
@@ -811,7 +861,7 @@ class BoundObjective:
         """
         c = _concurrency(concurrency)
         mu = torch.tensor(np.array(self.mu), dtype=torch.float64)
-        lam, delay = _queueing_torch(mu, p, c)
+        lam, delay = _queueing_torch(mu, p, c, self.stations)
         n = self.n_clients
         s = torch.sum(1.0 / p) / (n * n)
         dbar = torch.mean(delay)
@@ -870,8 +920,10 @@ class BoundObjective:
         d_dbar = 2.0 * eta * eta * L * L * v * s
         if binds:
             # eta = eta_max = 1 / (2 L (S + r)), r = sqrt(S^2 + S Dbar)
-            d_eta = -4.0 * self.constants.A / (eta * eta * k) + 2.0 * L * v * s + (
-                4.0 * eta * L * L * v * s * dbar
+            d_eta = (
+                -4.0 * self.constants.A / (eta * eta * k)
+                + 2.0 * L * v * s
+                + (4.0 * eta * L * L * v * s * dbar)
             )
             r = math.sqrt(s * s + s * dbar)
             scale = -2.0 * L * eta * eta
@@ -903,7 +955,7 @@ class BoundObjective:
                 f"p must be {self.n_clients} positive numbers, got shape {probs.shape}"
             )
         c = _concurrency(concurrency)
-        tape = _queueing_tape(self.mu, probs, c)
+        tape = _queueing_tape(self.mu, probs, c, self.stations)
         return self._tape_value_and_grad(tape, probs, c)
 
     def _tape_value_and_grad(
@@ -924,7 +976,11 @@ class BoundObjective:
         return value, grad
 
     def terms_for_statistics(
-        self, *, p: ArrayLike, throughput: float, relative_delay: Sequence[float] | FloatArray,
+        self,
+        *,
+        p: ArrayLike,
+        throughput: float,
+        relative_delay: Sequence[float] | FloatArray,
         concurrency: int,
     ) -> BoundTerms:
         """The bound from given queueing numbers (e.g. AsyncSGD's, or a simulation's).
@@ -957,10 +1013,32 @@ class BoundObjective:
         throughput ``sum_i mu_i``, ``E[D_i] = (sum_j mu_j - mu_i) / mu_i``) and its empirical
         routing ``p_i = mu_i / sum_j mu_j`` in ``S(p)``.
 
+        With latency stations the cycles last ``Z_i + 1 / mu_i``
+        (:func:`raysync.queueing.predict`); with a server station they interact through
+        its queue and have no closed form here.
+
         Returns:
             The terms at ``C = n``.
+
+        Raises:
+            ConfigError: The objective has a server station.
         """
+        if self.server_rate is not None:
+            raise ConfigError(
+                "AsyncSGD (return to sender) with a server station has no closed form; "
+                "simulate it instead"
+            )
         stats = asyncsgd_statistics(self.mu)
+        if self.client_latency is not None:
+            from raysync.queueing.predict import _cycles_with_latency
+
+            cycles = _cycles_with_latency(self.mu, self.client_latency)
+            stats = AsyncSGDStatistics(
+                p=cycles.client_throughput / cycles.throughput,
+                throughput=cycles.throughput,
+                relative_delay=cycles.mean_relative_delay,
+                concurrency=cycles.concurrency,
+            )
         return self.terms_for_statistics(
             p=stats.p,
             throughput=stats.throughput,

@@ -34,10 +34,12 @@ from raysync.exceptions import ConfigError
 from raysync.objectives.bounds import BoundObjective, BoundTerms, _concurrency, _number
 
 __all__ = [
+    "EnergyChoice",
     "OptimizationResult",
     "optimize_concurrency",
     "optimize_joint",
     "optimize_routing",
+    "optimize_with_energy",
 ]
 
 logger = logging.getLogger(__name__)
@@ -254,7 +256,12 @@ def optimize_routing(
         start_list.append(objective.check_p(extra))
     if objective.n_clients == 1:
         return _result(
-            objective, np.ones(1), c, iterations=0, evaluations=0, converged=True,
+            objective,
+            np.ones(1),
+            c,
+            iterations=0,
+            evaluations=0,
+            converged=True,
             message="single client: p = (1,)",
         )
     best, iterations, evaluations = _routing_runs(objective, c, start_list, tol, max_iter)
@@ -289,7 +296,12 @@ def optimize_concurrency(
     cmax = _concurrency(max_concurrency, "max_concurrency")
     best = objective.curve(probs, cmax).best_concurrency
     return _result(
-        objective, probs, best, iterations=1, evaluations=1, converged=True,
+        objective,
+        probs,
+        best,
+        iterations=1,
+        evaluations=1,
+        converged=True,
         message=f"scanned C = 1..{cmax}",
     )
 
@@ -411,6 +423,148 @@ def optimize_joint(
         converged, message = run.converged, f"C stable at {c}; routing: {run.message}"
         break
     return _result(
-        objective, p, c, iterations=iterations, evaluations=evaluations,
-        converged=converged, message=message,
+        objective,
+        p,
+        c,
+        iterations=iterations,
+        evaluations=evaluations,
+        converged=converged,
+        message=message,
+    )
+
+
+# --------------------------------------------------------------------------- energy
+@dataclass(frozen=True, kw_only=True, eq=False)
+class EnergyChoice:
+    """The design chosen under an energy budget or price (docs/network.md).
+
+    Attributes:
+        optimum: The chosen ``(p, C)`` with its bound terms.
+        unconstrained: The bound's optimum without the energy term.
+        energy: Joules the chosen design spends over the run: ``P T`` (wall-clock) or
+            ``K P / Lambda`` (per-update).
+        power: Its mean power in watts.
+        energy_per_update: Its joules per update.
+        energy_budget: The budget in joules (None: none).
+        energy_weight: The price of a joule in bound units (0: none).
+        score: ``bound + energy_weight * energy`` at the choice.
+    """
+
+    optimum: OptimizationResult
+    unconstrained: OptimizationResult
+    energy: float
+    power: float
+    energy_per_update: float
+    energy_budget: float | None
+    energy_weight: float
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe mapping."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["optimum"] = self.optimum.to_dict()
+        out["unconstrained"] = self.unconstrained.to_dict()
+        return out
+
+
+def _power_line(objective: BoundObjective, figures: Any, p: FloatArray) -> tuple[float, float]:
+    """``(P0, e)`` such that the mean power at ``(p, C)`` is ``P0 + e Lambda(p, C)`` watts.
+
+    With ``U_i = p_i Lambda / mu_i``, ``U_s = Lambda / server_rate`` and ``2 p_i Lambda``
+    transfers per second to and from client ``i`` (objectives.energy), the power is affine
+    in the throughput.
+    """
+    mu = objective.mu
+    base = float(figures.idle.sum() + figures.server_idle)
+    slope = float(np.dot(p, (figures.busy - figures.idle) / mu + 2.0 * figures.transfer))
+    if objective.server_rate is not None:
+        slope += (figures.server_busy - figures.server_idle) / objective.server_rate
+    return base, slope
+
+
+def optimize_with_energy(
+    objective: BoundObjective,
+    figures: Any,
+    *,
+    max_concurrency: int,
+    energy_budget: float | None = None,
+    energy_weight: float = 0.0,
+) -> EnergyChoice:
+    """Minimise ``bound + energy_weight * energy`` subject to ``energy <= energy_budget``.
+
+    Energy over the run is ``P(p, C) T`` for the wall-clock criterion (a fixed time: more
+    throughput costs more power) and ``K P(p, C) / Lambda(p, C)`` per update, with the mean
+    power ``P = P0 + e(p) Lambda(p, C)`` of :mod:`raysync.objectives.energy`. The search
+    scans every ``C' <= max_concurrency`` (one MVA curve pass each) at the routings of the
+    bound's own optimum, uniform routing and ``p ~ mu``, and keeps the best feasible pair;
+    the routing is not re-optimised under the constraint (a scan, not a joint solve).
+
+    Args:
+        objective: The bound (its stations included).
+        figures: The fleet's :class:`~raysync.objectives.energy.PowerFigures`.
+        max_concurrency: Largest ``C`` considered.
+        energy_budget: Joules allowed over the run (None: no constraint).
+        energy_weight: Price of a joule in units of the bound (>= 0).
+
+    Returns:
+        The choice and its energy figures.
+
+    Raises:
+        ConfigError: A bad budget or weight, or a budget below the energy of every
+            candidate (the message gives the least energy found).
+    """
+    objective = _check_objective(objective)
+    cmax = _concurrency(max_concurrency, "max_concurrency")
+    if energy_budget is not None:
+        energy_budget = _number("energy_budget", energy_budget)
+    if isinstance(energy_weight, bool) or not (
+        isinstance(energy_weight, int | float)
+        and math.isfinite(energy_weight)
+        and energy_weight >= 0
+    ):
+        raise ConfigError(f"energy_weight must be a finite number >= 0, got {energy_weight!r}")
+    unconstrained = optimize_joint(objective, max_concurrency=cmax)
+    n = objective.n_clients
+    candidates = [np.asarray(unconstrained.p)]
+    for cand in _default_starts(objective.mu):
+        if not any(np.allclose(cand, c, rtol=1e-12, atol=1e-15) for c in candidates):
+            candidates.append(cand)
+    best: tuple[float, FloatArray, int, float, float] | None = None
+    least = math.inf
+    for p in candidates:
+        curve = objective.curve(p, cmax)
+        base, slope = _power_line(objective, figures, p)
+        powers = base + slope * curve.throughput
+        if objective.criterion == "wall-clock":
+            energies = powers * float(objective.time_budget or 0.0)
+        else:
+            energies = curve.num_updates * powers / curve.throughput
+        least = min(least, float(energies.min()))
+        scores = curve.value + energy_weight * energies
+        if energy_budget is not None:
+            scores = np.where(energies <= energy_budget, scores, np.inf)
+        j = int(np.argmin(scores))
+        if math.isfinite(float(scores[j])) and (best is None or float(scores[j]) < best[0]):
+            best = (float(scores[j]), p, j + 1, float(energies[j]), float(powers[j]))
+    if best is None:
+        raise ConfigError(
+            f"energy budget {energy_budget:.6g} J is below the least energy of any design "
+            f"scanned ({least:.6g} J over C = 1..{cmax} at {len(candidates)} routings of "
+            f"{n} clients); raise the budget"
+        )
+    score, p, c, energy, power = best
+    chosen = _result(
+        objective, p, c, iterations=unconstrained.iterations,
+        evaluations=unconstrained.evaluations + len(candidates), converged=True,
+        message=f"energy-aware scan of C = 1..{cmax} at {len(candidates)} routings",
+    )  # fmt: skip
+    return EnergyChoice(
+        optimum=chosen,
+        unconstrained=unconstrained,
+        energy=energy,
+        power=power,
+        energy_per_update=power / chosen.throughput,
+        energy_budget=energy_budget,
+        energy_weight=float(energy_weight),
+        score=score,
     )
