@@ -42,6 +42,7 @@ from tuning.recovery import DRIVER_ATTR, PARAMS_ATTR, Heartbeat, count_finished,
 from tuning.report import json_safe
 from tuning.search_space import Candidate, SearchSpace
 from tuning.settings import TuneSettings
+from tuning.storage import process_alive
 
 if TYPE_CHECKING:
     import optuna
@@ -105,8 +106,12 @@ class TrialDriver:
         bound: BoundTrialObjective | None,
         progress: ProgressFn | None,
         storage: Any,
+        slot_lock: Callable[[], contextlib.AbstractContextManager[None]] | None = None,
     ) -> None:
         self.study = study
+        # Held while counting the study's trials and asking one (several drivers may share
+        # the storage: tuning.storage.trial_slot_lock).
+        self.slot_lock = slot_lock or contextlib.nullcontext
         self.config = config
         self.space = space
         self.settings = settings
@@ -162,9 +167,27 @@ class TrialDriver:
             torch_threads=self.settings.torch_threads,
         )
 
-    def remaining(self, in_flight: int = 0) -> int:
-        """Evaluated trials still missing, not counting ``in_flight`` ones."""
-        return self.settings.trials - self.finished - in_flight
+    def remaining(self) -> int:
+        """Trials the study may still take: ``--trials`` less those that count or will.
+
+        Read from the storage, so that every driver sharing it sees the others' trials:
+        the evaluated ones (:func:`~tuning.recovery.count_finished`) and the ones running
+        for a live driver, this one's included (Optuna's ``MaxTrialsCallback`` counts only
+        finished trials, so concurrent workers overshoot by the trials in flight).
+        """
+        from optuna.trial import TrialState
+
+        running = sum(
+            1
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if process_alive(t.user_attrs.get(DRIVER_ATTR)) is not False
+        )
+        return self.settings.trials - count_finished(self.study) - running
+
+    def claim(self) -> tuple[optuna.Trial, Candidate, float] | None:
+        """Ask a trial if the study has room for one (None: ``--trials`` reached)."""
+        with self.slot_lock():
+            return self.ask() if self.remaining() > 0 else None
 
     def _progress(self, frozen: optuna.trial.FrozenTrial | None) -> None:
         self.finished += 1
@@ -193,10 +216,11 @@ class TrialDriver:
         from optuna.trial import TrialState
 
         writer_root = Path(self.logdir) if self.logdir is not None else None
-        while self.remaining() > 0 and self.study.get_trials(
-            deepcopy=False, states=(TrialState.WAITING,)
-        ):
-            trial, candidate, budget = self.ask()
+        while self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            claimed = self.claim()
+            if claimed is None:
+                return
+            trial, candidate, budget = claimed
             outcome = self._bound_outcome(candidate, budget)
             frozen = _tell(self.study, trial, outcome, self.heartbeat, reported=True)
             if writer_root is not None:
@@ -224,8 +248,11 @@ class TrialDriver:
                 outcome = self._bound_outcome(candidate, budget)
                 frozen = _tell(mirror, trial, outcome, self.heartbeat, reported=True)
                 done.append((frozen, candidate, outcome))
-            first = len(self.study.get_trials(deepcopy=False))
-            self.study.add_trials([frozen for frozen, _, _ in done])
+            with self.slot_lock():
+                # Another driver may have committed trials meanwhile: keep what still fits.
+                done = done[: max(self.remaining(), 0)]
+                first = len(self.study.get_trials(deepcopy=False))
+                self.study.add_trials([frozen for frozen, _, _ in done])
             for j, (frozen, candidate, outcome) in enumerate(done):
                 stored = replace_number(frozen, first + j)
                 if writer_root is not None:
@@ -238,8 +265,8 @@ class TrialDriver:
         import optuna
 
         single = len(self.study.directions) == 1
-        while self.remaining() > 0:
-            trial, candidate, budget = self.ask()
+        while (claimed := self.claim()) is not None:
+            trial, candidate, budget = claimed
             spec = self.spec(trial, candidate, budget)
             reporter = _LocalReporter(trial) if single else None
             outcome = run_trial(spec, reporter, workload)
@@ -264,8 +291,8 @@ class TrialDriver:
         wait_ref = broker.wait_reports.remote() if broker is not None else None
         try:
             while True:
-                while len(pending) < parallel and self.remaining(len(pending)) > 0:
-                    trial, candidate, budget = self.ask()
+                while len(pending) < parallel and (claimed := self.claim()) is not None:
+                    trial, candidate, budget = claimed
                     spec = self.spec(trial, candidate, budget)
                     ref = remote.options(num_cpus=num_cpus, max_retries=0).remote(
                         spec, broker, workload_ref

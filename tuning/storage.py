@@ -30,16 +30,26 @@ Surviving a kill at any moment (the journal case; an RDB is transactional):
   without its newline. Optuna skips such a line when reading, but the next append would be
   glued to it and the journal would become unreadable. :func:`make_storage` therefore
   cuts a torn tail (under the lock) before opening the journal, with a warning.
+
+**Several drivers on one storage** (:func:`trial_slot_lock`). ``--trials`` caps the
+study's evaluated trials, not each driver's: a driver counts the study's evaluated
+trials plus the ones running for live drivers and asks a new one only while that total is
+below ``--trials``. The count and the ask happen under a second lock next to the file
+(``study.journal.trials.lock``, or ``<database>.trials.lock`` for SQLite), so two drivers
+never both take the last slot. A server database (PostgreSQL, MySQL) has no file to lock
+next to: drivers on different hosts can then overshoot by at most one trial per extra
+driver.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import socket
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +68,7 @@ __all__ = [
     "process_stamp",
     "redact_url",
     "storage_label",
+    "trial_slot_lock",
 ]
 
 logger = logging.getLogger(__name__)
@@ -194,16 +205,21 @@ def redact_url(url: str) -> str:
         return url
 
 
-def _prepare_sqlite(url: str) -> None:
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of an ``sqlite:///`` URL (None: another database or in memory)."""
     from sqlalchemy.engine import make_url
 
-    parsed = make_url(url)
+    parsed = make_url(url)  # sqlalchemy.exc.ArgumentError for a malformed URL
     database = parsed.database
     if not parsed.drivername.startswith("sqlite") or not database or database == ":memory:":
-        return
-    if database.startswith("file:"):
-        return  # an SQLite URI: its path is the driver's business
-    path = Path(database)
+        return None
+    return None if database.startswith("file:") else Path(database)
+
+
+def _prepare_sqlite(url: str) -> None:
+    path = _sqlite_file(url)
+    if path is None:
+        return  # another database, in memory, or an SQLite URI (the driver's business)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as exc:
@@ -287,6 +303,35 @@ def make_storage(
             f"path ending in .journal, got {url!r}"
         )
     return _open_rdb(url, heartbeat_interval)
+
+
+@contextlib.contextmanager
+def trial_slot_lock(url: str | None, out: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the lock under which a driver counts the study's trials and asks a new one.
+
+    A lock symlink next to the journal or SQLite file (module docstring), taken like the
+    journal's own lock (a dead holder's lock is removed at once); for a server database,
+    no lock.
+
+    Args:
+        url: The ``--storage`` value (None: the default journal in ``out``).
+        out: Output directory (for the default journal).
+    """
+    if is_journal_url(url):
+        path: Path | None = journal_path(url, out)
+    else:
+        path = _sqlite_file(str(url))
+    if path is None:
+        yield
+        return
+    from tuning.journal import JournalLock
+
+    lock = JournalLock(f"{path}.trials")
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def storage_label(url: str | None, out: str | os.PathLike[str]) -> str:

@@ -13,6 +13,7 @@ This module keeps every name it had before the split importable (``TuneSettings`
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -47,6 +48,7 @@ from tuning.storage import (
     create_or_load_study,
     make_storage,
     storage_label,
+    trial_slot_lock,
 )
 from tuning.warm_start import (
     analytical_optimum,
@@ -182,7 +184,10 @@ def run_study(
         if constants is not None
         else None
     )
-    driver = TrialDriver(study, config, space, settings, budget, bound, progress, storage)
+    driver = TrialDriver(
+        study, config, space, settings, budget, bound, progress, storage,
+        slot_lock=functools.partial(trial_slot_lock, settings.storage, out),
+    )  # fmt: skip
     started_ray = False
     try:
         if settings.objective == "bound":
