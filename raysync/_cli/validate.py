@@ -1,4 +1,10 @@
-"""``raysync validate CONFIG``: load and check a config, print a summary."""
+"""``raysync validate CONFIG``: load and check a config, print a summary.
+
+When the config names user code (``[model] factory`` or ``[data] factory``), or with
+``--workload``, the factories are imported and called, and what they return is checked
+(:func:`raysync.workload.check_workload`: data contract, partitions, output shape against
+the labels, a finite scalar loss and gradient); a failure is one line and exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -20,11 +26,35 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("config", help="path to a TOML config file")
     parser.add_argument("--json", action="store_true", help="print the normalised config as JSON")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--workload",
+        dest="workload",
+        action="store_const",
+        const=True,
+        default=None,
+        help="also build and probe the workload of built-in models and datasets "
+        "(default: only when the config names a model or data factory)",
+    )
+    group.add_argument(
+        "--no-workload",
+        dest="workload",
+        action="store_const",
+        const=False,
+        help="do not import or call the model and data factories",
+    )
     parser.set_defaults(func=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    user_code = config.model.factory is not None or config.data.factory is not None
+    probe: dict[str, Any] | None = None
+    if args.workload or (args.workload is None and user_code):
+        from raysync.workload import build_workload
+
+        workload = build_workload(config)  # runs check_workload
+        probe = workload_summary(workload)
     if args.json:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
@@ -34,7 +64,16 @@ def _handle(args: argparse.Namespace) -> int:
         f"  clients: {config.num_clients}  concurrency: {config.concurrency}  "
         f"algorithm: {config.algorithm.name}  routing: {config.routing.kind}"
     )
-    print(f"  data: {config.data.dataset} ({config.data.partition})  model: {config.model.name}")
+    data_name = config.data.factory or config.data.dataset
+    model_name = config.model.factory or config.model.name
+    print(f"  data: {data_name} ({config.data.partition})  model: {model_name}")
+    if probe is not None:
+        print(
+            f"  workload: {probe['num_params']:,} parameters, output {probe['output_shape']}, "
+            f"loss {probe['loss_name']} = {probe['loss']:.4g}, {probe['metric']} = "
+            f"{probe['metric_value']:.4g} on a probe batch; client sizes "
+            f"{probe['client_sizes']}"
+        )
     print(f"  {'client':>6} {'kind':>13} {'mu':>10} {'p':>8} {'cpus':>5} {'gpus':>5}  resources")
     for i, client in enumerate(config.clients):
         pi = "-" if p is None else f"{p[i]:.4f}"
@@ -44,3 +83,15 @@ def _handle(args: argparse.Namespace) -> int:
             f"{pi:>8} {client.num_cpus:>5g} {client.num_gpus:>5g}  {res}"
         )
     return 0
+
+
+def workload_summary(workload: Any) -> dict[str, Any]:
+    """The probe of :func:`~raysync.workload.check_workload` plus the client sizes."""
+    from raysync.workload import check_workload
+
+    probe = check_workload(workload)
+    sizes = workload.client_sizes.tolist()
+    probe["client_sizes"] = (
+        f"{min(sizes)}..{max(sizes)}" if len(sizes) > 8 else ",".join(map(str, sizes))
+    )
+    return probe
