@@ -26,7 +26,19 @@ class BaseRouter(abc.ABC):
     ``routing_probabilities()`` gives the ``p`` the queueing theory uses, or ``None`` for
     routers that are not a fixed random routing (e.g. return to sender).
     ``state_dict()`` / ``load_state_dict()`` capture the RNG state for checkpoints.
+
+    Feedback (optional; adaptive routers): when :attr:`observes_service_times` is true the
+    engines call ``observe(client, duration, now)`` right before each ``route(client)``
+    with the service time of the task that just finished there, and
+    ``set_available(mask, now)`` when clients join or leave. A router that changes its
+    ``p`` increments :attr:`routing_version`; the engines then re-bind the strategy to the
+    new ``p``. Tasks already dispatched are never moved.
     """
+
+    #: Whether the engines feed :meth:`observe` (adaptive routers set it to True).
+    observes_service_times: bool = False
+    #: Incremented each time the router's ``p`` changes.
+    routing_version: int = 0
 
     def __init__(self) -> None:
         self._num_clients: int | None = None
@@ -67,6 +79,14 @@ class BaseRouter(abc.ABC):
 
     def routing_probabilities(self) -> np.ndarray | None:
         """The routing vector ``p`` for queueing analysis, or None if not a random routing."""
+        return None
+
+    def observe(self, client: int, duration: float, now: float) -> None:
+        """Service time ``duration`` of the task that just finished at ``client`` (no-op)."""
+        return None
+
+    def set_available(self, available: np.ndarray, now: float) -> None:
+        """Clients that may receive new tasks changed (no-op: the engine redraws for them)."""
         return None
 
     def state_dict(self) -> dict[str, Any]:

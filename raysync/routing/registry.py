@@ -6,7 +6,9 @@ The config's allowed ``routing.kind`` values are :func:`names`; :func:`build` (a
 :func:`register` call (see :mod:`raysync._registry`).
 
 Built-in: ``fixed`` gives ``FixedRouter(p=p)`` (``p`` required), ``uniform`` gives
-``UniformRouter()``, ``return_to_sender`` gives ``ReturnToSenderRouter()``.
+``UniformRouter()``, ``return_to_sender`` gives ``ReturnToSenderRouter()``, ``adaptive`` gives
+``AdaptiveRouter(...)`` with the config's ``reoptimize_every``, ``reoptimize_seconds``,
+``constants``, ``horizon``, ``explore`` and ``window`` (docs/adaptive.md).
 """
 
 from __future__ import annotations
@@ -55,3 +57,12 @@ def _uniform(config: RoutingConfig) -> BaseRouter:
 @register("return_to_sender")
 def _return_to_sender(config: RoutingConfig) -> BaseRouter:
     return ReturnToSenderRouter()
+
+
+@register("adaptive")
+def _adaptive(config: RoutingConfig) -> BaseRouter:
+    from raysync.routing.adaptive import AdaptiveRouter
+
+    names = ("reoptimize_every", "reoptimize_seconds", "constants", "horizon", "explore", "window")
+    kwargs = {k: getattr(config, k) for k in names if getattr(config, k, None) is not None}
+    return AdaptiveRouter(**kwargs)
