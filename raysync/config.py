@@ -525,7 +525,13 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "update_time", _timing("server.update_time", self.update_time))
-        _convert_fields(self, "server")
+        try:
+            _convert_fields(self, "server")
+        except ConfigError as exc:
+            inner = getattr(exc, "field", None)
+            if isinstance(inner, str) and inner.startswith("power."):
+                raise _error(f"server.{inner}", exc.detail) from exc  # type: ignore[attr-defined]
+            raise
         if self.power is not None and self.power.transfer is not None:
             raise _fail(
                 "server.power.transfer",
