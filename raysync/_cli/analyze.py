@@ -93,17 +93,26 @@ def _floats(flag: str, text: str) -> NDArray[np.float64]:
     return np.array(values, dtype=np.float64)
 
 
-def _network(args: argparse.Namespace) -> tuple[ClosedNetwork, list[str]]:
-    """Build the network from the config and/or flags; also return notes for stderr."""
+def _network(args: argparse.Namespace) -> tuple[ClosedNetwork, list[str], Any]:
+    """Build the network from the config and/or flags; also return notes and the config.
+
+    A config's ``downlink``/``uplink`` delays and ``[server] update_time`` become the
+    latency and server stations (docs/network.md); ``--client-latency`` and
+    ``--server-rate`` override them.
+    """
     notes: list[str] = []
     mu = p = None
     concurrency = None
+    config = None
+    config_latency = config_rate = None
     if args.config is not None:
         from raysync.config import load_config
+        from raysync.queueing.predict import station_parameters
 
         config = load_config(args.config)
         base = ClosedNetwork.from_config(config)
         mu, p, concurrency = base.mu, base.p, base.concurrency
+        config_latency, config_rate = station_parameters(config)
         approx = [
             str(i) for i, c in enumerate(config.clients) if c.service_time.kind != "exponential"
         ]
@@ -125,18 +134,37 @@ def _network(args: argparse.Namespace) -> tuple[ClosedNetwork, list[str]]:
         raise ConfigError("--concurrency is required without a CONFIG file (e.g. -C 6)")
     if p is None:
         p = np.full(len(mu), 1.0 / len(mu))
-    client_latency = None
+    client_latency = config_latency if args.mu is None else None
     if args.client_latency is not None:
         client_latency = _floats("--client-latency", args.client_latency)
+    server_rate = args.server_rate if args.server_rate is not None else config_rate
     network = ClosedNetwork(
         mu=mu,
         p=p,
         concurrency=concurrency,
         latency=args.latency,
         client_latency=client_latency,
-        server_rate=args.server_rate,
+        server_rate=server_rate,
     )
-    return network, notes
+    return network, notes, config
+
+
+def _energy(config: Any, network: ClosedNetwork, result: QueueingResult) -> Any:
+    """The config's energy figures at this network's utilisations (None without power)."""
+    if config is None:
+        return None
+    from raysync.objectives.energy import energy_report, power_figures
+
+    figures = power_figures(config)
+    if not figures.any or figures.busy.size != network.n_clients:
+        return None
+    return energy_report(
+        figures,
+        throughput=result.throughput,
+        utilization=result.utilization,
+        client_throughput=result.client_throughput,
+        server_utilization=result.server_utilization or 0.0,
+    )
 
 
 def _bottleneck(network: ClosedNetwork) -> str:
@@ -145,9 +173,7 @@ def _bottleneck(network: ClosedNetwork) -> str:
     return f"{bound:.6g}" if np.isfinite(bound) else "beyond 1.8e308"
 
 
-def _summary(
-    network: ClosedNetwork, result: QueueingResult, method: str
-) -> CurveSummary:
+def _summary(network: ClosedNetwork, result: QueueingResult, method: str) -> CurveSummary:
     """The per-C' curve: the lean MVA pass, or the chosen solver's full curve."""
     if method == "mva":
         return curve_summary(network)
@@ -237,14 +263,13 @@ def handler(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--max-rows must be >= 1 (clients shown) or 0 (all), got {args.max_rows}"
         )
-    network, notes = _network(args)
+    network, notes, config = _network(args)
     cells = network.concurrency * network.n_clients
     # MVA's curve comes from the lean pass; the other solvers' full curve is their check
-    full_curve = args.curve and (
-        args.method != "mva" or (args.json and cells <= _JSON_CURVE_CELLS)
-    )
+    full_curve = args.curve and (args.method != "mva" or (args.json and cells <= _JSON_CURVE_CELLS))
     result = analyze(network, method=args.method, curve=full_curve)
     summary = _summary(network, result, args.method) if args.curve else None
+    energy = _energy(config, network, result)
     for note in notes:
         print(note, file=sys.stderr)
     if args.json:
@@ -263,7 +288,15 @@ def handler(args: argparse.Namespace) -> int:
         }
         if summary is not None:
             payload["curve"] = summary.to_dict()
+        if energy is not None:
+            payload["energy"] = energy.to_dict()
         print(json.dumps(payload, indent=2))
         return 0
     _print_table(network, result, args.max_rows, summary)
+    if energy is not None:
+        print(
+            f"energy: mean power {energy.power:.6g} W, {energy.energy_per_update:.6g} J per "
+            f"update (clients {float(energy.client_power.sum()):.6g} W, transfers "
+            f"{float(energy.transfer_power.sum()):.6g} W, server {energy.server_power:.6g} W)"
+        )
     return 0

@@ -10,6 +10,11 @@ wall-clock (3b) criterion, and prints the optimum next to two defaults:
   ``E[D_i] = (sum mu - mu_i) / mu_i``), and the bound, proven for importance-weighted
   Generalized AsyncSGD, is evaluated at AsyncSGD's empirical routing ``p_i = mu_i / sum mu``
   (an approximation: AsyncSGD applies unweighted gradients).
+
+A config's communication delays and server update time enter the bound as latency and
+server stations (docs/network.md); with power figures, the optimum's energy is reported,
+and ``--energy-budget`` (joules over the run) or ``--energy-weight`` (bound units per
+joule) trade it against the bound (:func:`raysync.objectives.optimize.optimize_with_energy`).
 """
 
 from __future__ import annotations
@@ -86,6 +91,20 @@ def add_parser(subparsers: Any) -> None:
         default="optimal",
         help="step size: the config's algorithm.lr, or the bound's optimal step (default)",
     )
+    parser.add_argument(
+        "--energy-budget",
+        type=float,
+        default=None,
+        metavar="JOULES",
+        help="most energy the run may spend (needs power figures in the config)",
+    )
+    parser.add_argument(
+        "--energy-weight",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="price of a joule in bound units: minimise bound + W * energy (default 0)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument(
         "--write-config",
@@ -128,8 +147,17 @@ def _handle(args: argparse.Namespace) -> int:
         estimate_constants_for_config,
         optimize_joint,
     )
+    from raysync.objectives.energy import power_figures
+    from raysync.objectives.optimize import optimize_with_energy
     from raysync.queueing import ClosedNetwork, analyze
+    from raysync.queueing.predict import station_parameters
 
+    for flag, value in (
+        ("--energy-budget", args.energy_budget),
+        ("--energy-weight", args.energy_weight),
+    ):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{flag} must be a finite number >= 0, got {value!r}")
     if args.write_config:
         check_output_file(args.write_config, "--write-config")  # before the optimisation
     config = load_config(args.config)
@@ -142,6 +170,14 @@ def _handle(args: argparse.Namespace) -> int:
     if cmax < 1:
         raise ConfigError(f"--max-concurrency must be an integer >= 1, got {cmax}")
     _check_size(cmax, n)
+    latency, server_rate = station_parameters(config)
+    figures = power_figures(config)
+    wants_energy = args.energy_budget is not None or args.energy_weight > 0
+    if wants_energy and not figures.any:
+        raise ConfigError(
+            "--energy-budget/--energy-weight need power figures: set power = { busy = "
+            "'20 W', idle = '2 W', transfer = '0.5 J' } on [[clients]] (and [server] power)"
+        )
 
     estimate = None
     if args.estimate_constants:
@@ -161,19 +197,42 @@ def _handle(args: argparse.Namespace) -> int:
     else:
         updates = args.updates if args.updates is not None else config.run.num_updates
         if updates is None and budget is not None:
-            uniform_net = ClosedNetwork(mu=mu, p=np.full(n, 1.0 / n), concurrency=n)
+            uniform_net = ClosedNetwork(
+                mu=mu,
+                p=np.full(n, 1.0 / n),
+                concurrency=n,
+                client_latency=latency,
+                server_rate=server_rate,
+            )
             updates = max(1, round(analyze(uniform_net).throughput * budget))
         if updates is None or updates < 1:
             raise ConfigError(f"--updates must be an integer >= 1, got {updates!r}")
         kwargs["num_updates"] = float(updates)
     eta: float | str = config.algorithm.lr if args.step == "fixed" else "optimal"
     objective = BoundObjective(
-        mu=mu, constants=constants, criterion=args.criterion, eta=eta, **kwargs
+        mu=mu,
+        constants=constants,
+        criterion=args.criterion,
+        eta=eta,
+        client_latency=latency,
+        server_rate=server_rate,
+        **kwargs,
     )
 
-    result = optimize_joint(objective, max_concurrency=cmax)
+    choice = None
+    if figures.any:
+        choice = optimize_with_energy(
+            objective,
+            figures,
+            max_concurrency=cmax,
+            energy_budget=args.energy_budget,
+            energy_weight=args.energy_weight,
+        )
+        result = choice.optimum
+    else:
+        result = optimize_joint(objective, max_concurrency=cmax)
     uniform = objective.evaluate(np.full(n, 1.0 / n), n)
-    asyncsgd = objective.asyncsgd_terms()
+    asyncsgd = None if server_rate is not None else objective.asyncsgd_terms()
 
     if args.write_config:
         algorithm = config.algorithm
@@ -199,13 +258,32 @@ def _handle(args: argparse.Namespace) -> int:
             "service_rates": mu.tolist(),
             "max_concurrency": cmax,
             "optimum": result.to_dict(),
-            "baselines": {"uniform": uniform.to_dict(), "asyncsgd": asyncsgd.to_dict()},
+            "baselines": {
+                "uniform": uniform.to_dict(),
+                "asyncsgd": None if asyncsgd is None else asyncsgd.to_dict(),
+            },
+            "stations": {
+                "client_latency": None if latency is None else latency.tolist(),
+                "server_rate": server_rate,
+            },
+            "energy": None if choice is None else choice.to_dict(),
             "written_config": args.write_config,
         }
         print(json.dumps(payload, indent=2))
         return 0
 
     _print_report(args, config, mu, constants, result, uniform, asyncsgd, cmax, estimate)
+    if latency is not None or server_rate is not None:
+        where = "none" if server_rate is None else f"rate {server_rate:.6g} updates/s"
+        top = 0.0 if latency is None else float(latency.max())
+        print(f"stations: links up to {top:.4g} s per task; server {where}")
+    if choice is not None:
+        print(
+            f"energy at the chosen design: {choice.energy:.6g} J over the run "
+            f"({choice.power:.6g} W, {choice.energy_per_update:.6g} J/update); without the "
+            f"energy term: C = {choice.unconstrained.concurrency}, bound "
+            f"{choice.unconstrained.value:.6g}"
+        )
     return 0
 
 
@@ -239,16 +317,18 @@ def _print_report(
         print(f"  warning: optimiser did not converge: {result.message}")
     print(f"  {'client':>6} {'mu':>10} {'p':>10} {'E[D_i]':>10}")
     for i in range(n):
-        print(
-            f"  {i:>6} {mu[i]:>10.4g} {result.p[i]:>10.5f} {result.relative_delay[i]:>10.4g}"
-        )
+        print(f"  {i:>6} {mu[i]:>10.4g} {result.p[i]:>10.5f} {result.relative_delay[i]:>10.4g}")
     print("bound terms (lower is better):")
     header = (
         f"  {'setting':<22} {'C':>5} {'throughput':>11} {'eta':>10} {'optimization':>13} "
         f"{'variance':>11} {'staleness':>11} {'bound':>11}"
     )
     print(header)
-    for name, t in (("optimum", terms), ("uniform p, C=n", uniform), ("AsyncSGD, C=n *", asyncsgd)):
+    rows = [("optimum", terms), ("uniform p, C=n", uniform), ("AsyncSGD, C=n *", asyncsgd)]
+    for name, t in rows:
+        if t is None:
+            print(f"  {name:<22} n/a (return to sender with a server station: no closed form)")
+            continue
         flag = "" if t.admissible else "  (eta > eta_max: bound not proven)"
         print(
             f"  {name:<22} {t.concurrency:>5} {t.throughput:>11.5g} {t.eta:>10.4g} "
@@ -260,5 +340,7 @@ def _print_report(
         "empirical routing p_i = mu_i / sum mu (approximation)"
     )
     if args.write_config:
-        print(f"wrote {args.write_config} (routing.kind = 'fixed', concurrency = "
-              f"{result.concurrency})")
+        print(
+            f"wrote {args.write_config} (routing.kind = 'fixed', concurrency = "
+            f"{result.concurrency})"
+        )
