@@ -688,6 +688,45 @@ def _check_checkpoint_dir(
     )
 
 
+#: Longest wall-clock time budget or task timeout a run accepts (about 31.7 years): a
+#: run asked to last longer could never end.
+MAX_WALL_SECONDS = 1e9
+
+
+def _check_run_clock(config: SystemConfig) -> None:
+    """Refuse time-like ``[run]`` fields the wall clock cannot honour, before Ray starts.
+
+    Raises:
+        ConfigError: ``time_budget``, ``task_timeout`` or ``eval_every_seconds`` times
+            ``time_scale`` overflows; a budget or timeout longer than
+            :data:`MAX_WALL_SECONDS`; or more evaluations than the simulator allows.
+    """
+    from raysync.queueing.predict import buffer_size
+    from raysync.simulation.engine import check_evaluations
+
+    run = config.run
+    scale = f" x run.time_scale = {run.time_scale:g}" if run.time_scale > 0 else ""
+    for name in ("time_budget", "task_timeout", "eval_every_seconds"):
+        value = getattr(run, name)
+        if value is None:
+            continue
+        wall = wall_seconds(value, run.time_scale)
+        if not math.isfinite(wall):
+            raise ConfigError(
+                f"run.{name} = {value:g} config seconds{scale} overflows the clock "
+                f"(beyond 1.8e308 wall seconds); set a smaller run.{name} or time_scale"
+            )
+        if name != "eval_every_seconds" and wall > MAX_WALL_SECONDS:
+            raise ConfigError(
+                f"run.{name} = {value:g} config seconds{scale} is {wall:.3g} wall seconds, "
+                f"more than the {MAX_WALL_SECONDS:.0e} (31.7 years) a run can last; set a "
+                f"smaller run.{name}"
+                + (" or leave it out (no timeout)" if name == "task_timeout" else "")
+            )
+    if run.train:
+        check_evaluations(config, buffer_size(config))
+
+
 def _check_target_ahead(config: SystemConfig, directory: Path, state: Mapping[str, Any]) -> None:
     """Refuse to resume a checkpoint already at or past the run's stop condition.
 
@@ -774,6 +813,7 @@ def _execute(
     num_params = int(workload.initial_params.size) if (train and workload is not None) else None
     fingerprint = config_fingerprint(config, num_params)
     fields = fingerprint_fields(config, num_params)
+    _check_run_clock(config)
     _check_checkpoint_dir(config, resume_from, overwrite_checkpoint)
     resume_state: dict[str, Any] | None = None
     if resume_from is not None:

@@ -71,8 +71,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FLAT_MIN_CLIENTS",
+    "MAX_EVALUATIONS",
     "MAX_SIMULATED_COMPLETIONS",
     "ProgressCallback",
+    "check_evaluations",
     "RunGenerators",
     "queue_only_snapshots",
     "run_generators",
@@ -229,6 +231,8 @@ def simulate(
     unit = time_unit(config)
     inner = in_time_unit(config, unit)
     _check_run_length(inner, buffer, unit)
+    if train:
+        check_evaluations(inner, buffer, unit)
     # A large queue-only fleet never builds per-client generators, streams or snapshots.
     from raysync.simulation._network import has_network, network_streams, run_network
 
@@ -459,6 +463,11 @@ def _result(
 #: a longer run is refused up front instead of running for days.
 MAX_SIMULATED_COMPLETIONS = 10**10
 
+#: Most evaluations one run may schedule with ``run.eval_every_seconds`` (each one
+#: evaluates the model on the test set; an interval far below the run's length would also
+#: stop the evaluation clock from advancing in floating point).
+MAX_EVALUATIONS = 10**6
+
 #: Service-time means within ``[2**-_SAFE_EXP, 2**_SAFE_EXP]`` seconds are simulated in
 #: seconds; beyond, in a power-of-two time unit (see :func:`time_unit`).
 _SAFE_EXP = 64
@@ -585,6 +594,37 @@ def _check_run_length(inner: SystemConfig, buffer: int, unit: float) -> None:
             f"{what} needs {needs} task completions, more than the "
             f"simulator's limit of {MAX_SIMULATED_COMPLETIONS:.0e}; set a smaller "
             f"run.num_updates or run.time_budget"
+        )
+
+
+def check_evaluations(config: SystemConfig, buffer: int, unit: float = 1.0) -> None:
+    """Refuse an ``eval_every_seconds`` that asks for more than :data:`MAX_EVALUATIONS`.
+
+    The run lasts at most ``run.time_budget``, or ``run.num_updates`` completions at the
+    fleet's lowest possible throughput (:func:`throughput_bounds`).
+
+    Args:
+        config: The config, its times in ``unit`` seconds.
+        buffer: Completions per model version (FedBuff's ``B``; 1 otherwise).
+        unit: Seconds per time unit of ``config``.
+
+    Raises:
+        ConfigError: Too many evaluations; the message names the field and the count.
+    """
+    run = config.run
+    if run.eval_every_seconds is None:
+        return
+    length = math.inf if run.time_budget is None else run.time_budget
+    if run.num_updates is not None:
+        with np.errstate(over="ignore", divide="ignore"):
+            length = min(length, run.num_updates * buffer / throughput_bounds(config)[0])
+    with np.errstate(over="ignore"):
+        count = length / run.eval_every_seconds
+    if count > MAX_EVALUATIONS:
+        raise ConfigError(
+            f"run.eval_every_seconds = {run.eval_every_seconds * unit:.6g} s asks for up to "
+            f"{count:.3g} evaluations in a run of up to {length * unit:.6g} s, more than the "
+            f"limit of {MAX_EVALUATIONS:.0e}; raise run.eval_every_seconds"
         )
 
 

@@ -157,6 +157,41 @@ def test_unrepresentable_runs_are_refused_in_one_line(config: SystemConfig, matc
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("updates", "budget", "every", "count"),
+    [
+        (None, 10.0, 1e-300, r"1e\+301"),  # the evaluation clock would never advance
+        (None, 10.0, 1e-20, r"1e\+21"),  # t + every == t in floating point
+        (200, None, 1e-300, r"\d\.\d+e\+30\d"),  # the run's length from its updates
+        (None, 10.0, 9e-6, r"1\.11e\+06"),  # just over the limit
+    ],
+)
+def test_more_evaluations_than_the_limit_are_refused(
+    updates: int | None, budget: float | None, every: float, count: str
+) -> None:
+    base = fleet([exp(1.0)] * 2, 2, updates=updates, budget=budget, train=True)
+    config = base.replace(
+        run=RunConfig(
+            num_updates=updates, time_budget=budget, train=True, eval_every_updates=None,
+            eval_every_seconds=every,
+        )
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=rf"run.eval_every_seconds = .* asks for up to {count} "
+                       r"evaluations .* limit of 1e\+06") as info:  # fmt: skip
+        simulate(config)
+    assert "\n" not in str(info.value)
+
+
+def test_huge_but_harmless_time_fields_run() -> None:
+    """An evaluation interval longer than the run evaluates at the start and the end only."""
+    config = fleet([exp(1.0)] * 2, 2, updates=None, budget=5.0, train=True)
+    config = config.replace(
+        run=RunConfig(time_budget=5.0, train=True, eval_every_updates=None, eval_every_seconds=1e308)
+    )
+    res = simulate(config)
+    assert list(res.times) == [0.0, 5.0]
+
+
 def test_huge_lognormal_cv_is_flagged_not_reported_as_steady_state() -> None:
     cv = 1e6
     res = simulate(fleet([ServiceTimeSpec(kind="lognormal", mean=1.0, cv=cv)] * 2, 2))
