@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import itertools
 import math
 from array import array
 from collections.abc import Callable, Sequence
@@ -385,6 +386,45 @@ def _advance_impl(
 _advance = _jit(_advance_impl)
 
 
+def _fill_route_impl(
+    cdf: np.ndarray,
+    counts: np.ndarray,
+    starts: np.ndarray,
+    members: np.ndarray,
+    uniforms: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Destinations from pairs of uniforms: a tier by its mass, then a client of it uniformly.
+
+    Args:
+        cdf: Cumulative tier masses ``sum_{l <= k} m_l p_l``, shape ``(T,)``, last 1.
+        counts: Clients per tier ``m_k``, shape ``(T,)``.
+        starts: Offset of each tier in ``members``, shape ``(T,)``.
+        members: Clients sorted by tier, shape ``(n,)``.
+        uniforms: Uniforms on ``[0, 1)``, shape ``(2 * size,)``.
+        out: Destinations, shape ``(size,)``, written.
+    """
+    last = cdf.shape[0] - 1
+    for r in range(out.shape[0]):
+        u = uniforms[2 * r]
+        lo = 0
+        hi = last
+        while lo < hi:  # first tier whose cdf exceeds u (searchsorted side="right")
+            mid = (lo + hi) >> 1
+            if cdf[mid] > u:
+                hi = mid
+            else:
+                lo = mid + 1
+        m = counts[lo]
+        within = int(uniforms[2 * r + 1] * m)
+        if within >= m:  # u * m rounds up to m only for u within an ulp of 1
+            within = m - 1
+        out[r] = members[starts[lo] + within]
+
+
+_fill_route = _jit(_fill_route_impl)
+
+
 # --------------------------------------------------------------------------- dispatch rule
 
 # Fields of the config the kernel knows; any other field must hold its default.
@@ -449,11 +489,9 @@ def unsupported(
     for f in fields(config):
         if f.name not in _KNOWN_SYSTEM_FIELDS and getattr(config, f.name) != _default_of(f):
             return f"config field {f.name!r} is set (not known to the kernel)"
-    seen: set[int] = set()
-    for client in config.clients:
-        if id(client) in seen:
-            continue
-        seen.add(id(client))
+    # Clients of one table are one object, side by side: groupby(id) runs at C speed.
+    for _, group in itertools.groupby(config.clients, key=id):
+        client = next(group)
         for f in fields(client):
             if f.name not in _KNOWN_CLIENT_FIELDS and getattr(client, f.name) != _default_of(f):
                 return f"client field {f.name!r} is set (not known to the kernel)"
@@ -517,11 +555,9 @@ def kernel_draws(
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=ROUTING_SPAWN_KEY))
 
     def route(size: int) -> np.ndarray:
-        tier = np.searchsorted(cdf, rng.random(size), side="right")
-        np.minimum(tier, tiers - 1, out=tier)
-        within = (rng.random(size) * counts[tier]).astype(np.int64)
-        np.minimum(within, counts[tier] - 1, out=within)
-        return members[starts[tier] + within].astype(np.int64)
+        out = np.empty(size, dtype=np.int64)
+        _fill_route(cdf, counts, starts, members, rng.random(2 * size), out)
+        return out
 
     return Draws([service(k) for k in range(tiers)], route)
 
