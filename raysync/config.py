@@ -351,6 +351,37 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS[cls.__qualname__]
 
 
+def _check_schedule(spec: ServiceTimeSpec) -> None:
+    """Rules of a ``schedule`` spec: forward, non-overlapping segments (issue 16)."""
+    for name in ("rate", "mean", "cv", "durations", "until"):
+        if getattr(spec, name) is not None:
+            raise _fail(f"service_time.{name}", "is not allowed on a schedule (set it on "
+                        "its segments)", getattr(spec, name))  # fmt: skip
+    segments = spec.segments
+    if not segments:
+        raise _error("service_time.segments", "must be a non-empty list for 'schedule'")
+    previous = 0.0
+    for j, seg in enumerate(segments):
+        where = f"service_time.segments[{j}]"
+        if seg.kind == "schedule":
+            raise _fail(f"{where}.kind", "must not be 'schedule' (no nested schedules)", seg.kind)
+        last = j == len(segments) - 1
+        if last and seg.until is not None:
+            raise _fail(f"{where}.until", "must be left out on the last segment (it lasts to "
+                        "the end)", seg.until)  # fmt: skip
+        if last:
+            break
+        if seg.until is None:
+            raise _error(f"{where}.until", "is required on every segment but the last")
+        if not seg.until > previous:
+            rule = (
+                "must be > 0" if j == 0 else f"must be > segments[{j - 1}].until = "
+                f"{previous:g} (segments go forward in time and must not overlap)"
+            )
+            raise _fail(f"{where}.until", rule, seg.until)
+        previous = seg.until
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServiceTimeSpec:
     """How long a client takes to serve one task.
@@ -363,6 +394,11 @@ class ServiceTimeSpec:
         mean: Mean duration in seconds for ``deterministic`` and ``lognormal``.
         cv: Coefficient of variation (std / mean) for ``lognormal``.
         durations: Observed service durations in seconds for ``trace``.
+        segments: For ``schedule``: specs in force one after another; each but the last
+            has ``until`` (seconds, increasing), the last lasts to the end. A task's
+            service time comes from the segment in force when its service starts. The
+            theory (``mean_duration``, the analysis panel) describes the first segment.
+        until: End of a ``schedule`` segment, seconds (only inside ``segments``).
     """
 
     kind: str = "exponential"
@@ -370,6 +406,8 @@ class ServiceTimeSpec:
     mean: float | None = None
     cv: float | None = None
     durations: tuple[float, ...] | None = None
+    segments: tuple[ServiceTimeSpec, ...] | None = None
+    until: float | None = None
 
     def __post_init__(self) -> None:
         _convert_fields(self, "service_time")
@@ -397,6 +435,9 @@ class ServiceTimeSpec:
                 if cast(float, self.cv) > MAX_CV:
                     # sigma^2 = log(1 + cv^2) of the log-normal must stay finite
                     raise _fail("service_time.cv", f"must be <= {MAX_CV:g}", self.cv)
+        elif self.kind == "schedule":
+            _check_schedule(self)
+            return
         else:
             if not self.durations:
                 raise _error("service_time.durations", "must be a non-empty list for 'trace'")
@@ -418,7 +459,9 @@ class ServiceTimeSpec:
 
     @property
     def mean_duration(self) -> float:
-        """Mean service time in seconds."""
+        """Mean service time in seconds (of the first segment for ``schedule``)."""
+        if self.kind == "schedule":
+            return cast(tuple[ServiceTimeSpec, ...], self.segments)[0].mean_duration
         if self.kind == "exponential":
             return 1.0 / cast(float, self.rate)
         if self.kind == "trace":
@@ -554,6 +597,9 @@ class ClientSpec:
             service (same kinds as service times; None: no delay). docs/network.md.
         uplink: Delay of returning the result to the server, spent after the service.
         power: Busy/idle power and energy per transfer of this client.
+        join_time: When the client joins the fleet (seconds; no task before it).
+        leave_time: When it leaves (seconds, > join_time; no new task from then on, its
+            queued tasks are still served). None: it never leaves. docs/adaptive.md.
     """
 
     service_time: ServiceTimeSpec = field(default_factory=lambda: ServiceTimeSpec(rate=1.0))
@@ -564,6 +610,8 @@ class ClientSpec:
     downlink: ServiceTimeSpec | None = None
     uplink: ServiceTimeSpec | None = None
     power: PowerSpec | None = None
+    join_time: float = 0.0
+    leave_time: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "downlink", _timing("downlink", self.downlink))
@@ -576,6 +624,12 @@ class ClientSpec:
                 raise _fail(f"resources.{key}", "is reserved: use num_cpus/num_gpus", key)
             _check_positive(f"resources.{key}", amount)
         object.__setattr__(self, "resources", dict(self.resources))
+        _check_positive("join_time", self.join_time, allow_zero=True)
+        if self.leave_time is not None and not self.leave_time > self.join_time:
+            raise _fail("leave_time", f"must be > join_time = {self.join_time:g}", self.leave_time)
+        if self.service_time.until is not None:
+            raise _fail("service_time.until", "is only allowed inside schedule segments",
+                        self.service_time.until)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -66,6 +66,7 @@ from raysync.simulation.statistics import (
 
 if TYPE_CHECKING:
     from raysync.routing._base import BaseRouter
+    from raysync.simulation._dynamics import FleetDynamics
     from raysync.strategies._base import BaseStrategy
     from raysync.workload import Workload
 
@@ -219,6 +220,7 @@ def simulate(
     _check_inputs(config, warmup_fraction, num_batches, confidence, block_size)
     from raysync.queueing.predict import buffer_size as config_buffer_size
     from raysync.routing import make_router
+    from raysync.simulation._dynamics import FleetDynamics
     from raysync.simulation.service_times import make_service_time
     from raysync.strategies import make_strategy
 
@@ -237,7 +239,13 @@ def simulate(
     from raysync.simulation._network import has_network, network_streams, run_network
 
     # Delays and a server station take the general loop (docs/network.md), never the flat path.
-    flat = not train and n >= FLAT_MIN_CLIENTS and not has_network(config)
+    if router is None:
+        router = make_router(config.routing)
+    # Feedback and non-stationary fleets take the per-client loops too.
+    flat = (
+        not train and n >= FLAT_MIN_CLIENTS and not has_network(config)
+        and not FleetDynamics.needed(config, router)
+    )  # fmt: skip
     gens = None if flat else run_generators(config.seed, n)
     if router is None:
         router = make_router(config.routing)
@@ -273,6 +281,10 @@ def simulate(
         service_stream(st, rng, block_size)
         for st, rng in zip(service_times, gens.service, strict=True)
     ]
+    dynamics = _dynamics(
+        inner, router, service_times, streams, gens, strategy if train else None, sinks, unit,
+        network=has_network(config),
+    )  # fmt: skip
     capacity = snapshot_capacity(n)
     snapshots = Snapshots(snapshot_interval(max_updates, capacity), capacity)
     common: dict[str, Any] = {
@@ -284,6 +296,8 @@ def simulate(
         "budget": budget if budget is not None else math.inf,
         "progress": progress,
     }
+    if dynamics is not None:
+        common["dynamics"] = dynamics
     eval_seconds = 0.0
     network = network_streams(config, block_size=block_size, unit=unit)
     if train:
@@ -506,6 +520,16 @@ def in_time_unit(config: SystemConfig, unit: float) -> SystemConfig:
     import dataclasses
 
     def scaled(spec: Any) -> Any:
+        if spec.kind == "schedule":
+            return dataclasses.replace(
+                spec,
+                segments=tuple(
+                    dataclasses.replace(
+                        scaled(seg), until=None if seg.until is None else seg.until / unit
+                    )
+                    for seg in spec.segments
+                ),
+            )
         if spec.kind == "exponential":
             return dataclasses.replace(spec, rate=spec.rate * unit)
         if spec.kind == "trace":
@@ -709,6 +733,34 @@ def _buffer_size(strategy: BaseStrategy | None) -> int:
     return 1
 
 
+def _dynamics(
+    inner: SystemConfig,
+    router: BaseRouter,
+    service_times: list[Any],
+    streams: list[Iterator[float]],
+    gens: RunGenerators,
+    strategy: BaseStrategy | None,
+    sinks: Sequence[MetricsSink],
+    unit: float,
+    *,
+    network: bool,
+) -> FleetDynamics | None:
+    """The feedback/non-stationarity hooks of a run, or None when it needs none."""
+    from raysync.simulation._dynamics import FleetDynamics
+
+    if not FleetDynamics.needed(inner, router):
+        return None
+    if network:
+        raise ConfigError(
+            "adaptive routing, schedule service times and join/leave times are not "
+            "supported together with network delays or a server station yet"
+        )
+    return FleetDynamics(
+        config=inner, router=router, service_times=service_times, streams=streams,
+        service_rngs=gens.service, strategy=strategy, sinks=sinks, time_unit=unit,
+    )  # fmt: skip
+
+
 def queue_only_snapshots(
     config: SystemConfig, *, block_size: int = DEFAULT_BLOCK
 ) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
@@ -784,6 +836,7 @@ def _run_queue_only(
     budget: float,
     progress: ProgressCallback | None,
     buffer_size: int = 1,
+    dynamics: FleetDynamics | None = None,
 ) -> tuple[tuple[Any, ...], _Curve, dict[str, Any]]:
     """The fast loop: versions only, running sums, no per-event allocation but the heap tuple.
 
@@ -796,11 +849,13 @@ def _run_queue_only(
     big = buffer_size
     queues: list[deque[int]] = [deque() for _ in range(n)]
     arr = [0.0] * n
-    for j in router.initial_clients(config.concurrency):
+    timed = None if dynamics is None else dynamics.step
+    starts = router if dynamics is None else dynamics
+    for j in starts.initial_clients(config.concurrency):
         queues[j].append(0)  # every initial task is dispatched at completion 0, t = 0
     initial_left = config.concurrency
     transient_end = -1
-    nexts = [s.__next__ for s in streams]
+    nexts = [s.__next__ for s in streams] if dynamics is None else dynamics.nexts
     cnt = [0] * n
     sd = [0] * n  # delays in completions
     sd2 = [0] * n
@@ -856,7 +911,7 @@ def _run_queue_only(
         dep[i] += t
         if d > dmax:
             dmax = d
-        j = route(i)
+        j = route(i) if timed is None else timed(i, t)
         qj = queues[j]
         qj.append(c)
         arr[j] += t
@@ -926,12 +981,14 @@ class _TrainingLoop:
         minibatch_rngs: tuple[np.random.Generator, ...],
         sinks: Sequence[MetricsSink],
         time_unit: float = 1.0,
+        dynamics: FleetDynamics | None = None,
     ) -> None:
         from raysync.strategies import make_strategy
         from raysync.workload import build_workload
 
         self.config = config
         self.router = router
+        self.dynamics = dynamics
         self.streams = streams
         self.snapshots = snapshots
         self.max_updates = max_updates
@@ -1004,12 +1061,15 @@ class _TrainingLoop:
         queues: list[deque[tuple[int, int, int, np.ndarray]]] = [deque() for _ in range(n)]
         arr = [0.0] * n
         task_id = 0
-        for j in router.initial_clients(config.concurrency):
+        dynamics = self.dynamics
+        timed = None if dynamics is None else dynamics.step
+        starts = router if dynamics is None else dynamics
+        for j in starts.initial_clients(config.concurrency):
             queues[j].append((task_id, 0, 0, params))
             task_id += 1
         initial_left = config.concurrency
         transient_end = -1
-        nexts = [s.__next__ for s in self.streams]
+        nexts = [s.__next__ for s in self.streams] if dynamics is None else dynamics.nexts
         cnt = [0] * n
         sd = [0] * n
         sd2 = [0] * n
@@ -1096,7 +1156,7 @@ class _TrainingLoop:
                 dmax = d
             if dc > cmax:
                 cmax = dc
-            j = route(i)
+            j = route(i) if timed is None else timed(i, t)
             qj = queues[j]
             qj.append((task_id, k, c, params))
             task_id += 1

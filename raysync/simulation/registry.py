@@ -8,7 +8,8 @@ The config's allowed ``service_time.kind`` values are :func:`names`; :func:`buil
 does not have also needs them added to :class:`~raysync.config.ServiceTimeSpec`.
 
 Built-in: ``exponential`` uses ``rate``; ``deterministic`` uses ``mean`` as the duration;
-``lognormal`` uses ``mean`` and ``cv`` (1 when absent); ``trace`` uses ``durations``.
+``lognormal`` uses ``mean`` and ``cv`` (1 when absent); ``trace`` uses ``durations``;
+``schedule`` uses ``segments`` (each built like a spec of its own).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from raysync.simulation.service_times import (
     DeterministicServiceTime,
     ExponentialServiceTime,
     LogNormalServiceTime,
+    ScheduleServiceTime,
     TraceServiceTime,
 )
 
@@ -76,3 +78,13 @@ def _trace(spec: ServiceTimeSpec) -> BaseServiceTime:
     if not spec.durations:
         raise _missing(spec, "durations")
     return TraceServiceTime(durations=spec.durations)
+
+
+@register("schedule")
+def _schedule(spec: ServiceTimeSpec) -> BaseServiceTime:
+    if not spec.segments:
+        raise _missing(spec, "segments")
+    ends = [seg.until for seg in spec.segments[:-1]]
+    return ScheduleServiceTime(
+        segments=[build(seg) for seg in spec.segments], ends=[float(e) for e in ends if e]
+    )

@@ -8,6 +8,7 @@ distribution knows its analytic mean and variance and samples from an injected
 from __future__ import annotations
 
 import abc
+import bisect
 import math
 from collections.abc import Sequence
 
@@ -21,13 +22,22 @@ __all__ = [
     "DeterministicServiceTime",
     "ExponentialServiceTime",
     "LogNormalServiceTime",
+    "ScheduleServiceTime",
     "TraceServiceTime",
     "make_service_time",
 ]
 
 
 class BaseServiceTime(abc.ABC):
-    """A service-time distribution (seconds per task)."""
+    """A service-time distribution (seconds per task).
+
+    A distribution whose law changes with time (:class:`ScheduleServiceTime`) sets
+    :attr:`time_dependent`; the engines then draw each duration with
+    :meth:`sample_at` at the instant the task's service starts.
+    """
+
+    #: Whether the law depends on the clock (engines call :meth:`sample_at`).
+    time_dependent: bool = False
 
     @property
     @abc.abstractmethod
@@ -47,6 +57,11 @@ class BaseServiceTime(abc.ABC):
     @abc.abstractmethod
     def sample(self, rng: np.random.Generator, size: int | None = None) -> float | np.ndarray:
         """Draw one duration (``size=None``) or an array of ``size`` durations."""
+
+    def sample_at(self, rng: np.random.Generator, now: float) -> float:
+        """Draw one duration for a service starting at ``now`` (seconds)."""
+        del now
+        return float(self.sample(rng))
 
 
 def _check_positive_finite(name: str, value: object) -> float:
@@ -267,13 +282,104 @@ class TraceServiceTime(BaseServiceTime):
         )
 
 
+class ScheduleServiceTime(BaseServiceTime):
+    """A law that changes over time: segment ``j`` is in force on ``[ends[j-1], ends[j])``.
+
+    A task's duration is drawn from the segment in force when its service starts (so a
+    slow-down at ``t`` affects services starting at ``t`` or later; one already running
+    keeps its duration). :attr:`mean`, :attr:`variance` and :meth:`sample` describe the
+    first segment, the one in force at ``t = 0`` (what a stationary analysis sees).
+
+    Args:
+        segments: The laws, in time order (at least one, none itself a schedule).
+        ends: End times of every segment but the last (``len(segments) - 1`` numbers,
+            strictly increasing, > 0).
+
+    Raises:
+        ConfigError: Empty segments, a nested schedule, or ends that are not strictly
+            increasing positive times, one per segment but the last.
+    """
+
+    time_dependent = True
+
+    def __init__(self, *, segments: Sequence[BaseServiceTime], ends: Sequence[float]) -> None:
+        laws = list(segments)
+        if not laws:
+            raise ConfigError("schedule segments must be a non-empty list, got []")
+        for j, law in enumerate(laws):
+            if not isinstance(law, BaseServiceTime) or law.time_dependent:
+                raise ConfigError(
+                    f"schedule segments[{j}] must be a stationary service time, got {law!r}"
+                )
+        cuts = [float(e) for e in ends]
+        if len(cuts) != len(laws) - 1:
+            raise ConfigError(
+                f"schedule needs one end time per segment but the last ({len(laws) - 1}), "
+                f"got {len(cuts)}"
+            )
+        previous = 0.0
+        for j, end in enumerate(cuts):
+            if not (math.isfinite(end) and end > previous):
+                raise ConfigError(
+                    f"schedule ends[{j}] must be > {previous:g} (segments go forward in time "
+                    f"and must not overlap), got {end!r}"
+                )
+            previous = end
+        self._segments = laws
+        self._ends = cuts
+
+    @property
+    def segments(self) -> tuple[BaseServiceTime, ...]:
+        """The laws in time order."""
+        return tuple(self._segments)
+
+    @property
+    def ends(self) -> tuple[float, ...]:
+        """End times of every segment but the last."""
+        return tuple(self._ends)
+
+    def segment_index(self, now: float) -> int:
+        """Index of the segment in force at ``now``."""
+        return bisect.bisect_right(self._ends, now)
+
+    def at(self, now: float) -> BaseServiceTime:
+        """The law in force at ``now``."""
+        return self._segments[bisect.bisect_right(self._ends, now)]
+
+    @property
+    def mean(self) -> float:
+        """Mean of the first segment."""
+        return self._segments[0].mean
+
+    @property
+    def variance(self) -> float:
+        """Variance of the first segment."""
+        return self._segments[0].variance
+
+    def sample(self, rng: np.random.Generator, size: int | None = None) -> float | np.ndarray:
+        """Draw from the first segment (the law at ``t = 0``)."""
+        return self._segments[0].sample(rng, size)
+
+    def sample_at(self, rng: np.random.Generator, now: float) -> float:
+        """Draw one duration from the segment in force at ``now``."""
+        return float(self._segments[bisect.bisect_right(self._ends, now)].sample(rng))
+
+    def __repr__(self) -> str:
+        parts = [
+            f"{law!r} until {end:g}"
+            for law, end in zip(self._segments[:-1], self._ends, strict=True)
+        ]
+        parts.append(f"{self._segments[-1]!r} after")
+        return f"ScheduleServiceTime({'; '.join(parts)})"
+
+
 def make_service_time(spec: ServiceTimeSpec) -> BaseServiceTime:
     """Build the distribution a :class:`~raysync.config.ServiceTimeSpec` describes.
 
     Built through the registry :mod:`raysync.simulation.registry` (which lists the kinds
     and the fields each uses): ``exponential`` uses ``rate``; ``deterministic`` uses
     ``mean`` as the duration; ``lognormal`` uses ``mean`` and ``cv``; ``trace`` uses
-    ``durations``.
+    ``durations``; ``schedule`` uses ``segments`` (:class:`ScheduleServiceTime`).
 
     Raises:
         ConfigError: The spec's kind is not registered or a required field is missing.
