@@ -136,11 +136,6 @@ def _print_report(config: SystemConfig, result: Any, theory: dict[str, Any]) -> 
     print(format_report(config, result, theory))
 
 
-def _drop_no_completion(record: logging.LogRecord) -> bool:
-    """Logging filter: drop the engine's "no task completed" warning (refused instead)."""
-    return not record.getMessage().startswith("no task completed")
-
-
 def _handle(args: argparse.Namespace) -> int:
     from raysync.simulation import simulate
 
@@ -159,15 +154,28 @@ def _handle(args: argparse.Namespace) -> int:
     theory = theory_prediction(config)
     enabled = not args.no_progress and sys.stderr.isatty()
     bar = _Progress(config, enabled)
-    # A run with no completion is refused below in one line; its library warning (logged
-    # by the engine) would be a second line on stderr saying the same.
+    # The engine logs the run's warnings, which the report (or the JSON) shows again, and
+    # a run with no completion is refused below in one line: hold the engine's records and
+    # pass on only those the output does not carry, so each warning is shown once.
     engine_log = logging.getLogger("raysync.simulation.engine")
-    engine_log.addFilter(_drop_no_completion)
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        held.append(record)
+        return False
+
+    engine_log.addFilter(hold)
+    result = None
     try:
         result = simulate(config, progress=bar)
     finally:
         bar.close()
-        engine_log.removeFilter(_drop_no_completion)
+        engine_log.removeFilter(hold)
+        shown = set(result.warnings) if result is not None else set()
+        for record in held:
+            message = record.getMessage()
+            if message not in shown and not message.startswith("no task completed"):
+                engine_log.handle(record)
     if result.num_completions == 0:
         budget = config.run.time_budget
         what = "the run"

@@ -269,7 +269,12 @@ def batch_statistics(
 
     def ci(num: np.ndarray, den: np.ndarray) -> tuple[Any, Any, Any]:
         if batches >= 2:
-            return batch_ratio_ci(num, den, confidence=confidence)
+            # Every ratio here is of non-negative sums (counts, delays, areas, busy
+            # times), but the t-interval is symmetric: with heavy-tailed service (cv = 1e6)
+            # its lower end fell below 0. The clipped interval keeps its coverage, since
+            # the quantity itself is >= 0.
+            est, lo, hi = batch_ratio_ci(num, den, confidence=confidence)
+            return est, np.maximum(lo, 0.0), hi
         with np.errstate(invalid="ignore", divide="ignore"):
             est = num.sum(axis=0) / den.sum(axis=0)
         nan = np.full_like(np.asarray(est, dtype=float), np.nan)

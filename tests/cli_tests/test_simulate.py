@@ -137,3 +137,40 @@ def test_extreme_time_budget_exits_2_with_one_line(
     assert len(err.splitlines()) == 1, err
     assert expected in err
     assert "nan" not in captured.out.lower()
+
+
+HEAVY_TAILED = """
+seed = 0
+concurrency = 2
+[[clients]]
+count = 2
+service_time = { kind = "lognormal", mean = 1.0, cv = 1e6 }
+[run]
+num_updates = 5000
+train = false
+"""
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["report", "json"])
+def test_heavy_tailed_run_warns_once_and_no_interval_goes_negative(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    as_json: bool,
+) -> None:
+    path = write_config(tmp_path, HEAVY_TAILED, "heavy.toml")
+    caplog.set_level("WARNING")
+    assert main(["simulate", str(path), "--no-progress", *(["--json"] if as_json else [])]) == 0
+    captured = capsys.readouterr()
+    shown = captured.out + captured.err + caplog.text
+    # the engine's log record and the report carry the same line: shown once
+    assert shown.count("service times too variable") == 1, shown
+    if as_json:
+        payload = json.loads(captured.out)
+        lo, hi = payload["throughput_ci"]
+        # a symmetric t-interval of this sample reaches below 0; the quantity cannot
+        assert 0.0 <= lo <= payload["throughput"] <= hi
+        for low, high in payload["utilization_ci"]:
+            assert 0.0 <= low <= high
+    else:
+        assert "CI [-" not in captured.out
