@@ -18,7 +18,10 @@ Multi-objective variants (``--multi-objective``): ``staleness`` adds the mean re
 delay of the average client, ``Dbar = (1/n) sum_i E[D_i]`` (docs/theory.md section 5; the
 update-weighted mean ``sum_i p_i E[D_i]`` is always ``C - 1`` and says nothing about ``p``),
 minimised; ``budget`` makes the time budget ``T`` a tuned parameter and adds it as a
-second objective, minimised, so the Pareto front shows the best ``(C, p)`` at every budget.
+second objective, minimised, so the Pareto front shows the best ``(C, p)`` at every budget;
+``energy`` adds the joules spent over the budget (docs/network.md: the theory's mean power
+times ``T`` for the bound, the measured utilisations' power times the run's duration for
+simulated and live trials), minimised, so the Pareto front trades accuracy against energy.
 
 A simulated or live trial is described by a picklable :class:`TrialSpec` and returns a
 :class:`TrialOutcome`, so it runs the same in the driver process or in a Ray task.
@@ -71,7 +74,7 @@ logger = logging.getLogger(__name__)
 #: Objective names (``raysync tune --objective``).
 OBJECTIVES: tuple[str, ...] = ("bound", "simulated", "live")
 #: Second objectives of multi-objective studies (``--multi-objective``).
-MULTI_OBJECTIVES: tuple[str, ...] = ("staleness", "budget")
+MULTI_OBJECTIVES: tuple[str, ...] = ("staleness", "budget", "energy")
 
 _VAL_TAG = "val/accuracy"
 _TEST_TAG = "test/accuracy"
@@ -82,11 +85,11 @@ def directions_for(objective: str, multi: str | None) -> list[str]:
 
     Args:
         objective: ``bound``, ``simulated`` or ``live``.
-        multi: None, ``staleness`` or ``budget``.
+        multi: None, ``staleness``, ``budget`` or ``energy``.
 
     Returns:
-        One direction per value: the bound is minimised, accuracy maximised; staleness
-        and budget are minimised.
+        One direction per value: the bound is minimised, accuracy maximised; staleness,
+        budget and energy are minimised.
     """
     _check_objective(objective, multi)
     first = "minimize" if objective == "bound" else "maximize"
@@ -99,7 +102,8 @@ def metric_names_for(objective: str, multi: str | None) -> list[str]:
     first = "bound" if objective == "bound" else "val_accuracy"
     if multi is None:
         return [first]
-    return [first, "mean_client_staleness" if multi == "staleness" else "budget"]
+    second = {"staleness": "mean_client_staleness", "budget": "budget", "energy": "energy_J"}
+    return [first, second[multi]]
 
 
 def _check_objective(objective: str, multi: str | None) -> None:
@@ -195,16 +199,28 @@ class BoundTrialObjective:
         mu: Service rates of the fleet (config time unit).
         constants: ``L``, ``sigma^2``, ``M^2``, ``A`` (estimated from a pilot run or given).
         eta: ``"optimal"`` (closed-form best step per ``(p, C)``) or a fixed step.
+        config: The fleet's config: its delays and server update time become the bound's
+            latency and server stations and its power figures give the ``energy``
+            objective (docs/network.md). None: neither.
     """
 
     def __init__(
         self, mu: Sequence[float] | np.ndarray, constants: ProblemConstants,
-        *, eta: float | str = "optimal",
+        *, eta: float | str = "optimal", config: SystemConfig | None = None,
     ) -> None:
         self.mu = np.asarray(mu, dtype=np.float64)
         self.constants = constants
         self.eta = eta
         self._cache: dict[float, Any] = {}
+        self._stations: dict[str, Any] = {}
+        self._figures: Any = None
+        if config is not None:
+            from raysync.objectives.energy import power_figures
+            from raysync.queueing.predict import station_parameters
+
+            latency, rate = station_parameters(config)
+            self._stations = {"client_latency": latency, "server_rate": rate}
+            self._figures = power_figures(config)
 
     def objective(self, budget: float) -> Any:
         """The :class:`~raysync.objectives.BoundObjective` for a time budget ``T``."""
@@ -214,7 +230,7 @@ class BoundTrialObjective:
         if key not in self._cache:
             self._cache[key] = BoundObjective(
                 mu=self.mu, constants=self.constants, criterion="wall-clock",
-                eta=self.eta, time_budget=key,
+                eta=self.eta, time_budget=key, **self._stations,
             )
         return self._cache[key]
 
@@ -222,6 +238,21 @@ class BoundTrialObjective:
         """The bound's terms at a candidate and budget."""
         terms: BoundTerms = self.objective(budget).evaluate(candidate.p, candidate.concurrency)
         return terms
+
+    def energy(self, candidate: Candidate, budget: float, throughput: float) -> float:
+        """Joules over the budget: the theory's mean power at ``(p, C)`` times ``T``."""
+        from raysync.objectives.energy import power_at
+
+        if self._figures is None:
+            raise ConfigError(
+                "multi_objective 'energy' needs the fleet's config (power figures) in the "
+                "bound objective"
+            )
+        watts = power_at(
+            self._figures, mu=self.mu, p=np.asarray(candidate.p, dtype=np.float64),
+            throughput=throughput, server_rate=self._stations.get("server_rate"),
+        )  # fmt: skip
+        return watts * float(budget)
 
     def evaluate(
         self, candidate: Candidate, *, budget: float, multi: str | None = None
@@ -239,6 +270,10 @@ class BoundTrialObjective:
             values = (terms.value, terms.mean_delay)
         elif multi == "budget":
             values = (terms.value, float(budget))
+        elif multi == "energy":
+            energy = self.energy(candidate, budget, terms.throughput)
+            attrs["energy_J"] = energy
+            values = (terms.value, energy)
         attrs["bound"]["seconds"] = time.perf_counter() - start
         return TrialOutcome(values=values, state="complete", attrs=attrs)
 
@@ -421,6 +456,10 @@ def _values(spec: TrialSpec, result: Any) -> tuple[float, ...]:
         return (acc, _nanmean(result.mean_relative_delay))
     if spec.multi == "budget":
         return (acc, float(spec.budget))
+    if spec.multi == "energy":
+        from raysync.objectives.energy import measured_energy
+
+        return (acc, measured_energy(spec.config, result).power * float(result.elapsed))
     return (acc,)
 
 

@@ -180,7 +180,7 @@ def run_study(
             say(f"warm start: enqueued {', '.join(enqueued)}")
 
     bound = (
-        BoundTrialObjective(config.service_rates, constants, eta=settings.eta)
+        BoundTrialObjective(config.service_rates, constants, eta=settings.eta, config=config)
         if constants is not None
         else None
     )

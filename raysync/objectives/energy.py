@@ -30,7 +30,15 @@ if TYPE_CHECKING:
     from raysync.config import SystemConfig
     from raysync.queueing.result import QueueingResult
 
-__all__ = ["EnergyReport", "energy_report", "measured_energy", "power_figures", "predict_energy"]
+__all__ = [
+    "EnergyReport",
+    "PowerFigures",
+    "energy_report",
+    "measured_energy",
+    "power_at",
+    "power_figures",
+    "predict_energy",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +174,39 @@ def energy_report(
         transfer_power=transfer,
         server_power=server,
     )
+
+
+def power_at(
+    figures: PowerFigures,
+    *,
+    mu: NDArray[np.float64],
+    p: NDArray[np.float64],
+    throughput: float,
+    server_rate: float | None,
+) -> float:
+    """Mean power in watts of random routing ``p`` at update throughput ``Lambda``.
+
+    ``P = P0 + e(p) Lambda`` with ``P0 = sum_i P_idle,i + P_idle,s`` and
+    ``e(p) = sum_i p_i ((P_busy,i - P_idle,i) / mu_i + 2 e_i) + (P_busy,s - P_idle,s) / nu``
+    (the module formula with ``U_i = p_i Lambda / mu_i`` and ``U_s = Lambda / nu``).
+
+    Args:
+        figures: The fleet's power figures.
+        mu: Service rates per second, shape ``(n,)``.
+        p: Routing probabilities, shape ``(n,)``.
+        throughput: Updates per second.
+        server_rate: Rate of the server station (None: updates take no server time).
+
+    Returns:
+        Watts.
+    """
+    mu = np.asarray(mu, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    base = float(figures.idle.sum() + figures.server_idle)
+    slope = float(np.dot(p, (figures.busy - figures.idle) / mu + 2.0 * figures.transfer))
+    if server_rate is not None:
+        slope += (figures.server_busy - figures.server_idle) / server_rate
+    return base + slope * float(throughput)
 
 
 def predict_energy(config: SystemConfig, result: QueueingResult | None = None) -> EnergyReport:
