@@ -60,10 +60,26 @@ def check_reference(name: str, value: object) -> str:
     return value
 
 
+def _add_working_directory() -> None:
+    """Let references resolve against the current directory, as Ray's workers do.
+
+    ``python -m`` puts the current directory on ``sys.path`` but a console script such
+    as ``raysync`` does not, while Ray adds the driver's current directory to its local
+    workers' path: appending it (last, so it never shadows an installed package) makes
+    the driver find what the workers will find.
+    """
+    import sys
+
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
 def import_object(name: str, ref: str | Callable[..., Any]) -> Callable[..., Any]:
     """Resolve ``"package.module:function"`` to the callable it names.
 
-    A callable is returned unchanged (workloads built in code need no import path).
+    A callable is returned unchanged (workloads built in code need no import path). The
+    module is looked up on ``sys.path`` and then in the current directory.
 
     Args:
         name: What the reference is, for messages (``"model factory"``).
@@ -87,6 +103,7 @@ def import_object(name: str, ref: str | Callable[..., Any]) -> Callable[..., Any
             f"{name} {ref!r} names a module of {module_name.split('.')[0]!r}, a layer above "
             "raysync; put the factory in your own module"
         )
+    _add_working_directory()
     try:
         # pkgutil.resolve_name parses exactly "package.module:attr.path"
         obj: Any = pkgutil.resolve_name(ref)

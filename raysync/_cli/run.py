@@ -122,9 +122,42 @@ class _Progress:
         self._bar.close()
 
 
+def measured_rates(result: RunResult, config: SystemConfig) -> list[float] | None:
+    """Rates ``mu_i = 1 / mean measured service time`` of a run without emulation.
+
+    With ``run.time_scale = 0`` a task lasts as long as its computation, so the measured
+    mean service time per client is the ``1 / mu_i`` the theory needs (in wall seconds).
+    None with emulation, queue-only runs, or when a client completed no task.
+    """
+    means = result.extras.get("service_time_mean")
+    if config.run.time_scale > 0 or not result.train or not means:
+        return None
+    rates = [1.0 / float(m) if m and math.isfinite(float(m)) and m > 0 else math.nan for m in means]
+    return None if any(math.isnan(r) for r in rates) else rates
+
+
+def _measured_theory(config: SystemConfig, rates: list[float]) -> QueueingResult | None:
+    """The closed-network prediction with the measured rates (random routing only)."""
+    if config.routing_probabilities is None:
+        return None
+    from raysync.config import ServiceTimeSpec
+    from raysync.queueing import predict
+
+    clients = tuple(
+        dataclasses.replace(c, service_time=ServiceTimeSpec(kind="exponential", rate=mu))
+        for c, mu in zip(config.clients, rates, strict=True)
+    )
+    return predict(config.replace(clients=clients))
+
+
 def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | None) -> str:
     scale = config.run.time_scale
     extras = result.extras
+    rates = measured_rates(result, config)
+    if rates is not None:
+        # No emulation: the configured service times say nothing about this run; the
+        # prediction uses the rates the clients actually served at.
+        theory = _measured_theory(config, rates)
     layout = ""
     if "runtime_mode" in extras:
         layout = (
@@ -163,6 +196,8 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
     )
     if theory is not None and scale > 0:
         line += f"; theory {theory.throughput / scale:.4g} {per}/s"
+    elif theory is not None and rates is not None:
+        line += f"; theory with measured mu {theory.throughput:.4g} {per}/s"
     lines.append(line)
     # Measured delays count model versions (D = k - v); so does the theory's
     # mean_version_* (= completions / B, B > 1 only for FedBuff).
@@ -171,7 +206,10 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
         line += f"; theory {theory.mean_version_staleness:.4g}"
     lines.append(line)
     show_theory = theory is not None
-    header = f"{'client':>6} {'completed':>9} {'delay':>8} {'99% CI':>17}"
+    header = f"{'client':>6} {'completed':>9}"
+    if rates is not None:
+        header += f" {'mu':>8}"
+    header += f" {'delay':>8} {'99% CI':>17}"
     if show_theory:
         header += f" {'theory':>8}"
     header += f" {'queue':>7}"
@@ -183,7 +221,10 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
     for i in range(shown):
         dlo, dhi = result.relative_delay_ci[i]
         ci = "-" if math.isnan(dlo) else f"[{dlo:.3g}, {dhi:.3g}]"
-        row = f"{i:>6} {int(result.completed[i]):>9} {result.mean_relative_delay[i]:>8.4g} {ci:>17}"
+        row = f"{i:>6} {int(result.completed[i]):>9}"
+        if rates is not None:
+            row += f" {rates[i]:>8.4g}"
+        row += f" {result.mean_relative_delay[i]:>8.4g} {ci:>17}"
         if theory is not None:
             row += f" {theory.mean_version_delay[i]:>8.4g}"
         row += f" {result.mean_queue_length[i]:>7.3g}"
@@ -197,6 +238,11 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
         lines.append(
             "theory: closed Jackson network (exact for exponential service times); "
             "throughput scaled by run.time_scale"
+        )
+    if rates is not None:
+        lines.append(
+            "mu: measured service rates (tasks/s, 1 / mean compute time; no emulation)"
+            + ("; theory uses them" if theory is not None else "")
         )
     return "\n".join(lines)
 
@@ -227,6 +273,9 @@ def _handle(args: argparse.Namespace) -> int:
         bar.close()
     if args.json:
         payload = result.to_dict()
+        rates = measured_rates(result, config)
+        if rates is not None:
+            payload["measured_service_rates"] = rates
         if theory is not None:
             payload["theory"] = {
                 "throughput": theory.throughput,

@@ -57,6 +57,7 @@ __all__ = [
     "assemble_result",
     "client_request",
     "client_tiers",
+    "executor_device",
     "minibatch_generator",
     "resolve_mode",
     "service_block",
@@ -106,6 +107,41 @@ def service_block(num_clients: int) -> int:
     sequentially), so a run draws the same durations as the simulator with the same seed.
     """
     return max(8, min(DEFAULT_BLOCK, _MAX_BUFFERED_DRAWS // max(1, num_clients)))
+
+
+def executor_device(
+    num_gpus: float,
+    gpu_ids: list[Any] | tuple[Any, ...],
+    *,
+    cuda_available: bool,
+    cuda_visible_devices: str | None,
+) -> str:
+    """The torch device an executor computes on, from what Ray assigned to it.
+
+    Ray gives an actor that requests ``num_gpus > 0`` (fractions included: several
+    actors then share one GPU) the ids in ``ray.get_gpu_ids()`` and restricts
+    ``CUDA_VISIBLE_DEVICES`` to them, so torch numbers the visible devices from 0: the
+    first assigned id is found in the visible list and its position is the CUDA index.
+
+    Args:
+        num_gpus: GPUs the executor reserved.
+        gpu_ids: ``ray.get_gpu_ids()`` in the executor (ids or id strings).
+        cuda_available: ``torch.cuda.is_available()`` in the executor.
+        cuda_visible_devices: The executor's ``CUDA_VISIBLE_DEVICES`` (None: unset).
+
+    Returns:
+        ``"cpu"`` for a CPU executor or when CUDA is absent (the caller warns about a
+        GPU executor without CUDA), else ``"cuda:<index>"``.
+    """
+    if num_gpus <= 0 or not cuda_available:
+        return "cpu"
+    if not gpu_ids:
+        return "cuda:0"
+    first = str(gpu_ids[0])
+    if cuda_visible_devices is None:
+        return f"cuda:{first}" if first.isdigit() else "cuda:0"
+    visible = [v.strip() for v in cuda_visible_devices.split(",") if v.strip()]
+    return f"cuda:{visible.index(first)}" if first in visible else "cuda:0"
 
 
 def minibatch_generator(seed: int, client: int, ordinal: int) -> np.random.Generator:

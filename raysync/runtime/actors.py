@@ -106,6 +106,7 @@ from raysync.runtime._backend import (
     ServerOutcome,
     TaskReply,
     TaskSpec,
+    executor_device,
     minibatch_generator,
     wall_seconds,
 )
@@ -116,6 +117,9 @@ from raysync.runtime._state import SCHEMA_VERSION, CheckpointManager, Key
 from raysync.strategies._base import ClientResult, ClientWork
 
 __all__ = ["ExecutorActor", "ExecutorSetup", "ServerActor", "ServerSetup"]
+
+#: Loop item: an update whose emulated uplink and server time are over (docs/network.md).
+_UPDATE = object()
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +215,9 @@ class ExecutorActor:
         cores = max(1, int(setup.num_cpus))
         self._threads = 1 if self._single else cores
         self._device = "cpu"
+        # Ray's assignment (fractional requests share an id); recorded even when no
+        # training runs so that placement can be checked.
+        self._gpu_ids = [str(g) for g in ray.get_gpu_ids()] if setup.num_gpus > 0 else []
         self._data: dict[int, tuple[Any, np.ndarray]] = {}
         self._computers: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -218,14 +225,19 @@ class ExecutorActor:
             import torch
 
             torch.set_num_threads(max(1, cores // self._threads))
+            self._device = executor_device(
+                setup.num_gpus,
+                self._gpu_ids,
+                cuda_available=torch.cuda.is_available(),
+                cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+            )
             if setup.num_gpus > 0:
-                if torch.cuda.is_available():
-                    self._device = "cuda"
-                else:
+                if self._device == "cpu":
                     who = f"client {setup.client}" if self._single else f"tier {setup.tier}"
                     message = (
-                        f"{who} requested num_gpus={setup.num_gpus:g} but CUDA is not "
-                        "available in its executor process; computing on the CPU"
+                        f"{who} requested num_gpus={setup.num_gpus:g} and Ray assigned GPU "
+                        f"id(s) {self._gpu_ids} but CUDA is not available in its executor "
+                        "process; computing on the CPU"
                     )
                     warnings.warn(message, RuntimeWarning, stacklevel=2)
                     logger.warning(message)
@@ -259,6 +271,7 @@ class ExecutorActor:
             "actor_id": ray.get_runtime_context().get_actor_id(),
             "pid": os.getpid(),
             "device": self._device,
+            "gpu_ids": list(self._gpu_ids),
         }
 
     async def _load(self, shared: Sequence[Any]) -> None:
@@ -503,6 +516,7 @@ class ServerActor:
         # Queue-only runs of a FedBuff config apply one version per B completions, as the
         # simulator does, so that staleness in versions means the same on both backends.
         self._queue_buffer = buffer_size(config)
+        self._init_links(config, setup)
         self._book = ServerBook(n, config.run.num_updates)
         self._evaluator = Evaluator(
             setup.model, setup.x_test, setup.y_test, setup.x_val, setup.y_val
@@ -527,6 +541,77 @@ class ServerActor:
             self._dispatch.rejoin_hook = lambda e: self._rejoined.append((e, len(self._applied)))
         if setup.resume is not None:
             self._restore(setup.resume)
+
+    # ------------------------------------------------------------------ network emulation
+
+    def _init_links(self, config: SystemConfig, setup: ServerSetup) -> None:
+        """Streams of the emulated downlink, uplink and server stations (docs/network.md).
+
+        They come from the simulator's generators (children ``(4, i)``, ``(5, i)`` and
+        ``(6,)`` of the seed) and are scaled by ``run.time_scale`` like service times.
+        """
+        from raysync.exceptions import ConfigError
+        from raysync.simulation._network import network_streams
+
+        self._links = network_streams(config, block_size=256)
+        self._scale = config.run.time_scale
+        self._server_queue: list[tuple[TaskReply, int, float]] = []
+        self._server_free = 0.0
+        self.server_busy = 0.0
+        if self._links is None:
+            return
+        if config.run.time_scale <= 0:
+            raise ConfigError(
+                "downlink/uplink delays and [server] update_time are emulated in the Ray "
+                "runtime: run.time_scale must be > 0, got 0"
+            )
+        if setup.virtual_clock:
+            raise ConfigError(
+                "the virtual clock (a test mode) does not support emulated delays or a "
+                "server update time; use the simulator for exact orderings"
+            )
+
+    def _downlink_arrival(self, client: int, sent_at: float) -> float | None:
+        """Wall-clock instant a task sent at ``sent_at`` reaches ``client`` (None: no delay)."""
+        links = self._links
+        stream = None if links is None else links.downlink[client]
+        return None if stream is None else sent_at + next(stream) * self._scale
+
+    def _returned(self, reply: TaskReply, executor: int) -> None:
+        """The client is free at its emulated end; its result travels the uplink."""
+        assert self._links is not None
+        task = self._dispatch.tasks[reply.task_id]
+        self._dispatch.finished(task.client, reply.finished_at)
+        stream = self._links.uplink[task.client]
+        arrival = reply.finished_at + (0.0 if stream is None else next(stream) * self._scale)
+        self._call_at(arrival, self._reached_server, reply, executor, arrival)
+
+    def _call_at(self, when: float, callback: Any, *args: Any) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(max(0.0, when - time.time()), callback, *args)
+
+    def _reached_server(self, reply: TaskReply, executor: int, arrival: float) -> None:
+        """A result reached the server: apply it now, or queue for the server station."""
+        assert self._links is not None and self._done is not None
+        if self._links.server is None:
+            self._done.put_nowait((_UPDATE, reply, executor, arrival))
+            return
+        self._server_queue.append((reply, executor, arrival))
+        if len(self._server_queue) == 1:
+            self._serve_head()
+
+    def _serve_head(self) -> None:
+        """Start the server station on the oldest result (single server, FIFO)."""
+        assert self._links is not None and self._links.server is not None
+        reply, executor, arrival = self._server_queue[0]
+        start = max(arrival, self._server_free)
+        service = next(self._links.server) * self._scale
+        self._server_free = start + service
+        self.server_busy += service
+        assert self._done is not None
+        self._call_at(
+            self._server_free, self._done.put_nowait, (_UPDATE, reply, executor, self._server_free)
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -605,11 +690,15 @@ class ServerActor:
 
     # ------------------------------------------------------------------ the loop
 
-    def _apply(self, reply: TaskReply, executor: int, now: float) -> None:
+    def _apply(
+        self, reply: TaskReply, executor: int, now: float, applied_at: float | None = None
+    ) -> None:
         """Consume one completion: update, FIFO, replacement, evaluation, checkpoint.
 
         The call order of :class:`~raysync.strategies.BaseStrategy` and
-        :class:`~raysync.routing.BaseRouter` is the simulator's.
+        :class:`~raysync.routing.BaseRouter` is the simulator's. ``applied_at``: emulated
+        network (docs/network.md): the wall-clock instant the update is applied (after
+        the uplink and the server station); the client was freed when its reply came.
         """
         run = self._config.run
         book = self._book
@@ -646,13 +735,18 @@ class ServerActor:
             self._services.append((reply.task_id, client, reply.started_at, reply.finished_at))
             self._served_by.append(executor)
         # The client's server is free: its next queued task goes first (FIFO).
-        dispatch.finished(client, reply.finished_at)
+        if applied_at is None:
+            dispatch.finished(client, reply.finished_at)
         # With emulation the replacement is stamped as arriving when the finished task
         # ended, so the return trip and the update do not stretch the emulated cycle
-        # (the theory has no communication delay).
+        # (the theory has no communication delay unless the config names one).
         stamp = reply.finished_at if dispatch.emulate else time.time()
         replacement = self._router.route(client)
-        dispatch.create(replacement, book.version, self._params, now, stamp)
+        arrive_at = None
+        if applied_at is not None:
+            stamp = applied_at
+            arrive_at = self._downlink_arrival(replacement, applied_at)
+        dispatch.create(replacement, book.version, self._params, now, stamp, arrive_at=arrive_at)
         book.dispatched(replacement, now)
         book.maybe_snapshot(now)
         if self._params is not None:
@@ -698,7 +792,8 @@ class ServerActor:
             if self._params is not None:
                 self._request_eval(0.0)
             for client in self._router.initial_clients(config.concurrency):
-                dispatch.create(client, book.version, self._params, 0.0, stamp)
+                arrive_at = self._downlink_arrival(client, stamp)
+                dispatch.create(client, book.version, self._params, 0.0, stamp, arrive_at=arrive_at)
                 book.dispatched(client, 0.0)
         else:
             self._counters["resumed_tasks"] += dispatch.resume(stamp)
@@ -736,6 +831,15 @@ class ServerActor:
                     _, task_id, attempt, executor, exc = item
                     dispatch.lost(task_id, attempt, executor, exc)
                     continue
+                if kind is _UPDATE:
+                    _, update, executor, applied_at = item
+                    self._apply(update, executor, now, applied_at=applied_at)
+                    end_time = now
+                    if self._server_queue:
+                        self._server_queue.pop(0)
+                        if self._server_queue:
+                            self._serve_head()
+                    continue
                 reply: TaskReply = kind
                 executor = item[1]
                 delta = time.time() - reply.finished_at
@@ -745,6 +849,9 @@ class ServerActor:
                     lag[1] = delta
                 if dispatch.answered(reply.task_id, executor) is None:
                     continue  # a late duplicate
+                if not virtual and self._links is not None:
+                    self._returned(reply, executor)
+                    continue
                 if not virtual:
                     self._apply(reply, executor, now)
                     end_time = now
