@@ -1032,7 +1032,7 @@ class SystemConfig:
         """The ``p`` the theory uses; None for return-to-sender (not a random routing)."""
         if self.routing.kind == "fixed":
             return self.routing.p
-        if self.routing.kind == "uniform":
+        if self.routing.kind in ("uniform", "adaptive"):  # adaptive: its starting p
             return tuple(1.0 / self.num_clients for _ in self.clients)
         return None
 

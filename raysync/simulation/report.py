@@ -76,6 +76,23 @@ def _ci(low: float, high: float) -> str:
     return "[" + _fmt(low) + ", " + _fmt(high) + "]"
 
 
+def _nonstationary_notes(config: SystemConfig) -> list[str]:
+    """Say what the theory column describes when the fleet changes during the run."""
+    notes = []
+    sched = [i for i, c in enumerate(config.clients) if c.service_time.kind == "schedule"]
+    if sched:
+        shown = ", ".join(map(str, sched[:8])) + (", ..." if len(sched) > 8 else "")
+        notes.append(
+            f"theory describes segment 0 (t = 0) of the schedule of clients {shown}; the "
+            f"measurements mix all segments"
+        )
+    if any(c.join_time > 0 or c.leave_time is not None for c in config.clients):
+        notes.append("theory describes the whole fleet present; clients join or leave here")
+    if config.routing.kind == "adaptive":
+        notes.append("theory describes the adaptive router's starting p (uniform)")
+    return notes
+
+
 def format_report(config: SystemConfig, result: RunResult, theory: dict[str, Any]) -> str:
     """The ``raysync simulate`` report: measurements next to the theory, units named.
 
@@ -107,6 +124,7 @@ def format_report(config: SystemConfig, result: RunResult, theory: dict[str, Any
         f"algorithm={config.algorithm.name}, seed={result.seed}; {result.wall_time:.2f} s wall)"
     )
     lines.extend(f"WARNING: {w}" for w in result.warnings)
+    lines.extend(_nonstationary_notes(config))
     if result.train:
         lines.append(
             f"final test accuracy: {result.final_test_accuracy:.4f}  "
