@@ -431,6 +431,9 @@ def _handle(args: argparse.Namespace) -> int:
     if args.budget is not None and not (math.isfinite(args.budget) and args.budget > 0):
         raise ValueError(f"--budget must be > 0 seconds, got {args.budget}")
     parsed_constants = _parse_constants(args.constants)
+    from raysync._validation import check_output_dir
+
+    out = check_output_dir(args.out, "--out")  # an existing file, a file in the way, ...
     path = Path(args.config) if args.config else default_config_path()
     config = load_config(path)
     if args.seed is not None:
@@ -446,7 +449,6 @@ def _handle(args: argparse.Namespace) -> int:
     n = config.num_clients
     cmax = args.max_concurrency or 4 * n
     check_search_size(cmax, n)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     import optuna
     import torch

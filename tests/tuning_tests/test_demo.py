@@ -124,3 +124,18 @@ def test_demo_bad_numeric_flags_refused_up_front(tiny_path, tmp_path, capsys, fl
     assert code == 2
     assert len(err) == 1 and match in err[0], err
     assert not out.exists()  # refused before any stage ran
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_demo_out_that_cannot_be_a_directory_names_the_flag(
+    tiny_path, tmp_path, capsys, where
+) -> None:  # noqa: ANN001
+    existing = tmp_path / "existing"
+    existing.write_text("keep me")
+    out = existing if where == "file" else existing / "sub"
+    code = main(["demo", str(tiny_path), "--out", str(out), "--trials", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1, err
+    assert f"--out {str(out)!r} cannot be used as a directory" in err[0], err
+    assert existing.read_text() == "keep me"
