@@ -98,6 +98,7 @@ def run_study(
     *,
     progress: ProgressFn | None = None,
     on_event: Callable[[str], None] | None = None,
+    workload: Any = None,
 ) -> StudyReport:
     """Create or resume the study, run it to ``settings.trials`` evaluated trials, report.
 
@@ -107,6 +108,9 @@ def run_study(
         settings: How to tune.
         progress: Called after each finished trial as ``progress(done, total, trial)``.
         on_event: Called with one-line messages (resume, warm starts, parallelism).
+        workload: A workload built in code (:func:`raysync.build_workload`, e.g. with
+            the user's model and data callables) used by every simulated or live trial
+            instead of building one from ``config``.
 
     Returns:
         The :class:`StudyReport` (best trials, analytical optimum and defaults).
@@ -193,7 +197,8 @@ def run_study(
         if settings.objective == "bound":
             driver.run_bound()
         else:
-            workload = _build_workload(config)
+            if workload is None:  # a raysync.build_workload(...) result may be passed in
+                workload = _build_workload(config)
             parallel = settings.parallel
             if parallel > 1 or settings.objective == "live":
                 started_ray = _ensure_ray(settings.address)
