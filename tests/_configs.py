@@ -8,8 +8,12 @@ one copy lives here.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["WORKED_EXAMPLE_CLIENTS", "worked_example", "write_config"]
+if TYPE_CHECKING:
+    from raysync.config import SystemConfig
+
+__all__ = ["TWO_CLIENTS", "WORKED_EXAMPLE_CLIENTS", "load_text", "worked_example", "write_config"]
 
 #: The four clients of the worked example, as ``[[clients]]`` tables.
 WORKED_EXAMPLE_CLIENTS = """\
@@ -25,6 +29,10 @@ service_time = { kind = "exponential", rate = 4.0 }
 [[clients]]
 service_time = { kind = "exponential", rate = 0.5 }
 """
+
+
+#: Two identical exponential clients (rate 1), the smallest fleet a config rule needs.
+TWO_CLIENTS = '[[clients]]\ncount = 2\nservice_time = { kind = "exponential", rate = 1.0 }\n'
 
 
 def worked_example(sections: str = "", *, seed: int = 0, concurrency: int = 6) -> str:
@@ -45,3 +53,10 @@ def write_config(directory: Path, text: str, name: str = "config.toml") -> Path:
     path = Path(directory) / name
     path.write_text(text)
     return path
+
+
+def load_text(directory: Path, text: str, name: str = "config.toml") -> SystemConfig:
+    """Write ``text`` as a config file in ``directory`` and load it (rules checked)."""
+    from raysync.config import load_config
+
+    return load_config(write_config(directory, text, name))

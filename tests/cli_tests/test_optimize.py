@@ -11,41 +11,22 @@ import pytest
 from raysync.cli import main
 from raysync.config import load_config
 
-FLEET = """\
-seed = 0
-concurrency = 6
+from .._configs import worked_example, write_config
 
-[routing]
-kind = "fixed"
-p = [0.4, 0.3, 0.2, 0.1]
-
+FLEET = worked_example("""
 [run]
 time_budget = 100.0
 
 [data]
 dataset = "digits"
-
-[[clients]]
-service_time = { kind = "exponential", rate = 1.0 }
-
-[[clients]]
-service_time = { kind = "exponential", rate = 2.0 }
-
-[[clients]]
-service_time = { kind = "exponential", rate = 4.0 }
-
-[[clients]]
-service_time = { kind = "exponential", rate = 0.5 }
-"""
+""")
 
 CONSTANTS = "1,1,0.5,2"
 
 
 @pytest.fixture()
 def fleet(tmp_path: Path) -> Path:
-    path = tmp_path / "fleet.toml"
-    path.write_text(FLEET)
-    return path
+    return write_config(tmp_path, FLEET, "fleet.toml")
 
 
 def test_wall_clock_prints_c_p_and_terms(
@@ -134,8 +115,8 @@ def test_missing_constants_or_bad_choice_is_a_usage_error(fleet: Path) -> None:
 
 
 def test_wall_clock_needs_a_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = tmp_path / "nobudget.toml"
-    path.write_text(FLEET.replace("time_budget = 100.0", "num_updates = 100"))
+    nobudget = FLEET.replace("time_budget = 100.0", "num_updates = 100")
+    path = write_config(tmp_path, nobudget, "nobudget.toml")
     assert main(["optimize", str(path), "--constants", CONSTANTS]) == 2
     assert "needs a time budget" in capsys.readouterr().err
     assert main(["optimize", str(path), "--constants", CONSTANTS, "--criterion",

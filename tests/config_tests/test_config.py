@@ -22,6 +22,8 @@ from raysync.config import (
 )
 from raysync.exceptions import ConfigError, RaySyncError
 
+from .._configs import load_text
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny.toml"
 
 
@@ -143,30 +145,26 @@ def test_run_defaults_to_1000_updates_without_a_budget() -> None:
 
 
 def test_unknown_keys_are_rejected(tmp_path: Path) -> None:
-    path = tmp_path / "bad.toml"
-    path.write_text(EXAMPLE.read_text().replace("lr = 0.05", "lr = 0.05\nmomentum = 0.9"))
+    text = EXAMPLE.read_text().replace("lr = 0.05", "lr = 0.05\nmomentum = 0.9")
     with pytest.raises(ConfigError, match=r"unknown key 'momentum' in \[algorithm\]"):
-        load_config(path)
+        load_text(tmp_path, text)
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml")
-    bad = tmp_path / "bad.toml"
-    bad.write_text("concurrency = [")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        load_config(bad)
+        load_text(tmp_path, "concurrency = [")
 
 
 def test_count_replicates_client_tables(tmp_path: Path) -> None:
-    path = tmp_path / "fleet.toml"
-    path.write_text(
+    config = load_text(
+        tmp_path,
         "concurrency = 10\n"
         "[[clients]]\ncount = 3\nservice_time = { kind = 'exponential', rate = 10.0 }\n"
         "resources = { tier_fast = 1 }\n"
-        "[[clients]]\ncount = 7\nservice_time = { kind = 'deterministic', mean = 1.0 }\n"
+        "[[clients]]\ncount = 7\nservice_time = { kind = 'deterministic', mean = 1.0 }\n",
     )
-    config = load_config(path)
     assert config.num_clients == 10
     assert config.service_rates == (10.0,) * 3 + (1.0,) * 7
     assert config.clients[0].resources == {"tier_fast": 1}
@@ -218,9 +216,7 @@ mode = "pool"
 executors_per_tier = 3
 max_restarts = 1
 """
-    path = tmp_path / "pool.toml"
-    path.write_text(text)
-    config = load_config(path)
+    config = load_text(tmp_path, text)
     assert config.num_clients == 3000
     assert config.runtime == RuntimeConfig(mode="pool", executors_per_tier=3, max_restarts=1)
     assert config.run.task_timeout == 5.0

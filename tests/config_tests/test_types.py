@@ -23,17 +23,12 @@ from raysync.config import (
     RuntimeConfig,
     ServiceTimeSpec,
     SystemConfig,
-    load_config,
 )
 from raysync.exceptions import ConfigError
 
-FLEET = '[[clients]]\ncount = 2\nservice_time = { kind = "exponential", rate = 1.0 }\n'
+from .._configs import TWO_CLIENTS, load_text
 
-
-def _load(tmp_path: Path, text: str) -> SystemConfig:
-    path = tmp_path / "c.toml"
-    path.write_text(text)
-    return load_config(path)
+FLEET = TWO_CLIENTS
 
 
 @pytest.mark.parametrize(
@@ -152,10 +147,10 @@ def _load(tmp_path: Path, text: str) -> SystemConfig:
 )
 def test_wrong_types_are_refused_in_one_line(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        _load(tmp_path, text)
+        load_text(tmp_path, text)
     line = str(info.value)
     assert "\n" not in line
-    assert line.startswith(f"{tmp_path / 'c.toml'}: ")
+    assert line.startswith(f"{tmp_path / 'config.toml'}: ")
     assert message in line
 
 
@@ -249,12 +244,12 @@ def test_long_values_are_shown_short(tmp_path: Path) -> None:
     doc = {"concurrency": 2, "clients": [{"service_time": {"kind": "exponential", "rate": 1.0}}]}
     doc["routing"] = {"kind": "fixed", "p": "x" * 10_000}
     with pytest.raises(ConfigError) as info:
-        _load(tmp_path, tomli_w.dumps(doc))
+        load_text(tmp_path, tomli_w.dumps(doc))
     assert len(str(info.value)) < 300
 
 
 def test_a_large_valid_fleet_still_loads(tmp_path: Path) -> None:
-    config = _load(
+    config = load_text(
         tmp_path,
         "concurrency = 8\n[[clients]]\ncount = 20000\n"
         "service_time = { kind = 'exponential', rate = 1 }\n",
