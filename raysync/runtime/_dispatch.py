@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -175,6 +176,7 @@ class Dispatcher:
         self._virtual = virtual
         self._expected: dict[int, float] = {}
         self._restored: list[Task] = []
+        self._in_transit: dict[int, asyncio.TimerHandle] = {}  # emulated downlinks
         #: Called with each executor back in rotation (tests record when).
         self.rejoin_hook: Callable[[int], None] | None = None
         self.health = ExecutorHealth(
@@ -193,9 +195,23 @@ class Dispatcher:
         self._done = done
 
     def create(
-        self, client: int, version: int, params: np.ndarray | None, now: float, stamp: float
+        self,
+        client: int,
+        version: int,
+        params: np.ndarray | None,
+        now: float,
+        stamp: float,
+        *,
+        arrive_at: float | None = None,
     ) -> Task:
-        """Create a task for ``client`` carrying ``params`` (``version``); send it if idle."""
+        """Create a task for ``client`` carrying ``params`` (``version``); send it if idle.
+
+        ``arrive_at``: emulated downlink (docs/network.md): the task reaches its client
+        at this wall-clock instant and only then joins the client's FIFO queue (tasks
+        join in arrival order, as in the simulator); its arrival stamp is that instant.
+        """
+        if arrive_at is not None:
+            stamp = arrive_at
         task = Task(
             self.next_task,
             client,
@@ -209,8 +225,18 @@ class Dispatcher:
         self.next_task += 1
         self._ordinals[client] += 1
         self.tasks[task.task_id] = task
-        self._enqueue(task)
+        wait = 0.0 if arrive_at is None else arrive_at - time.time()
+        if wait > 0:
+            handle = asyncio.get_running_loop().call_later(wait, self._arrived, task)
+            self._in_transit[task.task_id] = handle
+        else:
+            self._enqueue(task)
         return task
+
+    def _arrived(self, task: Task) -> None:
+        self._in_transit.pop(task.task_id, None)
+        if task.task_id in self.tasks and not self.health.stopped:
+            self._enqueue(task)
 
     def _enqueue(self, task: Task) -> None:
         if self._active[task.client] < 0:
@@ -446,6 +472,9 @@ class Dispatcher:
         for task in self.tasks.values():
             if task.timer is not None:
                 task.timer.cancel()
+        for handle in self._in_transit.values():
+            handle.cancel()
+        self._in_transit.clear()
         self._version_ref = None
 
     # ------------------------------------------------------------------ checkpoints
