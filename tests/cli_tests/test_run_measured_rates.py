@@ -1,0 +1,64 @@
+"""``raysync run`` without emulation: measured rates mu_i next to the prediction."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from raysync._cli.run import _report, measured_rates
+from raysync.config import (
+    ClientSpec,
+    DataConfig,
+    RoutingConfig,
+    RunConfig,
+    ServiceTimeSpec,
+    SystemConfig,
+)
+from raysync.queueing import predict
+from raysync.simulation import simulate
+
+
+def _config(time_scale: float) -> SystemConfig:
+    return SystemConfig(
+        clients=tuple(
+            ClientSpec(service_time=ServiceTimeSpec(kind="exponential", rate=r)) for r in (1.0, 2.0)
+        ),
+        concurrency=2,
+        routing=RoutingConfig(kind="fixed", p=(0.5, 0.5)),
+        run=RunConfig(num_updates=20, time_scale=time_scale, eval_every_updates=20),
+        data=DataConfig(max_train_samples=200),
+    )
+
+
+def test_measured_rates_drive_the_prediction_without_emulation() -> None:
+    config = _config(0.0)
+    result = simulate(config)
+    # as the Ray runtime reports them: wall seconds per task, here 0.05 and 0.2 s
+    result = dataclasses.replace(result, extras={**result.extras, "service_time_mean": [0.05, 0.2]})
+    rates = measured_rates(result, config)
+    assert rates == pytest.approx([20.0, 5.0])
+    text = _report(result, config, predict(config))
+    header = next(line for line in text.splitlines() if line.split()[:2] == ["client", "completed"])
+    assert header.split()[2] == "mu"
+    rows = [line.split() for line in text.splitlines() if line.split()[:1] in (["0"], ["1"])]
+    assert [float(r[2]) for r in rows] == pytest.approx([20.0, 5.0])
+    measured = config.replace(
+        clients=tuple(
+            dataclasses.replace(c, service_time=ServiceTimeSpec(kind="exponential", rate=mu))
+            for c, mu in zip(config.clients, rates, strict=True)
+        )
+    )
+    expected = predict(measured).throughput
+    assert f"theory with measured mu {expected:.4g}" in text
+    assert "mu: measured service rates" in text
+
+
+def test_no_measured_rates_with_emulation_or_missing_clients() -> None:
+    config = _config(1.0)
+    result = simulate(config)
+    result = dataclasses.replace(result, extras={**result.extras, "service_time_mean": [0.1, 0.1]})
+    assert measured_rates(result, config) is None  # emulated: the config's rates hold
+    no_task = dataclasses.replace(result, extras={**result.extras, "service_time_mean": [0.1, 0]})
+    assert measured_rates(no_task, _config(0.0)) is None
+    assert "mu:" not in _report(result, config, predict(config))
