@@ -14,6 +14,9 @@ Claims checked (results in ``benchmarks/results/bench_million.{json,png,md}``):
    two run lengths for ``n = 10^6`` (memory must not grow with the updates).
 3. Agreement: measured throughput and per-tier staleness of the ``10^6`` run against
    :func:`raysync.queueing.analyze_tiered` (99 % batch-means intervals).
+4. Reference: the same marginal rate of the pure-Python flat loop (the compiled numba
+   loop of :mod:`raysync.simulation._flat_kernel` switched off in the child process),
+   measured in the same invocation.
 
 The 1-minute load average is recorded before and after.
 
@@ -86,10 +89,22 @@ def peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def child(n: int, concurrency: int, updates: int, routing: str) -> dict[str, Any]:
+def child(n: int, concurrency: int, updates: int, routing: str, loop: str) -> dict[str, Any]:
     """One measurement in this (fresh) process; printed as JSON for the parent."""
     from raysync.queueing import TieredNetwork, analyze_tiered
-    from raysync.simulation import simulate
+    from raysync.simulation import _flat_kernel, simulate
+
+    kernel_runs: list[int] = []
+    if loop == "python":
+        _flat_kernel.unsupported = lambda *args: "benchmark reference: the Python loop"
+    else:
+        compiled = _flat_kernel.run_queue_only_flat
+
+        def counted(**kwargs: Any) -> Any:
+            kernel_runs.append(1)
+            return compiled(**kwargs)
+
+        _flat_kernel.run_queue_only_flat = counted
 
     config, counts, mu, p_tier = build(n, concurrency, updates, routing)
     import gc
@@ -109,6 +124,7 @@ def child(n: int, concurrency: int, updates: int, routing: str) -> dict[str, Any
         "C": concurrency,
         "updates": updates,
         "routing": routing,
+        "loop": "numba" if kernel_runs else "python",
         "wall_s": wall,
         "cpu_s": cpu,
         "config_rss_bytes": base_rss,
@@ -134,12 +150,15 @@ def child(n: int, concurrency: int, updates: int, routing: str) -> dict[str, Any
     }
 
 
-def run_child(n: int, concurrency: int, updates: int, routing: str) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", f"{n},{concurrency},{updates},{routing}"]
+def run_child(
+    n: int, concurrency: int, updates: int, routing: str, loop: str = "numba"
+) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", f"{n},{concurrency},{updates},{routing},{loop}"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     row = json.loads(out.strip().splitlines()[-1])
     print(
-        f"n={n:>9,} C={concurrency:>6,} U={updates:>9,} {routing:>7}: wall {row['wall_s']:6.1f} s"
+        f"n={n:>9,} C={concurrency:>6,} U={updates:>10,} {routing:>7} {row['loop']:>6}: "
+        f"wall {row['wall_s']:6.1f} s"
         f"  cpu {row['cpu_s']:6.1f} s  peak over config "
         f"{row['peak_over_config_bytes'] / 2**20:7.1f} MiB  throughput {row['throughput']:.1f}"
         f" (theory {row['theory_throughput']:.1f},"
@@ -155,17 +174,22 @@ def main() -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        n, c, u, routing = args.child.split(",")
-        print(json.dumps(child(int(n), int(c), int(u), routing)))
+        n, c, u, routing, loop = args.child.split(",")
+        print(json.dumps(child(int(n), int(c), int(u), routing, loop)))
         return 0
     load_before = os.getloadavg()[0]
-    short, long = (200_000, 600_000) if args.quick else (500_000, 2_000_000)
+    # The compiled loop runs millions of updates per CPU second: long runs keep the fixed
+    # set-up (~2 s for 10^6 clients) from dominating the difference.
+    short, long = (500_000, 3_000_000) if args.quick else (1_000_000, 10_000_000)
+    py_short, py_long = (200_000, 600_000) if args.quick else (500_000, 2_000_000)
     big, small, c = 1_000_000, 100_000, 10_000
     rows = {
         "short": run_child(big, c, short, "fixed"),
         "long": run_child(big, c, long, "fixed"),
         "small_n": run_child(small, c, long, "fixed"),
         "uniform_long": run_child(big, c, long, "uniform"),
+        "python_short": run_child(big, c, py_short, "fixed", "python"),
+        "python_long": run_child(big, c, py_long, "fixed", "python"),
     }
     load_after = os.getloadavg()[0]
     du = long - short
@@ -175,6 +199,9 @@ def main() -> int:
     dwall = rows["long"]["wall_s"] - rows["short"]["wall_s"]
     marginal_wall = du / dwall if dwall > 0 else float("nan")
     marginal_cpu = du / max(rows["long"]["cpu_s"] - rows["short"]["cpu_s"], 1e-9)
+    py_marginal_cpu = (py_long - py_short) / max(
+        rows["python_long"]["cpu_s"] - rows["python_short"]["cpu_s"], 1e-9
+    )
     grown = rows["long"]["peak_over_config_bytes"] - rows["small_n"]["peak_over_config_bytes"]
     slope = grown / (big - small)
     summary = {
@@ -185,6 +212,8 @@ def main() -> int:
         "end_to_end_updates_per_s_wall": long / rows["long"]["wall_s"],
         "end_to_end_updates_per_s_cpu": long / rows["long"]["cpu_s"],
         "met": marginal_cpu >= TARGET,
+        "python_loop_marginal_updates_per_s_cpu": py_marginal_cpu,
+        "speedup_over_python_loop_cpu": marginal_cpu / py_marginal_cpu,
         "bytes_per_client": slope,
         "memory_growth_with_updates_bytes": rows["long"]["peak_over_config_bytes"]
         - rows["short"]["peak_over_config_bytes"],
@@ -198,6 +227,7 @@ def main() -> int:
             "platform": platform.platform(),
             "python": sys.version.split()[0],
             "numpy": np.__version__,
+            "numba": _numba_version(),
         },
         "summary": summary,
         "rows": rows,
@@ -213,6 +243,14 @@ def main() -> int:
     return 0
 
 
+def _numba_version() -> str | None:
+    try:
+        import numba
+    except ImportError:
+        return None
+    return str(numba.__version__)
+
+
 def write_markdown(payload: dict[str, Any], path: Path) -> None:
     m, s, rows = payload["machine"], payload["summary"], payload["rows"]
     lines = [
@@ -220,16 +258,19 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
         "",
         f"{m['cpu_count']} CPU cores shared with other jobs (1-min load average "
         f"{m['load_average_1min_before']:.1f} before, {m['load_average_1min_after']:.1f} "
-        f"after), Python {m['python']}. Queue-only, 10 tiers (rates 1x..100x), each run in a "
-        "fresh process; memory is the peak resident set over the config's own.",
+        f"after), Python {m['python']}, numba {m.get('numba')}. Queue-only, 10 tiers (rates "
+        "1x..100x), each run in a fresh process; memory is the peak resident set over the "
+        "config's own. Loop: `numba` is the compiled event loop, `python` the pure-Python "
+        "flat loop it replaces (reference, same invocation).",
         "",
-        "| run | n | C | updates | routing | wall (s) | CPU (s) | memory over config (MiB) "
-        "| throughput | theory | in 99 % CI | tiers' E[D] in CI |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---:|",
+        "| run | loop | n | C | updates | routing | wall (s) | CPU (s) | memory over config "
+        "(MiB) | throughput | theory | in 99 % CI | tiers' E[D] in CI |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for name, r in rows.items():
         lines.append(
-            f"| {name} | {r['n']:,} | {r['C']:,} | {r['updates']:,} | {r['routing']} "
+            f"| {name} | {r.get('loop', '')} | {r['n']:,} | {r['C']:,} | {r['updates']:,} "
+            f"| {r['routing']} "
             f"| {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_over_config_bytes'] / 2**20:.1f} "
             f"| {r['throughput']:.1f} | {r['theory_throughput']:.1f} | {r['throughput_in_ci']} "
             f"| {r['tier_delay_in_ci']}/{TIERS} |"
@@ -237,7 +278,10 @@ def write_markdown(payload: dict[str, Any], path: Path) -> None:
     lines += [
         "",
         f"- Event loop (marginal, long minus short run): **{s['marginal_updates_per_s_cpu']:,.0f} "
-        f"updates/s per CPU second**, {s['marginal_updates_per_s_wall']:,.0f} per wall second.",
+        f"updates/s per CPU second**, {s['marginal_updates_per_s_wall']:,.0f} per wall second; "
+        f"the pure-Python flat loop, same invocation: "
+        f"{s['python_loop_marginal_updates_per_s_cpu']:,.0f} per CPU second "
+        f"({s['speedup_over_python_loop_cpu']:.1f}x).",
         f"- End to end (setup included), long run: {s['end_to_end_updates_per_s_cpu']:,.0f} "
         f"updates/s per CPU second, {s['end_to_end_updates_per_s_wall']:,.0f} per wall second.",
         f"- Memory: {s['bytes_per_client']:.1f} bytes per client (slope of the peak from "
@@ -258,15 +302,23 @@ def write_plot(payload: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     s, rows = payload["summary"], payload["rows"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
-    names = ["marginal\n(CPU)", "marginal\n(wall)", "end-to-end\n(CPU)", "end-to-end\n(wall)"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = [
+        "marginal\n(CPU)",
+        "marginal\n(wall)",
+        "end-to-end\n(CPU)",
+        "end-to-end\n(wall)",
+        "Python loop\nmarginal (CPU)",
+    ]
     values = [
         s["marginal_updates_per_s_cpu"],
         s["marginal_updates_per_s_wall"],
         s["end_to_end_updates_per_s_cpu"],
         s["end_to_end_updates_per_s_wall"],
+        s["python_loop_marginal_updates_per_s_cpu"],
     ]
     ax1.bar(names, values)
+    ax1.tick_params(axis="x", labelsize=7)
     ax1.axhline(TARGET, color="k", ls="--", lw=1, label="500k target")
     ax1.set_ylabel("updates / s")
     ax1.set_title("n = 10^6, C = 10^4", fontsize=9)
