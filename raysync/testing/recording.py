@@ -29,7 +29,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -125,23 +125,50 @@ def _fingerprint(rng: np.random.Generator) -> str:
     return hashlib.sha256(state.encode()).hexdigest()[:16]
 
 
-class RecordingRouter(BaseRouter):
+_Inner = TypeVar("_Inner", BaseRouter, BaseStrategy)
+
+
+class _Recorder(Generic[_Inner]):
+    """What both recorders share: the wrapped component, its state, attribute fallback.
+
+    Args:
+        inner: The component to drive (unbound).
+        log: Where the calls go.
+    """
+
+    def __init__(self, inner: _Inner, log: CallLog) -> None:
+        super().__init__()
+        self._inner: _Inner = inner
+        self._log = log
+
+    @property
+    def inner(self) -> _Inner:
+        """The wrapped component."""
+        return self._inner
+
+    def state_dict(self) -> dict[str, Any]:
+        """The inner component's state."""
+        return self._inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the inner component's state."""
+        self._inner.load_state_dict(state)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes the wrapper lacks: engines may read extra ones
+        # (e.g. FedBuff's buffer_size). The guard keeps unpickling from recursing.
+        if name.startswith("__") or name in {"_inner", "_log"}:
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+class RecordingRouter(_Recorder[BaseRouter], BaseRouter):
     """A router that delegates to ``inner`` and logs ``bind``, ``initial_clients``, ``route``.
 
     Args:
         inner: The router to drive (unbound).
         log: Where the calls go.
     """
-
-    def __init__(self, inner: BaseRouter, log: CallLog) -> None:
-        super().__init__()
-        self._inner = inner
-        self._log = log
-
-    @property
-    def inner(self) -> BaseRouter:
-        """The wrapped router."""
-        return self._inner
 
     def bind(self, num_clients: int, rng: np.random.Generator) -> None:
         """Bind both; logs ``(num_clients, fingerprint of rng)``."""
@@ -167,22 +194,8 @@ class RecordingRouter(BaseRouter):
         """The inner router's ``p``."""
         return self._inner.routing_probabilities()
 
-    def state_dict(self) -> dict[str, Any]:
-        """The inner router's state."""
-        return self._inner.state_dict()
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the inner router's state."""
-        self._inner.load_state_dict(state)
-
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for attributes the wrapper lacks: engines may read extra ones.
-        if name.startswith("__") or name in {"_inner", "_log"}:
-            raise AttributeError(name)
-        return getattr(self._inner, name)
-
-
-class RecordingStrategy(BaseStrategy):
+class RecordingStrategy(_Recorder[BaseStrategy], BaseStrategy):
     """A strategy that delegates to ``inner`` and logs ``bind`` and ``apply``.
 
     ``apply`` is logged as ``(len(params), client_id, base_version, current_version)``
@@ -193,16 +206,6 @@ class RecordingStrategy(BaseStrategy):
         inner: The strategy to drive (unbound).
         log: Where the calls go.
     """
-
-    def __init__(self, inner: BaseStrategy, log: CallLog) -> None:
-        super().__init__()
-        self._inner = inner
-        self._log = log
-
-    @property
-    def inner(self) -> BaseStrategy:
-        """The wrapped strategy."""
-        return self._inner
 
     def bind(self, num_clients: int, routing_probabilities: np.ndarray | None) -> None:
         """Bind both; logs ``(num_clients, p)``."""
@@ -226,20 +229,6 @@ class RecordingStrategy(BaseStrategy):
         )
         self._log.append(Call("strategy", "apply", args, new is not None))
         return new
-
-    def state_dict(self) -> dict[str, Any]:
-        """The inner strategy's state."""
-        return self._inner.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the inner strategy's state."""
-        self._inner.load_state_dict(state)
-
-    def __getattr__(self, name: str) -> Any:
-        # e.g. FedBuff's buffer_size, read by the engines with getattr.
-        if name.startswith("__") or name in {"_inner", "_log"}:
-            raise AttributeError(name)
-        return getattr(self._inner, name)
 
 
 def check_call_order(calls: Sequence[Call], *, concurrency: int) -> None:
