@@ -38,7 +38,6 @@ kept exactly as two int64 words ``hi * 2**62 + lo``.
 from __future__ import annotations
 
 import functools
-import heapq
 import itertools
 import math
 from array import array
@@ -192,6 +191,15 @@ def _sift_up_impl(ht: np.ndarray, hs: np.ndarray, hc: np.ndarray, size: int, pos
 
 
 _sift_up = _jit(_sift_up_impl)
+
+
+def _heapify_impl(ht: np.ndarray, hs: np.ndarray, hc: np.ndarray, size: int) -> None:
+    """:func:`heapq.heapify` on the first ``size`` rows (the same sift-ups, same result)."""
+    for pos in range(size // 2 - 1, -1, -1):
+        _sift_up(ht, hs, hc, size, pos)
+
+
+_heapify = _jit(_heapify_impl)
 
 
 def _advance_impl(
@@ -638,53 +646,54 @@ def run_queue_only_flat(
         route[:left] = route[pos:]
         route[left:] = draws.route(len(route) - left)
 
-    def draw(k: int) -> float:
-        if spos[k] >= width:
-            refill_service(k)
-        s = float(sbuf[k, spos[k]])
-        spos[k] += 1
-        return s
-
     head = np.zeros(n, dtype=np.int64)
     tail = np.zeros(n, dtype=np.int64)
     cnt = np.zeros(n, dtype=np.int64)
-    slot_m = np.zeros(concurrency, dtype=np.int64)
+    slot_m = np.zeros(concurrency, dtype=np.int64)  # every initial task: dispatched at c = 0
     slot_next = np.zeros(concurrency, dtype=np.int64)
-    lens = np.zeros(tiers, dtype=np.int64)
     arr = np.zeros(tiers, dtype=np.float64)
     tcnt = np.zeros(tiers, dtype=np.int64)
     acc_lo = np.zeros((4, tiers), dtype=np.int64)
     acc_hi = np.zeros((4, tiers), dtype=np.int64)
     dep = np.zeros(tiers, dtype=np.float64)
-    busy_l = [0.0] * tiers  # float sums in Python's order, as the engine's setup does
-    heap: list[tuple[float, int, int]] = []
-    seq = 0
-    for slot, j in enumerate(router.initial_clients(concurrency)):
-        k = int(tier_np[j])
-        lens[k] += 1
-        if head[j]:
-            slot_next[tail[j] - 1] = slot + 1
-        else:
-            head[j] = slot + 1
-            s = draw(k)
-            busy_l[k] += s
-            heap.append((s, seq, int(j)))
-            seq += 1
-        tail[j] = slot + 1
-    heapq.heapify(heap)
-    busy = np.asarray(busy_l, dtype=np.float64)
+    # The initial state of the Python loop, built with array operations (C = n = 10^6 with
+    # return to sender): slot s holds the s-th initial task; a client's tasks are chained in
+    # slot order; the first task of each client starts service, drawing from its tier's
+    # stream in slot order; the heap is heapq's heapify of (end, seq, client), seq in
+    # slot order.
+    initial = np.asarray(router.initial_clients(concurrency), dtype=np.int64).reshape(-1)
+    lens = np.bincount(tier_np[initial], minlength=tiers).astype(np.int64)
+    order = np.argsort(initial, kind="stable")
+    ranked = initial[order]
+    same = ranked[1:] == ranked[:-1]
+    slot_next[order[:-1][same]] = order[1:][same] + 1
+    group_first = np.flatnonzero(np.concatenate(([True], ~same)))
+    group_last = np.flatnonzero(np.concatenate((~same, [True])))
+    head[ranked[group_first]] = order[group_first] + 1
+    tail[ranked[group_first]] = order[group_last] + 1
+    started = initial[np.sort(order[group_first])]  # clients in service, in slot order
+    started_tier = tier_np[started]
+    first_end = np.empty(started.size, dtype=np.float64)
+    busy = np.zeros(tiers, dtype=np.float64)
+    for k in np.unique(started_tier).tolist():
+        where = np.flatnonzero(started_tier == k)
+        # The tier's buffer is still empty: its first draws come straight from the source.
+        durations = np.asarray(draws.service[k](where.size), dtype=np.float64)
+        first_end[where] = durations
+        busy[k] = np.cumsum(durations)[-1]  # left to right, as the Python loop adds them
+    size = started.size
     ht = np.zeros(concurrency, dtype=np.float64)
     hs = np.zeros(concurrency, dtype=np.int64)
     hc = np.zeros(concurrency, dtype=np.int64)
-    if heap:
-        ht[: len(heap)] = [entry[0] for entry in heap]
-        hs[: len(heap)] = [entry[1] for entry in heap]
-        hc[: len(heap)] = [entry[2] for entry in heap]
+    ht[:size] = first_end
+    hs[:size] = np.arange(size)
+    hc[:size] = started
+    _heapify(ht, hs, hc, size)
     istate = np.zeros(_N_ISTATE, dtype=np.int64)
-    istate[_SEQ] = seq
+    istate[_SEQ] = size
     istate[_INITIAL_LEFT] = concurrency
     istate[_TRANSIENT_END] = -1
-    istate[_HEAP_SIZE] = len(heap)
+    istate[_HEAP_SIZE] = size
     istate[_ROUTE_POS] = len(route)
     istate[_LOW] = 1  # fill every tier's draws before the first call
     fstate = np.zeros(2, dtype=np.float64)

@@ -398,3 +398,18 @@ def test_kernel_runs_fedbuff_budget_and_progress(monkeypatch: pytest.MonkeyPatch
     assert calls == [1, 1]
     assert timed.elapsed == pytest.approx(30.0)
     assert 0 < timed.num_completions == int(timed.completed.sum())
+
+
+def test_heapify_equals_heapq_on_a_large_heap_with_ties() -> None:
+    """CPython heapifies large lists in another order; the resulting array is the same."""
+    import heapq
+
+    rng = np.random.default_rng(9)
+    size = 6_000  # above CPython's 2,500-entry switch to its cache-friendly heapify
+    ends = rng.integers(0, 50, size).astype(np.float64)  # many ties, broken by seq
+    clients = rng.integers(0, 10**6, size)
+    heap = [(float(e), s, int(c)) for s, (e, c) in enumerate(zip(ends, clients, strict=True))]
+    heapq.heapify(heap)
+    ht, hs, hc = ends.copy(), np.arange(size, dtype=np.int64), clients.astype(np.int64)
+    _flat_kernel._heapify(ht, hs, hc, size)
+    assert [(float(a), int(b), int(c)) for a, b, c in zip(ht, hs, hc, strict=True)] == heap
