@@ -168,9 +168,9 @@ def check_search_size(cmax: int, n: int) -> None:
     Raises:
         ConfigError: ``cmax`` with ``n`` clients needs more memory or solver steps than allowed.
     """
-    from raysync._cli.optimize import _check_size
+    from raysync.objectives import check_search_size as check
 
-    _check_size(int(cmax), int(n))
+    check(cmax, n, name="--max-concurrency")
 
 
 def check_min_p(min_p: float | None, n: int) -> None:

@@ -30,13 +30,8 @@ import numpy as np
 from raysync._validation import check_output_file
 from raysync.config import RoutingConfig, SystemConfig, dump_config, load_config
 from raysync.exceptions import ConfigError
-from raysync.queueing.analysis import MAX_CURVE_BYTES, MAX_SOLVER_STEPS
 
 __all__ = ["add_parser"]
-
-#: The optimiser runs up to this many MVA passes (with their tapes) over ``C = 1..cmax``.
-_PASSES = 100
-
 
 def add_parser(subparsers: Any) -> None:
     """Register the ``optimize`` command."""
@@ -122,28 +117,11 @@ def _budget(args: argparse.Namespace, config: SystemConfig) -> float | None:
     return budget
 
 
-def _check_size(cmax: int, n: int) -> None:
-    """Refuse up front a search the machine cannot hold or finish (message gives the size)."""
-    tape = 16 * (cmax + 1) * n  # the adjoint MVA keeps Q and dW for every C' <= cmax
-    if tape > MAX_CURVE_BYTES:
-        raise ConfigError(
-            f"--max-concurrency {cmax:,} with n={n:,} clients needs {tape / 2**30:.3g} GiB "
-            f"for the gradient tapes, more than the {MAX_CURVE_BYTES / 2**30:.3g} GiB allowed; "
-            "lower --max-concurrency"
-        )
-    steps = _PASSES * cmax * (n + 4096)
-    if steps > MAX_SOLVER_STEPS:
-        raise ConfigError(
-            f"--max-concurrency {cmax:,} with n={n:,} clients needs about {steps:.3g} solver "
-            f"steps ({_PASSES} MVA passes), more than the {MAX_SOLVER_STEPS:.3g} allowed; "
-            "lower --max-concurrency"
-        )
-
-
 def _handle(args: argparse.Namespace) -> int:
     from raysync.objectives import (
         BoundObjective,
         ProblemConstants,
+        check_search_size,
         estimate_constants_for_config,
         optimize_joint,
     )
@@ -169,7 +147,7 @@ def _handle(args: argparse.Namespace) -> int:
         cmax = max(2 * n, config.concurrency)
     if cmax < 1:
         raise ConfigError(f"--max-concurrency must be an integer >= 1, got {cmax}")
-    _check_size(cmax, n)
+    check_search_size(cmax, n, name="--max-concurrency")
     latency, server_rate = station_parameters(config)
     figures = power_figures(config)
     wants_energy = args.energy_budget is not None or args.energy_weight > 0

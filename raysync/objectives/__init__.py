@@ -54,6 +54,7 @@ from raysync.objectives.constants import (
 from raysync.objectives.design import RULES, DesignPoint, DesignSpace, Parameter, speed_tiers
 from raysync.objectives.optimize import (
     OptimizationResult,
+    check_search_size,
     optimize_concurrency,
     optimize_joint,
     optimize_routing,
@@ -83,6 +84,7 @@ __all__ = [
     "bias_weights",
     "bound_from_statistics",
     "check_routing",
+    "check_search_size",
     "estimate_constants",
     "estimate_constants_for_config",
     "estimate_service_rate",

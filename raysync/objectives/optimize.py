@@ -36,6 +36,7 @@ from raysync.objectives.bounds import BoundObjective, BoundTerms, _concurrency, 
 __all__ = [
     "EnergyChoice",
     "OptimizationResult",
+    "check_search_size",
     "optimize_concurrency",
     "optimize_joint",
     "optimize_routing",
@@ -355,6 +356,51 @@ def _minimize_envelope(
         message=str(res.message),
     )
     return run, c
+
+
+#: :func:`optimize_joint` runs up to this many MVA passes (with their tapes) over
+#: ``C = 1..max_concurrency``.
+SEARCH_PASSES = 100
+
+
+def check_search_size(
+    max_concurrency: int, num_clients: int, *, name: str = "max_concurrency"
+) -> None:
+    """Refuse up front a joint search the machine cannot hold or finish.
+
+    :func:`optimize_joint` keeps ``Q`` and ``dW`` for every ``C' <= max_concurrency`` (16
+    bytes per client and ``C'``) and runs up to :data:`SEARCH_PASSES` MVA passes of about
+    ``max_concurrency * (n + 4096)`` steps each; both are capped by the queueing limits
+    (:data:`~raysync.queueing.analysis.MAX_CURVE_BYTES`,
+    :data:`~raysync.queueing.analysis.MAX_SOLVER_STEPS`). ``raysync optimize``,
+    ``raysync tune``, ``demo`` and ``recommend`` check their ``--max-concurrency`` here.
+
+    Args:
+        max_concurrency: Largest ``C`` searched.
+        num_clients: ``n``.
+        name: How the message names ``max_concurrency`` (e.g. ``"--max-concurrency"``).
+
+    Raises:
+        ConfigError: The memory or the solver steps it needs (named in the message)
+            exceed the limits.
+    """
+    from raysync.queueing.analysis import MAX_CURVE_BYTES, MAX_SOLVER_STEPS
+
+    cmax, n = int(max_concurrency), int(num_clients)
+    tape = 16 * (cmax + 1) * n
+    if tape > MAX_CURVE_BYTES:
+        raise ConfigError(
+            f"{name} {cmax:,} with n={n:,} clients needs {tape / 2**30:.3g} GiB "
+            f"for the gradient tapes, more than the {MAX_CURVE_BYTES / 2**30:.3g} GiB allowed; "
+            f"lower {name}"
+        )
+    steps = SEARCH_PASSES * cmax * (n + 4096)
+    if steps > MAX_SOLVER_STEPS:
+        raise ConfigError(
+            f"{name} {cmax:,} with n={n:,} clients needs about {steps:.3g} solver "
+            f"steps ({SEARCH_PASSES} MVA passes), more than the {MAX_SOLVER_STEPS:.3g} "
+            f"allowed; lower {name}"
+        )
 
 
 def optimize_joint(

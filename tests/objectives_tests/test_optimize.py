@@ -130,3 +130,24 @@ def test_optimizer_validation() -> None:
         optimize_concurrency(obj, p=[0.5, 0.5], max_concurrency=3)
     with pytest.raises(ConfigError, match=r"p must have one entry per client"):
         optimize_routing(obj, concurrency=2, starts=[[1.0]])
+
+
+def test_search_size_is_refused_with_what_it_needs() -> None:
+    from raysync.objectives import check_search_size
+    from raysync.queueing.analysis import MAX_CURVE_BYTES, MAX_SOLVER_STEPS
+
+    check_search_size(64, 4)  # an ordinary search passes
+    # memory: 16 bytes per client and C
+    cmax = MAX_CURVE_BYTES // (16 * 1000)
+    with pytest.raises(ConfigError, match=r"^max_concurrency [\d,]+ with n=1,000 clients needs "
+                       r"[\d.]+ GiB for the gradient tapes"):  # fmt: skip
+        check_search_size(cmax, 1000)
+    # solver steps: 100 passes of C (n + 4096) steps, named as the caller's flag
+    cmax = MAX_SOLVER_STEPS // (100 * 4100) + 1
+    message = (
+        r"^--max-concurrency [\d,]+ with n=4 clients needs about .* solver steps "
+        r"\(100 MVA passes\).*; lower --max-concurrency$"
+    )
+    with pytest.raises(ConfigError, match=message):
+        check_search_size(cmax, 4, name="--max-concurrency")
+    check_search_size(cmax - 1, 4)
