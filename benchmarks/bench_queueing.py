@@ -13,30 +13,17 @@ Writes ``benchmarks/results/bench_queueing.{json,png,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import best_of, machine, rel, save_results
 
 from raysync.queueing import ClosedNetwork, analyze
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_S = 0.2
-
-
-def best_of(fn: Callable[[], Any], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def network(n: int, c: int, seed: int = 0) -> ClosedNetwork:
@@ -44,11 +31,6 @@ def network(n: int, c: int, seed: int = 0) -> ClosedNetwork:
     mu = rng.lognormal(0.0, 1.0, n)  # heterogeneous fleet
     p = rng.dirichlet(np.ones(n)) + 1e-3 / n
     return ClosedNetwork(mu=mu, p=p / p.sum(), concurrency=c)
-
-
-def rel(a: np.ndarray | float, b: np.ndarray | float) -> float:
-    a, b = np.asarray(a), np.asarray(b)
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
 
 
 def main() -> int:
@@ -136,21 +118,13 @@ def main() -> int:
     }
     payload = {
         "benchmark": "bench_queueing",
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "numpy": np.__version__,
-        },
+        "machine": machine(),
         "summary": summary,
         "grid": grid,
         "bruteforce": brute,
         "torch_gradients": grads,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_queueing.json").write_text(json.dumps(payload, indent=2))
-    write_markdown(payload, RESULTS / "bench_queueing.md")
-    write_plot(payload, RESULTS / "bench_queueing.png")
+    save_results("bench_queueing", payload, write_markdown, write_plot)
     print(f"claim met: {summary['met']} ({target['mva_s'] * 1e3:.1f} ms)")
     return 0
 

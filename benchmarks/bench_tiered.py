@@ -16,30 +16,15 @@ Writes ``benchmarks/results/bench_tiered.{json,png,md}``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import best_of, machine, rel, save_results
 
 from raysync.queueing import TieredNetwork, analyze, analyze_tiered
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_S = 0.05
-
-
-def best_of(fn: Callable[[], Any], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def fleet(n: int, tiers: int, c: int) -> TieredNetwork:
@@ -48,11 +33,6 @@ def fleet(n: int, tiers: int, c: int) -> TieredNetwork:
     mu = np.logspace(0.0, 2.0, tiers)  # tiers 1x .. 100x
     weights = np.sqrt(mu)  # route more to fast tiers, as the optimisers do
     return TieredNetwork(counts=counts, mu=mu, p=weights / np.dot(counts, weights), concurrency=c)
-
-
-def rel(a: np.ndarray | float, b: np.ndarray | float) -> float:
-    a, b = np.asarray(a), np.asarray(b)
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
 
 
 def main() -> int:
@@ -91,13 +71,7 @@ def main() -> int:
     target = next(r for r in rows if r["n"] == 1_000_000 and r["tiers"] == 10)
     payload = {
         "benchmark": "bench_tiered",
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "load_average_1min": os.getloadavg()[0],
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "numpy": np.__version__,
-        },
+        "machine": machine(load=True),
         "summary": {
             "claim": "analyze_tiered for n=10^6 in 10 tiers, C=10^4 under 50 ms",
             "target_s": TARGET_S,
@@ -106,10 +80,7 @@ def main() -> int:
         },
         "rows": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_tiered.json").write_text(json.dumps(payload, indent=2))
-    write_markdown(payload, RESULTS / "bench_tiered.md")
-    write_plot(payload, RESULTS / "bench_tiered.png")
+    save_results("bench_tiered", payload, write_markdown, write_plot)
     print(f"claim met: {payload['summary']['met']} ({target['tiered_s'] * 1e3:.1f} ms)")
     return 0
 
