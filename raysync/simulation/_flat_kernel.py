@@ -111,7 +111,10 @@ def _jit(func: Callable[..., Any]) -> Any:
     numba = _numba()
     if numba is None:  # pragma: no cover
         return func
-    return numba.njit(cache=True, nogil=True)(func)
+    try:
+        return numba.njit(cache=True, nogil=True)(func)
+    except RuntimeError:  # no writable cache location (read-only install, no home directory)
+        return numba.njit(nogil=True)(func)
 
 
 def _add_impl(lo: np.ndarray, hi: np.ndarray, row: int, k: int, x: int) -> None:

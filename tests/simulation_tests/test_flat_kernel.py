@@ -364,6 +364,9 @@ def test_dispatch_rule_names_what_the_kernel_does_not_know(
     monkeypatch.setattr(_flat_kernel, "MAX_KERNEL_TIERS", 1)
     reason = unsupported(config, bound(FixedRouter(p=p), 6), known)
     assert reason is not None and "tiers" in reason
+    monkeypatch.setattr(_flat_kernel, "_numba", lambda: None)
+    reason = unsupported(config, bound(FixedRouter(p=p), 6), known)
+    assert reason is not None and "numba" in reason
 
 
 def test_unknown_router_takes_the_python_flat_loop(monkeypatch: pytest.MonkeyPatch) -> None:
