@@ -727,6 +727,30 @@ def _check_run_clock(config: SystemConfig) -> None:
         check_evaluations(config, buffer_size(config))
 
 
+def _check_network(config: SystemConfig, virtual_clock: bool) -> None:
+    """Refuse, before Ray starts, delays the runtime cannot emulate (docs/network.md).
+
+    Raises:
+        ConfigError: The config has link delays or a server update time and
+            ``run.time_scale`` is 0 (nothing is emulated), or the test-only virtual clock
+            is asked for (it does not order emulated delays).
+    """
+    from raysync.simulation._network import has_network
+
+    if not has_network(config):
+        return
+    if config.run.time_scale <= 0:
+        raise ConfigError(
+            "downlink/uplink delays and [server] update_time are emulated in the Ray "
+            "runtime: run.time_scale must be > 0, got 0"
+        )
+    if virtual_clock:
+        raise ConfigError(
+            "the virtual clock (a test mode) does not support emulated delays or a server "
+            "update time; use the simulator for exact orderings"
+        )
+
+
 def _check_target_ahead(config: SystemConfig, directory: Path, state: Mapping[str, Any]) -> None:
     """Refuse to resume a checkpoint already at or past the run's stop condition.
 
@@ -814,6 +838,7 @@ def _execute(
     fingerprint = config_fingerprint(config, num_params)
     fields = fingerprint_fields(config, num_params)
     _check_run_clock(config)
+    _check_network(config, virtual_clock)
     _check_checkpoint_dir(config, resume_from, overwrite_checkpoint)
     resume_state: dict[str, Any] | None = None
     if resume_from is not None:
