@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -327,6 +328,13 @@ class _Sticky(FixedRouter):
         return finished_client if finished_client >= 0 else super().route(finished_client)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _FutureClient(ClientSpec):
+    """A client spec with a field the kernel does not know."""
+
+    churn: float = 0.0
+
+
 def bound(router: Any, n: int) -> Any:
     router.bind(n, np.random.default_rng(0))
     return router
@@ -361,6 +369,14 @@ def test_dispatch_rule_names_what_the_kernel_does_not_know(
     )
     reason = unsupported(served, bound(FixedRouter(p=p), 6), known)
     assert reason is not None and "server" in reason
+    # A client field added later (churn, say) is refused unless it holds its default.
+    churned = config.replace(
+        clients=(_FutureClient(service_time=expo(1.0), churn=0.5),), routing=RoutingConfig()
+    )
+    reason = unsupported(churned, bound(FixedRouter(p=[1.0]), 1), known[:1])
+    assert reason is not None and "churn" in reason
+    idle = churned.replace(clients=(_FutureClient(service_time=expo(1.0)),))
+    assert unsupported(idle, bound(FixedRouter(p=[1.0]), 1), known[:1]) is None
     monkeypatch.setattr(_flat_kernel, "MAX_KERNEL_TIERS", 1)
     reason = unsupported(config, bound(FixedRouter(p=p), 6), known)
     assert reason is not None and "tiers" in reason
