@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -253,30 +254,65 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(coordinator, "connect", connect)
 
 
-def _evaluated_config(checkpoint_dir: Path, num_updates: int) -> SystemConfig:
-    # C = 1 without emulation (deterministic); an evaluation and a checkpoint every 50
-    # updates, so the evaluation at a checkpoint's version is always in flight when the
-    # checkpoint is captured (it is requested in the same step).
-    return digits_config(num_updates).replace(
-        concurrency=1,
+def _checkpointed(
+    config: SystemConfig, checkpoint_dir: Path, num_updates: int, **run: Any
+) -> SystemConfig:
+    """``config`` run on the pool without emulation, checkpointing every 50 updates."""
+    return config.replace(
         run=RunConfig(
             num_updates=num_updates,
             time_scale=0.0,
-            eval_every_updates=50,
             checkpoint_every_updates=50,
             checkpoint_dir=str(checkpoint_dir),
+            **run,
         ),
         runtime=RuntimeConfig(mode="pool", executors_per_tier=2),
     )
 
 
+def _evaluated_config(checkpoint_dir: Path, num_updates: int) -> SystemConfig:
+    # C = 1 without emulation (deterministic); an evaluation and a checkpoint every 50
+    # updates, so the evaluation at a checkpoint's version is always in flight when the
+    # checkpoint is captured (it is requested in the same step).
+    base = digits_config(num_updates).replace(concurrency=1)
+    return _checkpointed(base, checkpoint_dir, num_updates, eval_every_updates=50)
+
+
+def _queue_checkpoint_config(checkpoint_dir: Path, num_updates: int = 100) -> SystemConfig:
+    base = queue_config((0.01, 0.02), None, 2, num_updates)
+    return _checkpointed(base, checkpoint_dir, num_updates, train=False)
+
+
+def _written_at_100(factory: pytest.TempPathFactory, name: str, make: Any) -> Path:
+    """The checkpoint a real run of ``make(directory, 100)`` leaves (at version 100)."""
+    directory = factory.mktemp(name) / "ckpt"
+    result, _ = _execute(make(directory, 100))
+    assert result.num_updates == 100
+    assert json.loads((directory / MANIFEST).read_text())["body"]["version"] == 100
+    return directory
+
+
 @pytest.fixture(scope="module")
 def real_checkpoint(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: ANN001
     """A checkpoint at version 100 written by a real run (read-only for the tests)."""
-    directory = tmp_path_factory.mktemp("real") / "ckpt"
-    result, _ = _execute(_evaluated_config(directory, 100))
-    assert result.num_updates == 100
-    assert json.loads((directory / MANIFEST).read_text())["body"]["version"] == 100
+    return _written_at_100(tmp_path_factory, "real", _evaluated_config)
+
+
+@pytest.fixture(scope="module")
+def queue_checkpoint(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: ANN001
+    """A queue-only (``train = false``) checkpoint at version 100 written by a real run."""
+    return _written_at_100(tmp_path_factory, "queue", _queue_checkpoint_config)
+
+
+def _rewrite(checkpoint: Checkpoint, directory: Path, state: dict) -> Path:
+    """Write ``state`` as ``checkpoint``'s: every checksum valid, only the content differs."""
+    write_checkpoint(
+        directory,
+        state,
+        version=checkpoint.version,
+        fingerprint=checkpoint.fingerprint,
+        fields=checkpoint.fields,
+    )
     return directory
 
 
@@ -412,42 +448,12 @@ def test_a_checkpoint_that_makes_no_sense_is_refused_naming_the_field(
     checkpoint = read_checkpoint(real_checkpoint)
     state = checkpoint.state
     field = _damage(state, how)
-    damaged = tmp_path / "damaged"
-    # Rewritten through the writer: every checksum is valid, only the content is wrong.
-    write_checkpoint(
-        damaged,
-        state,
-        version=checkpoint.version,
-        fingerprint=checkpoint.fingerprint,
-        fields=checkpoint.fields,
-    )
+    damaged = _rewrite(checkpoint, tmp_path / "damaged", state)
     with pytest.raises(CheckpointError) as info:
         _execute(config, resume_from=damaged)
     message = str(info.value)
     assert "\n" not in message
     assert f"'{field}'" in message, message
-
-
-def _queue_checkpoint_config(checkpoint_dir: Path, num_updates: int = 100) -> SystemConfig:
-    return queue_config((0.01, 0.02), None, 2, num_updates).replace(
-        run=RunConfig(
-            num_updates=num_updates,
-            train=False,
-            time_scale=0.0,
-            checkpoint_every_updates=50,
-            checkpoint_dir=str(checkpoint_dir),
-        ),
-        runtime=RuntimeConfig(mode="pool", executors_per_tier=2),
-    )
-
-
-@pytest.fixture(scope="module")
-def queue_checkpoint(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: ANN001
-    """A queue-only (``train = false``) checkpoint at version 100 written by a real run."""
-    directory = tmp_path_factory.mktemp("queue") / "ckpt"
-    result, _ = _execute(_queue_checkpoint_config(directory))
-    assert result.num_updates == 100
-    return directory
 
 
 _SCHEMA_KEYS = {v for k, v in vars(Key).items() if k.isupper() and isinstance(v, str)}
@@ -546,23 +552,10 @@ def test_a_queue_only_checkpoint_with_a_model_is_refused_before_ray_starts(
     state = checkpoint.state
     state["params"] = "abc"
     state["tensorboard_step"] = "7"
-    damaged = tmp_path / "damaged"
-    write_checkpoint(
-        damaged,
-        state,
-        version=checkpoint.version,
-        fingerprint=checkpoint.fingerprint,
-        fields=checkpoint.fields,
-    )
+    damaged = _rewrite(checkpoint, tmp_path / "damaged", state)
     with pytest.raises(CheckpointError, match=r"field 'params' must be null in a run without"):
         _execute(_queue_checkpoint_config(tmp_path / "unused", 300), resume_from=damaged)
     state["params"] = None
-    write_checkpoint(
-        damaged,
-        state,
-        version=checkpoint.version,
-        fingerprint=checkpoint.fingerprint,
-        fields=checkpoint.fields,
-    )
+    _rewrite(checkpoint, damaged, state)
     with pytest.raises(CheckpointError, match=r"field 'tensorboard_step' must be an integer"):
         _execute(_queue_checkpoint_config(tmp_path / "unused", 300), resume_from=damaged)
