@@ -73,12 +73,18 @@ _MASK64 = (1 << 64) - 1
 _DERIVED_FIELDS = ("num_clients", "num_params", "train")
 
 
-def _bound_config(config: SystemConfig) -> dict[str, Any]:
-    """The config without ``run`` and ``runtime``, as plain JSON values (what may not change)."""
+#: Largest config (JSON bytes) stored with a checkpoint to name a changed field; a larger
+#: fleet (every client is listed) is compared by its named facts only.
+MAX_STORED_CONFIG_BYTES = 1 << 20
+
+
+def _bound_config(config: SystemConfig) -> dict[str, Any] | None:
+    """The config without ``run`` and ``runtime`` as plain JSON values (None: too large)."""
     data = config.to_dict()
     data.pop("run", None)
     data.pop("runtime", None)
-    return json.loads(json.dumps(data, default=str))
+    text = json.dumps(data, default=str)
+    return json.loads(text) if len(text) <= MAX_STORED_CONFIG_BYTES else None
 
 
 def fingerprint_fields(config: SystemConfig, num_params: int | None) -> dict[str, Any]:
@@ -88,7 +94,7 @@ def fingerprint_fields(config: SystemConfig, num_params: int | None) -> dict[str
     so a refused resume names the exact field that changed (e.g.
     ``clients[1].service_time.rate``) with its old and new value.
     """
-    return {
+    fields: dict[str, Any] = {
         "num_clients": config.num_clients,
         "concurrency": config.concurrency,
         "algorithm": config.algorithm.name,
@@ -98,8 +104,11 @@ def fingerprint_fields(config: SystemConfig, num_params: int | None) -> dict[str
         "dataset": config.data.dataset,
         "train": config.run.train,
         "seed": config.seed,
-        "config": _bound_config(config),
     }
+    bound = _bound_config(config)
+    if bound is not None:
+        fields["config"] = bound
+    return fields
 
 
 def config_fingerprint(config: SystemConfig, num_params: int | None) -> str:

@@ -143,6 +143,22 @@ def test_a_checkpoint_of_another_config_is_rejected_naming_the_difference(
         _read(tmp_path, fewer_cpus)
 
 
+def test_a_fleet_too_large_to_store_is_compared_by_its_named_facts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raysync.runtime import checkpoint as module
+
+    monkeypatch.setattr(module, "MAX_STORED_CONFIG_BYTES", 10)
+    config = queue_config((0.01, 0.02), None, 2, 100)
+    assert "config" not in fingerprint_fields(config, 5)
+    _write(tmp_path, config)
+    with pytest.raises(CheckpointError, match=r"seed 0 \(checkpoint\) vs 9 \(config\)"):
+        _read(tmp_path, config.replace(seed=9))
+    slower = queue_config((0.01, 0.05), None, 2, 100)
+    with pytest.raises(CheckpointError, match=r"different run: client specs"):
+        _read(tmp_path, slower)
+
+
 def test_cli_reports_a_bad_checkpoint_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
