@@ -173,6 +173,7 @@ class AdaptiveRouter(_BlockRouter):
         self._cdf = np.zeros(0)
         self._available = np.zeros(0, dtype=bool)
         self._concurrency = 1
+        self._started = False
         self._updates = 0
         self._last_update = 0
         self._last_time = 0.0
@@ -205,6 +206,7 @@ class AdaptiveRouter(_BlockRouter):
             )
         self._set_p(p / p.sum())
         self._updates = self._last_update = 0
+        self._started = False
         self._last_time = 0.0
         self._last_rates = None
         self._optimum = None
@@ -213,9 +215,9 @@ class AdaptiveRouter(_BlockRouter):
 
     def initial_clients(self, concurrency: int) -> list[int]:
         """``concurrency`` draws from the current ``p``; remembers ``C`` for the optimiser."""
-        clients = super().initial_clients(concurrency)
         self._concurrency = concurrency
-        return clients
+        self._started = True
+        return super().initial_clients(concurrency)
 
     def _draw(self, size: int) -> np.ndarray:
         return np.searchsorted(self._cdf, self.rng.random(size), side="right")
@@ -254,6 +256,11 @@ class AdaptiveRouter(_BlockRouter):
                 f"got {mask.tolist()!r}"
             )
         self._available = mask.copy()
+        if not self._started:  # before the first task: restrict the starting p, no estimate yet
+            p = np.where(mask, self._p, 0.0)
+            self._set_p(p / p.sum() if p.sum() > 0 else mask / mask.sum())
+            self.routing_version += 1
+            return
         self.reoptimize(now, reason="availability", force=True)
 
     def reoptimize(self, now: float, *, reason: str = "schedule", force: bool = False) -> bool:
@@ -368,6 +375,7 @@ class AdaptiveRouter(_BlockRouter):
         super().load_state_dict(state)
         self._available = available
         self._concurrency = concurrency
+        self._started = True
         self._updates, self._last_update = int(updates), int(last_update)
         self._last_time, self.routing_version = float(last_time), int(version)
         self._last_rates = None if last is None else np.array(last, dtype=np.float64)
