@@ -350,8 +350,11 @@ class _Pruned(Exception):
 class _ReportingSink:
     """A metrics sink that forwards the validation accuracy to a :class:`Reporter`."""
 
-    def __init__(self, reporter: Reporter) -> None:
+    def __init__(self, reporter: Reporter, *, last_step: int | None = None) -> None:
         self.reporter = reporter
+        # A pruning decision at the last evaluation saves nothing: the trial has run its
+        # whole budget, so it completes (its value is known) whatever the pruner says.
+        self.last_step = last_step
         self.history: list[tuple[int, float]] = []
         self._metric: str | None = None
 
@@ -371,7 +374,8 @@ class _ReportingSink:
             return
         index = len(self.history) + 1
         self.history.append((index, float(value)))
-        if self.reporter.report(index, float(value)):
+        prune = self.reporter.report(index, float(value))
+        if prune and (self.last_step is None or index < self.last_step):
             raise _Pruned(index)
 
     def log_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
@@ -470,7 +474,11 @@ def _run_measured(
     from raysync.monitoring.tensorboard import TensorBoardSink
 
     reporter = reporter if reporter is not None else _NeverPrune()
-    reporting = _ReportingSink(reporter)
+    run = spec.config.run
+    last_step = None
+    if run.time_budget is not None and run.eval_every_seconds:
+        last_step = int(math.floor(run.time_budget / run.eval_every_seconds + 1e-9))
+    reporting = _ReportingSink(reporter, last_step=last_step)
     tb: _HParamsSink | None = None
     if spec.logdir is not None:
         Path(spec.logdir).mkdir(parents=True, exist_ok=True)

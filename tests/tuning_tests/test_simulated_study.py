@@ -119,6 +119,16 @@ def test_trial_is_pruned_when_the_reporter_says_so(tiny_config, tmp_path) -> Non
     assert outcome.attrs["pruned_at_step"] == 2
 
 
+def test_a_prune_decision_at_the_last_evaluation_completes_the_trial(tiny_config, tmp_path) -> None:
+    # The pruner may answer "prune" to the last report (with parallel trials its history
+    # depends on which trial finished first); the trial has then run its whole budget.
+    reporter = _PruneAt(4)
+    outcome = run_simulated_trial(_spec(tiny_config, tmp_path), reporter)
+    assert [s for s, _ in reporter.seen] == [1, 2, 3, 4]
+    assert outcome.state == "complete"
+    assert outcome.values[0] == reporter.seen[-1][1]
+
+
 def test_trial_failure_becomes_a_fail_outcome(tiny_config, tmp_path) -> None:
     spec = _spec(tiny_config, tmp_path)
 
