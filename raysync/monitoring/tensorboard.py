@@ -44,7 +44,11 @@ __all__ = [
 ]
 
 #: Tags also written against wall-clock milliseconds as ``<tag>_vs_time``.
-DEFAULT_TIME_TAGS: tuple[str, ...] = ("train/loss", "test/loss", "test/accuracy")
+#: The adaptive router's throughput pair is plotted against time too (docs/adaptive.md).
+DEFAULT_TIME_TAGS: tuple[str, ...] = (
+    "train/loss", "test/loss", "test/accuracy",
+    "routing/predicted_throughput", "routing/measured_throughput",
+)  # fmt: skip
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.=+-]+")
 
