@@ -615,6 +615,27 @@ class ServerActor:
 
     # ------------------------------------------------------------------ helpers
 
+    def _observe(self, client: int, reply: TaskReply, now: float) -> None:
+        """Feed an adaptive router the task's service time, in config seconds.
+
+        With emulation the service is the emulated one (compute + wait, divided by
+        ``time_scale``); without, the measured compute. A swap of ``p`` re-binds the
+        strategy (its importance weights follow the routing), as in the simulator.
+        """
+        duration = reply.finished_at - reply.started_at
+        scale = self._config.run.time_scale
+        if scale > 0:
+            duration, now = duration / scale, now / scale
+        if not duration > 0:
+            return  # a clock step of zero (coarse timer): nothing to learn
+        router = self._router
+        version = router.routing_version
+        router.observe(client, duration, now)
+        p = router.routing_probabilities()
+        if router.routing_version != version and p is not None and self._strategy is not None:
+            n = p.size
+            self._strategy.bind(n, np.where(p > 0, p, 1.0 / n))
+
     def _now(self) -> float:
         assert self._t0 is not None
         return time.perf_counter() - self._t0
@@ -741,6 +762,8 @@ class ServerActor:
         # ended, so the return trip and the update do not stretch the emulated cycle
         # (the theory has no communication delay unless the config names one).
         stamp = reply.finished_at if dispatch.emulate else time.time()
+        if self._router.observes_service_times:
+            self._observe(client, reply, now)
         replacement = self._router.route(client)
         arrive_at = None
         if applied_at is not None:

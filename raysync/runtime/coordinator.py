@@ -751,6 +751,21 @@ def _check_network(config: SystemConfig, virtual_clock: bool) -> None:
         )
 
 
+def _check_nonstationary(config: SystemConfig) -> None:
+    """Refuse, before Ray starts, fleets the runtime does not change over time yet.
+
+    Raises:
+        ConfigError: A client has a ``schedule`` service time or a join/leave time (the
+            simulator honours them; docs/adaptive.md). Adaptive routing itself runs.
+    """
+    for i, c in enumerate(config.clients):
+        if c.service_time.kind == "schedule" or c.join_time > 0 or c.leave_time is not None:
+            raise ConfigError(
+                f"clients[{i}]: schedule service times and join_time/leave_time are honoured "
+                f"by the simulator only (raysync simulate), not yet by the Ray runtime"
+            )
+
+
 def _check_target_ahead(config: SystemConfig, directory: Path, state: Mapping[str, Any]) -> None:
     """Refuse to resume a checkpoint already at or past the run's stop condition.
 
@@ -839,6 +854,7 @@ def _execute(
     fields = fingerprint_fields(config, num_params)
     _check_run_clock(config)
     _check_network(config, virtual_clock)
+    _check_nonstationary(config)
     _check_checkpoint_dir(config, resume_from, overwrite_checkpoint)
     resume_state: dict[str, Any] | None = None
     if resume_from is not None:
