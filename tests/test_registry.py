@@ -45,10 +45,10 @@ def test_config_names_are_the_registries_names() -> None:
         "asyncsgd", "generalized_asyncsgd", "fedasync", "fedbuff"
     )
     assert config_module.ROUTING_KINDS == routers.names() == (
-        "fixed", "uniform", "return_to_sender"
+        "fixed", "uniform", "return_to_sender", "adaptive"
     )
     assert config_module.SERVICE_KINDS == service_times.names() == (
-        "exponential", "deterministic", "lognormal", "trace"
+        "exponential", "deterministic", "lognormal", "trace", "schedule"
     )
     with pytest.raises(ConfigError, match=r"algorithm.name must be one of asyncsgd, .*'nope'"):
         AlgorithmConfig(name="nope")
