@@ -100,7 +100,7 @@ DATASETS: tuple[str, ...] = ("digits", "mnist", "directory")
 PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "shards", "unequal", "natural")
 MODELS: tuple[str, ...] = ("logreg", "mlp", "cnn")
 LOSSES: tuple[str, ...] = ("cross_entropy", "mse")
-METRICS: tuple[str, ...] = ("accuracy", "loss")
+METRICS: tuple[str, ...] = ("accuracy", "neg_loss")
 RUNTIME_MODES: tuple[str, ...] = ("auto", "per_client", "pool")
 
 _SUM_TOL = 1e-6
@@ -821,9 +821,9 @@ class ModelConfig:
         kwargs: Keyword arguments of ``factory`` (the ``[model.kwargs]`` table).
         loss: ``cross_entropy``, ``mse`` or ``"package.module:function"``
             (``loss(output, target)`` returns the batch mean as a scalar tensor).
-        metric: What evaluation reports next to the loss: ``accuracy``, ``loss`` or
-            ``"package.module:function"``; default accuracy for the cross-entropy, the
-            loss otherwise.
+        metric: What evaluation reports next to the loss, higher is better (the tuner
+            maximises it): ``accuracy``, ``neg_loss`` or ``"package.module:function"``;
+            default accuracy for the cross-entropy, the negated loss otherwise.
     """
 
     name: str = "logreg"

@@ -23,8 +23,10 @@ The workload plug-in contract (docs: README "Bring your own model"):
   ``"mse"`` (float targets with as many numbers per sample as outputs) or
   ``"package.module:function"`` called as ``loss(output, target)`` and returning the
   batch mean as a scalar tensor. **Metric** (``[model] metric``): ``"accuracy"``
-  (default with the cross-entropy), ``"loss"`` (default otherwise) or a reference with
-  the loss's signature, averaged over samples.
+  (default with the cross-entropy), ``"neg_loss"`` (the loss negated; default otherwise)
+  or a reference with the loss's signature, averaged over samples. Higher is better for
+  every metric (the tuner maximises it; scikit-learn's scorer convention), so a user
+  metric such as a mean absolute error is returned negated.
 
 The built-in models and datasets are the first users of this contract: ``name = "cnn"``
 is ``factory = "raysync.models.nets:cnn_factory"`` and ``dataset = "digits"`` is
@@ -182,7 +184,7 @@ class ModelSpec:
             must pickle to reach Ray actors); empty: the built-in ``name``.
         kwargs: Keyword arguments of the factory.
         loss: ``"cross_entropy"``, ``"mse"``, a reference or a callable.
-        metric: ``"accuracy"``, ``"loss"``, a reference, a callable, or None (default
+        metric: ``"accuracy"``, ``"neg_loss"``, a reference, a callable, or None (default
             for the loss).
     """
 

@@ -69,8 +69,8 @@ def huber(output, target):
     return torch.nn.functional.huber_loss(output.reshape(target.shape), target)
 
 
-def mae(output, target):
-    return (output.reshape(target.shape) - target).abs().mean()
+def neg_mae(output, target):  # higher is better, as every metric
+    return -(output.reshape(target.shape) - target).abs().mean()
 
 
 # ---- broken on purpose
@@ -210,18 +210,27 @@ def test_regression_with_mse_and_user_loss_and_metric(user_module: Any) -> None:
     mse = config(clients=3, data=data, model={"factory": "userwl:linear", "loss": "mse"})
     wl = build_workload(mse)
     assert wl.dataset.y_train.dtype == np.float32 and not wl.dataset.is_classification
-    assert check_workload(wl)["metric"] == "loss"
+    assert check_workload(wl)["metric"] == "neg_loss"
     first = wl.evaluate(wl.initial_params)[0]
     result = simulate(mse)
     assert result.final_test_loss < first  # SGD on a linear target lowers the loss
+    # the metric slot holds the negated loss: higher is better, as the tuner maximises it
+    assert result.final_test_accuracy == pytest.approx(-result.final_test_loss)
     user = config(
         clients=3,
         data=data,
-        model={"factory": "userwl:linear", "loss": "userwl:huber", "metric": "userwl:mae"},
+        model={"factory": "userwl:linear", "loss": "userwl:huber", "metric": "userwl:neg_mae"},
     )
     loss, metric = build_workload(user).evaluate(wl.initial_params)
     assert np.isfinite(loss) and 0 < loss < first  # Huber is below the MSE here
-    assert metric > 0
+    x, t = wl.split("test")
+    model = wl.model.build()
+    from raysync.models import set_flat_params
+
+    set_flat_params(model, wl.initial_params)
+    with torch.no_grad():
+        mae = float((model(torch.from_numpy(x)).reshape(-1) - torch.from_numpy(t)).abs().mean())
+    assert metric == pytest.approx(-mae, rel=1e-5)  # sample-weighted mean of batch means
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ later (Efron et al., "Least Angle Regression", Annals of Statistics 2004). The c
 are *age groups*: each client holds the patients of one age quantile, a natural non-IID
 split (feature and target distributions differ by age), returned as ``client_train``
 and used with ``[data] partition = "natural"``. The loss is ``mse`` on the standardised
-score; the metric is the loss.
+score; the metric is `neg_loss` (the loss negated, higher is better).
 
 Run from the repository root::
 

@@ -42,7 +42,9 @@ FloatArray = npt.NDArray[np.float32]
 #: Built-in losses (``[model] loss``); anything else is a ``"package.module:function"``.
 LOSS_NAMES: tuple[str, ...] = ("cross_entropy", "mse")
 #: Built-in metrics (``[model] metric``); anything else is a ``"package.module:function"``.
-METRIC_NAMES: tuple[str, ...] = ("accuracy", "loss")
+#: Every metric is "higher is better" (the tuner maximises it), as scikit-learn's scorers:
+#: ``neg_loss`` is the mean loss negated.
+METRIC_NAMES: tuple[str, ...] = ("accuracy", "neg_loss")
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -249,7 +251,7 @@ class GradientComputer:
         self._loss_fn, self._loss_name = resolve_loss(loss)
         self._classification = self._loss_name == "cross_entropy"
         if metric is None:
-            metric = "accuracy" if self._classification else "loss"
+            metric = "accuracy" if self._classification else "neg_loss"
         self._metric_fn: LossFn | None = None
         if isinstance(metric, str) and metric in METRIC_NAMES:
             self._metric_name = metric
@@ -447,9 +449,9 @@ class GradientComputer:
 
         Returns:
             ``(loss, metric)`` as floats: the mean loss and the mean of
-            :attr:`metric_name` (accuracy in ``[0, 1]`` by default for the
-            cross-entropy, the loss again for other losses, or the user's metric, a
-            batch mean weighted by batch size).
+            :attr:`metric_name`, higher is better (accuracy in ``[0, 1]`` by default for
+            the cross-entropy, the negated loss for other losses, or the user's metric,
+            a batch mean weighted by batch size).
 
         Raises:
             ConfigError: If ``batch_size < 1`` or ``flat_params`` has the wrong length.
@@ -486,8 +488,8 @@ class GradientComputer:
                     metric_sum += value.reshape(()).double() * rows
                 elif self._metric_name == "accuracy":
                     metric_sum += (out.argmax(dim=1) == yb).sum().double()
-                else:
-                    metric_sum += batch_loss
+                else:  # neg_loss
+                    metric_sum -= batch_loss
         self._model.train()
         return float(loss_sum) / n, float(metric_sum) / n
 
