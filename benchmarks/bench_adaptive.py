@@ -224,6 +224,7 @@ def main() -> int:
     parser.add_argument("--queue-budget", type=float, default=400.0)
     parser.add_argument("--train-budget", type=float, default=60.0)
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="keep the runs already in the JSON")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {
@@ -234,6 +235,9 @@ def main() -> int:
         "runs": [],
     }  # fmt: skip
     path = RESULTS / "bench_adaptive.json"
+    if args.resume and path.exists():
+        out["runs"] = json.loads(path.read_text())["runs"]
+    done = {(r["mode"], r["scenario"], r["seed"], r["arm"]) for r in out["runs"]}
     start_wall = time.time()
     for mode, budget in (("queue", args.queue_budget), ("train", args.train_budget)):
         if mode == "train" and args.skip_train:
@@ -243,6 +247,8 @@ def main() -> int:
             for seed in range(args.seeds):
                 arms = routers(scenario, before, after, budget)
                 for arm in ARMS:
+                    if (mode, scenario, seed, arm) in done:
+                        continue
                     router = arms[arm]
                     cfg = config(clients, budget, seed, mode == "train", args.dataset)
                     t0 = time.time()

@@ -1008,7 +1008,10 @@ class _TrainingLoop:
         _check_version_memory(config, workload, max_updates)
         if strategy is None:
             strategy = make_strategy(config.algorithm)
-        strategy.bind(config.num_clients, router.routing_probabilities())
+        p = router.routing_probabilities()
+        if p is not None and dynamics is not None:
+            p = np.where(p > 0, p, 1.0 / p.size)  # absent clients: see FleetDynamics
+        strategy.bind(config.num_clients, p)
         self.strategy = strategy
         self.curve = _Curve([], [], [], [], [], [])
         self.eval_seconds = 0.0

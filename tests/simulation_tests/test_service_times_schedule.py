@@ -189,3 +189,27 @@ def test_adaptive_training_rebinds_the_strategy() -> None:
     steps = strategy.step_sizes  # type: ignore[attr-defined]
     assert np.allclose(steps, 0.05 / (4 * p))  # the importance weights follow the swap
     assert math.isfinite(result.final_test_accuracy)
+
+
+def test_training_with_a_joining_client_and_adaptive_routing() -> None:
+    """The joiner has p = 0 before it joins; the strategy's weights stay finite."""
+    config = SystemConfig.from_dict(
+        {
+            "clients": [
+                {"service_time": {"rate": 2.0}},
+                {"service_time": {"rate": 2.0}},
+                {"service_time": {"rate": 8.0}, "join_time": 20.0},
+            ],
+            "concurrency": 3,
+            "routing": {"kind": "adaptive", "reoptimize_every": 50},
+            "algorithm": {"name": "generalized_asyncsgd", "lr": 0.05},
+            "data": {"dataset": "digits"},
+            "run": {"time_budget": 60.0, "train": True, "eval_every_seconds": 30.0},
+            "seed": 4,
+        }
+    )
+    router = AdaptiveRouter(reoptimize_every=50)
+    result = simulate(config, router=router)
+    assert result.completed[2] > 0  # it joined and was used
+    assert any(c.reason == "availability" for c in router.changes)
+    assert math.isfinite(result.final_test_loss)
