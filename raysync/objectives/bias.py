@@ -171,6 +171,8 @@ class BiasAwareBound:
             semi-definite (needed for ``"direct"``).
         bias_kind: ``"direct"`` or ``"cauchy-schwarz"``.
         eta: ``"optimal"`` or a fixed step ``> 0``.
+        client_latency: Per-client mean link delays (docs/network.md; None: none).
+        server_rate: Rate of the server's update station (None: instantaneous).
 
     Raises:
         ConfigError: A bad field, or the data the chosen bias term needs is missing.
@@ -183,6 +185,8 @@ class BiasAwareBound:
     gram: tuple[FloatArray, ...] = ()
     bias_kind: str = "direct"
     eta: float | str = "optimal"
+    client_latency: FloatArray | None = None
+    server_rate: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mu", _rates(self.mu))
@@ -214,7 +218,8 @@ class BiasAwareBound:
             "_base",
             BoundObjective(
                 mu=self.mu, constants=self.constants, criterion="wall-clock", eta=self.eta,
-                time_budget=self.time_budget,
+                time_budget=self.time_budget, client_latency=self.client_latency,
+                server_rate=self.server_rate,
             ),
         )
 
@@ -272,12 +277,25 @@ class BiasAwareBound:
     ) -> tuple[FloatArray, float, FloatArray]:
         """``(q, Lambda, E[D_i])`` of a point covered by the bound."""
         n = self.n_clients
+        stations = self._base.stations  # type: ignore[attr-defined]
         if point.rule == "asyncsgd":
             from raysync.queueing import analyze_independent_cycles
+            from raysync.queueing.predict import _cycles_with_latency
 
-            cycles = analyze_independent_cycles(self.mu)
+            if self.server_rate is not None:
+                raise ConfigError(
+                    "AsyncSGD (return to sender) with a server station has no closed form; "
+                    "simulate it instead"
+                )
+            if self.client_latency is not None:
+                cycles = _cycles_with_latency(self.mu, self._base.client_latency)  # type: ignore[attr-defined]
+            else:
+                cycles = analyze_independent_cycles(self.mu)
             lam = float(cycles.throughput)
-            return self.mu / lam, lam, np.asarray(cycles.mean_relative_delay, dtype=np.float64)
+            return (
+                cycles.client_throughput / lam, lam,
+                np.asarray(cycles.mean_relative_delay, dtype=np.float64),
+            )  # fmt: skip
         if point.rule != "weighted":
             raise ConfigError(
                 f"the bias-aware bound covers the SGD rules (asyncsgd, weighted), not "
@@ -285,7 +303,7 @@ class BiasAwareBound:
             )
         assert point.p is not None
         p = check_routing(point.p, n)
-        tape = _queueing_tape(self.mu, p, point.concurrency)
+        tape = _queueing_tape(self.mu, p, point.concurrency, stations)
         return p, tape.throughput(point.concurrency), tape.delays(point.concurrency)
 
     def covers(self, point: DesignPoint) -> bool:
@@ -405,7 +423,7 @@ class BiasAwareBound:
         """
         probs = self._positive(p)
         c = _concurrency(concurrency)
-        tape = _queueing_tape(self.mu, probs, c)
+        tape = _queueing_tape(self.mu, probs, c, self._base.stations)  # type: ignore[attr-defined]
         return self._tape_value_and_grad(tape, probs, c, float(beta))
 
     def _positive(self, p: ArrayLike) -> FloatArray:
@@ -451,11 +469,14 @@ class BiasAwareBound:
         """
         probs = self._positive(p)
         cmax = _concurrency(max_concurrency, "max_concurrency")
-        tape = _queueing_tape(self.mu, probs, cmax)
         base: BoundObjective = self._base  # type: ignore[attr-defined]
+        tape = _queueing_tape(self.mu, probs, cmax, base.stations)
         _, r, s = bias_weights(probs, float(beta))
         lam = tape.throughput_path[1:]
         dbar = (tape.queue_path[:-1] / probs) @ r
+        if base.stations is not None:  # sum_i r_i (Z_i Lambda(C-1) + Q_s(C-1)), sum r = 1
+            dbar = dbar + float(tape.z @ r) * tape.throughput_path[:-1]
+            dbar = dbar + tape.server_queue_path[:-1]
         opt, var, stale, _, _, _ = base._curve_terms(s, lam, dbar)
         best = int(np.argmin(opt + var + stale)) + 1
         value, grad_p, grad_beta = self._tape_value_and_grad(tape, probs, best, float(beta))
@@ -538,7 +559,8 @@ def optimize_bias_aware(
     n = mu.size
     candidates: list[tuple[str, DesignPoint, BiasTerms]] = []
     evaluations = 0
-    if include_asyncsgd:
+    # AsyncSGD with a server station has no closed form (docs/network.md): not a candidate.
+    if include_asyncsgd and bound.server_rate is None:
         pt = DesignPoint(rule="asyncsgd", concurrency=n, p=None)
         candidates.append(("asyncsgd", pt, bound.evaluate(pt)))
     uniform = DesignPoint(rule="weighted", concurrency=n, p=(1.0 / n,) * n,

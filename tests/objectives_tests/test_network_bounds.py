@@ -185,3 +185,23 @@ def test_an_energy_budget_is_respected_and_costs_bound() -> None:
     assert priced.energy <= free.energy
     with pytest.raises(ConfigError, match="energy budget .* below the least energy"):
         optimize_with_energy(objective, figures, max_concurrency=8, energy_budget=1.0)
+
+
+def test_bias_aware_bound_with_stations_at_beta_one_is_twice_the_section_5_bound() -> None:
+    from raysync.objectives import BiasAwareBound, DesignPoint
+
+    stations = {"client_latency": [0.5, 1.0, 0.0], "server_rate": 3.0}
+    common = {"constants": CONSTANTS, "time_budget": 50.0}
+    bias = BiasAwareBound(mu=[1.0, 2.0, 4.0], zeta2=0.0, bias_kind="cauchy-schwarz",
+                          **common, **stations)  # fmt: skip
+    plain = BoundObjective(mu=[1.0, 2.0, 4.0], criterion="wall-clock", **common, **stations)
+    p = np.array([0.5, 0.3, 0.2])
+    value, _, _ = bias.value_and_grad(p, 5, 1.0)
+    # beta = 1: r uniform, S_beta = S(p), Dbar_r = Dbar, no bias: B_T = 2 x (section-5 bound).
+    assert value == pytest.approx(2 * plain.value(p, 5), rel=1e-9)
+    point = DesignPoint(rule="weighted", concurrency=5, p=tuple(p), beta=1.0)
+    assert bias.evaluate(point).throughput == pytest.approx(plain.evaluate(p, 5).throughput)
+    env, _, _, best = bias.envelope_value_and_grad(p, 1.0, 12)
+    curve = plain.curve(p, 12)
+    assert best == curve.best_concurrency
+    assert env == pytest.approx(2 * float(curve.value.min()), rel=1e-9)
