@@ -198,20 +198,6 @@ def window_rate(times: list[float], start: float, end: float) -> float:
     return float(((t >= start) & (t < end)).sum() / (end - start))
 
 
-def updates_to_within(
-    times: list[float], target: float, tol: float = 0.05, block: int = 200
-) -> int:
-    """First update count from which every later 200-update block's rate is within tol."""
-    t = np.asarray(times)
-    blocks = len(t) // block
-    rates = [block / (t[(b + 1) * block - 1] - t[b * block - 1 if b else 0]) for b in range(blocks)]
-    ok = [r >= (1 - tol) * target for r in rates]
-    for b in range(blocks):
-        if all(ok[b:]):
-            return b * block
-    return len(t)
-
-
 def mean_se(values: list[float]) -> tuple[float, float]:
     x = np.asarray(values, dtype=np.float64)
     return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else math.nan
@@ -225,8 +211,16 @@ def main() -> int:
     parser.add_argument("--train-budget", type=float, default=60.0)
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in the JSON")
+    parser.add_argument("--replot", action="store_true", help="table and plot from the JSON")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        saved = json.loads((RESULTS / "bench_adaptive.json").read_text())
+        saved["summary"] = summarise(saved["runs"])
+        (RESULTS / "bench_adaptive.json").write_text(json.dumps(saved, indent=1))
+        write_markdown(saved)
+        plot(saved)
+        return 0
     out: dict[str, Any] = {
         "fleet": {"tiers": TIERS, "concurrency": CONCURRENCY, "slowdown": SLOWDOWN},
         "algorithm": {"name": "generalized_asyncsgd", "lr": LR, "batch_size": 32},
@@ -367,6 +361,8 @@ def plot(out: dict[str, Any]) -> None:
     for ax, title in zip(axes, ("throughput after the change (updates/s)",
                                 "final test accuracy"), strict=True):  # fmt: skip
         ax.set_xticks(x, [f"({s})" for s in SCENARIOS])
+        if ax is axes[1]:
+            ax.set_ylim(0.85, 0.93)
         ax.set_title(title)
         ax.legend()
     fig.tight_layout()
