@@ -175,8 +175,14 @@ class ServiceDraws:
         self._buffer: list[float] = []
         self._pos = 0
 
-    def next(self) -> float:
-        """The next duration (config seconds)."""
+    def next(self, now: float = 0.0) -> float:
+        """The next duration (config seconds).
+
+        ``now`` (config seconds since the start) picks the segment of a ``schedule`` law,
+        whose durations are drawn one at a time.
+        """
+        if self._service_time.time_dependent:
+            return float(self._service_time.sample_at(self._rng, now))
         if self._pos >= len(self._buffer):
             draws = self._service_time.sample(self._rng, size=self._block)
             self._buffer = np.asarray(draws, dtype=np.float64).tolist()

@@ -219,7 +219,7 @@ class Dispatcher:
             params,
             now,
             stamp,
-            self._draws[client].next() if self.emulate else math.nan,
+            self._draws[client].next(now / self._scale) if self.emulate else math.nan,
             self._ordinals[client],
         )
         self.next_task += 1

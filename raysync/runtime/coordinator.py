@@ -752,17 +752,23 @@ def _check_network(config: SystemConfig, virtual_clock: bool) -> None:
 
 
 def _check_nonstationary(config: SystemConfig) -> None:
-    """Refuse, before Ray starts, fleets the runtime does not change over time yet.
+    """Refuse, before Ray starts, fleet changes the runtime does not emulate.
 
     Raises:
-        ConfigError: A client has a ``schedule`` service time or a join/leave time (the
-            simulator honours them; docs/adaptive.md). Adaptive routing itself runs.
+        ConfigError: A client has a join/leave time (the simulator honours them;
+            docs/adaptive.md), or a ``schedule`` service time without emulation
+            (``run.time_scale = 0``: real compute times have no schedule).
     """
     for i, c in enumerate(config.clients):
-        if c.service_time.kind == "schedule" or c.join_time > 0 or c.leave_time is not None:
+        if c.join_time > 0 or c.leave_time is not None:
             raise ConfigError(
-                f"clients[{i}]: schedule service times and join_time/leave_time are honoured "
-                f"by the simulator only (raysync simulate), not yet by the Ray runtime"
+                f"clients[{i}]: join_time/leave_time are honoured by the simulator only "
+                f"(raysync simulate), not yet by the Ray runtime"
+            )
+        if c.service_time.kind == "schedule" and config.run.time_scale <= 0:
+            raise ConfigError(
+                f"clients[{i}]: a schedule service time is emulated on Ray: run.time_scale "
+                f"must be > 0, got {config.run.time_scale:g}"
             )
 
 

@@ -52,7 +52,42 @@ def test_adaptive_router_learns_on_ray(ray_session) -> None:  # noqa: ANN001
     assert fast > 0.5 + 0.6 * (target - 0.5), (fast, target)
 
 
-def test_nonstationary_fleets_are_refused_on_ray_in_one_line() -> None:
+def test_join_leave_refused_on_ray_in_one_line() -> None:
     with pytest.raises(ConfigError, match=r"clients\[0\]: .*simulator only") as info:
         _execute(_config(leave_time=5.0), virtual_clock=True)
     assert "\n" not in str(info.value)
+
+
+def _slowing(num_updates: int, time_scale: float) -> SystemConfig:
+    """Two clients at 20 tasks/s that both become 5x slower at t = 10 s."""
+    sched = ServiceTimeSpec(
+        kind="schedule",
+        segments=(ServiceTimeSpec(kind="exponential", rate=20.0, until=10.0),
+                  ServiceTimeSpec(kind="exponential", rate=4.0)),
+    )  # fmt: skip
+    return SystemConfig(
+        clients=(ClientSpec(service_time=sched), ClientSpec(service_time=sched)),
+        concurrency=2,
+        routing=RoutingConfig(kind="uniform"),
+        run=RunConfig(num_updates=num_updates, train=False, time_scale=time_scale),
+        seed=4,
+    )
+
+
+@pytest.mark.ray
+def test_schedule_is_emulated_on_ray(ray_session) -> None:  # noqa: ANN001
+    """Throughput 26.7/s (C = 2, two clients at 20/s, uniform) for 10 s, then 5.3/s: 600
+    updates take ~10 + 333 / 5.33 = 72 s, against 22.5 s without the slow-down. On Ray a
+    duration is drawn from the segment in force at dispatch (not at service start), a
+    difference of one task per client at the change."""
+    from raysync.simulation import simulate
+
+    config = _slowing(600, 0.2)
+    result, _ = _execute(config, virtual_clock=True)
+    sim = simulate(config)
+    assert result.num_updates == 600
+    elapsed = result.elapsed / 0.2  # the runtime reports wall seconds: back to config seconds
+    assert elapsed == pytest.approx(sim.elapsed, rel=0.15), (elapsed, sim.elapsed)
+    assert elapsed > 2.0 * 600 / 26.7
+    with pytest.raises(ConfigError, match=r"schedule service time is emulated on Ray"):
+        _execute(_slowing(10, 0.0), virtual_clock=True)
