@@ -517,6 +517,7 @@ class ServerActor:
         # simulator does, so that staleness in versions means the same on both backends.
         self._queue_buffer = buffer_size(config)
         self._init_links(config, setup)
+        self._init_presence(config)
         self._book = ServerBook(n, config.run.num_updates)
         self._evaluator = Evaluator(
             setup.model, setup.x_test, setup.y_test, setup.x_val, setup.y_val
@@ -631,10 +632,25 @@ class ServerActor:
         router = self._router
         version = router.routing_version
         router.observe(client, duration, now)
-        p = router.routing_probabilities()
-        if router.routing_version != version and p is not None and self._strategy is not None:
+        if router.routing_version != version:
+            self._rebind_strategy()
+
+    def _rebind_strategy(self) -> None:
+        """Bind the strategy to the router's current ``p`` (absent clients: ``1 / n``)."""
+        p = self._router.routing_probabilities()
+        if p is not None and self._strategy is not None:
             n = p.size
             self._strategy.bind(n, np.where(p > 0, p, 1.0 / n))
+
+    def _init_presence(self, config: SystemConfig) -> None:
+        """Clients that join or leave (docs/adaptive.md): the router routes to present ones."""
+        from raysync.simulation._dynamics import Presence
+
+        self._presence: Presence | None = None
+        if any(c.join_time > 0 or c.leave_time is not None for c in config.clients):
+            self._presence = Presence(config, self._router)
+            if self._presence.start():
+                self._rebind_strategy()
 
     def _now(self) -> float:
         assert self._t0 is not None
@@ -762,9 +778,14 @@ class ServerActor:
         # ended, so the return trip and the update do not stretch the emulated cycle
         # (the theory has no communication delay unless the config names one).
         stamp = reply.finished_at if dispatch.emulate else time.time()
+        presence = self._presence
+        if presence is not None and presence.changes_ahead:
+            scale = self._config.run.time_scale
+            if presence.advance(now / scale if scale > 0 else now):
+                self._rebind_strategy()
         if self._router.observes_service_times:
             self._observe(client, reply, now)
-        replacement = self._router.route(client)
+        replacement = self._router.route(client) if presence is None else presence.route(client)
         arrive_at = None
         if applied_at is not None:
             stamp = applied_at
@@ -814,7 +835,8 @@ class ServerActor:
         if self._resumed_from is None:
             if self._params is not None:
                 self._request_eval(0.0)
-            for client in self._router.initial_clients(config.concurrency):
+            starts = self._router if self._presence is None else self._presence
+            for client in starts.initial_clients(config.concurrency):
                 arrive_at = self._downlink_arrival(client, stamp)
                 dispatch.create(client, book.version, self._params, 0.0, stamp, arrive_at=arrive_at)
                 book.dispatched(client, 0.0)

@@ -752,19 +752,17 @@ def _check_network(config: SystemConfig, virtual_clock: bool) -> None:
 
 
 def _check_nonstationary(config: SystemConfig) -> None:
-    """Refuse, before Ray starts, fleet changes the runtime does not emulate.
+    """Refuse, before Ray starts, fleet changes the runtime cannot emulate.
 
     Raises:
-        ConfigError: A client has a join/leave time (the simulator honours them;
-            docs/adaptive.md), or a ``schedule`` service time without emulation
-            (``run.time_scale = 0``: real compute times have no schedule).
+        ConfigError: A ``schedule`` service time without emulation (``run.time_scale =
+            0``: real compute times have no schedule), or a moment with no client present
+            (docs/adaptive.md).
     """
+    from raysync.simulation._dynamics import check_presence
+
+    check_presence(config)
     for i, c in enumerate(config.clients):
-        if c.join_time > 0 or c.leave_time is not None:
-            raise ConfigError(
-                f"clients[{i}]: join_time/leave_time are honoured by the simulator only "
-                f"(raysync simulate), not yet by the Ray runtime"
-            )
         if c.service_time.kind == "schedule" and config.run.time_scale <= 0:
             raise ConfigError(
                 f"clients[{i}]: a schedule service time is emulated on Ray: run.time_scale "

@@ -23,7 +23,7 @@ A run with none of these never builds this object: the event loop is unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from raysync.simulation.service_times import BaseServiceTime
     from raysync.strategies import BaseStrategy
 
-__all__ = ["FleetDynamics", "check_presence"]
+__all__ = ["FleetDynamics", "Presence", "check_presence"]
 
 #: Redraws of a router that names an absent client before falling back to a uniform
 #: draw over the present ones (a fixed p that puts almost no mass on them).
@@ -74,6 +74,72 @@ def check_presence(config: SystemConfig) -> list[tuple[float, int, bool]]:
                 f"must be present at all times"
             )
     return events
+
+
+class Presence:
+    """Which clients are present, over time, and routing restricted to them.
+
+    Shared by the simulator (:class:`FleetDynamics`) and the Ray runtime's server actor.
+
+    Args:
+        config: The fleet (``join_time`` / ``leave_time`` in the clock's unit).
+        router: The bound router; told of every change with ``set_available``.
+
+    Raises:
+        ConfigError: At some moment no client is present.
+    """
+
+    def __init__(self, config: SystemConfig, router: BaseRouter) -> None:
+        self.router = router
+        self.events = check_presence(config)
+        self.present = np.array([c.join_time <= 0 for c in config.clients])
+        self.all_present = bool(self.present.all())
+        self._next = 0
+        self._fallback = np.random.default_rng([config.seed, 16])
+
+    @property
+    def changes_ahead(self) -> bool:
+        """Whether some join or leave is still to come."""
+        return self._next < len(self.events)
+
+    def start(self) -> bool:
+        """Tell the router who is present at ``t = 0``; return whether that is not everyone."""
+        if self.all_present:
+            return False
+        self.router.set_available(self.present.copy(), 0.0)
+        return True
+
+    def advance(self, t: float) -> bool:
+        """Apply the joins and leaves up to ``t``; return whether any happened."""
+        events = self.events
+        k = self._next
+        if k >= len(events) or events[k][0] > t:
+            return False
+        while k < len(events) and events[k][0] <= t:
+            _, client, joins = events[k]
+            self.present[client] = joins
+            k += 1
+        self._next = k
+        self.all_present = bool(self.present.all())
+        self.router.set_available(self.present.copy(), t)
+        return True
+
+    def route(self, finished: int) -> int:
+        """The router's choice, redrawn while it names an absent client."""
+        route = self.router.route
+        j = route(finished)
+        if self.all_present or self.present[j]:
+            return j
+        for _ in range(_MAX_REDRAWS):
+            j = route(finished)
+            if self.present[j]:
+                return j
+        return int(self._fallback.choice(np.flatnonzero(self.present)))
+
+    def initial_clients(self, concurrency: int) -> list[int]:
+        """The router's initial clients, each redrawn while absent at ``t = 0``."""
+        clients = self.router.initial_clients(concurrency)
+        return [c if self.present[c] else self.route(c) for c in clients]
 
 
 class FleetDynamics:
@@ -114,19 +180,14 @@ class FleetDynamics:
         self._version = router.routing_version
         self._last_change = (0, 0.0)
         self._last = [0.0] * n
-        self._events = check_presence(config)
-        self._next_event = 0
-        self.present = np.array([c.join_time <= 0 for c in config.clients])
-        self._all_present = bool(self.present.all())
-        self._fallback = np.random.default_rng([config.seed, 16])
+        self.presence = Presence(config, router)
         self.nexts: list[Callable[[], float]] = [
             self._next_fn(i, law, stream, rng)
             for i, (law, stream, rng) in enumerate(
                 zip(service_times, streams, service_rngs, strict=True)
             )
         ]
-        if not self._all_present:
-            router.set_available(self.present.copy(), 0.0)
+        if self.presence.start():
             self._after_change()
 
     @staticmethod
@@ -168,45 +229,22 @@ class FleetDynamics:
     # ------------------------------------------------------------------ the loop's hooks
     def initial_clients(self, concurrency: int) -> list[int]:
         """The router's initial clients, each redrawn while absent at ``t = 0``."""
-        clients = self.router.initial_clients(concurrency)
-        return [c if self.present[c] else self._redraw(c) for c in clients]
+        return self.presence.initial_clients(concurrency)
 
     def step(self, i: int, t: float) -> int:
         """A task finished at client ``i`` at time ``t``: feed the router, return ``j``."""
         self.now = t
         self.completions += 1
-        if self._next_event < len(self._events) and self._events[self._next_event][0] <= t:
-            self._apply_events(t)
+        presence = self.presence
+        if presence.changes_ahead and presence.advance(t):
+            if self.router.routing_version != self._version:
+                self._after_change()
         router = self.router
         if self._observes:
             router.observe(i, self._last[i], t)
             if router.routing_version != self._version:
                 self._after_change()
-        j = router.route(i)
-        if self._all_present or self.present[j]:
-            return j
-        return self._redraw(i)
-
-    def _apply_events(self, t: float) -> None:
-        events = self._events
-        k = self._next_event
-        while k < len(events) and events[k][0] <= t:
-            _, client, joins = events[k]
-            self.present[client] = joins
-            k += 1
-        self._next_event = k
-        self._all_present = bool(self.present.all())
-        self.router.set_available(self.present.copy(), t)
-        if self.router.routing_version != self._version:
-            self._after_change()
-
-    def _redraw(self, finished: int) -> int:
-        route = self.router.route
-        for _ in range(_MAX_REDRAWS):
-            j = route(finished)
-            if self.present[j]:
-                return j
-        return int(self._fallback.choice(np.flatnonzero(self.present)))
+        return presence.route(i)
 
     def _after_change(self) -> None:
         router = self.router
@@ -240,12 +278,3 @@ class FleetDynamics:
             scalars[f"routing/mu_configured/client_{i}"] = current.rate / self.time_unit
         for sink in self.sinks:
             sink.log_scalars(c, scalars, time=t * self.time_unit)
-
-
-def describe(config: SystemConfig) -> dict[str, Any]:
-    """What the theory panel describes for a non-stationary fleet (segment 0, everyone)."""
-    schedules = [i for i, c in enumerate(config.clients) if c.service_time.kind == "schedule"]
-    moving = [
-        i for i, c in enumerate(config.clients) if c.join_time > 0 or c.leave_time is not None
-    ]
-    return {"schedule_clients": schedules, "joining_or_leaving_clients": moving}
