@@ -460,8 +460,12 @@ def recommend(
     say(f"constants: L={c.L:.4g} sigma2={c.sigma2:.4g} M2={c.M2:.4g} A={c.A:.4g} "
         f"zeta2={estimate.zeta2:.4g}")
 
+    from raysync.queueing.predict import station_parameters
+
+    latency, server_rate = station_parameters(config)  # links and server (docs/network.md)
     bound = BiasAwareBound.from_estimate(mu, estimate, time_budget=budget,
-                                         bias_kind=settings.bias_kind)
+                                         bias_kind=settings.bias_kind,
+                                         client_latency=latency, server_rate=server_rate)
     optimum = optimize_bias_aware(bound, max_concurrency=cmax)
     lrs = [config.algorithm.lr * f for f in settings.lr_factors]
     lr_range = settings.lr_range or (min(lrs) / 3.0, max(lrs) * 3.0)

@@ -63,13 +63,17 @@ def analytical_optimum(
         The optimum (``p``, ``concurrency``, bound value and terms).
     """
     from raysync.objectives import BoundObjective, optimize_joint
+    from raysync.queueing.predict import station_parameters
 
+    latency, server_rate = station_parameters(config)  # links and server (docs/network.md)
     objective = BoundObjective(
         mu=np.asarray(config.service_rates),
         constants=constants,
         criterion="wall-clock",
         eta=eta,
         time_budget=float(budget),
+        client_latency=latency,
+        server_rate=server_rate,
     )
     return optimize_joint(objective, max_concurrency=max_concurrency)
 

@@ -226,7 +226,8 @@ class BiasAwareBound:
     @classmethod
     def from_estimate(
         cls, mu: ArrayLike, estimate: Any, *, time_budget: float, bias_kind: str = "direct",
-        eta: float | str = "optimal",
+        eta: float | str = "optimal", client_latency: ArrayLike | None = None,
+        server_rate: float | None = None,
     ) -> BiasAwareBound:
         """Build the bound from a :class:`~raysync.objectives.ConstantsEstimate`.
 
@@ -236,6 +237,8 @@ class BiasAwareBound:
             time_budget: ``T``.
             bias_kind: ``"direct"`` or ``"cauchy-schwarz"``.
             eta: ``"optimal"`` or a fixed step.
+            client_latency: Per-client mean link delays (docs/network.md; None: none).
+            server_rate: Rate of the server's update station (None: instantaneous).
 
         Returns:
             The bound.
@@ -244,6 +247,8 @@ class BiasAwareBound:
             mu=np.asarray(mu, dtype=np.float64), constants=estimate.constants,
             time_budget=time_budget, zeta2=estimate.zeta2, gram=tuple(estimate.gram),
             bias_kind=bias_kind, eta=eta,
+            client_latency=None if client_latency is None else np.asarray(client_latency),
+            server_rate=server_rate,
         )
 
     @property

@@ -74,3 +74,27 @@ def test_energy_bound_study_has_a_pareto_front_and_plot(tiny_config, tmp_path) -
     study = optuna.load_study(study_name="raysync", storage=make_storage(None, tmp_path))
     png = plot_pareto(study, tmp_path / "pareto.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_analytical_warm_start_uses_the_stations(tiny_config, tmp_path) -> None:  # noqa: ANN001
+    from raysync.objectives import BoundObjective, optimize_joint
+    from raysync.queueing.predict import station_parameters
+
+    config = _powered(tiny_config)
+    latency, rate = station_parameters(config)
+    reference = optimize_joint(
+        BoundObjective(
+            mu=np.asarray(config.service_rates), constants=CONSTANTS, criterion="wall-clock",
+            time_budget=40.0, client_latency=latency, server_rate=rate,
+        ),
+        max_concurrency=8,
+    )  # fmt: skip
+    report = run_study(
+        config,
+        TuneSettings(
+            objective="bound", trials=3, budget=40.0, max_concurrency=8, constants=CONSTANTS,
+            out=tmp_path, tensorboard=False,
+        ),
+    )  # fmt: skip
+    assert report.references["analytical"]["values"][0] == pytest.approx(reference.value, rel=1e-9)
+    assert report.references["analytical"]["concurrency"] == reference.concurrency
