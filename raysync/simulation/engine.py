@@ -733,6 +733,21 @@ def _buffer_size(strategy: BaseStrategy | None) -> int:
     return 1
 
 
+def _timed_route(
+    step: Callable[[int, float], int], heap: list[tuple[float, int, int]]
+) -> Callable[[int], int]:
+    """``route(i)`` for a run with :class:`FleetDynamics`, at no cost to the other runs.
+
+    The loops call ``route`` for a completion before they touch the heap, so ``heap[0]`` is
+    then that completion's event and ``heap[0][0]`` its time.
+    """
+
+    def route(i: int) -> int:
+        return step(i, heap[0][0])
+
+    return route
+
+
 def _dynamics(
     inner: SystemConfig,
     router: BaseRouter,
@@ -864,7 +879,7 @@ def _run_queue_only(
     dep = [0.0] * n
     busy = [0.0] * n
     heap, seq = _initial_heap(queues, nexts, busy)
-    route = router.route
+    route = router.route if timed is None else _timed_route(timed, heap)
     heappop = heapq.heappop
     heapreplace = heapq.heapreplace
     heappush = heapq.heappush
@@ -911,7 +926,7 @@ def _run_queue_only(
         dep[i] += t
         if d > dmax:
             dmax = d
-        j = route(i) if timed is None else timed(i, t)
+        j = route(i)
         qj = queues[j]
         qj.append(c)
         arr[j] += t
@@ -1100,7 +1115,7 @@ class _TrainingLoop:
         max_updates = self.max_updates
         take = self.snapshots.take
         progress = self.progress
-        route = router.route
+        route = router.route if timed is None else _timed_route(timed, heap)
         apply = strategy.apply
         heappop = heapq.heappop
         heapreplace = heapq.heapreplace
@@ -1159,7 +1174,7 @@ class _TrainingLoop:
                 dmax = d
             if dc > cmax:
                 cmax = dc
-            j = route(i) if timed is None else timed(i, t)
+            j = route(i)
             qj = queues[j]
             qj.append((task_id, k, c, params))
             task_id += 1
