@@ -122,6 +122,12 @@ def _network(args: argparse.Namespace) -> tuple[ClosedNetwork, list[str], Any]:
                 "mu = 1/mean is used and the results are an approximation "
                 "(the simulator is the reference)"
             )
+        sched = [str(i) for i, c in enumerate(config.clients) if c.service_time.kind == "schedule"]
+        if sched and args.mu is None:
+            notes.append(
+                f"note: clients {','.join(sched)} follow a schedule: this analysis describes "
+                "segment 0 (the law in force at t = 0; docs/adaptive.md)"
+            )
     if args.mu is not None:
         mu = _floats("--mu", args.mu)
     if args.p is not None:
