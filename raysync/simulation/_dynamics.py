@@ -1,5 +1,8 @@
 """Feedback and non-stationary fleets for the simulator (private; docs/adaptive.md).
 
+:class:`Presence` (who is present, routing restricted to them) is shared with the Ray
+runtime's server actor.
+
 :class:`FleetDynamics` sits between the event loop and the router when a run needs it:
 
 * the router observes service times (:attr:`BaseRouter.observes_service_times`): it is
