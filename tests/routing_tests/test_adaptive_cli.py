@@ -30,7 +30,7 @@ train = false
         ),
         (
             '[[clients]]\nservice_time = { kind = "schedule", segments = [\n'
-            '  { until = 50.0, rate = 1.0 }, { until = 20.0, rate = 2.0 }, { rate = 1.0 } ] }\n',
+            "  { until = 50.0, rate = 1.0 }, { until = 20.0, rate = 2.0 }, { rate = 1.0 } ] }\n",
             "segments[1].until must be > segments[0].until = 50",
         ),
         (
