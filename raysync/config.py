@@ -113,6 +113,12 @@ MAX_CLIENTS = 1_000_000
 #: overflow when the simulator computes ``sigma**2 = log(1 + cv**2)``).
 MAX_CV = 1e100
 
+#: Range of every time (seconds) or rate (per second) of a service-time spec: ``rate``,
+#: ``mean``, each trace duration, and a log-normal's standard deviation ``mean * cv``.
+#: Within it a rate and its mean are both normal floats (their reciprocals never
+#: underflow to subnormals or overflow), and a fleet's sums of rates stay finite.
+SERVICE_TIME_RANGE = (1e-300, 1e300)
+
 #: Largest FedBuff buffer: a run of ``K`` versions simulates ``K * B`` completions.
 MAX_BUFFER_SIZE = 1_000_000
 
@@ -382,6 +388,16 @@ def _check_schedule(spec: ServiceTimeSpec) -> None:
         previous = seg.until
 
 
+def _check_service_range(name: str, value: float) -> None:
+    """Refuse a service-time rate or duration outside :data:`SERVICE_TIME_RANGE`."""
+    if not SERVICE_TIME_RANGE[0] <= value <= SERVICE_TIME_RANGE[1]:
+        raise _fail(
+            name,
+            "must be within [1e-300, 1e300] (the range of every service-time rate and duration)",
+            value,
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServiceTimeSpec:
     """How long a client takes to serve one task.
@@ -415,6 +431,7 @@ class ServiceTimeSpec:
         if self.kind == "exponential":
             if self.rate is None and self.mean is not None:
                 _check_positive("service_time.mean", self.mean)
+                _check_service_range("service_time.mean", self.mean)
                 object.__setattr__(self, "rate", 1.0 / self.mean)
                 object.__setattr__(self, "mean", None)
             if self.rate is None:
@@ -423,6 +440,7 @@ class ServiceTimeSpec:
         elif self.kind in ("deterministic", "lognormal"):
             if self.mean is None and self.rate is not None:
                 _check_positive("service_time.rate", self.rate)
+                _check_service_range("service_time.rate", self.rate)
                 object.__setattr__(self, "mean", 1.0 / self.rate)
                 object.__setattr__(self, "rate", None)
             if self.mean is None:
@@ -443,19 +461,19 @@ class ServiceTimeSpec:
                 raise _error("service_time.durations", "must be a non-empty list for 'trace'")
             for j, d in enumerate(self.durations):
                 _check_positive(f"service_time.durations[{j}]", d)
-        # rate and mean are reciprocal: both must be representable (1 / 5e-324 is inf)
-        given = "rate" if self.kind == "exponential" else "mean"
-        value = getattr(self, given) if self.kind != "trace" else None
-        if value is not None and not (0.0 < 1.0 / value < math.inf):
-            raise _fail(
-                f"service_time.{given}",
-                "must be within [1e-300, 1e300] (its reciprocal must be a finite number > 0)",
-                value,
-            )
-        if self.kind == "trace" and not (0.0 < self.mean_duration < math.inf):
-            raise _fail(
-                "service_time.durations", "must have a finite mean > 0", self.mean_duration
-            )
+                _check_service_range(f"service_time.durations[{j}]", d)
+        if self.kind != "trace":
+            given = "rate" if self.kind == "exponential" else "mean"
+            _check_service_range(f"service_time.{given}", getattr(self, given))
+        if self.kind == "lognormal":
+            std = cast(float, self.mean) * cast(float, self.cv)
+            if std > SERVICE_TIME_RANGE[1]:
+                raise _fail(
+                    "service_time.cv",
+                    f"must keep the standard deviation mean * cv <= {SERVICE_TIME_RANGE[1]:g} s "
+                    f"(mean = {self.mean:g} s gives {std:.3g} s)",
+                    self.cv,
+                )
 
     @property
     def mean_duration(self) -> float:

@@ -665,8 +665,9 @@ def _sampling_warnings(
     out = []
     heavy = []
     for i, st in enumerate(service_times):
-        mean = float(st.mean)
-        cv2 = float(st.variance) / (mean * mean) if mean > 0 else 0.0
+        # cv from the law itself, never variance / mean**2 (a tiny mean squares to 0)
+        cv = float(st.cv)
+        cv2 = cv * cv
         if cv2 > max(1.0, float(completed[i])):
             heavy.append((i, math.sqrt(cv2), int(completed[i])))
     if heavy:
@@ -1583,10 +1584,8 @@ def _simulate_flat(
             f"{idle.size} client(s) completed no task in the run (clients {named}): their "
             f"statistics are their tier's pooled estimates, not their own; run longer"
         )
-    mean = np.array([float(st.mean) for st in service_times])
-    var = np.array([float(st.variance) for st in service_times])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cv2 = np.where(mean > 0, var / (mean * mean), 0.0)
+    # cv from each law, never variance / mean**2 (a tiny mean squares to 0)
+    cv2 = np.array([float(st.cv) for st in service_times]) ** 2
     heavy = np.flatnonzero(cv2[index] > np.maximum(1.0, completed))
     if heavy.size:
         i = int(heavy[0])

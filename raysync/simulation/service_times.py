@@ -50,6 +50,18 @@ class BaseServiceTime(abc.ABC):
         """Analytic variance of the service time."""
 
     @property
+    def cv(self) -> float:
+        """Coefficient of variation ``std / mean`` (dimensionless).
+
+        Computed as ``sqrt(variance) / mean``, never ``variance / mean**2``: a mean of
+        1e-200 s squares to 0 in floating point, its ratio does not. Subclasses whose cv is
+        known in closed form return it directly, so it stays exact where the variance
+        itself under- or overflows.
+        """
+        mean = self.mean
+        return math.sqrt(self.variance) / mean if mean > 0 else 0.0
+
+    @property
     def rate(self) -> float:
         """Service rate ``mu = 1 / mean``."""
         return 1.0 / self.mean
@@ -101,6 +113,11 @@ class ExponentialServiceTime(BaseServiceTime):
         return self._scale * self._scale
 
     @property
+    def cv(self) -> float:
+        """Coefficient of variation: 1 for every exponential law."""
+        return 1.0
+
+    @property
     def rate(self) -> float:
         """The rate ``mu`` the distribution was built with."""
         return self._rate
@@ -138,6 +155,11 @@ class DeterministicServiceTime(BaseServiceTime):
     @property
     def variance(self) -> float:
         """Zero."""
+        return 0.0
+
+    @property
+    def cv(self) -> float:
+        """Coefficient of variation: 0 (no spread)."""
         return 0.0
 
     def sample(self, rng: np.random.Generator, size: int | None = None) -> float | np.ndarray:
@@ -252,6 +274,9 @@ class TraceServiceTime(BaseServiceTime):
         self._durations = values
         self._mean = float(values.mean())
         self._variance = float(values.var())
+        # The spread relative to the mean, from the rescaled durations: exact where the
+        # variance (a mean squared) under- or overflows.
+        self._cv = float((values / self._mean).std())
 
     @property
     def durations(self) -> np.ndarray:
@@ -267,6 +292,11 @@ class TraceServiceTime(BaseServiceTime):
     def variance(self) -> float:
         """Population variance of the durations."""
         return self._variance
+
+    @property
+    def cv(self) -> float:
+        """Coefficient of variation ``std / mean`` of the durations."""
+        return self._cv
 
     def sample(self, rng: np.random.Generator, size: int | None = None) -> float | np.ndarray:
         """Draw one observed duration (``size=None``) or ``size`` of them, with replacement."""
@@ -355,6 +385,11 @@ class ScheduleServiceTime(BaseServiceTime):
     def variance(self) -> float:
         """Variance of the first segment."""
         return self._segments[0].variance
+
+    @property
+    def cv(self) -> float:
+        """Coefficient of variation of the first segment."""
+        return self._segments[0].cv
 
     def sample(self, rng: np.random.Generator, size: int | None = None) -> float | np.ndarray:
         """Draw from the first segment (the law at ``t = 0``)."""

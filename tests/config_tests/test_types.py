@@ -122,6 +122,27 @@ FLEET = TWO_CLIENTS
             "service_time = { kind = 'lognormal', mean = 1.0, cv = 1e200 }\n",
             "clients[0].service_time.cv must be <= 1e+100, got 1e+200",
         ),
+        *(
+            (
+                "concurrency = 2\n[[clients]]\n"
+                f"service_time = {{ kind = '{kind}', {key.split('[')[0]} = {value} }}\n",
+                f"clients[0].service_time.{key} must be within [1e-300, 1e300]",
+            )
+            for kind, key, value in [
+                ("exponential", "rate", "1e308"),  # its reciprocal is subnormal
+                ("exponential", "rate", "1e-301"),
+                ("exponential", "mean", "1e301"),
+                ("deterministic", "mean", "1e-301"),
+                ("deterministic", "rate", "1e301"),
+                ("lognormal", "mean", "1e301"),
+                ("trace", "durations[1]", "[1.0, 1e-310]"),
+            ]
+        ),
+        (
+            "concurrency = 2\n[[clients]]\n"
+            "service_time = { kind = 'lognormal', mean = 1e250, cv = 1e100 }\n",
+            "clients[0].service_time.cv must keep the standard deviation mean * cv <= 1e+300 s",
+        ),
         (
             f"concurrency = 2\n[algorithm]\nbuffer_size = {MAX_BUFFER_SIZE + 1}\n{FLEET}",
             f"algorithm.buffer_size must be <= {MAX_BUFFER_SIZE:,}",
