@@ -94,7 +94,7 @@ def _single_threaded() -> Any:
     spinning up thread pools made one re-optimisation 15x slower (0.28 s vs 0.019 s for
     five clients, measured on 2 cores at load 15).
     """
-    from threadpoolctl import ThreadpoolController  # a scikit-learn dependency
+    from threadpoolctl import ThreadpoolController
 
     if not _CONTROLLER:
         _CONTROLLER.append(ThreadpoolController())

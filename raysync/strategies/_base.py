@@ -64,9 +64,12 @@ class BaseStrategy(abc.ABC):
 
     Call order (the simulator and the Ray runtime follow it exactly):
 
-    1. ``bind(num_clients, routing_probabilities)`` once, before anything else.
+    1. ``bind(num_clients, routing_probabilities)`` before anything else.
        ``routing_probabilities`` is the router's ``p`` (None when the router is not a
-       fixed random routing).
+       fixed random routing). A router that changes ``p`` during a run (the adaptive
+       router, clients joining or leaving) makes the engine call ``bind`` again with the
+       new ``p`` between two ``apply`` calls; buffers (FedBuff) are kept, and the new
+       ``p`` weighs only results applied after it.
     2. ``client_work()`` whenever the engine needs to know what clients compute.
     3. ``apply(params, result)`` once per completed task, in completion order, with the
        current model ``w_k`` (read-only flat float32). It returns the new model
