@@ -59,6 +59,13 @@ def add_parser(subparsers: Any) -> None:
         help="stop after this many virtual seconds (drops the config's update count "
         "unless --num-updates is also given)",
     )
+    parser.add_argument(
+        "--max-rows",
+        type=int,
+        default=50,
+        help="clients shown in the per-client table (0: all; a cut table adds the slowest "
+        "and fastest client; --json and --out keep every client)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -130,10 +137,10 @@ class _Progress:
             self._bar.close()
 
 
-def _print_report(config: SystemConfig, result: Any, theory: dict[str, Any]) -> None:
+def _print_report(config: SystemConfig, result: Any, theory: dict[str, Any], max_rows: int) -> None:
     from raysync.simulation.report import format_report
 
-    print(format_report(config, result, theory))
+    print(format_report(config, result, theory, max_rows=max_rows))
 
 
 def _handle(args: argparse.Namespace) -> int:
@@ -141,6 +148,10 @@ def _handle(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         check_output_dir(args.out, "--out")  # before the run, not after it
+    if args.max_rows < 0:
+        raise ConfigError(
+            f"--max-rows must be >= 1 (clients shown) or 0 (all), got {args.max_rows}"
+        )
     if args.torch_threads is not None and not 1 <= args.torch_threads <= _MAX_THREADS:
         raise ConfigError(
             f"--torch-threads must be in [1, {_MAX_THREADS}], got {args.torch_threads}"
@@ -193,7 +204,7 @@ def _handle(args: argparse.Namespace) -> int:
         payload["theory"] = theory
         print(json.dumps(payload, indent=2))
     else:
-        _print_report(config, result, theory)
+        _print_report(config, result, theory, args.max_rows)
         if args.out is not None:
             print(f"saved to {args.out}")
     return 0

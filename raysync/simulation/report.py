@@ -21,7 +21,10 @@ in completions per second and ``version_throughput`` in model versions per secon
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from raysync.simulation.result import UNITS
 
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     from raysync.config import SystemConfig
     from raysync.simulation.result import RunResult
 
-__all__ = ["UNITS", "format_report", "theory_prediction"]
+__all__ = ["DEFAULT_MAX_ROWS", "UNITS", "format_report", "table_rows", "theory_prediction"]
 
 
 def theory_prediction(config: SystemConfig) -> dict[str, Any]:
@@ -93,7 +96,51 @@ def _nonstationary_notes(config: SystemConfig) -> list[str]:
     return notes
 
 
-def format_report(config: SystemConfig, result: RunResult, theory: dict[str, Any]) -> str:
+#: Clients the per-client table shows by default (``raysync analyze --max-rows`` too).
+DEFAULT_MAX_ROWS = 50
+
+
+def table_rows(mu: Sequence[float], max_rows: int) -> tuple[list[int], int]:
+    """The clients a per-client table shows, and how many it leaves out.
+
+    The rule of ``raysync analyze --max-rows``: the first ``max_rows`` clients (all of
+    them when ``max_rows`` is 0). A cut table also shows the slowest and the fastest
+    client (smallest and largest ``mu``; the first of ties) when they are not among the
+    first rows, so a fleet listed tier by tier still shows both ends.
+
+    Args:
+        mu: Service rates, shape ``(n,)``, tasks per second.
+        max_rows: Clients shown before the cut; 0 shows all.
+
+    Returns:
+        The client indices to print, ascending, and the number left out.
+
+    Raises:
+        ValueError: ``max_rows`` is negative.
+    """
+    if max_rows < 0:
+        raise ValueError(f"max_rows must be >= 1 (clients shown) or 0 (all), got {max_rows}")
+    n = len(mu)
+    if max_rows == 0 or n <= max_rows:
+        return list(range(n)), 0
+    rates = np.asarray(mu, dtype=np.float64)
+    ends = {int(np.argmin(rates)), int(np.argmax(rates))}
+    shown = sorted(set(range(max_rows)) | ends)
+    return shown, n - len(shown)
+
+
+def _left_out_line(left_out: int) -> list[str]:
+    if not left_out:
+        return []
+    return [f"  ... {left_out} more clients (--max-rows 0 or --json shows all)"]
+
+
+def format_report(
+    config: SystemConfig,
+    result: RunResult,
+    theory: dict[str, Any],
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> str:
     """The ``raysync simulate`` report: measurements next to the theory, units named.
 
     With one model version per completion the delays are printed once, "in updates".
@@ -104,11 +151,20 @@ def format_report(config: SystemConfig, result: RunResult, theory: dict[str, Any
         config: The run's config.
         result: The run's result.
         theory: :func:`theory_prediction` of ``config``.
+        max_rows: Per-client rows shown (:func:`table_rows`; 0: all). The report's length
+            is ``O(max_rows)`` lines and its cost ``O(n)``, whatever ``n``.
 
     Returns:
         The report, lines joined by newlines (no trailing newline).
+
+    Raises:
+        ValueError: ``max_rows`` is negative.
     """
+    # Built once: config.service_rates and routing_probabilities make a fresh n-tuple per
+    # access, which made this table O(n^2) (minutes at n = 20,000).
     p = config.routing_probabilities
+    mu = config.service_rates
+    rows, left_out = table_rows(mu, max_rows)
     b = result.buffer_size
     exact = "" if theory["exact"] else " (approximate: service times are not all exponential)"
     lines: list[str] = []
@@ -149,14 +205,15 @@ def format_report(config: SystemConfig, result: RunResult, theory: dict[str, Any
             f"  {'client':>6} {'mu':>9} {'p':>7} {'completed':>9} {'measured':>9} "
             f"{level + ' CI':>21} {'theory':>9}"
         )
-        for i in range(result.num_clients):
+        for i in rows:
             pi = "-" if p is None else f"{p[i]:.4f}"
             lines.append(
-                f"  {i:>6} {config.service_rates[i]:>9.4g} {pi:>7} "
+                f"  {i:>6} {mu[i]:>9.4g} {pi:>7} "
                 f"{int(result.completed[i]):>9} {_fmt(result.mean_relative_delay[i]):>9} "
                 f"{_ci(*result.relative_delay_ci[i]):>21} "
                 f"{_fmt(theory['mean_relative_delay'][i]):>9}"
             )
+        lines.extend(_left_out_line(left_out))
         return "\n".join(lines)
     lines.append(
         f"model versions/s: {_fmt(result.version_throughput, 6)}  "
@@ -177,10 +234,10 @@ def format_report(config: SystemConfig, result: RunResult, theory: dict[str, Any
         f"{level + ' CI':>19} {'theory':>8} | {'versions':>8} {level + ' CI':>19} "
         f"{'theory':>8}"
     )
-    for i in range(result.num_clients):
+    for i in rows:
         pi = "-" if p is None else f"{p[i]:.4f}"
         lines.append(
-            f"  {i:>6} {config.service_rates[i]:>9.4g} {pi:>7} {int(result.completed[i]):>9} "
+            f"  {i:>6} {mu[i]:>9.4g} {pi:>7} {int(result.completed[i]):>9} "
             f"{_fmt(result.mean_completion_delay[i]):>8} "
             f"{_ci(*result.completion_delay_ci[i]):>19} "
             f"{_fmt(theory['mean_completion_delay'][i]):>8} | "
@@ -188,4 +245,5 @@ def format_report(config: SystemConfig, result: RunResult, theory: dict[str, Any
             f"{_ci(*result.relative_delay_ci[i]):>19} "
             f"{_fmt(theory['mean_relative_delay'][i]):>8}"
         )
+    lines.extend(_left_out_line(left_out))
     return "\n".join(lines)

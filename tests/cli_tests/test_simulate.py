@@ -174,3 +174,46 @@ def test_heavy_tailed_run_warns_once_and_no_interval_goes_negative(
             assert 0.0 <= low <= high
     else:
         assert "CI [-" not in captured.out
+
+
+BIG_FLEET = """
+concurrency = 50
+[routing]
+kind = "uniform"
+[algorithm]
+name = "generalized_asyncsgd"
+[run]
+num_updates = 2000
+train = false
+[[clients]]
+count = 10000
+service_time = { kind = "exponential", rate = 1.0 }
+[[clients]]
+count = 10000
+service_time = { kind = "exponential", rate = 5.0 }
+"""
+
+
+def test_big_fleet_table_is_cut_like_analyze_and_json_keeps_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, BIG_FLEET, "big.toml")
+    assert main(["simulate", str(path), "--no-progress"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # analyze's default of 50 rows, plus the fastest client's row (the slowest is row 0)
+    assert len(out) < 50 + 1 + 15
+    assert out[-1] == "  ... 19949 more clients (--max-rows 0 or --json shows all)"
+    assert main(["simulate", str(path), "--no-progress", "--max-rows", "3"]) == 0
+    assert "... 19996 more clients" in capsys.readouterr().out
+    assert main(["simulate", str(path), "--no-progress", "--json", "--max-rows", "3"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["completed"]) == len(data["theory"]["mean_relative_delay"]) == 20_000
+
+
+def test_negative_max_rows_exits_2_before_the_run(
+    tiny: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", str(tiny), "--queue-only", "--max-rows", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err]
+    assert "--max-rows must be >= 1 (clients shown) or 0 (all), got -1" in err

@@ -1,0 +1,100 @@
+"""The ``raysync simulate`` report at large ``n``: a cut per-client table, built in O(n)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raysync.config import SystemConfig
+from raysync.simulation import simulate
+from raysync.simulation.report import format_report, table_rows, theory_prediction
+
+from .._configs import load_text
+
+
+def _two_tiers(per_tier: int, algorithm: str = 'name = "generalized_asyncsgd"') -> str:
+    # The tiers are listed slow then fast, so the first rows alone would show one tier.
+    return f"""
+seed = 0
+concurrency = 50
+[routing]
+kind = "uniform"
+[algorithm]
+{algorithm}
+[run]
+num_updates = 2000
+train = false
+[[clients]]
+count = {per_tier}
+service_time = {{ kind = "exponential", rate = 1.0 }}
+[[clients]]
+count = {per_tier}
+service_time = {{ kind = "exponential", rate = 5.0 }}
+"""
+
+
+def _count_accesses(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Wrap a ``SystemConfig`` property so each access is counted."""
+    original = getattr(SystemConfig, name)
+    calls: list[int] = []
+
+    def counted(self: SystemConfig) -> Any:
+        calls.append(1)
+        return original.fget(self)
+
+    monkeypatch.setattr(SystemConfig, name, property(counted))
+    return calls
+
+
+def _client_rows(text: str) -> list[list[str]]:
+    rows = []
+    for line in text.splitlines():
+        cells = line.split()
+        if line.startswith("  ") and cells and cells[0].isdigit():
+            rows.append(cells)
+    return rows
+
+
+def test_table_rows_follow_the_analyze_rule_plus_both_ends() -> None:
+    mu = [1.0, 1.0, 1.0, 0.5, 1.0, 9.0, 1.0]
+    assert table_rows(mu, 0) == (list(range(7)), 0)
+    assert table_rows(mu, 7) == (list(range(7)), 0)
+    # First two rows, then the slowest (3) and the fastest (5); 3 of 7 left out.
+    assert table_rows(mu, 2) == ([0, 1, 3, 5], 3)
+    # An end already among the first rows is not repeated.
+    assert table_rows(mu, 4) == ([0, 1, 2, 3, 5], 2)
+    with pytest.raises(ValueError, match="max_rows must be >= 1 .* or 0 .*, got -1"):
+        table_rows(mu, -1)
+
+
+def test_report_of_20000_clients_is_short_and_linear(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = 20_000
+    config = load_text(tmp_path, _two_tiers(n // 2))
+    result = simulate(config, queue_only=True)
+    theory = theory_prediction(config)
+    rates = _count_accesses(monkeypatch, "service_rates")
+    probabilities = _count_accesses(monkeypatch, "routing_probabilities")
+    text = format_report(config, result, theory, max_rows=10)
+    # Each property builds an n-tuple; one access per row made the report O(n^2).
+    assert len(rates) <= 1 and len(probabilities) <= 1
+    lines = text.splitlines()
+    assert len(lines) <= 10 + 2 + 12  # the rows, both ends, and the fixed header lines
+    rows = _client_rows(text)
+    assert [int(r[0]) for r in rows] == [*range(10), n // 2]  # slowest is 0, fastest n/2
+    assert [float(r[1]) for r in rows] == [1.0] * 10 + [5.0]
+    assert lines[-1] == f"  ... {n - 11} more clients (--max-rows 0 or --json shows all)"
+    everything = format_report(config, result, theory, max_rows=0)
+    assert len(_client_rows(everything)) == n and "more clients" not in everything
+
+
+def test_buffered_report_is_cut_the_same_way(tmp_path: Path) -> None:
+    config = load_text(tmp_path, _two_tiers(30, 'name = "fedbuff"\nbuffer_size = 5'))
+    result = simulate(config, queue_only=True)
+    text = format_report(config, result, theory_prediction(config), max_rows=5)
+    assert "in completions | in model versions" in text
+    assert [int(r[0]) for r in _client_rows(text)] == [0, 1, 2, 3, 4, 30]
+    assert text.splitlines()[-1] == "  ... 54 more clients (--max-rows 0 or --json shows all)"
