@@ -163,8 +163,7 @@ def _rescaled(network: ClosedNetwork, exponent: int) -> tuple[ClosedNetwork, NDA
         )
         server_rate = None
         if network.server_rate is not None:
-            server_rate = math.ldexp(network.server_rate, min(exponent, 1000))
-            server_rate = min(server_rate, math.ldexp(1.0, 1000))
+            server_rate = _scaled_server_rate(network.server_rate, exponent)[0]
         scaled = ClosedNetwork(
             mu=mu,
             p=network.p,
@@ -185,14 +184,46 @@ def _scale_back(
         sojourn = np.ldexp(result.mean_sojourn_time, exponent)
         # clamped clients: empty queue to double precision, so T_i = 1 / mu_i
         sojourn = np.where(clamped, 1.0 / network.mu, sojourn)
+        # ... and U_i = Q_i = X_i / mu_i (utilisation law), in the old unit: the solver saw
+        # the clamped rate, not mu_i (a latency of 1e308 s clamps every client)
+        busy = network.p * lam / network.mu
+        utilization = np.where(clamped, busy, result.utilization)
+        queue = np.where(clamped, busy, result.mean_queue_length)
+        queue_curve = result.queue_length_curve
         curve = result.throughput_curve
+        if queue_curve is not None and curve is not None and np.any(clamped):
+            busy_curve = np.ldexp(curve, -exponent)[:, None] * (network.p / network.mu)
+            queue_curve = np.where(clamped, busy_curve, queue_curve)
+        server_util, server_queue = result.server_utilization, result.server_queue_length
+        server_rate = network.server_rate
+        if server_rate is not None and _scaled_server_rate(server_rate, exponent)[1]:
+            server_util = server_queue = lam / server_rate
         return replace(
             result,
             throughput=lam,
             client_throughput=network.p * lam,
+            utilization=utilization,
+            mean_queue_length=queue,
             mean_sojourn_time=sojourn,
+            server_utilization=server_util,
+            server_queue_length=server_queue,
             throughput_curve=None if curve is None else np.ldexp(curve, -exponent),
+            queue_length_curve=queue_curve,
         )
+
+
+def _scaled_server_rate(server_rate: float, exponent: int) -> tuple[float, bool]:
+    """The server's rate in unit ``2**exponent``, clamped to ``2**1000``; whether clamped.
+
+    A clamped server has a demand below ``2**-999`` of the largest: its queue is empty to
+    double precision, as for a clamped client.
+    """
+    try:
+        scaled = math.ldexp(server_rate, exponent)
+    except OverflowError:
+        scaled = math.inf
+    cap = math.ldexp(1.0, 1000)
+    return min(scaled, cap), scaled > cap
 
 
 def _check_finite(result: QueueingResult, network: ClosedNetwork) -> QueueingResult:

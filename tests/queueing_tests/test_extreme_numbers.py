@@ -170,3 +170,47 @@ def test_predict_fedbuff_config_carries_both_units() -> None:
     np.testing.assert_allclose(res.mean_version_delay, res.mean_relative_delay / 5)
     assert res.mean_version_staleness == pytest.approx(1.0)
     assert res.version_throughput == pytest.approx(2.45056 / 5, rel=1e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("latency", [1e307, 4.4e307, 1e308, 1.7e308])
+def test_a_latency_beyond_every_demand_gives_the_utilisation_law(
+    method: str, latency: float
+) -> None:
+    """Z >> 1/mu_i: every task is in transit, ``Lambda = C / Z`` to double precision and
+    ``U_i = Q_i = p_i Lambda / mu_i`` (a latency of 1e308 s once clamped both rates and
+    reported 2.5e-301 for either)."""
+    mu = np.array([1.0, 2.0])
+    net = ClosedNetwork(mu=mu, p=[0.5, 0.5], concurrency=3, latency=latency)
+    res = analyze(net, method=method)
+    lam = 3.0 / latency
+    assert res.throughput == pytest.approx(lam, rel=1e-12, abs=0)
+    # a subnormal result (< 2.2e-308) is exact to its last bit, 5e-324, not to 1e-12
+    busy = 0.5 * lam / mu
+    np.testing.assert_allclose(res.utilization, busy, rtol=1e-12, atol=1e-322)
+    np.testing.assert_allclose(res.mean_queue_length, busy, rtol=1e-12, atol=1e-322)
+    np.testing.assert_allclose(res.mean_sojourn_time, 1.0 / mu, rtol=1e-12)
+    np.testing.assert_allclose(res.mean_relative_delay, [2.0, 2.0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(("server_rate", "latency"), [(1e-308, 0.0), (3e-308, 0.0), (5.0, 1e308)])
+def test_a_server_at_the_end_of_the_float_range(
+    method: str, server_rate: float, latency: float
+) -> None:
+    """The server's rate is rescaled by the full ``2**e``, not by at most ``2**1000``: a
+    server of rate 1e-308 is the bottleneck (``Lambda = server_rate``, busy all the time),
+    where it was reported at 6e-316 with a utilisation of 6e-8."""
+    net = ClosedNetwork(
+        mu=[1.0, 2.0], p=[0.5, 0.5], concurrency=3, latency=latency, server_rate=server_rate
+    )
+    res = analyze(net, method=method)
+    if latency == 0.0:
+        # the clients' demands (<= 0.5 s) vanish beside 1 / server_rate >= 3e307 s
+        assert res.throughput == pytest.approx(server_rate, rel=1e-12, abs=0)
+        assert res.server_utilization == pytest.approx(1.0, rel=1e-12, abs=0)
+        assert res.server_queue_length == pytest.approx(3.0, rel=1e-12, abs=0)
+    else:
+        lam = 3.0 / latency
+        assert res.throughput == pytest.approx(lam, rel=1e-12, abs=0)
+        assert res.server_utilization == pytest.approx(lam / server_rate, rel=1e-9, abs=0)
