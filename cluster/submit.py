@@ -25,12 +25,19 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["build_command", "main", "submit_env"]
+__all__ = ["build_command", "main", "run_submission", "submit_env"]
 
 RUNTIME_ENV = Path(__file__).resolve().parent / "runtime_env.yaml"
+
+# What the dashboard answers (HTTP 500) while the head node's job agent has not registered
+# yet: it waits only 10 s for it (ray.dashboard.consts.WAIT_AVAILABLE_AGENT_TIMEOUT), and on
+# a freshly started or loaded head the agent can take longer. No job is created then, so
+# submitting again is safe.
+AGENT_NOT_READY = "No available agent to submit job"
 
 
 def build_command(
@@ -85,6 +92,65 @@ def submit_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def run_submission(
+    cmd: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    cwd: str | Path | None = None,
+    attempts: int = 12,
+    retry_delay: float = 5.0,
+    timeout: float | None = None,
+    echo: bool = True,
+) -> tuple[int, str]:
+    """Run a ``ray job submit`` command, submitting again while the job agent is not ready.
+
+    The command's output is echoed line by line (``echo``) and kept. Only the dashboard's
+    "no available agent" refusal is retried (no job exists then); any other failure, and
+    a job that ran and failed, is returned at once.
+
+    Args:
+        cmd: The command (:func:`build_command`).
+        env: Its environment (:func:`submit_env`).
+        cwd: Its working directory.
+        attempts: Submissions at most (``>= 1``).
+        retry_delay: Seconds between two submissions.
+        timeout: Seconds for each attempt; ``subprocess.TimeoutExpired`` past it.
+        echo: Copy the output to this process's stderr as it comes.
+
+    Returns:
+        ``(exit code of the last attempt, output of all attempts)``.
+
+    Raises:
+        ValueError: ``attempts < 1`` or ``retry_delay < 0``.
+    """
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts!r}")
+    if not retry_delay >= 0:
+        raise ValueError(f"retry_delay must be >= 0 seconds, got {retry_delay!r}")
+    output: list[str] = []
+    code = 0
+    for attempt in range(1, attempts + 1):
+        proc = subprocess.run(
+            list(cmd), env=None if env is None else dict(env), cwd=cwd, capture_output=True,
+            text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        text = proc.stdout + proc.stderr
+        output.append(text)
+        if echo:
+            sys.stderr.write(text)
+        code = proc.returncode
+        if code == 0 or AGENT_NOT_READY not in text or attempt == attempts:
+            break
+        if echo:
+            print(
+                f"the cluster's job agent is not ready yet; submitting again in {retry_delay:g} s "
+                f"(attempt {attempt + 1} of {attempts})",
+                file=sys.stderr,
+            )
+        time.sleep(retry_delay)
+    return code, "".join(output)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Build and run (or print) the submission command; return its exit code."""
     parser = argparse.ArgumentParser(prog="python -m cluster.submit", description=__doc__)
@@ -111,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("RAY_AUTH_MODE=token " + shlex.join(cmd), file=sys.stderr)
     if args.print:
         return 0
-    return subprocess.run(cmd, env=submit_env(), check=False).returncode
+    return run_submission(cmd, submit_env())[0]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 import urllib.error
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.submit import build_command, submit_env
+from cluster.submit import build_command, run_submission, submit_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,11 +69,8 @@ def test_submit_entrypoint_with_token_auth(ray_head, tmp_path: Path) -> None:
     )
     env = submit_env(ray_head.client_env())
     assert env["RAY_AUTH_MODE"] == "token"
-    proc = subprocess.run(
-        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False
-    )
-    log = proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert proc.returncode == 0, log
+    code, output = run_submission(cmd, env, cwd=ROOT, timeout=240, echo=False)
+    assert code == 0, output[-8000:]
     request = urllib.request.Request(
         f"{ray_head.dashboard}/api/jobs/{submission_id}",
         headers={"Authorization": f"Bearer {ray_head.token}"},
