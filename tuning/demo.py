@@ -449,6 +449,9 @@ def _handle(args: argparse.Namespace) -> int:
     n = config.num_clients
     cmax = args.max_concurrency or 4 * n
     check_search_size(cmax, n)
+    from raysync.objectives import check_time_budget
+
+    check_time_budget(budget, config.service_rates)  # the bound's rules, before the pilot
     out.mkdir(parents=True, exist_ok=True)
     import optuna
     import torch

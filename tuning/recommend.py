@@ -63,6 +63,7 @@ from raysync.objectives import (
     ConstantsEstimate,
     DesignPoint,
     DesignSpace,
+    check_time_budget,
     estimate_constants,
     optimize_bias_aware,
 )
@@ -250,13 +251,15 @@ class Recommendation:
 
 # --------------------------------------------------------------------------- inputs
 def check_inputs(config: SystemConfig, settings: RecommendSettings) -> None:
-    """Reject a budget that allows no update on average.
+    """Reject a budget that allows no update on average, or more than the bound can hold.
 
     The largest update throughput of any design is ``sum_i mu_i`` (every client busy), so
-    ``T sum_i mu_i < 1`` means fewer than one expected update whatever is chosen.
+    ``T sum_i mu_i < 1`` means fewer than one expected update whatever is chosen; the
+    bound's other budget rules (:func:`raysync.objectives.check_time_budget`) are checked
+    here too, before the pilot run.
 
     Raises:
-        ConfigError: The budget is too short.
+        ConfigError: The budget is too short or too long.
     """
     lam_max = float(np.sum(config.service_rates))
     if settings.budget * lam_max < 1.0:
@@ -265,6 +268,7 @@ def check_inputs(config: SystemConfig, settings: RecommendSettings) -> None:
             f"possible fleet (all {config.num_clients} clients busy) applies "
             f"{lam_max:.4g} updates/s, so it needs at least {1.0 / lam_max:.4g} s"
         )
+    check_time_budget(settings.budget, config.service_rates)  # and its upper end
 
 
 def _load_workload(config: SystemConfig) -> Any:

@@ -135,6 +135,12 @@ def run_study(
             f"({exc.strerror or exc}); pass a directory path with --out"
         ) from exc
     budget = _resolve_budget(config, settings)
+    need_constants = settings.objective == "bound" or settings.warm_start
+    if need_constants:
+        from raysync.objectives import check_time_budget
+
+        # the bound's own budget rules, checked before the pilot run (it takes minutes)
+        check_time_budget(budget, config.service_rates)
     space = make_search_space(
         config,
         family=settings.family,
@@ -153,7 +159,6 @@ def run_study(
         pruner=settings.pruner,
         pruner_startup=max(4, settings.parallel),
     )
-    need_constants = settings.objective == "bound" or settings.warm_start
     constants = _resolve_constants(config, settings, study, say) if need_constants else None
     fingerprint = problem_fingerprint(
         config, settings, budget=budget, space=space,

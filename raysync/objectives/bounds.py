@@ -160,6 +160,23 @@ def _check_time_budget(time_budget: float, mu: FloatArray) -> None:
         )
 
 
+def check_time_budget(time_budget: float, mu: ArrayLike) -> None:
+    """Refuse a wall-clock budget the bound cannot use, before any pilot run.
+
+    The rules of :class:`BoundObjective`'s ``time_budget``, which need only the rates:
+    a finite number > 0, at least one update (``T sum_i mu_i >= 1``) and fewer than
+    ``1e150`` (``T sum_i mu_i < 1e150``).
+
+    Args:
+        time_budget: ``T``, in the time unit of ``mu``.
+        mu: Service rates, shape ``(n,)``.
+
+    Raises:
+        ConfigError: One line naming the budget and the rule it breaks.
+    """
+    _check_time_budget(_number("time_budget", time_budget), _rates(mu))
+
+
 # --------------------------------------------------------------------------- constants
 @dataclass(frozen=True, kw_only=True)
 class ProblemConstants:

@@ -93,3 +93,37 @@ def test_tune_min_p_with_no_feasible_routing_refused(tiny_path, tmp_path, capsys
                       "--out", str(tmp_path / "o")], capsys,
                      "--min-p 0.3 leaves no feasible routing: needs min_p * n <= 1, "
                      "got 0.3 * 4 = 1.2")
+
+
+def _no_pilot(monkeypatch) -> None:  # noqa: ANN001
+    """Make any constants pilot fail loudly: the checks under test must come before it."""
+
+    def pilot(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the pilot ran before the budget was checked")
+
+    import raysync.objectives as objectives
+    import tuning.recommend as recommend
+
+    monkeypatch.setattr(objectives, "estimate_constants_for_config", pilot)
+    monkeypatch.setattr(recommend, "estimate_constants", pilot)
+
+
+def test_tune_budget_beyond_the_bound_refused_before_the_pilot(
+    tiny_path, tmp_path, capsys, monkeypatch
+) -> None:
+    _no_pilot(monkeypatch)
+    base = ["tune", str(tiny_path), "--objective", "bound", "--trials", "5", "--no-plots",
+            "--no-progress", "--no-tensorboard", "--out", str(tmp_path / "o")]  # fmt: skip
+    _one_line_exit_2([*base, "--budget", "1e308"], capsys,
+                     "time_budget 1e+308 s gives up to K = T x 7.5 = inf updates")  # fmt: skip
+    _one_line_exit_2([*base, "--budget", "1e-3"], capsys,
+                     "time_budget 0.001 s is too short for one update")  # fmt: skip
+
+
+def test_recommend_budget_beyond_the_bound_refused_before_the_pilot(
+    tiny_path, tmp_path, capsys, monkeypatch
+) -> None:
+    _no_pilot(monkeypatch)
+    _one_line_exit_2(["recommend", str(tiny_path), "--budget", "1e200",
+                      "--out", str(tmp_path / "rec.toml")], capsys,
+                     "time_budget 1e+200 s gives up to K")  # fmt: skip
