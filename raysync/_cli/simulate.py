@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 from pathlib import Path
@@ -145,6 +144,7 @@ def _print_report(config: SystemConfig, result: Any, theory: dict[str, Any], max
 
 def _handle(args: argparse.Namespace) -> int:
     from raysync.simulation import simulate
+    from raysync.simulation.report import dumps_json
 
     if args.out is not None:
         check_output_dir(args.out, "--out")  # before the run, not after it
@@ -198,11 +198,11 @@ def _handle(args: argparse.Namespace) -> int:
         )
     if args.out is not None:
         out = result.save(Path(args.out))
-        (out / "theory.json").write_text(json.dumps(theory, indent=2))
+        (out / "theory.json").write_text(dumps_json(theory))
     if args.json:
         payload = result.to_dict()
         payload["theory"] = theory
-        print(json.dumps(payload, indent=2))
+        print(dumps_json(payload))
     else:
         _print_report(config, result, theory, args.max_rows)
         if args.out is not None:

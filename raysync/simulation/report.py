@@ -20,6 +20,7 @@ in completions per second and ``version_throughput`` in model versions per secon
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,14 @@ if TYPE_CHECKING:
     from raysync.config import SystemConfig
     from raysync.simulation.result import RunResult
 
-__all__ = ["DEFAULT_MAX_ROWS", "UNITS", "format_report", "table_rows", "theory_prediction"]
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "UNITS",
+    "dumps_json",
+    "format_report",
+    "table_rows",
+    "theory_prediction",
+]
 
 
 def theory_prediction(config: SystemConfig) -> dict[str, Any]:
@@ -69,6 +77,29 @@ def theory_prediction(config: SystemConfig) -> dict[str, Any]:
         "mean_completion_staleness": float(res.mean_staleness),
         "units": dict(UNITS),
     }
+
+
+def dumps_json(value: Any, level: int = 0) -> str:
+    """JSON text with one key per line and every list on one line.
+
+    ``json.dumps(indent=2)`` puts each number of a per-client list on its own line, in the
+    pure-Python encoder: at ``n = 10^6`` the ``raysync simulate --json`` payload was
+    600 MB and took minutes. Lists (and every non-mapping value) go through the C encoder
+    here; mappings keep the indented layout, so small payloads read as before.
+
+    Args:
+        value: A JSON-safe value (mappings with string keys; NaN allowed, as in
+            ``json.dumps``).
+        level: Indentation level of ``value`` (two spaces each).
+
+    Returns:
+        The JSON text (no trailing newline); ``json.loads`` gives ``value`` back.
+    """
+    if not isinstance(value, dict) or not value or not all(isinstance(k, str) for k in value):
+        return json.dumps(value)
+    pad = "  " * (level + 1)
+    items = [f"{pad}{json.dumps(k)}: {dumps_json(v, level + 1)}" for k, v in value.items()]
+    return "{\n" + ",\n".join(items) + "\n" + "  " * level + "}"
 
 
 def _fmt(value: float, digits: int = 4) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +11,12 @@ import pytest
 
 from raysync.config import SystemConfig
 from raysync.simulation import simulate
-from raysync.simulation.report import format_report, table_rows, theory_prediction
+from raysync.simulation.report import (
+    dumps_json,
+    format_report,
+    table_rows,
+    theory_prediction,
+)
 
 from .._configs import load_text
 
@@ -98,3 +105,23 @@ def test_buffered_report_is_cut_the_same_way(tmp_path: Path) -> None:
     assert "in completions | in model versions" in text
     assert [int(r[0]) for r in _client_rows(text)] == [0, 1, 2, 3, 4, 30]
     assert text.splitlines()[-1] == "  ... 54 more clients (--max-rows 0 or --json shows all)"
+
+
+def test_json_keeps_every_client_on_one_line_per_key() -> None:
+    n = 50_000
+    payload = {
+        "num_clients": n,
+        "mean_relative_delay": [0.5] * n,
+        "relative_delay_ci": [[0.25, 0.75]] * n,
+        "theory": {"units": {"throughput": "completions/s"}, "x": math.nan, "none": None},
+        "warnings": [],
+        "empty": {},
+    }
+    text = dumps_json(payload)
+    back = json.loads(text)
+    assert back["relative_delay_ci"] == payload["relative_delay_ci"]
+    assert back["mean_relative_delay"] == payload["mean_relative_delay"]
+    assert math.isnan(back["theory"]["x"]) and back["theory"]["none"] is None
+    # One line per key, however long the lists (indent=2 gave one line per number).
+    assert len(text.splitlines()) == 14
+    assert '  "theory": {\n    "units": {\n      "throughput": "completions/s"\n    },' in text
