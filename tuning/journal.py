@@ -3,6 +3,8 @@
 * :class:`JournalLock`: a symlink whose target is the holder's stamp, so a lock left by a
   killed driver is removed at once when that driver is gone, and waiting never spins.
 * :func:`repair_journal`: cuts a torn last record left by a driver killed mid-append.
+* :func:`check_records`: names the first line that is not an Optuna journal operation
+  (Optuna itself stops on it with ``AssertionError: Should not reach.``).
 
 Imported lazily by :func:`tuning.storage.make_storage` (it imports Optuna).
 """
@@ -21,7 +23,13 @@ from optuna.storages.journal import JournalFileSymlinkLock
 
 from tuning.storage import process_alive, process_stamp
 
-__all__ = ["JOURNAL_LOCK_GRACE", "JournalLock", "check_last_record", "repair_journal"]
+__all__ = [
+    "JOURNAL_LOCK_GRACE",
+    "JournalLock",
+    "check_last_record",
+    "check_records",
+    "repair_journal",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -268,3 +276,45 @@ def check_last_record(path: str | os.PathLike[str], block: int = 1 << 16) -> Non
         raise ValueError(f"its last record is not JSON ({exc})") from exc
     if not isinstance(record, dict) or "op_code" not in record:
         raise ValueError("its last record is not an Optuna journal operation")
+
+
+def _operation_codes() -> frozenset[int]:
+    from optuna.storages.journal._storage import JournalOperation
+
+    return frozenset(int(op) for op in JournalOperation)
+
+
+def check_records(path: str | os.PathLike[str]) -> None:
+    """Raise ValueError naming the first line that is not an Optuna journal operation.
+
+    Every line must be a JSON object whose ``op_code`` is one of Optuna's
+    ``JournalOperation`` codes: Optuna replays the whole file on every read and stops on
+    any other line with an ``AssertionError`` (``Should not reach.``) or a ``KeyError``
+    that names no line. Run after :func:`repair_journal` (a torn last record is cut
+    there, not refused here).
+
+    Args:
+        path: The journal file (a missing one is a new journal: nothing to check).
+
+    Raises:
+        ValueError: ``line N: <why>``, N counted from 1.
+    """
+    codes = _operation_codes()
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below; FileNotFoundError is no error
+    except FileNotFoundError:
+        return
+    with f:
+        for number, line in enumerate(f, start=1):
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"line {number} is not JSON ({exc})") from exc
+            code = record.get("op_code") if isinstance(record, dict) else None
+            if isinstance(code, bool) or not isinstance(code, int) or code not in codes:
+                shown = line.decode("utf-8", "replace").strip()
+                shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                raise ValueError(
+                    f"line {number} is not an Optuna journal operation (a JSON object with "
+                    f"an integer op_code in 0..{max(codes)}): {shown}"
+                )

@@ -167,18 +167,18 @@ def _open_journal(path: Path) -> Any:
         ) from exc
     if path.is_dir():
         raise ConfigError(f"{where} is a directory; a journal storage must be a file")
-    from tuning.journal import JournalLock, check_last_record, repair_journal
+    from tuning.journal import JournalLock, check_records, repair_journal
 
     lock = JournalLock(path)
     try:
         repair_journal(path, lock)
-        check_last_record(path)
+        check_records(path)  # every line, named by number (Optuna's replay names none)
         storage = JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
         storage.get_all_studies()  # read it now: a bad file is named here, not later
         return storage
     except OSError as exc:
         raise ConfigError(f"{where}: cannot open the journal ({_why(exc)})") from exc
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, AssertionError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"{where} is not a readable Optuna journal ({first})") from exc
 

@@ -180,3 +180,30 @@ def test_passwords_are_never_printed() -> None:
     with pytest.raises(ConfigError) as info:
         make_storage(url, "out")
     assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        (b'{"op_code": "nan", "x": NaN}', "is not an Optuna journal operation"),
+        (b'{"op_code": 99}', "is not an Optuna journal operation"),
+        (b"[4]", "is not an Optuna journal operation"),
+        (b"not json", "is not JSON"),
+    ],
+)
+def test_a_bad_line_inside_the_journal_is_named_by_number(
+    tiny_path, tmp_path, capsys, bad: bytes, why: str
+) -> None:
+    """Optuna stops on such a line with 'AssertionError: Should not reach.' (rc 1); the
+    CLI names the journal and the line instead, exit 2."""
+    out = tmp_path / "out"
+    assert main(_bound_args(tiny_path, str(out), 3)) == 0
+    journal = out / "study.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    assert len(lines) > 4
+    journal.write_bytes(b"".join([*lines[:3], bad + b"\n", *lines[3:]]))
+    capsys.readouterr()
+    assert main(_bound_args(tiny_path, str(out), 5)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert str(journal) in err[0] and f"line 4 {why}" in err[0], err[0]
