@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
@@ -58,6 +59,10 @@ BUILTIN_COMMANDS: tuple[tuple[str, ModuleType], ...] = (
 )
 
 EXIT_USAGE = 2
+
+#: Exit status when the reader of stdout or stderr went away (``raysync ... | head``):
+#: 128 + SIGPIPE, what a command killed by SIGPIPE reports, without a message.
+EXIT_BROKEN_PIPE = 141
 
 
 class _Parser(argparse.ArgumentParser):
@@ -165,8 +170,32 @@ def main(
             ``raysync.commands`` entry points when None.
 
     Returns:
-        The process exit code: 0 on success, 2 on bad input.
+        The process exit code: 0 on success, 2 on bad input, :data:`EXIT_BROKEN_PIPE`
+        (quietly) when stdout or stderr was closed by its reader.
     """
+    try:
+        return _main(argv, plugins)
+    except BrokenPipeError:
+        # The reader is gone (``| head``): nothing more can be said. Point both streams at
+        # /dev/null so the interpreter's final flush does not fail again (the recipe of
+        # the Python docs, "Note on SIGPIPE").
+        _silence_closed_streams()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_closed_streams() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (AttributeError, OSError, ValueError):
+                pass  # not a real file (a test's capture): nothing will flush to a pipe
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None, plugins: Iterable[CommandEntryPoint] | None) -> int:
     parser = _build_parser(plugins)
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
@@ -175,7 +204,12 @@ def main(
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        # buffered output reaches a closed pipe here, inside main, not at interpreter exit
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        raise  # main's quiet exit, not "error: broken pipe" (an OSError)
     except (RaySyncError, ValueError, OSError, MemoryError, RecursionError) as exc:
         # bad input, a file that cannot be read or written, or an input too large for
         # the memory: one line naming the cause (and the path), never a traceback
