@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from raysync._validation import format_probability
 from raysync.exceptions import ConfigError
 from raysync.queueing import METHODS, ClosedNetwork, QueueingResult, analyze
 from raysync.queueing.analysis import CurveSummary, curve_summary
@@ -218,7 +219,7 @@ def _print_table(
     rho = network.rho
     for i in range(shown):
         row = (
-            f"{i:>6} {network.mu[i]:>10.4g} {network.p[i]:>8.4f} {rho[i]:>10.4g} "
+            f"{i:>6} {network.mu[i]:>10.4g} {format_probability(network.p[i]):>8} {rho[i]:>10.4g} "
             f"{result.utilization[i]:>7.4f} {result.mean_queue_length[i]:>10.4f} "
             f"{result.mean_sojourn_time[i]:>10.4f} {result.mean_relative_delay[i]:>10.4f}"
         )

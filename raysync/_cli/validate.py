@@ -12,6 +12,7 @@ import argparse
 import json
 from typing import Any
 
+from raysync._validation import format_probability
 from raysync.config import load_config
 
 __all__ = ["add_parser"]
@@ -76,7 +77,7 @@ def _handle(args: argparse.Namespace) -> int:
         )
     print(f"  {'client':>6} {'kind':>13} {'mu':>10} {'p':>8} {'cpus':>5} {'gpus':>5}  resources")
     for i, client in enumerate(config.clients):
-        pi = "-" if p is None else f"{p[i]:.4f}"
+        pi = "-" if p is None else format_probability(p[i])
         res = ",".join(f"{k}={v:g}" for k, v in client.resources.items()) or "-"
         print(
             f"  {i:>6} {client.service_time.kind:>13} {client.service_time.service_rate:>10.4g} "

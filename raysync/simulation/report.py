@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from raysync._validation import format_probability
 from raysync.simulation.result import UNITS
 
 if TYPE_CHECKING:
@@ -237,7 +238,7 @@ def format_report(
             f"{level + ' CI':>21} {'theory':>9}"
         )
         for i in rows:
-            pi = "-" if p is None else f"{p[i]:.4f}"
+            pi = "-" if p is None else format_probability(p[i])
             lines.append(
                 f"  {i:>6} {mu[i]:>9.4g} {pi:>7} "
                 f"{int(result.completed[i]):>9} {_fmt(result.mean_relative_delay[i]):>9} "
@@ -266,7 +267,7 @@ def format_report(
         f"{'theory':>8}"
     )
     for i in rows:
-        pi = "-" if p is None else f"{p[i]:.4f}"
+        pi = "-" if p is None else format_probability(p[i])
         lines.append(
             f"  {i:>6} {mu[i]:>9.4g} {pi:>7} {int(result.completed[i]):>9} "
             f"{_fmt(result.mean_completion_delay[i]):>8} "
