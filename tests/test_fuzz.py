@@ -406,7 +406,10 @@ def simulate_argv(draw: st.DrawFn, config: str) -> list[str]:
         argv += [f"--num-updates={draw(_NUMBER_TEXT)}", "--time-budget=20"]
     else:  # fuzz the time budget, bound the run by updates
         argv += [f"--time-budget={draw(_NUMBER_TEXT)}", "--num-updates=30"]
-    argv += _flags(draw, {"--seed": _NUMBER_TEXT, "--torch-threads": _NUMBER_TEXT})
+    argv += _flags(
+        draw,
+        {"--seed": _NUMBER_TEXT, "--torch-threads": _NUMBER_TEXT, "--max-rows": _NUMBER_TEXT},
+    )
     return argv
 
 
@@ -429,6 +432,8 @@ def optimize_argv(draw: st.DrawFn, config: str) -> list[str]:
             "--updates": _NUMBER_TEXT,
             "--criterion": st.sampled_from(["per-update", "wall-clock", "x"]),
             "--step": st.sampled_from(["fixed", "optimal", "x"]),
+            "--energy-budget": _NUMBER_TEXT,
+            "--energy-weight": _NUMBER_TEXT,
         },
     )
     return argv
