@@ -388,6 +388,33 @@ def _check_schedule(spec: ServiceTimeSpec) -> None:
         previous = seg.until
 
 
+#: The fields each built-in kind reads (``until`` is checked by where the spec sits).
+_KIND_FIELDS = {
+    "exponential": ("rate", "mean"),
+    "deterministic": ("rate", "mean"),
+    "lognormal": ("rate", "mean", "cv"),
+    "trace": ("durations",),
+    "schedule": ("segments",),
+}
+
+
+def _check_kind_fields(spec: ServiceTimeSpec) -> None:
+    """Refuse a field the kind would ignore, and ``rate`` together with ``mean``."""
+    used = _KIND_FIELDS.get(spec.kind)
+    if used is None or spec.kind == "schedule":  # a user kind; schedule has its own rules
+        return
+    for name in ("rate", "mean", "cv", "durations", "segments"):
+        value = getattr(spec, name)
+        if value is not None and name not in used:
+            raise _fail(f"service_time.{name}", f"is not used by kind {spec.kind!r}", value)
+    if spec.rate is not None and spec.mean is not None:
+        raise _fail(
+            "service_time.mean",
+            f"must not be given together with rate = {spec.rate!r} (give one: mean = 1 / rate)",
+            spec.mean,
+        )
+
+
 def _check_service_range(name: str, value: float) -> None:
     """Refuse a service-time rate or duration outside :data:`SERVICE_TIME_RANGE`."""
     if not SERVICE_TIME_RANGE[0] <= value <= SERVICE_TIME_RANGE[1]:
@@ -428,6 +455,7 @@ class ServiceTimeSpec:
     def __post_init__(self) -> None:
         _convert_fields(self, "service_time")
         _check_choice("service_time.kind", self.kind, _registered("service_time.kind"))
+        _check_kind_fields(self)
         if self.kind == "exponential":
             if self.rate is None and self.mean is not None:
                 _check_positive("service_time.mean", self.mean)
@@ -435,7 +463,7 @@ class ServiceTimeSpec:
                 object.__setattr__(self, "rate", 1.0 / self.mean)
                 object.__setattr__(self, "mean", None)
             if self.rate is None:
-                raise _error("service_time.rate", "is required for kind 'exponential'")
+                raise _error("service_time.rate", "(or mean) is required for kind 'exponential'")
             _check_positive("service_time.rate", self.rate)
         elif self.kind in ("deterministic", "lognormal"):
             if self.mean is None and self.rate is not None:
@@ -444,7 +472,7 @@ class ServiceTimeSpec:
                 object.__setattr__(self, "mean", 1.0 / self.rate)
                 object.__setattr__(self, "rate", None)
             if self.mean is None:
-                raise _error("service_time.mean", f"is required for kind {self.kind!r}")
+                raise _error("service_time.mean", f"(or rate) is required for kind {self.kind!r}")
             _check_positive("service_time.mean", self.mean)
             if self.kind == "lognormal":
                 if self.cv is None:
@@ -510,9 +538,11 @@ def _quantity(name: str, value: object, units: Mapping[str, float], example: str
         number = float(parts[0])
     except ValueError:
         raise _fail(name, rule, value) from None
-    if not math.isfinite(number) or number < 0:
+    amount = number * units[parts[1]]
+    # finiteness after conversion: "1e308 kW" overflows to inf watts
+    if not math.isfinite(amount) or number < 0:
         raise _fail(name, "must be a finite amount >= 0", value)
-    return number * units[parts[1]]
+    return amount
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -563,12 +593,18 @@ def _timing(name: str, value: Any) -> ServiceTimeSpec | None:
     if value is None or isinstance(value, ServiceTimeSpec):
         return value
     try:
-        return _build(ServiceTimeSpec, value, name)
+        spec = _build(ServiceTimeSpec, value, name)
     except ConfigError as exc:
         inner = getattr(exc, "field", None)
         if isinstance(inner, str) and inner.startswith("service_time"):
             raise _error(name + inner[len("service_time") :], exc.detail) from exc  # type: ignore[attr-defined]
         raise
+    if spec.kind == "schedule":
+        # the network engine draws delays from one law for the whole run
+        raise _error(f"{name}.kind", "'schedule' is only supported for service_time")
+    if spec.until is not None:
+        raise _fail(f"{name}.until", "is only allowed inside schedule segments", spec.until)
+    return spec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1134,11 +1170,18 @@ def _build(cls: type[_T], data: Any, where: str) -> _T:
     if not isinstance(data, Mapping):
         raise _wrong_type(where, "a table", data)
     _reject_unknown(data, {f.name for f in fields(cls)}, where)  # type: ignore[arg-type]
+    segment = cls is ServiceTimeSpec and ".segments[" in where
+    if segment and data.get("kind") == "schedule":
+        raise _fail(f"{where}.kind", "must not be 'schedule' (no nested schedules)", "schedule")
     try:
         return cls(**data)
     except ConfigError as exc:
         if cls.__name__ == "ClientSpec":  # a client names its fields relative to itself
             raise _qualify(exc, where) from exc
+        inner = getattr(exc, "field", None)
+        if segment and isinstance(inner, str) and inner.startswith("service_time."):
+            # a segment names its fields by its own path: service_time.segments[0].until
+            raise _error(where + inner[len("service_time") :], exc.detail) from exc  # type: ignore[attr-defined]
         raise
     except TypeError as exc:  # a required field is missing
         missing = [
