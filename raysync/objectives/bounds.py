@@ -909,9 +909,11 @@ class BoundObjective:
         The same function of ``(S, Lambda, Dbar)`` as :meth:`torch_value`: with
         ``eta="optimal"`` the interior optimal step is held constant (envelope theorem) and
         a binding cap ``eta_max(S, Dbar)`` is differentiated.
+
+        Raises:
+            ConfigError: A partial is beyond the float range (``K**2`` underflows at a
+                design that applies almost no update in ``T``).
         """
-        L = self.constants.L  # noqa: N806
-        v = self.constants.noise
         if self.criterion == "wall-clock":
             time_budget = cast(float, self.time_budget)
             k = throughput * time_budget
@@ -919,6 +921,26 @@ class BoundObjective:
         else:
             k = cast(float, self.num_updates)
             dk_dlam = 0.0
+        try:
+            out = self._partials_at(k, dk_dlam, s, dbar)
+        except (ZeroDivisionError, OverflowError):
+            out = (math.inf,) * 4
+        if not all(math.isfinite(x) for x in out):
+            # K**2 underflows (or a partial overflows) when a design applies almost no
+            # update in T: a fleet whose slowest rate is ~1e-300 of the others
+            raise ConfigError(
+                f"the bound's gradient is beyond the float range at a design with K = "
+                f"{k:.3g} updates (Lambda = {throughput:.3g} updates/s); the rates are too "
+                f"far apart for this budget: raise the budget or drop the slowest clients"
+            )
+        return out
+
+    def _partials_at(
+        self, k: float, dk_dlam: float, s: float, dbar: float
+    ) -> tuple[float, float, float, float]:
+        """:meth:`_value_and_partials` at ``K = k`` (``dK/dLambda = dk_dlam``)."""
+        L = self.constants.L  # noqa: N806
+        v = self.constants.noise
         binds = False
         if self.optimizes_step:
             cap = float(step_size_cap(L, s, dbar))

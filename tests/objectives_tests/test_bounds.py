@@ -253,3 +253,13 @@ def test_constants_whose_products_overflow_are_refused() -> None:
         ProblemConstants(L=1e200, sigma2=1.0, M2=0.0, A=1.0)  # L^2 overflows
     with pytest.raises(ConfigError, match="underflow the float range"):
         ProblemConstants(L=1e-300, sigma2=1e-300, M2=1e-300, A=1e-300)
+
+
+def test_rates_too_far_apart_for_the_gradient_are_one_line() -> None:
+    """mu = (1, 1e-300): at uniform p the slow client holds every task, K = T Lambda =
+    2e-298 and K**2 underflows to 0 (was ZeroDivisionError in the bound's partials)."""
+    objective = BoundObjective(
+        mu=[1.0, 1e-300], constants=CONSTANTS, time_budget=100.0, eta="optimal"
+    )
+    with pytest.raises(ConfigError, match=r"beyond the float range at a design with K = 2e-298"):
+        objective.value_and_grad([0.5, 0.5], 3)
