@@ -547,13 +547,16 @@ def _quantity(name: str, value: object, units: Mapping[str, float], example: str
 
 @dataclass(frozen=True, kw_only=True)
 class PowerSpec:
-    """Power figures of a client or of the server (all optional; text with a unit).
+    """Power figures of a client or of the server (text with a unit).
+
+    ``busy`` and ``idle`` are required; once one station gives power, every client and
+    the ``[server]`` (when given) must (checked by :class:`SystemConfig`).
 
     Attributes:
         busy: Power drawn while computing, e.g. ``"20 W"`` (units W, mW, kW).
         idle: Power drawn while idle, e.g. ``"2 W"``.
         transfer: Energy of one model transfer (a downlink or an uplink), e.g.
-            ``"0.5 J"`` (units J, mJ, kJ, Wh); clients only.
+            ``"0.5 J"`` (units J, mJ, kJ, Wh); clients only; left out: 0 J.
     """
 
     # A bare number is typed in so that its error names the missing unit.
@@ -565,8 +568,14 @@ class PowerSpec:
         _convert_fields(self, "power")
         for attr in ("busy", "idle"):
             value = getattr(self, attr)
-            if value is not None:
-                _quantity(f"power.{attr}", value, _POWER_UNITS, "20 W")
+            if value is None:
+                # a missing figure would count as 0 W and silently understate the energy
+                raise _error(
+                    f"power.{attr}",
+                    "is required once power is given (busy and idle, e.g. '20 W'; "
+                    "transfer may be left out: 0 J)",
+                )
+            _quantity(f"power.{attr}", value, _POWER_UNITS, "20 W")
         if self.transfer is not None:
             _quantity("power.transfer", self.transfer, _ENERGY_UNITS, "0.5 J")
 
@@ -1070,6 +1079,8 @@ class SystemConfig:
                 "algorithm 'asyncsgd' needs routing.kind = 'return_to_sender', "
                 f"got {self.routing.kind!r} (use 'generalized_asyncsgd' for random routing)"
             )
+        _check_power(self)
+        _check_dynamics(self)
 
     @property
     def num_clients(self) -> int:
@@ -1141,6 +1152,69 @@ class SystemConfig:
 
 
 _T = TypeVar("_T")
+
+
+def _check_power(config: SystemConfig) -> None:
+    """Power on every station once any has it: a missing one would count as 0 W."""
+    stations = [(f"clients[{i}]", c.power) for i, c in enumerate(config.clients)]
+    if config.server is not None:
+        stations.append(("server", config.server.power))
+    given = [name for name, power in stations if power is not None]
+    if not given:
+        return
+    for name, power in stations:
+        if power is None:
+            raise _error(
+                f"{name}.power",
+                f"is required: {given[0]}.power is given, so every client and the [server] "
+                "(when given) must give busy and idle power",
+            )
+
+
+def _check_dynamics(config: SystemConfig) -> None:
+    """Rules of adaptive routing and join/leave times that every command shares (issue 16)."""
+    clients = config.clients
+    dynamic = [
+        name
+        for name, used in (
+            ("routing.kind = 'adaptive'", config.routing.kind == "adaptive"),
+            ("service_time 'schedule'", any(c.service_time.kind == "schedule" for c in clients)),
+            ("join_time/leave_time", any(c.join_time > 0 or c.leave_time for c in clients)),
+        )
+        if used
+    ]
+    delays = [
+        f"clients[{i}].{key}"
+        for i, c in enumerate(config.clients)
+        for key in ("downlink", "uplink")
+        if getattr(c, key) is not None
+    ]
+    if config.server is not None and config.server.update_time is not None:
+        delays.append("server.update_time")
+    if dynamic and delays:
+        raise ConfigError(
+            f"{dynamic[0]} is not supported together with network delays or a server "
+            f"station yet (remove {delays[0]})"
+        )
+    present = sum(c.join_time <= 0 for c in config.clients)
+    if not present:
+        raise ConfigError(
+            "clients: no client is present at t = 0 (every join_time > 0); at least one "
+            "must be there from the start"
+        )
+    # (time, joins): leaves before joins at equal times
+    events = sorted(
+        [(c.join_time, 1) for c in config.clients if c.join_time > 0]
+        + [(c.leave_time, 0) for c in config.clients if c.leave_time is not None]
+    )
+    for k, (t, joins) in enumerate(events):
+        present += 1 if joins else -1
+        same_time_next = k + 1 < len(events) and events[k + 1][0] == t
+        if present == 0 and not same_time_next:
+            raise ConfigError(
+                f"clients: every client has left at t = {t:g} (leave_time); at least one "
+                f"must be present at all times"
+            )
 
 
 def _unknown_key_error(key_text: str, table: str, rest: str) -> ConfigError:

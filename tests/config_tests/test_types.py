@@ -150,7 +150,10 @@ FLEET = TWO_CLIENTS
         # missing and unknown keys
         (FLEET, "concurrency is required"),
         ("concurrency = 2\n", "clients is required"),
-        ("concurrency = 2\n[[clients]]\nservice_time = {}\n", "clients[0].service_time.rate (or mean) is required"),
+        (
+            "concurrency = 2\n[[clients]]\nservice_time = {}\n",
+            "clients[0].service_time.rate (or mean) is required",
+        ),
         (
             f"concurrency = 2\n[algorithm]\nstaleness_weigthing = true\n{FLEET}",
             "unknown key 'staleness_weigthing' in [algorithm]; did you mean "
