@@ -7,9 +7,11 @@ wall-clock (3b) criterion, and prints the optimum next to two defaults:
 * ``uniform``: uniform routing with ``C = n``;
 * ``asyncsgd``: AsyncSGD (return to sender, ``C = n``). It is not a random routing, so its
   queueing numbers are those of independent per-client cycles (throughput ``sum mu_i``,
-  ``E[D_i] = (sum mu - mu_i) / mu_i``), and the bound, proven for importance-weighted
-  Generalized AsyncSGD, is evaluated at AsyncSGD's empirical routing ``p_i = mu_i / sum mu``
-  (an approximation: AsyncSGD applies unweighted gradients).
+  ``E[D_i] = (sum mu - mu_i) / mu_i``; with link delays ``Z_i`` the cycles last
+  ``Z_i + 1 / mu_i``, throughput ``sum_i 1 / (Z_i + 1 / mu_i)``), and the bound, proven for
+  importance-weighted Generalized AsyncSGD, is evaluated at AsyncSGD's empirical routing
+  (``p_i = mu_i / sum mu`` without links; an approximation: AsyncSGD applies unweighted
+  gradients).
 
 A config's communication delays and server update time enter the bound as latency and
 server stations (docs/network.md); with power figures, the optimum's energy is reported,
@@ -91,14 +93,14 @@ def add_parser(subparsers: Any) -> None:
         type=float,
         default=None,
         metavar="JOULES",
-        help="most energy the run may spend (needs power figures in the config)",
+        help="most energy the run may spend, joules > 0 (needs power figures in the config)",
     )
     parser.add_argument(
         "--energy-weight",
         type=float,
         default=0.0,
         metavar="W",
-        help="price of a joule in bound units: minimise bound + W * energy (default 0)",
+        help="price of a joule in bound units, >= 0: minimise bound + W * energy (default 0)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument(
@@ -130,12 +132,18 @@ def _handle(args: argparse.Namespace) -> int:
     from raysync.queueing import ClosedNetwork, analyze
     from raysync.queueing.predict import station_parameters
 
-    for flag, value in (
-        ("--energy-budget", args.energy_budget),
-        ("--energy-weight", args.energy_weight),
+    # the library's rules (optimize_with_energy): a budget of 0 J admits no design, while a
+    # weight of 0 is the default "no price"
+    if args.energy_budget is not None and not (
+        math.isfinite(args.energy_budget) and args.energy_budget > 0
     ):
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise ConfigError(f"{flag} must be a finite number >= 0, got {value!r}")
+        raise ConfigError(
+            f"--energy-budget must be a finite number of joules > 0, got {args.energy_budget!r}"
+        )
+    if not (math.isfinite(args.energy_weight) and args.energy_weight >= 0):
+        raise ConfigError(
+            f"--energy-weight must be a finite number >= 0, got {args.energy_weight!r}"
+        )
     if args.write_config:
         check_output_file(args.write_config, "--write-config")  # before the optimisation
     config = load_config(args.config)
@@ -314,8 +322,9 @@ def _print_report(
             f"{t.value:>11.5g}{flag}"
         )
     print(
-        "  * AsyncSGD: independent per-client cycles (throughput sum mu_i), bound at its "
-        "empirical routing p_i = mu_i / sum mu (approximation)"
+        "  * AsyncSGD: independent per-client cycles (throughput sum_i 1 / (Z_i + 1 / mu_i),"
+        " Z_i the link delays; sum mu_i without links), bound at its empirical routing "
+        "p_i = client throughput / total (approximation)"
     )
     if args.write_config:
         print(

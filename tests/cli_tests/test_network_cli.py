@@ -111,3 +111,45 @@ def test_energy_flags_without_power_figures_are_refused(
     path = _write(tmp_path, plain)
     assert main(["optimize", str(path), "--constants", "1,1,0.5,2", "--energy-budget", "100"]) == 2
     assert "need power figures" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "rule"),
+    [
+        ("--energy-budget", "0", "--energy-budget must be a finite number of joules > 0, got 0.0"),
+        (
+            "--energy-budget",
+            "-1",
+            "--energy-budget must be a finite number of joules > 0, got -1.0",
+        ),
+        (
+            "--energy-budget",
+            "inf",
+            "--energy-budget must be a finite number of joules > 0, got inf",
+        ),
+        ("--energy-weight", "-1", "--energy-weight must be a finite number >= 0, got -1.0"),
+        ("--energy-weight", "nan", "--energy-weight must be a finite number >= 0, got nan"),
+    ],
+)
+def test_energy_flags_are_checked_once_by_their_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, rule: str
+) -> None:
+    path = _write(tmp_path, FLEET)
+    assert main(["optimize", str(path), "--constants", "1,1,0.5,2", flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(rule)
+    assert "\n" not in err and "energy_budget" not in err
+
+
+def test_optimize_footnote_gives_asyncsgd_throughput_with_links(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    no_server = FLEET.split("[server]")[0] + "[[clients]]" + FLEET.split("[[clients]]", 1)[1]
+    no_server = no_server.replace('power = { busy = "30 W", idle = "3 W" }\n', "")
+    path = _write(tmp_path, no_server)
+    assert main(["optimize", str(path), "--constants", "1,1,0.5,2"]) == 0
+    out = capsys.readouterr().out
+    assert "throughput sum_i 1 / (Z_i + 1 / mu_i)" in out
+    # the AsyncSGD row's throughput is the cycles' 1/(0.75 + 1) + 1/(0 + 1/4) = 4.5714
+    row = next(line for line in out.splitlines() if line.strip().startswith("AsyncSGD, C=n"))
+    assert float(row.split()[4]) == pytest.approx(1 / 1.75 + 4.0, rel=1e-4)
