@@ -513,6 +513,46 @@ def time_unit(config: SystemConfig) -> float:
     return math.ldexp(1.0, math.frexp(slowest)[1] - 1)  # slowest / unit in [1, 2)
 
 
+def _spec_times(spec: Any, where: str = "") -> list[tuple[str, float]]:
+    """Every time (seconds) a service-time spec holds, named by its field."""
+    if spec.kind == "schedule":
+        out: list[tuple[str, float]] = []
+        for j, seg in enumerate(spec.segments):
+            here = f"{where}segments[{j}]."
+            out.extend(_spec_times(seg, here))
+            if seg.until is not None:
+                out.append((f"{here}until", float(seg.until)))
+        return out
+    if spec.kind == "trace":
+        return [(f"{where}durations (shortest)", float(min(spec.durations))),
+                (f"{where}durations (longest)", float(max(spec.durations)))]  # fmt: skip
+    return [(f"{where}mean", float(spec.mean_duration))]
+
+
+def _client_failure(exc: Exception, client: int, task_id: int) -> Exception:
+    """A client task's error as one line naming the client and task (as the runtime does)."""
+    from raysync.exceptions import RaySyncError, RuntimeFailure
+
+    if isinstance(exc, RaySyncError):
+        return type(exc)(f"client {client} failed on task {task_id}: {exc}")
+    return RuntimeFailure(
+        f"client {client} raised {type(exc).__name__} on task {task_id}: {exc}. Fix the "
+        "client's data or model configuration"
+    )
+
+
+def _eval_failure(exc: Exception, version: int) -> Exception:
+    """An evaluation error as one line naming the model version."""
+    from raysync.exceptions import RaySyncError, RuntimeFailure
+
+    if isinstance(exc, RaySyncError):
+        return type(exc)(f"evaluating the model after update {version} failed: {exc}")
+    return RuntimeFailure(
+        f"evaluating the model after update {version} raised {type(exc).__name__}: {exc}. "
+        "Fix the model, loss or metric"
+    )
+
+
 def in_time_unit(config: SystemConfig, unit: float) -> SystemConfig:
     """``config`` with every duration (service times, budget, eval period) in ``unit`` s."""
     if unit == 1.0:
@@ -546,6 +586,15 @@ def in_time_unit(config: SystemConfig, unit: float) -> SystemConfig:
                 f"clock cannot resolve both: mean service times may span at most a factor "
                 f"of 4.5e307"
             )
+        # every other time of the spec (a trace's shortest duration, a schedule's later
+        # segments and ends) must stay a normal float in the unit too
+        for what, t in _spec_times(c.service_time):
+            if not sys.float_info.min <= t / unit < math.inf:
+                raise ConfigError(
+                    f"clients[{i}].service_time: {what} = {t:.6g} s is more than a factor "
+                    f"of 4.5e307 from the clock unit {unit:.3g} s set by the slowest "
+                    f"client's mean; one clock cannot resolve both"
+                )
     run = config.run
     return config.replace(
         clients=tuple(
@@ -1034,11 +1083,14 @@ class _TrainingLoop:
 
     def _evaluate(self, computer: Any, params: np.ndarray, now: float, version: int) -> None:
         start = _time.perf_counter()
-        test_loss, test_acc = self.workload.evaluate(params, split="test", computer=computer)
-        if self.workload.has_validation:
-            val_loss, val_acc = self.workload.evaluate(params, split="val", computer=computer)
-        else:
-            val_loss, val_acc = math.nan, math.nan
+        try:
+            test_loss, test_acc = self.workload.evaluate(params, split="test", computer=computer)
+            if self.workload.has_validation:
+                val_loss, val_acc = self.workload.evaluate(params, split="val", computer=computer)
+            else:
+                val_loss, val_acc = math.nan, math.nan
+        except Exception as exc:  # user model / loss / metric code
+            raise _eval_failure(exc, version) from exc
         self.eval_seconds += _time.perf_counter() - start
         curve = self.curve
         curve.times.append(now)
@@ -1139,7 +1191,10 @@ class _TrainingLoop:
             q = queues[i]
             tid, version, dispatched, task_params = q.popleft()
             x, y = data[i]
-            output = run_client_work(computer, work, task_params, x, y, rngs[i])
+            try:
+                output = run_client_work(computer, work, task_params, x, y, rngs[i])
+            except Exception as exc:  # user code: one line like the runtime's translate()
+                raise _client_failure(exc, i, tid) from exc
             del task_params
             d = k - version
             result = ClientResult(

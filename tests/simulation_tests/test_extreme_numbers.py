@@ -146,8 +146,29 @@ def test_one_client_huge_concurrency_is_exact() -> None:
             fleet([exp(1.0)] * 2, 2, updates=MAX_SIMULATED_COMPLETIONS + 1),
             r"run.num_updates = 10,000,000,001 \(x B = 1\) needs at least",
         ),
+        (  # the mean (5e299 s) sets the clock; the shortest duration underflowed in it
+            fleet([exp(1.0), ServiceTimeSpec(kind="trace", durations=(1e-300, 1e300))], 2),
+            r"clients\[1\].service_time: durations \(shortest\) = 1e-300 s is more than a "
+            r"factor of 4.5e307 from the clock unit",
+        ),
+        (
+            fleet(
+                [
+                    exp(1e-300),
+                    ServiceTimeSpec(
+                        kind="schedule",
+                        segments=(
+                            ServiceTimeSpec(kind="exponential", rate=1.0, until=5.0),
+                            ServiceTimeSpec(kind="deterministic", mean=1e-300),
+                        ),
+                    ),
+                ],
+                2,
+            ),
+            r"clients\[1\].service_time: segments\[1\].mean = 1e-300 s is more than",
+        ),
     ],
-    ids=["duration-overflow", "span", "budget", "num-updates"],
+    ids=["duration-overflow", "span", "budget", "num-updates", "trace-span", "schedule-span"],
 )
 def test_unrepresentable_runs_are_refused_in_one_line(config: SystemConfig, match: str) -> None:
     with pytest.raises(ConfigError, match=match) as info:
