@@ -442,6 +442,11 @@ class ServiceTimeSpec:
             service time comes from the segment in force when its service starts. The
             theory (``mean_duration``, the analysis panel) describes the first segment.
         until: End of a ``schedule`` segment, seconds (only inside ``segments``).
+
+    Every ``rate`` (per second), ``mean`` and trace duration (seconds), and a log-normal's
+    standard deviation ``mean * cv``, must lie in ``[1e-300, 1e300]``
+    (:data:`SERVICE_TIME_RANGE`); the same holds for the delay specs (``downlink``,
+    ``uplink``, ``[server] update_time``), which are ServiceTimeSpecs too.
     """
 
     kind: str = "exponential"
