@@ -53,7 +53,8 @@ def theory_prediction(config: SystemConfig) -> dict[str, Any]:
 
     Returns:
         A JSON-safe mapping: ``model`` (``"closed_jackson"`` or
-        ``"independent_cycles"``), ``exact`` (all service times exponential),
+        ``"independent_cycles"``), ``exact`` (all service times exponential, one law
+        for the whole run, a fixed routing and fleet), ``approximate`` (why not, or None),
         ``buffer_size`` ``B``, ``throughput`` (completions/s) and ``version_throughput``
         (versions/s), per-client lists ``client_throughput``, ``utilization``,
         ``mean_queue_length``, ``mean_relative_delay`` (versions) and
@@ -63,9 +64,11 @@ def theory_prediction(config: SystemConfig) -> dict[str, Any]:
     from raysync.queueing import predict
 
     res = predict(config)
+    approximation = _approximation(config)
     return {
         "model": "closed_jackson" if res.method == "mva" else res.method,
-        "exact": all(c.service_time.kind == "exponential" for c in config.clients),
+        "exact": approximation is None,
+        "approximate": approximation,
         "buffer_size": res.buffer_size,
         "throughput": float(res.throughput),
         "version_throughput": float(res.version_throughput),
@@ -78,6 +81,25 @@ def theory_prediction(config: SystemConfig) -> dict[str, Any]:
         "mean_completion_staleness": float(res.mean_staleness),
         "units": dict(UNITS),
     }
+
+
+def _approximation(config: SystemConfig) -> str | None:
+    """Why the theory is not exact for ``config`` (None: it is), for the report's note."""
+    laws = [
+        seg for c in config.clients for seg in (c.service_time.segments or ()) or (c.service_time,)
+    ]
+    if config.server is not None and config.server.update_time is not None:
+        laws.append(config.server.update_time)
+    if any(law.kind != "exponential" for law in laws):
+        return "service times are not all exponential"
+    # a schedule's segments are exponential here: the theory is exact for segment 0 only
+    if any(len(c.service_time.segments or ()) > 1 for c in config.clients):
+        return "service rates change over time (schedule)"
+    if config.routing.kind == "adaptive":
+        return "the adaptive router changes p during the run"
+    if any(c.join_time > 0 or c.leave_time is not None for c in config.clients):
+        return "clients join or leave during the run"
+    return None
 
 
 def dumps_json(value: Any, level: int = 0) -> str:
@@ -198,7 +220,8 @@ def format_report(
     mu = config.service_rates
     rows, left_out = table_rows(mu, max_rows)
     b = result.buffer_size
-    exact = "" if theory["exact"] else " (approximate: service times are not all exponential)"
+    why = theory.get("approximate") or "service times are not all exponential"
+    exact = "" if theory["exact"] else f" (approximate: {why})"
     lines: list[str] = []
     runs = (
         f"{result.num_updates} updates"
