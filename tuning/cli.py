@@ -99,7 +99,8 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--multi-objective", choices=MULTI_OBJECTIVES, default=None,
-        help="add a second objective: mean client staleness, or the budget itself",
+        help="add a second objective: mean client staleness, the budget itself, or the "
+        "energy over the run in joules (needs power figures in the config)",
     )
     parser.add_argument(
         "--parallel", type=int, default=1,

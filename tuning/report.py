@@ -44,6 +44,7 @@ METRIC_UNITS: dict[str, str] = {
     "val_accuracy": "fraction of validation samples classified correctly, 0..1",
     "mean_client_staleness": "model updates (version lag, mean over clients)",
     "budget": "config time unit",
+    "energy_J": "joules over the run (J)",
 }
 
 #: Unit of every number in ``study.json``.
@@ -69,6 +70,7 @@ _SHORT_UNITS = {
     "val_accuracy": "fraction",
     "mean_client_staleness": "updates",
     "budget": "time unit",
+    "energy_J": "J",
 }
 
 

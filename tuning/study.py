@@ -121,6 +121,16 @@ def run_study(
     """
     start = time.perf_counter()
     say = on_event or (lambda message: logger.info("%s", message))
+    if settings.multi_objective == "energy":
+        from raysync.objectives.energy import power_figures
+
+        # without power figures every trial's energy is 0 J: a front of one point
+        if not power_figures(config).any:
+            raise ConfigError(
+                "multi_objective 'energy' (--multi-objective energy) needs power figures: set "
+                "power = { busy = '20 W', idle = '2 W', transfer = '0.5 J' } on [[clients]] "
+                "(and [server] power)"
+            )
     out = settings.out
     try:
         out.mkdir(parents=True, exist_ok=True)

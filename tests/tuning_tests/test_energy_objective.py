@@ -65,6 +65,7 @@ def test_energy_bound_study_has_a_pareto_front_and_plot(tiny_config, tmp_path) -
         ),
     )  # fmt: skip
     assert report.metric_names == ["bound", "energy_J"]
+    assert report.to_dict()["metric_units"][1] == "joules over the run (J)"
     values = np.array([b["values"] for b in report.best])
     assert len(values) >= 2
     order = np.argsort(values[:, 1])
@@ -98,3 +99,27 @@ def test_analytical_warm_start_uses_the_stations(tiny_config, tmp_path) -> None:
     )  # fmt: skip
     assert report.references["analytical"]["values"][0] == pytest.approx(reference.value, rel=1e-9)
     assert report.references["analytical"]["concurrency"] == reference.concurrency
+
+
+@pytest.mark.parametrize("objective", ["bound", "simulated"])
+def test_energy_without_power_is_refused(tiny_config, tmp_path, objective) -> None:  # noqa: ANN001
+    from raysync.exceptions import ConfigError
+
+    out = tmp_path / "study"
+    settings = TuneSettings(
+        objective=objective, trials=2, budget=40.0, max_concurrency=4, constants=CONSTANTS,
+        multi_objective="energy", out=out, tensorboard=False, seed=0,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^multi_objective 'energy' \(--multi-objective "
+                       r"energy\) needs power figures: set power = "):  # fmt: skip
+        run_study(tiny_config, settings)
+    assert not out.exists()  # refused before anything is written
+
+
+def test_cli_help_names_the_energy_objective(capsys: pytest.CaptureFixture[str]) -> None:
+    from raysync.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["tune", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "the budget itself, or the energy over the run in joules" in help_text
