@@ -76,11 +76,52 @@ def run_client_work(
 
     Raises:
         ConfigError: Unknown work kind, or bad step count / learning rate.
-        DataError: The client holds no data, or ``x`` and ``y`` do not match.
+        DataError: The client holds no data, or ``x`` and ``y`` do not match, or training
+            went non-finite: the parameters the task carried, the loss or the payload
+            hold a NaN or an infinity (one ``isfinite`` pass over each flat vector per
+            task; a diverging run stops here instead of reporting NaN metrics).
     """
     num_rows = len(y)
     if num_rows == 0:
         raise DataError("client has no training samples (empty partition)")
+    if not np.isfinite(params).all():
+        raise DataError(
+            f"the parameters the task carried are not finite "
+            f"({_count_bad(params)} of {np.size(params)} entries): an earlier update "
+            "diverged; lower the learning rate or check the loss"
+        )
+    output = _work(computer, work, params, x, y, rng, num_rows)
+    # Zero local steps train nothing and report a NaN loss by design.
+    trained = work.kind == "gradient" or work.local_steps > 0
+    if trained and not np.isfinite(output.loss):
+        raise DataError(
+            f"the training loss {computer.loss_name!r} is {output.loss} on "
+            f"{output.num_samples} samples: training diverged or the loss is not finite "
+            "for this batch; lower the learning rate or check the loss and the data"
+        )
+    if not np.isfinite(output.payload).all():
+        what = "gradient" if work.kind == "gradient" else f"{work.kind} after the local steps"
+        raise DataError(
+            f"the {what} is not finite ({_count_bad(output.payload)} of "
+            f"{output.payload.size} entries) although the loss is {output.loss}: training "
+            "diverged; lower the learning rate"
+        )
+    return output
+
+
+def _count_bad(a: np.ndarray) -> int:
+    return int((~np.isfinite(np.asarray(a))).sum())
+
+
+def _work(
+    computer: GradientComputer,
+    work: ClientWork,
+    params: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    rng: np.random.Generator,
+    num_rows: int,
+) -> ClientOutput:
     if work.kind == "gradient":
         if num_rows > work.batch_size:
             idx = rng.choice(num_rows, size=work.batch_size, replace=False)

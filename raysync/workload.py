@@ -376,14 +376,25 @@ class Workload:
             ``[model] metric`` says otherwise.
 
         Raises:
-            DataError: The split is empty.
+            DataError: The split is empty, or ``params`` or the loss is not finite (the
+                run diverged: a NaN curve is an error, not a result).
         """
         x, y = self.split(split)
         if y.size == 0:
             raise DataError(f"the {split!r} split of {self.dataset.name!r} is empty")
+        if not np.isfinite(params).all():
+            raise DataError(
+                f"the model's parameters are not finite ({int((~np.isfinite(params)).sum())} "
+                f"of {np.size(params)} entries): training diverged; lower the learning rate"
+            )
         if computer is None:
             computer = self.make_computer()
         loss, acc = computer.evaluate(params, x, y)
+        if not math.isfinite(loss):
+            raise DataError(
+                f"the {split} loss {computer.loss_name!r} is {loss}: training diverged or the "
+                "loss is not finite on this split; lower the learning rate or check the loss"
+            )
         return float(loss), float(acc)
 
     def __repr__(self) -> str:
@@ -559,24 +570,43 @@ def build_workload(
         dataset=dataset, client_indices=tuple(parts), model=spec, initial_params=initial
     )
     if check:
-        check_workload(workload)
+        check_workload(workload, batch_size=config.algorithm.batch_size)
     return workload
 
 
 _PROBE_ROWS = 4
+#: Rows of the evaluation probe: one batch of :meth:`GradientComputer.evaluate`.
+_EVAL_PROBE_ROWS = 2048
 
 
-def check_workload(workload: Workload) -> dict[str, Any]:
-    """Probe a workload before any client runs: model output, loss and gradient.
+def _user_call(what: str, fn: Callable[[], Any], where: str) -> Any:
+    """Run one call into user code; any error becomes one line naming ``what``."""
+    try:
+        return fn()
+    except RaySyncError:
+        raise
+    except Exception as exc:  # the user's code failed: name it, keep the cause
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise DataError(f"{what} raised {type(exc).__name__} {where}: {first}") from exc
 
-    On a batch of the first few training samples, at the initial parameters: the model
-    must run; with the cross-entropy its output must be ``(B, K)`` with ``K`` at least
-    the number of classes; with ``mse`` it must hold as many numbers as the targets; the
-    loss must be a finite scalar; the gradient must be finite. The metric is evaluated on
-    the same batch.
+
+def check_workload(workload: Workload, *, batch_size: int | None = None) -> dict[str, Any]:
+    """Probe a workload before any client runs: model output, loss, gradient and metric.
+
+    On a batch of the first ``batch_size`` training samples (the run's minibatch; 4 when
+    not given), at the initial parameters: the model must run; with the cross-entropy its
+    output must be ``(B, K)`` with ``K`` at least the number of classes; with ``mse`` it
+    must hold as many numbers as the targets; the loss must be a finite scalar tensor
+    attached to the model's output (it has a gradient); the gradient must be finite. The
+    metric is then evaluated on up to one evaluation batch (2048 rows) of the test split,
+    so code that breaks only on larger batches fails here, not mid-run. Every call into
+    user code (model factory, forward, loss, backward, metric) is wrapped: an exception
+    becomes one line naming the callable. The probe of a workload runs once; later calls
+    without ``batch_size`` return its summary (no repeated warnings).
 
     Args:
         workload: The workload.
+        batch_size: Rows of the training probe (``algorithm.batch_size``), ``>= 1``.
 
     Returns:
         A summary: ``num_params``, ``output_shape``, ``loss``, ``metric`` (name) and
@@ -584,16 +614,21 @@ def check_workload(workload: Workload) -> dict[str, Any]:
 
     Raises:
         ConfigError: The model fails on a batch.
-        DataError: Output shape and labels disagree, or the loss is not a finite scalar,
-            or the gradient is not finite; one line naming the factory, rule and value.
+        DataError: User code raised, output shape and labels disagree, the loss is not a
+            finite scalar with a gradient, the gradient is not finite, or the metric is
+            not a finite number; one line naming the factory or function, rule and value.
     """
     import torch
 
+    cached = getattr(workload, "_probe", None)
+    if cached is not None and batch_size in (None, cached[0]):
+        return dict(cached[1])
     spec = workload.model
     name = spec.factory_name
     computer = workload.make_computer()
-    x, y = workload.client_data(0)
-    rows = min(_PROBE_ROWS, len(y))
+    loss_what = f"loss {computer.loss_name!r}"
+    x, y = workload.dataset.x_train, workload.dataset.y_train
+    rows = min(_PROBE_ROWS if batch_size is None else int(batch_size), len(y))
     xb = np.ascontiguousarray(x[:rows])
     yb = np.ascontiguousarray(y[:rows])
     model = computer.model
@@ -624,18 +659,33 @@ def check_workload(workload: Workload) -> dict[str, Any]:
                 f"model factory {name!r}: output shape {shape} does not match targets of "
                 f"shape {tuple(np.asarray(yb).shape)} for loss 'mse'"
             )
-    grad, loss = computer.compute_gradient(workload.initial_params, xb, yb)
+    where = f"on a batch of {rows} training samples at the initial parameters"
+    grad, loss = _user_call(
+        loss_what, lambda: computer.compute_gradient(workload.initial_params, xb, yb), where
+    )
     if not math.isfinite(loss):
         raise DataError(
-            f"loss {computer.loss_name!r} returned {loss} (not finite) at the initial "
-            f"parameters on {rows} training samples"
+            f"{loss_what} returned {loss} (not finite) at the initial parameters on {rows} "
+            "training samples"
         )
     if not np.isfinite(grad).all():
         raise DataError(
-            f"loss {computer.loss_name!r}: the gradient at the initial parameters is not "
-            f"finite ({int((~np.isfinite(grad)).sum())} of {grad.size} entries)"
+            f"{loss_what}: the gradient at the initial parameters is not finite "
+            f"({int((~np.isfinite(grad)).sum())} of {grad.size} entries)"
         )
-    _, metric_value = computer.evaluate(workload.initial_params, xb, yb)
+    xe, ye = workload.split("test") if workload.dataset.num_test else (xb, yb)
+    xe, ye = xe[:_EVAL_PROBE_ROWS], ye[:_EVAL_PROBE_ROWS]
+    metric_what = f"evaluating the model (metric {computer.metric_name!r})"
+    _, metric_value = _user_call(
+        metric_what,
+        lambda: computer.evaluate(workload.initial_params, xe, ye),
+        f"on {len(ye)} test samples at the initial parameters",
+    )
+    if not math.isfinite(metric_value):
+        raise DataError(
+            f"metric {computer.metric_name!r} returned {metric_value} (not finite) on "
+            f"{len(ye)} test samples at the initial parameters"
+        )
     buffers = [n for n, b in model.named_buffers() if b.dtype.is_floating_point]
     if buffers:
         logger.warning(
@@ -644,7 +694,7 @@ def check_workload(workload: Workload) -> dict[str, Any]:
             name,
             buffers[0],
         )
-    return {
+    summary = {
         "model": name,
         "num_params": int(workload.initial_params.size),
         "output_shape": shape,
@@ -653,3 +703,6 @@ def check_workload(workload: Workload) -> dict[str, Any]:
         "metric": computer.metric_name,
         "metric_value": float(metric_value),
     }
+    # Workload is frozen; the probe is a cache, not part of its value.
+    object.__setattr__(workload, "_probe", (batch_size, dict(summary)))
+    return summary

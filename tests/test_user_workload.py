@@ -6,6 +6,7 @@ the CLI turns it into exit code 2.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import sys
 import textwrap
@@ -109,6 +110,43 @@ def raises(**kwargs):
     raise RuntimeError("disk full")
 
 
+def raising_loss(output, target):
+    raise KeyError("oops")
+
+
+def detached_loss(output, target):
+    return torch.nn.functional.cross_entropy(output.detach(), target)
+
+
+def float_metric(output, target):
+    return float((output.argmax(dim=1) == target).double().mean())
+
+
+def numpy_metric(output, target):
+    return np.float64((output.argmax(dim=1) == target).double().mean())
+
+
+def nan_metric(output, target):
+    return float("nan")
+
+
+CALLS = [0]
+
+
+def loss_nan_after_probe(output, target):
+    # finite for the probe, NaN from the 6th call on: a loss that goes bad mid-run
+    CALLS[0] += 1
+    value = torch.nn.functional.cross_entropy(output, target)
+    return value * float("nan") if CALLS[0] > 5 else value
+
+
+def loss_raises_after_probe(output, target):
+    CALLS[0] += 1
+    if CALLS[0] > 5:
+        raise RuntimeError("late failure")
+    return torch.nn.functional.cross_entropy(output, target)
+
+
 def late_vector_loss(output, target):
     # passes the 4-row probe, breaks on the clients' 8-row batches
     reduction = "none" if target.shape[0] > 4 else "mean"
@@ -155,7 +193,7 @@ def test_user_factories_build_a_checked_workload(user_module: Any) -> None:
     assert wl.dataset.num_val + wl.dataset.num_train == 240
     assert abs(wl.dataset.num_val - 24) <= 2
     probe = check_workload(wl)
-    assert probe["output_shape"] == (4, 4) and probe["metric"] == "accuracy"
+    assert probe["output_shape"] == (8, 4) and probe["metric"] == "accuracy"
 
 
 def test_natural_partition_is_respected(user_module: Any) -> None:
@@ -269,21 +307,45 @@ def test_regression_with_mse_and_user_loss_and_metric(user_module: Any) -> None:
             None,
             DataError,
             [
-                "model factory 'userwl:wrong_width': output shape (4, 2)",
-                "needs (4, K) with K >= 4 classes",
+                "model factory 'userwl:wrong_width': output shape (8, 2)",
+                "needs (8, K) with K >= 4 classes",
             ],
         ),
         (
             {"factory": "userwl:make_model", "loss": "userwl:vector_loss"},
             None,
             DataError,
-            ["loss 'userwl:vector_loss' must return a scalar tensor", "shape (4,)"],
+            ["loss 'userwl:vector_loss' must return a scalar tensor", "shape (8,)"],
         ),
         (
             {"factory": "userwl:make_model", "loss": "userwl:nan_loss"},
             None,
             DataError,
             ["loss 'userwl:nan_loss' returned nan (not finite)"],
+        ),
+        (
+            {"factory": "userwl:make_model", "loss": "userwl:raising_loss"},
+            None,
+            DataError,
+            ["loss 'userwl:raising_loss' raised KeyError on a batch of 8 training samples"],
+        ),
+        (
+            {"factory": "userwl:make_model", "loss": "userwl:detached_loss"},
+            None,
+            DataError,
+            ["loss 'userwl:detached_loss' returned a tensor without a gradient"],
+        ),
+        (
+            {"factory": "userwl:make_model", "loss": "userwl:late_vector_loss"},
+            None,
+            DataError,
+            ["loss 'userwl:late_vector_loss' must return a scalar tensor", "shape (8,)"],
+        ),
+        (
+            {"factory": "userwl:make_model", "metric": "userwl:nan_metric"},
+            None,
+            DataError,
+            ["metric 'userwl:nan_metric' returned nan (not finite)"],
         ),
         (
             None,
@@ -365,7 +427,7 @@ def test_validate_imports_and_checks_the_factories(
     )
     assert main(["validate", str(good)]) == 0
     out = capsys.readouterr().out
-    assert "workload: 70 parameters, output (4, 4)" in out
+    assert "workload: 70 parameters, output (32, 4)" in out
     bad = tmp_path / "bad.toml"
     bad.write_text(good.read_text().replace("make_model", "wrong_width"))
     assert main(["validate", str(bad)]) == 2
@@ -446,3 +508,52 @@ def test_readme_bring_your_own_model_example_runs(
         assert main(["validate", "my_fl.toml"]) == 0
     finally:
         sys.modules.pop("my_fl", None)
+
+
+@pytest.mark.parametrize("metric", ["userwl:float_metric", "userwl:numpy_metric"])
+def test_a_metric_may_return_a_float_or_numpy_scalar(user_module: Any, metric: str) -> None:
+    wl = build_workload(config(model={"factory": "userwl:make_model", "metric": metric}))
+    acc = build_workload(config(model={"factory": "userwl:make_model"}))
+    assert check_workload(wl)["metric"] == metric
+    assert wl.evaluate(wl.initial_params)[1] == pytest.approx(
+        acc.evaluate(acc.initial_params)[1], abs=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "lr", "words"),
+    [
+        (
+            {"factory": "userwl:make_model", "loss": "userwl:loss_nan_after_probe"},
+            0.1,
+            ["client ", " failed on task ", "training loss", "is nan"],
+        ),
+        (
+            {"factory": "userwl:make_model", "loss": "userwl:loss_raises_after_probe"},
+            0.1,
+            ["client ", " raised RuntimeError on task ", "late failure"],
+        ),
+        ({"factory": "userwl:linear", "loss": "mse"}, 1e30, ["not finite", "learning rate"]),
+    ],
+)
+def test_training_that_breaks_mid_run_stops_with_one_line(
+    user_module: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    model: dict[str, Any],
+    lr: float,
+    words: list[str],
+) -> None:
+    from raysync.exceptions import RaySyncError
+    from raysync.simulation import simulate
+
+    user_module.CALLS[0] = 0
+    data = {"factory": "userwl:regression_data"} if model.get("loss") == "mse" else None
+    cfg = config(clients=3 if data else 4, model=model, data=data)
+    cfg = cfg.replace(algorithm=dataclasses.replace(cfg.algorithm, lr=lr))
+    with pytest.raises(RaySyncError) as info:
+        simulate(cfg)
+    text = str(info.value)
+    assert "\n" not in text
+    for w in words:
+        assert w in text, text

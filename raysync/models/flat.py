@@ -336,6 +336,12 @@ class GradientComputer:
         for p in self._params:
             p.grad = None
         loss = self.loss(self._model(xb), yb)
+        if not loss.requires_grad:
+            raise DataError(
+                f"loss {self._loss_name!r} returned a tensor without a gradient "
+                "(requires_grad is False): compute it from the model's output with torch "
+                "operations, without .detach(), .item() or numpy"
+            )
         loss.backward()
         return float(loss.detach())
 
@@ -479,19 +485,44 @@ class GradientComputer:
                     batch_loss = self.loss(out, yb).double() * rows
                 loss_sum += batch_loss
                 if self._metric_fn is not None:
-                    value = self._metric_fn(out, yb)
-                    if not isinstance(value, torch.Tensor) or value.numel() != 1:
-                        raise DataError(
-                            f"metric {self._metric_name!r} must return a scalar tensor "
-                            f"(the batch mean), got {_describe(value)}"
-                        )
-                    metric_sum += value.reshape(()).double() * rows
+                    metric_sum += self._metric_value(out, yb) * rows
                 elif self._metric_name == "accuracy":
                     metric_sum += (out.argmax(dim=1) == yb).sum().double()
                 else:  # neg_loss
                     metric_sum -= batch_loss
         self._model.train()
         return float(loss_sum) / n, float(metric_sum) / n
+
+    def _metric_value(self, out: torch.Tensor, target: torch.Tensor) -> float:
+        """The user's metric of one batch as a finite float.
+
+        The metric contract: ``metric(output, target)`` returns the batch mean, higher is
+        better, as a one-element tensor, a Python float or int, or a numpy scalar.
+
+        Raises:
+            DataError: Another type, or a NaN or infinite value.
+        """
+        fn = self._metric_fn
+        if fn is None:
+            raise ConfigError(f"metric {self._metric_name!r} is built in, not a function")
+        value = fn(out, target)
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            number = float(value.reshape(()).double())
+        elif isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+            value, bool
+        ):
+            number = float(value)
+        else:
+            raise DataError(
+                f"metric {self._metric_name!r} must return a number (a one-element tensor, "
+                f"float or numpy scalar: the batch mean), got {_describe(value)}"
+            )
+        if not math.isfinite(number):
+            raise DataError(
+                f"metric {self._metric_name!r} returned {number} (not finite) on a batch of "
+                f"{target.shape[0]}"
+            )
+        return number
 
     def __repr__(self) -> str:
         return (
