@@ -565,6 +565,12 @@ def build_workload(
             f"loss 'cross_entropy' needs integer class labels, but the data factory "
             f"{source!r} returns {dataset.y_train.dtype} targets; use loss = 'mse' or your own"
         )
+    if spec.loss == "mse" and dataset.is_classification:
+        raise DataError(
+            f"loss 'mse' needs real targets, but the data factory {source!r} returns integer "
+            f"labels ({dataset.y_train.dtype}); use loss = 'cross_entropy', or return float "
+            "targets"
+        )
     initial = get_flat_params(spec.build())
     workload = Workload(
         dataset=dataset, client_indices=tuple(parts), model=spec, initial_params=initial

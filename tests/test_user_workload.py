@@ -378,6 +378,15 @@ def test_regression_with_mse_and_user_loss_and_metric(user_module: Any) -> None:
             ["loss 'cross_entropy' needs integer class labels", "float32"],
         ),
         (
+            {"factory": "userwl:make_model", "loss": "mse"},
+            None,
+            DataError,
+            [
+                "loss 'mse' needs real targets, but the data factory 'userwl:make_data'",
+                "integer labels (int64)",
+            ],
+        ),
+        (
             None,
             {"factory": "userwl:regression_data", "partition": "dirichlet"},
             DataError,
@@ -557,3 +566,19 @@ def test_training_that_breaks_mid_run_stops_with_one_line(
     assert "\n" not in text
     for w in words:
         assert w in text, text
+
+
+def test_the_probe_runs_once_so_warnings_are_not_repeated(
+    user_module: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    def batchnorm_model(in_features: int, num_classes: int) -> torch.nn.Module:
+        return torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(in_features, 6), torch.nn.BatchNorm1d(6),
+            torch.nn.Linear(6, num_classes),
+        )  # fmt: skip
+
+    with caplog.at_level("WARNING", logger="raysync.workload"):
+        wl = build_workload(config(), model_factory=batchnorm_model, model_kwargs={})
+        summary = check_workload(wl)  # as validate does after build_workload
+    assert summary["output_shape"] == (8, 4)
+    assert sum("floating buffers" in r.getMessage() for r in caplog.records) == 1

@@ -134,6 +134,9 @@ def _val_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[cut:]), np.sort(perm[:cut])
 
 
+_SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+
+
 def dataset_from_output(output: Any, *, source: str, seed: int = 0) -> Dataset:
     """Check a data factory's return value and turn it into a :class:`Dataset`.
 
@@ -148,8 +151,9 @@ def dataset_from_output(output: Any, *, source: str, seed: int = 0) -> Dataset:
     Raises:
         DataError: Wrong return type, a missing or non-numeric array, mismatched lengths,
             labels and targets mixed across splits, a ``client_train`` of the wrong
-            length or with negative ids, or an empty training set; one line naming the
-            factory, the rule and the value.
+            length or with negative ids, an empty split, labels at or above
+            ``num_classes``, or (without ``num_classes``) test/validation labels above
+            every training label; one line naming the factory, the rule and the value.
     """
     if isinstance(output, Dataset):
         return output
@@ -192,8 +196,13 @@ def dataset_from_output(output: Any, *, source: str, seed: int = 0) -> Dataset:
                 f"data factory {source!r}: y_{split} is {ys[split].dtype} but y_train is "
                 f"{ys['train'].dtype}; use integer labels or real targets in every split"
             )
-    if ys["train"].shape[0] == 0:
-        raise DataError(f"data factory {source!r}: the training set is empty (x_train has 0 rows)")
+    for split in ys:
+        if ys[split].shape[0] == 0:
+            # an empty test/val split only fails later, in the first evaluation
+            raise DataError(
+                f"data factory {source!r}: the {_SPLIT_NAMES[split]} set is empty "
+                f"(x_{split} has 0 rows); every split given needs >= 1 sample"
+            )
     client: np.ndarray | None = None
     if out.get("client_train") is not None:
         client = _to_numpy(out["client_train"], "client_train", source)
@@ -209,6 +218,7 @@ def dataset_from_output(output: Any, *, source: str, seed: int = 0) -> Dataset:
                 f"data factory {source!r}: client_train must hold client ids >= 0, got "
                 f"{int(client.min())}"
             )
+    factory_splits = set(xs)
     if "val" not in xs:
         if ys["train"].shape[0] >= 2:
             train, val = _val_split(ys["train"], seed)
@@ -232,6 +242,24 @@ def dataset_from_output(output: Any, *, source: str, seed: int = 0) -> Dataset:
             f"data factory {source!r}: num_classes must be in [1, {MAX_CLASSES:,}], got "
             f"{int(num_classes):,}"
         )
+    if classification:
+        given = out.get("num_classes") is not None
+        train_top = int(ys["train"].max()) if ys["train"].size else -1
+        for split in ("train", "val", "test"):
+            y = ys[split]
+            top = int(y.max()) if y.size else -1
+            if given and top >= int(num_classes):
+                raise DataError(
+                    f"data factory {source!r}: y_{split} labels must lie in "
+                    f"[0, num_classes = {int(num_classes)}), got {top}"
+                )
+            if not given and split in factory_splits and top > train_top:
+                # a class the clients never see would silently widen the model's output
+                raise DataError(
+                    f"data factory {source!r}: y_{split} holds label {top} but y_train's "
+                    f"labels lie in [0, {train_top}]; return num_classes if that class "
+                    "exists, or fix the split"
+                )
     name = out.get("name")
     return Dataset(
         name=str(name) if name is not None else source,

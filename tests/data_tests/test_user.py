@@ -98,9 +98,18 @@ def test_a_dataset_passes_through() -> None:
         (lambda d: {**d, "client_train": np.arange(10)}, "client_train must hold one integer"),
         (lambda d: {**d, "client_train": -np.ones(50, int)}, "client ids >= 0, got -1"),
         (lambda d: {**d, "x_val": d["x_test"]}, "x_val and y_val must be given together"),
-        (lambda d: {**d, "num_classes": 2}, "labels must lie in [0, 2)"),
+        (lambda d: {**d, "num_classes": 2},
+         "data factory 'f': y_train labels must lie in [0, num_classes = 2), got 2"),
         (lambda d: {**d, "x_train": d["x_train"][:0], "y_train": d["y_train"][:0]},
          "training set is empty"),
+        (lambda d: {**d, "x_test": d["x_test"][:0], "y_test": d["y_test"][:0]},
+         "data factory 'f': the test set is empty (x_test has 0 rows)"),
+        (lambda d: {**d, "x_val": d["x_test"][:0], "y_val": d["y_test"][:0]},
+         "the validation set is empty (x_val has 0 rows)"),
+        (lambda d: {**d, "y_test": np.where(np.arange(10) == 0, 7, d["y_test"])},
+         "y_test holds label 7 but y_train's labels lie in [0, 2]"),
+        (lambda d: {**d, "x_val": d["x_test"], "y_val": d["y_test"] + 5, "num_classes": 4},
+         "y_val labels must lie in [0, num_classes = 4), got 7"),
     ],
 )  # fmt: skip
 def test_bad_output_is_one_line(change, words: str) -> None:  # noqa: ANN001
@@ -114,3 +123,10 @@ def test_natural_partition_refuses_ids_beyond_the_fleet_and_empty_clients() -> N
         natural_partition(np.array([0, 1, 2, 3]), 3)
     with pytest.raises(DataError, match=r"client 1 has no training samples"):
         natural_partition(np.array([0, 0, 2]), 3)
+
+
+def test_a_test_class_unseen_in_training_is_fine_when_num_classes_says_so() -> None:
+    d = _arrays()
+    d["y_test"] = np.where(np.arange(10) == 0, 4, d["y_test"])
+    ds = dataset_from_output({**d, "num_classes": 5}, source="f")
+    assert ds.num_classes == 5 and int(ds.y_test.max()) == 4
