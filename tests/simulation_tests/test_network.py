@@ -57,7 +57,9 @@ def _network(
         routing=RoutingConfig(kind="return_to_sender") if rtr else RoutingConfig(kind="fixed", p=p),
         algorithm=AlgorithmConfig(name="asyncsgd" if rtr else "generalized_asyncsgd"),
         run=RunConfig(num_updates=updates, train=False),
-        server=None if server is None else ServerConfig(update_time=_exp(server)),
+        server=None
+        if server is None
+        else ServerConfig(update_time=_exp(server), power=PowerSpec(busy="30 W", idle="5 W")),
         seed=1,
     )
 
