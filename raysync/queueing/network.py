@@ -101,6 +101,10 @@ class ClosedNetwork:
             if bad.size:
                 j = int(bad[0])
                 raise ConfigError(f"{name}[{j}] must be > 0, got {float(values[j])!r}")
+        bad = np.flatnonzero(p > 1.0)
+        if bad.size:  # also keeps fsum below from overflowing on huge entries
+            j = int(bad[0])
+            raise ConfigError(f"p[{j}] must be a probability in (0, 1], got {float(p[j])!r}")
         total = math.fsum(p.tolist())
         if abs(total - 1.0) > P_SUM_RTOL:
             raise ConfigError(f"routing p must sum to 1, got sum={total:.12g} for {n} clients")

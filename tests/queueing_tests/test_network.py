@@ -138,3 +138,11 @@ def test_from_config_rejects_return_to_sender() -> None:
     )
     with pytest.raises(ConfigError, match="return_to_sender"):
         ClosedNetwork.from_config(rts)
+
+
+def test_routing_probabilities_above_one_are_refused_before_summing() -> None:
+    # math.fsum overflows on entries near the float limit: the rule is checked first.
+    with pytest.raises(ConfigError, match=r"p\[0\] must be a probability in \(0, 1\], got 1e\+308"):
+        ClosedNetwork(mu=np.array([1.0, 1.0]), p=np.array([1e308, 1e308]), concurrency=2)
+    with pytest.raises(ConfigError, match=r"p\[1\] must be a probability in \(0, 1\], got 1\.5"):
+        ClosedNetwork(mu=np.array([1.0, 1.0]), p=np.array([0.5, 1.5]), concurrency=2)
