@@ -26,7 +26,7 @@ ROOT = Path(raysync.__file__).resolve().parent
 CHECK = REPO / "scripts" / "check_imports.py"
 # raysync modules allowed to reach Ray (lazily): the package root (raysync.run), the CLI,
 # and the runtime itself.
-RAY_LAYERS = {"raysync", "raysync.cli", "raysync._cli", "raysync.runtime"}
+RAY_LAYERS = {"raysync", "raysync.__main__", "raysync.cli", "raysync._cli", "raysync.runtime"}
 
 
 def _contracts() -> dict[str, dict]:
