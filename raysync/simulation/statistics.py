@@ -285,6 +285,9 @@ def batch_statistics(
     delay, d_lo, d_hi = ci(sum_delay, count)
     qlen, q_lo, q_hi = ci(area, dt)
     util, u_lo, u_hi = ci(busy, dt)
+    # A utilisation is a busy fraction in [0, 1]; the symmetric interval's upper end
+    # passed 1 for a saturated client, and clipping keeps its coverage for the same reason.
+    u_hi = np.minimum(u_hi, 1.0)
     stale, s_lo, s_hi = ci(sum_delay.sum(axis=1), count.sum(axis=1))
     cdelay, cd_lo, cd_hi = ci(sum_cdelay, count)
     cstale, cs_lo, cs_hi = ci(sum_cdelay.sum(axis=1), count.sum(axis=1))

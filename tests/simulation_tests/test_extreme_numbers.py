@@ -264,3 +264,16 @@ def test_training_refuses_more_model_versions_than_memory(
     cfg = fleet([exp(1.0)] * 2, 1000, updates=50, train=True)
     with pytest.raises(ConfigError, match=r"concurrency = 1,000 keeps up to 51 model versions"):
         simulate(cfg)
+
+
+def test_utilization_interval_of_a_saturated_client_stays_in_the_unit_interval() -> None:
+    # The slow client (rate 0.5 against 1, C = 4) is busy ~98% of the time and its batch
+    # estimates scatter, so the symmetric t-interval's upper end was 1.006 before it was
+    # clipped (seed 0, 400 updates). Only the bound that cannot hold is cut: the other
+    # client's interval keeps its width.
+    res = simulate(fleet([exp(0.5), exp(1.0)], 4, updates=400, p=(0.5, 0.5)))
+    lo, hi = np.asarray(res.utilization_ci).T
+    assert np.all((0.0 <= lo) & (lo <= hi) & (hi <= 1.0)), res.utilization_ci
+    assert res.utilization[0] > 0.95
+    assert hi[0] == 1.0
+    assert 0.0 < lo[1] < res.utilization[1] < hi[1] < 1.0
