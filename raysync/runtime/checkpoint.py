@@ -698,6 +698,17 @@ def check_server_state(
                 Key.SCHEMA,
                 f"is {schema}, newer than this raysync reads ({SCHEMA_VERSION}); upgrade raysync",
             )
+    # A key this raysync does not write is a tree from elsewhere or a hand edit: loading
+    # it would silently drop what it holds.
+    known = {v for k, v in vars(Key).items() if k.isupper() and isinstance(v, str)}
+    unknown = sorted(str(k) for k in state if k not in known)
+    if unknown:
+        raise _corrupt(
+            checkpoint.directory,
+            f"the server state has field(s) this raysync does not write: "
+            f"{', '.join(repr(k) for k in unknown[:5])}{', ...' if len(unknown) > 5 else ''} "
+            f"(known: {', '.join(sorted(known))})",
+        )
     version = c.integer(Key.VERSION)
     if version != checkpoint.version:
         raise c.bad(Key.VERSION, f"must equal the manifest's version {checkpoint.version}", version)

@@ -540,6 +540,8 @@ def test_every_field_of_the_state_schema_is_type_checked(
         (lambda s: s[Key.COUNTERS].__setitem__("restarts", "1"), "counters.restarts"),
         (lambda s: s.__setitem__(Key.TENSORBOARD_STEP, s[Key.VERSION] - 1), "tensorboard_step"),
         (lambda s: s.__setitem__(Key.RUN_NAME, ""), "run_name"),
+        # a key raysync does not write (a tree from elsewhere, a hand edit) is not dropped
+        (lambda s: s.__setitem__("injected_key", 1), "injected_key"),
     ]
     if train:
         cases.append((lambda s: s[Key.BASE_PARAMS].__setitem__("x", s[Key.PARAMS]), "base_params"))
