@@ -284,14 +284,45 @@ def _operation_codes() -> frozenset[int]:
     return frozenset(int(op) for op in JournalOperation)
 
 
+#: Fields Optuna's journal writer puts in every record of an operation and its replay reads
+#: unconditionally (``optuna/storages/journal/_storage.py``, ``_write_log`` and
+#: ``_apply_*``): a record without one stops the replay with a bare ``KeyError``. Keyed by
+#: ``JournalOperation`` member name; an operation not listed (``DISCARD_TRIALS``) is skipped
+#: by the replay.
+_REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "CREATE_STUDY": ("worker_id", "study_name", "directions"),
+    "DELETE_STUDY": ("worker_id", "study_id"),
+    "SET_STUDY_USER_ATTR": ("worker_id", "study_id", "user_attr"),
+    "SET_STUDY_SYSTEM_ATTR": ("worker_id", "study_id", "system_attr"),
+    "CREATE_TRIAL": ("worker_id", "study_id", "datetime_start"),
+    "SET_TRIAL_PARAM": (
+        "worker_id",
+        "trial_id",
+        "param_name",
+        "param_value_internal",
+        "distribution",
+    ),
+    "SET_TRIAL_STATE_VALUES": ("worker_id", "trial_id", "state", "values"),
+    "SET_TRIAL_INTERMEDIATE_VALUE": ("worker_id", "trial_id", "step", "intermediate_value"),
+    "SET_TRIAL_USER_ATTR": ("worker_id", "trial_id", "user_attr"),
+    "SET_TRIAL_SYSTEM_ATTR": ("worker_id", "trial_id", "system_attr"),
+}
+
+
+def _required_fields() -> dict[int, tuple[str, ...]]:
+    from optuna.storages.journal._storage import JournalOperation
+
+    return {int(op): _REQUIRED_FIELDS.get(op.name, ()) for op in JournalOperation}
+
+
 def check_records(path: str | os.PathLike[str]) -> None:
     """Raise ValueError naming the first line that is not an Optuna journal operation.
 
     Every line must be a JSON object whose ``op_code`` is one of Optuna's
-    ``JournalOperation`` codes: Optuna replays the whole file on every read and stops on
-    any other line with an ``AssertionError`` (``Should not reach.``) or a ``KeyError``
-    that names no line. Run after :func:`repair_journal` (a torn last record is cut
-    there, not refused here).
+    ``JournalOperation`` codes, with the fields that operation's replay reads: Optuna
+    replays the whole file on every read and stops on any other line with an
+    ``AssertionError`` (``Should not reach.``) or a ``KeyError`` that names no line. Run
+    after :func:`repair_journal` (a torn last record is cut there, not refused here).
 
     Args:
         path: The journal file (a missing one is a new journal: nothing to check).
@@ -300,6 +331,7 @@ def check_records(path: str | os.PathLike[str]) -> None:
         ValueError: ``line N: <why>``, N counted from 1.
     """
     codes = _operation_codes()
+    required = _required_fields()
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below; FileNotFoundError is no error
     except FileNotFoundError:
@@ -317,4 +349,10 @@ def check_records(path: str | os.PathLike[str]) -> None:
                 raise ValueError(
                     f"line {number} is not an Optuna journal operation (a JSON object with "
                     f"an integer op_code in 0..{max(codes)}): {shown}"
+                )
+            missing = [k for k in required[code] if k not in record]
+            if missing:
+                raise ValueError(
+                    f"line {number} is an Optuna journal operation (op_code {code}) without "
+                    f"its field(s) {', '.join(missing)}"
                 )

@@ -189,6 +189,17 @@ def test_passwords_are_never_printed() -> None:
         (b'{"op_code": 99}', "is not an Optuna journal operation"),
         (b"[4]", "is not an Optuna journal operation"),
         (b"not json", "is not JSON"),
+        # a valid op_code without the fields its replay reads: Optuna's bare KeyError
+        (
+            b'{"op_code": 5, "worker_id": "w", "trial_id": 0}',
+            "is an Optuna journal operation (op_code 5) without its field(s) param_name, "
+            "param_value_internal, distribution",
+        ),
+        (
+            b'{"op_code": 0}',
+            "is an Optuna journal operation (op_code 0) without its field(s) worker_id, "
+            "study_name, directions",
+        ),
     ],
 )
 def test_a_bad_line_inside_the_journal_is_named_by_number(
