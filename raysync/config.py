@@ -712,7 +712,12 @@ class RoutingConfig:
             100). The other ``adaptive`` fields (docs/adaptive.md): ``reoptimize_seconds``
             (also re-optimise after this much clock), ``constants`` (``L, sigma2, M2, A``
             of the bound), ``horizon`` (``T`` of the wall-clock criterion, s), ``explore``
-            (uniform share in ``[0, 1)``), ``window`` (estimator's sliding window).
+            (uniform share in ``[0, 1)``), ``window`` (estimator's sliding window),
+            ``objective`` (``wall_clock``: the section-5 bound; ``bias_aware``: the
+            section-6 bound, needs ``zeta2``), ``zeta2`` (gradient heterogeneity
+            ``zeta^2 >= 0``, e.g. from ``raysync.objectives.estimate_constants_for_config``)
+            and ``weight_exponent`` (the strategy's ``beta``; filled from
+            ``algorithm.weight_exponent``, must equal it when given).
     """
 
     kind: str = "uniform"
@@ -723,12 +728,15 @@ class RoutingConfig:
     horizon: float | None = None
     explore: float | None = None
     window: int | None = None
+    objective: str | None = None
+    zeta2: float | None = None
+    weight_exponent: float | None = None
 
     def __post_init__(self) -> None:
         _convert_fields(self, "routing")
         _check_choice("routing.kind", self.kind, _registered("routing.kind"))
         adaptive = ("reoptimize_every", "reoptimize_seconds", "constants", "horizon",
-                    "explore", "window")  # fmt: skip
+                    "explore", "window", "objective", "zeta2", "weight_exponent")  # fmt: skip
         for name in adaptive:
             value = getattr(self, name)
             if value is not None and self.kind != "adaptive":
@@ -745,6 +753,24 @@ class RoutingConfig:
         if self.constants is not None and len(self.constants) != 4:
             rule = "must be four numbers L, sigma2, M2, A"
             raise _fail("routing.constants", rule, self.constants)
+        if self.objective is not None:
+            _check_choice("routing.objective", self.objective, ("wall_clock", "bias_aware"))
+        if self.zeta2 is not None:
+            _check_positive("routing.zeta2", self.zeta2, allow_zero=True)
+        bias_aware = self.objective == "bias_aware"
+        if bias_aware and self.zeta2 is None:
+            raise ConfigError(
+                "routing.objective 'bias_aware' needs routing.zeta2 (gradient heterogeneity "
+                ">= 0; measure it with raysync.objectives.estimate_constants_for_config)"
+            )
+        for name in ("zeta2", "weight_exponent"):
+            if getattr(self, name) is not None and not bias_aware:
+                rule = "is only allowed with objective 'bias_aware'"
+                raise _fail(f"routing.{name}", rule, getattr(self, name))
+        if self.weight_exponent is not None:
+            _check_positive("routing.weight_exponent", self.weight_exponent, allow_zero=True)
+            if self.weight_exponent > 1:
+                raise _fail("routing.weight_exponent", "must be in [0, 1]", self.weight_exponent)
         if self.kind == "fixed" and self.p is None:
             raise ConfigError("routing.p is required when routing.kind is 'fixed'")
         if self.kind != "fixed" and self.p is not None:
@@ -919,6 +945,19 @@ class ModelConfig:
             raise _fail("model.metric", "accuracy needs class labels, not loss 'mse'", "accuracy")
         object.__setattr__(self, "kwargs", dict(self.kwargs))
 
+    @property
+    def resolved_metric(self) -> str:
+        """The metric evaluation reports: ``metric``, or the loss's default when unset."""
+        if self.metric is not None:
+            return self.metric
+        return "accuracy" if self.loss == "cross_entropy" else "neg_loss"
+
+    @property
+    def metric_label(self) -> str:
+        """How reports name the metric: ``accuracy``, or ``metric (<name>)`` otherwise."""
+        metric = self.resolved_metric
+        return "accuracy" if metric == "accuracy" else f"metric ({metric})"
+
 
 def _check_user_choice(name: str, value: str, choices: Sequence[str]) -> None:
     """A built-in name or a ``"package.module:function"`` reference."""
@@ -1084,6 +1123,8 @@ class SystemConfig:
                 "algorithm 'asyncsgd' needs routing.kind = 'return_to_sender', "
                 f"got {self.routing.kind!r} (use 'generalized_asyncsgd' for random routing)"
             )
+        if self.routing.objective == "bias_aware":
+            _check_bias_aware_routing(self)
         _check_power(self)
         _check_dynamics(self)
 
@@ -1174,6 +1215,25 @@ def _check_power(config: SystemConfig) -> None:
                 f"is required: {given[0]}.power is given, so every client and the [server] "
                 "(when given) must give busy and idle power",
             )
+
+
+def _check_bias_aware_routing(config: SystemConfig) -> None:
+    """The bias-aware router models Generalized AsyncSGD with the algorithm's ``beta``."""
+    if config.algorithm.name != "generalized_asyncsgd":
+        raise ConfigError(
+            "routing.objective 'bias_aware' bounds Generalized AsyncSGD (weighted steps), "
+            f"got algorithm.name {config.algorithm.name!r}"
+        )
+    beta = config.algorithm.weight_exponent
+    given = config.routing.weight_exponent
+    if given is None:  # the router needs the strategy's beta; the config knows it
+        routing = dataclasses.replace(config.routing, weight_exponent=beta)
+        object.__setattr__(config, "routing", routing)
+    elif given != beta:
+        raise ConfigError(
+            f"routing.weight_exponent must equal algorithm.weight_exponent = {beta:g} (the "
+            f"strategy's beta the bound models), got {given!r}"
+        )
 
 
 def _check_dynamics(config: SystemConfig) -> None:

@@ -185,7 +185,7 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
         lines.append("faults: " + ", ".join(f"{k} {v}" for k, v in faults.items()))
     if result.train:
         lines.append(
-            f"final test accuracy {result.final_test_accuracy:.4f} "
+            f"final test {config.model.metric_label} {result.final_test_accuracy:.4f} "
             f"(test loss {result.final_test_loss:.4f})"
         )
     lo, hi = result.throughput_ci

@@ -238,7 +238,7 @@ def format_report(
     lines.extend(_nonstationary_notes(config))
     if result.train:
         lines.append(
-            f"final test accuracy: {result.final_test_accuracy:.4f}  "
+            f"final test {config.model.metric_label}: {result.final_test_accuracy:.4f}  "
             f"(test loss {_fmt(result.final_test_loss)})"
         )
     else:

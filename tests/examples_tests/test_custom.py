@@ -48,6 +48,14 @@ def test_diabetes_has_a_natural_split_by_age_and_learns(
     # standardised targets: predicting 0 costs ~1; 300 SGD steps must beat the start
     assert losses[-1] < losses[0]
     assert np.isfinite(losses).all()
+    # a regression reports its metric under its own name, not as an "accuracy"
+    assert config.model.metric_label == "metric (neg_loss)"
+    assert (
+        main(["simulate", str(CUSTOM / "diabetes.toml"), "--num-updates", "20", "--no-progress"])
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "final test metric (neg_loss): -" in text and "final test accuracy" not in text
 
 
 def test_residual_cnn_learns_digits_and_runs_the_mnist_config(
