@@ -3,10 +3,14 @@
 :class:`AdaptiveRouter` owns an :class:`~raysync.routing.estimation.OnlineRateEstimator`.
 The engines (simulator and Ray runtime) call :meth:`AdaptiveRouter.observe` with the
 service time of every finished task right before :meth:`~AdaptiveRouter.route`; every
-``reoptimize_every`` updates (or ``reoptimize_seconds`` of clock) the router minimises the
-wall-clock bound of docs/theory.md section 5 over ``p`` for the current estimates with the
-existing optimiser (:func:`raysync.objectives.optimize_routing`), mixes in a small uniform
-share ``explore`` so every client keeps being measured, and swaps its routing. Tasks in
+``reoptimize_every`` updates (or ``reoptimize_seconds`` of clock) the router minimises a
+bound over ``p`` for the current estimates at the run's ``C``: the wall-clock bound of
+docs/theory.md section 5 (``objective="wall_clock"``, with the existing optimiser
+:func:`raysync.objectives.optimize_routing`) or the bias-aware bound of section 6
+(``objective="bias_aware"``, :class:`raysync.objectives.BiasAwareBound` with the
+Cauchy-Schwarz bias term ``2 n ||r - u||^2 zeta^2`` at the strategy's weight exponent
+``beta``), mixes in a small uniform share ``explore`` so every client keeps being measured,
+and swaps its routing. Tasks in
 flight are never touched: the new ``p`` only decides where *future* tasks go, so every
 queued task stays where it is, in its client's FIFO order. Every change is kept in
 :attr:`AdaptiveRouter.changes` and logged (docs/adaptive.md).
@@ -26,13 +30,16 @@ from raysync.exceptions import CheckpointError, ConfigError
 from raysync.routing.estimation import OnlineRateEstimator
 from raysync.routing.fixed import _DEFAULT_BLOCK, _BlockRouter
 
-__all__ = ["DEFAULT_CONSTANTS", "AdaptiveRouter", "RoutingChange"]
+__all__ = ["DEFAULT_CONSTANTS", "OBJECTIVES", "AdaptiveRouter", "RoutingChange"]
 
 logger = logging.getLogger(__name__)
 
 #: ``(L, sigma^2, M^2, A)`` used when none are given: placeholders of the right order for
 #: small models; measure the real ones with ``raysync.objectives.estimate_constants``.
 DEFAULT_CONSTANTS = (1.0, 1.0, 0.0, 1.0)
+
+#: What the router minimises: the section-5 wall-clock bound or the section-6 bias-aware one.
+OBJECTIVES = ("wall_clock", "bias_aware")
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +54,7 @@ class RoutingChange:
         predicted_throughput: ``Lambda(p, C)`` the queueing model predicts for the new
             ``p`` at the estimated rates (updates per second).
         reason: Why it happened (``"schedule"``, ``"availability"``, ``"initial"``).
+        objective: The bound minimised (``"wall_clock"`` or ``"bias_aware"``).
     """
 
     update: int
@@ -55,6 +63,7 @@ class RoutingChange:
     rates: np.ndarray
     predicted_throughput: float
     reason: str = field(default="schedule")
+    objective: str = field(default="wall_clock")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe mapping."""
@@ -65,6 +74,7 @@ class RoutingChange:
             "rates": self.rates.tolist(),
             "predicted_throughput": self.predicted_throughput,
             "reason": self.reason,
+            "objective": self.objective,
         }
 
 
@@ -85,6 +95,8 @@ def _number(name: str, value: object, *, low: float, low_open: bool, high: float
 
 
 _CONTROLLER: list[Any] = []
+#: Logit box of the bias-aware optimiser (as in :func:`raysync.objectives.optimize_bias_aware`).
+_LOGIT_BOUND = 40.0
 
 
 def _single_threaded() -> Any:
@@ -120,6 +132,16 @@ class AdaptiveRouter(_BlockRouter):
         estimator: The rate estimator (default: exponential method, ``window``, pooled
             prior of weight 1).
         block_size: Draws pre-drawn at a time (dropped at every swap).
+        objective: ``"wall_clock"`` (docs/theory.md section 5) or ``"bias_aware"``
+            (section 6: ``2 x`` the section-5 bound with ``S_beta`` and ``Dbar_r``, plus
+            ``2 n ||r - u||^2 zeta^2``).
+        zeta2: Gradient heterogeneity ``zeta^2 >= 0`` (required by ``"bias_aware"``, refused
+            otherwise): from the config (``routing.zeta2``) or a pilot,
+            :func:`raysync.objectives.estimate_constants_for_config` (its ``zeta2``).
+        weight_exponent: The strategy's ``beta`` in ``[0, 1]`` (Generalized AsyncSGD's
+            weights ``(n p_i) ** -beta``; the config passes ``algorithm.weight_exponent``).
+            Only ``"bias_aware"`` uses it; at ``beta = 1`` the mix ``r`` is uniform, the
+            bias term vanishes and the optimum is the section-5 one.
 
     Raises:
         ConfigError: An argument breaks its rule (one line naming it and the value).
@@ -140,6 +162,9 @@ class AdaptiveRouter(_BlockRouter):
         window: int = 200,
         estimator: OnlineRateEstimator | None = None,
         block_size: int = _DEFAULT_BLOCK,
+        objective: str = "wall_clock",
+        zeta2: float | None = None,
+        weight_exponent: float = 1.0,
     ) -> None:
         super().__init__(block_size=block_size)
         from raysync.objectives.bounds import ProblemConstants
@@ -167,6 +192,27 @@ class AdaptiveRouter(_BlockRouter):
                                   high=math.inf)  # fmt: skip
         self._initial_p = None if initial_p is None else np.array(initial_p, dtype=np.float64)
         self.window = _count("routing.window", window, 2)
+        if objective not in OBJECTIVES:
+            raise ConfigError(
+                f"routing.objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}"
+            )
+        self.objective = objective
+        if objective == "bias_aware" and zeta2 is None:
+            raise ConfigError(
+                "routing.objective 'bias_aware' needs routing.zeta2 (gradient heterogeneity "
+                ">= 0; measure it with raysync.objectives.estimate_constants_for_config)"
+            )
+        if objective != "bias_aware" and zeta2 is not None:
+            raise ConfigError(
+                f"routing.zeta2 is only allowed with objective 'bias_aware', got {zeta2!r}"
+            )
+        self.zeta2 = (
+            None if zeta2 is None
+            else _number("routing.zeta2", zeta2, low=0, low_open=False, high=1e300)
+        )  # fmt: skip
+        self.weight_exponent = _number(
+            "routing.weight_exponent", weight_exponent, low=0, low_open=False, high=1
+        )
         self._estimator_arg = estimator
         self.estimator: OnlineRateEstimator | None = estimator
         self._p = np.zeros(0)
@@ -289,7 +335,11 @@ class AdaptiveRouter(_BlockRouter):
         )  # fmt: skip
         concurrency = self._concurrency
         warm = self._optimum
-        if warm is not None and warm.size == idx.size and reason == "schedule":
+        if warm is None or warm.size != idx.size or reason != "schedule":
+            warm = None
+        if self.objective == "bias_aware":
+            optimum = self._bias_aware_optimum(rates[idx], concurrency, warm)
+        elif warm is not None:
             # Estimates move a little between optimisations: one L-BFGS-B run from the
             # last optimum instead of three cold starts (about 15x cheaper).
             run, _, _ = _routing_runs(objective, concurrency, [warm], 1e-7, 200)
@@ -311,6 +361,7 @@ class AdaptiveRouter(_BlockRouter):
             rates=rates.copy(),
             predicted_throughput=throughput,
             reason=reason,
+            objective=self.objective,
         )
         self.changes.append(change)
         logger.info(
@@ -320,6 +371,69 @@ class AdaptiveRouter(_BlockRouter):
             np.array2string(p, precision=4, threshold=12),
         )  # fmt: skip
         return True
+
+    def _bias_aware_optimum(
+        self, rates: np.ndarray, concurrency: int, warm: np.ndarray | None
+    ) -> np.ndarray:
+        """``argmin_p B_T(p, C, beta)`` of docs/theory.md (T21) at the run's ``C`` and ``beta``.
+
+        :func:`raysync.objectives.optimize_bias_aware` also scans ``C`` and ``beta``; the
+        router can change neither (``C`` is the engine's, ``beta`` the strategy's), so it
+        minimises ``log B_T`` over softmax logits at fixed ``(C, beta)`` with the bound's
+        exact gradient (:meth:`~raysync.objectives.BiasAwareBound.value_and_grad`), from
+        the last optimum when warm, else from the same three starts (uniform, ``p ~ mu``,
+        ``p ~ sqrt(mu)``) as ``optimize_bias_aware``.
+
+        Args:
+            rates: Estimated rates of the available clients, shape ``(m,)``.
+            concurrency: ``C``.
+            warm: The previous optimum, shape ``(m,)``, or None for cold starts.
+
+        Returns:
+            The optimum ``p``, shape ``(m,)``, summing to 1.
+        """
+        from scipy import optimize as sopt
+
+        from raysync.objectives.bias import BiasAwareBound
+
+        m = rates.size
+        if m == 1:
+            return np.ones(1)
+        bound = BiasAwareBound(
+            mu=rates, constants=self.constants, time_budget=self.horizon, zeta2=self.zeta2,
+            bias_kind="cauchy-schwarz",
+        )  # fmt: skip
+        beta = self.weight_exponent
+
+        def softmax(z: np.ndarray) -> np.ndarray:
+            e = np.exp(z - z.max())
+            return np.asarray(e / e.sum(), dtype=np.float64)
+
+        def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
+            p = softmax(z)
+            if np.any(p <= 0):
+                return math.inf, np.zeros_like(z)
+            value, grad_p, _ = bound.value_and_grad(p, concurrency, beta)
+            if not (value > 0 and math.isfinite(value)):
+                return math.inf, np.zeros_like(z)
+            g = grad_p / value
+            return math.log(value), p * (g - float(np.dot(p, g)))
+
+        starts = (
+            [warm] if warm is not None
+            else [np.full(m, 1.0 / m), rates / rates.sum(), np.sqrt(rates) / np.sqrt(rates).sum()]
+        )  # fmt: skip
+        best, best_value = np.full(m, 1.0 / m), math.inf
+        for p0 in starts:
+            z0 = np.clip(np.log(p0) - np.log(p0).mean(), -_LOGIT_BOUND, _LOGIT_BOUND)
+            res = sopt.minimize(
+                fun, z0, jac=True, method="L-BFGS-B",
+                bounds=[(-_LOGIT_BOUND, _LOGIT_BOUND)] * m,
+                options={"maxiter": 200, "ftol": 1e-10, "gtol": 1e-9, "maxcor": 20},
+            )  # fmt: skip
+            if float(res.fun) < best_value:
+                best, best_value = softmax(np.asarray(res.x, dtype=np.float64)), float(res.fun)
+        return best
 
     def _set_p(self, p: np.ndarray) -> None:
         p = np.asarray(p, dtype=np.float64)
@@ -385,5 +499,5 @@ class AdaptiveRouter(_BlockRouter):
         return (
             f"AdaptiveRouter(reoptimize_every={self.reoptimize_every}, "
             f"reoptimize_seconds={self.reoptimize_seconds}, explore={self.explore:g}, "
-            f"horizon={self.horizon:g})"
+            f"horizon={self.horizon:g}, objective={self.objective!r})"
         )

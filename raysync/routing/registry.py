@@ -63,6 +63,7 @@ def _return_to_sender(config: RoutingConfig) -> BaseRouter:
 def _adaptive(config: RoutingConfig) -> BaseRouter:
     from raysync.routing.adaptive import AdaptiveRouter
 
-    names = ("reoptimize_every", "reoptimize_seconds", "constants", "horizon", "explore", "window")
+    names = ("reoptimize_every", "reoptimize_seconds", "constants", "horizon", "explore", "window",
+             "objective", "zeta2", "weight_exponent")  # fmt: skip
     kwargs = {k: getattr(config, k) for k in names if getattr(config, k, None) is not None}
     return AdaptiveRouter(**kwargs)
