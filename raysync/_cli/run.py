@@ -183,6 +183,10 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
     }
     if any(faults.values()):
         lines.append("faults: " + ", ".join(f"{k} {v}" for k, v in faults.items()))
+    if extras.get("communication"):
+        from raysync.runtime._backend import describe_communication
+
+        lines.append(describe_communication(extras["communication"]))
     if result.train:
         lines.append(
             f"final test {config.model.metric_label} {result.final_test_accuracy:.4f} "

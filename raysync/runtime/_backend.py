@@ -43,6 +43,8 @@ from raysync.simulation.statistics import (
 )
 
 __all__ = [
+    "COMM_ARRAYS",
+    "COMM_TAGS",
     "INLINE_PARAMS_BYTES",
     "MAX_PER_CLIENT_SCALARS",
     "EvalPoint",
@@ -57,6 +59,8 @@ __all__ = [
     "assemble_result",
     "client_request",
     "client_tiers",
+    "communication_scalars",
+    "describe_communication",
     "executor_device",
     "minibatch_generator",
     "resolve_mode",
@@ -244,6 +248,11 @@ class TaskReply(NamedTuple):
         started_at: Wall-clock instant the task's service started on the emulated clock.
         finished_at: Wall-clock instant (``time.time()`` on the executor's node) the task
             ended; with emulation, the replacement task is stamped as dispatched then.
+        received_at: ``time.time()`` on the executor's node when its call began (the
+            task reached the executor); NaN from an executor that does not stamp it.
+        returned_at: ``time.time()`` on the executor's node when its call returned
+            (after any emulated wait); ``returned_at - received_at`` is the executor's
+            span, on one clock.
     """
 
     task_id: int
@@ -257,6 +266,8 @@ class TaskReply(NamedTuple):
     compute_time: float
     started_at: float
     finished_at: float
+    received_at: float = math.nan
+    returned_at: float = math.nan
 
 
 class ExecutorNotReady(RuntimeFailure):
@@ -316,6 +327,17 @@ class EvalPoint:
 #: Per-client running sums of :class:`ServerBook` (their order in a snapshot row).
 _ROW_ARRAYS = ("count", "sum_delay", "sum_delay2", "departures", "arrivals", "lengths", "busy")
 
+#: Per-client running sums of the real (measured, not emulated) communication times
+#: (:meth:`ServerBook.communicated`): tasks measured, then seconds.
+COMM_ARRAYS = ("comm_count", "comm_overhead", "comm_downlink", "comm_uplink")
+
+#: Live TensorBoard tags of the fleet's mean real communication times (seconds).
+COMM_TAGS = {
+    "comm_overhead": "network/real_overhead_mean",
+    "comm_downlink": "network/real_downlink_mean",
+    "comm_uplink": "network/real_uplink_mean",
+}
+
 
 class ServerBook:
     """The server's bookkeeping: running sums and snapshots, as the simulator keeps them.
@@ -325,7 +347,8 @@ class ServerBook:
     the current number of tasks created for it and not yet consumed (its queue, as the
     server sees it), so that the time integral of the queue length is
     ``dep + len * t - arr``; the measured busy time (sum of the service times the client
-    reported) and compute time.
+    reported) and compute time; and the real communication times of
+    :meth:`communicated` (running sums, never per-task lists).
 
     Args:
         num_clients: ``n``.
@@ -345,6 +368,10 @@ class ServerBook:
         self.lengths = np.zeros(n, dtype=np.int64)
         self.busy = np.zeros(n, dtype=np.float64)
         self.compute = np.zeros(n, dtype=np.float64)
+        self.comm_count = np.zeros(n, dtype=np.int64)
+        self.comm_overhead = np.zeros(n, dtype=np.float64)
+        self.comm_downlink = np.zeros(n, dtype=np.float64)
+        self.comm_uplink = np.zeros(n, dtype=np.float64)
         self.max_delay = 0
         self.sum_loss = 0.0
         self.num_loss = 0
@@ -384,6 +411,52 @@ class ServerBook:
             self.sum_loss += reply.loss
             self.num_loss += 1
 
+    def communicated(
+        self, client: int, sent: float, arrived: float, received: float, returned: float
+    ) -> None:
+        """Record one task's real communication times (docs/network.md, "Real delays").
+
+        ``sent`` and ``arrived`` are ``time.time()`` on the server (the remote call is
+        issued; its reply reaches the server's loop), ``received`` and ``returned`` on
+        the executor (its call begins; it returns). The emulated delays are waited out
+        outside ``[sent, arrived]`` (downlink before the call, uplink and server station
+        after the reply), so none of them is counted. Sums kept per client:
+
+        * ``comm_overhead``: server round trip minus executor span,
+          ``(arrived - sent) - (returned - received)``: downlink + uplink + Ray's call
+          overhead; each difference is taken on one clock, so it holds across nodes.
+        * ``comm_downlink`` (``received - sent``) and ``comm_uplink``
+          (``arrived - returned``): the split, which mixes two clocks and is meaningful
+          only when they are synchronised (always on one node); their sum is
+          ``comm_overhead`` up to rounding.
+        """
+        self.comm_count[client] += 1
+        self.comm_overhead[client] += (arrived - sent) - (returned - received)
+        self.comm_downlink[client] += received - sent
+        self.comm_uplink[client] += arrived - returned
+
+    def communication(self) -> dict[str, Any]:
+        """Means of the real communication times (seconds), per client and over the fleet.
+
+        Returns:
+            ``count`` (list of ``n`` ints: tasks measured per client), ``overhead_mean``,
+            ``downlink_mean``, ``uplink_mean`` (lists of ``n`` floats, seconds; NaN for
+            a client with no measured task) and ``fleet`` (the same four over all
+            tasks: ``count`` and per-task means, NaN when none).
+        """
+        count = self.comm_count
+        total = int(count.sum())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out: dict[str, Any] = {"count": count.tolist()}
+            fleet: dict[str, Any] = {"count": total}
+            for name in COMM_ARRAYS[1:]:
+                sums = getattr(self, name)
+                key = name.removeprefix("comm_") + "_mean"
+                out[key] = np.where(count > 0, sums / count, math.nan).tolist()
+                fleet[key] = float(sums.sum()) / total if total else math.nan
+        out["fleet"] = fleet
+        return out
+
     def maybe_snapshot(self, now: float) -> None:
         """Snapshot after a completion when the grid says so (call after dispatch)."""
         if self.completions >= self._next_snapshot:
@@ -407,7 +480,9 @@ class ServerBook:
         """Running measurements since the start, for sinks (cumulative, so they settle).
 
         Tags: ``system/throughput`` (completions per wall second), ``staleness/mean``,
-        and, for fleets of at most :data:`MAX_PER_CLIENT_SCALARS` clients,
+        the fleet's mean real communication times in seconds (:data:`COMM_TAGS`: round
+        trip minus executor span, and its clock-dependent split; see
+        :meth:`communicated`), and, for fleets of at most :data:`MAX_PER_CLIENT_SCALARS` clients,
         ``staleness/client_<i>`` (mean relative delay) and ``queue/client_<i>``
         (time-averaged tasks at the client).
         """
@@ -418,6 +493,10 @@ class ServerBook:
         total = int(self.count.sum())
         if total:
             out["staleness/mean"] = float(self.sum_delay.sum()) / total
+        measured = int(self.comm_count.sum())
+        if measured:
+            for name, tag in COMM_TAGS.items():
+                out[tag] = float(getattr(self, name).sum()) / measured
         if self.num_clients <= MAX_PER_CLIENT_SCALARS:
             area = self.departures + self.lengths * now - self.arrivals
             for i in range(self.num_clients):
@@ -440,7 +519,7 @@ class ServerBook:
             "interval": self.snapshots.interval,
             "next_snapshot": self._next_snapshot,
             "compute": self.compute.copy(),
-            **{name: getattr(self, name).copy() for name in _ROW_ARRAYS},
+            **{name: getattr(self, name).copy() for name in (*_ROW_ARRAYS, *COMM_ARRAYS)},
             "rows_meta": np.array([[r[0], r[1], r[2]] for r in rows], dtype=np.float64),
             **{
                 f"rows_{name}": np.stack([np.asarray(r[3 + j]) for r in rows])
@@ -458,6 +537,10 @@ class ServerBook:
         for name in (*_ROW_ARRAYS, "compute"):
             current = getattr(self, name)
             setattr(self, name, np.array(state[name], dtype=current.dtype))
+        for name in COMM_ARRAYS:  # absent in checkpoints of schema < 3: start from zero
+            if name in state:
+                current = getattr(self, name)
+                setattr(self, name, np.array(state[name], dtype=current.dtype))
         meta = np.asarray(state["rows_meta"], dtype=np.float64)
         columns = [np.asarray(state[f"rows_{name}"]) for name in _ROW_ARRAYS]
         dtypes = [getattr(self, name).dtype for name in _ROW_ARRAYS]
@@ -473,6 +556,47 @@ class ServerBook:
         ]
         self.snapshots.interval = int(state["interval"])
         self._next_snapshot = int(state["next_snapshot"])
+
+
+def communication_scalars(communication: Mapping[str, Any]) -> dict[str, float]:
+    """The fleet means of ``extras["communication"]`` under :data:`COMM_TAGS` (seconds).
+
+    Empty when no task was measured.
+    """
+    fleet = communication.get("fleet") or {}
+    if not fleet.get("count"):
+        return {}
+    return {
+        tag: float(fleet[name.removeprefix("comm_") + "_mean"]) for name, tag in COMM_TAGS.items()
+    }
+
+
+def describe_communication(communication: Mapping[str, Any]) -> str:
+    """Two report lines on ``extras["communication"]``: fleet means, range over clients.
+
+    The clients' spread is one min-max pair, so the block stays two lines at any fleet
+    size.
+    """
+    fleet = communication.get("fleet") or {}
+    count = int(fleet.get("count") or 0)
+    if not count:
+        return "real communication: no task measured"
+
+    def ms(value: float) -> str:
+        return f"{1e3 * value:.3g} ms"
+
+    per_client = np.asarray(communication["overhead_mean"], dtype=np.float64)
+    known = per_client[~np.isnan(per_client)]
+    spread = f"; clients {ms(float(known.min()))} to {ms(float(known.max()))}" if known.size else ""
+    clocks = (
+        "one clock" if communication.get("one_clock") else "needs synchronised clocks across nodes"
+    )
+    return (
+        f"real communication (measured, emulated delays excluded): round trip - executor span "
+        f"{ms(fleet['overhead_mean'])} mean over {count} tasks{spread}\n"
+        f"  split ({clocks}): dispatch->start {ms(fleet['downlink_mean'])}, "
+        f"finish->arrival {ms(fleet['uplink_mean'])}"
+    )
 
 
 @dataclass
@@ -503,6 +627,9 @@ class ServerOutcome:
             were applied, each exactly once.
         pending_tasks: Ids created but not applied when the run stopped.
         resumed_from_version: Version of the checkpoint the run resumed from (None: fresh).
+        communication: :meth:`ServerBook.communicated`'s means
+            (:meth:`ServerBook.communication`; empty: not measured).
+        server_node: Hex id of the Ray node the server actor ran on ("" if unknown).
         debug: Records kept only for tests (``applied_task_ids`` in application order,
             ``services``: ``(task_id, client, start, end)`` per applied task).
     """
@@ -524,6 +651,8 @@ class ServerOutcome:
     next_task_id: int = 0
     pending_tasks: list[int] = field(default_factory=list)
     resumed_from_version: int | None = None
+    communication: dict[str, Any] = field(default_factory=dict)
+    server_node: str = ""
     debug: dict[str, Any] = field(default_factory=dict)
 
 
@@ -543,6 +672,15 @@ def assemble_result(
     Point estimates and batch-means intervals come from the simulator's own estimator, so
     the two backends report the same quantities computed the same way. Times are
     wall-clock seconds.
+
+    ``extras["communication"]`` holds the real (measured) communication times, in
+    seconds (docs/network.md, "Real delays"): per client (lists of ``n``; NaN for a
+    client with no measured task) ``count``, ``overhead_mean`` (server round trip minus
+    executor span: downlink + uplink + Ray's call overhead, valid across nodes),
+    ``downlink_mean`` (dispatch to start) and ``uplink_mean`` (finish to arrival), the
+    last two valid only with synchronised clocks; ``fleet`` (the same over all tasks);
+    and ``one_clock`` (True when the server and every executor share a node, hence a
+    clock, so the split is exact).
     """
     n = config.num_clients
     stats = batch_statistics(
@@ -581,6 +719,11 @@ def assemble_result(
         "eval_seconds": outcome.eval_seconds,
         **extras,
     }
+    if outcome.communication:
+        nodes = extras.get("executor_nodes")
+        one_clock = bool(outcome.server_node) and nodes is not None
+        one_clock = one_clock and all(node == outcome.server_node for node in nodes or ())
+        all_extras["communication"] = {**outcome.communication, "one_clock": one_clock}
     if outcome.debug:
         all_extras["debug"] = outcome.debug
     last = evals[-1] if evals else None

@@ -35,7 +35,13 @@ import ray
 
 from raysync.config import SystemConfig
 from raysync.exceptions import RuntimeFailure
-from raysync.runtime._backend import ServiceDraws, TaskSpec, service_block, wall_seconds
+from raysync.runtime._backend import (
+    ServiceDraws,
+    TaskReply,
+    TaskSpec,
+    service_block,
+    wall_seconds,
+)
 from raysync.runtime._failures import ExecutorHealth, classify, first_line
 from raysync.runtime._state import PENDING_COLUMNS, Key
 from raysync.runtime.checkpoint import pack_generators, unpack_generators
@@ -61,6 +67,7 @@ class Task:
     """A task the server created and has not applied yet (queued or in flight)."""
 
     __slots__ = (
+        "arrived_at",
         "attempt",
         "base_version",
         "client",
@@ -70,6 +77,7 @@ class Task:
         "params",
         "replied",
         "sample",
+        "sent_at",
         "stamp",
         "task_id",
         "timer",
@@ -98,6 +106,10 @@ class Task:
         self.executor = -1
         self.replied = False
         self.timer: asyncio.TimerHandle | None = None
+        # Real communication (docs/network.md, "Real delays"): time.time() at the server
+        # when the latest attempt's call was issued and when the reply measured arrived.
+        self.sent_at = math.nan
+        self.arrived_at = math.nan
 
 
 class Dispatcher:
@@ -319,7 +331,9 @@ class Dispatcher:
             task.sample,
             task.ordinal,
         )
-        ref = self._executors[e].submit.remote(spec, self._payload(task))
+        payload = self._payload(task)
+        task.sent_at = time.time()
+        ref = self._executors[e].submit.remote(spec, payload)
         waiter = asyncio.ensure_future(self._await_reply(ref, task.task_id, task.attempt, e))
         self._waiters.add(waiter)
         waiter.add_done_callback(self._waiters.discard)
@@ -344,20 +358,29 @@ class Dispatcher:
             else:  # the computation failed: a domain error ends the run
                 self._done.put_nowait((FAILED, task_id, executor, exc))
             return
-        self._done.put_nowait((reply, executor))
+        # The reply's arrival, stamped before it waits in the loop's queue (that backlog
+        # is the server's, not the network's: see the server's lag).
+        self._done.put_nowait((reply, executor, time.time()))
 
-    def answered(self, task_id: int, executor: int) -> Task | None:
-        """A reply came back: the task, or None when it is a late duplicate."""
+    def answered(self, reply: TaskReply, executor: int, arrived: float) -> Task | None:
+        """A reply came back at ``arrived``: the task, or None when it is a late duplicate.
+
+        The task keeps ``arrived`` for the real-delay measurement when the reply answers
+        its latest attempt (an earlier attempt's reply, after a time-out re-issue, does
+        not match the call time kept, so it is not measured).
+        """
         self._load[executor] -= 1
         self.health.answered(executor)
-        task = self.tasks.get(task_id)
+        task = self.tasks.get(reply.task_id)
         if task is None or task.replied:
             self._counters["duplicates_dropped"] += 1
             return None
         task.replied = True
+        if reply.attempt == task.attempt and not math.isnan(reply.received_at):
+            task.arrived_at = arrived
         if task.timer is not None:
             task.timer.cancel()
-        self._expected.pop(task_id, None)
+        self._expected.pop(reply.task_id, None)
         return task
 
     def take(self, task_id: int) -> Task:

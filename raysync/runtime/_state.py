@@ -13,7 +13,9 @@ from a background thread (:func:`~raysync.runtime.checkpoint.write_checkpoint`),
 order; a failed write surfaces at the next checkpoint or at the end of the run.
 
 Schema versions: 1, the first; 2, adds ``schema``, ``eval_pending`` and ``eval_params``
-(evaluations requested and not finished at the capture, done by the resumed run).
+(evaluations requested and not finished at the capture, done by the resumed run); 3, adds
+the book's real-communication sums ``comm_count``, ``comm_overhead``, ``comm_downlink`` and
+``comm_uplink`` (:meth:`~raysync.runtime._backend.ServerBook.communicated`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from raysync.exceptions import CheckpointError, RaySyncError
 
 __all__ = ["PENDING_COLUMNS", "SCHEMA_VERSION", "CheckpointManager", "Key"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Key:
@@ -53,7 +55,8 @@ class Key:
     #: State dicts of the router and the strategy (None in queue-only runs).
     ROUTER = "router"
     STRATEGY = "strategy"
-    #: The statistics (:meth:`~raysync.runtime._backend.ServerBook.state`).
+    #: The statistics (:meth:`~raysync.runtime._backend.ServerBook.state`), with the
+    #: real-communication sums from schema 3 on.
     BOOK = "book"
     #: Evaluations done, and those requested but not finished (with their models).
     EVALS = "evals"

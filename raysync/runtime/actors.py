@@ -375,6 +375,8 @@ class ExecutorActor:
             compute,
             start,
             end,
+            begin,
+            time.time(),
         )
 
 
@@ -743,6 +745,10 @@ class ServerActor:
         dispatch = self._dispatch
         task = dispatch.take(reply.task_id)
         client = task.client
+        if not math.isnan(task.arrived_at):  # measured: see Dispatcher.answered
+            book.communicated(
+                client, task.sent_at, task.arrived_at, reply.received_at, reply.returned_at
+            )
         delay = book.version - task.base_version
         advanced = True
         if strategy is None and self._queue_buffer > 1:
@@ -891,12 +897,13 @@ class ServerActor:
                     continue
                 reply: TaskReply = kind
                 executor = item[1]
+                arrived = item[2]
                 delta = time.time() - reply.finished_at
                 lag[0] += delta
                 lag[2] += 1
                 if delta > lag[1]:
                     lag[1] = delta
-                if dispatch.answered(reply.task_id, executor) is None:
+                if dispatch.answered(reply, executor, arrived) is None:
                     continue  # a late duplicate
                 if not virtual and self._links is not None:
                     self._returned(reply, executor)
@@ -963,6 +970,8 @@ class ServerActor:
             next_task_id=dispatch.next_task,
             pending_tasks=pending,
             resumed_from_version=self._resumed_from,
+            communication=book.communication(),
+            server_node=ray.get_runtime_context().get_node_id(),
             debug=debug,
         )
 

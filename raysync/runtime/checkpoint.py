@@ -756,6 +756,14 @@ def check_server_state(
     meta = c.array(f"{Key.BOOK}.rows_meta", (None, 3), "f", minimum=0.0)
     for key in ("count", "sum_delay", "sum_delay2", "departures", "arrivals", "lengths", "busy"):
         c.array(f"{Key.BOOK}.rows_{key}", (meta.shape[0], n), "iuf", minimum=0.0)
+    book_state = c.mapping(Key.BOOK)
+    if int(state.get(Key.SCHEMA, 1)) >= 3 or "comm_count" in book_state:
+        measured = c.array(f"{Key.BOOK}.comm_count", (n,), "iu", minimum=0)
+        if int(measured.sum()) > completions:
+            raise c.bad(f"{Key.BOOK}.comm_count", f"must add up to at most {completions} tasks")
+        # Sums of clock differences: the split mixes two nodes' clocks, so any sign.
+        for key in ("comm_overhead", "comm_downlink", "comm_uplink"):
+            c.array(f"{Key.BOOK}.{key}", (n,), "f")
     if completions + ids.size != next_task:
         raise c.bad(
             Key.NEXT_TASK_ID,

@@ -59,7 +59,13 @@ from raysync.placement import (
     format_resources,
     plan_executors,
 )
-from raysync.runtime._backend import FaultPlan, ServerOutcome, assemble_result, wall_seconds
+from raysync.runtime._backend import (
+    FaultPlan,
+    ServerOutcome,
+    assemble_result,
+    communication_scalars,
+    wall_seconds,
+)
 from raysync.runtime._failures import translate
 from raysync.runtime.actors import ExecutorActor, ExecutorSetup, ServerActor, ServerSetup
 from raysync.runtime.checkpoint import (
@@ -947,7 +953,11 @@ def _execute(
             extras=extras,
         )
         if all_sinks:
-            final = {**summary_scalars(result), **theory}
+            final = {
+                **summary_scalars(result),
+                **communication_scalars(result.extras.get("communication", {})),
+                **theory,
+            }
             metrics = {
                 "hparam/throughput": result.throughput,
                 "hparam/mean_staleness": result.mean_staleness,
