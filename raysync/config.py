@@ -717,7 +717,9 @@ class RoutingConfig:
             section-6 bound, needs ``zeta2``), ``zeta2`` (gradient heterogeneity
             ``zeta^2 >= 0``, e.g. from ``raysync.objectives.estimate_constants_for_config``)
             and ``weight_exponent`` (the strategy's ``beta``; filled from
-            ``algorithm.weight_exponent``, must equal it when given).
+            ``algorithm.weight_exponent``, must equal it when given),
+            ``change_confidence`` (level in ``(0, 1)`` of the significance gate: a client's
+            rate changes only when it leaves its interval).
     """
 
     kind: str = "uniform"
@@ -731,12 +733,14 @@ class RoutingConfig:
     objective: str | None = None
     zeta2: float | None = None
     weight_exponent: float | None = None
+    change_confidence: float | None = None
 
     def __post_init__(self) -> None:
         _convert_fields(self, "routing")
         _check_choice("routing.kind", self.kind, _registered("routing.kind"))
         adaptive = ("reoptimize_every", "reoptimize_seconds", "constants", "horizon",
-                    "explore", "window", "objective", "zeta2", "weight_exponent")  # fmt: skip
+                    "explore", "window", "objective", "zeta2", "weight_exponent",
+                    "change_confidence")  # fmt: skip
         for name in adaptive:
             value = getattr(self, name)
             if value is not None and self.kind != "adaptive":
@@ -750,6 +754,8 @@ class RoutingConfig:
                 _check_positive(f"routing.{name}", getattr(self, name))
         if self.explore is not None and not 0.0 <= self.explore < 1.0:
             raise _fail("routing.explore", "must be in [0, 1)", self.explore)
+        if self.change_confidence is not None and not 0.0 < self.change_confidence < 1.0:
+            raise _fail("routing.change_confidence", "must be in (0, 1)", self.change_confidence)
         if self.constants is not None and len(self.constants) != 4:
             rule = "must be four numbers L, sigma2, M2, A"
             raise _fail("routing.constants", rule, self.constants)

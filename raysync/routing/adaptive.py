@@ -127,6 +127,14 @@ class AdaptiveRouter(_BlockRouter):
         min_change: Skip a scheduled re-optimisation unless some estimated rate moved by
             more than this relative amount since the last one (``>= 0``; saves optimiser
             calls in stationary phases).
+        change_confidence: Significance gate, a level in ``(0, 1)`` (None: off). A
+            scheduled re-optimisation then keeps, for each client, the rate the current
+            ``p`` was computed from (at first the estimator's prior) unless it lies outside
+            the estimate's two-sided interval at this level, in which case the client's
+            rate becomes its estimate; with no such client it is skipped. Sampling noise of
+            rarely routed clients then no longer moves ``p`` away from the optimum, while a
+            real change (a tier 5x slower) leaves the interval within a few observations
+            (docs/adaptive.md section 2).
         initial_p: Routing before any estimate (uniform when None).
         window: Sliding window of the default estimator (integer ``>= 2``).
         estimator: The rate estimator (default: exponential method, ``window``, pooled
@@ -165,6 +173,7 @@ class AdaptiveRouter(_BlockRouter):
         objective: str = "wall_clock",
         zeta2: float | None = None,
         weight_exponent: float = 1.0,
+        change_confidence: float | None = None,
     ) -> None:
         super().__init__(block_size=block_size)
         from raysync.objectives.bounds import ProblemConstants
@@ -213,6 +222,15 @@ class AdaptiveRouter(_BlockRouter):
         self.weight_exponent = _number(
             "routing.weight_exponent", weight_exponent, low=0, low_open=False, high=1
         )
+        self.change_confidence: float | None = None
+        if change_confidence is not None:
+            level = _number("routing.change_confidence", change_confidence, low=0, low_open=True,
+                            high=1)  # fmt: skip
+            if level == 1:
+                raise ConfigError(
+                    f"routing.change_confidence must be a number in (0, 1), got {level!r}"
+                )
+            self.change_confidence = level
         self._estimator_arg = estimator
         self.estimator: OnlineRateEstimator | None = estimator
         self._p = np.zeros(0)
@@ -315,6 +333,14 @@ class AdaptiveRouter(_BlockRouter):
         assert est is not None, "bind() first"
         self._last_update, self._last_time = self._updates, now
         rates = est.rates()
+        if self.change_confidence is not None and not force:
+            reference = self._last_rates if self._last_rates is not None else est.prior_rates()
+            lower, upper = est.intervals(self.change_confidence)
+            left = (reference < lower) | (reference > upper)
+            if not left.any():
+                logger.debug("adaptive routing: no rate left its interval, kept p")
+                return False
+            rates = np.where(left, rates, reference)
         if not force and self._last_rates is not None and self.min_change >= 0:
             moved = float(np.max(np.abs(rates / self._last_rates - 1.0)))
             if moved <= self.min_change:
@@ -499,5 +525,6 @@ class AdaptiveRouter(_BlockRouter):
         return (
             f"AdaptiveRouter(reoptimize_every={self.reoptimize_every}, "
             f"reoptimize_seconds={self.reoptimize_seconds}, explore={self.explore:g}, "
-            f"horizon={self.horizon:g}, objective={self.objective!r})"
+            f"horizon={self.horizon:g}, objective={self.objective!r}, "
+            f"change_confidence={self.change_confidence})"
         )

@@ -279,6 +279,44 @@ class OnlineRateEstimator:
             method=self.method,
         )
 
+    def intervals(self, confidence: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Every client's interval at once (what :meth:`estimate` gives, vectorised).
+
+        Args:
+            confidence: Two-sided level in ``(0, 1)`` (None: the estimator's).
+
+        Returns:
+            ``(lower, upper)``, shape ``(n,)`` each; ``(0, inf)`` before any evidence.
+
+        Raises:
+            ConfigError: ``confidence`` is not in ``(0, 1)``.
+        """
+        from scipy import stats
+
+        level = self.confidence if confidence is None else _positive("confidence", confidence)
+        if not level < 1:
+            raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
+        alpha = 1.0 - level
+        n = self.num_clients
+        lower, upper = np.zeros(n), np.full(n, math.inf)
+        if self.method == "exponential":
+            a, b = self._gamma_params()
+            ok = a > 0
+            lower[ok] = stats.gamma.ppf(alpha / 2.0, a[ok]) / b[ok]
+            upper[ok] = stats.gamma.ppf(1.0 - alpha / 2.0, a[ok]) / b[ok]
+            return lower, upper
+        count = self._effective()
+        ok = count >= 2
+        if ok.any():
+            total = self._n[ok]
+            mean = self._s[ok] / total
+            var = np.maximum(self._q[ok] / total - mean * mean, 0.0) * count[ok] / (count[ok] - 1)
+            half = stats.t.ppf(1.0 - alpha / 2.0, count[ok] - 1.0) * np.sqrt(var / count[ok])
+            lower[ok] = 1.0 / (mean + half)
+            with np.errstate(divide="ignore"):
+                upper[ok] = np.where(mean - half > 0, 1.0 / (mean - half), math.inf)
+        return lower, upper
+
     def estimates(self) -> tuple[RateEstimate, ...]:
         """:meth:`estimate` of every client."""
         return tuple(self.estimate(i) for i in range(self.num_clients))

@@ -64,6 +64,6 @@ def _adaptive(config: RoutingConfig) -> BaseRouter:
     from raysync.routing.adaptive import AdaptiveRouter
 
     names = ("reoptimize_every", "reoptimize_seconds", "constants", "horizon", "explore", "window",
-             "objective", "zeta2", "weight_exponent")  # fmt: skip
+             "objective", "zeta2", "weight_exponent", "change_confidence")  # fmt: skip
     kwargs = {k: getattr(config, k) for k in names if getattr(config, k, None) is not None}
     return AdaptiveRouter(**kwargs)
