@@ -35,6 +35,31 @@ the config's time unit):
    the seeds each design ran on), throughput, staleness and time to target for the
    recommendation, the analytical optimum and each baseline.
 
+**Energy** (docs/network.md; only with ``energy_budget`` or ``energy_weight``, which need
+power figures in the config). The energy of a design is joules over the run, ``P T``, with
+the theory's mean power ``P`` of :func:`raysync.objectives.energy.predict_energy` for the
+design's config; where the theory has no closed form (AsyncSGD, i.e. return to sender,
+with a server station) the simulated runs' measured power
+(:func:`raysync.objectives.energy.measured_energy`, mean over the runs at ``T``) stands in.
+Every step honours it:
+
+* step 2 minimises ``B_T + W E`` subject to ``E <= E_max``
+  (:func:`raysync.objectives.bias.optimize_bias_aware_with_energy`);
+* step 4: with a budget, a design whose predicted energy exceeds it is an infeasible trial
+  (``Trial.set_constraint("energy_J", E - E_max)``, the constraint TPE ranks below every
+  feasible trial; Optuna 5 deprecates the sampler's ``constraints_func`` for it); a TPE
+  proposal that is infeasible by the prediction is not simulated (it is told the worst
+  score: accuracy 0, or ``2 T``); warm starts are simulated either way, for the table.
+  With a weight ``W`` (bound units per joule), the score is penalised as the bound is:
+  the energy term ``W E`` is the fraction ``W E / B*`` of ``B*``, the bias-aware bound at
+  the analytical optimum, so the score is the measured error, ``1 - accuracy``, or the
+  time to target, scaled by ``1 + W E / B*`` (the bound stands for the error, and, since
+  ``B_T`` falls as ``1 / T``, a bound ``f`` times larger is ``f`` times the time to reach
+  the same value);
+* step 5 chooses only among designs within the budget (none: one-line ``ConfigError``),
+  ranked by the penalised score;
+* the table gives every arm's energy and whether it meets the budget.
+
 Every simulator run is counted (``Recommendation.simulations``): step pilot, study trials
 and the reruns of step 5. The constants pilot of step 1 is full-batch gradient descent,
 not a simulator run, and is not counted. Test accuracy is only reported, never used to
@@ -73,8 +98,10 @@ __all__ = [
     "Recommendation",
     "RecommendSettings",
     "check_inputs",
+    "energy_lines",
     "format_table",
     "measure",
+    "predicted_energy",
     "recommend",
     "write_config_atomic",
 ]
@@ -106,6 +133,11 @@ class RecommendSettings:
         num_evals: Evaluations per run (the time-to-target resolution is ``T / num_evals``).
         seed: Seed of the study's runs (the pilot uses ``seed + 1``) and of the sampler.
         pilot_steps: Gradient-descent steps of the constants pilot.
+        energy_budget: Most joules the run may spend over ``T`` (``> 0``; None: no
+            limit). Needs power figures in the config.
+        energy_weight: Price of a joule in units of the bound (``>= 0``; 0: none): the
+            bound stage minimises ``B_T + W E``, the study scales its score by
+            ``1 + W E / B*`` (module docstring). Needs power figures in the config.
     """
 
     budget: float
@@ -121,6 +153,8 @@ class RecommendSettings:
     num_evals: int = 8
     seed: int | None = None
     pilot_steps: int = 50
+    energy_budget: float | None = None
+    energy_weight: float = 0.0
 
     def __post_init__(self) -> None:
         b = self.budget
@@ -144,6 +178,27 @@ class RecommendSettings:
             raise ConfigError(f"pilot_seeds must be an integer >= 2, got {self.pilot_seeds!r}")
         if self.num_evals < 1:
             raise ConfigError(f"num_evals must be >= 1, got {self.num_evals!r}")
+        # The same rules and words as `raysync optimize`: 0 J admits no design, while a
+        # weight of 0 is the default "no price".
+        e = self.energy_budget
+        if e is not None and (
+            isinstance(e, bool) or not isinstance(e, int | float) or not (
+                math.isfinite(e) and e > 0
+            )
+        ):
+            raise ConfigError(
+                f"--energy-budget must be a finite number of joules > 0, got {e!r}"
+            )
+        w = self.energy_weight
+        if isinstance(w, bool) or not isinstance(w, int | float) or not (
+            math.isfinite(w) and w >= 0
+        ):
+            raise ConfigError(f"--energy-weight must be a finite number >= 0, got {w!r}")
+
+    @property
+    def wants_energy(self) -> bool:
+        """Whether an energy budget or price is set."""
+        return self.energy_budget is not None or self.energy_weight > 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +221,12 @@ class ArmResult:
         bound_at_lr: The bound evaluated at the step that ran (``eta = lr``, usually far
             above the bound's admissible step): how the ranking changes with the step.
         dominant_at_lr: Its dominating term.
+        energy: Joules over ``T`` (None: the config has no power figures): predicted,
+            or simulated where the theory has no closed form (``energy_source``).
+        energy_source: ``"predicted"`` or ``"simulated"`` (None without power figures).
+        energy_simulated: Measured joules over ``T``, mean over ``seeds`` (None without
+            power figures).
+        meets_budget: Whether ``energy <= energy_budget`` (None without a budget).
     """
 
     label: str
@@ -181,6 +242,10 @@ class ArmResult:
     seeds: int = 1
     bound_at_lr: float | None = None
     dominant_at_lr: str | None = None
+    energy: float | None = None
+    energy_source: str | None = None
+    energy_simulated: float | None = None
+    meets_budget: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe mapping."""
@@ -208,6 +273,13 @@ class Recommendation:
         objective: ``"accuracy"`` or ``"time-to-target"``.
         budget: ``T``.
         target_accuracy: The target (or None).
+        history: One record per study trial.
+        energy_budget: The energy budget in joules (None: none).
+        energy_weight: The price of a joule in bound units (0: none).
+        energy: The bound stage's energy choice
+            (:class:`~raysync.objectives.bias.BiasEnergyChoice` as a mapping; None
+            without an energy budget or price).
+        has_power: Whether the config gives power figures (the table then shows energy).
     """
 
     point: DesignPoint
@@ -222,6 +294,10 @@ class Recommendation:
     budget: float
     target_accuracy: float | None
     history: tuple[dict[str, Any], ...] = field(default=())
+    energy_budget: float | None = None
+    energy_weight: float = 0.0
+    energy: dict[str, Any] | None = None
+    has_power: bool = False
 
     def arm(self, label: str) -> ArmResult:
         """The row with this label."""
@@ -246,6 +322,9 @@ class Recommendation:
             "budget": self.budget,
             "target_accuracy": self.target_accuracy,
             "history": list(self.history),
+            "energy_budget": self.energy_budget,
+            "energy_weight": self.energy_weight,
+            "energy": self.energy,
         }
 
 
@@ -256,11 +335,21 @@ def check_inputs(config: SystemConfig, settings: RecommendSettings) -> None:
     The largest update throughput of any design is ``sum_i mu_i`` (every client busy), so
     ``T sum_i mu_i < 1`` means fewer than one expected update whatever is chosen; the
     bound's other budget rules (:func:`raysync.objectives.check_time_budget`) are checked
-    here too, before the pilot run.
+    here too, before the pilot run, and so is an energy budget or price on a config
+    without power figures (every energy would be 0).
 
     Raises:
-        ConfigError: The budget is too short or too long.
+        ConfigError: The budget is too short or too long, or an energy flag without power
+            figures.
     """
+    if settings.wants_energy:
+        from raysync.objectives.energy import power_figures
+
+        if not power_figures(config).any:
+            raise ConfigError(
+                "--energy-budget/--energy-weight need power figures: set power = { busy = "
+                "'20 W', idle = '2 W', transfer = '0.5 J' } on [[clients]] (and [server] power)"
+            )
     lam_max = float(np.sum(config.service_rates))
     if settings.budget * lam_max < 1.0:
         raise ConfigError(
@@ -315,6 +404,7 @@ def measure(
 
     config = _run_config(base, point, budget, num_evals, seed)
     res = simulate(config, workload=workload)
+    energy = _measured_joules(config, res)
     val = [float(v) if math.isfinite(v) else 0.0 for v in res.val_accuracy]
     test = [float(v) if math.isfinite(v) else 0.0 for v in res.test_accuracy]
     times = [float(t) for t in res.times]
@@ -331,7 +421,48 @@ def measure(
         "val_curve": val,
         "test_curve": test,
         "num_updates": int(res.num_updates),
+        "energy_J": energy,
     }
+
+
+def _measured_joules(config: SystemConfig, res: Any) -> float | None:
+    """Joules a run spent by its measured utilisations (None without power figures)."""
+    from raysync.objectives.energy import measured_energy, power_at, power_figures
+
+    figures = power_figures(config)
+    if not figures.any:
+        return None
+    elapsed = float(res.elapsed)
+    if res.throughput > 0:
+        return measured_energy(config, res).energy_for_time(elapsed)
+    # No update applied: every station idle (the energy per update is undefined, the
+    # power is not).
+    mu = np.asarray(config.service_rates, dtype=np.float64)
+    return power_at(figures, mu=mu, p=np.full(mu.size, 1.0 / mu.size), throughput=0.0,
+                    server_rate=None) * elapsed
+
+
+def predicted_energy(config: SystemConfig, point: DesignPoint, budget: float) -> float | None:
+    """Joules the design spends over ``budget`` seconds by the theory, ``P T``.
+
+    Args:
+        config: The config (fleet, stations, power figures).
+        point: The design point.
+        budget: ``T``.
+
+    Returns:
+        :func:`raysync.objectives.energy.predict_energy`'s mean power of the design's
+        config times ``T``; None without power figures or where the theory has no closed
+        form (return to sender with a server station).
+    """
+    from raysync.objectives.energy import power_figures, predict_energy
+    from raysync.queueing.predict import station_parameters
+
+    if not power_figures(config).any:
+        return None
+    if point.rule == "asyncsgd" and station_parameters(config)[1] is not None:
+        return None
+    return predict_energy(point.to_config(config)).energy_for_time(budget)
 
 
 def _score(m: Mapping[str, Any], budget: float, target: float | None) -> float:
@@ -438,9 +569,12 @@ def recommend(
 
     Raises:
         ConfigError: The budget is too short for one update, the data cannot be loaded,
-            or no trial reaches the target accuracy within the budget.
+            no trial reaches the target accuracy within the budget, an energy flag comes
+            without power figures, or no design meets the energy budget.
     """
     import optuna
+
+    from raysync.objectives.energy import power_figures
 
     say = log or logger.info
     check_inputs(config, settings)
@@ -470,7 +604,23 @@ def recommend(
     bound = BiasAwareBound.from_estimate(mu, estimate, time_budget=budget,
                                          bias_kind=settings.bias_kind,
                                          client_latency=latency, server_rate=server_rate)
-    optimum = optimize_bias_aware(bound, max_concurrency=cmax)
+    figures = power_figures(config)
+    energy_budget = settings.energy_budget
+    energy_weight = float(settings.energy_weight)
+    energy_choice = None
+    if settings.wants_energy:
+        from raysync.objectives.bias import optimize_bias_aware_with_energy
+
+        energy_choice = optimize_bias_aware_with_energy(
+            bound, figures, max_concurrency=cmax, energy_budget=energy_budget,
+            energy_weight=energy_weight,
+        )
+        optimum = energy_choice.optimum
+        say(f"energy: the bound's optimum spends {energy_choice.energy:.4g} J over T "
+            f"({energy_choice.power:.4g} W); without the energy term "
+            f"{energy_choice.unconstrained.point.describe()}")
+    else:
+        optimum = optimize_bias_aware(bound, max_concurrency=cmax)
     lrs = [config.algorithm.lr * f for f in settings.lr_factors]
     lr_range = settings.lr_range or (min(lrs) / 3.0, max(lrs) * 3.0)
     space = DesignSpace.from_config(config, max_concurrency=cmax, lr_range=lr_range,
@@ -505,6 +655,37 @@ def recommend(
     def projected_run(point: DesignPoint, run_seed: int, length: float) -> dict[str, Any]:
         return run(space.project(point), run_seed, length)
 
+    # Energy of a design over T: the theory's where it has a closed form, else the mean of
+    # its measured runs at T (AsyncSGD with a server station; module docstring).
+    predicted: dict[DesignPoint, float | None] = {}
+
+    def energy_of(point: DesignPoint) -> tuple[float | None, str | None]:
+        if not figures.any:
+            return None, None
+        if point not in predicted:
+            predicted[point] = predicted_energy(config, point, budget)
+        if predicted[point] is not None:
+            return predicted[point], "predicted"
+        measured = [m.get("energy_J") for (q, _, length), m in runs.items()
+                    if q == point and length == budget]
+        values = [float(v) for v in measured if v is not None]
+        return (float(np.mean(values)), "simulated") if values else (None, None)
+
+    def feasible(point: DesignPoint) -> bool:
+        if energy_budget is None:
+            return True
+        energy, _ = energy_of(point)
+        return energy is not None and energy <= energy_budget
+
+    reference = float(optimum.terms.value)  # B*: the energy price's unit (docstring)
+
+    def penalised(point: DesignPoint, score: float) -> float:
+        if energy_weight == 0:
+            return score
+        energy, _ = energy_of(point)
+        factor = 1.0 + energy_weight * float(energy or 0.0) / reference
+        return 1.0 - (1.0 - score) * factor if target is None else score * factor
+
     pilot_seeds = [seed + k for k in range(1, settings.pilot_seeds + 1)]
     pilot_budget = budget * settings.pilot_fraction
     lr_choice: dict[str, Any] = {}
@@ -526,6 +707,7 @@ def recommend(
         else optuna.study.StudyDirection.MINIMIZE
     )
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, settings.trials))
+    worst = 0.0 if target is None else 2.0 * budget  # below/above every measured score
     study = optuna.create_study(direction=direction, sampler=sampler)
     unique: list[DesignPoint] = []
     for point in warm.values():
@@ -541,14 +723,34 @@ def recommend(
         # Enqueued trials run first, in order; the warm point itself is measured (not its
         # logit round trip) so its study run joins its pilot runs.
         point = unique[k] if k < len(unique) else space.decode(params)
+        energy, _ = energy_of(point)
+        if (energy_budget is not None and energy is not None and energy > energy_budget
+                and k >= len(unique)):
+            # Infeasible by the theory: the constraint, not the value, ranks it for TPE.
+            trial.set_constraint("energy_J", energy - energy_budget)
+            study.tell(trial, worst)
+            history.append({"trial": trial.number, "point": point.to_dict(), "value": None,
+                            "val_accuracy": None, "energy_J": energy, "feasible": False})
+            say(f"trial {k + 1}/{settings.trials}: {point.describe()}: predicted "
+                f"{energy:.4g} J > --energy-budget {energy_budget:g} J, not simulated")
+            continue
         m = run(point, seed, budget)
-        value = _score(m, budget, target)
+        value = penalised(point, _score(m, budget, target))
+        record: dict[str, Any] = {"trial": trial.number, "point": point.to_dict(),
+                                  "value": value, "val_accuracy": m["val_accuracy"]}
+        if figures.any:
+            energy, _ = energy_of(point)
+            record["energy_J"] = energy
+            if energy_budget is not None:
+                over = math.inf if energy is None else energy - energy_budget
+                trial.set_constraint("energy_J", over)
+                record["feasible"] = over <= 0
         study.tell(trial, value)
         trial_of.setdefault(point, trial.number)
-        history.append({"trial": trial.number, "point": point.to_dict(), "value": value,
-                        "val_accuracy": m["val_accuracy"]})
+        history.append(record)
         say(f"trial {k + 1}/{settings.trials}: {point.describe()}: val {m['val_accuracy']:.4f}"
-            + ("" if target is None else f", time to target {m['time_to_target']}"))
+            + ("" if target is None else f", time to target {m['time_to_target']}")
+            + ("" if record.get("energy_J") is None else f", {record['energy_J']:.4g} J"))
     for point in unique[settings.trials:]:  # beyond the cap: scored without a study trial
         run(point, seed, budget)
 
@@ -559,7 +761,7 @@ def recommend(
         ms = [runs[(point, sd, budget)] for sd in seeds_at_budget(point)]
         hits = [m["time_to_target"] for m in ms]
         return {
-            "score": float(np.mean([_score(m, budget, target) for m in ms])),
+            "score": penalised(point, float(np.mean([_score(m, budget, target) for m in ms]))),
             "val_accuracy": float(np.mean([m["val_accuracy"] for m in ms])),
             "test_accuracy": float(np.mean([m["test_accuracy"] for m in ms])),
             "throughput": float(np.mean([m["throughput"] for m in ms])),
@@ -567,6 +769,8 @@ def recommend(
             if any(math.isfinite(m["staleness"]) for m in ms) else math.nan,
             "time_to_target": None if any(h is None for h in hits) else float(np.mean(hits)),
             "seeds": len(ms),
+            "energy_J": None if any(m.get("energy_J") is None for m in ms)
+            else float(np.mean([m["energy_J"] for m in ms])),
         }
 
     def rank(point: DesignPoint) -> tuple[bool, float]:
@@ -579,7 +783,16 @@ def recommend(
     candidates = list(dict.fromkeys(q for (q, _, length) in runs if length == budget))
     all_seeds = [seed, *pilot_seeds]
     while True:
-        leader = min(candidates, key=rank)
+        allowed = [q for q in candidates if feasible(q)]
+        if not allowed:
+            tried = [(e, q) for q in candidates if (e := energy_of(q)[0]) is not None]
+            least, cheapest = min(tried, key=lambda item: item[0])
+            raise ConfigError(
+                f"--energy-budget {energy_budget:g} J is met by none of the "
+                f"{len(candidates)} designs tried; the least energy over T = {budget:g} s "
+                f"was {least:.6g} J ({cheapest.describe()})"
+            )
+        leader = min(allowed, key=rank)
         missing = [sd for sd in all_seeds if (leader, sd, budget) not in runs]
         if not missing:
             break
@@ -597,6 +810,7 @@ def recommend(
 
     def row(label: str, pt: DesignPoint) -> ArmResult:
         s = summary(pt)
+        energy, source = energy_of(pt)
         terms = bound.evaluate(pt) if bound.covers(pt) else None
         at_lr = None
         if terms is not None:
@@ -610,6 +824,8 @@ def recommend(
             time_to_target=s["time_to_target"], trial=trial_of.get(pt), seeds=s["seeds"],
             bound_at_lr=None if at_lr is None else at_lr.value,
             dominant_at_lr=None if at_lr is None else at_lr.dominant,
+            energy=energy, energy_source=source, energy_simulated=s["energy_J"],
+            meets_budget=None if energy_budget is None else feasible(pt),
         )
 
     arms = [row("recommended", best_point)]
@@ -621,14 +837,24 @@ def recommend(
         trials=len(history), simulations=len(runs),
         objective="accuracy" if target is None else "time-to-target",
         budget=budget, target_accuracy=target, history=tuple(history),
+        energy_budget=energy_budget, energy_weight=energy_weight,
+        energy=None if energy_choice is None else energy_choice.to_dict(),
+        has_power=figures.any,
     )
 
 
 # --------------------------------------------------------------------------- output
-def write_config_atomic(config: SystemConfig, path: str | Path) -> None:
+def write_config_atomic(
+    config: SystemConfig, path: str | Path, *, header: Sequence[str] = ()
+) -> None:
     """Write ``config`` as TOML to ``path`` via a temporary file and a rename.
 
     A crash leaves either the old file or the new one, never half a file.
+
+    Args:
+        config: The config.
+        path: Where to write it.
+        header: Comment lines written above the TOML (each prefixed with ``# ``).
 
     Raises:
         ConfigError: The directory does not exist.
@@ -641,6 +867,10 @@ def write_config_atomic(config: SystemConfig, path: str | Path) -> None:
     os.close(fd)
     try:
         dump_config(config, tmp)
+        if header:
+            body = Path(tmp).read_text()
+            comment = "".join(f"# {line}\n" for line in header)
+            Path(tmp).write_text(comment + body)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -676,4 +906,37 @@ def format_table(rec: Recommendation) -> str:
         f"simulations spent: {rec.simulations} simulator runs ({rec.trials} Optuna trials, "
         f"the rest the per-arm step pilot and reruns of the leader)"
     )
+    if rec.has_power:
+        lines += energy_lines(rec)
     return "\n".join(lines)
+
+
+def energy_lines(rec: Recommendation) -> list[str]:
+    """Every arm's energy over ``T`` and whether it meets the budget (also REC.toml's header).
+
+    Returns:
+        One line per arm, then the budget and price; empty without power figures.
+    """
+    if not rec.has_power:
+        return []
+    lines = [
+        f"energy over T = {rec.budget:g} s (J; predicted by the theory from the config's "
+        f"power figures, '(sim)' measured where it has no closed form; 'sim J' = measured "
+        f"mean over the arm's runs)"
+    ]
+    for a in rec.arms:
+        tag = " (sim)" if a.energy_source == "simulated" else ""
+        verdict = ""
+        if a.meets_budget is not None:
+            verdict = "  meets the budget" if a.meets_budget else "  OVER the budget"
+        lines.append(
+            f"  {a.label:<12} {_fmt(a.energy, '.5g'):>10} J{tag}  sim J "
+            f"{_fmt(a.energy_simulated, '.5g'):>10}{verdict}"
+        )
+    limits = []
+    if rec.energy_budget is not None:
+        limits.append(f"--energy-budget {rec.energy_budget:g} J")
+    if rec.energy_weight > 0:
+        limits.append(f"--energy-weight {rec.energy_weight:g} per J")
+    lines.append("energy limits: " + (", ".join(limits) if limits else "none given"))
+    return lines

@@ -15,6 +15,12 @@ Examples::
 
     raysync recommend examples/tiny.toml --budget 60 --out rec.toml
     raysync recommend cfg.toml --budget 20 --target-accuracy 0.85 --trials 20 --out rec.toml
+    raysync recommend fleet.toml --budget 60 --energy-budget 5000 --out rec.toml
+
+``--energy-budget J`` (joules over the run of ``T`` seconds) and ``--energy-weight W`` (bound
+units per joule) follow ``raysync optimize``'s rules and need power figures in the config;
+the recommendation never exceeds the budget, and the table and REC.toml's header comment
+give every arm's energy (:mod:`tuning.recommend`, "Energy").
 """
 
 from __future__ import annotations
@@ -65,6 +71,16 @@ def add_parser(subparsers: Any) -> None:
               "the leader on the pilot seeds come on top; every simulator run is reported "
               "as 'simulations spent'"),
     )
+    parser.add_argument(
+        "--energy-budget", type=float, default=None, metavar="JOULES",
+        help=("most energy the run may spend over --budget, joules > 0 (needs power figures "
+              "in the config); the recommendation never exceeds it"),
+    )
+    parser.add_argument(
+        "--energy-weight", type=float, default=0.0, metavar="W",
+        help=("price of a joule in bound units, >= 0: minimise bound + W * energy, and scale "
+              "the trials' error or time to target by 1 + W * energy / bound (default 0)"),
+    )
     parser.add_argument("--out", required=True, help="where to write the recommended config")
     parser.add_argument(
         "--report", default=None, help="also write the full result as JSON to this path"
@@ -83,7 +99,13 @@ def add_parser(subparsers: Any) -> None:
 def _handle(args: argparse.Namespace) -> int:
     from raysync.config import load_config
     from raysync.exceptions import ConfigError
-    from tuning.recommend import RecommendSettings, format_table, recommend, write_config_atomic
+    from tuning.recommend import (
+        RecommendSettings,
+        energy_lines,
+        format_table,
+        recommend,
+        write_config_atomic,
+    )
     from tuning.settings import check_search_size
 
     # Every output path is checked before the (minutes-long) search, not after it.
@@ -99,6 +121,7 @@ def _handle(args: argparse.Namespace) -> int:
     settings = RecommendSettings(
         budget=args.budget, target_accuracy=args.target_accuracy, trials=args.trials,
         max_concurrency=args.max_concurrency, bias_kind=args.bias,
+        energy_budget=args.energy_budget, energy_weight=args.energy_weight,
     )
 
     def log(line: str) -> None:
@@ -117,7 +140,10 @@ def _handle(args: argparse.Namespace) -> int:
             tmp.replace(report_path)
         finally:
             tmp.unlink(missing_ok=True)  # a failed write leaves no stray temporary file
-    write_config_atomic(rec.config, out)
+    header = ["raysync recommend: " + rec.point.describe(), *energy_lines(rec)] if (
+        rec.has_power
+    ) else []
+    write_config_atomic(rec.config, out, header=header)
     print(f"recommended: {rec.point.describe()}")
     print(format_table(rec))
     best_base = max(

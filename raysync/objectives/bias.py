@@ -40,6 +40,7 @@ Sources: docs/theory.md section 6 (ours); the section-5 bound after Leconte et a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -64,10 +65,12 @@ from raysync.objectives.design import DesignPoint
 __all__ = [
     "BIAS_KINDS",
     "BiasAwareBound",
+    "BiasEnergyChoice",
     "BiasOptimum",
     "BiasTerms",
     "bias_weights",
     "optimize_bias_aware",
+    "optimize_bias_aware_with_energy",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -476,16 +479,47 @@ class BiasAwareBound:
         cmax = _concurrency(max_concurrency, "max_concurrency")
         base: BoundObjective = self._base  # type: ignore[attr-defined]
         tape = _queueing_tape(self.mu, probs, cmax, base.stations)
-        _, r, s = bias_weights(probs, float(beta))
+        core, _, _ = self._tape_curve(tape, probs, float(beta))
+        best = int(np.argmin(core)) + 1
+        value, grad_p, grad_beta = self._tape_value_and_grad(tape, probs, best, float(beta))
+        return value, grad_p, grad_beta, best
+
+    def curve(
+        self, p: ArrayLike, beta: float, max_concurrency: int
+    ) -> tuple[FloatArray, FloatArray]:
+        """``B_T(p, C, beta)`` and ``Lambda(p, C)`` for every ``C = 1..max_concurrency``.
+
+        Args:
+            p: Routing, shape ``(n,)``, all ``> 0``.
+            beta: Exponent in ``[0, 1]``.
+            max_concurrency: Largest ``C``.
+
+        Returns:
+            ``(values, throughput)``, each shape ``(max_concurrency,)``, entry ``C - 1``
+            for ``C`` tasks (one MVA pass).
+        """
+        probs = self._positive(p)
+        cmax = _concurrency(max_concurrency, "max_concurrency")
+        tape = _queueing_tape(self.mu, probs, cmax, self._base.stations)  # type: ignore[attr-defined]
+        core, bias, lam = self._tape_curve(tape, probs, float(beta))
+        return 2.0 * core + bias, lam
+
+    def _tape_curve(
+        self, tape: Any, probs: FloatArray, beta: float
+    ) -> tuple[FloatArray, float, FloatArray]:
+        """``(opt + var + stale of section 5 per C, bias term, Lambda per C)``."""
+        base: BoundObjective = self._base  # type: ignore[attr-defined]
+        _, r, s = bias_weights(probs, beta)
         lam = tape.throughput_path[1:]
         dbar = (tape.queue_path[:-1] / probs) @ r
         if base.stations is not None:  # sum_i r_i (Z_i Lambda(C-1) + Q_s(C-1)), sum r = 1
             dbar = dbar + float(tape.z @ r) * tape.throughput_path[:-1]
             dbar = dbar + tape.server_queue_path[:-1]
         opt, var, stale, _, _, _ = base._curve_terms(s, lam, dbar)
-        best = int(np.argmin(opt + var + stale)) + 1
-        value, grad_p, grad_beta = self._tape_value_and_grad(tape, probs, best, float(beta))
-        return value, grad_p, grad_beta, best
+        # The bias term does not depend on C, so the argmin over C is that of the core.
+        bias, _ = self.bias_value_and_grad(r)
+        core = np.asarray(opt + var + stale, dtype=np.float64)
+        return core, float(bias), np.asarray(lam, dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- optimiser
@@ -621,3 +655,155 @@ def optimize_bias_aware(
         point=best_point, terms=best_terms, candidates=tuple(candidates),
         evaluations=evaluations,
     )
+
+
+# --------------------------------------------------------------------------- energy
+@dataclass(frozen=True, kw_only=True)
+class BiasEnergyChoice:
+    """The bias-aware design chosen under an energy budget or price (docs/network.md).
+
+    Attributes:
+        optimum: The chosen point (``lr`` = the bound's step) with its terms, and the
+            unconstrained optimiser's candidates.
+        unconstrained: :func:`optimize_bias_aware` without the energy term.
+        energy: Joules the chosen design spends over the run, ``P T``.
+        power: Its mean power in watts.
+        energy_budget: The budget in joules (None: none).
+        energy_weight: The price of a joule in bound units (0: none).
+        score: ``B_T + energy_weight * energy`` at the choice.
+    """
+
+    optimum: BiasOptimum
+    unconstrained: BiasOptimum
+    energy: float
+    power: float
+    energy_budget: float | None
+    energy_weight: float
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe mapping (the optimum's candidates included once)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["optimum"] = self.optimum.to_dict()
+        out["unconstrained"] = {
+            "point": self.unconstrained.point.to_dict(),
+            "terms": self.unconstrained.terms.to_dict(),
+        }
+        return out
+
+
+def optimize_bias_aware_with_energy(
+    bound: BiasAwareBound,
+    figures: Any,
+    *,
+    max_concurrency: int,
+    energy_budget: float | None = None,
+    energy_weight: float = 0.0,
+    **kwargs: Any,
+) -> BiasEnergyChoice:
+    """Minimise ``B_T + energy_weight * energy`` subject to ``energy <= energy_budget``.
+
+    The energy over the run is ``P T`` with the mean power ``P`` of
+    :func:`raysync.objectives.energy.power_at` (busy/idle power from the utilisations
+    ``U_i = q_i Lambda / mu_i``, two transfers per task, the server busy ``Lambda / nu``).
+    As :func:`raysync.objectives.optimize.optimize_with_energy` does for the section-5
+    bound, this is a scan, not a joint solve: the unconstrained optimum of
+    :func:`optimize_bias_aware` is computed first; then every candidate it evaluated
+    (each start's end point ``(p, beta)`` and uniform routing) is scanned over
+    ``C = 1..max_concurrency`` on one MVA curve, the AsyncSGD point is taken as it is, and
+    the best feasible pair is kept. With no budget and no price the unconstrained
+    optimum is returned unchanged.
+
+    Args:
+        bound: The bias-aware bound (its stations included).
+        figures: The fleet's :class:`~raysync.objectives.energy.PowerFigures`.
+        max_concurrency: Largest ``C`` considered.
+        energy_budget: Joules allowed over the run, ``> 0`` (None: no constraint).
+        energy_weight: Price of a joule in units of the bound, ``>= 0``.
+        **kwargs: Passed to :func:`optimize_bias_aware`.
+
+    Returns:
+        The choice with its energy figures.
+
+    Raises:
+        ConfigError: A bad budget or weight, or a budget below the energy of every
+            candidate (the message gives the least energy found).
+    """
+    from raysync.objectives.energy import power_at
+
+    if energy_budget is not None:
+        if isinstance(energy_budget, bool) or not (
+            isinstance(energy_budget, int | float)
+            and math.isfinite(energy_budget)
+            and energy_budget > 0
+        ):
+            raise ConfigError(
+                f"energy_budget must be a finite number of joules > 0, got {energy_budget!r}"
+            )
+        energy_budget = float(energy_budget)
+    if isinstance(energy_weight, bool) or not (
+        isinstance(energy_weight, int | float)
+        and math.isfinite(energy_weight)
+        and energy_weight >= 0
+    ):
+        raise ConfigError(f"energy_weight must be a finite number >= 0, got {energy_weight!r}")
+    cmax = _concurrency(max_concurrency, "max_concurrency")
+    free = optimize_bias_aware(bound, max_concurrency=cmax, **kwargs)
+    seconds = float(bound.time_budget)
+    mu = bound.mu
+
+    def watts(q: FloatArray, lam: float) -> float:
+        return power_at(figures, mu=mu, p=q, throughput=lam, server_rate=bound.server_rate)
+
+    free_power = watts(free.point.update_shares(mu), free.terms.throughput)
+    if energy_budget is None and energy_weight == 0:
+        return BiasEnergyChoice(
+            optimum=free, unconstrained=free, energy=free_power * seconds, power=free_power,
+            energy_budget=None, energy_weight=0.0, score=free.terms.value,
+        )  # fmt: skip
+    best: tuple[float, DesignPoint, float] | None = None
+    least = math.inf
+    scanned = 0
+    evaluations = free.evaluations
+    for _, point, terms in free.candidates:
+        if point.rule == "asyncsgd":
+            q = point.update_shares(mu)
+            options = [(point, terms.value, watts(q, terms.throughput))]
+        else:
+            assert point.p is not None
+            q = np.asarray(point.p, dtype=np.float64)
+            values, lam = bound.curve(q, point.beta, cmax)
+            evaluations += 1
+            options = [
+                (
+                    DesignPoint(rule="weighted", concurrency=c + 1, p=point.p, beta=point.beta),
+                    float(values[c]),
+                    watts(q, float(lam[c])),
+                )
+                for c in range(cmax)
+            ]
+        scanned += 1
+        for pt, value, power in options:
+            energy = power * seconds
+            least = min(least, energy)
+            if energy_budget is not None and energy > energy_budget:
+                continue
+            score = value + energy_weight * energy
+            if math.isfinite(score) and (best is None or score < best[0]):
+                best = (score, pt, power)
+    if best is None:
+        raise ConfigError(
+            f"energy budget {energy_budget:.6g} J is below the least energy of any design "
+            f"scanned ({least:.6g} J over C = 1..{cmax} at {scanned} candidate designs of "
+            f"{mu.size} clients); raise the budget"
+        )
+    score, point, power = best
+    terms = bound.evaluate(point)
+    chosen = BiasOptimum(
+        point=dataclasses.replace(point, lr=terms.eta), terms=terms,
+        candidates=free.candidates, evaluations=evaluations,
+    )  # fmt: skip
+    return BiasEnergyChoice(
+        optimum=chosen, unconstrained=free, energy=power * seconds, power=power,
+        energy_budget=energy_budget, energy_weight=float(energy_weight), score=score,
+    )  # fmt: skip

@@ -63,6 +63,12 @@ def test_recommendation_is_never_worse_than_a_baseline_on_validation(recommended
     assert constants["zeta2"] > 0 and "gram" not in constants
     for label in ("recommended", "uniform", "asyncsgd", "fedasync", "fedbuff"):
         assert label in recommended["stdout"]
+    # without power figures (and so without energy flags) nothing about energy is added
+    assert "energy" not in recommended["stdout"]
+    assert recommended["report"]["energy"] is None
+    assert all(a["energy"] is None and a["meets_budget"] is None
+               for a in recommended["report"]["arms"])
+    assert not recommended["path"].read_text().startswith("#")
 
 
 def test_recommended_config_validates_and_simulates(recommended, capsys) -> None:  # noqa: ANN001
