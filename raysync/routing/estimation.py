@@ -360,6 +360,16 @@ class OnlineRateEstimator:
         self._total_n, self._total_s = total_n, total_s
         self.observations = observations
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle with writable statistics.
+
+        Ray deserialises numpy arrays zero-copy from its object store, read-only; an
+        estimator handed to a router that runs in the server actor must still update them.
+        """
+        self.__dict__.update(state)
+        for name in ("_n", "_n2", "_s", "_q"):
+            setattr(self, name, np.array(getattr(self, name), dtype=np.float64))
+
     def __repr__(self) -> str:
         forget = (
             f"window={self.window}"

@@ -134,3 +134,21 @@ def test_bad_observations() -> None:
         with pytest.raises(ConfigError, match="finite time > 0"):
             est.observe(0, bad)
     assert est.observations == 0
+
+
+def test_unpickled_from_read_only_buffers_still_learns() -> None:
+    """Ray hands numpy arrays over zero-copy and read-only (pickle protocol 5 buffers)."""
+    import pickle
+
+    est = OnlineRateEstimator(3, window=5, prior_rate=[1.0, 2.0, 3.0])
+    est.observe(0, 0.5)
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(est, protocol=5, buffer_callback=buffers.append)
+    assert buffers  # the statistics travel out of band, as in Ray's object store
+    frozen = [memoryview(bytes(b.raw())) for b in buffers]  # read-only views
+    copy = pickle.loads(data, buffers=frozen)
+    copy.observe(0, 0.25)
+    copy.observe(2, 1.0)
+    est.observe(0, 0.25)
+    est.observe(2, 1.0)
+    assert np.array_equal(copy.rates(), est.rates())
