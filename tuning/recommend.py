@@ -786,11 +786,14 @@ def recommend(
         allowed = [q for q in candidates if feasible(q)]
         if not allowed:
             tried = [(e, q) for q in candidates if (e := energy_of(q)[0]) is not None]
-            least, cheapest = min(tried, key=lambda item: item[0])
+            least = ""
+            if tried:
+                joules, cheapest = min(tried, key=lambda item: item[0])
+                least = (f"; the least energy over T = {budget:g} s was {joules:.6g} J "
+                         f"({cheapest.describe()})")
             raise ConfigError(
                 f"--energy-budget {energy_budget:g} J is met by none of the "
-                f"{len(candidates)} designs tried; the least energy over T = {budget:g} s "
-                f"was {least:.6g} J ({cheapest.describe()})"
+                f"{len(candidates)} designs tried{least}"
             )
         leader = min(allowed, key=rank)
         missing = [sd for sd in all_seeds if (leader, sd, budget) not in runs]

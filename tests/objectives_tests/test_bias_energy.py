@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -18,7 +20,7 @@ FIGURES = PowerFigures(
 )  # fmt: skip
 
 
-def _bound(**kwargs: object) -> BiasAwareBound:
+def _bound(**kwargs: Any) -> BiasAwareBound:
     return BiasAwareBound(
         mu=MU, constants=ProblemConstants(L=1.0, sigma2=1.0, M2=0.5, A=2.0), time_budget=T,
         zeta2=0.3, bias_kind="cauchy-schwarz", **kwargs,
@@ -36,7 +38,7 @@ def _joules_by_hand(bound: BiasAwareBound, point: DesignPoint) -> float:
 
 @pytest.mark.parametrize("stations", [{}, {"client_latency": [0.2, 0.1, 0.0, 0.4],
                                            "server_rate": 5.0}])
-def test_curve_is_the_bound_at_every_concurrency(stations: dict[str, object]) -> None:
+def test_curve_is_the_bound_at_every_concurrency(stations: dict[str, Any]) -> None:
     bound = _bound(**stations)
     p = np.array([0.1, 0.2, 0.3, 0.4])
     values, lam = bound.curve(p, 0.5, 9)
