@@ -18,9 +18,14 @@ Claims measured (results in ``benchmarks/results/bench_runtime.{json,png,md}``):
    identical workload (model, data, batch, lr, tasks in flight), alternating in the same
    invocation; the ratio of the medians is reported. Skipped above ``--max-load``.
 
+4. ``--profile`` (alone): where the time per update goes, raysync next to bare Ray on the
+   workload of part 3, sampled with py-spy (:func:`bench_profile`); writes
+   ``bench_runtime_profile.{json,md}``.
+
 Usage::
 
     .venv/bin/python benchmarks/bench_runtime.py [--quick] [--speed-only] [--max-load 6]
+    .venv/bin/python benchmarks/bench_runtime.py --profile [--quick]
 """
 
 from __future__ import annotations
@@ -241,20 +246,29 @@ class BareWorker:
         self.computer = self.workload.make_computer()
         self.rngs = run_generators(config.seed, config.num_clients).minibatch
 
+    def pid(self) -> int:
+        return os.getpid()
+
     def compute(self, params: np.ndarray, client: int, version: int) -> tuple[Any, ...]:
         x, y = self.workload.client_data(client)
         out = run_client_work(self.computer, self.work, params, x, y, self.rngs[client])
         return client, version, out.payload, float(out.loss), int(out.num_samples)
 
 
-def bare_ray_ps(config: SystemConfig, workers: list[Any], updates: int) -> float:
+def bare_ray_ps(
+    config: SystemConfig,
+    workers: list[Any],
+    updates: int,
+    trace: list[tuple[float, int]] | None = None,
+) -> float:
     """Updates per second of a minimal async parameter server on bare Ray.
 
     The driver keeps ``C`` calls in flight over the worker actors (round robin), waits for
     any one with ``ray.wait``, applies the same strategy the runtime uses and sends the
     current weights inline with the replacement call to a uniformly drawn client: the
     runtime's workload with none of its bookkeeping (no per-client FIFO, no statistics,
-    no checkpoints, no server actor).
+    no checkpoints, no server actor). ``trace`` collects ``(time, version)`` pairs (every
+    50 updates) for the profiler.
     """
     n = config.num_clients
     strategy = make_strategy(config.algorithm)
@@ -288,12 +302,14 @@ def bare_ray_ps(config: SystemConfig, workers: list[Any], updates: int) -> float
         worker = workers[dispatched % len(workers)]
         pending.append(worker.compute.remote(params, int(rng.integers(n)), version))
         dispatched += 1
+        if trace is not None and version % 50 == 0:
+            trace.append((time.perf_counter(), version))
     elapsed = time.perf_counter() - start
     ray.get(pending)
     return updates / elapsed
 
 
-def bench_vs_bare_ray(quick: bool, max_load: float) -> dict[str, Any]:
+def bench_vs_bare_ray(quick: bool, max_load: float, reps: int = 3) -> dict[str, Any]:
     """raysync against the bare-Ray reference, alternating, on the identical workload.
 
     Workload (issue 17): 100 logical clients multiplexed on a pool of 2 executors,
@@ -322,7 +338,7 @@ def bench_vs_bare_ray(quick: bool, max_load: float) -> dict[str, Any]:
     )
     ours: list[float] = []
     bare: list[float] = []
-    for rep in range(3):
+    for rep in range(reps):
         ours.append(float(run(config).throughput))
         # The reference's actors exist only while it runs: both ask for the same CPUs.
         workers = [
@@ -350,6 +366,324 @@ def bench_vs_bare_ray(quick: bool, max_load: float) -> dict[str, Any]:
         "load_average_1min_before": load,
         "load_average_1min_after": os.getloadavg()[0],
     }
+
+
+# --------------------------------------------------------------------------- 4. profile
+
+#: Where a sampled stack's time goes: the first rule, from the innermost frame outwards,
+#: whose pattern the frame contains names its category (the innermost match is the most
+#: specific: numpy under ``strategy.apply`` is the strategy's, pickling under ``send`` is
+#: Ray's serialisation).
+PROFILE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Ray: (de)serialisation", ("ray/_private/serialization.py", "ray/cloudpickle", "msgpack")),
+    ("Ray: call submission/receipt (Python)", ("ray/actor.py", "ray/_private/", "ray/util/")),
+    ("compute (model forward/backward)", ("raysync/models/", "torch/", "raysync/client.py")),
+    ("minibatch stream", ("minibatch_generator",)),
+    ("strategy.apply", ("raysync/strategies/",)),
+    ("router", ("raysync/routing/",)),
+    ("statistics (ServerBook)", ("ServerBook.",)),
+    ("dispatch bookkeeping", ("raysync/runtime/_dispatch.py",)),
+    ("server loop / executor submit", ("raysync/runtime/actors.py",)),
+    ("bare-Ray driver loop", ("bench_runtime.py",)),
+    ("thread-pool handoff", ("concurrent/futures/", "threading.py", "queue.py")),
+    ("asyncio machinery", ("asyncio/",)),
+)
+#: Innermost frames of a thread that waits (blocked in C: epoll, Ray's main loop, a lock).
+IDLE_LEAVES = (
+    "EpollSelector.select",
+    "Worker.main_loop",
+    "Condition.wait",
+    "_worker (concurrent/futures/thread.py",
+    "SimpleQueue.get",
+)
+#: The C++ task submission (``core_worker.submit_actor_task``) has no Python frame of its
+#: own: its time, GIL waits included, shows as the self time of this frame.
+SUBMIT_LEAF = "ActorHandle._actor_method_call"
+
+
+def classify_stack(frames: list[str]) -> str:
+    """The category of one sampled stack (``frames`` from the root to the innermost)."""
+    leaf = frames[-1] if frames else ""
+    if any(leaf.startswith(idle) for idle in IDLE_LEAVES):
+        return "idle (blocked)"
+    if leaf.startswith(SUBMIT_LEAF):
+        return "Ray: C++ call submission (incl. GIL waits)"
+    if leaf.startswith("wait (ray/_private/worker.py") or leaf.startswith("get (ray/_private/"):
+        return "Ray: ray.wait/ray.get (C++)"
+    for frame in reversed(frames):
+        for name, patterns in PROFILE_RULES:
+            if any(p in frame for p in patterns):
+                return name
+    return "other"
+
+
+def read_collapsed(path: Path) -> dict[str, int]:
+    """Samples per category of a py-spy ``--format raw`` file (collapsed stacks)."""
+    totals: dict[str, int] = {}
+    if not path.exists():
+        return totals
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rstrip().rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        name = classify_stack(stack.split(";"))
+        totals[name] = totals.get(name, 0) + int(count)
+    return totals
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, every thread (``/proc/<pid>/stat``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ray_worker_pids(title: str) -> list[int]:
+    """This process's Ray workers whose title starts with ``title`` (``ray::ServerActor``).
+
+    Only descendants of this process (the local Ray instance it started), not the
+    workers of other Ray instances on the machine.
+    """
+    parent: dict[int, int] = {}
+    titles: dict[int, bytes] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                titles[int(entry.name)] = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            parent[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+    me = os.getpid()
+
+    def ours(pid: int) -> bool:
+        for _ in range(64):
+            pid = parent.get(pid, 0)
+            if pid == me:
+                return True
+            if pid <= 1:
+                return False
+        return False
+
+    return [p for p, t in titles.items() if t.startswith(title.encode()) and ours(p)]
+
+
+class _Spy:
+    """py-spy sampling a set of processes for ``duration`` s, with their CPU time.
+
+    py-spy samples from outside the process (``--nonblocking``: the target is never
+    paused), so the measured code runs at its own speed, unlike an in-process profiler.
+    """
+
+    def __init__(self, out: Path, rate: int, duration: int) -> None:
+        self.out = out
+        self.rate = rate
+        self.duration = duration
+        self.procs: dict[str, tuple[int, Any, float]] = {}
+        self.started = math.nan
+
+    def start(self, targets: dict[str, int]) -> None:
+        import shutil
+        import subprocess
+
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.started = time.perf_counter()
+        for label, pid in targets.items():
+            proc = subprocess.Popen(
+                [
+                    spy, "record", "--pid", str(pid), "--rate", str(self.rate), "--format",
+                    "raw", "--nonblocking", "--duration", str(self.duration), "--output",
+                    str(self.out / f"{label}.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            self.procs[label] = (pid, proc, _process_cpu_seconds(pid))
+        self.cpu_end: dict[str, float] = {}
+
+    def poll_cpu(self) -> None:
+        """Record the processes' CPU time once the sampling window is over."""
+        if self.procs and not self.cpu_end and self.elapsed() >= self.duration:
+            self.cpu_end = {k: _process_cpu_seconds(pid) for k, (pid, _, _) in self.procs.items()}
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def finish(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for label, (pid, proc, cpu0) in self.procs.items():
+            proc.wait(timeout=self.duration + 60)
+            samples = read_collapsed(self.out / f"{label}.txt")
+            out[label] = {
+                "pid": pid,
+                "samples": samples,
+                "cpu_seconds": self.cpu_end.get(label, math.nan) - cpu0,
+            }
+        return out
+
+
+def _per_update(spied: dict[str, dict[str, Any]], rate: int, updates: float) -> dict[str, Any]:
+    """Milliseconds per update of each category, per process, plus CPU per update."""
+    table: dict[str, Any] = {}
+    for label, info in spied.items():
+        ms = {k: 1e3 * v / rate / updates for k, v in sorted(info["samples"].items())}
+        busy = sum(v for k, v in ms.items() if not k.startswith("idle"))
+        table[label] = {
+            "ms_per_update": ms,
+            "sampled_busy_ms_per_update": busy,
+            "process_cpu_ms_per_update": 1e3 * info["cpu_seconds"] / updates,
+            "samples": info["samples"],
+        }
+    return table
+
+
+def bench_profile(quick: bool) -> dict[str, Any]:
+    """Where raysync's time per update goes, next to the bare-Ray reference (issue 17).
+
+    The workload of :func:`bench_vs_bare_ray`. py-spy samples the server actor and both
+    executors of one raysync run, then the driver and both workers of one bare-Ray run,
+    each for a window inside the run's steady state; the updates made in the window come
+    from the progress callback's (time, version) pairs. Per process: milliseconds per
+    update of each category (:data:`PROFILE_RULES`; time in C with no Python frame is
+    given to the calling frame, so the C++ submission shows as its own row), the sampled
+    busy total and the process's CPU per update from ``/proc`` (all threads, Ray's C++
+    ones included, which py-spy does not sample). Also the run's real communication
+    overhead (round trip minus executor span, issue 15).
+    """
+    import tempfile
+
+    from raysync.config import RuntimeConfig
+
+    rate, duration = 100, 4 if quick else 6
+    n, concurrency, executors, cpus = 100, 4, 2, 0.5
+    updates = 3000 if quick else 6000
+    config = SystemConfig(
+        clients=fleet([0.01] * n, num_cpus=cpus),
+        concurrency=concurrency,
+        routing=RoutingConfig(kind="uniform"),
+        algorithm=AlgorithmConfig(name="generalized_asyncsgd", lr=0.1, batch_size=32),
+        runtime=RuntimeConfig(mode="pool", executors_per_tier=executors),
+        run=RunConfig(num_updates=updates, time_scale=0.0, train=True, eval_every_updates=None),
+        seed=0,
+    )
+    out_dir = Path(tempfile.mkdtemp(prefix="raysync-profile-"))
+    # raysync: attach once the run is past its start (version > 5% of the run).
+    spy = _Spy(out_dir, rate, duration)
+    trace: list[tuple[float, int]] = []
+
+    def progress(version: int, _now: float) -> None:
+        trace.append((time.perf_counter(), version))
+        if not spy.procs and version > updates // 20:
+            targets = {"server": _ray_worker_pids("ray::ServerActor")[0]}
+            executors_found = _ray_worker_pids("ray::ExecutorActor")
+            executors_found += _ray_worker_pids("ray::SyncExecutorActor")
+            for e, pid in enumerate(sorted(executors_found)):
+                targets[f"executor_{e}"] = pid
+            spy.start(targets)
+        spy.poll_cpu()
+
+    load = os.getloadavg()[0]
+    result = run(config, progress=progress, poll_interval=0.25)
+    window = _updates_between(trace, spy.started, spy.started + duration)
+    ours = _per_update(spy.finish(), rate, window)
+    print(
+        f"  raysync: {result.throughput:.1f} updates/s; {window:.0f} updates profiled", flush=True
+    )
+    # bare Ray: the driver is this process (a thread starts py-spy on it mid-run).
+    import threading
+
+    workers = [
+        BareWorker.options(num_cpus=cpus).remote(config.to_dict())  # type: ignore[attr-defined]
+        for _ in range(executors)
+    ]
+    bare_ray_ps(config, workers, 50)
+    worker_pids = ray.get([w.pid.remote() for w in workers])
+    bare_spy = _Spy(out_dir / "bare", rate, duration)
+    (out_dir / "bare").mkdir()
+    bare_trace: list[tuple[float, int]] = []
+
+    def watch() -> None:
+        time.sleep(1.0)
+        bare_spy.start(
+            {"driver": os.getpid(), **{f"worker_{e}": p for e, p in enumerate(worker_pids)}}
+        )
+        while bare_spy.elapsed() < duration + 0.5:
+            time.sleep(0.25)
+            bare_spy.poll_cpu()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    bare_rate = bare_ray_ps(config, workers, updates, trace=bare_trace)
+    thread.join()
+    bare_window = _updates_between(bare_trace, bare_spy.started, bare_spy.started + duration)
+    bare = _per_update(bare_spy.finish(), rate, bare_window)
+    for worker in workers:
+        ray.kill(worker)
+    print(f"  bare Ray: {bare_rate:.1f} updates/s; {bare_window:.0f} updates profiled", flush=True)
+    comm = result.extras.get("communication", {}).get("fleet", {})
+    return {
+        "workload": f"{n} logical clients, pool of {executors} executors, C = {concurrency}, "
+        "logistic regression on digits, no emulation",
+        "rate_hz": rate,
+        "window_s": duration,
+        "raysync_updates_per_s": float(result.throughput),
+        "bare_ray_updates_per_s": float(bare_rate),
+        "raysync": ours,
+        "bare_ray": bare,
+        "real_overhead_ms_mean": 1e3 * float(comm.get("overhead_mean", math.nan)),
+        "load_average_1min_before": load,
+        "load_average_1min_after": os.getloadavg()[0],
+    }
+
+
+def _updates_between(trace: list[tuple[float, int]], start: float, end: float) -> float:
+    """Updates made between two instants, interpolated from (time, version) pairs."""
+    if len(trace) < 2 or not math.isfinite(start):
+        return math.nan
+    times = np.array([t for t, _ in trace])
+    versions = np.array([v for _, v in trace], dtype=float)
+    return float(np.interp(end, times, versions) - np.interp(start, times, versions))
+
+
+def profile_markdown(profile: dict[str, Any]) -> str:
+    """The profile as a README-ready table: ms per update per category and process."""
+    ours, bare = profile["raysync"], profile["bare_ray"]
+    columns = [("raysync", k) for k in ours] + [("bare Ray", k) for k in bare]
+    names: list[str] = []
+    for side in (ours, bare):
+        for info in side.values():
+            for name in info["ms_per_update"]:
+                if name not in names:
+                    names.append(name)
+    names.sort(key=lambda k: (k.startswith("idle"), k))
+    head = "| ms per update | " + " | ".join(f"{side} {label}" for side, label in columns) + " |"
+    lines = [head, "|---|" + "---|" * len(columns)]
+
+    def cell(side: str, label: str, name: str) -> str:
+        info = (ours if side == "raysync" else bare)[label]
+        value = info["ms_per_update"].get(name)
+        return "" if value is None else f"{value:.3f}"
+
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(cell(s, lb, name) for s, lb in columns) + " |")
+    for key, title in (
+        ("sampled_busy_ms_per_update", "**sampled busy (Python threads)**"),
+        ("process_cpu_ms_per_update", "**process CPU, all threads (/proc)**"),
+    ):
+        values = [(ours if s == "raysync" else bare)[lb][key] for s, lb in columns]
+        lines.append(f"| {title} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    lines += [
+        "",
+        f"py-spy at {profile['rate_hz']} Hz for {profile['window_s']} s inside each run "
+        f"({profile['workload']}); raysync {profile['raysync_updates_per_s']:.0f} updates/s, "
+        f"bare Ray {profile['bare_ray_updates_per_s']:.0f} (one run each, with the profiler "
+        f"attached); real communication overhead (round trip - executor span) "
+        f"{profile['real_overhead_ms_mean']:.2f} ms per task; 1-min load "
+        f"{profile['load_average_1min_before']:.1f}.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- output
@@ -456,6 +790,18 @@ def main(argv: list[str] | None = None) -> int:
         help="rerun part 2 only, keeping part 1 from the existing JSON",
     )
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only profile raysync and the bare-Ray reference (py-spy) and write "
+        "bench_runtime_profile.{json,md}",
+    )
+    parser.add_argument(
+        "--vs-bare-only",
+        action="store_true",
+        help="only part 3 (raysync against bare Ray); writes bench_runtime_vs_bare.json",
+    )
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of part 3")
+    parser.add_argument(
         "--max-load",
         type=float,
         default=6.0,
@@ -464,6 +810,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     ray.init(include_dashboard=False, num_cpus=os.cpu_count(), log_to_driver=False)
+    if args.vs_bare_only:
+        try:
+            vs = bench_vs_bare_ray(args.quick, args.max_load, args.reps)
+        finally:
+            ray.shutdown()
+        (RESULTS / "bench_runtime_vs_bare.json").write_text(json.dumps(vs, indent=2))
+        return 0
+    if args.profile:
+        try:
+            print("4. profile: raysync and bare Ray (py-spy)", flush=True)
+            profile = bench_profile(args.quick)
+        finally:
+            ray.shutdown()
+        (RESULTS / "bench_runtime_profile.json").write_text(json.dumps(profile, indent=2))
+        table = profile_markdown(profile)
+        (RESULTS / "bench_runtime_profile.md").write_text(table)
+        print(table)
+        return 0
     try:
         if args.speed_only:
             emulated = json.loads((RESULTS / "bench_runtime.json").read_text())["emulated"]

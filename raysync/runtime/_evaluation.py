@@ -62,6 +62,15 @@ class Evaluator:
         self._computer: Any = None
         self._restored: list[tuple[float, int, float, np.ndarray]] = []
 
+    def warm(self) -> None:
+        """Build the evaluation model now (at the server's start-up), not in the run.
+
+        Built lazily, the model is made by the first evaluation, at the run's start,
+        where its Python work competes with the loop for the GIL (profiled).
+        """
+        if self._computer is None and self._model is not None:
+            self._computer = self._model.make_computer()
+
     def request(self, now: float, version: int, train_loss: float, params: np.ndarray) -> None:
         """Evaluate ``params`` (read-only: later updates make new arrays) of ``version``."""
         if self._executor is None:

@@ -27,7 +27,10 @@ the executor awaits that instant with ``asyncio.sleep``, which holds no compute 
 Computation runs in a bounded thread pool (``max(1, int(num_cpus))`` threads; one thread
 when the executor serves a single client, with that many torch threads), so an executor
 serves many waiting tasks concurrently while never computing on more cores than it
-reserved. The sampled service time is drawn by the server from the client's stream, and
+reserved. Without emulation (``time_scale = 0``) an executor with one compute thread has
+nothing to wait for: it is a :class:`SyncExecutorActor`, a plain Ray actor that runs one
+call at a time on its own thread (the same order, without the event-loop and thread-pool
+hand-offs per task). The sampled service time is drawn by the server from the client's stream, and
 Ray's per-call overhead and the round trip between two tasks of a client are absorbed by
 the waits instead of stretching the emulated timeline.
 
@@ -116,7 +119,13 @@ from raysync.runtime._failures import out_of_restarts, translate
 from raysync.runtime._state import SCHEMA_VERSION, CheckpointManager, Key
 from raysync.strategies._base import ClientResult, ClientWork
 
-__all__ = ["ExecutorActor", "ExecutorSetup", "ServerActor", "ServerSetup"]
+__all__ = [
+    "ExecutorActor",
+    "ExecutorSetup",
+    "ServerActor",
+    "ServerSetup",
+    "SyncExecutorActor",
+]
 
 #: Loop item: an update whose emulated uplink and server time are over (docs/network.md).
 _UPDATE = object()
@@ -264,6 +273,9 @@ class ExecutorActor:
                 finally:
                     self._preparing.set()
                     self._preparing = None
+        return self._info()
+
+    def _info(self) -> dict[str, Any]:
         return {
             "executor_id": self._setup.executor_id,
             "tier": self._setup.tier,
@@ -275,8 +287,12 @@ class ExecutorActor:
         }
 
     async def _load(self, shared: Sequence[Any]) -> None:
+        self._install(await shared[0])
+
+    def _install(self, dataset: Any) -> None:
+        """Keep this executor's clients' rows of the shared training set."""
         setup = self._setup
-        x_all, y_all, indices, tiers = await shared[0]
+        x_all, y_all, indices, tiers = dataset
         if setup.client is not None:
             clients = [setup.client]
         else:
@@ -306,7 +322,7 @@ class ExecutorActor:
             self._computers.put(computer)
         return out.payload, out.loss, out.num_samples
 
-    async def submit(self, task: TaskSpec, params: np.ndarray | None) -> TaskReply:
+    async def submit(self, task: TaskSpec, params: np.ndarray | None) -> tuple[Any, ...]:
         """Serve one task: compute on the model it carries, then wait out its service time.
 
         Emulated clock (``time_scale > 0``): service starts at ``max(arrival, free_at)``
@@ -321,18 +337,13 @@ class ExecutorActor:
             params: The model (read-only flat float32), or None in queue-only runs.
 
         Returns:
-            The reply, with the measured service and compute times.
+            The reply, with the measured service and compute times, as a plain tuple of
+            :class:`~raysync.runtime._backend.TaskReply`'s fields (Ray packs a plain tuple
+            with msgpack, a NamedTuple with cloudpickle; the task arrives as one too).
         """
         begin = time.time()
-        stall = 0.0
-        faults = self._faults
-        if faults is not None and task.attempt == 0:
-            if (
-                task.task_id in faults.exit_on_tasks
-                or (task.client_id, task.ordinal) in faults.exit_on_ordinals
-            ):
-                os._exit(1)  # injected crash mid-task (tests)
-            stall = float(faults.delay_tasks.get(task.task_id, 0.0))
+        task = TaskSpec._make(task)
+        stall = self._injected(task)
         payload: np.ndarray | None = None
         loss = math.nan
         num_samples = 0
@@ -363,21 +374,103 @@ class ExecutorActor:
         remaining = max(end, begin + stall) - time.time()
         if remaining > 0:
             await asyncio.sleep(remaining)
-        return TaskReply(
-            task.task_id,
-            task.client_id,
-            task.base_version,
-            task.attempt,
-            payload,
-            loss,
-            num_samples,
-            service,
-            compute,
-            start,
-            end,
-            begin,
-            time.time(),
-        )
+        return _reply(task, payload, loss, num_samples, service, compute, start, end, begin)
+
+    def _injected(self, task: TaskSpec) -> float:
+        """Injected faults (tests): exit mid-task, or the task's extra stall in seconds."""
+        faults = self._faults
+        if faults is None or task.attempt != 0:
+            return 0.0
+        if (
+            task.task_id in faults.exit_on_tasks
+            or (task.client_id, task.ordinal) in faults.exit_on_ordinals
+        ):
+            os._exit(1)  # injected crash mid-task (tests)
+        return float(faults.delay_tasks.get(task.task_id, 0.0))
+
+
+class SyncExecutorActor(ExecutorActor):
+    """An executor of a run without emulation that computes on one thread.
+
+    Such an executor never waits (no emulated service time) and computes one task at a
+    time anyway, so it is a plain Ray actor (the coordinator starts it with
+    ``max_concurrency = 1``): Ray runs each call on the actor's own thread, as a bare-Ray
+    worker's, without the async executor's hand-offs to its event loop and compute
+    thread (two thread switches and GIL transfers per task; profiled in
+    ``benchmarks/bench_runtime.py --profile``). The replies are the async executor's. A
+    health probe (``prepare``) waits behind the calls already queued.
+
+    Args:
+        setup: As :class:`ExecutorActor`'s (``time_scale`` must be 0).
+    """
+
+    def __init__(self, setup: ExecutorSetup) -> None:
+        if setup.time_scale != 0:
+            raise ValueError(
+                f"SyncExecutorActor serves runs without emulation: time_scale must be 0, "
+                f"got {setup.time_scale!r}"
+            )
+        super().__init__(setup)
+
+    def prepare(self, shared: Sequence[Any] | None) -> dict[str, Any]:  # type: ignore[override]
+        """:meth:`ExecutorActor.prepare`, blocking (one call at a time: no one else waits)."""
+        if not self._ready and shared is not None:
+            self._load(shared)
+        return self._info()
+
+    def _load(self, shared: Sequence[Any]) -> None:  # type: ignore[override]
+        # Ray makes an actor async when any method is a coroutine function: none here.
+        self._install(ray.get(shared[0]))
+
+    def submit(self, task: TaskSpec, params: np.ndarray | None) -> tuple[Any, ...]:  # type: ignore[override]
+        """:meth:`ExecutorActor.submit` without emulation, on the calling thread."""
+        begin = time.time()
+        task = TaskSpec._make(task)
+        stall = self._injected(task)
+        payload: np.ndarray | None = None
+        loss = math.nan
+        num_samples = 0
+        if self._train and params is not None:
+            if not self._ready:
+                raise ExecutorNotReady(
+                    f"executor {self._setup.executor_id} has no training data yet (restarted)"
+                )
+            payload, loss, num_samples = self._compute(task, params)
+        end = time.time()
+        compute = end - begin
+        remaining = begin + stall - time.time()
+        if remaining > 0:
+            time.sleep(remaining)
+        return _reply(task, payload, loss, num_samples, compute, compute, begin, end, begin)
+
+
+def _reply(
+    task: TaskSpec,
+    payload: np.ndarray | None,
+    loss: float,
+    num_samples: int,
+    service: float,
+    compute: float,
+    start: float,
+    end: float,
+    received: float,
+) -> tuple[Any, ...]:
+    """An executor's reply as a plain tuple, stamped as it returns (``returned_at``)."""
+    return (  # TaskReply's fields, in order
+        task.task_id,
+        task.client_id,
+        task.base_version,
+        task.attempt,
+        payload,
+        loss,
+        num_samples,
+        service,
+        compute,
+        start,
+        end,
+        received,
+        time.time(),
+    )
 
 
 # =========================================================================== server
@@ -524,6 +617,8 @@ class ServerActor:
         self._evaluator = Evaluator(
             setup.model, setup.x_test, setup.y_test, setup.x_val, setup.y_val
         )
+        if setup.train:
+            self._evaluator.warm()
         self._next_eval_time = wall_seconds(config.run.eval_every_seconds, config.run.time_scale)
         self._checkpoints = CheckpointManager(
             config.run, setup.fingerprint, setup.fingerprint_fields

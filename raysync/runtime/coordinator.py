@@ -67,7 +67,13 @@ from raysync.runtime._backend import (
     wall_seconds,
 )
 from raysync.runtime._failures import translate
-from raysync.runtime.actors import ExecutorActor, ExecutorSetup, ServerActor, ServerSetup
+from raysync.runtime.actors import (
+    ExecutorActor,
+    ExecutorSetup,
+    ServerActor,
+    ServerSetup,
+    SyncExecutorActor,
+)
 from raysync.runtime.checkpoint import (
     MANIFEST,
     check_server_state,
@@ -219,7 +225,8 @@ class ActorGroup:
         server: Any = None
         dataset_ref: Any = None
         try:
-            executor_cls = ray.remote(ExecutorActor)
+            async_cls = ray.remote(ExecutorActor)
+            sync_cls = ray.remote(SyncExecutorActor)
             if train and workload is not None:
                 # One copy of the training set in the object store, shared read-only by
                 # every executor on a node, with each client's rows and tier (constructor
@@ -249,12 +256,17 @@ class ActorGroup:
                     work=work,
                     faults=faults,
                 )
+                # Without emulation an executor with one compute thread never waits:
+                # a plain actor, one call at a time (SyncExecutorActor).
+                one_thread = plan.mode == "per_client" or int(spec.num_cpus) <= 1
+                sync = config.run.time_scale == 0 and one_thread
+                executor_cls = sync_cls if sync else async_cls
                 options: dict[str, Any] = {
                     "num_cpus": spec.num_cpus,
                     "num_gpus": spec.num_gpus,
                     "max_restarts": config.runtime.max_restarts,
                     "max_task_retries": 0,
-                    "max_concurrency": max(1000, 4 * config.concurrency),
+                    "max_concurrency": 1 if sync else max(1000, 4 * config.concurrency),
                     # One task per update: Ray's per-task event records (state API,
                     # dashboard) would grow the GCS's memory with the run's length.
                     "enable_task_events": False,
