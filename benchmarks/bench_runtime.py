@@ -315,7 +315,7 @@ def bench_vs_bare_ray(quick: bool, max_load: float, reps: int = 3) -> dict[str, 
     Workload (issue 17): 100 logical clients multiplexed on a pool of 2 executors,
     Generalized AsyncSGD with logistic regression on digits (batch 32, lr 0.1), 4 tasks in
     flight, no emulation; the reference runs 2 worker actors with the same 4 calls in
-    flight. Three alternating repetitions, medians and their ratio. Skipped (with the
+    flight. ``reps`` alternating repetitions (3), medians and their ratio. Skipped (with the
     reason recorded) when the 1-minute load average exceeds ``max_load``: on a saturated
     machine the two would measure the other jobs, not themselves.
     """
