@@ -1619,6 +1619,7 @@ def _simulate_flat(
         num_batches=num_batches,
         confidence=confidence,
         transient_end=int(extra["transient_end"]),
+        servers=counts,
     )
     index = np.frombuffer(tier_of, dtype=np.int32)
     size = counts.astype(np.float64)

@@ -203,6 +203,7 @@ def batch_statistics(
     num_batches: int,
     confidence: float,
     transient_end: int | None = None,
+    servers: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Point estimates and batch-means intervals over the post-warm-up window.
 
@@ -225,6 +226,9 @@ def batch_statistics(
         num_batches: Batches of the batch-means intervals.
         confidence: Level of the intervals.
         transient_end: See above; None when the backend does not track it.
+        servers: Shape ``(num_clients,)``: how many clients each row pools (the flat
+            path's tiers, whose busy times are tier totals); caps the utilisation
+            interval's upper end. None: one client per row (cap 1).
 
     Returns:
         The statistics fields of :class:`~raysync.simulation.result.RunResult`, plus
@@ -285,9 +289,10 @@ def batch_statistics(
     delay, d_lo, d_hi = ci(sum_delay, count)
     qlen, q_lo, q_hi = ci(area, dt)
     util, u_lo, u_hi = ci(busy, dt)
-    # A utilisation is a busy fraction in [0, 1]; the symmetric interval's upper end
-    # passed 1 for a saturated client, and clipping keeps its coverage for the same reason.
-    u_hi = np.minimum(u_hi, 1.0)
+    # A utilisation is a busy fraction in [0, 1] per server (a pooled tier of k clients
+    # is k servers); the symmetric interval's upper end passed that for a saturated
+    # client, and clipping keeps its coverage for the same reason.
+    u_hi = np.minimum(u_hi, 1.0 if servers is None else np.asarray(servers, dtype=np.float64))
     stale, s_lo, s_hi = ci(sum_delay.sum(axis=1), count.sum(axis=1))
     cdelay, cd_lo, cd_hi = ci(sum_cdelay, count)
     cstale, cs_lo, cs_hi = ci(sum_cdelay.sum(axis=1), count.sum(axis=1))
