@@ -212,3 +212,24 @@ def test_bruteforce_refusal_of_a_huge_state_space_gives_its_magnitude() -> None:
         ) / math.log(10)
         assert exponent == math.floor(log10)
         assert "\n" not in message and "max_states=" in message
+
+
+def test_bruteforce_refuses_a_tagged_chain_too_slow_to_solve() -> None:
+    # 3 clients and a server station at C = 30: a counts chain of 5,456 states but a
+    # tagged-task chain of ~150,000, whose sparse solve ran for more than 5 minutes (the
+    # slow fuzz tier's "hang"); it is refused up front, and C = 16 (15,504) still solves.
+    def net(c: int) -> ClosedNetwork:
+        return ClosedNetwork(
+            mu=np.array([1.0, 2.0, 5.0]),
+            p=np.array([0.2, 0.3, 0.5]),
+            concurrency=c,
+            server_rate=10.0,
+        )
+
+    with pytest.raises(ValueError, match=r"tagged-task chain has \d+ states") as info:
+        analyze(net(30), method="bruteforce")
+    assert "max_states=50000" in str(info.value) and "\n" not in str(info.value)
+    exact = analyze(net(16), method="bruteforce")
+    mva = analyze(net(16), method="mva")
+    np.testing.assert_allclose(exact.throughput, mva.throughput, rtol=1e-9)
+    np.testing.assert_allclose(exact.mean_relative_delay, mva.mean_relative_delay, rtol=1e-8)
