@@ -28,7 +28,7 @@ from typing import Any, cast
 from raysync.config import RunConfig
 from raysync.exceptions import CheckpointError, RaySyncError
 
-__all__ = ["PENDING_COLUMNS", "SCHEMA_VERSION", "CheckpointManager", "Key"]
+__all__ = ["PENDING_COLUMNS", "SCHEMA_VERSION", "STATE_KEYS", "CheckpointManager", "Key"]
 
 SCHEMA_VERSION = 3
 
@@ -71,6 +71,9 @@ class Key:
     RUN_NAME = "run_name"
     TENSORBOARD_STEP = "tensorboard_step"
 
+
+#: Every top-level entry of the state tree (a tree with any other key is refused).
+STATE_KEYS = frozenset(v for k, v in vars(Key).items() if k.isupper() and isinstance(v, str))
 
 #: Columns of ``Key.PENDING`` (one entry per pending task).
 PENDING_COLUMNS = ("task_id", "client", "base_version", "created", "sample", "ordinal")

@@ -39,7 +39,7 @@ import numpy as np
 
 from raysync.config import SystemConfig
 from raysync.exceptions import CheckpointError
-from raysync.runtime._state import PENDING_COLUMNS, SCHEMA_VERSION, Key
+from raysync.runtime._state import PENDING_COLUMNS, SCHEMA_VERSION, STATE_KEYS, Key
 
 __all__ = [
     "FORMAT_VERSION",
@@ -700,14 +700,13 @@ def check_server_state(
             )
     # A key this raysync does not write is a tree from elsewhere or a hand edit: loading
     # it would silently drop what it holds.
-    known = {v for k, v in vars(Key).items() if k.isupper() and isinstance(v, str)}
-    unknown = sorted(str(k) for k in state if k not in known)
+    unknown = sorted(str(k) for k in state if k not in STATE_KEYS)
     if unknown:
         raise _corrupt(
             checkpoint.directory,
             f"the server state has field(s) this raysync does not write: "
             f"{', '.join(repr(k) for k in unknown[:5])}{', ...' if len(unknown) > 5 else ''} "
-            f"(known: {', '.join(sorted(known))})",
+            f"(known: {', '.join(sorted(STATE_KEYS))})",
         )
     version = c.integer(Key.VERSION)
     if version != checkpoint.version:

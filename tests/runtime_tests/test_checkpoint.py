@@ -20,7 +20,7 @@ import pytest
 from raysync.cli import main
 from raysync.config import RunConfig, RuntimeConfig, SystemConfig, dump_config
 from raysync.exceptions import CheckpointError, ConfigError
-from raysync.runtime._state import Key
+from raysync.runtime._state import STATE_KEYS, Key
 from raysync.runtime.checkpoint import (
     MANIFEST,
     Checkpoint,
@@ -472,9 +472,6 @@ def test_a_checkpoint_that_makes_no_sense_is_refused_naming_the_field(
     assert f"'{field}'" in message, message
 
 
-_SCHEMA_KEYS = {v for k, v in vars(Key).items() if k.isupper() and isinstance(v, str)}
-
-
 def _wrongly_typed(value: object) -> object:
     """A value of a type no field of the schema accepts in place of ``value``."""
     return 7 if isinstance(value, str) else "7"
@@ -513,7 +510,7 @@ def test_every_field_of_the_state_schema_is_type_checked(
     config = (_evaluated_config if train else _queue_checkpoint_config)(tmp_path, 300)
     # the sweep covers the whole schema: a server that stores a new entry must name it
     # in Key, and then it is swept here
-    assert set(checkpoint.state) == _SCHEMA_KEYS
+    assert set(checkpoint.state) == STATE_KEYS
     check_server_state(  # the intact state passes
         checkpoint,
         num_clients=config.num_clients,
