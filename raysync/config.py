@@ -1059,17 +1059,27 @@ class RuntimeConfig:
             ``max(1, int(num_cpus))`` threads per executor.
         max_restarts: Times Ray restarts a dead executor actor; its in-flight tasks are
             re-issued with the same task ids (the server applies each id at most once).
+        max_batch: Most tasks (of different logical clients) one remote call to an
+            executor carries, in runs without emulation (``run.time_scale = 0``); 1 (the
+            default): one call per task. Above 1, tasks sent to an executor that already
+            has two calls outstanding wait in its outbox at the server and go out together
+            as one call, whose replies come back together; each task keeps its own model
+            version, minibatch seed, FIFO place, timeout and re-issue, so only Ray's
+            per-call cost is shared. Emulated runs always make one call per task: a
+            batch would hold each reply until the batch's last emulated wait ends.
     """
 
     mode: str = "auto"
     executors_per_tier: int = 2
     max_restarts: int = 3
+    max_batch: int = 1
 
     def __post_init__(self) -> None:
         _convert_fields(self, "runtime")
         _check_choice("runtime.mode", self.mode, RUNTIME_MODES)
         _check_int("runtime.executors_per_tier", self.executors_per_tier, minimum=1)
         _check_int("runtime.max_restarts", self.max_restarts, minimum=0)
+        _check_int("runtime.max_batch", self.max_batch, minimum=1)
 
 
 #: ``runtime.mode = "auto"`` uses one actor per client up to this many clients.
