@@ -60,7 +60,10 @@ def relative_delay(
     (``p_i Z_i Lambda``) and at the server (a fraction ``p_i`` of ``Q_server``). Hence
     ``E[D_i] = Q_i(C-1) / p_i + Z_i Lambda(C-1) + Q_server(C-1)``.
     """
-    return q_prev / network.p + d.z * lam_prev + qs_prev
+    # Overflow (a routing probability near the float64 floor) is not an error here:
+    # analyze() refuses a non-finite result in one line naming the quantity.
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return q_prev / network.p + d.z * lam_prev + qs_prev
 
 
 def assemble(
@@ -93,12 +96,14 @@ def assemble(
         mean_in_transit = client_throughput * d.z
     if server_utilization is None and d.has_server:
         server_utilization = lam * d.rho_server
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # see relative_delay
+        sojourn = q / client_throughput
     return QueueingResult(
         throughput=lam,
         client_throughput=client_throughput,
         utilization=utilization,
         mean_queue_length=q,
-        mean_sojourn_time=q / client_throughput,
+        mean_sojourn_time=sojourn,
         mean_relative_delay=delay,
         mean_staleness=float(np.dot(p, delay)),
         concurrency=network.concurrency,
