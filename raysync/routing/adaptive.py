@@ -9,8 +9,8 @@ docs/theory.md section 5 (``objective="wall_clock"``, with the existing optimise
 :func:`raysync.objectives.optimize_routing`) or the bias-aware bound of section 6
 (``objective="bias_aware"``, :class:`raysync.objectives.BiasAwareBound` with the
 Cauchy-Schwarz bias term ``2 n ||r - u||^2 zeta^2`` at the strategy's weight exponent
-``beta``), mixes in a small uniform share ``explore`` so every client keeps being measured,
-and swaps its routing. Tasks in
+``beta``), raises every client to at least ``explore / m`` of the tasks (``m`` available
+clients) so every client keeps being measured, and swaps its routing. Tasks in
 flight are never touched: the new ``p`` only decides where *future* tasks go, so every
 queued task stays where it is, in its client's FIFO order. Every change is kept in
 :attr:`AdaptiveRouter.changes` and logged (docs/adaptive.md).
@@ -30,7 +30,7 @@ from raysync.exceptions import CheckpointError, ConfigError
 from raysync.routing.estimation import OnlineRateEstimator
 from raysync.routing.fixed import _DEFAULT_BLOCK, _BlockRouter
 
-__all__ = ["DEFAULT_CONSTANTS", "OBJECTIVES", "AdaptiveRouter", "RoutingChange"]
+__all__ = ["DEFAULT_CONSTANTS", "OBJECTIVES", "AdaptiveRouter", "RoutingChange", "with_floor"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,35 @@ def _number(name: str, value: object, *, low: float, low_open: bool, high: float
     return number
 
 
+def with_floor(p: np.ndarray, floor: float) -> np.ndarray:
+    """``p`` with every entry raised to at least ``floor``, the rest scaled down to sum 1.
+
+    Entries at or above the floor keep their ratios; the result is the distribution closest
+    to ``p`` in that sense with ``min_i p_i >= floor`` (entries pushed below the floor by the
+    scaling are fixed at it in turn, at most ``m`` rounds).
+
+    Args:
+        p: Non-negative weights, shape ``(m,)``, positive sum.
+        floor: Lower bound per entry, ``0 <= floor <= 1 / m``.
+
+    Returns:
+        The floored distribution, shape ``(m,)``, summing to 1.
+    """
+    q = np.asarray(p, dtype=np.float64) / float(np.sum(p))
+    if floor <= 0.0:
+        return q
+    fixed = q < floor
+    while True:
+        free_mass = float(q[~fixed].sum())
+        if free_mass <= 0.0:  # every entry at the floor: floor * m == 1
+            return np.full(q.size, 1.0 / q.size)
+        out = np.where(fixed, floor, q * (1.0 - floor * fixed.sum()) / free_mass)
+        below = ~fixed & (out < floor)
+        if not below.any():
+            return out
+        fixed |= below
+
+
 _CONTROLLER: list[Any] = []
 #: Logit box of the bias-aware optimiser (as in :func:`raysync.objectives.optimize_bias_aware`).
 _LOGIT_BOUND = 40.0
@@ -122,8 +151,12 @@ class AdaptiveRouter(_BlockRouter):
             last optimisation (``> 0``; None: by updates only).
         constants: ``(L, sigma^2, M^2, A)`` of the bound (:data:`DEFAULT_CONSTANTS`).
         horizon: Time budget ``T`` of the wall-clock criterion, seconds (``> 0``).
-        explore: Share of each task routed uniformly over the available clients, in
-            ``[0, 1)``: keeps every client measured (0 trusts the optimum fully).
+        explore: Exploration floor, in ``[0, 1)``: every one of the ``m`` available
+            clients gets at least ``explore / m`` of the tasks, the mass above the floor
+            scaled to keep the sum 1 (:func:`with_floor`), so every client keeps being
+            measured; 0 trusts the optimum fully. (A uniform mixture ``(1 - explore) p* +
+            explore / m`` gave the same guarantee but also moved mass off an optimum that
+            already routes to everyone: 1 % cost 2 % of the throughput in benchmark (a).)
         min_change: Skip a scheduled re-optimisation unless some estimated rate moved by
             more than this relative amount since the last one (``>= 0``; saves optimiser
             calls in stationary phases).
@@ -374,10 +407,10 @@ class AdaptiveRouter(_BlockRouter):
             result = optimize_routing(objective, concurrency=concurrency, tol=1e-7, max_iter=200)
             optimum = np.asarray(result.p)
         self._optimum = optimum
-        p_sub = (1.0 - self.explore) * optimum + self.explore / idx.size
+        p_sub = with_floor(optimum, self.explore / idx.size)
         p = np.zeros(self.num_clients)
-        p[idx] = p_sub / p_sub.sum()
-        throughput = float(objective.evaluate(p_sub / p_sub.sum(), concurrency).throughput)
+        p[idx] = p_sub
+        throughput = float(objective.evaluate(p_sub, concurrency).throughput)
         self._set_p(p)
         self.routing_version += 1
         change = RoutingChange(

@@ -92,6 +92,45 @@ def test_prior_for_unseen_clients() -> None:
     assert pooled.estimate(1).upper == math.inf
 
 
+def test_prior_leaves_a_full_window_so_fast_clients_are_not_biased() -> None:
+    """A pooled prior 3.7x slower than the client (a fast client in a 1/5/25 fleet) kept for
+    ever would leave N / (S + 1 / mu0) about 7 % low with a window of 50 (SE of the mean
+    over R replicates ~ mu / sqrt(48 R) = 0.32 %, so 5 SE = 1.6 % tells the two apart);
+    forgotten once the window is full, the estimate is the unbiased (N - 1) / S."""
+    mu, mu0, w = 25.0, 25.0 / 3.7, 50
+    samples = np.random.default_rng(21).exponential(1.0 / mu, size=(R, w + 10))
+    est = OnlineRateEstimator(R, window=w, prior_rate=mu0, prior_weight=1.0)
+    for i, row in enumerate(samples):
+        est.observe_many(i, row)
+    assert np.all(est.prior_weights() == 0.0)
+    rates = est.rates()
+    se = rates.std(ddof=1) / math.sqrt(R)
+    assert abs(rates.mean() - mu) <= Z * se
+    kept = w / (samples[:, -w:].sum(axis=1) + 1.0 / mu0)  # the prior kept for ever
+    assert mu - kept.mean() > Z * se
+    # Before the window is full the prior still counts: N / (S + 1 / mu0).
+    young = OnlineRateEstimator(1, window=w, prior_rate=mu0)
+    young.observe_many(0, samples[0, : w - 1])
+    assert young.prior_weights()[0] == 1.0
+    assert young.rates()[0] == pytest.approx((w - 1) / (samples[0, : w - 1].sum() + 1 / mu0))
+
+
+def test_half_life_discounts_the_prior_per_duration() -> None:
+    h, n0, mu0 = 10.0, 2.0, 0.5
+    lam = 2 ** (-1 / h)
+    durations = np.random.default_rng(22).exponential(0.2, 37)
+    est = OnlineRateEstimator(1, half_life=h, prior_rate=mu0, prior_weight=n0)
+    est.observe_many(0, durations)
+    weight = n0 * lam**durations.size
+    assert est.prior_weights()[0] == pytest.approx(weight, rel=1e-9)
+    discount = lam ** np.arange(durations.size)[::-1]
+    count, total = discount.sum(), float(discount @ durations)
+    eff = count**2 / float((discount**2).sum())
+    a, b = eff + weight, total * eff / count + weight / mu0
+    assert est.rates()[0] == pytest.approx((a - 1) / b, rel=1e-9)
+    assert OnlineRateEstimator(1, prior_weight=n0).prior_weights()[0] == n0  # no forgetting
+
+
 def test_state_round_trip() -> None:
     a = OnlineRateEstimator(2, window=5)
     a.observe_many(1, [0.5, 0.7, 0.1])
