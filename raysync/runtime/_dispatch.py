@@ -12,6 +12,12 @@ service-time stream and its task count) and the tasks not applied yet. It
   one of its tier (``pool``), never a dead one;
 * sends with one remote call and awaits the reply in the background, reporting it (or
   its error, classified by the failure policy) to the server's loop through one queue;
+* with ``runtime.max_batch > 1`` (runs without emulation), sends several tasks of
+  different clients as one call (:meth:`Dispatcher._flush`): a task assigned to an
+  executor waits in that executor's outbox until the server's loop yields, then goes out
+  with the others in the outbox as long as the executor has fewer than
+  :data:`CALLS_PER_EXECUTOR` calls outstanding; each task keeps its own model version,
+  attempt, timer and reply, so the server handles each reply as if it came alone;
 * re-issues a task whose executor died (:meth:`lost`) or that timed out, with the same
   id, and parks it while no healthy executor can take it
   (:class:`~raysync.runtime._failures.ExecutorHealth`).
@@ -48,7 +54,16 @@ from raysync.runtime._failures import ExecutorHealth, classify, first_line
 from raysync.runtime._state import PENDING_COLUMNS, Key
 from raysync.runtime.checkpoint import pack_generators, unpack_generators
 
-__all__ = ["DEADLINE", "FAILED", "LOST", "NO_EXECUTOR", "STOP", "Dispatcher", "Task"]
+__all__ = [
+    "CALLS_PER_EXECUTOR",
+    "DEADLINE",
+    "FAILED",
+    "LOST",
+    "NO_EXECUTOR",
+    "STOP",
+    "Dispatcher",
+    "Task",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +78,10 @@ STOP = object()
 _EXTRA_LOSS_ATTEMPTS = 5
 #: Timeout re-issues of one task; beyond this the server just keeps waiting.
 _MAX_TIMEOUT_REISSUES = 8
+#: Batched calls (``runtime.max_batch > 1``) outstanding per executor: two keep it busy
+#: (one runs while the next waits in Ray's queue at the actor) while the tasks created
+#: meanwhile gather in its outbox for the call after.
+CALLS_PER_EXECUTOR = 2
 
 
 class Task:
@@ -80,6 +99,7 @@ class Task:
         "replied",
         "sample",
         "sent_at",
+        "seq",
         "stamp",
         "task_id",
         "timer",
@@ -108,6 +128,7 @@ class Task:
         self.executor = -1
         self.replied = False
         self.timer: asyncio.TimerHandle | None = None
+        self.seq = -1  # position in the order of first sends (virtual clock without emulation)
         # Real communication (docs/network.md, "Real delays"): time.time() at the server
         # when the latest attempt's call was issued and when the reply measured arrived.
         self.sent_at = math.nan
@@ -190,7 +211,16 @@ class Dispatcher:
         self._virtual = virtual
         self._expected: dict[int, float] = {}
         self._restored: list[Task] = []
+        self._next_seq = 0
         self._in_transit: dict[int, asyncio.TimerHandle] = {}  # emulated downlinks
+        # Batched calls: a batch would hold each emulated reply until the batch's last
+        # wait ends (a wait holds no compute slot), so emulated runs call once per task.
+        self._max_batch = config.runtime.max_batch if not self.emulate else 1
+        # Per executor: tasks assigned and not sent yet (with the attempt assigned) and
+        # batched calls outstanding.
+        self._outbox: list[deque[tuple[Task, int]]] = [deque() for _ in self._executors]
+        self._calls = [0] * len(self._executors)
+        self._flush_due = False
         #: Called with each executor back in rotation (tests record when).
         self.rejoin_hook: Callable[[int], None] | None = None
         self.health = ExecutorHealth(
@@ -324,6 +354,18 @@ class Dispatcher:
             return
         task.executor = e
         self._load[e] += 1
+        if task.seq < 0:
+            task.seq = self._next_seq
+            self._next_seq += 1
+        if self._max_batch > 1:
+            self._outbox[e].append((task, task.attempt))
+            if not self._flush_due:
+                # After the loop's current step: the replies it is applying create more
+                # tasks, which join this call.
+                self._flush_due = True
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._arm_timer(task)
+            return
         spec = TaskSpec(
             task.task_id,
             client,
@@ -336,6 +378,7 @@ class Dispatcher:
         )
         payload = self._payload(task)
         task.sent_at = time.time()
+        self._counters["executor_calls"] += 1
         # A plain tuple: Ray packs it with msgpack, a NamedTuple with cloudpickle.
         ref = self._executors[e].submit.remote(tuple(spec), payload)
         # The reply is taken from Ray's completion callback straight onto the loop: no
@@ -347,11 +390,148 @@ class Dispatcher:
         if self._virtual:
             start = max(task.stamp, self.free_at[client])
             self._expected[task.task_id] = start + task.sample * self._scale
+        self._arm_timer(task)
+
+    def _arm_timer(self, task: Task) -> None:
+        # The timeout runs from the assignment, as an unbatched call's includes its wait
+        # behind the calls queued at the executor.
         if math.isfinite(self._timeout):
             loop = asyncio.get_running_loop()
             task.timer = loop.call_later(
                 self._timeout, self._on_timeout, task.task_id, task.attempt
             )
+
+    def _flush(self) -> None:
+        """Send each executor's outbox, up to ``max_batch`` tasks per call.
+
+        An executor gets a new call only while it has fewer than
+        :data:`CALLS_PER_EXECUTOR` outstanding. Entries whose task was applied meanwhile
+        or re-issued since (a newer attempt exists) are dropped.
+        """
+        self._flush_due = False
+        if self.health.stopped:
+            return
+        for e, outbox in enumerate(self._outbox):
+            while outbox and self._calls[e] < CALLS_PER_EXECUTOR:
+                batch: list[Task] = []
+                while outbox and len(batch) < self._max_batch:
+                    task, attempt = outbox.popleft()
+                    if self.tasks.get(task.task_id) is task and task.attempt == attempt:
+                        batch.append(task)
+                    else:
+                        self._load[e] -= 1
+                if batch:
+                    self._call(e, batch)
+
+    def _call(self, e: int, batch: list[Task]) -> None:
+        """One remote call carrying ``batch`` (tasks of distinct clients) to executor ``e``.
+
+        Tasks that carry the same model version send it once: ``payloads`` holds each
+        distinct model once and ``index[k]`` names task ``k``'s.
+        """
+        specs = []
+        index: list[int] = []
+        payloads: list[Any] = []
+        seen: dict[int, int] = {}
+        sent_at = time.time()
+        for task in batch:
+            client = task.client
+            specs.append(
+                (
+                    task.task_id,
+                    client,
+                    task.base_version,
+                    task.attempt,
+                    task.stamp,
+                    self.free_at[client],
+                    task.sample,
+                    task.ordinal,
+                )
+            )
+            slot = seen.get(task.base_version)
+            if slot is None:
+                slot = seen[task.base_version] = len(payloads)
+                payloads.append(self._payload(task))
+            index.append(slot)
+            task.sent_at = sent_at
+        self._calls[e] += 1
+        self._counters["executor_calls"] += 1
+        # Models as trailing arguments: Ray resolves object-store references there (not
+        # inside a list) before the call runs.
+        ref = self._executors[e].submit_many.remote(specs, index, *payloads)
+        members = [(task.task_id, task.attempt) for task in batch]
+        ref.future().add_done_callback(functools.partial(self._from_ray_many, ref, members, e))
+
+    def _from_ray_many(
+        self,
+        ref: Any,
+        members: list[tuple[int, int]],
+        executor: int,
+        future: concurrent.futures.Future[Any],
+    ) -> None:
+        """A batched call completed (on a Ray thread): hand it to the loop (see _from_ray)."""
+        arrived = time.time()
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._received_many, future, members, executor, arrived)
+        except RuntimeError:  # the loop is closed: the run is over
+            pass
+
+    def _received_many(
+        self,
+        future: concurrent.futures.Future[Any],
+        members: list[tuple[int, int]],
+        executor: int,
+        arrived: float,
+    ) -> None:
+        """Report each task of a completed batched call, as :meth:`_received` one call's.
+
+        A lost call (dead executor) loses every task in it: each is reported LOST and
+        re-issued once. A failed computation names the task that raised it.
+        """
+        self._calls[executor] -= 1
+        if self.health.stopped or self._done is None:
+            return
+        done = self._done
+        exc = future.exception()
+        if exc is None:
+            for reply in future.result():
+                done.put_nowait((TaskReply._make(reply), executor, arrived))
+        elif classify(exc) == "lost":
+            for task_id, attempt in members:
+                done.put_nowait((LOST, task_id, attempt, executor, exc))
+            # Tasks assigned to this executor and not sent: to a healthy one, or parked.
+            self._reassign(executor)
+        else:
+            cause = getattr(exc, "cause", None)
+            task_id = getattr(cause, "raysync_task_id", members[0][0])
+            done.put_nowait((FAILED, task_id, executor, exc))
+        if self._outbox[executor] and not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _reassign(self, executor: int) -> None:
+        """Move the unsent tasks of an executor that lost a call (they lose no attempt)."""
+        outbox = self._outbox[executor]
+        entries = list(outbox)
+        outbox.clear()
+        self._load[executor] -= len(entries)
+        for task, attempt in entries:
+            if self.tasks.get(task.task_id) is not task or task.attempt != attempt:
+                continue
+            if task.timer is not None:
+                task.timer.cancel()
+                task.timer = None
+            if self._client_executor is None and any(
+                self.health.healthy(e)
+                for e in self._tier_executors[self._client_tier[task.client]]
+                if e != executor
+            ):
+                self.send(task, avoid=executor)
+            else:
+                self.health.park(executor, task)
 
     def _from_ray(
         self,
@@ -532,6 +712,8 @@ class Dispatcher:
         for handle in self._in_transit.values():
             handle.cancel()
         self._in_transit.clear()
+        for outbox in self._outbox:
+            outbox.clear()
         self._version_ref = None
 
     # ------------------------------------------------------------------ checkpoints

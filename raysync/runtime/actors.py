@@ -376,6 +376,36 @@ class ExecutorActor:
             await asyncio.sleep(remaining)
         return _reply(task, payload, loss, num_samples, service, compute, start, end, begin)
 
+    async def submit_many(
+        self, tasks: Sequence[Sequence[Any]], index: Sequence[int], *models: Any
+    ) -> tuple[tuple[Any, ...], ...]:
+        """Serve several tasks of one call in order (``runtime.max_batch > 1``).
+
+        Args:
+            tasks: The tasks, each as :meth:`submit` takes it.
+            index: ``models[index[k]]`` is task ``k``'s model (tasks of one version share it).
+            models: The distinct models of the batch (None in queue-only runs).
+
+        Returns:
+            The replies, in the tasks' order, as :meth:`submit` returns each; every reply
+            is stamped as received when the call began and returned when it ended.
+
+        Raises:
+            ValueError: The run emulates service times (a batch would hold every reply
+                until its last wait ends; the dispatcher never batches those runs).
+        """
+        if self._scale > 0:
+            raise ValueError("batched calls serve runs without emulation (time_scale = 0)")
+        begin = time.time()
+        replies = []
+        for task, k in zip(tasks, index, strict=True):
+            try:
+                replies.append(await self.submit(cast(TaskSpec, task), models[k]))
+            except Exception as exc:
+                _name_task(exc, task)
+                raise
+        return _batch_replies(replies, begin)
+
     def _injected(self, task: TaskSpec) -> float:
         """Injected faults (tests): exit mid-task, or the task's extra stall in seconds."""
         faults = self._faults
@@ -443,6 +473,38 @@ class SyncExecutorActor(ExecutorActor):
             time.sleep(remaining)
         return _reply(task, payload, loss, num_samples, compute, compute, begin, end, begin)
 
+    def submit_many(  # type: ignore[override]
+        self, tasks: Sequence[Sequence[Any]], index: Sequence[int], *models: Any
+    ) -> tuple[tuple[Any, ...], ...]:
+        """:meth:`ExecutorActor.submit_many` on the calling thread, one task after another."""
+        begin = time.time()
+        replies = []
+        for task, k in zip(tasks, index, strict=True):
+            try:
+                replies.append(self.submit(cast(TaskSpec, task), models[k]))
+            except Exception as exc:
+                _name_task(exc, task)
+                raise
+        return _batch_replies(replies, begin)
+
+
+def _name_task(exc: BaseException, task: Sequence[Any]) -> None:
+    """Mark a batched task's error with its task id (the server names the task)."""
+    try:
+        exc.raysync_task_id = int(task[0])  # type: ignore[attr-defined]
+    except AttributeError:  # an exception type without a __dict__
+        pass
+
+
+def _batch_replies(replies: list[tuple[Any, ...]], begin: float) -> tuple[tuple[Any, ...], ...]:
+    """A batch's replies, stamped as received at the call's start and returned at its end.
+
+    The server measures the call's communication as its round trip minus the executor's
+    span (``returned_at - received_at``); the span of a batched call is the whole call.
+    """
+    returned = time.time()
+    return tuple((*reply[:11], begin, returned) for reply in replies)
+
 
 def _reply(
     task: TaskSpec,
@@ -507,7 +569,11 @@ class ServerSetup:
         virtual_clock: Tests: apply completions in the order of their emulated ends (a
             completion waits until no task in flight can end before it), and keep the
             statistics on the emulated timeline, so that a run's sample path does not
-            depend on how fast Ray delivers the replies (needs ``run.time_scale > 0``).
+            depend on how fast Ray delivers the replies. Without emulation
+            (``run.time_scale = 0``): apply completions in the order their tasks were
+            first sent (the order one executor serves them; Ray may deliver two replies
+            of one executor out of order), so the sample path is fixed by the seed
+            alone, batched calls (``runtime.max_batch``) or not.
         router: Unbound router to use instead of ``make_router(config.routing)``
             (:func:`raysync.run`'s ``router``; pickled to the server).
         strategy: Unbound strategy to use instead of ``make_strategy(config.algorithm)``.
@@ -571,6 +637,7 @@ class ServerActor:
         self._router = setup.router if setup.router is not None else make_router(config.routing)
         self._router.bind(n, gens.router)
         self._counters = {
+            "executor_calls": 0,
             "duplicates_dropped": 0,
             "reissued_tasks": 0,
             "timed_out_tasks": 0,
@@ -634,6 +701,7 @@ class ServerActor:
         self._applied: list[int] = []
         self._services: list[tuple[int, int, float, float]] = []
         self._served_by: list[int] = []
+        self._delays: list[int] = []  # staleness of each applied task (record)
         self._rejoined: list[tuple[int, int]] = []  # (executor, tasks applied by then)
         if setup.record:
             self._dispatch.rejoin_hook = lambda e: self._rejoined.append((e, len(self._applied)))
@@ -872,6 +940,7 @@ class ServerActor:
             self._applied.append(reply.task_id)
             self._services.append((reply.task_id, client, reply.started_at, reply.finished_at))
             self._served_by.append(executor)
+            self._delays.append(delay)
         # The client's server is free: its next queued task goes first (FIFO).
         if applied_at is None:
             dispatch.finished(client, reply.finished_at)
@@ -947,6 +1016,8 @@ class ServerActor:
         end_time = self._elapsed0
         lag = self._lag
         virtual = dispatch.emulate and self._setup.virtual_clock
+        in_send_order = not dispatch.emulate and self._setup.virtual_clock
+        expect = 0  # in_send_order: the next task (by first send) to apply
         setup_mode_is_pool = self._setup.client_executor is None
         ready: list[tuple[float, int, TaskReply, int]] = []
         try:
@@ -998,10 +1069,21 @@ class ServerActor:
                 lag[2] += 1
                 if delta > lag[1]:
                     lag[1] = delta
-                if dispatch.answered(reply, executor, arrived) is None:
+                answered = dispatch.answered(reply, executor, arrived)
+                if answered is None:
                     continue  # a late duplicate
                 if not virtual and self._links is not None:
                     self._returned(reply, executor)
+                    continue
+                if in_send_order:
+                    heapq.heappush(ready, (answered.seq, reply.task_id, reply, executor))
+                    while ready and ready[0][0] == expect:
+                        if book.version >= max_updates or self._stop:
+                            break
+                        _, _, first, where = heapq.heappop(ready)
+                        self._apply(first, where, now)
+                        expect += 1
+                    end_time = now
                     continue
                 if not virtual:
                     self._apply(reply, executor, now)
@@ -1043,6 +1125,7 @@ class ServerActor:
                 "applied_task_ids": self._applied,
                 "services": self._services,
                 "executors": self._served_by,
+                "delays": self._delays,
                 "rejoined": self._rejoined,
             }
         pending = sorted(dispatch.tasks)

@@ -841,7 +841,8 @@ def _execute(
 
     ``faults`` injects executor crashes and stragglers, ``record`` keeps per-task
     records (``extras["debug"]``) and ``virtual_clock`` applies completions in the order
-    of their emulated ends (:class:`~raysync.runtime.actors.ServerSetup`): for tests.
+    of their emulated ends, or without emulation in the order their tasks were sent
+    (:class:`~raysync.runtime.actors.ServerSetup`): for tests.
     """
     from raysync.monitoring.tensorboard import (
         TensorBoardSink,
