@@ -712,7 +712,8 @@ class RoutingConfig:
             100). The other ``adaptive`` fields (docs/adaptive.md): ``reoptimize_seconds``
             (also re-optimise after this much clock), ``constants`` (``L, sigma2, M2, A``
             of the bound), ``horizon`` (``T`` of the wall-clock criterion, s), ``explore``
-            (uniform share in ``[0, 1)``), ``window`` (estimator's sliding window),
+            (exploration floor in ``[0, 1)``: each of the ``m`` clients gets at least
+            ``explore / m`` of the tasks), ``window`` (estimator's sliding window),
             ``objective`` (``wall_clock``: the section-5 bound; ``bias_aware``: the
             section-6 bound, needs ``zeta2``), ``zeta2`` (gradient heterogeneity
             ``zeta^2 >= 0``, e.g. from ``raysync.objectives.estimate_constants_for_config``)
