@@ -16,8 +16,8 @@ router's default constants and ``T`` = the run's budget. Scenarios:
   present after the change, switched at the change.
 
 The adaptive arm (``[routing] kind = "adaptive"``, re-optimising every 100 updates, window
-of 50 durations per client, significance gate ``change_confidence = 0.99``, 1 % uniform
-exploration) starts uniform with a pooled prior in (a), and from the static optimum with the
+of 50 durations per client, significance gate ``change_confidence = 0.99``, exploration
+floor 1 % / n) starts uniform with a pooled prior in (a), and from the static optimum with the
 configured initial rates as its prior in (b) and (c). (The first version used a window of 200
 and no gate: in (b) its estimates of the rarely routed slow clients moved ``p`` off the
 optimum before the change, and its window, longer than a fast client's whole history in a
@@ -33,6 +33,21 @@ Accuracy: final test accuracy of MNIST logistic regression (60k/10k, IID; ``--da
 digits`` for scikit-learn's 1,797 digits), with the paired per-seed difference to the static
 arm (all arms of a seed share the data, the partition and the initial model).
 
+``--bias-b`` runs scenario (b) in a second, consistent design: every arm on unweighted
+steps (Generalized AsyncSGD at ``beta = 0``) and the bias-aware bound (docs/theory.md
+section 6, Cauchy-Schwarz term, the pilot's constants and ``zeta2``): static = its optimum
+for the initial rates, adaptive = ``objective = "bias_aware"``, oracle = its optimum for the
+true rates from the change on (rows ``bias_queue`` / ``bias_train``). At the benchmark's
+``C = 10`` that bound ranks unweighted steps far ahead of importance-weighted ones (0.885 vs
+2.00), so it is the design the router would be used with on this fleet.
+
+``--a-curves`` trains scenario (a) for ``--curve-budget`` seconds with an evaluation every
+``--curve-every`` seconds and reports, per 30 s block, the paired adaptive - oracle accuracy
+and when (if) the adaptive arm, which starts uniform, catches up. ``--a-ablation`` re-runs
+the adaptive arm of (a) (queue-only) with one setting changed at a time (gate, exploration,
+prior weight, window) and reports its throughput against the oracle's, measured and from the
+queueing model at the true rates, with the estimates' error per tier at update 300.
+
 ``--ray`` also runs scenario (b) with training on the Ray runtime with emulated service
 times (``run.time_scale``; the budget is in config seconds, so a run lasts about
 ``budget * time_scale`` wall seconds), the same routers pickled to the server actor;
@@ -42,6 +57,8 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_adaptive.py [--seeds 5] [--dataset mnist]
     OMP_NUM_THREADS=1 python benchmarks/bench_adaptive.py --resume --ray --ray-seeds 3
+    OMP_NUM_THREADS=1 python benchmarks/bench_adaptive.py --resume --skip-sim --bias-b \
+        --a-curves --a-ablation
 
 Writes ``benchmarks/results/bench_adaptive.{json,png,md}`` (the JSON after every run).
 """
@@ -49,6 +66,7 @@ Writes ``benchmarks/results/bench_adaptive.{json,png,md}`` (the JSON after every
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -89,8 +107,48 @@ def objective(mu: np.ndarray, horizon: float) -> BoundObjective:
 
 
 def optimum(mu: np.ndarray, horizon: float) -> np.ndarray:
-    """The bound's wall-clock optimum ``p`` for rates ``mu`` (the routers' objective)."""
+    """The design's optimum ``p`` for rates ``mu`` (the routers' objective): the wall-clock
+    bound's, or the bias-aware bound's under :data:`BIAS`."""
+    if BIAS is not None:
+        return bias_optimum(mu, horizon)
     return np.asarray(optimize_routing(objective(mu, horizon), concurrency=CONCURRENCY).p)
+
+
+def design_kwargs() -> dict[str, Any]:
+    """The adaptive router's objective arguments for the current design."""
+    if BIAS is None:
+        return {}
+    return {"objective": "bias_aware", "zeta2": BIAS["zeta2"], "weight_exponent": BIAS["beta"]}
+
+
+#: The bias-aware design (``--bias-b``): pilot ``zeta2`` and ``beta = 0`` for every arm; None:
+#: the wall-clock design (section-5 bound, importance-weighted steps).
+BIAS: dict[str, float] | None = None
+
+
+def bias_optimum(mu: np.ndarray, horizon: float) -> np.ndarray:
+    """The bias-aware bound's optimum ``p`` at ``C`` and ``beta`` of :data:`BIAS` (the
+    adaptive router's own minimiser, so every arm optimises the same objective)."""
+    assert BIAS is not None
+    router = AdaptiveRouter(
+        horizon=horizon, constants=CONSTANTS, objective="bias_aware", zeta2=BIAS["zeta2"],
+        weight_exponent=BIAS["beta"],
+    )  # fmt: skip
+    return router._bias_aware_optimum(mu, CONCURRENCY, None)
+
+
+def bound_value(mu: np.ndarray, p: np.ndarray, horizon: float) -> float:
+    """The design's bound (wall-clock, or bias-aware under :data:`BIAS`) at ``(mu, p)``."""
+    if BIAS is None:
+        return float(objective(mu, horizon).value(p, CONCURRENCY))
+    from raysync.objectives.bias import BiasAwareBound
+
+    L, sigma2, M2, A = CONSTANTS  # noqa: N806 (the theory's names)
+    bound = BiasAwareBound(
+        mu=mu, constants=ProblemConstants(L=L, sigma2=sigma2, M2=M2, A=A),
+        time_budget=horizon, zeta2=BIAS["zeta2"], bias_kind="cauchy-schwarz",
+    )  # fmt: skip
+    return float(bound.value_and_grad(np.maximum(p, 1e-300), CONCURRENCY, BIAS["beta"])[0])
 
 
 def bound_at_end(router: Any, after: np.ndarray, budget: float) -> float:
@@ -98,7 +156,7 @@ def bound_at_end(router: Any, after: np.ndarray, budget: float) -> float:
     (conditioned on the clients present, as the engine routes)."""
     present = after > 0
     p = np.asarray(router.routing_probabilities())[present]
-    return float(objective(after[present], budget).value(p / p.sum(), CONCURRENCY))
+    return bound_value(after[present], p / p.sum(), budget)
 
 
 class TimedFixedRouter(FixedRouter):
@@ -162,8 +220,7 @@ def bound_average(router: Any, after: np.ndarray, budget: float) -> float:
             # Clients present and routed to (a joiner not yet routed to is not in the network).
             mask = (after > 0) & (np.asarray(p) > 0)
             q = np.asarray(p)[mask]
-            value = objective(after[mask], budget).value(q / q.sum(), CONCURRENCY)
-            total += (hi - lo) * float(value)
+            total += (hi - lo) * bound_value(after[mask], q / q.sum(), budget)
     return total / (budget / 2)
 
 
@@ -215,7 +272,7 @@ def routers(
         oracle = TimedFixedRouter(p0)
         adaptive = TimedAdaptiveRouter(
             reoptimize_every=100, horizon=budget, window=WINDOW,
-            change_confidence=CHANGE_CONFIDENCE, constants=CONSTANTS,
+            change_confidence=CHANGE_CONFIDENCE, constants=CONSTANTS, **design_kwargs(),
         )  # fmt: skip
     else:
         if (~present0).any():
@@ -232,6 +289,7 @@ def routers(
             reoptimize_every=100, horizon=budget, initial_p=p0 / p0.sum(),
             change_confidence=CHANGE_CONFIDENCE, constants=CONSTANTS,
             estimator=OnlineRateEstimator(n, window=WINDOW, prior_rate=prior, prior_weight=1.0),
+            **design_kwargs(),
         )  # fmt: skip
     arms = {"static": TimedFixedRouter(static_p), "adaptive": adaptive, "oracle": oracle}
     if zeta2 is not None:  # unweighted steps (beta = 0) routed by the bias-aware bound
@@ -249,10 +307,10 @@ def routers(
 
 
 def config(clients: list[dict[str, Any]], budget: float, seed: int, train: bool,
-           dataset: str, beta: float = 1.0) -> SystemConfig:  # fmt: skip
+           dataset: str, beta: float = 1.0, evals: int = 4) -> SystemConfig:  # fmt: skip
     run: dict[str, Any] = {"time_budget": budget, "train": train}
     if train:
-        run["eval_every_seconds"] = budget / 4
+        run["eval_every_seconds"] = budget / evals
     return SystemConfig.from_dict({
         "clients": clients, "concurrency": CONCURRENCY, "routing": {"kind": "uniform"},
         "algorithm": {"name": "generalized_asyncsgd", "lr": LR, "batch_size": 32,
@@ -293,6 +351,23 @@ def main() -> int:
         help="(b) training with pilot constants and a bias-aware arm",
     )
     parser.add_argument("--pilot-json", type=Path, help="constants/zeta2 of an earlier pilot")
+    parser.add_argument(
+        "--a-curves",
+        action="store_true",
+        help="(a) accuracy curves: when the adaptive arm catches up",
+    )
+    parser.add_argument(
+        "--a-ablation",
+        action="store_true",
+        help="(a) adaptive arm with one setting changed at a time (queue-only runs)",
+    )
+    parser.add_argument("--curve-budget", type=float, default=180.0)
+    parser.add_argument("--curve-every", type=float, default=3.0)
+    parser.add_argument(
+        "--bias-b",
+        action="store_true",
+        help="(b) with all arms on unweighted steps and the bias-aware bound (pilot constants)",
+    )
     args = parser.parse_args()
     RESULTS = args.results
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -312,44 +387,20 @@ def main() -> int:
     }  # fmt: skip
     path = RESULTS / "bench_adaptive.json"
     if args.resume and path.exists():
-        out["runs"] = json.loads(path.read_text())["runs"]
+        saved = json.loads(path.read_text())
+        out["runs"] = saved["runs"]
+        kept = ("pilot", "ray", "notes", "previous_adaptive_runs")
+        out.update({k: saved[k] for k in kept if k in saved})
     done = {(r["mode"], r["scenario"], r["seed"], r["arm"]) for r in out["runs"]}
     start_wall = time.time()
-    for mode, budget in (("queue", args.queue_budget), ("train", args.train_budget)):
-        if (mode == "train" and args.skip_train) or args.skip_sim:
-            continue
-        for scenario in SCENARIOS:
-            clients, before, after = fleet(scenario, budget)
-            for seed in range(args.seeds):
-                arms = routers(scenario, before, after, budget)
-                for arm in ARMS:
-                    if (mode, scenario, seed, arm) in done:
-                        continue
-                    router = arms[arm]
-                    cfg = config(clients, budget, seed, mode == "train", args.dataset)
-                    t0 = time.time()
-                    res = simulate(cfg, router=router)
-                    half = budget / 2
-                    row = {
-                        "mode": mode, "scenario": scenario, "seed": seed, "arm": arm,
-                        "updates": res.num_updates, "throughput": len(router.times) / budget,
-                        "throughput_after_change": window_rate(router.times, half, budget),
-                        "throughput_before_change": window_rate(router.times, 0.0, half),
-                        "wall_s": time.time() - t0,
-                        "routing_changes": int(getattr(router, "routing_version", 0)),
-                        "bound_at_end": bound_at_end(router, after, budget),
-                        "bound_avg_after_change": bound_average(router, after, budget),
-                    }  # fmt: skip
-                    if scenario == "a" and len(router.times) > 300:
-                        row["throughput_after_300"] = window_rate(
-                            router.times, router.times[299], budget
-                        )
-                    if mode == "train":
-                        row["final_test_accuracy"] = res.final_test_accuracy
-                        row["final_val_accuracy"] = res.final_val_accuracy
-                    out["runs"].append(row)
-                    print(json.dumps(row), flush=True)
-                    path.write_text(json.dumps(out, indent=1))
+    if not args.skip_sim:
+        run_simulator(args, out, done, path, ("queue", "train"), SCENARIOS)
+    if args.bias_b:
+        run_bias_b(args, out, done, path)
+    if args.a_curves:
+        run_a_curves(args, out, done, path)
+    if args.a_ablation:
+        run_a_ablation(args, out, done, path)
     if args.pilot_b:
         run_pilot_b(args, out, done, path)
     if args.ray:
@@ -365,20 +416,288 @@ def main() -> int:
     return 0
 
 
+def run_simulator(
+    args: argparse.Namespace, out: dict[str, Any], done: set[Any], path: Path,
+    modes: tuple[str, str], scenarios: tuple[str, ...], beta: float = 1.0,
+    train_budget: float | None = None, evals: int = 4,
+) -> None:  # fmt: skip
+    """Queue-only runs (``modes[0]``, ``--queue-budget``; none when empty) and training runs
+    (``modes[1]``, ``train_budget`` or ``--train-budget``, ``evals`` evaluations with their
+    curve kept) of every arm, scenario and seed; a row per run in ``out``."""
+    train_budget = args.train_budget if train_budget is None else train_budget
+    for mode, budget in ((modes[0], args.queue_budget), (modes[1], train_budget)):
+        train = mode == modes[1]
+        if (train and args.skip_train) or not mode:
+            continue
+        for scenario in scenarios:
+            clients, before, after = fleet(scenario, budget)
+            for seed in range(args.seeds):
+                arms = routers(scenario, before, after, budget)
+                for arm in ARMS:
+                    if (mode, scenario, seed, arm) in done:
+                        continue
+                    router = arms[arm]
+                    cfg = config(clients, budget, seed, train, args.dataset, beta, evals)
+                    t0 = time.time()
+                    res = simulate(cfg, router=router)
+                    half = budget / 2
+                    row = {
+                        "mode": mode, "scenario": scenario, "seed": seed, "arm": arm,
+                        "updates": res.num_updates, "throughput": len(router.times) / budget,
+                        "throughput_after_change": window_rate(router.times, half, budget),
+                        "throughput_before_change": window_rate(router.times, 0.0, half),
+                        "wall_s": time.time() - t0,
+                        "routing_changes": int(getattr(router, "routing_version", 0)),
+                        "bound_at_end": bound_at_end(router, after, budget),
+                        "bound_avg_after_change": bound_average(router, after, budget),
+                        "load_average": os.getloadavg()[0],
+                    }  # fmt: skip
+                    edges = np.linspace(0.0, budget, 41)
+                    row["completions_per_block"] = np.histogram(router.times, edges)[0].tolist()
+                    if scenario == "a" and len(router.times) > 300:
+                        row["throughput_after_300"] = window_rate(
+                            router.times, router.times[299], budget
+                        )
+                    if train:
+                        row["final_test_accuracy"] = res.final_test_accuracy
+                        row["final_val_accuracy"] = res.final_val_accuracy
+                        row["curve"] = {
+                            "times": [float(t) for t in res.times],
+                            "updates": [int(u) for u in res.updates],
+                            "test_accuracy": [float(a) for a in res.test_accuracy],
+                        }
+                    out["runs"].append(row)
+                    print(json.dumps(row), flush=True)
+                    path.write_text(json.dumps(out, indent=1))
+
+
+def run_a_curves(args: argparse.Namespace, out: dict[str, Any], done: set[Any],
+                 path: Path) -> None:  # fmt: skip
+    """(a) training runs of ``--curve-budget`` seconds with an evaluation every
+    ``--curve-every`` seconds: when (if) the adaptive arm's accuracy, which starts uniform,
+    catches up with the oracle's."""
+    evals = max(1, round(args.curve_budget / args.curve_every))
+    run_simulator(args, out, done, path, ("", "a_curve"), ("a",),
+                  train_budget=args.curve_budget, evals=evals)  # fmt: skip
+
+
+#: Scenario (a) ablations of the adaptive arm (``--a-ablation``): router/estimator changes.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "as benchmarked": {},
+    "no gate": {"change_confidence": None},
+    "explore 0": {"explore": 0.0},
+    "prior weight 0": {"prior_weight": 0.0},
+    "window 200": {"window": 200},
+    "no window": {"window": None},
+    "no window, no gate": {"window": None, "change_confidence": None},
+}
+
+
+def run_a_ablation(args: argparse.Namespace, out: dict[str, Any], done: set[Any],
+                   path: Path) -> None:  # fmt: skip
+    """(a) queue-only runs of the adaptive arm with one setting changed at a time: measured
+    throughput after the first 300 updates, the queueing model's throughput at the true rates
+    of the routing in force (time-averaged from update 300, and of the final ``p``), and the
+    estimates' error per tier behind the routing in force at update 300."""
+    from raysync.routing.estimation import OnlineRateEstimator
+
+    budget = args.queue_budget
+    clients, _, mu = fleet("a", budget)
+    n = mu.size
+    tiers = np.cumsum([0] + [k for _, k in TIERS])
+
+    def model(p: np.ndarray) -> float:
+        q = np.asarray(p, dtype=np.float64)
+        return float(objective(mu, budget).evaluate(q / q.sum(), CONCURRENCY).throughput)
+
+    oracle_model = model(optimum(mu, budget))
+    for name, change in ABLATIONS.items():
+        for seed in range(args.seeds):
+            key = ("a_ablation", name, seed, "adaptive")
+            if key in done:
+                continue
+            kwargs: dict[str, Any] = {
+                "reoptimize_every": 100, "horizon": budget, "window": WINDOW,
+                "change_confidence": CHANGE_CONFIDENCE, "constants": CONSTANTS,
+                "prior_weight": 1.0,
+            }  # fmt: skip
+            kwargs.update(change)
+            est = OnlineRateEstimator(n, window=kwargs.pop("window"),
+                                      prior_weight=kwargs.pop("prior_weight"))  # fmt: skip
+            router = TimedAdaptiveRouter(estimator=est, **kwargs)
+            simulate(config(clients, budget, seed, False, args.dataset), router=router)
+            t300 = router.times[299]
+            hist = router.history
+            total = 0.0
+            for k, (t0, p) in enumerate(hist):
+                t1 = hist[k + 1][0] if k + 1 < len(hist) else budget
+                if t1 > max(t0, t300):
+                    total += (t1 - max(t0, t300)) * model(p)
+            at300 = [c for c in router.changes if c.update <= 300]
+            rates = at300[-1].rates if at300 else est.prior_rates()
+            err = [float(np.mean(rates[a:b] / mu[a:b] - 1.0)) for a, b in itertools.pairwise(tiers)]
+            row = {
+                "mode": "a_ablation", "scenario": name, "seed": seed, "arm": "adaptive",
+                "throughput_after_300": window_rate(router.times, t300, budget),
+                "model_throughput_after_300": total / (budget - t300),
+                "model_throughput_final_p": model(router.routing_probabilities()),
+                "model_throughput_oracle": oracle_model,
+                "rate_error_per_tier_at_300": err, "routing_changes": len(router.changes),
+                "load_average": os.getloadavg()[0],
+            }  # fmt: skip
+            out["runs"].append(row)
+            print(json.dumps(row), flush=True)
+            path.write_text(json.dumps(out, indent=1))
+
+
+def ablation_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per ablation: throughputs relative to the oracle arm's (paired by seed, queue runs)."""
+    oracle = {
+        r["seed"]: r
+        for r in runs
+        if r["mode"] == "queue" and r["scenario"] == "a" and r["arm"] == "oracle"
+    }
+    table: dict[str, Any] = {}
+    for name in ABLATIONS:
+        rows = [r for r in runs if r["mode"] == "a_ablation" and r["scenario"] == name
+                and r["seed"] in oracle]  # fmt: skip
+        if len(rows) < 2:
+            continue
+        rel = [r["throughput_after_300"] / oracle[r["seed"]]["throughput_after_300"] - 1
+               for r in rows]  # fmt: skip
+        table[name] = {
+            "measured_vs_oracle": mean_se(rel),
+            "model_after_300": mean_se([r["model_throughput_after_300"] for r in rows]),
+            "model_final_p": mean_se([r["model_throughput_final_p"] for r in rows]),
+            "model_oracle": rows[0]["model_throughput_oracle"],
+            "rate_error_per_tier_at_300": np.mean(
+                [r["rate_error_per_tier_at_300"] for r in rows], axis=0
+            ).tolist(),
+            "seeds": len(rows),
+        }
+    return table
+
+
+def catch_up(runs: list[dict[str, Any]], mode: str = "a_curve", every: float = 3.0,
+             block: float = 30.0) -> dict[str, Any]:  # fmt: skip
+    """Paired adaptive - oracle test accuracy of ``mode``'s runs, per block of ``block``
+    seconds (each seed's mean difference over the evaluations at multiples of ``every``
+    inside the block; the runs also evaluate every 100 updates, at instants that differ
+    between runs, which are left out), and the first block from which every block's mean
+    difference is above 0 or within one standard error of it (the adaptive arm, which
+    starts uniform, has caught up), with the updates the adaptive arm had made by then."""
+    curves: dict[str, dict[int, dict[str, Any]]] = {"adaptive": {}, "oracle": {}}
+    for r in runs:
+        if r["mode"] == mode and r["arm"] in curves and "curve" in r:
+            curves[r["arm"]][r["seed"]] = r["curve"]
+    seeds = sorted(set(curves["adaptive"]) & set(curves["oracle"]))
+    if len(seeds) < 2:
+        return {}
+
+    def on_grid(curve: dict[str, Any]) -> dict[int, tuple[float, int]]:
+        out: dict[int, tuple[float, int]] = {}
+        for t, a, u in zip(curve["times"], curve["test_accuracy"], curve["updates"],
+                           strict=True):  # fmt: skip
+            k = round(t / every)
+            if k > 0 and abs(t - k * every) < 1e-6:
+                out[k] = (a, u)
+        return out
+
+    grids = {arm: {s: on_grid(curves[arm][s]) for s in seeds} for arm in curves}
+    common = sorted(set.intersection(*(set(g) for arm in grids for g in grids[arm].values())))
+    per_block = int(round(block / every))
+    blocks: list[dict[str, Any]] = []
+    for start in range(0, len(common), per_block):
+        ks = common[start : start + per_block]
+        diffs = [
+            float(np.mean([grids["adaptive"][s][k][0] - grids["oracle"][s][k][0] for k in ks]))
+            for s in seeds
+        ]
+        mean, se = mean_se(diffs)
+        blocks.append({
+            "start": (ks[0] - 1) * every, "end": ks[-1] * every, "difference": mean, "se": se,
+            "adaptive_updates_at_start": float(np.mean(
+                [grids["adaptive"][s][ks[0]][1] for s in seeds])),
+        })  # fmt: skip
+    ok = [b["difference"] >= 0 or abs(b["difference"]) <= b["se"] for b in blocks]
+    first = next((j for j in range(len(blocks)) if all(ok[j:])), None)
+    return {
+        "blocks": blocks, "seeds": len(seeds), "every": every,
+        "caught_up_time": None if first is None else blocks[first]["start"],
+        "caught_up_updates": None if first is None
+        else blocks[first]["adaptive_updates_at_start"],
+    }  # fmt: skip
+
+
+def throughput_blocks(runs: list[dict[str, Any]], mode: str = "queue",
+                      scenario: str = "a") -> dict[str, Any]:  # fmt: skip
+    """Adaptive / oracle throughput per block of the run (a 40th of it, paired by seed; a
+    block's ratio is noisy, 5-20 % standard error, as slow clients hold tasks for seconds),
+    the ratio from each block to the end of the run, and the first block from which that
+    ratio is at least 0.95 (within 5 % of the oracle from then on), with the updates the
+    adaptive arm had made by then."""
+    rows = {(r["arm"], r["seed"]): r["completions_per_block"] for r in runs
+            if r["mode"] == mode and r["scenario"] == scenario
+            and "completions_per_block" in r}  # fmt: skip
+    seeds = sorted(s for a, s in rows if a == "adaptive" and ("oracle", s) in rows)
+    if len(seeds) < 2:
+        return {}
+    ada = np.array([rows[("adaptive", s)] for s in seeds], dtype=np.float64)
+    orc = np.array([rows[("oracle", s)] for s in seeds], dtype=np.float64)
+    ratio = ada / np.maximum(orc, 1.0)
+    mean = ratio.mean(axis=0)
+    se = ratio.std(axis=0, ddof=1) / math.sqrt(len(seeds))
+    updates = np.cumsum(ada.mean(axis=0))
+    # From block j to the end (the acceptance's "after a few hundred updates" form).
+    tail = [float(np.mean(ada[:, j:].sum(axis=1) / orc[:, j:].sum(axis=1)))
+            for j in range(mean.size)]  # fmt: skip
+    first = next((j for j in range(mean.size) if tail[j] >= 0.95), None)
+    return {
+        "ratio": mean.tolist(), "se": se.tolist(), "blocks": int(mean.size), "seeds": len(seeds),
+        "ratio_from_block_to_end": tail,
+        "within_5_percent_from_block": first,
+        "updates_by_then": None if first is None else float(updates[first - 1] if first else 0),
+    }  # fmt: skip
+
+
+def load_pilot(args: argparse.Namespace, out: dict[str, Any], clients: list[dict[str, Any]],
+               budget: float) -> dict[str, Any]:  # fmt: skip
+    """The pilot's constants and ``zeta2``: ``--pilot-json``, the JSON's, or a new pilot."""
+    if args.pilot_json is not None:
+        return dict(json.loads(args.pilot_json.read_text()))
+    if "pilot" in out:
+        return dict(out["pilot"])
+    from raysync.objectives import estimate_constants_for_config
+
+    est = estimate_constants_for_config(config(clients, budget, 0, True, args.dataset))
+    c = est.constants
+    return {"constants": [c.L, c.sigma2, c.M2, c.A], "zeta2": est.zeta2}
+
+
+def run_bias_b(args: argparse.Namespace, out: dict[str, Any], done: set[Any], path: Path) -> None:
+    """(b) with every arm on one update rule and one objective: unweighted steps
+    (``beta = 0``) and the bias-aware bound (pilot constants and ``zeta2``) for static (its
+    optimum at the initial rates), adaptive (``objective = "bias_aware"``) and oracle (its
+    optimum at the true rates, switched at the change)."""
+    global CONSTANTS, BIAS  # noqa: PLW0603 (objective(), optimum() and routers() read them)
+    clients, _, _ = fleet("b", args.train_budget)
+    pilot = load_pilot(args, out, clients, args.train_budget)
+    out["pilot"] = pilot
+    CONSTANTS = tuple(pilot["constants"])
+    BIAS = {"zeta2": float(pilot["zeta2"]), "beta": 0.0}
+    try:
+        run_simulator(args, out, done, path, ("bias_queue", "bias_train"), ("b",), beta=0.0)
+    finally:
+        CONSTANTS, BIAS = DEFAULT_CONSTANTS, None
+
+
 def run_pilot_b(args: argparse.Namespace, out: dict[str, Any], done: set[Any], path: Path) -> None:
     """(b) training with the pilot's constants, plus unweighted steps routed by the
     bias-aware bound (``zeta2`` from the pilot): is the placeholder bound the cause?"""
     global CONSTANTS  # noqa: PLW0603 (objective() and routers() read it)
     budget = args.train_budget
     clients, before, after = fleet("b", budget)
-    if args.pilot_json is not None:
-        pilot = json.loads(args.pilot_json.read_text())
-    else:
-        from raysync.objectives import estimate_constants_for_config
-
-        est = estimate_constants_for_config(config(clients, budget, 0, True, args.dataset))
-        c = est.constants
-        pilot = {"constants": [c.L, c.sigma2, c.M2, c.A], "zeta2": est.zeta2}
+    pilot = load_pilot(args, out, clients, budget)
     out["pilot"] = pilot
     CONSTANTS = tuple(pilot["constants"])
     for seed in range(args.seeds):
@@ -447,10 +766,12 @@ def run_on_ray(args: argparse.Namespace, out: dict[str, Any], done: set[Any], pa
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    for scenario in SCENARIOS:
+    designs = [(scenario, scenario, "queue", "train") for scenario in SCENARIOS]
+    designs.append(("b_bias", "b", "bias_queue", "bias_train"))
+    for name, scenario, queue_mode, train_mode in designs:
         s: dict[str, Any] = {}
         key = "throughput_after_300" if scenario == "a" else "throughput_after_change"
-        q = {a: [r[key] for r in runs if r["mode"] == "queue" and r["scenario"] == scenario
+        q = {a: [r[key] for r in runs if r["mode"] == queue_mode and r["scenario"] == scenario
                  and r["arm"] == a and key in r] for a in ARMS}  # fmt: skip
         for arm in ARMS:
             if q[arm]:
@@ -464,7 +785,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             s["recovered_fraction_of_means"] = (
                 s["adaptive_throughput"][0] - s["static_throughput"][0]
             ) / (s["oracle_throughput"][0] - s["static_throughput"][0])
-        bnd = {a: [r["bound_at_end"] for r in runs if r["mode"] == "queue"
+        bnd = {a: [r["bound_at_end"] for r in runs if r["mode"] == queue_mode
                    and r["scenario"] == scenario and r["arm"] == a] for a in ARMS}  # fmt: skip
         if all(bnd[a] for a in ARMS):
             fb = [(st - ad) / (st - orc) if orc != st else math.nan
@@ -473,7 +794,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             s["bound_recovered_fraction"] = mean_se(fb)
             for arm in ARMS:
                 s[f"{arm}_bound"] = mean_se(bnd[arm])
-        avg = {a: [r["bound_avg_after_change"] for r in runs if r["mode"] == "queue"
+        avg = {a: [r["bound_avg_after_change"] for r in runs if r["mode"] == queue_mode
                    and r["scenario"] == scenario and r["arm"] == a
                    and "bound_avg_after_change" in r] for a in ARMS}  # fmt: skip
         if all(avg[a] for a in ARMS):
@@ -483,8 +804,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 (st - ad) / (st - orc) if orc != st else math.nan
                 for st, ad, orc in zip(avg["static"], avg["adaptive"], avg["oracle"], strict=True)
             ])  # fmt: skip
-        _accuracy(s, runs, "train", scenario)
-        summary[scenario] = s
+        _accuracy(s, runs, train_mode, scenario)
+        if s:
+            summary[name] = s
     ray_runs = [r for r in runs if r["mode"] == "ray"]
     if ray_runs:
         s = {}
@@ -510,6 +832,15 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 s[f"{arm}_throughput"] = mean_se(q)
         _accuracy(s, runs, "pilot", "b", (*ARMS, "adaptive_bias"))
         summary["b_pilot"] = s
+    curve = catch_up(runs)
+    if curve:
+        summary["a_catch_up"] = curve
+    blocks = throughput_blocks(runs)
+    if blocks:
+        summary["a_throughput_blocks"] = blocks
+    ablation = ablation_summary(runs)
+    if ablation:
+        summary["a_ablation"] = ablation
     return summary
 
 
@@ -543,10 +874,14 @@ def write_markdown(out: dict[str, Any]) -> None:
         "oracle | adaptive - static (paired) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    names = {"a": "(a) rates unknown", "b": "(b) fast tier 5x slower at T/2",
+    names = {"a": "(a) rates unknown", "b": "(b) fast tier 5x slower at T/2, wall-clock design",
              "c": "(c) 10 % leave, 2 join at T/2",
-             "b_ray": "(b) on Ray, emulated", "b_pilot": "(b) pilot constants"}  # fmt: skip
+             "b_ray": "(b) on Ray, emulated (router before c267890)",
+             "b_pilot": "(b) pilot constants (router before c267890)",
+             "b_bias": "(b) same, bias-aware design (beta = 0, pilot constants)"}  # fmt: skip
     for scenario, s in out["summary"].items():
+        if scenario not in names:
+            continue
         lines.append(
             f"| {names[scenario]} | {_pm(s.get('static_throughput'), 1)} | "
             f"{_pm(s.get('adaptive_throughput'), 1)} | {_pm(s.get('oracle_throughput'), 1)} | "
@@ -565,6 +900,36 @@ def write_markdown(out: dict[str, Any]) -> None:
             f"{_pm(extra.get('adaptive_bias_accuracy'), 4)}, minus static (paired) "
             f"{_pm(extra.get('adaptive_bias_minus_static_accuracy'), 4)}."
         )
+    curve = out["summary"].get("a_catch_up")
+    if curve:
+        blocks = "; ".join(
+            f"{b['start']:.0f}-{b['end']:.0f} s {b['difference']:+.4f} ± {b['se']:.4f}"
+            for b in curve["blocks"]
+        )
+        when = (
+            "not within the run"
+            if curve["caught_up_time"] is None
+            else f"from {curve['caught_up_time']:.0f} s ({curve['caught_up_updates']:.0f} updates)"
+        )
+        lines.append(
+            f"\n(a) accuracy, adaptive - oracle (paired, {curve['seeds']} seeds, mean over each "
+            f"block's evaluations): {blocks}. Caught up (within one SE or above): {when}."
+        )
+    ablation = out["summary"].get("a_ablation")
+    if ablation:
+        lines += [
+            "\n(a) ablations of the adaptive arm (queue-only, after the first 300 updates):\n",
+            "| setting | measured vs oracle | model throughput of the routing in force | "
+            "of the final p | rate error per tier at update 300 (slow, mid, fast) |",
+            "|---|---|---|---|---|",
+        ]
+        for name, a in ablation.items():
+            m, se = a["measured_vs_oracle"]
+            err = ", ".join(f"{100 * e:+.0f} %" for e in a["rate_error_per_tier_at_300"])
+            lines.append(
+                f"| {name} | {100 * m:+.1f} ± {100 * se:.1f} % | {_pm(a['model_after_300'], 2)} "
+                f"(oracle {a['model_oracle']:.2f}) | {_pm(a['model_final_p'], 2)} | {err} |"
+            )
     (RESULTS / "bench_adaptive.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -579,7 +944,8 @@ def plot(out: dict[str, Any]) -> None:
         print("matplotlib missing: no plot", file=sys.stderr)
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    shown = [s for s in (*SCENARIOS, "b_ray") if s in out["summary"]]
+    shown = [s for s in (*SCENARIOS, "b_bias", "b_ray") if s in out["summary"]]
+    labels = {"b_bias": "(b) bias-aware", "b_ray": "(b) Ray"}
     x = np.arange(len(shown))
     for k, arm in enumerate(ARMS):
         thr = [out["summary"][s].get(f"{arm}_throughput", (math.nan, 0.0)) for s in shown]
@@ -590,7 +956,7 @@ def plot(out: dict[str, Any]) -> None:
                     label=arm)  # fmt: skip
     for ax, title in zip(axes, ("throughput after the change (updates/s)",
                                 "final test accuracy"), strict=True):  # fmt: skip
-        ax.set_xticks(x, [f"({s[0]})" + (" Ray" if s.endswith("ray") else "") for s in shown])
+        ax.set_xticks(x, [labels.get(s, f"({s})") for s in shown])
         if ax is axes[1]:
             pairs = [out["summary"][s].get(f"{arm}_accuracy") for s in shown for arm in ARMS]
             lows = [float(a[0]) for a in pairs if a]
