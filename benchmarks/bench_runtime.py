@@ -17,6 +17,9 @@ Claims measured (results in ``benchmarks/results/bench_runtime.{json,png,md}``):
 3. raysync against a minimal bare-Ray parameter server (:func:`bare_ray_ps`) on the
    identical workload (model, data, batch, lr, tasks in flight), alternating in the same
    invocation; the ratio of the medians is reported. Skipped above ``--max-load``.
+   ``--max-batch K`` adds raysync with batched executor calls (``runtime.max_batch = K``)
+   as a third arm; ``--clients`` and ``--concurrency`` change the fleet and ``C`` (digits
+   holds 1,259 training samples: above 1,000 clients the workload is MNIST).
 
 4. ``--profile`` (alone): where the time per update goes, raysync next to bare Ray on the
    workload of part 3, sampled with py-spy (:func:`bench_profile`); writes
@@ -26,6 +29,8 @@ Usage::
 
     .venv/bin/python benchmarks/bench_runtime.py [--quick] [--speed-only] [--max-load 6]
     .venv/bin/python benchmarks/bench_runtime.py --profile [--quick]
+    .venv/bin/python benchmarks/bench_runtime.py --vs-bare-only --max-batch 8 \
+        [--clients 10000] [--concurrency 16]
 """
 
 from __future__ import annotations
@@ -309,63 +314,106 @@ def bare_ray_ps(
     return updates / elapsed
 
 
-def bench_vs_bare_ray(quick: bool, max_load: float, reps: int = 3) -> dict[str, Any]:
+def vs_bare_config(
+    num_clients: int = 100, concurrency: int = 4, updates: int = 4000, max_batch: int = 1
+) -> SystemConfig:
+    """The workload of part 3 (issue 17): a pool of 2 executors, no emulation.
+
+    Generalized AsyncSGD with logistic regression (batch 32, lr 0.1) on digits, or on
+    MNIST above 1,000 clients (digits has too few samples to give each client one).
+    """
+    from raysync.config import DataConfig, RuntimeConfig
+
+    return SystemConfig(
+        clients=fleet([0.01] * num_clients, num_cpus=0.5),
+        concurrency=concurrency,
+        routing=RoutingConfig(kind="uniform"),
+        algorithm=AlgorithmConfig(name="generalized_asyncsgd", lr=0.1, batch_size=32),
+        data=DataConfig(dataset="digits" if num_clients <= 1000 else "mnist"),
+        runtime=RuntimeConfig(mode="pool", executors_per_tier=2, max_batch=max_batch),
+        run=RunConfig(num_updates=updates, time_scale=0.0, train=True, eval_every_updates=None),
+        seed=0,
+    )
+
+
+def bench_vs_bare_ray(
+    quick: bool,
+    max_load: float,
+    reps: int = 3,
+    *,
+    num_clients: int = 100,
+    concurrency: int = 4,
+    max_batch: int = 1,
+) -> dict[str, Any]:
     """raysync against the bare-Ray reference, alternating, on the identical workload.
 
-    Workload (issue 17): 100 logical clients multiplexed on a pool of 2 executors,
-    Generalized AsyncSGD with logistic regression on digits (batch 32, lr 0.1), 4 tasks in
-    flight, no emulation; the reference runs 2 worker actors with the same 4 calls in
-    flight. ``reps`` alternating repetitions (3), medians and their ratio. Skipped (with the
-    reason recorded) when the 1-minute load average exceeds ``max_load``: on a saturated
-    machine the two would measure the other jobs, not themselves.
+    Workload (issue 17): ``num_clients`` logical clients multiplexed on a pool of 2
+    executors (:func:`vs_bare_config`), ``concurrency`` tasks in flight; the reference
+    runs 2 worker actors with the same calls in flight. ``reps`` alternating repetitions
+    of each arm (raysync one call per task; with ``max_batch > 1`` also raysync with
+    batched calls; bare Ray), medians and their ratios, and raysync's executor calls per
+    update. Skipped (with the reason recorded) when the 1-minute load average exceeds
+    ``max_load``: on a saturated machine the arms would measure the other jobs, not
+    themselves.
     """
     load = os.getloadavg()[0]
     if load > max_load:
         print(f"  skipped: 1-min load average {load:.1f} > {max_load:g}", flush=True)
         return {"skipped": f"1-min load average {load:.1f} > {max_load:g}"}
-    from raysync.config import RuntimeConfig
-
     updates = 1500 if quick else 4000
-    n, concurrency, executors, cpus = 100, 4, 2, 0.5
-    config = SystemConfig(
-        clients=fleet([0.01] * n, num_cpus=cpus),
-        concurrency=concurrency,
-        routing=RoutingConfig(kind="uniform"),
-        algorithm=AlgorithmConfig(name="generalized_asyncsgd", lr=0.1, batch_size=32),
-        runtime=RuntimeConfig(mode="pool", executors_per_tier=executors),
-        run=RunConfig(num_updates=updates, time_scale=0.0, train=True, eval_every_updates=None),
-        seed=0,
-    )
-    ours: list[float] = []
-    bare: list[float] = []
+    executors, cpus = 2, 0.5
+    config = vs_bare_config(num_clients, concurrency, updates)
+    arms = {"raysync": config}
+    if max_batch > 1:
+        arms["raysync_batched"] = vs_bare_config(num_clients, concurrency, updates, max_batch)
+    speeds: dict[str, list[float]] = {name: [] for name in [*arms, "bare_ray"]}
+    calls: dict[str, list[float]] = {name: [] for name in arms}
+    loads: list[float] = [load]
     for rep in range(reps):
-        ours.append(float(run(config).throughput))
+        for name, arm in arms.items():
+            result = run(arm)
+            speeds[name].append(float(result.throughput))
+            calls[name].append(result.extras["executor_calls"] / result.num_updates)
         # The reference's actors exist only while it runs: both ask for the same CPUs.
         workers = [
             BareWorker.options(num_cpus=cpus).remote(config.to_dict())  # type: ignore[attr-defined]
             for _ in range(executors)
         ]
         bare_ray_ps(config, workers, 50)  # warm: actors built, workload loaded
-        bare.append(bare_ray_ps(config, workers, updates))
+        speeds["bare_ray"].append(bare_ray_ps(config, workers, updates))
         for worker in workers:
             ray.kill(worker)
-        print(
-            f"  rep {rep}: raysync {ours[-1]:7.1f}  bare Ray {bare[-1]:7.1f} updates/s",
-            flush=True,
-        )
-    ratio = float(np.median(ours) / np.median(bare))
-    print(f"  ratio raysync / bare Ray (medians): {ratio:.3f}", flush=True)
-    return {
-        "num_clients": n,
+        loads.append(os.getloadavg()[0])
+        line = "  ".join(f"{name} {v[-1]:7.1f}" for name, v in speeds.items())
+        print(f"  rep {rep}: {line} updates/s (load {loads[-1]:.1f})", flush=True)
+    medians = {name: float(np.median(v)) for name, v in speeds.items()}
+    ratios = {name: medians[name] / medians["bare_ray"] for name in arms}
+    for name, ratio in ratios.items():
+        print(f"  ratio {name} / bare Ray (medians): {ratio:.3f}", flush=True)
+    out: dict[str, Any] = {
+        "num_clients": num_clients,
+        "dataset": config.data.dataset,
         "concurrency": concurrency,
         "executors": executors,
         "updates": updates,
-        "raysync_updates_per_s": ours,
-        "bare_ray_updates_per_s": bare,
-        "ratio_of_medians": ratio,
+        "raysync_updates_per_s": speeds["raysync"],
+        "bare_ray_updates_per_s": speeds["bare_ray"],
+        "ratio_of_medians": ratios["raysync"],
+        "raysync_calls_per_update": calls["raysync"],
         "load_average_1min_before": load,
         "load_average_1min_after": os.getloadavg()[0],
+        "load_average_1min_per_rep": loads[1:],
     }
+    if max_batch > 1:
+        out.update(
+            {
+                "max_batch": max_batch,
+                "raysync_batched_updates_per_s": speeds["raysync_batched"],
+                "ratio_batched_of_medians": ratios["raysync_batched"],
+                "raysync_batched_calls_per_update": calls["raysync_batched"],
+            }
+        )
+    return out
 
 
 # --------------------------------------------------------------------------- 4. profile
@@ -539,7 +587,7 @@ def _per_update(spied: dict[str, dict[str, Any]], rate: int, updates: float) -> 
     return table
 
 
-def bench_profile(quick: bool) -> dict[str, Any]:
+def bench_profile(quick: bool, *, concurrency: int = 4, max_batch: int = 1) -> dict[str, Any]:
     """Where raysync's time per update goes, next to the bare-Ray reference (issue 17).
 
     The workload of :func:`bench_vs_bare_ray`. py-spy samples the server actor and both
@@ -550,24 +598,15 @@ def bench_profile(quick: bool) -> dict[str, Any]:
     given to the calling frame, so the C++ submission shows as its own row), the sampled
     busy total and the process's CPU per update from ``/proc`` (all threads, Ray's C++
     ones included, which py-spy does not sample). Also the run's real communication
-    overhead (round trip minus executor span, issue 15).
+    overhead (round trip minus executor span, issue 15). ``max_batch > 1`` profiles
+    raysync with batched executor calls (the bare-Ray side is unchanged).
     """
     import tempfile
 
-    from raysync.config import RuntimeConfig
-
     rate, duration = 100, 4 if quick else 6
-    n, concurrency, executors, cpus = 100, 4, 2, 0.5
+    n, executors, cpus = 100, 2, 0.5
     updates = 3000 if quick else 6000
-    config = SystemConfig(
-        clients=fleet([0.01] * n, num_cpus=cpus),
-        concurrency=concurrency,
-        routing=RoutingConfig(kind="uniform"),
-        algorithm=AlgorithmConfig(name="generalized_asyncsgd", lr=0.1, batch_size=32),
-        runtime=RuntimeConfig(mode="pool", executors_per_tier=executors),
-        run=RunConfig(num_updates=updates, time_scale=0.0, train=True, eval_every_updates=None),
-        seed=0,
-    )
+    config = vs_bare_config(n, concurrency, updates, max_batch)
     out_dir = Path(tempfile.mkdtemp(prefix="raysync-profile-"))
     # raysync: attach once the run is past its start (version > 5% of the run).
     spy = _Spy(out_dir, rate, duration)
@@ -625,7 +664,9 @@ def bench_profile(quick: bool) -> dict[str, Any]:
     comm = result.extras.get("communication", {}).get("fleet", {})
     return {
         "workload": f"{n} logical clients, pool of {executors} executors, C = {concurrency}, "
-        "logistic regression on digits, no emulation",
+        "logistic regression on digits, no emulation"
+        + (f", runtime.max_batch = {max_batch}" if max_batch > 1 else ""),
+        "raysync_calls_per_update": result.extras["executor_calls"] / result.num_updates,
         "rate_hz": rate,
         "window_s": duration,
         "raysync_updates_per_s": float(result.throughput),
@@ -802,6 +843,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--reps", type=int, default=3, help="repetitions of part 3")
     parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=1,
+        help="part 3: also run raysync with runtime.max_batch = K (batched executor calls)",
+    )
+    parser.add_argument("--clients", type=int, default=100, help="part 3: logical clients")
+    parser.add_argument("--concurrency", type=int, default=4, help="part 3: tasks in flight")
+    parser.add_argument(
         "--max-load",
         type=float,
         default=6.0,
@@ -812,20 +861,35 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(include_dashboard=False, num_cpus=os.cpu_count(), log_to_driver=False)
     if args.vs_bare_only:
         try:
-            vs = bench_vs_bare_ray(args.quick, args.max_load, args.reps)
+            vs = bench_vs_bare_ray(
+                args.quick,
+                args.max_load,
+                args.reps,
+                num_clients=args.clients,
+                concurrency=args.concurrency,
+                max_batch=args.max_batch,
+            )
         finally:
             ray.shutdown()
-        (RESULTS / "bench_runtime_vs_bare.json").write_text(json.dumps(vs, indent=2))
+        name = "bench_runtime_vs_bare"
+        if (args.max_batch, args.clients, args.concurrency) != (1, 100, 4):
+            name += f"_n{args.clients}_c{args.concurrency}_b{args.max_batch}"
+        (RESULTS / f"{name}.json").write_text(json.dumps(vs, indent=2))
         return 0
     if args.profile:
         try:
             print("4. profile: raysync and bare Ray (py-spy)", flush=True)
-            profile = bench_profile(args.quick)
+            profile = bench_profile(
+                args.quick, concurrency=args.concurrency, max_batch=args.max_batch
+            )
         finally:
             ray.shutdown()
-        (RESULTS / "bench_runtime_profile.json").write_text(json.dumps(profile, indent=2))
+        name = "bench_runtime_profile"
+        if (args.max_batch, args.concurrency) != (1, 4):
+            name += f"_c{args.concurrency}_b{args.max_batch}"
+        (RESULTS / f"{name}.json").write_text(json.dumps(profile, indent=2))
         table = profile_markdown(profile)
-        (RESULTS / "bench_runtime_profile.md").write_text(table)
+        (RESULTS / f"{name}.md").write_text(table)
         print(table)
         return 0
     try:

@@ -43,7 +43,8 @@ and writes it; this module keeps the loop that calls them. An asyncio actor that
 the model, its version,
 the router, the strategy, every logical client's state and the statistics, and keeps
 exactly ``C`` tasks in existence. Each update costs one remote call
-(``executor.submit.remote(task, params)`` returns the result itself). Completed calls are
+(``executor.submit.remote(task, params)`` returns the result itself; with batched calls,
+below, one call serves several). Completed calls are
 consumed in completion order: ``strategy.apply`` (which may bump the version), then the
 client's next queued task is sent, then ``router.route`` names the client of the one
 replacement task, which carries the model current after the update (the call order of
@@ -51,6 +52,28 @@ replacement task, which carries the model current after the update (the call ord
 identical to the simulator). A model version below
 :data:`~raysync.runtime._backend.INLINE_PARAMS_BYTES` travels inline in each call; a larger
 one is ``ray.put`` once and its reference shared by every task of that version.
+
+**Batched calls** (``runtime.max_batch > 1``, runs without emulation only). Ray's cost
+per remote call (submission at the server, receipt and reply at the executor) is paid
+once for several tasks: a task assigned to an executor waits in that executor's outbox
+at the server until the loop's current step ends, then leaves with the other tasks there
+as one ``submit_many`` call while the executor has fewer than two calls outstanding (one
+runs while the next waits in Ray's queue at the actor). The executor serves them in
+order and returns their replies together; the server consumes each reply as if it came
+alone (same apply path, counters, timeouts and re-issues; a lost call re-issues each of
+its tasks once). Tasks of one model version send it once per call. **Where this touches
+the queueing model: nowhere the theory looks.** The theory's station is the logical
+client (docs/theory.md): its FIFO queue, its service, and the staleness of a task as the
+updates between its creation (the model version it carries) and its application. A batch
+holds at most one task per client (a client's next task is sent only once the previous
+one is applied), every task is created at the same completion with the same version as
+without batching, and staleness is counted at application as before; what changes is how
+tasks queue at an *executor*, a shared resource of the pool that the theory does not
+model (without batching they queue in Ray's actor queue instead). Emulated runs, whose
+measured throughput is compared with the theory, never batch: a batch would hold each
+reply until the batch's last emulated wait ends, delaying completions. Tested:
+``tests/runtime_tests/test_batching.py`` (bit-identical model, per-client orders and
+staleness on a fixed schedule; emulated runs make one call per task).
 
 **Faults.** Every task has an id and is idempotent (its model version, service-time draw
 and minibatch seed are fixed when it is created). An executor that dies mid-task is

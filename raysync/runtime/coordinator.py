@@ -628,7 +628,8 @@ def run(
         ``reissued_tasks``, ``timed_out_tasks``, ``duplicates_dropped``,
         ``actor_restarts``, ``checkpoints_written`` and ``task_ids`` (``next``: ids
         below it were created; ``pending``: those not applied; every other id was
-        applied exactly once).
+        applied exactly once), and ``executor_calls``, the remote calls made to
+        executors (one per task sent; fewer with ``runtime.max_batch > 1``).
 
     Raises:
         ConfigError: A bad argument.
