@@ -39,7 +39,10 @@ section 6, Cauchy-Schwarz term, the pilot's constants and ``zeta2``): static = i
 for the initial rates, adaptive = ``objective = "bias_aware"``, oracle = its optimum for the
 true rates from the change on (rows ``bias_queue`` / ``bias_train``). At the benchmark's
 ``C = 10`` that bound ranks unweighted steps far ahead of importance-weighted ones (0.885 vs
-2.00), so it is the design the router would be used with on this fleet.
+2.00), so it is the design the router would be used with on this fleet. ``--bias-a`` runs
+scenario (a) in the same design: static = its optimum for equal rates (uniform, what a user
+without rate knowledge gets), adaptive = ``objective = "bias_aware"`` from there with the
+pooled prior, oracle = its optimum for the true rates (the same row modes, scenario ``a``).
 
 ``--a-curves`` trains scenario (a) for ``--curve-budget`` seconds with an evaluation every
 ``--curve-every`` seconds and reports, per 30 s block, the paired adaptive - oracle accuracy
@@ -52,6 +55,9 @@ queueing model at the true rates, with the estimates' error per tier at update 3
 times (``run.time_scale``; the budget is in config seconds, so a run lasts about
 ``budget * time_scale`` wall seconds), the same routers pickled to the server actor;
 throughput after the change from the driver's progress samples (config seconds).
+``--ray-bias`` does the same in the bias-aware design of ``--bias-b`` (rows ``ray_bias``:
+``beta = 0``, the pilot's constants and ``zeta2``, the same routers). Ray rows are wall-clock
+emulation: a loaded machine delays the server and distorts them (load average per row).
 
 Usage::
 
@@ -59,6 +65,8 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/bench_adaptive.py --resume --ray --ray-seeds 3
     OMP_NUM_THREADS=1 python benchmarks/bench_adaptive.py --resume --skip-sim --bias-b \
         --a-curves --a-ablation
+    OMP_NUM_THREADS=1 python benchmarks/bench_adaptive.py --resume --skip-sim --bias-a
+    OMP_NUM_THREADS=1 python benchmarks/bench_adaptive.py --resume --skip-sim --ray-bias
 
 Writes ``benchmarks/results/bench_adaptive.{json,png,md}`` (the JSON after every run).
 """
@@ -268,11 +276,15 @@ def routers(
     p0 = np.zeros(n)
     p0[present0] = optimum(before[present0], budget)
     if scenario == "a":
-        static_p = np.full(n, 1.0 / n)
+        # What a user without rate knowledge gets: the design's optimum for equal rates
+        # (uniform by symmetry; computed, not assumed, in the bias-aware design).
+        static_p = np.full(n, 1.0 / n) if BIAS is None else optimum(np.full(n, before.mean()),
+                                                                    budget)  # fmt: skip
         oracle = TimedFixedRouter(p0)
         adaptive = TimedAdaptiveRouter(
             reoptimize_every=100, horizon=budget, window=WINDOW,
-            change_confidence=CHANGE_CONFIDENCE, constants=CONSTANTS, **design_kwargs(),
+            change_confidence=CHANGE_CONFIDENCE, constants=CONSTANTS,
+            initial_p=static_p / static_p.sum(), **design_kwargs(),
         )  # fmt: skip
     else:
         if (~present0).any():
@@ -284,7 +296,7 @@ def routers(
         oracle = TimedFixedRouter(p0, swap=(half, np.maximum(p1, 0.0)))
         from raysync.routing.estimation import OnlineRateEstimator
 
-        prior = np.where(present0, before, before[present0].mean())
+        prior = np.where(present0, before, before[present0].mean()).tolist()
         adaptive = TimedAdaptiveRouter(
             reoptimize_every=100, horizon=budget, initial_p=p0 / p0.sum(),
             change_confidence=CHANGE_CONFIDENCE, constants=CONSTANTS,
@@ -300,7 +312,8 @@ def routers(
 
         arms["adaptive_bias"] = TimedAdaptiveRouter(
             reoptimize_every=100, initial_p=start, change_confidence=CHANGE_CONFIDENCE,
-            estimator=OnlineRateEstimator(n, window=WINDOW, prior_rate=before, prior_weight=1.0),
+            estimator=OnlineRateEstimator(n, window=WINDOW, prior_rate=before.tolist(),
+                                          prior_weight=1.0),
             **kwargs,
         )  # fmt: skip
     return arms
@@ -368,6 +381,16 @@ def main() -> int:
         action="store_true",
         help="(b) with all arms on unweighted steps and the bias-aware bound (pilot constants)",
     )
+    parser.add_argument(
+        "--bias-a",
+        action="store_true",
+        help="(a) with all arms on unweighted steps and the bias-aware bound (pilot constants)",
+    )
+    parser.add_argument(
+        "--ray-bias",
+        action="store_true",
+        help="(b) on Ray in the bias-aware design (rows ray_bias; needs the pilot in the JSON)",
+    )
     args = parser.parse_args()
     RESULTS = args.results
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -389,14 +412,16 @@ def main() -> int:
     if args.resume and path.exists():
         saved = json.loads(path.read_text())
         out["runs"] = saved["runs"]
-        kept = ("pilot", "ray", "notes", "previous_adaptive_runs")
+        kept = ("pilot", "ray", "ray_bias", "notes", "previous_adaptive_runs")
         out.update({k: saved[k] for k in kept if k in saved})
     done = {(r["mode"], r["scenario"], r["seed"], r["arm"]) for r in out["runs"]}
     start_wall = time.time()
     if not args.skip_sim:
         run_simulator(args, out, done, path, ("queue", "train"), SCENARIOS)
+    if args.bias_a:
+        run_bias(args, out, done, path, "a")
     if args.bias_b:
-        run_bias_b(args, out, done, path)
+        run_bias(args, out, done, path, "b")
     if args.a_curves:
         run_a_curves(args, out, done, path)
     if args.a_ablation:
@@ -407,6 +432,12 @@ def main() -> int:
         out["ray"] = {"time_scale": args.time_scale, "budget": args.ray_budget,
                       "seeds": args.ray_seeds}  # fmt: skip
         run_on_ray(args, out, done, path)
+    if args.ray_bias:
+        out["ray_bias"] = {
+            "time_scale": args.time_scale, "budget": args.ray_budget, "seeds": args.ray_seeds,
+            "load_average_start": os.getloadavg()[0],
+        }  # fmt: skip
+        run_on_ray(args, out, done, path, bias=True)
     out["summary"] = summarise(out["runs"])
     out["wall_s"] = time.time() - start_wall
     out["load_average_end"] = os.getloadavg()[0]
@@ -674,11 +705,15 @@ def load_pilot(args: argparse.Namespace, out: dict[str, Any], clients: list[dict
     return {"constants": [c.L, c.sigma2, c.M2, c.A], "zeta2": est.zeta2}
 
 
-def run_bias_b(args: argparse.Namespace, out: dict[str, Any], done: set[Any], path: Path) -> None:
-    """(b) with every arm on one update rule and one objective: unweighted steps
-    (``beta = 0``) and the bias-aware bound (pilot constants and ``zeta2``) for static (its
-    optimum at the initial rates), adaptive (``objective = "bias_aware"``) and oracle (its
-    optimum at the true rates, switched at the change)."""
+def run_bias(args: argparse.Namespace, out: dict[str, Any], done: set[Any], path: Path,
+             scenario: str) -> None:  # fmt: skip
+    """``scenario`` with every arm on one update rule and one objective: unweighted steps
+    (``beta = 0``) and the bias-aware bound (pilot constants and ``zeta2``). (b): static =
+    its optimum at the initial rates, oracle = its optimum at the true rates, switched at
+    the change; (a): static = its optimum for equal rates (what a user without rate
+    knowledge gets), oracle = its optimum at the true rates; adaptive =
+    ``objective = "bias_aware"`` from the static routing. Rows ``bias_queue`` /
+    ``bias_train``."""
     global CONSTANTS, BIAS  # noqa: PLW0603 (objective(), optimum() and routers() read them)
     clients, _, _ = fleet("b", args.train_budget)
     pilot = load_pilot(args, out, clients, args.train_budget)
@@ -686,7 +721,7 @@ def run_bias_b(args: argparse.Namespace, out: dict[str, Any], done: set[Any], pa
     CONSTANTS = tuple(pilot["constants"])
     BIAS = {"zeta2": float(pilot["zeta2"]), "beta": 0.0}
     try:
-        run_simulator(args, out, done, path, ("bias_queue", "bias_train"), ("b",), beta=0.0)
+        run_simulator(args, out, done, path, ("bias_queue", "bias_train"), (scenario,), beta=0.0)
     finally:
         CONSTANTS, BIAS = DEFAULT_CONSTANTS, None
 
@@ -721,52 +756,78 @@ def run_pilot_b(args: argparse.Namespace, out: dict[str, Any], done: set[Any], p
     CONSTANTS = DEFAULT_CONSTANTS
 
 
-def run_on_ray(args: argparse.Namespace, out: dict[str, Any], done: set[Any], path: Path) -> None:
-    """Scenario (b) with training on the Ray runtime, emulated service times."""
+def run_on_ray(args: argparse.Namespace, out: dict[str, Any], done: set[Any], path: Path,
+               bias: bool = False) -> None:  # fmt: skip
+    """Scenario (b) with training on the Ray runtime, emulated service times: the
+    wall-clock design (rows ``ray``), or with ``bias`` the bias-aware design of
+    :func:`run_bias` (rows ``ray_bias``: ``beta = 0``, the pilot's constants and ``zeta2``,
+    the same routers as ``bias_train``)."""
+    global CONSTANTS, BIAS  # noqa: PLW0603 (optimum() and routers() read them)
     import ray
-
-    from raysync.runtime import run
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  object_store_memory=300 * 2**20)  # fmt: skip
-    budget, scale = args.ray_budget, args.time_scale
+    budget = args.ray_budget
     clients, before, after = fleet("b", budget)
-    for seed in range(args.ray_seeds):
-        arms = routers("b", before, after, budget)
-        for arm in ARMS:
-            if ("ray", "b", seed, arm) in done:
-                continue
-            cfg = config(clients, budget, seed, True, args.dataset)
-            cfg = cfg.replace(run=replace(cfg.run, time_scale=scale))
-            samples: list[tuple[int, float]] = []
-            t0 = time.time()
-            res = run(cfg, router=arms[arm], progress=lambda u, s, log=samples: log.append((u, s)))
-            # Progress is in wall seconds of the server's clock; config seconds = / scale.
-            ts = np.array([s / scale for _, s in samples])
-            us = np.array([u for u, _ in samples], dtype=float)
-            half = budget / 2
-            at_half = float(np.interp(half, ts, us)) if ts.size else math.nan
-            end_t, end_u = (float(ts[-1]), float(us[-1])) if ts.size else (math.nan, math.nan)
-            row = {
-                "mode": "ray", "scenario": "b", "seed": seed, "arm": arm,
-                "updates": int(res.num_updates),
-                "throughput": float(res.extras.get("throughput_config_units", math.nan)),
-                "throughput_after_change": (end_u - at_half) / max(end_t - half, 1e-9),
-                "throughput_before_change": at_half / half,
-                "final_test_accuracy": res.final_test_accuracy,
-                "final_val_accuracy": res.final_val_accuracy,
-                "completed": [int(c) for c in res.completed],
-                "wall_s": time.time() - t0, "load_average": os.getloadavg()[0],
-            }  # fmt: skip
-            out["runs"].append(row)
-            print(json.dumps(row), flush=True)
-            path.write_text(json.dumps(out, indent=1))
+    mode, beta = ("ray_bias", 0.0) if bias else ("ray", 1.0)
+    if bias:
+        pilot = load_pilot(args, out, clients, budget)
+        out["pilot"] = pilot
+    try:
+        for seed in range(args.ray_seeds):
+            if bias:
+                CONSTANTS = tuple(pilot["constants"])
+                BIAS = {"zeta2": float(pilot["zeta2"]), "beta": 0.0}
+            arms = routers("b", before, after, budget)
+            CONSTANTS, BIAS = DEFAULT_CONSTANTS, None
+            for arm in ARMS:
+                if (mode, "b", seed, arm) in done:
+                    continue
+                _ray_row(args, out, path, mode, seed, arm, arms[arm], clients, beta)
+    finally:
+        CONSTANTS, BIAS = DEFAULT_CONSTANTS, None
+
+
+def _ray_row(
+    args: argparse.Namespace, out: dict[str, Any], path: Path, mode: str, seed: int, arm: str,
+    router: Any, clients: list[dict[str, Any]], beta: float,
+) -> None:  # fmt: skip
+    """One Ray run of scenario (b); its row in ``out`` (and the JSON)."""
+    from raysync.runtime import run
+
+    budget, scale = args.ray_budget, args.time_scale
+    cfg = config(clients, budget, seed, True, args.dataset, beta)
+    cfg = cfg.replace(run=replace(cfg.run, time_scale=scale))
+    samples: list[tuple[int, float]] = []
+    t0 = time.time()
+    res = run(cfg, router=router, progress=lambda u, s: samples.append((u, s)))
+    # Progress is in wall seconds of the server's clock; config seconds = / scale.
+    ts = np.array([s / scale for _, s in samples])
+    us = np.array([u for u, _ in samples], dtype=float)
+    half = budget / 2
+    at_half = float(np.interp(half, ts, us)) if ts.size else math.nan
+    end_t, end_u = (float(ts[-1]), float(us[-1])) if ts.size else (math.nan, math.nan)
+    row = {
+        "mode": mode, "scenario": "b", "seed": seed, "arm": arm,
+        "updates": int(res.num_updates),
+        "throughput": float(res.extras.get("throughput_config_units", math.nan)),
+        "throughput_after_change": (end_u - at_half) / max(end_t - half, 1e-9),
+        "throughput_before_change": at_half / half,
+        "final_test_accuracy": res.final_test_accuracy,
+        "final_val_accuracy": res.final_val_accuracy,
+        "completed": [int(c) for c in res.completed],
+        "wall_s": time.time() - t0, "load_average": os.getloadavg()[0],
+    }  # fmt: skip
+    out["runs"].append(row)
+    print(json.dumps(row), flush=True)
+    path.write_text(json.dumps(out, indent=1))
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     designs = [(scenario, scenario, "queue", "train") for scenario in SCENARIOS]
+    designs.append(("a_bias", "a", "bias_queue", "bias_train"))
     designs.append(("b_bias", "b", "bias_queue", "bias_train"))
     for name, scenario, queue_mode, train_mode in designs:
         s: dict[str, Any] = {}
@@ -807,8 +868,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         _accuracy(s, runs, train_mode, scenario)
         if s:
             summary[name] = s
-    ray_runs = [r for r in runs if r["mode"] == "ray"]
-    if ray_runs:
+    for ray_mode, name in (("ray", "b_ray"), ("ray_bias", "b_ray_bias")):
+        ray_runs = [r for r in runs if r["mode"] == ray_mode]
+        if not ray_runs:
+            continue
         s = {}
         q = {a: [r["throughput_after_change"] for r in ray_runs if r["arm"] == a] for a in ARMS}
         for arm in ARMS:
@@ -821,15 +884,16 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 for st, ad, orc in zip(q["static"][:n], q["adaptive"][:n], q["oracle"][:n],
                                        strict=True)
             ])  # fmt: skip
-        _accuracy(s, runs, "ray", "b")
-        summary["b_ray"] = s
+        s["load_average"] = mean_se([r["load_average"] for r in ray_runs])
+        _accuracy(s, runs, ray_mode, "b")
+        summary[name] = s
     pilot = [r for r in runs if r["mode"] == "pilot"]
     if pilot:
         s = {}
         for arm in (*ARMS, "adaptive_bias"):
-            q = [r["throughput_after_change"] for r in pilot if r["arm"] == arm]
-            if q:
-                s[f"{arm}_throughput"] = mean_se(q)
+            thr = [r["throughput_after_change"] for r in pilot if r["arm"] == arm]
+            if thr:
+                s[f"{arm}_throughput"] = mean_se(thr)
         _accuracy(s, runs, "pilot", "b", (*ARMS, "adaptive_bias"))
         summary["b_pilot"] = s
     curve = catch_up(runs)
@@ -838,6 +902,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     blocks = throughput_blocks(runs)
     if blocks:
         summary["a_throughput_blocks"] = blocks
+    blocks = throughput_blocks(runs, mode="bias_queue")
+    if blocks:
+        summary["a_bias_throughput_blocks"] = blocks
     ablation = ablation_summary(runs)
     if ablation:
         summary["a_ablation"] = ablation
@@ -846,7 +913,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _accuracy(s: dict[str, Any], runs: list[dict[str, Any]], mode: str, scenario: str,
               arms: tuple[str, ...] = ARMS) -> None:  # fmt: skip
-    """Per-arm accuracy and the paired per-seed differences to the static arm."""
+    """Per-arm accuracy and the paired per-seed differences to the static arm (and, for the
+    adaptive arm, to the oracle: criterion (a))."""
     acc = {a: {r["seed"]: r["final_test_accuracy"] for r in runs if r["mode"] == mode
                and r["scenario"] == scenario and r["arm"] == a} for a in arms}  # fmt: skip
     for arm in arms:
@@ -858,6 +926,11 @@ def _accuracy(s: dict[str, Any], runs: list[dict[str, Any]], mode: str, scenario
             s[f"{arm}_minus_static_accuracy"] = mean_se(
                 [acc[arm][k] - acc["static"][k] for k in seeds]
             )
+    seeds = sorted(set(acc.get("adaptive", {})) & set(acc.get("oracle", {})))
+    if len(seeds) > 1:
+        s["adaptive_minus_oracle_accuracy"] = mean_se(
+            [acc["adaptive"][k] - acc["oracle"][k] for k in seeds]
+        )
 
 
 def _pm(pair: Any, digits: int = 2) -> str:
@@ -871,14 +944,16 @@ def write_markdown(out: dict[str, Any]) -> None:
     lines = [
         "| scenario | throughput static | adaptive | oracle | recovered_fraction | "
         "bound avg static | adaptive | oracle | bound recovered | accuracy static | adaptive | "
-        "oracle | adaptive - static (paired) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "oracle | adaptive - static (paired) | adaptive - oracle (paired) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     names = {"a": "(a) rates unknown", "b": "(b) fast tier 5x slower at T/2, wall-clock design",
              "c": "(c) 10 % leave, 2 join at T/2",
              "b_ray": "(b) on Ray, emulated (router before c267890)",
              "b_pilot": "(b) pilot constants (router before c267890)",
-             "b_bias": "(b) same, bias-aware design (beta = 0, pilot constants)"}  # fmt: skip
+             "a_bias": "(a) same, bias-aware design (beta = 0, pilot constants)",
+             "b_bias": "(b) same, bias-aware design (beta = 0, pilot constants)",
+             "b_ray_bias": "(b) on Ray, emulated, bias-aware design"}  # fmt: skip
     for scenario, s in out["summary"].items():
         if scenario not in names:
             continue
@@ -890,7 +965,8 @@ def write_markdown(out: dict[str, Any]) -> None:
             f"{_pm(s.get('bound_avg_recovered_fraction'))} | "
             f"{_pm(s.get('static_accuracy'), 4)} | {_pm(s.get('adaptive_accuracy'), 4)} | "
             f"{_pm(s.get('oracle_accuracy'), 4)} | "
-            f"{_pm(s.get('adaptive_minus_static_accuracy'), 4)} |"
+            f"{_pm(s.get('adaptive_minus_static_accuracy'), 4)} | "
+            f"{_pm(s.get('adaptive_minus_oracle_accuracy'), 4)} |"
         )
     extra = out["summary"].get("b_pilot", {})
     if "adaptive_bias_accuracy" in extra:
@@ -944,8 +1020,10 @@ def plot(out: dict[str, Any]) -> None:
         print("matplotlib missing: no plot", file=sys.stderr)
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    shown = [s for s in (*SCENARIOS, "b_bias", "b_ray") if s in out["summary"]]
-    labels = {"b_bias": "(b) bias-aware", "b_ray": "(b) Ray"}
+    shown = [s for s in (*SCENARIOS, "a_bias", "b_bias", "b_ray", "b_ray_bias")
+             if s in out["summary"]]  # fmt: skip
+    labels = {"a_bias": "(a) bias", "b_bias": "(b) bias", "b_ray": "(b) Ray",
+              "b_ray_bias": "(b) Ray bias"}  # fmt: skip
     x = np.arange(len(shown))
     for k, arm in enumerate(ARMS):
         thr = [out["summary"][s].get(f"{arm}_throughput", (math.nan, 0.0)) for s in shown]
