@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from raysync.cli import main
-from raysync.config import RuntimeConfig, dump_config
-from raysync.runtime._backend import FaultPlan
+from raysync.config import ModelConfig, RuntimeConfig, dump_config
+from raysync.runtime._backend import INLINE_PARAMS_BYTES, FaultPlan
 from raysync.runtime.coordinator import _execute
 
 from ._helpers import digits_config, queue_config
@@ -36,11 +36,25 @@ def _per_client(debug: dict[str, Any]) -> dict[int, list[int]]:
     return orders
 
 
-def test_batched_calls_give_the_unbatched_run_bit_for_bit(ray_session) -> None:  # noqa: ANN001
-    # Training (logistic regression on digits), 4 clients, C = 8: clients queue tasks
-    # behind their task in service (FIFO is exercised) and each of the 2 executors holds
-    # about 4 tasks, which a max_batch of 3 splits into calls of 1-3.
-    base = digits_config(150, eval_every_updates=None).replace(concurrency=8)
+@pytest.mark.parametrize(
+    ("model", "updates", "by_ref"),
+    [
+        (ModelConfig(name="logreg"), 150, False),  # 2.6 kB: models travel inline
+        (ModelConfig(name="mlp", hidden=(512,)), 60, True),  # 154 kB: one object-store ref
+    ],
+    ids=["inline", "object-store"],
+)
+def test_batched_calls_give_the_unbatched_run_bit_for_bit(
+    ray_session,  # noqa: ANN001
+    model: ModelConfig,
+    updates: int,
+    by_ref: bool,
+) -> None:
+    # Training on digits, 4 clients, C = 8: clients queue tasks behind their task in
+    # service (FIFO is exercised) and each of the 2 executors holds about 4 tasks, which
+    # a max_batch of 3 splits into calls of 1-3 (tasks of one version share its model).
+    base = digits_config(updates, eval_every_updates=None).replace(concurrency=8, model=model)
+    assert base.num_clients == 4
     runs = {}
     for max_batch in (1, 3):
         config = base.replace(
@@ -48,8 +62,8 @@ def test_batched_calls_give_the_unbatched_run_bit_for_bit(ray_session) -> None: 
         )
         runs[max_batch] = _execute(config, record=True, virtual_clock=True)
     (one, one_outcome), (many, many_outcome) = runs[1], runs[3]
-    applied = _check_exactly_once(one, 150)
-    assert _check_exactly_once(many, 150) == applied
+    applied = _check_exactly_once(one, updates)
+    assert _check_exactly_once(many, updates) == applied
     debug_one, debug_many = one.extras["debug"], many.extras["debug"]
     assert _per_client(debug_many) == _per_client(debug_one)
     assert len(_per_client(debug_one)) == 4
@@ -58,10 +72,11 @@ def test_batched_calls_give_the_unbatched_run_bit_for_bit(ray_session) -> None: 
     assert max(debug_one["delays"]) > 0
     assert many.mean_staleness == one.mean_staleness
     assert one_outcome.final_params is not None and many_outcome.final_params is not None
+    assert (one_outcome.final_params.nbytes >= INLINE_PARAMS_BYTES) is by_ref
     assert np.array_equal(many_outcome.final_params, one_outcome.final_params)
     assert many.final_test_loss == one.final_test_loss
     # Unbatched: one call per task sent (every update's task, plus some still in flight).
-    assert one.extras["executor_calls"] >= 150
+    assert one.extras["executor_calls"] >= updates
     # Batched: the 8 first tasks leave in one call per executor (3 + 1 each at most).
     assert many.extras["executor_calls"] <= one.extras["executor_calls"] - 4
 
