@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 
 from raysync.cli import main
-from raysync.config import ModelConfig, RuntimeConfig, dump_config
+from raysync.config import ModelConfig, RunConfig, RuntimeConfig, SystemConfig, dump_config
 from raysync.runtime._backend import INLINE_PARAMS_BYTES, FaultPlan
+from raysync.runtime._state import Key
+from raysync.runtime.checkpoint import config_fingerprint, fingerprint_fields, read_checkpoint
 from raysync.runtime.coordinator import _execute
 
 from ._helpers import digits_config, queue_config
@@ -133,3 +135,45 @@ def test_bad_max_batch_is_one_line_and_exit_2(
     err = capsys.readouterr().err.strip()
     assert "\n" not in err
     assert "runtime.max_batch must be an integer" in err and value.strip('"') in err, err
+
+
+def test_unsent_batched_tasks_are_checkpointed_and_resumed(ray_session, tmp_path: Path) -> None:  # noqa: ANN001
+    # A checkpoint is captured while the loop applies an update, after the replacement
+    # task was created and before the step ends: with batched calls that task is still
+    # in its executor's outbox (sent only when the step ends). It must be saved as
+    # pending like any task not applied, and the resumed run must apply it exactly once.
+    ckpt = tmp_path / "ckpt"
+
+    def config(num_updates: int) -> SystemConfig:
+        base = queue_config((0.01,) * 8, None, 8, num_updates, seed=2, time_scale=0.0)
+        return base.replace(
+            run=RunConfig(
+                num_updates=num_updates,
+                train=False,
+                time_scale=0.0,
+                checkpoint_every_updates=50,
+                checkpoint_dir=str(ckpt),
+            ),
+            runtime=RuntimeConfig(mode="pool", executors_per_tier=2, max_batch=4),
+        )
+
+    first, _ = _execute(config(100), record=True)
+    state = read_checkpoint(
+        ckpt,
+        fingerprint=config_fingerprint(config(100), None),
+        fields=fingerprint_fields(config(100), None),
+    ).state
+    pending = sorted(int(t) for t in state[Key.PENDING]["task_id"])
+    ids = first.extras["task_ids"]
+    assert pending == ids["pending"]
+    assert len(pending) == 8  # C tasks exist at every instant, sent or not
+    assert ids["next"] - 1 in pending  # the replacement created in the checkpoint's step
+    second, _ = _execute(config(200), resume_from=ckpt, record=True)
+    assert second.extras["resumed_tasks"] == 8
+    applied = [
+        *first.extras["debug"]["applied_task_ids"],
+        *second.extras["debug"]["applied_task_ids"],
+    ]
+    assert len(applied) == len(set(applied)) == 200
+    ids = second.extras["task_ids"]
+    assert sorted([*applied, *ids["pending"]]) == list(range(ids["next"]))
