@@ -122,6 +122,25 @@ def test_killed_executor_holding_a_batch_loses_and_duplicates_nothing(ray_sessio
     assert result.extras["duplicates_dropped"] == 0
 
 
+def test_a_straggler_in_a_batch_is_reissued_alone_and_applied_once(ray_session) -> None:  # noqa: ANN001
+    # Task 20's first attempt stalls its executor 3 s (a batched call runs its tasks one
+    # after another, as an unbatched executor runs its queued calls): it and every task
+    # waiting behind it, in the same call, a later call or the executor's outbox, time out
+    # after 1 s and are re-issued each once to the other executor. Each id is applied
+    # once; copies that come back later are dropped.
+    config = queue_config((0.01,) * 8, None, 8, 1500, seed=4, time_scale=0.0)
+    config = config.replace(
+        run=RunConfig(num_updates=1500, train=False, time_scale=0.0, task_timeout=1.0),
+        runtime=RuntimeConfig(mode="pool", executors_per_tier=2, max_batch=4),
+    )
+    result, _ = _execute(config, faults=FaultPlan(delay_tasks={20: 3.0}), record=True)
+    applied = _check_exactly_once(result, 1500)
+    assert 20 in applied
+    assert result.extras["timed_out_tasks"] >= 1
+    assert result.extras["reissued_tasks"] == result.extras["timed_out_tasks"]
+    assert result.extras["actor_restarts"] == 0
+
+
 @pytest.mark.parametrize("value", ["0", "-2", "1.5", '"4"'])
 def test_bad_max_batch_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
