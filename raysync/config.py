@@ -1062,9 +1062,10 @@ class RuntimeConfig:
             re-issued with the same task ids (the server applies each id at most once).
         max_batch: Most tasks (of different logical clients) one remote call to an
             executor carries, in runs without emulation (``run.time_scale = 0``); 1 (the
-            default): one call per task. Above 1, tasks sent to an executor that already
-            has two calls outstanding wait in its outbox at the server and go out together
-            as one call, whose replies come back together; each task keeps its own model
+            default): one call per task. Above 1, the tasks assigned to an executor wait
+            in its outbox at the server until the server's loop step ends and go out
+            together as one call (while the executor has fewer than two calls
+            outstanding), whose replies come back together; each task keeps its own model
             version, minibatch seed, FIFO place, timeout and re-issue, so only Ray's
             per-call cost is shared. Emulated runs always make one call per task: a
             batch would hold each reply until the batch's last emulated wait ends.
