@@ -24,7 +24,7 @@ from raysync.runtime._state import Key
 from raysync.runtime.checkpoint import config_fingerprint, fingerprint_fields, read_checkpoint
 from raysync.runtime.coordinator import _execute
 
-from ._helpers import digits_config, queue_config
+from ._helpers import digits_config, exp_clients, queue_config
 from .test_faults import _check_exactly_once
 
 pytestmark = pytest.mark.ray
@@ -83,11 +83,17 @@ def test_batched_calls_give_the_unbatched_run_bit_for_bit(
     assert many.extras["executor_calls"] <= one.extras["executor_calls"] - 4
 
 
-def test_a_call_carries_several_tasks(ray_session) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("num_cpus", [0.25, 2.0], ids=["plain-executor", "async-executor"])
+def test_a_call_carries_several_tasks(ray_session, num_cpus: float) -> None:  # noqa: ANN001
     # One executor, C = 8, no emulation: it holds 8 tasks in at most 2 calls, and the
     # replacements created by one call's replies leave together, so calls carry ~4 tasks.
+    # An executor with one compute thread is a plain actor (SyncExecutorActor); with 2
+    # CPUs it is the async ExecutorActor with a compute pool: both serve batched calls.
     config = queue_config((0.01,) * 8, None, 8, 400, seed=3, time_scale=0.0)
-    config = config.replace(runtime=RuntimeConfig(mode="pool", executors_per_tier=1, max_batch=8))
+    config = config.replace(
+        clients=exp_clients((0.01,) * 8, num_cpus=num_cpus),
+        runtime=RuntimeConfig(mode="pool", executors_per_tier=1, max_batch=8),
+    )
     result, _ = _execute(config, record=True)
     _check_exactly_once(result, 400)
     calls = result.extras["executor_calls"]
