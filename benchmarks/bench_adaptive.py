@@ -1019,7 +1019,7 @@ def plot(out: dict[str, Any]) -> None:
     except ImportError:  # pragma: no cover
         print("matplotlib missing: no plot", file=sys.stderr)
         return
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4))
     shown = [s for s in (*SCENARIOS, "a_bias", "b_bias", "b_ray", "b_ray_bias")
              if s in out["summary"]]  # fmt: skip
     labels = {"a_bias": "(a) bias", "b_bias": "(b) bias", "b_ray": "(b) Ray",
@@ -1032,7 +1032,7 @@ def plot(out: dict[str, Any]) -> None:
                     label=arm)  # fmt: skip
         axes[1].bar(x + 0.25 * (k - 1), [a[0] for a in acc], 0.25, yerr=[a[1] for a in acc],
                     label=arm)  # fmt: skip
-    for ax, title in zip(axes, ("throughput after the change (updates/s)",
+    for ax, title in zip(axes, ("throughput (updates/s): (a) after update 300, else after T/2",
                                 "final test accuracy"), strict=True):  # fmt: skip
         ax.set_xticks(x, [labels.get(s, f"({s})") for s in shown])
         if ax is axes[1]:
