@@ -586,7 +586,8 @@ class ServerSetup:
             handed to a restarted executor (None in queue-only runs).
         resume: A checkpoint's state tree to continue from (None: fresh run).
         want_events: Whether the driver forwards live metrics (sinks present).
-        record: Keep per-task records for tests (applied ids, service intervals).
+        record: Keep per-task records for tests (applied ids, service intervals, the
+            executor and the staleness of each applied task).
         executor_actor_ids: Ray actor id of each executor (to read its restart count).
         executor_pids: Process id of each executor at start-up.
         virtual_clock: Tests: apply completions in the order of their emulated ends (a
