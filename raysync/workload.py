@@ -74,6 +74,8 @@ __all__ = [
     "ModelSpec",
     "Workload",
     "build_workload",
+    "check_finite_loss",
+    "check_finite_params",
     "check_workload",
     "load_config_dataset",
 ]
@@ -283,6 +285,36 @@ class ClientShard:
         return int(self.y.shape[0])
 
 
+def check_finite_params(params: np.ndarray) -> None:
+    """Refuse a model whose flat parameters hold NaN or infinity (a diverged run).
+
+    The simulator's and the runtime's evaluations both call it, so a run that diverges,
+    even in its very last update, ends with the same one line on either backend.
+
+    Raises:
+        DataError: Some entry of ``params`` is not finite (the count is named).
+    """
+    finite = np.isfinite(params)
+    if not finite.all():
+        raise DataError(
+            f"the model's parameters are not finite ({int((~finite).sum())} of "
+            f"{np.size(params)} entries): training diverged; lower the learning rate"
+        )
+
+
+def check_finite_loss(loss: float, *, split: str, loss_name: str) -> None:
+    """Refuse an evaluation whose mean loss on ``split`` is NaN or infinite.
+
+    Raises:
+        DataError: ``loss`` is not finite (names the split and the loss).
+    """
+    if not math.isfinite(loss):
+        raise DataError(
+            f"the {split} loss {loss_name!r} is {loss}: training diverged or the "
+            "loss is not finite on this split; lower the learning rate or check the loss"
+        )
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class Workload:
     """A run's data, partitions and initial model.
@@ -382,19 +414,11 @@ class Workload:
         x, y = self.split(split)
         if y.size == 0:
             raise DataError(f"the {split!r} split of {self.dataset.name!r} is empty")
-        if not np.isfinite(params).all():
-            raise DataError(
-                f"the model's parameters are not finite ({int((~np.isfinite(params)).sum())} "
-                f"of {np.size(params)} entries): training diverged; lower the learning rate"
-            )
+        check_finite_params(params)
         if computer is None:
             computer = self.make_computer()
         loss, acc = computer.evaluate(params, x, y)
-        if not math.isfinite(loss):
-            raise DataError(
-                f"the {split} loss {computer.loss_name!r} is {loss}: training diverged or the "
-                "loss is not finite on this split; lower the learning rate or check the loss"
-            )
+        check_finite_loss(loss, split=split, loss_name=computer.loss_name)
         return float(loss), float(acc)
 
     def __repr__(self) -> str:

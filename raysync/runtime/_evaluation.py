@@ -24,6 +24,8 @@ import numpy as np
 
 from raysync.runtime._backend import EvalPoint
 from raysync.runtime._state import Key
+from raysync.simulation.engine import eval_failure
+from raysync.workload import check_finite_loss, check_finite_params
 
 __all__ = ["Evaluator"]
 
@@ -103,16 +105,30 @@ class Evaluator:
         self._futures.append(future)
 
     def _evaluate(self, params: np.ndarray, version: int, now: float) -> tuple[EvalPoint, float]:
-        """Test (and validation) loss and accuracy of ``params``; runs in the eval thread."""
+        """Test (and validation) loss and accuracy of ``params``; runs in the eval thread.
+
+        Raises:
+            DataError: ``params`` or a loss is not finite (the run diverged), named with
+                the model version; the error ends the run when the loop drains the
+                evaluations, as the simulator's does.
+        """
         start = time.perf_counter()
         if self._computer is None:
             self._computer = self._model.make_computer()
         computer = self._computer
-        test_loss, test_acc = computer.evaluate(params, self._x_test, self._y_test)
-        if self._y_val is not None and len(self._y_val) > 0:
-            val_loss, val_acc = computer.evaluate(params, self._x_val, self._y_val)
-        else:
-            val_loss, val_acc = math.nan, math.nan
+        try:
+            # The simulator's checks, so a run that diverges (even in its last update)
+            # ends with the same one line on both backends instead of reporting NaN.
+            check_finite_params(params)
+            test_loss, test_acc = computer.evaluate(params, self._x_test, self._y_test)
+            check_finite_loss(test_loss, split="test", loss_name=computer.loss_name)
+            if self._y_val is not None and len(self._y_val) > 0:
+                val_loss, val_acc = computer.evaluate(params, self._x_val, self._y_val)
+                check_finite_loss(val_loss, split="val", loss_name=computer.loss_name)
+            else:
+                val_loss, val_acc = math.nan, math.nan
+        except Exception as exc:  # user model / loss / metric code, or a diverged model
+            raise eval_failure(exc, version) from exc
         point = EvalPoint(
             now, version, float(test_loss), float(test_acc), float(val_loss), float(val_acc)
         )

@@ -76,6 +76,7 @@ __all__ = [
     "MAX_SIMULATED_COMPLETIONS",
     "ProgressCallback",
     "check_evaluations",
+    "eval_failure",
     "RunGenerators",
     "queue_only_snapshots",
     "run_generators",
@@ -541,8 +542,8 @@ def _client_failure(exc: Exception, client: int, task_id: int) -> Exception:
     )
 
 
-def _eval_failure(exc: Exception, version: int) -> Exception:
-    """An evaluation error as one line naming the model version."""
+def eval_failure(exc: Exception, version: int) -> Exception:
+    """An evaluation error as one line naming the model version (simulator and runtime)."""
     from raysync.exceptions import RaySyncError, RuntimeFailure
 
     if isinstance(exc, RaySyncError):
@@ -1090,7 +1091,7 @@ class _TrainingLoop:
             else:
                 val_loss, val_acc = math.nan, math.nan
         except Exception as exc:  # user model / loss / metric code
-            raise _eval_failure(exc, version) from exc
+            raise eval_failure(exc, version) from exc
         self.eval_seconds += _time.perf_counter() - start
         curve = self.curve
         curve.times.append(now)

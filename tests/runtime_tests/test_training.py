@@ -138,6 +138,24 @@ def test_client_failure_is_a_domain_error_and_nothing_leaks(ray_session) -> None
     assert alive_actor_ids() - before == set()
 
 
+def test_a_run_diverging_in_its_last_update_is_refused_as_in_the_simulator(
+    ray_session,  # noqa: ANN001
+) -> None:
+    # lr = 1e39 overflows the float32 parameters in the first (and last) update; the
+    # runtime used to report a NaN test loss beside a made-up accuracy.
+    config = digits_config(1).replace(
+        algorithm=AlgorithmConfig(name="generalized_asyncsgd", lr=1e39, batch_size=32)
+    )
+    with pytest.raises(DataError) as simulated:
+        raysync.simulate(config)
+    with pytest.raises(DataError) as ran:
+        run(config, startup_timeout=STARTUP)
+    message = str(ran.value)
+    assert message.startswith("evaluating the model after update 1 failed: ")
+    assert "training diverged" in message and "\n" not in message
+    assert message == str(simulated.value)
+
+
 def test_interrupt_kills_the_actors(ray_session) -> None:  # noqa: ANN001
     config = queue_config((0.01, 0.02, 0.05), None, 3, 100_000)
     before = alive_actor_ids()
