@@ -412,7 +412,7 @@ def main() -> int:
     if args.resume and path.exists():
         saved = json.loads(path.read_text())
         out["runs"] = saved["runs"]
-        kept = ("pilot", "ray", "ray_bias", "notes", "previous_adaptive_runs")
+        kept = ("pilot", "ray", "ray_bias", "ray_pre_c267890", "notes", "previous_adaptive_runs")
         out.update({k: saved[k] for k in kept if k in saved})
     done = {(r["mode"], r["scenario"], r["seed"], r["arm"]) for r in out["runs"]}
     start_wall = time.time()
@@ -868,7 +868,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         _accuracy(s, runs, train_mode, scenario)
         if s:
             summary[name] = s
-    for ray_mode, name in (("ray", "b_ray"), ("ray_bias", "b_ray_bias")):
+    # ray_pre_c267890: the wall-clock design's first Ray rows, with the router before c267890.
+    ray_modes = (("ray", "b_ray"), ("ray_bias", "b_ray_bias"), ("ray_pre_c267890", "b_ray_pre"))
+    for ray_mode, name in ray_modes:
         ray_runs = [r for r in runs if r["mode"] == ray_mode]
         if not ray_runs:
             continue
@@ -949,7 +951,8 @@ def write_markdown(out: dict[str, Any]) -> None:
     ]
     names = {"a": "(a) rates unknown", "b": "(b) fast tier 5x slower at T/2, wall-clock design",
              "c": "(c) 10 % leave, 2 join at T/2",
-             "b_ray": "(b) on Ray, emulated (router before c267890)",
+             "b_ray": "(b) on Ray, emulated, wall-clock design",
+             "b_ray_pre": "(b) on Ray, emulated, wall-clock design (router before c267890)",
              "b_pilot": "(b) pilot constants (router before c267890)",
              "a_bias": "(a) same, bias-aware design (beta = 0, pilot constants)",
              "b_bias": "(b) same, bias-aware design (beta = 0, pilot constants)",
