@@ -54,7 +54,8 @@ queueing model at the true rates, with the estimates' error per tier at update 3
 ``--ray`` also runs scenario (b) with training on the Ray runtime with emulated service
 times (``run.time_scale``; the budget is in config seconds, so a run lasts about
 ``budget * time_scale`` wall seconds), the same routers pickled to the server actor;
-throughput after the change from the driver's progress samples (config seconds).
+throughput after the change from the driver's progress samples (config seconds); rows
+``ray`` (the first ones, with the router before c267890, are kept as ``ray_pre_c267890``).
 ``--ray-bias`` does the same in the bias-aware design of ``--bias-b`` (rows ``ray_bias``:
 ``beta = 0``, the pilot's constants and ``zeta2``, the same routers). Ray rows are wall-clock
 emulation: a loaded machine delays the server and distorts them (load average per row).
