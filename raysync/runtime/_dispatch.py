@@ -366,21 +366,10 @@ class Dispatcher:
                 asyncio.get_running_loop().call_soon(self._flush)
             self._arm_timer(task)
             return
-        spec = TaskSpec(
-            task.task_id,
-            client,
-            task.base_version,
-            task.attempt,
-            task.stamp,
-            self.free_at[client],
-            task.sample,
-            task.ordinal,
-        )
         payload = self._payload(task)
         task.sent_at = time.time()
         self._counters["executor_calls"] += 1
-        # A plain tuple: Ray packs it with msgpack, a NamedTuple with cloudpickle.
-        ref = self._executors[e].submit.remote(tuple(spec), payload)
+        ref = self._executors[e].submit.remote(self._wire_spec(task), payload)
         # The reply is taken from Ray's completion callback straight onto the loop: no
         # coroutine and asyncio task per call (profiled: that machinery cost more than
         # the server's own bookkeeping).
@@ -391,6 +380,24 @@ class Dispatcher:
             start = max(task.stamp, self.free_at[client])
             self._expected[task.task_id] = start + task.sample * self._scale
         self._arm_timer(task)
+
+    def _wire_spec(self, task: Task) -> tuple[Any, ...]:
+        """The :class:`TaskSpec` fields of ``task``'s call, as a plain tuple.
+
+        A plain tuple: Ray packs it with msgpack, a NamedTuple with cloudpickle.
+        """
+        return tuple(
+            TaskSpec(
+                task.task_id,
+                task.client,
+                task.base_version,
+                task.attempt,
+                task.stamp,
+                self.free_at[task.client],
+                task.sample,
+                task.ordinal,
+            )
+        )
 
     def _arm_timer(self, task: Task) -> None:
         # The timeout runs from the assignment, as an unbatched call's includes its wait
@@ -435,19 +442,7 @@ class Dispatcher:
         seen: dict[int, int] = {}
         sent_at = time.time()
         for task in batch:
-            client = task.client
-            specs.append(
-                (
-                    task.task_id,
-                    client,
-                    task.base_version,
-                    task.attempt,
-                    task.stamp,
-                    self.free_at[client],
-                    task.sample,
-                    task.ordinal,
-                )
-            )
+            specs.append(self._wire_spec(task))
             slot = seen.get(task.base_version)
             if slot is None:
                 slot = seen[task.base_version] = len(payloads)
