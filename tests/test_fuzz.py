@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import io
 import json
@@ -250,6 +251,11 @@ def _parent(doc: Any, path: tuple[Any, ...]) -> Any:
 
 def _apply(doc: dict[str, Any], op: tuple[str, tuple[Any, ...], Any]) -> None:
     kind, path, value = op
+    # A copy: the drawn values (the huge lists above) are module-level objects. Set as is,
+    # a later op wrote into them (changing other examples' inputs: hypothesis's replay
+    # then reports a flaky failure) or set one inside itself (`clients = L`, then
+    # `clients[0] = L`: a cycle that tomli_w recursed into without end).
+    value = copy.deepcopy(value)
     if kind == "unknown":
         node = _parent(doc, (*path, "_"))
         if isinstance(node, dict):
