@@ -720,7 +720,10 @@ class RoutingConfig:
             and ``weight_exponent`` (the strategy's ``beta``; filled from
             ``algorithm.weight_exponent``, must equal it when given),
             ``change_confidence`` (level in ``(0, 1)`` of the significance gate: a client's
-            rate changes only when it leaves its interval).
+            rate changes only when it leaves its interval), ``warmup`` (integer ``>= 0``:
+            the first re-optimisation after this many updates, then after twice as many,
+            and so on until ``reoptimize_every``; default: the number of clients; 0: every
+            ``reoptimize_every`` from the start).
     """
 
     kind: str = "uniform"
@@ -735,13 +738,14 @@ class RoutingConfig:
     zeta2: float | None = None
     weight_exponent: float | None = None
     change_confidence: float | None = None
+    warmup: int | None = None
 
     def __post_init__(self) -> None:
         _convert_fields(self, "routing")
         _check_choice("routing.kind", self.kind, _registered("routing.kind"))
         adaptive = ("reoptimize_every", "reoptimize_seconds", "constants", "horizon",
                     "explore", "window", "objective", "zeta2", "weight_exponent",
-                    "change_confidence")  # fmt: skip
+                    "change_confidence", "warmup")  # fmt: skip
         for name in adaptive:
             value = getattr(self, name)
             if value is not None and self.kind != "adaptive":
@@ -750,6 +754,8 @@ class RoutingConfig:
             _check_int("routing.reoptimize_every", self.reoptimize_every, minimum=1)
         if self.window is not None:
             _check_int("routing.window", self.window, minimum=2)
+        if self.warmup is not None:
+            _check_int("routing.warmup", self.warmup, minimum=0)
         for name in ("reoptimize_seconds", "horizon"):
             if getattr(self, name) is not None:
                 _check_positive(f"routing.{name}", getattr(self, name))

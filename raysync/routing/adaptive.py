@@ -207,6 +207,9 @@ class AdaptiveRouter(_BlockRouter):
         zeta2: float | None = None,
         weight_exponent: float = 1.0,
         change_confidence: float | None = None,
+        warmup: int | None = None,
+        censoring: bool = True,
+        refresh: bool = True,
     ) -> None:
         super().__init__(block_size=block_size)
         from raysync.objectives.bounds import ProblemConstants
@@ -264,6 +267,13 @@ class AdaptiveRouter(_BlockRouter):
                     f"routing.change_confidence must be a number in (0, 1), got {level!r}"
                 )
             self.change_confidence = level
+        self.warmup = None if warmup is None else _count("routing.warmup", warmup, 0)
+        if not isinstance(censoring, bool | np.bool_):
+            raise ConfigError(f"routing.censoring must be true or false, got {censoring!r}")
+        self.censoring = bool(censoring)
+        if not isinstance(refresh, bool | np.bool_):
+            raise ConfigError(f"routing.refresh must be true or false, got {refresh!r}")
+        self.refresh = bool(refresh)
         self._estimator_arg = estimator
         self.estimator: OnlineRateEstimator | None = estimator
         self._p = np.zeros(0)
@@ -275,9 +285,12 @@ class AdaptiveRouter(_BlockRouter):
         self._last_update = 0
         self._last_time = 0.0
         self._last_rates: np.ndarray | None = None
+        self._ref_counts: np.ndarray | None = None
         self._optimum: np.ndarray | None = None
         self.routing_version = 0
         self.changes: list[RoutingChange] = []
+        self._warmup = 0
+        self._reset_in_flight(0)
 
     # ------------------------------------------------------------------ contract
     def bind(self, num_clients: int, rng: np.random.Generator) -> None:
@@ -306,9 +319,20 @@ class AdaptiveRouter(_BlockRouter):
         self._started = False
         self._last_time = 0.0
         self._last_rates = None
+        self._ref_counts = None
         self._optimum = None
         self.routing_version = 0
         self.changes = []
+        self._warmup = num_clients if self.warmup is None else self.warmup
+        self._reset_in_flight(num_clients)
+
+    def _reset_in_flight(self, num_clients: int) -> None:
+        """Forget the tasks in flight (lists, not arrays: Ray unpickles arrays read-only)."""
+        self._clock = 0.0
+        self._busy = [0] * num_clients  # tasks dispatched to the client and not finished
+        self._since = [math.nan] * num_clients  # start of its service in progress (nan: none)
+        self._in_flight = 0
+        self._tracking = self.censoring
 
     def initial_clients(self, concurrency: int) -> list[int]:
         """``concurrency`` draws from the current ``p``; remembers ``C`` for the optimiser."""
@@ -318,6 +342,47 @@ class AdaptiveRouter(_BlockRouter):
 
     def _draw(self, size: int) -> np.ndarray:
         return np.searchsorted(self._cdf, self.rng.random(size), side="right")
+
+    def route(self, finished_client: int) -> int:
+        """A client drawn from ``p``.
+
+        The router notes the dispatch (at its clock: the last :meth:`observe`'s ``now``, 0
+        before any) to know which clients have a task in service (:meth:`in_service_ages`).
+        """
+        client = super().route(finished_client)
+        if self._tracking:
+            queued = self._busy[client]
+            self._busy[client] = queued + 1
+            if queued == 0:  # an idle client starts serving at once
+                self._since[client] = self._clock
+            self._in_flight += 1
+            if self._in_flight > self._concurrency:
+                self._stop_tracking("more tasks dispatched than the concurrency")
+        return client
+
+    def _stop_tracking(self, why: str) -> None:
+        """Estimate from the finished durations alone from now on (no censoring).
+
+        Called when the engine broke the call order the bookkeeping relies on (``observe``
+        then ``route`` once per completion); the router then does what it did before
+        censoring existed.
+        """
+        logger.debug("adaptive routing: in-service ages off (%s)", why)
+        self._tracking = False
+
+    def in_service_ages(self, now: float) -> np.ndarray | None:
+        """Age at ``now`` of each client's service in progress, shape ``(n,)`` (0: idle).
+
+        Tasks are served one at a time in FIFO order per client (the closed network's
+        stations), so a task's service starts at its dispatch when the client was idle, or
+        when the task before it finishes. None when censoring is off or the bookkeeping
+        stopped (see :meth:`route`).
+        """
+        if not self._tracking:
+            return None
+        since = np.asarray(self._since, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isfinite(since), np.maximum(now - since, 0.0), 0.0)
 
     def routing_probabilities(self) -> np.ndarray:
         """A copy of the current ``p``."""
@@ -333,12 +398,33 @@ class AdaptiveRouter(_BlockRouter):
         est = self.estimator
         assert est is not None, "bind() first"
         est.observe(client, duration)
+        self._clock = now
+        if self._tracking:
+            left = self._busy[client] - 1
+            if left < 0:
+                self._stop_tracking(f"a completion at client {client} with no task there")
+            else:
+                self._busy[client] = left
+                self._since[client] = now if left else math.nan  # FIFO: the next one starts
+                self._in_flight -= 1
         self._updates += 1
-        due = self._updates - self._last_update >= self.reoptimize_every
+        due = self._updates - self._last_update >= self._gap()
         if not due and self.reoptimize_seconds is not None:
             due = now - self._last_time >= self.reoptimize_seconds
         if due:
             self.reoptimize(now)
+
+    def _gap(self) -> int:
+        """Updates from the last optimisation to the next scheduled one.
+
+        Warm-up: checks after ``w``, ``2 w``, ``4 w``, ... updates (the gap doubles from
+        ``w = warmup``) until the gap reaches ``reoptimize_every``; then every
+        ``reoptimize_every``. The gap is ``min(max(u, w), reoptimize_every)`` with ``u`` the
+        update count of the last optimisation, so it needs no state of its own.
+        """
+        if self._warmup <= 0:
+            return self.reoptimize_every
+        return min(max(self._last_update, self._warmup), self.reoptimize_every)
 
     def set_available(self, available: Sequence[bool] | np.ndarray, now: float) -> None:
         """Clients that may receive new tasks changed (joins and leaves): re-optimise now.
@@ -365,23 +451,40 @@ class AdaptiveRouter(_BlockRouter):
         est = self.estimator
         assert est is not None, "bind() first"
         self._last_update, self._last_time = self._updates, now
-        rates = est.rates()
+        ages = self.in_service_ages(now)
+        rates = est.rates(ages)
+        counts = est.counts()
+        taken = np.ones(rates.size, dtype=bool)
         if self.change_confidence is not None and not force:
             reference = self._last_rates if self._last_rates is not None else est.prior_rates()
-            lower, upper = est.intervals(self.change_confidence)
-            left = (reference < lower) | (reference > upper)
-            if not left.any():
+            lower, upper = est.intervals(self.change_confidence, ages)
+            taken = (reference < lower) | (reference > upper)
+            if self.refresh:
+                taken |= counts >= 2.0 * self._reference_counts(est)
+            if not taken.any():
                 logger.debug("adaptive routing: no rate left its interval, kept p")
                 return False
-            rates = np.where(left, rates, reference)
+            rates = np.where(taken, rates, reference)
         if not force and self._last_rates is not None and self.min_change >= 0:
             moved = float(np.max(np.abs(rates / self._last_rates - 1.0)))
             if moved <= self.min_change:
                 logger.debug("adaptive routing: rates moved %.3g <= min_change, kept p", moved)
                 return False
         self._last_rates = rates
+        self._ref_counts = np.where(taken, counts, self._reference_counts(est))
         with _single_threaded():
             return self._reoptimize(rates, now, reason)
+
+    def _reference_counts(self, est: OnlineRateEstimator) -> np.ndarray:
+        """Durations behind each client's gate reference, shape ``(n,)``.
+
+        Before the first optimisation: 0 for the pooled prior (no evidence about the
+        client), inf for an explicit prior (e.g. the configured rates: trusted until the
+        data reject them).
+        """
+        if self._ref_counts is not None:
+            return self._ref_counts
+        return np.full(self.num_clients, 0.0 if est.pooled_prior else math.inf)
 
     def _reoptimize(self, rates: np.ndarray, now: float, reason: str) -> bool:
         from raysync.objectives.bounds import BoundObjective
@@ -519,6 +622,9 @@ class AdaptiveRouter(_BlockRouter):
             last_rates=None if self._last_rates is None else self._last_rates.tolist(),
             optimum=None if self._optimum is None else self._optimum.tolist(),
             estimator=est.state_dict(),
+            in_flight=list(self._busy) if self._tracking else None,
+            in_service_since=[None if math.isnan(t) else t for t in self._since],
+            reference_counts=None if self._ref_counts is None else self._ref_counts.tolist(),
         )
         return state
 
@@ -534,6 +640,9 @@ class AdaptiveRouter(_BlockRouter):
             updates, last_update, last_time, version = state["counters"]
             last = state["last_rates"]
             optimum = state.get("optimum")
+            ref_counts = state.get("reference_counts")
+            if ref_counts is not None:
+                ref_counts = np.array(ref_counts, dtype=np.float64).reshape(-1)
             est_state = state["estimator"]
             concurrency = int(state["concurrency"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -553,11 +662,28 @@ class AdaptiveRouter(_BlockRouter):
         self._last_time, self.routing_version = float(last_time), int(version)
         self._last_rates = None if last is None else np.array(last, dtype=np.float64)
         self._optimum = None if optimum is None else np.array(optimum, dtype=np.float64)
+        if ref_counts is None or ref_counts.shape != (self.num_clients,):
+            # Older states: every reference counts as measured from a full history, so
+            # only the gate moves it (the behaviour before the refresh rule).
+            ref_counts = None if last is None else np.full(self.num_clients, math.inf)
+        self._ref_counts = ref_counts
+        self._reset_in_flight(self.num_clients)
+        self._clock = self._last_time
+        busy, since = state.get("in_flight"), state.get("in_service_since")
+        if busy is None or since is None or not len(busy) == len(since) == self.num_clients:
+            self._tracking = False  # the state predates the bookkeeping, or it had stopped
+        elif self._tracking:
+            # A resumed Ray run re-sends the tasks in flight: their ages then include the
+            # part served before the checkpoint (at most one service per client).
+            self._busy = [int(k) for k in busy]
+            self._since = [math.nan if t is None else float(t) for t in since]
+            self._in_flight = sum(self._busy)
 
     def __repr__(self) -> str:
         return (
             f"AdaptiveRouter(reoptimize_every={self.reoptimize_every}, "
             f"reoptimize_seconds={self.reoptimize_seconds}, explore={self.explore:g}, "
             f"horizon={self.horizon:g}, objective={self.objective!r}, "
-            f"change_confidence={self.change_confidence})"
+            f"change_confidence={self.change_confidence}, warmup={self.warmup}, "
+            f"censoring={self.censoring})"
         )

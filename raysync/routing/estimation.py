@@ -206,6 +206,11 @@ class OnlineRateEstimator:
             self.observe(client, float(d))
 
     # ------------------------------------------------------------------ answers
+    @property
+    def pooled_prior(self) -> bool:
+        """Whether the prior is the pooled rate of all observations (no ``prior_rate``)."""
+        return self._prior is None
+
     def prior_rates(self) -> np.ndarray:
         """The prior rate ``mu0`` of every client, shape ``(n,)``."""
         if self._prior is not None:
@@ -239,14 +244,37 @@ class OnlineRateEstimator:
             return n0 * np.clip(1.0 - (1.0 - self._decay) * self._n, 0.0, 1.0)
         return np.full(self.num_clients, n0)
 
-    def _gamma_params(self) -> tuple[np.ndarray, np.ndarray]:
-        """Shape ``a`` and rate ``b`` of each client's Gamma posterior, shape ``(n,)`` each."""
+    def _in_service(self, in_service: Sequence[float] | np.ndarray | None) -> np.ndarray | None:
+        """Validated ages of the services in progress, shape ``(n,)`` (None: not given).
+
+        Raises:
+            ConfigError: Not ``n`` finite times ``>= 0``.
+        """
+        if in_service is None:
+            return None
+        ages = np.asarray(in_service, dtype=np.float64).reshape(-1)
+        if ages.shape != (self.num_clients,) or not np.all(np.isfinite(ages) & (ages >= 0)):
+            raise ConfigError(
+                f"in_service must be {self.num_clients} finite ages >= 0 (seconds), got "
+                f"{np.asarray(in_service).tolist()!r}"
+            )
+        return ages
+
+    def _gamma_params(self, in_service: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Shape ``a`` and rate ``b`` of each client's Gamma posterior, shape ``(n,)`` each.
+
+        ``in_service`` (validated ages, seconds) adds each unfinished service's age to ``b``
+        without a count: the likelihood of a right-censored exponential time.
+        """
         eff = self._effective()
         n0 = self.prior_weights()
         # Rescale the discounted sums to N_eff observations (no-op without forgetting).
         with np.errstate(invalid="ignore", divide="ignore"):
             s_eff = np.where(self._n > 0, self._s * eff / np.where(self._n > 0, self._n, 1.0), 0.0)
-        return eff + n0, s_eff + n0 / self.prior_rates()
+        b = s_eff + n0 / self.prior_rates()
+        if in_service is not None:
+            b = b + in_service
+        return eff + n0, b
 
     def mean_durations(self) -> np.ndarray:
         """Estimated mean service time of every client, shape ``(n,)`` (seconds)."""
@@ -256,14 +284,30 @@ class OnlineRateEstimator:
             mean = (self._s + n0 * prior_mean) / (self._n + n0)
         return np.where(self._n + n0 > 0, mean, prior_mean)
 
-    def rates(self) -> np.ndarray:
-        """Point estimate of every client's rate ``mu_i``, shape ``(n,)``, all ``> 0``."""
+    def rates(self, in_service: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+        """Point estimate of every client's rate ``mu_i``, shape ``(n,)``, all ``> 0``.
+
+        Args:
+            in_service: Optional age (seconds) of each client's service in progress, shape
+                ``(n,)``, 0 for an idle client: a right-censored duration (the task has
+                lasted that long and is not done). The exponential method adds it to the
+                exposure ``b`` without a count and then estimates ``a / b`` instead of
+                ``(a - 1) / b`` (module docstring, "Censoring"); the mean method, which
+                assumes no law, ignores it.
+
+        Raises:
+            ConfigError: ``in_service`` is not ``n`` finite ages ``>= 0``.
+        """
+        ages = self._in_service(in_service)
         if self.method == "mean":
             return 1.0 / self.mean_durations()
-        a, b = self._gamma_params()
+        a, b = self._gamma_params(ages)
         prior = self.prior_rates()
+        # An age in the exposure makes S + e ~ Gamma(N + 1, mu): N / (S + e) is the unbiased
+        # estimate there, as (N - 1) / S is without it.
+        shift = np.ones(self.num_clients) if ages is None else np.where(ages > 0, 0.0, 1.0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            rate = np.where(a > 1.0, (a - 1.0) / b, np.where(a > 0, a / b, prior))
+            rate = np.where(a > 1.0, (a - shift) / b, np.where(a > 0, a / b, prior))
         return np.where(np.isfinite(rate) & (rate > 0), rate, prior)
 
     def estimate(self, client: int) -> RateEstimate:
@@ -303,28 +347,36 @@ class OnlineRateEstimator:
             method=self.method,
         )
 
-    def intervals(self, confidence: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def intervals(
+        self,
+        confidence: float | None = None,
+        in_service: Sequence[float] | np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Every client's interval at once (what :meth:`estimate` gives, vectorised).
 
         Args:
             confidence: Two-sided level in ``(0, 1)`` (None: the estimator's).
+            in_service: Ages of the services in progress, as in :meth:`rates` (the
+                exponential method's interval is then that of the censored posterior).
 
         Returns:
             ``(lower, upper)``, shape ``(n,)`` each; ``(0, inf)`` before any evidence.
 
         Raises:
-            ConfigError: ``confidence`` is not in ``(0, 1)``.
+            ConfigError: ``confidence`` is not in ``(0, 1)``, or ``in_service`` is not ``n``
+                finite ages ``>= 0``.
         """
         from scipy import stats
 
         level = self.confidence if confidence is None else _positive("confidence", confidence)
         if not level < 1:
             raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
+        ages = self._in_service(in_service)
         alpha = 1.0 - level
         n = self.num_clients
         lower, upper = np.zeros(n), np.full(n, math.inf)
         if self.method == "exponential":
-            a, b = self._gamma_params()
+            a, b = self._gamma_params(ages)
             ok = a > 0
             lower[ok] = stats.gamma.ppf(alpha / 2.0, a[ok]) / b[ok]
             upper[ok] = stats.gamma.ppf(1.0 - alpha / 2.0, a[ok]) / b[ok]

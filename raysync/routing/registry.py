@@ -8,7 +8,8 @@ The config's allowed ``routing.kind`` values are :func:`names`; :func:`build` (a
 Built-in: ``fixed`` gives ``FixedRouter(p=p)`` (``p`` required), ``uniform`` gives
 ``UniformRouter()``, ``return_to_sender`` gives ``ReturnToSenderRouter()``, ``adaptive`` gives
 ``AdaptiveRouter(...)`` with the config's ``reoptimize_every``, ``reoptimize_seconds``,
-``constants``, ``horizon``, ``explore`` and ``window`` (docs/adaptive.md).
+``constants``, ``horizon``, ``explore``, ``window``, ``objective``, ``zeta2``,
+``weight_exponent``, ``change_confidence`` and ``warmup`` (docs/adaptive.md).
 """
 
 from __future__ import annotations
@@ -64,6 +65,6 @@ def _adaptive(config: RoutingConfig) -> BaseRouter:
     from raysync.routing.adaptive import AdaptiveRouter
 
     names = ("reoptimize_every", "reoptimize_seconds", "constants", "horizon", "explore", "window",
-             "objective", "zeta2", "weight_exponent", "change_confidence")  # fmt: skip
+             "objective", "zeta2", "weight_exponent", "change_confidence", "warmup")  # fmt: skip
     kwargs = {k: getattr(config, k) for k in names if getattr(config, k, None) is not None}
     return AdaptiveRouter(**kwargs)

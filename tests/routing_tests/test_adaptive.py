@@ -11,6 +11,7 @@ from raysync.config import RoutingConfig
 from raysync.exceptions import ConfigError
 from raysync.routing import AdaptiveRouter, BaseRouter, make_router
 from raysync.testing.contracts import RouterContract
+from tests.routing_tests._network import closed_network
 
 MU = np.array([1.0, 1.0, 4.0, 4.0, 16.0])
 
@@ -25,26 +26,16 @@ class TestAdaptiveRouterSmallBlockContract(RouterContract):
         return AdaptiveRouter(reoptimize_every=3, block_size=3)
 
 
-def _feed(router: AdaptiveRouter, mu: np.ndarray, updates: int, seed: int = 0) -> float:
-    """Observe ``updates`` exponential service times at routed clients; return the clock."""
-    rng = np.random.default_rng(seed)
-    client, now = 0, 0.0
-    for _ in range(updates):
-        d = float(rng.exponential(1.0 / mu[client]))
-        now += d
-        router.observe(client, d, now)
-        client = router.route(client)
-    return now
-
-
 def test_reoptimizes_towards_the_true_rates_and_logs_every_change() -> None:
     router = AdaptiveRouter(reoptimize_every=50, explore=0.0, min_change=0.0)
     router.bind(MU.size, np.random.default_rng(1))
-    router.initial_clients(5)
-    p0 = router.routing_probabilities()
-    assert np.allclose(p0, 0.2)
-    _feed(router, MU, 2000)
-    assert len(router.changes) == 2000 // 50 == router.routing_version
+    assert np.allclose(router.routing_probabilities(), 0.2)
+    closed_network(router, MU, 2000, concurrency=5, seed=0)
+    # Warm-up (default: n = 5 updates): the gap doubles from 5 (after 5, 10, 20, 40, 80:
+    # gaps 5, 5, 10, 20, 40) until it reaches reoptimize_every = 50.
+    expected = [5, 10, 20, 40, 80, *range(130, 2001, 50)]
+    assert [c.update for c in router.changes] == expected
+    assert len(router.changes) == router.routing_version
     p = router.routing_probabilities()
     assert p.sum() == pytest.approx(1.0)
     # The optimum for these rates routes more to faster clients (THEORY.md 5, 3b).
@@ -58,26 +49,26 @@ def test_reoptimizes_towards_the_true_rates_and_logs_every_change() -> None:
     )  # fmt: skip
     assert np.abs(p - oracle.p).max() < 0.1
     last = router.changes[-1]
-    assert last.update == 2000 and last.predicted_throughput > 0
+    assert last.update == 1980 and last.predicted_throughput > 0
     assert last.to_dict()["p"] == pytest.approx(p.tolist())
 
 
 def test_seconds_trigger_and_min_change_skip() -> None:
-    router = AdaptiveRouter(reoptimize_every=10**9, reoptimize_seconds=5.0, min_change=0.0)
+    router = AdaptiveRouter(
+        reoptimize_every=10**9, reoptimize_seconds=5.0, min_change=0.0, warmup=0
+    )
     router.bind(MU.size, np.random.default_rng(2))
-    router.initial_clients(3)
-    now = _feed(router, MU, 500)
+    now = closed_network(router, MU, 500, concurrency=3, seed=0)
     assert 0 < len(router.changes) <= now / 5.0 + 1
     lazy = AdaptiveRouter(reoptimize_every=20, min_change=1e9)  # no rate moves that much
     lazy.bind(MU.size, np.random.default_rng(2))
-    lazy.initial_clients(3)
-    _feed(lazy, MU, 500)
+    closed_network(lazy, MU, 500, concurrency=3, seed=0)
     assert len(lazy.changes) == 1  # the first optimisation, then every one skipped
 
 
 def test_swapping_p_keeps_in_flight_tasks_and_fifo_order() -> None:
     """Simulate FIFO queues by hand; every task dispatched is served, in order, after swaps."""
-    router = AdaptiveRouter(reoptimize_every=37, min_change=0.0)
+    router = AdaptiveRouter(reoptimize_every=37, min_change=0.0, warmup=0)
     n, c = MU.size, 12
     router.bind(n, np.random.default_rng(3))
     queues: list[deque[int]] = [deque() for _ in range(n)]
@@ -117,20 +108,38 @@ def test_availability_routes_only_to_present_clients() -> None:
         router.set_available(np.zeros(4, dtype=bool), now=2.0)
 
 
+def _chain(router: AdaptiveRouter, client: int, updates: int, seed: int) -> float:
+    """Complete ``updates`` tasks one after another, each at the client the previous one
+    was routed to (the other tasks in flight stay in service); return the clock."""
+    rng = np.random.default_rng(seed)
+    now = 10.0
+    for _ in range(updates):
+        d = float(rng.exponential(1.0 / MU[client]))
+        now += d
+        router.observe(client, d, now)
+        client = router.route(client)
+    return now
+
+
 def test_state_round_trip_after_swaps() -> None:
     router = AdaptiveRouter(reoptimize_every=13, min_change=0.0)
     router.bind(MU.size, np.random.default_rng(6))
-    router.initial_clients(4)
-    _feed(router, MU, 100, seed=1)
+    closed_network(router, MU, 100, concurrency=4, seed=1)
     state = router.state_dict()
+    assert sum(state["in_flight"]) == 4 and len(state["reference_counts"]) == MU.size
     fresh = AdaptiveRouter(reoptimize_every=13, min_change=0.0)
     fresh.bind(MU.size, np.random.default_rng(99))
     fresh.initial_clients(4)
     fresh.load_state_dict(state)
     assert np.array_equal(fresh.routing_probabilities(), router.routing_probabilities())
-    _feed(router, MU, 60, seed=2)
-    _feed(fresh, MU, 60, seed=2)
+    assert np.array_equal(fresh.in_service_ages(11.0), router.in_service_ages(11.0))
+    start = router.route(0)
+    assert fresh.route(0) == start
+    _chain(router, start, 60, seed=2)
+    _chain(fresh, start, 60, seed=2)
+    assert len(fresh.changes) > 0
     assert np.array_equal(fresh.routing_probabilities(), router.routing_probabilities())
+    assert [c.update for c in fresh.changes] == [c.update for c in router.changes if c.update > 100]
     assert [router.route(0) for _ in range(50)] == [fresh.route(0) for _ in range(50)]
 
 

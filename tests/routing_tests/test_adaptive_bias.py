@@ -23,6 +23,7 @@ from raysync.objectives.design import DesignPoint
 from raysync.routing import AdaptiveRouter, BaseRouter, make_router
 from raysync.simulation import simulate
 from raysync.testing.contracts import RouterContract
+from tests.routing_tests._network import closed_network
 
 MU = np.array([1.0, 4.0, 16.0])
 UNIT = ProblemConstants(L=1.0, sigma2=1.0, M2=0.0, A=1.0)  # the router's DEFAULT_CONSTANTS
@@ -36,23 +37,16 @@ class TestBiasAwareRouterContract(RouterContract):
 
 
 def _fed(router: AdaptiveRouter, mu: np.ndarray, updates: int, concurrency: int) -> None:
-    """Bind, start and feed ``updates`` exponential service times at routed clients."""
+    """Bind, start and serve ``updates`` tasks of a closed network (exponential times)."""
     router.bind(mu.size, np.random.default_rng(0))
-    client = router.initial_clients(concurrency)[0]
-    rng = np.random.default_rng(1)
-    now = 0.0
-    for _ in range(updates):
-        d = float(rng.exponential(1.0 / mu[client]))
-        now += d
-        router.observe(client, d, now)
-        client = router.route(client)
+    closed_network(router, mu, updates, concurrency=concurrency, seed=1)
 
 
 @pytest.mark.parametrize(("beta", "zeta2"), [(0.0, 0.5), (0.5, 0.2), (0.0, 0.0), (1.0, 3.0)])
 def test_new_p_is_optimize_bias_aware_for_the_same_estimates(beta: float, zeta2: float) -> None:
     router = AdaptiveRouter(
         reoptimize_every=400, explore=0.0, min_change=0.0, horizon=1000.0,
-        objective="bias_aware", zeta2=zeta2, weight_exponent=beta,
+        objective="bias_aware", zeta2=zeta2, weight_exponent=beta, warmup=0,
     )  # fmt: skip
     _fed(router, MU, 800, concurrency=MU.size)
     change = router.changes[-1]
@@ -95,7 +89,8 @@ def test_two_clients_match_a_scalar_search_of_the_bound() -> None:
 @pytest.mark.parametrize("zeta2", [0.0, 3.0])
 def test_beta_one_is_the_section_5_choice(zeta2: float) -> None:
     """beta = 1: ``r`` uniform, no bias term, ``B = 2 J_T`` (docs/theory.md section 6)."""
-    kwargs = {"reoptimize_every": 250, "explore": 0.0, "min_change": 0.0, "horizon": 1000.0}
+    kwargs = {"reoptimize_every": 250, "explore": 0.0, "min_change": 0.0, "horizon": 1000.0,
+              "warmup": 0}  # fmt: skip
     wall = AdaptiveRouter(**kwargs)  # type: ignore[arg-type]
     bias = AdaptiveRouter(**kwargs, objective="bias_aware", zeta2=zeta2)  # type: ignore[arg-type]
     _fed(wall, MU, 1000, concurrency=3)
