@@ -15,9 +15,11 @@ router's default constants and ``T`` = the run's budget. Scenarios:
   the engine conditions ``p`` on the clients present), oracle = the optimum for the fleet
   present after the change, switched at the change.
 
-The adaptive arm (``[routing] kind = "adaptive"``, re-optimising every 100 updates, window
-of 50 durations per client, significance gate ``change_confidence = 0.99``, exploration
-floor 1 % / n) starts uniform with a pooled prior in (a), and from the static optimum with the
+The adaptive arm (``[routing] kind = "adaptive"``, re-optimising every 100 updates after a
+warm-up at 20, 40, 80 and 160 updates (``warmup`` = n, the default), window of 50 durations
+per client, the ages of services in progress as censored durations, significance gate
+``change_confidence = 0.99`` whose pooled-prior references are refreshed, exploration floor
+1 % / n; the defaults since 39f99b8) starts uniform with a pooled prior in (a), and from the static optimum with the
 configured initial rates as its prior in (b) and (c). (The first version used a window of 200
 and no gate: in (b) its estimates of the rarely routed slow clients moved ``p`` off the
 optimum before the change, and its window, longer than a fast client's whole history in a
@@ -50,6 +52,10 @@ and when (if) the adaptive arm, which starts uniform, catches up. ``--a-ablation
 the adaptive arm of (a) (queue-only) with one setting changed at a time (gate, exploration,
 prior weight, window) and reports its throughput against the oracle's, measured and from the
 queueing model at the true rates, with the estimates' error per tier at update 300.
+``--a-start`` runs (a) in the bias-aware design queue-only with the adaptive arm's start-up
+aids (warm-up, censoring, refresh; 39f99b8) removed one at a time and all together: first
+change, updates in the first 60 s and per 5 s block against the oracle's (rows
+``a_start``).
 
 ``--ray`` also runs scenario (b) with training on the Ray runtime with emulated service
 times (``run.time_scale``; the budget is in config seconds, so a run lasts about
@@ -67,6 +73,7 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/bench_adaptive.py --resume --skip-sim --bias-b \
         --a-curves --a-ablation
     OMP_NUM_THREADS=1 python benchmarks/bench_adaptive.py --resume --skip-sim --bias-a
+    OMP_NUM_THREADS=1 python benchmarks/bench_adaptive.py --resume --skip-sim --a-start
     OMP_NUM_THREADS=1 python benchmarks/bench_adaptive.py --resume --skip-sim --ray-bias
 
 Writes ``benchmarks/results/bench_adaptive.{json,png,md}`` (the JSON after every run).
@@ -375,6 +382,11 @@ def main() -> int:
         action="store_true",
         help="(a) adaptive arm with one setting changed at a time (queue-only runs)",
     )
+    parser.add_argument(
+        "--a-start",
+        action="store_true",
+        help="(a), bias-aware design: the adaptive arm's start with each learning aid removed",
+    )
     parser.add_argument("--curve-budget", type=float, default=180.0)
     parser.add_argument("--curve-every", type=float, default=3.0)
     parser.add_argument(
@@ -413,7 +425,8 @@ def main() -> int:
     if args.resume and path.exists():
         saved = json.loads(path.read_text())
         out["runs"] = saved["runs"]
-        kept = ("pilot", "ray", "ray_bias", "ray_pre_c267890", "notes", "previous_adaptive_runs")
+        kept = ("pilot", "ray", "ray_bias", "ray_pre_c267890", "notes", "previous_adaptive_runs",
+                "adaptive_runs_before_39f99b8")  # fmt: skip
         out.update({k: saved[k] for k in kept if k in saved})
     done = {(r["mode"], r["scenario"], r["seed"], r["arm"]) for r in out["runs"]}
     start_wall = time.time()
@@ -427,6 +440,8 @@ def main() -> int:
         run_a_curves(args, out, done, path)
     if args.a_ablation:
         run_a_ablation(args, out, done, path)
+    if args.a_start:
+        run_a_start(args, out, done, path)
     if args.pilot_b:
         run_pilot_b(args, out, done, path)
     if args.ray:
@@ -580,6 +595,101 @@ def run_a_ablation(args: argparse.Namespace, out: dict[str, Any], done: set[Any]
             out["runs"].append(row)
             print(json.dumps(row), flush=True)
             path.write_text(json.dumps(out, indent=1))
+
+
+#: Scenario (a), bias-aware design (``--a-start``): the adaptive arm with one of the start-up
+#: aids of 39f99b8 removed at a time, and with none of them (the router before it).
+START_VARIANTS: dict[str, dict[str, Any]] = {
+    "as benchmarked": {},
+    "no warm-up": {"warmup": 0},
+    "no censoring": {"censoring": False},
+    "no refresh": {"refresh": False},
+    "none (router before 39f99b8)": {"warmup": 0, "censoring": False, "refresh": False},
+}
+#: The start-up window of ``--a-start`` (the training runs' budget) and its blocks, seconds.
+START_WINDOW, START_BLOCK = 60.0, 5.0
+
+
+def run_a_start(args: argparse.Namespace, out: dict[str, Any], done: set[Any],
+                path: Path) -> None:  # fmt: skip
+    """(a) in the bias-aware design (:func:`run_bias`), queue-only runs of ``--queue-budget``:
+    the oracle and the adaptive arm with each start-up aid removed (:data:`START_VARIANTS`):
+    first change, completions in the first 60 s and per 5 s block, throughput after update
+    300 (rows ``a_start``)."""
+    global CONSTANTS, BIAS  # noqa: PLW0603 (optimum() and routers() read them)
+    budget = args.queue_budget
+    clients, before, after = fleet("a", budget)
+    pilot = load_pilot(args, out, clients, args.train_budget)
+    out["pilot"] = pilot
+    CONSTANTS = tuple(pilot["constants"])
+    BIAS = {"zeta2": float(pilot["zeta2"]), "beta": 0.0}
+    edges = np.arange(0.0, START_WINDOW + 1e-9, START_BLOCK)
+    try:
+        for seed in range(args.seeds):
+            arms = routers("a", before, after, budget)
+            start_p = arms["adaptive"]._initial_p  # the static (uniform) start
+            for name, change in [*START_VARIANTS.items(), ("oracle", None)]:
+                arm = "oracle" if change is None else "adaptive"
+                if ("a_start", name, seed, arm) in done:
+                    continue
+                if change is None:
+                    router = arms["oracle"]
+                else:
+                    router = TimedAdaptiveRouter(
+                        reoptimize_every=100, horizon=budget, window=WINDOW,
+                        change_confidence=CHANGE_CONFIDENCE, constants=CONSTANTS,
+                        initial_p=start_p, **design_kwargs(), **change,
+                    )  # fmt: skip
+                t0 = time.time()
+                simulate(config(clients, budget, seed, False, args.dataset, 0.0), router=router)
+                times = np.asarray(router.times)
+                changes = getattr(router, "changes", [])
+                row = {
+                    "mode": "a_start", "scenario": name, "seed": seed, "arm": arm,
+                    "updates_first_window": int((times < START_WINDOW).sum()),
+                    "completions_per_block": np.histogram(times, edges)[0].tolist(),
+                    "first_change_update": changes[0].update if changes else None,
+                    "first_change_time": changes[0].time if changes else None,
+                    "throughput_after_300": window_rate(router.times, router.times[299], budget),
+                    "routing_changes": len(changes), "wall_s": time.time() - t0,
+                    "load_average": os.getloadavg()[0],
+                }  # fmt: skip
+                out["runs"].append(row)
+                print(json.dumps(row), flush=True)
+                path.write_text(json.dumps(out, indent=1))
+    finally:
+        CONSTANTS, BIAS = DEFAULT_CONSTANTS, None
+
+
+def start_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per ``--a-start`` variant, paired by seed with the oracle: updates in the first 60 s,
+    completions per 5 s block and throughput after update 300 as fractions of the oracle's,
+    and the first change (mean update and time)."""
+    oracle = {r["seed"]: r for r in runs if r["mode"] == "a_start" and r["arm"] == "oracle"}
+    table: dict[str, Any] = {}
+    for name in START_VARIANTS:
+        rows = [r for r in runs if r["mode"] == "a_start" and r["scenario"] == name
+                and r["arm"] == "adaptive" and r["seed"] in oracle]  # fmt: skip
+        if len(rows) < 2:
+            continue
+        orc = [oracle[r["seed"]] for r in rows]
+        blocks = np.array([r["completions_per_block"] for r in rows], dtype=np.float64)
+        ref = np.array([o["completions_per_block"] for o in orc], dtype=np.float64)
+        table[name] = {
+            "seeds": len(rows),
+            "updates_60_vs_oracle": mean_se([r["updates_first_window"] / o["updates_first_window"]
+                                             for r, o in zip(rows, orc, strict=True)]),
+            "updates_60": mean_se([r["updates_first_window"] for r in rows]),
+            "oracle_updates_60": mean_se([o["updates_first_window"] for o in orc]),
+            "blocks_vs_oracle": (blocks / np.maximum(ref, 1.0)).mean(axis=0).tolist(),
+            "after_300_vs_oracle": mean_se([r["throughput_after_300"] / o["throughput_after_300"]
+                                            for r, o in zip(rows, orc, strict=True)]),
+            "first_change_update": mean_se([r["first_change_update"] for r in rows
+                                            if r["first_change_update"] is not None]),
+            "first_change_time": mean_se([r["first_change_time"] for r in rows
+                                          if r["first_change_time"] is not None]),
+        }  # fmt: skip
+    return table
 
 
 def ablation_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -911,6 +1021,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ablation = ablation_summary(runs)
     if ablation:
         summary["a_ablation"] = ablation
+    start = start_summary(runs)
+    if start:
+        summary["a_start"] = start
     return summary
 
 
@@ -1009,6 +1122,23 @@ def write_markdown(out: dict[str, Any]) -> None:
             lines.append(
                 f"| {name} | {100 * m:+.1f} ± {100 * se:.1f} % | {_pm(a['model_after_300'], 2)} "
                 f"(oracle {a['model_oracle']:.2f}) | {_pm(a['model_final_p'], 2)} | {err} |"
+            )
+    start = out["summary"].get("a_start")
+    if start:
+        lines += [
+            "\n(a), bias-aware design: the adaptive arm's start with one learning aid removed "
+            "at a time (queue-only, paired with the oracle by seed):\n",
+            "| adaptive arm | first change: update, time (s) | updates in the first 60 s / "
+            "oracle's | per 5 s block / oracle's (0-20 s) | throughput after update 300 / "
+            "oracle's |",
+            "|---|---|---|---|---|",
+        ]
+        for name, a in start.items():
+            blocks = ", ".join(f"{m:.2f}" for m in a["blocks_vs_oracle"][:4])
+            lines.append(
+                f"| {name} | {a['first_change_update'][0]:.0f}, "
+                f"{a['first_change_time'][0]:.2f} | {_pm(a['updates_60_vs_oracle'], 3)} | "
+                f"{blocks} | {_pm(a['after_300_vs_oracle'], 3)} |"
             )
     (RESULTS / "bench_adaptive.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

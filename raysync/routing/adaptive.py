@@ -10,7 +10,10 @@ docs/theory.md section 5 (``objective="wall_clock"``, with the existing optimise
 (``objective="bias_aware"``, :class:`raysync.objectives.BiasAwareBound` with the
 Cauchy-Schwarz bias term ``2 n ||r - u||^2 zeta^2`` at the strategy's weight exponent
 ``beta``), raises every client to at least ``explore / m`` of the tasks (``m`` available
-clients) so every client keeps being measured, and swaps its routing. Tasks in
+clients) so every client keeps being measured, and swaps its routing. At the start the
+checks come sooner (warm-up: after ``n``, ``2 n``, ``4 n``, ... updates until the gap is
+``reoptimize_every``), and the age of every service in progress counts as a censored
+duration, so clients that have not answered yet are known to be slow. Tasks in
 flight are never touched: the new ``p`` only decides where *future* tasks go, so every
 queued task stays where it is, in its client's FIFO order. Every change is kept in
 :attr:`AdaptiveRouter.changes` and logged (docs/adaptive.md).
@@ -183,6 +186,25 @@ class AdaptiveRouter(_BlockRouter):
             weights ``(n p_i) ** -beta``; the config passes ``algorithm.weight_exponent``).
             Only ``"bias_aware"`` uses it; at ``beta = 1`` the mix ``r`` is uniform, the
             bias term vanishes and the optimum is the section-5 one.
+        warmup: First scheduled re-optimisation after this many updates (integer ``>= 0``;
+            None: the number of clients), the next ones after ``2 w``, ``4 w``, ... (the gap
+            doubles) until the gap reaches ``reoptimize_every``; 0: every
+            ``reoptimize_every`` from the start. A router that starts without the rates
+            otherwise keeps routing a third of the tasks to clients 25x slower for its first
+            ``reoptimize_every`` updates, whose queues then hold most of the tasks in flight
+            (docs/adaptive.md section 2).
+        censoring: Count the age of every service in progress as a right-censored duration
+            (the exponential estimator's ``in_service``; docs/adaptive.md section 1): the
+            router notes each dispatch and completion (FIFO, one task served at a time per
+            client, the closed network's stations) to know those ages. If an engine breaks
+            the call order (``observe`` then ``route`` once per completion) the router
+            notices and estimates without ages from then on.
+        refresh: With the gate and the pooled prior: a client's reference rate that rests
+            on no evidence of its own (the pooled prior) is replaced by its estimate at
+            every check, and a reference set from ``N`` durations again once the estimate
+            rests on ``2 N`` (so at most ``log2(window)`` times per client besides the
+            gate). An explicit prior (``prior_rate``, e.g. the configured rates) is trusted
+            until the gate rejects it.
 
     Raises:
         ConfigError: An argument breaks its rule (one line naming it and the value).

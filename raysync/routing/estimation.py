@@ -38,6 +38,19 @@ Estimates (docs/adaptive.md section 1):
   Student-t interval on the mean, ``m -/+ t_{N_eff - 1} s / sqrt(N_eff)``, inverted
   (asymptotic: its coverage tends to the level as ``N`` grows).
 
+* **Censoring** (method ``"exponential"``, ``in_service=`` of :meth:`OnlineRateEstimator.rates`
+  and :meth:`~OnlineRateEstimator.intervals`): a task in service for ``e`` seconds and not
+  done is a right-censored duration; its likelihood ``exp(-mu e)`` adds ``e`` to the
+  exposure ``b`` without a count (the total-time-on-test statistic of exponential life
+  testing, Epstein & Sobel, JASA 48, 1953), so the posterior stays ``Gamma(a, b + e)``. A
+  slow client whose first task has not come back after 2 s is then known to be slow before
+  it reports anything. The point estimate becomes ``a / (b + e)``: when the age is that of
+  an exponential service seen at a moment independent of it, ``e ~ Exp(mu)`` (memoryless),
+  ``S + e ~ Gamma(N + 1, mu)`` and ``N / (S + e)`` is exactly unbiased (with ``n0 = 0``),
+  as ``(N - 1) / S`` is without an age; ``(N - 1) / (S + e)`` would be ``1 / N`` low. The
+  ``"mean"`` method assumes no law and ignores ages (an unfinished duration only bounds
+  the mean from below, which a t interval cannot use).
+
 With exponential forgetting the intervals use ``N_eff`` in place of ``N``; they are then
 approximate (the discounted sum is not Gamma distributed).
 """
