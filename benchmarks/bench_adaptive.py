@@ -19,11 +19,12 @@ The adaptive arm (``[routing] kind = "adaptive"``, re-optimising every 100 updat
 warm-up at 20, 40, 80 and 160 updates (``warmup`` = n, the default), window of 50 durations
 per client, the ages of services in progress as censored durations, significance gate
 ``change_confidence = 0.99`` whose pooled-prior references are refreshed, exploration floor
-1 % / n; the defaults since 39f99b8) starts uniform with a pooled prior in (a), and from the static optimum with the
-configured initial rates as its prior in (b) and (c). (The first version used a window of 200
-and no gate: in (b) its estimates of the rarely routed slow clients moved ``p`` off the
-optimum before the change, and its window, longer than a fast client's whole history in a
-60 s run, lagged 30 s behind the slow-down; docs/adaptive.md section 4.)
+1 % / n; the defaults since 39f99b8) starts uniform with a pooled prior in (a), and from
+the static optimum with the configured initial rates as its prior in (b) and (c). (The
+first version used a window of 200 and no gate: in (b) its estimates of the rarely routed
+slow clients moved ``p`` off the optimum before the change, and its window, longer than a
+fast client's whole history in a 60 s run, lagged 30 s behind the slow-down;
+docs/adaptive.md section 4.)
 
 Throughput comes from queue-only runs (long budget, many updates); accuracy from training
 runs on a shorter budget. ``recovered_fraction = (adaptive - static) / (oracle - static)``
