@@ -587,7 +587,9 @@ def _per_update(spied: dict[str, dict[str, Any]], rate: int, updates: float) -> 
     return table
 
 
-def bench_profile(quick: bool, *, concurrency: int = 4, max_batch: int = 1) -> dict[str, Any]:
+def bench_profile(
+    quick: bool, *, concurrency: int = 4, max_batch: int = 1, num_clients: int = 100
+) -> dict[str, Any]:
     """Where raysync's time per update goes, next to the bare-Ray reference (issue 17).
 
     The workload of :func:`bench_vs_bare_ray`. py-spy samples the server actor and both
@@ -604,7 +606,7 @@ def bench_profile(quick: bool, *, concurrency: int = 4, max_batch: int = 1) -> d
     import tempfile
 
     rate, duration = 100, 4 if quick else 6
-    n, executors, cpus = 100, 2, 0.5
+    n, executors, cpus = num_clients, 2, 0.5
     updates = 3000 if quick else 6000
     config = vs_bare_config(n, concurrency, updates, max_batch)
     out_dir = Path(tempfile.mkdtemp(prefix="raysync-profile-"))
@@ -664,7 +666,7 @@ def bench_profile(quick: bool, *, concurrency: int = 4, max_batch: int = 1) -> d
     comm = result.extras.get("communication", {}).get("fleet", {})
     return {
         "workload": f"{n} logical clients, pool of {executors} executors, C = {concurrency}, "
-        "logistic regression on digits, no emulation"
+        f"logistic regression on {config.data.dataset}, no emulation"
         + (f", runtime.max_batch = {max_batch}" if max_batch > 1 else ""),
         "raysync_calls_per_update": result.extras["executor_calls"] / result.num_updates,
         "rate_hz": rate,
@@ -880,11 +882,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print("4. profile: raysync and bare Ray (py-spy)", flush=True)
             profile = bench_profile(
-                args.quick, concurrency=args.concurrency, max_batch=args.max_batch
+                args.quick,
+                concurrency=args.concurrency,
+                max_batch=args.max_batch,
+                num_clients=args.clients,
             )
         finally:
             ray.shutdown()
         name = "bench_runtime_profile"
+        if args.clients != 100:
+            name += f"_n{args.clients}"
         if (args.max_batch, args.concurrency) != (1, 4):
             name += f"_c{args.concurrency}_b{args.max_batch}"
         (RESULTS / f"{name}.json").write_text(json.dumps(profile, indent=2))
