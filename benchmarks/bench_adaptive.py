@@ -427,7 +427,8 @@ def main() -> int:
         saved = json.loads(path.read_text())
         out["runs"] = saved["runs"]
         kept = ("pilot", "ray", "ray_bias", "ray_pre_c267890", "notes", "previous_adaptive_runs",
-                "adaptive_runs_before_39f99b8")  # fmt: skip
+                "adaptive_runs_before_39f99b8", "summary_before_39f99b8",
+                "one_off_39f99b8")  # fmt: skip
         out.update({k: saved[k] for k in kept if k in saved})
     done = {(r["mode"], r["scenario"], r["seed"], r["arm"]) for r in out["runs"]}
     start_wall = time.time()
