@@ -19,6 +19,15 @@ Run: ``nice -n 10 .venv/bin/python benchmarks/recommend.py [--quick] [--workers 
 ``--quick`` runs a reduced set (see ``QUICK``) and writes ``recommend_quick.*``; the full
 run writes ``benchmarks/results/recommend.{json,md,png}``. ``--partitions speed_skew``
 keeps only those partitions; ``--stem NAME`` writes ``NAME.{json,md,png}`` instead.
+``--tiers``, ``--budgets``, ``--seeds K``, ``--max-train``, ``--lrs`` and ``--trials`` replace
+one axis of the grid each (a run that differs from the full grid is labelled "Reduced run"
+with its grid in the JSON and the table). Finished cell-seeds are appended to
+``STEM.records.jsonl`` as they come.
+
+The Ray part (issue 13, item 6): ``--ray-from STEM [--ray-seeds 3] [--time-scale 4]`` reruns
+every arm's evaluated design of ``results/STEM.json`` (its first seeds of every cell, same
+step, same evaluation seed) on the Ray runtime with emulated service times and writes
+``STEM_ray.{json,md}``: Ray and simulator accuracy per arm and their paired difference.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -193,6 +203,155 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def run_ray_cell(record: dict[str, Any], time_scale: float) -> dict[str, Any]:
+    """Every arm's evaluated design of one simulator cell-seed, rerun on the Ray runtime.
+
+    The design (``record['arms'][arm]['point']``, step included) runs on the evaluation
+    seed's config and workload with emulated service times (``run.time_scale``: a config
+    second lasts ``time_scale`` wall seconds; pool mode, 2 executors per speed tier), for
+    the same budget in config seconds, evaluated at the same instants.
+    """
+    import dataclasses as dc
+
+    from raysync.config import RuntimeConfig
+    from raysync.objectives import DesignPoint
+    from raysync.runtime import run
+    from tuning.recommend import _run_config
+
+    part, tiers, budget, seed = (record["partition"], record["tiers"], record["budget"],
+                                 record["seed"])
+    eval_cfg = base_config(part, tiers, seed, record["max_train"])
+    eval_wl = make_workload(eval_cfg, part)
+    out: dict[str, Any] = {k: record[k] for k in ("partition", "tiers", "budget", "seed")}
+    out.update({"time_scale": time_scale, "arms": {}})
+    for arm in ARMS:
+        point = DesignPoint.from_dict(record["arms"][arm]["point"])
+        cfg = _run_config(eval_cfg, point, budget, 8, seed)
+        cfg = cfg.replace(run=dc.replace(cfg.run, time_scale=time_scale),
+                          runtime=RuntimeConfig(mode="pool", executors_per_tier=2))
+        load = os.getloadavg()[0]
+        res = run(cfg, workload=eval_wl)
+        test = res.final_test_accuracy
+        out["arms"][arm] = {
+            "test_accuracy": float(test) if test is not None and math.isfinite(test) else 0.0,
+            "updates": int(res.num_updates),
+            "throughput": float(res.extras.get("throughput_config_units", math.nan)),
+            "sim_test_accuracy": record["arms"][arm]["test_accuracy"],
+            "sim_throughput": record["arms"][arm]["throughput"],
+            "load_average_1min": load,
+        }
+        print(f"ray {part} {tiers} T={budget:g} seed={seed} {arm}: "
+              f"ray={out['arms'][arm]['test_accuracy']:.4f} "
+              f"sim={record['arms'][arm]['test_accuracy']:.4f} "
+              f"({res.num_updates} updates, load {load:.1f})", file=sys.stderr, flush=True)
+    return out
+
+
+def summarise_ray(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per cell and arm: Ray and simulator mean test accuracy ± SE over the same seeds, and
+    the paired difference (Ray - simulator, per seed) with its standard error."""
+    cells: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    for r in records:
+        cells.setdefault((r["partition"], r["tiers"], r["budget"]), []).append(r)
+    rows = []
+    for (part, tiers, budget), recs in sorted(cells.items()):
+        row: dict[str, Any] = {"partition": part, "tiers": tiers, "budget": budget,
+                               "seeds": len(recs), "arms": {}}
+        for arm in ARMS:
+            ray_acc = np.array([r["arms"][arm]["test_accuracy"] for r in recs])
+            sim_acc = np.array([r["arms"][arm]["sim_test_accuracy"] for r in recs])
+            diff = ray_acc - sim_acc
+
+            def se(x: np.ndarray) -> float:
+                return float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else math.nan
+
+            row["arms"][arm] = {
+                "ray_mean": float(ray_acc.mean()), "ray_se": se(ray_acc),
+                "sim_mean": float(sim_acc.mean()), "sim_se": se(sim_acc),
+                "diff_mean": float(diff.mean()), "diff_se": se(diff),
+                "ray_throughput": float(np.mean([r["arms"][arm]["throughput"] for r in recs])),
+                "sim_throughput": float(np.mean([r["arms"][arm]["sim_throughput"]
+                                                 for r in recs])),
+            }
+        rows.append(row)
+    return rows
+
+
+def ray_markdown(payload: dict[str, Any]) -> str:
+    lines = [
+        "## Recommend benchmark on Ray (issue 13, part 6)",
+        "",
+        f"Run: `{payload['command']}` ({payload['wall_seconds'] / 60:.0f} min; 1-min load "
+        f"{payload['load_min']:.1f}-{payload['load_max']:.1f} at the runs' starts). Every arm's "
+        "design of the simulator run (same evaluation seeds, same step) rerun on the Ray "
+        f"runtime, emulated service times at time_scale = {payload['time_scale']:g} (pool mode, "
+        "2 executors per tier). Test accuracy at the budget (%), Ray / simulator, mean ± SE "
+        "over the seeds; `Ray - sim`: mean per-seed difference ± its SE, and `in SE` the "
+        "difference of the means over the standard error of that difference, "
+        "sqrt(SE_Ray^2 + SE_sim^2) (the acceptance asks |in SE| <= 2).",
+        "",
+        "| cell | arm | Ray | simulator | Ray - sim | in SE | updates/s Ray / sim |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in payload["rows"]:
+        for arm in ARMS:
+            a = row["arms"][arm]
+            ref = math.hypot(a["ray_se"], a["sim_se"])
+            units = a["diff_mean"] / ref if ref > 0 else math.nan
+            lines.append(
+                f"| {row['partition']}, {row['tiers']}, T={row['budget']:g} | {arm} | "
+                f"{100 * a['ray_mean']:.2f} ± {100 * a['ray_se']:.2f} | "
+                f"{100 * a['sim_mean']:.2f} ± {100 * a['sim_se']:.2f} | "
+                f"{100 * a['diff_mean']:+.2f} ± {100 * a['diff_se']:.2f} | {units:+.1f} | "
+                f"{a['ray_throughput']:.0f} / {a['sim_throughput']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def ray_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``--ray-from STEM``: rerun the first ``--ray-seeds`` seeds of every cell of a
+    simulator run on Ray; writes ``STEM_ray.{json,md}``."""
+    import ray
+
+    source = RESULTS / f"{args.ray_from}.json"
+    if not source.is_file():
+        parser.error(f"--ray-from: {source} does not exist (run the simulator benchmark first)")
+    if not (math.isfinite(args.time_scale) and args.time_scale > 0):
+        parser.error(f"--time-scale must be a finite number > 0, got {args.time_scale}")
+    sim = json.loads(source.read_text())
+    chosen = [r for r in sim["records"] if r["seed"] < args.ray_seeds]
+    if args.partitions:
+        chosen = [r for r in chosen if r["partition"] in args.partitions.split(",")]
+    import torch
+
+    torch.set_num_threads(1)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    start = time.perf_counter()
+    records, loads = [], []
+    partial = RESULTS / f"{args.ray_from}_ray.records.jsonl"
+    partial.write_text("")
+    try:
+        for record in chosen:
+            loads.append(os.getloadavg()[0])
+            rec = run_ray_cell(record, args.time_scale)
+            loads += [a["load_average_1min"] for a in rec["arms"].values()]
+            records.append(rec)
+            with partial.open("a") as fh:
+                fh.write(json.dumps(rec, default=float) + "\n")
+    finally:
+        ray.shutdown()
+    payload = {
+        "command": "benchmarks/recommend.py " + " ".join(sys.argv[1:]),
+        "time_scale": args.time_scale, "wall_seconds": time.perf_counter() - start,
+        "load_min": min(loads), "load_max": max(loads),
+        "rows": summarise_ray(records), "records": records,
+    }
+    stem = f"{args.ray_from}_ray"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=float))
+    (RESULTS / f"{stem}.md").write_text(ray_markdown(payload))
+    print(ray_markdown(payload))
+    return 0
+
+
 def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     cells: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
     for r in records:
@@ -306,6 +465,16 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     fig.savefig(path)
 
 
+def _positive(parser: argparse.ArgumentParser, flag: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        parser.error(f"{flag}: every value must be a finite number > 0, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -314,8 +483,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", default=None,
                         help="comma-separated subset of the partitions (e.g. speed_skew)")
     parser.add_argument("--stem", default=None, help="output file stem (default by mode)")
+    parser.add_argument("--tiers", default=None, help="comma-separated subset of the tier sets")
+    parser.add_argument("--budgets", default=None, help="comma-separated budgets (virtual s)")
+    parser.add_argument("--seeds", type=int, default=None, help="evaluation seeds 0..K-1")
+    parser.add_argument("--max-train", type=int, default=None, help="training subsample")
+    parser.add_argument("--lrs", default=None, help="comma-separated step grid")
+    parser.add_argument("--ray-from", default=None,
+                        help="rerun the designs of results/STEM.json on the Ray runtime")
+    parser.add_argument("--ray-seeds", type=int, default=3, help="with --ray-from: seeds 0..K-1")
+    parser.add_argument("--time-scale", type=float, default=4.0,
+                        help="with --ray-from: wall seconds per config second")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    if args.ray_from:
+        return ray_main(args, parser)
     if args.quick:
         parts, tiers, budgets, seeds = (QUICK["partitions"], QUICK["tiers"], QUICK["budgets"],
                                         QUICK["seeds"])
@@ -330,20 +511,48 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"--partitions: unknown {unknown}; choose from {list(PARTITIONS)}")
         parts = tuple(p for p in parts if p in wanted) or wanted
+    if args.tiers:
+        tiers = tuple(args.tiers.split(","))
+        unknown = [t for t in tiers if t not in TIERS]
+        if unknown:
+            parser.error(f"--tiers: unknown {unknown}; choose from {list(TIERS)}")
+    if args.budgets:
+        budgets = tuple(_positive(parser, "--budgets", v) for v in args.budgets.split(","))
+    if args.seeds is not None:
+        if args.seeds < 2:
+            parser.error(f"--seeds must be >= 2 (a standard error needs two), got {args.seeds}")
+        seeds = tuple(range(args.seeds))
+    if args.max_train is not None:
+        if args.max_train < 100:
+            parser.error(f"--max-train must be >= 100, got {args.max_train}")
+        max_train = args.max_train
+    if args.lrs:
+        lrs = tuple(_positive(parser, "--lrs", v) for v in args.lrs.split(","))
+    if args.trials < 0:
+        parser.error(f"--trials must be >= 0, got {args.trials}")
     stem = args.stem or stem
     jobs = [{"partition": p, "tiers": t, "budget": b, "seed": s, "trials": trials,
              "max_train": max_train, "lrs": lrs}
             for p in parts for t in tiers for b in budgets for s in seeds]
     start = time.perf_counter()
-    if args.workers > 1:
-        with ProcessPoolExecutor(max_workers=args.workers) as pool:
-            records = list(pool.map(run_cell, jobs))
-    else:
-        records = [run_cell(job) for job in jobs]
+    # Each finished cell-seed is appended as it arrives: a run stopped part-way keeps them.
+    partial = RESULTS / f"{stem}.records.jsonl"
+    RESULTS.mkdir(exist_ok=True)
+    partial.write_text("")
+    records = []
+    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        for record in pool.map(run_cell, jobs):
+            records.append(record)
+            with partial.open("a") as fh:
+                fh.write(json.dumps(record, default=float) + "\n")
+    grid = {"partitions": parts, "tiers": tiers, "budgets": budgets, "seeds": seeds,
+            "trials": trials, "max_train": max_train, "lrs": lrs}
+    full = {"partitions": PARTITIONS, "tiers": tuple(TIERS), "budgets": BUDGETS,
+            "seeds": SEEDS, "trials": 30, "max_train": 20_000, "lrs": LRS}
     payload = {
         "command": "benchmarks/recommend.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "note": ("Reduced run: " + json.dumps({k: v for k, v in QUICK.items()})
-                 if args.quick else "Full grid."),
+        "note": ("Full grid." if grid == full else "Reduced run: " + json.dumps(grid)),
+        "load_average_1min": os.getloadavg(),
         "wall_seconds": time.perf_counter() - start,
         "target": TARGET,
         "rows": summarise(records),
