@@ -243,3 +243,22 @@ def test_validate_exits_2_with_one_line(
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert "routing.warmup" in err and len(err.splitlines()) == 1, err
+
+
+def test_a_state_without_the_new_keys_loads_without_censoring() -> None:
+    """A checkpoint written before the bookkeeping existed: no ages (they are unknown) and
+    every reference moved only by the gate, as that router did."""
+    router = AdaptiveRouter(reoptimize_every=20, change_confidence=0.99)
+    router.bind(MU.size, np.random.default_rng(0))
+    closed_network(router, MU, 100, concurrency=4, seed=1)
+    state = router.state_dict()
+    for key in ("in_flight", "in_service_since", "reference_counts"):
+        del state[key]
+    fresh = AdaptiveRouter(reoptimize_every=20, change_confidence=0.99)
+    fresh.bind(MU.size, np.random.default_rng(0))
+    fresh.load_state_dict(state)
+    assert fresh.in_service_ages(5.0) is None
+    assert fresh._reference_counts(fresh.estimator) == pytest.approx(  # type: ignore[arg-type]
+        np.full(MU.size, math.inf)
+    )
+    assert np.array_equal(fresh.routing_probabilities(), router.routing_probabilities())
