@@ -152,6 +152,8 @@ __all__ = [
 
 #: Loop item: an update whose emulated uplink and server time are over (docs/network.md).
 _UPDATE = object()
+#: Smallest positive step of the clock that stamps service times (seconds).
+_CLOCK_RESOLUTION = max(time.get_clock_info("time").resolution, 1e-9)
 
 logger = logging.getLogger(__name__)
 
@@ -816,8 +818,9 @@ class ServerActor:
         scale = self._config.run.time_scale
         if scale > 0:
             duration, now = duration / scale, now / scale
-        if not duration > 0:
-            return  # a clock step of zero (coarse timer): nothing to learn
+        # A zero-length step of a coarse timer still counts as a completion: the router
+        # pairs every route with an observe to know which tasks are in service.
+        duration = max(duration, _CLOCK_RESOLUTION)
         router = self._router
         version = router.routing_version
         router.observe(client, duration, now)

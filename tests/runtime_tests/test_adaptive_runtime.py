@@ -112,3 +112,32 @@ def test_schedule_is_emulated_on_ray(ray_session) -> None:  # noqa: ANN001
     assert elapsed > 2.0 * 600 / 26.7
     with pytest.raises(ConfigError, match=r"schedule service time is emulated on Ray"):
         _execute(_slowing(10, 0.0), virtual_clock=True)
+
+
+def test_zero_duration_completion_keeps_the_router_tracking_tasks_in_service() -> None:
+    """A completion whose timer step is zero is still observed (floored at the clock's
+    resolution), so the router's route/observe pairing, and with it the in-service ages,
+    survive it. No Ray needed: ``ServerActor._observe`` on a stand-in server."""
+    from types import SimpleNamespace
+
+    from raysync.routing.adaptive import AdaptiveRouter
+    from raysync.runtime._backend import TaskReply
+    from raysync.runtime.actors import ServerActor
+
+    router = AdaptiveRouter(reoptimize_every=1000)
+    router.bind(2, np.random.default_rng(0))
+    first = router.initial_clients(2)
+    server = SimpleNamespace(
+        _router=router,
+        _config=SimpleNamespace(run=SimpleNamespace(time_scale=0.0)),
+        _rebind_strategy=lambda: None,
+    )
+    nan = float("nan")
+    reply = TaskReply(0, first[0], 0, 0, None, nan, 0, 0.0, 0.0, 5.0, 5.0, nan, nan)
+    ServerActor._observe(server, first[0], reply, 5.0)  # type: ignore[arg-type]
+    router.route(first[0])
+    ages = router.in_service_ages(6.0)
+    assert ages is not None, "the zero-length completion stopped the in-service bookkeeping"
+    assert router.estimator is not None
+    assert router.estimator.counts()[first[0]] == 1
+    assert np.all(ages >= 0) and ages.max() > 0
