@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [p for p in wanted if p not in PARTITIONS]
         if unknown:
             parser.error(f"--partitions: unknown {unknown}; choose from {list(PARTITIONS)}")
-        parts = tuple(p for p in parts if p in wanted) or wanted
+        parts = wanted  # in the order given: a run stopped part-way keeps the first cells
     if args.tiers:
         tiers = tuple(args.tiers.split(","))
         unknown = [t for t in tiers if t not in TIERS]
