@@ -66,6 +66,9 @@ throughput after the change from the driver's progress samples (config seconds);
 ``--ray-bias`` does the same in the bias-aware design of ``--bias-b`` (rows ``ray_bias``:
 ``beta = 0``, the pilot's constants and ``zeta2``, the same routers). Ray rows are wall-clock
 emulation: a loaded machine delays the server and distorts them (load average per row).
+Ray rows measured with the router before 39f99b8 and since re-run are kept, out of
+``runs``, under ``ray_runs_before_39f99b8`` (their summaries ``b_ray_before_39f99b8`` /
+``b_ray_bias_before_39f99b8``).
 
 Usage::
 
@@ -410,7 +413,7 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.replot:
         saved = json.loads((RESULTS / "bench_adaptive.json").read_text())
-        saved["summary"] = summarise(saved["runs"])
+        saved["summary"] = full_summary(saved)
         (RESULTS / "bench_adaptive.json").write_text(json.dumps(saved, indent=1))
         write_markdown(saved)
         plot(saved)
@@ -428,7 +431,7 @@ def main() -> int:
         out["runs"] = saved["runs"]
         kept = ("pilot", "ray", "ray_bias", "ray_pre_c267890", "notes", "previous_adaptive_runs",
                 "adaptive_runs_before_39f99b8", "summary_before_39f99b8",
-                "one_off_39f99b8")  # fmt: skip
+                "one_off_39f99b8", "ray_runs_before_39f99b8")  # fmt: skip
         out.update({k: saved[k] for k in kept if k in saved})
     done = {(r["mode"], r["scenario"], r["seed"], r["arm"]) for r in out["runs"]}
     start_wall = time.time()
@@ -456,7 +459,7 @@ def main() -> int:
             "load_average_start": os.getloadavg()[0],
         }  # fmt: skip
         run_on_ray(args, out, done, path, bias=True)
-    out["summary"] = summarise(out["runs"])
+    out["summary"] = full_summary(out)
     out["wall_s"] = time.time() - start_wall
     out["load_average_end"] = os.getloadavg()[0]
     path.write_text(json.dumps(out, indent=1))
@@ -937,6 +940,17 @@ def _ray_row(
     path.write_text(json.dumps(out, indent=1))
 
 
+def full_summary(out: dict[str, Any]) -> dict[str, Any]:
+    """:func:`summarise` of the runs, plus the Ray summaries of the rows kept under
+    ``ray_runs_before_39f99b8`` (``b_ray_before_39f99b8``, ``b_ray_bias_before_39f99b8``)."""
+    summary = summarise(out["runs"])
+    old = summarise(out.get("ray_runs_before_39f99b8", []))
+    for name in ("b_ray", "b_ray_bias"):
+        if name in old:
+            summary[f"{name}_before_39f99b8"] = old[name]
+    return summary
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     designs = [(scenario, scenario, "queue", "train") for scenario in SCENARIOS]
@@ -1072,7 +1086,10 @@ def write_markdown(out: dict[str, Any]) -> None:
              "b_pilot": "(b) pilot constants (router before c267890)",
              "a_bias": "(a) same, bias-aware design (beta = 0, pilot constants)",
              "b_bias": "(b) same, bias-aware design (beta = 0, pilot constants)",
-             "b_ray_bias": "(b) on Ray, emulated, bias-aware design"}  # fmt: skip
+             "b_ray_bias": "(b) on Ray, emulated, bias-aware design",
+             "b_ray_before_39f99b8": "(b) on Ray, wall-clock design, router before 39f99b8",
+             "b_ray_bias_before_39f99b8": "(b) on Ray, bias-aware design, router before 39f99b8",
+             }  # fmt: skip
     for scenario, s in out["summary"].items():
         if scenario not in names:
             continue
