@@ -20,7 +20,8 @@ Run: ``nice -n 10 .venv/bin/python benchmarks/recommend.py [--quick] [--workers 
 run writes ``benchmarks/results/recommend.{json,md,png}``. ``--partitions speed_skew``
 keeps only those partitions; ``--stem NAME`` writes ``NAME.{json,md,png}`` instead.
 ``--tiers``, ``--budgets``, ``--seeds K``, ``--max-train``, ``--lrs`` and ``--trials`` replace
-one axis of the grid each (a run that differs from the full grid is labelled "Reduced run"
+one axis of the grid each, and ``--model cnn`` runs every cell with the CNN (the issue's
+CNN cell set) (a run that differs from the full grid is labelled "Reduced run"
 with its grid in the JSON and the table). Finished cell-seeds are appended to
 ``STEM.records.jsonl`` as they come.
 
@@ -67,11 +68,13 @@ def _rates(tiers: str) -> tuple[float, ...]:
     return (slow,) * COUNTS[0] + (mid,) * COUNTS[1] + (fast,) * COUNTS[2]
 
 
-def base_config(partition: str, tiers: str, seed: int, max_train: int) -> Any:
+def base_config(partition: str, tiers: str, seed: int, max_train: int,
+                model: str = "logreg") -> Any:
     from raysync.config import (
         AlgorithmConfig,
         ClientSpec,
         DataConfig,
+        ModelConfig,
         RoutingConfig,
         RunConfig,
         ServiceTimeSpec,
@@ -88,6 +91,7 @@ def base_config(partition: str, tiers: str, seed: int, max_train: int) -> Any:
         data=DataConfig(dataset="mnist",
                         partition="dirichlet" if partition.startswith("dirichlet") else "iid",
                         alpha=alpha, max_train_samples=max_train),
+        model=ModelConfig(name=model),
         run=RunConfig(time_budget=20.0, eval_every_updates=None, eval_every_seconds=2.5),
         seed=seed,
     )
@@ -141,8 +145,9 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
 
     part, tiers, budget, seed = job["partition"], job["tiers"], job["budget"], job["seed"]
     sel_seed = seed + SELECTION_OFFSET
-    sel_cfg = base_config(part, tiers, sel_seed, job["max_train"])
-    eval_cfg = base_config(part, tiers, seed, job["max_train"])
+    model = job.get("model", "logreg")
+    sel_cfg = base_config(part, tiers, sel_seed, job["max_train"], model)
+    eval_cfg = base_config(part, tiers, seed, job["max_train"], model)
     sel_wl = make_workload(sel_cfg, part)
     eval_wl = make_workload(eval_cfg, part)
     start = time.perf_counter()
@@ -220,7 +225,7 @@ def run_ray_cell(record: dict[str, Any], time_scale: float) -> dict[str, Any]:
 
     part, tiers, budget, seed = (record["partition"], record["tiers"], record["budget"],
                                  record["seed"])
-    eval_cfg = base_config(part, tiers, seed, record["max_train"])
+    eval_cfg = base_config(part, tiers, seed, record["max_train"], record.get("model", "logreg"))
     eval_wl = make_workload(eval_cfg, part)
     out: dict[str, Any] = {k: record[k] for k in ("partition", "tiers", "budget", "seed")}
     out.update({"time_scale": time_scale, "arms": {}})
@@ -488,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="evaluation seeds 0..K-1")
     parser.add_argument("--max-train", type=int, default=None, help="training subsample")
     parser.add_argument("--lrs", default=None, help="comma-separated step grid")
+    parser.add_argument("--model", default="logreg", choices=("logreg", "cnn"),
+                        help="the model of every cell (the issue's CNN cell set: cnn)")
     parser.add_argument("--ray-from", default=None,
                         help="rerun the designs of results/STEM.json on the Ray runtime")
     parser.add_argument("--ray-seeds", type=int, default=3, help="with --ray-from: seeds 0..K-1")
@@ -532,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--trials must be >= 0, got {args.trials}")
     stem = args.stem or stem
     jobs = [{"partition": p, "tiers": t, "budget": b, "seed": s, "trials": trials,
-             "max_train": max_train, "lrs": lrs}
+             "max_train": max_train, "lrs": lrs, "model": args.model}
             for p in parts for t in tiers for b in budgets for s in seeds]
     start = time.perf_counter()
     # Each finished cell-seed is appended as it arrives: a run stopped part-way keeps them.
@@ -546,9 +553,9 @@ def main(argv: list[str] | None = None) -> int:
             with partial.open("a") as fh:
                 fh.write(json.dumps(record, default=float) + "\n")
     grid = {"partitions": parts, "tiers": tiers, "budgets": budgets, "seeds": seeds,
-            "trials": trials, "max_train": max_train, "lrs": lrs}
+            "trials": trials, "max_train": max_train, "lrs": lrs, "model": args.model}
     full = {"partitions": PARTITIONS, "tiers": tuple(TIERS), "budgets": BUDGETS,
-            "seeds": SEEDS, "trials": 30, "max_train": 20_000, "lrs": LRS}
+            "seeds": SEEDS, "trials": 30, "max_train": 20_000, "lrs": LRS, "model": "logreg"}
     payload = {
         "command": "benchmarks/recommend.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "note": ("Full grid." if grid == full else "Reduced run: " + json.dumps(grid)),
