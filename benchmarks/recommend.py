@@ -255,25 +255,16 @@ def run_ray_cell(record: dict[str, Any], time_scale: float) -> dict[str, Any]:
 def summarise_ray(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per cell and arm: Ray and simulator mean test accuracy ± SE over the same seeds, and
     the paired difference (Ray - simulator, per seed) with its standard error."""
-    cells: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
-    for r in records:
-        cells.setdefault((r["partition"], r["tiers"], r["budget"]), []).append(r)
     rows = []
-    for (part, tiers, budget), recs in sorted(cells.items()):
-        row: dict[str, Any] = {"partition": part, "tiers": tiers, "budget": budget,
-                               "seeds": len(recs), "arms": {}}
+    for row, recs in _cells(records):
         for arm in ARMS:
             ray_acc = np.array([r["arms"][arm]["test_accuracy"] for r in recs])
             sim_acc = np.array([r["arms"][arm]["sim_test_accuracy"] for r in recs])
             diff = ray_acc - sim_acc
-
-            def se(x: np.ndarray) -> float:
-                return float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else math.nan
-
             row["arms"][arm] = {
-                "ray_mean": float(ray_acc.mean()), "ray_se": se(ray_acc),
-                "sim_mean": float(sim_acc.mean()), "sim_se": se(sim_acc),
-                "diff_mean": float(diff.mean()), "diff_se": se(diff),
+                "ray_mean": float(ray_acc.mean()), "ray_se": _se(ray_acc),
+                "sim_mean": float(sim_acc.mean()), "sim_se": _se(sim_acc),
+                "diff_mean": float(diff.mean()), "diff_se": _se(diff),
                 "ray_throughput": float(np.mean([r["arms"][arm]["throughput"] for r in recs])),
                 "sim_throughput": float(np.mean([r["arms"][arm]["sim_throughput"]
                                                  for r in recs])),
@@ -357,20 +348,30 @@ def ray_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _se(x: np.ndarray) -> float:
+    """Standard error of the mean of ``x`` (NaN for fewer than two values)."""
+    return float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else math.nan
+
+
+def _cells(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """The records grouped by cell (partition, tiers, budget), sorted: an empty row of each
+    cell (its keys and seed count, ``arms`` to fill) with the cell's records."""
     cells: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
     for r in records:
         cells.setdefault((r["partition"], r["tiers"], r["budget"]), []).append(r)
+    return [({"partition": part, "tiers": tiers, "budget": budget, "seeds": len(recs),
+              "arms": {}}, recs)
+            for (part, tiers, budget), recs in sorted(cells.items())]
+
+
+def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
-    for (part, tiers, budget), recs in sorted(cells.items()):
-        row: dict[str, Any] = {"partition": part, "tiers": tiers, "budget": budget,
-                               "seeds": len(recs), "arms": {}}
+    for row, recs in _cells(records):
         for arm in ARMS:
             acc = np.array([r["arms"][arm]["test_accuracy"] for r in recs])
             ttt = [r["arms"][arm]["time_to_target"] for r in recs]
-            se = float(acc.std(ddof=1) / math.sqrt(acc.size)) if acc.size > 1 else math.nan
             row["arms"][arm] = {
-                "mean": float(acc.mean()), "se": se,
+                "mean": float(acc.mean()), "se": _se(acc),
                 "time_to_target": [t for t in ttt if t is not None],
                 "reached": sum(t is not None for t in ttt),
                 "designs": [r["arms"][arm]["point"] for r in recs],
