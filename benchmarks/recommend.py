@@ -392,7 +392,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "## Recommend benchmark (issue 13)",
         "",
         f"Run: `{payload['command']}` ({payload['wall_seconds'] / 60:.0f} min on a shared "
-        f"2-core machine). {payload['note']}",
+        f"2-core machine{_resumed(payload)}). {payload['note']}",
         "",
         "Test accuracy at the budget, mean ± standard error over seeds; every arm's step "
         "and recommend's trials chosen on validation on a separate selection seed. "
@@ -471,6 +471,21 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     fig.savefig(path)
 
 
+def _resumed(payload: dict[str, Any]) -> str:
+    kept = payload.get("resumed_cell_seeds", 0)
+    if not kept:
+        return ""
+    return (f" for the new cell-seeds, plus {payload.get('earlier_wall_seconds', 0) / 60:.0f} min "
+            f"of the earlier run whose {kept} cell-seeds were kept")
+
+
+def _job_key(job: dict[str, Any]) -> str:
+    """What makes two cell-seeds the same run: the cell, the seed and every grid setting."""
+    return json.dumps([job["partition"], job["tiers"], float(job["budget"]), job["seed"],
+                       job["trials"], job["max_train"], [float(v) for v in job["lrs"]],
+                       job.get("model", "logreg")])
+
+
 def _positive(parser: argparse.ArgumentParser, flag: str, text: str) -> float:
     try:
         value = float(text)
@@ -496,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lrs", default=None, help="comma-separated step grid")
     parser.add_argument("--model", default="logreg", choices=("logreg", "cnn"),
                         help="the model of every cell (the issue's CNN cell set: cnn)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the cell-seeds already in STEM.records.jsonl (same grid "
+                             "settings) and run only the missing ones")
     parser.add_argument("--ray-from", default=None,
                         help="rerun the designs of results/STEM.json on the Ray runtime")
     parser.add_argument("--ray-seeds", type=int, default=3, help="with --ray-from: seeds 0..K-1")
@@ -546,8 +564,21 @@ def main(argv: list[str] | None = None) -> int:
     # Each finished cell-seed is appended as it arrives: a run stopped part-way keeps them.
     partial = RESULTS / f"{stem}.records.jsonl"
     RESULTS.mkdir(exist_ok=True)
-    partial.write_text("")
-    records = []
+    records: list[dict[str, Any]] = []
+    kept, earlier = 0, 0.0
+    if args.resume and partial.is_file():
+        wanted = {_job_key(j) for j in jobs}
+        records = [r for line in partial.read_text().splitlines() if line.strip()
+                   for r in [json.loads(line)] if _job_key(r) in wanted]
+        done = {_job_key(r) for r in records}
+        jobs = [j for j in jobs if _job_key(j) not in done]
+        kept = len(records)
+        previous = RESULTS / f"{stem}.json"
+        if kept and previous.is_file():
+            earlier = float(json.loads(previous.read_text()).get("wall_seconds", 0.0))
+        print(f"--resume: {len(records)} cell-seeds kept from {partial.name}, "
+              f"{len(jobs)} to run", file=sys.stderr, flush=True)
+    partial.write_text("".join(json.dumps(r, default=float) + "\n" for r in records))
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
         for record in pool.map(run_cell, jobs):
             records.append(record)
@@ -562,6 +593,8 @@ def main(argv: list[str] | None = None) -> int:
         "note": ("Full grid." if grid == full else "Reduced run: " + json.dumps(grid)),
         "load_average_1min": os.getloadavg(),
         "wall_seconds": time.perf_counter() - start,
+        "resumed_cell_seeds": kept,
+        "earlier_wall_seconds": earlier,
         "target": TARGET,
         "rows": summarise(records),
         "records": records,
