@@ -131,6 +131,13 @@ def get_flat_grad(model: nn.Module) -> FloatArray:
     )
 
 
+def _copy_out(flat: torch.Tensor) -> FloatArray:
+    """A float32 numpy copy of a flat buffer (the buffer is reused by the next call)."""
+    if flat.device.type == "cpu":
+        return flat.detach().numpy().copy()
+    return flat.detach().to("cpu").numpy()
+
+
 def _as_flat_tensor(flat: npt.ArrayLike, expected: int) -> torch.Tensor:
     arr = np.asarray(flat)
     if arr.ndim != 1 or arr.shape[0] != expected:
@@ -263,6 +270,10 @@ class GradientComputer:
         self._model = model.to(self._device)
         self._params = list(self._model.parameters())
         self._num_parameters = sum(p.numel() for p in self._params)
+        self._flat: torch.Tensor | None = None
+        self._flat_grad: torch.Tensor | None = None
+        self._pointers: list[tuple[int, int]] = []
+        self._bind_flat()
         #: Mean training loss over the steps of the last :meth:`local_steps` call.
         self.last_train_loss: float = math.nan
 
@@ -281,12 +292,93 @@ class GradientComputer:
         """Length of the flat parameter vector."""
         return self._num_parameters
 
+    def _bind_flat(self) -> None:
+        """Make every parameter and its gradient a view into one flat buffer each.
+
+        Loading a flat vector is then one copy, reading the gradient one copy and an SGD
+        step one fused ``add_`` instead of one call per tensor (the per-tensor calls were
+        most of a small model's time per gradient). Models whose parameters differ in
+        dtype or device keep the per-tensor path.
+        """
+        params = self._params
+        if not params or any(
+            p.dtype != torch.float32 or p.device != params[0].device for p in params
+        ):
+            self._flat = self._flat_grad = None
+            return
+        with torch.no_grad():
+            flat = torch.cat([p.detach().reshape(-1) for p in params])
+            grad = torch.zeros_like(flat)
+            offset = 0
+            for p in params:
+                n = p.numel()
+                p.data = flat[offset : offset + n].view_as(p)
+                p.grad = grad[offset : offset + n].view_as(p)
+                offset += n
+        self._flat, self._flat_grad = flat, grad
+        self._pointers = self._expected_pointers()
+
+    def _expected_pointers(self) -> list[tuple[int, int]]:
+        assert self._flat is not None and self._flat_grad is not None
+        size = self._flat.element_size()
+        pointers, offset = [], 0
+        for p in self._params:
+            pointers.append((self._flat.data_ptr() + offset * size,
+                             self._flat_grad.data_ptr() + offset * size))
+            offset += p.numel()
+        return pointers
+
+    def _intact(self) -> bool:
+        """Whether the parameters and gradients still view the flat buffers.
+
+        A module may re-point them (``model.to``, a cuDNN RNN flattening its weights, a
+        user setting ``p.grad = None``); the per-tensor path then reads them.
+        """
+        if self._flat is None:
+            return False
+        for p, (data, grad) in zip(self._params, self._pointers, strict=True):
+            g = p.grad
+            if p.data_ptr() != data or g is None or g.data_ptr() != grad:
+                return False
+        return True
+
+    def _bound(self) -> bool:
+        """:meth:`_intact`, binding the parameters again where they were re-pointed.
+
+        Values are kept and gradients zeroed: only for callers about to overwrite both.
+        """
+        if self._intact():
+            return True
+        self._params = list(self._model.parameters())
+        self._bind_flat()
+        return self._flat is not None
+
     def get_params(self) -> FloatArray:
         """Return a copy of the module's current parameters as a flat float32 vector."""
+        if self._intact():
+            assert self._flat is not None
+            return _copy_out(self._flat)
         return get_flat_params(self._model)
 
     def _load(self, flat_params: npt.ArrayLike) -> None:
-        set_flat_params(self._model, flat_params)
+        if not self._bound():
+            set_flat_params(self._model, flat_params)
+            return
+        assert self._flat is not None
+        src = _as_flat_tensor(flat_params, self._num_parameters)
+        with torch.no_grad():
+            self._flat.copy_(src)
+
+    def _train_mode(self) -> None:
+        # Module.train() walks every submodule; evaluate() is the only caller that leaves it.
+        if not self._model.training:
+            self._model.train()
+
+    def _flat_gradient(self) -> FloatArray:
+        if self._intact():
+            assert self._flat_grad is not None
+            return _copy_out(self._flat_grad)
+        return get_flat_grad(self._model)
 
     @property
     def loss_name(self) -> str:
@@ -333,8 +425,13 @@ class GradientComputer:
 
     def _loss_grad_step(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
         """Forward + backward on one batch; leaves gradients in ``p.grad``."""
-        for p in self._params:
-            p.grad = None
+        if self._bound():
+            assert self._flat_grad is not None
+            # backward() accumulates into the existing (viewed) gradients in place.
+            self._flat_grad.zero_()
+        else:
+            for p in self._params:
+                p.grad = None
         loss = self.loss(self._model(xb), yb)
         if not loss.requires_grad:
             raise DataError(
@@ -366,9 +463,9 @@ class GradientComputer:
         xa, ya = self._batch(x, y)
         if ya.size == 0:
             raise DataError("compute_gradient needs a non-empty batch")
-        self._model.train()
+        self._train_mode()
         loss = self._loss_grad_step(_to_tensor(xa, self._device), _to_tensor(ya, self._device))
-        return get_flat_grad(self._model), loss
+        return self._flat_gradient(), loss
 
     def local_steps(
         self,
@@ -417,7 +514,7 @@ class GradientComputer:
         n = ya.shape[0]
         if steps > 0 and n == 0:
             raise DataError("local_steps needs at least one sample")
-        self._model.train()
+        self._train_mode()
         total = 0.0
         perm = np.empty(0, dtype=np.int64)
         pos = n  # forces a fresh permutation at the first step
@@ -431,11 +528,15 @@ class GradientComputer:
                 _to_tensor(xa[idx], self._device), _to_tensor(ya[idx], self._device)
             )
             with torch.no_grad():
-                for p in self._params:
-                    if p.grad is not None:
-                        p.add_(p.grad, alpha=-lr)
+                if self._intact():
+                    assert self._flat is not None and self._flat_grad is not None
+                    self._flat.add_(self._flat_grad, alpha=-lr)
+                else:
+                    for p in self._params:
+                        if p.grad is not None:
+                            p.add_(p.grad, alpha=-lr)
         self.last_train_loss = total / steps if steps else math.nan
-        return get_flat_params(self._model)
+        return self.get_params()
 
     def evaluate(
         self,

@@ -266,3 +266,78 @@ def test_cuda_matches_cpu(digits: Dataset) -> None:
     np.testing.assert_allclose(g_gpu, g_cpu, rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(w_gpu, w_cpu, rtol=1e-3, atol=1e-4)
     assert m_gpu[0] == pytest.approx(m_cpu[0], rel=1e-3)
+
+
+# --------------------------------------------------------------------------- flat buffers
+
+
+def _per_tensor_computer(name: str, seed: int) -> GradientComputer:
+    """A computer forced onto the per-tensor path: the reference for the flat buffers."""
+    kw = {"in_features": 64, "num_classes": 10, "image_shape": (1, 8, 8)}
+    gc = GradientComputer(build_model(name, seed=seed, **kw))
+    gc._flat = gc._flat_grad = None
+    gc._bind_flat = lambda: None  # type: ignore[method-assign]
+    assert not gc._intact()
+    return gc
+
+
+@pytest.mark.parametrize("name", ["logreg", "mlp", "cnn"])
+def test_flat_buffers_bit_identical_to_per_tensor_path(name: str, digits: Dataset) -> None:
+    # The parameters (and gradients) of the computer are views of one buffer each; every
+    # result must equal, bit for bit, the per-tensor loads, reads and SGD steps.
+    kw = {"in_features": 64, "num_classes": 10, "image_shape": (1, 8, 8)}
+    fast = GradientComputer(build_model(name, seed=5, **kw))
+    slow = _per_tensor_computer(name, seed=5)
+    assert fast._intact()
+    w = fast.get_params()
+    assert np.array_equal(w, slow.get_params())
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        idx = rng.choice(len(digits.y_train), 16, replace=False)
+        x, y = digits.x_train[idx], digits.y_train[idx]
+        (g1, l1), (g2, l2) = fast.compute_gradient(w, x, y), slow.compute_gradient(w, x, y)
+        assert np.array_equal(g1, g2) and l1 == l2
+        w1 = fast.local_steps(w, x, y, steps=4, batch_size=5, lr=0.1, rng=7)
+        w2 = slow.local_steps(w, x, y, steps=4, batch_size=5, lr=0.1, rng=7)
+        assert np.array_equal(w1, w2) and fast.last_train_loss == slow.last_train_loss
+        assert fast.evaluate(w1, digits.x_test, digits.y_test) == slow.evaluate(
+            w1, digits.x_test, digits.y_test
+        )
+        w = w1 - np.float32(0.01) * g1
+    # Results are copies: the next call must not change a returned gradient or vector.
+    g, _ = fast.compute_gradient(w, digits.x_train[:8], digits.y_train[:8])
+    before = g.copy()
+    fast.compute_gradient(w * 2, digits.x_train[8:16], digits.y_train[8:16])
+    assert np.array_equal(g, before)
+
+
+def test_flat_buffers_survive_repointed_parameters(digits: Dataset) -> None:
+    # A user (or a module) may replace p.grad or p.data; the computer must notice, read the
+    # tensors as they are, and bind them again at the next load.
+    gc = GradientComputer(tiny_mlp(seed=6))
+    w = gc.get_params()
+    x, y = np.ones((4, 5), np.float32), np.array([0, 1, 2, 0])
+    g_ref, _ = GradientComputer(tiny_mlp(seed=6)).compute_gradient(w, x, y)
+    for p in gc.model.parameters():
+        p.grad = None
+    assert not gc._intact()
+    g, _ = gc.compute_gradient(w, x, y)
+    assert np.array_equal(g, g_ref) and gc._intact()
+    # Re-pointed data (e.g. a module re-allocating its weights): values are kept.
+    first = next(gc.model.parameters())
+    first.data = first.data.clone() + 1
+    assert not gc._intact()
+    shifted = gc.get_params()  # read per tensor while unbound
+    assert np.array_equal(shifted[: first.numel()], w[: first.numel()] + 1)
+    g2, _ = gc.compute_gradient(w, x, y)  # loads w: bound again, w restored
+    assert gc._intact() and np.array_equal(g2, g_ref)
+    assert np.array_equal(gc.get_params(), w)
+
+
+def test_flat_buffers_fall_back_for_mixed_dtypes() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    model[0].bias.data = model[0].bias.data.double()
+    gc = GradientComputer(model, loss="mse")
+    assert gc._flat is None and not gc._intact()
+    w = gc.get_params()
+    assert w.dtype == np.float32 and w.shape == (8,)
