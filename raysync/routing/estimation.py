@@ -231,6 +231,10 @@ class OnlineRateEstimator:
         pooled = self._total_n / self._total_s if self._total_s > 0 else 1.0
         return np.full(self.num_clients, pooled)
 
+    def observed(self, client: int) -> bool:
+        """Whether any service time of ``client`` was ever recorded (forgetting keeps it)."""
+        return bool(self._n[client] > 0)
+
     def counts(self) -> np.ndarray:
         """Observations behind each estimate (``N``; ``N_eff`` with forgetting), shape ``(n,)``."""
         return self._effective()
