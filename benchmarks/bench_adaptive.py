@@ -431,7 +431,8 @@ def main() -> int:
         out["runs"] = saved["runs"]
         kept = ("pilot", "ray", "ray_bias", "ray_pre_c267890", "notes", "previous_adaptive_runs",
                 "adaptive_runs_before_39f99b8", "summary_before_39f99b8",
-                "one_off_39f99b8", "ray_runs_before_39f99b8")  # fmt: skip
+                "one_off_39f99b8", "ray_runs_before_39f99b8",
+                "adaptive_runs_before_e152a7c", "summary_before_e152a7c")  # fmt: skip
         out.update({k: saved[k] for k in kept if k in saved})
     done = {(r["mode"], r["scenario"], r["seed"], r["arm"]) for r in out["runs"]}
     start_wall = time.time()
@@ -609,7 +610,9 @@ START_VARIANTS: dict[str, dict[str, Any]] = {
     "no warm-up": {"warmup": 0},
     "no censoring": {"censoring": False},
     "no refresh": {"refresh": False},
-    "none (router before 39f99b8)": {"warmup": 0, "censoring": False, "refresh": False},
+    "no single probe": {"single_probe": False},
+    "none (router before 39f99b8)": {"warmup": 0, "censoring": False, "refresh": False,
+                                     "single_probe": False},
 }
 #: The start-up window of ``--a-start`` (the training runs' budget) and its blocks, seconds.
 START_WINDOW, START_BLOCK = 60.0, 5.0
