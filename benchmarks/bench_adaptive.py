@@ -432,7 +432,8 @@ def main() -> int:
         kept = ("pilot", "ray", "ray_bias", "ray_pre_c267890", "notes", "previous_adaptive_runs",
                 "adaptive_runs_before_39f99b8", "summary_before_39f99b8",
                 "one_off_39f99b8", "ray_runs_before_39f99b8",
-                "adaptive_runs_before_e152a7c", "summary_before_e152a7c")  # fmt: skip
+                "adaptive_runs_before_e152a7c", "summary_before_e152a7c",
+                "ray_runs_before_e152a7c", "one_off_e152a7c")  # fmt: skip
         out.update({k: saved[k] for k in kept if k in saved})
     done = {(r["mode"], r["scenario"], r["seed"], r["arm"]) for r in out["runs"]}
     start_wall = time.time()
@@ -945,12 +946,13 @@ def _ray_row(
 
 def full_summary(out: dict[str, Any]) -> dict[str, Any]:
     """:func:`summarise` of the runs, plus the Ray summaries of the rows kept under
-    ``ray_runs_before_39f99b8`` (``b_ray_before_39f99b8``, ``b_ray_bias_before_39f99b8``)."""
+    ``ray_runs_before_<commit>`` (``b_ray_before_<commit>``, ``b_ray_bias_before_<commit>``)."""
     summary = summarise(out["runs"])
-    old = summarise(out.get("ray_runs_before_39f99b8", []))
-    for name in ("b_ray", "b_ray_bias"):
-        if name in old:
-            summary[f"{name}_before_39f99b8"] = old[name]
+    for commit in ("39f99b8", "e152a7c"):
+        old = summarise(out.get(f"ray_runs_before_{commit}", []))
+        for name in ("b_ray", "b_ray_bias"):
+            if name in old:
+                summary[f"{name}_before_{commit}"] = old[name]
     return summary
 
 
@@ -1092,6 +1094,7 @@ def write_markdown(out: dict[str, Any]) -> None:
              "b_ray_bias": "(b) on Ray, emulated, bias-aware design",
              "b_ray_before_39f99b8": "(b) on Ray, wall-clock design, router before 39f99b8",
              "b_ray_bias_before_39f99b8": "(b) on Ray, bias-aware design, router before 39f99b8",
+             "b_ray_bias_before_e152a7c": "(b) on Ray, bias-aware design, router before e152a7c",
              }  # fmt: skip
     for scenario, s in out["summary"].items():
         if scenario not in names:
