@@ -126,20 +126,34 @@ def _demand_exponent(network: ClosedNetwork) -> int:
         ConfigError: A demand overflows float64 (a rate so small that ``p_i / mu_i``,
             or ``1 / server_rate``, is beyond ``1.8e308``).
     """
+    return demand_exponent(network.p, network.mu, network.total_latency, network.server_rate)
+
+
+def demand_exponent(
+    p: NDArray[np.float64],
+    mu: NDArray[np.float64],
+    latency: NDArray[np.float64],
+    server_rate: float | None,
+) -> int:
+    """:func:`_demand_exponent` of a network given by its arrays.
+
+    Shared with the tiered solver: ``p``, ``mu`` and ``latency`` per client or per tier,
+    shape ``(n,)``; not part of the public API.
+    """
     with np.errstate(over="ignore", divide="ignore"):
-        rho = network.p / network.mu
-        parts = [float(np.max(rho)), float(np.max(network.total_latency))]
-        if network.server_rate is not None:
-            parts.append(1.0 / network.server_rate)
+        rho = p / mu
+        parts = [float(np.max(rho)), float(np.max(latency))]
+        if server_rate is not None:
+            parts.append(1.0 / server_rate)
     if not np.all(np.isfinite(rho)):
         j = int(np.flatnonzero(~np.isfinite(rho))[0])
         raise ConfigError(
-            f"mu[{j}]={float(network.mu[j])!r} is too small: its demand p/mu = "
-            f"{float(network.p[j])!r}/{float(network.mu[j])!r} overflows float64"
+            f"mu[{j}]={float(mu[j])!r} is too small: its demand p/mu = "
+            f"{float(p[j])!r}/{float(mu[j])!r} overflows float64"
         )
     if not all(math.isfinite(v) for v in parts):
         raise ConfigError(
-            f"server_rate={network.server_rate!r} is too small: 1/server_rate overflows float64"
+            f"server_rate={server_rate!r} is too small: 1/server_rate overflows float64"
         )
     largest = max(parts)
     return math.frexp(largest)[1] if largest > 0 else 0
@@ -180,7 +194,9 @@ def _scale_back(
 ) -> QueueingResult:
     """Convert a result solved in unit ``2**exponent`` back to the unit of the rates."""
     with np.errstate(over="ignore", under="ignore"):
-        lam = math.ldexp(result.throughput, -exponent)
+        # np.ldexp, not math.ldexp: a throughput beyond float64 becomes inf (refused with
+        # one line by _check_finite) instead of raising OverflowError here.
+        lam = float(np.ldexp(result.throughput, -exponent))
         sojourn = np.ldexp(result.mean_sojourn_time, exponent)
         # clamped clients: empty queue to double precision, so T_i = 1 / mu_i
         sojourn = np.where(clamped, 1.0 / network.mu, sojourn)

@@ -302,6 +302,25 @@ def _recursion_numpy(
     return q, qs, lam, q_prev, qs_prev, lam_prev
 
 
+def _check_finite(
+    throughput: float, values: dict[str, NDArray[np.float64] | None], network: TieredNetwork
+) -> None:
+    """Refuse, in one line, a result that float64 cannot hold (analyze()'s rule)."""
+    rates = f"rates from {float(network.mu.min())!r} to {float(network.mu.max())!r}"
+    if not math.isfinite(throughput) or throughput <= 0:
+        side = "beyond" if not throughput <= 0 else "below"
+        raise ConfigError(
+            f"the throughput of this network is {side} the float64 range ({rates}); express "
+            "the rates in another time unit"
+        )
+    for name, value in values.items():
+        if value is not None and not np.all(np.isfinite(value)):
+            raise ConfigError(
+                f"the {name.replace('_', ' ')} of this network is not finite ({rates}); the "
+                "rates, latencies and server rate span too wide a range for float64"
+            )
+
+
 def analyze_tiered(network: TieredNetwork, *, curve: bool = False) -> TieredResult:
     """Solve a tiered closed network exactly by MVA over tiers, in ``O(T C)``.
 
@@ -314,14 +333,26 @@ def analyze_tiered(network: TieredNetwork, *, curve: bool = False) -> TieredResu
         :func:`raysync.queueing.analyze` on :meth:`TieredNetwork.to_closed_network`.
 
     Raises:
-        ConfigError: ``network`` is not a :class:`TieredNetwork`.
+        ConfigError: ``network`` is not a :class:`TieredNetwork`, a demand ``p / mu``
+            overflows float64, or a result is beyond the float64 range (one line, as
+            :func:`raysync.queueing.analyze`).
     """
     if not isinstance(network, TieredNetwork):
         raise ConfigError(f"network must be a TieredNetwork, got {type(network).__name__}")
-    rho = network.p / network.mu
-    z = network.total_latency
+    from raysync.queueing.analysis import demand_exponent
+
+    # As analyze(): solve in a time unit where the largest demand is about 1, so rates near
+    # the ends of float64 neither overflow nor underflow in the recursion; queue lengths,
+    # utilisations and relative delays are unit-free, the throughput is scaled back.
+    exponent = demand_exponent(  # ConfigError if a demand overflows
+        network.p, network.mu, network.total_latency, network.server_rate
+    )
+    with np.errstate(under="ignore"):
+        rho = np.ldexp(network.p / network.mu, -exponent)
+        z = np.ldexp(network.total_latency, -exponent)
+        rho_s = 0.0 if network.server_rate is None else math.ldexp(1.0 / network.server_rate,
+                                                                   -exponent)  # fmt: skip
     z_total = float(np.dot(network.counts * network.p, z))
-    rho_s = 0.0 if network.server_rate is None else 1.0 / network.server_rate
     counts = network.counts.astype(np.float64)
     lam_curve: list[float] | None = [] if curve else None
     c = network.concurrency
@@ -336,24 +367,31 @@ def analyze_tiered(network: TieredNetwork, *, curve: bool = False) -> TieredResu
             counts, rho, z_total, rho_s, c, lam_curve
         )
     delay = q_prev / network.p + z * lam_prev + qs_prev
+    utilization = rho * lam
+    server_utilization = None if network.server_rate is None else lam * rho_s
+    with np.errstate(over="ignore"):
+        lam = float(np.ldexp(lam, -exponent))
     results: dict[str, NDArray[np.float64]] = {
         "client_throughput": network.p * lam,
-        "utilization": rho * lam,
+        "utilization": utilization,
         "mean_queue_length": q,
         "mean_relative_delay": delay,
     }
-    for value in results.values():
-        value.setflags(write=False)
     throughput_curve = None
     if lam_curve is not None:
-        throughput_curve = np.asarray(lam_curve, dtype=np.float64)
+        with np.errstate(over="ignore"):
+            throughput_curve = np.ldexp(np.asarray(lam_curve, dtype=np.float64), -exponent)
+    _check_finite(lam, {**results, "throughput_curve": throughput_curve}, network)
+    for value in results.values():
+        value.setflags(write=False)
+    if throughput_curve is not None:
         throughput_curve.setflags(write=False)
     return TieredResult(
         throughput=float(lam),
         mean_staleness=float(np.dot(network.counts * network.p, delay)),
         counts=network.counts,
         concurrency=c,
-        server_utilization=None if network.server_rate is None else lam * rho_s,
+        server_utilization=server_utilization,
         throughput_curve=throughput_curve,
         **results,
     )

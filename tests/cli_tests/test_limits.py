@@ -35,6 +35,7 @@ def test_analyze_curve_json_carries_the_lean_summary(capsys: pytest.CaptureFixtu
         (["--mu", "1,2", "-C", "100000000000"], "solver steps, more than"),
         (["--mu", "1e-320,1", "-C", "3"], "mu[0]=1e-320 is too small"),
         (["--mu", "1e-308,1e-308", "-C", "5"], "beyond the float64 range"),
+        (["--mu", "1e308,1e308", "-C", "9"], "throughput of this network is beyond"),
         (["--mu", "1,2", "-C", "5", "--server-rate", "1e-310"], "1/server_rate overflows"),
         (["--mu", "1,nan", "-C", "3"], "mu[1] must be finite, got nan"),
         (["--mu", "1,2", "-C", "3", "--latency", "inf"], "latency must be finite"),
