@@ -427,11 +427,14 @@ def markdown(payload: dict[str, Any]) -> str:
         diff = rec["mean"] - base["mean"]
         se = math.hypot(rec["se"], base["se"])
         b, best = row["arms"]["bias"], row["arms"][row["best"]]
+        b_diff = b["mean"] - best["mean"]
+        b_se = math.hypot(b["se"], best["se"]) if row["best"] != "bias" else 0.0
         lines.append(
             f"- {row['partition']}, {row['tiers']}, T={row['budget']:g}: recommend "
             f"{100 * diff:+.2f} points vs {row['best_baseline']} ({diff / se if se > 0 else 0:+.1f}"
-            f" SE); bias-aware optimum alone {100 * (b['mean'] - best['mean']):+.2f} points "
-            f"vs best arm ({row['best']}); bias optimum chose "
+            f" SE); bias-aware optimum alone {100 * b_diff:+.2f} points "
+            f"vs best arm ({row['best']}, {b_diff / b_se if b_se > 0 else 0:+.1f} SE); "
+            "bias optimum chose "
             f"{_design(b['designs'][0])}, recommend chose {_design(rec['designs'][0])}; "
             f"recommend spent {row.get('recommend_simulations')} simulations per seed "
             f"({row.get('recommend_trials')} of them Optuna trials)"
