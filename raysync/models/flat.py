@@ -316,17 +316,8 @@ class GradientComputer:
                 p.grad = grad[offset : offset + n].view_as(p)
                 offset += n
         self._flat, self._flat_grad = flat, grad
-        self._pointers = self._expected_pointers()
-
-    def _expected_pointers(self) -> list[tuple[int, int]]:
-        assert self._flat is not None and self._flat_grad is not None
-        size = self._flat.element_size()
-        pointers, offset = [], 0
-        for p in self._params:
-            pointers.append((self._flat.data_ptr() + offset * size,
-                             self._flat_grad.data_ptr() + offset * size))
-            offset += p.numel()
-        return pointers
+        # Where each view starts; _intact() compares against these.
+        self._pointers = [(p.data_ptr(), p.grad.data_ptr()) for p in params]  # type: ignore[union-attr]
 
     def _intact(self) -> bool:
         """Whether the parameters and gradients still view the flat buffers.

@@ -243,36 +243,52 @@ def _scaled_server_rate(server_rate: float, exponent: int) -> tuple[float, bool]
 
 
 def _check_finite(result: QueueingResult, network: ClosedNetwork) -> QueueingResult:
-    for name in ("throughput", "client_throughput", "mean_sojourn_time"):
-        values = np.atleast_1d(np.asarray(getattr(result, name), dtype=np.float64))
+    refuse_unrepresentable(
+        network.mu,
+        {name: getattr(result, name)
+         for name in ("throughput", "client_throughput", "mean_sojourn_time")},
+        {name: getattr(result, name)
+         for name in ("utilization", "mean_queue_length", "mean_relative_delay",
+                      "mean_in_transit", "throughput_curve", "queue_length_curve",
+                      "relative_delay_curve")},
+    )  # fmt: skip
+    return result
+
+
+def refuse_unrepresentable(
+    mu: NDArray[np.float64],
+    timed: dict[str, Any],
+    unitless: dict[str, Any],
+) -> None:
+    """Refuse, in one line, a result that float64 cannot hold.
+
+    Shared with the tiered solver; not part of the public API. ``timed``: quantities in the
+    rates' time unit, by name (``throughput`` among them), refused as beyond (or, for the
+    throughput, below) the float64 range with a hint to change the unit; ``unitless``: the
+    others (None entries skipped).
+
+    Raises:
+        ConfigError: A value is not finite, or the throughput is not positive.
+    """
+    rates = f"rates from {float(mu.min())!r} to {float(mu.max())!r}"
+    for name, value in timed.items():
+        values = np.atleast_1d(np.asarray(value, dtype=np.float64))
         if not np.all(np.isfinite(values)):
             raise ConfigError(
                 f"the {name.replace('_', ' ')} of this network is beyond the float64 range "
-                f"(rates from {float(network.mu.min())!r} to {float(network.mu.max())!r}); "
-                "express the rates in another time unit"
+                f"({rates}); express the rates in another time unit"
             )
-    if result.throughput <= 0:
+    if timed["throughput"] <= 0:
         raise ConfigError(
-            "the throughput of this network is below the float64 range (rates from "
-            f"{float(network.mu.min())!r} to {float(network.mu.max())!r}); express the "
-            "rates in another time unit"
+            f"the throughput of this network is below the float64 range ({rates}); express "
+            "the rates in another time unit"
         )
-    for name in (
-        "utilization",
-        "mean_queue_length",
-        "mean_relative_delay",
-        "mean_in_transit",
-        "throughput_curve",
-        "queue_length_curve",
-        "relative_delay_curve",
-    ):
-        values = getattr(result, name)
-        if values is not None and not np.all(np.isfinite(values)):
+    for name, value in unitless.items():
+        if value is not None and not np.all(np.isfinite(value)):
             raise ConfigError(
                 f"the {name.replace('_', ' ')} of this network is not finite; the rates, "
                 "latencies and server rate span too wide a range for float64"
             )
-    return result
 
 
 def analyze(

@@ -302,25 +302,6 @@ def _recursion_numpy(
     return q, qs, lam, q_prev, qs_prev, lam_prev
 
 
-def _check_finite(
-    throughput: float, values: dict[str, NDArray[np.float64] | None], network: TieredNetwork
-) -> None:
-    """Refuse, in one line, a result that float64 cannot hold (analyze()'s rule)."""
-    rates = f"rates from {float(network.mu.min())!r} to {float(network.mu.max())!r}"
-    if not math.isfinite(throughput) or throughput <= 0:
-        side = "beyond" if not throughput <= 0 else "below"
-        raise ConfigError(
-            f"the throughput of this network is {side} the float64 range ({rates}); express "
-            "the rates in another time unit"
-        )
-    for name, value in values.items():
-        if value is not None and not np.all(np.isfinite(value)):
-            raise ConfigError(
-                f"the {name.replace('_', ' ')} of this network is not finite ({rates}); the "
-                "rates, latencies and server rate span too wide a range for float64"
-            )
-
-
 def analyze_tiered(network: TieredNetwork, *, curve: bool = False) -> TieredResult:
     """Solve a tiered closed network exactly by MVA over tiers, in ``O(T C)``.
 
@@ -339,7 +320,7 @@ def analyze_tiered(network: TieredNetwork, *, curve: bool = False) -> TieredResu
     """
     if not isinstance(network, TieredNetwork):
         raise ConfigError(f"network must be a TieredNetwork, got {type(network).__name__}")
-    from raysync.queueing.analysis import demand_exponent
+    from raysync.queueing.analysis import demand_exponent, refuse_unrepresentable
 
     # As analyze(): solve in a time unit where the largest demand is about 1, so rates near
     # the ends of float64 neither overflow nor underflow in the recursion; queue lengths,
@@ -381,7 +362,12 @@ def analyze_tiered(network: TieredNetwork, *, curve: bool = False) -> TieredResu
     if lam_curve is not None:
         with np.errstate(over="ignore"):
             throughput_curve = np.ldexp(np.asarray(lam_curve, dtype=np.float64), -exponent)
-    _check_finite(lam, {**results, "throughput_curve": throughput_curve}, network)
+    refuse_unrepresentable(
+        network.mu,
+        {"throughput": lam, "client_throughput": results["client_throughput"]},
+        {"utilization": utilization, "mean_queue_length": q, "mean_relative_delay": delay,
+         "throughput_curve": throughput_curve},
+    )  # fmt: skip
     for value in results.values():
         value.setflags(write=False)
     if throughput_curve is not None:
