@@ -165,7 +165,7 @@ def single_process_loop(config: SystemConfig, updates: int) -> float:
     for k in range(updates):
         i = int(clients[k])
         x, y = data[i]
-        out = run_client_work(computer, work, params, x, y, gens.minibatch[i])
+        out = run_client_work(computer, work, params, x, y, gens.minibatch.task(i, k))
         result = ClientResult(
             task_id=k,
             client_id=i,
@@ -249,7 +249,12 @@ class BareWorker:
         self.workload = build_workload(config)
         self.work = make_strategy(config.algorithm).client_work()
         self.computer = self.workload.make_computer()
-        self.rngs = run_generators(config.seed, config.num_clients).minibatch
+        # One persistent generator per client: the cheapest stream a minimal server has
+        # (raysync derives one per task so that any executor can serve it).
+        self.rngs = [
+            np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(1, i)))
+            for i in range(config.num_clients)
+        ]
 
     def pid(self) -> int:
         return os.getpid()
@@ -426,7 +431,7 @@ PROFILE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Ray: (de)serialisation", ("ray/_private/serialization.py", "ray/cloudpickle", "msgpack")),
     ("Ray: call submission/receipt (Python)", ("ray/actor.py", "ray/_private/", "ray/util/")),
     ("compute (model forward/backward)", ("raysync/models/", "torch/", "raysync/client.py")),
-    ("minibatch stream", ("minibatch_generator",)),
+    ("minibatch stream", ("raysync/simulation/minibatch.py",)),
     ("strategy.apply", ("raysync/strategies/",)),
     ("router", ("raysync/routing/",)),
     ("statistics (ServerBook)", ("ServerBook.",)),

@@ -62,7 +62,6 @@ __all__ = [
     "communication_scalars",
     "describe_communication",
     "executor_device",
-    "minibatch_generator",
     "resolve_mode",
     "service_block",
     "wall_seconds",
@@ -79,9 +78,6 @@ MAX_PER_CLIENT_SCALARS = 64
 
 #: Service times the server keeps pre-drawn in memory, over all clients together.
 _MAX_BUFFERED_DRAWS = 262_144
-
-# SeedSequence spawn key of the minibatch streams (the simulator's ``run_generators`` key).
-_KEY_MINIBATCH = 1
 
 
 def wall_seconds(config_seconds: float | None, time_scale: float) -> float:
@@ -146,19 +142,6 @@ def executor_device(
         return f"cuda:{first}" if first.isdigit() else "cuda:0"
     visible = [v.strip() for v in cuda_visible_devices.split(",") if v.strip()]
     return f"cuda:{visible.index(first)}" if first in visible else "cuda:0"
-
-
-def minibatch_generator(seed: int, client: int, ordinal: int) -> np.random.Generator:
-    """The minibatch generator of the ``ordinal``-th task of ``client``.
-
-    Child ``(1, client, ordinal)`` of ``SeedSequence(seed)`` (a child of the client's
-    minibatch stream ``(1, client)``). Deriving one generator per task makes a task's
-    result independent of which executor serves it and of retries: a re-issued task draws
-    the same minibatch.
-    """
-    return np.random.default_rng(
-        np.random.SeedSequence(seed, spawn_key=(_KEY_MINIBATCH, client, ordinal))
-    )
 
 
 class ServiceDraws:

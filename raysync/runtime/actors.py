@@ -100,8 +100,9 @@ clock continues from the checkpoint's (the downtime is not counted).
 
 Random streams follow the simulator (:func:`raysync.simulation.run_generators`): client
 ``i`` draws its service times from child ``(0, i)`` of ``SeedSequence(seed)``, the router
-uses ``(2,)``, and the ``k``-th task of client ``i`` draws its minibatches from child
-``(1, i, k)`` (:func:`~raysync.runtime._backend.minibatch_generator`).
+uses ``(2,)``, and the ``k``-th task of client ``i`` draws its minibatches from the
+per-task stream :meth:`MinibatchStreams.task(i, k)
+<raysync.simulation.minibatch.MinibatchStreams.task>`, as in the simulator.
 """
 
 from __future__ import annotations
@@ -133,13 +134,13 @@ from raysync.runtime._backend import (
     TaskReply,
     TaskSpec,
     executor_device,
-    minibatch_generator,
     wall_seconds,
 )
 from raysync.runtime._dispatch import DEADLINE, FAILED, LOST, NO_EXECUTOR, STOP, Dispatcher
 from raysync.runtime._evaluation import Evaluator
 from raysync.runtime._failures import out_of_restarts, translate
 from raysync.runtime._state import SCHEMA_VERSION, CheckpointManager, Key
+from raysync.simulation.minibatch import MinibatchStreams
 from raysync.strategies._base import ClientResult, ClientWork
 
 __all__ = [
@@ -246,6 +247,7 @@ class ExecutorActor:
         self._ready = not self._train
         self._preparing: asyncio.Event | None = None
         self._single = setup.client is not None
+        self._streams = MinibatchStreams(setup.seed)
         cores = max(1, int(setup.num_cpus))
         self._threads = 1 if self._single else cores
         self._device = "cpu"
@@ -340,7 +342,7 @@ class ExecutorActor:
             computer = setup.model.make_computer(device=self._device)
         try:
             x, y = self._data[task.client_id]
-            rng = minibatch_generator(setup.seed, task.client_id, task.ordinal)
+            rng = self._streams.task(task.client_id, task.ordinal)
             assert setup.work is not None
             out = run_client_work(computer, setup.work, params, cast(np.ndarray, x), y, rng)
         finally:

@@ -1,7 +1,8 @@
 """Discrete-event simulation on a virtual clock, and the run result shared with Ray.
 
 :func:`simulate` runs a :class:`~raysync.config.SystemConfig` (queue-only or with real
-training) and returns a :class:`RunResult`; the service-time distributions it samples
+training) and returns a :class:`RunResult`; the per-task minibatch streams both engines
+draw from are :class:`MinibatchStreams`; the service-time distributions it samples
 from live in :mod:`raysync.simulation.service_times`, and the statistics machinery both
 backends share (snapshots, batch means, service-time streams) in
 :mod:`raysync.simulation.statistics`.
@@ -16,6 +17,7 @@ from raysync.simulation.engine import (
     run_generators,
     simulate,
 )
+from raysync.simulation.minibatch import MinibatchStreams
 from raysync.simulation.result import RunResult, SimulationResult, batch_ratio_ci
 from raysync.simulation.service_times import (
     BaseServiceTime,
@@ -31,6 +33,7 @@ __all__ = [
     "DeterministicServiceTime",
     "ExponentialServiceTime",
     "LogNormalServiceTime",
+    "MinibatchStreams",
     "ProgressCallback",
     "RunGenerators",
     "RunResult",

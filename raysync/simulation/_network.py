@@ -172,7 +172,7 @@ def run_network(
         computer = workload.make_computer()
         work = strategy.client_work()
         data = [workload.client_data(i) for i in range(n)]
-        rngs = trainer.minibatch_rngs
+        stream = trainer.minibatch_rngs.task
         params = np.array(workload.initial_params, dtype=np.float32)
         params.setflags(write=False)
         every_updates = config.run.eval_every_updates
@@ -183,13 +183,16 @@ def run_network(
         every_seconds = None
     next_eval_time = every_seconds if every_seconds is not None else math.inf
 
-    # A task is [task_id, version, completions at dispatch, params, output].
+    # A task is [task_id, version, completions at dispatch, params, output, ordinal]; the
+    # ordinal (its place among its client's tasks, in creation order as the runtime counts
+    # it) picks its minibatch stream.
     queues: list[deque[list[Any]]] = [deque() for _ in range(n)]
     server_q: deque[tuple[int, list[Any]]] = deque()
     svc_end: list[float | None] = [None] * n
     heap: list[tuple[Any, ...]] = []
     seq = 0
     cnt = [0] * n
+    created = [0] * n
     sd = [0] * n
     sd2 = [0] * n
     scd = [0] * n
@@ -258,7 +261,7 @@ def run_network(
     def apply_update(i: int, task: list[Any], now: float) -> bool:
         """Consume a result; dispatch its replacement. True when the run must stop."""
         nonlocal c, k, dmax, cmax, task_id, initial_left, transient_end, params
-        _, version, dispatched, _, output = task
+        _, version, dispatched, _, output, _ = task
         advanced = True
         if train:
             result = ClientResult(
@@ -294,14 +297,16 @@ def run_network(
         dmax = max(dmax, d)
         cmax = max(cmax, dc)
         j = router.route(i)
-        dispatch(j, [task_id, k if train else c // big, c, params, None], now)
+        dispatch(j, [task_id, k if train else c // big, c, params, None, created[j]], now)
+        created[j] += 1
         task_id += 1
         if train and advanced and every_updates is not None and k % every_updates == 0:
             evaluate(now)
         return (k if train else c / big) >= max_updates
 
     for j in router.initial_clients(config.concurrency):
-        dispatch(j, [task_id, 0, 0, params, None], 0.0)
+        dispatch(j, [task_id, 0, 0, params, None, created[j]], 0.0)
+        created[j] += 1
         task_id += 1
     if train:
         evaluate(0.0)
@@ -334,7 +339,7 @@ def run_network(
                 start_service(i, t)
             if train:
                 x, y = data[i]
-                task[4] = run_client_work(computer, work, task[3], x, y, rngs[i])
+                task[4] = run_client_work(computer, work, task[3], x, y, stream(i, task[5]))
                 task[3] = None  # the version it carried is no longer needed by this task
             sampler = up[i]
             if sampler is not None:

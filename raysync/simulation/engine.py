@@ -21,8 +21,10 @@ statistics kept per tier of exchangeable clients (same service spec and routing
 probability), so each client reports its tier's estimate; its completion count is exact.
 
 Randomness: :func:`run_generators` derives one generator per client for service times,
-one per client for minibatch sampling and one for the router, all from
-``numpy.random.SeedSequence(config.seed)``; the same seed gives the same run, bit for bit.
+one minibatch stream per task (:class:`~raysync.simulation.minibatch.MinibatchStreams`,
+the ``k``-th task of client ``i``: the Ray runtime draws the same) and one for the
+router, all from ``numpy.random.SeedSequence(config.seed)``; the same seed gives the same
+run, bit for bit.
 
 Statistics: per-client completions, relative delays counted both in model versions
 (``D = k - v``, what the strategy sees) and in completions (the queueing theory's unit;
@@ -54,6 +56,7 @@ import numpy as np
 from raysync.config import SystemConfig
 from raysync.exceptions import ConfigError
 from raysync.monitoring import MetricsSink
+from raysync.simulation.minibatch import MinibatchStreams
 from raysync.simulation.result import RunResult
 from raysync.simulation.statistics import (
     DEFAULT_BLOCK,
@@ -91,8 +94,8 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, float], None]
 
 # SeedSequence spawn keys of the run's independent streams (stable: results depend on them).
+# Key 1 keys the minibatch streams (raysync.simulation.minibatch).
 _KEY_SERVICE = 0
-_KEY_MINIBATCH = 1
 _KEY_ROUTER = 2
 
 
@@ -102,12 +105,13 @@ class RunGenerators:
 
     Attributes:
         service: One generator per client for its service times.
-        minibatch: One generator per client for its minibatch sampling.
+        minibatch: The minibatch stream of every task (:class:`MinibatchStreams`: the
+            ``k``-th task of client ``i`` draws from ``minibatch.task(i, k)``).
         router: The router's generator.
     """
 
     service: tuple[np.random.Generator, ...]
-    minibatch: tuple[np.random.Generator, ...]
+    minibatch: MinibatchStreams
     router: np.random.Generator
 
 
@@ -115,7 +119,8 @@ def run_generators(seed: int, num_clients: int) -> RunGenerators:
     """Derive a run's generators from its root seed (shared with the Ray runtime).
 
     Child ``(0, i)`` of ``SeedSequence(seed)`` drives client ``i``'s service times,
-    ``(1, i)`` its minibatches and ``(2,)`` the router.
+    ``(1,)`` keys the per-task minibatch streams (:class:`MinibatchStreams`) and ``(2,)``
+    drives the router.
 
     Args:
         seed: Root seed (``SystemConfig.seed``).
@@ -130,7 +135,7 @@ def run_generators(seed: int, num_clients: int) -> RunGenerators:
 
     return RunGenerators(
         service=tuple(child(_KEY_SERVICE, i) for i in range(num_clients)),
-        minibatch=tuple(child(_KEY_MINIBATCH, i) for i in range(num_clients)),
+        minibatch=MinibatchStreams(seed),
         router=child(_KEY_ROUTER),
     )
 
@@ -1044,7 +1049,7 @@ class _TrainingLoop:
         progress: ProgressCallback | None,
         workload: Workload | None,
         strategy: BaseStrategy | None,
-        minibatch_rngs: tuple[np.random.Generator, ...],
+        minibatch_rngs: MinibatchStreams,
         sinks: Sequence[MetricsSink],
         time_unit: float = 1.0,
         dynamics: FleetDynamics | None = None,
@@ -1123,7 +1128,8 @@ class _TrainingLoop:
         computer = workload.make_computer()
         work = strategy.client_work()
         data = [workload.client_data(i) for i in range(n)]
-        rngs = self.minibatch_rngs
+        stream = self.minibatch_rngs.task
+        served = [0] * n  # tasks each client has started: the next one's stream
         params = np.array(workload.initial_params, dtype=np.float32)
         params.setflags(write=False)
 
@@ -1193,10 +1199,13 @@ class _TrainingLoop:
             tid, version, dispatched, task_params = q.popleft()
             x, y = data[i]
             try:
-                output = run_client_work(computer, work, task_params, x, y, rngs[i])
+                output = run_client_work(
+                    computer, work, task_params, x, y, stream(i, served[i])
+                )
             except Exception as exc:  # user code: one line like the runtime's translate()
                 raise _client_failure(exc, i, tid) from exc
             del task_params
+            served[i] += 1
             d = k - version
             result = ClientResult(
                 task_id=tid,

@@ -93,8 +93,11 @@ def test_same_seed_same_result_different_seed_differs() -> None:
 
 def test_generators_are_independent_and_reproducible() -> None:
     g1, g2 = run_generators(3, 4), run_generators(3, 4)
-    draws = [g.random(3).tolist() for g in (*g1.service, *g1.minibatch, g1.router)]
-    again = [g.random(3).tolist() for g in (*g2.service, *g2.minibatch, g2.router)]
+    tasks = [(i, k) for i in range(4) for k in range(2)]
+    draws = [g.random(3).tolist() for g in (*g1.service, g1.router)]
+    draws += [g1.minibatch.task(i, k).random(3).tolist() for i, k in tasks]
+    again = [g.random(3).tolist() for g in (*g2.service, g2.router)]
+    again += [g2.minibatch.task(i, k).random(3).tolist() for i, k in tasks]
     assert draws == again
     assert len({tuple(d) for d in draws}) == len(draws)  # all streams distinct
 
