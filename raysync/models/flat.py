@@ -274,6 +274,10 @@ class GradientComputer:
         self._flat_grad: torch.Tensor | None = None
         self._pointers: list[tuple[int, int]] = []
         self._bind_flat()
+        # The built-in logistic regression under the built-in cross-entropy: its gradient
+        # in closed form (see _softmax_regression_step), without autograd's graph.
+        self._closed_form = self._softmax_regression()
+        self._closed_form_numpy = True  # on the CPU (tests switch it off to cover torch's)
         #: Mean training loss over the steps of the last :meth:`local_steps` call.
         self.last_train_loss: float = math.nan
 
@@ -414,8 +418,90 @@ class GradientComputer:
             )
         return value.reshape(())
 
+    def _softmax_regression(self) -> nn.Linear | None:
+        """The linear layer of a built-in ``logreg`` model under the built-in loss, else None.
+
+        Only the exact built-in class qualifies (a subclass may change ``forward``).
+        """
+        from raysync.models.nets import LogisticRegression
+
+        if type(self._model) is not LogisticRegression or self._loss_fn is not F.cross_entropy:
+            return None
+        linear = self._model.linear
+        if type(linear) is not nn.Linear or linear.bias is None:
+            return None
+        return linear
+
+    def _softmax_regression_step(self, xb: torch.Tensor, yb: torch.Tensor) -> float | None:
+        """Mean cross-entropy of multinomial logistic regression and its exact gradient.
+
+        For logits ``z = x W^T + b`` (``x``: ``(B, d)``, ``W``: ``(K, d)``), softmax ``P``
+        and one-hot labels ``Y``: loss ``mean_n(logsumexp(z_n) - z_{n, y_n})``, gradient
+        ``G = (P - Y) / B``, ``dW = G^T x``, ``db = sum_n G_n`` (e.g. Bishop, *Pattern
+        Recognition and Machine Learning*, 2006, eq. 4.109). Four tensor operations instead
+        of autograd's graph: about a fifth of the time per minibatch of the built-in model.
+        Written into the flat gradient views. Returns None (the caller takes the autograd
+        path) whenever that path could behave differently: hooks on the modules, frozen
+        parameters, re-pointed views, labels outside ``[0, K)`` (``cross_entropy``'s own
+        error or ``ignore_index``), or inputs that are not floating point.
+        """
+        linear = self._closed_form
+        assert linear is not None
+        model = self._model
+        weight, bias = linear.weight, linear.bias
+        if (
+            model._forward_hooks or model._forward_pre_hooks or model._backward_hooks
+            or linear._forward_hooks or linear._forward_pre_hooks or linear._backward_hooks
+            or not (weight.requires_grad and bias.requires_grad)
+            or not xb.is_floating_point() or xb.dtype != weight.dtype
+            or yb.dtype != torch.int64 or yb.ndim != 1 or not self._intact()
+        ):  # fmt: skip
+            return None
+        batch = xb.shape[0]
+        x = xb.reshape(batch, -1)
+        classes = weight.shape[0]
+        if x.shape[1] != weight.shape[1] or batch == 0:
+            return None
+        assert weight.grad is not None and bias.grad is not None
+        if xb.device.type == "cpu" and self._closed_form_numpy:
+            # numpy on the tensors' own memory: a microsecond per operation where each
+            # torch call costs several, and the minibatch is tiny.
+            xn = x.numpy()
+            yn = yb.numpy()
+            if int(yn.min()) < 0 or int(yn.max()) >= classes:
+                return None
+            logits = xn @ weight.detach().numpy().T
+            logits += bias.detach().numpy()
+            top = logits.max(axis=1, keepdims=True)
+            g = np.exp(logits - top)
+            total = g.sum(axis=1, keepdims=True)
+            rows = np.arange(batch)
+            loss = float(np.mean(np.log(total[:, 0]) + top[:, 0] - logits[rows, yn]))
+            g /= total
+            g[rows, yn] -= 1.0
+            g /= batch
+            np.matmul(g.T, xn, out=weight.grad.numpy())
+            np.sum(g, axis=0, out=bias.grad.numpy())
+            return loss
+        with torch.no_grad():
+            if int(yb.min()) < 0 or int(yb.max()) >= classes:
+                return None
+            logits = torch.addmm(bias, x, weight.t())
+            lse = torch.logsumexp(logits, dim=1, keepdim=True)
+            loss_t = (lse.squeeze(1) - logits.gather(1, yb.unsqueeze(1)).squeeze(1)).mean()
+            g = torch.exp(logits - lse)
+            g.scatter_add_(1, yb.unsqueeze(1), torch.full_like(lse, -1.0))
+            g /= batch
+            torch.mm(g.t(), x, out=weight.grad)
+            torch.sum(g, dim=0, out=bias.grad)
+        return float(loss_t)
+
     def _loss_grad_step(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
         """Forward + backward on one batch; leaves gradients in ``p.grad``."""
+        if self._closed_form is not None:
+            closed = self._softmax_regression_step(xb, yb)
+            if closed is not None:
+                return closed
         if self._bound():
             assert self._flat_grad is not None
             # backward() accumulates into the existing (viewed) gradients in place.

@@ -287,6 +287,7 @@ def test_flat_buffers_bit_identical_to_per_tensor_path(name: str, digits: Datase
     # result must equal, bit for bit, the per-tensor loads, reads and SGD steps.
     kw = {"in_features": 64, "num_classes": 10, "image_shape": (1, 8, 8)}
     fast = GradientComputer(build_model(name, seed=5, **kw))
+    fast._closed_form = None  # the closed-form logreg gradient has its own tests below
     slow = _per_tensor_computer(name, seed=5)
     assert fast._intact()
     w = fast.get_params()
@@ -341,3 +342,97 @@ def test_flat_buffers_fall_back_for_mixed_dtypes() -> None:
     assert gc._flat is None and not gc._intact()
     w = gc.get_params()
     assert w.dtype == np.float32 and w.shape == (8,)
+
+
+# --------------------------------------------------------------------------- closed form
+
+
+def _logreg_pair(seed: int = 2) -> tuple[GradientComputer, GradientComputer]:
+    """The built-in logreg with its closed-form gradient, and the same on autograd."""
+    kw = {"in_features": 64, "num_classes": 10, "image_shape": ()}
+    fast = GradientComputer(build_model("logreg", seed=seed, **kw))
+    slow = GradientComputer(build_model("logreg", seed=seed, **kw))
+    assert fast._closed_form is not None
+    slow._closed_form = None
+    return fast, slow
+
+
+@pytest.mark.parametrize("numpy_path", [True, False], ids=["numpy", "torch"])
+@pytest.mark.parametrize("scale", [1.0, 300.0])
+@pytest.mark.parametrize("batch", [1, 7, 32])
+def test_closed_form_logreg_gradient_matches_autograd(
+    digits: Dataset, batch: int, scale: float, numpy_path: bool
+) -> None:
+    # scale 300: logits in the thousands, where a naive softmax overflows float32. The
+    # torch branch (what a CUDA device runs) is exercised here on CPU tensors.
+    fast, slow = _logreg_pair()
+    fast._closed_form_numpy = numpy_path
+    rng = np.random.default_rng(batch)
+    w = (fast.get_params() * np.float32(scale)).astype(np.float32)
+    for _ in range(5):
+        idx = rng.choice(len(digits.y_train), batch, replace=False)
+        x, y = readonly(digits.x_train[idx]), readonly(digits.y_train[idx])
+        (g1, l1), (g2, l2) = fast.compute_gradient(w, x, y), slow.compute_gradient(w, x, y)
+        assert np.isfinite(g1).all() and np.isfinite(l1)
+        np.testing.assert_allclose(g1, g2, rtol=1e-4, atol=1e-6 * max(1.0, np.abs(g2).max()))
+        assert l1 == pytest.approx(l2, rel=1e-5, abs=1e-6)
+        w = w - np.float32(0.1) * g1
+
+
+def test_closed_form_logreg_gradient_matches_float64_formula() -> None:
+    # Independent of torch: the textbook gradient (P - Y)^T x / B in float64.
+    fast, _ = _logreg_pair(seed=9)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(13, 64)).astype(np.float32)
+    y = np.array([0, 9, 3, 3, 3, 1, 2, 8, 7, 6, 5, 4, 9])
+    w = rng.normal(size=fast.num_parameters).astype(np.float32)
+    grad, loss = fast.compute_gradient(w, x, y)
+    weight, bias = w[:640].reshape(10, 64).astype(np.float64), w[640:].astype(np.float64)
+    z = x.astype(np.float64) @ weight.T + bias
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    onehot = np.eye(10)[y]
+    want = np.concatenate([((p - onehot).T @ x / 13).ravel(), (p - onehot).sum(0) / 13])
+    np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-6)
+    assert loss == pytest.approx(float(np.mean(-np.log(p[np.arange(13), y]))), rel=1e-5)
+
+
+def test_closed_form_local_steps_follow_autograd(digits: Dataset) -> None:
+    fast, slow = _logreg_pair(seed=4)
+    w = fast.get_params()
+    x, y = digits.x_train[:200], digits.y_train[:200]
+    w1 = fast.local_steps(w, x, y, steps=20, batch_size=16, lr=0.3, rng=3)
+    w2 = slow.local_steps(w, x, y, steps=20, batch_size=16, lr=0.3, rng=3)
+    np.testing.assert_allclose(w1, w2, rtol=1e-4, atol=1e-5)
+    assert fast.last_train_loss == pytest.approx(slow.last_train_loss, rel=1e-5)
+
+
+def test_closed_form_steps_aside_where_autograd_would_differ(digits: Dataset) -> None:
+    fast, slow = _logreg_pair()
+    w = fast.get_params()
+    x = digits.x_train[:8]
+    # Labels outside [0, K): the same error as the autograd path (cross_entropy's).
+    bad = np.array([0, 1, 2, 3, 4, 5, 6, 10])
+    with pytest.raises(Exception) as a:
+        fast.compute_gradient(w, x, bad)
+    with pytest.raises(Exception) as b:
+        slow.compute_gradient(w, x, bad)
+    assert type(a.value) is type(b.value) and str(a.value) == str(b.value)
+    # A forward hook that changes the logits, and a frozen bias: autograd's answer.
+    y = digits.y_train[:8]
+    for computer in (fast, slow):
+        computer.model.linear.register_forward_hook(lambda _m, _i, out: out * 2)
+        computer.model.linear.bias.requires_grad_(False)
+    (g1, _), (g2, _) = fast.compute_gradient(w, x, y), slow.compute_gradient(w, x, y)
+    assert np.array_equal(g1, g2)
+    assert np.all(g1[640:] == 0)  # the frozen bias gets no gradient
+    # A subclass may change forward: not the built-in class, no closed form.
+    from raysync.models.nets import LogisticRegression
+
+    class Scaled(LogisticRegression):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 3 * super().forward(x)
+
+    assert GradientComputer(Scaled(64, 10))._closed_form is None
+    assert GradientComputer(build_model("logreg", in_features=64, num_classes=10,
+                                        image_shape=(), seed=0), loss="mse")._closed_form is None
