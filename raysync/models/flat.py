@@ -470,18 +470,18 @@ class GradientComputer:
             yn = yb.numpy()
             if int(yn.min()) < 0 or int(yn.max()) >= classes:
                 return None
-            logits = xn @ weight.detach().numpy().T
-            logits += bias.detach().numpy()
-            top = logits.max(axis=1, keepdims=True)
-            g = np.exp(logits - top)
+            shifted = xn @ weight.detach().numpy().T
+            shifted += bias.detach().numpy()
+            shifted -= shifted.max(axis=1, keepdims=True)  # logits less their row maximum
+            g = np.exp(shifted)
             total = g.sum(axis=1, keepdims=True)
             rows = np.arange(batch)
-            loss = float(np.mean(np.log(total[:, 0]) + top[:, 0] - logits[rows, yn]))
+            loss = (float(np.log(total).sum()) - float(shifted[rows, yn].sum())) / batch
             g /= total
             g[rows, yn] -= 1.0
-            g /= batch
+            g *= np.float32(1.0 / batch)
             np.matmul(g.T, xn, out=weight.grad.numpy())
-            np.sum(g, axis=0, out=bias.grad.numpy())
+            g.sum(axis=0, out=bias.grad.numpy())
             return loss
         with torch.no_grad():
             if int(yb.min()) < 0 or int(yb.max()) >= classes:
