@@ -235,7 +235,9 @@ class GradientComputer:
     clients in turn. Inputs are numpy arrays (flat images ``(N, in_features)`` and
     ``int64`` labels); read-only arrays are accepted. Results are always ``float32`` numpy
     vectors on the CPU and Python floats. The loss is the cross-entropy, averaged over the
-    batch. The thread count of torch is left to the caller.
+    batch. The thread count of torch is left to the caller. The built-in ``logreg`` model
+    under the built-in cross-entropy gets its gradient in closed form rather than through
+    autograd (same values to float32 rounding, about half the time per minibatch).
 
     Args:
         model: The module to use; it is moved to ``device`` and owned by the computer from
