@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -256,14 +257,22 @@ def run_study(
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    """Write atomically (a kill never leaves half a file); an unusable path is one line."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write atomically (a kill never leaves half a file); an unusable path is one line.
+
+    Each call writes its own temporary file (``mkstemp``): two drivers of one study in one
+    process (threads) once shared a pid-named one, and the second ``os.replace`` found it
+    gone. The last writer's report stands.
+    """
+    tmp: str | None = None
     try:
-        tmp.write_text(json.dumps(payload, indent=2))
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(payload, indent=2))
         os.replace(tmp, path)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise ConfigError(f"cannot write {str(path)!r} ({exc.strerror or exc})") from exc
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,17 @@ def test_measured_drivers_count_each_others_running_trials(tiny_config, tmp_path
     _in_threads(drive, 3)
     assert most[0] <= 12
     assert len(study.get_trials(deepcopy=False, states=_FINISHED)) == count_finished(study) == 12
+
+
+def test_drivers_finishing_together_both_write_the_report(tmp_path: Path) -> None:
+    # Two drivers in one process used to share a pid-named temporary file for study.json:
+    # when they finished together one os.replace found it gone (seen once in CI under load).
+    # Here 8 threads write 40 reports each at once: every write succeeds, the file is one of
+    # the reports, whole, and no temporary file is left behind.
+    from tuning.study import _write_json
+
+    path = tmp_path / "study.json"
+    payloads = [{"writer": k, "rows": list(range(200))} for k in range(8)]
+    _in_threads(lambda k: [_write_json(path, payloads[k]) for _ in range(40)], 8)
+    assert json.loads(path.read_text()) in payloads
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.json"]
