@@ -440,8 +440,8 @@ class GradientComputer:
         For logits ``z = x W^T + b`` (``x``: ``(B, d)``, ``W``: ``(K, d)``), softmax ``P``
         and one-hot labels ``Y``: loss ``mean_n(logsumexp(z_n) - z_{n, y_n})``, gradient
         ``G = (P - Y) / B``, ``dW = G^T x``, ``db = sum_n G_n`` (e.g. Bishop, *Pattern
-        Recognition and Machine Learning*, 2006, eq. 4.109). Four tensor operations instead
-        of autograd's graph: about a fifth of the time per minibatch of the built-in model.
+        Recognition and Machine Learning*, 2006, eq. 4.109). A few array operations instead
+        of autograd's graph: a digits task took 164 instead of 306 us (measured 2026-12-01).
         Written into the flat gradient views. Returns None (the caller takes the autograd
         path) whenever that path could behave differently: hooks on the modules, frozen
         parameters, re-pointed views, labels outside ``[0, K)`` (``cross_entropy``'s own
