@@ -47,7 +47,9 @@ from raysync.runtime._backend import (
     ServiceDraws,
     TaskReply,
     TaskSpec,
+    reply_from_wire,
     service_block,
+    to_wire,
     wall_seconds,
 )
 from raysync.runtime._failures import ExecutorHealth, classify, first_line
@@ -206,6 +208,7 @@ class Dispatcher:
         self._timeout = wall_seconds(config.run.task_timeout, config.run.time_scale)
         self._max_loss_attempts = config.runtime.max_restarts + _EXTRA_LOSS_ATTEMPTS
         self._version_ref: tuple[int, Any] | None = None
+        self._version_bytes: tuple[int, bytes] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done: asyncio.Queue[tuple[Any, ...]] | None = None
         self._virtual = virtual
@@ -302,13 +305,23 @@ class Dispatcher:
             self.send(nxt)
 
     def _payload(self, task: Task) -> Any:
-        """The model a task carries: inline array, or one object-store ref per version."""
+        """The model a task carries: inline bytes, or one object-store ref per version.
+
+        Inline models travel as :func:`~raysync.runtime._backend.to_wire` bytes, made once
+        per version (the newest version's tasks share them).
+        """
         params = task.params
         if params is None:
             return None
-        if params.nbytes < self._inline_bytes:
-            return params
         version = task.base_version
+        if params.nbytes < self._inline_bytes:
+            packed = self._version_bytes
+            if packed is not None and packed[0] == version:
+                return packed[1]
+            wire = to_wire(params)
+            if packed is None or version > packed[0]:
+                self._version_bytes = (version, wire)
+            return wire
         cached = self._version_ref
         if cached is not None and cached[0] == version:
             return cached[1]
@@ -493,7 +506,7 @@ class Dispatcher:
         exc = future.exception()
         if exc is None:
             for reply in future.result():
-                done.put_nowait((TaskReply._make(reply), executor, arrived))
+                done.put_nowait((reply_from_wire(reply), executor, arrived))
         elif classify(exc) == "lost":
             for task_id, attempt in members:
                 done.put_nowait((LOST, task_id, attempt, executor, exc))
@@ -569,7 +582,7 @@ class Dispatcher:
             else:  # the computation failed: a domain error ends the run
                 self._done.put_nowait((FAILED, task_id, executor, exc))
             return
-        self._done.put_nowait((TaskReply._make(future.result()), executor, arrived))
+        self._done.put_nowait((reply_from_wire(future.result()), executor, arrived))
 
     def answered(self, reply: TaskReply, executor: int, arrived: float) -> Task | None:
         """A reply came back at ``arrived``: the task, or None when it is a late duplicate.
@@ -710,6 +723,7 @@ class Dispatcher:
         for outbox in self._outbox:
             outbox.clear()
         self._version_ref = None
+        self._version_bytes = None
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -134,6 +134,8 @@ from raysync.runtime._backend import (
     TaskReply,
     TaskSpec,
     executor_device,
+    from_wire,
+    to_wire,
     wall_seconds,
 )
 from raysync.runtime._dispatch import DEADLINE, FAILED, LOST, NO_EXECUTOR, STOP, Dispatcher
@@ -349,7 +351,9 @@ class ExecutorActor:
             self._computers.put(computer)
         return out.payload, out.loss, out.num_samples
 
-    async def submit(self, task: TaskSpec, params: np.ndarray | None) -> tuple[Any, ...]:
+    async def submit(
+        self, task: TaskSpec, params: bytes | np.ndarray | None
+    ) -> tuple[Any, ...]:
         """Serve one task: compute on the model it carries, then wait out its service time.
 
         Emulated clock (``time_scale > 0``): service starts at ``max(arrival, free_at)``
@@ -361,16 +365,20 @@ class ExecutorActor:
 
         Args:
             task: The task (id, client, version, emulation stamps, service draw, seed).
-            params: The model (read-only flat float32), or None in queue-only runs.
+            params: The model: :func:`~raysync.runtime._backend.to_wire` bytes (inline) or
+                a read-only flat float32 array (from the object store); None in
+                queue-only runs.
 
         Returns:
             The reply, with the measured service and compute times, as a plain tuple of
             :class:`~raysync.runtime._backend.TaskReply`'s fields (Ray packs a plain tuple
-            with msgpack, a NamedTuple with cloudpickle; the task arrives as one too).
+            with msgpack, a NamedTuple with cloudpickle; the task arrives as one too), the
+            payload as :func:`~raysync.runtime._backend.to_wire` bytes.
         """
         begin = time.time()
         task = TaskSpec._make(task)
         stall = self._injected(task)
+        params = from_wire(params)
         payload: np.ndarray | None = None
         loss = math.nan
         num_samples = 0
@@ -479,11 +487,14 @@ class SyncExecutorActor(ExecutorActor):
         # Ray makes an actor async when any method is a coroutine function: none here.
         self._install(ray.get(shared[0]))
 
-    def submit(self, task: TaskSpec, params: np.ndarray | None) -> tuple[Any, ...]:  # type: ignore[override]
+    def submit(  # type: ignore[override]
+        self, task: TaskSpec, params: bytes | np.ndarray | None
+    ) -> tuple[Any, ...]:
         """:meth:`ExecutorActor.submit` without emulation, on the calling thread."""
         begin = time.time()
         task = TaskSpec._make(task)
         stall = self._injected(task)
+        params = from_wire(params)
         payload: np.ndarray | None = None
         loss = math.nan
         num_samples = 0
@@ -550,7 +561,7 @@ def _reply(
         task.client_id,
         task.base_version,
         task.attempt,
-        payload,
+        to_wire(payload),
         loss,
         num_samples,
         service,

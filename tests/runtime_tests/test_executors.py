@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import ray
 
-from raysync.runtime._backend import TaskReply, TaskSpec
+from raysync.runtime._backend import TaskSpec, reply_from_wire
 from raysync.runtime.actors import ExecutorActor, ExecutorSetup, SyncExecutorActor
 from raysync.strategies import make_strategy
 from raysync.workload import build_workload
@@ -66,7 +66,7 @@ def test_sync_and_async_executors_give_bit_identical_replies(ray_session) -> Non
         ]
         replies = [
             [
-                TaskReply._make(r)
+                reply_from_wire(r)
                 for r in ray.get(
                     [a.submit.remote(tuple(t), params) for t in tasks], timeout=STARTUP
                 )
