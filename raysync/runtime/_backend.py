@@ -83,7 +83,7 @@ MAX_PER_CLIENT_SCALARS = 64
 _MAX_BUFFERED_DRAWS = 262_144
 
 
-def to_wire(vector: np.ndarray | None) -> bytes | None:
+def to_wire(vector: np.ndarray) -> bytes:
     """A flat float32 model or payload as it travels inline in a call or a reply.
 
     Ray packs ``bytes`` with msgpack and a numpy array with its pickle fallback;
@@ -91,12 +91,12 @@ def to_wire(vector: np.ndarray | None) -> bytes | None:
     round trip costs the server and the executor a fraction of the array's.
 
     Args:
-        vector: 1-D float32 array (any memory layout), or None (queue-only runs).
+        vector: 1-D array (any memory layout); other float dtypes travel as float32.
 
     Returns:
-        Its ``nbytes`` bytes in C order, or None.
+        Its float32 values' bytes in C order (4 per entry).
     """
-    return None if vector is None else np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
 
 def from_wire(value: bytes | np.ndarray | None) -> np.ndarray | None:
@@ -119,7 +119,7 @@ def from_wire(value: bytes | np.ndarray | None) -> np.ndarray | None:
 
 def reply_from_wire(reply: tuple[Any, ...]) -> TaskReply:
     """An executor's plain-tuple reply (:class:`TaskReply`'s fields) with its payload decoded."""
-    return TaskReply(*reply[:4], from_wire(reply[4]), *reply[5:])
+    return TaskReply._make((*reply[:4], from_wire(reply[4]), *reply[5:]))
 
 
 def wall_seconds(config_seconds: float | None, time_scale: float) -> float:

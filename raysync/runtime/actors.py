@@ -561,7 +561,7 @@ def _reply(
         task.client_id,
         task.base_version,
         task.attempt,
-        to_wire(payload),
+        None if payload is None else to_wire(payload),
         loss,
         num_samples,
         service,
