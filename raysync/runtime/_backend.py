@@ -22,7 +22,7 @@ pickled between the driver, the server actor and the executor actors.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -117,8 +117,8 @@ def from_wire(value: bytes | np.ndarray | None) -> np.ndarray | None:
     return np.frombuffer(value, dtype=np.float32)
 
 
-def reply_from_wire(reply: tuple[Any, ...]) -> TaskReply:
-    """An executor's plain-tuple reply (:class:`TaskReply`'s fields) with its payload decoded."""
+def reply_from_wire(reply: Sequence[Any]) -> TaskReply:
+    """An executor's reply list (:class:`TaskReply`'s fields) with its payload decoded."""
     return TaskReply._make((*reply[:4], from_wire(reply[4]), *reply[5:]))
 
 

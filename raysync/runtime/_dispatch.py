@@ -46,7 +46,6 @@ from raysync.exceptions import RuntimeFailure
 from raysync.runtime._backend import (
     ServiceDraws,
     TaskReply,
-    TaskSpec,
     reply_from_wire,
     service_block,
     to_wire,
@@ -394,23 +393,22 @@ class Dispatcher:
             self._expected[task.task_id] = start + task.sample * self._scale
         self._arm_timer(task)
 
-    def _wire_spec(self, task: Task) -> tuple[Any, ...]:
-        """The :class:`TaskSpec` fields of ``task``'s call, as a plain tuple.
+    def _wire_spec(self, task: Task) -> list[Any]:
+        """The :class:`TaskSpec` fields of ``task``'s call, as a list.
 
-        A plain tuple: Ray packs it with msgpack, a NamedTuple with cloudpickle.
+        A list of ints and floats: Ray packs it with msgpack, whereas a tuple (a
+        NamedTuple too) goes to its pickle fallback.
         """
-        return tuple(
-            TaskSpec(
-                task.task_id,
-                task.client,
-                task.base_version,
-                task.attempt,
-                task.stamp,
-                self.free_at[task.client],
-                task.sample,
-                task.ordinal,
-            )
-        )
+        return [  # TaskSpec's fields, in order
+            task.task_id,
+            task.client,
+            task.base_version,
+            task.attempt,
+            task.stamp,
+            self.free_at[task.client],
+            task.sample,
+            task.ordinal,
+        ]
 
     def _arm_timer(self, task: Task) -> None:
         # The timeout runs from the assignment, as an unbatched call's includes its wait

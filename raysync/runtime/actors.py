@@ -353,7 +353,7 @@ class ExecutorActor:
 
     async def submit(
         self, task: TaskSpec, params: bytes | np.ndarray | None
-    ) -> tuple[Any, ...]:
+    ) -> list[Any]:
         """Serve one task: compute on the model it carries, then wait out its service time.
 
         Emulated clock (``time_scale > 0``): service starts at ``max(arrival, free_at)``
@@ -370,10 +370,11 @@ class ExecutorActor:
                 queue-only runs.
 
         Returns:
-            The reply, with the measured service and compute times, as a plain tuple of
-            :class:`~raysync.runtime._backend.TaskReply`'s fields (Ray packs a plain tuple
-            with msgpack, a NamedTuple with cloudpickle; the task arrives as one too), the
-            payload as :func:`~raysync.runtime._backend.to_wire` bytes.
+            The reply, with the measured service and compute times, as a list of
+            :class:`~raysync.runtime._backend.TaskReply`'s fields, the payload as
+            :func:`~raysync.runtime._backend.to_wire` bytes (Ray packs a list of numbers
+            and bytes with msgpack; a tuple, a NamedTuple or an array goes to its pickle
+            fallback; the task arrives as such a list too).
         """
         begin = time.time()
         task = TaskSpec._make(task)
@@ -413,7 +414,7 @@ class ExecutorActor:
 
     async def submit_many(
         self, tasks: Sequence[Sequence[Any]], index: Sequence[int], *models: Any
-    ) -> tuple[tuple[Any, ...], ...]:
+    ) -> list[list[Any]]:
         """Serve several tasks of one call in order (``runtime.max_batch > 1``).
 
         Args:
@@ -489,7 +490,7 @@ class SyncExecutorActor(ExecutorActor):
 
     def submit(  # type: ignore[override]
         self, task: TaskSpec, params: bytes | np.ndarray | None
-    ) -> tuple[Any, ...]:
+    ) -> list[Any]:
         """:meth:`ExecutorActor.submit` without emulation, on the calling thread."""
         begin = time.time()
         task = TaskSpec._make(task)
@@ -513,7 +514,7 @@ class SyncExecutorActor(ExecutorActor):
 
     def submit_many(  # type: ignore[override]
         self, tasks: Sequence[Sequence[Any]], index: Sequence[int], *models: Any
-    ) -> tuple[tuple[Any, ...], ...]:
+    ) -> list[list[Any]]:
         """:meth:`ExecutorActor.submit_many` on the calling thread, one task after another."""
         begin = time.time()
         replies = []
@@ -534,14 +535,14 @@ def _name_task(exc: BaseException, task: Sequence[Any]) -> None:
         pass
 
 
-def _batch_replies(replies: list[tuple[Any, ...]], begin: float) -> tuple[tuple[Any, ...], ...]:
+def _batch_replies(replies: list[list[Any]], begin: float) -> list[list[Any]]:
     """A batch's replies, stamped as received at the call's start and returned at its end.
 
     The server measures the call's communication as its round trip minus the executor's
     span (``returned_at - received_at``); the span of a batched call is the whole call.
     """
     returned = time.time()
-    return tuple((*reply[:11], begin, returned) for reply in replies)
+    return [[*reply[:11], begin, returned] for reply in replies]
 
 
 def _reply(
@@ -554,9 +555,9 @@ def _reply(
     start: float,
     end: float,
     received: float,
-) -> tuple[Any, ...]:
-    """An executor's reply as a plain tuple, stamped as it returns (``returned_at``)."""
-    return (  # TaskReply's fields, in order
+) -> list[Any]:
+    """An executor's reply as a list (msgpack), stamped as it returns (``returned_at``)."""
+    return [  # TaskReply's fields, in order
         task.task_id,
         task.client_id,
         task.base_version,
@@ -570,7 +571,7 @@ def _reply(
         end,
         received,
         time.time(),
-    )
+    ]
 
 
 # =========================================================================== server
