@@ -10,8 +10,10 @@ the config's time unit):
    (:class:`raysync.objectives.BiasAwareBound`) is minimised over the SGD part of the
    design space (AsyncSGD; random routing ``p``, ``C`` and weight exponent ``beta``),
    every candidate at its own bound-optimal step (:func:`optimize_bias_aware`).
-3. **Step, per arm.** Each warm-start arm (the analytical optimum and every baseline:
-   uniform ``C = n``, AsyncSGD, FedAsync, FedBuff) gets its own step from the grid
+3. **Step, per arm.** Each warm-start arm (the analytical optimum, the unbiased
+   wall-clock optimum (3b) of docs/theory.md section 4 (see :func:`_unbiased_optimum`)
+   and every baseline: uniform ``C = n``, AsyncSGD, FedAsync, FedBuff) gets its own step
+   from the grid
    ``lr_factors * lr``: the one with the best validation score averaged over
    ``pilot_seeds`` (>= 2) pilot seeds ``seed + 1, seed + 2, ...``, all distinct from the
    study's seed, each run for ``pilot_fraction * T``. One step for all arms, or a step
@@ -85,12 +87,14 @@ from raysync.exceptions import ConfigError, RaySyncError
 from raysync.objectives import (
     RULES,
     BiasAwareBound,
+    BoundObjective,
     ConstantsEstimate,
     DesignPoint,
     DesignSpace,
     check_time_budget,
     estimate_constants,
     optimize_bias_aware,
+    optimize_joint,
 )
 
 __all__ = [
@@ -547,6 +551,49 @@ def _suggest(trial: Any, space: DesignSpace) -> dict[str, Any]:
     return params
 
 
+#: Label of the warm start at the unbiased wall-clock optimum (3b).
+UNBIASED_LABEL = "unbiased_3b"
+
+
+def _unbiased_optimum(
+    config: SystemConfig,
+    constants: Any,
+    mu: np.ndarray,
+    budget: float,
+    max_concurrency: int,
+    latency: Any,
+    server_rate: float | None,
+) -> DesignPoint | None:
+    """The minimiser of the unbiased wall-clock bound (3b) (docs/theory.md section 4).
+
+    Generalized AsyncSGD (importance weights, ``beta = 1``) at the ``p`` and ``C`` of
+    :func:`~raysync.objectives.optimize_joint`; the step is chosen later, as every warm
+    start's. Why it is a warm start: at long budgets on skewed data the unweighted rule
+    stalls at the biased optimum while the weighted one keeps improving, and the
+    bias-aware bound, whose variance and staleness terms use constants measured at the
+    initial model, can rank it below AsyncSGD although it measures better (Dirichlet 0.5,
+    tiers 1:10:100, T = 60 in ``benchmarks/recommend.py``: +0.9 points over AsyncSGD on
+    both seeds, and TPE did not reach it in 30 trials). None when it cannot be computed
+    (one client, or the optimiser fails on the fleet).
+    """
+    if config.num_clients < 2:
+        return None
+    try:
+        objective = BoundObjective(
+            mu=mu, constants=constants, criterion="wall-clock", time_budget=budget,
+            client_latency=latency, server_rate=server_rate,
+        )
+        result = optimize_joint(objective, max_concurrency=max_concurrency)
+    except (ValueError, ArithmeticError) as exc:
+        logger.info("no unbiased (3b) warm start: %s", exc)
+        return None
+    p = np.asarray(result.p, dtype=np.float64)
+    if p.size != config.num_clients or not np.isfinite(p).all() or (p <= 0).any():
+        return None
+    return DesignPoint(rule="weighted", concurrency=int(result.concurrency),
+                       p=tuple(float(v) for v in p / p.sum()), beta=1.0)
+
+
 def recommend(
     config: SystemConfig,
     settings: RecommendSettings,
@@ -639,6 +686,12 @@ def recommend(
     warm: dict[str, DesignPoint] = {}
     if analytical is not None:
         warm["analytical"] = analytical
+    unbiased = _unbiased_optimum(config, c, mu, budget, cmax, latency, server_rate)
+    if unbiased is not None and unbiased.rule in space.rules and unbiased != analytical:
+        warm[UNBIASED_LABEL] = dataclasses.replace(
+            unbiased, lr=float(np.clip(config.algorithm.lr, *lr_range))
+        )
+        say(f"unbiased (3b) optimum: {warm[UNBIASED_LABEL].describe()}")
     warm.update(space.baselines(config.algorithm.lr))
 
     # Every simulator run goes through here: cached on (point, seed, length) so a design
@@ -690,7 +743,7 @@ def recommend(
     pilot_budget = budget * settings.pilot_fraction
     lr_choice: dict[str, Any] = {}
     for label, point in list(warm.items()):
-        exact = label == "analytical"
+        exact = label in ("analytical", UNBIASED_LABEL)
         lr, scores = choose_lr(config, point, lrs=lrs, budget=pilot_budget, workload=workload,
                                seeds=pilot_seeds, num_evals=settings.num_evals, target=target,
                                run=run if exact else projected_run)

@@ -281,3 +281,28 @@ def test_simulation_warnings_are_held_back_and_summarised(caplog) -> None:  # no
     assert "run too short to leave its warm-up (x2)" in held.summary()
     engine.warning("after the recommendation")  # the filter is gone afterwards
     assert [r.getMessage() for r in caplog.records] == ["after the recommendation"]
+
+
+def test_unbiased_wall_clock_optimum_is_a_measured_warm_start(recommended) -> None:  # noqa: ANN001
+    """(3b), recomputed here from the report's constants, is an arm the study measured."""
+    import numpy as np
+
+    from raysync.objectives import BoundObjective, ProblemConstants, optimize_joint
+
+    report = recommended["report"]
+    arms = {a["label"]: a for a in report["arms"]}
+    assert "unbiased_3b" in arms
+    got = arms["unbiased_3b"]
+    assert got["point"]["rule"] == "weighted" and got["point"]["beta"] == 1.0
+    assert got["trial"] is not None and got["seeds"] >= 2
+    assert arms["recommended"]["val_accuracy"] >= got["val_accuracy"]
+    config = load_config(TINY)
+    c = report["constants"]["constants"]
+    constants = ProblemConstants(L=c["L"], sigma2=c["sigma2"], M2=c["M2"], A=c["A"])
+    objective = BoundObjective(mu=np.asarray(config.service_rates), constants=constants,
+                               criterion="wall-clock", time_budget=30.0)
+    expected = optimize_joint(objective, max_concurrency=max(2 * config.num_clients,
+                                                             config.concurrency))
+    assert got["point"]["concurrency"] == expected.concurrency
+    np.testing.assert_allclose(got["point"]["p"], expected.p / expected.p.sum(), rtol=1e-9)
+    assert report["lr_choice"]["unbiased_3b"]["lr"] == pytest.approx(got["point"]["lr"])
