@@ -5,7 +5,8 @@ Contributed to the raysync CLI through the entry point
 :mod:`raysync.cli`). The pipeline is :func:`tuning.recommend.recommend`: pilot constants,
 the bias-aware bound of docs/theory.md section 6 optimised over the whole design space, steps
 chosen per arm on a simulated pilot averaged over two seeds, then a short Optuna study on the
-simulator warm-started with the analytical optimum and every baseline, each at its own step;
+simulator warm-started with the analytical optimum, the unbiased optimum (3b) and every
+baseline, each at its own step;
 the choice is the best mean validation score over the seeds each design ran on.
 ``REC.toml`` is the input config with ``concurrency``, ``[routing]`` and ``[algorithm]``
 replaced; it is written through a temporary file and a rename, so bad input or a failure
@@ -51,8 +52,9 @@ def add_parser(subparsers: Any) -> None:
             "(docs/theory.md section 6) over update rule, routing, C and beta, choose each "
             "arm's step on a simulated pilot over two seeds, refine with a short Optuna "
             "study on the simulator "
-            "(warm-started with the analytical optimum and every baseline: uniform C=n, "
-            "AsyncSGD, FedAsync, FedBuff), and write a runnable config plus a table."
+            "(warm-started with the analytical optimum, the unbiased wall-clock optimum "
+            "(3b) and every baseline: uniform C=n, AsyncSGD, FedAsync, FedBuff), and write "
+            "a runnable config plus a table."
         ),
     )
     parser.add_argument("config", help="path to a TOML config file")
