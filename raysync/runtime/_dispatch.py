@@ -206,8 +206,7 @@ class Dispatcher:
         self.next_task = 0
         self._timeout = wall_seconds(config.run.task_timeout, config.run.time_scale)
         self._max_loss_attempts = config.runtime.max_restarts + _EXTRA_LOSS_ATTEMPTS
-        self._version_ref: tuple[int, Any] | None = None
-        self._version_bytes: tuple[int, bytes] | None = None
+        self._version_wire: tuple[int, Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done: asyncio.Queue[tuple[Any, ...]] | None = None
         self._virtual = virtual
@@ -304,30 +303,23 @@ class Dispatcher:
             self.send(nxt)
 
     def _payload(self, task: Task) -> Any:
-        """The model a task carries: inline bytes, or one object-store ref per version.
+        """The model a task carries: inline bytes, or an object-store ref.
 
-        Inline models travel as :func:`~raysync.runtime._backend.to_wire` bytes, made once
-        per version (the newest version's tasks share them).
+        Small models travel as :func:`~raysync.runtime._backend.to_wire` bytes, larger ones
+        as one ``ray.put`` reference; either is made once per version (the newest
+        version's tasks share it; a run's model size, hence its form, never changes).
         """
         params = task.params
         if params is None:
             return None
         version = task.base_version
-        if params.nbytes < self._inline_bytes:
-            packed = self._version_bytes
-            if packed is not None and packed[0] == version:
-                return packed[1]
-            wire = to_wire(params)
-            if packed is None or version > packed[0]:
-                self._version_bytes = (version, wire)
-            return wire
-        cached = self._version_ref
+        cached = self._version_wire
         if cached is not None and cached[0] == version:
             return cached[1]
-        ref = ray.put(params)
-        if cached is None or version > cached[0]:  # the newest version: shared by its tasks
-            self._version_ref = (version, ref)
-        return ref
+        wire = to_wire(params) if params.nbytes < self._inline_bytes else ray.put(params)
+        if cached is None or version > cached[0]:
+            self._version_wire = (version, wire)
+        return wire
 
     def pick(self, client: int, avoid: int) -> int:
         """The executor of a client's next call: its own, or the tier's least loaded.
@@ -720,8 +712,7 @@ class Dispatcher:
         self._in_transit.clear()
         for outbox in self._outbox:
             outbox.clear()
-        self._version_ref = None
-        self._version_bytes = None
+        self._version_wire = None
 
     # ------------------------------------------------------------------ checkpoints
 
