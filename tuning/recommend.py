@@ -687,7 +687,10 @@ def recommend(
     if analytical is not None:
         warm["analytical"] = analytical
     unbiased = _unbiased_optimum(config, c, mu, budget, cmax, latency, server_rate)
-    if unbiased is not None and unbiased.rule in space.rules and unbiased != analytical:
+    # The same design as the analytical optimum (its step aside) would only repeat it.
+    repeats = (unbiased is not None and analytical is not None
+               and dataclasses.replace(unbiased, lr=analytical.lr) == analytical)
+    if unbiased is not None and unbiased.rule in space.rules and not repeats:
         warm[UNBIASED_LABEL] = dataclasses.replace(
             unbiased, lr=float(np.clip(config.algorithm.lr, *lr_range))
         )
