@@ -97,17 +97,35 @@ def base_config(partition: str, tiers: str, seed: int, max_train: int,
     )
 
 
-_DATASET: Any = None
+_DATASETS: dict[int | None, Any] = {}
 
 
-def make_workload(config: Any, partition: str) -> Any:
-    """The workload; ``speed_skew`` gives the fastest tier labels 0-4 only."""
-    global _DATASET
+def _eval_subset(dataset: Any, samples: int) -> Any:
+    """The dataset with at most ``samples`` validation and test rows each (one fixed draw,
+    independent of the cell's seed, so every arm and seed scores on the same rows)."""
+    rng = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(91,)))
+    keep = {}
+    for split in ("val", "test"):
+        y = getattr(dataset, f"y_{split}")
+        rows = np.sort(rng.permutation(len(y))[:samples])
+        keep[f"x_{split}"] = getattr(dataset, f"x_{split}")[rows]
+        keep[f"y_{split}"] = y[rows]
+    return dataclasses.replace(dataset, **keep)
+
+
+def make_workload(config: Any, partition: str, eval_samples: int | None = None) -> Any:
+    """The workload; ``speed_skew`` gives the fastest tier labels 0-4 only.
+    ``eval_samples`` caps the validation and test sets (the CNN's evaluations, not its
+    updates, are most of a CNN run's time)."""
     from raysync.workload import build_workload, load_config_dataset
 
-    if _DATASET is None:
-        _DATASET = load_config_dataset(config)
-    workload = build_workload(config, dataset=_DATASET)
+    if eval_samples not in _DATASETS:
+        full = _DATASETS.get(None)
+        if full is None:
+            full = _DATASETS[None] = load_config_dataset(config)
+        if eval_samples is not None:
+            _DATASETS[eval_samples] = _eval_subset(full, eval_samples)
+    workload = build_workload(config, dataset=_DATASETS[eval_samples])
     if partition != "speed_skew":
         return workload
     rates = config.service_rates
@@ -148,8 +166,8 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
     model = job.get("model", "logreg")
     sel_cfg = base_config(part, tiers, sel_seed, job["max_train"], model)
     eval_cfg = base_config(part, tiers, seed, job["max_train"], model)
-    sel_wl = make_workload(sel_cfg, part)
-    eval_wl = make_workload(eval_cfg, part)
+    sel_wl = make_workload(sel_cfg, part, job.get("eval_samples"))
+    eval_wl = make_workload(eval_cfg, part, job.get("eval_samples"))
     start = time.perf_counter()
     clients = [sel_wl.client_data(i) for i in range(sel_wl.num_clients)]
     est = estimate_constants(sel_wl.make_computer(), clients, sel_wl.initial_params,
@@ -229,7 +247,7 @@ def run_ray_cell(record: dict[str, Any], time_scale: float) -> dict[str, Any]:
     part, tiers, budget, seed = (record["partition"], record["tiers"], record["budget"],
                                  record["seed"])
     eval_cfg = base_config(part, tiers, seed, record["max_train"], record.get("model", "logreg"))
-    eval_wl = make_workload(eval_cfg, part)
+    eval_wl = make_workload(eval_cfg, part, record.get("eval_samples"))
     out: dict[str, Any] = {k: record[k] for k in ("partition", "tiers", "budget", "seed")}
     out.update({"time_scale": time_scale, "arms": {}})
     for arm in ARMS:
@@ -493,9 +511,11 @@ def _resumed(payload: dict[str, Any]) -> str:
 
 def _job_key(job: dict[str, Any]) -> str:
     """What makes two cell-seeds the same run: the cell, the seed and every grid setting."""
-    return json.dumps([job["partition"], job["tiers"], float(job["budget"]), job["seed"],
-                       job["trials"], job["max_train"], [float(v) for v in job["lrs"]],
-                       job.get("model", "logreg")])
+    key = [job["partition"], job["tiers"], float(job["budget"]), job["seed"], job["trials"],
+           job["max_train"], [float(v) for v in job["lrs"]], job.get("model", "logreg")]
+    if job.get("eval_samples") is not None:  # absent from records made before the flag
+        key.append(job["eval_samples"])
+    return json.dumps(key)
 
 
 def _positive(parser: argparse.ArgumentParser, flag: str, text: str) -> float:
@@ -523,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lrs", default=None, help="comma-separated step grid")
     parser.add_argument("--model", default="logreg", choices=("logreg", "cnn"),
                         help="the model of every cell (the issue's CNN cell set: cnn)")
+    parser.add_argument("--eval-samples", type=int, default=None,
+                        help="cap the validation and test sets at this many rows each (one "
+                             "fixed draw; for the CNN cell set, whose evaluations dominate)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the cell-seeds already in STEM.records.jsonl (same grid "
                              "settings) and run only the missing ones")
@@ -566,11 +589,14 @@ def main(argv: list[str] | None = None) -> int:
         max_train = args.max_train
     if args.lrs:
         lrs = tuple(_positive(parser, "--lrs", v) for v in args.lrs.split(","))
+    if args.eval_samples is not None and args.eval_samples < 100:
+        parser.error(f"--eval-samples must be >= 100, got {args.eval_samples}")
     if args.trials < 0:
         parser.error(f"--trials must be >= 0, got {args.trials}")
     stem = args.stem or stem
     jobs = [{"partition": p, "tiers": t, "budget": b, "seed": s, "trials": trials,
-             "max_train": max_train, "lrs": lrs, "model": args.model}
+             "max_train": max_train, "lrs": lrs, "model": args.model,
+             **({"eval_samples": args.eval_samples} if args.eval_samples else {})}
             for p in parts for t in tiers for b in budgets for s in seeds]
     start = time.perf_counter()
     # Each finished cell-seed is appended as it arrives: a run stopped part-way keeps them.
@@ -579,9 +605,9 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict[str, Any]] = []
     kept, earlier = 0, 0.0
     if args.resume and partial.is_file():
-        wanted = {_job_key(j) for j in jobs}
+        wanted_keys = {_job_key(j) for j in jobs}
         records = [r for line in partial.read_text().splitlines() if line.strip()
-                   for r in [json.loads(line)] if _job_key(r) in wanted]
+                   for r in [json.loads(line)] if _job_key(r) in wanted_keys]
         done = {_job_key(r) for r in records}
         jobs = [j for j in jobs if _job_key(j) not in done]
         kept = len(records)
@@ -597,7 +623,8 @@ def main(argv: list[str] | None = None) -> int:
             with partial.open("a") as fh:
                 fh.write(json.dumps(record, default=float) + "\n")
     grid = {"partitions": parts, "tiers": tiers, "budgets": budgets, "seeds": seeds,
-            "trials": trials, "max_train": max_train, "lrs": lrs, "model": args.model}
+            "trials": trials, "max_train": max_train, "lrs": lrs, "model": args.model,
+            **({"eval_samples": args.eval_samples} if args.eval_samples else {})}
     full = {"partitions": PARTITIONS, "tiers": tuple(TIERS), "budgets": BUDGETS,
             "seeds": SEEDS, "trials": 30, "max_train": 20_000, "lrs": LRS, "model": "logreg"}
     payload = {
