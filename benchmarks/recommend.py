@@ -22,8 +22,11 @@ keeps only those partitions; ``--stem NAME`` writes ``NAME.{json,md,png}`` inste
 ``--tiers``, ``--budgets``, ``--seeds K``, ``--max-train``, ``--lrs`` and ``--trials`` replace
 one axis of the grid each, and ``--model cnn`` runs every cell with the CNN (the issue's
 CNN cell set) (a run that differs from the full grid is labelled "Reduced run"
-with its grid in the JSON and the table). Finished cell-seeds are appended to
-``STEM.records.jsonl`` as they come.
+with its grid in the JSON and the table). ``--eval-samples N`` caps the validation and test
+sets at ``N`` rows (one fixed draw for every arm and seed; the CNN's evaluations are most of
+its runs' time). ``--redraw-partition`` makes recommend's pilot seeds redraw the cell's
+partition (``RecommendSettings.redraw_partition``; the other arms' steps stay chosen on the
+selection seed). Finished cell-seeds are appended to ``STEM.records.jsonl`` as they come.
 
 The Ray part (issue 13, item 6): ``--ray-from STEM [--ray-seeds 3] [--time-scale 4]`` reruns
 every arm's evaluated design of ``results/STEM.json`` (its first seeds of every cell, same
@@ -195,10 +198,16 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
         lr, scores = choose_lr(sel_cfg, point, lrs=lrs, budget=budget, workload=sel_wl,
                                seeds=(sel_seed,), num_evals=8, target=None)
         chosen[arm] = {"point": dataclasses.replace(point, lr=lr), "lr_scores": scores}
+    def redrawn(sd: int) -> Any:  # the partition kind of this cell, drawn with seed sd
+        return make_workload(base_config(part, tiers, sd, job["max_train"], model), part,
+                             job.get("eval_samples"))
+
     rec = recommend(sel_cfg, RecommendSettings(budget=budget, trials=job["trials"],
                                                max_concurrency=4 * n,
-                                               lr_factors=tuple(lr / 0.03 for lr in lrs)),
-                    workload=sel_wl, estimate=est, log=lambda _line: None)
+                                               lr_factors=tuple(lr / 0.03 for lr in lrs),
+                                               redraw_partition=job.get("redraw", False)),
+                    workload=sel_wl, estimate=est, log=lambda _line: None,
+                    workload_for_seed=redrawn)
     chosen["recommend"] = {"point": rec.point, "trials": rec.trials,
                            "simulations": rec.simulations,
                            "val_selection": rec.arm("recommended").val_accuracy,
@@ -515,6 +524,8 @@ def _job_key(job: dict[str, Any]) -> str:
            job["max_train"], [float(v) for v in job["lrs"]], job.get("model", "logreg")]
     if job.get("eval_samples") is not None:  # absent from records made before the flag
         key.append(job["eval_samples"])
+    if job.get("redraw"):
+        key.append("redraw")
     return json.dumps(key)
 
 
@@ -546,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-samples", type=int, default=None,
                         help="cap the validation and test sets at this many rows each (one "
                              "fixed draw; for the CNN cell set, whose evaluations dominate)")
+    parser.add_argument("--redraw-partition", action="store_true",
+                        help="recommend's pilot seeds also redraw the partition "
+                             "(RecommendSettings.redraw_partition)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the cell-seeds already in STEM.records.jsonl (same grid "
                              "settings) and run only the missing ones")
@@ -596,7 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.stem or stem
     jobs = [{"partition": p, "tiers": t, "budget": b, "seed": s, "trials": trials,
              "max_train": max_train, "lrs": lrs, "model": args.model,
-             **({"eval_samples": args.eval_samples} if args.eval_samples else {})}
+             **({"eval_samples": args.eval_samples} if args.eval_samples else {}),
+             **({"redraw": True} if args.redraw_partition else {})}
             for p in parts for t in tiers for b in budgets for s in seeds]
     start = time.perf_counter()
     # Each finished cell-seed is appended as it arrives: a run stopped part-way keeps them.
@@ -624,7 +639,8 @@ def main(argv: list[str] | None = None) -> int:
                 fh.write(json.dumps(record, default=float) + "\n")
     grid = {"partitions": parts, "tiers": tiers, "budgets": budgets, "seeds": seeds,
             "trials": trials, "max_train": max_train, "lrs": lrs, "model": args.model,
-            **({"eval_samples": args.eval_samples} if args.eval_samples else {})}
+            **({"eval_samples": args.eval_samples} if args.eval_samples else {}),
+            **({"redraw": True} if args.redraw_partition else {})}
     full = {"partitions": PARTITIONS, "tiers": tuple(TIERS), "budgets": BUDGETS,
             "seeds": SEEDS, "trials": 30, "max_train": 20_000, "lrs": LRS, "model": "logreg"}
     payload = {

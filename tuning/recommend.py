@@ -18,7 +18,12 @@ the config's time unit):
    ``pilot_seeds`` (>= 2) pilot seeds ``seed + 1, seed + 2, ...``, all distinct from the
    study's seed, each run for ``pilot_fraction * T``. One step for all arms, or a step
    chosen on a single seed, can put an arm at a step where it loses although it wins at
-   its own (the speed-skew cell of ``benchmarks/recommend.py`` did exactly that).
+   its own (the speed-skew cell of ``benchmarks/recommend.py`` did exactly that). With
+   ``redraw_partition``, a pilot seed also redraws the data (the training subsample, the
+   partition over clients and the initial model: the workload built from the config with
+   that seed), so the choice holds for the kind of partition (e.g. Dirichlet 0.5), not
+   only for the one draw the config's seed gives; off (the default), every run shares
+   the config's draw and the seeds vary the run's randomness only.
 4. **Study.** A short Optuna study (TPE) on the simulator over the whole design space
    (:class:`raysync.objectives.DesignSpace`: rule, ``lr``, ``C``, ``beta``, per-tier
    routing logits), measuring validation accuracy at ``T`` (or, with a target accuracy,
@@ -134,6 +139,8 @@ class RecommendSettings:
         pilot_fraction: Length of the step pilot as a fraction of ``T``; at 1 (default)
             the pilot's runs also count towards the final choice.
         pilot_seeds: Seeds the step pilot averages over (``>= 2``).
+        redraw_partition: Each pilot seed also redraws the data (subsample, partition,
+            initial model) instead of sharing the config's draw (module docstring, step 3).
         num_evals: Evaluations per run (the time-to-target resolution is ``T / num_evals``).
         seed: Seed of the study's runs (the pilot uses ``seed + 1``) and of the sampler.
         pilot_steps: Gradient-descent steps of the constants pilot.
@@ -154,6 +161,7 @@ class RecommendSettings:
     lr_range: tuple[float, float] | None = None
     pilot_fraction: float = 1.0
     pilot_seeds: int = 2
+    redraw_partition: bool = False
     num_evals: int = 8
     seed: int | None = None
     pilot_steps: int = 50
@@ -180,6 +188,10 @@ class RecommendSettings:
         if (isinstance(self.pilot_seeds, bool) or not isinstance(self.pilot_seeds, int)
                 or self.pilot_seeds < 2):
             raise ConfigError(f"pilot_seeds must be an integer >= 2, got {self.pilot_seeds!r}")
+        if not isinstance(self.redraw_partition, bool):
+            raise ConfigError(
+                f"redraw_partition must be true or false, got {self.redraw_partition!r}"
+            )
         if self.num_evals < 1:
             raise ConfigError(f"num_evals must be >= 1, got {self.num_evals!r}")
         # The same rules and words as `raysync optimize`: 0 J admits no design, while a
@@ -362,6 +374,22 @@ def check_inputs(config: SystemConfig, settings: RecommendSettings) -> None:
             f"{lam_max:.4g} updates/s, so it needs at least {1.0 / lam_max:.4g} s"
         )
     check_time_budget(settings.budget, config.service_rates)  # and its upper end
+
+
+def _redraw(config: SystemConfig, workload: Any) -> Callable[[int], Any]:
+    """Workloads of ``config`` under other seeds, on ``workload``'s dataset (loaded once)."""
+    from raysync.workload import build_workload
+
+    def build(seed: int) -> Any:
+        try:
+            return build_workload(config.replace(seed=int(seed)), dataset=workload.dataset)
+        except RaySyncError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"the config's data cannot be redrawn with seed {seed}: {exc}") \
+                from exc
+
+    return build
 
 
 def _load_workload(config: SystemConfig) -> Any:
@@ -601,6 +629,7 @@ def recommend(
     workload: Any = None,
     estimate: ConstantsEstimate | None = None,
     log: LogFn | None = None,
+    workload_for_seed: Callable[[int], Any] | None = None,
 ) -> Recommendation:
     """Run the whole pipeline (see the module docstring).
 
@@ -608,6 +637,9 @@ def recommend(
         config: The input config.
         settings: Budget, target, trials and the pipeline's knobs.
         workload: A prebuilt workload (default: built from the config).
+        workload_for_seed: With ``settings.redraw_partition``, the workload of a pilot
+            seed (default: built from the config with that seed, on ``workload``'s
+            dataset); called once per pilot seed. The study's seed keeps ``workload``.
         estimate: Pilot constants to reuse (default: estimated here).
         log: Progress lines (default: the module logger).
 
@@ -701,10 +733,22 @@ def recommend(
     # shared by two arms (e.g. the analytical optimum is AsyncSGD) runs once, and counted.
     runs: dict[tuple[DesignPoint, int, float], dict[str, Any]] = {}
 
+    # The data each seed trains on: the config's draw, or with redraw_partition a draw
+    # per pilot seed (built once, on first use).
+    workloads: dict[int, Any] = {int(seed): workload}
+
+    def data_of(run_seed: int) -> Any:
+        if not settings.redraw_partition:
+            return workload
+        if run_seed not in workloads:
+            build = workload_for_seed or _redraw(config, workload)
+            workloads[run_seed] = build(run_seed)
+        return workloads[run_seed]
+
     def run(point: DesignPoint, run_seed: int, length: float) -> dict[str, Any]:
         key = (point, int(run_seed), float(length))
         if key not in runs:
-            runs[key] = measure(config, point, budget=length, workload=workload,
+            runs[key] = measure(config, point, budget=length, workload=data_of(int(run_seed)),
                                 seed=run_seed, num_evals=settings.num_evals, target=target)
         return runs[key]
 
@@ -753,7 +797,8 @@ def recommend(
         chosen = dataclasses.replace(point, lr=lr)
         warm[label] = chosen if exact else space.project(chosen)
         lr_choice[label] = {"lr": warm[label].lr, "pilot_scores": scores,
-                            "pilot_seeds": list(pilot_seeds), "pilot_budget": pilot_budget}
+                            "pilot_seeds": list(pilot_seeds), "pilot_budget": pilot_budget,
+                            "pilot_data": "redrawn" if settings.redraw_partition else "shared"}
         say(f"step for {label}: lr={lr:.3g} (validation, mean over {len(pilot_seeds)} pilot "
             f"seeds of {pilot_budget:g} s)")
 

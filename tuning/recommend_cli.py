@@ -94,6 +94,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--max-concurrency", type=int, default=None,
                         help="largest C considered (default 2n)")
     parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    parser.add_argument(
+        "--redraw-partition", action="store_true",
+        help=("each pilot seed also redraws the data (subsample, partition over clients, "
+              "initial model), so the choice holds for the kind of partition, not one draw"),
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.set_defaults(func=_handle)
 
@@ -124,6 +129,7 @@ def _handle(args: argparse.Namespace) -> int:
         budget=args.budget, target_accuracy=args.target_accuracy, trials=args.trials,
         max_concurrency=args.max_concurrency, bias_kind=args.bias,
         energy_budget=args.energy_budget, energy_weight=args.energy_weight,
+        redraw_partition=args.redraw_partition,
     )
 
     def log(line: str) -> None:

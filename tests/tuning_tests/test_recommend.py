@@ -306,3 +306,85 @@ def test_unbiased_wall_clock_optimum_is_a_measured_warm_start(recommended) -> No
     assert got["point"]["concurrency"] == expected.concurrency
     np.testing.assert_allclose(got["point"]["p"], expected.p / expected.p.sum(), rtol=1e-9)
     assert report["lr_choice"]["unbiased_3b"]["lr"] == pytest.approx(got["point"]["lr"])
+
+
+@pytest.mark.parametrize("redraw", [False, True])
+def test_redraw_partition_gives_each_pilot_seed_its_own_data(monkeypatch, redraw: bool) -> None:  # noqa: ANN001
+    """With ``redraw_partition`` every pilot seed trains on the config's data drawn with
+    that seed (another partition over the clients), the study's seed on the config's own
+    draw; without it every run shares the config's draw."""
+    import numpy as np
+
+    import tuning.recommend as rmod
+    from raysync.workload import build_workload
+    from tuning.recommend import RecommendSettings, recommend
+
+    config = load_config(TINY)
+    base = build_workload(config)
+    seen: dict[int, list[object]] = {}
+
+    def fake_measure(cfg, point, *, budget, workload, seed, num_evals=8, target=None):  # noqa: ANN001, ANN202
+        assert cfg.seed == config.seed  # the run's seed is passed, the config is the input's
+        seen.setdefault(seed, []).append(workload)
+        return _fake_run(0.5)
+
+    monkeypatch.setattr(rmod, "measure", fake_measure)
+    settings = RecommendSettings(budget=30, trials=2, lr_factors=(1.0,), redraw_partition=redraw)
+    rec = recommend(config, settings, workload=base, log=lambda _line: None)
+    pilot = [config.seed + 1, config.seed + 2]
+    assert sorted(seen) == [config.seed, *pilot]
+    assert all(w is base for w in seen[config.seed])
+    for sd in pilot:
+        assert len({id(w) for w in seen[sd]}) == 1  # built once per seed, then reused
+        data = seen[sd][0]
+        if not redraw:
+            assert data is base
+            continue
+        # the same dataset, partitioned as the config with this seed partitions it
+        expected = build_workload(config.replace(seed=sd), dataset=base.dataset)
+        assert data.dataset is base.dataset
+        for got, want in zip(data.client_indices, expected.client_indices, strict=True):
+            np.testing.assert_array_equal(got, want)
+        assert any(not np.array_equal(a, b)
+                   for a, b in zip(data.client_indices, base.client_indices, strict=True))
+    assert all(c["pilot_data"] == ("redrawn" if redraw else "shared")
+               for c in rec.lr_choice.values())
+
+
+def test_redraw_partition_uses_the_callers_workloads(monkeypatch) -> None:  # noqa: ANN001
+    """A caller's ``workload_for_seed`` (e.g. a partition the config cannot express) is
+    asked once per pilot seed, and its workloads are the ones the pilot runs train on."""
+    import tuning.recommend as rmod
+    from raysync.workload import build_workload
+    from tuning.recommend import RecommendSettings, recommend
+
+    config = load_config(TINY)
+    base = build_workload(config)
+    asked: list[int] = []
+    made: dict[int, object] = {}
+
+    def for_seed(sd: int) -> object:
+        asked.append(sd)
+        made[sd] = build_workload(config.replace(seed=sd + 100), dataset=base.dataset)
+        return made[sd]
+
+    trained: dict[int, set[int]] = {}
+
+    def fake_measure(cfg, point, *, budget, workload, seed, num_evals=8, target=None):  # noqa: ANN001, ANN202
+        trained.setdefault(seed, set()).add(id(workload))
+        return _fake_run(0.5)
+
+    monkeypatch.setattr(rmod, "measure", fake_measure)
+    recommend(config, RecommendSettings(budget=30, trials=2, lr_factors=(1.0,),
+                                        redraw_partition=True),
+              workload=base, log=lambda _line: None, workload_for_seed=for_seed)
+    assert sorted(asked) == [config.seed + 1, config.seed + 2]
+    assert trained == {config.seed: {id(base)}, **{sd: {id(made[sd])} for sd in asked}}
+
+
+def test_redraw_partition_must_be_a_boolean() -> None:
+    from raysync.exceptions import ConfigError
+    from tuning.recommend import RecommendSettings
+
+    with pytest.raises(ConfigError, match="redraw_partition must be true or false, got 'yes'"):
+        RecommendSettings(budget=10, redraw_partition="yes")  # type: ignore[arg-type]
