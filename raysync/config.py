@@ -1388,8 +1388,13 @@ def load_config(path: str | Path) -> SystemConfig:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
-def dump_config(config: SystemConfig, path: str | Path) -> None:
-    """Write a config as TOML (clients listed one by one)."""
+def config_toml(config: SystemConfig) -> str:
+    """A config as TOML text (clients listed one by one), as :func:`dump_config` writes it."""
     import tomli_w
 
-    Path(path).write_text(tomli_w.dumps(config.to_dict()))
+    return tomli_w.dumps(config.to_dict())
+
+
+def dump_config(config: SystemConfig, path: str | Path) -> None:
+    """Write a config as TOML (clients listed one by one)."""
+    Path(path).write_text(config_toml(config))

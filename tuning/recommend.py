@@ -78,8 +78,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +85,8 @@ from typing import Any
 
 import numpy as np
 
-from raysync.config import SystemConfig, dump_config
+from raysync._files import atomic_write
+from raysync.config import SystemConfig, config_toml
 from raysync.exceptions import ConfigError, RaySyncError
 from raysync.objectives import (
     RULES,
@@ -967,18 +966,9 @@ def write_config_atomic(
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise ConfigError(f"--out directory {str(directory)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        dump_config(config, tmp)
-        if header:
-            body = Path(tmp).read_text()
-            comment = "".join(f"# {line}\n" for line in header)
-            Path(tmp).write_text(comment + body)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    comment = "".join(f"# {line}\n" for line in header)
+    with atomic_write(target) as handle:
+        handle.write(comment + config_toml(config))
 
 
 def _fmt(value: float | None, spec: str) -> str:

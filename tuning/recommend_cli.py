@@ -104,6 +104,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    from raysync._files import atomic_write
     from raysync.config import load_config
     from raysync.exceptions import ConfigError
     from tuning.recommend import (
@@ -141,13 +142,8 @@ def _handle(args: argparse.Namespace) -> int:
     if sim_warnings.count and not args.quiet:
         log(sim_warnings.summary())
     if report_path is not None:
-        payload = json.dumps(json_safe(rec.to_dict()), indent=2)
-        tmp = report_path.with_name(f".{report_path.name}.tmp")
-        try:
-            tmp.write_text(payload)
-            tmp.replace(report_path)
-        finally:
-            tmp.unlink(missing_ok=True)  # a failed write leaves no stray temporary file
+        with atomic_write(report_path) as handle:
+            handle.write(json.dumps(json_safe(rec.to_dict()), indent=2))
     header = ["raysync recommend: " + rec.point.describe(), *energy_lines(rec)] if (
         rec.has_power
     ) else []

@@ -12,17 +12,15 @@ This module keeps every name it had before the split importable (``TuneSettings`
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raysync._files import atomic_write
 from raysync.config import SystemConfig
 from raysync.exceptions import ConfigError
 from tuning.executors import (
@@ -263,16 +261,10 @@ def _write_json(path: Path, payload: Any) -> None:
     process (threads) once shared a pid-named one, and the second ``os.replace`` found it
     gone. The last writer's report stands.
     """
-    tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w") as handle:
+        with atomic_write(path) as handle:
             handle.write(json.dumps(payload, indent=2))
-        os.replace(tmp, path)
     except OSError as exc:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
         raise ConfigError(f"cannot write {str(path)!r} ({exc.strerror or exc})") from exc
 
 

@@ -26,7 +26,6 @@ import math
 import os
 import pickle
 import sys
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
+from raysync._files import atomic_write
 from raysync.exceptions import ConfigError, DataError
 
 __all__ = [
@@ -514,17 +514,8 @@ def _write_cache(path: Path, splits: _MnistSplits) -> None:
         arrays[f"scale{i}"] = np.asarray(scale, dtype=np.float64)
         arrays[f"y{i}"] = y
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path, binary=True) as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
 
 
 def _read_cache(path: Path) -> _MnistSplits | None:

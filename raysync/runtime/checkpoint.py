@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from raysync._files import atomic_write
 from raysync.config import SystemConfig
 from raysync.exceptions import CheckpointError
 from raysync.runtime._state import PENDING_COLUMNS, SCHEMA_VERSION, STATE_KEYS, Key
@@ -277,17 +277,9 @@ def _sha256(path: Path) -> str:
 
 def _write_atomic(directory: Path, name: str, write: Any) -> dict[str, Any]:
     """Write ``directory/name`` through a temporary file; return its name, size, checksum."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, directory / name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     path = directory / name
+    with atomic_write(path, binary=True, fsync=True) as handle:
+        write(handle)
     return {"name": name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
 
 
