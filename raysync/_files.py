@@ -6,6 +6,7 @@ A reader, or a process killed mid-write, sees the old file or the new one, never
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,9 @@ def atomic_write(
     Each call gets its own ``mkstemp`` file, so concurrent writers of one path (threads or
     processes) never share a temporary file; the last ``os.replace`` wins. On any
     exception (``KeyboardInterrupt`` too) the temporary file is removed and ``path`` is
-    left as it was.
+    left as it was. The file gets the mode an ordinary write would give it: the old
+    file's, or ``0o666`` less the umask for a new one (``mkstemp`` alone makes it
+    ``0o600``, unreadable to the user's group).
 
     Args:
         path: The file to write; its folder must exist.
@@ -43,10 +46,34 @@ def atomic_write(
         handle = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")
         with handle:
             yield handle
+            handle.flush()
+            os.fchmod(handle.fileno(), _mode_for(target))
             if fsync:
-                handle.flush()
                 os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _mode_for(target: Path) -> int:
+    """The permission bits a plain ``open(target, "w")`` would leave on ``target``."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    # /proc gives the umask without setting it; os.umask must set it to read it, which
+    # another thread could observe for an instant.
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -73,3 +73,24 @@ def test_concurrent_writers_each_get_their_own_temporary(tmp_path: Path) -> None
     assert errors == []
     assert target.read_text() in payloads
     assert _strays(tmp_path) == []
+
+
+def test_a_new_file_gets_the_umask_mode_and_an_old_file_keeps_its_own(tmp_path: Path) -> None:
+    """``mkstemp`` makes 0o600 files; the written file has the mode a plain write gives."""
+    import os
+    import stat
+
+    old_mask = os.umask(0o027)
+    try:
+        fresh = tmp_path / "new.toml"
+        with atomic_write(fresh) as handle:
+            handle.write("x")
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o640
+        kept = tmp_path / "old.toml"
+        kept.write_text("old")
+        kept.chmod(0o604)
+        with atomic_write(kept) as handle:
+            handle.write("new")
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o604
+    finally:
+        os.umask(old_mask)
