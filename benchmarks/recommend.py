@@ -169,8 +169,12 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
     model = job.get("model", "logreg")
     sel_cfg = base_config(part, tiers, sel_seed, job["max_train"], model)
     eval_cfg = base_config(part, tiers, seed, job["max_train"], model)
-    sel_wl = make_workload(sel_cfg, part, job.get("eval_samples"))
-    eval_wl = make_workload(eval_cfg, part, job.get("eval_samples"))
+
+    def workload_of(sd: int) -> Any:  # this cell's partition kind, drawn with seed sd
+        return make_workload(base_config(part, tiers, sd, job["max_train"], model), part,
+                             job.get("eval_samples"))
+
+    sel_wl, eval_wl = workload_of(sel_seed), workload_of(seed)
     start = time.perf_counter()
     clients = [sel_wl.client_data(i) for i in range(sel_wl.num_clients)]
     est = estimate_constants(sel_wl.make_computer(), clients, sel_wl.initial_params,
@@ -198,16 +202,12 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
         lr, scores = choose_lr(sel_cfg, point, lrs=lrs, budget=budget, workload=sel_wl,
                                seeds=(sel_seed,), num_evals=8, target=None)
         chosen[arm] = {"point": dataclasses.replace(point, lr=lr), "lr_scores": scores}
-    def redrawn(sd: int) -> Any:  # the partition kind of this cell, drawn with seed sd
-        return make_workload(base_config(part, tiers, sd, job["max_train"], model), part,
-                             job.get("eval_samples"))
-
     rec = recommend(sel_cfg, RecommendSettings(budget=budget, trials=job["trials"],
                                                max_concurrency=4 * n,
                                                lr_factors=tuple(lr / 0.03 for lr in lrs),
                                                redraw_partition=job.get("redraw", False)),
                     workload=sel_wl, estimate=est, log=lambda _line: None,
-                    workload_for_seed=redrawn)
+                    workload_for_seed=workload_of)
     chosen["recommend"] = {"point": rec.point, "trials": rec.trials,
                            "simulations": rec.simulations,
                            "val_selection": rec.arm("recommended").val_accuracy,
@@ -608,10 +608,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.trials < 0:
         parser.error(f"--trials must be >= 0, got {args.trials}")
     stem = args.stem or stem
+    # Settings a job records only when set, so records made before their flags still match.
+    optional = {**({"eval_samples": args.eval_samples} if args.eval_samples else {}),
+                **({"redraw": True} if args.redraw_partition else {})}
     jobs = [{"partition": p, "tiers": t, "budget": b, "seed": s, "trials": trials,
-             "max_train": max_train, "lrs": lrs, "model": args.model,
-             **({"eval_samples": args.eval_samples} if args.eval_samples else {}),
-             **({"redraw": True} if args.redraw_partition else {})}
+             "max_train": max_train, "lrs": lrs, "model": args.model, **optional}
             for p in parts for t in tiers for b in budgets for s in seeds]
     start = time.perf_counter()
     # Each finished cell-seed is appended as it arrives: a run stopped part-way keeps them.
@@ -639,8 +640,7 @@ def main(argv: list[str] | None = None) -> int:
                 fh.write(json.dumps(record, default=float) + "\n")
     grid = {"partitions": parts, "tiers": tiers, "budgets": budgets, "seeds": seeds,
             "trials": trials, "max_train": max_train, "lrs": lrs, "model": args.model,
-            **({"eval_samples": args.eval_samples} if args.eval_samples else {}),
-            **({"redraw": True} if args.redraw_partition else {})}
+            **optional}
     full = {"partitions": PARTITIONS, "tiers": tuple(TIERS), "budgets": BUDGETS,
             "seeds": SEEDS, "trials": 30, "max_train": 20_000, "lrs": LRS, "model": "logreg"}
     payload = {
