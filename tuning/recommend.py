@@ -375,31 +375,17 @@ def check_inputs(config: SystemConfig, settings: RecommendSettings) -> None:
     check_time_budget(settings.budget, config.service_rates)  # and its upper end
 
 
-def _redraw(config: SystemConfig, workload: Any) -> Callable[[int], Any]:
-    """Workloads of ``config`` under other seeds, on ``workload``'s dataset (loaded once)."""
-    from raysync.workload import build_workload
-
-    def build(seed: int) -> Any:
-        try:
-            return build_workload(config.replace(seed=int(seed)), dataset=workload.dataset)
-        except RaySyncError:
-            raise
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"the config's data cannot be redrawn with seed {seed}: {exc}") \
-                from exc
-
-    return build
-
-
-def _load_workload(config: SystemConfig) -> Any:
+def _load_workload(config: SystemConfig, dataset: Any = None) -> Any:
+    """The config's workload (on ``dataset`` when given); unloadable data is one line."""
     from raysync.workload import build_workload
 
     try:
-        return build_workload(config)
+        return build_workload(config, dataset=dataset)
     except RaySyncError:
         raise
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"the config's data cannot be loaded: {exc}") from exc
+        raise ConfigError(f"the config's data (seed {config.seed}) cannot be loaded: {exc}") \
+            from exc
 
 
 # --------------------------------------------------------------------------- runs
@@ -740,8 +726,10 @@ def recommend(
         if not settings.redraw_partition:
             return workload
         if run_seed not in workloads:
-            build = workload_for_seed or _redraw(config, workload)
-            workloads[run_seed] = build(run_seed)
+            workloads[run_seed] = (
+                workload_for_seed(run_seed) if workload_for_seed is not None
+                else _load_workload(config.replace(seed=run_seed), workload.dataset)
+            )
         return workloads[run_seed]
 
     def run(point: DesignPoint, run_seed: int, length: float) -> dict[str, Any]:
