@@ -27,6 +27,10 @@ sets at ``N`` rows (one fixed draw for every arm and seed; the CNN's evaluations
 its runs' time). ``--redraw-partition`` makes recommend's pilot seeds redraw the cell's
 partition (``RecommendSettings.redraw_partition``; the other arms' steps stay chosen on the
 selection seed). Finished cell-seeds are appended to ``STEM.records.jsonl`` as they come.
+``--arms-from STEM`` takes every arm but recommend from the cell-seeds of an earlier run
+(``STEM.records.jsonl``) with the same grid settings, ``--trials`` and the redraw aside
+(the settings only recommend reads), and runs recommend alone: a run that changes only
+recommend's settings (e.g. ``--redraw-partition``) costs recommend's share of a cell-seed.
 
 The Ray part (issue 13, item 6): ``--ray-from STEM [--ray-seeds 3] [--time-scale 4]`` reruns
 every arm's evaluated design of ``results/STEM.json`` (its first seeds of every cell, same
@@ -174,6 +178,8 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
         return make_workload(base_config(part, tiers, sd, job["max_train"], model), part,
                              job.get("eval_samples"))
 
+    # Arms another run already measured with the same grid settings (--arms-from).
+    reused: dict[str, Any] = job.pop("reuse_arms", None) or {}
     sel_wl, eval_wl = workload_of(sel_seed), workload_of(seed)
     start = time.perf_counter()
     clients = [sel_wl.client_data(i) for i in range(sel_wl.num_clients)]
@@ -199,6 +205,8 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
     designs["bias"] = bias_opt.point
     chosen: dict[str, Any] = {}
     for arm, point in designs.items():
+        if arm in reused:
+            continue
         lr, scores = choose_lr(sel_cfg, point, lrs=lrs, budget=budget, workload=sel_wl,
                                seeds=(sel_seed,), num_evals=8, target=None)
         chosen[arm] = {"point": dataclasses.replace(point, lr=lr), "lr_scores": scores}
@@ -214,7 +222,8 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
                            "lr_choice": rec.lr_choice}
     selection_seconds = time.perf_counter() - start
     out: dict[str, Any] = {**job, "zeta2": est.zeta2, "constants": est.constants.to_dict(),
-                           "selection_seconds": selection_seconds, "arms": {}}
+                           "selection_seconds": selection_seconds,
+                           "arms": {a: reused[a] for a in ARMS if a in reused}}
     for arm, info in chosen.items():
         point = info["point"]
         m = measure(eval_cfg, point, budget=budget, workload=eval_wl, seed=seed,
@@ -529,6 +538,13 @@ def _job_key(job: dict[str, Any]) -> str:
     return json.dumps(key)
 
 
+def _reuse_key(record: dict[str, Any]) -> str:
+    """What the arms other than recommend depend on: the job key without the settings
+    that only recommend reads (its trial budget and the pilot's redraw)."""
+    key = json.loads(_job_key({**record, "trials": None, "redraw": False}))
+    return json.dumps(key)
+
+
 def _positive(parser: argparse.ArgumentParser, flag: str, text: str) -> float:
     try:
         value = float(text)
@@ -560,6 +576,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redraw-partition", action="store_true",
                         help="recommend's pilot seeds also redraw the partition "
                              "(RecommendSettings.redraw_partition)")
+    parser.add_argument("--arms-from", default=None, metavar="STEM",
+                        help="take every arm but recommend from STEM.records.jsonl's cell-seeds "
+                             "with the same grid settings (trials and redraw aside)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the cell-seeds already in STEM.records.jsonl (same grid "
                              "settings) and run only the missing ones")
@@ -614,6 +633,21 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [{"partition": p, "tiers": t, "budget": b, "seed": s, "trials": trials,
              "max_train": max_train, "lrs": lrs, "model": args.model, **optional}
             for p in parts for t in tiers for b in budgets for s in seeds]
+    if args.arms_from:
+        source = RESULTS / f"{args.arms_from}.records.jsonl"
+        if not source.is_file():
+            parser.error(f"--arms-from: {source} does not exist")
+        earlier_records = {_reuse_key(r): r for line in source.read_text().splitlines()
+                           if line.strip() for r in [json.loads(line)]}
+        missing = [j for j in jobs if _reuse_key(j) not in earlier_records]
+        if missing:
+            parser.error(f"--arms-from: {source.name} has no cell-seed with the grid settings "
+                         f"of {len(missing)} of the {len(jobs)} jobs (first: "
+                         f"{_reuse_key(missing[0])})")
+        for j in jobs:
+            j["arms_from"] = args.arms_from
+            j["reuse_arms"] = {a: v for a, v in earlier_records[_reuse_key(j)]["arms"].items()
+                               if a != "recommend"}
     start = time.perf_counter()
     # Each finished cell-seed is appended as it arrives: a run stopped part-way keeps them.
     partial = RESULTS / f"{stem}.records.jsonl"
