@@ -118,6 +118,10 @@ def test_constants_from_a_pilot_run_on_digits() -> None:
     assert c.L >= 0.05 * bound  # the power iteration finds a sizeable curvature
     assert est.best_loss < est.initial_loss
     assert c.A == pytest.approx(est.initial_loss - 0.9 * est.best_loss)
+    # logistic regression: step 1 / L_0 never raises f, so the pilot is plain descent
+    assert est.pilot_halvings == 0 and len(est.pilot_losses) == 31
+    assert all(b < a for a, b in zip(est.pilot_losses, est.pilot_losses[1:], strict=False))
+    assert est.pilot_losses[0] == est.initial_loss and min(est.pilot_losses) == est.best_loss
     assert len(est.sigma2_per_point) == 2 and est.M2_mean <= c.M2
     # label skew makes the clients' gradients disagree much more than IID data
     skewed = estimate_constants_for_config(
@@ -141,3 +145,69 @@ def test_constants_estimation_rejects_bad_input() -> None:
         estimate_constants(computer, [(x, y)], w0, margin=1.0)
     with pytest.raises(ConfigError, match="num_batches must be an integer >= 2"):
         estimate_constants(computer, [(x, y)], w0, num_batches=1)
+
+
+class PseudoHuberComputer:
+    """``loss = mean_j sqrt(1 + (w - x_j)^2)`` in one dimension (float32 results).
+
+    Its curvature ``(1 + r^2)^(-3/2)`` at distance ``r`` from the data grows as descent
+    approaches the data: at ``r = 10`` it is ``~1e-3``, so the pilot's first step
+    ``1 / L_0 ~ 1000`` overshoots to ``r ~ 1000`` (the CNN's case: curvature growing
+    along the trajectory, in closed form).
+    """
+
+    def compute_gradient(self, w, x, y):  # noqa: ANN001, ANN201 - the GradientComputer API
+        del y
+        d = float(np.asarray(w, dtype=np.float64)[0]) - np.asarray(x, dtype=np.float64)[:, 0]
+        root = np.sqrt(1.0 + d**2)
+        return np.array([np.mean(d / root)], dtype=np.float32), float(np.mean(root))
+
+
+def _huber_clients() -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(11)
+    return [((c + 0.1 * rng.standard_normal((30, 1))).astype(np.float32),
+             np.zeros(30, dtype=np.int64)) for c in (-1.0, 1.0)]
+
+
+def _huber_loss(w: float, clients: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    return float(np.mean([np.mean(np.sqrt(1.0 + (w - x[:, 0].astype(np.float64)) ** 2))
+                          for x, _ in clients]))
+
+
+def test_pilot_halves_a_step_that_would_raise_the_loss() -> None:
+    clients = _huber_clients()
+    est = estimate_constants(PseudoHuberComputer(), clients, np.array([10.0]), batch_size=8,
+                             num_points=3, fstar_steps=20, seed=0)
+    losses = est.pilot_losses
+    assert len(losses) == 21 and losses[0] == pytest.approx(_huber_loss(10.0, clients))
+    # plain descent at 1 / L_0 would jump ~1000 away (f ~ 1000); every step is a descent
+    assert est.pilot_halvings >= 5
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(losses, losses[1:], strict=False))
+    # the last step is 1 / L_0 halved that often; L_0 = max_i f_i''(10) in closed form
+    l0 = max(float(np.mean((1.0 + (10.0 - x[:, 0].astype(np.float64)) ** 2) ** -1.5))
+             for x, _ in clients)
+    assert est.pilot_step_size * 2**est.pilot_halvings == pytest.approx(1.0 / l0, rel=0.02)
+    # it gets near the minimiser: f there (brute force over a grid) is ~1.4
+    grid = np.linspace(-3.0, 3.0, 6001)
+    f_min = min(_huber_loss(float(w), clients) for w in grid[::20])
+    assert est.best_loss < f_min + 0.05 and est.best_loss == min(losses)
+    # the points measured on a descending trajectory: |grad f_i| < 1, so zeta^2 <= 1
+    assert 0 < est.zeta2 <= 1.0 and math.isfinite(est.constants.L)
+
+
+class OffStartNaN(PseudoHuberComputer):
+    """The pseudo-Huber loss, but a non-finite loss anywhere but at the start ``w = 10``."""
+
+    def compute_gradient(self, w, x, y):  # noqa: ANN001, ANN201
+        grad, loss = super().compute_gradient(w, x, y)
+        return grad, (loss if float(w[0]) == 10.0 else math.nan)
+
+
+def test_pilot_stays_put_when_every_step_gives_a_non_finite_loss() -> None:
+    est = estimate_constants(OffStartNaN(), _huber_clients(), np.array([10.0]), batch_size=8,
+                             num_points=2, fstar_steps=4, seed=0)
+    # the step and its 30 halvings all fail at the first step: the trajectory stays at w_0
+    assert est.pilot_halvings == 30
+    assert est.pilot_losses == (est.initial_loss,) * 5 and est.best_loss == est.initial_loss
+    c = est.constants
+    assert all(math.isfinite(v) for v in (c.L, c.sigma2, c.M2, c.A, est.zeta2))
