@@ -31,6 +31,8 @@ selection seed). Finished cell-seeds are appended to ``STEM.records.jsonl`` as t
 (``STEM.records.jsonl``) with the same grid settings, ``--trials`` and the redraw aside
 (the settings only recommend reads), and runs recommend alone: a run that changes only
 recommend's settings (e.g. ``--redraw-partition``) costs recommend's share of a cell-seed.
+``--rerun-arms bias,recommend`` names the arms it runs again (default: recommend), e.g.
+after a change to the constants pilot, which only ``bias`` and ``recommend`` read.
 
 The Ray part (issue 13, item 6): ``--ray-from STEM [--ray-seeds 3] [--time-scale 4]`` reruns
 every arm's evaluated design of ``results/STEM.json`` (its first seeds of every cell, same
@@ -579,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms-from", default=None, metavar="STEM",
                         help="take every arm but recommend from STEM.records.jsonl's cell-seeds "
                              "with the same grid settings (trials and redraw aside)")
+    parser.add_argument("--rerun-arms", default="recommend",
+                        help="with --arms-from: the arms to run again (comma-separated)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the cell-seeds already in STEM.records.jsonl (same grid "
                              "settings) and run only the missing ones")
@@ -633,6 +637,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [{"partition": p, "tiers": t, "budget": b, "seed": s, "trials": trials,
              "max_train": max_train, "lrs": lrs, "model": args.model, **optional}
             for p in parts for t in tiers for b in budgets for s in seeds]
+    rerun = sorted(set(args.rerun_arms.split(",")))
+    if not set(rerun) <= set(ARMS) or "recommend" not in rerun:
+        parser.error(f"--rerun-arms: arms from {list(ARMS)}, recommend among them; got "
+                     f"{args.rerun_arms!r}")
     if args.arms_from:
         source = RESULTS / f"{args.arms_from}.records.jsonl"
         if not source.is_file():
@@ -646,8 +654,9 @@ def main(argv: list[str] | None = None) -> int:
                          f"{_reuse_key(missing[0])})")
         for j in jobs:
             j["arms_from"] = args.arms_from
+            j["rerun_arms"] = rerun
             j["reuse_arms"] = {a: v for a, v in earlier_records[_reuse_key(j)]["arms"].items()
-                               if a != "recommend"}
+                               if a not in rerun}
     start = time.perf_counter()
     # Each finished cell-seed is appended as it arrives: a run stopped part-way keeps them.
     partial = RESULTS / f"{stem}.records.jsonl"
