@@ -219,7 +219,8 @@ class ConstantsEstimate:
         pilot_halvings: How often a step that would have raised ``f`` was halved (a
             trajectory that stayed put counts its 30).
         pilot_losses: ``f(w_t)`` along the trajectory, ``t = 0 .. pilot_steps``
-            (non-increasing).
+            (non-increasing up to float32 rounding: a step may raise ``f`` by at most
+            ``1e-6`` of it).
     """
 
     constants: ProblemConstants
