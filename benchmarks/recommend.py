@@ -32,7 +32,9 @@ selection seed). Finished cell-seeds are appended to ``STEM.records.jsonl`` as t
 (the settings only recommend reads), and runs recommend alone: a run that changes only
 recommend's settings (e.g. ``--redraw-partition``) costs recommend's share of a cell-seed.
 ``--rerun-arms bias,recommend`` names the arms it runs again (default: recommend), e.g.
-after a change to the constants pilot, which only ``bias`` and ``recommend`` read.
+after a change to the constants pilot, which only ``bias`` and ``recommend`` read. Each
+cell-seed first re-measures one reused arm and stops if this checkout's simulator gives
+other numbers for it (the earlier run's arms are then not comparable).
 
 The Ray part (issue 13, item 6): ``--ray-from STEM [--ray-seeds 3] [--time-scale 4]`` reruns
 every arm's evaluated design of ``results/STEM.json`` (its first seeds of every cell, same
@@ -183,6 +185,8 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
     # Arms another run already measured with the same grid settings (--arms-from).
     reused: dict[str, Any] = job.pop("reuse_arms", None) or {}
     sel_wl, eval_wl = workload_of(sel_seed), workload_of(seed)
+    if reused:
+        _check_reusable(reused, eval_cfg, eval_wl, job)
     start = time.perf_counter()
     clients = [sel_wl.client_data(i) for i in range(sel_wl.num_clients)]
     est = estimate_constants(sel_wl.make_computer(), clients, sel_wl.initial_params,
@@ -244,6 +248,31 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
           + ", ".join(f"{a}={out['arms'][a]['test_accuracy']:.4f}" for a in ARMS),
           file=sys.stderr, flush=True)
     return out
+
+
+def _check_reusable(reused: dict[str, Any], eval_cfg: Any, eval_wl: Any,
+                    job: dict[str, Any]) -> None:
+    """Refuse arms measured by another simulator: re-measure one of them (one run).
+
+    Arms are reusable only if this checkout's simulator gives the same numbers for the same
+    design on the same seed; a change to the simulator's draws (e.g. the per-task minibatch
+    streams) makes an older run's arms incomparable with the arms measured now.
+    """
+    from raysync.objectives import DesignPoint
+    from tuning.recommend import measure
+
+    arm = "asyncsgd" if "asyncsgd" in reused else next(iter(reused))
+    stored = reused[arm]
+    m = measure(eval_cfg, DesignPoint.from_dict(stored["point"]), budget=job["budget"],
+                workload=eval_wl, seed=job["seed"], num_evals=8, target=TARGET)
+    now = (m["test_accuracy"], m["val_accuracy"])
+    if now != (stored["test_accuracy"], stored["val_accuracy"]):
+        raise RuntimeError(
+            f"--arms-from {job.get('arms_from')}: its {arm} arm of {job['partition']} "
+            f"{job['tiers']} T={job['budget']:g} seed {job['seed']} measured test/validation "
+            f"{stored['test_accuracy']}/{stored['val_accuracy']} and this checkout measures "
+            f"{now[0]}/{now[1]}: the simulator changed since that run, its arms cannot be reused"
+        )
 
 
 def run_ray_cell(record: dict[str, Any], time_scale: float) -> dict[str, Any]:
