@@ -36,6 +36,10 @@ after a change to the constants pilot, which only ``bias`` and ``recommend`` rea
 cell-seed first re-measures one reused arm and stops if this checkout's simulator gives
 other numbers for it (the earlier run's arms are then not comparable).
 
+``--compare-recommend A,B`` pairs recommend's arm of two runs by cell-seed (e.g. a run
+with ``--redraw-partition`` against one without, both of recommend alone) and writes
+``B_vs_A.{json,md}``.
+
 The Ray part (issue 13, item 6): ``--ray-from STEM [--ray-seeds 3] [--time-scale 4]`` reruns
 every arm's evaluated design of ``results/STEM.json`` (its first seeds of every cell, same
 step, same evaluation seed) on the Ray runtime with emulated service times and writes
@@ -273,6 +277,90 @@ def _check_reusable(reused: dict[str, Any], eval_cfg: Any, eval_wl: Any,
             f"{stored['test_accuracy']}/{stored['val_accuracy']} and this checkout measures "
             f"{now[0]}/{now[1]}: the simulator changed since that run, its arms cannot be reused"
         )
+
+
+def compare_recommend(first: list[dict[str, Any]],
+                      second: list[dict[str, Any]]) -> dict[str, Any]:
+    """Recommend's arm of two runs, paired by cell-seed (``second - first``).
+
+    Only recommend's test accuracy and design are compared: both runs must have measured
+    that arm with one simulator (their other arms may come from elsewhere). Per cell and
+    over every shared cell-seed: the mean paired difference and its standard error.
+    """
+    def index(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+        return {(r["partition"], r["tiers"], float(r["budget"]), r["seed"]): r
+                for r in records}
+
+    a, b = index(first), index(second)
+    shared = sorted(set(a) & set(b))
+    rows, every = [], []
+    for cell in sorted({k[:3] for k in shared}):
+        keys = [k for k in shared if k[:3] == cell]
+        acc_a = np.array([a[k]["arms"]["recommend"]["test_accuracy"] for k in keys])
+        acc_b = np.array([b[k]["arms"]["recommend"]["test_accuracy"] for k in keys])
+        every.extend(acc_b - acc_a)
+        rows.append({
+            "partition": cell[0], "tiers": cell[1], "budget": cell[2], "seeds": len(keys),
+            "first_mean": float(acc_a.mean()), "first_se": _se(acc_a),
+            "second_mean": float(acc_b.mean()), "second_se": _se(acc_b),
+            "diff_mean": float((acc_b - acc_a).mean()), "diff_se": _se(acc_b - acc_a),
+            "per_seed": [{"seed": k[3], "first": a[k]["arms"]["recommend"]["test_accuracy"],
+                          "second": b[k]["arms"]["recommend"]["test_accuracy"],
+                          "first_design": _design(a[k]["arms"]["recommend"]["point"]),
+                          "second_design": _design(b[k]["arms"]["recommend"]["point"])}
+                         for k in keys],
+        })
+    diffs = np.array(every)
+    return {"rows": rows, "cell_seeds": len(every),
+            "diff_mean": float(diffs.mean()) if diffs.size else math.nan,
+            "diff_se": _se(diffs)}
+
+
+def compare_markdown(payload: dict[str, Any]) -> str:
+    first, second = payload["first"], payload["second"]
+    lines = [
+        f"## Recommend: `{second}` against `{first}`, paired by cell-seed",
+        "",
+        f"Run: `{payload['command']}`. Recommend's test accuracy at the budget (%), mean ± SE "
+        f"over the seeds both runs have, and the paired difference `{second} - {first}`.",
+        "",
+        f"| cell | {first} | {second} | difference | designs per seed ({first} / {second}) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in payload["rows"]:
+        designs = "; ".join(f"{s['first_design']} / {s['second_design']}"
+                            for s in row["per_seed"])
+        lines.append(
+            f"| {row['partition']}, {row['tiers']}, T={row['budget']:g} | "
+            f"{100 * row['first_mean']:.2f} ± {100 * row['first_se']:.2f} | "
+            f"{100 * row['second_mean']:.2f} ± {100 * row['second_se']:.2f} | "
+            f"{100 * row['diff_mean']:+.2f} ± {100 * row['diff_se']:.2f} | {designs} |")
+    lines += ["", f"Over all {payload['cell_seeds']} cell-seeds: "
+              f"{100 * payload['diff_mean']:+.2f} ± {100 * payload['diff_se']:.2f} points."]
+    return "\n".join(lines) + "\n"
+
+
+def compare_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``--compare-recommend A,B``: recommend's arm of runs A and B, paired; writes
+    ``B_vs_A.{json,md}``."""
+    stems = args.compare_recommend.split(",")
+    if len(stems) != 2:
+        parser.error(f"--compare-recommend takes two stems A,B, got {args.compare_recommend!r}")
+    runs = []
+    for stem in stems:
+        path = RESULTS / f"{stem}.records.jsonl"
+        if not path.is_file():
+            parser.error(f"--compare-recommend: {path} does not exist")
+        runs.append([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+    payload = {"command": "benchmarks/recommend.py " + " ".join(sys.argv[1:]),
+               "first": stems[0], "second": stems[1], **compare_recommend(*runs)}
+    if not payload["cell_seeds"]:
+        parser.error(f"--compare-recommend: {stems[0]} and {stems[1]} share no cell-seed")
+    out = f"{stems[1]}_vs_{stems[0]}"
+    (RESULTS / f"{out}.json").write_text(json.dumps(payload, indent=2, default=float))
+    (RESULTS / f"{out}.md").write_text(compare_markdown(payload))
+    print(compare_markdown(payload))
+    return 0
 
 
 def run_ray_cell(record: dict[str, Any], time_scale: float) -> dict[str, Any]:
@@ -615,6 +703,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true",
                         help="keep the cell-seeds already in STEM.records.jsonl (same grid "
                              "settings) and run only the missing ones")
+    parser.add_argument("--compare-recommend", default=None, metavar="A,B",
+                        help="recommend's arm of runs A and B paired by cell-seed; writes "
+                             "results/B_vs_A.{json,md}")
     parser.add_argument("--ray-from", default=None,
                         help="rerun the designs of results/STEM.json on the Ray runtime")
     parser.add_argument("--ray-seeds", type=int, default=3, help="with --ray-from: seeds 0..K-1")
@@ -624,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     if args.ray_from:
         return ray_main(args, parser)
+    if args.compare_recommend:
+        return compare_main(args, parser)
     if args.quick:
         parts, tiers, budgets, seeds = (QUICK["partitions"], QUICK["tiers"], QUICK["budgets"],
                                         QUICK["seeds"])
