@@ -284,18 +284,16 @@ def compare_recommend(first: list[dict[str, Any]],
     """Recommend's arm of two runs, paired by cell-seed (``second - first``).
 
     Only recommend's test accuracy and design are compared: both runs must have measured
-    that arm with one simulator (their other arms may come from elsewhere). Per cell and
-    over every shared cell-seed: the mean paired difference and its standard error.
+    that arm with one simulator (their other arms may come from elsewhere). Cell-seeds pair
+    when every grid setting but recommend's own (trials, redraw) agrees. Per cell and over
+    every shared cell-seed: the mean paired difference and its standard error.
     """
-    def index(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
-        return {(r["partition"], r["tiers"], float(r["budget"]), r["seed"]): r
-                for r in records}
-
-    a, b = index(first), index(second)
-    shared = sorted(set(a) & set(b))
+    a = {_reuse_key(r): r for r in first}
+    b = {_reuse_key(r): r for r in second}
+    shared = sorted(set(a) & set(b), key=lambda k: (_cell_of(a[k]), a[k]["seed"]))
     rows, every = [], []
-    for cell in sorted({k[:3] for k in shared}):
-        keys = [k for k in shared if k[:3] == cell]
+    for cell in sorted({_cell_of(a[k]) for k in shared}):
+        keys = [k for k in shared if _cell_of(a[k]) == cell]
         acc_a = np.array([a[k]["arms"]["recommend"]["test_accuracy"] for k in keys])
         acc_b = np.array([b[k]["arms"]["recommend"]["test_accuracy"] for k in keys])
         every.extend(acc_b - acc_a)
@@ -304,7 +302,7 @@ def compare_recommend(first: list[dict[str, Any]],
             "first_mean": float(acc_a.mean()), "first_se": _se(acc_a),
             "second_mean": float(acc_b.mean()), "second_se": _se(acc_b),
             "diff_mean": float((acc_b - acc_a).mean()), "diff_se": _se(acc_b - acc_a),
-            "per_seed": [{"seed": k[3], "first": a[k]["arms"]["recommend"]["test_accuracy"],
+            "per_seed": [{"seed": a[k]["seed"], "first": a[k]["arms"]["recommend"]["test_accuracy"],
                           "second": b[k]["arms"]["recommend"]["test_accuracy"],
                           "first_design": _design(a[k]["arms"]["recommend"]["point"]),
                           "second_design": _design(b[k]["arms"]["recommend"]["point"])}
@@ -314,6 +312,10 @@ def compare_recommend(first: list[dict[str, Any]],
     return {"rows": rows, "cell_seeds": len(every),
             "diff_mean": float(diffs.mean()) if diffs.size else math.nan,
             "diff_se": _se(diffs)}
+
+
+def _cell_of(record: dict[str, Any]) -> tuple[str, str, float]:
+    return record["partition"], record["tiers"], float(record["budget"])
 
 
 def compare_markdown(payload: dict[str, Any]) -> str:
