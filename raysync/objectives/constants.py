@@ -464,10 +464,11 @@ def estimate_constants(
             sigma2_points.append(worst)
         if t == fstar_steps:
             break
-        taken = None if stalled else _descent_step(pilot, w, grads, float(losses.mean()), step)
+        taken = None if stalled else _descent_step(pilot, w, grads, pilot_losses[-1], step)
         if taken is None:
-            halvings += 0 if stalled else _MAX_HALVINGS
-            stalled = True
+            if not stalled:  # this step's halvings all raised f: stay here from now on
+                halvings += _MAX_HALVINGS
+                stalled = True
             pilot_losses.append(pilot_losses[-1])
             continue
         w_next, grads_next, losses_next, step, halved = taken
