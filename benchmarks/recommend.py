@@ -296,12 +296,13 @@ def compare_recommend(first: list[dict[str, Any]],
         keys = [k for k in shared if _cell_of(a[k]) == cell]
         acc_a = np.array([a[k]["arms"]["recommend"]["test_accuracy"] for k in keys])
         acc_b = np.array([b[k]["arms"]["recommend"]["test_accuracy"] for k in keys])
-        every.extend(acc_b - acc_a)
+        diff = acc_b - acc_a
+        every.extend(diff)
         rows.append({
             "partition": cell[0], "tiers": cell[1], "budget": cell[2], "seeds": len(keys),
             "first_mean": float(acc_a.mean()), "first_se": _se(acc_a),
             "second_mean": float(acc_b.mean()), "second_se": _se(acc_b),
-            "diff_mean": float((acc_b - acc_a).mean()), "diff_se": _se(acc_b - acc_a),
+            "diff_mean": float(diff.mean()), "diff_se": _se(diff),
             "per_seed": [{"seed": a[k]["seed"], "first": a[k]["arms"]["recommend"]["test_accuracy"],
                           "second": b[k]["arms"]["recommend"]["test_accuracy"],
                           "first_design": _design(a[k]["arms"]["recommend"]["point"]),
@@ -662,8 +663,7 @@ def _job_key(job: dict[str, Any]) -> str:
 def _reuse_key(record: dict[str, Any]) -> str:
     """What the arms other than recommend depend on: the job key without the settings
     that only recommend reads (its trial budget and the pilot's redraw)."""
-    key = json.loads(_job_key({**record, "trials": None, "redraw": False}))
-    return json.dumps(key)
+    return _job_key({**record, "trials": None, "redraw": False})
 
 
 def _positive(parser: argparse.ArgumentParser, flag: str, text: str) -> float:
@@ -771,15 +771,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--arms-from: {source} does not exist")
         earlier_records = {_reuse_key(r): r for line in source.read_text().splitlines()
                            if line.strip() for r in [json.loads(line)]}
-        missing = [j for j in jobs if _reuse_key(j) not in earlier_records]
+        keys = [_reuse_key(j) for j in jobs]
+        missing = [k for k in keys if k not in earlier_records]
         if missing:
             parser.error(f"--arms-from: {source.name} has no cell-seed with the grid settings "
-                         f"of {len(missing)} of the {len(jobs)} jobs (first: "
-                         f"{_reuse_key(missing[0])})")
-        for j in jobs:
+                         f"of {len(missing)} of the {len(jobs)} jobs (first: {missing[0]})")
+        for j, k in zip(jobs, keys, strict=True):
             j["arms_from"] = args.arms_from
             j["rerun_arms"] = rerun
-            j["reuse_arms"] = {a: v for a, v in earlier_records[_reuse_key(j)]["arms"].items()
+            j["reuse_arms"] = {a: v for a, v in earlier_records[k]["arms"].items()
                                if a not in rerun}
     start = time.perf_counter()
     # Each finished cell-seed is appended as it arrives: a run stopped part-way keeps them.
