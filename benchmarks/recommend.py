@@ -590,23 +590,146 @@ def markdown(payload: dict[str, Any]) -> str:
     lines += ["", "Verdict per cell (recommend vs best baseline, in standard errors of the "
               "difference; the bias-aware optimum alone vs the best arm):", ""]
     for row in payload["rows"]:
-        rec, base = row["arms"]["recommend"], row["arms"][row["best_baseline"]]
-        diff = rec["mean"] - base["mean"]
-        se = math.hypot(rec["se"], base["se"])
-        b, best = row["arms"]["bias"], row["arms"][row["best"]]
-        b_diff = b["mean"] - best["mean"]
-        b_se = math.hypot(b["se"], best["se"]) if row["best"] != "bias" else 0.0
+        v = verdict(row)
         lines.append(
             f"- {row['partition']}, {row['tiers']}, T={row['budget']:g}: recommend "
-            f"{100 * diff:+.2f} points vs {row['best_baseline']} ({diff / se if se > 0 else 0:+.1f}"
-            f" SE); bias-aware optimum alone {100 * b_diff:+.2f} points "
-            f"vs best arm ({row['best']}, {b_diff / b_se if b_se > 0 else 0:+.1f} SE); "
-            "bias optimum chose "
-            f"{_design(b['designs'][0])}, recommend chose {_design(rec['designs'][0])}; "
+            f"{100 * v['recommend_diff']:+.2f} points vs {row['best_baseline']} "
+            f"({v['recommend_z']:+.1f} SE); bias-aware optimum alone "
+            f"{100 * v['bias_diff']:+.2f} points vs best arm ({row['best']}, "
+            f"{v['bias_z']:+.1f} SE); bias optimum chose "
+            f"{_design(row['arms']['bias']['designs'][0])}, recommend chose "
+            f"{_design(row['arms']['recommend']['designs'][0])}; "
             f"recommend spent {row.get('recommend_simulations')} simulations per seed "
             f"({row.get('recommend_trials')} of them Optuna trials)"
         )
     return "\n".join(lines) + "\n"
+
+
+def verdict(row: dict[str, Any]) -> dict[str, Any]:
+    """The issue's two acceptance tests on one summarised cell (a row of :func:`summarise`).
+
+    ``recommend_diff``: recommend's mean test accuracy minus the best baseline's (uniform,
+    AsyncSGD, FedAsync, FedBuff), in accuracy (fraction); ``recommend_z``: that difference
+    in standard errors of the difference, ``sqrt(SE_a^2 + SE_b^2)`` (0 when both are 0);
+    ``recommend_ok``: ``recommend_z >= -1``. ``bias_*`` the same for the bias-aware optimum
+    alone against the best of all arms (0 when it is the best arm). ``asyncsgd_best``: AsyncSGD
+    is the best baseline; ``bias_asyncsgd_seeds``: on how many seeds the bias-aware optimum
+    chose AsyncSGD's rule (the issue: it should where AsyncSGD wins).
+    """
+    def z(diff: float, se: float) -> float:
+        return diff / se if se > 0 else 0.0
+
+    arms = row["arms"]
+    rec, base = arms["recommend"], arms[row["best_baseline"]]
+    diff = rec["mean"] - base["mean"]
+    rec_z = z(diff, math.hypot(rec["se"], base["se"]))
+    bias, best = arms["bias"], arms[row["best"]]
+    b_diff = bias["mean"] - best["mean"]
+    b_z = 0.0 if row["best"] == "bias" else z(b_diff, math.hypot(bias["se"], best["se"]))
+    return {
+        "recommend_diff": diff, "recommend_z": rec_z, "recommend_ok": rec_z >= -1.0,
+        "bias_diff": b_diff, "bias_z": b_z, "bias_ok": b_z >= -1.0,
+        "asyncsgd_best": row["best_baseline"] == "asyncsgd",
+        "bias_asyncsgd_seeds": sum(d["rule"] == "asyncsgd" for d in bias["designs"]),
+    }
+
+
+def acceptance(stems: list[str], results: Path = RESULTS) -> dict[str, Any]:
+    """The acceptance verdict of every cell of the runs ``results/STEM.json``.
+
+    Each cell (model, partition, tiers, budget) must come from one run only: a cell in two
+    of the stems raises ``ValueError`` naming both (pick the run of record). Returns the
+    per-cell verdicts (:func:`verdict`) and the counts of cells that pass each test.
+    """
+    cells: dict[tuple[str, str, str, float], str] = {}
+    rows = []
+    for stem in stems:
+        path = results / f"{stem}.json"
+        if not path.is_file():
+            raise ValueError(f"{path} does not exist (a stem of results/*.json is expected)")
+        payload = json.loads(path.read_text())
+        model = (payload.get("records") or [{}])[0].get("model", "logreg")
+        for row in payload["rows"]:
+            key = (model, row["partition"], row["tiers"], float(row["budget"]))
+            if key in cells:
+                raise ValueError(f"cell {key} is in both {cells[key]} and {stem}: name one "
+                                 "run per cell")
+            cells[key] = stem
+            rows.append({"stem": stem, "model": model, "partition": row["partition"],
+                         "tiers": row["tiers"], "budget": row["budget"],
+                         "seeds": row["seeds"], "best": row["best"],
+                         "best_baseline": row["best_baseline"], **verdict(row)})
+    return {"stems": stems, "cells": len(rows),
+            "recommend_ok": sum(r["recommend_ok"] for r in rows),
+            "bias_ok": sum(r["bias_ok"] for r in rows), "rows": rows}
+
+
+def acceptance_markdown(payload: dict[str, Any]) -> str:
+    n = payload["cells"]
+    lines = [
+        "## Recommend benchmark: acceptance over the runs of record (issue 13)",
+        "",
+        f"Run: `{payload['command']}`. Per cell: recommend against the best baseline, and "
+        "the bias-aware optimum alone (`bias`) against the best arm, in test-accuracy points "
+        "and in standard errors of the difference (`sqrt(SE_a^2 + SE_b^2)`); a cell passes "
+        "at >= -1 SE. `bias AsyncSGD`: seeds on which the bound chose AsyncSGD's rule.",
+        "",
+        "| run | model | cell | seeds | best baseline | recommend | ok | best arm | bias "
+        "| ok | bias AsyncSGD |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in payload["rows"]:
+        lines.append(
+            f"| {r['stem']} | {r['model']} | {r['partition']}, {r['tiers']}, "
+            f"T={r['budget']:g} | {r['seeds']} | {r['best_baseline']} | "
+            f"{100 * r['recommend_diff']:+.2f} ({r['recommend_z']:+.1f} SE) | "
+            f"{'yes' if r['recommend_ok'] else '**no**'} | {r['best']} | "
+            f"{100 * r['bias_diff']:+.2f} ({r['bias_z']:+.1f} SE) | "
+            f"{'yes' if r['bias_ok'] else '**no**'} | "
+            f"{r['bias_asyncsgd_seeds']}/{r['seeds']} |")
+    lines += ["", f"Recommend within one SE of the best baseline: **{payload['recommend_ok']} "
+              f"of {n}** cells (the issue: all). The bias-aware optimum alone within one SE "
+              f"of the best arm: **{payload['bias_ok']} of {n}** "
+              f"({100 * payload['bias_ok'] / max(n, 1):.0f} %; the issue: at least 80 %)."]
+    return "\n".join(lines) + "\n"
+
+
+def acceptance_plot(payload: dict[str, Any], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = payload["rows"]
+    fig = Figure(figsize=(7, 0.28 * len(rows) + 1.4), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ys = np.arange(len(rows))
+    ax.scatter([r["recommend_z"] for r in rows], ys, marker="o",
+               label="recommend vs best baseline")
+    ax.scatter([r["bias_z"] for r in rows], ys, marker="x",
+               label="bias-aware optimum vs best arm")
+    ax.axvline(-1.0, color="grey", linestyle="--", linewidth=1)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([f"{r['model']} {r['partition']} {r['tiers']} T={r['budget']:g}"
+                        for r in rows], fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("difference in standard errors (pass: >= -1)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def acceptance_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``--acceptance STEM,...``: writes ``recommend_acceptance.{json,md,png}``."""
+    try:
+        payload = acceptance(args.acceptance.split(","))
+    except ValueError as exc:
+        parser.error(f"--acceptance: {exc}")
+    payload = {"command": "benchmarks/recommend.py " + " ".join(sys.argv[1:]), **payload}
+    (RESULTS / "recommend_acceptance.json").write_text(json.dumps(payload, indent=2))
+    (RESULTS / "recommend_acceptance.md").write_text(acceptance_markdown(payload))
+    acceptance_plot(payload, RESULTS / "recommend_acceptance.png")
+    print(acceptance_markdown(payload))
+    return 0
 
 
 def _design(d: dict[str, Any]) -> str:
@@ -708,6 +831,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-recommend", default=None, metavar="A,B",
                         help="recommend's arm of runs A and B paired by cell-seed; writes "
                              "results/B_vs_A.{json,md}")
+    parser.add_argument("--acceptance", default=None, metavar="STEM,...",
+                        help="the issue's acceptance verdict of every cell of these runs "
+                             "(results/STEM.json, one run per cell); writes "
+                             "results/recommend_acceptance.{json,md,png}")
     parser.add_argument("--ray-from", default=None,
                         help="rerun the designs of results/STEM.json on the Ray runtime")
     parser.add_argument("--ray-seeds", type=int, default=3, help="with --ray-from: seeds 0..K-1")
@@ -719,6 +846,8 @@ def main(argv: list[str] | None = None) -> int:
         return ray_main(args, parser)
     if args.compare_recommend:
         return compare_main(args, parser)
+    if args.acceptance:
+        return acceptance_main(args, parser)
     if args.quick:
         parts, tiers, budgets, seeds = (QUICK["partitions"], QUICK["tiers"], QUICK["budgets"],
                                         QUICK["seeds"])

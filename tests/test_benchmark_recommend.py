@@ -1,0 +1,95 @@
+"""The recommend benchmark's acceptance verdict (benchmarks/recommend.py, issue 13)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_recommend",
+                                                  ROOT / "benchmarks" / "recommend.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+B = _bench()
+
+
+def _records(accuracies: dict[str, list[float]], partition: str = "iid",
+             model: str = "logreg") -> list[dict[str, Any]]:
+    """One record per seed; arms without accuracies get 0.1 on every seed."""
+    seeds = len(next(iter(accuracies.values())))
+    out = []
+    for s in range(seeds):
+        arms = {}
+        for arm in B.ARMS:
+            acc = accuracies.get(arm, [0.1] * seeds)[s]
+            rule = "asyncsgd" if arm in ("asyncsgd", "bias") else "weighted"
+            arms[arm] = {"test_accuracy": acc, "time_to_target": None,
+                         "point": {"rule": rule, "concurrency": 20, "beta": 1.0, "lr": 0.1},
+                         "simulations": 80, "trials": 30}
+        out.append({"partition": partition, "tiers": "1:10:100", "budget": 5.0, "seed": s,
+                    "model": model, "arms": arms})
+    return out
+
+
+def test_verdict_against_a_hand_computation() -> None:
+    # recommend mean 0.86, SE sqrt(var/3) with var 0.0004 -> 0.011547; AsyncSGD 0.89, same SE.
+    rows = B.summarise(_records({"recommend": [0.84, 0.86, 0.88],
+                                 "asyncsgd": [0.87, 0.89, 0.91],
+                                 "bias": [0.87, 0.89, 0.91]}))
+    v = B.verdict(rows[0])
+    se = math.sqrt(0.0004 / 3)
+    assert rows[0]["best_baseline"] == "asyncsgd"
+    assert v["recommend_diff"] == pytest.approx(-0.03)
+    assert v["recommend_z"] == pytest.approx(-0.03 / math.hypot(se, se))  # -1.84
+    assert not v["recommend_ok"]
+    # bias ties AsyncSGD exactly (max picks the first of equal means, AsyncSGD): 0 SE.
+    assert v["bias_diff"] == pytest.approx(0.0) and v["bias_ok"]
+    assert v["asyncsgd_best"] and v["bias_asyncsgd_seeds"] == 3
+
+
+def test_verdict_passes_at_exactly_one_standard_error() -> None:
+    # Both arms have the same spread (SE s), recommend shifted down by s * sqrt(2): the
+    # difference is exactly one SE of the difference, the boundary the issue allows.
+    s = math.sqrt(0.0004 / 3)
+    d = s * math.sqrt(2)
+    rows = B.summarise(_records({"recommend": [0.78 - d, 0.80 - d, 0.82 - d],
+                                 "uniform": [0.78, 0.80, 0.82],
+                                 "bias": [0.78, 0.80, 0.82]}))
+    v = B.verdict(rows[0])
+    assert v["recommend_z"] == pytest.approx(-1.0)
+    assert v["bias_asyncsgd_seeds"] == 3 and not v["asyncsgd_best"]
+
+
+def test_acceptance_counts_cells_and_refuses_a_cell_in_two_runs(tmp_path: Path) -> None:
+    good = _records({"recommend": [0.90, 0.91], "asyncsgd": [0.90, 0.91],
+                     "bias": [0.90, 0.91]})
+    bad = _records({"recommend": [0.70, 0.71], "asyncsgd": [0.90, 0.91],
+                    "bias": [0.80, 0.81]}, partition="speed_skew")
+    cnn = _records({"recommend": [0.90, 0.91], "asyncsgd": [0.90, 0.91],
+                    "bias": [0.90, 0.91]}, model="cnn")
+    for stem, recs in (("a", good + bad), ("b", cnn), ("c", good)):
+        (tmp_path / f"{stem}.json").write_text(
+            json.dumps({"rows": B.summarise(recs), "records": recs}))
+    result = B.acceptance(["a", "b"], tmp_path)
+    assert result["cells"] == 3  # the CNN cell is its own cell, not a duplicate of a's iid
+    assert result["recommend_ok"] == 2 and result["bias_ok"] == 2
+    failed = [r for r in result["rows"] if not r["recommend_ok"]]
+    assert [(r["stem"], r["partition"]) for r in failed] == [("a", "speed_skew")]
+    text = B.acceptance_markdown({"command": "t", **result})
+    assert "**2 of 3**" in text and "**no**" in text
+    with pytest.raises(ValueError, match="in both a and c"):
+        B.acceptance(["a", "c"], tmp_path)
+    with pytest.raises(ValueError, match="does not exist"):
+        B.acceptance(["missing"], tmp_path)
