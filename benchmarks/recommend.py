@@ -382,7 +382,7 @@ def run_ray_cell(record: dict[str, Any], time_scale: float) -> dict[str, Any]:
     from raysync.config import RuntimeConfig
     from raysync.objectives import DesignPoint
     from raysync.runtime import run
-    from tuning.recommend import _run_config, measure
+    from tuning.recommend import measure, measurement_config
 
     part, tiers, budget, seed = (record["partition"], record["tiers"], record["budget"],
                                  record["seed"])
@@ -392,7 +392,7 @@ def run_ray_cell(record: dict[str, Any], time_scale: float) -> dict[str, Any]:
     out.update({"time_scale": time_scale, "arms": {}})
     for arm in ARMS:
         point = DesignPoint.from_dict(record["arms"][arm]["point"])
-        cfg = _run_config(eval_cfg, point, budget, 8, seed)
+        cfg = measurement_config(eval_cfg, point, budget, 8, seed)
         cfg = cfg.replace(run=dc.replace(cfg.run, time_scale=time_scale),
                           runtime=RuntimeConfig(mode="pool", executors_per_tier=2))
         load = os.getloadavg()[0]

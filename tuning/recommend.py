@@ -109,6 +109,7 @@ __all__ = [
     "energy_lines",
     "format_table",
     "measure",
+    "measurement_config",
     "predicted_energy",
     "recommend",
     "write_config_atomic",
@@ -389,8 +390,14 @@ def _load_workload(config: SystemConfig, dataset: Any = None) -> Any:
 
 
 # --------------------------------------------------------------------------- runs
-def _run_config(base: SystemConfig, point: DesignPoint, budget: float, num_evals: int,
-                seed: int) -> SystemConfig:
+def measurement_config(base: SystemConfig, point: DesignPoint, budget: float,
+                       num_evals: int, seed: int) -> SystemConfig:
+    """The config :func:`measure` runs, for another engine to run the same measurement.
+
+    Returns ``base`` at ``point`` (its rule, ``C``, ``p`` and step) for ``budget`` virtual
+    seconds (no update cap), evaluated every ``budget / num_evals`` seconds, with ``seed``
+    (e.g. the benchmark's Ray cells run it on the Ray runtime).
+    """
     run = dataclasses.replace(
         base.run, num_updates=None, time_budget=float(budget), eval_every_updates=None,
         eval_every_seconds=float(budget) / num_evals,
@@ -419,7 +426,7 @@ def measure(
     """
     from raysync.simulation import simulate
 
-    config = _run_config(base, point, budget, num_evals, seed)
+    config = measurement_config(base, point, budget, num_evals, seed)
     res = simulate(config, workload=workload)
     energy = _measured_joules(config, res)
     val = [float(v) if math.isfinite(v) else 0.0 for v in res.val_accuracy]

@@ -183,6 +183,24 @@ def test_choose_lr_averages_over_seeds_not_one_lucky_seed() -> None:
                   target=None, run=run)
 
 
+def test_measurement_config_is_the_run_measure_simulates() -> None:
+    from raysync.simulation import simulate
+    from raysync.workload import build_workload
+    from tuning.recommend import measure, measurement_config
+
+    base = load_config(TINY)
+    point = DesignPoint(rule="asyncsgd", concurrency=4, p=None, beta=0.0, lr=0.07)
+    cfg = measurement_config(base, point, 4.0, 8, 11)
+    assert cfg.seed == 11 and cfg.concurrency == 4 and cfg.algorithm.lr == pytest.approx(0.07)
+    assert cfg.run.time_budget == 4.0 and cfg.run.num_updates is None
+    assert cfg.run.eval_every_seconds == pytest.approx(0.5) and cfg.run.eval_every_updates is None
+    assert cfg.clients == base.clients and cfg.data == base.data
+    workload = build_workload(cfg)
+    m = measure(base, point, budget=4.0, workload=workload, seed=11)
+    res = simulate(cfg, workload=workload)
+    assert m["num_updates"] == res.num_updates and m["test_accuracy"] == res.test_accuracy[-1]
+
+
 def test_each_arm_gets_its_own_step_and_a_lucky_trial_does_not_win(monkeypatch) -> None:  # noqa: ANN001
     """Pipeline on a fake simulator whose scores are known, so every choice can be checked.
 
