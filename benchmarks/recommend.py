@@ -361,8 +361,9 @@ def compare_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         parser.error(f"--compare-recommend: {stems[0]} and {stems[1]} share no cell-seed")
     out = f"{stems[1]}_vs_{stems[0]}"
     (RESULTS / f"{out}.json").write_text(json.dumps(payload, indent=2, default=float))
-    (RESULTS / f"{out}.md").write_text(compare_markdown(payload))
-    print(compare_markdown(payload))
+    text = compare_markdown(payload)
+    (RESULTS / f"{out}.md").write_text(text)
+    print(text)
     return 0
 
 
@@ -510,8 +511,9 @@ def ray_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     }
     stem = f"{args.ray_from}_ray"
     (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=float))
-    (RESULTS / f"{stem}.md").write_text(ray_markdown(payload))
-    print(ray_markdown(payload))
+    text = ray_markdown(payload)
+    (RESULTS / f"{stem}.md").write_text(text)
+    print(text)
     return 0
 
 
@@ -625,7 +627,7 @@ def verdict(row: dict[str, Any]) -> dict[str, Any]:
     rec_z = z(diff, math.hypot(rec["se"], base["se"]))
     bias, best = arms["bias"], arms[row["best"]]
     b_diff = bias["mean"] - best["mean"]
-    b_z = 0.0 if row["best"] == "bias" else z(b_diff, math.hypot(bias["se"], best["se"]))
+    b_z = z(b_diff, math.hypot(bias["se"], best["se"]))  # 0 where bias is the best arm
     return {
         "recommend_diff": diff, "recommend_z": rec_z, "recommend_ok": rec_z >= -1.0,
         "bias_diff": b_diff, "bias_z": b_z, "bias_ok": b_z >= -1.0,
@@ -726,9 +728,10 @@ def acceptance_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         parser.error(f"--acceptance: {exc}")
     payload = {"command": "benchmarks/recommend.py " + " ".join(sys.argv[1:]), **payload}
     (RESULTS / "recommend_acceptance.json").write_text(json.dumps(payload, indent=2))
-    (RESULTS / "recommend_acceptance.md").write_text(acceptance_markdown(payload))
+    text = acceptance_markdown(payload)
+    (RESULTS / "recommend_acceptance.md").write_text(text)
     acceptance_plot(payload, RESULTS / "recommend_acceptance.png")
-    print(acceptance_markdown(payload))
+    print(text)
     return 0
 
 
@@ -952,9 +955,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=float))
-    (RESULTS / f"{stem}.md").write_text(markdown(payload))
+    text = markdown(payload)
+    (RESULTS / f"{stem}.md").write_text(text)
     plot(payload, RESULTS / f"{stem}.png")
-    print(markdown(payload))
+    print(text)
     return 0
 
 
