@@ -26,11 +26,15 @@ with its grid in the JSON and the table). ``--eval-samples N`` caps the validati
 sets at ``N`` rows (one fixed draw for every arm and seed; the CNN's evaluations are most of
 its runs' time). ``--redraw-partition`` makes recommend's pilot seeds redraw the cell's
 partition (``RecommendSettings.redraw_partition``; the other arms' steps stay chosen on the
-selection seed). Finished cell-seeds are appended to ``STEM.records.jsonl`` as they come.
+selection seed). ``--confirm-seeds N`` (default 5) is recommend's
+``RecommendSettings.confirm_seeds``; runs made before the confirmation had 0, and
+``--confirm-seeds 0`` resumes them. Finished cell-seeds are appended to
+``STEM.records.jsonl`` as they come.
 ``--arms-from STEM`` takes every arm but recommend from the cell-seeds of an earlier run
-(``STEM.records.jsonl``) with the same grid settings, ``--trials`` and the redraw aside
-(the settings only recommend reads), and runs recommend alone: a run that changes only
-recommend's settings (e.g. ``--redraw-partition``) costs recommend's share of a cell-seed.
+(``STEM.records.jsonl``) with the same grid settings, ``--trials``, the redraw and the
+confirmation seeds aside (the settings only recommend reads), and runs recommend alone: a
+run that changes only recommend's settings (e.g. ``--redraw-partition``) costs
+recommend's share of a cell-seed.
 ``--rerun-arms bias,recommend`` names the arms it runs again (default: recommend), e.g.
 after a change to the constants pilot, which only ``bias`` and ``recommend`` read. Each
 cell-seed first re-measures one reused arm and stops if this checkout's simulator gives
@@ -223,13 +227,14 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
     rec = recommend(sel_cfg, RecommendSettings(budget=budget, trials=job["trials"],
                                                max_concurrency=4 * n,
                                                lr_factors=tuple(lr / 0.03 for lr in lrs),
-                                               redraw_partition=job.get("redraw", False)),
+                                               redraw_partition=job.get("redraw", False),
+                                               confirm_seeds=job.get("confirm_seeds", 0)),
                     workload=sel_wl, estimate=est, log=lambda _line: None,
                     workload_for_seed=workload_of)
     chosen["recommend"] = {"point": rec.point, "trials": rec.trials,
                            "simulations": rec.simulations,
                            "val_selection": rec.arm("recommended").val_accuracy,
-                           "lr_choice": rec.lr_choice}
+                           "lr_choice": rec.lr_choice, "confirmation": rec.confirmation}
     selection_seconds = time.perf_counter() - start
     out: dict[str, Any] = {**job, "zeta2": est.zeta2, "constants": est.constants.to_dict(),
                            "selection_seconds": selection_seconds,
@@ -783,13 +788,16 @@ def _job_key(job: dict[str, Any]) -> str:
         key.append(job["eval_samples"])
     if job.get("redraw"):
         key.append("redraw")
+    if job.get("confirm_seeds"):  # absent (0) in records made before the confirmation
+        key.append(["confirm_seeds", job["confirm_seeds"]])
     return json.dumps(key)
 
 
 def _reuse_key(record: dict[str, Any]) -> str:
     """What the arms other than recommend depend on: the job key without the settings
-    that only recommend reads (its trial budget and the pilot's redraw)."""
-    return _job_key({**record, "trials": None, "redraw": False})
+    that only recommend reads (its trial budget, the pilot's redraw and its confirmation
+    seeds)."""
+    return _job_key({**record, "trials": None, "redraw": False, "confirm_seeds": 0})
 
 
 def _positive(parser: argparse.ArgumentParser, flag: str, text: str) -> float:
@@ -823,9 +831,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redraw-partition", action="store_true",
                         help="recommend's pilot seeds also redraw the partition "
                              "(RecommendSettings.redraw_partition)")
+    parser.add_argument("--confirm-seeds", type=int, default=5, metavar="N",
+                        help="recommend's confirmation seeds (RecommendSettings.confirm_seeds; "
+                             "default 5; 0 as in the runs made before the confirmation)")
     parser.add_argument("--arms-from", default=None, metavar="STEM",
                         help="take every arm but recommend from STEM.records.jsonl's cell-seeds "
-                             "with the same grid settings (trials and redraw aside)")
+                             "with the same grid settings (trials, redraw and confirmation "
+                             "seeds aside)")
     parser.add_argument("--rerun-arms", default="recommend",
                         help="with --arms-from: the arms to run again (comma-separated)")
     parser.add_argument("--resume", action="store_true",
@@ -886,10 +898,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--eval-samples must be >= 100, got {args.eval_samples}")
     if args.trials < 0:
         parser.error(f"--trials must be >= 0, got {args.trials}")
+    if args.confirm_seeds < 0:
+        parser.error(f"--confirm-seeds must be >= 0, got {args.confirm_seeds}")
     stem = args.stem or stem
     # Settings a job records only when set, so records made before their flags still match.
     optional = {**({"eval_samples": args.eval_samples} if args.eval_samples else {}),
-                **({"redraw": True} if args.redraw_partition else {})}
+                **({"redraw": True} if args.redraw_partition else {}),
+                **({"confirm_seeds": args.confirm_seeds} if args.confirm_seeds else {})}
     jobs = [{"partition": p, "tiers": t, "budget": b, "seed": s, "trials": trials,
              "max_train": max_train, "lrs": lrs, "model": args.model, **optional}
             for p in parts for t in tiers for b in budgets for s in seeds]

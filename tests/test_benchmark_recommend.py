@@ -93,3 +93,15 @@ def test_acceptance_counts_cells_and_refuses_a_cell_in_two_runs(tmp_path: Path) 
         B.acceptance(["a", "c"], tmp_path)
     with pytest.raises(ValueError, match="does not exist"):
         B.acceptance(["missing"], tmp_path)
+
+
+def test_confirmation_seeds_are_recommends_own_setting() -> None:
+    """A run with recommend's confirmation is another run (no resuming into records made
+    without it) whose other arms may still come from those records (--arms-from)."""
+    old = {"partition": "iid", "tiers": "1:10:100", "budget": 5.0, "seed": 0, "trials": 30,
+           "max_train": 20000, "lrs": [0.01, 0.1], "model": "logreg"}
+    confirmed = {**old, "confirm_seeds": 5}
+    assert B._job_key({**old, "confirm_seeds": 0}) == B._job_key(old)
+    assert B._job_key(confirmed) != B._job_key(old)
+    assert B._job_key(confirmed) != B._job_key({**old, "confirm_seeds": 3})
+    assert B._reuse_key(confirmed) == B._reuse_key(old)

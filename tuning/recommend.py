@@ -34,8 +34,21 @@ the config's time unit):
    it ran on (the pilot's seeds count when ``pilot_fraction == 1``, the default). While
    the leader ran on fewer seeds than the warm starts, it is rerun on the missing pilot
    seeds and the ranking redone, so a trial that was lucky on one seed cannot displace a
-   design averaged over several. The result is never worse than any warm start on this
-   mean validation score.
+   design averaged over several. Then the **incumbent**, the bound's optimum (at its
+   pilot step; if it is not searched or not feasible, the best warm start), is kept
+   unless a challenger beats it by more than the runs' spread: when the leader is not the
+   incumbent, the ``finalists`` leading designs and the incumbent are rerun on
+   ``confirm_seeds`` more seeds (``seed + pilot_seeds + 1, ...``; they redraw the data
+   with ``redraw_partition``), and a challenger qualifies when its paired mean gain over
+   the incumbent, over all ``1 + pilot_seeds + confirm_seeds`` shared seeds, exceeds one
+   standard error of the paired gains (or, with a target, it reached the target on every
+   seed and the incumbent did not). The best-ranked qualifier is chosen, else the
+   incumbent. Three runs cannot resolve the differences that decide most cells:
+   ``benchmarks/recommend.py`` measured single runs of two designs spread over 72-89 %
+   on one cell (tiers 1:5:25, ``T = 5``, speed_skew) while their means differed by 0.2
+   points, and a choice made on three runs lost 5 points to AsyncSGD there (README,
+   "Recommendation"). The choice is therefore not always the best mean validation
+   score: a lead within one SE of the incumbent's does not count.
 6. **Result.** The chosen point, the config that runs it (the input config with
    ``concurrency``, ``[routing]`` and ``[algorithm]`` replaced) and a table: the bound's
    value and dominating term, simulated validation and test accuracy at ``T`` (means over
@@ -139,6 +152,11 @@ class RecommendSettings:
         pilot_fraction: Length of the step pilot as a fraction of ``T``; at 1 (default)
             the pilot's runs also count towards the final choice.
         pilot_seeds: Seeds the step pilot averages over (``>= 2``).
+        confirm_seeds: Extra seeds the finalists are rerun on before the bound's optimum
+            is overruled (module docstring, step 5; ``>= 0``, 0: the leader on
+            ``1 + pilot_seeds`` seeds is chosen outright).
+        finalists: How many of the leading designs (``>= 1``) are confirmed against the
+            bound's optimum.
         redraw_partition: Each pilot seed also redraws the data (subsample, partition,
             initial model) instead of sharing the config's draw (module docstring, step 3).
         num_evals: Evaluations per run (the time-to-target resolution is ``T / num_evals``).
@@ -161,6 +179,8 @@ class RecommendSettings:
     lr_range: tuple[float, float] | None = None
     pilot_fraction: float = 1.0
     pilot_seeds: int = 2
+    confirm_seeds: int = 5
+    finalists: int = 3
     redraw_partition: bool = False
     num_evals: int = 8
     seed: int | None = None
@@ -188,6 +208,11 @@ class RecommendSettings:
         if (isinstance(self.pilot_seeds, bool) or not isinstance(self.pilot_seeds, int)
                 or self.pilot_seeds < 2):
             raise ConfigError(f"pilot_seeds must be an integer >= 2, got {self.pilot_seeds!r}")
+        for name, attr, low in (("--confirm-seeds", "confirm_seeds", 0),
+                                ("finalists", "finalists", 1)):
+            value = getattr(self, attr)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
         if not isinstance(self.redraw_partition, bool):
             raise ConfigError(
                 f"redraw_partition must be true or false, got {self.redraw_partition!r}"
@@ -296,6 +321,10 @@ class Recommendation:
             (:class:`~raysync.objectives.bias.BiasEnergyChoice` as a mapping; None
             without an energy budget or price).
         has_power: Whether the config gives power figures (the table then shows energy).
+        confirmation: The final check of step 5 (module docstring): the incumbent, the
+            paired seeds, per challenger its paired gain over the incumbent with its SE,
+            and the verdict (None when no check ran: the leader was the incumbent, or
+            ``confirm_seeds == 0``).
     """
 
     point: DesignPoint
@@ -314,6 +343,7 @@ class Recommendation:
     energy_weight: float = 0.0
     energy: dict[str, Any] | None = None
     has_power: bool = False
+    confirmation: dict[str, Any] | None = None
 
     def arm(self, label: str) -> ArmResult:
         """The row with this label."""
@@ -341,6 +371,7 @@ class Recommendation:
             "energy_budget": self.energy_budget,
             "energy_weight": self.energy_weight,
             "energy": self.energy,
+            "confirmation": self.confirmation,
         }
 
 
@@ -897,7 +928,31 @@ def recommend(
         say(f"rerunning the leader {leader.describe()} on seeds {missing} before choosing")
         for sd in missing:
             run(leader, sd, budget)
-    best_point = leader
+    best_point, confirmation = leader, None
+    incumbent = _incumbent(warm, feasible, rank)
+    if settings.confirm_seeds > 0 and incumbent is not None and leader != incumbent[1]:
+        confirm = [seed + settings.pilot_seeds + k
+                   for k in range(1, settings.confirm_seeds + 1)]
+        challengers = sorted((q for q in allowed if q != incumbent[1]),
+                             key=rank)[:settings.finalists]
+        paired = [*all_seeds, *confirm]
+        say(f"confirming: {len(challengers)} leading design(s) against the {incumbent[0]} "
+            f"optimum {incumbent[1].describe()} on {len(paired)} paired seeds")
+        for point in (incumbent[1], *challengers):
+            for sd in paired:
+                run(point, sd, budget)
+
+        def paired_scores(point: DesignPoint) -> list[float]:
+            return [penalised(point, _score(runs[(point, sd, budget)], budget, target))
+                    for sd in paired]
+
+        best_point, confirmation = _confirm(
+            incumbent, challengers, paired_scores, rank, target=target,
+            missed=lambda q: target is not None and any(
+                runs[(q, sd, budget)]["time_to_target"] is None for sd in paired),
+        )
+        confirmation["seeds"] = paired
+        say(confirmation["verdict"])
     if target is not None and summary(best_point)["time_to_target"] is None:
         best_val = max(max(m["val_curve"]) if m["val_curve"] else 0.0 for m in runs.values())
         raise ConfigError(
@@ -937,8 +992,80 @@ def recommend(
         budget=budget, target_accuracy=target, history=tuple(history),
         energy_budget=energy_budget, energy_weight=energy_weight,
         energy=None if energy_choice is None else energy_choice.to_dict(),
-        has_power=figures.any,
+        has_power=figures.any, confirmation=confirmation,
     )
+
+
+def _incumbent(
+    warm: Mapping[str, DesignPoint],
+    feasible: Callable[[DesignPoint], bool],
+    rank: Callable[[DesignPoint], Any],
+) -> tuple[str, DesignPoint] | None:
+    """The design kept unless beaten by more than the runs' spread (module docstring, step 5).
+
+    The bound's optimum when it is searched and feasible, else the best-ranked feasible warm
+    start (None: no warm start is feasible).
+    """
+    if "analytical" in warm and feasible(warm["analytical"]):
+        return "analytical", warm["analytical"]
+    allowed = [(label, q) for label, q in warm.items() if feasible(q)]
+    return min(allowed, key=lambda item: rank(item[1])) if allowed else None
+
+
+def _confirm(
+    incumbent: tuple[str, DesignPoint],
+    challengers: Sequence[DesignPoint],
+    scores: Callable[[DesignPoint], list[float]],
+    rank: Callable[[DesignPoint], Any],
+    *,
+    target: float | None,
+    missed: Callable[[DesignPoint], bool],
+) -> tuple[DesignPoint, dict[str, Any]]:
+    """Keep the incumbent unless a challenger beats it by more than one paired SE.
+
+    Args:
+        incumbent: ``(label, point)`` of the design kept by default.
+        challengers: The leading designs, each run on the same seeds as the incumbent.
+        scores: A design's per-seed scores (validation accuracy, or time to target), in
+            the same seed order for every design.
+        rank: The ranking key (smaller is better) over those seeds.
+        target: The target accuracy (None: scores are maximised, else minimised).
+        missed: Whether a design missed the target on some seed.
+
+    Returns:
+        The chosen point and a JSON-safe record: per challenger the paired mean gain over
+        the incumbent (positive: better), its standard error
+        ``sd(gain, ddof=1) / sqrt(seeds)`` and whether it qualified (a gain above one SE,
+        or reaching the target on every seed where the incumbent did not), and a one-line
+        verdict.
+    """
+    label, base = incumbent
+    sign = 1.0 if target is None else -1.0
+    base_scores = np.asarray(scores(base))
+    rows: list[dict[str, Any]] = []
+    qualified: list[DesignPoint] = []
+    for point in challengers:
+        gain = sign * (np.asarray(scores(point)) - base_scores)
+        mean = float(np.mean(gain))
+        se = float(np.std(gain, ddof=1) / math.sqrt(gain.size)) if gain.size > 1 else math.inf
+        ok = not missed(point) and (missed(base) or mean > se)
+        rows.append({"point": point.to_dict(), "design": point.describe(), "gain": mean,
+                     "se": se, "qualifies": bool(ok)})
+        if ok:
+            qualified.append(point)
+    chosen = min(qualified, key=rank) if qualified else base
+    lead = rows[0]
+    if chosen is base:
+        verdict = (f"kept the {label} design {base.describe()}: the leader "
+                   f"{lead['design']} was ahead by {lead['gain']:+.4g} +- {lead['se']:.2g} "
+                   f"(paired SE), not more than one SE")
+    else:
+        row = rows[challengers.index(chosen)]
+        verdict = (f"overruled the {label} design {base.describe()}: {chosen.describe()} "
+                   f"ahead by {row['gain']:+.4g} +- {row['se']:.2g} (paired SE)")
+    return chosen, {"incumbent": label, "incumbent_point": base.to_dict(),
+                    "challengers": rows, "kept_incumbent": chosen is base,
+                    "verdict": verdict}
 
 
 # --------------------------------------------------------------------------- output
@@ -993,8 +1120,11 @@ def format_table(rec: Recommendation) -> str:
         )
     lines.append(
         f"simulations spent: {rec.simulations} simulator runs ({rec.trials} Optuna trials, "
-        f"the rest the per-arm step pilot and reruns of the leader)"
+        f"the rest the per-arm step pilot and reruns of the leader and finalists)"
     )
+    if rec.confirmation is not None:
+        seeds = len(rec.confirmation["seeds"])
+        lines.append(f"choice on {seeds} paired seeds: {rec.confirmation['verdict']}")
     if rec.has_power:
         lines += energy_lines(rec)
     return "\n".join(lines)

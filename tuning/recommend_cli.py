@@ -7,7 +7,9 @@ the bias-aware bound of docs/theory.md section 6 optimised over the whole design
 chosen per arm on a simulated pilot averaged over two seeds, then a short Optuna study on the
 simulator warm-started with the analytical optimum, the unbiased optimum (3b) and every
 baseline, each at its own step;
-the choice is the best mean validation score over the seeds each design ran on.
+the leader (best mean validation score over the seeds each design ran on) replaces the
+bound's optimum only if, rerun with the next two finalists on ``--confirm-seeds`` more
+seeds, it is ahead by more than one standard error of the paired differences.
 ``REC.toml`` is the input config with ``concurrency``, ``[routing]`` and ``[algorithm]``
 replaced; it is written through a temporary file and a rename, so bad input or a failure
 leaves nothing half-written.
@@ -54,7 +56,9 @@ def add_parser(subparsers: Any) -> None:
             "study on the simulator "
             "(warm-started with the analytical optimum, the unbiased wall-clock optimum "
             "(3b) and every baseline: uniform C=n, AsyncSGD, FedAsync, FedBuff), and write "
-            "a runnable config plus a table."
+            "a runnable config plus a table. The study's leader replaces the bound's "
+            "optimum only when, rerun on more seeds, it is ahead by more than one paired "
+            "standard error."
         ),
     )
     parser.add_argument("config", help="path to a TOML config file")
@@ -70,8 +74,14 @@ def add_parser(subparsers: Any) -> None:
         "--trials", type=int, default=30,
         help=("cap on the Optuna study's trials on the simulator, warm starts included "
               "(default 30); the per-arm step pilot (steps x arms x 2 seeds) and reruns of "
-              "the leader on the pilot seeds come on top; every simulator run is reported "
+              "the leader and finalists come on top; every simulator run is reported "
               "as 'simulations spent'"),
+    )
+    parser.add_argument(
+        "--confirm-seeds", type=int, default=5, metavar="N",
+        help=("extra seeds the 3 leading designs and the bound's optimum are rerun on before "
+              "the optimum is overruled, an integer >= 0 (default 5; 0: the study's leader "
+              "on 3 seeds is chosen outright)"),
     )
     parser.add_argument(
         "--energy-budget", type=float, default=None, metavar="JOULES",
@@ -130,7 +140,7 @@ def _handle(args: argparse.Namespace) -> int:
         budget=args.budget, target_accuracy=args.target_accuracy, trials=args.trials,
         max_concurrency=args.max_concurrency, bias_kind=args.bias,
         energy_budget=args.energy_budget, energy_weight=args.energy_weight,
-        redraw_partition=args.redraw_partition,
+        redraw_partition=args.redraw_partition, confirm_seeds=args.confirm_seeds,
     )
 
     def log(line: str) -> None:

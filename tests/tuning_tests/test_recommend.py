@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from raysync.cli import main
@@ -233,13 +236,17 @@ def test_each_arm_gets_its_own_step_and_a_lucky_trial_does_not_win(monkeypatch) 
     monkeypatch.setattr(rmod, "measure", fake_measure)
     # --trials caps the study even below the number of warm starts; those left out are
     # still scored (pilot runs at T plus one run on the study seed, counted)
-    capped = recommend(config, RecommendSettings(budget=30, trials=1, lr_factors=factors),
+    # (confirm_seeds=0: the leader on three seeds is the choice; the confirmation against
+    # the bound's optimum has its own test below)
+    capped = recommend(config, RecommendSettings(budget=30, trials=1, lr_factors=factors,
+                                                 confirm_seeds=0),
                        log=lambda _line: None)
     assert capped.trials == 1 and capped.simulations == len(set(calls)) == len(calls)
     assert all(arm.seeds == 3 for arm in capped.arms)
     assert {arm.trial for arm in capped.arms[1:]} == {0, None}
     calls.clear()
-    rec = recommend(config, RecommendSettings(budget=30, trials=9, lr_factors=factors),
+    rec = recommend(config, RecommendSettings(budget=30, trials=9, lr_factors=factors,
+                                              confirm_seeds=0),
                     log=lambda _line: None)
     assert rec.simulations == len(calls) == len(set(calls))  # counted, none run twice
     assert rec.trials == 9
@@ -303,8 +310,6 @@ def test_simulation_warnings_are_held_back_and_summarised(caplog) -> None:  # no
 
 def test_unbiased_wall_clock_optimum_is_a_measured_warm_start(recommended) -> None:  # noqa: ANN001
     """(3b), recomputed here from the report's constants, is an arm the study measured."""
-    import numpy as np
-
     from raysync.objectives import BoundObjective, ProblemConstants, optimize_joint
 
     report = recommended["report"]
@@ -331,8 +336,6 @@ def test_redraw_partition_gives_each_pilot_seed_its_own_data(monkeypatch, redraw
     """With ``redraw_partition`` every pilot seed trains on the config's data drawn with
     that seed (another partition over the clients), the study's seed on the config's own
     draw; without it every run shares the config's draw."""
-    import numpy as np
-
     import tuning.recommend as rmod
     from raysync.workload import build_workload
     from tuning.recommend import RecommendSettings, recommend
@@ -406,3 +409,143 @@ def test_redraw_partition_must_be_a_boolean() -> None:
 
     with pytest.raises(ConfigError, match="redraw_partition must be true or false, got 'yes'"):
         RecommendSettings(budget=10, redraw_partition="yes")  # type: ignore[arg-type]
+
+
+def _analytical_design(config, settings_kwargs, monkeypatch) -> DesignPoint:  # noqa: ANN001
+    """The bound's optimum for the tiny config (step aside), from a run on a flat fake."""
+    import tuning.recommend as rmod
+    from tuning.recommend import RecommendSettings, recommend
+
+    monkeypatch.setattr(rmod, "measure", lambda *a, **k: _fake_run(0.5))
+    rec = recommend(config, RecommendSettings(**settings_kwargs), log=lambda _line: None)
+    return dataclasses.replace(rec.arm("analytical").point, lr=1.0)
+
+
+@pytest.mark.parametrize(("late_gains", "overruled"), [
+    # after three seeds at +0.05 the lead vanishes on the confirmation seeds: noise
+    ((-0.10, 0.06, -0.08, 0.02, -0.03), False),
+    # the lead holds on every confirmation seed: evidence
+    ((0.02, 0.03, 0.01, 0.04, 0.02), True),
+])
+@pytest.mark.parametrize("redraw", [False, True])
+def test_the_bound_optimum_is_overruled_only_by_more_than_one_paired_se(
+    monkeypatch, late_gains: tuple[float, ...], overruled: bool, redraw: bool,  # noqa: ANN001
+) -> None:
+    """FedBuff leads the analytical optimum by 0.05 on the study and pilot seeds (the three
+    seeds the leader is chosen on); the five confirmation seeds decide. The gain and its SE
+    are checked against numpy on the same per-seed numbers. With ``redraw_partition`` the
+    confirmation seeds train on their own draws of the data, as the pilot seeds do."""
+    import tuning.recommend as rmod
+    from tuning.recommend import RecommendSettings, format_table, recommend
+
+    config = load_config(TINY)
+    kwargs = {"budget": 30, "trials": 1, "lr_factors": (1.0,), "redraw_partition": redraw}
+    analytical = _analytical_design(config, kwargs, monkeypatch)
+    s = config.seed
+    gains = dict(zip(range(s, s + 8), (0.05, 0.05, 0.05, *late_gains), strict=True))
+    seen: list[int] = []
+    data: dict[int, set[int]] = {}
+
+    def fake_measure(base, point, *, budget, workload, seed, num_evals=8, target=None):  # noqa: ANN001, ANN202
+        seen.append(seed)
+        data.setdefault(seed, set()).add(id(workload))
+        if dataclasses.replace(point, lr=1.0) == analytical:
+            return _fake_run(0.80)
+        return _fake_run(0.80 + gains[seed] if point.rule == "fedbuff" else 0.5)
+
+    monkeypatch.setattr(rmod, "measure", fake_measure)
+    rec = recommend(config, RecommendSettings(**kwargs), log=lambda _line: None)
+    assert sorted(set(seen)) == list(range(s, s + 8))  # study, 2 pilot, 5 confirmation seeds
+    assert all(len(ids) == 1 for ids in data.values())  # one workload per seed
+    assert len(set().union(*data.values())) == (8 if redraw else 1)
+    conf = rec.confirmation
+    assert conf is not None and conf["incumbent"] == "analytical"
+    assert conf["seeds"] == list(range(s, s + 8))
+    lead = conf["challengers"][0]
+    assert lead["point"]["rule"] == "fedbuff"
+    g = np.array(list(gains.values()))
+    assert lead["gain"] == pytest.approx(g.mean())
+    assert lead["se"] == pytest.approx(g.std(ddof=1) / np.sqrt(8))
+    assert lead["qualifies"] is overruled and conf["kept_incumbent"] is not overruled
+    assert (rec.point.rule == "fedbuff") is overruled
+    if not overruled:
+        assert dataclasses.replace(rec.point, lr=1.0) == analytical
+        assert rec.point == rec.arm("analytical").point
+    assert rec.arm("recommended").seeds == 8
+    assert rec.to_dict()["confirmation"] == conf
+    assert "paired seeds" in format_table(rec) and conf["verdict"] in format_table(rec)
+    # without confirmation seeds, the leader on three seeds wins outright
+    seen.clear()
+    outright = recommend(config, RecommendSettings(**kwargs, confirm_seeds=0),
+                         log=lambda _line: None)
+    assert outright.point.rule == "fedbuff" and outright.confirmation is None
+    assert max(seen) == s + 2
+
+
+def test_a_leader_that_is_the_bound_optimum_needs_no_confirmation(monkeypatch) -> None:  # noqa: ANN001
+    import tuning.recommend as rmod
+    from tuning.recommend import RecommendSettings, recommend
+
+    config = load_config(TINY)
+    kwargs = {"budget": 30, "trials": 1, "lr_factors": (1.0,)}
+    analytical = _analytical_design(config, kwargs, monkeypatch)
+    seen: list[int] = []
+
+    def fake_measure(base, point, *, budget, workload, seed, num_evals=8, target=None):  # noqa: ANN001, ANN202
+        seen.append(seed)
+        return _fake_run(0.9 if dataclasses.replace(point, lr=1.0) == analytical else 0.5)
+
+    monkeypatch.setattr(rmod, "measure", fake_measure)
+    rec = recommend(config, RecommendSettings(**kwargs), log=lambda _line: None)
+    assert rec.confirmation is None and max(seen) == config.seed + 2
+    assert rec.point == rec.arm("analytical").point
+
+
+def test_confirm_with_a_target_minimises_and_prefers_hitting_every_seed() -> None:
+    """Time to target: smaller is better, and a challenger that reached the target on every
+    seed replaces an incumbent that missed it on one, whatever the spread."""
+    from tuning.recommend import _confirm
+
+    a, b, c = (DesignPoint(rule="asyncsgd", concurrency=k, p=None, lr=0.1)
+               for k in (2, 3, 4))
+    times = {a: [10.0, 10.0, 10.0, 10.0], b: [9.0, 9.5, 9.0, 9.5], c: [9.0, 12.0, 8.0, 11.0]}
+    chosen, rec = _confirm(("analytical", a), [b, c], lambda q: times[q],
+                           lambda q: float(np.mean(times[q])), target=0.9,
+                           missed=lambda q: False)
+    assert chosen == b and not rec["kept_incumbent"]
+    gains = 10.0 - np.array(times[b])
+    assert rec["challengers"][0]["gain"] == pytest.approx(gains.mean())  # +0.75 minutes saved
+    assert rec["challengers"][0]["se"] == pytest.approx(gains.std(ddof=1) / 2.0)
+    assert rec["challengers"][1]["qualifies"] is False  # mean gain 0 with spread
+    # the incumbent missed the target on some seed: a challenger that never missed wins
+    chosen, rec = _confirm(("analytical", a), [c], lambda q: times[q],
+                           lambda q: float(np.mean(times[q])), target=0.9,
+                           missed=lambda q: q == a)
+    assert chosen == c and rec["challengers"][0]["qualifies"]
+    # a challenger that missed never qualifies
+    chosen, _ = _confirm(("analytical", a), [b], lambda q: times[q],
+                         lambda q: float(np.mean(times[q])), target=0.9,
+                         missed=lambda q: q == b)
+    assert chosen == a
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("confirm_seeds", -1, "--confirm-seeds must be an integer >= 0, got -1"),
+    ("confirm_seeds", True, "--confirm-seeds must be an integer >= 0, got True"),
+    ("confirm_seeds", 2.5, "--confirm-seeds must be an integer >= 0, got 2.5"),
+    ("finalists", 0, "finalists must be an integer >= 1, got 0"),
+    ("finalists", "3", "finalists must be an integer >= 1, got '3'"),
+])
+def test_confirmation_settings_are_checked(field: str, value: object, message: str) -> None:
+    from raysync.exceptions import ConfigError
+    from tuning.recommend import RecommendSettings
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        RecommendSettings(budget=10, **{field: value})  # type: ignore[arg-type]
+
+
+def test_cli_refuses_negative_confirm_seeds(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "rec.toml"
+    _fails_cleanly(["recommend", str(TINY), "--budget", "30", "--confirm-seeds", "-1",
+                    "--out", str(out)], out, capsys,
+                   "--confirm-seeds must be an integer >= 0, got -1")
