@@ -953,6 +953,8 @@ def recommend(
         )
         confirmation["seeds"] = paired
         say(confirmation["verdict"])
+    elif incumbent is not None and leader == incumbent[1]:
+        say(f"the leader is the {incumbent[0]} design: nothing to confirm")
     if target is not None and summary(best_point)["time_to_target"] is None:
         best_val = max(max(m["val_curve"]) if m["val_curve"] else 0.0 for m in runs.values())
         raise ConfigError(
