@@ -38,17 +38,19 @@ the config's time unit):
    pilot step; if it is not searched or not feasible, the best warm start), is kept
    unless a challenger beats it by more than the runs' spread: when the leader is not the
    incumbent, the ``finalists`` leading designs and the incumbent are rerun on
-   ``confirm_seeds`` more seeds (``seed + pilot_seeds + 1, ...``; they redraw the data
+   ``confirm_seeds`` fresh seeds (``seed + pilot_seeds + 1, ...``; they redraw the data
    with ``redraw_partition``), and a challenger qualifies when its paired mean gain over
-   the incumbent, over all ``1 + pilot_seeds + confirm_seeds`` shared seeds, exceeds one
-   standard error of the paired gains (or, with a target, it reached the target on every
-   seed and the incumbent did not). The best-ranked qualifier is chosen, else the
-   incumbent. Three runs cannot resolve the differences that decide most cells:
-   ``benchmarks/recommend.py`` measured single runs of two designs spread over 72-89 %
-   on one cell (tiers 1:5:25, ``T = 5``, speed_skew) while their means differed by 0.2
-   points, and a choice made on three runs lost 5 points to AsyncSGD there (README,
-   "Recommendation"). The choice is therefore not always the best mean validation
-   score: a lead within one SE of the incumbent's does not count.
+   the incumbent **on the fresh seeds** exceeds one standard error of those paired gains
+   (or, with a target, it reached the target on every seed, the first ones included, and
+   the incumbent did not). Only the fresh seeds count: the finalists were picked as the
+   best of dozens of designs on the first ``1 + pilot_seeds`` seeds, so their gains there
+   are biased upwards (the winner's curse). The qualifier with the largest gain is
+   chosen, else the incumbent. Three runs cannot resolve the differences that decide
+   most cells: ``benchmarks/recommend.py`` measured single runs of two designs spread
+   over 72-89 % on one cell (tiers 1:5:25, ``T = 5``, speed_skew) while their means
+   differed by 0.2 points, and a choice made on three runs lost 5 points to AsyncSGD
+   there (README, "Recommendation"). The choice is therefore not always the best mean
+   validation score: a lead within one SE of the incumbent's does not count.
 6. **Result.** The chosen point, the config that runs it (the input config with
    ``concurrency``, ``[routing]`` and ``[algorithm]`` replaced) and a table: the bound's
    value and dominating term, simulated validation and test accuracy at ``T`` (means over
@@ -152,8 +154,9 @@ class RecommendSettings:
         pilot_fraction: Length of the step pilot as a fraction of ``T``; at 1 (default)
             the pilot's runs also count towards the final choice.
         pilot_seeds: Seeds the step pilot averages over (``>= 2``).
-        confirm_seeds: Extra seeds the finalists are rerun on before the bound's optimum
-            is overruled (module docstring, step 5; ``>= 0``, 0: the leader on
+        confirm_seeds: Fresh seeds the finalists and the bound's optimum are rerun on; a
+            finalist overrules the optimum only by a paired gain on them above one SE
+            (module docstring, step 5; 0 or ``>= 2``; 0: the leader on
             ``1 + pilot_seeds`` seeds is chosen outright).
         finalists: How many of the leading designs (``>= 1``) are confirmed against the
             bound's optimum.
@@ -208,11 +211,13 @@ class RecommendSettings:
         if (isinstance(self.pilot_seeds, bool) or not isinstance(self.pilot_seeds, int)
                 or self.pilot_seeds < 2):
             raise ConfigError(f"pilot_seeds must be an integer >= 2, got {self.pilot_seeds!r}")
-        for name, attr, low in (("--confirm-seeds", "confirm_seeds", 0),
-                                ("finalists", "finalists", 1)):
-            value = getattr(self, attr)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        c = self.confirm_seeds
+        # One fresh seed gives no spread to judge a lead against.
+        if isinstance(c, bool) or not isinstance(c, int) or c < 0 or c == 1:
+            raise ConfigError(f"--confirm-seeds must be 0 (no check) or an integer >= 2, got {c!r}")
+        f = self.finalists
+        if isinstance(f, bool) or not isinstance(f, int) or f < 1:
+            raise ConfigError(f"finalists must be an integer >= 1, got {f!r}")
         if not isinstance(self.redraw_partition, bool):
             raise ConfigError(
                 f"redraw_partition must be true or false, got {self.redraw_partition!r}"
@@ -322,9 +327,11 @@ class Recommendation:
             without an energy budget or price).
         has_power: Whether the config gives power figures (the table then shows energy).
         confirmation: The final check of step 5 (module docstring): the incumbent, the
-            paired seeds, per challenger its paired gain over the incumbent with its SE,
-            and the verdict (None when no check ran: the leader was the incumbent, or
-            ``confirm_seeds == 0``).
+            fresh seeds the check judged on (``seeds``) and the seeds the leader was
+            picked on (``selection_seeds``), the incumbent's scores on the fresh seeds,
+            per challenger its scores, its paired mean gain over the incumbent with its SE
+            and whether it qualified, and the verdict (None when no check ran: the leader
+            was the incumbent, or ``confirm_seeds == 0``).
     """
 
     point: DesignPoint
@@ -935,23 +942,23 @@ def recommend(
                    for k in range(1, settings.confirm_seeds + 1)]
         challengers = sorted((q for q in allowed if q != incumbent[1]),
                              key=rank)[:settings.finalists]
-        paired = [*all_seeds, *confirm]
         say(f"confirming: {len(challengers)} leading design(s) against the {incumbent[0]} "
-            f"optimum {incumbent[1].describe()} on {len(paired)} paired seeds")
+            f"design {incumbent[1].describe()} on {len(confirm)} fresh seeds")
         for point in (incumbent[1], *challengers):
-            for sd in paired:
+            for sd in [*all_seeds, *confirm]:
                 run(point, sd, budget)
 
-        def paired_scores(point: DesignPoint) -> list[float]:
+        def fresh_scores(point: DesignPoint) -> list[float]:
             return [penalised(point, _score(runs[(point, sd, budget)], budget, target))
-                    for sd in paired]
+                    for sd in confirm]
 
         best_point, confirmation = _confirm(
-            incumbent, challengers, paired_scores, rank, target=target,
+            incumbent, challengers, fresh_scores, target=target,
             missed=lambda q: target is not None and any(
-                runs[(q, sd, budget)]["time_to_target"] is None for sd in paired),
+                runs[(q, sd, budget)]["time_to_target"] is None
+                for sd in [*all_seeds, *confirm]),
         )
-        confirmation["seeds"] = paired
+        confirmation.update(seeds=confirm, selection_seeds=all_seeds)
         say(confirmation["verdict"])
     elif incumbent is not None and leader == incumbent[1]:
         say(f"the leader is the {incumbent[0]} design: nothing to confirm")
@@ -1018,7 +1025,6 @@ def _confirm(
     incumbent: tuple[str, DesignPoint],
     challengers: Sequence[DesignPoint],
     scores: Callable[[DesignPoint], list[float]],
-    rank: Callable[[DesignPoint], Any],
     *,
     target: float | None,
     missed: Callable[[DesignPoint], bool],
@@ -1027,47 +1033,49 @@ def _confirm(
 
     Args:
         incumbent: ``(label, point)`` of the design kept by default.
-        challengers: The leading designs, each run on the same seeds as the incumbent.
-        scores: A design's per-seed scores (validation accuracy, or time to target), in
-            the same seed order for every design.
-        rank: The ranking key (smaller is better) over those seeds.
+        challengers: The leading designs (leader first), run on the same seeds as the
+            incumbent.
+        scores: A design's scores (validation accuracy, or time to target) on the fresh
+            seeds, in the same seed order for every design.
         target: The target accuracy (None: scores are maximised, else minimised).
         missed: Whether a design missed the target on some seed.
 
     Returns:
-        The chosen point and a JSON-safe record: per challenger the paired mean gain over
-        the incumbent (positive: better), its standard error
-        ``sd(gain, ddof=1) / sqrt(seeds)`` and whether it qualified (a gain above one SE,
-        or reaching the target on every seed where the incumbent did not), and a one-line
+        The chosen point and a JSON-safe record: the incumbent's scores; per challenger its
+        scores, the paired mean gain over the incumbent (positive: better), its standard
+        error ``sd(gain, ddof=1) / sqrt(seeds)`` (``inf`` on one seed) and whether it
+        qualified (a gain above one SE, or reaching the target on every seed where the
+        incumbent did not); the qualifier with the largest gain is chosen. And a one-line
         verdict.
     """
     label, base = incumbent
     sign = 1.0 if target is None else -1.0
-    base_scores = np.asarray(scores(base))
+    base_scores = np.asarray(scores(base), dtype=np.float64)
     rows: list[dict[str, Any]] = []
-    qualified: list[DesignPoint] = []
     for point in challengers:
-        gain = sign * (np.asarray(scores(point)) - base_scores)
+        own = np.asarray(scores(point), dtype=np.float64)
+        gain = sign * (own - base_scores)
         mean = float(np.mean(gain))
         se = float(np.std(gain, ddof=1) / math.sqrt(gain.size)) if gain.size > 1 else math.inf
         ok = not missed(point) and (missed(base) or mean > se)
-        rows.append({"point": point.to_dict(), "design": point.describe(), "gain": mean,
-                     "se": se, "qualifies": bool(ok)})
-        if ok:
-            qualified.append(point)
-    chosen = min(qualified, key=rank) if qualified else base
+        rows.append({"point": point.to_dict(), "design": point.describe(),
+                     "scores": own.tolist(), "gain": mean, "se": se, "qualifies": bool(ok)})
+    qualified = [k for k, row in enumerate(rows) if row["qualifies"]]
     lead = rows[0]
-    if chosen is base:
+    if not qualified:
+        chosen = base
         verdict = (f"kept the {label} design {base.describe()}: the leader "
                    f"{lead['design']} was ahead by {lead['gain']:+.4g} +- {lead['se']:.2g} "
-                   f"(paired SE), not more than one SE")
+                   f"(paired SE on the fresh seeds), not more than one SE")
     else:
-        row = rows[challengers.index(chosen)]
+        best = max(qualified, key=lambda k: rows[k]["gain"])
+        chosen = challengers[best]
         verdict = (f"overruled the {label} design {base.describe()}: {chosen.describe()} "
-                   f"ahead by {row['gain']:+.4g} +- {row['se']:.2g} (paired SE)")
+                   f"ahead by {rows[best]['gain']:+.4g} +- {rows[best]['se']:.2g} "
+                   f"(paired SE on the fresh seeds)")
     return chosen, {"incumbent": label, "incumbent_point": base.to_dict(),
-                    "challengers": rows, "kept_incumbent": chosen is base,
-                    "verdict": verdict}
+                    "incumbent_scores": base_scores.tolist(), "challengers": rows,
+                    "kept_incumbent": chosen is base, "verdict": verdict}
 
 
 # --------------------------------------------------------------------------- output
@@ -1126,7 +1134,7 @@ def format_table(rec: Recommendation) -> str:
     )
     if rec.confirmation is not None:
         seeds = len(rec.confirmation["seeds"])
-        lines.append(f"choice on {seeds} paired seeds: {rec.confirmation['verdict']}")
+        lines.append(f"choice on {seeds} fresh seeds: {rec.confirmation['verdict']}")
     if rec.has_power:
         lines += energy_lines(rec)
     return "\n".join(lines)

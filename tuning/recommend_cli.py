@@ -8,8 +8,8 @@ chosen per arm on a simulated pilot averaged over two seeds, then a short Optuna
 simulator warm-started with the analytical optimum, the unbiased optimum (3b) and every
 baseline, each at its own step;
 the leader (best mean validation score over the seeds each design ran on) replaces the
-bound's optimum only if, rerun with the next two finalists on ``--confirm-seeds`` more
-seeds, it is ahead by more than one standard error of the paired differences.
+bound's optimum only if, rerun with the next two finalists on ``--confirm-seeds`` fresh
+seeds, it is ahead there by more than one standard error of the paired differences.
 ``REC.toml`` is the input config with ``concurrency``, ``[routing]`` and ``[algorithm]``
 replaced; it is written through a temporary file and a rename, so bad input or a failure
 leaves nothing half-written.
@@ -57,8 +57,8 @@ def add_parser(subparsers: Any) -> None:
             "(warm-started with the analytical optimum, the unbiased wall-clock optimum "
             "(3b) and every baseline: uniform C=n, AsyncSGD, FedAsync, FedBuff), and write "
             "a runnable config plus a table. The study's leader replaces the bound's "
-            "optimum only when, rerun on more seeds, it is ahead by more than one paired "
-            "standard error."
+            "optimum only when, rerun on fresh seeds, it is ahead there by more than one "
+            "paired standard error."
         ),
     )
     parser.add_argument("config", help="path to a TOML config file")
@@ -79,9 +79,10 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--confirm-seeds", type=int, default=5, metavar="N",
-        help=("extra seeds the 3 leading designs and the bound's optimum are rerun on before "
-              "the optimum is overruled, an integer >= 0 (default 5; 0: the study's leader "
-              "on 3 seeds is chosen outright)"),
+        help=("fresh seeds the 3 leading designs and the bound's optimum are rerun on; a "
+              "design overrules the optimum only by a paired lead on them above one SE: 0 "
+              "or an integer >= 2 (default 5; 0: the study's leader on 3 seeds is chosen "
+              "outright)"),
     )
     parser.add_argument(
         "--energy-budget", type=float, default=None, metavar="JOULES",

@@ -422,9 +422,12 @@ def _analytical_design(config, settings_kwargs, monkeypatch) -> DesignPoint:  # 
 
 
 @pytest.mark.parametrize(("late_gains", "overruled"), [
-    # after three seeds at +0.05 the lead vanishes on the confirmation seeds: noise
+    # after three seeds at +0.05 the lead vanishes on the fresh seeds: noise
     ((-0.10, 0.06, -0.08, 0.02, -0.03), False),
-    # the lead holds on every confirmation seed: evidence
+    # the winner's curse: over all 8 seeds the lead is 1.9 SE, but the three seeds it led
+    # on picked it; on the 5 fresh seeds it is 0
+    ((0.02, -0.02, 0.01, -0.01, 0.0), False),
+    # the lead holds on every fresh seed: evidence
     ((0.02, 0.03, 0.01, 0.04, 0.02), True),
 ])
 @pytest.mark.parametrize("redraw", [False, True])
@@ -432,9 +435,10 @@ def test_the_bound_optimum_is_overruled_only_by_more_than_one_paired_se(
     monkeypatch, late_gains: tuple[float, ...], overruled: bool, redraw: bool,  # noqa: ANN001
 ) -> None:
     """FedBuff leads the analytical optimum by 0.05 on the study and pilot seeds (the three
-    seeds the leader is chosen on); the five confirmation seeds decide. The gain and its SE
-    are checked against numpy on the same per-seed numbers. With ``redraw_partition`` the
-    confirmation seeds train on their own draws of the data, as the pilot seeds do."""
+    seeds the leader is chosen on); the five fresh confirmation seeds alone decide. The gain
+    and its SE are checked against numpy on the same per-seed numbers. With
+    ``redraw_partition`` the confirmation seeds train on their own draws of the data, as
+    the pilot seeds do."""
     import tuning.recommend as rmod
     from tuning.recommend import RecommendSettings, format_table, recommend
 
@@ -460,12 +464,18 @@ def test_the_bound_optimum_is_overruled_only_by_more_than_one_paired_se(
     assert len(set().union(*data.values())) == (8 if redraw else 1)
     conf = rec.confirmation
     assert conf is not None and conf["incumbent"] == "analytical"
-    assert conf["seeds"] == list(range(s, s + 8))
+    assert conf["seeds"] == list(range(s + 3, s + 8))
+    assert conf["selection_seeds"] == [s, s + 1, s + 2]
     lead = conf["challengers"][0]
     assert lead["point"]["rule"] == "fedbuff"
-    g = np.array(list(gains.values()))
+    g = np.array(late_gains)
     assert lead["gain"] == pytest.approx(g.mean())
-    assert lead["se"] == pytest.approx(g.std(ddof=1) / np.sqrt(8))
+    assert lead["se"] == pytest.approx(g.std(ddof=1) / np.sqrt(5))
+    assert lead["scores"] == pytest.approx(0.80 + g)
+    assert conf["incumbent_scores"] == pytest.approx([0.80] * 5)
+    everything = np.array(list(gains.values()))
+    if late_gains[0] == 0.02 and not overruled:  # the winner's-curse case
+        assert everything.mean() > everything.std(ddof=1) / np.sqrt(8)
     assert lead["qualifies"] is overruled and conf["kept_incumbent"] is not overruled
     assert (rec.point.rule == "fedbuff") is overruled
     if not overruled:
@@ -473,7 +483,7 @@ def test_the_bound_optimum_is_overruled_only_by_more_than_one_paired_se(
         assert rec.point == rec.arm("analytical").point
     assert rec.arm("recommended").seeds == 8
     assert rec.to_dict()["confirmation"] == conf
-    assert "paired seeds" in format_table(rec) and conf["verdict"] in format_table(rec)
+    assert "choice on 5 fresh seeds" in format_table(rec) and conf["verdict"] in format_table(rec)
     # without confirmation seeds, the leader on three seeds wins outright
     seen.clear()
     outright = recommend(config, RecommendSettings(**kwargs, confirm_seeds=0),
@@ -509,8 +519,7 @@ def test_confirm_with_a_target_minimises_and_prefers_hitting_every_seed() -> Non
     a, b, c = (DesignPoint(rule="asyncsgd", concurrency=k, p=None, lr=0.1)
                for k in (2, 3, 4))
     times = {a: [10.0, 10.0, 10.0, 10.0], b: [9.0, 9.5, 9.0, 9.5], c: [9.0, 12.0, 8.0, 11.0]}
-    chosen, rec = _confirm(("analytical", a), [b, c], lambda q: times[q],
-                           lambda q: float(np.mean(times[q])), target=0.9,
+    chosen, rec = _confirm(("analytical", a), [b, c], lambda q: times[q], target=0.9,
                            missed=lambda q: False)
     assert chosen == b and not rec["kept_incumbent"]
     gains = 10.0 - np.array(times[b])
@@ -518,21 +527,20 @@ def test_confirm_with_a_target_minimises_and_prefers_hitting_every_seed() -> Non
     assert rec["challengers"][0]["se"] == pytest.approx(gains.std(ddof=1) / 2.0)
     assert rec["challengers"][1]["qualifies"] is False  # mean gain 0 with spread
     # the incumbent missed the target on some seed: a challenger that never missed wins
-    chosen, rec = _confirm(("analytical", a), [c], lambda q: times[q],
-                           lambda q: float(np.mean(times[q])), target=0.9,
+    chosen, rec = _confirm(("analytical", a), [c], lambda q: times[q], target=0.9,
                            missed=lambda q: q == a)
     assert chosen == c and rec["challengers"][0]["qualifies"]
     # a challenger that missed never qualifies
-    chosen, _ = _confirm(("analytical", a), [b], lambda q: times[q],
-                         lambda q: float(np.mean(times[q])), target=0.9,
+    chosen, _ = _confirm(("analytical", a), [b], lambda q: times[q], target=0.9,
                          missed=lambda q: q == b)
     assert chosen == a
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("confirm_seeds", -1, "--confirm-seeds must be an integer >= 0, got -1"),
-    ("confirm_seeds", True, "--confirm-seeds must be an integer >= 0, got True"),
-    ("confirm_seeds", 2.5, "--confirm-seeds must be an integer >= 0, got 2.5"),
+    ("confirm_seeds", -1, "--confirm-seeds must be 0 (no check) or an integer >= 2, got -1"),
+    ("confirm_seeds", 1, "--confirm-seeds must be 0 (no check) or an integer >= 2, got 1"),
+    ("confirm_seeds", True, "--confirm-seeds must be 0 (no check) or an integer >= 2, got True"),
+    ("confirm_seeds", 2.5, "--confirm-seeds must be 0 (no check) or an integer >= 2, got 2.5"),
     ("finalists", 0, "finalists must be an integer >= 1, got 0"),
     ("finalists", "3", "finalists must be an integer >= 1, got '3'"),
 ])
@@ -548,4 +556,4 @@ def test_cli_refuses_negative_confirm_seeds(tmp_path: Path, capsys) -> None:  # 
     out = tmp_path / "rec.toml"
     _fails_cleanly(["recommend", str(TINY), "--budget", "30", "--confirm-seeds", "-1",
                     "--out", str(out)], out, capsys,
-                   "--confirm-seeds must be an integer >= 0, got -1")
+                   "--confirm-seeds must be 0 (no check) or an integer >= 2, got -1")
