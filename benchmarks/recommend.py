@@ -645,18 +645,28 @@ def acceptance(stems: list[str], results: Path = RESULTS) -> dict[str, Any]:
     """The acceptance verdict of every cell of the runs ``results/STEM.json``.
 
     Each cell (model, partition, tiers, budget) must come from one run only: a cell in two
-    of the stems raises ``ValueError`` naming both (pick the run of record). Returns the
-    per-cell verdicts (:func:`verdict`) and the counts of cells that pass each test.
+    of the stems raises ``ValueError`` naming both (pick the run of record). A stem written
+    ``STEM:PART+PART`` contributes only those partitions' cells (e.g. the cells a later run
+    redid are left to it). Returns the per-cell verdicts (:func:`verdict`) and the counts
+    of cells that pass each test.
     """
     cells: dict[tuple[str, str, str, float], str] = {}
     rows = []
-    for stem in stems:
+    for spec in stems:
+        stem, _, only = spec.partition(":")
+        keep = set(only.split("+")) if only else None
         path = results / f"{stem}.json"
         if not path.is_file():
             raise ValueError(f"{path} does not exist (a stem of results/*.json is expected)")
         payload = json.loads(path.read_text())
         model = (payload.get("records") or [{}])[0].get("model", "logreg")
+        present = {row["partition"] for row in payload["rows"]}
+        if keep is not None and not keep <= present:
+            raise ValueError(f"{spec}: {stem} has no cells of {sorted(keep - present)} "
+                             f"(it has {sorted(present)})")
         for row in payload["rows"]:
+            if keep is not None and row["partition"] not in keep:
+                continue
             key = (model, row["partition"], row["tiers"], float(row["budget"]))
             if key in cells:
                 raise ValueError(f"cell {key} is in both {cells[key]} and {stem}: name one "
@@ -848,7 +858,8 @@ def main(argv: list[str] | None = None) -> int:
                              "results/B_vs_A.{json,md}")
     parser.add_argument("--acceptance", default=None, metavar="STEM,...",
                         help="the issue's acceptance verdict of every cell of these runs "
-                             "(results/STEM.json, one run per cell); writes "
+                             "(results/STEM.json, one run per cell; STEM:PART+PART takes "
+                             "only those partitions' cells); writes "
                              "results/recommend_acceptance.{json,md,png}")
     parser.add_argument("--ray-from", default=None,
                         help="rerun the designs of results/STEM.json on the Ray runtime")

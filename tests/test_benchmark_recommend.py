@@ -93,6 +93,13 @@ def test_acceptance_counts_cells_and_refuses_a_cell_in_two_runs(tmp_path: Path) 
         B.acceptance(["a", "c"], tmp_path)
     with pytest.raises(ValueError, match="does not exist"):
         B.acceptance(["missing"], tmp_path)
+    # a stem restricted to some partitions leaves its other cells to a later run
+    both = B.acceptance(["a:speed_skew", "c"], tmp_path)
+    assert [(r["stem"], r["partition"]) for r in both["rows"]] == [("a", "speed_skew"),
+                                                                    ("c", "iid")]
+    assert both["recommend_ok"] == 1
+    with pytest.raises(ValueError, match=r"a:dirichlet0\.1: a has no cells of \['dirichlet0\.1'\]"):
+        B.acceptance(["a:dirichlet0.1"], tmp_path)
 
 
 def test_confirmation_seeds_are_recommends_own_setting() -> None:
