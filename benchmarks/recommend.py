@@ -909,8 +909,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--eval-samples must be >= 100, got {args.eval_samples}")
     if args.trials < 0:
         parser.error(f"--trials must be >= 0, got {args.trials}")
-    if args.confirm_seeds < 0 or args.confirm_seeds == 1:
-        parser.error(f"--confirm-seeds must be 0 or >= 2, got {args.confirm_seeds}")
+    from raysync.exceptions import ConfigError
+    from tuning.recommend import RecommendSettings
+
+    try:  # recommend's own rule, checked before any worker starts
+        RecommendSettings(budget=1.0, confirm_seeds=args.confirm_seeds)
+    except ConfigError as exc:
+        parser.error(str(exc))
     stem = args.stem or stem
     # Settings a job records only when set, so records made before their flags still match.
     optional = {**({"eval_samples": args.eval_samples} if args.eval_samples else {}),

@@ -944,8 +944,9 @@ def recommend(
                              key=rank)[:settings.finalists]
         say(f"confirming: {len(challengers)} leading design(s) against the {incumbent[0]} "
             f"design {incumbent[1].describe()} on {len(confirm)} fresh seeds")
+        every_seed = [*all_seeds, *confirm]
         for point in (incumbent[1], *challengers):
-            for sd in [*all_seeds, *confirm]:
+            for sd in every_seed:
                 run(point, sd, budget)
 
         def fresh_scores(point: DesignPoint) -> list[float]:
@@ -955,8 +956,7 @@ def recommend(
         best_point, confirmation = _confirm(
             incumbent, challengers, fresh_scores, target=target,
             missed=lambda q: target is not None and any(
-                runs[(q, sd, budget)]["time_to_target"] is None
-                for sd in [*all_seeds, *confirm]),
+                runs[(q, sd, budget)]["time_to_target"] is None for sd in every_seed),
         )
         confirmation.update(seeds=confirm, selection_seeds=all_seeds)
         say(confirmation["verdict"])

@@ -523,7 +523,7 @@ def test_confirm_with_a_target_minimises_and_prefers_hitting_every_seed() -> Non
                            missed=lambda q: False)
     assert chosen == b and not rec["kept_incumbent"]
     gains = 10.0 - np.array(times[b])
-    assert rec["challengers"][0]["gain"] == pytest.approx(gains.mean())  # +0.75 minutes saved
+    assert rec["challengers"][0]["gain"] == pytest.approx(gains.mean())  # 0.75 s sooner on average
     assert rec["challengers"][0]["se"] == pytest.approx(gains.std(ddof=1) / 2.0)
     assert rec["challengers"][1]["qualifies"] is False  # mean gain 0 with spread
     # the incumbent missed the target on some seed: a challenger that never missed wins
