@@ -228,6 +228,8 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
                                                max_concurrency=4 * n,
                                                lr_factors=tuple(lr / 0.03 for lr in lrs),
                                                redraw_partition=job.get("redraw", False),
+                                               redraw_confirmation=job.get("confirm_redraw",
+                                                                           False),
                                                confirm_seeds=job.get("confirm_seeds", 0)),
                     workload=sel_wl, estimate=est, log=lambda _line: None,
                     workload_for_seed=workload_of)
@@ -800,6 +802,8 @@ def _job_key(job: dict[str, Any]) -> str:
         key.append("redraw")
     if job.get("confirm_seeds"):  # absent (0) in records made before the confirmation
         key.append(["confirm_seeds", job["confirm_seeds"]])
+    if job.get("confirm_redraw"):
+        key.append("confirm_redraw")
     return json.dumps(key)
 
 
@@ -807,7 +811,8 @@ def _reuse_key(record: dict[str, Any]) -> str:
     """What the arms other than recommend depend on: the job key without the settings
     that only recommend reads (its trial budget, the pilot's redraw and its confirmation
     seeds)."""
-    return _job_key({**record, "trials": None, "redraw": False, "confirm_seeds": 0})
+    return _job_key({**record, "trials": None, "redraw": False, "confirm_seeds": 0,
+                     "confirm_redraw": False})
 
 
 def _positive(parser: argparse.ArgumentParser, flag: str, text: str) -> float:
@@ -841,6 +846,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redraw-partition", action="store_true",
                         help="recommend's pilot seeds also redraw the partition "
                              "(RecommendSettings.redraw_partition)")
+    parser.add_argument("--redraw-confirmation", action="store_true",
+                        help="recommend's confirmation seeds redraw the partition "
+                             "(RecommendSettings.redraw_confirmation)")
     parser.add_argument("--confirm-seeds", type=int, default=5, metavar="N",
                         help="recommend's confirmation seeds (RecommendSettings.confirm_seeds; "
                              "default 5; 0 as in the runs made before the confirmation)")
@@ -920,6 +928,7 @@ def main(argv: list[str] | None = None) -> int:
     # Settings a job records only when set, so records made before their flags still match.
     optional = {**({"eval_samples": args.eval_samples} if args.eval_samples else {}),
                 **({"redraw": True} if args.redraw_partition else {}),
+                **({"confirm_redraw": True} if args.redraw_confirmation else {}),
                 **({"confirm_seeds": args.confirm_seeds} if args.confirm_seeds else {})}
     jobs = [{"partition": p, "tiers": t, "budget": b, "seed": s, "trials": trials,
              "max_train": max_train, "lrs": lrs, "model": args.model, **optional}

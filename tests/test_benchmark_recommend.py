@@ -112,3 +112,16 @@ def test_confirmation_seeds_are_recommends_own_setting() -> None:
     assert B._job_key(confirmed) != B._job_key(old)
     assert B._job_key(confirmed) != B._job_key({**old, "confirm_seeds": 3})
     assert B._reuse_key(confirmed) == B._reuse_key(old)
+
+
+def test_redrawn_confirmation_is_recommends_own_setting() -> None:
+    """--redraw-confirmation makes another run (records made without it are not resumed
+    into), and its other arms may still come from them (--arms-from)."""
+    old = {"partition": "dirichlet0.1", "tiers": "1:5:25", "budget": 60.0, "seed": 1,
+           "trials": 30, "max_train": 20000, "lrs": [0.01, 0.1], "model": "logreg",
+           "confirm_seeds": 5}
+    redrawn = {**old, "confirm_redraw": True}
+    assert B._job_key({**old, "confirm_redraw": False}) == B._job_key(old)
+    assert B._job_key(redrawn) != B._job_key(old)
+    assert B._job_key(redrawn) != B._job_key({**old, "redraw": True})
+    assert B._reuse_key(redrawn) == B._reuse_key(old)

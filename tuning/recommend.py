@@ -39,8 +39,9 @@ the config's time unit):
    unless a challenger beats it by more than the runs' spread: when the leader is not the
    incumbent, the ``finalists`` leading designs and the incumbent are rerun on
    ``confirm_seeds`` fresh seeds (``seed + pilot_seeds + 1, ...``; they redraw the data
-   with ``redraw_partition``), and a challenger qualifies when its paired mean gain over
-   the incumbent **on the fresh seeds** exceeds one standard error of those paired gains.
+   with ``redraw_confirmation`` or ``redraw_partition``, see below), and a challenger
+   qualifies when its paired mean gain over the incumbent **on the fresh seeds** exceeds
+   one standard error of those paired gains.
    With a target, reaching it comes first: a challenger qualifies when it missed the
    target on fewer seeds (the first ones included) than the incumbent, or on no more and
    with a gain above one SE, and it never qualifies with more misses. Only the fresh seeds
@@ -55,7 +56,13 @@ the config's time unit):
    speed_skew) while their means differed by 0.2 points, and a choice made on three runs
    lost 5 points to AsyncSGD there (README, "Recommendation"). The choice is therefore not
    always the best mean validation score: a lead within one SE of the incumbent's does not
-   count.
+   count. With ``redraw_confirmation`` each fresh seed also redraws the data (as
+   ``redraw_partition`` does for the pilot seeds), so a challenger must win across draws of
+   the partition's kind, not on the one draw the choice was made on: on a Dirichlet 0.1
+   cell of ``benchmarks/recommend.py`` (tiers 1:5:25, ``T = 60``) the unbiased (3b) design
+   led AsyncSGD on all five fresh seeds of the config's draw and lost 3.5 and 12 points
+   on two other draws, where (3b)'s accuracy spans 76-90 % over five draws. The steps
+   stay chosen on the config's draw (redrawn pilots chose worse steps at short budgets).
 6. **Result.** The chosen point, the config that runs it (the input config with
    ``concurrency``, ``[routing]`` and ``[algorithm]`` replaced) and a table: the bound's
    value and dominating term, simulated validation and test accuracy at ``T`` (means over
@@ -166,7 +173,10 @@ class RecommendSettings:
         finalists: How many of the leading designs (``>= 1``) are confirmed against the
             bound's optimum.
         redraw_partition: Each pilot seed also redraws the data (subsample, partition,
-            initial model) instead of sharing the config's draw (module docstring, step 3).
+            initial model) instead of sharing the config's draw (module docstring, step 3);
+            the confirmation seeds then redraw it too.
+        redraw_confirmation: Each confirmation seed redraws the data (module docstring,
+            step 5), the pilot seeds keep the config's draw.
         num_evals: Evaluations per run (the time-to-target resolution is ``T / num_evals``).
         seed: Seed of the study's runs (the pilot uses ``seed + 1``) and of the sampler.
         pilot_steps: Gradient-descent steps of the constants pilot.
@@ -190,6 +200,7 @@ class RecommendSettings:
     confirm_seeds: int = 5
     finalists: int = 3
     redraw_partition: bool = False
+    redraw_confirmation: bool = False
     num_evals: int = 8
     seed: int | None = None
     pilot_steps: int = 50
@@ -223,10 +234,9 @@ class RecommendSettings:
         f = self.finalists
         if isinstance(f, bool) or not isinstance(f, int) or f < 1:
             raise ConfigError(f"finalists must be an integer >= 1, got {f!r}")
-        if not isinstance(self.redraw_partition, bool):
-            raise ConfigError(
-                f"redraw_partition must be true or false, got {self.redraw_partition!r}"
-            )
+        for name in ("redraw_partition", "redraw_confirmation"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.num_evals < 1:
             raise ConfigError(f"num_evals must be >= 1, got {self.num_evals!r}")
         # The same rules and words as `raysync optimize`: 0 J admits no design, while a
@@ -336,7 +346,9 @@ class Recommendation:
         has_power: Whether the config gives power figures (the table then shows energy).
         confirmation: The final check of step 5 (module docstring): the incumbent, the
             fresh seeds the check judged on (``seeds``) and the seeds the leader was
-            picked on (``selection_seeds``), the incumbent's scores on the fresh seeds,
+            picked on (``selection_seeds``), whether the fresh seeds trained on the
+            config's draw of the data or their own (``data``: "shared" or "redrawn"),
+            the incumbent's scores on the fresh seeds,
             per challenger its scores, its paired mean gain over the incumbent with its SE
             and whether it qualified, and the verdict (None when no check ran: the leader
             was the incumbent, or ``confirm_seeds == 0``).
@@ -675,9 +687,10 @@ def recommend(
         config: The input config.
         settings: Budget, target, trials and the pipeline's knobs.
         workload: A prebuilt workload (default: built from the config).
-        workload_for_seed: With ``settings.redraw_partition``, the workload of a pilot
-            seed (default: built from the config with that seed, on ``workload``'s
-            dataset); called once per pilot seed. The study's seed keeps ``workload``.
+        workload_for_seed: The workload of a seed that redraws the data (a pilot seed
+            with ``settings.redraw_partition``, a confirmation seed with either redraw
+            setting; default: built from the config with that seed, on ``workload``'s
+            dataset); called once per such seed. The study's seed keeps ``workload``.
         estimate: Pilot constants to reuse (default: estimated here).
         log: Progress lines (default: the module logger).
 
@@ -771,12 +784,16 @@ def recommend(
     # shared by two arms (e.g. the analytical optimum is AsyncSGD) runs once, and counted.
     runs: dict[tuple[DesignPoint, int, float], dict[str, Any]] = {}
 
-    # The data each seed trains on: the config's draw, or with redraw_partition a draw
-    # per pilot seed (built once, on first use).
+    pilot_seeds = [seed + k for k in range(1, settings.pilot_seeds + 1)]
+    confirm = [seed + settings.pilot_seeds + k for k in range(1, settings.confirm_seeds + 1)]
+    # The seeds that train on their own draw of the data (built once, on first use); every
+    # other run trains on the config's draw.
+    redrawn = set(pilot_seeds if settings.redraw_partition else ()) | set(
+        confirm if settings.redraw_partition or settings.redraw_confirmation else ())
     workloads: dict[int, Any] = {int(seed): workload}
 
     def data_of(run_seed: int) -> Any:
-        if not settings.redraw_partition:
+        if run_seed not in redrawn:
             return workload
         if run_seed not in workloads:
             workloads[run_seed] = (
@@ -826,7 +843,6 @@ def recommend(
         factor = 1.0 + energy_weight * float(energy or 0.0) / reference
         return 1.0 - (1.0 - score) * factor if target is None else score * factor
 
-    pilot_seeds = [seed + k for k in range(1, settings.pilot_seeds + 1)]
     pilot_budget = budget * settings.pilot_fraction
     lr_choice: dict[str, Any] = {}
     for label, point in list(warm.items()):
@@ -956,12 +972,11 @@ def recommend(
     best_point, confirmation = leader, None
     incumbent = _incumbent(warm, feasible, rank)
     if settings.confirm_seeds > 0 and incumbent is not None and leader != incumbent[1]:
-        confirm = [seed + settings.pilot_seeds + k
-                   for k in range(1, settings.confirm_seeds + 1)]
         challengers = sorted((q for q in allowed if q != incumbent[1]),
                              key=rank)[:settings.finalists]
         say(f"confirming: {len(challengers)} leading design(s) against the {incumbent[0]} "
-            f"design {incumbent[1].describe()} on {len(confirm)} fresh seeds")
+            f"design {incumbent[1].describe()} on {len(confirm)} fresh seeds"
+            + (" (each with its own draw of the data)" if set(confirm) <= redrawn else ""))
         every_seed = [*all_seeds, *confirm]
         for point in (incumbent[1], *challengers):
             for sd in every_seed:
@@ -976,7 +991,8 @@ def recommend(
             misses=lambda q: 0 if target is None else sum(
                 runs[(q, sd, budget)]["time_to_target"] is None for sd in every_seed),
         )
-        confirmation.update(seeds=confirm, selection_seeds=all_seeds)
+        confirmation.update(seeds=confirm, selection_seeds=all_seeds,
+                            data="redrawn" if set(confirm) <= redrawn else "shared")
         say(confirmation["verdict"])
         outcome = summary(best_point)
         if target is not None and outcome["time_to_target"] is None:
@@ -1175,7 +1191,8 @@ def format_table(rec: Recommendation) -> str:
     )
     if rec.confirmation is not None:
         seeds = len(rec.confirmation["seeds"])
-        lines.append(f"choice on {seeds} fresh seeds: {rec.confirmation['verdict']}")
+        redrawn = " (redrawn data)" if rec.confirmation.get("data") == "redrawn" else ""
+        lines.append(f"choice on {seeds} fresh seeds{redrawn}: {rec.confirmation['verdict']}")
     if rec.has_power:
         lines += energy_lines(rec)
     return "\n".join(lines)

@@ -110,6 +110,12 @@ def add_parser(subparsers: Any) -> None:
         help=("each pilot seed also redraws the data (subsample, partition over clients, "
               "initial model), so the choice holds for the kind of partition, not one draw"),
     )
+    parser.add_argument(
+        "--redraw-confirmation", action="store_true",
+        help=("each confirmation seed redraws the data, so a design overrules the bound's "
+              "optimum only by winning across draws of the partition, the steps stay chosen "
+              "on the config's draw"),
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.set_defaults(func=_handle)
 
@@ -142,6 +148,7 @@ def _handle(args: argparse.Namespace) -> int:
         max_concurrency=args.max_concurrency, bias_kind=args.bias,
         energy_budget=args.energy_budget, energy_weight=args.energy_weight,
         redraw_partition=args.redraw_partition, confirm_seeds=args.confirm_seeds,
+        redraw_confirmation=args.redraw_confirmation,
     )
 
     def log(line: str) -> None:

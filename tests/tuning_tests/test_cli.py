@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from raysync.cli import main
 
 from .conftest import CONSTANTS
@@ -127,3 +129,26 @@ def test_recommend_budget_beyond_the_bound_refused_before_the_pilot(
     _one_line_exit_2(["recommend", str(tiny_path), "--budget", "1e200",
                       "--out", str(tmp_path / "rec.toml")], capsys,
                      "time_budget 1e+200 s gives up to K")  # fmt: skip
+
+
+def test_recommend_redraw_flags_reach_the_settings(tiny_path, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """--redraw-partition and --redraw-confirmation set recommend's settings of those names,
+    each on its own, and both are off without them."""
+    import tuning.recommend as recommend
+
+    class Stop(Exception):
+        pass
+
+    got: list[tuple[bool, bool]] = []
+
+    def fake(config, settings, **kwargs):  # noqa: ANN001, ANN202
+        got.append((settings.redraw_partition, settings.redraw_confirmation))
+        raise Stop
+
+    monkeypatch.setattr(recommend, "recommend", fake)
+    base = ["recommend", str(tiny_path), "--budget", "30", "--out", str(tmp_path / "r.toml")]
+    for flags in ([], ["--redraw-partition"], ["--redraw-confirmation"]):
+        with pytest.raises(Stop):
+            main([*base, *flags])
+    assert got == [(False, False), (True, False), (False, True)]
+    assert not (tmp_path / "r.toml").exists()

@@ -403,12 +403,13 @@ def test_redraw_partition_uses_the_callers_workloads(monkeypatch) -> None:  # no
     assert trained == {config.seed: {id(base)}, **{sd: {id(made[sd])} for sd in asked}}
 
 
-def test_redraw_partition_must_be_a_boolean() -> None:
+@pytest.mark.parametrize("name", ["redraw_partition", "redraw_confirmation"])
+def test_redraw_settings_must_be_booleans(name: str) -> None:
     from raysync.exceptions import ConfigError
     from tuning.recommend import RecommendSettings
 
-    with pytest.raises(ConfigError, match="redraw_partition must be true or false, got 'yes'"):
-        RecommendSettings(budget=10, redraw_partition="yes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=f"{name} must be true or false, got 'yes'"):
+        RecommendSettings(budget=10, **{name: "yes"})
 
 
 def _analytical_design(config, settings_kwargs, monkeypatch) -> DesignPoint:  # noqa: ANN001
@@ -430,20 +431,22 @@ def _analytical_design(config, settings_kwargs, monkeypatch) -> DesignPoint:  # 
     # the lead holds on every fresh seed: evidence
     ((0.02, 0.03, 0.01, 0.04, 0.02), True),
 ])
-@pytest.mark.parametrize("redraw", [False, True])
+@pytest.mark.parametrize("redraw", ["none", "partition", "confirmation"])
 def test_the_bound_optimum_is_overruled_only_by_more_than_one_paired_se(
-    monkeypatch, late_gains: tuple[float, ...], overruled: bool, redraw: bool,  # noqa: ANN001
+    monkeypatch, late_gains: tuple[float, ...], overruled: bool, redraw: str,  # noqa: ANN001
 ) -> None:
     """FedBuff leads the analytical optimum by 0.05 on the study and pilot seeds (the three
     seeds the leader is chosen on); the five fresh confirmation seeds alone decide. The gain
     and its SE are checked against numpy on the same per-seed numbers. With
     ``redraw_partition`` the confirmation seeds train on their own draws of the data, as
-    the pilot seeds do."""
+    the pilot seeds do; with ``redraw_confirmation`` only the confirmation seeds do."""
     import tuning.recommend as rmod
     from tuning.recommend import RecommendSettings, format_table, recommend
 
     config = load_config(TINY)
-    kwargs = {"budget": 30, "trials": 1, "lr_factors": (1.0,), "redraw_partition": redraw}
+    kwargs = {"budget": 30, "trials": 1, "lr_factors": (1.0,),
+              "redraw_partition": redraw == "partition",
+              "redraw_confirmation": redraw == "confirmation"}
     analytical = _analytical_design(config, kwargs, monkeypatch)
     s = config.seed
     gains = dict(zip(range(s, s + 8), (0.05, 0.05, 0.05, *late_gains), strict=True))
@@ -461,7 +464,10 @@ def test_the_bound_optimum_is_overruled_only_by_more_than_one_paired_se(
     rec = recommend(config, RecommendSettings(**kwargs), log=lambda _line: None)
     assert sorted(set(seen)) == list(range(s, s + 8))  # study, 2 pilot, 5 confirmation seeds
     assert all(len(ids) == 1 for ids in data.values())  # one workload per seed
-    assert len(set().union(*data.values())) == (8 if redraw else 1)
+    shared = {sd for sd, ids in data.items() if ids == data[s]}
+    assert shared == {"none": set(range(s, s + 8)), "partition": {s},
+                      "confirmation": {s, s + 1, s + 2}}[redraw]
+    assert len(set().union(*data.values())) == 9 - len(shared)  # the others: one draw each
     conf = rec.confirmation
     assert conf is not None and conf["incumbent"] == "analytical"
     assert conf["seeds"] == list(range(s + 3, s + 8))
@@ -483,7 +489,9 @@ def test_the_bound_optimum_is_overruled_only_by_more_than_one_paired_se(
         assert rec.point == rec.arm("analytical").point
     assert rec.arm("recommended").seeds == 8
     assert rec.to_dict()["confirmation"] == conf
-    assert "choice on 5 fresh seeds" in format_table(rec) and conf["verdict"] in format_table(rec)
+    assert conf["data"] == ("shared" if redraw == "none" else "redrawn")
+    heading = "choice on 5 fresh seeds" + ("" if redraw == "none" else " (redrawn data)")
+    assert heading + ": " in format_table(rec) and conf["verdict"] in format_table(rec)
     # without confirmation seeds, the leader on three seeds wins outright
     seen.clear()
     outright = recommend(config, RecommendSettings(**kwargs, confirm_seeds=0),
