@@ -738,16 +738,18 @@ def acceptance_plot(payload: dict[str, Any], path: Path) -> None:
 
 
 def acceptance_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """``--acceptance STEM,...``: writes ``recommend_acceptance.{json,md,png}``."""
+    """``--acceptance STEM,...``: writes ``recommend_acceptance.{json,md,png}`` (``--stem``:
+    that stem instead, e.g. for a verdict over runs with a non-default recommend)."""
     try:
         payload = acceptance(args.acceptance.split(","))
     except ValueError as exc:
         parser.error(f"--acceptance: {exc}")
     payload = {"command": "benchmarks/recommend.py " + " ".join(sys.argv[1:]), **payload}
-    (RESULTS / "recommend_acceptance.json").write_text(json.dumps(payload, indent=2))
+    stem = args.stem or "recommend_acceptance"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2))
     text = acceptance_markdown(payload)
-    (RESULTS / "recommend_acceptance.md").write_text(text)
-    acceptance_plot(payload, RESULTS / "recommend_acceptance.png")
+    (RESULTS / f"{stem}.md").write_text(text)
+    acceptance_plot(payload, RESULTS / f"{stem}.png")
     print(text)
     return 0
 
@@ -868,7 +870,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the issue's acceptance verdict of every cell of these runs "
                              "(results/STEM.json, one run per cell; STEM:PART+PART takes "
                              "only those partitions' cells); writes "
-                             "results/recommend_acceptance.{json,md,png}")
+                             "results/recommend_acceptance.{json,md,png} (--stem: "
+                             "another name)")
     parser.add_argument("--ray-from", default=None,
                         help="rerun the designs of results/STEM.json on the Ray runtime")
     parser.add_argument("--ray-seeds", type=int, default=3, help="with --ray-from: seeds 0..K-1")
