@@ -60,8 +60,8 @@ the config's time unit):
    ``redraw_partition`` does for the pilot seeds), so a challenger must win across draws of
    the partition's kind, not on the one draw the choice was made on: on a Dirichlet 0.1
    cell of ``benchmarks/recommend.py`` (tiers 1:5:25, ``T = 60``) the unbiased (3b) design
-   led AsyncSGD on all five fresh seeds of the config's draw and lost 3.5 and 12 points
-   on two other draws, where (3b)'s accuracy spans 76-90 % over five draws. The steps
+   led the bound's choice on all five fresh seeds of the config's draw, on two seeds, and
+   lost 12.9 and 3.5 points to it on other draws, where (3b)'s accuracy spans 76-90 %. The steps
    stay chosen on the config's draw (redrawn pilots chose worse steps at short budgets).
 6. **Result.** The chosen point, the config that runs it (the input config with
    ``concurrency``, ``[routing]`` and ``[algorithm]`` replaced) and a table: the bound's
@@ -788,8 +788,9 @@ def recommend(
     confirm = [seed + settings.pilot_seeds + k for k in range(1, settings.confirm_seeds + 1)]
     # The seeds that train on their own draw of the data (built once, on first use); every
     # other run trains on the config's draw.
+    redraw_confirm = settings.redraw_partition or settings.redraw_confirmation
     redrawn = set(pilot_seeds if settings.redraw_partition else ()) | set(
-        confirm if settings.redraw_partition or settings.redraw_confirmation else ())
+        confirm if redraw_confirm else ())
     workloads: dict[int, Any] = {int(seed): workload}
 
     def data_of(run_seed: int) -> Any:
@@ -976,7 +977,7 @@ def recommend(
                              key=rank)[:settings.finalists]
         say(f"confirming: {len(challengers)} leading design(s) against the {incumbent[0]} "
             f"design {incumbent[1].describe()} on {len(confirm)} fresh seeds"
-            + (" (each with its own draw of the data)" if set(confirm) <= redrawn else ""))
+            + (" (each with its own draw of the data)" if redraw_confirm else ""))
         every_seed = [*all_seeds, *confirm]
         for point in (incumbent[1], *challengers):
             for sd in every_seed:
@@ -992,7 +993,7 @@ def recommend(
                 runs[(q, sd, budget)]["time_to_target"] is None for sd in every_seed),
         )
         confirmation.update(seeds=confirm, selection_seeds=all_seeds,
-                            data="redrawn" if set(confirm) <= redrawn else "shared")
+                            data="redrawn" if redraw_confirm else "shared")
         say(confirmation["verdict"])
         outcome = summary(best_point)
         if target is not None and outcome["time_to_target"] is None:
@@ -1089,6 +1090,13 @@ def _confirm(
     sign = 1.0 if target is None else -1.0
     base_scores = np.asarray(scores(base), dtype=np.float64)
     base_misses = misses(base)
+
+    def missed_note(row: Mapping[str, Any]) -> str:
+        if row["misses"] == base_misses == 0:
+            return ""
+        return (f"; it missed the target on {row['misses']} seed(s), the {label} design on "
+                f"{base_misses}")
+
     rows: list[dict[str, Any]] = []
     for point in challengers:
         own = np.asarray(scores(point), dtype=np.float64)
@@ -1102,12 +1110,6 @@ def _confirm(
                      "qualifies": bool(ok)})
     qualified = [k for k, row in enumerate(rows) if row["qualifies"]]
     lead = rows[0]
-    def missed_note(row: Mapping[str, Any]) -> str:
-        if row["misses"] == base_misses == 0:
-            return ""
-        return (f"; it missed the target on {row['misses']} seed(s), the {label} design on "
-                f"{base_misses}")
-
     if not qualified:
         chosen = base
         verdict = (f"kept the {label} design {base.describe()}: the leader "
