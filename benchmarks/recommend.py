@@ -40,6 +40,15 @@ after a change to the constants pilot, which only ``bias`` and ``recommend`` rea
 cell-seed first re-measures one reused arm and stops if this checkout's simulator gives
 other numbers for it (the earlier run's arms are then not comparable).
 
+``--overrule-margin SE`` is recommend's ``RecommendSettings.overrule_margin`` (default 1).
+``--rescore STEM --overrule-margin SE`` redoes recommend's choice of every cell-seed of
+``STEM.records.jsonl`` with that margin on the confirmation scores the run recorded (the
+pilot, the study and the confirmation runs do not depend on the margin, so they are not
+repeated), measures recommend's arm again on the evaluation seed where the choice changes,
+and writes ``STEM_mSE.*`` (or ``--stem``): the run a full rerun with that margin would
+give, at the cost of the changed choices' evaluations. It first checks that the run's own
+margin reproduces every recorded choice.
+
 ``--compare-recommend A,B`` pairs recommend's arm of two runs by cell-seed (e.g. a run
 with ``--redraw-partition`` against one without, both of recommend alone) and writes
 ``B_vs_A.{json,md}``.
@@ -53,7 +62,9 @@ step, same evaluation seed) on the Ray runtime with emulated service times and w
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -230,7 +241,9 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
                                                redraw_partition=job.get("redraw", False),
                                                redraw_confirmation=job.get("confirm_redraw",
                                                                            False),
-                                               confirm_seeds=job.get("confirm_seeds", 0)),
+                                               confirm_seeds=job.get("confirm_seeds", 0),
+                                               overrule_margin=job.get("overrule_margin",
+                                                                       1.0)),
                     workload=sel_wl, estimate=est, log=lambda _line: None,
                     workload_for_seed=workload_of)
     chosen["recommend"] = {"point": rec.point, "trials": rec.trials,
@@ -806,6 +819,8 @@ def _job_key(job: dict[str, Any]) -> str:
         key.append(["confirm_seeds", job["confirm_seeds"]])
     if job.get("confirm_redraw"):
         key.append("confirm_redraw")
+    if job.get("overrule_margin", 1.0) != 1.0:  # absent (one SE) in records made before it
+        key.append(["overrule_margin", float(job["overrule_margin"])])
     return json.dumps(key)
 
 
@@ -814,7 +829,134 @@ def _reuse_key(record: dict[str, Any]) -> str:
     that only recommend reads (its trial budget, the pilot's redraw and its confirmation
     seeds)."""
     return _job_key({**record, "trials": None, "redraw": False, "confirm_seeds": 0,
-                     "confirm_redraw": False})
+                     "confirm_redraw": False, "overrule_margin": 1.0})
+
+
+def rescore_record(record: dict[str, Any], margin: float,
+                   evaluate: Any) -> tuple[dict[str, Any], bool]:
+    """Recommend's arm of one cell-seed as a run with ``overrule_margin = margin`` gives it.
+
+    The choice is :func:`tuning.recommend._confirm` on the recorded fresh-seed scores of the
+    bound's design and the finalists (everything before the confirmation is independent of
+    the margin). ``evaluate(point)`` measures a design on the record's evaluation seed; it is
+    called only when the choice changes. A record without a confirmation (the leader was
+    the bound's design) is unchanged but for the margin.
+
+    Returns:
+        The new record and whether recommend's design changed.
+
+    Raises:
+        ValueError: The record's own margin does not reproduce its recorded choice (the
+            scores or points were not recorded by this rule).
+    """
+    from raysync.objectives import DesignPoint
+    from tuning.recommend import _confirm
+
+    out = copy.deepcopy(record)
+    out["overrule_margin"] = float(margin)
+    arm = out["arms"]["recommend"]
+    conf = arm.get("confirmation")
+    if not conf:
+        return out, False
+    base = DesignPoint.from_dict(conf["incumbent_point"])
+    finalists = [DesignPoint.from_dict(row["point"]) for row in conf["challengers"]]
+    scores = {base: conf["incumbent_scores"],
+              **{q: row["scores"] for q, row in zip(finalists, conf["challengers"], strict=True)}}
+    # Records made before the target counted misses have none (the benchmark sets no target).
+    misses = {base: conf.get("incumbent_misses", 0),
+              **{q: row.get("misses", 0)
+                 for q, row in zip(finalists, conf["challengers"], strict=True)}}
+
+    def choose(m: float) -> tuple[Any, dict[str, Any]]:
+        return _confirm((conf["incumbent"], base), finalists, scores.__getitem__, target=None,
+                        misses=misses.__getitem__, margin=m)
+
+    old, _ = choose(float(conf.get("margin", record.get("overrule_margin", 1.0))))
+    # As points, not dicts: to_dict renormalises p, which moves it in the last digit.
+    if old != DesignPoint.from_dict(arm["point"]):
+        raise ValueError(
+            f"{record['partition']} {record['tiers']} T={record['budget']:g} seed "
+            f"{record['seed']}: its recorded confirmation scores choose {old.describe()}, "
+            f"the record says {DesignPoint.from_dict(arm['point']).describe()}")
+    chosen, new_conf = choose(margin)
+    new_conf.update({k: conf[k] for k in ("seeds", "selection_seeds", "data") if k in conf})
+    arm["confirmation"] = new_conf
+    if chosen == old:
+        return out, False
+    m = evaluate(chosen)
+    arm.update(point=chosen.to_dict(), test_accuracy=m["test_accuracy"],
+               val_accuracy=m["val_accuracy"], time_to_target=m["time_to_target"],
+               throughput=m["throughput"], staleness=m["staleness"],
+               val_selection=None, rescored_from=record["arms"]["recommend"]["point"])
+    return out, True
+
+
+def _evaluate(record: dict[str, Any], measure: Any, point: Any) -> dict[str, Any]:
+    """``point`` measured on ``record``'s evaluation seed, as :func:`run_cell` measures."""
+    part, seed = record["partition"], record["seed"]
+    cfg = base_config(part, record["tiers"], seed, record["max_train"],
+                      record.get("model", "logreg"))
+    workload = make_workload(cfg, part, record.get("eval_samples"))
+    return dict(measure(cfg, point, budget=record["budget"], workload=workload, seed=seed,
+                        num_evals=8, target=TARGET))
+
+
+def rescore_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``--rescore STEM``: recommend's choices of STEM redone with ``--overrule-margin``."""
+    import torch
+
+    from raysync.objectives import DesignPoint
+    from tuning.recommend import measure
+
+    torch.set_num_threads(1)
+    source = RESULTS / f"{args.rescore}.records.jsonl"
+    if not source.is_file():
+        parser.error(f"--rescore: {source} does not exist")
+    records = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    start = time.perf_counter()
+    out, changed = [], []
+    for record in records:
+        try:
+            new, moved = rescore_record(record, args.overrule_margin,
+                                        functools.partial(_evaluate, record, measure))
+        except ValueError as exc:
+            parser.error(f"--rescore {args.rescore}: {exc}")
+        out.append(new)
+        if moved:
+            arm = new["arms"]["recommend"]
+            changed.append(f"{record['partition']} {record['tiers']} T={record['budget']:g} "
+                           f"seed {record['seed']}: "
+                           f"{DesignPoint.from_dict(arm['rescored_from']).describe()} -> "
+                           f"{DesignPoint.from_dict(arm['point']).describe()}")
+            print(changed[-1], file=sys.stderr, flush=True)
+    stem = args.stem or f"{args.rescore}_m{args.overrule_margin:g}"
+    (RESULTS / f"{stem}.records.jsonl").write_text(
+        "".join(json.dumps(r, default=float) + "\n" for r in out))
+    earlier = RESULTS / f"{args.rescore}.json"
+    note = json.loads(earlier.read_text()).get("note", "") if earlier.is_file() else ""
+    payload = {
+        "command": "benchmarks/recommend.py " + " ".join(sys.argv[1:]),
+        "note": (f"Rescored: recommend's choice of {args.rescore} redone with "
+                 f"--overrule-margin {args.overrule_margin:g} on its recorded confirmation "
+                 f"scores; {len(changed)} of {len(out)} choices changed and were measured "
+                 f"again. {note}").strip(),
+        "rescored_from": args.rescore, "overrule_margin": args.overrule_margin,
+        "changed": changed,
+        "load_average_1min": os.getloadavg(), "wall_seconds": time.perf_counter() - start,
+        "resumed_cell_seeds": 0, "earlier_wall_seconds": 0.0, "target": TARGET,
+        "rows": summarise(out), "records": out,
+    }
+    _write_run(stem, payload)
+    return 0
+
+
+def _write_run(stem: str, payload: dict[str, Any]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=float))
+    text = markdown(payload)
+    (RESULTS / f"{stem}.md").write_text(text)
+    plot(payload, RESULTS / f"{stem}.png")
+    print(text)
 
 
 def _positive(parser: argparse.ArgumentParser, flag: str, text: str) -> float:
@@ -854,6 +996,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--confirm-seeds", type=int, default=5, metavar="N",
                         help="recommend's confirmation seeds (RecommendSettings.confirm_seeds; "
                              "default 5; 0 as in the runs made before the confirmation)")
+    parser.add_argument("--overrule-margin", type=float, default=1.0, metavar="SE",
+                        help="recommend's RecommendSettings.overrule_margin (default 1)")
+    parser.add_argument("--rescore", default=None, metavar="STEM",
+                        help="redo recommend's choices of STEM.records.jsonl with "
+                             "--overrule-margin on their recorded confirmation scores")
     parser.add_argument("--arms-from", default=None, metavar="STEM",
                         help="take every arm but recommend from STEM.records.jsonl's cell-seeds "
                              "with the same grid settings (trials, redraw and confirmation "
@@ -924,15 +1071,20 @@ def main(argv: list[str] | None = None) -> int:
     from tuning.recommend import RecommendSettings
 
     try:  # recommend's own rule, checked before any worker starts
-        RecommendSettings(budget=1.0, confirm_seeds=args.confirm_seeds)
+        RecommendSettings(budget=1.0, confirm_seeds=args.confirm_seeds,
+                          overrule_margin=args.overrule_margin)
     except ConfigError as exc:
         parser.error(str(exc))
+    if args.rescore:
+        return rescore_main(args, parser)
     stem = args.stem or stem
     # Settings a job records only when set, so records made before their flags still match.
     optional = {**({"eval_samples": args.eval_samples} if args.eval_samples else {}),
                 **({"redraw": True} if args.redraw_partition else {}),
                 **({"confirm_redraw": True} if args.redraw_confirmation else {}),
-                **({"confirm_seeds": args.confirm_seeds} if args.confirm_seeds else {})}
+                **({"confirm_seeds": args.confirm_seeds} if args.confirm_seeds else {}),
+                **({"overrule_margin": args.overrule_margin}
+                   if args.overrule_margin != 1.0 else {})}
     jobs = [{"partition": p, "tiers": t, "budget": b, "seed": s, "trials": trials,
              "max_train": max_train, "lrs": lrs, "model": args.model, **optional}
             for p in parts for t in tiers for b in budgets for s in seeds]
@@ -996,12 +1148,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": summarise(records),
         "records": records,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=float))
-    text = markdown(payload)
-    (RESULTS / f"{stem}.md").write_text(text)
-    plot(payload, RESULTS / f"{stem}.png")
-    print(text)
+    _write_run(stem, payload)
     return 0
 
 

@@ -125,3 +125,84 @@ def test_redrawn_confirmation_is_recommends_own_setting() -> None:
     assert B._job_key(redrawn) != B._job_key(old)
     assert B._job_key(redrawn) != B._job_key({**old, "redraw": True})
     assert B._reuse_key(redrawn) == B._reuse_key(old)
+
+
+def test_overrule_margin_is_recommends_own_setting() -> None:
+    """--overrule-margin other than one SE makes another run, records made before the flag
+    (one SE) still match the default, and the other arms may come from either."""
+    old = {"partition": "speed_skew", "tiers": "1:5:25", "budget": 5.0, "seed": 2,
+           "trials": 30, "max_train": 20000, "lrs": [0.01, 0.1], "model": "logreg",
+           "confirm_seeds": 5, "confirm_redraw": True}
+    strict = {**old, "overrule_margin": 2.132}
+    assert B._job_key({**old, "overrule_margin": 1.0}) == B._job_key(old)
+    assert B._job_key(strict) != B._job_key(old)
+    assert B._job_key(strict) != B._job_key({**old, "overrule_margin": 3.0})
+    assert B._reuse_key(strict) == B._reuse_key(old)
+
+
+def _confirmed_record(gains: dict[str, list[float]], margin: float = 1.0) -> dict[str, Any]:
+    """A cell-seed whose recommend arm went through the confirmation: the incumbent
+    (AsyncSGD, C = 20) scored 0.80 on five fresh seeds, each challenger 0.80 + its gains;
+    the choice is the one ``_confirm`` makes with ``margin``."""
+    from raysync.objectives import DesignPoint
+    from tuning.recommend import _confirm
+
+    base = DesignPoint(rule="asyncsgd", concurrency=20, p=None, lr=0.1)
+    finalists = {name: DesignPoint(rule="asyncsgd", concurrency=c, p=None, lr=0.03)
+                 for name, c in zip(gains, (24, 30, 36), strict=False)}
+    scores = {base: [0.80] * 5,
+              **{q: [0.80 + g for g in gains[name]] for name, q in finalists.items()}}
+    chosen, conf = _confirm(("analytical", base), list(finalists.values()),
+                            scores.__getitem__, target=None, misses=lambda q: 0, margin=margin)
+    conf.update(seeds=[5, 6, 7, 8, 9], selection_seeds=[2, 3, 4], data="redrawn")
+    record = _records({"recommend": [0.7]})[0]
+    record["arms"]["recommend"].update(point=chosen.to_dict(), confirmation=conf,
+                                       val_accuracy=0.71, val_selection=0.72)
+    return record
+
+
+def test_rescore_redoes_the_choice_with_another_margin() -> None:
+    """A lead of 1.36 SE (b) chose b at one SE; at 2.132 the incumbent is kept and measured
+    on the evaluation seed, once; a lead of 4.7 SE (c) survives both margins."""
+    from raysync.objectives import DesignPoint
+
+    weak = [0.06, -0.01, 0.03, -0.01, 0.02]  # 1.36 SE
+    strong = [0.02, 0.03, 0.01, 0.04, 0.02]  # 4.7 SE and the larger mean gain (0.024)
+    assert sum(strong) / 5 > sum(weak) / 5
+    measured: list[Any] = []
+
+    def evaluate(point: Any) -> dict[str, Any]:
+        measured.append(point)
+        return {"test_accuracy": 0.9, "val_accuracy": 0.91, "time_to_target": 2.5,
+                "throughput": 3.0, "staleness": 4.0}
+
+    record = _confirmed_record({"b": weak})
+    assert record["arms"]["recommend"]["point"]["concurrency"] == 24  # b, at one SE
+    same, moved = B.rescore_record(record, 1.0, evaluate)
+    assert not moved and not measured and same["arms"] == record["arms"]
+    new, moved = B.rescore_record(record, 2.132, evaluate)
+    incumbent = DesignPoint(rule="asyncsgd", concurrency=20, p=None, lr=0.1)
+    assert moved and measured == [incumbent]
+    arm = new["arms"]["recommend"]
+    assert DesignPoint.from_dict(arm["point"]) == incumbent
+    assert (arm["test_accuracy"], arm["val_accuracy"], arm["time_to_target"]) == (0.9, 0.91, 2.5)
+    assert arm["val_selection"] is None and arm["rescored_from"]["concurrency"] == 24
+    assert arm["confirmation"]["kept_incumbent"] and arm["confirmation"]["margin"] == 2.132
+    assert arm["confirmation"]["data"] == "redrawn" and new["overrule_margin"] == 2.132
+    assert record["arms"]["recommend"]["test_accuracy"] == 0.7  # the input is not changed
+    measured.clear()
+    both = _confirmed_record({"b": weak, "c": strong})
+    assert both["arms"]["recommend"]["point"]["concurrency"] == 30  # c: the larger gain
+    for margin in (1.0, 2.132):
+        assert B.rescore_record(both, margin, evaluate)[1] is False
+    assert not measured
+
+
+def test_rescore_refuses_a_record_its_scores_do_not_explain() -> None:
+    record = _confirmed_record({"b": [0.06, -0.01, 0.03, -0.01, 0.02]})
+    record["arms"]["recommend"]["point"]["concurrency"] = 36
+    with pytest.raises(ValueError, match="recorded confirmation scores choose"):
+        B.rescore_record(record, 2.132, lambda point: {})
+    plain = _records({"recommend": [0.7]})[0]  # no confirmation: nothing to redo
+    assert B.rescore_record(plain, 2.132, lambda point: {}) == ({**plain,
+                                                                "overrule_margin": 2.132}, False)

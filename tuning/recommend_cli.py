@@ -9,7 +9,8 @@ simulator warm-started with the analytical optimum, the unbiased optimum (3b) an
 baseline, each at its own step;
 the leader (best mean validation score over the seeds each design ran on) replaces the
 bound's optimum only if, rerun with the next two finalists on ``--confirm-seeds`` fresh
-seeds, it is ahead there by more than one standard error of the paired differences.
+seeds, it is ahead there by more than ``--overrule-margin`` (default 1) standard errors of
+the paired differences.
 ``REC.toml`` is the input config with ``concurrency``, ``[routing]`` and ``[algorithm]``
 replaced; it is written through a temporary file and a rename, so bad input or a failure
 leaves nothing half-written.
@@ -57,8 +58,8 @@ def add_parser(subparsers: Any) -> None:
             "(warm-started with the analytical optimum, the unbiased wall-clock optimum "
             "(3b) and every baseline: uniform C=n, AsyncSGD, FedAsync, FedBuff), and write "
             "a runnable config plus a table. The study's leader replaces the bound's "
-            "optimum only when, rerun on fresh seeds, it is ahead there by more than one "
-            "paired standard error."
+            "optimum only when, rerun on fresh seeds, it is ahead there by more than "
+            "--overrule-margin paired standard errors."
         ),
     )
     parser.add_argument("config", help="path to a TOML config file")
@@ -80,9 +81,15 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--confirm-seeds", type=int, default=5, metavar="N",
         help=("fresh seeds the 3 leading designs and the bound's optimum are rerun on; a "
-              "design overrules the optimum only by a paired lead on them above one SE: 0 "
-              "or an integer >= 2 (default 5; 0: the study's leader on 3 seeds is chosen "
-              "outright)"),
+              "design overrules the optimum only by a paired lead on them above "
+              "--overrule-margin SEs: 0 or an integer >= 2 (default 5; 0: the study's leader "
+              "on 3 seeds is chosen outright)"),
+    )
+    parser.add_argument(
+        "--overrule-margin", type=float, default=1.0, metavar="SE",
+        help=("standard errors of the paired gains on the confirmation seeds a design's "
+              "lead must exceed to overrule the bound's optimum, a finite number >= 0 "
+              "(default 1; 2.132 is a one-sided paired t test at 5 %% on 5 seeds)"),
     )
     parser.add_argument(
         "--energy-budget", type=float, default=None, metavar="JOULES",
@@ -148,7 +155,7 @@ def _handle(args: argparse.Namespace) -> int:
         max_concurrency=args.max_concurrency, bias_kind=args.bias,
         energy_budget=args.energy_budget, energy_weight=args.energy_weight,
         redraw_partition=args.redraw_partition, confirm_seeds=args.confirm_seeds,
-        redraw_confirmation=args.redraw_confirmation,
+        redraw_confirmation=args.redraw_confirmation, overrule_margin=args.overrule_margin,
     )
 
     def log(line: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 
@@ -422,22 +423,28 @@ def _analytical_design(config, settings_kwargs, monkeypatch) -> DesignPoint:  # 
     return dataclasses.replace(rec.arm("analytical").point, lr=1.0)
 
 
-@pytest.mark.parametrize(("late_gains", "overruled"), [
+@pytest.mark.parametrize(("late_gains", "margin", "overruled"), [
     # after three seeds at +0.05 the lead vanishes on the fresh seeds: noise
-    ((-0.10, 0.06, -0.08, 0.02, -0.03), False),
+    ((-0.10, 0.06, -0.08, 0.02, -0.03), 1.0, False),
     # the winner's curse: over all 8 seeds the lead is 1.9 SE, but the three seeds it led
     # on picked it; on the 5 fresh seeds it is 0
-    ((0.02, -0.02, 0.01, -0.01, 0.0), False),
-    # the lead holds on every fresh seed: evidence
-    ((0.02, 0.03, 0.01, 0.04, 0.02), True),
+    ((0.02, -0.02, 0.01, -0.01, 0.0), 1.0, False),
+    # the lead holds on every fresh seed: evidence (4.7 SE), at either margin
+    ((0.02, 0.03, 0.01, 0.04, 0.02), 1.0, True),
+    ((0.02, 0.03, 0.01, 0.04, 0.02), 2.132, True),
+    # a lead of 1.36 SE: enough for one SE, not for a one-sided t test at 5 % (2.132)
+    ((0.06, -0.01, 0.03, -0.01, 0.02), 1.0, True),
+    ((0.06, -0.01, 0.03, -0.01, 0.02), 2.132, False),
 ])
 @pytest.mark.parametrize("redraw", ["none", "partition", "confirmation"])
-def test_the_bound_optimum_is_overruled_only_by_more_than_one_paired_se(
-    monkeypatch, late_gains: tuple[float, ...], overruled: bool, redraw: str,  # noqa: ANN001
+def test_the_bound_optimum_is_overruled_only_by_more_than_the_margin(
+    monkeypatch, late_gains: tuple[float, ...], margin: float, overruled: bool,  # noqa: ANN001
+    redraw: str,
 ) -> None:
     """FedBuff leads the analytical optimum by 0.05 on the study and pilot seeds (the three
-    seeds the leader is chosen on); the five fresh confirmation seeds alone decide. The gain
-    and its SE are checked against numpy on the same per-seed numbers. With
+    seeds the leader is chosen on); the five fresh confirmation seeds alone decide, by a
+    paired lead above ``overrule_margin`` SEs. The gain and its SE are checked against
+    numpy on the same per-seed numbers. With
     ``redraw_partition`` the confirmation seeds train on their own draws of the data, as
     the pilot seeds do; with ``redraw_confirmation`` only the confirmation seeds do."""
     import tuning.recommend as rmod
@@ -446,7 +453,7 @@ def test_the_bound_optimum_is_overruled_only_by_more_than_one_paired_se(
     config = load_config(TINY)
     kwargs = {"budget": 30, "trials": 1, "lr_factors": (1.0,),
               "redraw_partition": redraw == "partition",
-              "redraw_confirmation": redraw == "confirmation"}
+              "redraw_confirmation": redraw == "confirmation", "overrule_margin": margin}
     analytical = _analytical_design(config, kwargs, monkeypatch)
     s = config.seed
     gains = dict(zip(range(s, s + 8), (0.05, 0.05, 0.05, *late_gains), strict=True))
@@ -477,6 +484,8 @@ def test_the_bound_optimum_is_overruled_only_by_more_than_one_paired_se(
     g = np.array(late_gains)
     assert lead["gain"] == pytest.approx(g.mean())
     assert lead["se"] == pytest.approx(g.std(ddof=1) / np.sqrt(5))
+    assert bool(g.mean() / (g.std(ddof=1) / np.sqrt(5)) > margin) is overruled
+    assert conf["margin"] == margin
     assert lead["scores"] == pytest.approx(0.80 + g)
     assert conf["incumbent_scores"] == pytest.approx([0.80] * 5)
     everything = np.array(list(gains.values()))
@@ -544,6 +553,31 @@ def test_confirm_with_a_target_minimises_and_prefers_hitting_every_seed() -> Non
                            misses=lambda q: int(q == b))
     assert chosen == a and rec["challengers"][0]["gain"] > rec["challengers"][0]["se"]
     assert "missed the target on 1 seed(s), the analytical design on 0" in rec["verdict"]
+
+
+def test_confirm_margin_counts_standard_errors_not_points() -> None:
+    """The margin scales the paired SE: b leads by 0.75 s at SE 0.144 (5.2 SE), c by 0 at SE
+    0.91; margin 0 admits any positive mean gain, a margin above b's t admits none, and a
+    challenger that missed the target less qualifies whatever the margin."""
+    from tuning.recommend import _confirm
+
+    a, b, c = (DesignPoint(rule="asyncsgd", concurrency=k, p=None, lr=0.1)
+               for k in (2, 3, 4))
+    times = {a: [10.0, 10.0, 10.0, 10.0], b: [9.0, 9.5, 9.0, 9.5], c: [9.0, 12.0, 8.0, 11.0]}
+    gains = 10.0 - np.array(times[b])
+    t_b = gains.mean() / (gains.std(ddof=1) / 2.0)
+    assert 5.0 < t_b < 5.5
+    for margin, want in [(0.0, b), (1.0, b), (t_b - 0.01, b), (t_b + 0.01, a), (100.0, a)]:
+        chosen, rec = _confirm(("analytical", a), [b, c], lambda q: times[q], target=0.9,
+                               misses=lambda q: 0, margin=margin)
+        assert chosen == want and rec["margin"] == margin
+        assert rec["challengers"][1]["qualifies"] is False  # c's mean gain is 0, never > 0
+    assert f"not more than {t_b + 0.01:g} SE" in _confirm(
+        ("analytical", a), [b], lambda q: times[q], target=0.9, misses=lambda q: 0,
+        margin=t_b + 0.01)[1]["verdict"]
+    chosen, _ = _confirm(("analytical", a), [c], lambda q: times[q], target=0.9,
+                         misses=lambda q: int(q == a), margin=100.0)
+    assert chosen == c
 
 
 @pytest.mark.parametrize(("miss", "chosen_label"), [
@@ -625,6 +659,8 @@ def test_a_target_missed_only_on_fresh_seeds_still_recommends(monkeypatch) -> No
     ("confirm_seeds", 2.5, "--confirm-seeds must be 0 (no check) or an integer >= 2, got 2.5"),
     ("finalists", 0, "finalists must be an integer >= 1, got 0"),
     ("finalists", "3", "finalists must be an integer >= 1, got '3'"),
+    *(("overrule_margin", v, "--overrule-margin must be a finite number of standard errors "
+       f">= 0, got {v!r}") for v in (-0.5, math.nan, math.inf, True, "2")),
 ])
 def test_confirmation_settings_are_checked(field: str, value: object, message: str) -> None:
     from raysync.exceptions import ConfigError
@@ -634,8 +670,15 @@ def test_confirmation_settings_are_checked(field: str, value: object, message: s
         RecommendSettings(budget=10, **{field: value})  # type: ignore[arg-type]
 
 
-def test_cli_refuses_negative_confirm_seeds(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--confirm-seeds", "-1", "--confirm-seeds must be 0 (no check) or an integer >= 2, got -1"),
+    ("--overrule-margin", "-1", "--overrule-margin must be a finite number of standard errors "
+                                ">= 0, got -1.0"),
+    ("--overrule-margin", "nan", "--overrule-margin must be a finite number of standard "
+                                 "errors >= 0, got nan"),
+])
+def test_cli_refuses_bad_confirmation_settings(tmp_path: Path, capsys, flag: str, value: str,  # noqa: ANN001
+                                               message: str) -> None:
     out = tmp_path / "rec.toml"
-    _fails_cleanly(["recommend", str(TINY), "--budget", "30", "--confirm-seeds", "-1",
-                    "--out", str(out)], out, capsys,
-                   "--confirm-seeds must be 0 (no check) or an integer >= 2, got -1")
+    _fails_cleanly(["recommend", str(TINY), "--budget", "30", flag, value,
+                    "--out", str(out)], out, capsys, message)
