@@ -19,10 +19,11 @@ Run: ``nice -n 10 .venv/bin/python benchmarks/recommend.py [--quick] [--workers 
 ``--quick`` runs a reduced set (see ``QUICK``) and writes ``recommend_quick.*``; the full
 run writes ``benchmarks/results/recommend.{json,md,png}``. ``--partitions speed_skew``
 keeps only those partitions; ``--stem NAME`` writes ``NAME.{json,md,png}`` instead.
-``--tiers``, ``--budgets``, ``--seeds K``, ``--max-train``, ``--lrs`` and ``--trials`` replace
-one axis of the grid each, and ``--model cnn`` runs every cell with the CNN (the issue's
-CNN cell set) (a run that differs from the full grid is labelled "Reduced run"
-with its grid in the JSON and the table). ``--eval-samples N`` caps the validation and test
+``--tiers``, ``--budgets``, ``--seeds K`` (``--first-seed S``: seeds ``S..S+K-1``),
+``--max-train``, ``--lrs`` and ``--trials`` replace one axis of the grid each, and
+``--model cnn`` runs every cell with the CNN (the issue's CNN cell set) (a run that
+differs from the full grid is labelled "Reduced run" with its grid in the JSON and the
+table). ``--eval-samples N`` caps the validation and test
 sets at ``N`` rows (one fixed draw for every arm and seed; the CNN's evaluations are most of
 its runs' time). ``--redraw-partition`` makes recommend's pilot seeds redraw the cell's
 partition (``RecommendSettings.redraw_partition``; the other arms' steps stay chosen on the
@@ -980,6 +981,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiers", default=None, help="comma-separated subset of the tier sets")
     parser.add_argument("--budgets", default=None, help="comma-separated budgets (virtual s)")
     parser.add_argument("--seeds", type=int, default=None, help="evaluation seeds 0..K-1")
+    parser.add_argument("--first-seed", type=int, default=0, metavar="S",
+                        help="with --seeds K: evaluation seeds S..S+K-1 (seeds no earlier run "
+                             "chose a rule on)")
     parser.add_argument("--max-train", type=int, default=None, help="training subsample")
     parser.add_argument("--lrs", default=None, help="comma-separated step grid")
     parser.add_argument("--model", default="logreg", choices=("logreg", "cnn"),
@@ -1056,7 +1060,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is not None:
         if args.seeds < 2:
             parser.error(f"--seeds must be >= 2 (a standard error needs two), got {args.seeds}")
-        seeds = tuple(range(args.seeds))
+        seeds = tuple(range(args.first_seed, args.first_seed + args.seeds))
+    if args.first_seed < 0 or (args.first_seed and args.seeds is None):
+        parser.error(f"--first-seed must be >= 0 and comes with --seeds K, got "
+                     f"{args.first_seed}")
     if args.max_train is not None:
         if args.max_train < 100:
             parser.error(f"--max-train must be >= 100, got {args.max_train}")

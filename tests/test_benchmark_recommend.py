@@ -206,3 +206,12 @@ def test_rescore_refuses_a_record_its_scores_do_not_explain() -> None:
     plain = _records({"recommend": [0.7]})[0]  # no confirmation: nothing to redo
     assert B.rescore_record(plain, 2.132, lambda point: {}) == ({**plain,
                                                                 "overrule_margin": 2.132}, False)
+
+
+@pytest.mark.parametrize("argv", [["--first-seed", "3"], ["--first-seed", "-1", "--seeds", "2"]])
+def test_first_seed_needs_seeds_and_is_not_negative(argv: list[str], capsys) -> None:  # noqa: ANN001
+    with pytest.raises(SystemExit) as stop:
+        B.main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--first-seed must be >= 0 and comes with --seeds K" in err
