@@ -840,8 +840,10 @@ def rescore_record(record: dict[str, Any], margin: float,
     The choice is :func:`tuning.recommend._confirm` on the recorded fresh-seed scores of the
     bound's design and the finalists (everything before the confirmation is independent of
     the margin). ``evaluate(point)`` measures a design on the record's evaluation seed; it is
-    called only when the choice changes. A record without a confirmation (the leader was
-    the bound's design) is unchanged but for the margin.
+    called only when the choice changes; the changed arm's ``bound``, ``dominant`` and
+    ``val_selection`` are then None (not recomputed: they need the pilot's estimate and
+    runs the record does not keep). A record without a confirmation (the leader was the
+    bound's design) is unchanged but for the margin.
 
     Returns:
         The new record and whether recommend's design changed.
@@ -880,7 +882,10 @@ def rescore_record(record: dict[str, Any], margin: float,
             f"{record['seed']}: its recorded confirmation scores choose {old.describe()}, "
             f"the record says {DesignPoint.from_dict(arm['point']).describe()}")
     chosen, new_conf = choose(margin)
-    new_conf.update({k: conf[k] for k in ("seeds", "selection_seeds", "data") if k in conf})
+    new_conf.update({k: conf[k] for k in ("seeds", "selection_seeds", "data") if k in conf},
+                    incumbent_point=conf["incumbent_point"])
+    for row, recorded in zip(new_conf["challengers"], conf["challengers"], strict=True):
+        row["point"] = recorded["point"]  # as recorded, not renormalised again
     arm["confirmation"] = new_conf
     if chosen == old:
         return out, False
@@ -888,7 +893,8 @@ def rescore_record(record: dict[str, Any], margin: float,
     arm.update(point=chosen.to_dict(), test_accuracy=m["test_accuracy"],
                val_accuracy=m["val_accuracy"], time_to_target=m["time_to_target"],
                throughput=m["throughput"], staleness=m["staleness"],
-               val_selection=None, rescored_from=record["arms"]["recommend"]["point"])
+               val_selection=None, rescored_from=record["arms"]["recommend"]["point"],
+               bound=None, dominant=None)  # the bound needs the pilot's estimate, not kept
     return out, True
 
 

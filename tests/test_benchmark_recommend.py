@@ -187,6 +187,7 @@ def test_rescore_redoes_the_choice_with_another_margin() -> None:
     assert DesignPoint.from_dict(arm["point"]) == incumbent
     assert (arm["test_accuracy"], arm["val_accuracy"], arm["time_to_target"]) == (0.9, 0.91, 2.5)
     assert arm["val_selection"] is None and arm["rescored_from"]["concurrency"] == 24
+    assert arm["bound"] is None and arm["dominant"] is None
     assert arm["confirmation"]["kept_incumbent"] and arm["confirmation"]["margin"] == 2.132
     assert arm["confirmation"]["data"] == "redrawn" and new["overrule_margin"] == 2.132
     assert record["arms"]["recommend"]["test_accuracy"] == 0.7  # the input is not changed
