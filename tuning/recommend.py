@@ -59,7 +59,9 @@ the config's time unit):
    always the best mean validation score: a lead within the margin does not count. One SE
    admits a challenger with no real lead on 19 % of such checks (``P(t_4 > 1)``): the one
    cell ``recommend`` with ``redraw_confirmation`` lost by more than one SE of
-   ``benchmarks/recommend.py`` was such a lead (1.1 SE; README, "Recommendation"). With
+   ``benchmarks/recommend.py`` was such a lead (1.1 SE; README, "Recommendation"), but a
+   margin of 2.132 did worse on fresh seeds, where the leads it blocked were step
+   corrections of the bound's design that generalised (README, "A stricter margin"). With
    ``redraw_confirmation`` each fresh seed also redraws the data (as
    ``redraw_partition`` does for the pilot seeds), so a challenger must win across draws of
    the partition's kind, not on the one draw the choice was made on: on a Dirichlet 0.1
