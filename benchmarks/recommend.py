@@ -71,6 +71,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -834,7 +835,7 @@ def _reuse_key(record: dict[str, Any]) -> str:
 
 
 def rescore_record(record: dict[str, Any], margin: float,
-                   evaluate: Any) -> tuple[dict[str, Any], bool]:
+                   evaluate: Callable[[Any], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
     """Recommend's arm of one cell-seed as a run with ``overrule_margin = margin`` gives it.
 
     The choice is :func:`tuning.recommend._confirm` on the recorded fresh-seed scores of the
