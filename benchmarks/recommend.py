@@ -337,6 +337,16 @@ def compare_recommend(first: list[dict[str, Any]],
             "diff_se": _se(diffs)}
 
 
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    """The cell-seeds of a ``STEM.records.jsonl`` file, one JSON object per line."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _records_text(records: list[dict[str, Any]]) -> str:
+    """``records`` as ``STEM.records.jsonl`` holds them (the inverse of _read_records)."""
+    return "".join(json.dumps(r, default=float) + "\n" for r in records)
+
+
 def _cell_of(record: dict[str, Any]) -> tuple[str, str, float]:
     return record["partition"], record["tiers"], float(record["budget"])
 
@@ -376,7 +386,7 @@ def compare_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         path = RESULTS / f"{stem}.records.jsonl"
         if not path.is_file():
             parser.error(f"--compare-recommend: {path} does not exist")
-        runs.append([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+        runs.append(_read_records(path))
     payload = {"command": "benchmarks/recommend.py " + " ".join(sys.argv[1:]),
                "first": stems[0], "second": stems[1], **compare_recommend(*runs)}
     if not payload["cell_seeds"]:
@@ -522,7 +532,7 @@ def ray_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             loads += [a["load_average_1min"] for a in rec["arms"].values()]
             records.append(rec)
             with partial.open("a") as fh:
-                fh.write(json.dumps(rec, default=float) + "\n")
+                fh.write(_records_text([rec]))
     finally:
         ray.shutdown()
     payload = {
@@ -864,16 +874,14 @@ def rescore_record(record: dict[str, Any], margin: float,
         return out, False
     base = DesignPoint.from_dict(conf["incumbent_point"])
     finalists = [DesignPoint.from_dict(row["point"]) for row in conf["challengers"]]
-    scores = {base: conf["incumbent_scores"],
-              **{q: row["scores"] for q, row in zip(finalists, conf["challengers"], strict=True)}}
     # Records made before the target counted misses have none (the benchmark sets no target).
-    misses = {base: conf.get("incumbent_misses", 0),
-              **{q: row.get("misses", 0)
-                 for q, row in zip(finalists, conf["challengers"], strict=True)}}
+    recorded = {base: (conf["incumbent_scores"], conf.get("incumbent_misses", 0)),
+                **{q: (row["scores"], row.get("misses", 0))
+                   for q, row in zip(finalists, conf["challengers"], strict=True)}}
 
     def choose(m: float) -> tuple[Any, dict[str, Any]]:
-        return _confirm((conf["incumbent"], base), finalists, scores.__getitem__, target=None,
-                        misses=misses.__getitem__, margin=m)
+        return _confirm((conf["incumbent"], base), finalists, lambda q: recorded[q][0],
+                        target=None, misses=lambda q: recorded[q][1], margin=m)
 
     old, _ = choose(float(conf.get("margin", record.get("overrule_margin", 1.0))))
     # As points, not dicts: to_dict renormalises p, which moves it in the last digit.
@@ -920,7 +928,7 @@ def rescore_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     source = RESULTS / f"{args.rescore}.records.jsonl"
     if not source.is_file():
         parser.error(f"--rescore: {source} does not exist")
-    records = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    records = _read_records(source)
     start = time.perf_counter()
     out, changed = [], []
     for record in records:
@@ -938,8 +946,7 @@ def rescore_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                            f"{DesignPoint.from_dict(arm['point']).describe()}")
             print(changed[-1], file=sys.stderr, flush=True)
     stem = args.stem or f"{args.rescore}_m{args.overrule_margin:g}"
-    (RESULTS / f"{stem}.records.jsonl").write_text(
-        "".join(json.dumps(r, default=float) + "\n" for r in out))
+    (RESULTS / f"{stem}.records.jsonl").write_text(_records_text(out))
     earlier = RESULTS / f"{args.rescore}.json"
     note = json.loads(earlier.read_text()).get("note", "") if earlier.is_file() else ""
     payload = {
@@ -1110,8 +1117,7 @@ def main(argv: list[str] | None = None) -> int:
         source = RESULTS / f"{args.arms_from}.records.jsonl"
         if not source.is_file():
             parser.error(f"--arms-from: {source} does not exist")
-        earlier_records = {_reuse_key(r): r for line in source.read_text().splitlines()
-                           if line.strip() for r in [json.loads(line)]}
+        earlier_records = {_reuse_key(r): r for r in _read_records(source)}
         keys = [_reuse_key(j) for j in jobs]
         missing = [k for k in keys if k not in earlier_records]
         if missing:
@@ -1130,8 +1136,7 @@ def main(argv: list[str] | None = None) -> int:
     kept, earlier = 0, 0.0
     if args.resume and partial.is_file():
         wanted_keys = {_job_key(j) for j in jobs}
-        records = [r for line in partial.read_text().splitlines() if line.strip()
-                   for r in [json.loads(line)] if _job_key(r) in wanted_keys]
+        records = [r for r in _read_records(partial) if _job_key(r) in wanted_keys]
         done = {_job_key(r) for r in records}
         jobs = [j for j in jobs if _job_key(j) not in done]
         kept = len(records)
@@ -1140,12 +1145,12 @@ def main(argv: list[str] | None = None) -> int:
             earlier = float(json.loads(previous.read_text()).get("wall_seconds", 0.0))
         print(f"--resume: {len(records)} cell-seeds kept from {partial.name}, "
               f"{len(jobs)} to run", file=sys.stderr, flush=True)
-    partial.write_text("".join(json.dumps(r, default=float) + "\n" for r in records))
+    partial.write_text(_records_text(records))
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
         for record in pool.map(run_cell, jobs):
             records.append(record)
             with partial.open("a") as fh:
-                fh.write(json.dumps(record, default=float) + "\n")
+                fh.write(_records_text([record]))
     grid = {"partitions": parts, "tiers": tiers, "budgets": budgets, "seeds": seeds,
             "trials": trials, "max_train": max_train, "lrs": lrs, "model": args.model,
             **optional}
