@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +103,70 @@ def test_acceptance_counts_cells_and_refuses_a_cell_in_two_runs(tmp_path: Path) 
     assert both["recommend_ok"] == 1
     with pytest.raises(ValueError, match=r"a:dirichlet0\.1: a has no cells of \['dirichlet0\.1'\]"):
         B.acceptance(["a:dirichlet0.1"], tmp_path)
+    # The calibration, by hand: only a's speed_skew cell can fail under the null. Of its
+    # 4 within-seed swaps, none (z -28) fails, both (+28) passes, and either single swap
+    # makes the means equal (z 0): a null failure chance of 1/4.
+    assert [r["null_fail"] for r in result["rows"]] == [0.0, 0.25, 0.0]
+    assert result["null_expected_fails"] == pytest.approx(0.25)
+    assert result["null_p_all_pass"] == pytest.approx(0.75)
+    assert result["null_p_at_most"] == pytest.approx(1.0)  # one failure observed
+    assert result["mean_gain"] == pytest.approx(-0.2 / 3)
+    assert result["mean_gain_se"] == pytest.approx(0.0)  # paired differences constant
+    assert "with probability 0.750" in text and "-6.67 ± 0.00 points" in text
+    # rows and records that disagree on the seeds are refused
+    (tmp_path / "d.json").write_text(json.dumps({"rows": B.summarise(good), "records": good[:1]}))
+    with pytest.raises(ValueError, match="2 seeds in its rows but 1 in its records"):
+        B.acceptance(["d"], tmp_path)
+
+
+def _brute_null(rec: list[float], base: list[float]) -> float:
+    """The sign-flip null by loops over every swap pattern (statistics, not numpy)."""
+    fails = 0
+    patterns = list(itertools.product((False, True), repeat=len(rec)))
+    for swap in patterns:
+        r = [b if s else a for a, b, s in zip(rec, base, swap, strict=True)]
+        q = [a if s else b for a, b, s in zip(rec, base, swap, strict=True)]
+        se = math.hypot(statistics.stdev(r), statistics.stdev(q)) / math.sqrt(len(r))
+        z = (statistics.fmean(r) - statistics.fmean(q)) / se if se > 0 else 0.0
+        fails += z < -1.0
+    return fails / len(patterns)
+
+
+def test_null_fail_probability_against_a_brute_force_enumeration() -> None:
+    rng = np.random.default_rng(13)
+    for k in (2, 3, 5, 7):
+        rec = list(0.85 + 0.03 * rng.standard_normal(k))
+        base = [x + 0.01 * rng.standard_normal() + 0.005 for x in rec]
+        assert B.null_fail_probability(rec, base) == pytest.approx(_brute_null(rec, base))
+    same = [0.9, 0.8, 0.85]
+    assert B.null_fail_probability(same, same) == 0.0  # identical designs cannot fail
+    with pytest.raises(ValueError, match="paired 1-d arrays of >= 2 seeds"):
+        B.null_fail_probability([0.9], [0.8])
+    with pytest.raises(ValueError, match="paired"):
+        B.null_fail_probability([0.9, 0.8], [0.8, 0.7, 0.6])
+
+
+def test_null_fail_probability_samples_swaps_beyond_the_exact_limit() -> None:
+    # 16 seeds: exact over 65,536 swaps against 4,096 seeded random ones; the sampled
+    # fraction's SE is at most sqrt(0.25 / 4096) = 0.0078, the tolerance 4.5 of those.
+    rng = np.random.default_rng(1)
+    rec = 0.85 + 0.02 * rng.standard_normal(16)
+    base = 0.85 + 0.02 * rng.standard_normal(16)
+    exact = B.null_fail_probability(rec, base)
+    sampled = B.null_fail_probability(rec, base, draws=4096)
+    assert 0.05 < exact < 0.5  # a case where the two can differ
+    assert sampled == pytest.approx(exact, abs=0.035)
+    assert sampled == B.null_fail_probability(rec, base, draws=4096)  # seeded
+
+
+def test_count_distribution_against_an_enumeration() -> None:
+    probs = [0.1, 0.5, 0.25, 0.9]
+    expected = [0.0] * 5
+    for outcome in itertools.product((0, 1), repeat=4):
+        expected[sum(outcome)] += math.prod(q if o else 1 - q
+                                            for q, o in zip(probs, outcome, strict=True))
+    assert B.count_distribution(probs) == pytest.approx(expected)
+    assert list(B.count_distribution([])) == [1.0]
 
 
 def test_confirmation_seeds_are_recommends_own_setting() -> None:
