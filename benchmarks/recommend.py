@@ -549,6 +549,113 @@ def ray_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+SAME_DRAW_OFFSET = 500  # run seeds draw_seed + 500 + j: none of the selection's own
+
+
+def same_draw_cell(job: dict[str, Any]) -> dict[str, Any]:
+    """Every arm's chosen design of one cell-seed, rerun on the data it was chosen on.
+
+    The benchmark's evaluation seed draws other data (training subsample, partition,
+    initial model) than the selection seed the designs were chosen on, so its table
+    measures how a choice transfers to another draw of the partition's kind. A user runs
+    the recommendation on the data it was made for; this measures that: each arm's design
+    (``job['record']['arms'][arm]['point']``, step included) runs on the selection seed's
+    workload for ``job['runs']`` fresh run seeds ``draw_seed + SAME_DRAW_OFFSET + j``
+    (other service times, routing and minibatches; none of the seeds any choice was made
+    on), and its test accuracy is the mean over them. Identical designs share their runs.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    from raysync.objectives import DesignPoint
+    from tuning.recommend import measure
+
+    record, runs = job["record"], job["runs"]
+    part, tiers, budget, seed = (record["partition"], record["tiers"], record["budget"],
+                                 record["seed"])
+    draw_seed = seed + SELECTION_OFFSET
+    run_seeds = [draw_seed + SAME_DRAW_OFFSET + j for j in range(runs)]
+    confirmation = record["arms"]["recommend"].get("confirmation") or {}
+    used = {draw_seed, *confirmation.get("seeds", ()), *confirmation.get("selection_seeds", ())}
+    for choice in (record["arms"]["recommend"].get("lr_choice") or {}).values():
+        used.update(choice.get("pilot_seeds", ()))
+    if used & set(run_seeds):
+        raise ValueError(f"run seeds {sorted(used & set(run_seeds))} of {part} {tiers} "
+                         f"T={budget:g} seed {seed} were selection seeds")
+    model = record.get("model", "logreg")
+    cfg = base_config(part, tiers, draw_seed, record["max_train"], model)
+    workload = make_workload(cfg, part, record.get("eval_samples"))
+    done: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, Any] = {k: v for k, v in record.items() if k != "arms"}
+    out.update({"draw_seed": draw_seed, "run_seeds": run_seeds, "arms": {}})
+    for arm in ARMS:
+        stored = record["arms"][arm]
+        key = json.dumps(stored["point"], sort_keys=True)
+        if key not in done:
+            point = DesignPoint.from_dict(stored["point"])
+            done[key] = [measure(cfg, point, budget=budget, workload=workload, seed=sd,
+                                 num_evals=8, target=TARGET) for sd in run_seeds]
+        ms = done[key]
+        hits = [m["time_to_target"] for m in ms]
+        out["arms"][arm] = {
+            "point": stored["point"],
+            "test_accuracy": float(np.mean([m["test_accuracy"] for m in ms])),
+            "val_accuracy": float(np.mean([m["val_accuracy"] for m in ms])),
+            "time_to_target": None if None in hits else float(np.mean(hits)),
+            "throughput": float(np.mean([m["throughput"] for m in ms])),
+            "run_test_accuracy": [m["test_accuracy"] for m in ms],
+            "other_draw_test_accuracy": stored["test_accuracy"],
+            **{k: stored[k] for k in ("simulations", "trials") if k in stored},
+        }
+    print(f"same draw {part} {tiers} T={budget:g} seed={seed}: "
+          + ", ".join(f"{a}={out['arms'][a]['test_accuracy']:.4f}" for a in ARMS),
+          file=sys.stderr, flush=True)
+    return out
+
+
+def same_draw_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``--same-draw STEM``: every cell-seed of ``STEM.records.jsonl`` rerun on its
+    selection draw (:func:`same_draw_cell`); writes ``STEM_samedraw.{json,md,png}`` (or
+    ``--stem``) and appends to its ``.records.jsonl`` as cell-seeds finish (``--resume``
+    keeps those)."""
+    source = RESULTS / f"{args.same_draw}.records.jsonl"
+    if not source.is_file():
+        parser.error(f"--same-draw: {source} does not exist")
+    if args.same_draw_runs < 1:
+        parser.error(f"--same-draw-runs must be >= 1, got {args.same_draw_runs}")
+    records = _read_records(source)
+    if args.partitions:
+        records = [r for r in records if r["partition"] in args.partitions.split(",")]
+    stem = args.stem or f"{args.same_draw}_samedraw"
+    partial = RESULTS / f"{stem}.records.jsonl"
+    out: list[dict[str, Any]] = []
+    if args.resume and partial.is_file():
+        out = [r for r in _read_records(partial) if len(r["run_seeds"]) == args.same_draw_runs]
+    done = {_cell_of(r) + (r["seed"],) for r in out}
+    jobs = [{"record": r, "runs": args.same_draw_runs} for r in records
+            if _cell_of(r) + (r["seed"],) not in done]
+    partial.write_text(_records_text(out))
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        for rec in pool.map(same_draw_cell, jobs):
+            out.append(rec)
+            with partial.open("a") as fh:
+                fh.write(_records_text([rec]))
+    payload = {
+        "command": "benchmarks/recommend.py " + " ".join(sys.argv[1:]),
+        "note": (f"Same draw: every arm's design of {args.same_draw} (chosen on the "
+                 "selection seed's data) rerun on that same data, "
+                 f"{args.same_draw_runs} fresh run seeds per cell-seed (test accuracy their "
+                 "mean); the run of record evaluates on another draw."),
+        "same_draw_of": args.same_draw, "runs": args.same_draw_runs,
+        "load_average_1min": os.getloadavg(), "wall_seconds": time.perf_counter() - start,
+        "resumed_cell_seeds": len(done), "earlier_wall_seconds": 0.0, "target": TARGET,
+        "rows": summarise(out), "records": out,
+    }
+    _write_run(stem, payload)
+    return 0
+
+
 def _se(x: np.ndarray) -> float:
     """Standard error of the mean of ``x`` (NaN for fewer than two values)."""
     return float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else math.nan
@@ -1132,8 +1239,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray-seeds", type=int, default=3, help="with --ray-from: seeds 0..K-1")
     parser.add_argument("--time-scale", type=float, default=4.0,
                         help="with --ray-from: wall seconds per config second")
+    parser.add_argument("--same-draw", default=None, metavar="STEM",
+                        help="rerun every arm's design of STEM.records.jsonl on the data it "
+                             "was chosen on (the selection seed's draw), fresh run seeds; "
+                             "writes results/STEM_samedraw.{json,md,png}")
+    parser.add_argument("--same-draw-runs", type=int, default=2, metavar="K",
+                        help="with --same-draw: run seeds per cell-seed (default 2)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    if args.same_draw:
+        return same_draw_main(args, parser)
     if args.ray_from:
         return ray_main(args, parser)
     if args.compare_recommend:

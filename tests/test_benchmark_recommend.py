@@ -283,3 +283,41 @@ def test_first_seed_needs_seeds_and_is_not_negative(argv: list[str], capsys) -> 
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--first-seed must be >= 0 and comes with --seeds K" in err
+
+
+def test_same_draw_reruns_each_design_on_the_data_it_was_chosen_on() -> None:
+    """Each arm's design runs on the selection seed's draw with fresh run seeds; its test
+    accuracy is their mean; identical designs share runs; a run seed that was a
+    selection seed is refused."""
+    from raysync.objectives import DesignPoint
+    from tuning.recommend import measure
+
+    asyncsgd = DesignPoint(rule="asyncsgd", concurrency=20, p=None, lr=0.1)
+    weighted = DesignPoint(rule="weighted", concurrency=20, p=tuple([0.05] * 20), beta=1.0,
+                           lr=0.1)
+    record = {"partition": "dirichlet0.5", "tiers": "1:5:25", "budget": 0.5, "seed": 3,
+              "max_train": 300, "model": "logreg",
+              "arms": {arm: {"point": (asyncsgd if arm in ("asyncsgd", "bias", "recommend")
+                                       else weighted).to_dict(),
+                             "test_accuracy": 0.5, "simulations": 90, "trials": 30}
+                       for arm in B.ARMS}}
+    out = B.same_draw_cell({"record": record, "runs": 2})
+    draw = 3 + B.SELECTION_OFFSET
+    assert out["draw_seed"] == draw
+    assert out["run_seeds"] == [draw + B.SAME_DRAW_OFFSET, draw + B.SAME_DRAW_OFFSET + 1]
+    arms = out["arms"]
+    for arm in B.ARMS:
+        runs = arms[arm]["run_test_accuracy"]
+        assert len(runs) == 2
+        assert arms[arm]["test_accuracy"] == pytest.approx(sum(runs) / 2)
+        assert arms[arm]["other_draw_test_accuracy"] == 0.5
+    assert arms["bias"]["run_test_accuracy"] == arms["asyncsgd"]["run_test_accuracy"]
+    assert arms["recommend"]["simulations"] == 90
+    # the same run, made directly on the selection seed's workload
+    cfg = B.base_config("dirichlet0.5", "1:5:25", draw, 300)
+    direct = measure(cfg, weighted, budget=0.5, workload=B.make_workload(cfg, "dirichlet0.5"),
+                     seed=out["run_seeds"][1], num_evals=8, target=B.TARGET)
+    assert arms["uniform"]["run_test_accuracy"][1] == direct["test_accuracy"]
+    record["arms"]["recommend"]["confirmation"] = {"seeds": [draw + B.SAME_DRAW_OFFSET]}
+    with pytest.raises(ValueError, match="were selection seeds"):
+        B.same_draw_cell({"record": record, "runs": 1})
