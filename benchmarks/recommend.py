@@ -54,6 +54,13 @@ margin reproduces every recorded choice.
 with ``--redraw-partition`` against one without, both of recommend alone) and writes
 ``B_vs_A.{json,md}``.
 
+``--same-draw STEM [--same-draw-runs 2]`` reruns every arm's chosen design of
+``STEM.records.jsonl`` on the data it was chosen on (the selection seed's draw: training
+subsample, partition, initial model) with fresh run seeds, and writes
+``STEM_samedraw.{json,md,png}``. The run of record evaluates each choice on another draw
+of the partition's kind (the evaluation seed's), i.e. how a choice transfers; a user runs
+the recommendation on the data it was made for, which is what this measures.
+
 The Ray part (issue 13, item 6): ``--ray-from STEM [--ray-seeds 3] [--time-scale 4]`` reruns
 every arm's evaluated design of ``results/STEM.json`` (its first seeds of every cell, same
 step, same evaluation seed) on the Ray runtime with emulated service times and writes
