@@ -121,7 +121,8 @@ def add_parser(subparsers: Any) -> None:
         "--redraw-confirmation", action="store_true",
         help=("each confirmation seed redraws the data, so a design overrules the bound's "
               "optimum only by winning across draws of the partition, the steps stay chosen "
-              "on the config's draw"),
+              "on the config's draw (for data that will differ from the config's draw; "
+              "the default judges on the config's own data)"),
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.set_defaults(func=_handle)
