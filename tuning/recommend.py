@@ -352,7 +352,9 @@ class Recommendation:
         arms: Rows of the table: ``recommended``, ``analytical`` and every baseline.
         constants: The pilot's estimate.
         analytical: The bound's optimiser output (``BiasOptimum.to_dict()``).
-        lr_choice: Step chosen per warm-start label, with the pilot's scores.
+        lr_choice: Step chosen per warm-start label, with the pilot's scores: per step
+            (``"%.6g"`` keys) the mean over the pilot seeds (``pilot_scores``) and each
+            seed's score in ``pilot_seeds`` order (``pilot_seed_scores``).
         trials: Trials the Optuna study ran (at most ``settings.trials``).
         simulations: Simulator runs spent in all: step pilot, study trials and reruns
             (runs shared by two arms counted once; the constants pilot is not a
@@ -871,12 +873,22 @@ def recommend(
     lr_choice: dict[str, Any] = {}
     for label, point in list(warm.items()):
         exact = label in ("analytical", UNBIASED_LABEL)
+        pilot_run = run if exact else projected_run
         lr, scores = choose_lr(config, point, lrs=lrs, budget=pilot_budget, workload=workload,
                                seeds=pilot_seeds, num_evals=settings.num_evals, target=target,
-                               run=run if exact else projected_run)
+                               run=pilot_run)
+        # Per seed too (the same runs, from the cache), so a step rule that weighs the
+        # pilot's spread can be judged on a recorded run without rerunning it.
+        per_seed = {
+            f"{step:.6g}": [_score(pilot_run(dataclasses.replace(point, lr=step), sd,
+                                             pilot_budget), pilot_budget, target)
+                            for sd in pilot_seeds]
+            for step in sorted(lrs)
+        }
         chosen = dataclasses.replace(point, lr=lr)
         warm[label] = chosen if exact else space.project(chosen)
         lr_choice[label] = {"lr": warm[label].lr, "pilot_scores": scores,
+                            "pilot_seed_scores": per_seed,
                             "pilot_seeds": list(pilot_seeds), "pilot_budget": pilot_budget,
                             "pilot_data": "redrawn" if settings.redraw_partition else "shared"}
         say(f"step for {label}: lr={lr:.3g} (validation, mean over {len(pilot_seeds)} pilot "

@@ -254,6 +254,11 @@ def test_each_arm_gets_its_own_step_and_a_lucky_trial_does_not_win(monkeypatch) 
     for arm in rec.arms[1:]:
         assert arm.point.lr == pytest.approx(best_step[arm.point.rule]), arm.label
         assert config.seed not in rec.lr_choice[arm.label]["pilot_seeds"]
+    for choice in rec.lr_choice.values():  # per seed: the pilot's own runs (counted above)
+        assert set(choice["pilot_seed_scores"]) == set(choice["pilot_scores"])
+        for step, per_seed in choice["pilot_seed_scores"].items():
+            assert len(per_seed) == len(choice["pilot_seeds"])
+            assert sum(per_seed) / len(per_seed) == pytest.approx(choice["pilot_scores"][step])
     # the weighted arm (uniform C=n) at its own step, mean over 3 seeds 0.8 + 0.15/3
     assert rec.point.rule == "weighted" and rec.point.lr == pytest.approx(grid[0])
     assert rec.arm("recommended").val_accuracy == pytest.approx(0.85)
