@@ -241,9 +241,10 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
     for arm, point in designs.items():
         if arm in reused:
             continue
-        lr, scores = choose_lr(sel_cfg, point, lrs=lrs, budget=budget, workload=sel_wl,
-                               seeds=(sel_seed,), num_evals=8, target=None)
-        chosen[arm] = {"point": dataclasses.replace(point, lr=lr), "lr_scores": scores}
+        step = choose_lr(sel_cfg, point, lrs=lrs, budget=budget, workload=sel_wl,
+                         seeds=(sel_seed,), num_evals=8, target=None)
+        chosen[arm] = {"point": dataclasses.replace(point, lr=step.lr),
+                       "lr_scores": step.scores}
     rec = recommend(sel_cfg, RecommendSettings(budget=budget, trials=job["trials"],
                                                max_concurrency=4 * n,
                                                lr_factors=tuple(lr / 0.03 for lr in lrs),
@@ -827,10 +828,7 @@ def count_distribution(probabilities: Any) -> np.ndarray:
 def _paired(records: list[dict[str, Any]], row: dict[str, Any],
             base: str) -> tuple[np.ndarray, np.ndarray]:
     """Recommend's and ``base``'s test accuracies in ``row``'s cell, paired by seed."""
-    recs = sorted((r for r in records
-                   if (r["partition"], r["tiers"], r["budget"])
-                   == (row["partition"], row["tiers"], row["budget"])),
-                  key=lambda r: r["seed"])
+    recs = sorted((r for r in records if _cell_of(r) == _cell_of(row)), key=lambda r: r["seed"])
     return (np.array([r["arms"]["recommend"]["test_accuracy"] for r in recs]),
             np.array([r["arms"][base]["test_accuracy"] for r in recs]))
 

@@ -593,11 +593,27 @@ def _better(a: float, b: float, target: float | None) -> bool:
 MeasureFn = Callable[[DesignPoint, int, float], dict[str, Any]]
 
 
+@dataclasses.dataclass(frozen=True)
+class StepChoice:
+    """A pilot's step choice (:func:`choose_lr`).
+
+    Attributes:
+        lr: The chosen step.
+        scores: Mean pilot score per step (validation accuracy, or time to the target).
+        seed_scores: Each pilot seed's score per step, in the pilot's seed order, so a rule
+            that weighs the pilot's spread can be judged on a recorded run.
+    """
+
+    lr: float
+    scores: dict[str, float]
+    seed_scores: dict[str, list[float]]
+
+
 def choose_lr(
     base: SystemConfig, point: DesignPoint, *, lrs: Sequence[float], budget: float,
     workload: Any, seeds: Sequence[int], num_evals: int, target: float | None,
     run: MeasureFn | None = None,
-) -> tuple[float, dict[str, float]]:
+) -> StepChoice:
     """The step with the best pilot score (validation only), averaged over seeds.
 
     Args:
@@ -614,7 +630,8 @@ def choose_lr(
             :func:`measure` (e.g. to cache and count runs).
 
     Returns:
-        ``(lr, {lr: mean score})``; ties go to the smaller step.
+        The chosen step (ties go to the smaller step), the mean score per step and each
+        seed's score per step (``seeds`` order); steps keyed as ``f"{lr:.6g}"``.
 
     Raises:
         ValueError: ``lrs`` or ``seeds`` is empty.
@@ -628,15 +645,17 @@ def choose_lr(
 
     go = run or default_run
     scores: dict[str, float] = {}
+    seed_scores: dict[str, list[float]] = {}
     best_lr, best = None, None
     for lr in sorted(lrs):
         pt = dataclasses.replace(point, lr=lr)
-        s = float(np.mean([_score(go(pt, sd, budget), budget, target) for sd in seeds]))
-        scores[f"{lr:.6g}"] = s
+        per_seed = [float(_score(go(pt, sd, budget), budget, target)) for sd in seeds]
+        s = float(np.mean(per_seed))
+        scores[f"{lr:.6g}"], seed_scores[f"{lr:.6g}"] = s, per_seed
         if best is None or _better(s, best, target):
             best_lr, best = lr, s
     assert best_lr is not None
-    return float(best_lr), scores
+    return StepChoice(lr=float(best_lr), scores=scores, seed_scores=seed_scores)
 
 
 # --------------------------------------------------------------------------- the study
@@ -874,21 +893,14 @@ def recommend(
     for label, point in list(warm.items()):
         exact = label in ("analytical", UNBIASED_LABEL)
         pilot_run = run if exact else projected_run
-        lr, scores = choose_lr(config, point, lrs=lrs, budget=pilot_budget, workload=workload,
-                               seeds=pilot_seeds, num_evals=settings.num_evals, target=target,
-                               run=pilot_run)
-        # Per seed too (the same runs, from the cache), so a step rule that weighs the
-        # pilot's spread can be judged on a recorded run without rerunning it.
-        per_seed = {
-            f"{step:.6g}": [_score(pilot_run(dataclasses.replace(point, lr=step), sd,
-                                             pilot_budget), pilot_budget, target)
-                            for sd in pilot_seeds]
-            for step in sorted(lrs)
-        }
+        step = choose_lr(config, point, lrs=lrs, budget=pilot_budget, workload=workload,
+                         seeds=pilot_seeds, num_evals=settings.num_evals, target=target,
+                         run=pilot_run)
+        lr = step.lr
         chosen = dataclasses.replace(point, lr=lr)
         warm[label] = chosen if exact else space.project(chosen)
-        lr_choice[label] = {"lr": warm[label].lr, "pilot_scores": scores,
-                            "pilot_seed_scores": per_seed,
+        lr_choice[label] = {"lr": warm[label].lr, "pilot_scores": step.scores,
+                            "pilot_seed_scores": step.seed_scores,
                             "pilot_seeds": list(pilot_seeds), "pilot_budget": pilot_budget,
                             "pilot_data": "redrawn" if settings.redraw_partition else "shared"}
         say(f"step for {label}: lr={lr:.3g} (validation, mean over {len(pilot_seeds)} pilot "

@@ -179,8 +179,11 @@ def test_choose_lr_averages_over_seeds_not_one_lucky_seed() -> None:
                     num_evals=1, target=None, run=run)
     two = choose_lr(base, point, lrs=[0.1, 0.03], budget=5.0, workload=None, seeds=[1, 2],
                     num_evals=1, target=None, run=run)
-    assert one[0] == 0.03 and two[0] == 0.1
-    assert two[1] == pytest.approx({"0.03": 0.8, "0.1": 0.85})
+    assert one.lr == 0.03 and two.lr == 0.1
+    assert two.scores == pytest.approx({"0.03": 0.8, "0.1": 0.85})
+    # each seed's own score, in the order the seeds were given
+    assert two.seed_scores == {"0.03": [0.8, 0.8], "0.1": [0.7, 1.0]}
+    assert one.seed_scores == {"0.03": [0.8], "0.1": [0.7]}
     assert len(calls) == 2 + 4
     with pytest.raises(ValueError, match="seeds"):
         choose_lr(base, point, lrs=[0.1], budget=5.0, workload=None, seeds=[], num_evals=1,
