@@ -79,7 +79,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -1356,11 +1356,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--resume: {len(records)} cell-seeds kept from {partial.name}, "
               f"{len(jobs)} to run", file=sys.stderr, flush=True)
     partial.write_text(_records_text(records))
+    failed: list[tuple[dict[str, Any], BaseException]] = []
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        for record in pool.map(run_cell, jobs):
+        # In finishing order, so one failing cell-seed loses none of the others' work.
+        futures = {pool.submit(run_cell, j): j for j in jobs}
+        for fut in as_completed(futures):
+            try:
+                record = fut.result()
+            except Exception as exc:  # noqa: BLE001 - reported below, after the rest
+                failed.append((futures[fut], exc))
+                continue
             records.append(record)
             with partial.open("a") as fh:
                 fh.write(_records_text([record]))
+    if failed:
+        job, exc = failed[0]
+        raise RuntimeError(
+            f"{len(failed)} of {len(jobs)} cell-seeds failed (the others are kept in "
+            f"{partial.name}; --resume runs only the missing ones); first: "
+            f"{job['partition']} {job['tiers']} T={job['budget']:g} seed {job['seed']}: {exc}"
+        ) from exc
     grid = {"partitions": parts, "tiers": tiers, "budgets": budgets, "seeds": seeds,
             "trials": trials, "max_train": max_train, "lrs": lrs, "model": args.model,
             **optional}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raysync.exceptions import ConfigError, DataError
+from raysync.exceptions import ConfigError, DataError, DivergenceError
 from raysync.models import GradientComputer
 from raysync.strategies._base import ClientWork
 
@@ -76,16 +76,17 @@ def run_client_work(
 
     Raises:
         ConfigError: Unknown work kind, or bad step count / learning rate.
-        DataError: The client holds no data, or ``x`` and ``y`` do not match, or training
-            went non-finite: the parameters the task carried, the loss or the payload
-            hold a NaN or an infinity (one ``isfinite`` pass over each flat vector per
-            task; a diverging run stops here instead of reporting NaN metrics).
+        DataError: The client holds no data, or ``x`` and ``y`` do not match.
+        DivergenceError: Training went non-finite (a :class:`DataError`): the parameters
+            the task carried, the loss or the payload hold a NaN or an infinity (one
+            ``isfinite`` pass over each flat vector per task; a diverging run stops here
+            instead of reporting NaN metrics).
     """
     num_rows = len(y)
     if num_rows == 0:
         raise DataError("client has no training samples (empty partition)")
     if not np.isfinite(params).all():
-        raise DataError(
+        raise DivergenceError(
             f"the parameters the task carried are not finite "
             f"({_count_bad(params)} of {np.size(params)} entries): an earlier update "
             "diverged; lower the learning rate or check the loss"
@@ -94,14 +95,14 @@ def run_client_work(
     # Zero local steps train nothing and report a NaN loss by design.
     trained = work.kind == "gradient" or work.local_steps > 0
     if trained and not np.isfinite(output.loss):
-        raise DataError(
+        raise DivergenceError(
             f"the training loss {computer.loss_name!r} is {output.loss} on "
             f"{output.num_samples} samples: training diverged or the loss is not finite "
             "for this batch; lower the learning rate or check the loss and the data"
         )
     if not np.isfinite(output.payload).all():
         what = "gradient" if work.kind == "gradient" else f"{work.kind} after the local steps"
-        raise DataError(
+        raise DivergenceError(
             f"the {what} is not finite ({_count_bad(output.payload)} of "
             f"{output.payload.size} entries) although the loss is {output.loss}: training "
             "diverged; lower the learning rate"

@@ -11,6 +11,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DivergenceError",
     "RaySyncError",
     "ResourceUnavailableError",
     "RuntimeFailure",
@@ -27,6 +28,15 @@ class ConfigError(RaySyncError, ValueError):
 
 class DataError(RaySyncError, ValueError):
     """A dataset could not be found or read, or has the wrong shape."""
+
+
+class DivergenceError(DataError):
+    """Training diverged: a loss, a gradient or the model's parameters became NaN or infinite.
+
+    A :class:`DataError` (the same one line, the same exit code); its own class so that a
+    search over designs (``raysync recommend``) can score a diverging candidate as failed
+    instead of stopping on it.
+    """
 
 
 class ResourceUnavailableError(RaySyncError):

@@ -61,7 +61,7 @@ import numpy as np
 
 from raysync._validation import import_object
 from raysync.config import SystemConfig
-from raysync.exceptions import ConfigError, DataError, RaySyncError
+from raysync.exceptions import ConfigError, DataError, DivergenceError, RaySyncError
 
 if TYPE_CHECKING:
     import torch
@@ -292,11 +292,11 @@ def check_finite_params(params: np.ndarray) -> None:
     even in its very last update, ends with the same one line on either backend.
 
     Raises:
-        DataError: Some entry of ``params`` is not finite (the count is named).
+        DivergenceError: Some entry of ``params`` is not finite (the count is named).
     """
     finite = np.isfinite(params)
     if not finite.all():
-        raise DataError(
+        raise DivergenceError(
             f"the model's parameters are not finite ({int((~finite).sum())} of "
             f"{np.size(params)} entries): training diverged; lower the learning rate"
         )
@@ -306,10 +306,10 @@ def check_finite_loss(loss: float, *, split: str, loss_name: str) -> None:
     """Refuse an evaluation whose mean loss on ``split`` is NaN or infinite.
 
     Raises:
-        DataError: ``loss`` is not finite (names the split and the loss).
+        DivergenceError: ``loss`` is not finite (names the split and the loss).
     """
     if not math.isfinite(loss):
-        raise DataError(
+        raise DivergenceError(
             f"the {split} loss {loss_name!r} is {loss}: training diverged or the "
             "loss is not finite on this split; lower the learning rate or check the loss"
         )

@@ -505,12 +505,21 @@ def measure(
 
     Returns:
         ``val_accuracy``, ``test_accuracy`` (at ``T``; NaN counts as 0), ``throughput``,
-        ``staleness``, ``time_to_target`` (None if not reached), and the curves.
+        ``staleness``, ``time_to_target`` (None if not reached), and the curves. A run
+        that diverges (:class:`~raysync.exceptions.DivergenceError`, e.g. a grid step too
+        large for the model) is a failed design, not an error: accuracies 0, no curves,
+        throughput and staleness NaN (not measured), and ``diverged`` gives the reason.
     """
+    from raysync.exceptions import DivergenceError
     from raysync.simulation import simulate
 
     config = measurement_config(base, point, budget, num_evals, seed)
-    res = simulate(config, workload=workload)
+    try:
+        res = simulate(config, workload=workload)
+    except DivergenceError as exc:
+        return {"val_accuracy": 0.0, "test_accuracy": 0.0, "throughput": math.nan,
+                "staleness": math.nan, "time_to_target": None, "times": [], "val_curve": [],
+                "test_curve": [], "num_updates": 0, "energy_J": None, "diverged": str(exc)}
     energy = _measured_joules(config, res)
     val = [float(v) if math.isfinite(v) else 0.0 for v in res.val_accuracy]
     test = [float(v) if math.isfinite(v) else 0.0 for v in res.test_accuracy]
@@ -969,7 +978,8 @@ def recommend(
             "score": penalised(point, float(np.mean([_score(m, budget, target) for m in ms]))),
             "val_accuracy": float(np.mean([m["val_accuracy"] for m in ms])),
             "test_accuracy": float(np.mean([m["test_accuracy"] for m in ms])),
-            "throughput": float(np.mean([m["throughput"] for m in ms])),
+            "throughput": float(np.nanmean([m["throughput"] for m in ms]))
+            if any(math.isfinite(m["throughput"]) for m in ms) else math.nan,
             "staleness": float(np.nanmean([m["staleness"] for m in ms]))
             if any(math.isfinite(m["staleness"]) for m in ms) else math.nan,
             "time_to_target": None if any(h is None for h in hits) else float(np.mean(hits)),

@@ -190,6 +190,30 @@ def test_choose_lr_averages_over_seeds_not_one_lucky_seed() -> None:
                   target=None, run=run)
 
 
+def test_a_diverging_design_is_a_failed_measurement_not_an_error() -> None:
+    # A grid step that diverges (lr = 1e39 overflows the float32 model in its first update,
+    # as lr = 10 x 0.03 once did for the CNN on one pilot seed) used to stop recommend.
+    from raysync.exceptions import DivergenceError
+    from raysync.simulation import simulate
+    from tuning.recommend import _load_workload, choose_lr, measure
+
+    base = load_config(TINY)
+    workload = _load_workload(base)
+    point = DesignPoint.from_config(base)
+    huge = dataclasses.replace(point, lr=1e39)
+    with pytest.raises(DivergenceError, match="training diverged"):
+        simulate(huge.to_config(base), workload=workload)
+    m = measure(base, huge, budget=20.0, workload=workload, seed=1, num_evals=2)
+    assert m["val_accuracy"] == m["test_accuracy"] == 0.0 and m["time_to_target"] is None
+    assert math.isnan(m["throughput"]) and math.isnan(m["staleness"])
+    assert "training diverged" in m["diverged"] and m["val_curve"] == []
+    fine = measure(base, point, budget=20.0, workload=workload, seed=1, num_evals=2)
+    assert "diverged" not in fine and fine["val_accuracy"] > 0.3  # digits: 10 classes
+    step = choose_lr(base, point, lrs=[point.lr, 1e39], budget=20.0, workload=workload,
+                     seeds=[1, 2], num_evals=2, target=None)
+    assert step.lr == point.lr and step.seed_scores[f"{1e39:.6g}"] == [0.0, 0.0]
+
+
 def test_measurement_config_is_the_run_measure_simulates() -> None:
     from raysync.simulation import simulate
     from raysync.workload import build_workload
