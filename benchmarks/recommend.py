@@ -640,6 +640,7 @@ def same_draw_main(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if args.resume and partial.is_file():
         out = [r for r in _read_records(partial) if len(r["run_seeds"]) == args.same_draw_runs]
     done = {_cell_of(r) + (r["seed"],) for r in out}
+    earlier = _earlier_wall_seconds(RESULTS / f"{stem}.json") if out else 0.0
     jobs = [{"record": r, "runs": args.same_draw_runs} for r in records
             if _cell_of(r) + (r["seed"],) not in done]
     partial.write_text(_records_text(out))
@@ -657,7 +658,7 @@ def same_draw_main(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
                  "mean); the run of record evaluates on another draw."),
         "same_draw_of": args.same_draw, "runs": args.same_draw_runs,
         "load_average_1min": os.getloadavg(), "wall_seconds": time.perf_counter() - start,
-        "resumed_cell_seeds": len(done), "earlier_wall_seconds": 0.0, "target": TARGET,
+        "resumed_cell_seeds": len(done), "earlier_wall_seconds": earlier, "target": TARGET,
         "rows": summarise(out), "records": out,
     }
     _write_run(stem, payload)
@@ -1013,6 +1014,17 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     fig.savefig(path)
 
 
+def _earlier_wall_seconds(previous: Path) -> float:
+    """Wall seconds a resumed run's kept cell-seeds cost: the previous run's own time plus
+    what it had itself carried over (0 when there is no previous ``STEM.json``), so a run
+    resumed twice still reports its whole cost."""
+    if not previous.is_file():
+        return 0.0
+    payload = json.loads(previous.read_text())
+    return float(payload.get("wall_seconds", 0.0)) + float(
+        payload.get("earlier_wall_seconds", 0.0))
+
+
 def _resumed(payload: dict[str, Any]) -> str:
     kept = payload.get("resumed_cell_seeds", 0)
     if not kept:
@@ -1350,9 +1362,8 @@ def main(argv: list[str] | None = None) -> int:
         done = {_job_key(r) for r in records}
         jobs = [j for j in jobs if _job_key(j) not in done]
         kept = len(records)
-        previous = RESULTS / f"{stem}.json"
-        if kept and previous.is_file():
-            earlier = float(json.loads(previous.read_text()).get("wall_seconds", 0.0))
+        if kept:
+            earlier = _earlier_wall_seconds(RESULTS / f"{stem}.json")
         print(f"--resume: {len(records)} cell-seeds kept from {partial.name}, "
               f"{len(jobs)} to run", file=sys.stderr, flush=True)
     partial.write_text(_records_text(records))
@@ -1370,12 +1381,12 @@ def main(argv: list[str] | None = None) -> int:
             with partial.open("a") as fh:
                 fh.write(_records_text([record]))
     if failed:
-        job, exc = failed[0]
+        job, first = failed[0]
         raise RuntimeError(
             f"{len(failed)} of {len(jobs)} cell-seeds failed (the others are kept in "
             f"{partial.name}; --resume runs only the missing ones); first: "
-            f"{job['partition']} {job['tiers']} T={job['budget']:g} seed {job['seed']}: {exc}"
-        ) from exc
+            f"{job['partition']} {job['tiers']} T={job['budget']:g} seed {job['seed']}: {first}"
+        ) from first
     grid = {"partitions": parts, "tiers": tiers, "budgets": budgets, "seeds": seeds,
             "trials": trials, "max_train": max_train, "lrs": lrs, "model": args.model,
             **optional}

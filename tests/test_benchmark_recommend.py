@@ -321,3 +321,16 @@ def test_same_draw_reruns_each_design_on_the_data_it_was_chosen_on() -> None:
     record["arms"]["recommend"]["confirmation"] = {"seeds": [draw + B.SAME_DRAW_OFFSET]}
     with pytest.raises(ValueError, match="were selection seeds"):
         B.same_draw_cell({"record": record, "runs": 1})
+
+
+def test_a_resumed_run_reports_the_time_of_every_earlier_run(tmp_path: Path) -> None:
+    previous = tmp_path / "stem.json"
+    assert B._earlier_wall_seconds(previous) == 0.0
+    # a run that had itself resumed one of 600 s, and ran 300 s: 900 s before this one
+    previous.write_text(json.dumps({"wall_seconds": 300.0, "earlier_wall_seconds": 600.0}))
+    assert B._earlier_wall_seconds(previous) == 900.0
+    previous.write_text(json.dumps({"wall_seconds": 120.0}))  # written before the field existed
+    assert B._earlier_wall_seconds(previous) == 120.0
+    text = B._resumed({"resumed_cell_seeds": 3, "earlier_wall_seconds": 900.0})
+    assert text == (" for the new cell-seeds, plus 15 min of the earlier run whose 3 "
+                    "cell-seeds were kept")
