@@ -6,9 +6,12 @@
    the config's data and model.
 3. **Optimise** ``(C, p)`` for the wall-clock bound (3b): the analytical optimiser of
    :mod:`raysync.objectives`, then a short Optuna study warm-started from it (embedded
-   journal storage under ``OUT/tune``, no server).
+   journal storage under ``OUT/tune``, no server). Then ``raysync recommend``
+   (:func:`tuning.recommend.recommend`: the bias-aware bound over rule, ``p``, ``C`` and
+   step, refined by ``--recommend-trials`` simulated trials, default 12) chooses the
+   optimised run's whole design; with ``--recommend-trials 0`` the (3b) optimum runs.
 4. **Run** the Ray runtime (a local instance) for the same wall-clock budget with the
-   optimised ``(C, p)``, with the default (the config's routing and ``C``; uniform with
+   optimised design, with the default (the config's routing and ``C``; uniform with
    ``C = n`` in the packaged config) and with plain AsyncSGD, each writing TensorBoard
    events under ``OUT/tensorboard``.
 5. **Report** every run's accuracy and the gain of the optimised choice over the default,
