@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from recommend import (  # noqa: E402 - the benchmark's own grid, data and records
     RESULTS,
+    TARGET,
     _cell_of,
     _read_records,
     _records_text,
@@ -150,9 +151,11 @@ def score(records: list[dict[str, Any]]) -> dict[str, Any]:
     rows = []
     for r in records:
         mean = {k: float(np.mean(v)) for k, v in r["eval_runs"].items()}
+        # argmax needs only the mean scores, which every record kept; the others need each
+        # seed's, which runs before pilot_seed_scores did not keep.
         picks = {"argmax": pick("argmax", {k: [v] for k, v in r["pilot_scores"].items()})}
         if r.get("pilot_seed_scores"):
-            for rule in RULES:
+            for rule in RULES[1:]:
                 picks[rule] = pick(rule, r["pilot_seed_scores"])
         picks["oracle"] = max(_steps(mean), key=lambda k: mean[k])
         # The benchmark's own run of the AsyncSGD arm's step: the sweep must reproduce it.
@@ -240,8 +243,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--runs must be >= 1, got {args.runs}")
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
-    from recommend import TARGET
-
     jobs = []
     for stem in args.sources.split(","):
         source = RESULTS / f"{stem}.records.jsonl"

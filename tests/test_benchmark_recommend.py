@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import math
@@ -13,19 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from ._benchmarks import load_benchmark
 
-
-def _bench() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_recommend",
-                                                  ROOT / "benchmarks" / "recommend.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-B = _bench()
+B = load_benchmark("recommend", "bench_recommend")
 
 
 def _records(accuracies: dict[str, list[float]], partition: str = "iid",

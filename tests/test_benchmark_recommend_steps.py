@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from ._benchmarks import load_benchmark
 
-
-def _load() -> Any:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_recommend_steps",
-                                                  ROOT / "benchmarks" / "recommend_steps.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-S = _load()
+S = load_benchmark("recommend_steps", "bench_recommend_steps")
 
 # A CNN-like pilot (after recommend_cnn_t2_d01_confirm seed 1): 0.1 best, 0.3 collapsed.
 EDGE = {"0.003": [0.09, 0.09], "0.01": [0.62, 0.69], "0.03": [0.85, 0.82],
