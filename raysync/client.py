@@ -91,7 +91,11 @@ def run_client_work(
             f"({_count_bad(params)} of {np.size(params)} entries): an earlier update "
             "diverged; lower the learning rate or check the loss"
         )
-    output = _work(computer, work, params, x, y, rng, num_rows)
+    # An overflow on the way to a non-finite loss or payload is reported below as one
+    # DivergenceError; numpy's warnings would only print ahead of it (one context per task,
+    # not per step, since a step of the closed-form path costs microseconds).
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        output = _work(computer, work, params, x, y, rng, num_rows)
     # Zero local steps train nothing and report a NaN loss by design.
     trained = work.kind == "gradient" or work.local_steps > 0
     if trained and not np.isfinite(output.loss):

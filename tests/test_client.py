@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from raysync.client import ClientOutput, run_client_work
-from raysync.exceptions import ConfigError, DataError
+from raysync.exceptions import ConfigError, DataError, DivergenceError
 from raysync.models import GradientComputer, build_model
 from raysync.strategies import ClientWork
 
@@ -155,3 +156,23 @@ def test_output_is_frozen() -> None:
     out = ClientOutput(payload=np.zeros(2, dtype=np.float32), loss=1.0, num_samples=3)
     with pytest.raises(dataclasses.FrozenInstanceError):
         out.loss = 2.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("kind", ["gradient", "params", "delta"])
+def test_overflow_is_one_divergence_error_without_numpy_warnings(
+    kind: str, computer: GradientComputer, params: np.ndarray, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    # Finite weights near float32's limit (3.4e38): the logits x W^T overflow to inf and
+    # their shifted softmax to NaN, as after a step of 1e39 (the old output: three numpy
+    # RuntimeWarnings printed ahead of the error line).
+    x, y = digits
+    huge = np.full_like(params, 3e38)
+    huge[: huge.size // 2] = -3e38
+    assert np.isfinite(huge).all()
+    work = ClientWork(kind=kind, batch_size=16, local_steps=2, local_lr=0.1)  # type: ignore[arg-type]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        with pytest.raises(DivergenceError, match="not finite|is nan|is inf"):
+            run_client_work(computer, work, huge, x, y, np.random.default_rng(0))
+    # the caller's numpy error state is what it was
+    assert np.geterr()["over"] == "warn" and np.geterr()["invalid"] == "warn"

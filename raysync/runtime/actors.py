@@ -968,7 +968,10 @@ class ServerActor:
                 loss=float(reply.loss),
                 num_samples=int(reply.num_samples),
             )
-            new_params = strategy.apply(self._params, result)
+            # As in the simulator: an overflowing update is reported by the next task's
+            # DivergenceError, without numpy's warnings ahead of it.
+            with np.errstate(over="ignore", invalid="ignore"):
+                new_params = strategy.apply(self._params, result)
             advanced = new_params is not None
             if new_params is not None:
                 params = np.asarray(new_params, dtype=np.float32)

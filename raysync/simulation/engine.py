@@ -315,10 +315,17 @@ def simulate(
             sinks=sinks,
             time_unit=unit,
         )
-        if network is None:
-            final_row, curve, extra = loop.run()
-        else:
-            final_row, curve, extra = run_network(**common, network=network, trainer=loop)
+        # An update that overflows float32 makes the model non-finite, which the next task
+        # or evaluation reports as one DivergenceError; numpy's overflow warnings from the
+        # strategy's cast would only print ahead of it. One context for the whole run, not
+        # one per update.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if network is None:
+                final_row, curve, extra = loop.run()
+            else:
+                final_row, curve, extra = run_network(
+                    **common, network=network, trainer=loop
+                )
         eval_seconds = extra["eval_seconds"]
     elif network is not None:
         final_row, curve, extra = run_network(**common, network=network, buffer_size=buffer)

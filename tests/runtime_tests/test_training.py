@@ -160,6 +160,8 @@ def test_client_failure_is_a_domain_error_and_nothing_leaks(ray_session) -> None
     assert alive_actor_ids() - before == set()
 
 
+# the divergence is one DivergenceError, without numpy's overflow warnings ahead of it
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_a_run_diverging_in_its_last_update_is_refused_as_in_the_simulator(
     ray_session,  # noqa: ANN001
 ) -> None:

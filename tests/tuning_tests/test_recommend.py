@@ -190,8 +190,9 @@ def test_choose_lr_averages_over_seeds_not_one_lucky_seed() -> None:
                   target=None, run=run)
 
 
-# numpy's overflow warnings are the divergence this test provokes on purpose
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+# A RuntimeWarning fails the test: the divergence is one DivergenceError, not numpy's
+# overflow warnings ahead of it.
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_a_diverging_design_is_a_failed_measurement_not_an_error() -> None:
     # A grid step that diverges (lr = 1e39 overflows the float32 model in its first update,
     # as lr = 10 x 0.03 once did for the CNN on one pilot seed) used to stop recommend.
