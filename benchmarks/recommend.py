@@ -64,7 +64,7 @@ the recommendation on the data it was made for, which is what this measures.
 The Ray part (issue 13, item 6): ``--ray-from STEM [--ray-seeds 3] [--time-scale 4]`` reruns
 every arm's evaluated design of ``results/STEM.json`` (its first seeds of every cell, same
 step, same evaluation seed) on the Ray runtime with emulated service times and writes
-``STEM_ray.{json,md}``: Ray and simulator accuracy per arm and their paired difference.
+``STEM_ray.{json,md,png}``: Ray and simulator accuracy per arm and their paired difference.
 """
 
 from __future__ import annotations
@@ -500,8 +500,7 @@ def ray_markdown(payload: dict[str, Any]) -> str:
     for row in payload["rows"]:
         for arm in ARMS:
             a = row["arms"][arm]
-            ref = math.hypot(a["ray_se"], a["sim_se"])
-            units = a["diff_mean"] / ref if ref > 0 else math.nan
+            units = ray_agreement(a)
             lines.append(
                 f"| {row['partition']}, {row['tiers']}, T={row['budget']:g} | {arm} | "
                 f"{100 * a['ray_mean']:.2f} ± {100 * a['ray_se']:.2f} | "
@@ -511,9 +510,47 @@ def ray_markdown(payload: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ray_agreement(arm: dict[str, float]) -> float:
+    """Ray minus simulator mean accuracy over the standard error of that difference,
+    ``sqrt(SE_Ray^2 + SE_sim^2)`` (the acceptance asks ``|value| <= 2``); 0 when both
+    engines gave the same accuracy on every seed, NaN when only their SEs are 0."""
+    ref = math.hypot(arm["ray_se"], arm["sim_se"])
+    if ref > 0:
+        return arm["diff_mean"] / ref
+    return 0.0 if arm["diff_mean"] == 0 else math.nan
+
+
+def ray_plot(payload: dict[str, Any], path: Path) -> None:
+    """Every arm-cell's Ray-minus-simulator difference in standard errors, with the
+    acceptance's band of +-2."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    labels, values = [], []
+    for row in payload["rows"]:
+        for arm in ARMS:
+            labels.append(f"{row['partition']} {row['tiers']} T={row['budget']:g} {arm}")
+            values.append(ray_agreement(row["arms"][arm]))
+    fig = Figure(figsize=(7, 0.16 * len(labels) + 1.4), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ys = np.arange(len(labels))
+    ax.scatter(values, ys, marker="o", s=12)
+    for edge in (-2.0, 2.0):
+        ax.axvline(edge, color="grey", linestyle="--", linewidth=1)
+    ax.axvline(0.0, color="black", linewidth=0.5)
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels, fontsize=5)
+    ax.invert_yaxis()
+    ax.set_xlim(min(-2.5, *values), max(2.5, *values))
+    ax.set_xlabel("Ray - simulator test accuracy, in standard errors (pass: within +-2)")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def ray_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``--ray-from STEM``: rerun the first ``--ray-seeds`` seeds of every cell of a
-    simulator run on Ray; writes ``STEM_ray.{json,md}``."""
+    simulator run on Ray; writes ``STEM_ray.{json,md,png}``."""
     import ray
 
     source = RESULTS / f"{args.ray_from}.json"
@@ -553,6 +590,7 @@ def ray_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=float))
     text = ray_markdown(payload)
     (RESULTS / f"{stem}.md").write_text(text)
+    ray_plot(payload, RESULTS / f"{stem}.png")
     print(text)
     return 0
 

@@ -323,3 +323,38 @@ def test_a_resumed_run_reports_the_time_of_every_earlier_run(tmp_path: Path) -> 
     text = B._resumed({"resumed_cell_seeds": 3, "earlier_wall_seconds": 900.0})
     assert text == (" for the new cell-seeds, plus 15 min of the earlier run whose 3 "
                     "cell-seeds were kept")
+
+
+def test_ray_summary_pairs_seeds_and_the_plot_is_written(tmp_path: Path) -> None:
+    # Two seeds of one cell; Ray and simulator accuracies per arm, throughputs per engine.
+    ray = {"asyncsgd": [0.90, 0.80], "recommend": [0.85, 0.87]}
+    sim = {"asyncsgd": [0.88, 0.81], "recommend": [0.85, 0.87]}
+    records = []
+    for s in range(2):
+        arms = {arm: {"test_accuracy": ray.get(arm, [0.5, 0.6])[s],
+                      "sim_test_accuracy": sim.get(arm, [0.5, 0.6])[s],
+                      "throughput": 10.0 + s, "sim_throughput": 12.0} for arm in B.ARMS}
+        records.append({"partition": "iid", "tiers": "1:10:100", "budget": 20.0, "seed": s,
+                        "model": "logreg", "arms": arms})
+    (row,) = B.summarise_ray(records)
+    a = row["arms"]["asyncsgd"]
+    # By hand: Ray mean 0.85, SE = |0.90 - 0.80| / 2 = 0.05; simulator 0.845, SE 0.035;
+    # paired differences +0.02 and -0.01: mean 0.005, SE 0.015.
+    assert a["ray_mean"] == pytest.approx(0.85) and a["ray_se"] == pytest.approx(0.05)
+    assert a["sim_mean"] == pytest.approx(0.845) and a["sim_se"] == pytest.approx(0.035)
+    assert a["diff_mean"] == pytest.approx(0.005) and a["diff_se"] == pytest.approx(0.015)
+    assert a["ray_throughput"] == pytest.approx(10.5) and a["sim_throughput"] == 12.0
+    assert B.ray_agreement(a) == pytest.approx(0.005 / math.hypot(0.05, 0.035))
+    assert B.ray_agreement(row["arms"]["recommend"]) == 0.0  # same accuracy on every seed
+    # identical constant accuracies: agreement 0, not a division by a zero SE
+    same = {"ray_se": 0.0, "sim_se": 0.0, "diff_mean": 0.0}
+    assert B.ray_agreement(same) == 0.0
+    assert math.isnan(B.ray_agreement({"ray_se": 0.0, "sim_se": 0.0, "diff_mean": 0.01}))
+    payload = {"command": "x", "time_scale": 4.0, "wall_seconds": 60.0, "load_min": 0.1,
+               "load_max": 0.5, "rows": [row], "records": records}
+    text = B.ray_markdown(payload)
+    assert ("| iid, 1:10:100, T=20 | asyncsgd | 85.00 ± 5.00 | 84.50 ± 3.50 | "
+            "+0.50 ± 1.50 | +0.1 |") in text
+    path = tmp_path / "ray.png"
+    B.ray_plot(payload, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
