@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import platform
@@ -164,7 +165,9 @@ def raysync_updates_per_second(
     # A private local Ray instance: address="local" never joins a cluster that someone else
     # started on this machine with `ray start` (ray.init() alone would, and then rejects
     # num_cpus). raysync.run reuses the initialised session; we shut it down.
-    ray.init(address="local", num_cpus=CORES, include_dashboard=False, logging_level="WARNING")
+    ray.init(
+        address="local", num_cpus=CORES, include_dashboard=False, logging_level=logging.WARNING
+    )
     try:
         result = raysync.run(config, workload=workload, startup_timeout=startup_timeout)
     finally:
@@ -697,9 +700,9 @@ def main(argv: list[str] | None = None) -> int:
                 "flower_bigk_updates_per_s": bu,
                 "flower_bigk_clients_per_round": b.get("clients_per_round") if b else None,
                 "ratio_vs_bigk": gu / bu if gu and bu else None,
-                "flower_round_ms": f["round_s_mean"] * 1e3 if fu else None,
-                "flower_startup_s": f["startup_s"] if fu else None,
-                "raysync_startup_s": g["startup_and_shutdown_s"] if gu else None,
+                "flower_round_ms": f["round_s_mean"] * 1e3 if fu and f is not None else None,
+                "flower_startup_s": f["startup_s"] if fu and f is not None else None,
+                "raysync_startup_s": g["startup_and_shutdown_s"] if gu and g is not None else None,
             }
         )
         for side, d in (

@@ -275,7 +275,7 @@ def comparison(quick: bool) -> dict[str, Any]:
                 f"test acc {out['final_test_accuracy']:.4f}, {out['power_W']:.4g} W",
                 flush=True,
             )
-    summary = {}
+    summary: dict[str, dict[str, Any]] = {}
     for arm in ARMS:
         rows = runs[arm]
         summary[arm] = {

@@ -17,6 +17,7 @@ Run: ``.venv/bin/python benchmarks/bench_optimize.py``; writes
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -68,15 +69,15 @@ def main(argv: list[str] | None = None) -> int:
                              time_budget=100.0)
         uniform = np.full(n, 1.0 / n)
         repeats = args.repeats if n < 1000 else 1
-        t_grad, _ = _best_of(lambda obj=obj, u=uniform, n=n: obj.value_and_grad(u, n),
+        t_grad, _ = _best_of(functools.partial(obj.value_and_grad, uniform, n),
                              max(3, repeats))
         t_routing, routing = _best_of(
-            lambda obj=obj, n=n: optimize_routing(obj, concurrency=n), repeats)
+            functools.partial(optimize_routing, obj, concurrency=n), repeats)
         t_scan, scan = _best_of(
-            lambda obj=obj, u=uniform, n=n: optimize_concurrency(obj, p=u, max_concurrency=2 * n),
+            functools.partial(optimize_concurrency, obj, p=uniform, max_concurrency=2 * n),
             max(3, repeats))
         t_joint, joint = _best_of(
-            lambda obj=obj, n=n: optimize_joint(obj, max_concurrency=2 * n), repeats)
+            functools.partial(optimize_joint, obj, max_concurrency=2 * n), repeats)
         row = {
             "n": n,
             "gradient_seconds": t_grad,

@@ -13,6 +13,7 @@ Writes ``benchmarks/results/bench_queueing.{json,png,md}``.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -45,8 +46,8 @@ def main() -> int:
         for c in (10, 100, 1_000):
             net = network(n, c)
             reps = repeats if n * c < 10_000_000 else max(3, repeats - 2)
-            mva_s = best_of(lambda net=net: analyze(net), reps)
-            buzen_s = best_of(lambda net=net: analyze(net, method="buzen"), reps)
+            mva_s = best_of(functools.partial(analyze, net), reps)
+            buzen_s = best_of(functools.partial(analyze, net, method="buzen"), reps)
             a, b = analyze(net), analyze(net, method="buzen")
             row = {
                 "n": n,
@@ -67,9 +68,9 @@ def main() -> int:
     brute = []
     for n, c in ((2, 4), (3, 6), (4, 6), (4, 10), (6, 8)):
         net = network(n, c)
-        brute_s = best_of(lambda net=net: analyze(net, method="bruteforce"), 2)
-        mva_s = best_of(lambda net=net: analyze(net), repeats)
-        buzen_s = best_of(lambda net=net: analyze(net, method="buzen"), repeats)
+        brute_s = best_of(functools.partial(analyze, net, method="bruteforce"), 2)
+        mva_s = best_of(functools.partial(analyze, net), repeats)
+        buzen_s = best_of(functools.partial(analyze, net, method="buzen"), repeats)
         a, r = analyze(net), analyze(net, method="bruteforce")
         row = {
             "n": n,

@@ -111,7 +111,7 @@ def bench_emulated(quick: bool) -> list[dict[str, Any]]:
         result = run(config)
         sim = simulate(config)
         lo, hi = result.throughput_ci
-        row = {
+        row: dict[str, Any] = {
             "routing": name,
             "p": [float(v) for v in (p if p is not None else [0.25] * 4)],
             "concurrency": concurrency,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import platform
@@ -193,7 +194,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             num_cpus=CORES,
             resources=resources,
             include_dashboard=False,
-            logging_level="WARNING",
+            logging_level=logging.WARNING,
         )
         try:
             startup_rss = sampler.sample()[0]

@@ -16,6 +16,7 @@ Writes ``benchmarks/results/bench_tiered.{json,png,md}``.
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,13 @@ def main() -> int:
         (1_000_000, 100, 10_000),
     ):
         net = fleet(n, tiers, c)
-        tiered_s = best_of(lambda net=net: analyze_tiered(net), repeats)
+        tiered_s = best_of(functools.partial(analyze_tiered, net), repeats)
         row: dict[str, Any] = {"n": n, "tiers": tiers, "C": c, "tiered_s": tiered_s}
         if n * c <= 10**8:  # the per-client reference fits comfortably in memory and time
             flat_net = net.to_closed_network()
-            row["per_client_s"] = best_of(lambda f=flat_net: analyze(f), max(2, repeats // 3))
+            row["per_client_s"] = best_of(
+                functools.partial(analyze, flat_net), max(2, repeats // 3)
+            )
             a, b = analyze_tiered(net), analyze(flat_net)
             row["rel_diff"] = max(
                 rel(a.throughput, b.throughput),
@@ -69,7 +72,7 @@ def main() -> int:
         )
         print(f"n={n:>9,} tiers={tiers:>3} C={c:>6,}  tiered {tiered_s * 1e3:7.2f} ms{extra}")
     target = next(r for r in rows if r["n"] == 1_000_000 and r["tiers"] == 10)
-    payload = {
+    payload: dict[str, Any] = {
         "benchmark": "bench_tiered",
         "machine": machine(load=True),
         "summary": {

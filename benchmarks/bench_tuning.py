@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -116,7 +116,8 @@ def run_arm(
     values, tests, labels = [], [], []
     for t in sorted(study.trials, key=lambda t: t.number):
         ok = t.state == optuna.trial.TrialState.COMPLETE
-        values.append(float(t.value) if ok else math.nan)
+        # a COMPLETE trial of this single-objective study always has a value
+        values.append(float(cast(float, t.value)) if ok else math.nan)
         tests.append(float(t.user_attrs.get("test_accuracy") or math.nan) if ok else math.nan)
         labels.append(t.user_attrs.get("warm_start"))
     best = int(np.nanargmax(values))

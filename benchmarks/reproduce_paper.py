@@ -170,7 +170,7 @@ def compute_optima(partition: str) -> dict[str, Any]:
         "opt_3b": {},
     }
     per_update = BoundObjective(
-        mu=RATES, constants=est.constants, criterion="per-update", eta="optimal",
+        mu=np.asarray(RATES), constants=est.constants, criterion="per-update", eta="optimal",
         num_updates=1000.0,
     )
     r3a = optimize_joint(per_update, max_concurrency=4 * n)
@@ -178,7 +178,7 @@ def compute_optima(partition: str) -> dict[str, Any]:
                      "throughput": r3a.throughput, "bound": r3a.value}
     for budget in BUDGETS:
         objective = BoundObjective(
-            mu=RATES, constants=est.constants, criterion="wall-clock", eta="optimal",
+            mu=np.asarray(RATES), constants=est.constants, criterion="wall-clock", eta="optimal",
             time_budget=budget,
         )
         start = time.perf_counter()
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "se": (acc.std(axis=0, ddof=1) / math.sqrt(len(recs))
                                                 ).tolist() if len(recs) > 1 else None}
     # queueing check: predicted vs simulated throughput of the (3b) optimum
-    check = {}
+    check: dict[str, Any] = {}
     for partition in partitions:
         check[partition] = {}
         for budget in BUDGETS:

@@ -187,11 +187,11 @@ def _fedsgd_class() -> type:
             self.lr = lr
             self._arrays: ArrayRecord | None = None
 
-        def configure_train(self, server_round, arrays, config, grid):  # type: ignore[no-untyped-def]
+        def configure_train(self, server_round, arrays, config, grid):
             self._arrays = arrays
             return super().configure_train(server_round, arrays, config, grid)
 
-        def aggregate_train(self, server_round, replies):  # type: ignore[no-untyped-def]
+        def aggregate_train(self, server_round, replies):
             avg, metrics = super().aggregate_train(server_round, replies)
             if avg is None or self._arrays is None:
                 return None, metrics
@@ -296,7 +296,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         server_app=server_app,
         client_app=module.client_app,
         num_supernodes=n,
-        backend_config=backend_config,  # type: ignore[arg-type]
+        backend_config=backend_config,
     )
     t_end = time.perf_counter() - t_call
 
