@@ -64,7 +64,8 @@ the recommendation on the data it was made for, which is what this measures.
 The Ray part (issue 13, item 6): ``--ray-from STEM [--ray-seeds 3] [--time-scale 4]`` reruns
 every arm's evaluated design of ``results/STEM.json`` (its first seeds of every cell, same
 step, same evaluation seed) on the Ray runtime with emulated service times and writes
-``STEM_ray.{json,md,png}``: Ray and simulator accuracy per arm and their paired difference.
+``STEM_ray.{json,md,png}`` (``--stem``: another name, e.g. for a run of one more cell):
+Ray and simulator accuracy per arm and their paired difference.
 """
 
 from __future__ import annotations
@@ -550,7 +551,7 @@ def ray_plot(payload: dict[str, Any], path: Path) -> None:
 
 def ray_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``--ray-from STEM``: rerun the first ``--ray-seeds`` seeds of every cell of a
-    simulator run on Ray; writes ``STEM_ray.{json,md,png}``."""
+    simulator run on Ray; writes ``STEM_ray.{json,md,png}`` (``--stem``: that stem instead)."""
     import ray
 
     source = RESULTS / f"{args.ray_from}.json"
@@ -568,7 +569,8 @@ def ray_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     start = time.perf_counter()
     records, loads = [], []
-    partial = RESULTS / f"{args.ray_from}_ray.records.jsonl"
+    stem = args.stem or f"{args.ray_from}_ray"
+    partial = RESULTS / f"{stem}.records.jsonl"
     partial.write_text("")
     try:
         for record in chosen:
@@ -586,7 +588,6 @@ def ray_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "load_min": min(loads), "load_max": max(loads),
         "rows": summarise_ray(records), "records": records,
     }
-    stem = f"{args.ray_from}_ray"
     (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=float))
     text = ray_markdown(payload)
     (RESULTS / f"{stem}.md").write_text(text)
@@ -1290,7 +1291,8 @@ def main(argv: list[str] | None = None) -> int:
                              "results/recommend_acceptance.{json,md,png} (--stem: "
                              "another name)")
     parser.add_argument("--ray-from", default=None,
-                        help="rerun the designs of results/STEM.json on the Ray runtime")
+                        help="rerun the designs of results/STEM.json on the Ray runtime; "
+                        "writes results/STEM_ray.{json,md,png} (--stem: another name)")
     parser.add_argument("--ray-seeds", type=int, default=3, help="with --ray-from: seeds 0..K-1")
     parser.add_argument("--time-scale", type=float, default=4.0,
                         help="with --ray-from: wall seconds per config second")

@@ -358,3 +358,38 @@ def test_ray_summary_pairs_seeds_and_the_plot_is_written(tmp_path: Path) -> None
     path = tmp_path / "ray.png"
     B.ray_plot(payload, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_ray_run_writes_under_its_stem_and_keeps_only_the_chosen_cells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ray
+
+    # A simulator run of two cells x two seeds; --ray-seeds 1 --partitions iid takes one.
+    records = _records({"asyncsgd": [0.9, 0.8]}) + _records({"asyncsgd": [0.7, 0.6]},
+                                                            partition="speed_skew")
+    (tmp_path / "sim.json").write_text(json.dumps({"records": records}))
+    monkeypatch.setattr(B, "RESULTS", tmp_path)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: None)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    ran = []
+
+    def fake_cell(record: dict[str, Any], time_scale: float) -> dict[str, Any]:
+        ran.append((record["partition"], record["seed"], time_scale))
+        arms = {arm: {"test_accuracy": a["test_accuracy"] + 0.01,
+                      "sim_test_accuracy": a["test_accuracy"], "throughput": 5.0,
+                      "sim_throughput": 5.0, "load_average_1min": 0.5}
+                for arm, a in record["arms"].items()}
+        return {**{k: v for k, v in record.items() if k != "arms"}, "arms": arms}
+
+    monkeypatch.setattr(B, "run_ray_cell", fake_cell)
+    argv = ["--ray-from", "sim", "--ray-seeds", "1", "--partitions", "iid",
+            "--time-scale", "2", "--stem", "sim_ray_iid"]
+    assert B.main(argv) == 0
+    assert ran == [("iid", 0, 2.0)]
+    for ext in ("json", "md", "png", "records.jsonl"):
+        assert (tmp_path / f"sim_ray_iid.{ext}").is_file(), ext
+    assert not (tmp_path / "sim_ray.json").exists()
+    payload = json.loads((tmp_path / "sim_ray_iid.json").read_text())
+    (row,) = payload["rows"]
+    assert row["partition"] == "iid" and row["arms"]["asyncsgd"]["diff_mean"] == pytest.approx(0.01)
