@@ -408,8 +408,11 @@ def compare_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     return 0
 
 
-def run_ray_cell(record: dict[str, Any], time_scale: float) -> dict[str, Any]:
-    """Every arm's evaluated design of one simulator cell-seed, rerun on the Ray runtime.
+def run_ray_cell(
+    record: dict[str, Any], time_scale: float, arms: tuple[str, ...] = ARMS
+) -> dict[str, Any]:
+    """Every arm's (or ``arms``') evaluated design of one simulator cell-seed, rerun on the
+    Ray runtime.
 
     The design (``record['arms'][arm]['point']``, step included) runs on the evaluation
     seed's config and workload with emulated service times (``run.time_scale``: a config
@@ -432,7 +435,7 @@ def run_ray_cell(record: dict[str, Any], time_scale: float) -> dict[str, Any]:
     eval_wl = make_workload(eval_cfg, part, record.get("eval_samples"))
     out: dict[str, Any] = {k: record[k] for k in ("partition", "tiers", "budget", "seed")}
     out.update({"time_scale": time_scale, "arms": {}})
-    for arm in ARMS:
+    for arm in arms:
         point = DesignPoint.from_dict(record["arms"][arm]["point"])
         cfg = measurement_config(eval_cfg, point, budget, 8, seed)
         cfg = cfg.replace(run=dc.replace(cfg.run, time_scale=time_scale),
@@ -464,7 +467,7 @@ def summarise_ray(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     the paired difference (Ray - simulator, per seed) with its standard error."""
     rows = []
     for row, recs in _cells(records):
-        for arm in ARMS:
+        for arm in _ray_arms(recs):
             ray_acc = np.array([r["arms"][arm]["test_accuracy"] for r in recs])
             sim_acc = np.array([r["arms"][arm]["sim_test_accuracy"] for r in recs])
             diff = ray_acc - sim_acc
@@ -478,6 +481,11 @@ def summarise_ray(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         rows.append(row)
     return rows
+
+
+def _ray_arms(recs: list[dict[str, Any]]) -> list[str]:
+    """The arms every record of a cell ran on Ray (``--ray-arms``), in ``ARMS`` order."""
+    return [a for a in ARMS if all(a in r["arms"] for r in recs)]
 
 
 def ray_markdown(payload: dict[str, Any]) -> str:
@@ -499,7 +507,7 @@ def ray_markdown(payload: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for row in payload["rows"]:
-        for arm in ARMS:
+        for arm in row["arms"]:
             a = row["arms"][arm]
             units = ray_agreement(a)
             lines.append(
@@ -529,7 +537,7 @@ def ray_plot(payload: dict[str, Any], path: Path) -> None:
 
     labels, values = [], []
     for row in payload["rows"]:
-        for arm in ARMS:
+        for arm in row["arms"]:
             labels.append(f"{row['partition']} {row['tiers']} T={row['budget']:g} {arm}")
             values.append(ray_agreement(row["arms"][arm]))
     fig = Figure(figsize=(7, 0.16 * len(labels) + 1.4), dpi=110)
@@ -559,10 +567,19 @@ def ray_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--ray-from: {source} does not exist (run the simulator benchmark first)")
     if not (math.isfinite(args.time_scale) and args.time_scale > 0):
         parser.error(f"--time-scale must be a finite number > 0, got {args.time_scale}")
+    arms = tuple(args.ray_arms.split(",")) if args.ray_arms is not None else ARMS
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms or len(set(arms)) != len(arms):
+        parser.error(f"--ray-arms: distinct arms from {list(ARMS)}, got {args.ray_arms!r}")
+    arms = tuple(a for a in ARMS if a in arms)
     sim = json.loads(source.read_text())
     chosen = [r for r in sim["records"] if r["seed"] < args.ray_seeds]
     if args.partitions:
         chosen = [r for r in chosen if r["partition"] in args.partitions.split(",")]
+    if not chosen:
+        parser.error(f"--ray-from: no cell-seed of {source.name} has a seed below "
+                     f"--ray-seeds {args.ray_seeds}"
+                     + (f" and a partition in {args.partitions!r}" if args.partitions else ""))
     import torch
 
     torch.set_num_threads(1)
@@ -575,7 +592,7 @@ def ray_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         for record in chosen:
             loads.append(os.getloadavg()[0])
-            rec = run_ray_cell(record, args.time_scale)
+            rec = run_ray_cell(record, args.time_scale, arms)
             loads += [a["load_average_1min"] for a in rec["arms"].values()]
             records.append(rec)
             with partial.open("a") as fh:
@@ -1294,6 +1311,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="rerun the designs of results/STEM.json on the Ray runtime; "
                         "writes results/STEM_ray.{json,md,png} (--stem: another name)")
     parser.add_argument("--ray-seeds", type=int, default=3, help="with --ray-from: seeds 0..K-1")
+    parser.add_argument("--ray-arms", default=None, metavar="ARM,...",
+                        help="with --ray-from: only these arms (comma-separated; default "
+                             "every arm), for cells whose runs are long on the wall clock")
     parser.add_argument("--time-scale", type=float, default=4.0,
                         help="with --ray-from: wall seconds per config second")
     parser.add_argument("--same-draw", default=None, metavar="STEM",

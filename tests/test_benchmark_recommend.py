@@ -374,22 +374,64 @@ def test_ray_run_writes_under_its_stem_and_keeps_only_the_chosen_cells(
     monkeypatch.setattr(ray, "shutdown", lambda: None)
     ran = []
 
-    def fake_cell(record: dict[str, Any], time_scale: float) -> dict[str, Any]:
-        ran.append((record["partition"], record["seed"], time_scale))
-        arms = {arm: {"test_accuracy": a["test_accuracy"] + 0.01,
-                      "sim_test_accuracy": a["test_accuracy"], "throughput": 5.0,
-                      "sim_throughput": 5.0, "load_average_1min": 0.5}
-                for arm, a in record["arms"].items()}
-        return {**{k: v for k, v in record.items() if k != "arms"}, "arms": arms}
+    def fake_cell(record: dict[str, Any], time_scale: float,
+                  arms: tuple[str, ...] = B.ARMS) -> dict[str, Any]:
+        ran.append((record["partition"], record["seed"], time_scale, arms))
+        out = {arm: {"test_accuracy": a["test_accuracy"] + 0.01,
+                     "sim_test_accuracy": a["test_accuracy"], "throughput": 5.0,
+                     "sim_throughput": 5.0, "load_average_1min": 0.5}
+               for arm, a in record["arms"].items() if arm in arms}
+        return {**{k: v for k, v in record.items() if k != "arms"}, "arms": out}
 
     monkeypatch.setattr(B, "run_ray_cell", fake_cell)
     argv = ["--ray-from", "sim", "--ray-seeds", "1", "--partitions", "iid",
             "--time-scale", "2", "--stem", "sim_ray_iid"]
     assert B.main(argv) == 0
-    assert ran == [("iid", 0, 2.0)]
+    assert ran == [("iid", 0, 2.0, B.ARMS)]
     for ext in ("json", "md", "png", "records.jsonl"):
         assert (tmp_path / f"sim_ray_iid.{ext}").is_file(), ext
     assert not (tmp_path / "sim_ray.json").exists()
     payload = json.loads((tmp_path / "sim_ray_iid.json").read_text())
     (row,) = payload["rows"]
     assert row["partition"] == "iid" and row["arms"]["asyncsgd"]["diff_mean"] == pytest.approx(0.01)
+    # --ray-arms: only those arms run (in ARMS order), and only they are in the outputs.
+    ran.clear()
+    argv = ["--ray-from", "sim", "--ray-seeds", "2", "--partitions", "speed_skew",
+            "--ray-arms", "recommend,asyncsgd", "--stem", "sim_ray_two"]
+    assert B.main(argv) == 0
+    assert ran == [("speed_skew", s, 4.0, ("asyncsgd", "recommend")) for s in (0, 1)]
+    payload = json.loads((tmp_path / "sim_ray_two.json").read_text())
+    (row,) = payload["rows"]
+    assert list(row["arms"]) == ["asyncsgd", "recommend"]
+    assert row["arms"]["asyncsgd"]["ray_mean"] == pytest.approx(0.66)
+    text = (tmp_path / "sim_ray_two.md").read_text()
+    assert "| speed_skew, 1:10:100, T=5 | recommend |" in text and "| uniform |" not in text
+
+
+@pytest.mark.parametrize("arms", ["recommend,nope", "asyncsgd,asyncsgd", ",", ""])
+def test_ray_arms_that_are_not_distinct_known_arms_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    arms: str,
+) -> None:
+    (tmp_path / "sim.json").write_text(json.dumps({"records": _records({"asyncsgd": [0.9]})}))
+    monkeypatch.setattr(B, "RESULTS", tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        B.main(["--ray-from", "sim", "--ray-arms", arms])
+    assert exc.value.code == 2
+    assert f"--ray-arms: distinct arms from {list(B.ARMS)}" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*_ray*"))
+
+
+@pytest.mark.parametrize("extra", [["--ray-seeds", "0"], ["--partitions", "dirichlet0.1"]])
+def test_ray_run_that_selects_no_cell_seed_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+) -> None:
+    (tmp_path / "sim.json").write_text(json.dumps({"records": _records({"asyncsgd": [0.9]})}))
+    monkeypatch.setattr(B, "RESULTS", tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        B.main(["--ray-from", "sim", *extra])
+    assert exc.value.code == 2
+    assert "--ray-from: no cell-seed of sim.json has a seed below --ray-seeds" in (
+        capsys.readouterr().err)
+    assert not list(tmp_path.glob("*_ray*"))
