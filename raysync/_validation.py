@@ -273,8 +273,8 @@ def check_output_file(path: str | os.PathLike[str], flag: str) -> Path:
     """Check that ``path`` names a file that can be written (its folder may be missing).
 
     Raises:
-        ConfigError: ``path`` is empty, holds a NUL, is a directory, or its folder cannot
-            be created or written.
+        ConfigError: ``path`` is empty, holds a NUL, is a directory or ends with a path
+            separator, or its folder cannot be created or written.
     """
     text = os.fspath(path)
     if not text or "\x00" in text:
@@ -282,6 +282,9 @@ def check_output_file(path: str | os.PathLike[str], flag: str) -> Path:
     target = Path(text)
     if target.is_dir():
         raise ConfigError(f"{flag} {text!r} is a directory, not a file")
+    if text.endswith(("/", os.sep)):
+        # Path() drops the slash, so "out/new/" would be written as a file named "new".
+        raise ConfigError(f"{flag} {text!r} ends with a path separator: give a file path")
     if target.exists() and not os.access(target, os.W_OK):
         raise ConfigError(f"{flag} {text!r} is not writable: permission denied")
     problem = _dir_problem(target.parent)

@@ -427,6 +427,10 @@ def _handle(args: argparse.Namespace) -> int:
         raise ValueError(f"--trials must be an integer >= 0, got {args.trials}")
     if args.recommend_trials < 0:
         raise ValueError(f"--recommend-trials must be an integer >= 0, got {args.recommend_trials}")
+    from tuning.settings import MAX_TRIALS, check_at_most
+
+    check_at_most("--trials", args.trials, MAX_TRIALS, "a study's size")
+    check_at_most("--recommend-trials", args.recommend_trials, MAX_TRIALS, "a study's size")
     if args.max_concurrency is not None and args.max_concurrency < 1:
         raise ValueError(f"--max-concurrency must be an integer >= 1, got {args.max_concurrency}")
     if args.seed is not None and args.seed < 0:

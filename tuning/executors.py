@@ -41,7 +41,7 @@ from tuning.objectives import (
 from tuning.recovery import DRIVER_ATTR, PARAMS_ATTR, Heartbeat, count_finished, driver_stamp
 from tuning.report import json_safe
 from tuning.search_space import Candidate, SearchSpace
-from tuning.settings import TuneSettings
+from tuning.settings import TuneSettings, sampler_seed
 from tuning.storage import process_alive
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ class TrialDriver:
         mirror = optuna.create_study(
             directions=list(self.study.directions),
             sampler=optuna.samplers.TPESampler(
-                seed=self.settings.seed + self.finished, n_startup_trials=10
+                seed=sampler_seed(self.settings.seed + self.finished), n_startup_trials=10
             ),
         )
         mirror.add_trials(

@@ -137,6 +137,7 @@ from raysync.objectives import (
     optimize_bias_aware,
     optimize_joint,
 )
+from tuning.settings import MAX_EVALS, MAX_SEEDS, MAX_TRIALS, check_at_most, sampler_seed
 
 __all__ = [
     "ArmResult",
@@ -165,8 +166,8 @@ class RecommendSettings:
         budget: Time budget ``T`` in the config's time unit (virtual seconds).
         target_accuracy: If set, minimise the simulated time to reach this validation
             accuracy (within ``T``) instead of maximising accuracy at ``T``.
-        trials: Cap on the Optuna study's trials, warm starts included (``>= 1``); warm
-            starts beyond it are still scored from the step pilot.
+        trials: Cap on the Optuna study's trials, warm starts included (``1..MAX_TRIALS``,
+            100,000); warm starts beyond it are still scored from the step pilot.
         max_concurrency: Largest ``C``; default ``2 n``.
         rules: Update rules searched.
         bias_kind: ``"direct"`` (Gram matrices) or ``"cauchy-schwarz"`` (``zeta^2``).
@@ -175,16 +176,16 @@ class RecommendSettings:
             by 3 each way.
         pilot_fraction: Length of the step pilot as a fraction of ``T``; at 1 (default)
             the pilot's runs also count towards the final choice.
-        pilot_seeds: Seeds the step pilot averages over (``>= 2``).
+        pilot_seeds: Seeds the step pilot averages over (``2..MAX_SEEDS``, 100).
         confirm_seeds: Fresh seeds the finalists and the bound's optimum are rerun on; a
             finalist overrules the optimum only by a paired gain on them above
-            ``overrule_margin`` SEs (module docstring, step 5; 0 or ``>= 2``; 0: the
-            leader on ``1 + pilot_seeds`` seeds is chosen outright).
+            ``overrule_margin`` SEs (module docstring, step 5; 0 or ``2..MAX_SEEDS``; 0:
+            the leader on ``1 + pilot_seeds`` seeds is chosen outright).
         overrule_margin: How many standard errors of the paired gains on the
             confirmation seeds a finalist's mean gain must exceed to overrule the bound's
             optimum (finite, ``>= 0``; 2.132 is a one-sided paired t test at 5 % on 5
             seeds).
-        finalists: How many of the leading designs (``>= 1``) are confirmed against the
+        finalists: How many of the leading designs (``1..100``) are confirmed against the
             bound's optimum.
         redraw_partition: Each pilot seed also redraws the data (subsample, partition,
             initial model) instead of sharing the config's draw (module docstring, step 3);
@@ -192,9 +193,11 @@ class RecommendSettings:
         redraw_confirmation: Each confirmation seed redraws the data (module docstring,
             step 5), the pilot seeds keep the config's draw. For data that will differ
             from the config's draw; off (the default) judges on the config's own data.
-        num_evals: Evaluations per run (the time-to-target resolution is ``T / num_evals``).
-        seed: Seed of the study's runs (the pilot uses ``seed + 1``) and of the sampler.
-        pilot_steps: Gradient-descent steps of the constants pilot.
+        num_evals: Evaluations per run (``1..MAX_EVALS``, 10,000; the time-to-target
+            resolution is ``T / num_evals``).
+        seed: Seed of the study's runs (the pilot uses ``seed + 1``) and of the sampler
+            (``>= 0``; None: the config's; the sampler's folded modulo ``2**32``).
+        pilot_steps: Gradient-descent steps of the constants pilot (``1..1,000,000``).
         energy_budget: Most joules the run may spend over ``T`` (``> 0``; None: no
             limit). Needs power figures in the config.
         energy_weight: Price of a joule in units of the bound (``>= 0``; 0: none): the
@@ -236,6 +239,7 @@ class RecommendSettings:
             )
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
             raise ConfigError(f"--trials must be an integer >= 1, got {self.trials!r}")
+        check_at_most("--trials", self.trials, MAX_TRIALS, "a study's size")
         if not self.lr_factors or any(not (f > 0 and math.isfinite(f)) for f in self.lr_factors):
             raise ConfigError(f"lr_factors must be positive numbers, got {self.lr_factors!r}")
         if not 0 < self.pilot_fraction <= 1:
@@ -243,13 +247,16 @@ class RecommendSettings:
         if (isinstance(self.pilot_seeds, bool) or not isinstance(self.pilot_seeds, int)
                 or self.pilot_seeds < 2):
             raise ConfigError(f"pilot_seeds must be an integer >= 2, got {self.pilot_seeds!r}")
+        check_at_most("pilot_seeds", self.pilot_seeds, MAX_SEEDS, "seeds per design")
         c = self.confirm_seeds
         # One fresh seed gives no spread to judge a lead against.
         if isinstance(c, bool) or not isinstance(c, int) or c < 0 or c == 1:
             raise ConfigError(f"--confirm-seeds must be 0 (no check) or an integer >= 2, got {c!r}")
+        check_at_most("--confirm-seeds", c, MAX_SEEDS, "seeds per design")
         f = self.finalists
         if isinstance(f, bool) or not isinstance(f, int) or f < 1:
             raise ConfigError(f"finalists must be an integer >= 1, got {f!r}")
+        check_at_most("finalists", f, MAX_SEEDS, "designs confirmed")
         m = self.overrule_margin
         if isinstance(m, bool) or not isinstance(m, int | float) or not (
             math.isfinite(m) and m >= 0
@@ -260,8 +267,15 @@ class RecommendSettings:
         for name in ("redraw_partition", "redraw_confirmation"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.num_evals < 1:
-            raise ConfigError(f"num_evals must be >= 1, got {self.num_evals!r}")
+        for name, high, why in (("num_evals", MAX_EVALS, "evaluations per run"),
+                                ("pilot_steps", 1_000_000, "steps of the constants pilot")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+            check_at_most(name, value, high, why)
+        sd = self.seed
+        if sd is not None and (isinstance(sd, bool) or not isinstance(sd, int) or sd < 0):
+            raise ConfigError(f"seed must be an integer >= 0, got {sd!r}")
         # The same rules and words as `raysync optimize`: 0 J admits no design, while a
         # weight of 0 is the default "no price".
         e = self.energy_budget
@@ -920,7 +934,9 @@ def recommend(
         optuna.study.StudyDirection.MAXIMIZE if target is None
         else optuna.study.StudyDirection.MINIMIZE
     )
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, settings.trials))
+    sampler = optuna.samplers.TPESampler(
+        seed=sampler_seed(seed), n_startup_trials=min(10, settings.trials)
+    )
     worst = 0.0 if target is None else 2.0 * budget  # below/above every measured score
     study = optuna.create_study(direction=direction, sampler=sampler)
     unique: list[DesignPoint] = []

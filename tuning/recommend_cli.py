@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,15 +75,15 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--trials", type=int, default=30,
         help=("cap on the Optuna study's trials on the simulator, warm starts included "
-              "(default 30); the per-arm step pilot (steps x arms x 2 seeds) and reruns of "
-              "the leader and finalists come on top; every simulator run is reported "
-              "as 'simulations spent'"),
+              "(default 30, at most 100,000); the per-arm step pilot (steps x arms x 2 "
+              "seeds) and reruns of the leader and finalists come on top; every simulator "
+              "run is reported as 'simulations spent'"),
     )
     parser.add_argument(
         "--confirm-seeds", type=int, default=5, metavar="N",
         help=("fresh seeds the 3 leading designs and the bound's optimum are rerun on; a "
               "design overrules the optimum only by a paired lead on them above "
-              "--overrule-margin SEs: 0 or an integer >= 2 (default 5; 0: the study's leader "
+              "--overrule-margin SEs: 0 or an integer 2..100 (default 5; 0: the study's leader "
               "on 3 seeds is chosen outright)"),
     )
     parser.add_argument(
@@ -129,21 +130,19 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from raysync._files import atomic_write
-    from raysync.config import load_config
+    from raysync.config import config_toml, load_config
     from raysync.exceptions import ConfigError
-    from tuning.recommend import (
-        RecommendSettings,
-        energy_lines,
-        format_table,
-        recommend,
-        write_config_atomic,
-    )
+    from tuning.recommend import RecommendSettings, energy_lines, format_table, recommend
     from tuning.settings import check_search_size
 
     # Every output path is checked before the (minutes-long) search, not after it.
     out = _check_output(args.out, "--out")
     report_path = _check_output(args.report, "--report") if args.report else None
+    if report_path is not None and os.path.abspath(report_path) == os.path.abspath(out):
+        raise ConfigError(
+            f"--report {args.report!r} is the --out file: the report would overwrite the "
+            "config; give another path"
+        )
     if args.max_concurrency is not None and args.max_concurrency < 1:
         raise ConfigError(f"--max-concurrency must be an integer >= 1, got {args.max_concurrency}")
     config = load_config(args.config)
@@ -167,13 +166,13 @@ def _handle(args: argparse.Namespace) -> int:
         rec = recommend(config, settings, log=log)
     if sim_warnings.count and not args.quiet:
         log(sim_warnings.summary())
-    if report_path is not None:
-        with atomic_write(report_path) as handle:
-            handle.write(json.dumps(json_safe(rec.to_dict()), indent=2))
     header = ["raysync recommend: " + rec.point.describe(), *energy_lines(rec)] if (
         rec.has_power
     ) else []
-    write_config_atomic(rec.config, out, header=header)
+    files = [("--out", out, "".join(f"# {line}\n" for line in header) + config_toml(rec.config))]
+    if report_path is not None:
+        files.append(("--report", report_path, json.dumps(json_safe(rec.to_dict()), indent=2)))
+    _write_all(files)
     print(f"recommended: {rec.point.describe()}")
     print(format_table(rec))
     best_base = max(
@@ -225,6 +224,33 @@ class _SimulationWarnings(logging.Filter):
             f"note: {self.count} simulator warnings held back: {kinds} "
             "(short trial runs; the comparison uses means over seeds)"
         )
+
+
+def _write_all(files: list[tuple[str, Path, str]]) -> None:
+    """Write every ``(flag, path, text)``: all of them or none.
+
+    Each text goes to a temporary file beside its path first; the renames happen only
+    once every temporary file is complete, so a folder that cannot be written (or a full
+    disk) leaves no file behind, not the report without the config.
+
+    Raises:
+        ConfigError: A file could not be written (named by its flag).
+    """
+    import contextlib
+
+    from raysync._files import atomic_write
+    from raysync._validation import describe_os_error
+    from raysync.exceptions import ConfigError
+
+    with contextlib.ExitStack() as stack:
+        for flag, path, text in files:
+            try:
+                stack.enter_context(atomic_write(path)).write(text)
+            except OSError as exc:
+                raise ConfigError(
+                    f"{flag} {str(path)!r} cannot be written ({describe_os_error(exc)}); "
+                    "no output file was written"
+                ) from exc
 
 
 def _check_output(text: str, flag: str) -> Path:

@@ -22,7 +22,45 @@ if TYPE_CHECKING:
     from raysync.config import SystemConfig
     from raysync.objectives import ProblemConstants
 
-__all__ = ["PRUNERS", "TuneSettings", "settings_from_args", "with_overrides"]
+__all__ = [
+    "MAX_EVALS",
+    "MAX_SEEDS",
+    "MAX_TRIALS",
+    "PRUNERS",
+    "TuneSettings",
+    "check_at_most",
+    "sampler_seed",
+    "settings_from_args",
+    "with_overrides",
+]
+
+#: Most trials a study (``tune``, ``recommend``, ``demo``) may be asked for: TPE's cost per
+#: trial grows with the study, so a larger number would run for days, not finish.
+MAX_TRIALS = 100_000
+#: Most evaluations of one run (each is a pass over the validation and test sets).
+MAX_EVALS = 10_000
+#: Most seeds a recommend pilot or confirmation reruns each design on.
+MAX_SEEDS = 100
+
+
+def check_at_most(name: str, value: int, high: int, why: str) -> None:
+    """Refuse an integer above ``high`` in one line (``name``, the rule, the value).
+
+    Raises:
+        ConfigError: ``value > high``.
+    """
+    if value > high:
+        raise ConfigError(f"{name} must be at most {high:,} ({why}), got {value:,}")
+
+
+def sampler_seed(seed: int) -> int:
+    """The seed for Optuna's TPE sampler, in numpy's 32-bit range.
+
+    Configs and ``--seed`` take any integer ``>= 0`` (numpy's generators do), but the
+    sampler seeds a legacy ``RandomState``, which refuses seeds of ``2**32`` and more; they
+    are folded modulo ``2**32`` (a seed below it is unchanged).
+    """
+    return int(seed) % 2**32
 
 #: Pruner names (``raysync tune --pruner``).
 PRUNERS: tuple[str, ...] = ("median", "none")
@@ -119,8 +157,10 @@ class TuneSettings:
     def __post_init__(self) -> None:
         directions_for(self.objective, self.multi_objective)  # validates both
         _check_int("trials", self.trials, 1)
+        check_at_most("trials", self.trials, MAX_TRIALS, "a study's size")
         _check_int("parallel", self.parallel, 1)
         _check_int("num_evals", self.num_evals, 1)
+        check_at_most("num_evals", self.num_evals, MAX_EVALS, "evaluations per run")
         _check_int("heartbeat_interval", self.heartbeat_interval, 1)
         _check_int("torch_threads", self.torch_threads, 1)
         if not _is_int(self.seed) or self.seed < 0:

@@ -373,7 +373,11 @@ def create_or_load_study(
     """
     import optuna
 
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
+    from tuning.settings import sampler_seed
+
+    sampler = optuna.samplers.TPESampler(
+        seed=sampler_seed(seed), n_startup_trials=n_startup_trials
+    )
     multi = len(directions) > 1
     chosen: optuna.pruners.BasePruner
     if pruner == "median" and not multi:

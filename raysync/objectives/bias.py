@@ -726,10 +726,11 @@ def optimize_bias_aware_with_energy(
         The choice with its energy figures.
 
     Raises:
-        ConfigError: A bad budget or weight, or a budget below the energy of every
-            candidate (the message gives the least energy found).
+        ConfigError: A bad budget or weight, a budget below the energy of every
+            candidate (the message gives the least energy found), or a weight so large
+            that no candidate's score is finite.
     """
-    from raysync.objectives.energy import power_at
+    from raysync.objectives.energy import no_energy_choice, power_at
 
     if energy_budget is not None:
         if isinstance(energy_budget, bool) or not (
@@ -792,10 +793,9 @@ def optimize_bias_aware_with_energy(
             if math.isfinite(score) and (best is None or score < best[0]):
                 best = (score, pt, power)
     if best is None:
-        raise ConfigError(
-            f"energy budget {energy_budget:.6g} J is below the least energy of any design "
-            f"scanned ({least:.6g} J over C = 1..{cmax} at {scanned} candidate designs of "
-            f"{mu.size} clients); raise the budget"
+        raise no_energy_choice(
+            energy_budget=energy_budget, energy_weight=energy_weight, least=least,
+            scanned=f"C = 1..{cmax} at {scanned} candidate designs of {mu.size} clients",
         )
     score, point, power = best
     terms = bound.evaluate(point)

@@ -255,3 +255,30 @@ def measured_energy(config: SystemConfig, run: Any) -> EnergyReport:
         client_throughput=np.asarray(run.client_throughput, dtype=np.float64),
         server_utilization=server_u,
     )
+
+
+def no_energy_choice(
+    *, energy_budget: float | None, energy_weight: float, least: float, scanned: str
+) -> ConfigError:
+    """The error of an energy-aware scan that kept no design, naming which input caused it.
+
+    Either the budget is below every design's energy, or the weight is so large that
+    ``bound + weight * energy`` is not finite for any design (e.g. ``1e308`` per joule).
+
+    Args:
+        energy_budget: The scan's budget in joules (None: none).
+        energy_weight: The scan's price of a joule.
+        least: The least energy of any scanned design, joules.
+        scanned: What was scanned, for the message (e.g. ``"C = 1..8 at 5 routings of 4
+            clients"``).
+    """
+    if energy_budget is not None and not least <= energy_budget:
+        return ConfigError(
+            f"energy budget {energy_budget:.6g} J is below the least energy of any design "
+            f"scanned ({least:.6g} J over {scanned}); raise the budget"
+        )
+    return ConfigError(
+        f"energy weight {energy_weight:.6g} per J is too large: the bound plus the weight "
+        f"times the energy (least {least:.6g} J over {scanned}) is not a finite number for "
+        "any design; lower the weight"
+    )

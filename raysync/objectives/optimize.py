@@ -556,8 +556,9 @@ def optimize_with_energy(
         The choice and its energy figures.
 
     Raises:
-        ConfigError: A bad budget or weight, or a budget below the energy of every
-            candidate (the message gives the least energy found).
+        ConfigError: A bad budget or weight, a budget below the energy of every
+            candidate (the message gives the least energy found), or a weight so large
+            that no candidate's score is finite.
     """
     objective = _check_objective(objective)
     cmax = _concurrency(max_concurrency, "max_concurrency")
@@ -586,17 +587,19 @@ def optimize_with_energy(
         else:
             energies = curve.num_updates * powers / curve.throughput
         least = min(least, float(energies.min()))
-        scores = curve.value + energy_weight * energies
+        with np.errstate(over="ignore"):  # an overflow is caught by the finiteness check
+            scores = curve.value + energy_weight * energies
         if energy_budget is not None:
             scores = np.where(energies <= energy_budget, scores, np.inf)
         j = int(np.argmin(scores))
         if math.isfinite(float(scores[j])) and (best is None or float(scores[j]) < best[0]):
             best = (float(scores[j]), p, j + 1, float(energies[j]), float(powers[j]))
     if best is None:
-        raise ConfigError(
-            f"energy budget {energy_budget:.6g} J is below the least energy of any design "
-            f"scanned ({least:.6g} J over C = 1..{cmax} at {len(candidates)} routings of "
-            f"{n} clients); raise the budget"
+        from raysync.objectives.energy import no_energy_choice
+
+        raise no_energy_choice(
+            energy_budget=energy_budget, energy_weight=energy_weight, least=least,
+            scanned=f"C = 1..{cmax} at {len(candidates)} routings of {n} clients",
         )
     score, p, c, energy, power = best
     chosen = _result(

@@ -188,6 +188,11 @@ def test_path_helpers(tmp_path: Path, afile: Path, adir: Path) -> None:
     assert check_output_file(tmp_path / "new" / "x.toml", "--w").name == "x.toml"
     with pytest.raises(ConfigError, match="is a directory"):
         check_output_file(adir, "--w")
+    # A new folder's name with a slash: Path() would drop it and write a file of that name.
+    for text in (f"{tmp_path}/new/", f"{tmp_path}/new/sub/"):
+        with pytest.raises(ConfigError, match=r"--w '.*/' ends with a path separator"):
+            check_output_file(text, "--w")
+    assert not (tmp_path / "new").exists()
     assert check_input_dir(adir, "--resume") == adir
     with pytest.raises(ConfigError, match="is a file"):
         check_input_dir(afile, "--resume")

@@ -99,3 +99,10 @@ def test_a_budget_below_every_design_and_bad_values_are_one_line() -> None:
                           ({"energy_weight": -1.0}, "energy_weight must be a finite number")):
         with pytest.raises(ConfigError, match=words):
             optimize_bias_aware_with_energy(bound, FIGURES, max_concurrency=8, **kwargs)
+    # A finite weight whose product with every design's energy overflows: named as the
+    # weight's fault (it was a TypeError formatting the absent budget), with or without a
+    # budget every design meets.
+    for budget in (None, 1e300):
+        with pytest.raises(ConfigError, match=r"^energy weight 1e\+308 per J is too large: "):
+            optimize_bias_aware_with_energy(bound, FIGURES, max_concurrency=8,
+                                            energy_weight=1e308, energy_budget=budget)

@@ -169,6 +169,7 @@ def test_power_line_matches_predict_energy() -> None:
     assert choice.optimum.value == pytest.approx(choice.unconstrained.value, rel=1e-9)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_an_energy_budget_is_respected_and_costs_bound() -> None:
     config = _energy_config()
     objective = BoundObjective(
@@ -185,6 +186,8 @@ def test_an_energy_budget_is_respected_and_costs_bound() -> None:
     assert priced.energy <= free.energy
     with pytest.raises(ConfigError, match="energy budget .* below the least energy"):
         optimize_with_energy(objective, figures, max_concurrency=8, energy_budget=1.0)
+    with pytest.raises(ConfigError, match=r"^energy weight 1e\+308 per J is too large: "):
+        optimize_with_energy(objective, figures, max_concurrency=8, energy_weight=1e308)
 
 
 def test_bias_aware_bound_with_stations_at_beta_one_is_twice_the_section_5_bound() -> None:

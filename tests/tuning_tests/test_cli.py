@@ -46,6 +46,25 @@ def test_tune_multi_objective_writes_pareto_plot(tiny_path, tmp_path, capsys) ->
     assert str(out / "pareto.png") in payload["plots"]
 
 
+def test_seeds_beyond_32_bits_run_and_fold_into_the_samplers_range(tiny_path, tmp_path,
+                                                                    capsys) -> None:
+    from tuning.settings import sampler_seed
+
+    assert [sampler_seed(s) for s in (0, 7, 2**32 - 1, 2**32, 2**32 + 7, 10**30)] == [
+        0, 7, 2**32 - 1, 0, 7, 10**30 % 2**32]
+    # Optuna's TPE seeds a 32-bit RandomState: `--seed 4294967296` used to stop tune and
+    # recommend with numpy's "Seed must be between 0 and 2**32 - 1" after their pilots.
+    code = main(["tune", str(tiny_path), "--objective", "bound", "--trials", "3", "--seed",
+                 str(2**32), "--constants", C_TEXT, "--out", str(tmp_path / "t"),
+                 "--no-tensorboard", "--no-progress", "--no-plots"])
+    assert code == 0, capsys.readouterr().err
+    out = tmp_path / "rec.toml"
+    code = main(["recommend", str(tiny_path), "--budget", "2", "--trials", "2",
+                 "--confirm-seeds", "0", "--seed", str(2**32), "--quiet", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert "seed = 4294967296" in out.read_text()
+
+
 def test_tune_bad_input_is_one_line_exit_2(tiny_path, tmp_path, capsys) -> None:
     code = main(["tune", str(tiny_path), "--trials", "0", "--out", str(tmp_path)])
     assert code == 2

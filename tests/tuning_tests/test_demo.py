@@ -113,6 +113,8 @@ def test_demo_end_to_end_on_digits(tmp_path, capsys) -> None:
     ("--max-concurrency", "10000000", "--max-concurrency 10,000,000 with n=4 clients needs"),
     ("--constants", "nan,1,1,1", "--constants 'nan,1,1,1': constants.L must be finite"),
     ("--trials", "-2", "--trials must be an integer >= 0, got -2"),
+    ("--trials", "100001", "--trials must be at most 100,000 (a study's size), got 100,001"),
+    ("--recommend-trials", str(10**30), "--recommend-trials must be at most 100,000"),
     ("--seed", "-1", "--seed must be an integer >= 0, got -1"),
     ("--budget", "nan", "--budget must be > 0 seconds, got nan"),
 ])  # fmt: skip

@@ -306,18 +306,38 @@ def test_each_arm_gets_its_own_step_and_a_lucky_trial_does_not_win(monkeypatch) 
     ("--out", "afile/rec.toml", "'{d}/afile' is a file, not a directory"),
     ("--report", "afile/r.json", "'{d}/afile' is a file, not a directory"),
     ("--out", "nodir/rec.toml", "folder '{d}/nodir' does not exist"),
+    ("--out", "new/", "--out '{d}/new/' ends with a path separator: give a file path"),
+    ("--report", "new/", "--report '{d}/new/' ends with a path separator"),
+    ("--report", "rec.toml", "--report '{d}/rec.toml' is the --out file"),
 ])  # fmt: skip
 def test_bad_output_paths_refused_up_front(tmp_path: Path, capsys, flag: str, where: str,
                                            match: str) -> None:  # noqa: ANN001
     (tmp_path / "adir").mkdir()
     (tmp_path / "afile").write_text("")
     out = tmp_path / "rec.toml"
-    target = str(tmp_path / where)
+    target = f"{tmp_path}/{where}"  # not a Path: "new/" keeps its slash
     args = ["recommend", str(TINY), "--budget", "10", "--out", str(out)]
     args = [*args, flag, target] if flag == "--report" else [*args[:-1], target]
     _fails_cleanly(args, out, capsys, match.format(d=tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"]  # no stray .tmp
     assert not list((tmp_path / "adir").iterdir())
+
+
+def test_outputs_are_written_all_or_none(tmp_path: Path) -> None:
+    from raysync.exceptions import ConfigError
+    from tuning.recommend_cli import _write_all
+
+    out, report = tmp_path / "rec.toml", tmp_path / "gone" / "r.json"
+    # The report's folder vanished after the up-front check (or cannot be written):
+    # neither file is left, not the config without its report, and no temporary file.
+    with pytest.raises(ConfigError, match=r"^--report '.*/gone/r.json' cannot be written "
+                                          r"\(.*\); no output file was written$"):
+        _write_all([("--out", out, "a = 1\n"), ("--report", report, "{}")])
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "gone").mkdir()
+    _write_all([("--out", out, "a = 1\n"), ("--report", report, "{}")])
+    assert out.read_text() == "a = 1\n" and report.read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["gone", "r.json", "rec.toml"]
 
 
 def test_huge_max_concurrency_refused_with_size(tmp_path: Path, capsys) -> None:  # noqa: ANN001
@@ -694,6 +714,19 @@ def test_a_target_missed_only_on_fresh_seeds_still_recommends(monkeypatch) -> No
     ("confirm_seeds", 2.5, "--confirm-seeds must be 0 (no check) or an integer >= 2, got 2.5"),
     ("finalists", 0, "finalists must be an integer >= 1, got 0"),
     ("finalists", "3", "finalists must be an integer >= 1, got '3'"),
+    # Counts so large the run could never finish (10**30 trials ran until killed, 10**30
+    # confirmation seeds filled 24 GB listing them): refused before any work.
+    ("trials", 10**30, "--trials must be at most 100,000 (a study's size), got 1,000"),
+    ("confirm_seeds", 10**30, "--confirm-seeds must be at most 100 (seeds per design)"),
+    ("pilot_seeds", 101, "pilot_seeds must be at most 100 (seeds per design), got 101"),
+    ("finalists", 101, "finalists must be at most 100 (designs confirmed), got 101"),
+    ("num_evals", 0, "num_evals must be an integer >= 1, got 0"),
+    ("num_evals", 2.5, "num_evals must be an integer >= 1, got 2.5"),
+    ("num_evals", 10**9, "num_evals must be at most 10,000 (evaluations per run)"),
+    ("pilot_steps", 0, "pilot_steps must be an integer >= 1, got 0"),
+    ("pilot_steps", 10**7, "pilot_steps must be at most 1,000,000"),
+    ("seed", -1, "seed must be an integer >= 0, got -1"),
+    ("seed", 1.5, "seed must be an integer >= 0, got 1.5"),
     *(("overrule_margin", v, "--overrule-margin must be a finite number of standard errors "
        f">= 0, got {v!r}") for v in (-0.5, math.nan, math.inf, True, "2")),
 ])
@@ -707,6 +740,8 @@ def test_confirmation_settings_are_checked(field: str, value: object, message: s
 
 @pytest.mark.parametrize(("flag", "value", "message"), [
     ("--confirm-seeds", "-1", "--confirm-seeds must be 0 (no check) or an integer >= 2, got -1"),
+    ("--confirm-seeds", str(10**30), "--confirm-seeds must be at most 100 (seeds per design)"),
+    ("--trials", str(10**30), "--trials must be at most 100,000 (a study's size)"),
     ("--overrule-margin", "-1", "--overrule-margin must be a finite number of standard errors "
                                 ">= 0, got -1.0"),
     ("--overrule-margin", "nan", "--overrule-margin must be a finite number of standard "

@@ -112,6 +112,8 @@ def test_counts_add_up_in_the_text(tiny_config, tmp_path) -> None:
         ({"trials": True}, "trials must be an integer >= 1"),
         ({"parallel": 0}, "parallel must be an integer >= 1"),
         ({"num_evals": -1}, "num_evals must be an integer >= 1"),
+        ({"trials": 10**30}, "trials must be at most 100,000 (a study's size), got 1,000"),
+        ({"num_evals": 10_001}, "num_evals must be at most 10,000 (evaluations per run)"),
         ({"max_concurrency": 0}, "max_concurrency must be an integer >= 1"),
         ({"budget": float("nan")}, "budget must be a finite number > 0"),
         ({"budget": float("inf")}, "budget must be a finite number > 0"),
