@@ -452,8 +452,9 @@ def check_inputs(config: SystemConfig, settings: RecommendSettings) -> None:
     without power figures (every energy would be 0).
 
     Raises:
-        ConfigError: The budget is too short or too long, or an energy flag without power
-            figures.
+        ConfigError: The budget is too short, too long for the bound or for the simulator
+            (AsyncSGD's ``T sum_i mu_i`` completions above its limit), or an energy flag
+            without power figures.
     """
     if settings.wants_energy:
         from raysync.objectives.energy import power_figures
@@ -471,6 +472,17 @@ def check_inputs(config: SystemConfig, settings: RecommendSettings) -> None:
             f"{lam_max:.4g} updates/s, so it needs at least {1.0 / lam_max:.4g} s"
         )
     check_time_budget(settings.budget, config.service_rates)  # and its upper end
+    from raysync.simulation.engine import MAX_SIMULATED_COMPLETIONS
+
+    # Every client busy is AsyncSGD's throughput, and recommend always simulates that arm:
+    # refuse here, with the flag's name, what its first simulation would refuse later.
+    if settings.budget * lam_max > MAX_SIMULATED_COMPLETIONS:
+        raise ConfigError(
+            f"--budget {settings.budget:g} s is too long to simulate: AsyncSGD (all "
+            f"{config.num_clients} clients busy, {lam_max:.4g} updates/s) would need "
+            f"{settings.budget * lam_max:.3g} task completions, more than the simulator's "
+            f"limit of {MAX_SIMULATED_COMPLETIONS:.0e}"
+        )
 
 
 def _load_workload(config: SystemConfig, dataset: Any = None) -> Any:

@@ -111,6 +111,15 @@ def test_budget_too_short_for_one_update(tmp_path: Path, capsys) -> None:  # noq
                    "too short for one update")
 
 
+@pytest.mark.parametrize("budget", ["1e10", "1e30"])
+def test_budget_too_long_to_simulate_is_refused_before_the_pilot(tmp_path: Path, capsys,
+                                                                 budget: str) -> None:  # noqa: ANN001
+    out = tmp_path / "rec.toml"
+    # Was refused after the constants pilot, naming run.time_budget instead of the flag.
+    _fails_cleanly(["recommend", str(TINY), "--budget", budget, "--out", str(out)], out,
+                   capsys, f"--budget {float(budget):g} s is too long to simulate: AsyncSGD")
+
+
 @pytest.mark.parametrize("target", ["0", "1.5", "nan"])
 def test_impossible_target_accuracy(tmp_path: Path, capsys, target: str) -> None:  # noqa: ANN001
     out = tmp_path / "rec.toml"
