@@ -21,6 +21,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -172,8 +173,16 @@ def run_tune(args: argparse.Namespace) -> int:
     def event(message: str) -> None:
         print(message, file=sys.stderr)
 
+    existed = settings.out.exists()
     try:
         report = run_study(config, settings, progress=progress, on_event=event)
+    except BaseException:
+        if not existed:
+            # A study refused before it started (a bad storage, budget, ...) leaves no empty
+            # output folder; one holding anything is kept.
+            with contextlib.suppress(OSError):
+                settings.out.rmdir()
+        raise
     finally:
         if bar is not None:
             bar.close()

@@ -249,8 +249,10 @@ def _parse_constants(text: str | None) -> ProblemConstants | None:
     from raysync.exceptions import ConfigError
     from raysync.objectives import ProblemConstants
 
-    if not text:
+    if text is None:
         return None
+    if not text.strip():  # not "absent": it would silently start the pilot
+        raise ConfigError(f"--constants must be 'L,sigma2,M2,A', got {text!r}")
     try:
         return ProblemConstants.parse(text)
     except ConfigError as exc:
@@ -441,7 +443,9 @@ def _handle(args: argparse.Namespace) -> int:
     from raysync._validation import check_output_dir
 
     out = check_output_dir(args.out, "--out")  # an existing file, a file in the way, ...
-    path = Path(args.config) if args.config else default_config_path()
+    if args.config is not None and not str(args.config).strip():
+        raise ValueError(f"config must be a file path, got {args.config!r}")
+    path = Path(args.config) if args.config is not None else default_config_path()
     config = load_config(path)
     if args.seed is not None:
         config = config.replace(seed=args.seed)
@@ -459,6 +463,10 @@ def _handle(args: argparse.Namespace) -> int:
     from raysync.objectives import check_time_budget
 
     check_time_budget(budget, config.service_rates)  # the bound's rules, before the pilot
+    from tuning.settings import check_simulated_budget
+
+    check_simulated_budget("--budget" if args.budget is not None else "run.time_budget",
+                           budget, config)  # the runs' rule too: stages 4-5 simulate
     out.mkdir(parents=True, exist_ok=True)
     import optuna
     import torch

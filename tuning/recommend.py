@@ -137,7 +137,14 @@ from raysync.objectives import (
     optimize_bias_aware,
     optimize_joint,
 )
-from tuning.settings import MAX_EVALS, MAX_SEEDS, MAX_TRIALS, check_at_most, sampler_seed
+from tuning.settings import (
+    MAX_EVALS,
+    MAX_SEEDS,
+    MAX_TRIALS,
+    check_at_most,
+    check_simulated_budget,
+    sampler_seed,
+)
 
 __all__ = [
     "ArmResult",
@@ -472,17 +479,8 @@ def check_inputs(config: SystemConfig, settings: RecommendSettings) -> None:
             f"{lam_max:.4g} updates/s, so it needs at least {1.0 / lam_max:.4g} s"
         )
     check_time_budget(settings.budget, config.service_rates)  # and its upper end
-    from raysync.simulation.engine import MAX_SIMULATED_COMPLETIONS
-
-    # Every client busy is AsyncSGD's throughput, and recommend always simulates that arm:
-    # refuse here, with the flag's name, what its first simulation would refuse later.
-    if settings.budget * lam_max > MAX_SIMULATED_COMPLETIONS:
-        raise ConfigError(
-            f"--budget {settings.budget:g} s is too long to simulate: AsyncSGD (all "
-            f"{config.num_clients} clients busy, {lam_max:.4g} updates/s) would need "
-            f"{settings.budget * lam_max:.3g} task completions, more than the simulator's "
-            f"limit of {MAX_SIMULATED_COMPLETIONS:.0e}"
-        )
+    # recommend always simulates AsyncSGD: refuse here what its first run would refuse.
+    check_simulated_budget("--budget", settings.budget, config)
 
 
 def _load_workload(config: SystemConfig, dataset: Any = None) -> Any:

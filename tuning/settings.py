@@ -29,6 +29,7 @@ __all__ = [
     "PRUNERS",
     "TuneSettings",
     "check_at_most",
+    "check_simulated_budget",
     "sampler_seed",
     "settings_from_args",
     "with_overrides",
@@ -51,6 +52,36 @@ def check_at_most(name: str, value: int, high: int, why: str) -> None:
     """
     if value > high:
         raise ConfigError(f"{name} must be at most {high:,} ({why}), got {value:,}")
+
+
+def check_simulated_budget(flag: str, budget: float, config: SystemConfig) -> None:
+    """Refuse a budget whose fastest designs the simulator cannot run, before any work.
+
+    With every client busy (AsyncSGD, ``C = n``; the bound-optimal designs come close) the
+    fleet completes ``sum_i mu_i`` tasks per time unit, so a run of ``budget`` needs about
+    ``budget * sum_i mu_i`` completions; above the simulator's limit each such run would
+    fail, after the pilot and trial by trial.
+
+    Args:
+        flag: The flag or field the budget came from (for the message).
+        budget: Time budget in the config's time unit.
+        config: The fleet.
+
+    Raises:
+        ConfigError: ``budget * sum_i mu_i`` exceeds the simulator's limit.
+    """
+    import numpy as np
+
+    from raysync.simulation.engine import MAX_SIMULATED_COMPLETIONS
+
+    lam_max = float(np.sum(config.service_rates))
+    if budget * lam_max > MAX_SIMULATED_COMPLETIONS:
+        raise ConfigError(
+            f"{flag} {budget:g} s is too long to simulate: AsyncSGD (all "
+            f"{config.num_clients} clients busy, {lam_max:.4g} updates/s) would need "
+            f"{budget * lam_max:.3g} task completions, more than the simulator's limit of "
+            f"{MAX_SIMULATED_COMPLETIONS:.0e}"
+        )
 
 
 def sampler_seed(seed: int) -> int:
@@ -263,9 +294,14 @@ def settings_from_args(
     objective = get("objective", defaults.objective)
     study = get("study", None) or f"{Path(str(args.config)).stem}-{objective}"
     out_arg = get("out", None)
+    if out_arg is not None and not str(out_arg).strip():
+        raise ConfigError(f"--out must be a directory path, got {out_arg!r}")
     out = Path(out_arg) if out_arg else Path("tune-out") / study
     constants_text = get("constants", None)
-    constants = ProblemConstants.parse(constants_text) if constants_text else None
+    if constants_text is not None and not str(constants_text).strip():
+        # Not "absent": an empty value would silently start the pilot it was meant to skip.
+        raise ConfigError(f"--constants must be 'L,sigma2,M2,A', got {constants_text!r}")
+    constants = ProblemConstants.parse(constants_text) if constants_text is not None else None
     settings = TuneSettings(
         objective=objective,
         trials=get("trials", defaults.trials),
@@ -291,4 +327,11 @@ def settings_from_args(
         n = config.num_clients
         check_min_p(settings.min_p, n)
         check_search_size(settings.max_concurrency or max(2 * n, config.concurrency), n)
+        if settings.objective != "bound":  # trials run the simulator or the runtime
+            if settings.budget is not None:
+                check_simulated_budget("--budget", settings.budget, config)
+            elif config.run.time_budget is not None:
+                check_simulated_budget("run.time_budget", config.run.time_budget, config)
+            if settings.budget_range is not None:
+                check_simulated_budget("budget_range high", settings.budget_range[1], config)
     return settings

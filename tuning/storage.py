@@ -217,6 +217,19 @@ def _sqlite_file(url: str) -> Path | None:
 
 
 def _prepare_sqlite(url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.drivername.startswith("sqlite") and (
+        database in ("", ":memory:") or "mode=memory" in database
+    ):
+        # Each connection would get its own empty database: nothing would be kept, and a
+        # second driver or a rerun could not resume the study.
+        raise ConfigError(
+            f"storage {redact_url(url)!r} is an in-memory SQLite database: the study would "
+            "be lost when the command exits; name a file (sqlite:///study.db)"
+        )
     path = _sqlite_file(url)
     if path is None:
         return  # another database, in memory, or an SQLite URI (the driver's business)

@@ -175,3 +175,48 @@ def test_recommend_redraw_flags_reach_the_settings(tiny_path, tmp_path, monkeypa
     assert got == [(False, False, 1.0), (True, False, 1.0), (False, True, 1.0),
                    (False, False, 2.132)]
     assert not (tmp_path / "r.toml").exists()
+
+
+def _tune(tiny_path, out, *extra: str) -> list[str]:  # noqa: ANN001
+    return ["tune", str(tiny_path), "--objective", "bound", "--trials", "3", "--constants",
+            C_TEXT, "--budget", "50", "--out", str(out), "--no-plots", "--no-progress",
+            "--no-tensorboard", *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    # found by a sweep of tune's flags: each was exit 0 (a default taken silently, every
+    # trial failing) or exit 2 with an empty output folder left behind
+    (["--out="], "--out must be a directory path, got ''"),
+    (["--constants="], "--constants must be 'L,sigma2,M2,A', got ''"),
+    (["--objective=simulated", "--budget=1e30"],
+     "--budget 1e+30 s is too long to simulate: AsyncSGD (all 4 clients busy"),
+    (["--objective=simulated", "--budget=4294967296"], "--budget 4.29497e+09 s is too long"),
+    (["--storage=sqlite:///"], "storage 'sqlite:///' is an in-memory SQLite database"),
+    (["--storage=sqlite://"], "is an in-memory SQLite database"),
+    (["--storage=sqlite:///:memory:"], "is an in-memory SQLite database"),
+    (["--storage=ADIR"], "storage must be an SQLAlchemy URL"),
+    (["--budget=1e308"], "time_budget"),
+])  # fmt: skip
+def test_tune_refusals_are_one_line_and_leave_no_output_folder(
+    tiny_path, tmp_path, capsys, extra: list[str], message: str  # noqa: ANN001
+) -> None:
+    (tmp_path / "adir").mkdir()
+    extra = [e.replace("ADIR", str(tmp_path / "adir")) for e in extra]
+    out = tmp_path / "out"
+    code = main(_tune(tiny_path, out, *extra))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()
+    # nothing anywhere else (the fixture's config aside), nor in a folder named as storage
+    assert sorted(p.name for p in tmp_path.iterdir() if p != tiny_path) == ["adir"]
+    assert not list((tmp_path / "adir").iterdir())
+
+
+def test_tune_keeps_an_output_folder_that_existed_or_holds_files(tiny_path, tmp_path,
+                                                                  capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(_tune(tiny_path, out, "--storage=sqlite:///")) == 2
+    assert out.is_dir()  # the user's folder, not ours to remove
+    capsys.readouterr()

@@ -117,6 +117,10 @@ def test_demo_end_to_end_on_digits(tmp_path, capsys) -> None:
     ("--recommend-trials", str(10**30), "--recommend-trials must be at most 100,000"),
     ("--seed", "-1", "--seed must be an integer >= 0, got -1"),
     ("--budget", "nan", "--budget must be > 0 seconds, got nan"),
+    # was refused only after stages 1-3, leaving their files in --out
+    ("--budget", "1e30", "--budget 1e+30 s is too long to simulate: AsyncSGD"),
+    # was taken as "no constants": the pilot ran instead
+    ("--constants", "", "--constants must be 'L,sigma2,M2,A', got ''"),
 ])  # fmt: skip
 def test_demo_bad_numeric_flags_refused_up_front(tiny_path, tmp_path, capsys, flag, value,
                                                  match) -> None:  # noqa: ANN001
@@ -125,6 +129,16 @@ def test_demo_bad_numeric_flags_refused_up_front(tiny_path, tmp_path, capsys, fl
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and match in err[0], err
+    assert not out.exists()  # refused before any stage wrote anything
+
+
+def test_demo_refuses_an_empty_config_path(tmp_path, capsys) -> None:  # noqa: ANN001
+    # An empty path ran the packaged demo config instead of the one meant.
+    out = tmp_path / "demo-out"
+    assert main(["demo", "", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["raysync demo: error: config must be a file path, got ''"], err
+    assert not out.exists()
     assert not out.exists()  # refused before any stage ran
 
 
