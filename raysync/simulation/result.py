@@ -100,6 +100,31 @@ def _unfloat(value: Any) -> float:
     return float(value)
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (nested in lists and mappings) as a string."""
+    if isinstance(value, float | np.floating):
+        return _float(value)
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+_NON_FINITE = ("nan", "inf", "-inf")
+
+
+def _from_json_safe(value: Any) -> Any:
+    """The inverse of :func:`_json_safe`: ``"nan"``, ``"inf"``, ``"-inf"`` as floats."""
+    if isinstance(value, str) and value in _NON_FINITE:
+        return float(value)
+    if isinstance(value, Mapping):
+        return {k: _from_json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json_safe(v) for v in value]
+    return value
+
+
 def _config_buffer_size(config: Mapping[str, Any]) -> int:
     """Completions per model version of a config mapping: FedBuff's ``B``, else 1."""
     algorithm = config.get("algorithm") if isinstance(config, Mapping) else None
@@ -278,7 +303,8 @@ class RunResult:
             elif isinstance(value, tuple):
                 out[f.name] = [v if isinstance(v, str) else _float(v) for v in value]
             elif isinstance(value, Mapping):
-                out[f.name] = dict(value)
+                # extras hold per-client means that are NaN for a client with no task
+                out[f.name] = _json_safe(dict(value))
             else:
                 out[f.name] = value
         out["version_throughput"] = _float(self.version_throughput)
@@ -327,6 +353,8 @@ class RunResult:
                     raw = tuple(_unfloat(v) for v in raw)
                 elif f.type in ("tuple[str, ...]",):
                     raw = tuple(str(v) for v in raw)
+                elif f.name == "extras":
+                    raw = _from_json_safe(raw)
                 values[f.name] = raw
         return cls(**values)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -203,6 +204,29 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     res.to_json(tmp_path / "all.json")
     assert "mean_relative_delay" in (tmp_path / "all.json").read_text()
     assert "throughput" in res.summary()
+
+
+
+def test_saved_result_is_strict_json_with_non_finite_extras(tmp_path: Path) -> None:
+    # The runtime's per-client means are NaN for a client that finished no task; they were
+    # written as bare NaN tokens, which strict JSON readers (jq, browsers) refuse.
+    import dataclasses
+
+    res = simulate(make_config(num_updates=500))
+    extras = {"service_time_mean": [0.5, math.nan], "nested": {"x": [math.inf, -math.inf]},
+              "label": "nan-free", "count": 3}
+    res = dataclasses.replace(res, extras=extras)
+    res.save(tmp_path / "run")
+    text = (tmp_path / "run" / "result.json").read_text()
+    json.loads(text, parse_constant=lambda token: pytest.fail(f"non-strict token {token}"))
+    back = RunResult.load(tmp_path / "run")
+    got = back.extras
+    assert got["service_time_mean"][0] == 0.5 and math.isnan(got["service_time_mean"][1])
+    assert got["nested"] == {"x": [math.inf, -math.inf]}
+    assert got["label"] == "nan-free" and got["count"] == 3
+    res.to_json(tmp_path / "all.json")
+    json.loads((tmp_path / "all.json").read_text(),
+               parse_constant=lambda token: pytest.fail(f"non-strict token {token}"))
 
 
 # --------------------------------------------------------------------------- training
