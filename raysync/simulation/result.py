@@ -103,7 +103,7 @@ def _unfloat(value: Any) -> float:
 def _json_safe(value: Any) -> Any:
     """``value`` with every non-finite float (nested in lists and mappings) as a string."""
     if isinstance(value, float | np.floating):
-        return _float(value)
+        return _float(float(value))
     if isinstance(value, Mapping):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
