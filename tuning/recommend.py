@@ -117,12 +117,10 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from raysync._files import atomic_write
 from raysync.config import SystemConfig, config_toml
 from raysync.exceptions import ConfigError, RaySyncError
 from raysync.objectives import (
@@ -142,6 +140,7 @@ from tuning.settings import (
     MAX_SEEDS,
     MAX_TRIALS,
     check_at_most,
+    check_int,
     check_simulated_budget,
     sampler_seed,
 )
@@ -151,13 +150,13 @@ __all__ = [
     "Recommendation",
     "RecommendSettings",
     "check_inputs",
+    "config_text",
     "energy_lines",
     "format_table",
     "measure",
     "measurement_config",
     "predicted_energy",
     "recommend",
-    "write_config_atomic",
 ]
 
 logger = logging.getLogger(__name__)
@@ -244,16 +243,13 @@ class RecommendSettings:
             raise ConfigError(
                 f"--target-accuracy must be an accuracy strictly between 0 and 1, got {t!r}"
             )
-        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
-            raise ConfigError(f"--trials must be an integer >= 1, got {self.trials!r}")
+        check_int("--trials", self.trials, 1)
         check_at_most("--trials", self.trials, MAX_TRIALS, "a study's size")
         if not self.lr_factors or any(not (f > 0 and math.isfinite(f)) for f in self.lr_factors):
             raise ConfigError(f"lr_factors must be positive numbers, got {self.lr_factors!r}")
         if not 0 < self.pilot_fraction <= 1:
             raise ConfigError(f"pilot_fraction must be in (0, 1], got {self.pilot_fraction!r}")
-        if (isinstance(self.pilot_seeds, bool) or not isinstance(self.pilot_seeds, int)
-                or self.pilot_seeds < 2):
-            raise ConfigError(f"pilot_seeds must be an integer >= 2, got {self.pilot_seeds!r}")
+        check_int("pilot_seeds", self.pilot_seeds, 2)
         check_at_most("pilot_seeds", self.pilot_seeds, MAX_SEEDS, "seeds per design")
         c = self.confirm_seeds
         # One fresh seed gives no spread to judge a lead against.
@@ -261,8 +257,7 @@ class RecommendSettings:
             raise ConfigError(f"--confirm-seeds must be 0 (no check) or an integer >= 2, got {c!r}")
         check_at_most("--confirm-seeds", c, MAX_SEEDS, "seeds per design")
         f = self.finalists
-        if isinstance(f, bool) or not isinstance(f, int) or f < 1:
-            raise ConfigError(f"finalists must be an integer >= 1, got {f!r}")
+        check_int("finalists", f, 1)
         check_at_most("finalists", f, MAX_SEEDS, "designs confirmed")
         m = self.overrule_margin
         if isinstance(m, bool) or not isinstance(m, int | float) or not (
@@ -276,13 +271,10 @@ class RecommendSettings:
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name, high, why in (("num_evals", MAX_EVALS, "evaluations per run"),
                                 ("pilot_steps", 1_000_000, "steps of the constants pilot")):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-            check_at_most(name, value, high, why)
-        sd = self.seed
-        if sd is not None and (isinstance(sd, bool) or not isinstance(sd, int) or sd < 0):
-            raise ConfigError(f"seed must be an integer >= 0, got {sd!r}")
+            check_int(name, getattr(self, name), 1)
+            check_at_most(name, getattr(self, name), high, why)
+        if self.seed is not None:
+            check_int("seed", self.seed, 0)
         # The same rules and words as `raysync optimize`: 0 J admits no design, while a
         # weight of 0 is the default "no price".
         e = self.energy_budget
@@ -1215,28 +1207,13 @@ def _confirm(
 
 
 # --------------------------------------------------------------------------- output
-def write_config_atomic(
-    config: SystemConfig, path: str | Path, *, header: Sequence[str] = ()
-) -> None:
-    """Write ``config`` as TOML to ``path`` via a temporary file and a rename.
+def config_text(config: SystemConfig, *, header: Sequence[str] = ()) -> str:
+    """``config`` as TOML with ``header`` as comment lines above it (each ``# ``-prefixed).
 
-    A crash leaves either the old file or the new one, never half a file.
-
-    Args:
-        config: The config.
-        path: Where to write it.
-        header: Comment lines written above the TOML (each prefixed with ``# ``).
-
-    Raises:
-        ConfigError: The directory does not exist.
+    What ``raysync recommend --out`` writes: the recommended config that ``simulate`` and
+    ``run`` accept unchanged.
     """
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise ConfigError(f"--out directory {str(directory)!r} does not exist")
-    comment = "".join(f"# {line}\n" for line in header)
-    with atomic_write(target) as handle:
-        handle.write(comment + config_toml(config))
+    return "".join(f"# {line}\n" for line in header) + config_toml(config)
 
 
 def _fmt(value: float | None, spec: str) -> str:

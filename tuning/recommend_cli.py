@@ -130,9 +130,15 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from raysync.config import config_toml, load_config
+    from raysync.config import load_config
     from raysync.exceptions import ConfigError
-    from tuning.recommend import RecommendSettings, energy_lines, format_table, recommend
+    from tuning.recommend import (
+        RecommendSettings,
+        config_text,
+        energy_lines,
+        format_table,
+        recommend,
+    )
     from tuning.settings import check_search_size
 
     # Every output path is checked before the (minutes-long) search, not after it.
@@ -169,7 +175,7 @@ def _handle(args: argparse.Namespace) -> int:
     header = ["raysync recommend: " + rec.point.describe(), *energy_lines(rec)] if (
         rec.has_power
     ) else []
-    files = [("--out", out, "".join(f"# {line}\n" for line in header) + config_toml(rec.config))]
+    files = [("--out", out, config_text(rec.config, header=header))]
     if report_path is not None:
         files.append(("--report", report_path, json.dumps(json_safe(rec.to_dict()), indent=2)))
     _write_all(files)

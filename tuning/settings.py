@@ -29,6 +29,7 @@ __all__ = [
     "PRUNERS",
     "TuneSettings",
     "check_at_most",
+    "check_int",
     "check_simulated_budget",
     "sampler_seed",
     "settings_from_args",
@@ -105,7 +106,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
+def check_int(name: str, value: Any, low: int) -> None:
+    """Refuse anything but an integer ``>= low`` (``bool`` included) in one line.
+
+    Raises:
+        ConfigError: ``value`` is not an integer or is below ``low``.
+    """
     if not _is_int(value) or value < low:
         raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
 
@@ -187,17 +193,17 @@ class TuneSettings:
 
     def __post_init__(self) -> None:
         directions_for(self.objective, self.multi_objective)  # validates both
-        _check_int("trials", self.trials, 1)
+        check_int("trials", self.trials, 1)
         check_at_most("trials", self.trials, MAX_TRIALS, "a study's size")
-        _check_int("parallel", self.parallel, 1)
-        _check_int("num_evals", self.num_evals, 1)
+        check_int("parallel", self.parallel, 1)
+        check_int("num_evals", self.num_evals, 1)
         check_at_most("num_evals", self.num_evals, MAX_EVALS, "evaluations per run")
-        _check_int("heartbeat_interval", self.heartbeat_interval, 1)
-        _check_int("torch_threads", self.torch_threads, 1)
+        check_int("heartbeat_interval", self.heartbeat_interval, 1)
+        check_int("torch_threads", self.torch_threads, 1)
         if not _is_int(self.seed) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.max_concurrency is not None:
-            _check_int("max_concurrency", self.max_concurrency, 1)
+            check_int("max_concurrency", self.max_concurrency, 1)
         if self.pruner not in PRUNERS:
             raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
         if self.family not in FAMILIES:
