@@ -158,6 +158,11 @@ def run_tune(args: argparse.Namespace) -> int:
     logging.getLogger("optuna").setLevel(logging.WARNING)
     config = load_config(args.config)
     settings = settings_from_args(args, config)
+    if settings.address is not None and (settings.parallel > 1 or settings.objective == "live"):
+        # Before the pilot run and the study's files: an unreachable cluster leaves nothing.
+        from raysync.runtime import check_reachable
+
+        check_reachable(settings.address)
     show = not args.no_progress and sys.stderr.isatty()
     bar: Any = None
     if show:

@@ -467,6 +467,11 @@ def _handle(args: argparse.Namespace) -> int:
 
     check_simulated_budget("--budget" if args.budget is not None else "run.time_budget",
                            budget, config)  # the runs' rule too: stages 4-5 simulate
+    if args.address is not None:
+        # Stage 4 joins the cluster: an unreachable one is refused before stages 1-3 write.
+        from raysync.runtime import check_reachable
+
+        check_reachable(args.address)
     out.mkdir(parents=True, exist_ok=True)
     import optuna
     import torch

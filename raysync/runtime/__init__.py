@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from raysync.runtime.coordinator import (
     ExecutorPlan,
+    check_reachable,
     check_resources,
     choose_plan,
     client_request,
@@ -33,6 +34,7 @@ from raysync.runtime.coordinator import (
 
 __all__ = [
     "ExecutorPlan",
+    "check_reachable",
     "check_resources",
     "choose_plan",
     "connect",

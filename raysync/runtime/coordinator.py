@@ -423,10 +423,19 @@ def _server_setup(
     )
 
 
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
+def check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail fast when ``host:port`` does not accept connections (``ray.init`` would retry).
 
-    ``"auto"``, ``"local"`` and addresses without a port are left to Ray.
+    Commands that write files before they join the cluster call this first, so an
+    unreachable address leaves nothing behind. ``"auto"``, ``"local"`` and addresses
+    without a port are left to Ray.
+
+    Args:
+        address: A Ray address, ``host:port`` or ``ray://host:port``.
+        timeout: Seconds to wait for the TCP connection.
+
+    Raises:
+        RuntimeFailure: Nothing accepts connections at ``host:port``.
     """
     target = address.removeprefix("ray://")
     host, sep, port_text = target.rpartition(":")
@@ -456,7 +465,7 @@ def connect(address: str | None = None) -> bool:
             logger.info("Ray is already initialised; ignoring address=%r", address)
         return False
     if address is not None:
-        _check_reachable(address)
+        check_reachable(address)
         try:
             ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, ValueError, RuntimeError) as exc:

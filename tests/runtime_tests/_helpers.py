@@ -133,6 +133,13 @@ def t_quantile(confidence: float, num_batches: int = 30) -> float:
     return float(stats.t.ppf(0.5 + confidence / 2, num_batches - 1))
 
 
+def actor_ids() -> set[str]:
+    """Ids of every actor the GCS knows of, dead ones included."""
+    import ray._private.state
+
+    return set(ray._private.state.actors())
+
+
 def alive_actor_ids() -> set[str]:
     """Ids of the actors the GCS reports alive (private state API: no dashboard here)."""
     import ray._private.state

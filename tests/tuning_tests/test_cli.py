@@ -196,6 +196,11 @@ def _tune(tiny_path, out, *extra: str) -> list[str]:  # noqa: ANN001
     (["--storage=sqlite:///:memory:"], "is an in-memory SQLite database"),
     (["--storage=ADIR"], "storage must be an SQLAlchemy URL"),
     (["--budget=1e308"], "time_budget"),
+    # an unreachable cluster was refused only after the study's journal was written
+    (["--objective=live", "--address=127.0.0.1:1"],
+     "cannot reach the Ray cluster at '127.0.0.1:1'"),
+    (["--objective=simulated", "--parallel=2", "--address=ray://127.0.0.1:1"],
+     "cannot reach the Ray cluster at 'ray://127.0.0.1:1'"),
 ])  # fmt: skip
 def test_tune_refusals_are_one_line_and_leave_no_output_folder(
     tiny_path, tmp_path, capsys, extra: list[str], message: str  # noqa: ANN001

@@ -121,6 +121,8 @@ def test_demo_end_to_end_on_digits(tmp_path, capsys) -> None:
     ("--budget", "1e30", "--budget 1e+30 s is too long to simulate: AsyncSGD"),
     # was taken as "no constants": the pilot ran instead
     ("--constants", "", "--constants must be 'L,sigma2,M2,A', got ''"),
+    # was refused at stage 4, after stages 1-3 had written their files
+    ("--address", "127.0.0.1:1", "cannot reach the Ray cluster at '127.0.0.1:1'"),
 ])  # fmt: skip
 def test_demo_bad_numeric_flags_refused_up_front(tiny_path, tmp_path, capsys, flag, value,
                                                  match) -> None:  # noqa: ANN001
