@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pickle
-import time
 
 import numpy as np
 import pytest
@@ -151,19 +150,6 @@ def test_rebinding_drops_pending_draws() -> None:
     first = [router.route(0) for _ in range(10)]
     router.bind(5, np.random.default_rng(5))
     assert [router.route(0) for _ in range(10)] == first
-
-
-def test_route_is_fast() -> None:
-    # The simulator's queue-only mode needs > 300k updates/s in total: route must cost
-    # about a microsecond. Generous bound (5 us) so slow CI machines do not flake.
-    router = FixedRouter(p=np.full(100, 0.01))
-    router.bind(100, np.random.default_rng(0))
-    client = 0
-    start = time.perf_counter()
-    for _ in range(200_000):
-        client = router.route(client)
-    per_call = (time.perf_counter() - start) / 200_000
-    assert per_call < 5e-6, per_call
 
 
 # ------------------------------------------------------------------- UniformRouter

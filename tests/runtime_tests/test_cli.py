@@ -56,7 +56,10 @@ def test_run_json_and_overrides(
     assert payload["backend"] == "ray"
     assert payload["config"]["run"]["time_budget"] == 0.5
     assert "num_updates" not in payload["config"]["run"]  # the budget alone decides
-    assert 0.45 <= payload["elapsed"] <= 0.6
+    # The 0.5 s budget ended the run, not its 5000 updates (~25 s of service at C = 2); how
+    # long after the budget the last task returned depends on the machine's load.
+    assert payload["elapsed"] >= 0.45
+    assert 0 < payload["num_updates"] < 5000
     assert payload["theory"]["mean_staleness"] == pytest.approx(1.0)
     assert len(payload["theory"]["mean_relative_delay"]) == 2
     assert any(p.is_dir() for p in tmp_path.iterdir())  # the TensorBoard run directory
