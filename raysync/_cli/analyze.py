@@ -10,7 +10,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -297,7 +296,9 @@ def handler(args: argparse.Namespace) -> int:
             payload["curve"] = summary.to_dict()
         if energy is not None:
             payload["energy"] = energy.to_dict()
-        print(json.dumps(payload, indent=2))
+        from raysync.simulation.report import dumps_json
+
+        print(dumps_json(payload))
         return 0
     _print_table(network, result, args.max_rows, summary)
     if energy is not None:

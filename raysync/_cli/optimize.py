@@ -22,7 +22,6 @@ joule) trade it against the bound (:func:`raysync.objectives.optimize.optimize_w
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -255,7 +254,9 @@ def _handle(args: argparse.Namespace) -> int:
             "energy": None if choice is None else choice.to_dict(),
             "written_config": args.write_config,
         }
-        print(json.dumps(payload, indent=2))
+        from raysync.simulation.report import dumps_json
+
+        print(dumps_json(payload))
         return 0
 
     _print_report(args, config, mu, constants, result, uniform, asyncsgd, cmax, estimate)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 from typing import TYPE_CHECKING, Any
@@ -290,7 +289,9 @@ def _handle(args: argparse.Namespace) -> int:
                 "mean_completion_staleness": theory.mean_staleness,
                 "buffer_size": theory.buffer_size,
             }
-        print(json.dumps(payload, indent=2))
+        from raysync.simulation.report import dumps_json
+
+        print(dumps_json(payload))
         return 0
     print(_report(result, config, theory))
     return 0

@@ -9,7 +9,6 @@ the labels, a finite scalar loss and gradient); a failure is one line and exit c
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from raysync._validation import format_probability
@@ -57,7 +56,9 @@ def _handle(args: argparse.Namespace) -> int:
         workload = build_workload(config)  # runs check_workload
         probe = workload_summary(workload)
     if args.json:
-        print(json.dumps(config.to_dict(), indent=2))
+        from raysync.simulation.report import dumps_json
+
+        print(dumps_json(config.to_dict()))
         return 0
     p = config.routing_probabilities
     print(f"{args.config}: valid")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raysync._validation import format_probability
-from raysync.simulation.result import UNITS
+from raysync.simulation.result import UNITS, _json_safe
 
 if TYPE_CHECKING:
     from raysync.config import SystemConfig
@@ -111,15 +111,21 @@ def dumps_json(value: Any, level: int = 0) -> str:
     here; mappings keep the indented layout, so small payloads read as before.
 
     Args:
-        value: A JSON-safe value (mappings with string keys; NaN allowed, as in
-            ``json.dumps``).
+        value: A JSON-safe value (mappings with string keys); a non-finite float is
+            written as the string ``"nan"``, ``"inf"`` or ``"-inf"``, as in
+            ``result.json``, so the text is strict JSON (``json.dumps`` would write the
+            ``NaN`` token, which strict parsers such as ``jq`` and JavaScript refuse).
         level: Indentation level of ``value`` (two spaces each).
 
     Returns:
-        The JSON text (no trailing newline); ``json.loads`` gives ``value`` back.
+        The JSON text (no trailing newline); ``json.loads`` gives ``value`` back (its
+        non-finite floats as those strings).
     """
     if not isinstance(value, dict) or not value or not all(isinstance(k, str) for k in value):
-        return json.dumps(value)
+        try:
+            return json.dumps(value, allow_nan=False)
+        except ValueError:  # a non-finite float somewhere: the slow path only then
+            return json.dumps(_json_safe(value), allow_nan=False)
     pad = "  " * (level + 1)
     items = [f"{pad}{json.dumps(k)}: {dumps_json(v, level + 1)}" for k, v in value.items()]
     return "{\n" + ",\n".join(items) + "\n" + "  " * level + "}"

@@ -121,7 +121,33 @@ def test_json_keeps_every_client_on_one_line_per_key() -> None:
     back = json.loads(text)
     assert back["relative_delay_ci"] == payload["relative_delay_ci"]
     assert back["mean_relative_delay"] == payload["mean_relative_delay"]
-    assert math.isnan(back["theory"]["x"]) and back["theory"]["none"] is None
+    assert back["theory"]["x"] == "nan" and back["theory"]["none"] is None
     # One line per key, however long the lists (indent=2 gave one line per number).
     assert len(text.splitlines()) == 14
     assert '  "theory": {\n    "units": {\n      "throughput": "completions/s"\n    },' in text
+
+
+def _strict_loads(text: str) -> object:
+    def refuse(token: str) -> None:
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_is_strict_with_non_finite_numbers() -> None:
+    # json.dumps writes NaN/Infinity tokens, which jq and JavaScript refuse; result.json
+    # writes such a number as a string, and so does every --json output.
+    payload = {
+        "per_client": [1.5, math.nan, math.inf, -math.inf, 2],
+        "nested": {"ci": [(0.25, math.nan)], "rate": -math.inf, "n": 3},
+        "finite": [0.1, 1e-300, 1e300],
+        "top": math.nan,
+    }
+    back = _strict_loads(dumps_json(payload))
+    assert back == {
+        "per_client": [1.5, "nan", "inf", "-inf", 2],
+        "nested": {"ci": [[0.25, "nan"]], "rate": "-inf", "n": 3},
+        "finite": [0.1, 1e-300, 1e300],
+        "top": "nan",
+    }
+    assert _strict_loads(dumps_json(math.inf)) == "inf"
