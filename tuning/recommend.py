@@ -914,6 +914,18 @@ def recommend(
         return 1.0 - (1.0 - score) * factor if target is None else score * factor
 
     pilot_budget = budget * settings.pilot_fraction
+    # The run count is known before the first run: a long budget says so up front (one
+    # run of T = 1e5 s can take an hour), not after silence.
+    steps_runs = len(warm) * len(lrs) * len(pilot_seeds)
+    confirm_runs = ((1 + settings.finalists) * (1 + len(pilot_seeds) + len(confirm))
+                    if settings.confirm_seeds > 0 else len(pilot_seeds))
+    study_runs = max(settings.trials, len(warm))  # warm starts beyond the cap run too
+    planned = steps_runs + study_runs + confirm_runs
+    say(f"plan: at most {planned} simulated runs ({steps_runs} choosing steps: {len(warm)} "
+        f"designs x {len(lrs)} steps x {len(pilot_seeds)} seeds of {pilot_budget:g} s; "
+        f"{study_runs} trials and warm starts; {confirm_runs} confirming, of {budget:g} s), "
+        f"each at "
+        f"most {budget * float(np.sum(mu)):,.0f} updates (T sum_i mu_i)")
     lr_choice: dict[str, Any] = {}
     for label, point in list(warm.items()):
         exact = label in ("analytical", UNBIASED_LABEL)

@@ -761,3 +761,31 @@ def test_cli_refuses_bad_confirmation_settings(tmp_path: Path, capsys, flag: str
     out = tmp_path / "rec.toml"
     _fails_cleanly(["recommend", str(TINY), "--budget", "30", flag, value,
                     "--out", str(out)], out, capsys, message)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"trials": 3, "pilot_seeds": 2, "confirm_seeds": 5, "finalists": 3},
+    {"trials": 12, "pilot_seeds": 2, "confirm_seeds": 2, "finalists": 1},
+    {"trials": 1, "pilot_seeds": 3, "confirm_seeds": 0},
+    {"trials": 20, "pilot_seeds": 2, "confirm_seeds": 3, "finalists": 5, "lr_factors": (1.0,)},
+])
+def test_the_plan_line_bounds_the_runs_spent(monkeypatch, kwargs) -> None:  # noqa: ANN001
+    """The up-front "plan: at most N simulated runs" holds whatever leads: scores drawn per
+    (design, seed), so leaders, reruns and confirmations vary between cases."""
+    import re
+    import zlib
+
+    import tuning.recommend as rmod
+    from tuning.recommend import RecommendSettings, recommend
+
+    def fake_measure(base, point, *, budget, workload, seed, num_evals=8, target=None):  # noqa: ANN001, ANN202
+        key = zlib.crc32(repr((point, seed, budget)).encode())
+        return _fake_run(0.5 + 0.4 * np.random.default_rng(key).random())
+
+    monkeypatch.setattr(rmod, "measure", fake_measure)
+    lines: list[str] = []
+    rec = recommend(load_config(TINY), RecommendSettings(budget=30, **kwargs), log=lines.append)
+    plans = [m for line in lines if (m := re.match(r"plan: at most (\d+) simulated runs", line))]
+    assert len(plans) == 1
+    assert 0 < rec.simulations <= int(plans[0].group(1))
+    assert rec.trials == kwargs["trials"]
