@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
@@ -65,8 +66,21 @@ EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 141
 
 
+#: What a negative value looks like on the command line: argparse's own pattern takes only
+#: ``-5`` and ``-.5``, so ``--budget -1e5``, ``--trials -inf`` or ``--mu -1,2`` failed with
+#: "expected one argument" (the value read as an unknown option) instead of the flag's own
+#: check refusing the value with its rule.
+_NEGATIVE_VALUE = re.compile(r"^-(?:\d|\.\d|inf(?:inity)?$|nan$)", re.IGNORECASE)
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (sub-parsers inherit the class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse has no public hook for this; the attribute is read in _parse_optional
+        # (tests/cli_tests/test_entry.py checks every command still gets such values).
+        self._negative_number_matcher = _NEGATIVE_VALUE
 
     def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
         # argparse drops a lone "--" even from "--flag=--", leaving an option with a list

@@ -80,3 +80,32 @@ def test_simulate_flags(
 ) -> None:
     assert main(["simulate", str(EXAMPLE), "--queue-only", *flags]) == 2
     assert message in _error(capsys, "simulate")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    # argparse read each value as an unknown option: "expected one argument"
+    (["analyze", "--mu", "-1,2", "-C", "2"], "mu[0] must be > 0, got -1.0"),
+    (["analyze", "--mu", "1,2", "-C", "-1e3"], "invalid int value: '-1e3'"),
+    (["simulate", "EX", "--time-budget", "-1e5"], "run.time_budget must be > 0, got -100000.0"),
+    (["simulate", "EX", "--time-budget", "-inf"], "run.time_budget must be finite, got -inf"),
+    (["simulate", "EX", "--time-budget", "-1x"], "invalid float value: '-1x'"),
+    (["optimize", "EX", "--constants", "-1,1,1,1"], "constants.L must be > 0, got -1.0"),
+    (["recommend", "EX", "--budget", "30", "--trials", "-inf", "--out", "FILE"],
+     "argument --trials: invalid int value: '-inf'"),
+    (["recommend", "EX", "--budget", "-Infinity", "--out", "FILE"], "--budget"),
+    (["tune", "EX", "--budget", "-NaN", "--out", "OUT"], "budget must be a finite number > 0"),
+    (["demo", "EX", "--seed", "-1e3", "--out", "OUT"], "argument --seed: invalid int value"),
+])  # fmt: skip
+def test_a_negative_value_reaches_the_flags_own_check(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    named = {"EX": str(EXAMPLE), "OUT": str(out), "FILE": str(tmp_path / "r.toml")}
+    try:
+        code = main([named.get(a, a) for a in args])
+    except SystemExit as exc:  # a usage error: argparse exits
+        code = exc.code
+    assert code == 2
+    line = _error(capsys, args[0])
+    assert message in line and "expected one argument" not in line, line
+    assert sorted(tmp_path.iterdir()) == []  # refused before anything was written
