@@ -35,7 +35,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any, NoReturn, Protocol
@@ -78,6 +78,8 @@ class _Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: The command parsers by name (the top-level parser's; empty on a command's own).
+        self.commands: Mapping[str, argparse.ArgumentParser] = {}
         # argparse has no public hook for this; the attribute is read in _parse_optional
         # (tests/cli_tests/test_entry.py checks every command still gets such values).
         self._negative_number_matcher = _NEGATIVE_VALUE
@@ -146,7 +148,7 @@ def _add_plugin(subparsers: Any, entry: CommandEntryPoint) -> None:
         _warn(f"{entry.value} did not register a sub-command named {entry.name!r}")
 
 
-def _build_parser(plugins: Iterable[CommandEntryPoint] | None = None) -> argparse.ArgumentParser:
+def _build_parser(plugins: Iterable[CommandEntryPoint] | None = None) -> _Parser:
     """The top-level parser with the built-in commands and the plugins.
 
     Args:
@@ -166,6 +168,7 @@ def _build_parser(plugins: Iterable[CommandEntryPoint] | None = None) -> argpars
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = subparsers.choices
     for _name, module in BUILTIN_COMMANDS:
         module.add_parser(subparsers)
     for entry in plugin_commands() if plugins is None else plugins:
@@ -211,7 +214,13 @@ def _silence_closed_streams() -> None:
 
 def _main(argv: Sequence[str] | None, plugins: Iterable[CommandEntryPoint] | None) -> int:
     parser = _build_parser(plugins)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # parse_args would report these from the top-level parser ("raysync: error: ...");
+        # they belong to the command, whose usage line says what it takes.
+        parser.commands.get(args.command, parser).error(
+            f"unrecognized arguments: {' '.join(extra)}"
+        )
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "func", None) is None:

@@ -109,3 +109,26 @@ def test_a_negative_value_reaches_the_flags_own_check(
     line = _error(capsys, args[0])
     assert message in line and "expected one argument" not in line, line
     assert sorted(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+@pytest.mark.parametrize(("args", "command"), [
+    (["validate", "EX", "EX"], "validate"),
+    (["analyze", "--mu", "1,2", "-C", "2", "--bogus"], "analyze"),
+    (["simulate", "EX", "--bogus", "1"], "simulate"),
+    (["optimize", "EX", "--constants", "1,1,1,1", "extra"], "optimize"),
+    (["run", "EX", "--bogus"], "run"),
+    (["recommend", "EX", "--budget", "30", "--out", "FILE", "--bogus"], "recommend"),
+    (["tune", "EX", "--bogus"], "tune"),
+])  # fmt: skip
+def test_unrecognised_arguments_are_the_commands_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], command: str
+) -> None:
+    # Reported by the top-level parser they read "raysync: error: ..." and pointed at
+    # `raysync --help`, not at the command that was given them.
+    named = {"EX": str(EXAMPLE), "FILE": str(tmp_path / "r.toml")}
+    with pytest.raises(SystemExit) as stop:
+        main([named.get(a, a) for a in args])
+    assert stop.value.code == 2
+    line = _error(capsys, command)
+    assert "unrecognized arguments: " in line and line.endswith(f"(see raysync {command} --help)")
+    assert sorted(tmp_path.iterdir()) == []
