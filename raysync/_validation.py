@@ -263,6 +263,9 @@ def check_output_dir(path: str | os.PathLike[str], flag: str) -> Path:
     text = os.fspath(path)
     if not text or "\x00" in text:
         raise ConfigError(f"{flag} must be a directory path, got {text!r}")
+    if Path(text).is_symlink() and not Path(text).exists():
+        # mkdir would fail on it later with a bare "file exists"
+        raise ConfigError(f"{flag} {text!r} is a broken symbolic link, not a directory")
     problem = _dir_problem(Path(text))
     if problem is not None:
         raise ConfigError(f"{flag} {text!r} cannot be used as a directory: {problem}")
@@ -273,8 +276,8 @@ def check_output_file(path: str | os.PathLike[str], flag: str) -> Path:
     """Check that ``path`` names a file that can be written (its folder may be missing).
 
     Raises:
-        ConfigError: ``path`` is empty, holds a NUL, is a directory or ends with a path
-            separator, or its folder cannot be created or written.
+        ConfigError: ``path`` is empty, holds a NUL, is a directory, a device or a pipe,
+            or ends with a path separator, or its folder cannot be created or written.
     """
     text = os.fspath(path)
     if not text or "\x00" in text:
@@ -285,6 +288,10 @@ def check_output_file(path: str | os.PathLike[str], flag: str) -> Path:
     if text.endswith(("/", os.sep)):
         # Path() drops the slash, so "out/new/" would be written as a file named "new".
         raise ConfigError(f"{flag} {text!r} ends with a path separator: give a file path")
+    if target.exists() and not target.is_file():
+        # A device or a pipe (/dev/full, /dev/null): outputs are replaced atomically, and
+        # replacing a device node with a regular file would break it for everyone.
+        raise ConfigError(f"{flag} {text!r} is not a regular file")
     if target.exists() and not os.access(target, os.W_OK):
         raise ConfigError(f"{flag} {text!r} is not writable: permission denied")
     problem = _dir_problem(target.parent)

@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from raysync._validation import check_output_file
-from raysync.config import RoutingConfig, SystemConfig, dump_config, load_config
+from raysync._files import atomic_write
+from raysync._validation import check_output_file, describe_os_error
+from raysync.config import RoutingConfig, SystemConfig, config_toml, load_config
 from raysync.exceptions import ConfigError
 
 __all__ = ["add_parser"]
@@ -143,8 +144,26 @@ def _handle(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--energy-weight must be a finite number >= 0, got {args.energy_weight!r}"
         )
-    if args.write_config:
-        check_output_file(args.write_config, "--write-config")  # before the optimisation
+    if args.write_config is not None:  # "" too: it was taken as "no file" and exited 0
+        target = check_output_file(args.write_config, "--write-config")  # before optimising
+        if target.exists() and Path(args.config).exists() and target.samefile(args.config):
+            raise ConfigError(
+                f"--write-config {args.write_config!r} is CONFIG itself: the optimised config "
+                "would replace it (its comments and layout lost); write it elsewhere"
+            )
+    if args.updates is not None and args.updates < 1:
+        raise ConfigError(f"--updates must be an integer >= 1, got {args.updates!r}")
+    if args.updates is not None and args.criterion == "wall-clock":
+        # ignored silently before: the wall-clock criterion counts K = Lambda * T
+        raise ConfigError(
+            f"--updates {args.updates} applies to --criterion per-update; the wall-clock "
+            "criterion takes its K = Lambda*T from --budget"
+        )
+    if args.updates is not None and args.budget is not None:
+        raise ConfigError(
+            f"--updates {args.updates} and --budget {args.budget:g} both set K of the "
+            "per-update criterion: give one"
+        )
     config = load_config(args.config)
     n = config.num_clients
     mu = np.asarray(config.service_rates, dtype=np.float64)
@@ -180,7 +199,11 @@ def _handle(args: argparse.Namespace) -> int:
             )
         kwargs["time_budget"] = budget
     else:
-        updates = args.updates if args.updates is not None else config.run.num_updates
+        # An explicit flag wins over the config: --budget was ignored when the config set
+        # run.num_updates.
+        updates = args.updates
+        if updates is None and args.budget is None:
+            updates = config.run.num_updates
         if updates is None and budget is not None:
             uniform_net = ClosedNetwork(
                 mu=mu,
@@ -219,7 +242,7 @@ def _handle(args: argparse.Namespace) -> int:
     uniform = objective.evaluate(np.full(n, 1.0 / n), n)
     asyncsgd = None if server_rate is not None else objective.asyncsgd_terms()
 
-    if args.write_config:
+    if args.write_config is not None:
         algorithm = config.algorithm
         if algorithm.name == "asyncsgd":
             from dataclasses import replace
@@ -231,8 +254,15 @@ def _handle(args: argparse.Namespace) -> int:
             algorithm=algorithm,
         )
         target = Path(args.write_config)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        dump_config(new, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(target) as handle:  # a full disk leaves no half config
+                handle.write(config_toml(new))
+        except OSError as exc:  # a full disk, /proc, ...: name the flag, not only the errno
+            raise ConfigError(
+                f"--write-config {args.write_config!r} cannot be written: "
+                f"{describe_os_error(exc)}"
+            ) from exc
 
     if args.json:
         payload = {
@@ -327,7 +357,7 @@ def _print_report(
         " Z_i the link delays; sum mu_i without links), bound at its empirical routing "
         "p_i = client throughput / total (approximation)"
     )
-    if args.write_config:
+    if args.write_config is not None:
         print(
             f"wrote {args.write_config} (routing.kind = 'fixed', concurrency = "
             f"{result.concurrency})"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -142,12 +143,58 @@ def _print_report(config: SystemConfig, result: Any, theory: dict[str, Any], max
     print(format_report(config, result, theory, max_rows=max_rows))
 
 
+#: What ``--out`` holds after a run (RunResult.save's two files and the theory).
+_OUT_FILES = ("result.json", "arrays.npz", "theory.json")
+
+
+def _check_out_entries(out: Path) -> None:
+    """Refuse, before the run, an ``--out`` whose files could not be replaced."""
+    for name in _OUT_FILES:
+        entry = out / name
+        if entry.exists() and not entry.is_file():
+            raise ConfigError(
+                f"--out {str(out)!r} holds {name!r}, which is not a regular file: the "
+                "result would have to replace it; choose another --out"
+            )
+
+
+def _save(result: Any, theory: dict[str, Any], out_text: str) -> None:
+    """Write every file of ``--out`` or none: into a fresh folder beside it, then moved in.
+
+    Written in place, a failure after ``result.json`` (a full disk, ``arrays.npz`` in the
+    way) left a result without its arrays, which ``RunResult.load`` cannot read.
+    """
+    import shutil
+    import tempfile
+
+    from raysync._validation import describe_os_error
+    from raysync.simulation.report import dumps_json
+
+    out = Path(out_text)
+    staging: Path | None = None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        result.save(staging)
+        (staging / "theory.json").write_text(dumps_json(theory))
+        for name in _OUT_FILES:
+            (staging / name).replace(out / name)
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {out_text!r} cannot be written: {describe_os_error(exc)}"
+        ) from exc
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def _handle(args: argparse.Namespace) -> int:
     from raysync.simulation import simulate
     from raysync.simulation.report import dumps_json
 
     if args.out is not None:
         check_output_dir(args.out, "--out")  # before the run, not after it
+        _check_out_entries(Path(args.out))
     if args.max_rows < 0:
         raise ConfigError(
             f"--max-rows must be >= 1 (clients shown) or 0 (all), got {args.max_rows}"
@@ -196,9 +243,21 @@ def _handle(args: argparse.Namespace) -> int:
             f"{what} ended with no task completed, so there is nothing to measure "
             f"(every statistic would be NaN); give it more updates or a longer time budget"
         )
+    if not math.isfinite(result.throughput):
+        # Every completion fell in the warm-up the statistics drop: throughput, staleness
+        # and every client's delay would print as NaN (exit 0 before).
+        what = "the run"
+        if config.run.num_updates is not None:
+            what = f"run.num_updates (--num-updates) = {config.run.num_updates:,}"
+        elif config.run.time_budget is not None:
+            what = f"run.time_budget (--time-budget) = {config.run.time_budget:g} s"
+        raise ConfigError(
+            f"{what} leaves no completion after the warm-up ({result.num_completions} "
+            "completed, all dropped as warm-up), so there is nothing to measure; give it "
+            "more updates or a longer time budget"
+        )
     if args.out is not None:
-        out = result.save(Path(args.out))
-        (out / "theory.json").write_text(dumps_json(theory))
+        _save(result, theory, args.out)
     if args.json:
         payload = result.to_dict()
         payload["theory"] = theory
