@@ -17,7 +17,8 @@ stored where a float belongs, non-finite floats are refused, arrays become tuple
 tables become the nested dataclass. Unknown keys are refused with the closest known one.
 Sizes are bounded so a typo stays a one-line error: at most :data:`MAX_CLIENTS` clients,
 a config file of at most :data:`MAX_CONFIG_BYTES`, a FedBuff buffer of at most
-:data:`MAX_BUFFER_SIZE` and a log-normal ``cv`` of at most :data:`MAX_CV`.
+:data:`MAX_BUFFER_SIZE`, a log-normal ``cv`` of at most :data:`MAX_CV`, a concurrency of at
+most :data:`MAX_CONCURRENCY` and at most :data:`MAX_NUM_UPDATES` updates.
 
 TOML layout (``[[clients]]`` tables may set ``count`` to repeat one spec)::
 
@@ -72,8 +73,10 @@ __all__ = [
     "DataConfig",
     "MAX_BUFFER_SIZE",
     "MAX_CLIENTS",
+    "MAX_CONCURRENCY",
     "MAX_CONFIG_BYTES",
     "MAX_CV",
+    "MAX_NUM_UPDATES",
     "ModelConfig",
     "PowerSpec",
     "RoutingConfig",
@@ -121,6 +124,15 @@ SERVICE_TIME_RANGE = (1e-300, 1e300)
 
 #: Largest FedBuff buffer: a run of ``K`` versions simulates ``K * B`` completions.
 MAX_BUFFER_SIZE = 1_000_000
+
+#: Largest ``concurrency``: the simulator's limit of task completions per run
+#: (``raysync.simulation.engine.MAX_SIMULATED_COMPLETIONS``); with more tasks in flight
+#: not even the first ones could all complete.
+MAX_CONCURRENCY = 10**10
+
+#: Largest ``run.num_updates``: float64 counts integers exactly up to ``2**53``, and the
+#: statistics and the optimiser's per-update criterion count updates in float64.
+MAX_NUM_UPDATES = 2**53
 
 #: Largest config file read (a fleet of ``MAX_CLIENTS`` one-line tables fits).
 MAX_CONFIG_BYTES = 256 * 2**20
@@ -766,6 +778,8 @@ class RoutingConfig:
         if self.constants is not None and len(self.constants) != 4:
             rule = "must be four numbers L, sigma2, M2, A"
             raise _fail("routing.constants", rule, self.constants)
+        if self.constants is not None:
+            _check_bound_constants(self.constants)
         if self.objective is not None:
             _check_choice("routing.objective", self.objective, ("wall_clock", "bias_aware"))
         if self.zeta2 is not None:
@@ -1023,6 +1037,13 @@ class RunConfig:
             object.__setattr__(self, "num_updates", 1000)
         if self.num_updates is not None:
             _check_int("run.num_updates", self.num_updates, minimum=1)
+            if self.num_updates > MAX_NUM_UPDATES:
+                raise _fail(
+                    "run.num_updates",
+                    f"must be <= {MAX_NUM_UPDATES:,} (2**53, the largest count float64 holds "
+                    "exactly)",
+                    self.num_updates,
+                )
         if self.time_budget is not None:
             _check_positive("run.time_budget", self.time_budget)
         if self.eval_every_updates is not None:
@@ -1131,6 +1152,13 @@ class SystemConfig:
         if len(self.clients) > MAX_CLIENTS:
             raise _fail("clients", f"must list at most {MAX_CLIENTS:,} clients", len(self.clients))
         _check_int("concurrency", self.concurrency, minimum=1)
+        if self.concurrency > MAX_CONCURRENCY:
+            raise _fail(
+                "concurrency",
+                f"must be <= {MAX_CONCURRENCY:,} (no run completes more tasks, so more in "
+                "flight could never all complete)",
+                self.concurrency,
+            )
         _check_int("seed", self.seed, minimum=0)
         n = len(self.clients)
         if self.routing.p is not None and len(self.routing.p) != n:
@@ -1151,6 +1179,8 @@ class SystemConfig:
             _check_bias_aware_routing(self)
         _check_power(self)
         _check_dynamics(self)
+        if self.routing.kind == "adaptive":
+            _check_adaptive_horizon(self)
 
     @property
     def num_clients(self) -> int:
@@ -1224,6 +1254,65 @@ class SystemConfig:
 _T = TypeVar("_T")
 
 
+_CONSTANT_NAMES = ("L", "sigma2", "M2", "A")
+
+
+def _check_bound_constants(values: Sequence[float]) -> None:
+    """The rules of ``ProblemConstants`` (objectives/bounds.py), checked at load.
+
+    The router builds its bound only at its first re-optimisation, mid-run; bounds.py
+    imports torch, too heavy for ``raysync validate``, so the rules are repeated here.
+    """
+    for j, (name, value) in enumerate(zip(_CONSTANT_NAMES, values, strict=True)):
+        _check_positive(f"routing.constants[{j}] ({name})", value, allow_zero=name == "M2")
+    big_l, sigma2, m2, a = (float(v) for v in values)
+    noise = sigma2 + 2.0 * m2
+    # the bound multiplies these (4 A / K, 2 L^2 V S Dbar eta^2)
+    if not all(math.isfinite(x) for x in (4.0 * a, noise, 2.0 * big_l * big_l * noise)):
+        raise _fail(
+            "routing.constants",
+            "overflow the float range in the bound (4 A and 2 L^2 (sigma2 + 2 M2) must stay "
+            "below 1.8e308)",
+            list(values),
+        )
+    if big_l * noise < 1e-150 or a < 1e-150:
+        raise _fail(
+            "routing.constants",
+            "underflow the float range in the bound (L (sigma2 + 2 M2) and A must be >= "
+            "1e-150)",
+            list(values),
+        )
+
+
+def _check_adaptive_horizon(config: SystemConfig) -> None:
+    """``routing.horizon`` against the configured rates, at load.
+
+    The router's bound refuses a horizon outside ``1 <= T sum_i mu_i < 1e150`` at its
+    first re-optimisation, mid-run, naming its own ``time_budget``.
+    """
+    horizon = config.routing.horizon
+    if horizon is None:  # the default is not in the file: the router names it if it fails
+        return
+    fleet = math.fsum(config.service_rates)
+    updates = horizon * fleet
+    name = "routing.horizon"
+    if updates < 1.0:
+        raise _fail(
+            name,
+            f"must give the bound at least one update (T x sum_i mu_i >= 1): the "
+            f"{config.num_clients} clients apply at most {fleet:.4g} updates/s, so it must "
+            f"be >= {1.0 / fleet:.4g} s",
+            horizon,
+        )
+    if not updates < 1e150:
+        raise _fail(
+            name,
+            f"gives up to K = T x {fleet:.4g} = {updates:.3g} updates, beyond the float range "
+            "of the bound (K must be < 1e150)",
+            horizon,
+        )
+
+
 def _check_power(config: SystemConfig) -> None:
     """Power on every station once any has it: a missing one would count as 0 W."""
     stations = [(f"clients[{i}]", c.power) for i, c in enumerate(config.clients)]
@@ -1239,6 +1328,37 @@ def _check_power(config: SystemConfig) -> None:
                 f"is required: {given[0]}.power is given, so every client and the [server] "
                 "(when given) must give busy and idle power",
             )
+    _check_power_total(stations)
+
+
+def _check_power_total(stations: list[tuple[str, PowerSpec | None]]) -> None:
+    """Refuse figures each finite but whose sum over the fleet is beyond float64.
+
+    The mean power sums max(busy, idle) over every station at worst; an overflow there
+    would print ``inf W`` or surface as a bogus energy-weight error in optimize.
+    """
+    total = 0.0
+    largest = (-1.0, "", "")
+    watts: dict[int, tuple[float, str]] = {}  # ``count`` tables share one PowerSpec
+    for name, power in stations:
+        if power is None:
+            continue
+        if id(power) not in watts:
+            busy, idle = power.busy_watts, power.idle_watts
+            watts[id(power)] = (busy, "busy") if busy >= idle else (idle, "idle")
+        value, attr = watts[id(power)]
+        total += value
+        if value > largest[0]:
+            largest = (value, name, attr)
+    if not math.isfinite(total):
+        _, name, attr = largest
+        spec = next(power for where, power in stations if where == name)
+        raise _error(
+            f"{name}.power.{attr}",
+            f"= {getattr(spec, attr)!r} makes the fleet's total power overflow float64: "
+            f"the larger of busy and idle, summed over the {len(stations)} stations, "
+            "exceeds 1.8e308 W; lower the power figures",
+        )
 
 
 def _check_bias_aware_routing(config: SystemConfig) -> None:

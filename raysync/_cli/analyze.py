@@ -19,12 +19,27 @@ from numpy.typing import NDArray
 from raysync._validation import format_probability
 from raysync.exceptions import ConfigError
 from raysync.queueing import METHODS, ClosedNetwork, QueueingResult, analyze
-from raysync.queueing.analysis import CurveSummary, curve_summary
+from raysync.queueing.analysis import (
+    MAX_SOLVER_STEPS,
+    CurveSummary,
+    approx_text,
+    curve_summary,
+    solver_steps,
+)
+from raysync.simulation.result import format_fixed
 
 __all__ = ["add_parser", "handler"]
 
 #: ``--json --curve`` includes the per-client ``C x n`` curves up to this many cells.
 _JSON_CURVE_CELLS = 10**6
+
+#: ``--curve``'s own MVA pass (:func:`curve_summary`) costs about this many times the
+#: analysis pass per population step (measured 3.4: more vector operations per step).
+_CURVE_PASS_COST = 4
+
+#: Solver steps (the unit of ``MAX_SOLVER_STEPS``) one ``--curve`` row costs to format,
+#: printed or as JSON (measured about 4,000).
+_CURVE_ROW_STEPS = 4096
 
 
 def add_parser(subparsers: Any) -> None:
@@ -173,6 +188,24 @@ def _energy(config: Any, network: ClosedNetwork, result: QueueingResult) -> Any:
     )
 
 
+def _check_curve_work(network: ClosedNetwork) -> None:
+    """Refuse a ``--curve`` whose extra pass and rows push the work past the solver limit."""
+    one_pass = solver_steps(network)
+    if one_pass > MAX_SOLVER_STEPS:
+        return  # analyze() refuses the concurrency itself, with or without the curve
+    c, n = network.concurrency, network.n_clients
+    per_population = (1 + _CURVE_PASS_COST) * (one_pass // c) + _CURVE_ROW_STEPS
+    steps = c * per_population
+    if steps > MAX_SOLVER_STEPS:
+        raise ConfigError(
+            f"--curve with concurrency C={c:,} and n={n:,} clients needs about "
+            f"{approx_text(steps)} solver steps (the analysis, the curve's own MVA pass and "
+            f"one row per C' = 1..C), more than the {MAX_SOLVER_STEPS:.3g} allowed (about a "
+            f"minute of CPU); use a concurrency of at most "
+            f"{MAX_SOLVER_STEPS // per_population:,} with --curve, or leave out --curve"
+        )
+
+
 def _bottleneck(network: ClosedNetwork) -> str:
     with np.errstate(over="ignore"):
         bound = network.bottleneck_throughput
@@ -219,11 +252,12 @@ def _print_table(
     for i in range(shown):
         row = (
             f"{i:>6} {network.mu[i]:>10.4g} {format_probability(network.p[i]):>8} {rho[i]:>10.4g} "
-            f"{result.utilization[i]:>7.4f} {result.mean_queue_length[i]:>10.4f} "
-            f"{result.mean_sojourn_time[i]:>10.4f} {result.mean_relative_delay[i]:>10.4f}"
+            f"{result.utilization[i]:>7.4f} {format_fixed(result.mean_queue_length[i]):>10} "
+            f"{format_fixed(result.mean_sojourn_time[i]):>10} "
+            f"{format_fixed(result.mean_relative_delay[i]):>10}"
         )
         if extra:
-            row += f" {result.mean_in_transit[i]:>9.4f}"
+            row += f" {format_fixed(result.mean_in_transit[i]):>9}"
         print(row)
     if shown < n:
         print(f"  ... {n - shown} more clients (--max-rows 0 or --json shows all)")
@@ -239,10 +273,10 @@ def _print_table(
         "average client delay (1/n) sum_i E[D_i] = "
         f"{float(np.mean(result.mean_relative_delay)):.6g}"
     )
-    if result.server_utilization is not None:
+    if result.server_utilization is not None and result.server_queue_length is not None:
         print(
             f"server: utilisation {result.server_utilization:.4f}, "
-            f"mean queue {result.server_queue_length:.4f}"
+            f"mean queue {format_fixed(result.server_queue_length)}"
         )
     if summary is not None:
         print(f"{'C':>6} {'Lambda(C)':>12} {'avg E[D_i]':>12} {'max E[D_i]':>12}")
@@ -270,6 +304,8 @@ def handler(args: argparse.Namespace) -> int:
             f"--max-rows must be >= 1 (clients shown) or 0 (all), got {args.max_rows}"
         )
     network, notes, config = _network(args)
+    if args.curve:
+        _check_curve_work(network)
     cells = network.concurrency * network.n_clients
     # MVA's curve comes from the lean pass; the other solvers' full curve is their check
     full_curve = args.curve and (args.method != "mva" or (args.json and cells <= _JSON_CURVE_CELLS))

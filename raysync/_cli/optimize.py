@@ -30,7 +30,13 @@ import numpy as np
 
 from raysync._files import atomic_write
 from raysync._validation import check_output_file, describe_os_error
-from raysync.config import RoutingConfig, SystemConfig, config_toml, load_config
+from raysync.config import (
+    MAX_NUM_UPDATES,
+    RoutingConfig,
+    SystemConfig,
+    config_toml,
+    load_config,
+)
 from raysync.exceptions import ConfigError
 
 __all__ = ["add_parser"]
@@ -213,8 +219,12 @@ def _handle(args: argparse.Namespace) -> int:
                 server_rate=server_rate,
             )
             updates = max(1, round(analyze(uniform_net).throughput * budget))
-        if updates is None or updates < 1:
-            raise ConfigError(f"--updates must be an integer >= 1, got {updates!r}")
+        # compared as ints: float() of a 310-digit --updates raises OverflowError
+        if updates is None or not 1 <= updates <= MAX_NUM_UPDATES:
+            raise ConfigError(
+                f"--updates must be an integer in [1, {MAX_NUM_UPDATES:,}] (as run.num_updates), "
+                f"got {updates!r}"
+            )
         kwargs["num_updates"] = float(updates)
     eta: float | str = config.algorithm.lr if args.step == "fixed" else "optimal"
     objective = BoundObjective(

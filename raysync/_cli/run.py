@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from raysync._validation import check_input_dir, check_output_dir
 from raysync.config import SystemConfig, load_config
+from raysync.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from raysync.queueing import QueueingResult
@@ -92,24 +93,33 @@ class _Progress:
     """tqdm bar on stderr, over updates (or seconds when only a time budget is set)."""
 
     def __init__(self, config: SystemConfig, disable: bool) -> None:
-        from tqdm import tqdm
-
         from raysync.runtime._backend import wall_seconds
 
         self._by_updates = config.run.num_updates is not None
-        total: float | None
+        self._total: float | None
         if self._by_updates:
-            total = config.run.num_updates
-            unit = "upd"
+            self._total = config.run.num_updates
+            self._unit = "upd"
         else:
-            total = wall_seconds(config.run.time_budget, config.run.time_scale)
-            unit = "s"
-        self._bar = tqdm(
-            total=total, unit=unit, file=sys.stderr, disable=disable, dynamic_ncols=True
-        )
+            self._total = wall_seconds(config.run.time_budget, config.run.time_scale)
+            self._unit = "s"
+        self._disable = disable
+        # Drawn at the first report, once the run is under way: a refusal before it
+        # (a bad [run] field, an unreachable --address) stays the only line on stderr.
+        self._bar: Any = None
         self._last = 0.0
 
     def __call__(self, updates: int, seconds: float) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=self._total,
+                unit=self._unit,
+                file=sys.stderr,
+                disable=self._disable,
+                dynamic_ncols=True,
+            )
         value = float(updates) if self._by_updates else round(seconds, 1)
         if value > self._last:
             self._bar.update(value - self._last)
@@ -118,7 +128,8 @@ class _Progress:
             self._bar.set_postfix(updates_per_s=f"{updates / seconds:.1f}", refresh=False)
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def measured_rates(result: RunResult, config: SystemConfig) -> list[float] | None:
@@ -251,6 +262,11 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
 
 
 def _handle(args: argparse.Namespace) -> int:
+    if args.address is not None and not args.address.strip():
+        raise ConfigError(
+            f"--address must name a Ray cluster (e.g. 'auto', 'host:6379' or "
+            f"'ray://head:10001'), got {args.address!r}; omit it to run on a local Ray instance"
+        )
     # paths first: a bad one must not cost a Ray start-up
     if args.logdir is not None:
         check_output_dir(args.logdir, "--logdir")

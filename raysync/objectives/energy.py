@@ -36,6 +36,7 @@ __all__ = [
     "energy_report",
     "measured_energy",
     "power_at",
+    "power_curve",
     "power_figures",
     "predict_energy",
 ]
@@ -162,13 +163,32 @@ def energy_report(
             raise ConfigError(f"{name} must lie in [0, 1], got {values.tolist()!r}")
     u = np.clip(u, 0.0, 1.0)
     us = min(max(float(server_utilization), 0.0), 1.0)
-    client = figures.busy * u + figures.idle * (1.0 - u)
-    transfer = 2.0 * figures.transfer * x  # one downlink and one uplink per task
-    server = figures.server_busy * us + figures.server_idle * (1.0 - us)
-    power = float(client.sum() + transfer.sum() + server)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below
+        client = figures.busy * u + figures.idle * (1.0 - u)
+        transfer = 2.0 * figures.transfer * x  # one downlink and one uplink per task
+        server = figures.server_busy * us + figures.server_idle * (1.0 - us)
+        power = float(client.sum() + transfer.sum() + server)
+        per_update = power / throughput
+    if not math.isfinite(power):
+        parts = (float(client.sum()), float(transfer.sum()), server)
+        clients, transfers, station = (
+            f"{v:.3g} W" if math.isfinite(v) else "over 1.8e308 W" for v in parts
+        )
+        raise ConfigError(
+            f"the mean power overflows float64 (above 1.8e308 W): clients {clients} "
+            f"(power.busy, power.idle) + transfers {transfers} (power.transfer x 2 per task "
+            f"at {float(x.sum()):.3g} tasks per second) + server {station}; lower the "
+            "power figures"
+        )
+    if not math.isfinite(per_update):
+        raise ConfigError(
+            f"the energy per update, mean power {power:.3g} W / throughput "
+            f"{throughput:.3g} updates per second, overflows float64 (above 1.8e308 J); "
+            "lower the power figures"
+        )
     return EnergyReport(
         power=power,
-        energy_per_update=power / throughput,
+        energy_per_update=per_update,
         throughput=float(throughput),
         client_power=client,
         transfer_power=transfer,
@@ -198,15 +218,47 @@ def power_at(
         server_rate: Rate of the server station (None: updates take no server time).
 
     Returns:
-        Watts.
+        Watts (``inf`` when the power is beyond float64).
+    """
+    power = power_curve(figures, mu=mu, p=p, throughput=np.array([throughput]),
+                        server_rate=server_rate)  # fmt: skip
+    return float(power[0])
+
+
+def power_curve(
+    figures: PowerFigures,
+    *,
+    mu: NDArray[np.float64],
+    p: NDArray[np.float64],
+    throughput: NDArray[np.float64],
+    server_rate: float | None,
+) -> NDArray[np.float64]:
+    """:func:`power_at` at each throughput of an array (e.g. ``Lambda(C)``, ``C = 1..``).
+
+    Returns ``inf`` where the power is beyond float64, without a numpy warning.
     """
     mu = np.asarray(mu, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
-    base = float(figures.idle.sum() + figures.server_idle)
-    slope = float(np.dot(p, (figures.busy - figures.idle) / mu + 2.0 * figures.transfer))
-    if server_rate is not None:
-        slope += (figures.server_busy - figures.server_idle) / server_rate
-    return base + slope * float(throughput)
+    lam = np.asarray(throughput, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        base = float(figures.idle.sum() + figures.server_idle)
+        slope = float(np.dot(p, (figures.busy - figures.idle) / mu + 2.0 * figures.transfer))
+        if server_rate is not None:
+            slope += (figures.server_busy - figures.server_idle) / server_rate
+        power = base + slope * lam
+        if np.all(np.isfinite(power)):
+            return power
+        # The slope alone overflows for rates near 1e-300 although each U_i = p_i Lambda
+        # / mu_i <= 1: sum the compute term in the unit of the slowest rate (a power of
+        # two, so no rounding), and keep the transfer and server terms apart.
+        inverse = 1.0 / mu
+        k = math.frexp(float(np.max(inverse)))[1] if np.all(np.isfinite(inverse)) else 0
+        compute = float(np.dot(p, (figures.busy - figures.idle) * np.ldexp(inverse, -k)))
+        power = base + compute * np.ldexp(lam, k)
+        power = power + 2.0 * float(np.dot(p, figures.transfer)) * lam
+        if server_rate is not None:
+            power = power + (figures.server_busy - figures.server_idle) * (lam / server_rate)
+    return np.where(np.isnan(power), np.inf, power)
 
 
 def predict_energy(config: SystemConfig, result: QueueingResult | None = None) -> EnergyReport:
@@ -272,6 +324,12 @@ def no_energy_choice(
         scanned: What was scanned, for the message (e.g. ``"C = 1..8 at 5 routings of 4
             clients"``).
     """
+    if not math.isfinite(least):  # not the budget's or the weight's fault
+        return ConfigError(
+            f"the energy of every design scanned ({scanned}) overflows float64 (above "
+            "1.8e308 J): the power figures (power.busy, power.idle and power.transfer of "
+            "the clients and the [server]) are too large for this run; lower them"
+        )
     if energy_budget is not None and not least <= energy_budget:
         return ConfigError(
             f"energy budget {energy_budget:.6g} J is below the least energy of any design "

@@ -384,13 +384,13 @@ def check_search_size(
         ConfigError: The memory or the solver steps it needs (named in the message)
             exceed the limits.
     """
-    from raysync.queueing.analysis import MAX_CURVE_BYTES, MAX_SOLVER_STEPS
+    from raysync.queueing.analysis import MAX_CURVE_BYTES, MAX_SOLVER_STEPS, approx_text
 
     cmax, n = int(max_concurrency), int(num_clients)
     tape = 16 * (cmax + 1) * n
     if tape > MAX_CURVE_BYTES:
         raise ConfigError(
-            f"{name} {cmax:,} with n={n:,} clients needs {tape / 2**30:.3g} GiB "
+            f"{name} {cmax:,} with n={n:,} clients needs {approx_text(tape, 2**30)} GiB "
             f"for the gradient tapes, more than the {MAX_CURVE_BYTES / 2**30:.3g} GiB allowed; "
             f"lower {name}"
         )
@@ -513,21 +513,6 @@ class EnergyChoice:
         return out
 
 
-def _power_line(objective: BoundObjective, figures: Any, p: FloatArray) -> tuple[float, float]:
-    """``(P0, e)`` such that the mean power at ``(p, C)`` is ``P0 + e Lambda(p, C)`` watts.
-
-    With ``U_i = p_i Lambda / mu_i``, ``U_s = Lambda / server_rate`` and ``2 p_i Lambda``
-    transfers per second to and from client ``i`` (objectives.energy), the power is affine
-    in the throughput.
-    """
-    mu = objective.mu
-    base = float(figures.idle.sum() + figures.server_idle)
-    slope = float(np.dot(p, (figures.busy - figures.idle) / mu + 2.0 * figures.transfer))
-    if objective.server_rate is not None:
-        slope += (figures.server_busy - figures.server_idle) / objective.server_rate
-    return base, slope
-
-
 def optimize_with_energy(
     objective: BoundObjective,
     figures: Any,
@@ -560,6 +545,8 @@ def optimize_with_energy(
             candidate (the message gives the least energy found), or a weight so large
             that no candidate's score is finite.
     """
+    from raysync.objectives.energy import power_curve
+
     objective = _check_objective(objective)
     cmax = _concurrency(max_concurrency, "max_concurrency")
     if energy_budget is not None:
@@ -580,15 +567,20 @@ def optimize_with_energy(
     least = math.inf
     for p in candidates:
         curve = objective.curve(p, cmax)
-        base, slope = _power_line(objective, figures, p)
-        powers = base + slope * curve.throughput
-        if objective.criterion == "wall-clock":
-            energies = powers * float(objective.time_budget or 0.0)
-        else:
-            energies = curve.num_updates * powers / curve.throughput
-        least = min(least, float(energies.min()))
-        with np.errstate(over="ignore"):  # an overflow is caught by the finiteness check
+        powers = power_curve(
+            figures, mu=objective.mu, p=p, throughput=curve.throughput,
+            server_rate=objective.server_rate,
+        )  # fmt: skip
+        # an overflow is caught by the finiteness checks below
+        with np.errstate(over="ignore", invalid="ignore"):
+            if objective.criterion == "wall-clock":
+                energies = powers * float(objective.time_budget or 0.0)
+            else:
+                energies = curve.num_updates * powers / curve.throughput
             scores = curve.value + energy_weight * energies
+        least = min(least, float(energies.min()))
+        # weight 0 times an infinite energy is NaN, which argmin would pick
+        scores = np.where(np.isfinite(energies), scores, np.inf)
         if energy_budget is not None:
             scores = np.where(energies <= energy_budget, scores, np.inf)
         j = int(np.argmin(scores))

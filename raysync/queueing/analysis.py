@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any, Literal
 
 import numpy as np
@@ -92,17 +93,39 @@ class CurveSummary:
         }
 
 
-def _gib(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.3g} GiB"
+def approx_text(value: int, unit: int = 1) -> str:
+    """``value / unit`` to three significant digits (``%.3g``), for ints of any size.
+
+    Shared with ``raysync analyze --curve`` and the optimiser's search-size check; not
+    part of the public API.
+    """
+    try:
+        return f"{value / unit:.3g}"
+    except OverflowError:
+        # A size computed from a C such as 10**400 is beyond the float range; Decimal
+        # holds ints of any size (normalised after rounding, as %g drops trailing zeros).
+        return f"{Decimal(f'{Decimal(value) / unit:.2e}').normalize():g}"
+
+
+def _gib(nbytes: int) -> str:
+    return f"{approx_text(nbytes, 2**30)} GiB"
+
+
+def solver_steps(network: ClosedNetwork) -> int:
+    """``C * (n + 4096)``: the cost of one ``O(nC)`` pass, in :data:`MAX_SOLVER_STEPS` units.
+
+    Shared with ``raysync analyze --curve``; not part of the public API.
+    """
+    return network.concurrency * (network.n_clients + _STEP_OVERHEAD)
 
 
 def _check_work(network: ClosedNetwork) -> None:
     c, n = network.concurrency, network.n_clients
-    steps = c * (n + _STEP_OVERHEAD)
+    steps = solver_steps(network)
     if steps > MAX_SOLVER_STEPS:
         raise ConfigError(
             f"concurrency C={c:,} with n={n:,} clients needs C*(n+{_STEP_OVERHEAD}) = "
-            f"{steps:.3g} solver steps, more than the {MAX_SOLVER_STEPS:.3g} allowed "
+            f"{approx_text(steps)} solver steps, more than the {MAX_SOLVER_STEPS:.3g} allowed "
             "(about a minute of CPU); use a smaller concurrency"
         )
 

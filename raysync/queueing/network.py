@@ -123,6 +123,18 @@ class ClosedNetwork:
                 raise ConfigError(
                     f"client_latency[{j}] must be >= 0, got {float(client_latency[j])!r}"
                 )
+            # Each entry is finite, but the solvers use the sum Z_i: refuse it here, where
+            # both terms can still be named, not as an inf that a solver blames on another field.
+            with np.errstate(over="ignore"):
+                transit = latency + client_latency
+            bad = np.flatnonzero(~np.isfinite(transit))
+            if bad.size:
+                j = int(bad[0])
+                raise ConfigError(
+                    f"the transit delay latency + client_latency[{j}] = {latency!r} + "
+                    f"{float(client_latency[j])!r} overflows float64 (max about 1.8e308); "
+                    "lower the latencies"
+                )
         server_rate = None
         if self.server_rate is not None:
             server_rate = check_number("server_rate", self.server_rate, allow_zero=False)

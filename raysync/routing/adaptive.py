@@ -33,13 +33,23 @@ from raysync.exceptions import CheckpointError, ConfigError
 from raysync.routing.estimation import OnlineRateEstimator
 from raysync.routing.fixed import _DEFAULT_BLOCK, _BlockRouter
 
-__all__ = ["DEFAULT_CONSTANTS", "OBJECTIVES", "AdaptiveRouter", "RoutingChange", "with_floor"]
+__all__ = [
+    "DEFAULT_CONSTANTS",
+    "DEFAULT_HORIZON",
+    "OBJECTIVES",
+    "AdaptiveRouter",
+    "RoutingChange",
+    "with_floor",
+]
 
 logger = logging.getLogger(__name__)
 
 #: ``(L, sigma^2, M^2, A)`` used when none are given: placeholders of the right order for
 #: small models; measure the real ones with ``raysync.objectives.estimate_constants``.
 DEFAULT_CONSTANTS = (1.0, 1.0, 0.0, 1.0)
+
+#: ``T`` of the wall-clock criterion, seconds, when ``routing.horizon`` is not given.
+DEFAULT_HORIZON = 1000.0
 
 #: What the router minimises: the section-5 wall-clock bound or the section-6 bias-aware one.
 OBJECTIVES = ("wall_clock", "bias_aware")
@@ -95,6 +105,20 @@ def _number(name: str, value: object, *, low: float, low_open: bool, high: float
         bracket = "(" if low_open else "["
         raise ConfigError(f"{name} must be a number in {bracket}{low:g}, {high:g}], got {value!r}")
     return number
+
+
+def _routing_names(message: str, horizon: float = DEFAULT_HORIZON) -> str:
+    """A bound's error about ``constants.L`` or ``time_budget`` in the router's own fields."""
+    for j, name in enumerate(("L", "sigma2", "M2", "A")):
+        message = message.replace(f"constants.{name} ", f"routing.constants[{j}] ({name}) ")
+    if message.startswith("constants "):
+        message = "routing." + message
+    if message.startswith("time_budget "):
+        # the budget is the router's horizon, checked here against the estimated rates
+        default = " (the default when not given)" if horizon == DEFAULT_HORIZON else ""
+        rest = message[len("time_budget ") :].replace(f"{horizon:g} s", "", 1).lstrip()
+        message = f"routing.horizon = {horizon:g} s{default} {rest} (at the estimated rates)"
+    return message
 
 
 def with_floor(p: np.ndarray, floor: float) -> np.ndarray:
@@ -229,7 +253,7 @@ class AdaptiveRouter(_BlockRouter):
         reoptimize_every: int = 100,
         reoptimize_seconds: float | None = None,
         constants: Sequence[float] | None = None,
-        horizon: float = 1000.0,
+        horizon: float = DEFAULT_HORIZON,
         explore: float = 0.01,
         min_change: float = 0.05,
         initial_p: Sequence[float] | np.ndarray | None = None,
@@ -262,7 +286,12 @@ class AdaptiveRouter(_BlockRouter):
             raise ConfigError(
                 f"routing.constants must be four numbers L, sigma2, M2, A, got {values!r}"
             )
-        self.constants = ProblemConstants(L=values[0], sigma2=values[1], M2=values[2], A=values[3])
+        try:
+            self.constants = ProblemConstants(
+                L=values[0], sigma2=values[1], M2=values[2], A=values[3]
+            )
+        except ConfigError as exc:  # name the field the user wrote, not the bound's
+            raise ConfigError(_routing_names(str(exc))) from exc
         self.horizon = _number("routing.horizon", horizon, low=0, low_open=True, high=1e300)
         self.explore = _number("routing.explore", explore, low=0, low_open=False, high=1)
         if self.explore == 1:
@@ -540,10 +569,13 @@ class AdaptiveRouter(_BlockRouter):
         from raysync.objectives.optimize import _routing_runs, optimize_routing
 
         idx = np.flatnonzero(self._available)
-        objective = BoundObjective(
-            mu=rates[idx], constants=self.constants, criterion="wall-clock",
-            time_budget=self.horizon,
-        )  # fmt: skip
+        try:
+            objective = BoundObjective(
+                mu=rates[idx], constants=self.constants, criterion="wall-clock",
+                time_budget=self.horizon,
+            )  # fmt: skip
+        except ConfigError as exc:
+            raise ConfigError(_routing_names(str(exc), self.horizon)) from exc
         concurrency = self._concurrency
         warm = self._optimum
         if warm is None or warm.size != idx.size or reason != "schedule":
@@ -610,10 +642,13 @@ class AdaptiveRouter(_BlockRouter):
         m = rates.size
         if m == 1:
             return np.ones(1)
-        bound = BiasAwareBound(
-            mu=rates, constants=self.constants, time_budget=self.horizon, zeta2=self.zeta2,
-            bias_kind="cauchy-schwarz",
-        )  # fmt: skip
+        try:
+            bound = BiasAwareBound(
+                mu=rates, constants=self.constants, time_budget=self.horizon, zeta2=self.zeta2,
+                bias_kind="cauchy-schwarz",
+            )  # fmt: skip
+        except ConfigError as exc:
+            raise ConfigError(_routing_names(str(exc), self.horizon)) from exc
         beta = self.weight_exponent
 
         def softmax(z: np.ndarray) -> np.ndarray:

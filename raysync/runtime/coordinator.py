@@ -720,6 +720,49 @@ def _check_checkpoint_dir(
 #: run asked to last longer could never end.
 MAX_WALL_SECONDS = 1e9
 
+#: Shortest wall-clock task timeout a run accepts: about the latency of one Ray call, so
+#: a shorter one would fire while replies are still in transit and re-issue every task.
+MIN_TASK_TIMEOUT = 1e-3
+
+
+def _longest_mean(spec: Any) -> float:
+    """The longest mean service time of a spec (of any segment for ``schedule``)."""
+    if spec.kind == "schedule":
+        return max(_longest_mean(seg) for seg in spec.segments)
+    return float(spec.mean_duration)
+
+
+def _check_task_waits(config: SystemConfig) -> None:
+    """Refuse an emulation in which one mean task would outlast :data:`MAX_WALL_SECONDS`.
+
+    Each task lasts ``time_scale`` times its service and transit times. The budget is
+    capped at :data:`MAX_WALL_SECONDS` wall seconds, so no run could see such a task
+    complete, and a run without a budget would wait for it forever.
+    """
+    from raysync.queueing.predict import station_parameters
+
+    scale = config.run.time_scale
+    latency, server_rate = station_parameters(config)
+    seen: dict[int, float] = {}  # ``count`` tables share one spec
+    for c in config.clients:
+        if id(c.service_time) not in seen:
+            seen[id(c.service_time)] = _longest_mean(c.service_time)
+    means = np.array([seen[id(c.service_time)] for c in config.clients])
+    if latency is not None:
+        means = means + latency
+    i = int(np.argmax(means))
+    longest, what = float(means[i]), f"a mean task of clients[{i}] (service and transit"
+    if server_rate is not None and 1.0 / server_rate > longest:
+        longest, what = 1.0 / server_rate, "a mean server update (server.update_time"
+    wall = longest * scale
+    if wall > MAX_WALL_SECONDS:
+        shown = f"{wall:.3g}" if math.isfinite(wall) else "beyond 1.8e308"
+        raise ConfigError(
+            f"run.time_scale = {scale:g} makes {what}: {longest:.3g} config seconds) last "
+            f"{shown} wall seconds, more than the {MAX_WALL_SECONDS:.0e} (31.7 years) a run "
+            "can last; set a smaller run.time_scale or faster service times"
+        )
+
 
 def _check_run_clock(config: SystemConfig) -> None:
     """Refuse time-like ``[run]`` fields the wall clock cannot honour, before Ray starts.
@@ -727,10 +770,13 @@ def _check_run_clock(config: SystemConfig) -> None:
     Raises:
         ConfigError: ``time_budget``, ``task_timeout`` or ``eval_every_seconds`` times
             ``time_scale`` overflows; a budget or timeout longer than
-            :data:`MAX_WALL_SECONDS`; or more evaluations than the simulator allows.
+            :data:`MAX_WALL_SECONDS`; a timeout shorter than :data:`MIN_TASK_TIMEOUT`;
+            a mean emulated task longer than :data:`MAX_WALL_SECONDS`; without a budget,
+            more task completions than the simulator allows; or more evaluations than
+            the simulator allows.
     """
     from raysync.queueing.predict import buffer_size
-    from raysync.simulation.engine import check_evaluations
+    from raysync.simulation.engine import MAX_SIMULATED_COMPLETIONS, check_evaluations
 
     run = config.run
     scale = f" x run.time_scale = {run.time_scale:g}" if run.time_scale > 0 else ""
@@ -751,8 +797,29 @@ def _check_run_clock(config: SystemConfig) -> None:
                 f"smaller run.{name}"
                 + (" or leave it out (no timeout)" if name == "task_timeout" else "")
             )
+        if name == "task_timeout" and wall < MIN_TASK_TIMEOUT:
+            raise ConfigError(
+                f"run.task_timeout = {value!r} config seconds{scale} is {wall:.3g} wall "
+                f"seconds, less than the {MIN_TASK_TIMEOUT:g} s a run accepts (about one Ray "
+                "call: every task would time out and be re-issued at once); set a larger "
+                "run.task_timeout or leave it out (no timeout)"
+            )
+    if run.time_scale > 0:
+        _check_task_waits(config)
+    buffer = buffer_size(config)
+    # Without a budget the run waits for every update; a budget ends it anyway, as in the
+    # simulator, which refuses the same count only when the updates bind.
+    if run.num_updates is not None and run.time_budget is None:
+        completions = run.num_updates * buffer
+        if completions > MAX_SIMULATED_COMPLETIONS:
+            raise ConfigError(
+                f"run.num_updates = {run.num_updates:,} (x B = {buffer}) needs {completions:,} "
+                f"task completions, more than the limit of {MAX_SIMULATED_COMPLETIONS:.0e} "
+                "a run may ask for (as in the simulator); set a smaller run.num_updates, or "
+                "stop the run by run.time_budget alone"
+            )
     if run.train:
-        check_evaluations(config, buffer_size(config))
+        check_evaluations(config, buffer)
 
 
 def _check_network(config: SystemConfig, virtual_clock: bool) -> None:

@@ -514,32 +514,137 @@ def time_unit(config: SystemConfig) -> float:
     """The power of two (in seconds) the simulator's clock counts in, 1.0 for usual fleets.
 
     The clock, the queue-length integrals (sums of instants, about ``completions x
-    clock``) and the throughput must stay in the float range. With the slowest mean
-    service time within ``2**-64 .. 2**64`` s they do for any run the simulator accepts;
-    beyond (rates near ``1e308`` or ``1e-308`` per second) the run is simulated in a unit
-    ``2**e`` s in which the slowest mean is about 1 (an exact power of two: the
-    durations are the same numbers, rescaled without rounding) and converted back.
+    clock``) and the throughput must stay in the float range. With the slowest mean time
+    of the fleet (service, downlink, uplink or server update) within ``2**-64 .. 2**64`` s
+    they do for any run the simulator accepts; beyond (rates near ``1e308`` or ``1e-308``
+    per second) the run is simulated in a unit ``2**e`` s in which the slowest mean is
+    about 1 (an exact power of two: the durations are the same numbers, rescaled without
+    rounding) and converted back. When a much faster client's rate would then leave
+    :data:`~raysync.config.SERVICE_TIME_RANGE`, the unit is lowered until the slowest mean
+    is up to ``2**64`` units, as far as the clock allows.
     """
     slowest = float(_mean_durations(config).max())
+    links = _link_means(config)
+    if links:
+        slowest = max(slowest, max(t for _, t in links))
     if 2.0**-_SAFE_EXP <= slowest <= 2.0**_SAFE_EXP:
         return 1.0
-    return math.ldexp(1.0, math.frexp(slowest)[1] - 1)  # slowest / unit in [1, 2)
+    top = math.frexp(slowest)[1]
+    exponent = top - 1  # slowest / unit in [1, 2)
+    if slowest > 1.0:
+        exponent = min(exponent, max(_largest_exponent(config), top - _SAFE_EXP))
+    return math.ldexp(1.0, exponent)
 
 
-def _spec_times(spec: Any, where: str = "") -> list[tuple[str, float]]:
-    """Every time (seconds) a service-time spec holds, named by its field."""
+def _link_means(config: SystemConfig) -> list[tuple[str, float]]:
+    """Each delay station's mean time (downlink, uplink, server update), named by its field."""
+    out = [
+        (f"clients[{i}].{leg}", spec)
+        for i, c in enumerate(config.clients)
+        for leg, spec in (("downlink", c.downlink), ("uplink", c.uplink))
+        if spec is not None
+    ]
+    if config.server is not None and config.server.update_time is not None:
+        out.append(("server.update_time", config.server.update_time))
+    return [(name, spec.mean_duration) for name, spec in out]
+
+
+def _service_fields(spec: Any, where: str) -> list[tuple[str, str, float]]:
+    """Every rate and time a service-time spec holds, as ``(field, kind, value)``.
+
+    ``kind`` is ``"rate"`` (per second), ``"time"`` (a duration, seconds) or ``"until"``
+    (a schedule instant, seconds); ``field`` is the path the user wrote.
+    """
     if spec.kind == "schedule":
-        out: list[tuple[str, float]] = []
+        out: list[tuple[str, str, float]] = []
         for j, seg in enumerate(spec.segments):
-            here = f"{where}segments[{j}]."
-            out.extend(_spec_times(seg, here))
+            here = f"{where}.segments[{j}]"
+            out.extend(_service_fields(seg, here))
             if seg.until is not None:
-                out.append((f"{here}until", float(seg.until)))
+                out.append((f"{here}.until", "until", float(seg.until)))
         return out
+    if spec.kind == "exponential":
+        return [(f"{where}.rate", "rate", float(spec.rate))]
     if spec.kind == "trace":
-        return [(f"{where}durations (shortest)", float(min(spec.durations))),
-                (f"{where}durations (longest)", float(max(spec.durations)))]  # fmt: skip
-    return [(f"{where}mean", float(spec.mean_duration))]
+        return [(f"{where}.durations (shortest)", "time", float(min(spec.durations))),
+                (f"{where}.durations (longest)", "time", float(max(spec.durations)))]  # fmt: skip
+    if spec.mean is None:  # a user kind without a mean: nothing to rescale
+        return []
+    return [(f"{where}.mean", "time", float(spec.mean))]
+
+
+def _in_range(kind: str, value: float, unit: float) -> bool:
+    """Whether a rate or time of a spec is still valid once expressed in ``unit`` s."""
+    from raysync.config import SERVICE_TIME_RANGE
+
+    low, high = SERVICE_TIME_RANGE
+    with np.errstate(over="ignore", under="ignore"):
+        scaled = float(np.float64(value) * unit if kind == "rate" else np.float64(value) / unit)
+    if kind == "until":
+        return sys.float_info.min <= scaled < math.inf
+    return low <= scaled <= high
+
+
+def _largest_exponent(config: SystemConfig) -> int:
+    """The largest ``e`` keeping the fastest service rates and times valid in ``2**e`` s.
+
+    Each spec is validated again in the unit (:data:`~raysync.config.SERVICE_TIME_RANGE`);
+    only the largest rate and the shortest duration can leave the range as ``e`` grows.
+    """
+    from raysync.config import SERVICE_TIME_RANGE
+
+    low, high = SERVICE_TIME_RANGE
+    seen: set[int] = set()
+    fastest_rate, shortest = 0.0, math.inf
+    for c in config.clients:
+        if id(c.service_time) in seen:
+            continue
+        seen.add(id(c.service_time))
+        for _, kind, value in _service_fields(c.service_time, ""):
+            if kind == "rate":
+                fastest_rate = max(fastest_rate, value)
+            elif kind == "time":
+                shortest = min(shortest, value)
+    bounds = []
+    if fastest_rate > 0:
+        bounds.append(("rate", fastest_rate, math.log2(high) - math.log2(fastest_rate)))
+    if shortest < math.inf:
+        bounds.append(("time", shortest, math.log2(shortest) - math.log2(low)))
+    exponent = 2**20
+    for kind, value, log in bounds:
+        # log2 can round either way at the boundary: settle it on the exact test
+        # past +-1000 the bound cannot bind (the unit's exponent stays within (64, 1000))
+        e = math.floor(min(max(log, -1000.0), 1000.0)) + 1
+        while not _in_range(kind, value, math.ldexp(1.0, e)):
+            e -= 1
+        exponent = min(exponent, e)
+    return exponent
+
+
+def _as_written(where: str, spec: Any) -> str:
+    """The field that sets a spec's mean time, as the user wrote it."""
+    if spec.kind == "schedule":
+        return _as_written(f"{where}.segments[0]", spec.segments[0])
+    if spec.kind == "exponential":
+        return f"{where}.rate = {spec.rate:g}"
+    if spec.kind == "trace":
+        return f"{where}.durations (mean {spec.mean_duration:g} s)"
+    return f"{where}.mean = {spec.mean_duration:g} s"
+
+
+def _slowest_station(config: SystemConfig) -> str:
+    """The spec with the longest mean time (the one that sets the clock), as written."""
+    specs = [(f"clients[{i}].service_time", c.service_time) for i, c in enumerate(config.clients)]
+    specs += [
+        (f"clients[{i}].{leg}", spec)
+        for i, c in enumerate(config.clients)
+        for leg, spec in (("downlink", c.downlink), ("uplink", c.uplink))
+        if spec is not None
+    ]
+    if config.server is not None and config.server.update_time is not None:
+        specs.append(("server.update_time", config.server.update_time))
+    where, spec = max(specs, key=lambda item: item[1].mean_duration)
+    return _as_written(where, spec)
 
 
 def _client_failure(exc: Exception, client: int, task_id: int) -> Exception:
@@ -590,23 +695,15 @@ def in_time_unit(config: SystemConfig, unit: float) -> SystemConfig:
         return dataclasses.replace(spec, mean=spec.mean / unit)
 
     for i, c in enumerate(config.clients):
-        mean = c.service_time.mean_duration / unit
-        if not mean >= sys.float_info.min:
-            raise ConfigError(
-                f"clients[{i}].service_time: mean {c.service_time.mean_duration:.6g} s is "
-                f"less than 2.2e-308 times the slowest client's mean "
-                f"({max(x.service_time.mean_duration for x in config.clients):.6g} s); one "
-                f"clock cannot resolve both: mean service times may span at most a factor "
-                f"of 4.5e307"
-            )
-        # every other time of the spec (a trace's shortest duration, a schedule's later
-        # segments and ends) must stay a normal float in the unit too
-        for what, t in _spec_times(c.service_time):
-            if not sys.float_info.min <= t / unit < math.inf:
+        for field, kind, value in _service_fields(c.service_time, f"clients[{i}].service_time"):
+            if not _in_range(kind, value, unit):
+                given = f"{field} = {value:g}" + ("" if kind == "rate" else " s")
                 raise ConfigError(
-                    f"clients[{i}].service_time: {what} = {t:.6g} s is more than a factor "
-                    f"of 4.5e307 from the clock unit {unit:.3g} s set by the slowest "
-                    f"client's mean; one clock cannot resolve both"
+                    f"{given} and {_slowest_station(config)} are too far apart for the "
+                    f"simulator's clock: it counts in one unit ({unit:.3g} s, set by the "
+                    "slowest mean time) in which every service rate and duration must stay "
+                    "within [1e-300, 1e300], so mean times may span a factor of at most "
+                    "about 1.8e319"
                 )
     run = config.run
     return config.replace(

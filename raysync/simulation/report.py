@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raysync._validation import format_probability
-from raysync.simulation.result import UNITS, _json_safe
+from raysync.simulation.result import UNITS, _json_safe, format_fixed
 
 if TYPE_CHECKING:
     from raysync.config import SystemConfig
@@ -244,7 +244,7 @@ def format_report(
     lines.extend(_nonstationary_notes(config))
     if result.train:
         lines.append(
-            f"final test {config.model.metric_label}: {result.final_test_accuracy:.4f}  "
+            f"final test {config.model.metric_label}: {format_fixed(result.final_test_accuracy)}  "
             f"(test loss {_fmt(result.final_test_loss)})"
         )
     else:

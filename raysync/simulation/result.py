@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["UNITS", "RunResult", "SimulationResult", "batch_ratio_ci"]
+__all__ = ["UNITS", "RunResult", "SimulationResult", "batch_ratio_ci", "format_fixed"]
 
 #: The unit of the quantities of ``result.json`` whose unit is not obvious, and of every
 #: quantity it shares with ``theory.json`` (same key, same unit; see
@@ -83,9 +83,40 @@ def batch_ratio_ci(
             return estimate, nan, nan
         residuals = y - estimate * x
         mean_x = total_x / num_batches
-        se = np.sqrt((residuals**2).sum(axis=0) / ((num_batches - 1) * num_batches)) / mean_x
+        # Squares of residuals near 1e-160 underflow to 0 (a zero-width interval) and near
+        # 1e160 overflow: sum the squares of the residuals relative to the largest one.
+        scale = np.max(np.abs(residuals), axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+        spread = np.sqrt(((residuals / scale) ** 2).sum(axis=0) / ((num_batches - 1) * num_batches))
+        se = scale * spread / mean_x
     half = float(stdtrit(num_batches - 1, 0.5 + confidence / 2.0)) * se
     return estimate, estimate - half, estimate + half
+
+
+#: From this magnitude on, :func:`format_fixed` switches to ``%g``.
+_FIXED_LIMIT = 1e5
+
+
+def format_fixed(value: float, decimals: int = 4) -> str:
+    """A table number with ``decimals`` fixed decimals, or ``%.6g`` from ``1e5`` on.
+
+    Fixed point keeps the columns of ordinary values aligned; a value of ``1e300`` (a
+    sojourn time at a rate of ``1e-300``) would print as 300 digits, so large magnitudes
+    take the general format, at most 12 characters.
+
+    Args:
+        value: The number (NaN and infinities print as ``nan``, ``inf``, ``-inf``).
+        decimals: Decimals below ``1e5``.
+
+    Returns:
+        E.g. ``3.0000``, ``99999.9999``, ``123457``, ``3e+300``.
+    """
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    if abs(value) < _FIXED_LIMIT:
+        return f"{value:.{decimals}f}"
+    return f"{value:.6g}"
 
 
 def _float(value: float) -> float | str:
@@ -377,8 +408,8 @@ class RunResult:
         lines.extend(f"WARNING: {w}" for w in self.warnings)
         if self.train:
             lines.append(
-                f"final test accuracy {self.final_test_accuracy:.4f}, "
-                f"test loss {self.final_test_loss:.4f}"
+                f"final test accuracy {format_fixed(self.final_test_accuracy)}, "
+                f"test loss {format_fixed(self.final_test_loss)}"
             )
         lo, hi = self.throughput_ci
         per = "updates" if b == 1 else "completions"

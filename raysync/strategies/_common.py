@@ -9,7 +9,9 @@ import numpy as np
 from raysync.exceptions import ConfigError
 from raysync.strategies._base import ClientResult
 
-__all__ = ["check_int", "check_payload", "check_positive"]
+__all__ = ["check_int", "check_local_lr", "check_payload", "check_positive"]
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def check_positive(name: str, value: object, *, upper: float | None = None) -> float:
@@ -21,6 +23,19 @@ def check_positive(name: str, value: object, *, upper: float | None = None) -> f
         raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
     if upper is not None and result > upper:
         raise ConfigError(f"{name} must be in (0, {upper:g}], got {value!r}")
+    return result
+
+
+def check_local_lr(strategy: str, value: object) -> float:
+    """Return a client learning rate if local training (float32) can take a step that size."""
+    result = check_positive(f"{strategy} local_lr", value)
+    # torch casts the step to the parameters' float32 and raises a bare RuntimeError
+    # inside a client task for anything larger.
+    if result > _FLOAT32_MAX:
+        raise ConfigError(
+            f"{strategy} local_lr (algorithm.lr) must be <= {_FLOAT32_MAX:.6g} (local steps "
+            f"run in float32), got {value!r}"
+        )
     return result
 
 

@@ -114,11 +114,24 @@ class GeneralizedAsyncSGD(AsyncSGD):
             raise ConfigError(
                 f"GeneralizedAsyncSGD routing_probabilities must be > 0, got {p.tolist()!r}"
             )
-        if self._beta == 1.0:  # sum_j p_j w_j = 1 exactly: keep the classic form bit for bit
-            self._steps = self._lr / (num_clients * p)
-        else:
-            weights = (num_clients * p) ** -self._beta
-            self._steps = self._lr * weights / float(np.dot(p, weights))
+        with np.errstate(over="ignore"):
+            if self._beta == 1.0:  # sum_j p_j w_j = 1 exactly: keep the classic form bit for bit
+                steps = self._lr / (num_clients * p)
+            else:
+                weights = (num_clients * p) ** -self._beta
+                steps = self._lr * weights / float(np.dot(p, weights))
+        # An infinite step is a certain divergence: say so before the run instead of
+        # letting numpy warn and the first update fail later.
+        bad = np.flatnonzero(~np.isfinite(steps))
+        if bad.size:
+            j = int(bad[0])
+            raise ConfigError(
+                f"{type(self).__name__} lr (algorithm.lr) = {self._lr:g} is too large: "
+                f"client {j}'s importance-weighted step (n = {num_clients}, p_{j} = "
+                f"{float(p[j]):.6g}, beta = {self._beta:g}) overflows float64 (above "
+                "1.8e308); lower lr"
+            )
+        self._steps = steps
 
     @property
     def step_sizes(self) -> np.ndarray:

@@ -6,7 +6,12 @@ import numpy as np
 
 from raysync.exceptions import ConfigError
 from raysync.strategies._base import BaseStrategy, ClientResult, ClientWork
-from raysync.strategies._common import check_int, check_payload, check_positive
+from raysync.strategies._common import (
+    check_int,
+    check_local_lr,
+    check_payload,
+    check_positive,
+)
 from raysync.strategies.staleness import BaseStaleness, ConstantStaleness
 
 __all__ = ["FedAsync"]
@@ -54,7 +59,7 @@ class FedAsync(BaseStrategy):
             kind="params",
             batch_size=check_int("FedAsync batch_size", batch_size, minimum=1),
             local_steps=check_int("FedAsync local_steps", local_steps, minimum=1),
-            local_lr=check_positive("FedAsync local_lr", local_lr),
+            local_lr=check_local_lr("FedAsync", local_lr),
         )
 
     @property

@@ -8,7 +8,12 @@ import numpy as np
 
 from raysync.exceptions import CheckpointError, ConfigError
 from raysync.strategies._base import BaseStrategy, ClientResult, ClientWork
-from raysync.strategies._common import check_int, check_payload, check_positive
+from raysync.strategies._common import (
+    check_int,
+    check_local_lr,
+    check_payload,
+    check_positive,
+)
 from raysync.strategies.staleness import BaseStaleness
 
 __all__ = ["FedBuff"]
@@ -65,7 +70,7 @@ class FedBuff(BaseStrategy):
             kind="delta",
             batch_size=check_int("FedBuff batch_size", batch_size, minimum=1),
             local_steps=check_int("FedBuff local_steps", local_steps, minimum=1),
-            local_lr=check_positive("FedBuff local_lr", local_lr),
+            local_lr=check_local_lr("FedBuff", local_lr),
         )
         self._sum: np.ndarray | None = None
         self._count = 0

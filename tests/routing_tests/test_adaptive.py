@@ -158,7 +158,8 @@ def test_config_builds_it() -> None:
          r"integer >= 1, got 0"),
         ({"kind": "adaptive", "reoptimize_seconds": -1.0}, r"reoptimize_seconds must be > 0"),
         ({"kind": "adaptive", "explore": 1.0}, r"routing\.explore must be in \[0, 1\)"),
-        ({"kind": "adaptive", "constants": (1.0, -1.0, 0.0, 1.0)}, r"constants\.sigma2"),
+        ({"kind": "adaptive", "constants": (1.0, -1.0, 0.0, 1.0)},
+         r"routing\.constants\[1\] \(sigma2\) must be > 0"),
         ({"kind": "uniform", "reoptimize_every": 5}, r"only allowed with kind 'adaptive'"),
     ],
 )  # fmt: skip
