@@ -28,7 +28,8 @@ def atomic_write(
     ``0o600``, unreadable to the user's group).
 
     Args:
-        path: The file to write; its folder must exist.
+        path: The file to write (through a symbolic link, not over it); its folder must
+            exist.
         binary: Open the temporary file in ``"wb"`` (else ``"w"``, UTF-8).
         fsync: Flush and ``fsync`` the data before the rename (durable across a power
             loss, not only a kill).
@@ -39,8 +40,10 @@ def atomic_write(
     Raises:
         OSError: The folder does not exist or cannot be written.
     """
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
+    # Through a symbolic link, not over it: replacing the link would leave the file it
+    # names stale (and, as root, `/dev/stdout` would be replaced by a regular file).
+    target = Path(os.path.realpath(path))
+    folder = target.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
         handle = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")

@@ -302,6 +302,21 @@ def check_output_file(path: str | os.PathLike[str], flag: str) -> Path:
     return target
 
 
+def check_not_input(output: str | os.PathLike[str], flag: str, config: str | os.PathLike[str],
+                    what: str = "config") -> None:
+    """Refuse an output file that is the command's input config (the same file by inode).
+
+    Raises:
+        ConfigError: ``output`` exists and is ``config`` (or a link to it).
+    """
+    target, source = Path(output), Path(config)
+    if target.exists() and source.exists() and target.samefile(source):
+        raise ConfigError(
+            f"{flag} {os.fspath(output)!r} is CONFIG itself: the {what} would replace it "
+            "(its comments and layout lost); write it elsewhere"
+        )
+
+
 def describe_os_error(exc: OSError | UnicodeError) -> str:
     """One line for an OS or decoding error that escaped a command, naming the path."""
     if isinstance(exc, UnicodeDecodeError):

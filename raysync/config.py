@@ -76,6 +76,8 @@ __all__ = [
     "MAX_CONCURRENCY",
     "MAX_CONFIG_BYTES",
     "MAX_CV",
+    "MAX_EXACT_INT",
+    "MAX_LOCAL_STEPS",
     "MAX_NUM_UPDATES",
     "ModelConfig",
     "PowerSpec",
@@ -129,6 +131,14 @@ MAX_BUFFER_SIZE = 1_000_000
 #: (``raysync.simulation.engine.MAX_SIMULATED_COMPLETIONS``); with more tasks in flight
 #: not even the first ones could all complete.
 MAX_CONCURRENCY = 10**10
+
+#: Largest value of an integer field unless the field says otherwise: float64 counts
+#: integers exactly up to ``2**53``.
+MAX_EXACT_INT = 2**53
+
+#: Largest ``algorithm.local_steps``: each task runs that many minibatch steps, so like
+#: :data:`MAX_BUFFER_SIZE` it multiplies the work of every update (10**400 never ended).
+MAX_LOCAL_STEPS = 1_000_000
 
 #: Largest ``run.num_updates``: float64 counts integers exactly up to ``2**53``, and the
 #: statistics and the optimiser's per-update criterion count updates in float64.
@@ -216,11 +226,18 @@ def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> Non
         raise _fail(name, "must be > 0", value)
 
 
-def _check_int(name: str, value: object, *, minimum: int) -> None:
+def _check_int(
+    name: str, value: object, *, minimum: int, maximum: int | None = MAX_EXACT_INT
+) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _wrong_type(name, f"an integer >= {minimum}", value)
     if value < minimum:
         raise _fail(name, f"must be an integer >= {minimum}", value)
+    if maximum is not None and value > maximum:
+        # Counts and sizes meet float64 and int64 arithmetic (10**400 was an OverflowError
+        # traceback deep inside a run); 2**53 is the largest integer a float holds exactly.
+        why = "" if maximum != MAX_EXACT_INT else " (2**53, exact in float64)"
+        raise _fail(name, f"must be an integer <= {maximum:,}{why}", value)
 
 
 def _registered(field: str) -> tuple[str, ...]:
@@ -856,7 +873,8 @@ class AlgorithmConfig:
         _check_choice("algorithm.name", self.name, _registered("algorithm.name"))
         _check_positive("algorithm.lr", self.lr)
         _check_int("algorithm.batch_size", self.batch_size, minimum=1)
-        _check_int("algorithm.local_steps", self.local_steps, minimum=1)
+        _check_int("algorithm.local_steps", self.local_steps, minimum=1,
+                   maximum=MAX_LOCAL_STEPS)
         _check_positive("algorithm.alpha", self.alpha)
         if self.alpha > 1:
             raise _fail("algorithm.alpha", "must be in (0, 1]", self.alpha)
@@ -1036,7 +1054,7 @@ class RunConfig:
         if self.num_updates is None and self.time_budget is None:
             object.__setattr__(self, "num_updates", 1000)
         if self.num_updates is not None:
-            _check_int("run.num_updates", self.num_updates, minimum=1)
+            _check_int("run.num_updates", self.num_updates, minimum=1, maximum=None)
             if self.num_updates > MAX_NUM_UPDATES:
                 raise _fail(
                     "run.num_updates",
@@ -1151,7 +1169,7 @@ class SystemConfig:
             raise _error("clients", f"must list at least one client, got 0{why}")
         if len(self.clients) > MAX_CLIENTS:
             raise _fail("clients", f"must list at most {MAX_CLIENTS:,} clients", len(self.clients))
-        _check_int("concurrency", self.concurrency, minimum=1)
+        _check_int("concurrency", self.concurrency, minimum=1, maximum=None)  # below
         if self.concurrency > MAX_CONCURRENCY:
             raise _fail(
                 "concurrency",
@@ -1159,7 +1177,7 @@ class SystemConfig:
                 "flight could never all complete)",
                 self.concurrency,
             )
-        _check_int("seed", self.seed, minimum=0)
+        _check_int("seed", self.seed, minimum=0, maximum=None)  # any seed: folded where used
         n = len(self.clients)
         if self.routing.p is not None and len(self.routing.p) != n:
             raise ConfigError(

@@ -149,6 +149,12 @@ def _handle(args: argparse.Namespace) -> int:
             f"--report {args.report!r} is the --out file: the report would overwrite the "
             "config; give another path"
         )
+    from raysync._validation import check_not_input
+
+    # recommend --out CONFIG replaced the input config (exit 0)
+    check_not_input(args.out, "--out", args.config, "recommended config")
+    if args.report:
+        check_not_input(args.report, "--report", args.config, "report")
     if args.max_concurrency is not None and args.max_concurrency < 1:
         raise ConfigError(f"--max-concurrency must be an integer >= 1, got {args.max_concurrency}")
     config = load_config(args.config)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from raysync._files import atomic_write
-from raysync._validation import check_output_file, describe_os_error
+from raysync._validation import check_not_input, check_output_file, describe_os_error
 from raysync.config import (
     MAX_NUM_UPDATES,
     RoutingConfig,
@@ -151,12 +151,8 @@ def _handle(args: argparse.Namespace) -> int:
             f"--energy-weight must be a finite number >= 0, got {args.energy_weight!r}"
         )
     if args.write_config is not None:  # "" too: it was taken as "no file" and exited 0
-        target = check_output_file(args.write_config, "--write-config")  # before optimising
-        if target.exists() and Path(args.config).exists() and target.samefile(args.config):
-            raise ConfigError(
-                f"--write-config {args.write_config!r} is CONFIG itself: the optimised config "
-                "would replace it (its comments and layout lost); write it elsewhere"
-            )
+        check_output_file(args.write_config, "--write-config")  # before optimising
+        check_not_input(args.write_config, "--write-config", args.config, "optimised config")
     if args.updates is not None and args.updates < 1:
         raise ConfigError(f"--updates must be an integer >= 1, got {args.updates!r}")
     if args.updates is not None and args.criterion == "wall-clock":

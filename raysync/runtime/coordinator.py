@@ -804,6 +804,14 @@ def _check_run_clock(config: SystemConfig) -> None:
                 "call: every task would time out and be re-issued at once); set a larger "
                 "run.task_timeout or leave it out (no timeout)"
             )
+        if name == "time_budget" and wall < MIN_TASK_TIMEOUT:
+            # Ray started for a run over before one call could return (the simulator
+            # refuses it only after simulating: no task completed)
+            raise ConfigError(
+                f"run.time_budget = {value!r} config seconds{scale} is {wall:.3g} wall "
+                f"seconds, less than the {MIN_TASK_TIMEOUT:g} s a run accepts (about one Ray "
+                "call: no task could complete); set a longer run.time_budget"
+            )
     if run.time_scale > 0:
         _check_task_waits(config)
     buffer = buffer_size(config)

@@ -190,11 +190,14 @@ def test_the_caps_themselves_are_valid(
         ({}, ["--time-budget", "1e308"], "run.time_budget = 1e+308"),
         ({}, ["--address", ""], "--address must name a Ray cluster"),
         ({}, ["--address", "  "], "--address must name a Ray cluster"),
+        # a budget over before one Ray call could return started Ray
+        ({}, ["--time-budget", "1e-320"], "run.time_budget = 1e-320 config seconds x run"),
+        ({}, ["--time-budget", "1e-4"], "less than the 0.001 s a run accepts"),
     ],
     ids=[
         "updates-1e30", "updates-1e12", "updates-limit", "scale-overflow", "scale-too-long",
         "timeout-subnormal", "timeout-short", "timeout-short-wall", "budget-bar", "address-empty",
-        "address-blank",
+        "address-blank", "budget-subnormal", "budget-short",
     ],
 )  # fmt: skip
 def test_run_refuses_before_ray_and_before_the_bar(

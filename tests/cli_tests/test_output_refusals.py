@@ -149,3 +149,69 @@ def test_optimize_write_config_failure_names_the_flag_and_leaves_no_file(
     line = _one_error(capsys, "optimize")
     assert f"--write-config {str(target)!r} cannot be written: " in line
     assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--out", "--report"])
+def test_recommend_refuses_to_write_over_its_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
+    # `recommend CONFIG --out CONFIG` replaced the input config and exited 0
+    config = tmp_path / "c.toml"
+    config.write_text(EXAMPLE.read_text())
+    other = "--report" if flag == "--out" else "--out"
+    assert main(["recommend", str(config), "--budget", "30", flag, str(config), other,
+                 str(tmp_path / "other.toml"), "--quiet"]) == 2  # fmt: skip
+    assert f"{flag} {str(config)!r} is CONFIG itself" in _one_error(capsys, "recommend")
+    assert config.read_text() == EXAMPLE.read_text()
+    assert _listing(tmp_path) == ["c.toml"]
+
+
+def test_an_output_file_behind_a_symlink_is_written_through_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # atomic writes replaced the link itself with a regular file
+    real = tmp_path / "configs" / "opt.toml"
+    real.parent.mkdir()
+    real.write_text("old\n")
+    link = tmp_path / "latest.toml"
+    link.symlink_to(real)
+    assert main(["optimize", str(EXAMPLE), "--constants", CONSTANTS, "--budget", "100",
+                 "--write-config", str(link)]) == 0  # fmt: skip
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert "[routing]" in real.read_text() and 'kind = "fixed"' in real.read_text()
+    assert main(["validate", str(link)]) == 0
+
+
+@pytest.mark.parametrize(("edit", "field", "rule"), [
+    # 10**400 was an OverflowError traceback (window), a simulation that never ended
+    # (local_steps), a torch stack dump (hidden), all accepted by validate
+    (("name = \"generalized_asyncsgd\"", "name = \"fedasync\"\nlocal_steps = BIG"),
+     "algorithm.local_steps", "must be an integer <= 1,000,000"),
+    (("kind = \"fixed\"\np = [0.4, 0.3, 0.2, 0.1]", "kind = \"adaptive\"\nwindow = BIG"),
+     "routing.window", "must be an integer <= 9,007,199,254,740,992 (2**53"),
+    (("name = \"logreg\"", "name = \"mlp\"\nhidden = [BIG]"),
+     "model.hidden[0]", "must be an integer <= 9,007,199,254,740,992"),
+    (("partition = \"iid\"", "partition = \"shards\"\nshards_per_client = BIG"),
+     "data.shards_per_client", "must be an integer <= 9,007,199,254,740,992"),
+    (("batch_size = 32", "batch_size = BIG"), "algorithm.batch_size", "must be an integer <="),
+])  # fmt: skip
+def test_integer_fields_beyond_a_float_are_refused_at_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: tuple[str, str], field: str,
+    rule: str,
+) -> None:
+    old, new = edit
+    text = EXAMPLE.read_text()
+    assert old in text
+    config = tmp_path / "c.toml"
+    config.write_text(text.replace(old, new.replace("BIG", str(10**400))))
+    assert main(["validate", str(config)]) == 2
+    assert f"{field} {rule}" in _one_error(capsys, "validate")
+    config.write_text(text.replace(old, new.replace("BIG", "2")))
+    assert main(["validate", str(config)]) == 0  # the same field at 2 is fine
+    capsys.readouterr()
+
+
+def test_any_seed_is_still_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(EXAMPLE.read_text().replace("seed = 0", f"seed = {2**70}"))
+    assert main(["validate", str(config)]) == 0
