@@ -227,7 +227,12 @@ def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> Non
 
 
 def _check_int(
-    name: str, value: object, *, minimum: int, maximum: int | None = MAX_EXACT_INT
+    name: str,
+    value: object,
+    *,
+    minimum: int,
+    maximum: int | None = MAX_EXACT_INT,
+    why: str = "2**53, exact in float64",
 ) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _wrong_type(name, f"an integer >= {minimum}", value)
@@ -236,8 +241,7 @@ def _check_int(
     if maximum is not None and value > maximum:
         # Counts and sizes meet float64 and int64 arithmetic (10**400 was an OverflowError
         # traceback deep inside a run); 2**53 is the largest integer a float holds exactly.
-        why = "" if maximum != MAX_EXACT_INT else " (2**53, exact in float64)"
-        raise _fail(name, f"must be an integer <= {maximum:,}{why}", value)
+        raise _fail(name, f"must be an integer <= {maximum:,} ({why})", value)
 
 
 def _registered(field: str) -> tuple[str, ...]:
@@ -874,7 +878,7 @@ class AlgorithmConfig:
         _check_positive("algorithm.lr", self.lr)
         _check_int("algorithm.batch_size", self.batch_size, minimum=1)
         _check_int("algorithm.local_steps", self.local_steps, minimum=1,
-                   maximum=MAX_LOCAL_STEPS)
+                   maximum=MAX_LOCAL_STEPS, why="each task runs that many minibatch steps")
         _check_positive("algorithm.alpha", self.alpha)
         if self.alpha > 1:
             raise _fail("algorithm.alpha", "must be in (0, 1]", self.alpha)
@@ -1054,14 +1058,9 @@ class RunConfig:
         if self.num_updates is None and self.time_budget is None:
             object.__setattr__(self, "num_updates", 1000)
         if self.num_updates is not None:
-            _check_int("run.num_updates", self.num_updates, minimum=1, maximum=None)
-            if self.num_updates > MAX_NUM_UPDATES:
-                raise _fail(
-                    "run.num_updates",
-                    f"must be <= {MAX_NUM_UPDATES:,} (2**53, the largest count float64 holds "
-                    "exactly)",
-                    self.num_updates,
-                )
+            _check_int("run.num_updates", self.num_updates, minimum=1,
+                       maximum=MAX_NUM_UPDATES, why="2**53, the largest count float64 holds "
+                       "exactly")  # fmt: skip
         if self.time_budget is not None:
             _check_positive("run.time_budget", self.time_budget)
         if self.eval_every_updates is not None:
@@ -1169,14 +1168,9 @@ class SystemConfig:
             raise _error("clients", f"must list at least one client, got 0{why}")
         if len(self.clients) > MAX_CLIENTS:
             raise _fail("clients", f"must list at most {MAX_CLIENTS:,} clients", len(self.clients))
-        _check_int("concurrency", self.concurrency, minimum=1, maximum=None)  # below
-        if self.concurrency > MAX_CONCURRENCY:
-            raise _fail(
-                "concurrency",
-                f"must be <= {MAX_CONCURRENCY:,} (no run completes more tasks, so more in "
-                "flight could never all complete)",
-                self.concurrency,
-            )
+        _check_int("concurrency", self.concurrency, minimum=1, maximum=MAX_CONCURRENCY,
+                   why="no run completes more tasks, so more in flight could never all "
+                   "complete")  # fmt: skip
         _check_int("seed", self.seed, minimum=0, maximum=None)  # any seed: folded where used
         n = len(self.clients)
         if self.routing.p is not None and len(self.routing.p) != n:

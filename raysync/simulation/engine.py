@@ -524,9 +524,9 @@ def time_unit(config: SystemConfig) -> float:
     is up to ``2**64`` units, as far as the clock allows.
     """
     slowest = float(_mean_durations(config).max())
-    links = _link_means(config)
+    links = _delay_specs(config)
     if links:
-        slowest = max(slowest, max(t for _, t in links))
+        slowest = max(slowest, max(spec.mean_duration for _, spec in links))
     if 2.0**-_SAFE_EXP <= slowest <= 2.0**_SAFE_EXP:
         return 1.0
     top = math.frexp(slowest)[1]
@@ -536,8 +536,8 @@ def time_unit(config: SystemConfig) -> float:
     return math.ldexp(1.0, exponent)
 
 
-def _link_means(config: SystemConfig) -> list[tuple[str, float]]:
-    """Each delay station's mean time (downlink, uplink, server update), named by its field."""
+def _delay_specs(config: SystemConfig) -> list[tuple[str, Any]]:
+    """Each delay station's spec (downlink, uplink, server update), named by its field."""
     out = [
         (f"clients[{i}].{leg}", spec)
         for i, c in enumerate(config.clients)
@@ -546,7 +546,7 @@ def _link_means(config: SystemConfig) -> list[tuple[str, float]]:
     ]
     if config.server is not None and config.server.update_time is not None:
         out.append(("server.update_time", config.server.update_time))
-    return [(name, spec.mean_duration) for name, spec in out]
+    return out
 
 
 def _service_fields(spec: Any, where: str) -> list[tuple[str, str, float]]:
@@ -635,14 +635,7 @@ def _as_written(where: str, spec: Any) -> str:
 def _slowest_station(config: SystemConfig) -> str:
     """The spec with the longest mean time (the one that sets the clock), as written."""
     specs = [(f"clients[{i}].service_time", c.service_time) for i, c in enumerate(config.clients)]
-    specs += [
-        (f"clients[{i}].{leg}", spec)
-        for i, c in enumerate(config.clients)
-        for leg, spec in (("downlink", c.downlink), ("uplink", c.uplink))
-        if spec is not None
-    ]
-    if config.server is not None and config.server.update_time is not None:
-        specs.append(("server.update_time", config.server.update_time))
+    specs += _delay_specs(config)
     where, spec = max(specs, key=lambda item: item[1].mean_duration)
     return _as_written(where, spec)
 

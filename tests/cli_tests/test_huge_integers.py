@@ -13,23 +13,16 @@ import pytest
 
 from raysync.cli import main
 from raysync.config import MAX_CONCURRENCY, MAX_NUM_UPDATES
-from raysync.runtime import coordinator
 from raysync.simulation.engine import MAX_SIMULATED_COMPLETIONS
+from tests.runtime_tests._helpers import RayStarted, block_ray
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny.toml"
 B309, B400 = str(10**309), str(10**400)
 
 
-class _RayStarted(Exception):
-    """``run`` got past every check made before Ray starts."""
-
-
 @pytest.fixture(autouse=True)
 def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
-    def connect(address: str | None = None) -> bool:
-        raise _RayStarted(address)
-
-    monkeypatch.setattr(coordinator, "connect", connect)
+    block_ray(monkeypatch)
 
 
 def _config(tmp_path: Path, **top: str) -> str:
@@ -86,11 +79,11 @@ def test_the_config_caps_match_the_simulator() -> None:
         (["analyze", "--mu", "1,2", "-C", B400, "--method", "bruteforce"], "states"),
         (
             ["simulate", str(EXAMPLE), "--queue-only", "--no-progress", "--num-updates", B400],
-            "run.num_updates must be <= 9,007,199,254,740,992",
+            "run.num_updates must be an integer <= 9,007,199,254,740,992",
         ),
         (
             ["simulate", str(EXAMPLE), "--queue-only", "--no-progress", "--num-updates", B309],
-            "run.num_updates must be <=",
+            "run.num_updates must be an integer <=",
         ),
         (
             ["optimize", str(EXAMPLE), "--constants", "1,1,1,1", "--criterion", "per-update",
@@ -106,7 +99,7 @@ def test_the_config_caps_match_the_simulator() -> None:
             ["optimize", str(EXAMPLE), "--constants", "1,1,1,1", "--max-concurrency", B400],
             "--max-concurrency 10,000,000,000,",
         ),
-        (["run", str(EXAMPLE), "--num-updates", B400], "run.num_updates must be <="),
+        (["run", str(EXAMPLE), "--num-updates", B400], "run.num_updates must be an integer <="),
     ],
     ids=[
         "analyze-C", "analyze-buzen", "analyze-curve", "analyze-bruteforce-curve",
@@ -138,11 +131,12 @@ _COMMANDS = {
 @pytest.mark.parametrize(
     ("key", "value", "needle"),
     [
-        ("concurrency", B400, "concurrency must be <= 10,000,000,000"),
-        ("concurrency", B309, "concurrency must be <= 10,000,000,000"),
-        ("concurrency", str(MAX_CONCURRENCY + 1), "concurrency must be <= 10,000,000,000"),
-        ("run_num_updates", B400, "run.num_updates must be <= 9,007,199,254,740,992"),
-        ("run_num_updates", str(MAX_NUM_UPDATES + 1), "run.num_updates must be <="),
+        ("concurrency", B400, "concurrency must be an integer <= 10,000,000,000"),
+        ("concurrency", B309, "concurrency must be an integer <= 10,000,000,000"),
+        ("concurrency", str(MAX_CONCURRENCY + 1),
+         "concurrency must be an integer <= 10,000,000,000"),
+        ("run_num_updates", B400, "run.num_updates must be an integer <= 9,007,199,254,740,992"),
+        ("run_num_updates", str(MAX_NUM_UPDATES + 1), "run.num_updates must be an integer <="),
     ],
     ids=["concurrency-400", "concurrency-309", "concurrency-cap", "updates-400", "updates-cap"],
 )
@@ -175,7 +169,7 @@ def test_the_caps_themselves_are_valid(
 @pytest.mark.parametrize(
     ("run", "flags", "needle"),
     [
-        ({}, ["--num-updates", str(10**30)], "run.num_updates must be <="),
+        ({}, ["--num-updates", str(10**30)], "run.num_updates must be an integer <="),
         ({}, ["--num-updates", str(10**12)], "run.num_updates = 1,000,000,000,000 (x B = 1)"),
         ({}, ["--num-updates", str(MAX_SIMULATED_COMPLETIONS + 1)], "needs 10,000,000,001 task"),
         ({"run_time_scale": "1e308"}, [], "time_scale = 1e+308 makes a mean task of clients[3]"),
@@ -224,7 +218,7 @@ def test_run_refuses_before_ray_and_before_the_bar(
 def test_run_accepts_what_can_finish(
     run: dict[str, str], flags: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    with pytest.raises(_RayStarted):
+    with pytest.raises(RayStarted):
         main(["run", _config(tmp_path, **run), *flags])
     assert capsys.readouterr().err == ""
 

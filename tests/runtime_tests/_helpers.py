@@ -149,3 +149,17 @@ def alive_actor_ids() -> set[str]:
         for actor_id, info in ray._private.state.actors().items()
         if info.get("State") == "ALIVE"
     }
+
+
+class RayStarted(Exception):
+    """A run got past every check made before Ray starts (raised by :func:`block_ray`)."""
+
+
+def block_ray(monkeypatch: Any) -> None:
+    """Make ``raysync.runtime``'s ``connect`` raise :class:`RayStarted` instead of starting Ray."""
+    from raysync.runtime import coordinator
+
+    def connect(address: str | None = None) -> bool:
+        raise RayStarted(address)
+
+    monkeypatch.setattr(coordinator, "connect", connect)

@@ -10,22 +10,14 @@ import pytest
 from raysync.cli import main
 from raysync.config import dump_config
 from raysync.exceptions import ConfigError
-from raysync.runtime import coordinator
 from raysync.runtime.coordinator import _execute
 
-from ._helpers import digits_config, queue_config
-
-
-class _RayStarted(Exception):
-    """The run got past its up-front checks."""
+from ._helpers import RayStarted, block_ray, digits_config, queue_config
 
 
 @pytest.fixture(autouse=True)
 def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
-    def connect(address: str | None = None) -> bool:
-        raise _RayStarted(address)
-
-    monkeypatch.setattr(coordinator, "connect", connect)
+    block_ray(monkeypatch)
 
 
 def _queue(**run: Any):  # noqa: ANN202
@@ -76,7 +68,7 @@ def test_too_many_evaluations_are_refused() -> None:
 
 
 def test_long_but_finite_runs_pass_the_checks() -> None:
-    with pytest.raises(_RayStarted):
+    with pytest.raises(RayStarted):
         _execute(_queue(num_updates=None, time_budget=1e8, task_timeout=1e8))
 
 
