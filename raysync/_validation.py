@@ -25,6 +25,7 @@ __all__ = [
     "check_output_file",
     "check_reference",
     "describe_os_error",
+    "describe_typed_number",
     "format_probability",
     "import_object",
     "read_text_file",
@@ -138,6 +139,36 @@ def format_probability(p: float) -> str:
     if p == 0 or p >= 1e-3:
         return f"{p:.4f}"
     return f"{p:.2g}"
+
+
+#: How Python spells a non-finite float; any other text that float() reads as inf
+#: ("1e309") was a finite number too large for a float.
+_SPELLS_NON_FINITE = re.compile(r"^\s*[+-]?(?:inf(?:inity)?|nan)\s*$", re.IGNORECASE)
+
+
+def describe_typed_number(text: str) -> str:
+    """The text of a number as typed, for a message refusing it as not finite.
+
+    ``float("1e309")`` is ``inf``, so a message quoting the parsed value would say
+    "got inf" about a number the user never wrote as such.
+
+    Args:
+        text: What was typed, e.g. ``"1e309"`` or ``"nan"``.
+
+    Returns:
+        ``"'1e309' (beyond the float range, about 1.8e308)"`` for a number too large for
+        a float, else the quoted text (``"'nan'"``).
+    """
+    if _SPELLS_NON_FINITE.match(text) or not math.isinf(_as_float(text)):
+        return repr(text)
+    return f"{text!r} (beyond the float range, about 1.8e308)"
+
+
+def _as_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def check_number(name: str, value: object, *, allow_zero: bool = False) -> float:

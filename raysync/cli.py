@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import sys
@@ -42,7 +43,7 @@ from typing import Any, NoReturn, Protocol
 
 from raysync import __version__
 from raysync._cli import analyze, optimize, run, simulate, validate
-from raysync._validation import describe_os_error
+from raysync._validation import describe_os_error, describe_typed_number
 from raysync.exceptions import RaySyncError
 
 __all__ = ["BUILTIN_COMMANDS", "ENTRY_POINT_GROUP", "CommandEntryPoint", "main", "plugin_commands"]
@@ -73,6 +74,15 @@ EXIT_BROKEN_PIPE = 141
 _NEGATIVE_VALUE = re.compile(r"^-(?:\d|\.\d|inf(?:inity)?$|nan$)", re.IGNORECASE)
 
 
+#: Most digits an integer flag may have (seeds included).
+_MAX_INT_DIGITS = 30
+
+
+def _abbreviate(value: int) -> str:
+    digits = str(abs(value))
+    return f"{'-' if value < 0 else ''}{digits[:6]}... ({len(digits)} digits)"
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (sub-parsers inherit the class)."""
 
@@ -92,6 +102,23 @@ class _Parser(argparse.ArgumentParser):
             self._check_value(action, value)
             return value
         return super()._get_values(action, arg_strings)
+
+    def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
+        value = super()._get_value(action, arg_string)
+        # Checked here, once for every command: float("1e309") is inf, so the command's own
+        # check saw "inf" (not what was typed) and named its parameter instead of the flag.
+        if action.type is float and not math.isfinite(value):
+            raise argparse.ArgumentError(
+                action, f"must be a finite number, got {describe_typed_number(arg_string)}"
+            )
+        # Every count, size and seed fits in 30 digits: a longer integer is a slip, refused
+        # here so that no command's own range check echoes hundreds of digits back.
+        if action.type is int and len(str(abs(value))) > _MAX_INT_DIGITS:
+            raise argparse.ArgumentError(
+                action, f"must be an integer of at most {_MAX_INT_DIGITS} digits, got "
+                f"{_abbreviate(value)}"
+            )
+        return value
 
     def error(self, message: str) -> NoReturn:
         line = " ".join(message.split())

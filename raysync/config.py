@@ -181,6 +181,9 @@ _SHOW.maxlevel = 3
 
 def _show(value: object) -> str:
     """A short, single-line repr (long lists and strings are elided with ``...``)."""
+    if isinstance(value, float) and math.isinf(value):
+        # TOML reads 1e309 as inf: the message must not claim the file says "inf"
+        return f"{value!r} (written as inf or as a number beyond the float range, about 1.8e308)"
     return _SHOW.repr(value)
 
 

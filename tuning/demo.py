@@ -253,10 +253,7 @@ def _parse_constants(text: str | None) -> ProblemConstants | None:
         return None
     if not text.strip():  # not "absent": it would silently start the pilot
         raise ConfigError(f"--constants must be 'L,sigma2,M2,A', got {text!r}")
-    try:
-        return ProblemConstants.parse(text)
-    except ConfigError as exc:
-        raise ConfigError(f"--constants {text!r}: {exc}") from None
+    return ProblemConstants.parse(text, flag="--constants")
 
 
 def _optimise(

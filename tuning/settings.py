@@ -307,7 +307,11 @@ def settings_from_args(
     if constants_text is not None and not str(constants_text).strip():
         # Not "absent": an empty value would silently start the pilot it was meant to skip.
         raise ConfigError(f"--constants must be 'L,sigma2,M2,A', got {constants_text!r}")
-    constants = ProblemConstants.parse(constants_text) if constants_text is not None else None
+    constants = (
+        ProblemConstants.parse(constants_text, flag="--constants")
+        if constants_text is not None
+        else None
+    )
     settings = TuneSettings(
         objective=objective,
         trials=get("trials", defaults.trials),

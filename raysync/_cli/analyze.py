@@ -10,13 +10,14 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from raysync._validation import format_probability
+from raysync._validation import describe_typed_number, format_probability
 from raysync.exceptions import ConfigError
 from raysync.queueing import METHODS, ClosedNetwork, QueueingResult, analyze
 from raysync.queueing.analysis import (
@@ -99,12 +100,18 @@ def _floats(flag: str, text: str) -> NDArray[np.float64]:
                 f"comma-separated list of numbers"
             )
         try:
-            values.append(float(item))
+            value = float(item)
         except ValueError as exc:
             raise ConfigError(
                 f"{flag} must be a comma-separated list of numbers, got {item!r} at "
                 f"position {position} in {text!r}"
             ) from exc
+        if not math.isfinite(value):
+            raise ConfigError(
+                f"{flag} must be a comma-separated list of finite numbers, got "
+                f"{describe_typed_number(item)} at position {position} in {text!r}"
+            )
+        values.append(value)
     return np.array(values, dtype=np.float64)
 
 

@@ -190,7 +190,7 @@ def _handle(args: argparse.Namespace) -> int:
         estimate = estimate_constants_for_config(config)
         constants = estimate.constants
     else:
-        constants = ProblemConstants.parse(args.constants)
+        constants = ProblemConstants.parse(args.constants, flag="--constants")
 
     kwargs: dict[str, Any] = {}
     if args.criterion == "wall-clock":

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from raysync._validation import check_number
+from raysync._validation import check_number, describe_typed_number
 from raysync.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -224,11 +224,13 @@ class ProblemConstants:
         return self.sigma2 + 2.0 * self.M2
 
     @classmethod
-    def parse(cls, text: str) -> ProblemConstants:
+    def parse(cls, text: str, *, flag: str | None = None) -> ProblemConstants:
         """Parse ``"L,sigma2,M2,A"`` (four comma-separated numbers).
 
         Args:
             text: E.g. ``"1.0,0.5,0.1,2.3"``.
+            flag: The command-line flag the text came from (e.g. ``"--constants"``); an
+                error then starts with the flag and the text, so it names what was typed.
 
         Returns:
             The validated constants.
@@ -236,18 +238,30 @@ class ProblemConstants:
         Raises:
             ConfigError: Not four numbers, or a value breaks its rule.
         """
-        parts = [part.strip() for part in str(text).split(",")]
-        if len(parts) != 4:
-            raise ConfigError(
-                f"constants must be four comma-separated numbers L,sigma2,M2,A, got {text!r}"
-            )
         try:
-            values = [float(part) for part in parts]
-        except ValueError as exc:
-            raise ConfigError(
-                f"constants must be four comma-separated numbers L,sigma2,M2,A, got {text!r}"
-            ) from exc
-        return cls(L=values[0], sigma2=values[1], M2=values[2], A=values[3])
+            parts = [part.strip() for part in str(text).split(",")]
+            if len(parts) != 4:
+                raise ConfigError(
+                    f"constants must be four comma-separated numbers L,sigma2,M2,A, got "
+                    f"{text!r}"
+                )
+            try:
+                values = [float(part) for part in parts]
+            except ValueError as exc:
+                raise ConfigError(
+                    f"constants must be four comma-separated numbers L,sigma2,M2,A, got "
+                    f"{text!r}"
+                ) from exc
+            for name, part, value in zip(("L", "sigma2", "M2", "A"), parts, values, strict=True):
+                if not math.isfinite(value):
+                    raise ConfigError(
+                        f"constants.{name} must be finite, got {describe_typed_number(part)}"
+                    )
+            return cls(L=values[0], sigma2=values[1], M2=values[2], A=values[3])
+        except ConfigError as exc:
+            if flag is None:
+                raise
+            raise ConfigError(f"{flag} {text!r}: {exc}") from None
 
     def to_dict(self) -> dict[str, float]:
         """Return ``{"L": ..., "sigma2": ..., "M2": ..., "A": ...}``."""

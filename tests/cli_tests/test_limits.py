@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from raysync.cli import main
+from tests._cli import exit_code
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny.toml"
 
@@ -37,14 +38,16 @@ def test_analyze_curve_json_carries_the_lean_summary(capsys: pytest.CaptureFixtu
         (["--mu", "1e-308,1e-308", "-C", "5"], "beyond the float64 range"),
         (["--mu", "1e308,1e308", "-C", "9"], "throughput of this network is beyond"),
         (["--mu", "1,2", "-C", "5", "--server-rate", "1e-310"], "1/server_rate overflows"),
-        (["--mu", "1,nan", "-C", "3"], "mu[1] must be finite, got nan"),
-        (["--mu", "1,2", "-C", "3", "--latency", "inf"], "latency must be finite"),
+        (["--mu", "1,nan", "-C", "3"], "--mu must be a comma-separated list of finite numbers, got "
+             "'nan' at position 2 in '1,nan'"),
+        (["--mu", "1,2", "-C", "3", "--latency", "inf"],
+             "argument --latency: must be a finite number, got 'inf'"),
     ],
 )
 def test_analyze_refuses_what_it_cannot_compute(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["analyze", *args]) == 2
+    assert exit_code(["analyze", *args]) == 2
     assert message in _error(capsys, "analyze")
 
 
@@ -71,14 +74,14 @@ def test_optimize_refuses_a_search_beyond_the_memory(capsys: pytest.CaptureFixtu
         (["--torch-threads", "0"], "--torch-threads must be in [1, 1024], got 0"),
         (["--torch-threads", "1000000000"], "--torch-threads must be in [1, 1024]"),
         (["--num-updates", "0"], "run.num_updates must be an integer >= 1, got 0"),
-        (["--time-budget", "nan"], "run.time_budget must be finite, got nan"),
+        (["--time-budget", "nan"], "argument --time-budget: must be a finite number, got 'nan'"),
         (["--seed", "-1"], "seed must be an integer >= 0, got -1"),
     ],
 )
 def test_simulate_flags(
     flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["simulate", str(EXAMPLE), "--queue-only", *flags]) == 2
+    assert exit_code(["simulate", str(EXAMPLE), "--queue-only", *flags]) == 2
     assert message in _error(capsys, "simulate")
 
 
@@ -87,13 +90,15 @@ def test_simulate_flags(
     (["analyze", "--mu", "-1,2", "-C", "2"], "mu[0] must be > 0, got -1.0"),
     (["analyze", "--mu", "1,2", "-C", "-1e3"], "invalid int value: '-1e3'"),
     (["simulate", "EX", "--time-budget", "-1e5"], "run.time_budget must be > 0, got -100000.0"),
-    (["simulate", "EX", "--time-budget", "-inf"], "run.time_budget must be finite, got -inf"),
+    (["simulate", "EX", "--time-budget", "-inf"],
+     "argument --time-budget: must be a finite number, got '-inf'"),
     (["simulate", "EX", "--time-budget", "-1x"], "invalid float value: '-1x'"),
     (["optimize", "EX", "--constants", "-1,1,1,1"], "constants.L must be > 0, got -1.0"),
     (["recommend", "EX", "--budget", "30", "--trials", "-inf", "--out", "FILE"],
      "argument --trials: invalid int value: '-inf'"),
     (["recommend", "EX", "--budget", "-Infinity", "--out", "FILE"], "--budget"),
-    (["tune", "EX", "--budget", "-NaN", "--out", "OUT"], "budget must be a finite number > 0"),
+    (["tune", "EX", "--budget", "-NaN", "--out", "OUT"],
+     "argument --budget: must be a finite number, got '-NaN'"),
     (["demo", "EX", "--seed", "-1e3", "--out", "OUT"], "argument --seed: invalid int value"),
 ])  # fmt: skip
 def test_a_negative_value_reaches_the_flags_own_check(

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from raysync.cli import main
+from tests._cli import exit_code
 
 FLEET = """\
 seed = 0
@@ -125,19 +126,19 @@ def test_energy_flags_without_power_figures_are_refused(
         (
             "--energy-budget",
             "inf",
-            "--energy-budget must be a finite number of joules > 0, got inf",
+            "argument --energy-budget: must be a finite number, got 'inf'",
         ),
         ("--energy-weight", "-1", "--energy-weight must be a finite number >= 0, got -1.0"),
-        ("--energy-weight", "nan", "--energy-weight must be a finite number >= 0, got nan"),
+        ("--energy-weight", "nan", "argument --energy-weight: must be a finite number, got 'nan'"),
     ],
 )
 def test_energy_flags_are_checked_once_by_their_flag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, rule: str
 ) -> None:
     path = _write(tmp_path, FLEET)
-    assert main(["optimize", str(path), "--constants", "1,1,0.5,2", flag, value]) == 2
+    assert exit_code(["optimize", str(path), "--constants", "1,1,0.5,2", flag, value]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.endswith(rule)
+    assert rule in err
     assert "\n" not in err and "energy_budget" not in err
 
 

@@ -109,7 +109,8 @@ def test_fields_a_kind_ignores_are_refused(
         (
             '{ until = inf, kind = "exponential", rate = 1.0 }',
             '{ kind = "exponential", rate = 1.0 }',
-            "clients[1].service_time.segments[0].until must be finite, got inf",
+            "clients[1].service_time.segments[0].until must be finite, got inf (written as inf or "
+            "as a number beyond the float range, about 1.8e308)",
         ),
         (
             '{ until = 3.0, kind = "exponential", rate = 1.0 }',

@@ -14,6 +14,7 @@ import pytest
 from raysync.cli import main
 from raysync.config import load_config
 from raysync.objectives import DesignPoint
+from tests._cli import exit_code
 
 TINY = Path(__file__).resolve().parents[2] / "examples" / "tiny.toml"
 
@@ -89,7 +90,7 @@ def test_recommended_config_runs_on_ray(recommended, ray_session, capsys) -> Non
 
 
 def _fails_cleanly(args: list[str], out: Path, capsys, match: str) -> None:  # noqa: ANN001
-    code = main(args)
+    code = exit_code(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and match in err[0], err
@@ -749,12 +750,11 @@ def test_confirmation_settings_are_checked(field: str, value: object, message: s
 
 @pytest.mark.parametrize(("flag", "value", "message"), [
     ("--confirm-seeds", "-1", "--confirm-seeds must be 0 (no check) or an integer >= 2, got -1"),
-    ("--confirm-seeds", str(10**30), "--confirm-seeds must be at most 100 (seeds per design)"),
-    ("--trials", str(10**30), "--trials must be at most 100,000 (a study's size)"),
+    ("--confirm-seeds", str(10**29), "--confirm-seeds must be at most 100 (seeds per design)"),
+    ("--trials", str(10**29), "--trials must be at most 100,000 (a study's size)"),
     ("--overrule-margin", "-1", "--overrule-margin must be a finite number of standard errors "
                                 ">= 0, got -1.0"),
-    ("--overrule-margin", "nan", "--overrule-margin must be a finite number of standard "
-                                 "errors >= 0, got nan"),
+    ("--overrule-margin", "nan", "argument --overrule-margin: must be a finite number, got 'nan'"),
 ])
 def test_cli_refuses_bad_confirmation_settings(tmp_path: Path, capsys, flag: str, value: str,  # noqa: ANN001
                                                message: str) -> None:
