@@ -129,6 +129,7 @@ def _handle(args: argparse.Namespace) -> int:
     from raysync.objectives import (
         BoundObjective,
         ProblemConstants,
+        check_fixed_step,
         check_search_size,
         estimate_constants_for_config,
         optimize_joint,
@@ -222,7 +223,9 @@ def _handle(args: argparse.Namespace) -> int:
                 f"got {updates!r}"
             )
         kwargs["num_updates"] = float(updates)
-    eta: float | str = config.algorithm.lr if args.step == "fixed" else "optimal"
+    eta: float | str = "optimal"
+    if args.step == "fixed":
+        eta = check_fixed_step(config.algorithm.lr, constants, name="algorithm.lr (--step fixed)")
     objective = BoundObjective(
         mu=mu,
         constants=constants,

@@ -177,6 +177,38 @@ def check_time_budget(time_budget: float, mu: ArrayLike) -> None:
     _check_time_budget(_number("time_budget", time_budget), _rates(mu))
 
 
+def check_fixed_step(eta: float, constants: ProblemConstants, *, name: str = "eta") -> float:
+    """Refuse a fixed step whose bound terms are beyond the float range.
+
+    ``B = 4 A / (eta K) + 2 eta L V S + 2 eta^2 L^2 V S Dbar`` (docs/theory.md section 3,
+    eq. (2) of arXiv 2405.17083): ``4 A / eta`` and ``2 eta^2 L^2 V`` must be finite
+    before ``K``, ``S`` and ``Dbar`` scale them. Such a step is far outside the step
+    condition ``eta <= 1 / (4 L)`` under which the bound holds.
+
+    Args:
+        eta: The step, ``> 0``.
+        constants: ``L``, ``sigma^2``, ``M^2``, ``A``.
+        name: What the step is called in the message (e.g. ``"algorithm.lr"``).
+
+    Returns:
+        ``eta`` as a float.
+
+    Raises:
+        ConfigError: ``eta`` is not a finite number > 0, or one of the products is beyond
+            the float range.
+    """
+    eta = _number(name, eta)
+    L, v, A = constants.L, constants.noise, constants.A  # noqa: N806
+    if not (math.isfinite(2.0 * eta * eta * L * L * v) and math.isfinite(4.0 * A / eta)):
+        raise ConfigError(
+            f"{name} = {eta:g} puts the bound's terms beyond the float range with L = {L:g}, "
+            f"sigma2 + 2 M2 = {v:g}, A = {A:g} (2 eta^2 L^2 (sigma2 + 2 M2) and 4 A / eta "
+            f"must stay below 1.8e308); the bound holds only for steps <= 1 / (4 L) = "
+            f"{0.25 / L:.3g}"
+        )
+    return eta
+
+
 # --------------------------------------------------------------------------- constants
 @dataclass(frozen=True, kw_only=True)
 class ProblemConstants:
@@ -682,7 +714,7 @@ class BoundObjective:
             if self.eta != "optimal":
                 raise ConfigError(f"eta must be a number > 0 or 'optimal', got {self.eta!r}")
         else:
-            object.__setattr__(self, "eta", _number("eta", self.eta))
+            object.__setattr__(self, "eta", check_fixed_step(self.eta, self.constants))
         if self.criterion == "per-update":
             if self.num_updates is None:
                 raise ConfigError("num_updates (K) is required for the per-update criterion")

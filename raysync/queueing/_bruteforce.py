@@ -199,7 +199,7 @@ def _check_size(size: int, what: str, network: ClosedNetwork, max_states: int) -
         raise ValueError(
             f"bruteforce {what} has {_count_text(size)} states for n={network.n_clients}, "
             f"C={network.concurrency}, more than max_states={max_states}; "
-            "use method='mva' or 'buzen'"
+            "use method 'mva' or 'buzen' (method= in Python, --method on the command line)"
         )
 
 

@@ -137,8 +137,9 @@ def _check_curve_memory(network: ClosedNetwork) -> None:
         raise ConfigError(
             f"the full curve for C={c:,} and n={n:,} clients needs two C x n float64 "
             f"matrices = {_gib(need)}, more than the {_gib(MAX_CURVE_BYTES)} allowed; "
-            "curve_summary() (raysync analyze --curve) gives Lambda and the mean and "
-            "largest E[D_i] for every C' in O(n + C) memory"
+            "the lean MVA pass (curve_summary() in Python, --method mva --curve on the "
+            "command line) gives Lambda and the mean and largest E[D_i] for every C' in "
+            "O(n + C) memory"
         )
 
 

@@ -135,7 +135,7 @@ def test_max_rows(capsys: pytest.CaptureFixture[str]) -> None:
                 "--client-latency",
                 "1",
             ],
-            "use method='mva'",
+            "use method 'mva' or 'buzen' (method= in Python, --method on the command line)",
         ),
     ],
 )

@@ -76,7 +76,8 @@ def test_the_config_caps_match_the_simulator() -> None:
         (["analyze", "--mu", "1,2", "-C", B30, "--curve"], "solver steps, more than"),
         (
             ["analyze", "--mu", "1,2", "-C", B30, "--method", "bruteforce", "--curve"],
-            "float64 matrices = 4.47e+21 GiB",
+            "float64 matrices = 4.47e+21 GiB, more than the 1 GiB allowed; the lean MVA pass "
+            "(curve_summary() in Python, --method mva --curve on the command line)",
         ),
         (["analyze", "--mu", "1,2", "-C", B30, "--method", "bruteforce"], "states"),
         (

@@ -335,3 +335,19 @@ def test_analyze_prints_huge_table_values_in_short_form(
     row = lines[2].split()
     assert all(len(token) <= 12 for line in lines[1:4] for token in line.split()), lines
     assert float(row[header.index(column)]) == pytest.approx(value, rel=1e-5)
+
+
+@pytest.mark.parametrize("lr", ["1e308", "1e-310"])
+def test_optimize_fixed_step_beyond_the_float_range_names_the_step(
+    lr: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Was a numpy overflow RuntimeWarning, then an error blaming the rates ("too far apart").
+    config = _config(tmp_path, ("lr = 0.05", f"lr = {lr}"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code = main(["optimize", config, "--constants", "1,1,1,1", "--budget", "10",
+                     "--step", "fixed"])  # fmt: skip
+    assert code == 2
+    line = _error(capsys, "optimize")
+    assert f"algorithm.lr (--step fixed) = {float(lr):g} puts the bound's terms beyond" in line
+    assert "rates" not in line

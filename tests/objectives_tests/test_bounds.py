@@ -13,6 +13,7 @@ from raysync.objectives import (
     ProblemConstants,
     asyncsgd_statistics,
     bound_from_statistics,
+    check_fixed_step,
     optimal_step_size,
     step_size_cap,
     variance_inflation,
@@ -263,3 +264,26 @@ def test_rates_too_far_apart_for_the_gradient_are_one_line() -> None:
     )
     with pytest.raises(ConfigError, match=r"beyond the float range at a design with K = 2e-298"):
         objective.value_and_grad([0.5, 0.5], 3)
+
+
+@pytest.mark.parametrize("eta", [1e308, 1e160, 1e-310])
+def test_a_fixed_step_beyond_the_float_range_is_refused_by_name(eta: float) -> None:
+    # 1e308 overflowed 2 eta^2 L^2 V inside the optimiser, whose error then blamed the
+    # rates ("too far apart for this budget"); 1e-310 overflowed 4 A / eta.
+    constants = ProblemConstants(L=1.0, sigma2=1.0, M2=1.0, A=1.0)
+    with pytest.raises(ConfigError, match=r"^algorithm\.lr = .* beyond the float range .* "
+                                          r"1 / \(4 L\) = 0\.25$"):
+        check_fixed_step(eta, constants, name="algorithm.lr")
+    with pytest.raises(ConfigError, match=r"^eta = "):
+        BoundObjective(mu=[1.0, 2.0], constants=constants, eta=eta, time_budget=10.0)
+
+
+def test_a_fixed_step_in_range_is_kept_and_its_terms_are_the_formula() -> None:
+    constants = ProblemConstants(L=2.0, sigma2=0.5, M2=0.25, A=3.0)
+    # 1e150: 2 eta^2 L^2 V = 8e300 is still a float, so the step passes the check
+    assert check_fixed_step(1e150, constants) == 1e150
+    objective = BoundObjective(mu=[1.0, 2.0], constants=constants, eta=0.01, time_budget=10.0)
+    terms = objective.evaluate([0.5, 0.5], 2)
+    k = terms.throughput * 10.0
+    assert terms.optimization == pytest.approx(4 * 3.0 / (0.01 * k), rel=1e-12)
+    assert terms.variance == pytest.approx(2 * 0.01 * 2.0 * 1.0 * 1.0, rel=1e-12)

@@ -165,7 +165,8 @@ def test_unknown_method_and_bad_network() -> None:
 def test_bruteforce_refuses_large_state_space() -> None:
     net = ClosedNetwork(mu=np.ones(30), p=np.full(30, 1 / 30), concurrency=20)
     with pytest.raises(
-        ValueError, match=r"bruteforce counts chain has \d+ states .*use method='mva'"
+        ValueError,
+        match=r"bruteforce counts chain has \d+ states .*use method 'mva' or 'buzen' \(method=",
     ):
         analyze(net, method="bruteforce")
 
