@@ -19,6 +19,7 @@ import numpy as np
 from raysync.exceptions import ConfigError
 
 __all__ = [
+    "bound_constants_problem",
     "check_input_dir",
     "check_number",
     "check_output_dir",
@@ -171,6 +172,31 @@ def _as_float(text: str) -> float:
         return math.nan
 
 
+def bound_constants_problem(L: float, sigma2: float, M2: float, A: float) -> str | None:  # noqa: N803
+    """Why positive bound constants are unusable in float64, or None.
+
+    The bound (docs/theory.md section 3) multiplies them: ``4 A / K`` and
+    ``2 L^2 V S Dbar eta^2`` with ``V = sigma^2 + 2 M^2``; ``2 L V S`` and ``4 A / K`` must
+    stay above 0. One rule for :class:`raysync.objectives.ProblemConstants` and the
+    config's ``routing.constants`` (checked at load, where torch is not imported).
+
+    Returns:
+        The rule broken (``"overflow ..."``/``"underflow ..."``), or None when usable.
+    """
+    noise = sigma2 + 2.0 * M2
+    if not all(math.isfinite(x) for x in (4.0 * A, noise, 2.0 * L * L * noise)):
+        return (
+            "overflow the float range in the bound (4 A and 2 L^2 (sigma2 + 2 M2) must stay "
+            "below 1.8e308)"
+        )
+    if L * noise < 1e-150 or A < 1e-150:
+        return (
+            "underflow the float range in the bound (L (sigma2 + 2 M2) and A must be >= "
+            "1e-150)"
+        )
+    return None
+
+
 def check_number(name: str, value: object, *, allow_zero: bool = False) -> float:
     """Return ``value`` as a float after checking it is a finite, positive number.
 
@@ -258,6 +284,9 @@ def _dir_problem(directory: Path) -> str | None:
         try:
             info = probe.stat()
         except (FileNotFoundError, NotADirectoryError):
+            if probe.is_symlink():
+                # mkdir(parents=True) would stop on it with a bare "file exists"
+                return f"{str(probe)!r} is a broken symbolic link"
             parent = probe.parent
             if parent == probe:
                 return None

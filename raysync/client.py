@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raysync.exceptions import ConfigError, DataError, DivergenceError
+from raysync.exceptions import LOWER_THE_STEP, ConfigError, DataError, DivergenceError
 from raysync.models import GradientComputer
 from raysync.strategies._base import ClientWork
 
@@ -89,7 +89,7 @@ def run_client_work(
         raise DivergenceError(
             f"the parameters the task carried are not finite "
             f"({_count_bad(params)} of {np.size(params)} entries): an earlier update "
-            "diverged; lower the learning rate or check the loss"
+            f"diverged; {LOWER_THE_STEP}, or check the loss"
         )
     # An overflow on the way to a non-finite loss or payload is reported below as one
     # DivergenceError; numpy's warnings would only print ahead of it (one context per task,
@@ -102,14 +102,14 @@ def run_client_work(
         raise DivergenceError(
             f"the training loss {computer.loss_name!r} is {output.loss} on "
             f"{output.num_samples} samples: training diverged or the loss is not finite "
-            "for this batch; lower the learning rate or check the loss and the data"
+            f"for this batch; {LOWER_THE_STEP}, or check the loss and the data"
         )
     if not np.isfinite(output.payload).all():
         what = "gradient" if work.kind == "gradient" else f"{work.kind} after the local steps"
         raise DivergenceError(
             f"the {what} is not finite ({_count_bad(output.payload)} of "
             f"{output.payload.size} entries) although the loss is {output.loss}: training "
-            "diverged; lower the learning rate"
+            f"diverged; {LOWER_THE_STEP}"
         )
     return output
 

@@ -63,7 +63,7 @@ from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get
 
 import numpy as np
 
-from raysync._validation import check_reference, read_text_file
+from raysync._validation import bound_constants_problem, check_reference, read_text_file
 from raysync.exceptions import ConfigError
 
 __all__ = [
@@ -1275,28 +1275,15 @@ _CONSTANT_NAMES = ("L", "sigma2", "M2", "A")
 def _check_bound_constants(values: Sequence[float]) -> None:
     """The rules of ``ProblemConstants`` (objectives/bounds.py), checked at load.
 
-    The router builds its bound only at its first re-optimisation, mid-run; bounds.py
-    imports torch, too heavy for ``raysync validate``, so the rules are repeated here.
+    The router builds its bound only at its first re-optimisation, mid-run, so a bad
+    value would stop the run there; the shared rule is torch-free, bounds.py is not.
     """
     for j, (name, value) in enumerate(zip(_CONSTANT_NAMES, values, strict=True)):
         _check_positive(f"routing.constants[{j}] ({name})", value, allow_zero=name == "M2")
     big_l, sigma2, m2, a = (float(v) for v in values)
-    noise = sigma2 + 2.0 * m2
-    # the bound multiplies these (4 A / K, 2 L^2 V S Dbar eta^2)
-    if not all(math.isfinite(x) for x in (4.0 * a, noise, 2.0 * big_l * big_l * noise)):
-        raise _fail(
-            "routing.constants",
-            "overflow the float range in the bound (4 A and 2 L^2 (sigma2 + 2 M2) must stay "
-            "below 1.8e308)",
-            list(values),
-        )
-    if big_l * noise < 1e-150 or a < 1e-150:
-        raise _fail(
-            "routing.constants",
-            "underflow the float range in the bound (L (sigma2 + 2 M2) and A must be >= "
-            "1e-150)",
-            list(values),
-        )
+    problem = bound_constants_problem(big_l, sigma2, m2, a)
+    if problem is not None:
+        raise _fail("routing.constants", problem, list(values))
 
 
 def _check_adaptive_horizon(config: SystemConfig) -> None:

@@ -39,6 +39,10 @@ class DivergenceError(DataError):
     """
 
 
+#: The fix a divergence message names: the config fields of the steps (the server's too).
+LOWER_THE_STEP = "lower algorithm.lr (and algorithm.server_lr with fedbuff)"
+
+
 class ResourceUnavailableError(RaySyncError):
     """The cluster can never satisfy a client's resource request."""
 

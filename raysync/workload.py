@@ -61,7 +61,13 @@ import numpy as np
 
 from raysync._validation import import_object
 from raysync.config import SystemConfig
-from raysync.exceptions import ConfigError, DataError, DivergenceError, RaySyncError
+from raysync.exceptions import (
+    LOWER_THE_STEP,
+    ConfigError,
+    DataError,
+    DivergenceError,
+    RaySyncError,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -298,7 +304,7 @@ def check_finite_params(params: np.ndarray) -> None:
     if not finite.all():
         raise DivergenceError(
             f"the model's parameters are not finite ({int((~finite).sum())} of "
-            f"{np.size(params)} entries): training diverged; lower the learning rate"
+            f"{np.size(params)} entries): training diverged; {LOWER_THE_STEP}"
         )
 
 
@@ -311,7 +317,7 @@ def check_finite_loss(loss: float, *, split: str, loss_name: str) -> None:
     if not math.isfinite(loss):
         raise DivergenceError(
             f"the {split} loss {loss_name!r} is {loss}: training diverged or the "
-            "loss is not finite on this split; lower the learning rate or check the loss"
+            f"loss is not finite on this split; {LOWER_THE_STEP}, or check the loss"
         )
 
 

@@ -542,7 +542,7 @@ def test_a_metric_may_return_a_float_or_numpy_scalar(user_module: Any, metric: s
             0.1,
             ["client ", " raised RuntimeError on task ", "late failure"],
         ),
-        ({"factory": "userwl:linear", "loss": "mse"}, 1e30, ["not finite", "learning rate"]),
+        ({"factory": "userwl:linear", "loss": "mse"}, 1e30, ["not finite", "lower algorithm.lr"]),
     ],
 )
 def test_training_that_breaks_mid_run_stops_with_one_line(

@@ -458,8 +458,10 @@ def _handle(args: argparse.Namespace) -> int:
     cmax = args.max_concurrency or 4 * n
     check_search_size(cmax, n)
     from raysync.objectives import check_time_budget
+    from raysync.queueing.predict import station_parameters
 
-    check_time_budget(budget, config.service_rates)  # the bound's rules, before the pilot
+    # the bound's rules, before the pilot
+    check_time_budget(budget, config.service_rates, server_rate=station_parameters(config)[1])
     from tuning.settings import check_simulated_budget
 
     check_simulated_budget("--budget" if args.budget is not None else "run.time_budget",

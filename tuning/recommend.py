@@ -444,8 +444,9 @@ class Recommendation:
 def check_inputs(config: SystemConfig, settings: RecommendSettings) -> None:
     """Reject a budget that allows no update on average, or more than the bound can hold.
 
-    The largest update throughput of any design is ``sum_i mu_i`` (every client busy), so
-    ``T sum_i mu_i < 1`` means fewer than one expected update whatever is chosen; the
+    The largest update throughput of any design is ``sum_i mu_i`` (every client busy), or
+    the server's update rate if lower, so ``T`` times it ``< 1`` means fewer than one
+    expected update whatever is chosen; the
     bound's other budget rules (:func:`raysync.objectives.check_time_budget`) are checked
     here too, before the pilot run, and so is an energy budget or price on a config
     without power figures (every energy would be 0).
@@ -463,14 +464,14 @@ def check_inputs(config: SystemConfig, settings: RecommendSettings) -> None:
                 "--energy-budget/--energy-weight need power figures: set power = { busy = "
                 "'20 W', idle = '2 W', transfer = '0.5 J' } on [[clients]] (and [server] power)"
             )
-    lam_max = float(np.sum(config.service_rates))
-    if settings.budget * lam_max < 1.0:
-        raise ConfigError(
-            f"--budget {settings.budget:g} s is too short for one update: the fastest "
-            f"possible fleet (all {config.num_clients} clients busy) applies "
-            f"{lam_max:.4g} updates/s, so it needs at least {1.0 / lam_max:.4g} s"
-        )
-    check_time_budget(settings.budget, config.service_rates)  # and its upper end
+    from raysync.queueing.predict import station_parameters
+
+    check_time_budget(
+        settings.budget,
+        config.service_rates,
+        server_rate=station_parameters(config)[1],
+        name="--budget",
+    )
     # recommend always simulates AsyncSGD: refuse here what its first run would refuse.
     check_simulated_budget("--budget", settings.budget, config)
 

@@ -228,6 +228,16 @@ class TuneSettings:
         elif self.eta != "optimal":
             raise ConfigError(f"eta must be 'optimal' or a number > 0, got {self.eta!r}")
         _check_positive("cpus_per_trial", self.cpus_per_trial)
+        if self.address is not None:
+            if not isinstance(self.address, str) or not self.address.strip():
+                raise ConfigError(f"address must name a Ray cluster, got {self.address!r}")
+            if self.parallel == 1 and self.objective != "live":
+                # it was ignored: the user believed the trials ran on that cluster
+                raise ConfigError(
+                    f"address {self.address!r} is used only by trials on Ray (objective "
+                    f"'live', or parallel > 1); with objective {self.objective!r} and "
+                    "parallel 1 every trial runs in this process: drop it or raise parallel"
+                )
         if not isinstance(self.study_name, str) or not self.study_name.strip():
             raise ConfigError(f"study_name must be a non-empty string, got {self.study_name!r}")
         if self.storage is not None and (not isinstance(self.storage, str) or not self.storage):

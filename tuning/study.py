@@ -130,26 +130,16 @@ def run_study(
                 "power = { busy = '20 W', idle = '2 W', transfer = '0.5 J' } on [[clients]] "
                 "(and [server] power)"
             )
-    out = settings.out
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise ConfigError(
-            f"out {str(out)!r} cannot be used as the output directory: a file is in the way; "
-            "pass a directory path with --out"
-        ) from exc
-    except OSError as exc:
-        raise ConfigError(
-            f"out {str(out)!r} cannot be used as the output directory "
-            f"({exc.strerror or exc}); pass a directory path with --out"
-        ) from exc
     budget = _resolve_budget(config, settings)
     need_constants = settings.objective == "bound" or settings.warm_start
     if need_constants:
         from raysync.objectives import check_time_budget
+        from raysync.queueing.predict import station_parameters
 
         # the bound's own budget rules, checked before the pilot run (it takes minutes)
-        check_time_budget(budget, config.service_rates)
+        check_time_budget(
+            budget, config.service_rates, server_rate=station_parameters(config)[1]
+        )
     space = make_search_space(
         config,
         family=settings.family,
@@ -157,6 +147,23 @@ def run_study(
         parameterization=settings.parameterization,
     )
     directions = directions_for(settings.objective, settings.multi_objective)
+    # created only once every check above passed: a refused study leaves no folder
+    out = settings.out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        # mkdir says "file exists" for a dangling link on the path as well
+        link = next((p for p in (out, *out.parents) if p.is_symlink() and not p.exists()), None)
+        problem = "a file is in the way" if link is None else f"{str(link)!r} is a broken link"
+        raise ConfigError(
+            f"out {str(out)!r} cannot be used as the output directory: {problem}; "
+            "pass a directory path with --out"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"out {str(out)!r} cannot be used as the output directory "
+            f"({exc.strerror or exc}); pass a directory path with --out"
+        ) from exc
     storage = make_storage(settings.storage, out, heartbeat_interval=settings.heartbeat_interval)
     label = storage_label(settings.storage, out)
     study = create_or_load_study(

@@ -161,6 +161,8 @@ def _measured_theory(config: SystemConfig, rates: list[float]) -> QueueingResult
 
 
 def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | None) -> str:
+    from raysync.simulation.result import format_interval
+
     scale = config.run.time_scale
     extras = result.extras
     rates = measured_rates(result, config)
@@ -206,7 +208,7 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
     per = "updates" if result.buffer_size == 1 else "completions"  # model versions x B
     line = (
         f"throughput {result.throughput:.4g} {per}/s "
-        f"({100 * result.confidence:.0f}% CI [{lo:.4g}, {hi:.4g}])"
+        f"({100 * result.confidence:.0f}% CI {format_interval(lo, hi)})"
     )
     if theory is not None and scale > 0:
         line += f"; theory {theory.throughput / scale:.4g} {per}/s"

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from raysync._validation import check_number, describe_typed_number
+from raysync._validation import bound_constants_problem, check_number, describe_typed_number
 from raysync.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -138,43 +138,61 @@ def _concurrency(value: object, name: str = "concurrency") -> int:
     return int(value)
 
 
-def _check_time_budget(time_budget: float, mu: FloatArray) -> None:
+def _check_time_budget(
+    time_budget: float,
+    mu: FloatArray,
+    server_rate: float | None = None,
+    name: str = "time_budget",
+) -> None:
     """Refuse a budget giving fewer than one update, or more than floats can hold.
 
-    Any design's update throughput is at most ``sum_i mu_i`` (every client busy), so
-    ``K = Lambda T <= T sum_i mu_i``; the same rule as ``raysync tune``'s budget check.
+    Any design's update throughput is at most ``sum_i mu_i`` (every client busy) and at
+    most the server's update rate, so ``K = Lambda T <= T min(sum_i mu_i, mu_server)``;
+    the same rule as ``raysync tune``'s budget check.
     """
     lam_max = float(np.sum(mu))
+    fastest = f"the fastest possible fleet (all {mu.size} clients busy) applies"
+    if server_rate is not None and server_rate < lam_max:
+        lam_max = float(server_rate)
+        fastest = "the server's update rate (server.update_time) caps every design at"
     k_max = time_budget * lam_max
     if k_max < 1.0:
         raise ConfigError(
-            f"time_budget {time_budget:g} s is too short for one update (Lambda T < 1): "
-            f"the fastest possible fleet (all {mu.size} clients busy) applies "
-            f"{lam_max:.4g} updates/s, so it needs at least {1.0 / lam_max:.4g} s"
+            f"{name} {time_budget:g} s is too short for one update (Lambda T < 1): "
+            f"{fastest} {lam_max:.4g} updates/s, so it needs at least {1.0 / lam_max:.4g} s"
         )
     # 4 A / K and K^2 (in the gradient) must stay normal floats.
     if not k_max < 1e150:
         raise ConfigError(
-            f"time_budget {time_budget:g} s gives up to K = T x {lam_max:.4g} = {k_max:.3g} "
+            f"{name} {time_budget:g} s gives up to K = T x {lam_max:.4g} = {k_max:.3g} "
             f"updates, beyond the float range of the bound (K must be < 1e150)"
         )
 
 
-def check_time_budget(time_budget: float, mu: ArrayLike) -> None:
+def check_time_budget(
+    time_budget: float,
+    mu: ArrayLike,
+    *,
+    server_rate: float | None = None,
+    name: str = "time_budget",
+) -> None:
     """Refuse a wall-clock budget the bound cannot use, before any pilot run.
 
     The rules of :class:`BoundObjective`'s ``time_budget``, which need only the rates:
-    a finite number > 0, at least one update (``T sum_i mu_i >= 1``) and fewer than
-    ``1e150`` (``T sum_i mu_i < 1e150``).
+    a finite number > 0, at least one update (``T Lambda_max >= 1``) and fewer than
+    ``1e150`` (``T Lambda_max < 1e150``), where ``Lambda_max = min(sum_i mu_i,
+    server_rate)`` bounds every design's update throughput.
 
     Args:
         time_budget: ``T``, in the time unit of ``mu``.
         mu: Service rates, shape ``(n,)``.
+        server_rate: Rate of the server's update station (None: instantaneous updates).
+        name: What the budget is called in the message (e.g. ``"--budget"``).
 
     Raises:
         ConfigError: One line naming the budget and the rule it breaks.
     """
-    _check_time_budget(_number("time_budget", time_budget), _rates(mu))
+    _check_time_budget(_number(name, time_budget), _rates(mu), server_rate, name)
 
 
 def check_fixed_step(eta: float, constants: ProblemConstants, *, name: str = "eta") -> float:
@@ -233,21 +251,11 @@ class ProblemConstants:
         object.__setattr__(self, "sigma2", _number("constants.sigma2", self.sigma2))
         object.__setattr__(self, "M2", _number("constants.M2", self.M2, allow_zero=True))
         object.__setattr__(self, "A", _number("constants.A", self.A))
-        # The bound multiplies these (4 A / K, 2 L^2 V S Dbar eta^2): refuse up front the
-        # constants whose products are already beyond the float range.
-        products = (4.0 * self.A, self.noise, 2.0 * self.L * self.L * self.noise)
-        if not all(math.isfinite(x) for x in products):
+        problem = bound_constants_problem(self.L, self.sigma2, self.M2, self.A)
+        if problem is not None:
             raise ConfigError(
                 f"constants L={self.L:g}, sigma2={self.sigma2:g}, M2={self.M2:g}, "
-                f"A={self.A:g} overflow the float range in the bound (4 A and "
-                f"2 L^2 (sigma2 + 2 M2) must stay below 1.8e308)"
-            )
-        # ... and underflow: b = 2 L V S and a = 4 A / K (K < 1e150) must stay > 0.
-        if self.L * self.noise < 1e-150 or self.A < 1e-150:
-            raise ConfigError(
-                f"constants L={self.L:g}, sigma2={self.sigma2:g}, M2={self.M2:g}, "
-                f"A={self.A:g} underflow the float range in the bound (L (sigma2 + 2 M2) "
-                f"and A must be >= 1e-150)"
+                f"A={self.A:g} {problem}"
             )
 
     @property
@@ -723,7 +731,7 @@ class BoundObjective:
             if self.time_budget is None:
                 raise ConfigError("time_budget (T) is required for the wall-clock criterion")
             object.__setattr__(self, "time_budget", _number("time_budget", self.time_budget))
-            _check_time_budget(self.time_budget, self.mu)
+            _check_time_budget(self.time_budget, self.mu, self.server_rate)
 
     # ------------------------------------------------------------------ helpers
     @property

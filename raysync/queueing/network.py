@@ -65,6 +65,27 @@ def _vector(name: str, value: ArrayLike, n: int | None) -> NDArray[np.float64]:
     return array
 
 
+def check_transit(latency: float, station_latency: NDArray[np.float64], name: str) -> None:
+    """Refuse a transit delay ``latency + station_latency[j]`` beyond float64.
+
+    Each entry is finite, but the solvers use the sum ``Z_j``: it is refused here, where
+    both terms can still be named, not as an inf that a solver blames on another field.
+
+    Raises:
+        ConfigError: Names the first station whose sum overflows and both terms.
+    """
+    with np.errstate(over="ignore"):
+        transit = latency + station_latency
+    bad = np.flatnonzero(~np.isfinite(transit))
+    if bad.size:
+        j = int(bad[0])
+        raise ConfigError(
+            f"the transit delay latency + {name}[{j}] = {latency!r} + "
+            f"{float(station_latency[j])!r} overflows float64 (max about 1.8e308); "
+            "lower the latencies"
+        )
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class ClosedNetwork:
     """Specification of a closed network of ``n`` clients with population ``C``.
@@ -123,18 +144,7 @@ class ClosedNetwork:
                 raise ConfigError(
                     f"client_latency[{j}] must be >= 0, got {float(client_latency[j])!r}"
                 )
-            # Each entry is finite, but the solvers use the sum Z_i: refuse it here, where
-            # both terms can still be named, not as an inf that a solver blames on another field.
-            with np.errstate(over="ignore"):
-                transit = latency + client_latency
-            bad = np.flatnonzero(~np.isfinite(transit))
-            if bad.size:
-                j = int(bad[0])
-                raise ConfigError(
-                    f"the transit delay latency + client_latency[{j}] = {latency!r} + "
-                    f"{float(client_latency[j])!r} overflows float64 (max about 1.8e308); "
-                    "lower the latencies"
-                )
+            check_transit(latency, client_latency, "client_latency")
         server_rate = None
         if self.server_rate is not None:
             server_rate = check_number("server_rate", self.server_rate, allow_zero=False)

@@ -30,7 +30,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from raysync._validation import check_number
 from raysync.exceptions import ConfigError
-from raysync.queueing.network import P_SUM_RTOL, ClosedNetwork
+from raysync.queueing.network import P_SUM_RTOL, ClosedNetwork, check_transit
 
 __all__ = ["TieredNetwork", "TieredResult", "analyze_tiered"]
 
@@ -124,6 +124,7 @@ class TieredNetwork:
             if bad.size:
                 j = int(bad[0])
                 raise ConfigError(f"tier_latency[{j}] must be >= 0, got {float(tier_latency[j])!r}")
+            check_transit(latency, tier_latency, "tier_latency")
         server_rate = None
         if self.server_rate is not None:
             server_rate = check_number("server_rate", self.server_rate, allow_zero=False)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raysync._validation import format_probability
-from raysync.simulation.result import UNITS, _json_safe, format_fixed
+from raysync.simulation.result import UNITS, _json_safe, format_fixed, format_interval
 
 if TYPE_CHECKING:
     from raysync.config import SystemConfig
@@ -135,8 +135,8 @@ def _fmt(value: float, digits: int = 4) -> str:
     return "nan" if not math.isfinite(value) else f"{value:.{digits}g}"
 
 
-def _ci(low: float, high: float) -> str:
-    return "[" + _fmt(low) + ", " + _fmt(high) + "]"
+def _ci(low: float, high: float, digits: int = 4) -> str:
+    return format_interval(low, high, digits)
 
 
 def _nonstationary_notes(config: SystemConfig) -> list[str]:
@@ -254,7 +254,7 @@ def format_report(
     per = "updates" if b == 1 else "completions"
     lines.append(
         f"throughput: {_fmt(result.throughput, 6)} {per}/s  ({level} CI "
-        f"[{_fmt(lo, 6)}, {_fmt(hi, 6)}])  theory: {_fmt(theory['throughput'], 6)}{exact}"
+        f"{_ci(lo, hi, 6)})  theory: {_fmt(theory['throughput'], 6)}{exact}"
     )
     if b == 1:
         lines.append(

@@ -23,7 +23,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["UNITS", "RunResult", "SimulationResult", "batch_ratio_ci", "format_fixed"]
+__all__ = [
+    "UNITS",
+    "RunResult",
+    "SimulationResult",
+    "batch_ratio_ci",
+    "format_fixed",
+    "format_interval",
+]
 
 #: The unit of the quantities of ``result.json`` whose unit is not obvious, and of every
 #: quantity it shares with ``theory.json`` (same key, same unit; see
@@ -117,6 +124,25 @@ def format_fixed(value: float, decimals: int = 4) -> str:
     if abs(value) < _FIXED_LIMIT:
         return f"{value:.{decimals}f}"
     return f"{value:.6g}"
+
+
+def format_interval(low: float, high: float, digits: int = 4) -> str:
+    """A confidence interval for a table: ``[low, high]``, or ``n/a`` when it has none.
+
+    A run too short for the batch-means interval (fewer than 2 batches in the window, or
+    a client with no completion in it) has NaN bounds; the run's warning says why.
+
+    Args:
+        low: Lower bound.
+        high: Upper bound.
+        digits: Significant digits of each bound (``%g``).
+
+    Returns:
+        E.g. ``[2.31, 2.58]`` or ``n/a``.
+    """
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "n/a"
+    return f"[{low:.{digits}g}, {high:.{digits}g}]"
 
 
 def _float(value: float) -> float | str:
@@ -415,7 +441,7 @@ class RunResult:
         per = "updates" if b == 1 else "completions"
         line = (
             f"throughput {self.throughput:.5g} {per}/s "
-            f"({100 * self.confidence:.0f}% CI [{lo:.5g}, {hi:.5g}])"
+            f"({100 * self.confidence:.0f}% CI {format_interval(lo, hi, 5)})"
         )
         if b > 1:
             line += f" = {self.version_throughput:.5g} model versions/s"
@@ -438,7 +464,7 @@ class RunResult:
             row = (
                 f"{i:>6}  {int(self.completed[i]):>9}  {self.client_throughput[i]:>10.4g}  "
                 f"{self.utilization[i]:>11.4f}  {self.mean_queue_length[i]:>9.4g}  "
-                f"{self.mean_relative_delay[i]:.4g} [{dlo:.4g}, {dhi:.4g}]"
+                f"{self.mean_relative_delay[i]:.4g} {format_interval(dlo, dhi)}"
             )
             if b > 1:
                 row += f"  {self.mean_completion_delay[i]:.4g}"

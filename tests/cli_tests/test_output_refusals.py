@@ -215,3 +215,41 @@ def test_any_seed_is_still_accepted(tmp_path: Path, capsys: pytest.CaptureFixtur
     config = tmp_path / "c.toml"
     config.write_text(EXAMPLE.read_text().replace("seed = 0", f"seed = {2**70}"))
     assert main(["validate", str(config)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["simulate", "EX", "--queue-only", "--num-updates", "50", "--out", "LINK/sub"],
+         "--out 'LINK/sub' cannot be used as a directory: 'LINK' is a broken symbolic link"),
+        (["optimize", "EX", "--constants", CONSTANTS, "--budget", "10",
+          "--write-config", "LINK/best.toml"],
+         "--write-config 'LINK/best.toml' cannot be written: 'LINK' is a broken symbolic link"),
+        (["recommend", "EX", "--budget", "10", "--out", "LINK/rec.toml"],
+         "--out 'LINK/rec.toml' cannot be written: 'LINK' is a broken symbolic link"),
+        (["tune", "EX", "--budget", "10", "--trials", "1", "--out", "LINK/t"],
+         "out 'LINK/t' cannot be used as the output directory: 'LINK' is a broken link"),
+        (["demo", "EX", "--out", "LINK/d"],
+         "--out 'LINK/d' cannot be used as a directory: 'LINK' is a broken symbolic link"),
+        (["run", "EX", "--logdir", "LINK/tb"],
+         "--logdir 'LINK/tb' cannot be used as a directory: 'LINK' is a broken symbolic link"),
+    ],
+    ids=["simulate", "optimize", "recommend", "tune", "demo", "run"],
+)  # fmt: skip
+def test_a_broken_link_along_an_output_path_is_named(
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # mkdir(parents=True) stopped on the dangling link with a bare "'LINK': file exists"
+    from tests.runtime_tests._helpers import block_ray
+
+    block_ray(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "LINK").symlink_to(tmp_path / "missing")
+    before = _listing(tmp_path)
+    assert main([str(EXAMPLE) if a == "EX" else a for a in argv]) == 2
+    assert message in _one_error(capsys, argv[0])
+    assert _listing(tmp_path) == before and not (tmp_path / "missing").exists()

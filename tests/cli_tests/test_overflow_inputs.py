@@ -351,3 +351,24 @@ def test_optimize_fixed_step_beyond_the_float_range_names_the_step(
     line = _error(capsys, "optimize")
     assert f"algorithm.lr (--step fixed) = {float(lr):g} puts the bound's terms beyond" in line
     assert "rates" not in line
+
+
+@pytest.mark.parametrize(
+    ("edits", "fields"),
+    [
+        # the server's own step is what diverged: the message said "lower the learning rate"
+        ((('name = "generalized_asyncsgd"', 'name = "fedbuff"\nserver_lr = 1e308'),),
+         "lower algorithm.lr (and algorithm.server_lr with fedbuff)"),
+        ((("lr = 0.05", "lr = 1e300"),), "lower algorithm.lr"),
+    ],
+)  # fmt: skip
+def test_a_diverging_run_names_the_step_fields(
+    edits: tuple[tuple[str, str], ...],
+    fields: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = _config(tmp_path, *edits)
+    assert main(["simulate", config, "--no-progress"]) == 2
+    line = _error(capsys, "simulate")
+    assert "diverged" in line and fields in line, line

@@ -14,6 +14,7 @@ from raysync.objectives import (
     asyncsgd_statistics,
     bound_from_statistics,
     check_fixed_step,
+    check_time_budget,
     optimal_step_size,
     step_size_cap,
     variance_inflation,
@@ -241,6 +242,19 @@ def test_time_budget_outside_one_update_and_float_range_is_refused() -> None:
         BoundObjective(mu=MU, constants=CONSTANTS, time_budget=1e-300)
     with pytest.raises(ConfigError, match=r"time_budget 1e\+308 s gives up to K .*float range"):
         BoundObjective(mu=MU, constants=CONSTANTS, time_budget=1e308)
+    # a server slower than the fleet caps every design's throughput (was refused later,
+    # by the gradient, blaming the clients' rates)
+    with pytest.raises(ConfigError, match=r"time_budget 10 s is too short for one update "
+                                          r"\(Lambda T < 1\): the server's update rate "
+                                          r"\(server.update_time\) caps every design at "
+                                          r"0.05 updates/s, so it needs at least 20 s"):
+        BoundObjective(mu=MU, constants=CONSTANTS, time_budget=10.0, server_rate=0.05)
+    with pytest.raises(ConfigError, match=r"^--budget 10 s is too short .* at 1e-300 upd"):
+        check_time_budget(10.0, MU, server_rate=1e-300, name="--budget")
+    check_time_budget(20.0, MU, server_rate=0.05)  # K = 1: allowed
+    check_time_budget(0.2, MU, server_rate=100.0)  # a fast server caps nothing: K = 1.5
+    with pytest.raises(ConfigError, match=r"^--budget must be > 0, got -1.0$"):
+        check_time_budget(-1.0, MU, name="--budget")
     # the smallest admissible budget evaluates to finite numbers (no division by zero)
     obj = BoundObjective(mu=MU, constants=CONSTANTS, time_budget=1.0 / 7.5)
     value, grad = obj.value_and_grad(np.asarray(P), 1)

@@ -178,3 +178,22 @@ def test_closed_form_at_the_ends_of_float64(mu: float) -> None:
     res = analyze_tiered(TieredNetwork(counts=[2], mu=[mu], p=[0.5], concurrency=c))
     assert res.throughput == pytest.approx(2 * mu * (c / (c + 1)), rel=1e-12)
     np.testing.assert_allclose(res.mean_relative_delay, [c - 1], rtol=1e-12)
+
+
+def test_a_tier_transit_beyond_float64_is_refused_as_for_the_flat_network() -> None:
+    import warnings
+
+    kwargs = {"mu": [1.0, 2.0], "counts": [2, 3], "p": [0.2, 0.2], "concurrency": 4}
+    message = (r"^the transit delay latency \+ tier_latency\[1\] = 1e\+308 \+ 1e\+308 "
+               r"overflows float64")  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # was a numpy overflow warning and an inf Z
+        with pytest.raises(ConfigError, match=message):
+            TieredNetwork(latency=1e308, tier_latency=[0.0, 1e308], **kwargs)
+        # the flat network's rule, word for word
+        with pytest.raises(ConfigError, match=message.replace("tier_", "client_")):
+            ClosedNetwork(mu=[1.0, 2.0], p=[0.5, 0.5], concurrency=4, latency=1e308,
+                          client_latency=[0.0, 1e308])  # fmt: skip
+    # finite sums stay allowed at the edge
+    net = TieredNetwork(latency=8e307, tier_latency=[0.0, 8e307], **kwargs)
+    assert np.isfinite(net.total_latency).all()

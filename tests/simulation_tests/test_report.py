@@ -151,3 +151,29 @@ def test_json_is_strict_with_non_finite_numbers() -> None:
         "top": "nan",
     }
     assert _strict_loads(dumps_json(math.inf)) == "inf"
+
+
+def test_a_run_too_short_for_intervals_prints_n_a_not_nan_brackets(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # 2 updates: 1 in the measurement window, fewer than the batches an interval needs
+    from raysync.cli import main
+
+    tiny = Path(__file__).resolve().parents[2] / "examples" / "tiny.toml"
+    assert main(["simulate", str(tiny), "--queue-only", "--no-progress", "--num-updates",
+                 "2"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "[nan" not in out and "nan]" not in out
+    assert "(99% CI n/a)" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("       ")]
+    assert len(rows) == 4 and all(row[5] == "n/a" for row in rows)
+
+
+def test_format_interval() -> None:
+    from raysync.simulation.result import format_interval
+
+    assert format_interval(2.3141, 2.5812) == "[2.314, 2.581]"
+    assert format_interval(2.3141, 2.5812, 6) == "[2.3141, 2.5812]"
+    assert format_interval(1e300, 3e300) == "[1e+300, 3e+300]"
+    assert format_interval(math.nan, 1.0) == "n/a"
+    assert format_interval(0.0, math.inf) == "n/a"

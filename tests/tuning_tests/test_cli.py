@@ -147,7 +147,7 @@ def test_recommend_budget_beyond_the_bound_refused_before_the_pilot(
     _no_pilot(monkeypatch)
     _one_line_exit_2(["recommend", str(tiny_path), "--budget", "1e200",
                       "--out", str(tmp_path / "rec.toml")], capsys,
-                     "time_budget 1e+200 s gives up to K")  # fmt: skip
+                     "--budget 1e+200 s gives up to K")  # fmt: skip
 
 
 def test_recommend_redraw_flags_reach_the_settings(tiny_path, tmp_path, monkeypatch) -> None:  # noqa: ANN001
@@ -196,6 +196,13 @@ def _tune(tiny_path, out, *extra: str) -> list[str]:  # noqa: ANN001
     (["--storage=sqlite:///:memory:"], "is an in-memory SQLite database"),
     (["--storage=ADIR"], "storage must be an SQLAlchemy URL"),
     (["--budget=1e308"], "time_budget"),
+    # checked after the output folder was made: an empty folder was left behind
+    (["--budget=1e-3"], "time_budget 0.001 s is too short for one update (Lambda T < 1)"),
+    # ignored: every bound (or parallel-1 simulated) trial ran in this process
+    (["--address=auto"], "address 'auto' is used only by trials on Ray (objective 'live', "
+                         "or parallel > 1); with objective 'bound' and parallel 1"),
+    (["--objective=simulated", "--address=auto"], "with objective 'simulated' and parallel 1"),
+    (["--objective=live", "--address= "], "address must name a Ray cluster, got ' '"),
     # an unreachable cluster was refused only after the study's journal was written
     (["--objective=live", "--address=127.0.0.1:1"],
      "cannot reach the Ray cluster at '127.0.0.1:1'"),
