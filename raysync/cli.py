@@ -91,7 +91,7 @@ class _Parser(argparse.ArgumentParser):
         #: The command parsers by name (the top-level parser's; empty on a command's own).
         self.commands: Mapping[str, argparse.ArgumentParser] = {}
         # argparse has no public hook for this; the attribute is read in _parse_optional
-        # (tests/cli_tests/test_entry.py checks every command still gets such values).
+        # (tests/cli_tests/test_limits.py checks every command still gets such values).
         self._negative_number_matcher = _NEGATIVE_VALUE
 
     def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:

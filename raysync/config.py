@@ -127,6 +127,10 @@ SERVICE_TIME_RANGE = (1e-300, 1e300)
 #: Largest FedBuff buffer: a run of ``K`` versions simulates ``K * B`` completions.
 MAX_BUFFER_SIZE = 1_000_000
 
+#: Largest ``routing.horizon`` and ``routing.zeta2``: the adaptive router's own limit,
+#: refused at load rather than at the router's first re-optimisation, mid-run.
+MAX_ROUTER_VALUE = 1e300
+
 #: Largest ``concurrency``: the simulator's limit of task completions per run
 #: (``raysync.simulation.engine.MAX_SIMULATED_COMPLETIONS``); with more tasks in flight
 #: not even the first ones could all complete.
@@ -795,6 +799,9 @@ class RoutingConfig:
         for name in ("reoptimize_seconds", "horizon"):
             if getattr(self, name) is not None:
                 _check_positive(f"routing.{name}", getattr(self, name))
+        if self.horizon is not None and self.horizon > MAX_ROUTER_VALUE:
+            raise _fail("routing.horizon", f"must be a number in (0, {MAX_ROUTER_VALUE:g}]",
+                        self.horizon)  # fmt: skip
         if self.explore is not None and not 0.0 <= self.explore < 1.0:
             raise _fail("routing.explore", "must be in [0, 1)", self.explore)
         if self.change_confidence is not None and not 0.0 < self.change_confidence < 1.0:
@@ -808,6 +815,9 @@ class RoutingConfig:
             _check_choice("routing.objective", self.objective, ("wall_clock", "bias_aware"))
         if self.zeta2 is not None:
             _check_positive("routing.zeta2", self.zeta2, allow_zero=True)
+            if self.zeta2 > MAX_ROUTER_VALUE:
+                rule = f"must be a number in [0, {MAX_ROUTER_VALUE:g}]"
+                raise _fail("routing.zeta2", rule, self.zeta2)
         bias_aware = self.objective == "bias_aware"
         if bias_aware and self.zeta2 is None:
             raise ConfigError(

@@ -223,6 +223,10 @@ def test_energy_per_update_beyond_float64_is_refused(
         ("horizon = 1e-3", "routing.horizon must give the bound at least one update"),
         ("horizon = 1e-320", "routing.horizon must give the bound at least one update"),
         ("horizon = 1e300", "routing.horizon gives up to K = T x 7.5 = 7.5e+300 updates"),
+        ("horizon = 1.1e300", "routing.horizon must be a number in (0, 1e+300], got 1.1e+300"),
+        # refused only by the router, mid-run (validate accepted it)
+        ('objective = "bias_aware"\nzeta2 = 1e308',
+         "routing.zeta2 must be a number in [0, 1e+300], got 1e+308"),
     ],
 )
 @pytest.mark.parametrize("command", ["validate", "simulate"])
