@@ -40,8 +40,10 @@ logger = logging.getLogger("cluster.entrypoint")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The entrypoint's argument parser."""
-    parser = argparse.ArgumentParser(
+    """The entrypoint's argument parser (raysync's: one-line errors, finite numbers)."""
+    from raysync.cli import _Parser
+
+    parser = _Parser(
         prog="python -m cluster.entrypoint",
         description="Run a raysync config (or a tuning study) on the Ray cluster of this job.",
     )

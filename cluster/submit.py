@@ -169,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and extra[0] == "--":
         extra = extra[1:]
+    # Checked here, where a typo is one line and exit 2, not a job failing on the cluster.
+    from cluster.entrypoint import build_parser as entrypoint_parser
+
+    entrypoint_parser().parse_args([args.config, "--out", args.out, *extra])
     cmd = build_command(
         address=args.address, config=args.config, out=args.out, extra=extra,
         working_dir=args.working_dir, python=args.python,

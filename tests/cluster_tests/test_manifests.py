@@ -116,3 +116,30 @@ def test_entrypoint_rejects_a_bad_config_with_exit_2(tmp_path) -> None:
 @pytest.mark.parametrize("flag", ["--tune", "--objective", "--parallel", "--storage"])
 def test_entrypoint_offers_tuning_flags(flag) -> None:
     assert flag in build_parser().format_help()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--time-budget", "nan"], "argument --time-budget: must be a finite number, got 'nan'"),
+        (["--time-scale=1e309"], "got '1e309' (beyond the float range, about 1.8e308)"),
+        (["--trials", str(10**40)], "argument --trials: must be an integer of at most 30 digits"),
+        (["--bogus", "1"], "unrecognized arguments: --bogus 1"),
+    ],
+)
+def test_submit_refuses_entrypoint_arguments_before_submitting(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    # were passed on: the job started on the cluster and failed there
+    import cluster.submit as submit
+
+    def no_submission(*args: object) -> None:
+        raise AssertionError("submitted")
+
+    monkeypatch.setattr(submit, "run_submission", no_submission)
+    with pytest.raises(SystemExit) as stop:
+        submit_main(["examples/tiny.toml", "--out", "/tmp/o", "--", *extra])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("python -m cluster.entrypoint: error: ")
+    assert message in err[0]
