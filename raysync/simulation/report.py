@@ -135,10 +135,6 @@ def _fmt(value: float, digits: int = 4) -> str:
     return "nan" if not math.isfinite(value) else f"{value:.{digits}g}"
 
 
-def _ci(low: float, high: float, digits: int = 4) -> str:
-    return format_interval(low, high, digits)
-
-
 def _nonstationary_notes(config: SystemConfig) -> list[str]:
     """Say what the theory column describes when the fleet changes during the run."""
     notes = []
@@ -254,7 +250,7 @@ def format_report(
     per = "updates" if b == 1 else "completions"
     lines.append(
         f"throughput: {_fmt(result.throughput, 6)} {per}/s  ({level} CI "
-        f"{_ci(lo, hi, 6)})  theory: {_fmt(theory['throughput'], 6)}{exact}"
+        f"{format_interval(lo, hi, 6)})  theory: {_fmt(theory['throughput'], 6)}{exact}"
     )
     if b == 1:
         lines.append(
@@ -271,7 +267,7 @@ def format_report(
             lines.append(
                 f"  {i:>6} {mu[i]:>9.4g} {pi:>7} "
                 f"{int(result.completed[i]):>9} {_fmt(result.mean_relative_delay[i]):>9} "
-                f"{_ci(*result.relative_delay_ci[i]):>21} "
+                f"{format_interval(*result.relative_delay_ci[i]):>21} "
                 f"{_fmt(theory['mean_relative_delay'][i]):>9}"
             )
         lines.extend(_left_out_line(left_out))
@@ -300,10 +296,10 @@ def format_report(
         lines.append(
             f"  {i:>6} {mu[i]:>9.4g} {pi:>7} {int(result.completed[i]):>9} "
             f"{_fmt(result.mean_completion_delay[i]):>8} "
-            f"{_ci(*result.completion_delay_ci[i]):>19} "
+            f"{format_interval(*result.completion_delay_ci[i]):>19} "
             f"{_fmt(theory['mean_completion_delay'][i]):>8} | "
             f"{_fmt(result.mean_relative_delay[i]):>8} "
-            f"{_ci(*result.relative_delay_ci[i]):>19} "
+            f"{format_interval(*result.relative_delay_ci[i]):>19} "
             f"{_fmt(theory['mean_relative_delay'][i]):>8}"
         )
     lines.extend(_left_out_line(left_out))

@@ -45,7 +45,15 @@ def test_the_walk_finds_the_flags_of_every_command() -> None:
     assert len(_INT_FLAGS) >= 20
 
 
-def _refused(argv: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path) -> str:
+def _refused(
+    argv: list[str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> str:
+    """Run ``argv`` (``EX``: the example config) in ``tmp_path``; its one error line."""
+    monkeypatch.chdir(tmp_path)  # a command that went on would write here
+    argv = [str(EXAMPLE) if a == "EX" else a for a in argv]
     assert exit_code(argv) == 2
     captured = capsys.readouterr()
     lines = captured.err.rstrip("\n").split("\n")
@@ -76,8 +84,7 @@ def test_float_flags_refuse_non_finite_values_by_name(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # a command that went on would write here
-    line = _refused([command, str(EXAMPLE), f"{flag}={value}"], capsys, tmp_path)
+    line = _refused([command, "EX", f"{flag}={value}"], capsys, tmp_path, monkeypatch)
     assert f"argument {name}: must be a finite number, got {shown}" in line
 
 
@@ -90,11 +97,10 @@ def test_int_flags_refuse_integers_of_more_than_30_digits(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    line = _refused([command, str(EXAMPLE), f"{flag}={10**400}"], capsys, tmp_path)
+    line = _refused([command, "EX", f"{flag}={10**400}"], capsys, tmp_path, monkeypatch)
     assert f"argument {name}: must be an integer of at most 30 digits, got 100000... " in line
     assert "(401 digits)" in line and len(line) < 200
-    line = _refused([command, str(EXAMPLE), f"{flag}={-(10**30)}"], capsys, tmp_path)
+    line = _refused([command, "EX", f"{flag}={-(10**30)}"], capsys, tmp_path, monkeypatch)
     assert "got -100000... (31 digits)" in line
 
 
@@ -117,8 +123,7 @@ def test_values_in_range_reach_the_commands_own_check(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    line = _refused([str(EXAMPLE) if a == "EX" else a for a in argv], capsys, tmp_path)
+    line = _refused(argv, capsys, tmp_path, monkeypatch)
     assert message in line and "argument " not in line, line
 
 
@@ -153,8 +158,7 @@ def test_number_lists_refuse_non_finite_entries_by_flag_and_position(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    line = _refused([str(EXAMPLE) if a == "EX" else a for a in argv], capsys, tmp_path)
+    line = _refused(argv, capsys, tmp_path, monkeypatch)
     assert message in line, line
 
 
