@@ -136,14 +136,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import ray
 
+    from raysync._validation import check_output_dir, describe_os_error
     from raysync.config import load_config
     from raysync.exceptions import RaySyncError
 
     start = time.perf_counter()
-    out = Path(args.out).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    # Everything is checked before the folder is made: a refused job leaves no empty OUT.
     try:
         config = _overrides(load_config(args.config), args)
+        out = check_output_dir(Path(args.out).expanduser(), "--out").resolve()
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"cluster.entrypoint: error: --out {args.out!r} cannot be created: "
+              f"{describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except (RaySyncError, ValueError) as exc:
         print(f"cluster.entrypoint: error: {exc}", file=sys.stderr)
         return 2

@@ -15,8 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from raysync.exceptions import ConfigError
+
+#: Largest ``routing.horizon`` and ``routing.zeta2``: the adaptive router's limit
+#: (``raysync.routing.adaptive``), which ``raysync.config`` refuses at load rather than at
+#: the router's first re-optimisation, mid-run. Here, not in either, so both read one value
+#: (the router cannot import the config module: the config imports the routers).
+MAX_ROUTER_VALUE = 1e300
 
 __all__ = [
     "bound_constants_problem",
@@ -302,6 +309,18 @@ def _dir_problem(directory: Path) -> str | None:
             return f"permission denied on {str(probe)!r}"
         return None
 
+
+def first_index(mask: NDArray[np.bool_]) -> int | None:
+    """Position of the first ``True`` of a 1-D boolean array, for a message naming it.
+
+    Args:
+        mask: Shape ``(n,)``, e.g. ``~np.isfinite(values)`` or ``values <= 0``.
+
+    Returns:
+        The smallest ``i`` with ``mask[i]``, or None when no entry is set.
+    """
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if hits.size else None
 
 def check_output_dir(path: str | os.PathLike[str], flag: str) -> Path:
     """Check that ``path`` can be (or already is) a directory to write into.

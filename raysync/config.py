@@ -63,7 +63,12 @@ from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get
 
 import numpy as np
 
-from raysync._validation import bound_constants_problem, check_reference, read_text_file
+from raysync._validation import (
+    MAX_ROUTER_VALUE,
+    bound_constants_problem,
+    check_reference,
+    read_text_file,
+)
 from raysync.exceptions import ConfigError
 
 __all__ = [
@@ -126,10 +131,6 @@ SERVICE_TIME_RANGE = (1e-300, 1e300)
 
 #: Largest FedBuff buffer: a run of ``K`` versions simulates ``K * B`` completions.
 MAX_BUFFER_SIZE = 1_000_000
-
-#: Largest ``routing.horizon`` and ``routing.zeta2``: the adaptive router's own limit,
-#: refused at load rather than at the router's first re-optimisation, mid-run.
-MAX_ROUTER_VALUE = 1e300
 
 #: Largest ``concurrency``: the simulator's limit of task completions per run
 #: (``raysync.simulation.engine.MAX_SIMULATED_COMPLETIONS``); with more tasks in flight

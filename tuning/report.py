@@ -286,7 +286,8 @@ def _fmt(value: Any, digits: int = 5) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return "nan" if not math.isfinite(value) else f"{value:.{digits}g}"
+        # NaN: not measured; an infinite bound is a value (an unstable design) and says so.
+        return "n/a" if math.isnan(value) else f"{value:.{digits}g}"
     return str(value)
 
 

@@ -45,7 +45,12 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from raysync._validation import bound_constants_problem, check_number, describe_typed_number
+from raysync._validation import (
+    bound_constants_problem,
+    check_number,
+    describe_typed_number,
+    first_index,
+)
 from raysync.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -90,9 +95,8 @@ def _rates(mu: ArrayLike) -> FloatArray:
         raise ConfigError(f"mu must be a sequence of service rates, got {mu!r}") from exc
     if array.ndim != 1 or array.size == 0:
         raise ConfigError(f"mu must be a non-empty 1-D sequence, got shape {array.shape}")
-    bad = np.flatnonzero(~np.isfinite(array) | (array <= 0))
-    if bad.size:
-        j = int(bad[0])
+    j = first_index(~np.isfinite(array) | (array <= 0))
+    if j is not None:
         raise ConfigError(f"mu[{j}] must be a finite service rate > 0, got {float(array[j])!r}")
     array.setflags(write=False)
     return array
@@ -120,9 +124,8 @@ def check_routing(p: ArrayLike, n: int, *, atol: float = 1e-9) -> FloatArray:
         raise ConfigError(f"p must be a sequence of probabilities, got {p!r}") from exc
     if array.ndim != 1 or array.size != n:
         raise ConfigError(f"p must have one entry per client (n={n}), got shape {array.shape}")
-    bad = np.flatnonzero(~np.isfinite(array) | (array <= 0))
-    if bad.size:
-        j = int(bad[0])
+    j = first_index(~np.isfinite(array) | (array <= 0))
+    if j is not None:
         raise ConfigError(f"p[{j}] must be > 0 (every client reachable), got {float(array[j])!r}")
     total = math.fsum(array.tolist())
     if abs(total - 1.0) > atol:

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from raysync._validation import first_index
 from raysync.exceptions import ConfigError
 from raysync.objectives.bounds import ProblemConstants, _number
 
@@ -147,9 +148,8 @@ def estimate_service_rate(
         raise ConfigError(f"durations must be numbers, got {durations!r}") from exc
     if t.size == 0:
         raise ConfigError("durations must contain at least one observed service time, got 0")
-    bad = np.flatnonzero(~np.isfinite(t) | (t <= 0))
-    if bad.size:
-        j = int(bad[0])
+    j = first_index(~np.isfinite(t) | (t <= 0))
+    if j is not None:
         raise ConfigError(f"durations[{j}] must be a finite time > 0, got {float(t[j])!r}")
     n = int(t.size)
     alpha = 1.0 - level

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from raysync._validation import first_index
 from raysync.exceptions import ConfigError
 from raysync.queueing._bruteforce import solve_bruteforce
 from raysync.queueing._buzen import solve_buzen
@@ -169,8 +170,8 @@ def demand_exponent(
         parts = [float(np.max(rho)), float(np.max(latency))]
         if server_rate is not None:
             parts.append(1.0 / server_rate)
-    if not np.all(np.isfinite(rho)):
-        j = int(np.flatnonzero(~np.isfinite(rho))[0])
+    j = first_index(~np.isfinite(rho))
+    if j is not None:
         raise ConfigError(
             f"mu[{j}]={float(mu[j])!r} is too small: its demand p/mu = "
             f"{float(p[j])!r}/{float(mu[j])!r} overflows float64"

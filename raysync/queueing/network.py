@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from raysync._validation import check_number
+from raysync._validation import check_number, first_index
 from raysync.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -57,9 +57,8 @@ def _vector(name: str, value: ArrayLike, n: int | None) -> NDArray[np.float64]:
         raise ConfigError(
             f"{name} must have one entry per client: len(mu)={n}, got len({name})={array.size}"
         )
-    bad = np.flatnonzero(~np.isfinite(array))
-    if bad.size:
-        j = int(bad[0])
+    j = first_index(~np.isfinite(array))
+    if j is not None:
         raise ConfigError(f"{name}[{j}] must be finite, got {float(array[j])!r}")
     array.setflags(write=False)
     return array
@@ -76,9 +75,8 @@ def check_transit(latency: float, station_latency: NDArray[np.float64], name: st
     """
     with np.errstate(over="ignore"):
         transit = latency + station_latency
-    bad = np.flatnonzero(~np.isfinite(transit))
-    if bad.size:
-        j = int(bad[0])
+    j = first_index(~np.isfinite(transit))
+    if j is not None:
         raise ConfigError(
             f"the transit delay latency + {name}[{j}] = {latency!r} + "
             f"{float(station_latency[j])!r} overflows float64 (max about 1.8e308); "
@@ -118,13 +116,11 @@ class ClosedNetwork:
         n = mu.size
         p = _vector("p", self.p, n)
         for name, values in (("mu", mu), ("p", p)):
-            bad = np.flatnonzero(values <= 0)
-            if bad.size:
-                j = int(bad[0])
+            j = first_index(values <= 0)
+            if j is not None:
                 raise ConfigError(f"{name}[{j}] must be > 0, got {float(values[j])!r}")
-        bad = np.flatnonzero(p > 1.0)
-        if bad.size:  # also keeps fsum below from overflowing on huge entries
-            j = int(bad[0])
+        j = first_index(p > 1.0)
+        if j is not None:  # also keeps fsum below from overflowing on huge entries
             raise ConfigError(f"p[{j}] must be a probability in (0, 1], got {float(p[j])!r}")
         total = math.fsum(p.tolist())
         if abs(total - 1.0) > P_SUM_RTOL:
@@ -138,9 +134,8 @@ class ClosedNetwork:
         client_latency = None
         if self.client_latency is not None:
             client_latency = _vector("client_latency", self.client_latency, n)
-            bad = np.flatnonzero(client_latency < 0)
-            if bad.size:
-                j = int(bad[0])
+            j = first_index(client_latency < 0)
+            if j is not None:
                 raise ConfigError(
                     f"client_latency[{j}] must be >= 0, got {float(client_latency[j])!r}"
                 )

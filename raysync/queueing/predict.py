@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from raysync._validation import first_index
 from raysync.exceptions import ConfigError
 from raysync.queueing.analysis import analyze
 from raysync.queueing.network import ClosedNetwork
@@ -137,12 +138,11 @@ def analyze_independent_cycles(mu: Sequence[float] | NDArray[np.float64]) -> Que
             "rates must be at least 5.6e-309 (express them in a larger time unit)",
         ),
     ):
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            i = int(bad[0])
+        k = first_index(~np.isfinite(values))
+        if k is not None:
             raise ConfigError(
-                f"{name} is beyond the float range for client {i} (mu[{i}] = "
-                f"{float(rates[i])!r}): {rule}"
+                f"{name} is beyond the float range for client {k} (mu[{k}] = "
+                f"{float(rates[k])!r}): {rule}"
             )
     ones = np.ones(n)
     # Update-weighted staleness sum_i (mu_i / total) E[D_i] = sum_i others_i / total.

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from raysync._validation import check_number
+from raysync._validation import check_number, first_index
 from raysync.exceptions import ConfigError
 from raysync.queueing.network import P_SUM_RTOL, ClosedNetwork, check_transit
 
@@ -52,9 +52,8 @@ def _tier_vector(name: str, value: ArrayLike, size: int | None) -> NDArray[np.fl
         raise ConfigError(
             f"{name} must have one entry per tier: {size} tiers, got {array.size} entries"
         )
-    bad = np.flatnonzero(~np.isfinite(array))
-    if bad.size:
-        j = int(bad[0])
+    j = first_index(~np.isfinite(array))
+    if j is not None:
         raise ConfigError(f"{name}[{j}] must be finite, got {float(array[j])!r}")
     array.setflags(write=False)
     return array
@@ -94,18 +93,16 @@ class TieredNetwork:
         if raw_counts.dtype == bool or not np.issubdtype(raw_counts.dtype, np.integer):
             raise ConfigError(f"counts must be integers >= 1, got {raw_counts.tolist()!r}")
         counts = raw_counts.astype(np.int64)
-        bad_counts = np.flatnonzero(counts < 1)
-        if bad_counts.size:
-            j = int(bad_counts[0])
+        j = first_index(counts < 1)
+        if j is not None:
             raise ConfigError(f"counts[{j}] must be >= 1, got {int(counts[j])}")
         counts.setflags(write=False)
         tiers = counts.size
         mu = _tier_vector("mu", self.mu, tiers)
         p = _tier_vector("p", self.p, tiers)
         for name, values in (("mu", mu), ("p", p)):
-            bad = np.flatnonzero(values <= 0)
-            if bad.size:
-                j = int(bad[0])
+            j = first_index(values <= 0)
+            if j is not None:
                 raise ConfigError(f"{name}[{j}] must be > 0, got {float(values[j])!r}")
         total = math.fsum((counts * p).tolist())
         if abs(total - 1.0) > P_SUM_RTOL:
@@ -120,9 +117,8 @@ class TieredNetwork:
         tier_latency = None
         if self.tier_latency is not None:
             tier_latency = _tier_vector("tier_latency", self.tier_latency, tiers)
-            bad = np.flatnonzero(tier_latency < 0)
-            if bad.size:
-                j = int(bad[0])
+            j = first_index(tier_latency < 0)
+            if j is not None:
                 raise ConfigError(f"tier_latency[{j}] must be >= 0, got {float(tier_latency[j])!r}")
             check_transit(latency, tier_latency, "tier_latency")
         server_rate = None

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from raysync._validation import MAX_ROUTER_VALUE
 from raysync.exceptions import CheckpointError, ConfigError
 from raysync.routing.estimation import OnlineRateEstimator
 from raysync.routing.fixed import _DEFAULT_BLOCK, _BlockRouter
@@ -292,7 +293,8 @@ class AdaptiveRouter(_BlockRouter):
             )
         except ConfigError as exc:  # name the field the user wrote, not the bound's
             raise ConfigError(_routing_names(str(exc))) from exc
-        self.horizon = _number("routing.horizon", horizon, low=0, low_open=True, high=1e300)
+        self.horizon = _number("routing.horizon", horizon, low=0, low_open=True,
+                               high=MAX_ROUTER_VALUE)
         self.explore = _number("routing.explore", explore, low=0, low_open=False, high=1)
         if self.explore == 1:
             raise ConfigError("routing.explore must be < 1 (some routing by the optimum), got 1")
@@ -316,7 +318,7 @@ class AdaptiveRouter(_BlockRouter):
             )
         self.zeta2 = (
             None if zeta2 is None
-            else _number("routing.zeta2", zeta2, low=0, low_open=False, high=1e300)
+            else _number("routing.zeta2", zeta2, low=0, low_open=False, high=MAX_ROUTER_VALUE)
         )  # fmt: skip
         self.weight_exponent = _number(
             "routing.weight_exponent", weight_exponent, low=0, low_open=False, high=1

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from raysync._validation import first_index
 from raysync.exceptions import CheckpointError, ConfigError
 
 if TYPE_CHECKING:  # objectives imports torch: loaded only when an interval is asked for
@@ -147,9 +148,8 @@ class OnlineRateEstimator:
                     f"prior_rate must be one number or one per client (n={num_clients}), "
                     f"got {prior.size} values"
                 )
-            bad = np.flatnonzero(~(np.isfinite(prior) & (prior > 0)))
-            if bad.size:
-                j = int(bad[0])
+            j = first_index(~(np.isfinite(prior) & (prior > 0)))
+            if j is not None:
                 raise ConfigError(
                     f"prior_rate[{j}] must be a finite rate > 0, got {float(prior[j])!r}"
                 )

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from raysync._validation import first_index
 from raysync.exceptions import CheckpointError, ConfigError
 from raysync.routing._base import BaseRouter
 
@@ -127,9 +128,8 @@ class FixedRouter(_BlockRouter):
             raise ConfigError(
                 f"routing p must be a non-empty 1-D sequence, got shape {probs.shape}"
             )
-        bad = np.flatnonzero(~(np.isfinite(probs) & (probs > 0)))
-        if bad.size:
-            j = int(bad[0])
+        j = first_index(~(np.isfinite(probs) & (probs > 0)))
+        if j is not None:
             raise ConfigError(
                 f"routing p[{j}] must be > 0 (every client reachable), got {float(probs[j])!r}"
             )

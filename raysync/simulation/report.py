@@ -132,7 +132,12 @@ def dumps_json(value: Any, level: int = 0) -> str:
 
 
 def _fmt(value: float, digits: int = 4) -> str:
-    return "nan" if not math.isfinite(value) else f"{value:.{digits}g}"
+    # NaN is "not measured" (a client with no completion in the window; the run warns
+    # why), as format_interval writes its interval; an infinity is a value (e.g. a
+    # staleness the theory puts at infinity) and keeps its sign.
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.{digits}g}"
 
 
 def _nonstationary_notes(config: SystemConfig) -> list[str]:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from raysync._validation import first_index
 from raysync.config import ServiceTimeSpec
 from raysync.exceptions import ConfigError
 
@@ -263,9 +264,8 @@ class TraceServiceTime(BaseServiceTime):
                 "trace service durations must be a non-empty 1-D sequence, "
                 f"got shape {values.shape}"
             )
-        bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
-        if bad.size:
-            j = int(bad[0])
+        j = first_index(~(np.isfinite(values) & (values > 0)))
+        if j is not None:
             raise ConfigError(
                 "trace service durations must be finite and > 0, "
                 f"got durations[{j}]={float(values[j])!r}"

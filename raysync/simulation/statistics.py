@@ -322,7 +322,8 @@ def batch_statistics(
         named = ", ".join(str(int(i)) for i in idle[:5]) + (", ..." if idle.size > 5 else "")
         warnings.append(
             f"{idle.size} client(s) completed no task in the measurement window (clients "
-            f"{named}): their delays are NaN (not measured), not zero; run longer"
+            f"{named}): their delays are not measured (n/a in the table, NaN in the JSON), "
+            "not zero; run longer"
         )
     if total > 0 and transient_end is not None and (transient_end < 0 or start_c < transient_end):
         when = (

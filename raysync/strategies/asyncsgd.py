@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from raysync._validation import first_index
 from raysync.exceptions import ConfigError
 from raysync.strategies._base import BaseStrategy, ClientResult, ClientWork
 from raysync.strategies._common import check_int, check_payload, check_positive
@@ -122,9 +123,8 @@ class GeneralizedAsyncSGD(AsyncSGD):
                 steps = self._lr * weights / float(np.dot(p, weights))
         # An infinite step is a certain divergence: say so before the run instead of
         # letting numpy warn and the first update fail later.
-        bad = np.flatnonzero(~np.isfinite(steps))
-        if bad.size:
-            j = int(bad[0])
+        j = first_index(~np.isfinite(steps))
+        if j is not None:
             raise ConfigError(
                 f"{type(self).__name__} lr (algorithm.lr) = {self._lr:g} is too large: "
                 f"client {j}'s importance-weighted step (n = {num_clients}, p_{j} = "

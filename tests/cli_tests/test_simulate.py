@@ -176,6 +176,41 @@ def test_heavy_tailed_run_warns_once_and_no_interval_goes_negative(
         assert "CI [-" not in captured.out
 
 
+UNMEASURED = """
+seed = 0
+concurrency = 3
+[routing]
+kind = "fixed"
+p = [0.5, 0.3, 0.2]
+[algorithm]
+name = "generalized_asyncsgd"
+[run]
+time_budget = 0.5
+train = false
+[[clients]]
+service_time = { kind = "exponential", rate = 100.0 }
+[[clients]]
+service_time = { kind = "exponential", rate = 1e-9 }
+[[clients]]
+service_time = { kind = "exponential", rate = 50.0 }
+"""
+
+
+def test_client_without_completion_reads_not_measured_in_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Client 1 (mean service time 1e9 s) cannot finish a task in 0.5 s: its delay is
+    # missing, which the table says as its interval does ("n/a"), not as a number ("nan").
+    path = write_config(tmp_path, UNMEASURED, "unmeasured.toml")
+    assert main(["simulate", str(path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    row = next(line.split() for line in out.splitlines() if line.split()[:2] == ["1", "1e-09"])
+    assert row[3:6] == ["0", "n/a", "n/a"], row  # completed, measured, CI
+    assert float(row[6]) > 0  # the theory still predicts it
+    table = out[out.index("per-client staleness"):]
+    assert "nan" not in table.lower()
+
+
 BIG_FLEET = """
 concurrency = 50
 [routing]

@@ -194,3 +194,13 @@ def test_analytical_p_not_computed_prints_dash(tiny_config, tmp_path) -> None:
     table = text[text.index("p analytical"):].splitlines()[1:5]
     assert all(line.split()[3] == "-" for line in table), table
     assert "nan" not in "\n".join(table)
+
+
+def test_table_cells_say_missing_as_na_and_keep_infinities() -> None:
+    from tuning.report import _fmt
+
+    assert _fmt(None) == "-"
+    assert _fmt(float("nan")) == "n/a"  # not measured
+    assert _fmt(float("inf")) == "inf"  # an unstable design's bound is a value
+    assert _fmt(float("-inf")) == "-inf"
+    assert _fmt(0.123456789) == "0.12346"
