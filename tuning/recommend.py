@@ -150,6 +150,7 @@ __all__ = [
     "Recommendation",
     "RecommendSettings",
     "check_inputs",
+    "config_header",
     "config_text",
     "energy_lines",
     "format_table",
@@ -157,6 +158,7 @@ __all__ = [
     "measurement_config",
     "predicted_energy",
     "recommend",
+    "run_length_note",
 ]
 
 logger = logging.getLogger(__name__)
@@ -943,6 +945,15 @@ def recommend(
                             "pilot_data": "redrawn" if settings.redraw_partition else "shared"}
         say(f"step for {label}: lr={lr:.3g} (validation, mean over {len(pilot_seeds)} pilot "
             f"seeds of {pilot_budget:g} s)")
+    if not any(m["num_updates"] > 0 or "diverged" in m for m in runs.values()):
+        # Every design would be scored at the untrained model, a tie: refused, not chosen
+        # among. The rate check above passes on mean rates; a fixed (or trace) service
+        # time longer than the budget still completes nothing.
+        raise ConfigError(
+            f"--budget {budget:g} s: no design completed a task in any of the {len(runs)} "
+            f"pilot runs of {pilot_budget:g} s (the clients' service times are longer); "
+            "raise --budget"
+        )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction = (
@@ -994,7 +1005,8 @@ def recommend(
         trial_of.setdefault(point, trial.number)
         history.append(record)
         say(f"trial {k + 1}/{settings.trials}: {point.describe()}: val {m['val_accuracy']:.4f}"
-            + ("" if target is None else f", time to target {m['time_to_target']}")
+            + ("" if target is None else ", time to target " + (
+                "not reached" if m["time_to_target"] is None else f"{m['time_to_target']:g} s"))
             + ("" if record.get("energy_J") is None else f", {record['energy_J']:.4g} J"))
     for point in unique[settings.trials:]:  # beyond the cap: scored without a study trial
         run(point, seed, budget)
@@ -1273,6 +1285,44 @@ def format_table(rec: Recommendation) -> str:
     if rec.has_power:
         lines += energy_lines(rec)
     return "\n".join(lines)
+
+
+def config_header(rec: Recommendation, config: SystemConfig) -> list[str]:
+    """REC.toml's header: the design, what it was chosen for, and how to reproduce the table.
+
+    The written config keeps ``config``'s ``[run]`` (only the design is replaced), so when
+    its run length is not ``T`` the header says so and gives the ``simulate`` override
+    that measures what the table reports. Energy lines follow with power figures.
+    """
+    arm = rec.arm("recommended")
+    goal = (f"the best validation {config.model.metric_label} at T = {rec.budget:g} s"
+            if rec.target_accuracy is None else
+            f"the shortest time to validation {config.model.metric_label} "
+            f"{rec.target_accuracy:g} within T = {rec.budget:g} s")
+    lines = [
+        f"raysync recommend: {rec.point.describe()}",
+        f"chosen for {goal} (--budget); simulated: validation {arm.val_accuracy:.4f}, "
+        f"test {arm.test_accuracy:.4f} (means over {arm.seeds} seeds)",
+    ]
+    note = run_length_note(rec, config, "THIS.toml")
+    return [*lines, *([] if note is None else [note]), *energy_lines(rec)]
+
+
+def run_length_note(rec: Recommendation, config: SystemConfig, path: str) -> str | None:
+    """How to measure the table's numbers when ``config``'s run length is not ``T``.
+
+    Returns:
+        One line naming the config's ``[run]`` length and the ``simulate`` command for a
+        run of ``T`` (``path``: the written config), or None when the run already is one.
+    """
+    run = config.run
+    if run.num_updates is None and run.time_budget == rec.budget:
+        return None
+    own = " and ".join(
+        ([f"num_updates = {run.num_updates}"] if run.num_updates is not None else [])
+        + ([f"time_budget = {run.time_budget:g} s"] if run.time_budget is not None else []))
+    return (f"[run] is the input config's ({own}), not T: for the table's numbers run "
+            f"'raysync simulate {path} --time-budget {rec.budget:g}'")
 
 
 def energy_lines(rec: Recommendation) -> list[str]:

@@ -134,10 +134,11 @@ def _handle(args: argparse.Namespace) -> int:
     from raysync.exceptions import ConfigError
     from tuning.recommend import (
         RecommendSettings,
+        config_header,
         config_text,
-        energy_lines,
         format_table,
         recommend,
+        run_length_note,
     )
     from tuning.settings import check_search_size
 
@@ -178,9 +179,7 @@ def _handle(args: argparse.Namespace) -> int:
         rec = recommend(config, settings, log=log)
     if sim_warnings.count and not args.quiet:
         log(sim_warnings.summary())
-    header = ["raysync recommend: " + rec.point.describe(), *energy_lines(rec)] if (
-        rec.has_power
-    ) else []
+    header = config_header(rec, config)
     files = [("--out", out, config_text(rec.config, header=header))]
     if report_path is not None:
         files.append(("--report", report_path, json.dumps(json_safe(rec.to_dict()), indent=2)))
@@ -199,6 +198,9 @@ def _handle(args: argparse.Namespace) -> int:
         f"Optuna trials)"
     )
     print(f"wrote {out}")
+    note = run_length_note(rec, config, str(out))
+    if note is not None:
+        print(note)
     return 0
 
 

@@ -150,6 +150,40 @@ def test_recommend_budget_beyond_the_bound_refused_before_the_pilot(
                      "--budget 1e+200 s gives up to K")  # fmt: skip
 
 
+SLOW_FIXED = """
+seed = 0
+concurrency = 2
+[routing]
+kind = "uniform"
+[algorithm]
+name = "generalized_asyncsgd"
+lr = 0.1
+[data]
+dataset = "digits"
+[model]
+name = "logreg"
+[run]
+time_budget = 5.0
+[[clients]]
+count = 2
+service_time = { kind = "deterministic", mean = 0.1 }
+"""
+
+
+def test_recommend_budget_no_task_can_finish_in_is_refused_and_writes_nothing(
+    tmp_path, capsys
+) -> None:
+    # T sum(mu) = 0.05 x 20 = 1 passes the rate check, but every task takes 0.1 s: each
+    # pilot run ends at the untrained model. It used to pick among those ties and exit 0.
+    path = tmp_path / "fixed.toml"
+    path.write_text(SLOW_FIXED)
+    out = tmp_path / "rec.toml"
+    _one_line_exit_2(["recommend", str(path), "--budget", "0.05", "--trials", "2", "--quiet",
+                      "--out", str(out)], capsys,
+                     "--budget 0.05 s: no design completed a task in any of the")
+    assert not out.exists()
+
+
 def test_recommend_redraw_flags_reach_the_settings(tiny_path, tmp_path, monkeypatch) -> None:  # noqa: ANN001
     """--redraw-partition, --redraw-confirmation and --overrule-margin set recommend's
     settings of those names, each on its own; without them the redraws are off and the

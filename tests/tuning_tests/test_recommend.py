@@ -45,6 +45,22 @@ def test_recommend_writes_a_config_with_only_the_design_replaced(recommended) ->
     assert point.to_dict() == pytest.approx(recommended["report"]["point"])
 
 
+def test_rec_toml_header_says_what_it_was_chosen_for_and_how_to_measure_it(
+    recommended,  # noqa: ANN001
+) -> None:
+    # TINY runs num_updates = 400 (about 55 virtual s), the recommendation was made for
+    # T = 30 s: simulating REC.toml as written measures another run than the table's.
+    text = recommended["path"].read_text()
+    header = [line[2:] for line in text.splitlines() if line.startswith("# ")]
+    arm = next(a for a in recommended["report"]["arms"] if a["label"] == "recommended")
+    assert header[0] == f"raysync recommend: {DesignPoint.from_dict(arm['point']).describe()}"
+    assert header[1].startswith("chosen for the best validation accuracy at T = 30 s")
+    assert f"validation {arm['val_accuracy']:.4f}" in header[1]
+    assert header[2] == ("[run] is the input config's (num_updates = 400), not T: for the "
+                         "table's numbers run 'raysync simulate THIS.toml --time-budget 30'")
+    assert f"'raysync simulate {recommended['path']} --time-budget 30'" in recommended["stdout"]
+
+
 def test_recommendation_is_never_worse_than_a_baseline_on_validation(recommended) -> None:  # noqa: ANN001
     arms = {a["label"]: a for a in recommended["report"]["arms"]}
     assert {"recommended", "analytical", "uniform", "asyncsgd", "fedasync", "fedbuff"} <= set(arms)
@@ -73,7 +89,8 @@ def test_recommendation_is_never_worse_than_a_baseline_on_validation(recommended
     assert recommended["report"]["energy"] is None
     assert all(a["energy"] is None and a["meets_budget"] is None
                for a in recommended["report"]["arms"])
-    assert not recommended["path"].read_text().startswith("#")
+    header = [ln for ln in recommended["path"].read_text().splitlines() if ln.startswith("#")]
+    assert len(header) == 3 and not any("energy" in ln for ln in header)  # no energy lines
 
 
 def test_recommended_config_validates_and_simulates(recommended, capsys) -> None:  # noqa: ANN001
