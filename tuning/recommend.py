@@ -455,8 +455,8 @@ def check_inputs(config: SystemConfig, settings: RecommendSettings) -> None:
 
     Raises:
         ConfigError: The budget is too short, too long for the bound or for the simulator
-            (AsyncSGD's ``T sum_i mu_i`` completions above its limit), or an energy flag
-            without power figures.
+            (AsyncSGD's ``T sum_i mu_i`` completions above its limit), an energy flag
+            without power figures, or a target accuracy with the ``neg_loss`` metric.
     """
     if settings.wants_energy:
         from raysync.objectives.energy import power_figures
@@ -466,6 +466,14 @@ def check_inputs(config: SystemConfig, settings: RecommendSettings) -> None:
                 "--energy-budget/--energy-weight need power figures: set power = { busy = "
                 "'20 W', idle = '2 W', transfer = '0.5 J' } on [[clients]] (and [server] power)"
             )
+    if settings.target_accuracy is not None and config.model.resolved_metric == "neg_loss":
+        # The metric is the loss negated (<= 0); a target in (0, 1) is never reached, which
+        # only the last step after every simulation would find.
+        raise ConfigError(
+            f"--target-accuracy {settings.target_accuracy:g} cannot be reached: the config's "
+            "model.metric is 'neg_loss' (the loss negated, never above 0); a target needs "
+            "metric = 'accuracy' (or a metric of your own with values in (0, 1))"
+        )
     from raysync.queueing.predict import station_parameters
 
     check_time_budget(

@@ -121,6 +121,10 @@ class _Progress:
                 dynamic_ncols=True,
             )
         value = float(updates) if self._by_updates else round(seconds, 1)
+        if self._total is not None:
+            # The run ends a little past its budget (the last updates drain): a bar beyond
+            # its total makes tqdm print a warning with a source line.
+            value = min(value, float(self._total))
         if value > self._last:
             self._bar.update(value - self._last)
             self._last = value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -181,6 +182,22 @@ def test_recommend_budget_no_task_can_finish_in_is_refused_and_writes_nothing(
     _one_line_exit_2(["recommend", str(path), "--budget", "0.05", "--trials", "2", "--quiet",
                       "--out", str(out)], capsys,
                      "--budget 0.05 s: no design completed a task in any of the")
+    assert not out.exists()
+
+
+def test_recommend_target_accuracy_with_a_negated_loss_metric_refused_before_the_pilot(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    # The example's regression model reports neg_loss (<= 0): a target in (0, 1) is never
+    # reached. It used to simulate every pilot and trial first, then fail.
+    _no_pilot(monkeypatch)
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)  # the example names its module relative to the repository
+    out = tmp_path / "rec.toml"
+    _one_line_exit_2(["recommend", "examples/custom/diabetes.toml", "--budget", "5",
+                      "--target-accuracy", "0.5", "--quiet", "--out", str(out)], capsys,
+                     "--target-accuracy 0.5 cannot be reached: the config's model.metric is "
+                     "'neg_loss'")
     assert not out.exists()
 
 

@@ -1,0 +1,37 @@
+"""``raysync run``'s progress bar: a run that ends past its budget draws no tqdm warning."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import pytest
+
+from raysync._cli import run as run_cli
+from raysync.config import ClientSpec, RunConfig, ServiceTimeSpec, SystemConfig
+
+
+def _config(run: RunConfig) -> SystemConfig:
+    spec = ServiceTimeSpec(kind="exponential", rate=1.0)
+    return SystemConfig(clients=(ClientSpec(service_time=spec),) * 2, concurrency=2, run=run)
+
+
+@pytest.mark.parametrize(
+    "run",
+    [RunConfig(time_budget=2.0, time_scale=1.0), RunConfig(num_updates=10)],
+    ids=["seconds", "updates"],
+)
+def test_progress_past_the_total_stops_at_the_total_without_a_warning(
+    run: RunConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stderr = io.StringIO()
+    monkeypatch.setattr(run_cli.sys, "stderr", stderr)
+    bar = run_cli._Progress(_config(run), disable=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tqdm's "clamping frac to range [0, 1]"
+        bar(5, 1.0)
+        bar(12, 2.4)  # the last updates drain after the budget
+        total = bar._bar.total
+        assert bar._bar.n == total
+        bar.close()
+    assert "Warning" not in stderr.getvalue()
