@@ -7,7 +7,7 @@ drives the queueing analysis, the simulator and the Ray runtime.
 
 Every dataclass validates itself on construction and raises
 :class:`~raysync.exceptions.ConfigError` with a message that names the field, the rule and
-the bad value, e.g. ``"routing.p must sum to 1, got sum=0.97 for 5 clients"``.
+the bad value, e.g. ``"routing.p must sum to 1, got sum=0.97 over its 5 entries"``.
 
 Types first: every field is checked against its annotation before any rule, in TOML
 terms and by its dotted path, e.g. ``"clients[2].service_time must be a table, got 5 (an
@@ -845,8 +845,11 @@ class RoutingConfig:
                     raise _fail(f"routing.p[{i}]", "must be > 0 (every client reachable)", value)
             total = math.fsum(self.p)
             if abs(total - 1.0) > _SUM_TOL:
+                # "over its entries", not "for n clients": the fleet's size is checked later,
+                # and a p of the wrong length would be described as the fleet.
                 raise ConfigError(
-                    f"routing.p must sum to 1, got sum={total:.6g} for {len(self.p)} clients"
+                    f"routing.p must sum to 1, got sum={total:.6g} over its {len(self.p)} "
+                    "entries"
                 )
 
 

@@ -743,7 +743,10 @@ def load_directory(
     _check_fraction("val_fraction", val_fraction)
     root = Path(path).expanduser()
     if not root.exists():
-        raise DataError(f"dataset path not found: {root}")
+        raise DataError(
+            f"dataset path {str(path)!r} does not exist (looked for {str(root.absolute())!r}; "
+            "data.path in a config): name the dataset's folder or .npz file"
+        )
     image_shape: tuple[int, ...] | None = None
     raw: dict[str, np.ndarray]
     if root.is_file():

@@ -58,7 +58,7 @@ def test_config_error_is_value_error_and_raysync_error() -> None:
         (lambda: ClientSpec(resources={"CPU": 1}), r"resources.CPU is reserved"),
         (
             lambda: RoutingConfig(kind="fixed", p=(0.5, 0.47)),
-            r"routing.p must sum to 1, got sum=0.97 for 2 clients",
+            r"routing.p must sum to 1, got sum=0.97 over its 2 entries",
         ),
         (lambda: RoutingConfig(kind="fixed", p=(1.0, 0.0)), r"routing.p\[1\] must be > 0"),
         (lambda: RoutingConfig(kind="fixed"), r"routing.p is required"),

@@ -161,7 +161,8 @@ def test_idx_errors(tmp_path: Path) -> None:
     (tmp_path / "t10k-images-idx3-ubyte").unlink()
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte"):
         load_directory(tmp_path)
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(DataError, match=r"dataset path '.*nope' does not exist \(looked for "
+                       r"'.*nope'; data.path in a config\)"):
         load_directory(tmp_path / "nope")
     with pytest.raises(DataError, match="not found"):
         read_idx(tmp_path / "nope")
