@@ -938,6 +938,7 @@ def recommend(
         f"each at "
         f"most {budget * float(np.sum(mu)):,.0f} updates (T sum_i mu_i)")
     lr_choice: dict[str, Any] = {}
+    at_edge: dict[float, list[str]] = {}
     for label, point in list(warm.items()):
         exact = label in ("analytical", UNBIASED_LABEL)
         pilot_run = run if exact else projected_run
@@ -953,6 +954,14 @@ def recommend(
                             "pilot_data": "redrawn" if settings.redraw_partition else "shared"}
         say(f"step for {label}: lr={lr:.3g} (validation, mean over {len(pilot_seeds)} pilot "
             f"seeds of {pilot_budget:g} s)")
+        if len(lrs) > 1 and lr in (min(lrs), max(lrs)):
+            at_edge.setdefault(lr, []).append(label)
+    for lr, labels in at_edge.items():
+        # The grid is algorithm.lr x lr_factors: the best step may lie beyond its edge.
+        side, fix = ("largest", "raise") if lr == max(lrs) else ("smallest", "lower")
+        say(f"warning: the step of {', '.join(labels)} is the {side} one tried (lr={lr:.3g}, "
+            f"{lr / config.algorithm.lr:g} x algorithm.lr); a step beyond it may score "
+            f"better: {fix} algorithm.lr and run recommend again")
     if not any(m["num_updates"] > 0 or "diverged" in m for m in runs.values()):
         # Every design would be scored at the untrained model, a tie: refused, not chosen
         # among. The rate check above passes on mean rates; a fixed (or trace) service

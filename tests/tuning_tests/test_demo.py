@@ -158,3 +158,15 @@ def test_demo_out_that_cannot_be_a_directory_names_the_flag(
     assert len(err) == 1, err
     assert f"--out {str(out)!r} cannot be used as a directory" in err[0], err
     assert existing.read_text() == "keep me"
+
+
+def test_same_design_tells_a_tie_by_design_from_a_gain() -> None:
+    from tuning.demo import _same_design
+
+    config = load_config(default_config_path())
+    asyncsgd = _variant(config, "asyncsgd", budget=2.0)
+    assert _same_design(asyncsgd, asyncsgd.replace(seed=asyncsgd.seed + 1))  # the run differs
+    assert not _same_design(asyncsgd, _variant(config, "default", budget=2.0))
+    n = config.num_clients
+    routed = _variant(config, "optimised", budget=2.0, p=[1.0 / n] * n, concurrency=n + 1)
+    assert not _same_design(asyncsgd, routed)

@@ -806,3 +806,15 @@ def test_the_plan_line_bounds_the_runs_spent(monkeypatch, kwargs) -> None:  # no
     assert len(plans) == 1
     assert 0 < rec.simulations <= int(plans[0].group(1))
     assert rec.trials == kwargs["trials"]
+
+
+def test_steps_at_the_edge_of_the_grid_are_named_once(tmp_path, capsys) -> None:  # noqa: ANN001
+    # TINY's lr 0.05 x the factors (0.1 .. 10): at T = 30 s most arms take 0.5, the largest
+    # step tried, where a larger one might do better; the log says so in one line.
+    assert main(["recommend", str(TINY), "--budget", "30", "--trials", "4",
+                 "--out", str(tmp_path / "rec.toml")]) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "is the largest one tried" in ln]
+    assert len(lines) == 1, err
+    assert "(lr=0.5, 10 x algorithm.lr)" in lines[0] and "asyncsgd" in lines[0]
+    assert "raise algorithm.lr" in lines[0]
