@@ -366,8 +366,19 @@ def _print_report(
         " Z_i the link delays; sum mu_i without links), bound at its empirical routing "
         "p_i = client throughput / total (approximation)"
     )
+    if asyncsgd is not None and asyncsgd.value < terms.value:
+        # The search covers random routing (docs/theory.md section 5); AsyncSGD is outside it.
+        print(
+            f"  note: AsyncSGD's bound {asyncsgd.value:.5g} is below the optimum's "
+            f"{terms.value:.5g}: the optimum is the best random routing, and return to sender "
+            "is not one; `raysync recommend` searches both (and measures them)"
+        )
     if args.write_config is not None:
+        step = ""
+        if not math.isclose(result.eta, config.algorithm.lr, rel_tol=1e-9):
+            step = (f"; algorithm.lr kept at {config.algorithm.lr:g}, not the bound's step "
+                    f"eta = {result.eta:.4g}")
         print(
             f"wrote {args.write_config} (routing.kind = 'fixed', concurrency = "
-            f"{result.concurrency})"
+            f"{result.concurrency}{step})"
         )

@@ -466,7 +466,7 @@ def optimize_joint(
         if c_new != c and float(curve.value[c_new - 1]) < value * (1.0 - 1e-12):
             c, value = c_new, float(curve.value[c_new - 1])
             continue
-        converged, message = run.converged, f"C stable at {c}; routing: {run.message}"
+        converged, message = run.converged, f"C stable at {c}; routing: {_solver_note(run.message)}"
         break
     return _result(
         objective,
@@ -609,3 +609,15 @@ def optimize_with_energy(
         energy_weight=float(energy_weight),
         score=score,
     )
+
+
+def _solver_note(message: str) -> str:
+    """SciPy's stop message, made readable.
+
+    L-BFGS-B says only ``ABNORMAL: `` for a line search that made no progress (often at a
+    flat or kinked optimum).
+    """
+    text = message.strip().rstrip(":").strip()
+    if text.upper().startswith("ABNORMAL"):
+        return "the line search made no progress (L-BFGS-B 'ABNORMAL'); the point is kept"
+    return text or "no message from the solver"

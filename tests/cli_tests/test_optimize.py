@@ -121,3 +121,34 @@ def test_wall_clock_needs_a_budget(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "needs a time budget" in capsys.readouterr().err
     assert main(["optimize", str(path), "--constants", CONSTANTS, "--criterion",
                  "per-update"]) == 0
+
+
+def test_asyncsgd_below_the_optimum_and_the_unwritten_step_are_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # examples/tiny.toml at T = 60 with its estimated constants: AsyncSGD's bound (0.654)
+    # beats the best random routing (0.871); the step eta the bound used is not written.
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "opt.toml"
+    assert main(["optimize", str(root / "examples" / "tiny.toml"), "--criterion", "wall-clock",
+                 "--budget", "60", "--constants", "1.787,0.5576,0.03205,1.996",
+                 "--write-config", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = {line.split("  ")[1].strip(): float(line.split()[-1])
+            for line in text.splitlines() if line.startswith("  optimum ")
+            or line.startswith("  AsyncSGD, C=n")}
+    assert rows["AsyncSGD, C=n *"] < rows["optimum"]
+    assert (f"note: AsyncSGD's bound {rows['AsyncSGD, C=n *']:.5g} is below the optimum's "
+            f"{rows['optimum']:.5g}") in text
+    eta = float(text.split("eta = ")[1].split()[0])
+    assert f"algorithm.lr kept at 0.05, not the bound's step eta = {eta:.4g})" in text
+    assert load_config(out).algorithm.lr == 0.05
+
+
+def test_solver_note_reads_scipys_bare_abnormal() -> None:
+    from raysync.objectives.optimize import _solver_note
+
+    assert "line search made no progress" in _solver_note("ABNORMAL: ")
+    assert _solver_note("CONVERGENCE: REL_REDUCTION_OF_F_<=_FACTR*EPSMCH") == (
+        "CONVERGENCE: REL_REDUCTION_OF_F_<=_FACTR*EPSMCH")
+    assert _solver_note("  ") == "no message from the solver"
