@@ -201,6 +201,11 @@ def _handle(args: argparse.Namespace) -> int:
     note = run_length_note(rec, config, str(out))
     if note is not None:
         print(note)
+    if config.run.time_scale == 0:
+        # The choice rests on the config's service times, which run does not emulate then.
+        print(f"note: run.time_scale = 0: 'raysync run {out}' will not emulate the service "
+              "times this recommendation was made for (each task lasts as long as its "
+              "computation); set run.time_scale > 0 to run the fleet it assumed")
     return 0
 
 

@@ -283,3 +283,17 @@ def test_tune_keeps_an_output_folder_that_existed_or_holds_files(tiny_path, tmp_
     assert main(_tune(tiny_path, out, "--storage=sqlite:///")) == 2
     assert out.is_dir()  # the user's folder, not ours to remove
     capsys.readouterr()
+
+
+def test_recommend_on_a_config_without_emulation_says_run_will_not_emulate(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    # diabetes.toml sets run.time_scale = 0: the recommendation assumes service times that
+    # `raysync run` then does not emulate.
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    out = tmp_path / "rec.toml"
+    assert main(["recommend", "examples/custom/diabetes.toml", "--budget", "5", "--trials",
+                 "2", "--quiet", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert (f"note: run.time_scale = 0: 'raysync run {out}' will not emulate the service "
+            "times") in text
