@@ -292,7 +292,12 @@ def batch_statistics(
     # A utilisation is a busy fraction in [0, 1] per server (a pooled tier of k clients
     # is k servers); the symmetric interval's upper end passed that for a saturated
     # client, and clipping keeps its coverage for the same reason.
-    u_hi = np.minimum(u_hi, 1.0 if servers is None else np.asarray(servers, dtype=np.float64))
+    cap = 1.0 if servers is None else np.asarray(servers, dtype=np.float64)
+    u_hi = np.minimum(u_hi, cap)
+    # On Ray the busy times are wall-clock spans stamped by the executors and the window by
+    # the server, so a saturated client measured 1.002; more than busy all the time is
+    # clock skew, not load.
+    util = np.minimum(util, cap)
     stale, s_lo, s_hi = ci(sum_delay.sum(axis=1), count.sum(axis=1))
     cdelay, cd_lo, cd_hi = ci(sum_cdelay, count)
     cstale, cs_lo, cs_hi = ci(sum_cdelay.sum(axis=1), count.sum(axis=1))

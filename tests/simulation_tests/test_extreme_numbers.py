@@ -279,3 +279,20 @@ def test_utilization_interval_of_a_saturated_client_stays_in_the_unit_interval()
     assert res.utilization[0] > 0.95
     assert hi[0] == 1.0
     assert 0.0 < lo[1] < res.utilization[1] < hi[1] < 1.0
+
+
+def test_a_busy_time_stamped_past_the_window_reads_as_fully_busy_not_above() -> None:
+    # On Ray an executor's busy spans and the server's window are stamped by different
+    # clocks: one client busy 10.02 s in a 10 s window printed util 1.002. A row is
+    # (completions, time, version, count, sum_delay, sum_delay2, departures, arrivals,
+    # queue lengths, busy started, in-service heap).
+    from raysync.simulation.statistics import batch_statistics
+
+    def row(c: int, t: float, busy: list[float]) -> tuple[object, ...]:
+        return (c, t, c, [c / 2, c / 2], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0],
+                [0, 0], busy, [])
+
+    rows = [row(0, 0.0, [0.0, 0.0]), row(100, 10.0, [10.02, 4.0])]
+    stats = batch_statistics(rows, rows[-1], num_clients=2, warmup_fraction=0.0,
+                             num_batches=30, confidence=0.99)
+    assert stats["utilization"].tolist() == [1.0, pytest.approx(0.4)]
