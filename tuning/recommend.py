@@ -831,7 +831,8 @@ def recommend(
             f"{energy_choice.unconstrained.point.describe()}")
     else:
         optimum = optimize_bias_aware(bound, max_concurrency=cmax)
-    lrs = [config.algorithm.lr * f for f in settings.lr_factors]
+    # 12 significant digits: 0.1 x 0.1 is 0.010000000000000002, which REC.toml then showed.
+    lrs = [float(f"{config.algorithm.lr * f:.12g}") for f in settings.lr_factors]
     lr_range = settings.lr_range or (min(lrs) / 3.0, max(lrs) * 3.0)
     space = DesignSpace.from_config(config, max_concurrency=cmax, lr_range=lr_range,
                                     rules=settings.rules)

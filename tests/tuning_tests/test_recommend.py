@@ -818,3 +818,20 @@ def test_steps_at_the_edge_of_the_grid_are_named_once(tmp_path, capsys) -> None:
     assert len(lines) == 1, err
     assert "(lr=0.5, 10 x algorithm.lr)" in lines[0] and "asyncsgd" in lines[0]
     assert "raise algorithm.lr" in lines[0]
+
+
+def test_step_grid_has_no_float_noise_in_the_written_config(monkeypatch) -> None:  # noqa: ANN001
+    # lr 0.1 x factor 0.1 is 0.010000000000000002 in floats; REC.toml showed it so.
+    import dataclasses
+
+    import tuning.recommend as rmod
+    from tuning.recommend import RecommendSettings, recommend
+
+    base = load_config(TINY)
+    config = base.replace(algorithm=dataclasses.replace(base.algorithm, lr=0.1))
+    assert 0.1 * 0.1 != 0.01
+    monkeypatch.setattr(rmod, "measure", lambda *a, **k: _fake_run(0.5))
+    rec = recommend(config, RecommendSettings(budget=30, trials=2, lr_factors=(0.1,)),
+                    log=lambda _line: None)
+    assert {a.point.lr for a in rec.arms} == {0.01}
+    assert "lr = 0.01\n" in rmod.config_text(rec.config)
