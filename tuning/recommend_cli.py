@@ -197,6 +197,13 @@ def _handle(args: argparse.Namespace) -> int:
         f"(means over seeds; {rec.simulations} simulations spent, {rec.trials} of them "
         f"Optuna trials)"
     )
+    if rec_arm.val_accuracy == best_base.val_accuracy and rec_arm.point != best_base.point:
+        # Equal means over the seeds: a validation set too small to tell the designs apart
+        # (or designs that train alike); the choice then rests on the bound, not the runs.
+        print(f"note: the recommendation ties the {best_base.label} baseline on validation "
+              f"({rec_arm.val_accuracy:.4f}): the runs do not separate them, so the choice "
+              "rests on the bound's design; a larger validation set or a longer "
+              "budget would")
     print(f"wrote {out}")
     note = run_length_note(rec, config, str(out))
     if note is not None:

@@ -835,3 +835,16 @@ def test_step_grid_has_no_float_noise_in_the_written_config(monkeypatch) -> None
                     log=lambda _line: None)
     assert {a.point.lr for a in rec.arms} == {0.01}
     assert "lr = 0.01\n" in rmod.config_text(rec.config)
+
+
+def test_a_tie_on_validation_is_said_not_passed_off_as_a_win(tmp_path, capsys, monkeypatch) -> None:  # noqa: ANN001, E501
+    # Every design scores 0.5 (a validation set too small to separate them): the table's
+    # "recommended" row is then the bound's design by default, and the output says so.
+    import tuning.recommend as rmod
+
+    monkeypatch.setattr(rmod, "measure", lambda *a, **k: _fake_run(0.5))
+    assert main(["recommend", str(TINY), "--budget", "30", "--trials", "2", "--quiet",
+                 "--out", str(tmp_path / "rec.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "note: the recommendation ties the " in out
+    assert "on validation (0.5000): the runs do not separate them" in out
