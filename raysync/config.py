@@ -1525,12 +1525,35 @@ def load_config(path: str | Path) -> SystemConfig:
 
 
 def config_toml(config: SystemConfig) -> str:
-    """A config as TOML text (clients listed one by one), as :func:`dump_config` writes it."""
+    """A config as TOML text, as :func:`dump_config` writes it; it loads back equal.
+
+    Written for people to read: consecutive identical clients are one ``[[clients]]`` table
+    with ``count``, an empty ``resources`` table is left out, and so are the built-in
+    dataset and model fields a ``factory`` replaces while they hold their defaults (a
+    ``dataset = "digits"`` beside the user's data factory read as if it were used).
+    """
     import tomli_w
 
-    return tomli_w.dumps(config.to_dict())
+    data = config.to_dict()
+    groups: list[list[Any]] = []
+    for entry in data["clients"]:
+        if not entry.get("resources"):
+            entry.pop("resources", None)
+        if groups and groups[-1][0] == entry:
+            groups[-1][1] += 1
+        else:
+            groups.append([entry, 1])
+    data["clients"] = [{"count": k, **entry} if k > 1 else entry for entry, k in groups]
+    for table, defaults in (("data", DataConfig()), ("model", ModelConfig())):
+        if data[table].get("factory") is not None:
+            for name in ("dataset",) if table == "data" else ("name", "hidden"):
+                default = getattr(defaults, name)
+                value = data[table].get(name)
+                if value == default or (isinstance(default, tuple) and value == list(default)):
+                    data[table].pop(name, None)
+    return tomli_w.dumps(data)
 
 
 def dump_config(config: SystemConfig, path: str | Path) -> None:
-    """Write a config as TOML (clients listed one by one)."""
+    """Write a config as TOML (:func:`config_toml`)."""
     Path(path).write_text(config_toml(config))
