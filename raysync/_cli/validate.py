@@ -76,12 +76,19 @@ def _handle(args: argparse.Namespace) -> int:
             f"{probe['metric_value']:.4g} on a probe batch; client sizes "
             f"{probe['client_sizes']}"
         )
-    print(f"  {'client':>6} {'kind':>13} {'mu':>10} {'p':>8} {'cpus':>5} {'gpus':>5}  resources")
+    # The names the config gives its clients (tiers, sites), when it gives any.
+    named = any(client.name for client in config.clients)
+    width = max((len(client.name or "-") for client in config.clients), default=4)
+    name_head = f"{'name':<{width}} " if named else ""
+    print(f"  {'client':>6} {name_head}{'kind':>13} {'mu':>10} {'p':>8} {'cpus':>5} {'gpus':>5}"
+          "  resources")
     for i, client in enumerate(config.clients):
         pi = "-" if p is None else format_probability(p[i])
         res = ",".join(f"{k}={v:g}" for k, v in client.resources.items()) or "-"
+        name = f"{client.name or '-':<{width}} " if named else ""
         print(
-            f"  {i:>6} {client.service_time.kind:>13} {client.service_time.service_rate:>10.4g} "
+            f"  {i:>6} {name}{client.service_time.kind:>13} "
+            f"{client.service_time.service_rate:>10.4g} "
             f"{pi:>8} {client.num_cpus:>5g} {client.num_gpus:>5g}  {res}"
         )
     return 0

@@ -44,3 +44,27 @@ def test_bad_config_gives_one_line_and_exit_2(
 def test_missing_config_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(tmp_path / "missing.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_client_names_are_shown_when_the_config_gives_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "named.toml"
+    path.write_text("""
+concurrency = 3
+[[clients]]
+count = 2
+name = "fast"
+service_time = { kind = "exponential", rate = 4.0 }
+[[clients]]
+service_time = { kind = "exponential", rate = 1.0 }
+[routing]
+kind = "uniform"
+[algorithm]
+name = "generalized_asyncsgd"
+""")
+    assert main(["validate", str(path)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    head = next(k for k, line in enumerate(rows) if line.split()[:2] == ["client", "name"])
+    assert [line.split()[:3] for line in rows[head + 1:head + 4]] == [
+        ["0", "fast", "exponential"], ["1", "fast", "exponential"], ["2", "-", "exponential"]]
