@@ -1,7 +1,8 @@
 """``raysync validate CONFIG``: load and check a config, print a summary.
 
-When the config names user code (``[model] factory`` or ``[data] factory``), or with
-``--workload``, the factories are imported and called, and what they return is checked
+When the config names user code or data (``[model] factory``, ``[data] factory``, or a
+``[data] path`` of the ``directory`` dataset), or with ``--workload``, the workload is built:
+the factories are imported and called, the files are read, and what they return is checked
 (:func:`raysync.workload.check_workload`: data contract, partitions, output shape against
 the labels, a finite scalar loss and gradient); a failure is one line and exit code 2.
 """
@@ -34,23 +35,29 @@ def add_parser(subparsers: Any) -> None:
         const=True,
         default=None,
         help="also build and probe the workload of built-in models and datasets "
-        "(default: only when the config names a model or data factory)",
+        "(default: only when the config names a model or data factory or a data directory)",
     )
     group.add_argument(
         "--no-workload",
         dest="workload",
         action="store_const",
         const=False,
-        help="do not import or call the model and data factories",
+        help="do not import or call the model and data factories, nor read data files",
     )
     parser.set_defaults(func=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    user_code = config.model.factory is not None or config.data.factory is not None
+    # User code and user files are where a config that parses still fails to run, so
+    # they are probed by default; built-in models and datasets only on request.
+    user_workload = (
+        config.model.factory is not None
+        or config.data.factory is not None
+        or config.data.dataset == "directory"
+    )
     probe: dict[str, Any] | None = None
-    if args.workload or (args.workload is None and user_code):
+    if args.workload or (args.workload is None and user_workload):
         from raysync.workload import build_workload
 
         workload = build_workload(config)  # runs check_workload

@@ -68,3 +68,30 @@ name = "generalized_asyncsgd"
     head = next(k for k, line in enumerate(rows) if line.split()[:2] == ["client", "name"])
     assert [line.split()[:3] for line in rows[head + 1:head + 4]] == [
         ["0", "fast", "exponential"], ["1", "fast", "exponential"], ["2", "-", "exponential"]]
+
+
+def test_directory_data_is_read_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(80, 4, 4), dtype=np.uint8)
+    y = np.arange(80) % 4
+    np.savez(tmp_path / "mine.npz", x_train=x[:60], y_train=y[:60], x_test=x[60:],
+             y_test=y[60:])
+    text = EXAMPLE.read_text().replace(
+        'dataset = "digits"', f'dataset = "directory"\npath = "{tmp_path / "mine.npz"}"'
+    )
+    good = tmp_path / "good.toml"
+    good.write_text(text)
+    assert main(["validate", str(good)]) == 0
+    # 4x4 images, 4 classes: logistic regression has 16 * 4 + 4 parameters.
+    assert "workload: 68 parameters" in capsys.readouterr().out
+    missing = tmp_path / "missing.toml"
+    missing.write_text(text.replace("mine.npz", "gone.npz"))
+    assert main(["validate", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "gone.npz' does not exist" in err
+    # --no-workload only parses the config: the files may live on the cluster only.
+    assert main(["validate", str(missing), "--no-workload"]) == 0
