@@ -10,7 +10,7 @@ import os
 import pkgutil
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ __all__ = [
     "describe_os_error",
     "describe_typed_number",
     "format_probability",
+    "name_column",
     "import_object",
     "read_text_file",
 ]
@@ -147,6 +148,31 @@ def format_probability(p: float) -> str:
     if p == 0 or p >= 1e-3:
         return f"{p:.4f}"
     return f"{p:.2g}"
+
+
+def name_column(
+    names: Sequence[str | None] | None, rows: Sequence[int]
+) -> tuple[str, list[str]]:
+    """The ``name`` column of a per-client table, when the config names its clients.
+
+    The tables of validate, analyze, simulate, optimize and run number the clients; a
+    fleet described as named tiers or sites (``[[clients]] name``) is read by name.
+
+    Args:
+        names: Every client's ``name`` (``None``: unnamed), or ``None`` for a fleet
+            given without a config (``analyze --mu``).
+        rows: The client indices the table shows.
+
+    Returns:
+        ``(header, cells)``: the header cell and one cell per row, left-aligned to the
+        widest shown name (``-`` for an unnamed client) and each ending in one space;
+        ``("", ["", ...])`` when no client has a name.
+    """
+    if names is None or not any(names):
+        return "", [""] * len(rows)
+    shown = [names[i] or "-" for i in rows]
+    width = max([4, *map(len, shown)])
+    return f"{'name':<{width}} ", [f"{name:<{width}} " for name in shown]
 
 
 #: How Python spells a non-finite float; any other text that float() reads as inf

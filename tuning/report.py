@@ -366,8 +366,11 @@ def format_report(report: StudyReport, config: SystemConfig) -> str:
     best = report.best[0] if report.best else None
     ana = report.references.get("analytical")
     if best is not None and best.get("p") is not None and n <= 24:
+        from raysync._validation import name_column
+
+        name_head, names = name_column([client.name for client in config.clients], range(n))
         lines.append(
-            f"{'client':>6} {'mu [1/time unit]':>16} {'p best':>9} {'p analytical':>13} "
+            f"{'client':>6} {name_head}{'mu [1/time unit]':>16} {'p best':>9} {'p analytical':>13} "
             f"{'uniform':>8}"
         )
         mu = config.service_rates  # a fresh n-tuple per access: built once, not per row
@@ -375,7 +378,9 @@ def format_report(report: StudyReport, config: SystemConfig) -> str:
             pa = ana["p"][i] if ana else math.nan
             # Without bound constants the analytical optimum is not computed: "-", not nan.
             pa_cell = f"{pa:>13.4f}" if math.isfinite(pa) else f"{'-':>13}"
-            lines.append(f"{i:>6} {mu[i]:>16.4g} {best['p'][i]:>9.4f} {pa_cell} {1.0 / n:>8.4f}")
+            lines.append(
+                f"{i:>6} {names[i]}{mu[i]:>16.4g} {best['p'][i]:>9.4f} {pa_cell} {1.0 / n:>8.4f}"
+            )
     if report.objective != "bound" and best is not None:
         uniform_row = report.references.get("uniform", {})
         uniform = uniform_row.get("values")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from raysync._validation import describe_typed_number, format_probability
+from raysync._validation import describe_typed_number, format_probability, name_column
 from raysync.exceptions import ConfigError
 from raysync.queueing import METHODS, ClosedNetwork, QueueingResult, analyze
 from raysync.queueing.analysis import (
@@ -240,6 +240,7 @@ def _print_table(
     result: QueueingResult,
     max_rows: int,
     summary: CurveSummary | None,
+    names: list[str | None] | None = None,
 ) -> None:
     n = network.n_clients
     extra = network.has_extensions
@@ -247,18 +248,20 @@ def _print_table(
         f"closed network: n={n} clients, concurrency C={network.concurrency}, "
         f"method={result.method}"
     )
+    shown = n if max_rows <= 0 else min(n, max_rows)
+    name_head, name_cells = name_column(names, range(shown))
     header = (
-        f"{'client':>6} {'mu':>10} {'p':>8} {'rho':>10} {'util':>7} "
+        f"{'client':>6} {name_head}{'mu':>10} {'p':>8} {'rho':>10} {'util':>7} "
         f"{'Q_i':>10} {'T_i':>10} {'E[D_i]':>10}"
     )
     if extra:
         header += f" {'transit':>9}"
     print(header)
-    shown = n if max_rows <= 0 else min(n, max_rows)
     rho = network.rho
     for i in range(shown):
         row = (
-            f"{i:>6} {network.mu[i]:>10.4g} {format_probability(network.p[i]):>8} {rho[i]:>10.4g} "
+            f"{i:>6} {name_cells[i]}{network.mu[i]:>10.4g} "
+            f"{format_probability(network.p[i]):>8} {rho[i]:>10.4g} "
             f"{result.utilization[i]:>7.4f} {format_fixed(result.mean_queue_length[i]):>10} "
             f"{format_fixed(result.mean_sojourn_time[i]):>10} "
             f"{format_fixed(result.mean_relative_delay[i]):>10}"
@@ -343,7 +346,11 @@ def handler(args: argparse.Namespace) -> int:
 
         print(dumps_json(payload))
         return 0
-    _print_table(network, result, args.max_rows, summary)
+    # --mu may describe another fleet than the config's: names only for the config's own.
+    names = None
+    if config is not None and config.num_clients == network.n_clients:
+        names = [client.name for client in config.clients]
+    _print_table(network, result, args.max_rows, summary, names)
     if energy is not None:
         print(
             f"energy: mean power {energy.power:.6g} W, {energy.energy_per_update:.6g} J per "

@@ -29,7 +29,12 @@ from typing import Any
 import numpy as np
 
 from raysync._files import atomic_write
-from raysync._validation import check_not_input, check_output_file, describe_os_error
+from raysync._validation import (
+    check_not_input,
+    check_output_file,
+    describe_os_error,
+    name_column,
+)
 from raysync.config import (
     MAX_NUM_UPDATES,
     RoutingConfig,
@@ -341,9 +346,13 @@ def _print_report(
         print(f"  note: C is at --max-concurrency={cmax}; a larger C may be better")
     if not result.converged:
         print(f"  warning: optimiser did not converge: {result.message}")
-    print(f"  {'client':>6} {'mu':>10} {'p':>10} {'E[D_i]':>10}")
+    name_head, names = name_column([client.name for client in config.clients], range(n))
+    print(f"  {'client':>6} {name_head}{'mu':>10} {'p':>10} {'E[D_i]':>10}")
     for i in range(n):
-        print(f"  {i:>6} {mu[i]:>10.4g} {result.p[i]:>10.5f} {result.relative_delay[i]:>10.4g}")
+        print(
+            f"  {i:>6} {names[i]}{mu[i]:>10.4g} {result.p[i]:>10.5f} "
+            f"{result.relative_delay[i]:>10.4g}"
+        )
     print("bound terms (lower is better):")
     header = (
         f"  {'setting':<22} {'C':>5} {'throughput':>11} {'eta':>10} {'optimization':>13} "

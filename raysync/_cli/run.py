@@ -8,7 +8,7 @@ import math
 import sys
 from typing import TYPE_CHECKING, Any
 
-from raysync._validation import check_input_dir, check_output_dir
+from raysync._validation import check_input_dir, check_output_dir, name_column
 from raysync.config import SystemConfig, load_config
 from raysync.exceptions import ConfigError
 
@@ -226,7 +226,9 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
         line += f"; theory {theory.mean_version_staleness:.4g}"
     lines.append(line)
     show_theory = theory is not None
-    header = f"{'client':>6} {'completed':>9}"
+    shown = result.num_clients if result.num_clients <= _MAX_ROWS else _MAX_ROWS
+    name_head, names = name_column([client.name for client in config.clients], range(shown))
+    header = f"{'client':>6} {name_head}{'completed':>9}"
     if rates is not None:
         header += f" {'mu':>8}"
     header += f" {'delay':>8} {'99% CI':>17}"
@@ -237,11 +239,10 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
         header += f" {'theory':>7}"
     header += f" {'util':>6}"
     lines.append(header)
-    shown = result.num_clients if result.num_clients <= _MAX_ROWS else _MAX_ROWS
     for i in range(shown):
         dlo, dhi = result.relative_delay_ci[i]
         ci = "-" if math.isnan(dlo) else f"[{dlo:.3g}, {dhi:.3g}]"
-        row = f"{i:>6} {int(result.completed[i]):>9}"
+        row = f"{i:>6} {names[i]}{int(result.completed[i]):>9}"
         if rates is not None:
             row += f" {rates[i]:>8.4g}"
         row += f" {result.mean_relative_delay[i]:>8.4g} {ci:>17}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from raysync._validation import format_probability
+from raysync._validation import format_probability, name_column
 from raysync.config import load_config
 
 __all__ = ["add_parser"]
@@ -83,16 +83,14 @@ def _handle(args: argparse.Namespace) -> int:
             f"{probe['metric_value']:.4g} on a probe batch; client sizes "
             f"{probe['client_sizes']}"
         )
-    # The names the config gives its clients (tiers, sites), when it gives any.
-    named = any(client.name for client in config.clients)
-    width = max((len(client.name or "-") for client in config.clients), default=4)
-    name_head = f"{'name':<{width}} " if named else ""
+    name_head, names = name_column(
+        [client.name for client in config.clients], range(config.num_clients)
+    )
     print(f"  {'client':>6} {name_head}{'kind':>13} {'mu':>10} {'p':>8} {'cpus':>5} {'gpus':>5}"
           "  resources")
-    for i, client in enumerate(config.clients):
+    for i, (client, name) in enumerate(zip(config.clients, names, strict=True)):
         pi = "-" if p is None else format_probability(p[i])
         res = ",".join(f"{k}={v:g}" for k, v in client.resources.items()) or "-"
-        name = f"{client.name or '-':<{width}} " if named else ""
         print(
             f"  {i:>6} {name}{client.service_time.kind:>13} "
             f"{client.service_time.service_rate:>10.4g} "

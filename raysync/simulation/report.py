@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from raysync._validation import format_probability
+from raysync._validation import format_probability, name_column
 from raysync.simulation.result import UNITS, _json_safe, format_fixed, format_interval
 
 if TYPE_CHECKING:
@@ -226,6 +226,7 @@ def format_report(
     p = config.routing_probabilities
     mu = config.service_rates
     rows, left_out = table_rows(mu, max_rows)
+    name_head, names = name_column([client.name for client in config.clients], rows)
     b = result.buffer_size
     why = theory.get("approximate") or "service times are not all exponential"
     exact = "" if theory["exact"] else f" (approximate: {why})"
@@ -264,13 +265,13 @@ def format_report(
         )
         lines.append("per-client staleness (mean relative delay, in updates):")
         lines.append(
-            f"  {'client':>6} {'mu':>9} {'p':>7} {'completed':>9} {'measured':>9} "
+            f"  {'client':>6} {name_head}{'mu':>9} {'p':>7} {'completed':>9} {'measured':>9} "
             f"{level + ' CI':>21} {'theory':>9}"
         )
-        for i in rows:
+        for i, name in zip(rows, names, strict=True):
             pi = "-" if p is None else format_probability(p[i])
             lines.append(
-                f"  {i:>6} {mu[i]:>9.4g} {pi:>7} "
+                f"  {i:>6} {name}{mu[i]:>9.4g} {pi:>7} "
                 f"{int(result.completed[i]):>9} {_fmt(result.mean_relative_delay[i]):>9} "
                 f"{format_interval(*result.relative_delay_ci[i]):>21} "
                 f"{_fmt(theory['mean_relative_delay'][i]):>9}"
@@ -292,14 +293,14 @@ def format_report(
     )
     lines.append("per-client staleness (mean relative delay), in completions | in model versions:")
     lines.append(
-        f"  {'client':>6} {'mu':>9} {'p':>7} {'completed':>9} {'compl.':>8} "
+        f"  {'client':>6} {name_head}{'mu':>9} {'p':>7} {'completed':>9} {'compl.':>8} "
         f"{level + ' CI':>19} {'theory':>8} | {'versions':>8} {level + ' CI':>19} "
         f"{'theory':>8}"
     )
-    for i in rows:
+    for i, name in zip(rows, names, strict=True):
         pi = "-" if p is None else format_probability(p[i])
         lines.append(
-            f"  {i:>6} {mu[i]:>9.4g} {pi:>7} {int(result.completed[i]):>9} "
+            f"  {i:>6} {name}{mu[i]:>9.4g} {pi:>7} {int(result.completed[i]):>9} "
             f"{_fmt(result.mean_completion_delay[i]):>8} "
             f"{format_interval(*result.completion_delay_ci[i]):>19} "
             f"{_fmt(theory['mean_completion_delay'][i]):>8} | "

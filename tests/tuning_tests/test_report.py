@@ -204,3 +204,22 @@ def test_table_cells_say_missing_as_na_and_keep_infinities() -> None:
     assert _fmt(float("inf")) == "inf"  # an unstable design's bound is a value
     assert _fmt(float("-inf")) == "-inf"
     assert _fmt(0.123456789) == "0.12346"
+
+
+def test_the_p_table_names_the_clients_the_config_names(tiny_config, tmp_path) -> None:
+    import dataclasses
+
+    named = tiny_config.replace(clients=tuple(
+        dataclasses.replace(c, name="edge" if i < 2 else None)
+        for i, c in enumerate(tiny_config.clients)
+    ))
+    report = run_study(
+        named,
+        TuneSettings(objective="bound", trials=3, budget=40.0, max_concurrency=2,
+                     constants=CONSTANTS, out=tmp_path, tensorboard=False),
+    )
+    lines = format_report(report, named).splitlines()
+    head = next(k for k, line in enumerate(lines) if line.split()[:2] == ["client", "name"])
+    rows = [line.split()[:2] for line in lines[head + 1:head + 1 + named.num_clients]]
+    assert rows == [["0", "edge"], ["1", "edge"]] + [[str(i), "-"]
+                                                      for i in range(2, named.num_clients)]
