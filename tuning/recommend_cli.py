@@ -199,11 +199,12 @@ def _handle(args: argparse.Namespace) -> int:
     )
     if rec_arm.val_accuracy == best_base.val_accuracy and rec_arm.point != best_base.point:
         # Equal means over the seeds: a validation set too small to tell the designs apart
-        # (or designs that train alike); the choice then rests on the bound, not the runs.
+        # (or designs that train alike); the choice then rests on the bound (or on the
+        # study's ranking, when a trial's design was taken), not on these runs.
+        basis = tie_basis(rec)
         print(f"note: the recommendation ties the {best_base.label} baseline on validation "
               f"({rec_arm.val_accuracy:.4f}): the runs do not separate them, so the choice "
-              "rests on the bound's design; a larger validation set or a longer "
-              "budget would")
+              f"rests on {basis}; a larger validation set or a longer budget would")
     print(f"wrote {out}")
     note = run_length_note(rec, config, str(out))
     if note is not None:
@@ -250,6 +251,16 @@ class _SimulationWarnings(logging.Filter):
             f"note: {self.count} simulator warnings held back: {kinds} "
             "(short trial runs; the comparison uses means over seeds)"
         )
+
+
+def tie_basis(rec: Any) -> str:
+    """What a recommendation that ties the best baseline on validation rests on.
+
+    The bound's design when the choice kept it (nothing in the runs overruled it), else
+    the study's ranking (a trial's design led the study and its confirmation).
+    """
+    return "the bound's design" if rec.point == rec.arm("analytical").point else (
+        "the study's ranking")
 
 
 def _write_all(files: list[tuple[str, Path, str]]) -> None:

@@ -848,3 +848,18 @@ def test_a_tie_on_validation_is_said_not_passed_off_as_a_win(tmp_path, capsys, m
     out = capsys.readouterr().out
     assert "note: the recommendation ties the " in out
     assert "on validation (0.5000): the runs do not separate them" in out
+    # Every design ties, so nothing overrules the bound's design: the note names it.
+    assert "so the choice rests on the bound's design;" in out
+
+
+def test_a_tie_names_what_the_choice_rests_on() -> None:
+    from types import SimpleNamespace
+
+    from tuning.recommend_cli import tie_basis
+
+    def rec(point: str, analytical: str) -> SimpleNamespace:
+        arms = {"analytical": SimpleNamespace(point=analytical)}
+        return SimpleNamespace(point=point, arm=arms.__getitem__)
+
+    assert tie_basis(rec("bound", "bound")) == "the bound's design"
+    assert tie_basis(rec("trial 7", "bound")) == "the study's ranking"
