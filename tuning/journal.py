@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 #: Seconds a lock whose holder cannot be checked must stay unchanged before it is removed.
 JOURNAL_LOCK_GRACE = 10
 _LOCK_SUFFIX = ".lock"
+#: How every record of Optuna's journal begins (``JournalStorage._write_log`` puts
+#: ``op_code`` first; ``JournalFileBackend.append_logs`` writes compact JSON).
+_RECORD_START = b'{"op_code":'
 _STAMP_KIND = "raysync-journal-lock"
 
 
@@ -189,12 +192,17 @@ class JournalLock(JournalFileSymlinkLock):
 def repair_journal(path: str | os.PathLike[str], lock: JournalLock) -> int:
     """Cut a torn last record (no final newline) left by a driver killed mid-append.
 
+    Only a tail that begins like a record (``{"op_code":``, or a prefix of it) is cut:
+    any other unterminated last line is some other file's text, left as it is for
+    :func:`check_records` to refuse. Call :func:`check_records` with
+    ``skip_torn_tail=True`` first, so a file that is not a journal is never changed.
+
     Args:
         path: The journal file.
         lock: Its lock (held while the file is checked and cut).
 
     Returns:
-        Bytes removed (0 when the journal ends cleanly).
+        Bytes removed (0 when the journal ends cleanly or its tail is not a record's).
     """
     path = Path(path)
     if not _torn(path):
@@ -217,6 +225,10 @@ def repair_journal(path: str | os.PathLike[str], lock: JournalLock) -> int:
                     keep = start + newline + 1
                     break
                 end = start
+            f.seek(keep)
+            head = f.read(len(_RECORD_START))
+            if head != _RECORD_START[: len(head)]:
+                return 0  # not the beginning of a record Optuna writes: not ours to cut
             f.truncate(keep)
             f.flush()
             os.fsync(f.fileno())
@@ -315,7 +327,7 @@ def _required_fields() -> dict[int, tuple[str, ...]]:
     return {int(op): _REQUIRED_FIELDS.get(op.name, ()) for op in JournalOperation}
 
 
-def check_records(path: str | os.PathLike[str]) -> None:
+def check_records(path: str | os.PathLike[str], *, skip_torn_tail: bool = False) -> None:
     """Raise ValueError naming the first line that is not an Optuna journal operation.
 
     Every line must be a JSON object whose ``op_code`` is one of Optuna's
@@ -326,6 +338,8 @@ def check_records(path: str | os.PathLike[str]) -> None:
 
     Args:
         path: The journal file (a missing one is a new journal: nothing to check).
+        skip_torn_tail: Leave out a last line without its newline (a torn append, which
+            :func:`repair_journal` then cuts): the check before any repair.
 
     Raises:
         ValueError: ``line N: <why>``, N counted from 1.
@@ -338,6 +352,8 @@ def check_records(path: str | os.PathLike[str]) -> None:
         return
     with f:
         for number, line in enumerate(f, start=1):
+            if skip_torn_tail and not line.endswith(b"\n"):
+                break
             try:
                 record = json.loads(line)
             except ValueError as exc:

@@ -286,6 +286,20 @@ _LEGACY_KEYS = {
 }
 
 
+def made_by_tune(study: optuna.Study) -> bool:
+    """Whether ``study`` is one ``raysync tune`` can resume.
+
+    True for a study without trials (nothing to mix with) and for one that carries tune's
+    problem fingerprint or the settings older versions stored; False for a study another
+    program made (its trials have other parameters and values, which tune's report and
+    warm starts would misread).
+    """
+    attrs = study.user_attrs
+    if PROBLEM_ATTR in attrs or any(key in attrs for key in _LEGACY_KEYS):
+        return True
+    return not study.get_trials(deepcopy=False)
+
+
 def _check_legacy_attrs(study: optuna.Study, fingerprint: Mapping[str, Any], where: str) -> None:
     """Studies of older raysync versions stored a few settings one by one: check those."""
     attrs = study.user_attrs

@@ -171,6 +171,8 @@ def _open_journal(path: Path) -> Any:
 
     lock = JournalLock(path)
     try:
+        # Checked before the repair too: a file that is not a journal is refused unchanged.
+        check_records(path, skip_torn_tail=True)
         repair_journal(path, lock)
         check_records(path)  # every line, named by number (Optuna's replay names none)
         storage = JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
@@ -409,11 +411,26 @@ def create_or_load_study(
         )
     except ValueError as exc:  # Optuna: directions of an existing study differ
         raise ConfigError(f"study {study_name!r}: {str(exc).splitlines()[0]}") from exc
+    from tuning.recovery import made_by_tune
+
+    # Checked before anything is written to the study (metric names below, warm starts
+    # later): a study another program made is refused unchanged.
+    if not made_by_tune(study):
+        raise ConfigError(
+            f"study {study_name!r} in this storage was not created by raysync tune (its "
+            f"{len(study.get_trials(deepcopy=False))} trials carry no raysync problem "
+            "record) and is left unchanged; choose another --study name"
+        )
     if list(study.directions) != wanted:
+        stored = list(study.metric_names or [])
+        metrics = (
+            f" (it records {stored}, this run {list(metric_names)}: another --objective "
+            "or --multi-objective)" if stored and stored != list(metric_names) else ""
+        )
         raise ConfigError(
             f"study {study_name!r} exists with directions "
-            f"{[d.name.lower() for d in study.directions]}, not {list(directions)}; "
-            "choose another --study name"
+            f"{[d.name.lower() for d in study.directions]}, not {list(directions)}{metrics}; "
+            "resume it with the flags it was created with, or choose another --study name"
         )
     if not study.metric_names:
         with warnings.catch_warnings():

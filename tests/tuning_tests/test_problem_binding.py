@@ -133,3 +133,31 @@ def test_estimated_constants_are_reused_on_resume(tiny_config, tmp_path, monkeyp
     report = run_study(tiny_config, _settings(tmp_path, constants=None, trials=8))
     assert report.constants == CONSTANTS.to_dict()
     assert ProblemConstants(**report.constants) == CONSTANTS
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_a_study_another_program_made_is_refused_unchanged(tiny_config, tmp_path, kind) -> None:
+    url = (str(tmp_path / "foreign.journal") if kind == "journal"
+           else f"sqlite:///{tmp_path / 'foreign.db'}")
+    storage = make_storage(url, tmp_path)
+    foreign = optuna.create_study(study_name="raysync", storage=storage, direction="minimize")
+    foreign.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    before = [(t.params, t.value) for t in foreign.trials]
+    with pytest.raises(ConfigError) as info:
+        run_study(tiny_config, _settings(tmp_path, storage=url, study_name="raysync"))
+    text = str(info.value)
+    assert "\n" not in text
+    assert "'raysync' in this storage was not created by raysync tune (its 3 trials" in text
+    again = optuna.load_study(study_name="raysync", storage=make_storage(url, tmp_path))
+    assert [(t.params, t.value) for t in again.trials] == before
+    assert again.metric_names is None and again.user_attrs == {}
+    # An empty study is nothing to mix with: tune takes it.
+    optuna.create_study(study_name="empty", storage=storage, direction="minimize")
+    report = run_study(tiny_config, _settings(tmp_path, storage=url, study_name="empty"))
+    assert report.evaluated == 6
+
+
+def test_another_objective_on_resume_names_the_metrics(tiny_config, tmp_path) -> None:
+    run_study(tiny_config, _settings(tmp_path))
+    with pytest.raises(ConfigError, match=r"\(it records \['bound'\], this run \['bound', "):
+        run_study(tiny_config, _settings(tmp_path, multi_objective="budget"))

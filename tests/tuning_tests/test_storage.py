@@ -125,6 +125,29 @@ def test_torn_append_is_cut_and_the_study_stays_readable(tmp_path) -> None:
     assert repair_journal(journal, JournalLock(journal)) == 0  # clean: nothing to cut
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"only one line, no newline",  # no complete line: the tail is not a record
+        b"my important notes line1\nline2 no newline",  # a complete line that is not one
+        b'{"a": 1}',  # JSON, but not the start of an Optuna record
+    ],
+)
+def test_a_file_that_is_not_a_journal_is_refused_unchanged(tmp_path, text: bytes) -> None:
+    notes = tmp_path / "notes.journal"
+    notes.write_bytes(text)
+    with pytest.raises(ConfigError, match=r"notes.journal' is not a readable Optuna journal"):
+        make_storage(str(notes), tmp_path)
+    assert notes.read_bytes() == text
+
+
+def test_a_torn_first_record_is_cut(tmp_path) -> None:
+    journal = tmp_path / "study.journal"
+    journal.write_bytes(b'{"op_')  # killed while writing the study's first record
+    optuna.create_study(study_name="s", storage=make_storage(str(journal), tmp_path))
+    assert journal.read_bytes().startswith(b'{"op_code":0,')
+
+
 def test_relative_journal_and_sqlite_paths_in_missing_folders(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     journal = make_storage("deep/er/x.journal", "unused")
