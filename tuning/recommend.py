@@ -500,6 +500,18 @@ def _load_workload(config: SystemConfig, dataset: Any = None) -> Any:
 
 
 # --------------------------------------------------------------------------- runs
+def _above(value: float, threshold: float) -> bool:
+    """``value > threshold`` where equal to rounding counts as not above."""
+    return value > threshold and not math.isclose(value, threshold, rel_tol=1e-9,
+                                                  abs_tol=1e-12)
+
+
+def _learned(m: Mapping[str, Any]) -> bool:
+    """Whether a :func:`measure` run ended above the initial model's validation score."""
+    curve = m.get("val_curve") or []
+    return "diverged" not in m and len(curve) > 1 and curve[-1] > curve[0]
+
+
 def measurement_config(base: SystemConfig, point: DesignPoint, budget: float,
                        num_evals: int, seed: int) -> SystemConfig:
     """The config :func:`measure` runs, for another engine to run the same measurement.
@@ -972,6 +984,19 @@ def recommend(
             f"pilot runs of {pilot_budget:g} s (the clients' service times are longer); "
             "raise --budget"
         )
+    if not any(_learned(m) for m in runs.values()):
+        # No design at no step beat the initial model: a recommendation would be an
+        # arbitrary pick among runs that diverged or stood still, and so would its config.
+        diverged = sum("diverged" in m for m in runs.values())
+        fix = ("lower algorithm.lr" if diverged else
+               "raise algorithm.lr or --budget")
+        raise ConfigError(
+            f"algorithm.lr = {config.algorithm.lr:g}: no design beat the initial model's "
+            f"validation {config.model.metric_label} in any of the {len(runs)} pilot runs of "
+            f"{pilot_budget:g} s ({diverged} diverged), at every step tried "
+            f"({min(lrs):.3g} to {max(lrs):.3g}, algorithm.lr x "
+            f"{min(settings.lr_factors):g}..{max(settings.lr_factors):g}); {fix}"
+        )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction = (
@@ -1203,8 +1228,11 @@ def _confirm(
         challenger its scores, misses, the paired mean gain over the incumbent (positive:
         better), its standard error ``sd(gain, ddof=1) / sqrt(seeds)`` (``inf`` on one
         seed) and whether it qualified: it missed the target on fewer seeds than the
-        incumbent, or on no more and its gain is above ``margin`` SEs. The qualifier with the
-        fewest misses, then the largest gain, is chosen. And a one-line verdict.
+        incumbent, or on no more and its gain is above ``margin`` SEs by more than float
+        rounding (a gain equal to it in exact arithmetic does not qualify: e.g. at margin 1
+        a challenger that differs from the incumbent on one seed only, whose mean gain is
+        exactly its SE). The qualifier with the fewest misses, then the largest gain, is
+        chosen. And a one-line verdict.
     """
     label, base = incumbent
     sign = 1.0 if target is None else -1.0
@@ -1224,7 +1252,7 @@ def _confirm(
         mean = float(np.mean(gain))
         se = float(np.std(gain, ddof=1) / math.sqrt(gain.size)) if gain.size > 1 else math.inf
         missed = misses(point)
-        ok = missed < base_misses or (missed == base_misses and mean > margin * se)
+        ok = missed < base_misses or (missed == base_misses and _above(mean, margin * se))
         rows.append({"point": point.to_dict(), "design": point.describe(),
                      "scores": own.tolist(), "misses": missed, "gain": mean, "se": se,
                      "qualifies": bool(ok)})

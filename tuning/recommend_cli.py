@@ -204,7 +204,12 @@ def _handle(args: argparse.Namespace) -> int:
         basis = tie_basis(rec)
         print(f"note: the recommendation ties the {best_base.label} baseline on validation "
               f"({rec_arm.val_accuracy:.4f}): the runs do not separate them, so the choice "
-              f"rests on {basis}; a larger validation set or a longer budget would")
+              f"rests on {basis}; a larger validation set or a longer budget would "
+              "separate them")
+    else:
+        below = below_baseline_note(rec, rec_arm, best_base)
+        if below is not None:
+            print(below)
     print(f"wrote {out}")
     note = run_length_note(rec, config, str(out))
     if note is not None:
@@ -251,6 +256,24 @@ class _SimulationWarnings(logging.Filter):
             f"note: {self.count} simulator warnings held back: {kinds} "
             "(short trial runs; the comparison uses means over seeds)"
         )
+
+
+def below_baseline_note(rec: Any, rec_arm: Any, best_base: Any) -> str | None:
+    """The note for a recommendation below the best baseline on the table's seeds.
+
+    The table's means and the choice come from different seeds (the confirmation's fresh
+    ones, or the study's): a "recommended" row below a baseline is said, not left
+    unexplained. None when it is not below, or with a target (the table's accuracy is
+    then not what was minimised).
+    """
+    if rec.target_accuracy is not None or not rec_arm.val_accuracy < best_base.val_accuracy:
+        return None
+    fresh = len((rec.confirmation or {}).get("seeds") or [])
+    where = f"on {fresh} fresh seeds (the 'choice' line above)" if fresh else "by the study"
+    return (f"note: on the table's seeds the recommendation's validation accuracy is below "
+            f"the {best_base.label} baseline's ({rec_arm.val_accuracy:.4f} < "
+            f"{best_base.val_accuracy:.4f}); it was chosen {where}, not on these seeds, "
+            "which do not show it ahead; more --confirm-seeds make the choice surer")
 
 
 def tie_basis(rec: Any) -> str:

@@ -297,3 +297,39 @@ def test_recommend_on_a_config_without_emulation_says_run_will_not_emulate(
     text = capsys.readouterr().out
     assert (f"note: run.time_scale = 0: 'raysync run {out}' will not emulate the service "
             "times") in text
+
+
+@pytest.mark.parametrize(
+    ("outcome", "said"),
+    [
+        ("diverged", "(50 diverged), at every step tried (0.01 to 1, algorithm.lr x 0.1..10); "
+                     "lower algorithm.lr"),
+        ("flat", "(0 diverged), at every step tried (0.01 to 1, algorithm.lr x 0.1..10); "
+                 "raise algorithm.lr or --budget"),
+    ],
+)
+def test_recommend_where_no_design_learns_is_refused_and_writes_nothing(
+    tiny_path, tmp_path, capsys, monkeypatch, outcome, said
+) -> None:
+    # A step far too large: every pilot run diverges (the CLI used to write a config at
+    # the grid's smallest step, which diverged when simulated); far too small: nothing
+    # moves. Either way the runs rank nothing.
+    import tuning.recommend as rmod
+
+    def fake_measure(*args: object, **kwargs: object) -> dict[str, object]:
+        if outcome == "diverged":
+            return {"val_accuracy": 0.0, "test_accuracy": 0.0, "throughput": float("nan"),
+                    "staleness": float("nan"), "time_to_target": None, "times": [],
+                    "val_curve": [], "test_curve": [], "num_updates": 0, "energy_J": None,
+                    "diverged": "client 0 failed on task 3: the training loss is inf"}
+        return {"val_accuracy": 0.1, "test_accuracy": 0.1, "throughput": 1.0,
+                "staleness": 1.0, "time_to_target": None, "times": [0.0, 5.0],
+                "val_curve": [0.1, 0.1], "test_curve": [0.1, 0.1], "num_updates": 10}
+
+    monkeypatch.setattr(rmod, "measure", fake_measure)
+    out = tmp_path / "rec.toml"
+    _one_line_exit_2(["recommend", str(tiny_path), "--budget", "5", "--trials", "2",
+                      "--quiet", "--out", str(out)], capsys,
+                     "algorithm.lr = 0.1: no design beat the initial model's validation "
+                     f"accuracy in any of the 50 pilot runs of 5 s {said}")
+    assert not out.exists()

@@ -53,7 +53,8 @@ def _asyncsgd_joules(seconds: float) -> float:
 
 def _fake_run(val: float) -> dict[str, object]:
     return {"val_accuracy": val, "test_accuracy": val, "throughput": 1.0, "staleness": 1.0,
-            "time_to_target": None, "times": [1.0], "val_curve": [val], "test_curve": [val],
+            "time_to_target": None, "times": [0.0, 1.0], "val_curve": [0.0, val],
+            "test_curve": [0.0, val],
             "num_updates": 10}
 
 
