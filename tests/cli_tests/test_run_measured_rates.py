@@ -62,3 +62,23 @@ def test_no_measured_rates_with_emulation_or_missing_clients() -> None:
     no_task = dataclasses.replace(result, extras={**result.extras, "service_time_mean": [0.1, 0]})
     assert measured_rates(no_task, _config(0.0)) is None
     assert "mu:" not in _report(result, config, predict(config))
+
+
+def test_nothing_measured_reads_n_a_not_nan() -> None:
+    # `run --num-updates 1`: no completion is left after the warm-up, so the estimates are
+    # NaN; the report said "throughput nan updates/s" and "mean staleness nan".
+    import numpy as np
+
+    config = _config(1.0)
+    result = simulate(config)
+    nan = np.full(result.num_clients, np.nan)
+    result = dataclasses.replace(
+        result, throughput=float("nan"), mean_staleness=float("nan"),
+        mean_relative_delay=nan, mean_queue_length=nan, utilization=nan,
+        relative_delay_ci=[(float("nan"), float("nan"))] * result.num_clients,
+    )
+    text = _report(result, config, predict(config))
+    assert "nan" not in text.lower().replace("n/a", "")
+    assert "throughput n/a updates/s" in text and "mean staleness n/a model versions" in text
+    rows = [line.split() for line in text.splitlines() if line.split()[:1] == ["0"]]
+    assert rows[0][2:4] == ["n/a", "-"]  # delay, its interval
