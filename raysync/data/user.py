@@ -48,6 +48,10 @@ DATASET_FACTORIES: dict[str, str] = {
 VAL_FRACTION = 0.1
 
 _REQUIRED = ("x_train", "y_train", "x_test", "y_test")
+#: Every key the mapping may hold: any other is a typo (``x_valid``) that would
+#: otherwise be dropped without a word.
+_KNOWN = frozenset((*_REQUIRED, "x_val", "y_val", "client_train", "num_classes", "name",
+                    "train", "val", "test"))
 
 
 def _to_numpy(value: Any, what: str, source: str) -> np.ndarray:
@@ -163,6 +167,17 @@ def dataset_from_output(output: Any, *, source: str, seed: int = 0) -> Dataset:
             f"{', '.join(_REQUIRED)} (or a raysync Dataset), got {type(output).__name__}"
         )
     out = dict(output)
+    unknown = sorted((k for k in out if k not in _KNOWN), key=str)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(str(unknown[0]), sorted(_KNOWN), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise DataError(
+            f"data factory {source!r} returned unknown key {unknown[0]!r}{hint} (the mapping "
+            f"holds {', '.join(_REQUIRED)}, optionally x_val, y_val, client_train, "
+            "num_classes, name; or train, test, val as torch Datasets)"
+        )
     for split in ("train", "val", "test"):
         if split in out and f"x_{split}" not in out:
             out[f"x_{split}"], out[f"y_{split}"] = _from_torch_dataset(out[split], split, source)
