@@ -305,6 +305,7 @@ def _write_all(files: list[tuple[str, Path, str]]) -> None:
     with contextlib.ExitStack() as stack:
         for flag, path, text in files:
             try:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 stack.enter_context(atomic_write(path)).write(text)
             except OSError as exc:
                 raise ConfigError(
@@ -314,17 +315,14 @@ def _write_all(files: list[tuple[str, Path, str]]) -> None:
 
 
 def _check_output(text: str, flag: str) -> Path:
-    """``text`` as a writable file path whose folder exists (one-line ConfigError if not)."""
-    from raysync._validation import check_output_file
-    from raysync.exceptions import ConfigError
+    """``text`` as a writable file path (one-line ConfigError if not).
 
-    target = check_output_file(text, flag)
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise ConfigError(
-            f"{flag} {text!r} cannot be written: folder {str(folder)!r} does not exist"
-        )
-    return target
+    A missing folder is created when the files are written, as ``optimize
+    --write-config``, ``tune --out`` and ``run --logdir`` create theirs.
+    """
+    from raysync._validation import check_output_file
+
+    return check_output_file(text, flag)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -333,7 +333,6 @@ def test_each_arm_gets_its_own_step_and_a_lucky_trial_does_not_win(monkeypatch) 
     ("--report", "adir", "--report '{d}/adir' is a directory, not a file"),
     ("--out", "afile/rec.toml", "'{d}/afile' is a file, not a directory"),
     ("--report", "afile/r.json", "'{d}/afile' is a file, not a directory"),
-    ("--out", "nodir/rec.toml", "folder '{d}/nodir' does not exist"),
     ("--out", "new/", "--out '{d}/new/' ends with a path separator: give a file path"),
     ("--report", "new/", "--report '{d}/new/' ends with a path separator"),
     ("--report", "rec.toml", "--report '{d}/rec.toml' is the --out file"),
@@ -356,13 +355,15 @@ def test_outputs_are_written_all_or_none(tmp_path: Path) -> None:
     from tuning.recommend_cli import _write_all
 
     out, report = tmp_path / "rec.toml", tmp_path / "gone" / "r.json"
-    # The report's folder vanished after the up-front check (or cannot be written):
-    # neither file is left, not the config without its report, and no temporary file.
+    # The report's folder cannot be created after the up-front check (a file took its
+    # name): neither file is left, not the config without its report, nor a temporary.
+    (tmp_path / "gone").write_text("")
     with pytest.raises(ConfigError, match=r"^--report '.*/gone/r.json' cannot be written "
                                           r"\(.*\); no output file was written$"):
         _write_all([("--out", out, "a = 1\n"), ("--report", report, "{}")])
-    assert list(tmp_path.iterdir()) == []
-    (tmp_path / "gone").mkdir()
+    assert [p.name for p in tmp_path.iterdir()] == ["gone"]
+    (tmp_path / "gone").unlink()
+    # A missing folder is created, as every command creates its outputs' folders.
     _write_all([("--out", out, "a = 1\n"), ("--report", report, "{}")])
     assert out.read_text() == "a = 1\n" and report.read_text() == "{}"
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["gone", "r.json", "rec.toml"]
@@ -905,3 +906,16 @@ def test_a_gain_equal_to_the_margin_up_to_rounding_does_not_overrule() -> None:
     chosen, _ = _confirm(("analytical", base), [other], scores.__getitem__, target=None,
                          misses=lambda _q: 0, margin=1.0)
     assert chosen == other
+
+
+def test_missing_output_folders_are_created(tmp_path, capsys, monkeypatch) -> None:  # noqa: ANN001
+    # As optimize --write-config, tune --out and run --logdir create theirs; it used to
+    # refuse "folder 'rec' does not exist".
+    import tuning.recommend as rmod
+
+    monkeypatch.setattr(rmod, "measure", lambda *a, **k: _fake_run(0.5))
+    out, report = tmp_path / "rec" / "REC.toml", tmp_path / "rep" / "deep" / "r.json"
+    assert main(["recommend", str(TINY), "--budget", "30", "--trials", "2", "--quiet",
+                 "--out", str(out), "--report", str(report)]) == 0
+    assert main(["validate", str(out)]) == 0
+    assert json.loads(report.read_text())["budget"] == 30
