@@ -164,6 +164,16 @@ def _measured_theory(config: SystemConfig, rates: list[float]) -> QueueingResult
     return predict(config.replace(clients=clients))
 
 
+def _duration(result: RunResult) -> str:
+    """How long the run took; a resumed run's elapsed time includes its earlier sessions'."""
+    extras = result.extras
+    if extras.get("resumed_from_version") is None:
+        return f" in {result.elapsed:.3g} s ({result.wall_time:.3g} s with start-up)"
+    before = float(extras.get("resumed_from_elapsed", 0.0))
+    return (f" in {result.elapsed:.3g} s of run time, {result.elapsed - before:.3g} s of it "
+            f"since the checkpoint (this session {result.wall_time:.3g} s with start-up)")
+
+
 def _num(value: float, spec: str = ".4g") -> str:
     # NaN is "not measured" (too few completions in the window; the run warns why), as
     # simulate's report prints it.
@@ -193,8 +203,7 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
             if result.buffer_size == 1
             else f"{result.num_updates} model versions ({result.num_completions} completions)"
         )
-        + f" in {result.elapsed:.3g} s "
-        f"({result.wall_time:.3g} s with start-up)"
+        + _duration(result)
     ]
     lines.extend(f"WARNING: {w}" for w in result.warnings)  # e.g. too short for its warm-up
     if extras.get("resumed_from_version") is not None:

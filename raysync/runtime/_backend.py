@@ -652,6 +652,8 @@ class ServerOutcome:
             were applied, each exactly once.
         pending_tasks: Ids created but not applied when the run stopped.
         resumed_from_version: Version of the checkpoint the run resumed from (None: fresh).
+        resumed_from_elapsed: The run's elapsed seconds at that checkpoint (0: fresh);
+            ``end_time`` counts from the run's start, this session's share is the rest.
         communication: :meth:`ServerBook.communicated`'s means
             (:meth:`ServerBook.communication`; empty: not measured).
         server_node: Hex id of the Ray node the server actor ran on ("" if unknown).
@@ -676,6 +678,7 @@ class ServerOutcome:
     next_task_id: int = 0
     pending_tasks: list[int] = field(default_factory=list)
     resumed_from_version: int | None = None
+    resumed_from_elapsed: float = 0.0
     communication: dict[str, Any] = field(default_factory=dict)
     server_node: str = ""
     debug: dict[str, Any] = field(default_factory=dict)
@@ -739,6 +742,7 @@ def assemble_result(
         **outcome.counters,
         "task_ids": {"next": outcome.next_task_id, "pending": list(outcome.pending_tasks)},
         "resumed_from_version": outcome.resumed_from_version,
+        "resumed_from_elapsed": outcome.resumed_from_elapsed,
         "lag_mean": outcome.lag_mean,
         "lag_max": outcome.lag_max,
         "eval_seconds": outcome.eval_seconds,

@@ -1192,6 +1192,7 @@ class ServerActor:
             next_task_id=dispatch.next_task,
             pending_tasks=pending,
             resumed_from_version=self._resumed_from,
+            resumed_from_elapsed=self._elapsed0,
             communication=book.communication(),
             server_node=ray.get_runtime_context().get_node_id(),
             debug=debug,

@@ -82,3 +82,17 @@ def test_nothing_measured_reads_n_a_not_nan() -> None:
     assert "throughput n/a updates/s" in text and "mean staleness n/a model versions" in text
     rows = [line.split() for line in text.splitlines() if line.split()[:1] == ["0"]]
     assert rows[0][2:4] == ["n/a", "-"]  # delay, its interval
+
+
+def test_a_resumed_run_says_what_its_times_cover() -> None:
+    config = _config(1.0)
+    result = simulate(config)
+    first = _report(result, config, predict(config)).splitlines()[0]
+    assert first.endswith(f" in {result.elapsed:.3g} s ({result.wall_time:.3g} s with start-up)")
+    resumed = dataclasses.replace(
+        result, elapsed=37.6, wall_time=36.7,
+        extras={**result.extras, "resumed_from_version": 6, "resumed_from_elapsed": 10.0},
+    )
+    first = _report(resumed, config, predict(config)).splitlines()[0]
+    assert first.endswith(" in 37.6 s of run time, 27.6 s of it since the checkpoint (this "
+                          "session 36.7 s with start-up)")

@@ -238,6 +238,10 @@ def test_killed_driver_resumes_to_the_uninterrupted_result(
     resumed, _ = _execute(config, resume_from=ckpt, logdir=logdir, record=True)
     reference, _ = _execute(_resumable_config(None), record=True)
     assert resumed.extras["resumed_from_version"] == saved
+    # The run's clock goes on from the checkpoint's: its elapsed time is the report's
+    # "of run time", the rest "since the checkpoint".
+    before = resumed.extras["resumed_from_elapsed"]
+    assert 0 < before < resumed.elapsed
     assert resumed.num_updates == reference.num_updates == 1500
     # Tasks applied after the checkpoint: exactly the uninterrupted run's, in order.
     applied_after = resumed.extras["debug"]["applied_task_ids"]
