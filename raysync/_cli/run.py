@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raysync._validation import check_input_dir, check_output_dir, name_column
@@ -164,6 +166,31 @@ def _measured_theory(config: SystemConfig, rates: list[float]) -> QueueingResult
     return predict(config.replace(clients=clients))
 
 
+def resume_hint(config: SystemConfig, config_path: str) -> str:
+    """What an interrupted run leaves to resume from, and the command that resumes it.
+
+    Work after the last checkpoint is lost: the line names the checkpoint's version so the
+    user sees how much.
+    """
+    directory = config.run.checkpoint_dir
+    if directory is None:
+        return ("no checkpoint was kept (run.checkpoint_dir is not set), so the run cannot "
+                "be resumed; set run.checkpoint_dir to make a run resumable")
+    from raysync.runtime.checkpoint import MANIFEST
+
+    manifest = Path(directory) / MANIFEST
+    if not manifest.is_file():
+        return (f"no checkpoint was written to {directory!r} yet (the first comes after "
+                "run.checkpoint_every_updates updates), so the run cannot be resumed")
+    try:
+        version: Any = json.loads(manifest.read_text())["body"]["version"]
+        at = f"the last checkpoint (version {int(version)})"
+    except (OSError, ValueError, KeyError, TypeError):
+        at = "a checkpoint"
+    return (f"{at} is in {directory!r}; updates after it are lost; continue with "
+            f"'raysync run {config_path} --resume {directory}'")
+
+
 def _duration(result: RunResult) -> str:
     """How long the run took; a resumed run's elapsed time includes its earlier sessions'."""
     extras = result.extras
@@ -310,6 +337,10 @@ def _handle(args: argparse.Namespace) -> int:
             resume_from=args.resume,
             overwrite_checkpoint=args.overwrite_checkpoint,
         )
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"raysync run: {resume_hint(config, args.config)}", file=sys.stderr)
+        raise  # the CLI's "interrupted", exit code 130
     finally:
         bar.close()
     if args.json:

@@ -96,3 +96,43 @@ def test_a_resumed_run_says_what_its_times_cover() -> None:
     first = _report(resumed, config, predict(config)).splitlines()[0]
     assert first.endswith(" in 37.6 s of run time, 27.6 s of it since the checkpoint (this "
                           "session 36.7 s with start-up)")
+
+
+def test_an_interrupted_run_names_its_checkpoint(tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    import json
+
+    import raysync.runtime
+    from raysync._cli.run import resume_hint
+    from raysync.cli import main
+    from raysync.runtime.checkpoint import MANIFEST
+
+    config = _config(1.0)
+    assert "run.checkpoint_dir is not set" in resume_hint(config, "c.toml")
+    ckpt = tmp_path / "ck"
+    kept = config.replace(run=dataclasses.replace(config.run, checkpoint_dir=str(ckpt),
+                                                  checkpoint_every_updates=10))
+    assert f"no checkpoint was written to {str(ckpt)!r} yet" in resume_hint(kept, "c.toml")
+    ckpt.mkdir()
+    (ckpt / MANIFEST).write_text(json.dumps({"body": {"version": 600}}))
+    assert resume_hint(kept, "c.toml") == (
+        f"the last checkpoint (version 600) is in {str(ckpt)!r}; updates after it are lost; "
+        f"continue with 'raysync run c.toml --resume {ckpt}'")
+    # Through the CLI: the hint, then "interrupted", exit code 130.
+    path = tmp_path / "c.toml"
+    path.write_text(f"""concurrency = 2
+[run]
+num_updates = 20
+checkpoint_dir = "{ckpt}"
+checkpoint_every_updates = 10
+[[clients]]
+count = 2
+""")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(raysync.runtime, "run", interrupted)
+    assert main(["run", str(path), "--no-progress"]) == 130
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2].startswith("raysync run: the last checkpoint (version 600) is in ")
+    assert err[-1] == "raysync run: interrupted"
