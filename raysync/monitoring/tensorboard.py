@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_TIME_TAGS",
     "TensorBoardSink",
     "default_run_name",
+    "drop_events_after",
     "run_hparams",
     "summary_scalars",
     "theory_scalars",
@@ -51,6 +52,68 @@ DEFAULT_TIME_TAGS: tuple[str, ...] = (
 )  # fmt: skip
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.=+-]+")
+
+
+def drop_events_after(directory: str | Path, step: int, millis: int) -> int:
+    """Remove from a run's event files every scalar logged at or after a resume point.
+
+    The event files directly in ``directory`` are read in name (creation) order and
+    rewritten as one file under the first one's name, keeping every event but the
+    summary values with ``step >= step`` (``<tag>_vs_time`` values: ``step >= millis``,
+    their steps being milliseconds); the file is replaced atomically, then the other old
+    files are removed.
+
+    Args:
+        directory: The run's event-file directory.
+        step: The resume point's model version.
+        millis: The resume point's time in milliseconds since the start of the run.
+
+    Returns:
+        The number of summary values removed (0: the files are left untouched).
+    """
+    import os
+
+    # The raw loader: EventFileLoader migrates scalars to tensors as it reads, and those
+    # written back would leave TensorBoard's scalar readers.
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    root = Path(directory)
+    files = sorted(p for p in root.iterdir() if p.is_file() and "tfevents" in p.name)
+    if not files:
+        return 0
+    kept: list[Any] = []
+    removed = 0
+    for path in files:
+        for record in RawEventFileLoader(str(path)).Load():
+            event = Event.FromString(record)
+            if event.HasField("file_version") and kept:
+                continue  # one header, the first file's
+            if event.HasField("summary"):
+                limit = [millis if v.tag.endswith("_vs_time") else step
+                         for v in event.summary.value]
+                values = [v for v, cut in zip(event.summary.value, limit, strict=True)
+                          if event.step < cut]
+                removed += len(event.summary.value) - len(values)
+                if not values:
+                    continue
+                del event.summary.value[:]
+                event.summary.value.extend(values)
+            kept.append(event)
+    if removed == 0:
+        return 0
+    partial = root / f".rewrite-{os.getpid()}.tmp"  # no "tfevents": TensorBoard skips it
+    with open(partial, "wb") as handle:
+        writer = RecordWriter(handle)
+        for event in kept:
+            writer.write(event.SerializeToString())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, files[0])
+    for path in files[1:]:
+        path.unlink()
+    return removed
 
 
 def default_run_name(config: SystemConfig | None = None) -> str:
@@ -73,6 +136,13 @@ class TensorBoardSink:
         flush_secs: How often the writer flushes to disk.
         append: Write into ``logdir/run_name`` even if it exists (a resumed run
             continuing its own event files; steps go on from the checkpoint's version).
+        resume_at: With ``append``: ``(version, seconds)`` of the checkpoint the run
+            resumes from. What the interrupted session logged after it (steps ``>=
+            version``, and ``<tag>_vs_time`` points at or after ``seconds``) is removed
+            from the existing event files first: the resumed run logs that stretch again,
+            and TensorBoard would draw both (a curve going back, steps twice).
+            TensorBoard's own ``purge_step`` cannot do this: it drops every tag's steps
+            beyond one number, and the time tags count milliseconds.
 
     Example:
         >>> sink = TensorBoardSink("runs", run_name="demo")  # doctest: +SKIP
@@ -88,6 +158,7 @@ class TensorBoardSink:
         time_tags: Iterable[str] = DEFAULT_TIME_TAGS,
         flush_secs: int = 10,
         append: bool = False,
+        resume_at: tuple[int, float] | None = None,
     ) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
@@ -100,6 +171,9 @@ class TensorBoardSink:
             directory = root / f"{name}-{suffix}"
         directory.mkdir(parents=True, exist_ok=append)
         self._log_dir = directory
+        if append and resume_at is not None:
+            version, seconds = resume_at
+            drop_events_after(directory, int(version), int(round(1000.0 * float(seconds))))
         self._time_tags = frozenset(time_tags)
         self._start = _time.time()
         self._writer: Any = SummaryWriter(log_dir=str(directory), flush_secs=flush_secs)

@@ -988,6 +988,9 @@ def _execute(
                     logdir,
                     run_name=run_name or default_run_name(config),
                     append=resume_state is not None,
+                    resume_at=None if resume_state is None else (
+                        int(resume_state["version"]), float(resume_state["elapsed"])
+                    ),
                 )
             )
         all_sinks = [*sinks, *own_sinks]

@@ -252,8 +252,18 @@ def test_killed_driver_resumes_to_the_uninterrupted_result(
     assert resumed.final_test_loss == reference.final_test_loss
     assert resumed.num_completions == reference.num_completions
     assert resumed.elapsed > 0
-    # TensorBoard continues in the interrupted run's directory.
-    assert len([p for p in logdir.iterdir() if p.is_dir()]) == 1
+    # TensorBoard continues in the interrupted run's directory, each step once and in
+    # order: what the killed session logged after its checkpoint is gone.
+    (run_dir,) = [p for p in logdir.iterdir() if p.is_dir()]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "test/accuracy" in tags
+    for tag in tags:
+        steps = [e.step for e in acc.Scalars(tag)]
+        assert steps == sorted(set(steps)), tag
 
 
 # ---------------------------------------------------------------- checks before Ray starts

@@ -73,3 +73,44 @@ def test_hparams_and_theory_of_a_config() -> None:
     assert theory["theory/staleness_mean"] == pytest.approx(5.0)
     assert theory["theory/staleness_client_0"] == pytest.approx(8.698, rel=1e-3)
     assert theory_scalars(config, time_unit=0.0) == {}
+
+
+def test_a_resumed_run_drops_what_the_interrupted_session_logged_after_its_checkpoint(
+    tmp_path: Path,
+) -> None:
+    # Session 1 logs versions 0..669 (time = version / 100 s) and is interrupted; its
+    # checkpoint is at version 600, 6.0 s. Session 2 resumes there and logs 600..700.
+    with TensorBoardSink(tmp_path, run_name="r") as first:
+        for v in (0, 300, 600, 612, 669):
+            first.log_scalars(v, {"test/accuracy": v / 1000, "system/throughput": 1.0},
+                              time=v / 100)
+        directory = first.log_dir
+    other = directory / "keep.txt"
+    other.write_text("not an event file")
+    with TensorBoardSink(tmp_path, run_name="r", append=True, resume_at=(600, 6.0)) as second:
+        assert second.log_dir == directory
+        for v in (600, 650, 700):
+            second.log_scalars(v, {"test/accuracy": v / 1000 + 0.5}, time=v / 100)
+    acc = _read(directory)
+    # Each step once, in order: the resumed session's from 600 on, none of session 1's.
+    assert [(e.step, e.value) for e in acc.Scalars("test/accuracy")] == [
+        (0, pytest.approx(0.0)), (300, pytest.approx(0.3)), (600, pytest.approx(1.1)),
+        (650, pytest.approx(1.15)), (700, pytest.approx(1.2))]
+    assert [e.step for e in acc.Scalars("test/accuracy_vs_time")] == [0, 3000, 6000, 6500, 7000]
+    assert [e.step for e in acc.Scalars("system/throughput")] == [0, 300]
+    assert other.read_text() == "not an event file"
+    assert len([p for p in directory.iterdir() if "tfevents" in p.name]) == 2
+    assert not [p for p in directory.iterdir() if p.name.startswith(".")]
+
+
+def test_dropping_nothing_leaves_the_files_untouched(tmp_path: Path) -> None:
+    from raysync.monitoring.tensorboard import drop_events_after
+
+    with TensorBoardSink(tmp_path, run_name="r") as sink:
+        sink.log_scalars(5, {"test/accuracy": 0.5}, time=0.5)
+        directory = sink.log_dir
+    (before,) = [p for p in directory.iterdir()]
+    stat = before.stat()
+    assert drop_events_after(directory, 6, 600) == 0
+    assert before.stat().st_mtime_ns == stat.st_mtime_ns
+    assert drop_events_after(directory, 5, 10_000) == 1
