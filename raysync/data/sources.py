@@ -298,10 +298,20 @@ def _as_images(x: np.ndarray, what: str) -> FloatArray:
         return (flat.astype(np.float32) / np.float32(255.0)).astype(np.float32, copy=False)
     if flat.dtype.kind == "f":
         out = flat.astype(np.float32)
-        if out.size and (not np.isfinite(out).all() or out.min() < 0.0 or out.max() > 1.0):
+        # Images only: other data (e.g. standardised tabular features) goes through a
+        # [data] factory, which takes any finite inputs.
+        other = "images; other data such as standardised features needs a [data] factory"
+        finite = np.isfinite(out)
+        if out.size and not finite.all():
             raise DataError(
-                f"{what}: float pixels must be finite and lie in [0, 1] (scale them first), "
-                f"got range [{float(out.min())}, {float(out.max())}]"
+                f"{what}: float pixels must be finite, got {int(out.size - finite.sum())} "
+                f"NaN or infinite value(s) (the directory dataset holds {other})"
+            )
+        if out.size and (out.min() < 0.0 or out.max() > 1.0):
+            raise DataError(
+                f"{what}: float pixels must lie in [0, 1] (scale them first), got range "
+                f"[{float(out.min()):g}, {float(out.max()):g}] (the directory dataset holds "
+                f"{other})"
             )
         return out
     raise DataError(f"{what}: unsupported pixel dtype {flat.dtype}")
@@ -775,8 +785,8 @@ def load_directory(
     for split in ("train", "val", "test"):
         if f"x_{split}" not in raw:
             continue
-        x = _as_images(raw[f"x_{split}"], f"x_{split}")
-        y = _as_labels(np.asarray(raw[f"y_{split}"]).reshape(-1), f"y_{split}")
+        x = _as_images(raw[f"x_{split}"], f"{root}: x_{split}")
+        y = _as_labels(np.asarray(raw[f"y_{split}"]).reshape(-1), f"{root}: y_{split}")
         if x.shape[0] != y.shape[0]:
             raise DataError(
                 f"{root}: x_{split} has {x.shape[0]} images but y_{split} has {y.shape[0]} labels"

@@ -193,6 +193,26 @@ def test_load_npz(tmp_path: Path) -> None:
     np.testing.assert_allclose(flat.x_train, xf, rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("x", "words"),
+    [
+        (np.full((30, 16), 2.5), "x_train: float pixels must lie in [0, 1] (scale them first), "
+                                 "got range [2.5, 2.5]"),
+        (np.full((30, 16), np.nan), "x_train: float pixels must be finite, got 480 NaN or "
+                                    "infinite value(s)"),
+    ],
+)
+def test_float_pixels_out_of_range_name_the_file(tmp_path: Path, x, words: str) -> None:  # noqa: ANN001
+    _, ytr = make_images(30, 0, side=4)
+    path = tmp_path / "tabular.npz"
+    np.savez(path, x_train=x, y_train=ytr, x_test=x[:5], y_test=ytr[:5])
+    with pytest.raises(DataError) as info:
+        load_directory(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: ") and words in text and "\n" not in text
+    assert "needs a [data] factory" in text
+
+
 def test_npz_errors(tmp_path: Path) -> None:
     xtr, ytr = make_images(30, 0, side=4)
     np.savez(tmp_path / "a.npz", x_train=xtr, y_train=ytr)
