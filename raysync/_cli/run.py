@@ -48,8 +48,9 @@ def add_parser(subparsers: Any) -> None:
         type=float,
         metavar="S",
         help=(
-            "stop after S config seconds (S * run.time_scale wall seconds); without "
-            "--num-updates the budget alone decides when to stop"
+            "stop after S config seconds (S * run.time_scale wall seconds; S wall seconds "
+            "with run.time_scale = 0, no emulation); without --num-updates the budget "
+            "alone decides when to stop"
         ),
     )
     parser.add_argument(
