@@ -689,6 +689,21 @@ def check_workload(workload: Workload, *, batch_size: int | None = None) -> dict
                 f"match the labels: loss 'cross_entropy' needs ({rows}, K) with K >= {k} "
                 f"classes"
             )
+        if shape[1] > k:
+            # Allowed (labels may be a subset of the model's classes), but a width typo
+            # looks the same: said once.
+            logger.warning(
+                "model factory %r outputs %d logits for %d classes (labels 0..%d): the "
+                "extra %d are never a label; set num_classes in the data if they are meant",
+                name, shape[1], k, k - 1, shape[1] - k,
+            )
+        labels = np.unique(workload.dataset.y_train)
+        if labels.size < 2:
+            logger.warning(
+                "the training labels hold one class only (%s): any model that predicts it "
+                "scores accuracy 1; check the data",
+                ", ".join(map(str, labels.tolist())) or "none",
+            )
     elif computer.loss_name == "mse":
         if shape[:1] != (rows,) or out.numel() != int(np.asarray(yb).size):
             raise DataError(

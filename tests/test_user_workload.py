@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import sys
 import textwrap
 from pathlib import Path
@@ -90,6 +91,17 @@ def not_a_mapping():
 def mismatched():
     return {"x_train": np.zeros((10, 2)), "y_train": np.zeros(9, np.int64),
             "x_test": np.zeros((2, 2)), "y_test": np.zeros(2, np.int64)}
+
+
+def too_wide(input_shape, num_classes):
+    return TinyNet(input_shape, num_classes + 2, 4)
+
+
+def one_class():
+    d = make_data()
+    d["y_train"] = np.zeros_like(d["y_train"])
+    d["y_test"] = np.zeros_like(d["y_test"])
+    return d
 
 
 def few_clients():
@@ -582,3 +594,24 @@ def test_the_probe_runs_once_so_warnings_are_not_repeated(
         summary = check_workload(wl)  # as validate does after build_workload
     assert summary["output_shape"] == (8, 4)
     assert sum("floating buffers" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_suspicious_outputs_and_labels_are_warned_about(
+    user_module: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from raysync.workload import check_workload
+
+    with caplog.at_level(logging.WARNING, logger="raysync"):
+        check_workload(build_workload(config()))
+    assert not [r for r in caplog.records if "logits" in r.getMessage()]
+    wide = config(model={"factory": "userwl:too_wide"})
+    with caplog.at_level(logging.WARNING, logger="raysync"):
+        summary = check_workload(build_workload(wide))
+    assert summary["output_shape"][1] == 6  # allowed: 4 classes, 6 outputs
+    assert ("model factory 'userwl:too_wide' outputs 6 logits for 4 classes (labels 0..3): "
+            "the extra 2 are never a label") in caplog.text
+    caplog.clear()
+    single = config(data={"factory": "userwl:one_class", "partition": "iid"})
+    with caplog.at_level(logging.WARNING, logger="raysync"):
+        check_workload(build_workload(single))
+    assert "the training labels hold one class only (0)" in caplog.text
