@@ -242,6 +242,10 @@ def _silence_closed_streams() -> None:
 def _main(argv: Sequence[str] | None, plugins: Iterable[CommandEntryPoint] | None) -> int:
     parser = _build_parser(plugins)
     args, extra = parser.parse_known_args(argv)
+    # -v after the command (`raysync validate x.toml -v`) means what it means before it.
+    verbose = [a for a in extra if a == "--verbose" or re.fullmatch(r"-v+", a)]
+    args.verbose += sum(1 if a == "--verbose" else len(a) - 1 for a in verbose)
+    extra = [a for a in extra if a not in verbose]
     if extra:
         # parse_args would report these from the top-level parser ("raysync: error: ...");
         # they belong to the command, whose usage line says what it takes.

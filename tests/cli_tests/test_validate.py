@@ -95,3 +95,26 @@ def test_directory_data_is_read_by_default(
     assert len(err.splitlines()) == 1 and "gone.npz' does not exist" in err
     # --no-workload only parses the config: the files may live on the cluster only.
     assert main(["validate", str(missing), "--no-workload"]) == 0
+
+
+@pytest.mark.parametrize("flags", [["-v"], ["-vv"], ["--verbose", "-v"]])
+def test_verbose_after_the_command_is_the_global_flag(
+    flags: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    levels: list[int] = []
+    monkeypatch.setattr(logging, "basicConfig", lambda **kw: levels.append(kw["level"]))
+    assert main(["validate", str(EXAMPLE), *flags]) == 0
+    assert levels == [logging.WARNING - 10 * min(2, sum(
+        1 if f == "--verbose" else len(f) - 1 for f in flags))]
+    assert "valid" in capsys.readouterr().out
+
+
+def test_other_unknown_flags_after_the_command_are_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", str(EXAMPLE), "-v", "-x"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: -x" in capsys.readouterr().err
