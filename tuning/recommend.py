@@ -1320,6 +1320,13 @@ def format_table(rec: Recommendation) -> str:
             f"{a.seeds:>5d} {a.throughput:>8.4g} {_fmt(a.staleness, '.3g'):>7} "
             f"{_to_target(a):>9}"
         )
+    lines += [
+        "columns: bound, dominant: the bias-aware bound (lower is better) and its largest "
+        "term at the bound's own step; @lr: the same at the step that ran;",
+        "  val acc, test acc, upd/s (updates per config s), stale (mean staleness, updates): "
+        "simulated, means over 'seeds' runs of T; t->target: mean time to the target, "
+        "'k/n hit' when k of n runs reached it",
+    ]
     lines.append(
         f"simulations spent: {rec.simulations} simulator runs ({rec.trials} Optuna trials, "
         f"the rest the per-arm step pilot and reruns of the leader and finalists)"

@@ -733,6 +733,7 @@ def test_a_target_missed_only_on_fresh_seeds_still_recommends(monkeypatch) -> No
     assert {(a.seeds, a.reached) for a in rec.arms} <= {(8, 7), (3, 3)}
     assert (3, 3) in {(a.seeds, a.reached) for a in rec.arms}
     assert "7/8 hit" in format_table(rec)
+    assert "'k/n hit' when k of n runs reached it" in format_table(rec)  # the legend
     assert any("reached --target-accuracy 0.7 on 7 of 8 seeds" in line for line in lines)
 
 
