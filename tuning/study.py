@@ -185,11 +185,14 @@ def run_study(
         study.set_user_attr("constants", constants.to_dict())
     if study.get_trials(deepcopy=False):
         recovery = recover_stale_trials(study, storage)
-        message = (
-            f"resuming study {settings.study_name!r}: {count_finished(study)} evaluated trials"
-        )
+        done = count_finished(study)
+        message = f"resuming study {settings.study_name!r}: {done} evaluated trials"
         if recovery:
             message += f"; {recovery.message()}"
+        if done >= settings.trials:
+            # --trials is the study's total, not a number to add: say why nothing runs.
+            message += (f"; --trials {settings.trials} counts the study's total and is "
+                        "reached: nothing new to run (raise --trials to continue)")
         say(message)
     optimum = None
     if constants is not None:
@@ -198,6 +201,12 @@ def run_study(
             eta=settings.eta,
         )  # fmt: skip
     references = warm_start_points(config, optimum)
+    if config.algorithm.name == "asyncsgd" or config.routing.kind == "return_to_sender":
+        # The study searches random routing p with importance weights; say so rather
+        # than let a REC.toml of AsyncSGD be tuned as something else without a word.
+        say(f"note: tune searches random routing p with generalized_asyncsgd; the config's "
+            f"{config.algorithm.name} with routing {config.routing.kind!r} is not in that "
+            "space ('raysync recommend' compares both)")
     if settings.warm_start:
         extra = {"budget": budget} if settings.multi_objective == "budget" else {}
         enqueued = enqueue_warm_starts(study, space, references, extra_params=extra)

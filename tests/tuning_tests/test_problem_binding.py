@@ -161,3 +161,31 @@ def test_another_objective_on_resume_names_the_metrics(tiny_config, tmp_path) ->
     run_study(tiny_config, _settings(tmp_path))
     with pytest.raises(ConfigError, match=r"\(it records \['bound'\], this run \['bound', "):
         run_study(tiny_config, _settings(tmp_path, multi_objective="budget"))
+
+
+def test_a_resume_with_trials_already_reached_says_nothing_runs(tiny_config, tmp_path) -> None:
+    run_study(tiny_config, _settings(tmp_path, trials=8))
+    events: list[str] = []
+    report = run_study(tiny_config, _settings(tmp_path, trials=3), on_event=events.append)
+    assert report.evaluated == 8
+    resumed = next(e for e in events if e.startswith("resuming study"))
+    assert ("8 evaluated trials; --trials 3 counts the study's total and is reached: "
+            "nothing new to run (raise --trials to continue)") in resumed
+
+
+def test_tuning_an_asyncsgd_config_says_what_is_searched(tiny_config, tmp_path) -> None:
+    import dataclasses
+
+    from raysync.config import RoutingConfig
+
+    asyncsgd = tiny_config.replace(
+        algorithm=dataclasses.replace(tiny_config.algorithm, name="asyncsgd"),
+        routing=RoutingConfig(kind="return_to_sender"),
+    )
+    events: list[str] = []
+    run_study(asyncsgd, _settings(tmp_path, trials=3), on_event=events.append)
+    assert ("note: tune searches random routing p with generalized_asyncsgd; the config's "
+            "asyncsgd with routing 'return_to_sender' is not in that space") in "\n".join(events)
+    events.clear()
+    run_study(tiny_config, _settings(tmp_path / "plain", trials=3), on_event=events.append)
+    assert not [e for e in events if e.startswith("note: tune searches")]
