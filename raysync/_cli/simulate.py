@@ -256,6 +256,7 @@ def _handle(args: argparse.Namespace) -> int:
             "completed, all dropped as warm-up), so there is nothing to measure; give it "
             "more updates or a longer time budget"
         )
+    replaced = args.out is not None and (Path(args.out) / "result.json").exists()
     if args.out is not None:
         _save(result, theory, args.out)
     if args.json:
@@ -265,5 +266,7 @@ def _handle(args: argparse.Namespace) -> int:
     else:
         _print_report(config, result, theory, args.max_rows)
         if args.out is not None:
-            print(f"saved to {args.out}")
+            # An earlier result there is replaced (as a rerun should), not kept: say so.
+            print(f"saved to {args.out}" + (" (replacing the result that was there)"
+                                             if replaced else ""))
     return 0

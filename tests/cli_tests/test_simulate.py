@@ -68,6 +68,12 @@ def test_simulate_prints_accuracy_throughput_and_staleness(
     assert res.num_updates == 300 and res.train
     theory = json.loads((out_dir / "theory.json").read_text())
     assert theory["model"] == "closed_jackson"
+    assert out.rstrip().endswith(f"saved to {out_dir}")
+    # A second run into the same folder replaces the result, and says so.
+    assert main(["simulate", str(tiny), "--out", str(out_dir), "--queue-only"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(
+        f"saved to {out_dir} (replacing the result that was there)")
+    assert not RunResult.load(out_dir).train
 
 
 def test_queue_only_overrides_and_json(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
