@@ -179,8 +179,12 @@ def run_tune(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr)
 
     existed = settings.out.exists()
+    from tuning.report import SimulationWarnings
+
+    held = SimulationWarnings("short trial runs; every trial is scored on the same budget")
     try:
-        report = run_study(config, settings, progress=progress, on_event=event)
+        with held:
+            report = run_study(config, settings, progress=progress, on_event=event)
     except BaseException:
         if not existed:
             # A study refused before it started (a bad storage, budget, ...) leaves no empty
@@ -191,6 +195,8 @@ def run_tune(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if held.count:
+        print(held.summary(), file=sys.stderr)
     plots: list[Path] = []
     if not args.no_plots:
         from tuning.plots import write_plots

@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from tuning.report import json_safe
+from tuning.report import SimulationWarnings, json_safe
 
 __all__ = ["add_parser", "main"]
 
@@ -175,7 +174,7 @@ def _handle(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    with _SimulationWarnings() as sim_warnings:
+    with SimulationWarnings() as sim_warnings:
         rec = recommend(config, settings, log=log)
     if sim_warnings.count and not args.quiet:
         log(sim_warnings.summary())
@@ -220,42 +219,6 @@ def _handle(args: argparse.Namespace) -> int:
               "times this recommendation was made for (each task lasts as long as its "
               "computation); set run.time_scale > 0 to run the fleet it assumed")
     return 0
-
-
-class _SimulationWarnings(logging.Filter):
-    """Hold back the simulator's per-run warnings while ``recommend`` runs many short runs.
-
-    Each of the dozens of simulations would repeat the same warning (typically "run too
-    short to leave its warm-up"); they are counted instead and summarised in one line.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-        self.distinct: dict[str, int] = {}
-        self._logger = logging.getLogger("raysync.simulation.engine")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.WARNING:
-            self.count += 1
-            key = record.getMessage().split(":", 1)[0]
-            self.distinct[key] = self.distinct.get(key, 0) + 1
-            return False
-        return True
-
-    def __enter__(self) -> _SimulationWarnings:
-        self._logger.addFilter(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._logger.removeFilter(self)
-
-    def summary(self) -> str:
-        kinds = "; ".join(f"{k} (x{v})" for k, v in sorted(self.distinct.items()))
-        return (
-            f"note: {self.count} simulator warnings held back: {kinds} "
-            "(short trial runs; the comparison uses means over seeds)"
-        )
 
 
 def below_baseline_note(rec: Any, rec_arm: Any, best_base: Any) -> str | None:

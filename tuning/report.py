@@ -10,6 +10,7 @@ in the text), so a measured value is never shown next to a point it was not meas
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "METRIC_UNITS",
     "UNITS",
+    "SimulationWarnings",
     "StudyReport",
     "format_report",
     "json_safe",
@@ -394,3 +396,46 @@ def format_report(report: StudyReport, config: SystemConfig) -> str:
                 "accuracy in study.json"
             )
     return "\n".join(lines)
+
+
+class SimulationWarnings(logging.Filter):
+    """Hold back the simulator's per-run warnings while a command runs many short runs.
+
+    Each of the dozens of simulations of ``recommend`` or ``tune --objective simulated``
+    would repeat the same warning (typically "run too short to leave its warm-up"); they
+    are counted instead and summarised in one line (:meth:`summary`). Only simulations in
+    this process are seen (``tune --parallel`` workers log their own).
+    """
+
+    def __init__(
+        self, why: str = "short trial runs; the comparison uses means over seeds"
+    ) -> None:
+        super().__init__()
+        self.why = why
+        self.count = 0
+        self.distinct: dict[str, int] = {}
+        self._logger = logging.getLogger("raysync.simulation.engine")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Count a warning and drop it; pass any other record."""
+        if record.levelno == logging.WARNING:
+            self.count += 1
+            key = record.getMessage().split(":", 1)[0]
+            self.distinct[key] = self.distinct.get(key, 0) + 1
+            return False
+        return True
+
+    def __enter__(self) -> SimulationWarnings:
+        self._logger.addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeFilter(self)
+
+    def summary(self) -> str:
+        """One line: how many warnings were held back, of which kinds, and why."""
+        kinds = "; ".join(f"{k} (x{v})" for k, v in sorted(self.distinct.items()))
+        return (
+            f"note: {self.count} simulator warnings held back: {kinds} "
+            f"({self.why})"
+        )

@@ -333,3 +333,17 @@ def test_recommend_where_no_design_learns_is_refused_and_writes_nothing(
                      "algorithm.lr = 0.1: no design beat the initial model's validation "
                      f"accuracy in any of the 50 pilot runs of 5 s {said}")
     assert not out.exists()
+
+
+def test_tune_simulated_holds_back_the_simulators_warnings(tiny_path, tmp_path, capsys) -> None:  # noqa: ANN001
+    # Trials of 2 s leave too few completions for the warm-up: every trial used to print
+    # the same "run too short" warning; now one summary line says how many there were.
+    code = main(["tune", str(tiny_path), "--objective", "simulated", "--trials", "3",
+                 "--budget", "2", "--no-plots", "--no-progress", "--no-tensorboard",
+                 "--out", str(tmp_path / "o")])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "WARNING raysync.simulation.engine" not in err
+    (line,) = [ln for ln in err.splitlines() if "simulator warnings held back" in ln]
+    assert "run too short to leave its warm-up" in line
+    assert "every trial is scored on the same budget" in line

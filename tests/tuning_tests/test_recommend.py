@@ -379,10 +379,10 @@ def test_huge_max_concurrency_refused_with_size(tmp_path: Path, capsys) -> None:
 def test_simulation_warnings_are_held_back_and_summarised(caplog) -> None:  # noqa: ANN001
     import logging
 
-    from tuning.recommend_cli import _SimulationWarnings
+    from tuning.report import SimulationWarnings
 
     engine = logging.getLogger("raysync.simulation.engine")
-    with caplog.at_level(logging.WARNING), _SimulationWarnings() as held:
+    with caplog.at_level(logging.WARNING), SimulationWarnings() as held:
         for total in (3, 5):
             engine.warning("run too short to leave its warm-up: %d completions", total)
         engine.warning("2 client(s) completed no task in the measurement window: run longer")
