@@ -209,7 +209,9 @@ def run_study(
             "space ('raysync recommend' compares both)")
     if settings.warm_start:
         extra = {"budget": budget} if settings.multi_objective == "budget" else {}
-        enqueued = enqueue_warm_starts(study, space, references, extra_params=extra)
+        left = settings.trials - count_finished(study)
+        enqueued = enqueue_warm_starts(study, space, references, extra_params=extra,
+                                       limit=left)
         if enqueued:
             say(f"warm start: enqueued {', '.join(enqueued)}")
 

@@ -164,6 +164,7 @@ def enqueue_warm_starts(
     points: Sequence[tuple[str, Candidate]],
     *,
     extra_params: Mapping[str, Any],
+    limit: int | None = None,
 ) -> list[str]:
     """Enqueue each point once; points that coincide in the space share one trial.
 
@@ -175,6 +176,9 @@ def enqueue_warm_starts(
         space: The search space.
         points: ``(label, requested point)`` pairs.
         extra_params: Parameters added to every point (the tuned budget).
+        limit: Enqueue at most this many trials, the first points first (the trials the
+            run has left: warm starts beyond them would wait in the storage; a resume with
+            more trials enqueues them then).
 
     Returns:
         One description per enqueued trial: its labels and, when the space moved the point,
@@ -203,7 +207,7 @@ def enqueue_warm_starts(
         else:
             groups.append((params, [label], [note]))
     described = []
-    for params, labels, notes in groups:
+    for params, labels, notes in groups if limit is None else groups[:max(0, limit)]:
         study.enqueue_trial(
             params,
             user_attrs={WARM_ATTR: labels[0], WARM_LABELS_ATTR: labels, ENQUEUED_ATTR: params},

@@ -189,3 +189,20 @@ def test_tuning_an_asyncsgd_config_says_what_is_searched(tiny_config, tmp_path) 
     events.clear()
     run_study(tiny_config, _settings(tmp_path / "plain", trials=3), on_event=events.append)
     assert not [e for e in events if e.startswith("note: tune searches")]
+
+
+def test_warm_starts_beyond_the_trials_are_not_left_waiting(tiny_config, tmp_path) -> None:
+    events: list[str] = []
+    run_study(tiny_config, _settings(tmp_path, trials=2), on_event=events.append)
+    study = optuna.load_study(study_name="raysync", storage=make_storage(None, tmp_path))
+    states = [t.state for t in study.trials]
+    assert len(states) == 2 and optuna.trial.TrialState.WAITING not in states
+    # A resume with more trials enqueues the warm starts not run yet, once each.
+    events.clear()
+    report = run_study(tiny_config, _settings(tmp_path, trials=6), on_event=events.append)
+    assert report.evaluated == 6
+    study = optuna.load_study(study_name="raysync", storage=make_storage(None, tmp_path))
+    assert optuna.trial.TrialState.WAITING not in [t.state for t in study.trials]
+    labels = [t.user_attrs.get("warm_start") for t in study.trials]
+    named = [x for x in labels if x]
+    assert len(named) == len(set(named)) >= 3
