@@ -138,6 +138,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--write-config", metavar="OUT", default=None,
+        help="write CONFIG with the best trial's concurrency C and routing p (routing "
+             "'fixed'; AsyncSGD becomes generalized_asyncsgd; algorithm.lr kept) to OUT, a "
+             "config simulate and run accept (single objective only)",
+    )
     parser.set_defaults(func=run_tune)
 
 
@@ -158,6 +164,18 @@ def run_tune(args: argparse.Namespace) -> int:
     logging.getLogger("optuna").setLevel(logging.WARNING)
     config = load_config(args.config)
     settings = settings_from_args(args, config)
+    if args.write_config is not None:  # before the study: a bad path costs no trials
+        from raysync._validation import check_not_input, check_output_file
+        from raysync.exceptions import ConfigError
+
+        if settings.multi_objective is not None:
+            raise ConfigError(
+                f"--write-config needs a single objective: with --multi-objective "
+                f"{settings.multi_objective} the study's best is a Pareto front (choose a "
+                "trial from study.json)"
+            )
+        check_output_file(args.write_config, "--write-config")
+        check_not_input(args.write_config, "--write-config", args.config, "tuned config")
     if settings.address is not None and (settings.parallel > 1 or settings.objective == "live"):
         # Before the pilot run and the study's files: an unreachable cluster leaves nothing.
         from raysync.runtime import check_reachable
@@ -206,12 +224,18 @@ def run_tune(args: argparse.Namespace) -> int:
             storage=_reopen(settings),
         )
         plots = write_plots(study, report, config.service_rates, settings.out)
+    written = None
+    if args.write_config is not None:
+        written = _write_best(config, report, args.write_config)
     if args.json:
         payload = report.to_dict()
         payload["plots"] = [str(p) for p in plots]
+        payload["written_config"] = args.write_config
         print(json.dumps(payload, indent=2))
         return 0
     print(format_report(report, config))
+    if written is not None:
+        print(written)
     print(f"results: {settings.out / 'study.json'}")
     if plots:
         print("plots: " + ", ".join(str(p) for p in plots))
@@ -220,6 +244,46 @@ def run_tune(args: argparse.Namespace) -> int:
         print(f"TensorBoard (one run per trial): tensorboard --logdir {logdir}")
     print(f"watch the study: {dashboard_command(report)}  (pip install optuna-dashboard)")
     return 0
+
+
+def _write_best(config: Any, report: StudyReport, out: str) -> str:
+    """Write ``config`` with the best trial's ``C`` and ``p``; return the line saying so.
+
+    The design as the study ran it (:func:`tuning.objectives` builds each trial's config
+    the same way): fixed routing ``p``, concurrency ``C``, AsyncSGD as Generalized
+    AsyncSGD; everything else, ``algorithm.lr`` and ``[run]`` included, is the input's.
+
+    Raises:
+        ConfigError: No trial was evaluated, or the file cannot be written.
+    """
+    import dataclasses
+
+    from raysync._files import atomic_write
+    from raysync._validation import describe_os_error
+    from raysync.config import RoutingConfig, config_toml
+    from raysync.exceptions import ConfigError
+
+    best = report.best[0] if report.best else None
+    if best is None or best.get("p") is None:
+        raise ConfigError(f"--write-config {out!r}: the study has no evaluated trial to write")
+    algorithm = config.algorithm
+    if algorithm.name == "asyncsgd":
+        algorithm = dataclasses.replace(algorithm, name="generalized_asyncsgd")
+    tuned = config.replace(
+        routing=RoutingConfig(kind="fixed", p=tuple(float(v) for v in best["p"])),
+        concurrency=int(best["concurrency"]),
+        algorithm=algorithm,
+    )
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)  # as every output's folder
+        with atomic_write(Path(out)) as handle:
+            handle.write(config_toml(tuned))
+    except OSError as exc:
+        raise ConfigError(
+            f"--write-config {out!r} cannot be written: {describe_os_error(exc)}"
+        ) from exc
+    return (f"wrote {out} (trial {best.get('number')}: routing.kind = 'fixed', concurrency = "
+            f"{tuned.concurrency}; algorithm.lr kept at {tuned.algorithm.lr:g})")
 
 
 def _reopen(settings: TuneSettings) -> Any:

@@ -347,3 +347,29 @@ def test_tune_simulated_holds_back_the_simulators_warnings(tiny_path, tmp_path, 
     (line,) = [ln for ln in err.splitlines() if "simulator warnings held back" in ln]
     assert "run too short to leave its warm-up" in line
     assert "every trial is scored on the same budget" in line
+
+
+def test_tune_write_config_writes_the_best_trials_design(tiny_path, tmp_path, capsys) -> None:  # noqa: ANN001
+    from raysync.config import load_config
+
+    out = tmp_path / "new" / "tuned.toml"
+    base = ["tune", str(tiny_path), "--objective", "bound", "--trials", "12", "--budget", "40",
+            "--constants", C_TEXT, "--no-plots", "--no-progress", "--no-tensorboard",
+            "--json", "--out", str(tmp_path / "o")]
+    assert main([*base, "--write-config", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    best = report["best"][0]
+    tuned = load_config(out)
+    assert tuned.routing.kind == "fixed" and tuned.concurrency == best["concurrency"]
+    assert tuned.routing.p == pytest.approx(best["p"], rel=1e-12)
+    original = load_config(tiny_path)
+    assert tuned.algorithm == original.algorithm and tuned.run == original.run
+    assert report["written_config"] == str(out)
+    assert main(["validate", str(out)]) == 0
+    capsys.readouterr()
+    # Refused before any trial: a Pareto front has no single best, and CONFIG itself.
+    _one_line_exit_2([*base[:-2], "--out", str(tmp_path / "m"), "--multi-objective",
+                      "budget", "--write-config", str(tmp_path / "x.toml")], capsys,
+                     "--write-config needs a single objective")
+    _one_line_exit_2([*base, "--write-config", str(tiny_path)], capsys, "is CONFIG itself")
+    assert not (tmp_path / "m").exists()
