@@ -208,6 +208,7 @@ def summarize_study(
     Returns:
         The report.
     """
+    from optuna.study import StudyDirection
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
@@ -220,6 +221,10 @@ def summarize_study(
     best: list[dict[str, Any]] = []
     if complete:
         best_trials = [study.best_trial] if len(study.directions) == 1 else list(study.best_trials)
+        # A Pareto front in the order of the first objective, best first: "best (Pareto 1)"
+        # is then the front's best on it, not whichever trial Optuna lists first.
+        first_max = study.directions[0] == StudyDirection.MAXIMIZE
+        best_trials.sort(key=lambda t: (-t.values[0] if first_max else t.values[0], t.number))
         for t in best_trials:
             record = _trial_record(t)
             if bound is not None and t.user_attrs.get("p") is not None:
@@ -332,7 +337,8 @@ def format_report(report: StudyReport, config: SystemConfig) -> str:
         f"time budget T = {report.budget:g} (config time unit)",
     ]
     metric = report.metric_names[0] if report.metric_names else "value"
-    head = metric_label(metric)
+    # Every objective of a multi-objective study, "first / second": the front trades them.
+    head = " / ".join(metric_label(m) for m in report.metric_names) or metric_label(metric)
     # The bound column repeats the value when the study optimises the bound itself.
     bound_head = "" if metric == "bound" else "bound [E||grad f||^2]"
     width = max(14, len(head))
@@ -350,7 +356,7 @@ def format_report(report: StudyReport, config: SystemConfig) -> str:
     notes = []
     for name, row in rows:
         values = row.get("values")
-        value = values[0] if values else None
+        shown = " / ".join(_fmt(v) for v in values) if values else _fmt(None)
         mark = "*" if row.get("note") or row.get("infeasible") else ""
         if row.get("note"):
             notes.append(f"* {name}: {row['note']}; the row shows the point as evaluated")
@@ -358,7 +364,7 @@ def format_report(report: StudyReport, config: SystemConfig) -> str:
             notes.append(f"* {name}: {row['infeasible']} (min p = {min(row['p']):.4g})")
         bound_cell = f" {_fmt(row.get('bound')):>{bwidth - 1}}" if bwidth else ""
         lines.append(
-            f"{name + mark:<15} {row.get('concurrency', '-'):>9} {_fmt(value):>{width}}"
+            f"{name + mark:<15} {row.get('concurrency', '-'):>9} {shown:>{width}}"
             f"{bound_cell}  {_p_summary(row.get('p'))}"
         )
     lines.extend(notes)
