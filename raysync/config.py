@@ -849,7 +849,8 @@ class RoutingConfig:
                 # and a p of the wrong length would be described as the fleet.
                 raise ConfigError(
                     f"routing.p must sum to 1, got sum={total:.6g} over its {len(self.p)} "
-                    "entries"
+                    f"entries (to within {_SUM_TOL:g}: e.g. 1/3 as 0.333333, or make the "
+                    "last entry 1 minus the others)"
                 )
 
 

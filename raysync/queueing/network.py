@@ -124,7 +124,11 @@ class ClosedNetwork:
             raise ConfigError(f"p[{j}] must be a probability in (0, 1], got {float(p[j])!r}")
         total = math.fsum(p.tolist())
         if abs(total - 1.0) > P_SUM_RTOL:
-            raise ConfigError(f"routing p must sum to 1, got sum={total:.12g} for {n} clients")
+            raise ConfigError(
+                f"routing p must sum to 1, got sum={total:.12g} for {n} clients (to within "
+                f"{P_SUM_RTOL:g}: give every digit, e.g. 1/3 as 0.333333333333, or make the "
+                "last entry 1 minus the others)"
+            )
         c = self.concurrency
         if isinstance(c, bool) or not isinstance(c, int | np.integer):
             raise ConfigError(f"concurrency must be an integer >= 1, got {c!r}")
