@@ -56,7 +56,7 @@ import math
 import reprlib
 import tomllib
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
@@ -1251,6 +1251,29 @@ class SystemConfig:
         values.update(changes)
         return SystemConfig(**values)
 
+    def with_random_routing(
+        self, p: Iterable[float], concurrency: int, **changes: Any
+    ) -> SystemConfig:
+        """This config at a random-routing design ``(p, C)`` (docs/theory.md section 5).
+
+        Routing becomes ``fixed`` with ``p`` and ``concurrency`` ``C``; plain ``asyncsgd``
+        (return to sender, no random routing) becomes ``generalized_asyncsgd``, the rule
+        the bound is proven for; the step and everything else stay. ``changes`` replace
+        other top-level fields too (e.g. ``run``).
+
+        Raises:
+            ConfigError: ``p`` or ``C`` breaks a rule of :class:`RoutingConfig`.
+        """
+        algorithm = self.algorithm
+        if algorithm.name == "asyncsgd":
+            algorithm = dataclasses.replace(algorithm, name="generalized_asyncsgd")
+        return self.replace(
+            routing=RoutingConfig(kind="fixed", p=tuple(float(v) for v in p)),
+            concurrency=int(concurrency),
+            algorithm=algorithm,
+            **changes,
+        )
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SystemConfig:
         """Build a config from a plain mapping (the parsed TOML).
@@ -1567,6 +1590,29 @@ def config_toml(config: SystemConfig) -> str:
                 if value == default or (isinstance(default, tuple) and value == list(default)):
                     data[table].pop(name, None)
     return tomli_w.dumps(data)
+
+
+def write_config_file(config: SystemConfig, path: str | Path, *, flag: str) -> None:
+    """Write :func:`config_toml` of ``config`` to ``path`` for a command's output flag.
+
+    The folder is created (as every command creates its outputs' folders) and the file
+    replaced atomically, so a full disk leaves no half config.
+
+    Raises:
+        ConfigError: The file cannot be written (one line naming ``flag`` and the path).
+    """
+    from raysync._files import atomic_write
+    from raysync._validation import describe_os_error
+
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(target) as handle:
+            handle.write(config_toml(config))
+    except OSError as exc:  # a full disk, /proc, ...: name the flag, not only the errno
+        raise ConfigError(
+            f"{flag} {str(path)!r} cannot be written: {describe_os_error(exc)}"
+        ) from exc
 
 
 def dump_config(config: SystemConfig, path: str | Path) -> None:

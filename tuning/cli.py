@@ -249,39 +249,21 @@ def run_tune(args: argparse.Namespace) -> int:
 def _write_best(config: Any, report: StudyReport, out: str) -> str:
     """Write ``config`` with the best trial's ``C`` and ``p``; return the line saying so.
 
-    The design as the study ran it (:func:`tuning.objectives` builds each trial's config
-    the same way): fixed routing ``p``, concurrency ``C``, AsyncSGD as Generalized
-    AsyncSGD; everything else, ``algorithm.lr`` and ``[run]`` included, is the input's.
+    The design as the study ran it (:meth:`SystemConfig.with_random_routing`, as
+    :func:`tuning.objectives.trial_config` builds each trial's config); everything else,
+    ``algorithm.lr`` and ``[run]`` included, is the input's.
 
     Raises:
         ConfigError: No trial was evaluated, or the file cannot be written.
     """
-    import dataclasses
-
-    from raysync._files import atomic_write
-    from raysync._validation import describe_os_error
-    from raysync.config import RoutingConfig, config_toml
+    from raysync.config import write_config_file
     from raysync.exceptions import ConfigError
 
     best = report.best[0] if report.best else None
     if best is None or best.get("p") is None:
         raise ConfigError(f"--write-config {out!r}: the study has no evaluated trial to write")
-    algorithm = config.algorithm
-    if algorithm.name == "asyncsgd":
-        algorithm = dataclasses.replace(algorithm, name="generalized_asyncsgd")
-    tuned = config.replace(
-        routing=RoutingConfig(kind="fixed", p=tuple(float(v) for v in best["p"])),
-        concurrency=int(best["concurrency"]),
-        algorithm=algorithm,
-    )
-    try:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)  # as every output's folder
-        with atomic_write(Path(out)) as handle:
-            handle.write(config_toml(tuned))
-    except OSError as exc:
-        raise ConfigError(
-            f"--write-config {out!r} cannot be written: {describe_os_error(exc)}"
-        ) from exc
+    tuned = config.with_random_routing(best["p"], best["concurrency"])
+    write_config_file(tuned, out, flag="--write-config")
     return (f"wrote {out} (trial {best.get('number')}: routing.kind = 'fixed', concurrency = "
             f"{tuned.concurrency}; algorithm.lr kept at {tuned.algorithm.lr:g})")
 

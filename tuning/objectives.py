@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from raysync.config import RoutingConfig, SystemConfig
+from raysync.config import SystemConfig
 from raysync.exceptions import ConfigError
 from tuning.search_space import Candidate
 
@@ -140,9 +140,6 @@ def trial_config(
         raise ConfigError(f"budget must be > 0, got {budget!r}")
     if num_evals < 1:
         raise ConfigError(f"num_evals must be >= 1, got {num_evals!r}")
-    algorithm = base.algorithm
-    if algorithm.name == "asyncsgd":
-        algorithm = dataclasses.replace(algorithm, name="generalized_asyncsgd")
     run = dataclasses.replace(
         base.run,
         num_updates=None,
@@ -150,12 +147,7 @@ def trial_config(
         eval_every_updates=None,
         eval_every_seconds=float(budget) / num_evals,
     )
-    return base.replace(
-        routing=RoutingConfig(kind="fixed", p=tuple(float(v) for v in candidate.p)),
-        concurrency=candidate.concurrency,
-        algorithm=algorithm,
-        run=run,
-    )
+    return base.with_random_routing(candidate.p, candidate.concurrency, run=run)
 
 
 def _entropy_ratio(p: np.ndarray) -> float:

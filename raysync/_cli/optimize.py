@@ -23,25 +23,12 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from raysync._files import atomic_write
-from raysync._validation import (
-    check_not_input,
-    check_output_file,
-    describe_os_error,
-    name_column,
-)
-from raysync.config import (
-    MAX_NUM_UPDATES,
-    RoutingConfig,
-    SystemConfig,
-    config_toml,
-    load_config,
-)
+from raysync._validation import check_not_input, check_output_file, name_column
+from raysync.config import MAX_NUM_UPDATES, SystemConfig, load_config, write_config_file
 from raysync.exceptions import ConfigError
 
 __all__ = ["add_parser"]
@@ -257,26 +244,11 @@ def _handle(args: argparse.Namespace) -> int:
     asyncsgd = None if server_rate is not None else objective.asyncsgd_terms()
 
     if args.write_config is not None:
-        algorithm = config.algorithm
-        if algorithm.name == "asyncsgd":
-            from dataclasses import replace
-
-            algorithm = replace(algorithm, name="generalized_asyncsgd")
-        new = config.replace(
-            routing=RoutingConfig(kind="fixed", p=tuple(float(v) for v in result.p)),
-            concurrency=int(result.concurrency),
-            algorithm=algorithm,
+        write_config_file(
+            config.with_random_routing(result.p, result.concurrency),
+            args.write_config,
+            flag="--write-config",
         )
-        target = Path(args.write_config)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_write(target) as handle:  # a full disk leaves no half config
-                handle.write(config_toml(new))
-        except OSError as exc:  # a full disk, /proc, ...: name the flag, not only the errno
-            raise ConfigError(
-                f"--write-config {args.write_config!r} cannot be written: "
-                f"{describe_os_error(exc)}"
-            ) from exc
 
     if args.json:
         payload = {

@@ -143,7 +143,8 @@ def test_optimize_write_config_failure_names_the_flag_and_leaves_no_file(
             handle.write("half a conf")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("raysync._cli.optimize.atomic_write", full_disk)
+    # write_config_file (raysync.config) takes atomic_write from raysync._files per call.
+    monkeypatch.setattr("raysync._files.atomic_write", full_disk)
     assert main(["optimize", str(EXAMPLE), "--constants", CONSTANTS, "--budget", "100",
                  "--write-config", str(target)]) == 2  # fmt: skip
     line = _one_error(capsys, "optimize")

@@ -75,3 +75,27 @@ def test_builtin_fields_that_differ_from_the_default_are_refused_beside_a_factor
     source.write_text(FLEET.replace(table_line, f"{table_line}\n{extra}"))
     with pytest.raises(ConfigError, match=re.escape(words)):
         load_config(source)
+
+
+def test_a_random_routing_design_and_its_file(tmp_path: Path) -> None:
+    import dataclasses
+
+    from raysync.config import RoutingConfig, RunConfig, write_config_file
+
+    source = tmp_path / "in.toml"
+    source.write_text(FLEET)
+    base = load_config(source)
+    asyncsgd = base.replace(algorithm=dataclasses.replace(base.algorithm, name="asyncsgd"),
+                            routing=RoutingConfig(kind="return_to_sender"))
+    run = RunConfig(time_budget=3.0)
+    design = asyncsgd.with_random_routing([0.1, 0.2, 0.3, 0.2, 0.2], 3, run=run)
+    assert design.routing.kind == "fixed" and design.routing.p == (0.1, 0.2, 0.3, 0.2, 0.2)
+    assert design.concurrency == 3 and design.run == run
+    # Return to sender has no p: the rule the bound is proven for, the same step.
+    assert design.algorithm == dataclasses.replace(base.algorithm, name="generalized_asyncsgd")
+    out = tmp_path / "new" / "d.toml"
+    write_config_file(design, out, flag="--write-config")
+    assert load_config(out) == design
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=r"^--write-config '.*/file/d.toml' cannot be written"):
+        write_config_file(design, tmp_path / "file" / "d.toml", flag="--write-config")
