@@ -202,14 +202,8 @@ def _duration(result: RunResult) -> str:
             f"since the checkpoint (this session {result.wall_time:.3g} s with start-up)")
 
 
-def _num(value: float, spec: str = ".4g") -> str:
-    # NaN is "not measured" (too few completions in the window; the run warns why), as
-    # simulate's report prints it.
-    return format(value, spec) if math.isfinite(value) else "n/a"
-
-
 def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | None) -> str:
-    from raysync.simulation.result import format_interval
+    from raysync.simulation.result import format_interval, format_measured
 
     scale = config.run.time_scale
     extras = result.extras
@@ -247,14 +241,15 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
 
         lines.append(describe_communication(extras["communication"]))
     if result.train:
+        accuracy = format_measured(result.final_test_accuracy, ".4f")
         lines.append(
-            f"final test {config.model.metric_label} {_num(result.final_test_accuracy, '.4f')} "
-            f"(test loss {_num(result.final_test_loss, '.4f')})"
+            f"final test {config.model.metric_label} {accuracy} "
+            f"(test loss {format_measured(result.final_test_loss, '.4f')})"
         )
     lo, hi = result.throughput_ci
     per = "updates" if result.buffer_size == 1 else "completions"  # model versions x B
     line = (
-        f"throughput {_num(result.throughput)} {per}/s "
+        f"throughput {format_measured(result.throughput)} {per}/s "
         f"({100 * result.confidence:.0f}% CI {format_interval(lo, hi)})"
     )
     if theory is not None and scale > 0:
@@ -264,7 +259,7 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
     lines.append(line)
     # Measured delays count model versions (D = k - v); so does the theory's
     # mean_version_* (= completions / B, B > 1 only for FedBuff).
-    line = f"mean staleness {_num(result.mean_staleness)} model versions"
+    line = f"mean staleness {format_measured(result.mean_staleness)} model versions"
     if theory is not None:
         line += f"; theory {theory.mean_version_staleness:.4g}"
     lines.append(line)
@@ -288,13 +283,13 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
         row = f"{i:>6} {names[i]}{int(result.completed[i]):>9}"
         if rates is not None:
             row += f" {rates[i]:>8.4g}"
-        row += f" {_num(result.mean_relative_delay[i]):>8} {ci:>17}"
+        row += f" {format_measured(result.mean_relative_delay[i]):>8} {ci:>17}"
         if theory is not None:
             row += f" {theory.mean_version_delay[i]:>8.4g}"
-        row += f" {_num(result.mean_queue_length[i], '.3g'):>7}"
+        row += f" {format_measured(result.mean_queue_length[i], '.3g'):>7}"
         if theory is not None:
             row += f" {theory.mean_queue_length[i]:>7.3g}"
-        row += f" {_num(result.utilization[i], '.3f'):>6}"
+        row += f" {format_measured(result.utilization[i], '.3f'):>6}"
         lines.append(row)
     if shown < result.num_clients:
         lines.append(f"... {result.num_clients - shown} more clients (--json prints them all)")

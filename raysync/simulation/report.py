@@ -21,14 +21,19 @@ in completions per second and ``version_throughput`` in model versions per secon
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from raysync._validation import format_probability, name_column
-from raysync.simulation.result import UNITS, _json_safe, format_fixed, format_interval
+from raysync.simulation.result import (
+    UNITS,
+    _json_safe,
+    format_fixed,
+    format_interval,
+    format_measured,
+)
 
 if TYPE_CHECKING:
     from raysync.config import SystemConfig
@@ -132,12 +137,7 @@ def dumps_json(value: Any, level: int = 0) -> str:
 
 
 def _fmt(value: float, digits: int = 4) -> str:
-    # NaN is "not measured" (a client with no completion in the window; the run warns
-    # why), as format_interval writes its interval; an infinity is a value (e.g. a
-    # staleness the theory puts at infinity) and keeps its sign.
-    if math.isnan(value):
-        return "n/a"
-    return f"{value:.{digits}g}"
+    return format_measured(value, f".{digits}g")
 
 
 def _nonstationary_notes(config: SystemConfig) -> list[str]:

@@ -30,6 +30,7 @@ __all__ = [
     "batch_ratio_ci",
     "format_fixed",
     "format_interval",
+    "format_measured",
 ]
 
 #: The unit of the quantities of ``result.json`` whose unit is not obvious, and of every
@@ -124,6 +125,23 @@ def format_fixed(value: float, decimals: int = 4) -> str:
     if abs(value) < _FIXED_LIMIT:
         return f"{value:.{decimals}f}"
     return f"{value:.6g}"
+
+
+def format_measured(value: float, spec: str = ".4g") -> str:
+    """A measured number for a report: ``format(value, spec)``, or ``n/a`` for NaN.
+
+    NaN is "not measured" (a client with no completion in the window; the run warns
+    why), as :func:`format_interval` writes its interval; an infinity is a value (e.g. a
+    staleness the theory puts at infinity) and keeps its sign.
+
+    Args:
+        value: The number.
+        spec: Its format spec, e.g. ``.4g`` or ``.3f``.
+
+    Returns:
+        E.g. ``2.451``, ``inf`` or ``n/a``.
+    """
+    return "n/a" if math.isnan(value) else format(value, spec)
 
 
 def format_interval(low: float, high: float, digits: int = 4) -> str:

@@ -177,3 +177,15 @@ def test_format_interval() -> None:
     assert format_interval(1e300, 3e300) == "[1e+300, 3e+300]"
     assert format_interval(math.nan, 1.0) == "n/a"
     assert format_interval(0.0, math.inf) == "n/a"
+
+
+@pytest.mark.parametrize(
+    ("value", "spec", "shown"),
+    [(2.45056, ".4g", "2.451"), (0.98765, ".3f", "0.988"), (math.nan, ".4g", "n/a"),
+     (math.inf, ".4g", "inf"), (-math.inf, ".3f", "-inf")],
+)
+def test_format_measured(value: float, spec: str, shown: str) -> None:
+    from raysync.simulation.result import format_measured
+
+    # NaN is "not measured"; an infinity is a value (simulate's and run's reports).
+    assert format_measured(value, spec) == shown
