@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import save_results  # noqa: E402
 from recommend import ARMS, RESULTS, base_config, make_workload  # noqa: E402
 
 
@@ -189,11 +190,12 @@ def main(argv: list[str] | None = None) -> int:
                                                              else argv),
         "wall_seconds": time.perf_counter() - start, "load_average_1min": load,
     })
-    stem = f"{args.ray_stem}_end_phase"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2))
     text = markdown(payload)
-    (RESULTS / f"{stem}.md").write_text(text)
-    plot(payload, RESULTS / f"{stem}.png")
+
+    def write_text(_payload: dict[str, Any], path: Path) -> None:
+        path.write_text(text)
+
+    save_results(f"{args.ray_stem}_end_phase", payload, write_text, plot)
     print(text)
     return 0
 

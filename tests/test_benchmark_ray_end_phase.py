@@ -59,3 +59,25 @@ def test_a_missing_stem_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(SystemExit) as exc:
         E.main(["--ray-stem", "nope"])
     assert exc.value.code == 2
+
+
+def test_main_writes_json_markdown_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import _common  # benchmarks/ is on sys.path once a benchmark is loaded
+
+    monkeypatch.setattr(E, "RESULTS", tmp_path)
+    monkeypatch.setattr(_common, "RESULTS", tmp_path)
+    (tmp_path / "src_ray.json").write_text("{}")
+    row = {"partition": "iid", "tiers": "1:5:25", "budget": 1.0, "seed": 0,
+           "ray_test_accuracy": 0.5, "ray_updates": 9, "sim_test_accuracy": 0.6,
+           "sim_updates": 10, "sim_at_ray_count": 0.55, "sweep_range": 0.1, "sweep_sd": 0.05,
+           "sweep": [{"budget": 1.0, "test_accuracy": 0.6, "updates": 10}]}
+    monkeypatch.setattr(E, "end_phase", lambda *a: {
+        "ray_stem": "src_ray", "source_stem": "src", "arm": "asyncsgd", "window": 0.1,
+        "steps": 1, "seeds": [row]})
+    assert E.main(["--ray-stem", "src_ray"]) == 0
+    text = (tmp_path / "src_ray_end_phase.md").read_text()
+    assert text in capsys.readouterr().out and "| iid, 1:5:25, T=1 | 0 |" in text
+    saved = json.loads((tmp_path / "src_ray_end_phase.json").read_text())
+    assert saved["seeds"] == [row] and saved["command"].endswith("--ray-stem src_ray")
+    assert (tmp_path / "src_ray_end_phase.png").stat().st_size > 0
