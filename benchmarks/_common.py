@@ -54,10 +54,20 @@ def save_results(
     name: str,
     payload: dict[str, Any],
     markdown: Callable[[dict[str, Any], Path], None],
-    plot: Callable[[dict[str, Any], Path], None],
+    plot: Callable[[dict[str, Any], Path], None] | None,
+    *,
+    default: Callable[[Any], Any] | None = None,
+    results: Path | None = None,
 ) -> None:
-    """Write ``results/<name>.json`` and, through the script's writers, its ``.md`` and ``.png``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
-    markdown(payload, RESULTS / f"{name}.md")
-    plot(payload, RESULTS / f"{name}.png")
+    """Write ``results/<name>.json`` and, through the script's writers, its ``.md`` and ``.png``.
+
+    ``plot`` None: no ``.png``. ``default``: :func:`json.dumps`'s, for the values JSON has no
+    type for (``float`` writes numpy scalars as numbers). ``results``: the folder instead of
+    :data:`RESULTS` (a script passes its own ``RESULTS``, so a test that patches it holds).
+    """
+    folder = RESULTS if results is None else results
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(payload, indent=2, default=default))
+    markdown(payload, folder / f"{name}.md")
+    if plot is not None:
+        plot(payload, folder / f"{name}.png")

@@ -85,6 +85,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import save_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TIERS = {"1:10:100": (1.0, 10.0, 100.0), "1:5:25": (1.0, 5.0, 25.0)}
@@ -400,10 +401,9 @@ def compare_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                "first": stems[0], "second": stems[1], **compare_recommend(*runs)}
     if not payload["cell_seeds"]:
         parser.error(f"--compare-recommend: {stems[0]} and {stems[1]} share no cell-seed")
-    out = f"{stems[1]}_vs_{stems[0]}"
-    (RESULTS / f"{out}.json").write_text(json.dumps(payload, indent=2, default=float))
     text = compare_markdown(payload)
-    (RESULTS / f"{out}.md").write_text(text)
+    save_results(f"{stems[1]}_vs_{stems[0]}", payload, _text_writer(text), None,
+                 default=float, results=RESULTS)
     print(text)
     return 0
 
@@ -605,10 +605,8 @@ def ray_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "load_min": min(loads), "load_max": max(loads),
         "rows": summarise_ray(records), "records": records,
     }
-    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=float))
     text = ray_markdown(payload)
-    (RESULTS / f"{stem}.md").write_text(text)
-    ray_plot(payload, RESULTS / f"{stem}.png")
+    save_results(stem, payload, _text_writer(text), ray_plot, default=float, results=RESULTS)
     print(text)
     return 0
 
@@ -1030,10 +1028,8 @@ def acceptance_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         parser.error(f"--acceptance: {exc}")
     payload = {"command": "benchmarks/recommend.py " + " ".join(sys.argv[1:]), **payload}
     stem = args.stem or "recommend_acceptance"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2))
     text = acceptance_markdown(payload)
-    (RESULTS / f"{stem}.md").write_text(text)
-    acceptance_plot(payload, RESULTS / f"{stem}.png")
+    save_results(stem, payload, _text_writer(text), acceptance_plot, results=RESULTS)
     print(text)
     return 0
 
@@ -1236,12 +1232,18 @@ def rescore_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
 
 def _write_run(stem: str, payload: dict[str, Any]) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=float))
     text = markdown(payload)
-    (RESULTS / f"{stem}.md").write_text(text)
-    plot(payload, RESULTS / f"{stem}.png")
+    save_results(stem, payload, _text_writer(text), plot, default=float, results=RESULTS)
     print(text)
+
+
+def _text_writer(text: str) -> Callable[[dict[str, Any], Path], None]:
+    """A ``save_results`` Markdown writer that writes ``text`` (already made, to print)."""
+
+    def write(_payload: dict[str, Any], path: Path) -> None:
+        path.write_text(text)
+
+    return write
 
 
 def _positive(parser: argparse.ArgumentParser, flag: str, text: str) -> float:

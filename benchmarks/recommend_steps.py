@@ -35,7 +35,6 @@ keeps them). Cell-seeds recorded before the per-seed pilot scores were kept are 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -49,6 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import save_results  # noqa: E402
 from recommend import (  # noqa: E402 - the benchmark's own grid, data and records
     RESULTS,
     TARGET,
@@ -56,6 +56,7 @@ from recommend import (  # noqa: E402 - the benchmark's own grid, data and recor
     _read_records,
     _records_text,
     _se,
+    _text_writer,
     base_config,
     make_workload,
 )
@@ -273,10 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                "load_average_1min": os.getloadavg(),
                "wall_seconds": time.perf_counter() - start, "resumed_cell_seeds": len(done),
                "scores": score(records), "records": records}
-    (RESULTS / f"{args.stem}.json").write_text(json.dumps(payload, indent=2, default=float))
     text = markdown(payload)
-    (RESULTS / f"{args.stem}.md").write_text(text)
-    plot(payload, RESULTS / f"{args.stem}.png")
+    save_results(args.stem, payload, _text_writer(text), plot, default=float, results=RESULTS)
     print(text)
     return 0
 

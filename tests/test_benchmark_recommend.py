@@ -435,3 +435,25 @@ def test_ray_run_that_selects_no_cell_seed_exits_2(
     assert "--ray-from: no cell-seed of sim.json has a seed below --ray-seeds" in (
         capsys.readouterr().err)
     assert not list(tmp_path.glob("*_ray*"))
+
+
+def test_compare_writes_json_and_markdown_under_the_scripts_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import _common  # benchmarks/ is on sys.path once a benchmark is loaded
+
+    monkeypatch.setattr(B, "RESULTS", tmp_path)
+    monkeypatch.setattr(_common, "RESULTS", tmp_path / "not_here")
+    grid = {"trials": 6, "max_train": 5_000, "lrs": [0.1]}  # what pairs two runs' seeds
+    first = [{**r, **grid} for r in _records({"recommend": [0.80, 0.82]})]
+    second = [{**r, **grid} for r in _records({"recommend": [0.83, 0.86]})]
+    (tmp_path / "a.records.jsonl").write_text(B._records_text(first))
+    (tmp_path / "b.records.jsonl").write_text(B._records_text(second))
+    monkeypatch.setattr("sys.argv", ["recommend.py", "--compare-recommend", "a,b"])
+    assert B.main(["--compare-recommend", "a,b"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.records.jsonl", "b.records.jsonl", "b_vs_a.json", "b_vs_a.md"]  # no .png
+    saved = json.loads((tmp_path / "b_vs_a.json").read_text())
+    assert saved["cell_seeds"] == 2 and saved["diff_mean"] == pytest.approx(0.035)
+    text = (tmp_path / "b_vs_a.md").read_text()
+    assert text in capsys.readouterr().out and "+3.50" in text
