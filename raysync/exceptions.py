@@ -14,6 +14,7 @@ __all__ = [
     "DivergenceError",
     "RaySyncError",
     "ResourceUnavailableError",
+    "RunInterrupted",
     "RuntimeFailure",
 ]
 
@@ -53,3 +54,24 @@ class RuntimeFailure(RaySyncError):
 
 class CheckpointError(RaySyncError, ValueError):
     """A checkpoint is missing, corrupt or does not match the run it should resume."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A Ray run stopped by Ctrl-C (``KeyboardInterrupt``), with where it can resume.
+
+    A :class:`KeyboardInterrupt`, not a :class:`RaySyncError`: code that stops on Ctrl-C
+    keeps stopping. With checkpointing on (``run.checkpoint_dir`` and
+    ``run.checkpoint_every_updates``), the server stops after the update it is applying and
+    writes a checkpoint of that version before the actors are killed.
+
+    Attributes:
+        checkpoint_dir: The run's ``run.checkpoint_dir`` (None: checkpointing off).
+        checkpoint_version: The model version (updates applied) of the checkpoint written
+            at the interruption, or None when none was written (checkpointing off, a second
+            Ctrl-C, or the write failed; an earlier periodic checkpoint may still exist).
+    """
+
+    def __init__(self, checkpoint_dir: str | None, checkpoint_version: int | None) -> None:
+        super().__init__()
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_version = checkpoint_version

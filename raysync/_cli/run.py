@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from raysync._validation import check_input_dir, check_output_dir, name_column
 from raysync.config import SystemConfig, load_config
-from raysync.exceptions import ConfigError
+from raysync.exceptions import ConfigError, RunInterrupted
 
 if TYPE_CHECKING:
     from raysync.queueing import QueueingResult
@@ -167,29 +166,32 @@ def _measured_theory(config: SystemConfig, rates: list[float]) -> QueueingResult
     return predict(config.replace(clients=clients))
 
 
-def resume_hint(config: SystemConfig, config_path: str) -> str:
+def resume_hint(
+    config: SystemConfig, config_path: str, interrupted: RunInterrupted | None = None
+) -> str:
     """What an interrupted run leaves to resume from, and the command that resumes it.
 
-    Work after the last checkpoint is lost: the line names the checkpoint's version so the
-    user sees how much.
+    ``interrupted``: the runtime's :class:`~raysync.exceptions.RunInterrupted`; when it
+    wrote a checkpoint at the interruption nothing is lost. Otherwise work after the last
+    periodic checkpoint is: the line names its version so the user sees how much.
     """
     directory = config.run.checkpoint_dir
     if directory is None:
         return ("no checkpoint was kept (run.checkpoint_dir is not set), so the run cannot "
                 "be resumed; set run.checkpoint_dir to make a run resumable")
-    from raysync.runtime.checkpoint import MANIFEST
+    resume = f"continue with 'raysync run {config_path} --resume {directory}'"
+    if interrupted is not None and interrupted.checkpoint_version is not None:
+        return (f"a checkpoint of the interrupted run (version "
+                f"{interrupted.checkpoint_version}, every update applied) is in "
+                f"{directory!r}; {resume}")
+    from raysync.runtime.checkpoint import MANIFEST, peek_version
 
-    manifest = Path(directory) / MANIFEST
-    if not manifest.is_file():
+    if not (Path(directory) / MANIFEST).is_file():
         return (f"no checkpoint was written to {directory!r} yet (the first comes after "
                 "run.checkpoint_every_updates updates), so the run cannot be resumed")
-    try:
-        version: Any = json.loads(manifest.read_text())["body"]["version"]
-        at = f"the last checkpoint (version {int(version)})"
-    except (OSError, ValueError, KeyError, TypeError):
-        at = "a checkpoint"
-    return (f"{at} is in {directory!r}; updates after it are lost; continue with "
-            f"'raysync run {config_path} --resume {directory}'")
+    version = peek_version(directory)
+    at = "a checkpoint" if version is None else f"the last checkpoint (version {version})"
+    return f"{at} is in {directory!r}; updates after it are lost; {resume}"
 
 
 def _duration(result: RunResult) -> str:
@@ -333,9 +335,10 @@ def _handle(args: argparse.Namespace) -> int:
             resume_from=args.resume,
             overwrite_checkpoint=args.overwrite_checkpoint,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         bar.close()
-        print(f"raysync run: {resume_hint(config, args.config)}", file=sys.stderr)
+        interrupted = exc if isinstance(exc, RunInterrupted) else None
+        print(f"raysync run: {resume_hint(config, args.config, interrupted)}", file=sys.stderr)
         raise  # the CLI's "interrupted", exit code 130
     finally:
         bar.close()

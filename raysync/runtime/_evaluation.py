@@ -58,6 +58,10 @@ class Evaluator:
         self.seconds = 0.0
         # Requests not finished, by request number: (time, version, train loss, model).
         self._requests: dict[int, tuple[float, int, float, np.ndarray]] = {}
+        # The evaluations done of the latest version evaluated: (time, train loss,
+        # seconds) each, for capture(reopen=...).
+        self._latest_version = -1
+        self._latest: list[tuple[float, float, float]] = []
         self._seq = 0
         self._futures: list[asyncio.Future[tuple[EvalPoint, float]]] = []
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -94,6 +98,9 @@ class Evaluator:
                 return
             point, seconds = fut.result()
             self.seconds += seconds
+            if version != self._latest_version:
+                self._latest_version, self._latest = version, []
+            self._latest.append((now, train_loss, seconds))
             self.points.append(point)
             scalars = point.scalars()
             if not math.isnan(train_loss):
@@ -152,18 +159,32 @@ class Evaluator:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def capture(self) -> dict[str, Any]:
-        """The evaluations done and those requested and not finished (with models)."""
+    def capture(self, reopen: tuple[int, np.ndarray] | None = None) -> dict[str, Any]:
+        """The evaluations done and those requested and not finished (with models).
+
+        ``reopen``: ``(version, model)``, the server's current model. Its evaluations
+        already done are stored as not finished, so the resumed run does them again, as
+        it does for a checkpoint captured in the update that reached ``version`` (a
+        resumed run's TensorBoard log restarts at the checkpoint's version).
+        """
+        points = self.points
+        requests = list(self._requests.values())
+        seconds = self.seconds
+        if reopen is not None and reopen[0] == self._latest_version and self._latest:
+            version, model = reopen
+            times = {at for at, _, _ in self._latest}
+            points = [p for p in points if not (p.version == version and p.time in times)]
+            requests += [(at, version, loss, model) for at, loss, _ in self._latest]
+            seconds -= sum(spent for _, _, spent in self._latest)
         evals = [
             [e.time, e.version, e.test_loss, e.test_accuracy, e.val_loss, e.val_accuracy]
-            for e in sorted(self.points, key=lambda e: (e.version, e.time))
+            for e in sorted(points, key=lambda e: (e.version, e.time))
         ]
-        requests = list(self._requests.values())
         return {
             Key.EVALS: evals,
             Key.EVAL_PENDING: [[t, v, loss] for t, v, loss, _ in requests],
             Key.EVAL_PARAMS: {str(v): m for _, v, _, m in requests},
-            Key.EVAL_SECONDS: self.seconds,
+            Key.EVAL_SECONDS: seconds,
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:

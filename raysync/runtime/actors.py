@@ -86,8 +86,10 @@ drops the late duplicate, so each task id is applied at most once and the run en
 exactly the configured number of updates. An error raised by the client's computation
 itself (bad data, a bug) is not retried: it ends the run with a domain error.
 
-**Checkpoints.** Every ``run.checkpoint_every_updates`` updates (and at the end) the
-server captures its whole state and writes it from a background thread with
+**Checkpoints.** Every ``run.checkpoint_every_updates`` updates (at the end, and at
+Ctrl-C: the driver calls :meth:`ServerActor.interrupt`, the loop stops after the update it
+is applying and the checkpoint is the one that update would have written) the server
+captures its whole state and writes it from a background thread with
 :func:`~raysync.runtime.checkpoint.write_checkpoint`: the model and its version, the
 strategy's and the router's state dicts (the router's generator state and pre-drawn
 routes), the statistics (running sums and snapshots) and counters, every client's
@@ -735,6 +737,7 @@ class ServerActor:
         self._done: asyncio.Queue[tuple[Any, ...]] | None = None
         self._lag = [0.0, 0.0, 0]  # sum, max, count
         self._stop = False
+        self._interrupted = False
         self._finished = False
         self._resumed_from: int | None = None
         self._origin = 0.0
@@ -878,8 +881,12 @@ class ServerActor:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _capture(self, now: float) -> dict[str, Any]:
-        """The server's whole state as a checkpoint tree (arrays are snapshots)."""
+    def _capture(self, now: float, *, reopen: bool = False) -> dict[str, Any]:
+        """The server's whole state as a checkpoint tree (arrays are snapshots).
+
+        ``reopen``: store the evaluations done of the current version as not finished
+        (:meth:`Evaluator.capture`), as a capture in that version's update has them.
+        """
         counters = dict(self._counters)
         counters["actor_restarts"] = self._restart_count()
         counters["checkpoints_written"] = self._checkpoints.written
@@ -899,8 +906,25 @@ class ServerActor:
             Key.RUN_NAME: self._setup.run_name,
             Key.TENSORBOARD_STEP: self._book.version,
             **self._dispatch.capture(),
-            **self._evaluator.capture(),
+            **self._evaluator.capture(
+                (self._book.version, self._params)
+                if reopen and self._params is not None
+                else None
+            ),
         }
+
+    async def _checkpoint_interrupted(self, at: float) -> None:
+        """Ctrl-C: the checkpoint the update that reached this version would have written.
+
+        ``at`` is that update's time (the wait for Ctrl-C is not run time). The
+        evaluations of earlier versions are finished first, so the driver logs them once
+        and the resumed run does not redo them; this version's are redone on resume.
+        """
+        if not self._checkpoints.final_due(self._book.version):
+            return  # checkpointing off, or the periodic checkpoint of this version exists
+        if self._params is not None:
+            await self._evaluator.drain()
+        self._checkpoints.write(self._capture(at, reopen=True))
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint tree (validated by the coordinator)."""
@@ -1073,7 +1097,8 @@ class ServerActor:
                     end_time = budget
                     break
                 if kind is STOP:
-                    end_time = now
+                    if not self._interrupted:
+                        end_time = now
                     break
                 if kind is FAILED:
                     _, task_id, executor, exc = item
@@ -1144,9 +1169,13 @@ class ServerActor:
                     self._apply(first, where, end_time)
         finally:
             dispatch.stop()
+        if self._interrupted:
+            await self._checkpoint_interrupted(end_time)
         final_row = book.finish(end_time)
         evaluator = self._evaluator
-        if self._params is not None:
+        if self._interrupted:
+            logger.info("interrupted at version %d", book.version)  # no final evaluation
+        elif self._params is not None:
             await evaluator.drain()
             last = evaluator.last()
             if last is None or last.version != book.version:
@@ -1224,3 +1253,12 @@ class ServerActor:
         self._stop = True
         if self._done is not None:
             self._done.put_nowait((STOP,))
+
+    async def interrupt(self) -> None:
+        """Stop for Ctrl-C: as :meth:`stop`, without the final evaluation.
+
+        With checkpointing on, :meth:`run` then writes a checkpoint of the version reached
+        (unless one of it exists) before it returns.
+        """
+        self._interrupted = True
+        await self.stop()

@@ -51,6 +51,7 @@ __all__ = [
     "encode_tree",
     "fingerprint_fields",
     "pack_generators",
+    "peek_version",
     "read_checkpoint",
     "unpack_generators",
     "write_checkpoint",
@@ -397,6 +398,20 @@ def _corrupt(root: Path, what: str) -> CheckpointError:
         f"checkpoint {str(root)!r} is corrupt: {what}; resume from an intact checkpoint "
         "or start the run afresh"
     )
+
+
+def peek_version(directory: str | Path) -> int | None:
+    """The version a checkpoint directory's manifest names, unverified (for messages).
+
+    Returns:
+        The model version, or None when the directory holds no readable manifest. Reading
+        a checkpoint to resume from goes through :func:`read_checkpoint`, which verifies it.
+    """
+    try:
+        version = json.loads((Path(directory) / MANIFEST).read_bytes())["body"]["version"]
+        return int(version)
+    except (OSError, ValueError, KeyError, TypeError, OverflowError):
+        return None
 
 
 def read_checkpoint(

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -47,6 +46,7 @@ from raysync.exceptions import (
     CheckpointError,
     ConfigError,
     ResourceUnavailableError,
+    RunInterrupted,
     RuntimeFailure,
 )
 from raysync.monitoring import MetricsSink
@@ -79,6 +79,7 @@ from raysync.runtime.checkpoint import (
     check_server_state,
     config_fingerprint,
     fingerprint_fields,
+    peek_version,
     read_checkpoint,
 )
 from raysync.simulation.engine import ProgressCallback
@@ -158,12 +159,14 @@ class ActorGroup:
         placements: list[ExecutorPlacement],
         plan: ExecutorPlan,
         dataset_ref: Any = None,
+        checkpoint_dir: str | None = None,
     ) -> None:
         self._server = server
         self._executors = executors
         self._placements = placements
         self._plan = plan
         self._dataset_ref = dataset_ref
+        self._checkpoint_dir = checkpoint_dir
 
     @property
     def placements(self) -> list[ExecutorPlacement]:
@@ -338,7 +341,15 @@ class ActorGroup:
         except BaseException:
             _kill([server, *executors] if server is not None else executors)
             raise
-        return cls(server, executors, placements, plan, dataset_ref)
+        checkpointing = config.run.checkpoint_every_updates is not None
+        return cls(
+            server,
+            executors,
+            placements,
+            plan,
+            dataset_ref,
+            checkpoint_dir=config.run.checkpoint_dir if checkpointing else None,
+        )
 
     def run(
         self,
@@ -352,21 +363,66 @@ class ActorGroup:
         Raises:
             RuntimeFailure: An actor died or failed.
             RaySyncError: A client raised a domain error.
+            RunInterrupted: Ctrl-C; with checkpointing on, after the checkpoint of the
+                version reached is written (:meth:`_checkpoint_on_interrupt`).
         """
         run_ref = self._server.run.remote()
         try:
             while True:
                 ready, _ = ray.wait([run_ref], timeout=poll_interval)
-                version, now, events = ray.get(self._server.poll.remote())
-                for step, scalars, at in events:
-                    for sink in sinks:
-                        sink.log_scalars(step, scalars, time=at)
+                version, now = self._forward_events(sinks)
                 if progress is not None:
                     progress(version, now)
                 if ready:
                     return ray.get(run_ref)
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
             raise translate(exc, "running the server loop") from exc
+        except KeyboardInterrupt:
+            written = self._checkpoint_on_interrupt(run_ref, sinks)
+            raise RunInterrupted(self._checkpoint_dir, written) from None
+
+    def _forward_events(self, sinks: Sequence[MetricsSink]) -> tuple[int, float]:
+        """Log the server's new metric events to ``sinks``; its version and seconds."""
+        version, now, events = ray.get(self._server.poll.remote())
+        for step, scalars, at in events:
+            for sink in sinks:
+                sink.log_scalars(step, scalars, time=at)
+        return version, now
+
+    def _checkpoint_on_interrupt(
+        self, run_ref: Any, sinks: Sequence[MetricsSink]
+    ) -> int | None:
+        """Stop the server loop and wait for its checkpoint; the version written, or None.
+
+        Without checkpointing there is nothing to keep and nothing is waited for. A second
+        Ctrl-C abandons the wait (the periodic checkpoints stay as they were: each is
+        written atomically). Waits at most :data:`INTERRUPT_CHECKPOINT_TIMEOUT` seconds.
+        The evaluations finished since the last poll are logged: they are in the
+        checkpoint as done, so the resumed run will not log them.
+        """
+        if self._checkpoint_dir is None or self._server is None:
+            return None
+        logger.warning(
+            "interrupted: writing a checkpoint of the updates applied so far to %s "
+            "(Ctrl-C again to stop without it)",
+            self._checkpoint_dir,
+        )
+        try:
+            self._server.interrupt.remote()
+            outcome = ray.get(run_ref, timeout=INTERRUPT_CHECKPOINT_TIMEOUT)
+        except ray.exceptions.GetTimeoutError:
+            logger.warning(
+                "the checkpoint at the interruption was not written within %g s",
+                INTERRUPT_CHECKPOINT_TIMEOUT,
+            )
+            return None
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+            # e.g. the write failed: the user should see why, but the run stays interrupted
+            logger.warning("no checkpoint at the interruption: %s", translate(exc, "stopping"))
+            return None
+        with contextlib.suppress(ray.exceptions.RayActorError, ray.exceptions.RayTaskError):
+            self._forward_events(sinks)
+        return int(outcome.num_updates)
 
     def shutdown(self) -> None:
         """Kill every actor of the group (idempotent)."""
@@ -590,7 +646,8 @@ def run(
     With ``run.time_scale > 0`` each task lasts at least its sampled service time times
     ``time_scale`` (heterogeneity emulation); 0 runs at compute speed. Executors that die
     are restarted and their tasks re-issued; ``run.task_timeout`` re-issues stragglers;
-    ``run.checkpoint_every_updates`` writes checkpoints that ``resume_from`` continues.
+    ``run.checkpoint_every_updates`` writes checkpoints that ``resume_from`` continues
+    (and one at Ctrl-C).
 
     Args:
         config: The system to run. ``run.num_updates`` and ``run.time_budget`` stop it
@@ -649,6 +706,10 @@ def run(
             executors together, or the actors did not start in time.
         RuntimeFailure: An executor could not be restarted or a client failed; the
             message names the fix.
+        RunInterrupted: Ctrl-C (a ``KeyboardInterrupt``). With checkpointing on, the
+            server first stops after the update it is applying and writes a checkpoint of
+            that version (``checkpoint_version``), so ``resume_from`` loses nothing; a
+            second Ctrl-C skips it.
     """
     result, _ = _execute(
         config,
@@ -705,16 +766,18 @@ def _check_checkpoint_dir(
         return
     if resume_from is not None and Path(resume_from).resolve() == path.resolve():
         return
-    try:
-        version: Any = json.loads((path / MANIFEST).read_bytes())["body"]["version"]
-    except (OSError, ValueError, KeyError, TypeError):
-        version = "unknown"
+    version = peek_version(path)
     raise CheckpointError(
-        f"run.checkpoint_dir {directory!r} already holds a checkpoint (version {version}) "
+        f"run.checkpoint_dir {directory!r} already holds a checkpoint "
+        f"(version {'unknown' if version is None else version}) "
         f"that this run would overwrite; resume it (--resume {directory}), choose another "
         "run.checkpoint_dir, or pass --overwrite-checkpoint (overwrite_checkpoint=True)"
     )
 
+
+#: Seconds :class:`ActorGroup` waits, after Ctrl-C, for the server's checkpoint of the
+#: version reached (the loop stops after one update; the write is one model and the state).
+INTERRUPT_CHECKPOINT_TIMEOUT = 120.0
 
 #: Longest wall-clock time budget or task timeout a run accepts (about 31.7 years): a
 #: run asked to last longer could never end.

@@ -15,6 +15,7 @@ from raysync.config import (
     ServiceTimeSpec,
     SystemConfig,
 )
+from raysync.exceptions import RunInterrupted
 from raysync.queueing import predict
 from raysync.simulation import simulate
 
@@ -117,6 +118,14 @@ def test_an_interrupted_run_names_its_checkpoint(tmp_path, monkeypatch, capsys) 
     assert resume_hint(kept, "c.toml") == (
         f"the last checkpoint (version 600) is in {str(ckpt)!r}; updates after it are lost; "
         f"continue with 'raysync run c.toml --resume {ckpt}'")
+    # The runtime wrote one at the Ctrl-C: nothing is lost.
+    at_ctrl_c = RunInterrupted(str(ckpt), 613)
+    assert resume_hint(kept, "c.toml", at_ctrl_c) == (
+        f"a checkpoint of the interrupted run (version 613, every update applied) is in "
+        f"{str(ckpt)!r}; continue with 'raysync run c.toml --resume {ckpt}'")
+    # ... or could not (a second Ctrl-C): the periodic one is named.
+    assert resume_hint(kept, "c.toml", RunInterrupted(str(ckpt), None)).startswith(
+        "the last checkpoint (version 600)")
     # Through the CLI: the hint, then "interrupted", exit code 130.
     path = tmp_path / "c.toml"
     path.write_text(f"""concurrency = 2
@@ -135,4 +144,13 @@ count = 2
     assert main(["run", str(path), "--no-progress"]) == 130
     err = capsys.readouterr().err.splitlines()
     assert err[-2].startswith("raysync run: the last checkpoint (version 600) is in ")
+    assert err[-1] == "raysync run: interrupted"
+
+    def checkpointed(*args: object, **kwargs: object) -> None:
+        raise RunInterrupted(str(ckpt), 613)
+
+    monkeypatch.setattr(raysync.runtime, "run", checkpointed)
+    assert main(["run", str(path), "--no-progress"]) == 130
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2].startswith("raysync run: a checkpoint of the interrupted run (version 613")
     assert err[-1] == "raysync run: interrupted"

@@ -19,7 +19,7 @@ import pytest
 
 from raysync.cli import main
 from raysync.config import RunConfig, RuntimeConfig, SystemConfig, dump_config
-from raysync.exceptions import CheckpointError, ConfigError
+from raysync.exceptions import CheckpointError, ConfigError, RunInterrupted
 from raysync.runtime._state import STATE_KEYS, Key
 from raysync.runtime.checkpoint import (
     MANIFEST,
@@ -27,6 +27,7 @@ from raysync.runtime.checkpoint import (
     check_server_state,
     config_fingerprint,
     fingerprint_fields,
+    peek_version,
     read_checkpoint,
     write_checkpoint,
 )
@@ -264,6 +265,69 @@ def test_killed_driver_resumes_to_the_uninterrupted_result(
     for tag in tags:
         steps = [e.step for e in acc.Scalars(tag)]
         assert steps == sorted(set(steps)), tag
+
+
+@pytest.mark.ray
+def test_ctrl_c_checkpoints_the_version_reached_and_resumes_to_the_uninterrupted_result(
+    ray_session,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    # Periodic checkpoints only at 2000: a checkpoint below it was written at the Ctrl-C.
+    def config_for(checkpoint_dir: Path | None) -> SystemConfig:
+        config = _resumable_config(checkpoint_dir)
+        return config.replace(run=dataclasses.replace(
+            config.run,
+            num_updates=3000,
+            eval_every_updates=25,
+            checkpoint_every_updates=2000 if checkpoint_dir else None,
+        ))
+
+    ckpt = tmp_path / "ckpt"
+    logdir = tmp_path / "tb"
+    seen: list[int] = []
+
+    def ctrl_c(updates: int, seconds: float) -> None:
+        seen.append(updates)
+        if updates >= 20:
+            raise KeyboardInterrupt
+
+    with pytest.raises(RunInterrupted) as info:
+        _execute(config_for(ckpt), progress=ctrl_c, poll_interval=0.05, logdir=logdir)
+    saved = info.value.checkpoint_version
+    assert info.value.checkpoint_dir == str(ckpt.resolve())
+    assert saved is not None and seen[-1] <= saved < 2000
+    assert peek_version(ckpt) == saved
+    resumed, _ = _execute(config_for(ckpt), resume_from=ckpt, record=True, logdir=logdir)
+    # TensorBoard has every evaluation of the two sessions once: those finished between
+    # the last progress poll and the Ctrl-C were logged before the actors were killed.
+    (run_dir,) = [p for p in logdir.iterdir() if p.is_dir()]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    logged = [e.step for e in acc.Scalars("test/accuracy")]
+    assert logged == [int(v) for v in resumed.updates]
+    assert list(resumed.updates) == list(range(0, 3001, 25))
+    reference, _ = _execute(config_for(None), record=True)
+    assert resumed.extras["resumed_from_version"] == saved
+    # Nothing applied before Ctrl-C is lost or applied twice, and the model is the
+    # uninterrupted run's, bit for bit.
+    applied_after = resumed.extras["debug"]["applied_task_ids"]
+    assert applied_after == reference.extras["debug"]["applied_task_ids"][saved:]
+    assert resumed.extras["task_ids"] == reference.extras["task_ids"]
+    assert resumed.num_updates == reference.num_updates == 3000
+    assert resumed.final_test_loss == reference.final_test_loss
+
+
+def test_without_checkpointing_ctrl_c_names_no_checkpoint(
+    ray_session,  # noqa: ANN001
+) -> None:
+    def ctrl_c(updates: int, seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(RunInterrupted) as info:
+        _execute(_resumable_config(None), progress=ctrl_c, poll_interval=0.05)
+    assert info.value.checkpoint_dir is None and info.value.checkpoint_version is None
 
 
 # ---------------------------------------------------------------- checks before Ray starts
