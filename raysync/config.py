@@ -234,6 +234,22 @@ def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> Non
         raise _fail(name, "must be > 0", value)
 
 
+#: Smallest normal float32: a step or mixing weight below it multiplies the model's
+#: float32 parameters and gradients into 0 or denormals, so the run would train nothing.
+MIN_FLOAT32_STEP = float(2.0**-126)
+
+
+def _check_step(name: str, value: float) -> None:
+    _check_positive(name, value)
+    if value < MIN_FLOAT32_STEP:
+        raise _fail(
+            name,
+            f"must be >= {MIN_FLOAT32_STEP:.4g}, the smallest normal float32 (the model's "
+            "float32 parameters would move by 0)",
+            value,
+        )
+
+
 def _check_int(
     name: str,
     value: object,
@@ -893,11 +909,11 @@ class AlgorithmConfig:
     def __post_init__(self) -> None:
         _convert_fields(self, "algorithm")
         _check_choice("algorithm.name", self.name, _registered("algorithm.name"))
-        _check_positive("algorithm.lr", self.lr)
+        _check_step("algorithm.lr", self.lr)
         _check_int("algorithm.batch_size", self.batch_size, minimum=1)
         _check_int("algorithm.local_steps", self.local_steps, minimum=1,
                    maximum=MAX_LOCAL_STEPS, why="each task runs that many minibatch steps")
-        _check_positive("algorithm.alpha", self.alpha)
+        _check_step("algorithm.alpha", self.alpha)
         if self.alpha > 1:
             raise _fail("algorithm.alpha", "must be in (0, 1]", self.alpha)
         _check_choice("algorithm.staleness", self.staleness, STALENESS_FUNCTIONS)
@@ -911,7 +927,7 @@ class AlgorithmConfig:
                 f"must be <= {MAX_BUFFER_SIZE:,} (one model version per that many completions)",
                 self.buffer_size,
             )
-        _check_positive("algorithm.server_lr", self.server_lr)
+        _check_step("algorithm.server_lr", self.server_lr)
         _check_positive("algorithm.weight_exponent", self.weight_exponent, allow_zero=True)
         if self.weight_exponent > 1:
             raise _fail("algorithm.weight_exponent", "must be in [0, 1]", self.weight_exponent)

@@ -738,7 +738,7 @@ class ServerActor:
         self._lag = [0.0, 0.0, 0]  # sum, max, count
         self._stop = False
         self._interrupted = False
-        self._finished = False
+        self._loop_ended = False  # no live scalars after: the run's summary has the last step
         self._resumed_from: int | None = None
         self._origin = 0.0
         self._applied: list[int] = []
@@ -1169,6 +1169,9 @@ class ServerActor:
                     self._apply(first, where, end_time)
         finally:
             dispatch.stop()
+            # The driver logs the run's summary at the final version, under the live
+            # scalars' tags: a live event of that version would repeat the step.
+            self._loop_ended = True
         if self._interrupted:
             await self._checkpoint_interrupted(end_time)
         final_row = book.finish(end_time)
@@ -1191,7 +1194,6 @@ class ServerActor:
         evaluator.shutdown()
         self._counters["actor_restarts"] = self._restart_count()
         self._counters["checkpoints_written"] = self._checkpoints.written
-        self._finished = True
         debug: dict[str, Any] = {}
         if self._setup.record:
             debug = {
@@ -1240,7 +1242,7 @@ class ServerActor:
         now = self._now()
         evaluator = self._evaluator
         events, evaluator.events = evaluator.events, []
-        if self._setup.want_events and evaluator.pending == 0 and not self._finished:
+        if self._setup.want_events and evaluator.pending == 0 and not self._loop_ended:
             live = self._book.live_scalars(now)
             if live:
                 events.append((self._book.version, live, now))

@@ -66,6 +66,11 @@ def test_config_error_is_value_error_and_raysync_error() -> None:
         (lambda: AlgorithmConfig(name="sgd"), r"algorithm.name must be one of .*got 'sgd'"),
         (lambda: AlgorithmConfig(lr=0.0), r"algorithm.lr must be > 0, got 0.0"),
         (lambda: AlgorithmConfig(alpha=1.5), r"algorithm.alpha must be in \(0, 1\]"),
+        # below the smallest normal float32 (2**-126) the float32 model moves by 0
+        (lambda: AlgorithmConfig(lr=1e-320), r"algorithm.lr must be >= 1.175e-38, the small"),
+        (lambda: AlgorithmConfig(lr=1e-38), r"algorithm.lr must be >= 1.175e-38, .*, got 1e-38$"),
+        (lambda: AlgorithmConfig(alpha=5e-324), r"algorithm.alpha must be >= 1.175e-38"),
+        (lambda: AlgorithmConfig(server_lr=1e-39), r"algorithm.server_lr must be >= 1.175e-38"),
         (lambda: AlgorithmConfig(buffer_size=0), r"algorithm.buffer_size must be an integer >= 1"),
         (lambda: AlgorithmConfig(staleness="exp"), r"algorithm.staleness must be one of"),
         (lambda: DataConfig(dataset="cifar"), r"data.dataset must be one of"),
@@ -130,6 +135,17 @@ def test_config_error_is_value_error_and_raysync_error() -> None:
 def test_each_rule_is_rejected_with_its_message(build, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build()
+
+
+def test_the_smallest_normal_float32_step_is_accepted() -> None:
+    import numpy as np
+
+    step = 2.0**-126
+    assert AlgorithmConfig(lr=step, alpha=step, server_lr=step).lr == step
+    # independent: the bound is float32's own smallest normal, and half of it times a
+    # unit gradient is no longer a normal float32 (it flushes on many accelerators)
+    assert step == float(np.finfo(np.float32).tiny)
+    assert np.float32(step / 2) < np.finfo(np.float32).tiny
 
 
 def test_service_time_rate_and_mean_are_interchangeable() -> None:

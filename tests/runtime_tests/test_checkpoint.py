@@ -307,6 +307,9 @@ def test_ctrl_c_checkpoints_the_version_reached_and_resumes_to_the_uninterrupted
     acc.Reload()
     logged = [e.step for e in acc.Scalars("test/accuracy")]
     assert logged == [int(v) for v in resumed.updates]
+    for tag in acc.Tags()["scalars"]:
+        steps = [e.step for e in acc.Scalars(tag)]
+        assert steps == sorted(set(steps)), tag
     assert list(resumed.updates) == list(range(0, 3001, 25))
     reference, _ = _execute(config_for(None), record=True)
     assert resumed.extras["resumed_from_version"] == saved
