@@ -148,12 +148,16 @@ from raysync.simulation.minibatch import MinibatchStreams
 from raysync.strategies._base import ClientResult, ClientWork
 
 __all__ = [
+    "Event",
     "ExecutorActor",
     "ExecutorSetup",
     "ServerActor",
     "ServerSetup",
     "SyncExecutorActor",
 ]
+
+#: A metric event for the driver's sinks: ``(step, scalars, seconds since the start)``.
+Event = tuple[int, dict[str, float], float]
 
 #: Loop item: an update whose emulated uplink and server time are over (docs/network.md).
 _UPDATE = object()
@@ -1229,26 +1233,31 @@ class ServerActor:
             debug=debug,
         )
 
-    async def poll(self) -> tuple[int, float, list[tuple[int, dict[str, float], float]]]:
+    async def poll(
+        self,
+    ) -> tuple[int, float, list[Event], Event | None]:
         """Progress and the metric events produced since the last poll.
 
         Returns:
-            ``(version, seconds since start, events)``; each event is
-            ``(step, scalars, time)``. Running measurements (throughput, staleness, queue
-            lengths) are added only when no evaluation is pending, so steps never go back.
+            ``(version, seconds since start, events, live)``; each event is
+            ``(step, scalars, time)``: ``events`` the evaluations finished, ``live`` the
+            running measurements (throughput, staleness, queue lengths) now, or None
+            (no sinks, an evaluation pending, or the loop ended). The driver logs a live
+            event once a later version's arrives (:class:`LiveEvents`).
         """
         if self._t0 is None:
-            return self._book.version, self._elapsed0, []
+            return self._book.version, self._elapsed0, [], None
         now = self._now()
         evaluator = self._evaluator
         events, evaluator.events = evaluator.events, []
-        if self._setup.want_events and evaluator.pending == 0 and not self._loop_ended:
-            live = self._book.live_scalars(now)
-            if live:
-                events.append((self._book.version, live, now))
         if not self._setup.want_events:
-            events = []
-        return self._book.version, now, events
+            return self._book.version, now, [], None
+        live: Event | None = None
+        if evaluator.pending == 0 and not self._loop_ended:
+            scalars = self._book.live_scalars(now)
+            if scalars:
+                live = (self._book.version, scalars, now)
+        return self._book.version, now, events, live
 
     async def stop(self) -> None:
         """Ask the loop to stop after the completion it is processing."""

@@ -68,6 +68,7 @@ from raysync.runtime._backend import (
 )
 from raysync.runtime._failures import translate
 from raysync.runtime.actors import (
+    Event,
     ExecutorActor,
     ExecutorSetup,
     ServerActor,
@@ -143,6 +144,41 @@ class ExecutorPlacement:
     node_id: str
     pid: int
     device: str
+
+
+class LiveEvents:
+    """The server's running measurements, logged once per model version.
+
+    A poll between two updates sees the version of the last one again, and a run's
+    summary (logged by :func:`run` at its final version under the same tags) supersedes
+    the measurement of that version: each is held until an event of a later version
+    arrives, and the last one is dropped at the end when the summary takes its step.
+
+    Args:
+        sinks: Where to log.
+    """
+
+    def __init__(self, sinks: Sequence[MetricsSink]) -> None:
+        self._sinks = sinks
+        self._held: Event | None = None
+
+    def offer(self, event: Event) -> None:
+        """Hold ``event``; log the one held if it is of an earlier version."""
+        held = self._held
+        if held is not None and held[0] < event[0]:
+            self._log(held)
+        self._held = event  # the same version: the later measurement replaces it
+
+    def flush(self, *, unless_step: int | None = None) -> None:
+        """Log the event held, unless it is of version ``unless_step``."""
+        held, self._held = self._held, None
+        if held is not None and held[0] != unless_step:
+            self._log(held)
+
+    def _log(self, event: Event) -> None:
+        step, scalars, at = event
+        for sink in self._sinks:
+            sink.log_scalars(step, scalars, time=at)
 
 
 class ActorGroup:
@@ -367,30 +403,37 @@ class ActorGroup:
                 version reached is written (:meth:`_checkpoint_on_interrupt`).
         """
         run_ref = self._server.run.remote()
+        live = LiveEvents(sinks)
         try:
             while True:
                 ready, _ = ray.wait([run_ref], timeout=poll_interval)
-                version, now = self._forward_events(sinks)
+                version, now = self._forward_events(sinks, live)
                 if progress is not None:
                     progress(version, now)
                 if ready:
-                    return ray.get(run_ref)
+                    outcome: ServerOutcome = ray.get(run_ref)
+                    # the run's summary is logged at its final version, under these tags
+                    live.flush(unless_step=outcome.num_updates)
+                    return outcome
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
             raise translate(exc, "running the server loop") from exc
         except KeyboardInterrupt:
-            written = self._checkpoint_on_interrupt(run_ref, sinks)
+            written = self._checkpoint_on_interrupt(run_ref, sinks, live)
+            live.flush()
             raise RunInterrupted(self._checkpoint_dir, written) from None
 
-    def _forward_events(self, sinks: Sequence[MetricsSink]) -> tuple[int, float]:
+    def _forward_events(self, sinks: Sequence[MetricsSink], live: LiveEvents) -> tuple[int, float]:
         """Log the server's new metric events to ``sinks``; its version and seconds."""
-        version, now, events = ray.get(self._server.poll.remote())
+        version, now, events, latest = ray.get(self._server.poll.remote())
         for step, scalars, at in events:
             for sink in sinks:
                 sink.log_scalars(step, scalars, time=at)
+        if latest is not None:
+            live.offer(latest)
         return version, now
 
     def _checkpoint_on_interrupt(
-        self, run_ref: Any, sinks: Sequence[MetricsSink]
+        self, run_ref: Any, sinks: Sequence[MetricsSink], live: LiveEvents
     ) -> int | None:
         """Stop the server loop and wait for its checkpoint; the version written, or None.
 
@@ -421,7 +464,7 @@ class ActorGroup:
             logger.warning("no checkpoint at the interruption: %s", translate(exc, "stopping"))
             return None
         with contextlib.suppress(ray.exceptions.RayActorError, ray.exceptions.RayTaskError):
-            self._forward_events(sinks)
+            self._forward_events(sinks, live)
         return int(outcome.num_updates)
 
     def shutdown(self) -> None:

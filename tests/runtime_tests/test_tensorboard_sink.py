@@ -114,3 +114,46 @@ def test_dropping_nothing_leaves_the_files_untouched(tmp_path: Path) -> None:
     assert drop_events_after(directory, 6, 600) == 0
     assert before.stat().st_mtime_ns == stat.st_mtime_ns
     assert drop_events_after(directory, 5, 10_000) == 1
+
+
+def test_live_measurements_are_logged_once_per_version_and_never_at_the_summarys_step() -> None:
+    from raysync.runtime.coordinator import LiveEvents
+    from raysync.testing.recording import RecordingSink
+
+    sink = RecordingSink()
+    live = LiveEvents([sink])
+    live.offer((3, {"system/throughput": 1.0}, 0.5))
+    live.offer((3, {"system/throughput": 1.5}, 1.0))  # the same version polled again
+    assert sink.scalars == []
+    live.offer((5, {"system/throughput": 2.0}, 1.5))
+    assert sink.scalars == [(3, "system/throughput", 1.5, 1.0)]  # the later one of version 3
+    live.flush(unless_step=5)  # the run's summary takes step 5
+    assert sink.scalars == [(3, "system/throughput", 1.5, 1.0)]
+    live.offer((6, {"system/throughput": 2.5}, 2.0))
+    live.flush(unless_step=7)
+    assert sink.scalars[-1] == (6, "system/throughput", 2.5, 2.0)
+
+
+@pytest.mark.ray
+def test_a_run_ended_by_its_budget_logs_each_step_of_a_tag_once(
+    ray_session,  # noqa: ANN001
+) -> None:
+    # Updates every ~0.1 s and polls every 0.02 s: most versions are polled several
+    # times, and the last one (the budget ends between updates) before the summary.
+    from raysync.config import RunConfig
+    from raysync.runtime import run
+    from raysync.testing.recording import RecordingSink
+
+    from ._helpers import queue_config
+
+    base = queue_config((0.2, 0.2), None, 2, 1000)
+    config = base.replace(run=RunConfig(time_budget=1.5, time_scale=1.0, train=False))
+    sink = RecordingSink()
+    result = run(config, sinks=[sink], poll_interval=0.02)
+    by_tag: dict[str, list[int]] = {}
+    for step, tag, _, _ in sink.scalars:
+        by_tag.setdefault(tag, []).append(step)
+    assert by_tag["system/throughput"][-1] == result.num_updates
+    assert len(by_tag["system/throughput"]) >= 3
+    for tag, steps in by_tag.items():
+        assert steps == sorted(set(steps)), tag
