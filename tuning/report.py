@@ -393,13 +393,17 @@ def format_report(report: StudyReport, config: SystemConfig) -> str:
         uniform_row = report.references.get("uniform", {})
         uniform = uniform_row.get("values")
         if uniform and best.get("values"):
-            gain = best["values"][0] - uniform[0]
             c_uniform = uniform_row.get("concurrency")
+            # every objective: on a Pareto front the first alone says nothing of the trade
+            names = list(report.metric_names) or [metric]
+            parts = []
+            for name, ours, theirs in zip(names, best["values"], uniform, strict=False):
+                unit = _SHORT_UNITS.get(name)
+                parts.append(f"{name} {ours:.4f} vs {theirs:.4f} ({ours - theirs:+.4f}"
+                             + (f" {unit})" if unit else ")"))
             lines.append(
-                f"best vs uniform (C={c_uniform}): {metric} {best['values'][0]:.4f} vs "
-                f"{uniform[0]:.4f} "
-                f"({gain:+.4f} {_SHORT_UNITS.get(metric, '')}); selected on validation, test "
-                "accuracy in study.json"
+                f"best vs uniform (C={c_uniform}): {', '.join(parts)}; selected on "
+                "validation, test accuracy in study.json"
             )
     return "\n".join(lines)
 

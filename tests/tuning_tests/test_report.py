@@ -223,3 +223,30 @@ def test_the_p_table_names_the_clients_the_config_names(tiny_config, tmp_path) -
     rows = [line.split()[:2] for line in lines[head + 1:head + 1 + named.num_clients]]
     assert rows == [["0", "edge"], ["1", "edge"]] + [[str(i), "-"]
                                                       for i in range(2, named.num_clients)]
+
+
+@pytest.mark.parametrize(
+    ("names", "best", "uniform", "expected"),
+    [
+        (["val_accuracy"], [0.9], [0.875],
+         "best vs uniform (C=4): val_accuracy 0.9000 vs 0.8750 (+0.0250 fraction); selected"),
+        # a Pareto front trades its objectives: the line shows each, not the first alone
+        (["val_accuracy", "mean_client_staleness"], [0.9, 3.5], [0.875, 2.0],
+         "best vs uniform (C=4): val_accuracy 0.9000 vs 0.8750 (+0.0250 fraction), "
+         "mean_client_staleness 3.5000 vs 2.0000 (+1.5000 updates); selected"),
+    ],
+)  # fmt: skip
+def test_best_vs_uniform_compares_every_objective(
+    tiny_config, names: list[str], best: list[float], uniform: list[float], expected: str  # noqa: ANN001
+) -> None:
+    from tuning.report import StudyReport
+
+    report = StudyReport(
+        study_name="s", storage="mem", objective="simulated", directions=["maximize"] * len(names),
+        metric_names=names, budget=1.0, counts={}, constants=None, wall_time=0.0,
+        best=[{"p": None, "concurrency": 2, "values": best}],
+        references={"uniform": {"p": None, "concurrency": 4, "values": uniform}},
+    )  # fmt: skip
+    line = next(x for x in format_report(report, tiny_config).splitlines()
+                if x.startswith("best vs uniform"))
+    assert line.startswith(expected)
