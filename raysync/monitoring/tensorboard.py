@@ -54,22 +54,49 @@ DEFAULT_TIME_TAGS: tuple[str, ...] = (
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.=+-]+")
 
 
-def drop_events_after(directory: str | Path, step: int, millis: int) -> int:
+#: Name of the file a resumed run's earlier events are rewritten to: its ``0000000000``
+#: stamp sorts before every file a writer creates (``events.out.tfevents.<10-digit unix
+#: time>.<host>.<pid>.<counter>``), and TensorBoard reads a run's files in name order.
+RESUMED_EVENTS = "events.out.tfevents.0000000000.resumed"
+
+_EVENT_NAME = re.compile(r"tfevents\.(\d+)\.(.*)\.(\d+)\.(\d+)(.*)$")
+
+
+def _creation_order(path: Path) -> tuple[Any, ...]:
+    """Sort key of an event file: its stamp, then pid and counter as numbers.
+
+    Names compare as text, so two files of one second and process sort wrongly when
+    the writer counter passes a power of ten (``...pid.10`` before ``...pid.9``).
+    """
+    match = _EVENT_NAME.search(path.name)
+    if match is None:
+        return (math.inf, path.name)
+    stamp, host, pid, counter, rest = match.groups()
+    return (int(stamp), host, int(pid), int(counter), rest)
+
+
+def drop_events_after(
+    directory: str | Path, step: int, millis: int, *, consolidate: bool = False
+) -> int:
     """Remove from a run's event files every scalar logged at or after a resume point.
 
-    The event files directly in ``directory`` are read in name (creation) order and
-    rewritten as one file under the first one's name, keeping every event but the
-    summary values with ``step >= step`` (``<tag>_vs_time`` values: ``step >= millis``,
-    their steps being milliseconds); the file is replaced atomically, then the other old
-    files are removed.
+    The event files directly in ``directory`` are read in creation order (the stamp,
+    pid and counter in their names) and rewritten as one file, :data:`RESUMED_EVENTS`,
+    keeping every event but the summary values with ``step >= step`` (``<tag>_vs_time``
+    values: ``step >= millis``, their steps being milliseconds); the file is replaced
+    atomically, then the other old files are removed. Its name sorts before the files a
+    writer creates, so TensorBoard reads the resumed session's events after these.
 
     Args:
         directory: The run's event-file directory.
         step: The resume point's model version.
         millis: The resume point's time in milliseconds since the start of the run.
+        consolidate: Rewrite even when nothing is removed (unless the directory holds
+            :data:`RESUMED_EVENTS` alone), so that a writer's next file sorts after.
 
     Returns:
-        The number of summary values removed (0: the files are left untouched).
+        The number of summary values removed (0: without ``consolidate`` the files are
+        left untouched).
     """
     import os
 
@@ -80,7 +107,10 @@ def drop_events_after(directory: str | Path, step: int, millis: int) -> int:
     from tensorboard.summary.writer.record_writer import RecordWriter
 
     root = Path(directory)
-    files = sorted(p for p in root.iterdir() if p.is_file() and "tfevents" in p.name)
+    files = sorted(
+        (p for p in root.iterdir() if p.is_file() and "tfevents" in p.name),
+        key=_creation_order,
+    )
     if not files:
         return 0
     kept: list[Any] = []
@@ -101,7 +131,8 @@ def drop_events_after(directory: str | Path, step: int, millis: int) -> int:
                 del event.summary.value[:]
                 event.summary.value.extend(values)
             kept.append(event)
-    if removed == 0:
+    in_order = [p.name for p in files] == [RESUMED_EVENTS]
+    if removed == 0 and (not consolidate or in_order):
         return 0
     partial = root / f".rewrite-{os.getpid()}.tmp"  # no "tfevents": TensorBoard skips it
     with open(partial, "wb") as handle:
@@ -110,9 +141,10 @@ def drop_events_after(directory: str | Path, step: int, millis: int) -> int:
             writer.write(event.SerializeToString())
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(partial, files[0])
-    for path in files[1:]:
-        path.unlink()
+    os.replace(partial, root / RESUMED_EVENTS)
+    for path in files:
+        if path.name != RESUMED_EVENTS:
+            path.unlink()
     return removed
 
 
@@ -173,7 +205,9 @@ class TensorBoardSink:
         self._log_dir = directory
         if append and resume_at is not None:
             version, seconds = resume_at
-            drop_events_after(directory, int(version), int(round(1000.0 * float(seconds))))
+            drop_events_after(
+                directory, int(version), int(round(1000.0 * float(seconds))), consolidate=True
+            )
         self._time_tags = frozenset(time_tags)
         self._start = _time.time()
         self._writer: Any = SummaryWriter(log_dir=str(directory), flush_secs=flush_secs)

@@ -103,6 +103,43 @@ def test_a_resumed_run_drops_what_the_interrupted_session_logged_after_its_check
     assert not [p for p in directory.iterdir() if p.name.startswith(".")]
 
 
+def test_event_files_are_merged_in_creation_order_and_before_the_next_writers(
+    tmp_path: Path,
+) -> None:
+    # Two sessions' files of one second and process, the writer counter passing 9 -> 10:
+    # as text "...1.10" sorts before "...1.9", and TensorBoard reads files in name order.
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from raysync.monitoring.tensorboard import RESUMED_EVENTS, drop_events_after
+
+    def write(name: str, steps: list[int]) -> None:
+        with open(tmp_path / name, "wb") as handle:
+            writer = RecordWriter(handle)
+            writer.write(Event(wall_time=1.0, file_version="brain.Event:2").SerializeToString())
+            for step in steps:
+                value = Summary.Value(tag="test/accuracy", simple_value=step / 1000)
+                writer.write(Event(wall_time=1.0, step=step,
+                                   summary=Summary(value=[value])).SerializeToString())
+
+    write("events.out.tfevents.1700000000.host.1.9", [0, 300, 600])
+    write("events.out.tfevents.1700000000.host.1.10", [650, 700])
+    assert drop_events_after(tmp_path, 10**6, 10**9) == 0  # nothing to drop: untouched
+    assert _read(tmp_path).Scalars("test/accuracy")[0].step == 650  # TensorBoard's order
+    assert drop_events_after(tmp_path, 700, 10**9, consolidate=True) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [RESUMED_EVENTS]
+    assert [e.step for e in _read(tmp_path).Scalars("test/accuracy")] == [0, 300, 600, 650]
+    # A writer's next file (any real stamp) is read after the merged one.
+    write("events.out.tfevents.0000000001.host.1.0", [800])
+    assert [e.step for e in _read(tmp_path).Scalars("test/accuracy")][-2:] == [650, 800]
+    # Merged alone, a resume that drops nothing leaves it be.
+    (tmp_path / "events.out.tfevents.0000000001.host.1.0").unlink()
+    stat = (tmp_path / RESUMED_EVENTS).stat()
+    assert drop_events_after(tmp_path, 10**6, 10**9, consolidate=True) == 0
+    assert (tmp_path / RESUMED_EVENTS).stat().st_mtime_ns == stat.st_mtime_ns
+
+
 def test_dropping_nothing_leaves_the_files_untouched(tmp_path: Path) -> None:
     from raysync.monitoring.tensorboard import drop_events_after
 
