@@ -68,11 +68,20 @@ def _creation_order(path: Path) -> tuple[Any, ...]:
     Names compare as text, so two files of one second and process sort wrongly when
     the writer counter passes a power of ten (``...pid.10`` before ``...pid.9``).
     """
+    if path.name == RESUMED_EVENTS:
+        return (-math.inf,)  # the earlier sessions' events, merged at the last resume
     match = _EVENT_NAME.search(path.name)
     if match is None:
         return (math.inf, path.name)
     stamp, host, pid, counter, rest = match.groups()
     return (int(stamp), host, int(pid), int(counter), rest)
+
+
+def _cut(tag: str, step: int, millis: int) -> int:
+    """The first step of ``tag`` a resume drops (its values at ``step >=`` it go)."""
+    if tag.startswith(("hparam/", "_hparams_/")):
+        return -1  # the run's end (hyper-parameters, final metrics): the resumed run's own
+    return millis if tag.endswith("_vs_time") else step
 
 
 def drop_events_after(
@@ -83,7 +92,9 @@ def drop_events_after(
     The event files directly in ``directory`` are read in creation order (the stamp,
     pid and counter in their names) and rewritten as one file, :data:`RESUMED_EVENTS`,
     keeping every event but the summary values with ``step >= step`` (``<tag>_vs_time``
-    values: ``step >= millis``, their steps being milliseconds); the file is replaced
+    values: ``step >= millis``, their steps being milliseconds) and the run's end
+    (``hparam/*`` metrics and the hyper-parameters, which the resumed run logs at its
+    end: a finished run extended would show both); the file is replaced
     atomically, then the other old files are removed. Its name sorts before the files a
     writer creates, so TensorBoard reads the resumed session's events after these.
 
@@ -121,8 +132,7 @@ def drop_events_after(
             if event.HasField("file_version") and kept:
                 continue  # one header, the first file's
             if event.HasField("summary"):
-                limit = [millis if v.tag.endswith("_vs_time") else step
-                         for v in event.summary.value]
+                limit = [_cut(v.tag, step, millis) for v in event.summary.value]
                 values = [v for v, cut in zip(event.summary.value, limit, strict=True)
                           if event.step < cut]
                 removed += len(event.summary.value) - len(values)

@@ -103,6 +103,27 @@ def test_a_resumed_run_drops_what_the_interrupted_session_logged_after_its_check
     assert not [p for p in directory.iterdir() if p.name.startswith(".")]
 
 
+def test_a_run_resumed_twice_reads_in_order(tmp_path: Path) -> None:
+    # Session 1 logs 0..300 (checkpoint at 200), session 2 200..500 (checkpoint at 400),
+    # session 3 400..600: the merged file of the first resume is read first at the second.
+    sessions = [(None, (0, 100, 200, 300)), ((200, 2.0), (200, 300, 400, 500)),
+                ((400, 4.0), (400, 500, 600))]
+    for resume_at, steps in sessions:
+        with TensorBoardSink(tmp_path, run_name="r", append=resume_at is not None,
+                             resume_at=resume_at) as sink:
+            for v in steps:
+                sink.log_scalars(v, {"test/accuracy": v / 1000}, time=v / 100)
+            directory = sink.log_dir
+            # each session ends (as a finished run extended by the next) with its hparams
+            sink.log_hparams({"lr": 0.1}, {"hparam/final_test_accuracy": steps[-1] / 1000})
+    acc = _read(directory)
+    assert [e.step for e in acc.Scalars("test/accuracy")] == [0, 100, 200, 300, 400, 500, 600]
+    # the last session's final metric only (each resume dropped the one before)
+    assert [e.value for e in acc.Scalars("hparam/final_test_accuracy")] == [pytest.approx(0.6)]
+    assert [e.step for e in acc.Scalars("test/accuracy_vs_time")] == [
+        0, 1000, 2000, 3000, 4000, 5000, 6000]
+
+
 def test_event_files_are_merged_in_creation_order_and_before_the_next_writers(
     tmp_path: Path,
 ) -> None:
