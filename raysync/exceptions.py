@@ -60,9 +60,8 @@ class RunInterrupted(KeyboardInterrupt):
     """A Ray run stopped by Ctrl-C (``KeyboardInterrupt``), with where it can resume.
 
     A :class:`KeyboardInterrupt`, not a :class:`RaySyncError`: code that stops on Ctrl-C
-    keeps stopping. With checkpointing on (``run.checkpoint_dir`` and
-    ``run.checkpoint_every_updates``), the server stops after the update it is applying and
-    writes a checkpoint of that version before the actors are killed.
+    keeps stopping. With ``run.checkpoint_dir`` set, the server stops after the update it
+    is applying and writes a checkpoint of that version before the actors are killed.
 
     Attributes:
         checkpoint_dir: The run's ``run.checkpoint_dir`` (None: checkpointing off).

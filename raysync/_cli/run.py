@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import math
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,8 @@ def add_parser(subparsers: Any) -> None:
             "`concurrency` tasks in flight. Starts a fresh local Ray instance unless "
             "--address names a cluster. Prints the final accuracy, the throughput and each "
             "client's staleness next to the closed-form prediction (random routing). With "
-            "run.checkpoint_every_updates it writes checkpoints that --resume continues."
+            "run.checkpoint_dir it writes checkpoints (every run.checkpoint_every_updates "
+            "updates, at the end and on Ctrl-C) that --resume continues."
         ),
     )
     parser.add_argument("config", help="path to a TOML config file")
@@ -166,32 +168,82 @@ def _measured_theory(config: SystemConfig, rates: list[float]) -> QueueingResult
     return predict(config.replace(clients=clients))
 
 
+def continue_command(args: argparse.Namespace, directory: str) -> str:
+    """The ``raysync run`` command that resumes ``args``'s run from ``directory``.
+
+    It repeats the flags that shape the run (cluster, TensorBoard directory, run length):
+    without them the resumed run would stop elsewhere or log nowhere.
+    """
+    import shlex
+
+    parts = ["raysync", "run", args.config]
+    for flag, value in (("--address", args.address), ("--logdir", args.logdir),
+                        ("--num-updates", args.num_updates),
+                        ("--time-budget", args.time_budget)):  # fmt: skip
+        if value is not None:
+            parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    parts += ["--resume", directory]
+    return " ".join(shlex.quote(part) for part in parts)
+
+
 def resume_hint(
-    config: SystemConfig, config_path: str, interrupted: RunInterrupted | None = None
+    config: SystemConfig,
+    command: str,
+    interrupted: RunInterrupted | None = None,
+    started_at: float | None = None,
+    *,
+    resuming: bool = False,
 ) -> str:
     """What an interrupted run leaves to resume from, and the command that resumes it.
 
-    ``interrupted``: the runtime's :class:`~raysync.exceptions.RunInterrupted`; when it
-    wrote a checkpoint at the interruption nothing is lost. Otherwise work after the last
-    periodic checkpoint is: the line names its version so the user sees how much.
+    Args:
+        config: The run's config (overrides applied).
+        command: The command that continues the run (:func:`continue_command`).
+        interrupted: The runtime's :class:`~raysync.exceptions.RunInterrupted`; when it
+            wrote a checkpoint at the interruption nothing is lost.
+        started_at: ``time.time()`` when this run started: a checkpoint older than that
+            is an earlier run's (or the one this run resumed from), not this run's.
+        resuming: This run resumed from ``run.checkpoint_dir``.
     """
     directory = config.run.checkpoint_dir
     if directory is None:
         return ("no checkpoint was kept (run.checkpoint_dir is not set), so the run cannot "
                 "be resumed; set run.checkpoint_dir to make a run resumable")
-    resume = f"continue with 'raysync run {config_path} --resume {directory}'"
-    if interrupted is not None and interrupted.checkpoint_version is not None:
-        return (f"a checkpoint of the interrupted run (version "
-                f"{interrupted.checkpoint_version}, every update applied) is in "
-                f"{directory!r}; {resume}")
+    target = config.run.num_updates
+    written = None if interrupted is None else interrupted.checkpoint_version
+    if written is not None and target is not None and written >= target:
+        return (f"the run had applied all {target} updates when it was interrupted; its "
+                f"checkpoint (version {written}) is in {directory!r}; raise --num-updates "
+                "(run.num_updates) and resume to continue it")
+    if written is not None:
+        return (f"a checkpoint of the interrupted run (version {written}, every update "
+                f"applied) is in {directory!r}; continue with '{command}'")
     from raysync.runtime.checkpoint import MANIFEST, peek_version
 
-    if not (Path(directory) / MANIFEST).is_file():
+    manifest = Path(directory) / MANIFEST
+    when = ("run.checkpoint_every_updates updates"
+            if config.run.checkpoint_every_updates is not None
+            else "the end of the run or Ctrl-C; set run.checkpoint_every_updates for "
+                 "periodic ones")
+    if not manifest.is_file():
         return (f"no checkpoint was written to {directory!r} yet (the first comes after "
-                "run.checkpoint_every_updates updates), so the run cannot be resumed")
+                f"{when}), so the run cannot be resumed")
     version = peek_version(directory)
     at = "a checkpoint" if version is None else f"the last checkpoint (version {version})"
-    return f"{at} is in {directory!r}; updates after it are lost; {resume}"
+    try:
+        # 1 s of slack: file times come from a coarser clock than time.time(), and a run's
+        # first checkpoint comes after Ray's start-up (seconds)
+        older = started_at is not None and manifest.stat().st_mtime < started_at - 1.0
+    except OSError:
+        older = False
+    if older and resuming:
+        return (f"nothing was applied since the checkpoint this run resumed from ({at} in "
+                f"{directory!r}); continue with '{command}'")
+    if older:
+        return (f"this run wrote no checkpoint before it was interrupted; {at} in "
+                f"{directory!r} is an earlier run's")
+    return (f"{at} is in {directory!r}; any updates applied after it are lost; continue "
+            f"with '{command}'")
 
 
 def _duration(result: RunResult) -> str:
@@ -326,6 +378,7 @@ def _handle(args: argparse.Namespace) -> int:
     import raysync.runtime
 
     bar = _Progress(config, disable=args.no_progress or args.json)
+    started_at = time.time()
     try:
         result = raysync.runtime.run(
             config,
@@ -338,7 +391,11 @@ def _handle(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:
         bar.close()
         interrupted = exc if isinstance(exc, RunInterrupted) else None
-        print(f"raysync run: {resume_hint(config, args.config, interrupted)}", file=sys.stderr)
+        command = continue_command(args, config.run.checkpoint_dir or "")
+        resuming = args.resume is not None and config.run.checkpoint_dir is not None and (
+            Path(args.resume).resolve() == Path(config.run.checkpoint_dir).resolve())
+        hint = resume_hint(config, command, interrupted, started_at, resuming=resuming)
+        print(f"raysync run: {hint}", file=sys.stderr)
         raise  # the CLI's "interrupted", exit code 130
     finally:
         bar.close()

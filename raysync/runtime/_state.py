@@ -108,8 +108,12 @@ class CheckpointManager:
         return advanced and self._every is not None and version % self._every == 0
 
     def final_due(self, version: int) -> bool:
-        """Whether the run's end calls for one (checkpointing on, none at ``version``)."""
-        return self._every is not None and self.last != version
+        """Whether the run's end (or Ctrl-C) calls for one: a directory, none at ``version``.
+
+        With ``run.checkpoint_dir`` alone (no ``checkpoint_every_updates``) these are the
+        run's only checkpoints.
+        """
+        return self._directory is not None and self.last != version
 
     def write(self, state: Mapping[str, Any]) -> None:
         """Write ``state`` in the background (after the writes before it).

@@ -1268,7 +1268,7 @@ class ServerActor:
     async def interrupt(self) -> None:
         """Stop for Ctrl-C: as :meth:`stop`, without the final evaluation.
 
-        With checkpointing on, :meth:`run` then writes a checkpoint of the version reached
+        With ``run.checkpoint_dir`` set, :meth:`run` then writes a checkpoint of the version reached
         (unless one of it exists) before it returns.
         """
         self._interrupted = True

@@ -377,15 +377,10 @@ class ActorGroup:
         except BaseException:
             _kill([server, *executors] if server is not None else executors)
             raise
-        checkpointing = config.run.checkpoint_every_updates is not None
         return cls(
-            server,
-            executors,
-            placements,
-            plan,
-            dataset_ref,
-            checkpoint_dir=config.run.checkpoint_dir if checkpointing else None,
-        )
+            server, executors, placements, plan, dataset_ref,
+            checkpoint_dir=config.run.checkpoint_dir,
+        )  # fmt: skip
 
     def run(
         self,
@@ -453,6 +448,9 @@ class ActorGroup:
         try:
             self._server.interrupt.remote()
             outcome = ray.get(run_ref, timeout=INTERRUPT_CHECKPOINT_TIMEOUT)
+        except KeyboardInterrupt:
+            logger.warning("second Ctrl-C: not waiting for the checkpoint")
+            return None
         except ray.exceptions.GetTimeoutError:
             logger.warning(
                 "the checkpoint at the interruption was not written within %g s",
@@ -749,7 +747,7 @@ def run(
             executors together, or the actors did not start in time.
         RuntimeFailure: An executor could not be restarted or a client failed; the
             message names the fix.
-        RunInterrupted: Ctrl-C (a ``KeyboardInterrupt``). With checkpointing on, the
+        RunInterrupted: Ctrl-C (a ``KeyboardInterrupt``). With ``run.checkpoint_dir`` set, the
             server first stops after the update it is applying and writes a checkpoint of
             that version (``checkpoint_version``), so ``resume_from`` loses nothing; a
             second Ctrl-C skips it.

@@ -101,36 +101,59 @@ def test_a_resumed_run_says_what_its_times_cover() -> None:
 
 def test_an_interrupted_run_names_its_checkpoint(tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
     import json
+    import os
+    import time
 
     import raysync.runtime
     from raysync._cli.run import resume_hint
     from raysync.cli import main
     from raysync.runtime.checkpoint import MANIFEST
 
+    go_on = "raysync run c.toml --resume ck"  # what continue_command gives (tested below)
     config = _config(1.0)
-    assert "run.checkpoint_dir is not set" in resume_hint(config, "c.toml")
+    assert "run.checkpoint_dir is not set" in resume_hint(config, go_on)
     ckpt = tmp_path / "ck"
-    kept = config.replace(run=dataclasses.replace(config.run, checkpoint_dir=str(ckpt),
-                                                  checkpoint_every_updates=10))
-    assert f"no checkpoint was written to {str(ckpt)!r} yet" in resume_hint(kept, "c.toml")
+    kept = config.replace(run=dataclasses.replace(
+        config.run, num_updates=1000, checkpoint_dir=str(ckpt), checkpoint_every_updates=10))
+    assert f"no checkpoint was written to {str(ckpt)!r} yet (the first comes after run." in (
+        resume_hint(kept, go_on))
+    # run.checkpoint_dir alone: the run's checkpoints come at its end and on Ctrl-C
+    alone = kept.replace(run=dataclasses.replace(kept.run, checkpoint_every_updates=None))
+    assert "(the first comes after the end of the run or Ctrl-C; set run.checkpoint_every" in (
+        resume_hint(alone, go_on))
     ckpt.mkdir()
     (ckpt / MANIFEST).write_text(json.dumps({"body": {"version": 600}}))
-    assert resume_hint(kept, "c.toml") == (
-        f"the last checkpoint (version 600) is in {str(ckpt)!r}; updates after it are lost; "
-        f"continue with 'raysync run c.toml --resume {ckpt}'")
+    assert resume_hint(kept, go_on) == (
+        f"the last checkpoint (version 600) is in {str(ckpt)!r}; any updates applied after it "
+        f"are lost; continue with '{go_on}'")
     # The runtime wrote one at the Ctrl-C: nothing is lost.
     at_ctrl_c = RunInterrupted(str(ckpt), 613)
-    assert resume_hint(kept, "c.toml", at_ctrl_c) == (
+    assert resume_hint(kept, go_on, at_ctrl_c) == (
         f"a checkpoint of the interrupted run (version 613, every update applied) is in "
-        f"{str(ckpt)!r}; continue with 'raysync run c.toml --resume {ckpt}'")
-    # ... or could not (a second Ctrl-C): the periodic one is named.
-    assert resume_hint(kept, "c.toml", RunInterrupted(str(ckpt), None)).startswith(
+        f"{str(ckpt)!r}; continue with '{go_on}'")
+    # ... or could not (a second Ctrl-C): the last one on disk is named.
+    assert resume_hint(kept, go_on, RunInterrupted(str(ckpt), None)).startswith(
         "the last checkpoint (version 600)")
+    # Every update was applied: a resume would have nothing to run.
+    assert resume_hint(kept, go_on, RunInterrupted(str(ckpt), 1000)) == (
+        f"the run had applied all 1000 updates when it was interrupted; its checkpoint "
+        f"(version 1000) is in {str(ckpt)!r}; raise --num-updates (run.num_updates) and "
+        "resume to continue it")
+    # A checkpoint older than the run is not this run's.
+    old = time.time() - 60
+    os.utime(ckpt / MANIFEST, (old, old))
+    now = time.time()
+    assert resume_hint(kept, go_on, RunInterrupted(str(ckpt), None), now) == (
+        f"this run wrote no checkpoint before it was interrupted; the last checkpoint "
+        f"(version 600) in {str(ckpt)!r} is an earlier run's")
+    assert resume_hint(kept, go_on, RunInterrupted(str(ckpt), None), now, resuming=True) == (
+        f"nothing was applied since the checkpoint this run resumed from (the last checkpoint "
+        f"(version 600) in {str(ckpt)!r}); continue with '{go_on}'")
     # Through the CLI: the hint, then "interrupted", exit code 130.
     path = tmp_path / "c.toml"
     path.write_text(f"""concurrency = 2
 [run]
-num_updates = 20
+num_updates = 2000
 checkpoint_dir = "{ckpt}"
 checkpoint_every_updates = 10
 [[clients]]
@@ -138,10 +161,11 @@ count = 2
 """)
 
     def interrupted(*args: object, **kwargs: object) -> None:
+        (ckpt / MANIFEST).touch()  # a periodic checkpoint of this run
         raise KeyboardInterrupt
 
     monkeypatch.setattr(raysync.runtime, "run", interrupted)
-    assert main(["run", str(path), "--no-progress"]) == 130
+    assert main(["run", str(path), "--no-progress", "--overwrite-checkpoint"]) == 130
     err = capsys.readouterr().err.splitlines()
     assert err[-2].startswith("raysync run: the last checkpoint (version 600) is in ")
     assert err[-1] == "raysync run: interrupted"
@@ -150,7 +174,14 @@ count = 2
         raise RunInterrupted(str(ckpt), 613)
 
     monkeypatch.setattr(raysync.runtime, "run", checkpointed)
-    assert main(["run", str(path), "--no-progress"]) == 130
+    # The command repeats the flags that shape the run: without them the resumed run
+    # would stop elsewhere and log nowhere.
+    logdir = tmp_path / "tb dir"
+    assert main(["run", str(path), "--no-progress", "--overwrite-checkpoint", "--num-updates",
+                 "1500", "--time-budget", "2.5", "--logdir", str(logdir)]) == 130
     err = capsys.readouterr().err.splitlines()
-    assert err[-2].startswith("raysync run: a checkpoint of the interrupted run (version 613")
+    assert err[-2] == (
+        f"raysync run: a checkpoint of the interrupted run (version 613, every update applied) "
+        f"is in {str(ckpt)!r}; continue with 'raysync run {path} --logdir '{logdir}' "
+        f"--num-updates 1500 --time-budget 2.5 --resume {ckpt}'")
     assert err[-1] == "raysync run: interrupted"

@@ -322,6 +322,29 @@ def test_ctrl_c_checkpoints_the_version_reached_and_resumes_to_the_uninterrupted
     assert resumed.final_test_loss == reference.final_test_loss
 
 
+def test_a_checkpoint_dir_alone_checkpoints_at_ctrl_c_and_at_the_end(
+    ray_session,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    ckpt = tmp_path / "ckpt"
+    base = _resumable_config(None)
+    config = base.replace(run=dataclasses.replace(base.run, num_updates=3000,
+                                                  checkpoint_dir=str(ckpt)))
+
+    def ctrl_c(updates: int, seconds: float) -> None:
+        if updates >= 20:
+            raise KeyboardInterrupt
+
+    with pytest.raises(RunInterrupted) as info:
+        _execute(config, progress=ctrl_c, poll_interval=0.05)
+    saved = info.value.checkpoint_version
+    assert saved is not None and 20 <= saved < 3000 and peek_version(ckpt) == saved
+    shorter = config.replace(run=dataclasses.replace(config.run, num_updates=saved + 50))
+    resumed, _ = _execute(shorter, resume_from=ckpt)
+    assert resumed.num_updates == saved + 50
+    assert peek_version(ckpt) == saved + 50  # and one at the end
+
+
 def test_without_checkpointing_ctrl_c_names_no_checkpoint(
     ray_session,  # noqa: ANN001
 ) -> None:
