@@ -572,12 +572,18 @@ def connect(address: str | None = None) -> bool:
             ) from exc
         return False
     with local_instance_settings():
-        ray.init(
-            address="local",
-            include_dashboard=False,
-            num_cpus=os.cpu_count() or 1,
-            logging_level=logging.WARNING,
-        )
+        try:
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                num_cpus=os.cpu_count() or 1,
+                logging_level=logging.WARNING,
+            )
+        except BaseException:
+            # Ctrl-C (or a failure) half-way through the start: the processes started so
+            # far (dashboard and runtime-env agents) outlived the driver by a minute.
+            ray.shutdown()
+            raise
     return True
 
 
