@@ -742,7 +742,7 @@ class ServerActor:
         self._lag = [0.0, 0.0, 0]  # sum, max, count
         self._stop = False
         self._interrupted = False
-        self._loop_ended = False  # no live scalars after: the run's summary has the last step
+        self._loop_ended = False
         self._resumed_from: int | None = None
         self._origin = 0.0
         self._applied: list[int] = []
@@ -1268,8 +1268,8 @@ class ServerActor:
     async def interrupt(self) -> None:
         """Stop for Ctrl-C: as :meth:`stop`, without the final evaluation.
 
-        With ``run.checkpoint_dir`` set, :meth:`run` then writes a checkpoint of the version reached
-        (unless one of it exists) before it returns.
+        With ``run.checkpoint_dir`` set, :meth:`run` then writes a checkpoint of the
+        version reached (unless one of it exists) before it returns.
         """
         self._interrupted = True
         await self.stop()

@@ -176,9 +176,13 @@ class LiveEvents:
             self._log(held)
 
     def _log(self, event: Event) -> None:
-        step, scalars, at = event
-        for sink in self._sinks:
-            sink.log_scalars(step, scalars, time=at)
+        _log_event(self._sinks, event)
+
+
+def _log_event(sinks: Sequence[MetricsSink], event: Event) -> None:
+    step, scalars, at = event
+    for sink in sinks:
+        sink.log_scalars(step, scalars, time=at)
 
 
 class ActorGroup:
@@ -394,8 +398,8 @@ class ActorGroup:
         Raises:
             RuntimeFailure: An actor died or failed.
             RaySyncError: A client raised a domain error.
-            RunInterrupted: Ctrl-C; with checkpointing on, after the checkpoint of the
-                version reached is written (:meth:`_checkpoint_on_interrupt`).
+            RunInterrupted: Ctrl-C; with ``run.checkpoint_dir`` set, after the checkpoint
+                of the version reached is written (:meth:`_checkpoint_on_interrupt`).
         """
         run_ref = self._server.run.remote()
         live = LiveEvents(sinks)
@@ -420,9 +424,8 @@ class ActorGroup:
     def _forward_events(self, sinks: Sequence[MetricsSink], live: LiveEvents) -> tuple[int, float]:
         """Log the server's new metric events to ``sinks``; its version and seconds."""
         version, now, events, latest = ray.get(self._server.poll.remote())
-        for step, scalars, at in events:
-            for sink in sinks:
-                sink.log_scalars(step, scalars, time=at)
+        for event in events:
+            _log_event(sinks, event)
         if latest is not None:
             live.offer(latest)
         return version, now
@@ -432,17 +435,18 @@ class ActorGroup:
     ) -> int | None:
         """Stop the server loop and wait for its checkpoint; the version written, or None.
 
-        Without checkpointing there is nothing to keep and nothing is waited for. A second
-        Ctrl-C abandons the wait (the periodic checkpoints stay as they were: each is
-        written atomically). Waits at most :data:`INTERRUPT_CHECKPOINT_TIMEOUT` seconds.
-        The evaluations finished since the last poll are logged: they are in the
-        checkpoint as done, so the resumed run will not log them.
+        Without ``run.checkpoint_dir`` there is nothing to keep and nothing is waited
+        for. A second Ctrl-C abandons the wait (the checkpoints on disk stay as they
+        were: each is written atomically). Waits at most
+        :data:`INTERRUPT_CHECKPOINT_TIMEOUT` seconds. The evaluations finished since the
+        last poll are logged: they are in the checkpoint as done, so the resumed run will
+        not log them.
         """
         if self._checkpoint_dir is None or self._server is None:
             return None
         logger.warning(
             "interrupted: writing a checkpoint of the updates applied so far to %s "
-            "(Ctrl-C again to stop without it)",
+            "(Ctrl-C again to stop waiting for it)",
             self._checkpoint_dir,
         )
         try:
@@ -693,8 +697,8 @@ def run(
     With ``run.time_scale > 0`` each task lasts at least its sampled service time times
     ``time_scale`` (heterogeneity emulation); 0 runs at compute speed. Executors that die
     are restarted and their tasks re-issued; ``run.task_timeout`` re-issues stragglers;
-    ``run.checkpoint_every_updates`` writes checkpoints that ``resume_from`` continues
-    (and one at Ctrl-C).
+    ``run.checkpoint_dir`` keeps checkpoints (at the end, at Ctrl-C and every
+    ``run.checkpoint_every_updates`` updates) that ``resume_from`` continues.
 
     Args:
         config: The system to run. ``run.num_updates`` and ``run.time_budget`` stop it
@@ -753,10 +757,10 @@ def run(
             executors together, or the actors did not start in time.
         RuntimeFailure: An executor could not be restarted or a client failed; the
             message names the fix.
-        RunInterrupted: Ctrl-C (a ``KeyboardInterrupt``). With ``run.checkpoint_dir`` set, the
-            server first stops after the update it is applying and writes a checkpoint of
-            that version (``checkpoint_version``), so ``resume_from`` loses nothing; a
-            second Ctrl-C skips it.
+        RunInterrupted: Ctrl-C (a ``KeyboardInterrupt``). With ``run.checkpoint_dir``
+            set, the server first stops after the update it is applying and writes a
+            checkpoint of that version (``checkpoint_version``), so ``resume_from`` loses
+            nothing; a second Ctrl-C stops waiting for it.
     """
     result, _ = _execute(
         config,
