@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import entry_points
@@ -44,7 +45,7 @@ from typing import Any, NoReturn, Protocol
 from raysync import __version__
 from raysync._cli import analyze, optimize, run, simulate, validate
 from raysync._validation import describe_os_error, describe_typed_number
-from raysync.exceptions import RaySyncError
+from raysync.exceptions import RaySyncError, RunInterrupted
 
 __all__ = ["BUILTIN_COMMANDS", "ENTRY_POINT_GROUP", "CommandEntryPoint", "main", "plugin_commands"]
 
@@ -269,7 +270,11 @@ def _main(argv: Sequence[str] | None, plugins: Iterable[CommandEntryPoint] | Non
         # the memory: one line naming the cause (and the path), never a traceback
         print(f"raysync {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, RunInterrupted) and exc.signum != signal.SIGINT:
+            # the shell's convention for a process ended by a signal: 128 + its number
+            print(f"raysync {args.command}: terminated ({exc.signal_name})", file=sys.stderr)
+            return exc.exit_code
         print(f"raysync {args.command}: interrupted", file=sys.stderr)
         return 130
 

@@ -7,6 +7,9 @@ callers that do not know about raysync. All exceptions pickle (they cross Ray ac
 
 from __future__ import annotations
 
+import signal
+from typing import Any
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
@@ -57,20 +60,56 @@ class CheckpointError(RaySyncError, ValueError):
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """A Ray run stopped by Ctrl-C (``KeyboardInterrupt``), with where it can resume.
+    """A Ray run stopped by Ctrl-C or SIGTERM, with where it can resume.
 
     A :class:`KeyboardInterrupt`, not a :class:`RaySyncError`: code that stops on Ctrl-C
-    keeps stopping. With ``run.checkpoint_dir`` set, the server stops after the update it
-    is applying and writes a checkpoint of that version before the actors are killed.
+    keeps stopping. SIGTERM (what ``kill``, ``ray job stop``, Slurm and Kubernetes send
+    before they kill a job) is treated as Ctrl-C while the server loop runs. The server
+    stops after the update it is applying; with ``run.checkpoint_dir`` set it writes a
+    checkpoint of that version before the actors are killed.
 
     Attributes:
         checkpoint_dir: The run's ``run.checkpoint_dir`` (None: checkpointing off).
         checkpoint_version: The model version (updates applied) of the checkpoint written
             at the interruption, or None when none was written (checkpointing off, a second
             Ctrl-C, or the write failed; an earlier periodic checkpoint may still exist).
+        version: The model version at which the server loop stopped, or None when it did
+            not stop in time (a second Ctrl-C, or the server was not reachable).
+        signum: The signal that stopped the run: ``signal.SIGINT`` (Ctrl-C) or
+            ``signal.SIGTERM``.
     """
 
-    def __init__(self, checkpoint_dir: str | None, checkpoint_version: int | None) -> None:
+    def __init__(
+        self,
+        checkpoint_dir: str | None,
+        checkpoint_version: int | None,
+        *,
+        version: int | None = None,
+        signum: int = signal.SIGINT,
+    ) -> None:
         super().__init__()
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_version = checkpoint_version
+        self.version = checkpoint_version if version is None else version
+        self.signum = int(signum)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # keyword-only fields: the default (type, args) reduction would drop them
+        return (_rebuild_interrupted, (self.checkpoint_dir, self.checkpoint_version,
+                                       self.version, self.signum))
+
+    @property
+    def signal_name(self) -> str:
+        """``"SIGINT"`` or ``"SIGTERM"``."""
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's code for a process ended by this signal: 128 + its number."""
+        return 128 + self.signum
+
+
+def _rebuild_interrupted(
+    checkpoint_dir: str | None, checkpoint_version: int | None, version: int | None, signum: int
+) -> RunInterrupted:
+    return RunInterrupted(checkpoint_dir, checkpoint_version, version=version, signum=signum)

@@ -13,7 +13,8 @@
    :meth:`ActorGroup.create`, which cleans up what it started if anything fails;
 5. runs the server's loop, polling it twice a second for progress and metric events that
    it forwards to the sinks (sinks live on the driver: one TensorBoard writer per run);
-6. kills every actor it created, on success, on error and on ``KeyboardInterrupt``.
+6. kills every actor it created, on success, on error and on ``KeyboardInterrupt`` (Ctrl-C,
+   and SIGTERM while the loop runs: the loop is stopped, and checkpointed, first).
 
 Callers never see actor handles or object references: they get a
 :class:`~raysync.simulation.result.RunResult` with ``backend="ray"``, and domain errors
@@ -30,7 +31,9 @@ import logging
 import math
 import os
 import secrets
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -398,28 +401,34 @@ class ActorGroup:
         Raises:
             RuntimeFailure: An actor died or failed.
             RaySyncError: A client raised a domain error.
-            RunInterrupted: Ctrl-C; with ``run.checkpoint_dir`` set, after the checkpoint
-                of the version reached is written (:meth:`_checkpoint_on_interrupt`).
+            RunInterrupted: Ctrl-C or SIGTERM, once the server loop stopped; with
+                ``run.checkpoint_dir`` set, after the checkpoint of the version reached is
+                written (:meth:`_stop_on_interrupt`).
         """
         run_ref = self._server.run.remote()
         live = LiveEvents(sinks)
-        try:
-            while True:
-                ready, _ = ray.wait([run_ref], timeout=poll_interval)
-                version, now = self._forward_events(sinks, live)
-                if progress is not None:
-                    progress(version, now)
-                if ready:
-                    outcome: ServerOutcome = ray.get(run_ref)
-                    # the run's summary is logged at its final version, under these tags
-                    live.flush(unless_step=outcome.num_updates)
-                    return outcome
-        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
-            raise translate(exc, "running the server loop") from exc
-        except KeyboardInterrupt:
-            written = self._checkpoint_on_interrupt(run_ref, sinks, live)
-            live.flush()
-            raise RunInterrupted(self._checkpoint_dir, written) from None
+        with _sigterm_interrupts() as received:
+            try:
+                while True:
+                    ready, _ = ray.wait([run_ref], timeout=poll_interval)
+                    version, now = self._forward_events(sinks, live)
+                    if progress is not None:
+                        progress(version, now)
+                    if ready:
+                        outcome: ServerOutcome = ray.get(run_ref)
+                        # the run's summary is logged at its final version, under these tags
+                        live.flush(unless_step=outcome.num_updates)
+                        return outcome
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+                raise translate(exc, "running the server loop") from exc
+            except KeyboardInterrupt:
+                signum = received.cause()
+                stopped_at = self._stop_on_interrupt(run_ref, sinks, live, signum)
+                live.flush()
+                written = stopped_at if self._checkpoint_dir is not None else None
+                raise RunInterrupted(
+                    self._checkpoint_dir, written, version=stopped_at, signum=signum
+                ) from None
 
     def _forward_events(self, sinks: Sequence[MetricsSink], live: LiveEvents) -> tuple[int, float]:
         """Log the server's new metric events to ``sinks``; its version and seconds."""
@@ -430,35 +439,46 @@ class ActorGroup:
             live.offer(latest)
         return version, now
 
-    def _checkpoint_on_interrupt(
-        self, run_ref: Any, sinks: Sequence[MetricsSink], live: LiveEvents
+    def _stop_on_interrupt(
+        self, run_ref: Any, sinks: Sequence[MetricsSink], live: LiveEvents, signum: int
     ) -> int | None:
-        """Stop the server loop and wait for its checkpoint; the version written, or None.
+        """Stop the server loop (and wait for its checkpoint); the version it stopped at.
 
-        Without ``run.checkpoint_dir`` there is nothing to keep and nothing is waited
-        for. A second Ctrl-C abandons the wait (the checkpoints on disk stay as they
-        were: each is written atomically). Waits at most
-        :data:`INTERRUPT_CHECKPOINT_TIMEOUT` seconds. The evaluations finished since the
-        last poll are logged: they are in the checkpoint as done, so the resumed run will
-        not log them.
+        The loop stops after the update it is applying. With ``run.checkpoint_dir`` it then
+        writes a checkpoint of that version, waited for at most
+        :data:`INTERRUPT_CHECKPOINT_TIMEOUT` seconds; without, the wait is at most
+        :data:`INTERRUPT_STOP_TIMEOUT` seconds. Stopping the loop before the actors are
+        killed keeps the server from taking their deaths for failures (it would log
+        "executor lost" and re-issue tasks). A second Ctrl-C or SIGTERM abandons the wait
+        (None; the checkpoints on disk stay as they were: each is written atomically).
+        The evaluations finished since the last poll are logged: they are in the
+        checkpoint as done, so the resumed run will not log them.
         """
-        if self._checkpoint_dir is None or self._server is None:
+        if self._server is None:
             return None
-        logger.warning(
-            "interrupted: writing a checkpoint of the updates applied so far to %s "
-            "(Ctrl-C again to stop waiting for it)",
-            self._checkpoint_dir,
-        )
+        cause = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        checkpointing = self._checkpoint_dir is not None
+        if checkpointing:
+            logger.warning(
+                "%s: writing a checkpoint of the updates applied so far to %s "
+                "(Ctrl-C again to stop waiting for it)",
+                cause,
+                self._checkpoint_dir,
+            )
+        timeout = INTERRUPT_CHECKPOINT_TIMEOUT if checkpointing else INTERRUPT_STOP_TIMEOUT
         try:
             self._server.interrupt.remote()
-            outcome = ray.get(run_ref, timeout=INTERRUPT_CHECKPOINT_TIMEOUT)
+            outcome = ray.get(run_ref, timeout=timeout)
         except KeyboardInterrupt:
-            logger.warning("second Ctrl-C: not waiting for the checkpoint")
+            if checkpointing:
+                logger.warning("interrupted again: not waiting for the checkpoint")
             return None
         except ray.exceptions.GetTimeoutError:
+            what = "the checkpoint at the interruption was not written"
             logger.warning(
-                "the checkpoint at the interruption was not written within %g s",
-                INTERRUPT_CHECKPOINT_TIMEOUT,
+                "%s within %g s",
+                what if checkpointing else "the server loop did not stop",
+                timeout,
             )
             return None
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
@@ -757,10 +777,12 @@ def run(
             executors together, or the actors did not start in time.
         RuntimeFailure: An executor could not be restarted or a client failed; the
             message names the fix.
-        RunInterrupted: Ctrl-C (a ``KeyboardInterrupt``). With ``run.checkpoint_dir``
-            set, the server first stops after the update it is applying and writes a
-            checkpoint of that version (``checkpoint_version``), so ``resume_from`` loses
-            nothing; a second Ctrl-C stops waiting for it.
+        RunInterrupted: Ctrl-C (a ``KeyboardInterrupt``), or SIGTERM while the loop runs
+            (``signum`` says which; from the main thread only, as Python's signals go).
+            The server first stops after the update it is applying (``version``); with
+            ``run.checkpoint_dir`` set it writes a checkpoint of that version
+            (``checkpoint_version``), so ``resume_from`` loses nothing; a second Ctrl-C
+            stops waiting for it.
     """
     result, _ = _execute(
         config,
@@ -826,9 +848,52 @@ def _check_checkpoint_dir(
     )
 
 
+class _Signals:
+    """The SIGTERMs received in a :func:`_sigterm_interrupts` block."""
+
+    def __init__(self) -> None:
+        self.terminated = 0
+
+    def cause(self) -> int:
+        """The signal the block's ``KeyboardInterrupt`` stands for."""
+        return signal.SIGTERM if self.terminated else signal.SIGINT
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[_Signals]:
+    """Raise ``KeyboardInterrupt`` on SIGTERM in the block, as Ctrl-C does.
+
+    So a ``kill``, ``ray job stop`` or a scheduler's pre-emption checkpoints the run
+    instead of losing it (``ray.init`` makes SIGTERM ``sys.exit``).
+
+    The yielded :class:`_Signals` says which signal it was: Ray's blocking calls catch any
+    ``KeyboardInterrupt`` raised by a handler and raise a plain one in its place, so the
+    exception itself cannot carry it. Handlers can only be set from the main thread;
+    elsewhere nothing changes.
+    """
+    received = _Signals()
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        received.terminated += 1
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 #: Seconds :class:`ActorGroup` waits, after Ctrl-C, for the server's checkpoint of the
 #: version reached (the loop stops after one update; the write is one model and the state).
 INTERRUPT_CHECKPOINT_TIMEOUT = 120.0
+
+#: Seconds :class:`ActorGroup` waits, after Ctrl-C without ``run.checkpoint_dir``, for
+#: the server loop to stop (it stops after one update) before the actors are killed.
+INTERRUPT_STOP_TIMEOUT = 10.0
 
 #: Longest wall-clock time budget or task timeout a run accepts (about 31.7 years): a
 #: run asked to last longer could never end.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
+import signal
 
 import pytest
 
@@ -185,3 +187,28 @@ count = 2
         f"is in {str(ckpt)!r}; continue with 'raysync run {path} --logdir '{logdir}' "
         f"--num-updates 1500 --time-budget 2.5 --resume {ckpt}'")
     assert err[-1] == "raysync run: interrupted"
+
+    def terminated(*args: object, **kwargs: object) -> None:
+        raise RunInterrupted(str(ckpt), 614, signum=signal.SIGTERM)
+
+    # SIGTERM (kill, `ray job stop`, a scheduler): the same hint, then the shell's code for
+    # a process ended by SIGTERM, 128 + 15.
+    monkeypatch.setattr(raysync.runtime, "run", terminated)
+    assert main(["run", str(path), "--no-progress", "--overwrite-checkpoint"]) == 143
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2].startswith("raysync run: a checkpoint of the interrupted run (version 614,")
+    assert err[-1] == "raysync run: terminated (SIGTERM)"
+
+
+def test_run_interrupted_pickles_with_its_fields() -> None:
+    # it crosses processes like every raysync exception (e.g. a Ray task running a run)
+    sent = RunInterrupted("ck", 12, version=12, signum=signal.SIGTERM)
+    got = pickle.loads(pickle.dumps(sent))
+    assert isinstance(got, KeyboardInterrupt)
+    assert (got.checkpoint_dir, got.checkpoint_version, got.version, got.signum) == (
+        "ck", 12, 12, signal.SIGTERM)
+    assert (got.signal_name, got.exit_code) == ("SIGTERM", 143)
+    # without a checkpoint the loop's version is its own field
+    bare = RunInterrupted(None, None, version=40)
+    assert (bare.checkpoint_version, bare.version, bare.signal_name, bare.exit_code) == (
+        None, 40, "SIGINT", 130)
