@@ -85,12 +85,22 @@ def _overrides(config: Any, args: argparse.Namespace) -> Any:
         changes["time_budget"] = args.time_budget
     if args.time_scale is not None:
         changes["time_scale"] = args.time_scale
-    top: dict[str, Any] = {}
-    if changes:
-        top["run"] = dataclasses.replace(config.run, **changes)
-    if args.seed is not None:
-        top["seed"] = args.seed
-    return config.replace(**top) if top else config
+    from raysync._validation import name_the_flags
+
+    given = {"run.num_updates": args.num_updates, "run.time_budget": args.time_budget,
+             "run.time_scale": args.time_scale, "seed": args.seed}
+    flags = {field: "--" + field.removeprefix("run.").replace("_", "-")
+             for field, value in given.items() if value is not None}
+
+    def build() -> Any:
+        top: dict[str, Any] = {}
+        if changes:
+            top["run"] = dataclasses.replace(config.run, **changes)
+        if args.seed is not None:
+            top["seed"] = args.seed
+        return config.replace(**top) if top else config
+
+    return name_the_flags(flags, build)
 
 
 def _run_once(config: Any, args: argparse.Namespace, out: Path) -> dict[str, Any]:

@@ -12,12 +12,14 @@ import re
 import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from raysync.exceptions import ConfigError
+
+_T = TypeVar("_T")
 
 #: Largest ``routing.horizon`` and ``routing.zeta2``: the adaptive router's limit
 #: (``raysync.routing.adaptive``), which ``raysync.config`` refuses at load rather than at
@@ -455,3 +457,28 @@ def check_input_dir(path: str | os.PathLike[str], flag: str) -> Path:
     if not os.access(text, os.R_OK | os.X_OK):
         raise ConfigError(f"{flag} {text!r} cannot be read: permission denied")
     return Path(text)
+
+
+def name_the_flags(flags: dict[str, str], build: Callable[[], _T]) -> _T:
+    """``build()``, with a refusal of a config field that a flag set naming the flag.
+
+    A config built from a file plus command-line overrides reports its fields by config
+    path (``run.num_updates``); when the value came from ``--num-updates``, the line
+    says so, as argparse does for a flag it parses itself.
+
+    Args:
+        flags: Config path -> the flag that set it, for the flags given.
+        build: Makes the config (raises :class:`ConfigError` on a bad value).
+
+    Raises:
+        ConfigError: From ``build``, prefixed with ``argument FLAG:`` when it is about a
+            field in ``flags``.
+    """
+    try:
+        return build()
+    except ConfigError as exc:
+        message = str(exc)
+        for field, flag in flags.items():
+            if re.match(rf"{re.escape(field)}\b(?![.\[])", message):
+                raise ConfigError(f"argument {flag}: {message}") from exc
+        raise

@@ -10,7 +10,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raysync._validation import check_input_dir, check_output_dir, name_column
+from raysync._validation import (
+    check_input_dir,
+    check_output_dir,
+    name_column,
+    name_the_flags,
+)
 from raysync.config import SystemConfig, load_config
 from raysync.exceptions import ConfigError, RunInterrupted
 
@@ -82,7 +87,10 @@ def _apply_overrides(config: SystemConfig, args: argparse.Namespace) -> SystemCo
         changes["time_budget"] = args.time_budget
         if args.num_updates is None:
             changes["num_updates"] = None
-    return config.replace(run=dataclasses.replace(config.run, **changes))
+    given = {"run.num_updates": "--num-updates", "run.time_budget": "--time-budget"}
+    flags = {k: v for k, v in given.items() if getattr(args, v[2:].replace("-", "_")) is not None}
+    return name_the_flags(
+        flags, lambda: config.replace(run=dataclasses.replace(config.run, **changes)))
 
 
 def _theory(config: SystemConfig) -> QueueingResult | None:
@@ -114,21 +122,25 @@ class _Progress:
         self._last = 0.0
 
     def __call__(self, updates: int, seconds: float) -> None:
-        if self._bar is None:
-            from tqdm import tqdm
-
-            self._bar = tqdm(
-                total=self._total,
-                unit=self._unit,
-                file=sys.stderr,
-                disable=self._disable,
-                dynamic_ncols=True,
-            )
         value = float(updates) if self._by_updates else round(seconds, 1)
         if self._total is not None:
             # The run ends a little past its budget (the last updates drain): a bar beyond
             # its total makes tqdm print a warning with a source line.
             value = min(value, float(self._total))
+        if self._bar is None:
+            from tqdm import tqdm
+
+            # Starts where the run is (a resumed run, at its checkpoint's version): counted
+            # as progress, the earlier sessions' updates inflated tqdm's first rates.
+            self._bar = tqdm(
+                total=self._total,
+                initial=value,
+                unit=self._unit,
+                file=sys.stderr,
+                disable=self._disable,
+                dynamic_ncols=True,
+            )
+            self._last = value
         if value > self._last:
             self._bar.update(value - self._last)
             self._last = value

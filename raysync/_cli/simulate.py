@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raysync._validation import check_output_dir
+from raysync._validation import check_output_dir, name_the_flags
 from raysync.config import SystemConfig, load_config
 from raysync.exceptions import ConfigError
 
@@ -86,12 +86,18 @@ def _apply_overrides(config: SystemConfig, args: argparse.Namespace) -> SystemCo
         changes["time_budget"] = args.time_budget
     if args.queue_only:
         changes["train"] = False
-    if changes:
-        run = dataclasses.replace(run, **changes)
-    top: dict[str, Any] = {"run": run}
-    if args.seed is not None:
-        top["seed"] = args.seed
-    return config.replace(**top)
+    given = {"run.num_updates": args.num_updates, "run.time_budget": args.time_budget,
+             "seed": args.seed}
+    flags = {field: "--" + field.removeprefix("run.").replace("_", "-")
+             for field, value in given.items() if value is not None}
+
+    def build() -> SystemConfig:
+        top: dict[str, Any] = {"run": dataclasses.replace(run, **changes) if changes else run}
+        if args.seed is not None:
+            top["seed"] = args.seed
+        return config.replace(**top)
+
+    return name_the_flags(flags, build)
 
 
 def theory_prediction(config: SystemConfig) -> dict[str, Any]:

@@ -100,6 +100,7 @@ class CheckpointManager:
         self._fields = dict(fields)
         self.last = -1  # version of the last checkpoint (captured or resumed from)
         self.written = 0
+        self.scheduled = 0  # writes handed to the writer thread (it runs them in order)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._futures: list[asyncio.Future[Any]] = []
 
@@ -125,6 +126,7 @@ class CheckpointManager:
             return
         version = int(state[Key.VERSION])
         self.last = version
+        self.scheduled += 1
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="raysync-checkpoint"

@@ -893,7 +893,9 @@ class ServerActor:
         """
         counters = dict(self._counters)
         counters["actor_restarts"] = self._restart_count()
-        counters["checkpoints_written"] = self._checkpoints.written
+        # The count a run resumed from this checkpoint starts from: the writes before it
+        # (in order: a failed one fails the run) and this one.
+        counters["checkpoints_written"] = self._checkpoints.scheduled + 1
         return {
             Key.SCHEMA: SCHEMA_VERSION,
             Key.VERSION: self._book.version,
@@ -948,7 +950,9 @@ class ServerActor:
         # Restarts are counted per actor by Ray; this run's actors are new.
         self._dispatch.health.restarts_before = self._counters["actor_restarts"]
         self._counters["executors_dead"] = 0
-        self._checkpoints.written = self._counters["checkpoints_written"]
+        self._checkpoints.written = self._checkpoints.scheduled = self._counters[
+            "checkpoints_written"
+        ]
         self._evaluator.restore(state)
         lag = state.get(Key.LAG, [0.0, 0.0, 0])
         self._lag = [float(lag[0]), float(lag[1]), int(lag[2])]

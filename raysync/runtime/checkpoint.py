@@ -117,7 +117,7 @@ def config_fingerprint(config: SystemConfig, num_params: int | None) -> str:
 
     The run length, evaluation cadence, time scale, timeouts, checkpoint settings and the
     actor layout may change between a run and its resume; everything else (fleet, service
-    times, routing, algorithm, data, model, seed) may not.
+    times, routing, algorithm, data, model, seed, and ``run.train``) may not.
     """
     data = config.to_dict()
     data.pop("run", None)
@@ -480,7 +480,8 @@ def read_checkpoint(
         detail = "; ".join(diffs) if diffs else "client specs, data or algorithm settings differ"
         raise CheckpointError(
             f"checkpoint {str(root)!r} was written for a different run: {detail}. Resume "
-            "with the config that wrote it (only [run] and [runtime] may change)"
+            "with the config that wrote it (only [run], but not run.train, and [runtime] "
+            "may change)"
         )
     try:
         tree = json.loads((root / files["state"]["name"]).read_bytes())

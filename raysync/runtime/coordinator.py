@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import filelock
 import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -844,7 +845,8 @@ def _check_checkpoint_dir(
         f"run.checkpoint_dir {directory!r} already holds a checkpoint "
         f"(version {'unknown' if version is None else version}) "
         f"that this run would overwrite; resume it (--resume {directory}), choose another "
-        "run.checkpoint_dir, or pass --overwrite-checkpoint (overwrite_checkpoint=True)"
+        "run.checkpoint_dir, or pass --overwrite-checkpoint (raysync.run: "
+        "overwrite_checkpoint=True)"
     )
 
 
@@ -885,6 +887,47 @@ def _sigterm_interrupts() -> Iterator[_Signals]:
         yield received
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+#: The file in ``run.checkpoint_dir`` a run holds locked while it runs.
+RUN_LOCK = "run.lock"
+
+
+def _lock_checkpoint_dir(directory: str | None) -> filelock.BaseFileLock | None:
+    """Lock ``run.checkpoint_dir`` for this run (None without one).
+
+    Two runs checkpointing into one directory (a job started twice, two resumes of one
+    checkpoint) would overwrite each other's checkpoints. The lock is the operating
+    system's (``flock``, through :mod:`filelock`): it is released when the run ends, and
+    by the OS if the driver dies, so a killed run never leaves the directory locked.
+
+    Raises:
+        ConfigError: The directory cannot be created.
+        CheckpointError: Another run holds it.
+    """
+    if directory is None:
+        return None
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"run.checkpoint_dir {directory!r} cannot be created ({exc.strerror or exc})"
+        ) from exc
+    lock = filelock.FileLock(path / RUN_LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise CheckpointError(
+            f"run.checkpoint_dir {directory!r} is in use by another run (it holds "
+            f"{RUN_LOCK} locked); wait for that run to end or stop it, or choose another "
+            "run.checkpoint_dir"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"run.checkpoint_dir {directory!r} cannot be locked ({exc.strerror or exc})"
+        ) from exc
+    return lock
 
 
 #: Seconds :class:`ActorGroup` waits, after Ctrl-C, for the server's checkpoint of the
@@ -1142,9 +1185,10 @@ def _execute(
     _check_run_clock(config)
     _check_network(config, virtual_clock)
     _check_nonstationary(config)
-    _check_checkpoint_dir(config, resume_from, overwrite_checkpoint)
     resume_state: dict[str, Any] | None = None
     if resume_from is not None:
+        # first: a --resume directory without a usable checkpoint is the problem to name,
+        # not the checkpoint_dir it would then have overwritten
         checkpoint = read_checkpoint(resume_from, fingerprint=fingerprint, fields=fields)
         resume_state = check_server_state(
             checkpoint, num_clients=config.num_clients, num_params=num_params, config=config
@@ -1152,14 +1196,27 @@ def _execute(
         _check_target_ahead(config, checkpoint.directory, resume_state)
         if run_name is None and resume_state.get("run_name"):
             run_name = str(resume_state["run_name"])
+    _check_checkpoint_dir(config, resume_from, overwrite_checkpoint)
+    if resume_state is not None:
         logger.info("resuming from %s at version %d", checkpoint.directory, checkpoint.version)
     if run_name is None and (logdir is not None or config.run.checkpoint_dir is not None):
         run_name = default_run_name(config)
 
-    started = connect(address)
+    if resume_state is not None and logdir is not None and run_name is not None:
+        earlier = Path(logdir) / run_name
+        if not earlier.is_dir():
+            logger.warning(
+                "resuming into --logdir %s, which has no run %r: its TensorBoard curves will "
+                "start at version %d (the earlier sessions' events are under the logdir the "
+                "checkpoint's run wrote to; pass that one to continue its curves)",
+                logdir, run_name, int(resume_state["version"]),
+            )  # fmt: skip
+    lock = _lock_checkpoint_dir(config.run.checkpoint_dir)
+    started = False
     own_sinks: list[MetricsSink] = []
     group: ActorGroup | None = None
     try:
+        started = connect(address)
         plan = choose_plan(config, _alive_node_resources(), server_num_cpus=server_num_cpus)
         if logdir is not None:
             own_sinks.append(
@@ -1261,3 +1318,5 @@ def _execute(
             sink.close()
         if started:
             ray.shutdown()
+        if lock is not None:
+            lock.release()

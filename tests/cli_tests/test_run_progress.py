@@ -35,3 +35,20 @@ def test_progress_past_the_total_stops_at_the_total_without_a_warning(
         assert bar._bar.n == total
         bar.close()
     assert "Warning" not in stderr.getvalue()
+
+
+def test_a_resumed_run_starts_the_bar_at_its_version_not_as_progress(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A run resumed at version 9000 reports 9000+ at its first poll; counted as progress
+    # made since the bar opened, tqdm's rate read thousands of updates per second.
+    monkeypatch.setattr(run_cli.sys, "stderr", io.StringIO())
+    bar = run_cli._Progress(_config(RunConfig(num_updates=10_000)), disable=False)
+    bar(9000, 90.0)
+    assert (bar._bar.initial, bar._bar.n) == (9000, 9000)
+    bar(9050, 90.5)
+    assert bar._bar.n == 9050
+    # tqdm's rate is (n - initial) / elapsed: it counts the 50 updates of this session
+    shown = bar._bar.format_dict
+    assert shown["n"] - shown["initial"] == 50
+    bar.close()

@@ -56,3 +56,21 @@ def test_unusable_out_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str
     _refused(capsys, [str(good), "--out", str(tmp_path / "dangling")],
              "broken symbolic link")
     assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--num-updates", "0"], "argument --num-updates: run.num_updates must be"),
+        (["--time-budget", "-1"], "argument --time-budget: run.time_budget must be > 0"),
+        (["--time-scale", "-2"], "argument --time-scale: run.time_scale"),
+        (["--seed", "-1"], "argument --seed: seed must be"),
+    ],
+)
+def test_a_bad_override_names_its_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], expected: str
+) -> None:
+    good = write_config(tmp_path, CONFIG, "good.toml")
+    out = tmp_path / "out"
+    _refused(capsys, [str(good), "--out", str(out), *flags], expected)
+    assert not out.exists()

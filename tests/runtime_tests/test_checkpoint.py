@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -320,6 +321,8 @@ def test_ctrl_c_checkpoints_the_version_reached_and_resumes_to_the_uninterrupted
     assert applied_after == reference.extras["debug"]["applied_task_ids"][saved:]
     assert resumed.extras["task_ids"] == reference.extras["task_ids"]
     assert resumed.num_updates == reference.num_updates == 3000
+    # the run's checkpoints over both sessions: at the Ctrl-C, at 2000 and at the end
+    assert resumed.extras["checkpoints_written"] == 3
     assert resumed.final_test_loss == reference.final_test_loss
 
 
@@ -393,6 +396,7 @@ def test_sigterm_checkpoints_like_ctrl_c_and_restores_the_handler(
     resumed, _ = _execute(config, resume_from=ckpt)
     assert resumed.extras["resumed_from_version"] == saved
     assert resumed.num_updates == 3000
+    assert resumed.extras["checkpoints_written"] == 2  # at the SIGTERM and at the end
 
 
 # ---------------------------------------------------------------- checks before Ray starts
@@ -514,6 +518,53 @@ def test_resuming_at_or_past_the_target_is_refused_before_ray_starts(
 
 
 @pytest.mark.usefixtures("no_ray")
+def test_a_checkpoint_dir_in_use_by_another_run_is_refused(
+    real_checkpoint: Path, tmp_path: Path
+) -> None:
+    import filelock
+
+    from raysync.runtime.coordinator import RUN_LOCK
+
+    ckpt = _copy(real_checkpoint, tmp_path / "ckpt")
+    config = _evaluated_config(ckpt, 300)
+    # another run (here: another open of the lock file) holds it: a job started twice,
+    # or two resumes of one checkpoint, would overwrite each other's checkpoints
+    other = filelock.FileLock(ckpt / RUN_LOCK)
+    with other:
+        with pytest.raises(CheckpointError, match=r"is in use by another run"):
+            _execute(config, resume_from=ckpt)
+        with pytest.raises(CheckpointError, match=r"is in use by another run"):
+            _execute(config, overwrite_checkpoint=True)
+    # free again, and released by a run that failed after taking it
+    for _ in range(2):
+        with pytest.raises(_RayStarted):
+            _execute(config, resume_from=ckpt)
+    with other:  # the failed runs released it
+        pass
+
+
+@pytest.mark.usefixtures("no_ray")
+def test_resuming_into_another_logdir_says_where_the_curves_start(
+    real_checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ckpt = _copy(real_checkpoint, tmp_path / "ckpt")
+    config = _evaluated_config(ckpt, 300)
+    elsewhere = tmp_path / "tb"
+    with caplog.at_level("WARNING", logger="raysync.runtime.coordinator"):
+        with pytest.raises(_RayStarted):
+            _execute(config, resume_from=ckpt, logdir=elsewhere)
+    (line,) = [r.getMessage() for r in caplog.records if "resuming into" in r.getMessage()]
+    named = re.search(rf"--logdir {re.escape(str(elsewhere))}, which has no run '(.+)':", line)
+    assert named is not None and "start at version 100" in line
+    caplog.clear()
+    (elsewhere / named.group(1)).mkdir(parents=True)  # the checkpoint's run is there
+    with caplog.at_level("WARNING", logger="raysync.runtime.coordinator"):
+        with pytest.raises(_RayStarted):
+            _execute(config, resume_from=ckpt, logdir=elsewhere)
+    assert not [r for r in caplog.records if "resuming into" in r.getMessage()]
+
+
+@pytest.mark.usefixtures("no_ray")
 def test_an_existing_checkpoint_is_not_overwritten_by_a_fresh_run(
     real_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -524,6 +575,12 @@ def test_an_existing_checkpoint_is_not_overwritten_by_a_fresh_run(
         _execute(config, overwrite_checkpoint=True)
     with pytest.raises(_RayStarted):
         _execute(config, resume_from=real_checkpoint)  # resuming it is the point
+    # resuming from a directory without a checkpoint: that is what is named, not the
+    # checkpoint_dir the run would have overwritten
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match=r"^no checkpoint in .*empty.* is missing"):
+        _execute(config, resume_from=empty)
     # A file where the checkpoint directory belongs.
     afile = tmp_path / "afile"
     afile.write_text("x")
