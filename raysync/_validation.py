@@ -482,3 +482,23 @@ def name_the_flags(flags: dict[str, str], build: Callable[[], _T]) -> _T:
             if re.match(rf"{re.escape(field)}\b(?![.\[])", message):
                 raise ConfigError(f"argument {flag}: {message}") from exc
         raise
+
+
+def check_int(name: str, value: object, *, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as an ``int`` if it is an integer in ``[minimum, maximum]``.
+
+    The library's one rule and message for integer arguments (``bool`` is refused:
+    ``True`` is an ``int`` to Python, never a count to a user); the config has its own,
+    which names the field by its config path.
+
+    Raises:
+        ConfigError: ``name must be an integer >= minimum`` (or ``in [minimum, maximum]``),
+            with the value given.
+    """
+    rule = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ConfigError(f"{name} must be an integer {rule}, got {value!r}")
+    number = int(value)
+    if number < minimum or (maximum is not None and number > maximum):
+        raise ConfigError(f"{name} must be an integer {rule}, got {number}")
+    return number

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raysync._validation import check_int as _check_int
 from raysync.exceptions import ConfigError
 from tuning.objectives import directions_for
 from tuning.search_space import FAMILIES, PARAMETERIZATIONS
@@ -112,8 +113,7 @@ def check_int(name: str, value: Any, low: int) -> None:
     Raises:
         ConfigError: ``value`` is not an integer or is below ``low``.
     """
-    if not _is_int(value) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    _check_int(name, value, minimum=low)
 
 
 def _check_positive(name: str, value: Any) -> None:

@@ -183,6 +183,7 @@ def run_study(
     bind_study(study, fingerprint, where=label)
     if constants is not None and "constants" not in study.user_attrs:
         study.set_user_attr("constants", constants.to_dict())
+    done = 0
     if study.get_trials(deepcopy=False):
         recovery = recover_stale_trials(study, storage)
         done = count_finished(study)
@@ -209,7 +210,7 @@ def run_study(
             "space ('raysync recommend' compares both)")
     if settings.warm_start:
         extra = {"budget": budget} if settings.multi_objective == "budget" else {}
-        left = settings.trials - count_finished(study)
+        left = settings.trials - done  # counted above; nothing has run since
         enqueued = enqueue_warm_starts(study, space, references, extra_params=extra,
                                        limit=left)
         if enqueued:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from raysync._validation import check_int
 from raysync.exceptions import ConfigError, DataError
 
 __all__ = [
@@ -50,13 +51,7 @@ def _rng(seed: SeedLike) -> np.random.Generator:
 
 
 def _check_int(name: str, value: Any, *, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ConfigError(f"{name} must be an int, got {value!r}")
-    v = int(value)
-    if v < low or (high is not None and v > high):
-        bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ConfigError(f"{name} must be {'in ' if high is not None else ''}{bounds}, got {v}")
-    return v
+    return check_int(name, value, minimum=low, maximum=high)
 
 
 def _check_clients(num_clients: Any, num_samples: int) -> int:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raysync._validation import check_int
 from raysync.exceptions import ConfigError, DataError
 
 __all__ = [
@@ -581,10 +582,8 @@ class GradientComputer:
                 wrong length.
             DataError: If ``x`` and ``y`` do not match, or are empty while ``steps > 0``.
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ConfigError(f"steps must be an int >= 0, got {steps!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        check_int("steps", steps, minimum=0)
+        check_int("batch_size", batch_size, minimum=1)
         if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
             raise ConfigError(f"lr must be a finite number > 0, got {lr!r}")
         gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -643,8 +642,7 @@ class GradientComputer:
             ConfigError: If ``batch_size < 1`` or ``flat_params`` has the wrong length.
             DataError: If ``x`` and ``y`` do not match or are empty.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        check_int("batch_size", batch_size, minimum=1)
         self._load(flat_params)
         xa, ya = self._batch(x, y)
         n = ya.shape[0]

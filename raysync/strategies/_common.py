@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from raysync._validation import check_int
 from raysync.exceptions import ConfigError
 from raysync.strategies._base import ClientResult
 
@@ -37,13 +38,6 @@ def check_local_lr(strategy: str, value: object) -> float:
             f"run in float32), got {value!r}"
         )
     return result
-
-
-def check_int(name: str, value: object, *, minimum: int) -> int:
-    """Return ``value`` if it is an integer >= ``minimum``, else raise ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def check_payload(strategy: str, params: np.ndarray, result: ClientResult) -> np.ndarray:
