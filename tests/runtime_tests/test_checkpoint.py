@@ -326,14 +326,19 @@ def test_ctrl_c_checkpoints_the_version_reached_and_resumes_to_the_uninterrupted
     assert resumed.final_test_loss == reference.final_test_loss
 
 
+def _dir_only_config(ckpt: Path) -> SystemConfig:
+    """3000 updates with ``run.checkpoint_dir`` alone: checkpoints at the end and on signals."""
+    base = _resumable_config(None)
+    return base.replace(run=dataclasses.replace(base.run, num_updates=3000,
+                                                checkpoint_dir=str(ckpt)))
+
+
 def test_a_checkpoint_dir_alone_checkpoints_at_ctrl_c_and_at_the_end(
     ray_session,  # noqa: ANN001
     tmp_path: Path,
 ) -> None:
     ckpt = tmp_path / "ckpt"
-    base = _resumable_config(None)
-    config = base.replace(run=dataclasses.replace(base.run, num_updates=3000,
-                                                  checkpoint_dir=str(ckpt)))
+    config = _dir_only_config(ckpt)
 
     def ctrl_c(updates: int, seconds: float) -> None:
         if updates >= 20:
@@ -371,9 +376,7 @@ def test_sigterm_checkpoints_like_ctrl_c_and_restores_the_handler(
     # kill, `ray job stop` and schedulers send SIGTERM; ray.init makes it sys.exit, which
     # would kill the actors and lose every update since the last periodic checkpoint.
     ckpt = tmp_path / "ckpt"
-    base = _resumable_config(None)
-    config = base.replace(run=dataclasses.replace(base.run, num_updates=3000,
-                                                  checkpoint_dir=str(ckpt)))
+    config = _dir_only_config(ckpt)
     before = signal.getsignal(signal.SIGTERM)
     seen: list[int] = []
 
