@@ -64,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--time-scale", type=float, default=None, help="override run.time_scale")
     parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
     parser.add_argument("--run-name", default="run", help="TensorBoard run directory name")
+    parser.add_argument(
+        "--resume",
+        metavar="DIR",
+        default=None,
+        help=(
+            "continue the run whose checkpoint is in DIR (its run.checkpoint_dir, a path on "
+            "the driver's node), e.g. after `ray job stop` or a pre-emption stopped it"
+        ),
+    )
     tune = parser.add_argument_group("tuning (with --tune)")
     tune.add_argument("--tune", action="store_true", help="run a tuning study instead of one run")
     tune.add_argument("--objective", choices=OBJECTIVES, default="simulated")
@@ -107,7 +116,7 @@ def _run_once(config: Any, args: argparse.Namespace, out: Path) -> dict[str, Any
     import raysync
 
     logdir = out / "tensorboard"
-    result = raysync.run(config, logdir=logdir, run_name=args.run_name)
+    result = raysync.run(config, logdir=logdir, run_name=args.run_name, resume_from=args.resume)
     result.save(out / "run")
     print(result.summary(), flush=True)
     return {
@@ -122,6 +131,19 @@ def _run_once(config: Any, args: argparse.Namespace, out: Path) -> dict[str, Any
         "tensorboard": str(logdir),
         "result": result.to_dict(),
     }
+
+
+def _stopped(exc: Any, args: argparse.Namespace) -> str:
+    """The line a run stopped by SIGTERM or Ctrl-C leaves: where, and how to go on."""
+    where = "" if exc.version is None else f" at version {exc.version}"
+    line = f"run stopped by {exc.signal_name}{where}"
+    if exc.checkpoint_version is not None:
+        return (f"{line}; its checkpoint is in {exc.checkpoint_dir!r}: submit the same "
+                f"command with --resume {exc.checkpoint_dir} to continue it")
+    if exc.checkpoint_dir is not None:
+        return (f"{line}; no checkpoint was written at the stop: an earlier one in "
+                f"{exc.checkpoint_dir!r}, if any, can be continued with --resume")
+    return f"{line}; set run.checkpoint_dir to make a stopped job resumable"
 
 
 def _run_tune(config: Any, args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -146,13 +168,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import ray
 
-    from raysync._validation import check_output_dir, describe_os_error
+    from raysync._validation import check_input_dir, check_output_dir, describe_os_error
     from raysync.config import load_config
-    from raysync.exceptions import RaySyncError
+    from raysync.exceptions import RaySyncError, RunInterrupted
 
     start = time.perf_counter()
     # Everything is checked before the folder is made: a refused job leaves no empty OUT.
     try:
+        if args.resume is not None and args.tune:
+            raise ValueError(
+                "--resume continues a run, not a study: a --tune job resumes from its "
+                "storage (--storage, or OUT/tune) when submitted again with the same --study"
+            )
+        if args.resume is not None:
+            check_input_dir(args.resume, "--resume")
         config = _overrides(load_config(args.config), args)
         out = check_output_dir(Path(args.out).expanduser(), "--out").resolve()
         out.mkdir(parents=True, exist_ok=True)
@@ -172,6 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (RaySyncError, ValueError) as exc:
             print(f"cluster.entrypoint: error: {exc}", file=sys.stderr)
             return 2
+        except RunInterrupted as exc:
+            # `ray job stop` sends SIGTERM: the run stopped after an update and, with
+            # run.checkpoint_dir, checkpointed it; say how to submit the rest
+            print(f"cluster.entrypoint: {_stopped(exc, args)}", file=sys.stderr, flush=True)
+            return exc.exit_code
         payload = {
             **body,
             "config_path": args.config,

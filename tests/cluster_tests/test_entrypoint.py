@@ -74,3 +74,55 @@ def test_a_bad_override_names_its_flag(
     out = tmp_path / "out"
     _refused(capsys, [str(good), "--out", str(out), *flags], expected)
     assert not out.exists()
+
+
+@pytest.fixture
+def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ray.init`` and friends as no-ops: the entrypoint's own logic, no cluster."""
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda **kwargs: None)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+
+
+@pytest.mark.usefixtures("fake_cluster")
+def test_a_job_stopped_by_sigterm_says_how_to_resume_and_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    import raysync
+    from raysync.exceptions import RunInterrupted
+
+    good = write_config(tmp_path, CONFIG, "good.toml")
+    ckpt = tmp_path / "ck"
+    calls: list[object] = []
+
+    def stopped(config: object, **kwargs: object) -> None:
+        calls.append(kwargs["resume_from"])
+        raise RunInterrupted(str(ckpt), 420, signum=signal.SIGTERM)
+
+    monkeypatch.setattr(raysync, "run", stopped)
+    out = tmp_path / "out"
+    assert main([str(good), "--out", str(out)]) == 143  # 128 + SIGTERM, as the shell says
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        f"cluster.entrypoint: run stopped by SIGTERM at version 420; its checkpoint is in "
+        f"{str(ckpt)!r}: submit the same command with --resume {ckpt} to continue it")
+    assert not (out / "results.json").exists()
+    ckpt.mkdir()
+    assert main([str(good), "--out", str(out), "--resume", str(ckpt)]) == 143
+    assert calls == [None, str(ckpt)]  # the resume reached raysync.run
+
+
+def test_resume_is_refused_for_a_study_and_for_a_missing_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = write_config(tmp_path, CONFIG, "good.toml")
+    out = tmp_path / "out"
+    _refused(capsys, [str(good), "--out", str(out), "--tune", "--resume", str(tmp_path)],
+             "--resume continues a run, not a study")
+    _refused(capsys, [str(good), "--out", str(out), "--resume", str(tmp_path / "nowhere")],
+             "--resume")
+    assert not out.exists()
