@@ -116,6 +116,9 @@ def ray_head() -> Iterator[Head]:
         RAY_AUTH_TOKEN=token,
         PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}",
         RAY_USAGE_STATS_ENABLED="0",
+        # `ray job stop` waits this long after SIGTERM before SIGKILL (default 3 s): a
+        # loaded 2-core machine may need longer for the stopped run's checkpoint
+        RAY_JOB_STOP_WAIT_TIME_S="60",
     )
     cmd = [
         str(bindir / "ray"), "start", "--head", "--block",
