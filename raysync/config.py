@@ -1087,9 +1087,10 @@ class RunConfig:
         checkpoint_every_updates: Runtime: write a checkpoint of the server every this
             many model updates (and at the end of the run); needs ``checkpoint_dir``.
         checkpoint_dir: Runtime: directory of the checkpoint (created if missing; on the
-            server actor's node, i.e. the driver's node), written at the end of the run,
-            on Ctrl-C and, with ``checkpoint_every_updates``, periodically. Resume with
-            ``raysync run CONFIG --resume DIR``.
+            server actor's node, i.e. the driver's node; a relative path is taken from the
+            current directory, not the config's), written at the end of the run, on Ctrl-C
+            or SIGTERM and, with ``checkpoint_every_updates``, periodically. Held locked
+            while the run runs. Resume with ``raysync run CONFIG --resume DIR``.
     """
 
     num_updates: int | None = None

@@ -40,7 +40,7 @@ def add_parser(subparsers: Any) -> None:
             "a pool per resource tier: [runtime] mode), and a server actor keeping "
             "`concurrency` tasks in flight. Starts a fresh local Ray instance unless "
             "--address names a cluster. Prints the final accuracy, the throughput and each "
-            "client's staleness next to the closed-form prediction (random routing). With "
+            "client's staleness next to the closed-form prediction. With "
             "run.checkpoint_dir it writes checkpoints (every run.checkpoint_every_updates "
             "updates, at the end and on Ctrl-C) that --resume continues."
         ),
@@ -94,11 +94,16 @@ def _apply_overrides(config: SystemConfig, args: argparse.Namespace) -> SystemCo
 
 
 def _theory(config: SystemConfig) -> QueueingResult | None:
-    if config.routing_probabilities is None:
-        return None
+    """The closed form ``simulate`` prints too; None where there is none.
+
+    Return to sender with a server station has none (its cycles meet in the server's queue).
+    """
     from raysync.queueing import predict
 
-    return predict(config)  # delays in completions; mean_version_* in model versions
+    try:
+        return predict(config)  # delays in completions; mean_version_* in model versions
+    except ConfigError:
+        return None
 
 
 class _Progress:
@@ -120,6 +125,8 @@ class _Progress:
         # (a bad [run] field, an unreachable --address) stays the only line on stderr.
         self._bar: Any = None
         self._last = 0.0
+        #: A line for stderr at the first report (None: nothing to say).
+        self.announce: str | None = None
 
     def __call__(self, updates: int, seconds: float) -> None:
         value = float(updates) if self._by_updates else round(seconds, 1)
@@ -129,6 +136,9 @@ class _Progress:
             value = min(value, float(self._total))
         if self._bar is None:
             from tqdm import tqdm
+
+            if self.announce is not None:
+                print(f"{self.announce}, now at version {updates}", file=sys.stderr, flush=True)
 
             # Starts where the run is (a resumed run, at its checkpoint's version): counted
             # as progress, the earlier sessions' updates inflated tqdm's first rates.
@@ -167,17 +177,14 @@ def measured_rates(result: RunResult, config: SystemConfig) -> list[float] | Non
 
 
 def _measured_theory(config: SystemConfig, rates: list[float]) -> QueueingResult | None:
-    """The closed-network prediction with the measured rates (random routing only)."""
-    if config.routing_probabilities is None:
-        return None
+    """The closed-form prediction with the measured rates."""
     from raysync.config import ServiceTimeSpec
-    from raysync.queueing import predict
 
     clients = tuple(
         dataclasses.replace(c, service_time=ServiceTimeSpec(kind="exponential", rate=mu))
         for c, mu in zip(config.clients, rates, strict=True)
     )
-    return predict(config.replace(clients=clients))
+    return _theory(config.replace(clients=clients))
 
 
 def continue_command(args: argparse.Namespace, directory: str) -> str:
@@ -360,10 +367,10 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
     if shown < result.num_clients:
         lines.append(f"... {result.num_clients - shown} more clients (--json prints them all)")
     if theory is not None and scale > 0:
-        lines.append(
-            "theory: closed Jackson network (exact for exponential service times); "
-            "throughput scaled by run.time_scale"
-        )
+        model = ("independent cycles (return to sender; exact for any service law)"
+                 if config.routing_probabilities is None
+                 else "closed Jackson network (exact for exponential service times)")
+        lines.append(f"theory: {model}; throughput scaled by run.time_scale")
     if rates is not None:
         lines.append(
             "mu: measured service rates (tasks/s, 1 / mean compute time; no emulation)"
@@ -390,6 +397,10 @@ def _handle(args: argparse.Namespace) -> int:
     import raysync.runtime
 
     bar = _Progress(config, disable=args.no_progress or args.json)
+    if args.resume is not None:
+        # said once the run is under way (a refused resume stays one line): the summary's
+        # "resumed from" comes only at the end
+        bar.announce = f"raysync run: resumed from {args.resume!r}"
     started_at = time.time()
     try:
         result = raysync.runtime.run(

@@ -414,6 +414,14 @@ def peek_version(directory: str | Path) -> int | None:
         return None
 
 
+def peek_fingerprint(directory: str | Path) -> str | None:
+    """The config fingerprint a checkpoint's manifest names, unverified (for messages)."""
+    try:
+        return str(json.loads((Path(directory) / MANIFEST).read_bytes())["body"]["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def read_checkpoint(
     directory: str | Path,
     *,

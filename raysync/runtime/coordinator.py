@@ -84,6 +84,7 @@ from raysync.runtime.checkpoint import (
     check_server_state,
     config_fingerprint,
     fingerprint_fields,
+    peek_fingerprint,
     peek_version,
     read_checkpoint,
 )
@@ -462,7 +463,7 @@ class ActorGroup:
         if checkpointing:
             logger.warning(
                 "%s: writing a checkpoint of the updates applied so far to %s "
-                "(Ctrl-C again to stop waiting for it)",
+                "(Ctrl-C or SIGTERM again to stop waiting for it)",
                 cause,
                 self._checkpoint_dir,
             )
@@ -817,16 +818,23 @@ def _absolute_checkpoint_dir(config: SystemConfig) -> SystemConfig:
 
 
 def _check_checkpoint_dir(
-    config: SystemConfig, resume_from: str | Path | None, overwrite: bool
+    config: SystemConfig,
+    resume_from: str | Path | None,
+    overwrite: bool,
+    fingerprint: str | None = None,
 ) -> None:
-    """Refuse a ``run.checkpoint_dir`` that is a file, or whose checkpoint would be lost.
+    """Refuse a ``run.checkpoint_dir`` that is a file, in use, or whose checkpoint would be lost.
 
     A fresh run writes its first checkpoint over the one already in the directory; that
     is refused unless the run resumes from this very directory or ``overwrite`` is set.
+    A directory another run holds (:data:`RUN_LOCK`) is named as such first: resuming it
+    would be refused too. ``fingerprint`` (the run's :func:`config_fingerprint`) tells a
+    checkpoint of this config, which can be resumed, from another config's.
 
     Raises:
         ConfigError: The path exists and is not a directory.
-        CheckpointError: It holds a checkpoint and the run would replace it.
+        CheckpointError: Another run holds it, or it holds a checkpoint and the run would
+            replace it.
     """
     directory = config.run.checkpoint_dir
     if directory is None:
@@ -836,57 +844,102 @@ def _check_checkpoint_dir(
         raise ConfigError(
             f"run.checkpoint_dir must be a directory, got {directory!r}, which is a file"
         )
+    if _held_by_another_run(path):
+        raise _in_use("run.checkpoint_dir", directory)
     if overwrite or not (path / MANIFEST).is_file():
         return
     if resume_from is not None and Path(resume_from).resolve() == path.resolve():
         return
     version = peek_version(path)
+    shown = "unknown" if version is None else version
+    saved = peek_fingerprint(path)
+    if fingerprint is not None and saved is not None and saved != fingerprint:
+        raise CheckpointError(
+            f"run.checkpoint_dir {directory!r} already holds a checkpoint of another config "
+            f"(version {shown}) that this run would overwrite; choose another "
+            "run.checkpoint_dir, or pass --overwrite-checkpoint (raysync.run: "
+            "overwrite_checkpoint=True)"
+        )
     raise CheckpointError(
         f"run.checkpoint_dir {directory!r} already holds a checkpoint "
-        f"(version {'unknown' if version is None else version}) "
+        f"(version {shown}) "
         f"that this run would overwrite; resume it (--resume {directory}), choose another "
         "run.checkpoint_dir, or pass --overwrite-checkpoint (raysync.run: "
         "overwrite_checkpoint=True)"
     )
 
 
+def _held_by_another_run(directory: Path) -> bool:
+    """Whether a running run holds ``directory``'s :data:`RUN_LOCK` (a dead one's is free)."""
+    if not (directory / RUN_LOCK).is_file():
+        return False
+    probe = filelock.FileLock(directory / RUN_LOCK, timeout=0)
+    try:
+        probe.acquire()
+    except filelock.Timeout:
+        return True
+    except OSError:
+        return False  # unreadable: the lock taken for the run says why, if it matters
+    probe.release()
+    return False
+
+
+def _in_use(what: str, directory: str | Path) -> CheckpointError:
+    return CheckpointError(
+        f"{what} {str(directory)!r} is in use by another run (it holds {RUN_LOCK} locked); "
+        "wait for that run to end or stop it"
+        + (", or choose another run.checkpoint_dir" if what == "run.checkpoint_dir" else
+           ": resuming it now would continue the same updates twice")
+    )
+
+
 class _Signals:
-    """The SIGTERMs received in a :func:`_sigterm_interrupts` block."""
+    """Raise ``KeyboardInterrupt`` on SIGTERM while entered, as Ctrl-C does; count them.
+
+    So a ``kill``, ``ray job stop`` or a scheduler's pre-emption stops (and checkpoints)
+    the run instead of losing it: ``ray.init`` makes SIGTERM ``sys.exit``, and the core
+    worker it starts installs a handler that dumps a C++ stack and aborts. The count says
+    which signal a ``KeyboardInterrupt`` stands for: Ray's blocking calls catch any
+    ``KeyboardInterrupt`` raised by a handler and raise a plain one in its place, so the
+    exception itself cannot carry it. Handlers can only be set from the main thread;
+    elsewhere nothing changes. Leaving restores the handler found on entering.
+    """
 
     def __init__(self) -> None:
         self.terminated = 0
+        self._active = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGTERM)
+            self._active = True
+            self.install()
+        return self
+
+    def install(self) -> None:
+        """(Re)install the handler: ``ray.init`` replaces it with its own."""
+        if self._active:
+            signal.signal(signal.SIGTERM, self._handler)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.terminated += 1
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._active:
+            previous = self._previous
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            self._active = False
 
     def cause(self) -> int:
         """The signal the block's ``KeyboardInterrupt`` stands for."""
         return signal.SIGTERM if self.terminated else signal.SIGINT
 
 
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[_Signals]:
-    """Raise ``KeyboardInterrupt`` on SIGTERM in the block, as Ctrl-C does.
-
-    So a ``kill``, ``ray job stop`` or a scheduler's pre-emption checkpoints the run
-    instead of losing it (``ray.init`` makes SIGTERM ``sys.exit``).
-
-    The yielded :class:`_Signals` says which signal it was: Ray's blocking calls catch any
-    ``KeyboardInterrupt`` raised by a handler and raise a plain one in its place, so the
-    exception itself cannot carry it. Handlers can only be set from the main thread;
-    elsewhere nothing changes.
-    """
-    received = _Signals()
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        received.terminated += 1
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+def _sigterm_interrupts() -> _Signals:
+    """A :class:`_Signals` to enter: SIGTERM raises ``KeyboardInterrupt`` in the block."""
+    return _Signals()
 
 
 #: The file in ``run.checkpoint_dir`` a run holds locked while it runs.
@@ -918,11 +971,7 @@ def _lock_checkpoint_dir(directory: str | None) -> filelock.BaseFileLock | None:
     try:
         lock.acquire()
     except filelock.Timeout:
-        raise CheckpointError(
-            f"run.checkpoint_dir {directory!r} is in use by another run (it holds "
-            f"{RUN_LOCK} locked); wait for that run to end or stop it, or choose another "
-            "run.checkpoint_dir"
-        ) from None
+        raise _in_use("run.checkpoint_dir", directory) from None
     except OSError as exc:
         raise ConfigError(
             f"run.checkpoint_dir {directory!r} cannot be locked ({exc.strerror or exc})"
@@ -1187,6 +1236,8 @@ def _execute(
     _check_nonstationary(config)
     resume_state: dict[str, Any] | None = None
     if resume_from is not None:
+        if _held_by_another_run(Path(resume_from)):
+            raise _in_use("--resume", resume_from)
         # first: a --resume directory without a usable checkpoint is the problem to name,
         # not the checkpoint_dir it would then have overwritten
         checkpoint = read_checkpoint(resume_from, fingerprint=fingerprint, fields=fields)
@@ -1196,9 +1247,18 @@ def _execute(
         _check_target_ahead(config, checkpoint.directory, resume_state)
         if run_name is None and resume_state.get("run_name"):
             run_name = str(resume_state["run_name"])
-    _check_checkpoint_dir(config, resume_from, overwrite_checkpoint)
+    _check_checkpoint_dir(config, resume_from, overwrite_checkpoint, fingerprint)
     if resume_state is not None:
         logger.info("resuming from %s at version %d", checkpoint.directory, checkpoint.version)
+        target = config.run.checkpoint_dir
+        if target is not None and Path(target).resolve() != Path(checkpoint.directory).resolve():
+            # a fork: the checkpoint resumed from stays where it is
+            logger.warning(
+                "resuming from %s (version %d) but checkpointing to %s (run.checkpoint_dir; "
+                "a relative path is taken from the current directory): the checkpoint "
+                "resumed from is left at version %d",
+                checkpoint.directory, checkpoint.version, target, checkpoint.version,
+            )  # fmt: skip
     if run_name is None and (logdir is not None or config.run.checkpoint_dir is not None):
         run_name = default_run_name(config)
 
@@ -1215,8 +1275,18 @@ def _execute(
     started = False
     own_sinks: list[MetricsSink] = []
     group: ActorGroup | None = None
+    # SIGTERM during the start-up (Ray, the actors) ends the run as during its loop
+    # (RunInterrupted, the shell's 143), not with Ray's exit 15 or its abort
+    signals = _sigterm_interrupts().__enter__()
     try:
-        started = connect(address)
+        try:
+            started = connect(address)
+        except SystemExit as exc:
+            # ray.init's own SIGTERM handler, in force while it runs
+            if exc.code != signal.SIGTERM:
+                raise
+            raise RunInterrupted(config.run.checkpoint_dir, None, signum=signal.SIGTERM) from None
+        signals.install()  # ray.init replaced it
         plan = choose_plan(config, _alive_node_resources(), server_num_cpus=server_num_cpus)
         if logdir is not None:
             own_sinks.append(
@@ -1311,6 +1381,11 @@ def _execute(
             result.throughput,
         )
         return result, outcome
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, RunInterrupted) or not signals.terminated:
+            raise
+        # SIGTERM before the loop ran: nothing applied in this session to checkpoint
+        raise RunInterrupted(config.run.checkpoint_dir, None, signum=signal.SIGTERM) from None
     finally:
         if group is not None:
             group.shutdown()
@@ -1318,5 +1393,6 @@ def _execute(
             sink.close()
         if started:
             ray.shutdown()
+        signals.__exit__()
         if lock is not None:
             lock.release()

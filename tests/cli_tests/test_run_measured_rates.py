@@ -10,6 +10,7 @@ import pytest
 
 from raysync._cli.run import _report, measured_rates
 from raysync.config import (
+    AlgorithmConfig,
     ClientSpec,
     DataConfig,
     RoutingConfig,
@@ -55,6 +56,23 @@ def test_measured_rates_drive_the_prediction_without_emulation() -> None:
     expected = predict(measured).throughput
     assert f"theory with measured mu {expected:.4g}" in text
     assert "mu: measured service rates" in text
+
+
+def test_return_to_sender_gets_the_theory_simulate_prints() -> None:
+    # `run` printed no theory column for return to sender while `simulate` did (issue: a
+    # newcomer trial of REC.toml); the closed form is the independent cycles'.
+    from raysync._cli.run import _theory
+    from raysync.simulation.report import theory_prediction
+
+    config = _config(1.0).replace(routing=RoutingConfig(kind="return_to_sender"),
+                                  algorithm=AlgorithmConfig(name="asyncsgd"))
+    theory = _theory(config)
+    assert theory is not None
+    assert theory.mean_version_delay.tolist() == pytest.approx(
+        theory_prediction(config)["mean_relative_delay"])
+    text = _report(simulate(config), config, theory)
+    assert "theory: independent cycles (return to sender; exact for any service law)" in text
+    assert f"theory {theory.mean_version_staleness:.4g}" in text
 
 
 def test_no_measured_rates_with_emulation_or_missing_clients() -> None:

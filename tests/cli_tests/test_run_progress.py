@@ -52,3 +52,14 @@ def test_a_resumed_run_starts_the_bar_at_its_version_not_as_progress(
     shown = bar._bar.format_dict
     assert shown["n"] - shown["initial"] == 50
     bar.close()
+
+
+def test_a_resumed_run_says_so_once_under_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    stderr = io.StringIO()
+    monkeypatch.setattr(run_cli.sys, "stderr", stderr)
+    bar = run_cli._Progress(_config(RunConfig(num_updates=10_000)), disable=True)  # --no-progress
+    bar.announce = "raysync run: resumed from 'ck'"
+    bar(9004, 90.0)
+    bar(9050, 90.5)
+    bar.close()
+    assert stderr.getvalue() == "raysync run: resumed from 'ck', now at version 9004\n"

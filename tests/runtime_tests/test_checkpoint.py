@@ -402,6 +402,42 @@ def test_sigterm_checkpoints_like_ctrl_c_and_restores_the_handler(
     assert resumed.extras["checkpoints_written"] == 2  # at the SIGTERM and at the end
 
 
+def test_sigterm_during_the_start_up_ends_the_run_as_during_its_loop(
+    ray_session,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before: Ray's handlers ended such a run with exit 15, 1 or an abort (C++ stack dump),
+    # depending on the instant, with no line saying what happened.
+    from raysync.runtime import coordinator
+
+    before = signal.getsignal(signal.SIGTERM)
+    create = coordinator.ActorGroup.create
+
+    def create_then_terminated(*args: Any, **kwargs: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGTERM)  # while the actors start
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(coordinator.ActorGroup, "create", create_then_terminated)
+    config = _dir_only_config(tmp_path / "ckpt")
+    with pytest.raises(RunInterrupted) as info:
+        _execute(config, poll_interval=0.05)
+    assert (info.value.signum, info.value.version, info.value.checkpoint_version) == (
+        signal.SIGTERM, None, None)
+    assert info.value.checkpoint_dir == str((tmp_path / "ckpt").resolve())
+    assert signal.getsignal(signal.SIGTERM) is before
+
+    # while ray.init runs its own handler is in force: sys.exit(SIGTERM)
+    def connect(address: str | None = None) -> bool:
+        raise SystemExit(signal.SIGTERM)
+
+    monkeypatch.setattr(coordinator, "connect", connect)
+    with pytest.raises(RunInterrupted) as info:
+        _execute(config, poll_interval=0.05)
+    assert info.value.signum == signal.SIGTERM and info.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 # ---------------------------------------------------------------- checks before Ray starts
 
 
@@ -534,16 +570,43 @@ def test_a_checkpoint_dir_in_use_by_another_run_is_refused(
     # or two resumes of one checkpoint, would overwrite each other's checkpoints
     other = filelock.FileLock(ckpt / RUN_LOCK)
     with other:
-        with pytest.raises(CheckpointError, match=r"is in use by another run"):
+        with pytest.raises(CheckpointError, match=r"^--resume '.*' is in use by another run"):
             _execute(config, resume_from=ckpt)
-        with pytest.raises(CheckpointError, match=r"is in use by another run"):
-            _execute(config, overwrite_checkpoint=True)
+        # resumed into another directory (a relative run.checkpoint_dir taken from another
+        # working directory): still the live run's history, continued twice
+        forked = _evaluated_config(tmp_path / "elsewhere", 300)
+        with pytest.raises(CheckpointError, match=r"^--resume '.*' is in use by another run"):
+            _execute(forked, resume_from=ckpt)
+        for overwrite in (True, False):  # the lock is named first, not "already holds"
+            with pytest.raises(CheckpointError,
+                               match=r"^run.checkpoint_dir '.*' is in use by another run"):
+                _execute(config, overwrite_checkpoint=overwrite)
     # free again, and released by a run that failed after taking it
     for _ in range(2):
         with pytest.raises(_RayStarted):
             _execute(config, resume_from=ckpt)
     with other:  # the failed runs released it
         pass
+
+
+@pytest.mark.usefixtures("no_ray")
+def test_a_fork_and_another_configs_checkpoint_are_named(
+    real_checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ckpt = _copy(real_checkpoint, tmp_path / "ckpt")
+    forked = _evaluated_config(tmp_path / "elsewhere", 300)
+    with caplog.at_level("WARNING", logger="raysync.runtime.coordinator"):
+        with pytest.raises(_RayStarted):
+            _execute(forked, resume_from=ckpt)
+    (line,) = [r.getMessage() for r in caplog.records if "but checkpointing to" in r.getMessage()]
+    assert f"resuming from {ckpt.resolve()} (version 100) but checkpointing to " in line
+    assert "left at version 100" in line
+    # a fresh run of another config into that directory: "resume it" would be refused
+    other = _evaluated_config(ckpt, 300).replace(seed=12345)
+    with pytest.raises(CheckpointError) as info:
+        _execute(other)
+    assert "already holds a checkpoint of another config (version 100)" in str(info.value)
+    assert "resume it" not in str(info.value)
 
 
 @pytest.mark.usefixtures("no_ray")
