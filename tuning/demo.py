@@ -610,7 +610,7 @@ def _handle(args: argparse.Namespace) -> int:
             )
     print(
         "(cl.stale: the mean over clients of each client's measured staleness E[D_i], in "
-        "updates; the recommend table's 'stale' is the mean over updates)"
+        "model versions; the recommend table's 'stale' is the mean over applied updates)"
     )
     print(
         "(one seed, one budget, the config's step size for every run: a demonstration; "

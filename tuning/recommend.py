@@ -117,6 +117,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -150,6 +151,8 @@ __all__ = [
     "Recommendation",
     "RecommendSettings",
     "check_inputs",
+    "checkpoint_dir_for",
+    "checkpoint_note",
     "config_header",
     "config_text",
     "energy_lines",
@@ -159,6 +162,7 @@ __all__ = [
     "predicted_energy",
     "recommend",
     "run_length_note",
+    "written_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -311,10 +315,12 @@ class ArmResult:
         dominant: The bound's dominating term (None when not covered).
         val_accuracy: Simulated validation accuracy at ``T`` (mean over ``seeds``).
         test_accuracy: Simulated test accuracy at ``T`` (mean; reported only).
-        throughput: Simulated updates per unit time (mean).
-        staleness: Simulated mean relative delay over updates (mean).
-        time_to_target: Simulated time to reach the target validation accuracy, mean over
-            ``seeds`` (None: missed on some seed, or no target).
+        throughput: Simulated task completions per unit time (mean; FedBuff applies one
+            update per ``buffer_size`` of them).
+        staleness: Simulated mean relative delay in model versions (mean).
+        time_to_target: Simulated time to reach the target validation accuracy, in the
+            config's (virtual) seconds, mean over ``seeds`` (None: missed on some seed, or
+            no target).
         reached: On how many of the ``seeds`` runs the target was reached (None: no
             target).
         trial: Optuna trial number that ran it (None if not run in the study).
@@ -943,12 +949,16 @@ def recommend(
     steps_runs = len(warm) * len(lrs) * len(pilot_seeds)
     confirm_runs = ((1 + settings.finalists) * (1 + len(pilot_seeds) + len(confirm))
                     if settings.confirm_seeds > 0 else len(pilot_seeds))
-    study_runs = max(settings.trials, len(warm))  # warm starts beyond the cap run too
-    planned = steps_runs + study_runs + confirm_runs
+    # Warm starts beyond the --trials cap still run once on the study's seed (for the
+    # table), outside the study: counted apart, so the trials said are the trials run.
+    beyond = max(0, len(warm) - settings.trials)
+    planned = steps_runs + settings.trials + beyond + confirm_runs
+    also = (f" and up to {_counted(beyond, 'warm start')} beyond --trials, run outside "
+            "the study" if beyond else "")
     say(f"plan: at most {planned} simulated runs ({steps_runs} choosing steps: {len(warm)} "
         f"designs x {len(lrs)} steps x {len(pilot_seeds)} seeds of {pilot_budget:g} s; "
-        f"{study_runs} trials and warm starts; {confirm_runs} confirming, of {budget:g} s), "
-        f"each at "
+        f"{_counted(settings.trials, 'study trial')} (warm starts first){also}; "
+        f"{confirm_runs} confirming, of {budget:g} s), each at "
         f"most {budget * float(np.sum(mu)):,.0f} updates (T sum_i mu_i)")
     lr_choice: dict[str, Any] = {}
     at_edge: dict[float, list[str]] = {}
@@ -1108,10 +1118,12 @@ def recommend(
     # missed, no design reached the target on every seed it ran on.
     if target is not None and summary(leader)["time_to_target"] is None:
         best_val = max(max(m["val_curve"]) if m["val_curve"] else 0.0 for m in runs.values())
+        metric = config.model.metric_label
         raise ConfigError(
-            f"--target-accuracy {target:g} is not reached within --budget {budget:g} s on every "
-            f"seed by any of {len(candidates)} designs tried (best validation accuracy "
-            f"{best_val:.4f})"
+            f"--target-accuracy {target:g}: none of the {_counted(len(candidates), 'design')} "
+            f"tried reached validation {metric} {target:g} within --budget {budget:g} s on "
+            f"all its seeds (best validation {metric} reached by any run: {best_val:.4f}); "
+            "lower --target-accuracy or raise --budget"
         )
     best_point, confirmation = leader, None
     incumbent = _incumbent(warm, feasible, rank)
@@ -1172,7 +1184,7 @@ def recommend(
 
     arms = [row("recommended", best_point)]
     arms += [row(label, point) for label, point in warm.items()]
-    say(f"simulations spent: {len(runs)} ({len(history)} study trials)")
+    say(f"simulations spent: {len(runs)} ({_counted(len(history), 'study trial')})")
     return Recommendation(
         point=best_point, config=best_point.to_config(config), arms=tuple(arms),
         constants=estimate, analytical=optimum.to_dict(), lr_choice=lr_choice,
@@ -1287,6 +1299,11 @@ def config_text(config: SystemConfig, *, header: Sequence[str] = ()) -> str:
     return "".join(f"# {line}\n" for line in header) + config_toml(config)
 
 
+def _counted(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural unless one ("1 study trial", "4 study trials")."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None or not math.isfinite(value) else format(value, spec)
 
@@ -1303,9 +1320,11 @@ def format_table(rec: Recommendation) -> str:
     ``bound`` / ``dominant``: the bias-aware bound at the bound's own optimal step (the
     ranking the analytical optimum used); ``bound@lr`` / ``dominant@lr``: the same bound at
     the step that actually ran. Simulated figures are means over ``seeds`` runs of length
-    ``T``; ``t->target`` is the mean time to the target, or ``k/n hit`` when only ``k`` of
-    the ``n`` runs reached it. The last line counts every simulator run the recommendation
-    spent.
+    ``T``: ``upd/s`` in task completions per second of the config's clock (FedBuff applies
+    one update per ``buffer_size`` of them), ``stale`` in model versions (the staleness a
+    strategy sees, as ``raysync run`` and ``simulate`` count it), ``t->target`` the mean
+    time to the target in the config's seconds, or ``k/n hit`` when only ``k`` of the ``n``
+    runs reached it. The last line counts every simulator run the recommendation spent.
     """
     lines = [
         f"{'arm':<12} {'design':<46} {'bound':>9} {'dominant':>12} {'bound@lr':>9} "
@@ -1323,12 +1342,13 @@ def format_table(rec: Recommendation) -> str:
     lines += [
         "columns: bound, dominant: the bias-aware bound (lower is better) and its largest "
         "term at the bound's own step; @lr: the same at the step that ran;",
-        "  val acc, test acc, upd/s (updates per config s), stale (mean staleness, updates): "
-        "simulated, means over 'seeds' runs of T; t->target: mean time to the target, "
-        "'k/n hit' when k of n runs reached it",
+        "  val acc, test acc, upd/s (task completions per config s), stale (mean staleness, "
+        "model versions): simulated, means over 'seeds' runs of T; t->target: mean time to "
+        "the target in config s, 'k/n hit' when k of n runs reached it",
     ]
     lines.append(
-        f"simulations spent: {rec.simulations} simulator runs ({rec.trials} Optuna trials, "
+        f"simulations spent: {rec.simulations} simulator runs "
+        f"({_counted(rec.trials, 'Optuna trial')}, "
         f"the rest the per-arm step pilot and reruns of the leader and finalists)"
     )
     if rec.confirmation is not None:
@@ -1340,12 +1360,14 @@ def format_table(rec: Recommendation) -> str:
     return "\n".join(lines)
 
 
-def config_header(rec: Recommendation, config: SystemConfig) -> list[str]:
+def config_header(rec: Recommendation, config: SystemConfig, *, path: str) -> list[str]:
     """REC.toml's header: the design, what it was chosen for, and how to reproduce the table.
 
-    The written config keeps ``config``'s ``[run]`` (only the design is replaced), so when
-    its run length is not ``T`` the header says so and gives the ``simulate`` override
-    that measures what the table reports. Energy lines follow with power figures.
+    The written config (:func:`written_config`) keeps ``config``'s ``[run]`` (only the
+    design is replaced) but its checkpoint directory, which the header then names; when
+    the run length is not ``T`` the header says so and gives the ``simulate`` override
+    (on ``path``, where REC.toml is written) that measures what the table reports. Energy
+    lines follow with power figures.
     """
     arm = rec.arm("recommended")
     goal = (f"the best validation {config.model.metric_label} at T = {rec.budget:g} s"
@@ -1357,8 +1379,50 @@ def config_header(rec: Recommendation, config: SystemConfig) -> list[str]:
         f"chosen for {goal} (--budget); simulated: validation {arm.val_accuracy:.4f}, "
         f"test {arm.test_accuracy:.4f} (means over {arm.seeds} seeds)",
     ]
-    note = run_length_note(rec, config, "THIS.toml")
-    return [*lines, *([] if note is None else [note]), *energy_lines(rec)]
+    note = run_length_note(rec, config, path)
+    moved = checkpoint_note(config, path)
+    return [*lines, *([] if moved is None else [moved]), *([] if note is None else [note]),
+            *energy_lines(rec)]
+
+
+def checkpoint_dir_for(checkpoint_dir: str, path: str) -> str:
+    """REC.toml's ``run.checkpoint_dir``: a sibling of the input's named after REC.toml.
+
+    ``"ck"`` and ``rec.toml`` give ``"ck-rec"``, ``"runs/ck"`` gives ``"runs/ck-rec"``: as
+    relative (or absolute) as the input's, so both resolve against the same folder. A
+    directory without a name of its own (``"."``, ``".."``, ``"/"``) gets a subdirectory
+    ``checkpoint-rec`` instead.
+    """
+    where, stem = Path(checkpoint_dir), Path(path).stem
+    if where.name in ("", ".", ".."):
+        return str(where / f"checkpoint-{stem}")
+    return str(where.with_name(f"{where.name}-{stem}"))
+
+
+def written_config(rec: Recommendation, *, path: str) -> SystemConfig:
+    """The config ``recommend --out path`` writes: ``rec.config``, checkpointing apart.
+
+    The input's ``run.checkpoint_dir`` holds the input design's checkpoints, which
+    ``raysync run`` refuses to overwrite with another design's run: REC.toml as written
+    would not run. Its checkpoints go to :func:`checkpoint_dir_for` instead.
+    """
+    config = rec.config
+    if config.run.checkpoint_dir is None:
+        return config
+    return config.replace(run=dataclasses.replace(
+        config.run, checkpoint_dir=checkpoint_dir_for(config.run.checkpoint_dir, path)))
+
+
+def checkpoint_note(config: SystemConfig, path: str) -> str | None:
+    """The line saying where REC.toml checkpoints, and why not where the input did.
+
+    None when ``config`` (the input) sets no ``run.checkpoint_dir``.
+    """
+    own = config.run.checkpoint_dir
+    if own is None:
+        return None
+    return (f"run.checkpoint_dir: the input's {own!r} holds the input design's checkpoints, "
+            f"so this design checkpoints to {checkpoint_dir_for(own, path)!r}")
 
 
 def run_length_note(rec: Recommendation, config: SystemConfig, path: str) -> str | None:

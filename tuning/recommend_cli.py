@@ -12,8 +12,10 @@ bound's optimum only if, rerun with the next two finalists on ``--confirm-seeds`
 seeds, it is ahead there by more than ``--overrule-margin`` (default 1) standard errors of
 the paired differences.
 ``REC.toml`` is the input config with ``concurrency``, ``[routing]`` and ``[algorithm]``
-replaced; it is written through a temporary file and a rename, so bad input or a failure
-leaves nothing half-written.
+replaced, and a ``run.checkpoint_dir`` moved to a sibling named after REC.toml (the input's
+holds the input design's checkpoints, which ``raysync run`` would refuse to overwrite; see
+:func:`tuning.recommend.written_config`); it is written through a temporary file and a
+rename, so bad input or a failure leaves nothing half-written.
 
 Examples::
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -133,11 +136,13 @@ def _handle(args: argparse.Namespace) -> int:
     from raysync.exceptions import ConfigError
     from tuning.recommend import (
         RecommendSettings,
+        checkpoint_note,
         config_header,
         config_text,
         format_table,
         recommend,
         run_length_note,
+        written_config,
     )
     from tuning.settings import check_search_size
 
@@ -178,25 +183,19 @@ def _handle(args: argparse.Namespace) -> int:
         rec = recommend(config, settings, log=log)
     if sim_warnings.count and not args.quiet:
         log(sim_warnings.summary())
-    header = config_header(rec, config)
-    files = [("--out", out, config_text(rec.config, header=header))]
+    header = config_header(rec, config, path=str(out))
+    files = [("--out", out, config_text(written_config(rec, path=str(out)), header=header))]
     if report_path is not None:
         files.append(("--report", report_path, json.dumps(json_safe(rec.to_dict()), indent=2)))
     _write_all(files)
     print(f"recommended: {rec.point.describe()}")
     print(format_table(rec))
-    best_base = max(
-        (a for a in rec.arms if a.label not in ("recommended", "analytical")),
-        key=lambda a: a.val_accuracy,
-    )
+    best_base = best_baseline(rec)
     rec_arm = rec.arm("recommended")
-    print(
-        f"validation accuracy at T={rec.budget:g}: recommended {rec_arm.val_accuracy:.4f}, "
-        f"best baseline ({best_base.label}) {best_base.val_accuracy:.4f} "
-        f"(means over seeds; {rec.simulations} simulations spent, {rec.trials} of them "
-        f"Optuna trials)"
-    )
-    if rec_arm.val_accuracy == best_base.val_accuracy and rec_arm.point != best_base.point:
+    print(summary_line(rec, rec_arm, best_base, metric=config.model.metric_label))
+    if rec.target_accuracy is None and (
+        rec_arm.val_accuracy == best_base.val_accuracy and rec_arm.point != best_base.point
+    ):
         # Equal means over the seeds: a validation set too small to tell the designs apart
         # (or designs that train alike); the choice then rests on the bound (or on the
         # study's ranking, when a trial's design was taken), not on these runs.
@@ -210,15 +209,58 @@ def _handle(args: argparse.Namespace) -> int:
         if below is not None:
             print(below)
     print(f"wrote {out}")
-    note = run_length_note(rec, config, str(out))
-    if note is not None:
-        print(note)
+    for note in (checkpoint_note(config, str(out)), run_length_note(rec, config, str(out))):
+        if note is not None:
+            print(note)
     if config.run.time_scale == 0:
         # The choice rests on the config's service times, which run does not emulate then.
         print(f"note: run.time_scale = 0: 'raysync run {out}' will not emulate the service "
               "times this recommendation was made for (each task lasts as long as its "
               "computation); set run.time_scale > 0 to run the fleet it assumed")
     return 0
+
+
+def best_baseline(rec: Any) -> Any:
+    """The baseline row the closing line compares the recommendation with.
+
+    Without a target: the highest validation score. With one: what was minimised, so the
+    fewest missed seeds first, then the shortest mean time to the target (validation
+    score last, between baselines that never reached it).
+    """
+    bases = [a for a in rec.arms if a.label not in ("recommended", "analytical")]
+    if rec.target_accuracy is None:
+        return max(bases, key=lambda a: a.val_accuracy)
+    return min(bases, key=lambda a: (
+        -(a.reached or 0), math.inf if a.time_to_target is None else a.time_to_target,
+        -a.val_accuracy))
+
+
+def _time_to_target(arm: Any) -> str:
+    """An arm's time to the target as the closing line gives it (seconds, or k/n hit)."""
+    if arm.time_to_target is not None:
+        return f"{arm.time_to_target:.3g} s"
+    if arm.reached:
+        return f"reached on {arm.reached}/{arm.seeds} seeds"
+    return "not reached"
+
+
+def summary_line(rec: Any, rec_arm: Any, best_base: Any, *, metric: str = "accuracy") -> str:
+    """The closing line: the recommendation against the best baseline, on what was chosen.
+
+    Without a target, the validation score at ``T``; with one, the time to reach it (the
+    mean over the seeds, in the config's seconds, or on how many seeds it was reached,
+    as the table's ``t->target``), then the validation score at ``T`` for reference.
+    """
+    spent = (f"{rec.simulations} simulations spent, {rec.trials} of them "
+             f"{'an Optuna trial' if rec.trials == 1 else 'Optuna trials'}")
+    if rec.target_accuracy is None:
+        return (f"validation {metric} at T={rec.budget:g}: recommended "
+                f"{rec_arm.val_accuracy:.4f}, best baseline ({best_base.label}) "
+                f"{best_base.val_accuracy:.4f} (means over seeds; {spent})")
+    return (f"time to validation {metric} {rec.target_accuracy:g} within T={rec.budget:g} s: "
+            f"recommended {_time_to_target(rec_arm)}, best baseline ({best_base.label}) "
+            f"{_time_to_target(best_base)} (means over seeds; validation {metric} at T: "
+            f"{rec_arm.val_accuracy:.4f} vs {best_base.val_accuracy:.4f}; {spent})")
 
 
 def below_baseline_note(rec: Any, rec_arm: Any, best_base: Any) -> str | None:

@@ -56,8 +56,10 @@ def test_rec_toml_header_says_what_it_was_chosen_for_and_how_to_measure_it(
     assert header[0] == f"raysync recommend: {DesignPoint.from_dict(arm['point']).describe()}"
     assert header[1].startswith("chosen for the best validation accuracy at T = 30 s")
     assert f"validation {arm['val_accuracy']:.4f}" in header[1]
+    # The header names the file it is in (it said 'THIS.toml', a placeholder).
     assert header[2] == ("[run] is the input config's (num_updates = 400), not T: for the "
-                         "table's numbers run 'raysync simulate THIS.toml --time-budget 30'")
+                         f"table's numbers run 'raysync simulate {recommended['path']} "
+                         "--time-budget 30'")
     assert f"'raysync simulate {recommended['path']} --time-budget 30'" in recommended["stdout"]
 
 
@@ -150,7 +152,8 @@ def test_unreachable_target_accuracy(tmp_path: Path, capsys) -> None:  # noqa: A
     # about 7 updates in 1 s: no design reaches 99 % validation accuracy
     _fails_cleanly(["recommend", str(TINY), "--budget", "1", "--target-accuracy", "0.99",
                     "--trials", "5", "--quiet", "--out", str(out)], out, capsys,
-                   "is not reached")
+                   "designs tried reached validation accuracy 0.99 within --budget 1 s on "
+                   "all its seeds (best validation accuracy reached by any run: 0.")
 
 
 def test_data_that_cannot_be_loaded(tmp_path: Path, capsys) -> None:  # noqa: ANN001
@@ -920,3 +923,170 @@ def test_missing_output_folders_are_created(tmp_path, capsys, monkeypatch) -> No
                  "--out", str(out), "--report", str(report)]) == 0
     assert main(["validate", str(out)]) == 0
     assert json.loads(report.read_text())["budget"] == 30
+
+
+# ------------------------------------------------------------------ newcomer-trial findings
+@pytest.mark.parametrize(("own", "out", "moved"), [
+    ("ck", "recck.toml", "ck-recck"),
+    ("runs/ck", "out/rec.toml", "runs/ck-rec"),
+    ("/abs/ck/", "rec.toml", "/abs/ck-rec"),
+    (".", "rec.toml", "checkpoint-rec"),
+    ("..", "rec.toml", "../checkpoint-rec"),
+])
+def test_checkpoint_dir_for_is_a_sibling_named_after_rec_toml(own: str, out: str,
+                                                             moved: str) -> None:
+    from tuning.recommend import checkpoint_dir_for
+
+    assert checkpoint_dir_for(own, out) == moved
+
+
+def test_rec_toml_checkpoints_apart_from_the_input_design(tmp_path, capsys, monkeypatch) -> None:  # noqa: ANN001
+    # REC.toml copied run.checkpoint_dir = "ck": the input design's checkpoint is there, and
+    # `raysync run REC.toml` refused to overwrite it (another design), so REC.toml did not
+    # run unchanged.
+    import tuning.recommend as rmod
+
+    monkeypatch.setattr(rmod, "measure", lambda *a, **k: _fake_run(0.5))
+    text = TINY.read_text().replace(
+        "eval_every_updates = 100", 'eval_every_updates = 100\ncheckpoint_dir = "ck"\n'
+        "checkpoint_every_updates = 100")
+    config = tmp_path / "ck.toml"
+    config.write_text(text)
+    out = tmp_path / "recck.toml"
+    assert main(["recommend", str(config), "--budget", "30", "--trials", "2", "--quiet",
+                 "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    base, rec = load_config(config), load_config(out)
+    assert base.run.checkpoint_dir == "ck" and rec.run.checkpoint_dir == "ck-recck"
+    assert rec.run == dataclasses.replace(base.run, checkpoint_dir="ck-recck")
+    line = ("run.checkpoint_dir: the input's 'ck' holds the input design's checkpoints, so "
+            "this design checkpoints to 'ck-recck'")
+    header = [ln[2:] for ln in out.read_text().splitlines() if ln.startswith("# ")]
+    assert line in header and line in stdout.splitlines()
+    # Without a checkpoint_dir in the input nothing is added.
+    plain = tmp_path / "plain.toml"
+    assert main(["recommend", str(TINY), "--budget", "30", "--trials", "2", "--quiet",
+                 "--out", str(plain)]) == 0
+    assert load_config(plain).run.checkpoint_dir is None
+    assert "checkpoint_dir" not in plain.read_text()
+    assert "checkpoint_dir" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("trials", [1, 4])
+def test_the_plan_line_states_the_trials_that_run(monkeypatch, trials: int) -> None:  # noqa: ANN001
+    # With --trials 4 (and 1) it said "6 trials and warm starts" (the 6 warm starts), and
+    # "1 study trials".
+    import tuning.recommend as rmod
+    from tuning.recommend import RecommendSettings, recommend
+
+    monkeypatch.setattr(rmod, "measure", lambda *a, **k: _fake_run(0.5))
+    lines: list[str] = []
+    rec = recommend(load_config(TINY), RecommendSettings(budget=30, trials=trials),
+                    log=lines.append)
+    warm = len(rec.lr_choice)
+    assert warm == 6 and rec.trials == trials
+    (plan,) = [line for line in lines if line.startswith("plan:")]
+    said = "1 study trial (warm starts first)" if trials == 1 else (
+        f"{trials} study trials (warm starts first)")
+    assert f"; {said} and up to {warm - trials} warm starts beyond --trials, run outside " \
+           "the study;" in plan, plan
+    assert "trials and warm starts" not in plan
+    spent = [line for line in lines if line.startswith("simulations spent:")]
+    assert spent == [f"simulations spent: {rec.simulations} ("
+                     f"{'1 study trial' if trials == 1 else f'{trials} study trials'})"]
+    table = rmod.format_table(rec)
+    assert f"({trials} Optuna trial{'' if trials == 1 else 's'}, the rest" in table
+
+
+def test_the_table_gives_units_for_time_to_target_and_staleness(recommended) -> None:  # noqa: ANN001
+    # The legend said "mean time to the target" (no unit) and "stale (..., updates)" where
+    # `raysync run` says model versions. Staleness is counted in model versions: FedBuff's
+    # (B = 10 results per update) is (C - 1) / B, the weighted rule's (one result, one
+    # version) C - 1, at the same C = 4.
+    stdout = recommended["stdout"]
+    assert "stale (mean staleness, model versions)" in stdout
+    assert "t->target: mean time to the target in config s" in stdout
+    assert "upd/s (task completions per config s)" in stdout
+    arms = {a["label"]: a for a in recommended["report"]["arms"]}
+    c = arms["fedbuff"]["point"]["concurrency"]
+    assert c == arms["uniform"]["point"]["concurrency"] == 4
+    buffer = load_config(TINY).algorithm.buffer_size
+    assert arms["fedbuff"]["staleness"] == pytest.approx((c - 1) / buffer, rel=0.15)
+    assert arms["uniform"]["staleness"] == pytest.approx(c - 1, rel=0.15)
+
+
+def _row(label: str, *, t: float | None, reached: int, seeds: int = 3,
+         val: float = 0.9) -> object:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(label=label, time_to_target=t, reached=reached, seeds=seeds,
+                           val_accuracy=val)
+
+
+def test_the_closing_line_with_a_target_gives_times_to_it() -> None:
+    # It ended "validation accuracy at T=30: recommended 0.9516, best baseline (asyncsgd)
+    # 0.9516", silent on the time to the target that was minimised.
+    from types import SimpleNamespace
+
+    from tuning.recommend_cli import best_baseline, summary_line
+
+    rec_arm = _row("recommended", t=6.25, reached=3, val=0.93)
+    arms = (rec_arm, _row("analytical", t=1.0, reached=3),
+            _row("asyncsgd", t=None, reached=2, val=0.99),
+            _row("fedasync", t=8.5, reached=3, val=0.91),
+            _row("fedbuff", t=7.0, reached=3, val=0.92))
+    rec = SimpleNamespace(arms=arms, target_accuracy=0.9, budget=30, simulations=55,
+                          trials=1)
+    # The fewest misses first, then the shortest time: not the best accuracy (asyncsgd).
+    best = best_baseline(rec)
+    assert best.label == "fedbuff"
+    assert summary_line(rec, rec_arm, best) == (
+        "time to validation accuracy 0.9 within T=30 s: recommended 6.25 s, best baseline "
+        "(fedbuff) 7 s (means over seeds; validation accuracy at T: 0.9300 vs 0.9200; 55 "
+        "simulations spent, 1 of them an Optuna trial)")
+    # Missed on some seeds: k/n, as the table's t->target; never: said so.
+    missed = _row("fedbuff", t=None, reached=2)
+    assert "best baseline (fedbuff) reached on 2/3 seeds (means" in summary_line(
+        rec, rec_arm, missed)
+    assert "best baseline (x) not reached (means" in summary_line(
+        rec, rec_arm, _row("x", t=None, reached=0))
+    # Without a target: the validation accuracy at T, the best baseline by it.
+    rec.target_accuracy, rec.trials = None, 4
+    assert best_baseline(rec).label == "asyncsgd"
+    assert summary_line(rec, rec_arm, best_baseline(rec)) == (
+        "validation accuracy at T=30: recommended 0.9300, best baseline (asyncsgd) 0.9900 "
+        "(means over seeds; 55 simulations spent, 4 of them Optuna trials)")
+
+
+def test_recommend_with_a_target_closes_on_the_time_to_it(tmp_path, capsys, monkeypatch) -> None:  # noqa: ANN001
+    import tuning.recommend as rmod
+
+    def fake_measure(base, point, *, budget, workload, seed, num_evals=8, target=None):  # noqa: ANN001, ANN202
+        m = _fake_run(0.8)
+        m["time_to_target"] = 5.0 if point.rule == "fedbuff" else 12.0
+        return m
+
+    monkeypatch.setattr(rmod, "measure", fake_measure)
+    assert main(["recommend", str(TINY), "--budget", "30", "--trials", "2", "--quiet",
+                 "--target-accuracy", "0.7", "--confirm-seeds", "0",
+                 "--out", str(tmp_path / "rec.toml")]) == 0
+    out = capsys.readouterr().out
+    assert ("time to validation accuracy 0.7 within T=30 s: recommended 5 s, best baseline "
+            "(fedbuff) 5 s (means over seeds;") in out
+    assert "validation accuracy at T=30:" not in out
+
+
+def test_an_unreached_target_says_no_design_reached_it(tmp_path, capsys, monkeypatch) -> None:  # noqa: ANN001
+    # It read "is not reached within --budget 2 s on every seed by any of 25 designs".
+    import tuning.recommend as rmod
+
+    monkeypatch.setattr(rmod, "measure", lambda *a, **k: _fake_run(0.6))
+    out = tmp_path / "rec.toml"
+    code = exit_code(["recommend", str(TINY), "--budget", "30", "--trials", "2", "--quiet",
+                      "--target-accuracy", "0.9", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and not out.exists()
+    assert re.search(
+        r"--target-accuracy 0\.9: none of the \d+ designs tried reached validation accuracy "
+        r"0\.9 within --budget 30 s on all its seeds \(best validation accuracy reached by "
+        r"any run: 0\.6000\); lower --target-accuracy or raise --budget$", err[0]), err
