@@ -98,8 +98,6 @@ def _overrides(config: Any, args: argparse.Namespace) -> Any:
 
     given = {"run.num_updates": args.num_updates, "run.time_budget": args.time_budget,
              "run.time_scale": args.time_scale, "seed": args.seed}
-    flags = {field: "--" + field.removeprefix("run.").replace("_", "-")
-             for field, value in given.items() if value is not None}
 
     def build() -> Any:
         top: dict[str, Any] = {}
@@ -109,7 +107,7 @@ def _overrides(config: Any, args: argparse.Namespace) -> Any:
             top["seed"] = args.seed
         return config.replace(**top) if top else config
 
-    return name_the_flags(flags, build)
+    return name_the_flags(given, build)
 
 
 def _run_once(config: Any, args: argparse.Namespace, out: Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import os
 import pkgutil
 import re
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -459,7 +459,7 @@ def check_input_dir(path: str | os.PathLike[str], flag: str) -> Path:
     return Path(text)
 
 
-def name_the_flags(flags: dict[str, str], build: Callable[[], _T]) -> _T:
+def name_the_flags(given: Mapping[str, object], build: Callable[[], _T]) -> _T:
     """``build()``, with a refusal of a config field that a flag set naming the flag.
 
     A config built from a file plus command-line overrides reports its fields by config
@@ -467,21 +467,29 @@ def name_the_flags(flags: dict[str, str], build: Callable[[], _T]) -> _T:
     says so, as argparse does for a flag it parses itself.
 
     Args:
-        flags: Config path -> the flag that set it, for the flags given.
+        given: Config path -> the value its flag gave (None: the flag was not given).
+            The flag is the path's last part with dashes (``run.num_updates`` ->
+            ``--num-updates``).
         build: Makes the config (raises :class:`ConfigError` on a bad value).
 
     Raises:
         ConfigError: From ``build``, prefixed with ``argument FLAG:`` when it is about a
-            field in ``flags``.
+            field a flag set.
     """
     try:
         return build()
     except ConfigError as exc:
         message = str(exc)
-        for field, flag in flags.items():
-            if re.match(rf"{re.escape(field)}\b(?![.\[])", message):
+        for field, value in given.items():
+            if value is not None and re.match(rf"{re.escape(field)}\b(?![.\[])", message):
+                flag = "--" + field.rsplit(".", 1)[-1].replace("_", "-")
                 raise ConfigError(f"argument {flag}: {message}") from exc
         raise
+
+
+def same_directory(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one directory (relative ones from the current directory)."""
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def check_int(name: str, value: object, *, minimum: int, maximum: int | None = None) -> int:

@@ -64,9 +64,9 @@ class RunInterrupted(KeyboardInterrupt):
 
     A :class:`KeyboardInterrupt`, not a :class:`RaySyncError`: code that stops on Ctrl-C
     keeps stopping. SIGTERM (what ``kill``, ``ray job stop``, Slurm and Kubernetes send
-    before they kill a job) is treated as Ctrl-C while the server loop runs. The server
-    stops after the update it is applying; with ``run.checkpoint_dir`` set it writes a
-    checkpoint of that version before the actors are killed.
+    before they kill a job) is treated as Ctrl-C from Ray's start-up on. A running server
+    loop stops after the update it is applying; with ``run.checkpoint_dir`` set it writes
+    a checkpoint of that version before the actors are killed.
 
     Attributes:
         checkpoint_dir: The run's ``run.checkpoint_dir`` (None: checkpointing off).

@@ -15,6 +15,7 @@ from raysync._validation import (
     check_output_dir,
     name_column,
     name_the_flags,
+    same_directory,
 )
 from raysync.config import SystemConfig, load_config
 from raysync.exceptions import ConfigError, RunInterrupted
@@ -87,10 +88,9 @@ def _apply_overrides(config: SystemConfig, args: argparse.Namespace) -> SystemCo
         changes["time_budget"] = args.time_budget
         if args.num_updates is None:
             changes["num_updates"] = None
-    given = {"run.num_updates": "--num-updates", "run.time_budget": "--time-budget"}
-    flags = {k: v for k, v in given.items() if getattr(args, v[2:].replace("-", "_")) is not None}
+    given = {"run.num_updates": args.num_updates, "run.time_budget": args.time_budget}
     return name_the_flags(
-        flags, lambda: config.replace(run=dataclasses.replace(config.run, **changes)))
+        given, lambda: config.replace(run=dataclasses.replace(config.run, **changes)))
 
 
 def _theory(config: SystemConfig) -> QueueingResult | None:
@@ -415,8 +415,8 @@ def _handle(args: argparse.Namespace) -> int:
         bar.close()
         interrupted = exc if isinstance(exc, RunInterrupted) else None
         command = continue_command(args, config.run.checkpoint_dir or "")
-        resuming = args.resume is not None and config.run.checkpoint_dir is not None and (
-            Path(args.resume).resolve() == Path(config.run.checkpoint_dir).resolve())
+        resuming = (args.resume is not None and config.run.checkpoint_dir is not None
+                    and same_directory(args.resume, config.run.checkpoint_dir))
         hint = resume_hint(config, command, interrupted, started_at, resuming=resuming)
         print(f"raysync run: {hint}", file=sys.stderr)
         raise  # the CLI's "interrupted", exit code 130

@@ -88,8 +88,6 @@ def _apply_overrides(config: SystemConfig, args: argparse.Namespace) -> SystemCo
         changes["train"] = False
     given = {"run.num_updates": args.num_updates, "run.time_budget": args.time_budget,
              "seed": args.seed}
-    flags = {field: "--" + field.removeprefix("run.").replace("_", "-")
-             for field, value in given.items() if value is not None}
 
     def build() -> SystemConfig:
         top: dict[str, Any] = {"run": dataclasses.replace(run, **changes) if changes else run}
@@ -97,7 +95,7 @@ def _apply_overrides(config: SystemConfig, args: argparse.Namespace) -> SystemCo
             top["seed"] = args.seed
         return config.replace(**top)
 
-    return name_the_flags(flags, build)
+    return name_the_flags(given, build)
 
 
 def theory_prediction(config: SystemConfig) -> dict[str, Any]:

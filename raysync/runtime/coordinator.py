@@ -14,7 +14,7 @@
 5. runs the server's loop, polling it twice a second for progress and metric events that
    it forwards to the sinks (sinks live on the driver: one TensorBoard writer per run);
 6. kills every actor it created, on success, on error and on ``KeyboardInterrupt`` (Ctrl-C,
-   and SIGTERM while the loop runs: the loop is stopped, and checkpointed, first).
+   and SIGTERM from the start-up on: a running loop is stopped, and checkpointed, first).
 
 Callers never see actor handles or object references: they get a
 :class:`~raysync.simulation.result.RunResult` with ``backend="ray"``, and domain errors
@@ -45,6 +45,7 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from raysync._validation import same_directory
 from raysync.config import SystemConfig
 from raysync.exceptions import (
     CheckpointError,
@@ -409,7 +410,7 @@ class ActorGroup:
         """
         run_ref = self._server.run.remote()
         live = LiveEvents(sinks)
-        with _sigterm_interrupts() as received:
+        with _Signals() as received:
             try:
                 while True:
                     ready, _ = ray.wait([run_ref], timeout=poll_interval)
@@ -779,8 +780,8 @@ def run(
             executors together, or the actors did not start in time.
         RuntimeFailure: An executor could not be restarted or a client failed; the
             message names the fix.
-        RunInterrupted: Ctrl-C (a ``KeyboardInterrupt``), or SIGTERM while the loop runs
-            (``signum`` says which; from the main thread only, as Python's signals go).
+        RunInterrupted: Ctrl-C (a ``KeyboardInterrupt``), or SIGTERM from Ray's start-up
+            on (``signum`` says which; from the main thread only, as Python's signals go).
             The server first stops after the update it is applying (``version``); with
             ``run.checkpoint_dir`` set it writes a checkpoint of that version
             (``checkpoint_version``), so ``resume_from`` loses nothing; a second Ctrl-C
@@ -848,7 +849,7 @@ def _check_checkpoint_dir(
         raise _in_use("run.checkpoint_dir", directory)
     if overwrite or not (path / MANIFEST).is_file():
         return
-    if resume_from is not None and Path(resume_from).resolve() == path.resolve():
+    if resume_from is not None and same_directory(resume_from, path):
         return
     version = peek_version(path)
     shown = "unknown" if version is None else version
@@ -869,17 +870,30 @@ def _check_checkpoint_dir(
     )
 
 
+def _try_lock(directory: Path) -> filelock.BaseFileLock | None:
+    """``directory``'s :data:`RUN_LOCK`, acquired; None when a running run holds it.
+
+    Raises:
+        OSError: The lock file cannot be created or opened.
+    """
+    lock = filelock.FileLock(directory / RUN_LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        return None
+    return lock
+
+
 def _held_by_another_run(directory: Path) -> bool:
     """Whether a running run holds ``directory``'s :data:`RUN_LOCK` (a dead one's is free)."""
     if not (directory / RUN_LOCK).is_file():
         return False
-    probe = filelock.FileLock(directory / RUN_LOCK, timeout=0)
     try:
-        probe.acquire()
-    except filelock.Timeout:
-        return True
+        probe = _try_lock(directory)
     except OSError:
         return False  # unreadable: the lock taken for the run says why, if it matters
+    if probe is None:
+        return True
     probe.release()
     return False
 
@@ -937,11 +951,6 @@ class _Signals:
         return signal.SIGTERM if self.terminated else signal.SIGINT
 
 
-def _sigterm_interrupts() -> _Signals:
-    """A :class:`_Signals` to enter: SIGTERM raises ``KeyboardInterrupt`` in the block."""
-    return _Signals()
-
-
 #: The file in ``run.checkpoint_dir`` a run holds locked while it runs.
 RUN_LOCK = "run.lock"
 
@@ -967,15 +976,14 @@ def _lock_checkpoint_dir(directory: str | None) -> filelock.BaseFileLock | None:
         raise ConfigError(
             f"run.checkpoint_dir {directory!r} cannot be created ({exc.strerror or exc})"
         ) from exc
-    lock = filelock.FileLock(path / RUN_LOCK, timeout=0)
     try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise _in_use("run.checkpoint_dir", directory) from None
+        lock = _try_lock(path)
     except OSError as exc:
         raise ConfigError(
             f"run.checkpoint_dir {directory!r} cannot be locked ({exc.strerror or exc})"
         ) from exc
+    if lock is None:
+        raise _in_use("run.checkpoint_dir", directory)
     return lock
 
 
@@ -1251,7 +1259,7 @@ def _execute(
     if resume_state is not None:
         logger.info("resuming from %s at version %d", checkpoint.directory, checkpoint.version)
         target = config.run.checkpoint_dir
-        if target is not None and Path(target).resolve() != Path(checkpoint.directory).resolve():
+        if target is not None and not same_directory(target, checkpoint.directory):
             # a fork: the checkpoint resumed from stays where it is
             logger.warning(
                 "resuming from %s (version %d) but checkpointing to %s (run.checkpoint_dir; "
@@ -1277,7 +1285,7 @@ def _execute(
     group: ActorGroup | None = None
     # SIGTERM during the start-up (Ray, the actors) ends the run as during its loop
     # (RunInterrupted, the shell's 143), not with Ray's exit 15 or its abort
-    signals = _sigterm_interrupts().__enter__()
+    signals = _Signals().__enter__()
     try:
         try:
             started = connect(address)
