@@ -1072,7 +1072,10 @@ class RunConfig:
         num_updates: Stop after this many model updates. When neither ``num_updates``
             nor ``time_budget`` is given, the run stops after 1000 updates.
         time_budget: Stop after this many seconds (virtual in the simulator, wall clock
-            in the runtime, before ``time_scale``).
+            in the runtime, before ``time_scale``). Every task that ends by then is
+            applied; with emulated service times the runtime waits for the replies of
+            tasks that ended by it (at most ``DEADLINE_GRACE`` = 10 wall seconds), so a
+            run completes the simulator's tasks.
         eval_every_updates: Evaluate test loss/accuracy every this many updates.
         eval_every_seconds: Evaluate every this many (virtual) seconds.
         time_scale: Runtime emulation: a task lasts at least ``time_scale`` times its

@@ -151,7 +151,6 @@ class Dispatcher:
         dataset: What a restarted executor is handed (its training data).
         actor_ids: Ray actor id of each executor.
         pids: Process id of each executor at start-up.
-        virtual: Keep each task's expected emulated end (the virtual clock).
         label: Names a client in messages.
     """
 
@@ -169,7 +168,6 @@ class Dispatcher:
         dataset: Any,
         actor_ids: Sequence[str],
         pids: Sequence[int],
-        virtual: bool,
         label: Callable[[int], str],
     ) -> None:
         from raysync.simulation.service_times import make_service_time
@@ -209,7 +207,8 @@ class Dispatcher:
         self._version_wire: tuple[int, Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done: asyncio.Queue[tuple[Any, ...]] | None = None
-        self._virtual = virtual
+        # Emulated service times: each task's emulated end, sent and not answered (the
+        # executor stamps the same instant, TaskReply.finished_at).
         self._expected: dict[int, float] = {}
         self._restored: list[Task] = []
         self._next_seq = 0
@@ -380,7 +379,7 @@ class Dispatcher:
         ref.future().add_done_callback(
             functools.partial(self._from_ray, ref, task.task_id, task.attempt, e)
         )
-        if self._virtual:
+        if self.emulate:
             start = max(task.stamp, self.free_at[client])
             self._expected[task.task_id] = start + task.sample * self._scale
         self._arm_timer(task)
@@ -600,8 +599,18 @@ class Dispatcher:
         return self.tasks.pop(task_id)
 
     def expected_bound(self) -> float:
-        """Virtual clock: the earliest emulated end of a task sent and not answered."""
-        return min(self._expected.values(), default=math.inf)
+        """Emulated service times: the earliest a task not answered yet can end.
+
+        A wall-clock instant (``time.time()``; inf: no task is left). A task sent ends at
+        its expected end; one still on its emulated downlink starts no earlier than it
+        arrives; one queued behind its client's task ends after that task.
+        """
+        bound = min(self._expected.values(), default=math.inf)
+        for task_id in self._in_transit:
+            task = self.tasks.get(task_id)
+            if task is not None:
+                bound = min(bound, task.stamp)
+        return bound
 
     # ------------------------------------------------------------------ faults
 

@@ -111,6 +111,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import heapq
 import logging
 import math
@@ -163,6 +164,9 @@ Event = tuple[int, dict[str, float], float]
 _UPDATE = object()
 #: Smallest positive step of the clock that stamps service times (seconds).
 _CLOCK_RESOLUTION = max(time.get_clock_info("time").resolution, 1e-9)
+#: Emulated service times: how long past ``run.time_budget`` (wall seconds) the server
+#: waits for the replies of tasks that ended before it, which the simulator applies.
+DEADLINE_GRACE = 10.0
 
 logger = logging.getLogger(__name__)
 
@@ -704,7 +708,6 @@ class ServerActor:
             dataset=setup.dataset,
             actor_ids=setup.executor_actor_ids,
             pids=setup.executor_pids,
-            virtual=setup.virtual_clock and config.run.time_scale > 0,
             label=self._label,
         )
         self._strategy = None
@@ -743,6 +746,12 @@ class ServerActor:
         self._stop = False
         self._interrupted = False
         self._loop_ended = False
+        # Emulated service times: the wall-clock instant of run.time_budget, and whether
+        # the loop is past it (applying only the tasks that ended by then).
+        self._deadline = math.inf
+        self._budget = math.inf  # run.time_budget in wall seconds
+        self._closing = False
+        self._network_due = 0  # emulated network events scheduled by the deadline
         self._resumed_from: int | None = None
         self._origin = 0.0
         self._applied: list[int] = []
@@ -801,7 +810,15 @@ class ServerActor:
 
     def _call_at(self, when: float, callback: Any, *args: Any) -> None:
         loop = asyncio.get_running_loop()
+        if when <= self._deadline < math.inf:
+            # Counted until it fires: the loop, past the deadline, waits for it.
+            self._network_due += 1
+            callback = functools.partial(self._due_fired, callback)
         loop.call_later(max(0.0, when - time.time()), callback, *args)
+
+    def _due_fired(self, callback: Any, *args: Any) -> None:
+        self._network_due -= 1
+        callback(*args)
 
     def _reached_server(self, reply: TaskReply, executor: int, arrival: float) -> None:
         """A result reached the server: apply it now, or queue for the server station."""
@@ -1043,7 +1060,9 @@ class ServerActor:
             every_updates = run.eval_every_updates
             if advanced and every_updates is not None and book.version % every_updates == 0:
                 self._request_eval(now)
-            elif now >= self._next_eval_time:
+            elif self._next_eval_time <= now < self._budget:
+                # At the budget the run's final evaluation covers the instant (with the
+                # updates that end by it and reply after it).
                 self._request_eval(now)
             every_seconds = wall_seconds(run.eval_every_seconds, run.time_scale)
             while self._next_eval_time <= now:
@@ -1054,6 +1073,31 @@ class ServerActor:
             )
         if self._checkpoints.due(book.version, advanced):
             self._checkpoints.write(self._capture(now))
+
+    async def _grace_item(self, grace_ends: float) -> tuple[Any, ...] | None:
+        """Past the deadline: the next loop item, or None when nothing is left to apply.
+
+        None once no task that ended by the deadline is left (or :data:`DEADLINE_GRACE`
+        ran out). Left to apply: an item already queued, a task whose emulated end is at or before
+        the deadline (sent, on its downlink, or re-issued after a loss), or an emulated
+        uplink or server event due by then. (Virtual clock: a completion held back waits
+        for a task in flight that ends before it, so that task is left too.)
+        """
+        assert self._done is not None
+        deadline = self._deadline
+        if self._done.empty():
+            if self._dispatch.expected_bound() > deadline and self._network_due == 0:
+                return None
+        timeout = grace_ends - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(self._done.get(), max(timeout, 0.0))
+        except TimeoutError:
+            logger.warning(
+                "tasks that ended by run.time_budget did not reply within %g s of it; "
+                "the run ends without them (a loaded machine or a lost executor)",
+                DEADLINE_GRACE,
+            )
+            return None
 
     async def run(self) -> ServerOutcome:
         """Run to the stop condition and return the measurements.
@@ -1072,12 +1116,15 @@ class ServerActor:
         loop = asyncio.get_running_loop()
         max_updates = run.num_updates if run.num_updates is not None else math.inf
         budget = wall_seconds(run.time_budget, run.time_scale)
+        self._budget = budget
         self._t0 = time.perf_counter() - self._elapsed0
+        stamp = time.time()
+        self._origin = stamp - self._elapsed0
         if math.isfinite(budget):
             remaining = max(0.0, budget - self._elapsed0)
             loop.call_at(loop.time() + remaining, self._done.put_nowait, (DEADLINE,))
-        stamp = time.time()
-        self._origin = stamp - self._elapsed0
+            if dispatch.emulate:
+                self._deadline = self._origin + budget
         if self._resumed_from is None:
             if self._params is not None:
                 self._request_eval(0.0)
@@ -1096,14 +1143,28 @@ class ServerActor:
         expect = 0  # in_send_order: the next task (by first send) to apply
         setup_mode_is_pool = self._setup.client_executor is None
         ready: list[tuple[float, int, TaskReply, int]] = []
+        deadline = self._deadline
+        grace_ends = math.inf
         try:
             while not self._stop and book.version < max_updates:
-                item = await self._done.get()
-                now = self._now()
+                if self._closing:
+                    item = await self._grace_item(grace_ends)
+                    if item is None:
+                        break
+                else:
+                    item = await self._done.get()
+                # A reply taken after the budget's instant counts at it (the run ends there).
+                now = min(self._now(), budget)
                 kind = item[0]
                 if kind is DEADLINE:
                     end_time = budget
-                    break
+                    if not dispatch.emulate:
+                        break
+                    # As in the simulator, every task that ended by the deadline counts:
+                    # wait (a bounded time) for the replies still travelling back.
+                    self._closing = True
+                    grace_ends = loop.time() + DEADLINE_GRACE
+                    continue
                 if kind is STOP:
                     if not self._interrupted:
                         end_time = now
@@ -1130,6 +1191,8 @@ class ServerActor:
                     # a loop stalled by machine load catches up in bursts, which wall-clock
                     # instants would count as extra throughput.
                     _, update, executor, applied_at = item
+                    if applied_at > deadline:
+                        continue  # after the deadline: in flight at the run's end
                     emulated = applied_at - self._origin
                     self._apply(update, executor, emulated, applied_at=applied_at)
                     end_time = emulated
@@ -1149,6 +1212,8 @@ class ServerActor:
                 answered = dispatch.answered(reply, executor, arrived)
                 if answered is None:
                     continue  # a late duplicate
+                if reply.finished_at > deadline:
+                    continue  # ended after the deadline: in flight at the run's end
                 if not virtual and self._links is not None:
                     self._returned(reply, executor)
                     continue
@@ -1175,6 +1240,8 @@ class ServerActor:
                     finished, _, first, where = heapq.heappop(ready)
                     end_time = finished - self._origin
                     self._apply(first, where, end_time)
+            if self._closing:
+                end_time = budget
         finally:
             dispatch.stop()
             # The driver logs the run's summary at the final version, under the live
