@@ -454,11 +454,19 @@ def run_ray_cell(
             "stored_sim_test_accuracy": record["arms"][arm]["test_accuracy"],
             "stored_sim_throughput": record["arms"][arm]["throughput"],
             "load_average_1min": load,
+            # Runtime diagnostics (absent from runs before 2026-12-05): tasks whose
+            # computation outlasted their emulated service, and tasks ended by the
+            # budget that were applied after it.
+            "compute_bound_tasks": int(res.extras.get("compute_bound_tasks", 0)),
+            "late_replies_applied": int(res.extras.get("late_replies_applied", 0)),
         }
         print(f"ray {part} {tiers} T={budget:g} seed={seed} {arm}: "
               f"ray={out['arms'][arm]['test_accuracy']:.4f} "
               f"sim={sim['test_accuracy']:.4f} "
-              f"({res.num_updates} updates, load {load:.1f})", file=sys.stderr, flush=True)
+              f"({res.num_updates} updates, sim {sim['num_updates']}; "
+              f"{res.extras.get('compute_bound_tasks', 0)} compute-bound, "
+              f"{res.extras.get('late_replies_applied', 0)} late; load {load:.1f})",
+              file=sys.stderr, flush=True)
     return out
 
 

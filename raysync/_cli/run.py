@@ -309,6 +309,14 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
     }
     if any(faults.values()):
         lines.append("faults: " + ", ".join(f"{k} {v}" for k, v in faults.items()))
+    bound = extras.get("compute_bound_tasks", 0)
+    if result.num_completions and bound >= 0.01 * result.num_completions:
+        lines.append(
+            f"emulation: {bound} of {result.num_completions} tasks "
+            f"({100 * bound / result.num_completions:.0f} %) computed longer than their "
+            "emulated service time, so the emulated clock fell behind the config's; a "
+            "larger run.time_scale keeps to it"
+        )
     if extras.get("communication"):
         from raysync.runtime._backend import describe_communication
 

@@ -642,7 +642,12 @@ class ServerOutcome:
         counters: Fault-tolerance counters: ``duplicates_dropped``, ``reissued_tasks``,
             ``timed_out_tasks``, ``actor_restarts`` (restarts Ray made, read from its actor
             table: every kill counts, noticed or not, and none without a restart),
-            ``executors_dead`` (executors whose restarts ran out), ``checkpoints_written``.
+            ``executors_dead`` (executors whose restarts ran out), ``checkpoints_written``;
+            with emulated service times ``compute_bound_tasks`` (applied tasks whose
+            computation outlasted their scaled service sample, so they ended later than
+            the simulator's clock: the emulated timeline falls behind) and
+            ``late_replies_applied`` (tasks that ended by ``run.time_budget`` and were
+            applied after its instant, their replies still on the way).
         eval_seconds: Server seconds spent evaluating.
         final_params: The final model (None in queue-only runs).
         lag_mean: Mean seconds between a task's end at its executor and its consumption
@@ -739,6 +744,8 @@ def assemble_result(
         "actor_restarts": 0,
         "executors_dead": 0,
         "checkpoints_written": 0,
+        "compute_bound_tasks": 0,
+        "late_replies_applied": 0,
         **outcome.counters,
         "task_ids": {"next": outcome.next_task_id, "pending": list(outcome.pending_tasks)},
         "resumed_from_version": outcome.resumed_from_version,

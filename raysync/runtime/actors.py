@@ -695,6 +695,8 @@ class ServerActor:
             "executors_dead": 0,
             "resumed_tasks": 0,
             "checkpoints_written": 0,
+            "compute_bound_tasks": 0,
+            "late_replies_applied": 0,
         }
         self._dispatch = Dispatcher(
             config,
@@ -1027,6 +1029,10 @@ class ServerActor:
                 params.setflags(write=False)
                 self._params = params
         book.completed(reply, delay, now)
+        if dispatch.emulate and reply.compute_time > task.sample * run.time_scale:
+            self._counters["compute_bound_tasks"] += 1  # it ended after its emulated end
+        if self._closing:
+            self._counters["late_replies_applied"] += 1
         if advanced:
             book.version += 1
         if self._setup.record:

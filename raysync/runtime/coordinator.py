@@ -768,8 +768,12 @@ def run(
         ``reissued_tasks``, ``timed_out_tasks``, ``duplicates_dropped``,
         ``actor_restarts``, ``checkpoints_written`` and ``task_ids`` (``next``: ids
         below it were created; ``pending``: those not applied; every other id was
-        applied exactly once), and ``executor_calls``, the remote calls made to
-        executors (one per task sent; fewer with ``runtime.max_batch > 1``).
+        applied exactly once), ``executor_calls``, the remote calls made to
+        executors (one per task sent; fewer with ``runtime.max_batch > 1``), and with
+        emulated service times ``compute_bound_tasks`` (tasks whose computation outlasted
+        their scaled service time: the emulated clock fell behind by the excess) and
+        ``late_replies_applied`` (tasks that ended by ``run.time_budget``, applied after
+        its instant).
 
     Raises:
         ConfigError: A bad argument.

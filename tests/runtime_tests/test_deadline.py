@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import raysync
+from raysync._cli.run import _report
 from raysync.config import (
     AlgorithmConfig,
     ClientSpec,
@@ -70,10 +71,16 @@ def test_deterministic_services_complete_the_closed_form_count(ray_session) -> N
     # end just before it.
     clients = tuple(ClientSpec(service_time=_fixed(m), num_cpus=0.25) for m in FIXED_MEANS)
     budget = 1.0
-    result, _ = _execute(_return_to_sender(clients, budget=budget, time_scale=1.0))
+    config = _return_to_sender(clients, budget=budget, time_scale=1.0)
+    result, _ = _execute(config)
     expected = [math.floor(budget / m) for m in FIXED_MEANS]
     assert list(result.completed) == expected
     assert result.num_completions == result.num_updates == sum(expected)
+    # The two tasks ending 0.04 and 0.22 ms before the deadline reply after it (a Ray
+    # reply takes longer than that, more under load); queue-only tasks compute nothing.
+    assert result.extras["late_replies_applied"] >= 1
+    assert result.extras["compute_bound_tasks"] == 0
+    assert "emulation:" not in _report(result, config, None)
 
 
 @pytest.mark.parametrize("links", [False, True], ids=["services", "with-network-delays"])
@@ -143,3 +150,21 @@ def test_a_trained_run_evaluates_its_final_version_once_at_the_budget(ray_sessio
     assert times[-1] == pytest.approx(2.0 * budget)
     assert np.all(np.diff(times) > 0), times  # one evaluation per instant
     assert np.all(np.diff(result.updates) >= 0)
+
+
+def test_tasks_that_compute_longer_than_their_emulated_service_are_counted(ray_session) -> None:  # noqa: ANN001
+    # 1 microsecond of emulated service against a gradient step on digits (tens of
+    # microseconds at least, more under load): every task outlasts its emulated end.
+    clients = tuple(ClientSpec(service_time=_fixed(1e-6), num_cpus=0.25) for _ in range(2))
+    config = SystemConfig(
+        clients=clients,
+        concurrency=2,
+        routing=RoutingConfig(kind="uniform"),
+        algorithm=AlgorithmConfig(name="generalized_asyncsgd", lr=0.05, batch_size=16),
+        run=RunConfig(num_updates=40, time_scale=1.0, eval_every_updates=None),
+    )
+    result = raysync.run(config, startup_timeout=STARTUP)
+    assert result.extras["compute_bound_tasks"] == result.num_completions == 40
+    assert result.extras["late_replies_applied"] == 0  # no time budget
+    # `raysync run` says so (from 1 % of the tasks on).
+    assert "emulation: 40 of 40 tasks (100 %) computed longer" in _report(result, config, None)
