@@ -1083,11 +1083,11 @@ class ServerActor:
     async def _grace_item(self, grace_ends: float) -> tuple[Any, ...] | None:
         """Past the deadline: the next loop item, or None when nothing is left to apply.
 
-        None once no task that ended by the deadline is left (or :data:`DEADLINE_GRACE`
-        ran out). Left to apply: an item already queued, a task whose emulated end is at or before
-        the deadline (sent, on its downlink, or re-issued after a loss), or an emulated
-        uplink or server event due by then. (Virtual clock: a completion held back waits
-        for a task in flight that ends before it, so that task is left too.)
+        Left to apply: an item already queued, a task whose emulated end is at or
+        before the deadline (sent, on its downlink, or re-issued after a loss), or an
+        emulated uplink or server event due by then. (Virtual clock: a completion held
+        back waits for a task in flight that ends before it, so that task is left too.)
+        None also when :data:`DEADLINE_GRACE` runs out, with a warning.
         """
         assert self._done is not None
         deadline = self._deadline
