@@ -104,8 +104,13 @@ def test_return_to_sender_matches_the_simulator_task_for_task(ray_session, links
         config = _return_to_sender(clients, budget=1.5, time_scale=1.0, seed=seed)
         result, _ = _execute(config)
         sim = raysync.simulate(config)
-        np.testing.assert_array_equal(result.completed, sim.completed)
-        assert result.num_updates == sim.num_updates
+        # A task whose (tiny) work outlasted its emulated service, e.g. on a loaded
+        # machine, ends later than the simulator's clock: its client can fall behind, by
+        # at most one task per such task, never ahead. None of them: the same tasks.
+        late = result.extras["compute_bound_tasks"]
+        ray_done, sim_done = np.asarray(result.completed), np.asarray(sim.completed)
+        assert np.all(ray_done <= sim_done), (ray_done, sim_done)
+        assert np.sum(sim_done - ray_done) <= late, (ray_done, sim_done, late)
 
 
 def test_virtual_clock_applies_the_completions_held_back_at_the_deadline(ray_session) -> None:  # noqa: ANN001
