@@ -1074,8 +1074,8 @@ class RunConfig:
         time_budget: Stop after this many seconds (virtual in the simulator, wall clock
             in the runtime, before ``time_scale``). Every task that ends by then is
             applied; with emulated service times the runtime waits for the replies of
-            tasks that ended by it (at most ``DEADLINE_GRACE`` = 10 wall seconds), as the
-            simulator would.
+            tasks that ended by it, as the simulator would (it gives up after
+            ``DEADLINE_GRACE`` = 10 wall seconds without a reply).
         eval_every_updates: Evaluate test loss/accuracy every this many updates.
         eval_every_seconds: Evaluate every this many (virtual) seconds.
         time_scale: Runtime emulation: a task lasts at least ``time_scale`` times its

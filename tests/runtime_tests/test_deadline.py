@@ -33,6 +33,8 @@ from raysync.config import (
     ServiceTimeSpec,
     SystemConfig,
 )
+from raysync.runtime._backend import FaultPlan
+from raysync.runtime.actors import DEADLINE_GRACE
 from raysync.runtime.coordinator import _execute
 
 from ._helpers import exp_clients
@@ -172,3 +174,29 @@ def test_tasks_that_compute_longer_than_their_emulated_service_are_counted(ray_s
     assert result.extras["late_replies_applied"] == 0  # no time budget
     # `raysync run` says so (from 1 % of the tasks on).
     assert "emulation: 40 of 40 tasks (100 %) computed longer" in _report(result, config, None)
+
+
+def _one_client_straggling(delays: dict[int, float]) -> list[int]:
+    """One client, deterministic 0.099 s tasks, 1 s budget: tasks 0-9 end by it (the 10th
+    at 0.99 s); ``delays`` stalls the replies of some (task id -> extra wall seconds)."""
+    config = _return_to_sender(
+        (ClientSpec(service_time=_fixed(0.099), num_cpus=0.25),), budget=1.0, time_scale=1.0
+    )
+    result, _ = _execute(config, faults=FaultPlan(delay_tasks=delays))
+    return [int(c) for c in result.completed]
+
+
+def test_replies_that_keep_coming_past_the_deadline_are_all_applied(ray_session) -> None:  # noqa: ANN001
+    # Tasks 7, 8 and 9 ended by the budget but each replies 0.6 x DEADLINE_GRACE after the
+    # previous one: 1.8 x DEADLINE_GRACE past the deadline in all. The server waits while
+    # replies keep coming (as on a loaded machine, whose replies lag the emulated timeline:
+    # the flake this fixes), so all ten count, as in the simulator; the old rule (at
+    # most DEADLINE_GRACE in all) dropped 8 and 9.
+    stall = 0.6 * DEADLINE_GRACE
+    assert _one_client_straggling({7: stall, 8: stall, 9: stall}) == [10]
+
+
+def test_a_task_silent_for_the_grace_period_past_the_deadline_is_given_up(ray_session) -> None:  # noqa: ANN001
+    # Task 9 ended by the budget but stalls 3 x DEADLINE_GRACE (a stalled executor): the run
+    # ends DEADLINE_GRACE after the last reply, without it, instead of hanging.
+    assert _one_client_straggling({9: 3.0 * DEADLINE_GRACE}) == [9]
