@@ -22,8 +22,9 @@ So every client is a single server, first in, first out, wherever its tasks run.
 
 **Emulated clock** (``run.time_scale > 0``). A task *arrives* at its client at a
 wall-clock stamp (the emulated end of the task whose completion created it); its service
-*starts* at ``max(arrival, free_at)`` and *ends* at ``start + max(scaled sample, compute)``;
-the executor awaits that instant with ``asyncio.sleep``, which holds no compute slot.
+*starts* at ``max(arrival, free_at)`` and *ends* at ``start + max(scaled sample, compute)``
+(compute is 0 for a queue-only task, which computes nothing); the executor awaits that
+instant with ``asyncio.sleep``, which holds no compute slot.
 Computation runs in a bounded thread pool (``max(1, int(num_cpus))`` threads; one thread
 when the executor serves a single client, with that many torch threads), so an executor
 serves many waiting tasks concurrently while never computing on more cores than it
@@ -369,7 +370,8 @@ class ExecutorActor:
         """Serve one task: compute on the model it carries, then wait out its service time.
 
         Emulated clock (``time_scale > 0``): service starts at ``max(arrival, free_at)``
-        (both stamped by the server) and ends ``max(scaled sample, compute time)`` later;
+        (both stamped by the server) and ends ``max(scaled sample, compute time)`` later
+        (the scaled sample for a queue-only task);
         the executor awaits that instant without holding a compute thread. When the
         return trip exceeds the slack the task returns late, but the lateness is not
         carried into the emulated timeline. Stamps from another node assume synchronised
@@ -413,7 +415,11 @@ class ExecutorActor:
         compute = time.time() - begin
         if self._scale > 0:
             start = max(min(task.arrival, begin), task.free_at)
-            service = max(task.sample * self._scale, compute)
+            # A queue-only task computes nothing: the time measured is the actor's own
+            # latency (seconds on a loaded machine), which only delays the reply, as the
+            # return trip does, and is not carried into the emulated timeline.
+            computed = payload is not None
+            service = max(task.sample * self._scale, compute if computed else 0.0)
             end = start + service
         else:
             start = begin
@@ -1031,7 +1037,7 @@ class ServerActor:
                 params.setflags(write=False)
                 self._params = params
         book.completed(reply, delay, now)
-        if dispatch.emulate and reply.compute_time > task.sample * run.time_scale:
+        if dispatch.emulate and reply.service_time > task.sample * run.time_scale:
             self._counters["compute_bound_tasks"] += 1  # it ended after its emulated end
         if self._closing:
             self._counters["late_replies_applied"] += 1
@@ -1222,7 +1228,13 @@ class ServerActor:
                 if answered is None:
                     continue  # a late duplicate
                 if reply.finished_at > deadline:
-                    continue  # ended after the deadline: in flight at the run's end
+                    # Ended after the deadline: in flight at the run's end. Counted when
+                    # its computation, not its service, took it past the deadline (the
+                    # simulator applies it): its client is behind the simulator's.
+                    scaled = answered.sample * self._config.run.time_scale
+                    if reply.service_time > scaled and reply.started_at + scaled <= deadline:
+                        self._counters["compute_bound_tasks"] += 1
+                    continue
                 if not virtual and self._links is not None:
                     self._returned(reply, executor)
                     continue

@@ -96,7 +96,9 @@ def test_return_to_sender_matches_the_simulator_task_for_task(ray_session, links
     # drawn from the simulator's streams: with return to sender each client's sequence of
     # tasks is its own, so the Ray run completes the simulator's tasks per client.
     # ~560 updates per second of fast clients, so replies in flight at the deadline are
-    # the rule, not the exception.
+    # the rule, not the exception. A 0.5 s budget (~280 tasks): on a loaded machine the
+    # replies lag the emulated timeline and the run catches up past the deadline, at the
+    # load's pace (a 1.5 s budget took minutes at load 8).
     means = (0.004, 0.005, 0.01, 0.02, 0.05, 0.05)
     clients = tuple(
         ClientSpec(
@@ -108,16 +110,13 @@ def test_return_to_sender_matches_the_simulator_task_for_task(ray_session, links
         for i, m in enumerate(means)
     )
     for seed in (0, 1):
-        config = _return_to_sender(clients, budget=1.5, time_scale=1.0, seed=seed)
+        config = _return_to_sender(clients, budget=0.5, time_scale=1.0, seed=seed)
         result, _ = _execute(config)
         sim = raysync.simulate(config)
-        # A task whose (tiny) work outlasted its emulated service, e.g. on a loaded
-        # machine, ends later than the simulator's clock: its client can fall behind, by
-        # at most one task per such task, never ahead. None of them: the same tasks.
-        late = result.extras["compute_bound_tasks"]
-        ray_done, sim_done = np.asarray(result.completed), np.asarray(sim.completed)
-        assert np.all(ray_done <= sim_done), (ray_done, sim_done)
-        assert np.sum(sim_done - ray_done) <= late, (ray_done, sim_done, late)
+        # Queue-only tasks compute nothing, so however loaded the machine (which only
+        # delays the replies) none outlasts its emulated service: the same tasks.
+        assert result.extras["compute_bound_tasks"] == 0
+        np.testing.assert_array_equal(result.completed, sim.completed)
 
 
 def test_virtual_clock_applies_the_completions_held_back_at_the_deadline(ray_session) -> None:  # noqa: ANN001
@@ -141,18 +140,26 @@ def test_a_trained_run_evaluates_its_final_version_once_at_the_budget(ray_sessio
     # Training, with an evaluation every quarter of the budget: the updates that arrive
     # after the deadline do not trigger an evaluation of an intermediate version at the
     # budget's instant; the run's final evaluation covers it. The emulated services
-    # (>= 42 ms of wall time) exceed the ~2 ms of computation by far, so the count is the
-    # closed form's whatever the load.
+    # (>= 20 ms of wall time) exceed the ~2 ms of computation of an idle machine, so the
+    # count is the closed form's; on a loaded one a gradient step can outlast a 20 ms
+    # service (CI at load 5 lost 4-6 updates so), which puts its client behind, never
+    # ahead, and is counted (``compute_bound_tasks``, also when it pushed the task past
+    # the budget).
     clients = tuple(ClientSpec(service_time=_fixed(m), num_cpus=0.25) for m in FIXED_MEANS)
     budget = 1.0
     config = _return_to_sender(
         clients, budget=budget, time_scale=2.0, train=True, eval_every_seconds=budget / 4
     ).replace(algorithm=AlgorithmConfig(name="asyncsgd", lr=0.05, batch_size=16))
     result = raysync.run(config, startup_timeout=STARTUP)
-    total = sum(math.floor(budget / m) for m in FIXED_MEANS)
-    assert result.num_updates == total
+    expected = np.asarray([math.floor(budget / m) for m in FIXED_MEANS])
+    done = np.asarray(result.completed)
+    late = result.extras["compute_bound_tasks"]
+    assert np.all(done <= expected), (done, expected)
+    if late == 0:
+        np.testing.assert_array_equal(done, expected)
+    assert result.num_updates == int(done.sum())
     times = np.asarray(result.times)  # wall seconds: time_scale x config seconds
-    assert result.updates[-1] == total
+    assert result.updates[-1] == result.num_updates
     assert times[-1] == pytest.approx(2.0 * budget)
     assert np.all(np.diff(times) > 0), times  # one evaluation per instant
     assert np.all(np.diff(result.updates) >= 0)
