@@ -645,7 +645,9 @@ class ServerOutcome:
             ``executors_dead`` (executors whose restarts ran out), ``checkpoints_written``;
             with emulated service times ``compute_bound_tasks`` (applied tasks whose
             computation outlasted their scaled service sample, so they ended later than
-            the simulator's clock: the emulated timeline falls behind) and
+            the simulator's clock: the emulated timeline falls behind),
+            ``compute_bound_past_budget`` (tasks such computation took past
+            ``run.time_budget``, which the simulator applies) and
             ``late_replies_applied`` (tasks that ended by ``run.time_budget`` and were
             applied after its instant, their replies still on the way).
         eval_seconds: Server seconds spent evaluating.
@@ -745,6 +747,7 @@ def assemble_result(
         "executors_dead": 0,
         "checkpoints_written": 0,
         "compute_bound_tasks": 0,
+        "compute_bound_past_budget": 0,
         "late_replies_applied": 0,
         **outcome.counters,
         "task_ids": {"next": outcome.next_task_id, "pending": list(outcome.pending_tasks)},

@@ -142,7 +142,7 @@ from raysync.runtime._backend import (
     to_wire,
     wall_seconds,
 )
-from raysync.runtime._dispatch import DEADLINE, FAILED, LOST, NO_EXECUTOR, STOP, Dispatcher
+from raysync.runtime._dispatch import DEADLINE, FAILED, LOST, NO_EXECUTOR, STOP, Dispatcher, Task
 from raysync.runtime._evaluation import Evaluator
 from raysync.runtime._failures import out_of_restarts, translate
 from raysync.runtime._state import SCHEMA_VERSION, CheckpointManager, Key
@@ -704,6 +704,7 @@ class ServerActor:
             "resumed_tasks": 0,
             "checkpoints_written": 0,
             "compute_bound_tasks": 0,
+            "compute_bound_past_budget": 0,
             "late_replies_applied": 0,
         }
         self._dispatch = Dispatcher(
@@ -1037,7 +1038,7 @@ class ServerActor:
                 params.setflags(write=False)
                 self._params = params
         book.completed(reply, delay, now)
-        if dispatch.emulate and reply.service_time > task.sample * run.time_scale:
+        if self._compute_excess(task, reply) > 0:
             self._counters["compute_bound_tasks"] += 1  # it ended after its emulated end
         if self._closing:
             self._counters["late_replies_applied"] += 1
@@ -1088,7 +1089,17 @@ class ServerActor:
         if self._checkpoints.due(book.version, advanced):
             self._checkpoints.write(self._capture(now))
 
-    async def _grace_item(self, grace_ends: float) -> tuple[Any, ...] | None:
+    def _compute_excess(self, task: Task, reply: TaskReply) -> float:
+        """Wall seconds by which a task's computation outlasted its scaled service sample.
+
+        Positive: the task ended later than the simulator's clock. At most 0: it did not,
+        or the run does not emulate service times.
+        """
+        if not self._dispatch.emulate:
+            return 0.0
+        return reply.service_time - task.sample * self._config.run.time_scale
+
+    async def _grace_item(self) -> tuple[Any, ...] | None:
         """Past the deadline: the next loop item, or None when nothing is left to apply.
 
         Left to apply: an item already queued, a task whose emulated end is at or
@@ -1102,9 +1113,8 @@ class ServerActor:
         if self._done.empty():
             if self._dispatch.expected_bound() > deadline and self._network_due == 0:
                 return None
-        timeout = grace_ends - asyncio.get_running_loop().time()
         try:
-            return await asyncio.wait_for(self._done.get(), max(timeout, 0.0))
+            return await asyncio.wait_for(self._done.get(), DEADLINE_GRACE)
         except TimeoutError:
             logger.warning(
                 "tasks that ended by run.time_budget sent nothing for %g s; "
@@ -1158,14 +1168,12 @@ class ServerActor:
         setup_mode_is_pool = self._setup.client_executor is None
         ready: list[tuple[float, int, TaskReply, int]] = []
         deadline = self._deadline
-        grace_ends = math.inf
         try:
             while not self._stop and book.version < max_updates:
                 if self._closing:
-                    item = await self._grace_item(grace_ends)
+                    item = await self._grace_item()
                     if item is None:
                         break
-                    grace_ends = loop.time() + DEADLINE_GRACE
                 else:
                     item = await self._done.get()
                 # A reply taken after the budget's instant counts at it (the run ends there).
@@ -1178,7 +1186,6 @@ class ServerActor:
                     # As in the simulator, every task that ended by the deadline counts:
                     # wait (a bounded time) for the replies still travelling back.
                     self._closing = True
-                    grace_ends = loop.time() + DEADLINE_GRACE
                     continue
                 if kind is STOP:
                     if not self._interrupted:
@@ -1231,9 +1238,9 @@ class ServerActor:
                     # Ended after the deadline: in flight at the run's end. Counted when
                     # its computation, not its service, took it past the deadline (the
                     # simulator applies it): its client is behind the simulator's.
-                    scaled = answered.sample * self._config.run.time_scale
-                    if reply.service_time > scaled and reply.started_at + scaled <= deadline:
-                        self._counters["compute_bound_tasks"] += 1
+                    excess = self._compute_excess(answered, reply)
+                    if excess > 0 and reply.finished_at - excess <= deadline:
+                        self._counters["compute_bound_past_budget"] += 1
                     continue
                 if not virtual and self._links is not None:
                     self._returned(reply, executor)

@@ -771,7 +771,9 @@ def run(
         applied exactly once), ``executor_calls``, the remote calls made to
         executors (one per task sent; fewer with ``runtime.max_batch > 1``), and with
         emulated service times ``compute_bound_tasks`` (tasks whose computation outlasted
-        their scaled service time: the emulated clock fell behind by the excess) and
+        their scaled service time: the emulated clock fell behind by the excess),
+        ``compute_bound_past_budget`` (tasks such computation took past
+        ``run.time_budget``: the simulator applies them, the run does not) and
         ``late_replies_applied`` (tasks that ended by ``run.time_budget``, applied after
         its instant).
 
