@@ -1075,7 +1075,8 @@ class RunConfig:
             in the runtime, before ``time_scale``). Every task that ends by then is
             applied; with emulated service times the runtime waits for the replies of
             tasks that ended by it, as the simulator would (it gives up after
-            ``DEADLINE_GRACE`` = 10 wall seconds without a reply).
+            ``DEADLINE_GRACE`` = 10 wall seconds without a reply and counts the
+            tasks given up in ``extras["late_replies_given_up"]``).
         eval_every_updates: Evaluate test loss/accuracy every this many updates.
         eval_every_seconds: Evaluate every this many (virtual) seconds.
         time_scale: Runtime emulation: a task lasts at least ``time_scale`` times its

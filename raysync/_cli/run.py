@@ -310,12 +310,28 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
     if any(faults.values()):
         lines.append("faults: " + ", ".join(f"{k} {v}" for k, v in faults.items()))
     bound = extras.get("compute_bound_tasks", 0)
-    if result.num_completions and bound >= 0.01 * result.num_completions:
+    past = extras.get("compute_bound_past_budget", 0)
+    if result.num_completions and bound + past >= 0.01 * result.num_completions:
+        more = (
+            f" ({past} more ended past run.time_budget for it and were not applied)"
+            if past
+            else ""
+        )
         lines.append(
             f"emulation: {bound} of {result.num_completions} tasks "
             f"({100 * bound / result.num_completions:.0f} %) computed longer than their "
-            "emulated service time, so the emulated clock fell behind the config's; a "
-            "larger run.time_scale keeps to it"
+            f"emulated service time{more}, so the emulated clock fell behind the config's; "
+            "a larger run.time_scale keeps to it"
+        )
+    given_up = extras.get("late_replies_given_up", 0)
+    if given_up:
+        from raysync.runtime.actors import DEADLINE_GRACE
+
+        lines.append(
+            f"WARNING: {given_up} tasks that ended by run.time_budget were not applied "
+            "(nor the tasks they would have started): nothing came from their executors "
+            f"for {DEADLINE_GRACE:g} s after it (a lost or stalled executor; the simulator "
+            "applies them)"
         )
     if extras.get("communication"):
         from raysync.runtime._backend import describe_communication

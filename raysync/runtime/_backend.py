@@ -647,9 +647,11 @@ class ServerOutcome:
             computation outlasted their scaled service sample, so they ended later than
             the simulator's clock: the emulated timeline falls behind),
             ``compute_bound_past_budget`` (tasks such computation took past
-            ``run.time_budget``, which the simulator applies) and
+            ``run.time_budget``, which the simulator applies),
             ``late_replies_applied`` (tasks that ended by ``run.time_budget`` and were
-            applied after its instant, their replies still on the way).
+            applied after its instant, their replies still on the way) and
+            ``late_replies_given_up`` (tasks that ended by it and were not applied:
+            nothing came for ``DEADLINE_GRACE`` seconds).
         eval_seconds: Server seconds spent evaluating.
         final_params: The final model (None in queue-only runs).
         lag_mean: Mean seconds between a task's end at its executor and its consumption
@@ -749,6 +751,7 @@ def assemble_result(
         "compute_bound_tasks": 0,
         "compute_bound_past_budget": 0,
         "late_replies_applied": 0,
+        "late_replies_given_up": 0,
         **outcome.counters,
         "task_ids": {"next": outcome.next_task_id, "pending": list(outcome.pending_tasks)},
         "resumed_from_version": outcome.resumed_from_version,

@@ -612,6 +612,35 @@ class Dispatcher:
                 bound = min(bound, task.stamp)
         return bound
 
+    def due_by(self, deadline: float) -> int:
+        """Emulated service times: the tasks not answered yet that end by ``deadline``.
+
+        ``deadline`` is a wall-clock instant (``time.time()``). A task sent ends at its
+        expected end; the tasks queued behind it and those still on their emulated
+        downlink (in arrival order) end as the simulator would end them, each
+        ``sample x time_scale`` after the later of its arrival and its client's
+        previous end. 0 without emulation.
+        """
+        if not self.emulate:
+            return 0
+        free = list(self.free_at)
+        count = 0
+        for task_id, end in self._expected.items():
+            task = self.tasks.get(task_id)
+            if task is not None and not task.replied:
+                free[task.client] = end
+                count += end <= deadline
+        travelling = (self.tasks.get(task_id) for task_id in self._in_transit)
+        arriving = sorted(
+            (t for t in travelling if t is not None), key=lambda t: (t.stamp, t.task_id)
+        )
+        later = [task for queue in self._queues.values() for task in queue] + arriving
+        for task in later:
+            end = max(task.stamp, free[task.client]) + task.sample * self._scale
+            free[task.client] = end
+            count += end <= deadline
+        return count
+
     # ------------------------------------------------------------------ faults
 
     def _on_timeout(self, task_id: int, attempt: int) -> None:

@@ -706,6 +706,7 @@ class ServerActor:
             "compute_bound_tasks": 0,
             "compute_bound_past_budget": 0,
             "late_replies_applied": 0,
+            "late_replies_given_up": 0,
         }
         self._dispatch = Dispatcher(
             config,
@@ -762,6 +763,7 @@ class ServerActor:
         self._deadline = math.inf
         self._budget = math.inf  # run.time_budget in wall seconds
         self._closing = False
+        self._gave_up = False  # past the deadline, nothing came for DEADLINE_GRACE s
         self._network_due = 0  # emulated network events scheduled by the deadline
         self._resumed_from: int | None = None
         self._origin = 0.0
@@ -1106,7 +1108,7 @@ class ServerActor:
         before the deadline (sent, on its downlink, or re-issued after a loss), or an
         emulated uplink or server event due by then. (Virtual clock: a completion held
         back waits for a task in flight that ends before it, so that task is left too.)
-        None also when nothing came for :data:`DEADLINE_GRACE` seconds, with a warning.
+        None also when nothing came for :data:`DEADLINE_GRACE` seconds (``_gave_up``).
         """
         assert self._done is not None
         deadline = self._deadline
@@ -1116,12 +1118,23 @@ class ServerActor:
         try:
             return await asyncio.wait_for(self._done.get(), DEADLINE_GRACE)
         except TimeoutError:
-            logger.warning(
-                "tasks that ended by run.time_budget sent nothing for %g s; "
-                "the run ends without them (a lost or stalled executor)",
-                DEADLINE_GRACE,
-            )
+            self._gave_up = True
             return None
+
+    def _give_up(self, held_back: int) -> None:
+        """Nothing came for :data:`DEADLINE_GRACE` s past the deadline: count what is lost.
+
+        ``held_back``: replies taken and not applied yet (virtual clock), each of a task
+        that ended by the deadline.
+        """
+        lost = self._dispatch.due_by(self._deadline) + held_back
+        self._counters["late_replies_given_up"] = lost
+        logger.warning(
+            "%d tasks that ended by run.time_budget sent nothing for %g s; "
+            "the run ends without them (a lost or stalled executor)",
+            lost,
+            DEADLINE_GRACE,
+        )
 
     async def run(self) -> ServerOutcome:
         """Run to the stop condition and return the measurements.
@@ -1173,6 +1186,8 @@ class ServerActor:
                 if self._closing:
                     item = await self._grace_item()
                     if item is None:
+                        if self._gave_up:
+                            self._give_up(len(ready))
                         break
                 else:
                     item = await self._done.get()

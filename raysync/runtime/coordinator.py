@@ -773,9 +773,11 @@ def run(
         emulated service times ``compute_bound_tasks`` (tasks whose computation outlasted
         their scaled service time: the emulated clock fell behind by the excess),
         ``compute_bound_past_budget`` (tasks such computation took past
-        ``run.time_budget``: the simulator applies them, the run does not) and
+        ``run.time_budget``: the simulator applies them, the run does not),
         ``late_replies_applied`` (tasks that ended by ``run.time_budget``, applied after
-        its instant).
+        its instant) and ``late_replies_given_up`` (tasks that ended by it and were not
+        applied: nothing came for ``DEADLINE_GRACE`` = 10 wall seconds, a lost or
+        stalled executor).
 
     Raises:
         ConfigError: A bad argument.

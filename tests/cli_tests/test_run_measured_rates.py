@@ -230,3 +230,32 @@ def test_run_interrupted_pickles_with_its_fields() -> None:
     bare = RunInterrupted(None, None, version=40)
     assert (bare.checkpoint_version, bare.version, bare.signal_name, bare.exit_code) == (
         None, 40, "SIGINT", 130)
+
+
+@pytest.mark.parametrize(
+    ("counters", "emulation", "given_up"),
+    [
+        ({}, None, None),
+        # below 1 % of the 20 tasks: not worth a line
+        ({"compute_bound_tasks": 0, "compute_bound_past_budget": 0}, None, None),
+        ({"compute_bound_tasks": 5}, "emulation: 5 of 20 tasks (25 %) computed longer", None),
+        # tasks computation pushed past the budget count towards the line too
+        (
+            {"compute_bound_past_budget": 1},
+            "(1 more ended past run.time_budget for it and were not applied)",
+            None,
+        ),
+        ({"late_replies_given_up": 3}, None, "WARNING: 3 tasks that ended by run.time_budget"),
+    ],
+)
+def test_run_names_emulated_tasks_the_config_s_timeline_did_not_keep(
+    counters: dict[str, int], emulation: str | None, given_up: str | None
+) -> None:
+    config = _config(1.0)
+    result = simulate(config)
+    result = dataclasses.replace(result, extras={**result.extras, **counters})
+    lines = _report(result, config, None).splitlines()
+    found = [line for line in lines if line.startswith("emulation:")]
+    assert found == [] if emulation is None else emulation in found[0]
+    warned = [line for line in lines if "not applied (nor the tasks" in line]
+    assert warned == [] if given_up is None else warned[0].startswith(given_up)

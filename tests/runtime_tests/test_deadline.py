@@ -36,6 +36,7 @@ from raysync.config import (
 from raysync.runtime._backend import FaultPlan
 from raysync.runtime.actors import DEADLINE_GRACE
 from raysync.runtime.coordinator import _execute
+from raysync.simulation.result import RunResult
 
 from ._helpers import exp_clients
 
@@ -185,14 +186,19 @@ def test_tasks_that_compute_longer_than_their_emulated_service_are_counted(ray_s
     assert "emulation: 40 of 40 tasks (100 %) computed longer" in _report(result, config, None)
 
 
-def _one_client_straggling(delays: dict[int, float]) -> list[int]:
+def _one_client_straggling(
+    delays: dict[int, float], *, concurrency: int = 1
+) -> tuple[RunResult, SystemConfig]:
     """One client, deterministic 0.099 s tasks, 1 s budget: tasks 0-9 end by it (the 10th
-    at 0.99 s); ``delays`` stalls the replies of some (task id -> extra wall seconds)."""
+    at 0.99 s); ``delays`` stalls the replies of some (task id -> extra wall seconds).
+    With ``concurrency`` above 1 the tasks queue at the client, each behind the one before."""
     config = _return_to_sender(
         (ClientSpec(service_time=_fixed(0.099), num_cpus=0.25),), budget=1.0, time_scale=1.0
     )
+    if concurrency > 1:  # every task to the one client (return to sender needs C = n)
+        config = config.replace(concurrency=concurrency, routing=RoutingConfig(kind="uniform"))
     result, _ = _execute(config, faults=FaultPlan(delay_tasks=delays))
-    return [int(c) for c in result.completed]
+    return result, config
 
 
 def test_replies_that_keep_coming_past_the_deadline_are_all_applied(ray_session) -> None:  # noqa: ANN001
@@ -202,10 +208,50 @@ def test_replies_that_keep_coming_past_the_deadline_are_all_applied(ray_session)
     # the flake this fixes), so all ten count, as in the simulator; the old rule (at
     # most DEADLINE_GRACE in all) dropped 8 and 9.
     stall = 0.6 * DEADLINE_GRACE
-    assert _one_client_straggling({7: stall, 8: stall, 9: stall}) == [10]
+    result, _ = _one_client_straggling({7: stall, 8: stall, 9: stall})
+    assert list(result.completed) == [10]
+    assert result.extras["late_replies_given_up"] == 0
 
 
 def test_a_task_silent_for_the_grace_period_past_the_deadline_is_given_up(ray_session) -> None:  # noqa: ANN001
     # Task 9 ended by the budget but stalls 3 x DEADLINE_GRACE (a stalled executor): the run
-    # ends DEADLINE_GRACE after the last reply, without it, instead of hanging.
-    assert _one_client_straggling({9: 3.0 * DEADLINE_GRACE}) == [9]
+    # ends DEADLINE_GRACE after the last reply, without it, instead of hanging, and says so.
+    result, config = _one_client_straggling({9: 3.0 * DEADLINE_GRACE})
+    assert list(result.completed) == [9]
+    assert result.extras["late_replies_given_up"] == 1
+    report = _report(result, config, None)
+    assert "WARNING: 1 tasks that ended by run.time_budget were not applied" in report
+
+
+def test_the_tasks_queued_behind_a_silent_one_are_counted_as_given_up(ray_session) -> None:  # noqa: ANN001
+    # Two tasks in flight at the one client: each ends 0.099 s after the one before it
+    # (task k at (k + 1) x 0.099 s). Task 8 (0.891 s) stalls; task 9, queued behind it,
+    # would have ended at 0.99 s, by the budget, as in the simulator. Both are lost.
+    result, _ = _one_client_straggling({8: 3.0 * DEADLINE_GRACE}, concurrency=2)
+    assert list(result.completed) == [8]
+    assert result.extras["late_replies_given_up"] == 2
+    assert sorted(result.extras["task_ids"]["pending"]) == [8, 9]
+
+
+def test_completions_held_back_behind_a_silent_task_are_counted_as_given_up(ray_session) -> None:  # noqa: ANN001
+    # Virtual clock, return to sender: client A ends a task every 0.099 s, client B every
+    # 0.07 s, and completions are applied in the order of their ends. A's 9th task (ends
+    # at 0.891 s) stalls, so B's completion at 0.91 s, by the budget, is held back behind
+    # it and never applied: two tasks given up, and each client stops at its last task
+    # before 0.891 s.
+    means = (0.099, 0.07)
+    config = _return_to_sender(
+        tuple(ClientSpec(service_time=_fixed(m), num_cpus=0.25) for m in means),
+        budget=1.0,
+        time_scale=1.0,
+    )
+    # Task ids by hand: 0 and 1 start; each completion, in the order of the ends, creates
+    # the next id at the same client. A's 9th task is created at A's 8th completion.
+    ends = sorted((k * m, client) for client, m in enumerate(means) for k in range(1, 20))
+    eighth = [i for i, (_, client) in enumerate(ends) if client == 0][7]
+    stalled = 2 + eighth
+    result, _ = _execute(
+        config, faults=FaultPlan(delay_tasks={stalled: 3.0 * DEADLINE_GRACE}), virtual_clock=True
+    )
+    assert list(result.completed) == [8, 12]  # ends up to 0.792 and 0.84 s
+    assert result.extras["late_replies_given_up"] == 2
