@@ -10,6 +10,7 @@ import os
 import pkgutil
 import re
 import stat
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -335,6 +336,14 @@ def _dir_problem(directory: Path) -> str | None:
             return f"{str(probe)!r} is a file, not a directory"
         if not os.access(probe, os.W_OK | os.X_OK):
             return f"permission denied on {str(probe)!r}"
+        try:
+            # What access() cannot tell (root is allowed everything; /proc, /sys and
+            # some mounts refuse new files anyway): an unnamed temporary file (O_TMPFILE
+            # where the file system has it) that is gone when closed.
+            with tempfile.TemporaryFile(dir=probe):
+                pass
+        except OSError as exc:
+            return f"{str(probe)!r} does not take new files: {_reason(exc)}"
         return None
 
 

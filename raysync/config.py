@@ -1243,6 +1243,7 @@ class SystemConfig:
             )
         if self.routing.objective == "bias_aware":
             _check_bias_aware_routing(self)
+        _check_training_samples(self)
         _check_power(self)
         _check_dynamics(self)
         if self.routing.kind == "adaptive":
@@ -1386,6 +1387,33 @@ def _check_adaptive_horizon(config: SystemConfig) -> None:
             f"gives up to K = T x {fleet:.4g} = {updates:.3g} updates, beyond the float range "
             "of the bound (K must be < 1e150)",
             horizon,
+        )
+
+
+def _check_training_samples(config: SystemConfig) -> None:
+    """``data.max_train_samples`` against what the partition needs from it.
+
+    The dataset's own size is known only once it is loaded (``validate --workload``);
+    a cap that no dataset could satisfy is refused here, on every command.
+    """
+    cap = config.data.max_train_samples
+    if cap is None:
+        return
+    n = config.num_clients
+    if cap < n:
+        raise _fail(
+            "data.max_train_samples",
+            f"must be at least the number of clients ({n}): every client needs a "
+            "training sample",
+            cap,
+        )
+    shards = config.data.shards_per_client
+    if config.data.partition == "shards" and n * shards > cap:
+        raise _fail(
+            "data.max_train_samples",
+            f"must be at least clients x data.shards_per_client = {n} x {shards} = "
+            f"{n * shards} with partition 'shards' (a shard holds a sample at least)",
+            cap,
         )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -118,8 +120,10 @@ def test_shards_are_small_to_pickle(digits: Dataset) -> None:
 
 
 def test_errors(digits: Dataset) -> None:
+    # A dataset smaller than the fleet (here 20 samples for 30 clients): refused once loaded.
+    small = dataclasses.replace(digits, x_train=digits.x_train[:20], y_train=digits.y_train[:20])
     with pytest.raises(ConfigError, match="cannot partition 20 training samples over 30"):
-        build_workload(make_config(30, max_train_samples=20), dataset=digits)
+        build_workload(make_config(30), dataset=small)
     wl = build_workload(make_config(3), dataset=digits)
     with pytest.raises(ValueError, match="client must be in"):
         wl.client_data(3)
@@ -130,3 +134,22 @@ def test_errors(digits: Dataset) -> None:
             model=wl.model,
             initial_params=wl.initial_params,
         )
+
+
+@pytest.mark.parametrize(
+    ("n", "data", "needed", "least"),
+    [
+        (30, {"max_train_samples": 29}, "at least the number of clients (30)", 30),
+        (4, {"max_train_samples": 7, "partition": "shards", "shards_per_client": 2},
+         "at least clients x data.shards_per_client = 4 x 2 = 8", 8),
+    ],
+)
+def test_a_cap_no_dataset_could_meet_is_refused_with_the_config(
+    digits: Dataset, n: int, data: dict[str, object], needed: str, least: int
+) -> None:
+    # Refused on construction (every command, validate without --workload too), not
+    # once the data is loaded; the smallest cap that is enough is accepted and partitions.
+    with pytest.raises(ConfigError, match="^data.max_train_samples must be " + re.escape(needed)):
+        make_config(n, **data)
+    wl = build_workload(make_config(n, **{**data, "max_train_samples": least}), dataset=digits)
+    assert sum(wl.client_sizes) == least and min(wl.client_sizes) >= 1

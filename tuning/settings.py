@@ -308,6 +308,13 @@ def settings_from_args(
         return default if value is None else value
 
     objective = get("objective", defaults.objective)
+    # Given but blank: refused under the flag's name (empty fell back to the default study,
+    # and settings named the field, not the flag).
+    for flag, what in (("study", "a study name"), ("storage", "an Optuna storage URL or a "
+                       "path ending in .journal")):  # fmt: skip
+        value = getattr(args, flag, None)
+        if value is not None and not str(value).strip():
+            raise ConfigError(f"--{flag} must be {what}, got {value!r}")
     study = get("study", None) or f"{Path(str(args.config)).stem}-{objective}"
     out_arg = get("out", None)
     if out_arg is not None and not str(out_arg).strip():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from raysync._validation import format_probability, name_column
+from raysync._validation import check_output_dir, format_probability, name_column
 from raysync.config import load_config
 
 __all__ = ["add_parser"]
@@ -56,6 +56,9 @@ def _handle(args: argparse.Namespace) -> int:
         or config.data.factory is not None
         or config.data.dataset == "directory"
     )
+    if config.run.checkpoint_dir is not None:
+        # as `run` checks it before a Ray start-up: a config `run` refuses is not "valid"
+        check_output_dir(config.run.checkpoint_dir, "run.checkpoint_dir")
     probe: dict[str, Any] | None = None
     if args.workload or (args.workload is None and user_workload):
         from raysync.workload import build_workload
@@ -83,6 +86,14 @@ def _handle(args: argparse.Namespace) -> int:
             f"{probe['metric_value']:.4g} on a probe batch; client sizes "
             f"{probe['client_sizes']}"
         )
+    else:
+        # "valid" covers the config, not the data: say what was left unchecked.
+        how = (
+            "--no-workload"
+            if args.workload is False
+            else "built-in dataset and model; --workload loads the data and probes the model"
+        )
+        print(f"  workload: not built ({how})")
     name_head, names = name_column(
         [client.name for client in config.clients], range(config.num_clients)
     )

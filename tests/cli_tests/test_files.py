@@ -211,3 +211,37 @@ def test_config_with_a_byte_order_mark_loads(
     path.write_bytes(b"\xef\xbb\xbfx = \xff\n")
     with pytest.raises(ConfigError, match=r"byte 0xff at offset 7"):
         read_text_file(path, "file", max_bytes=100)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["tune", "{T}", "--objective", "bound", "--constants", "1,1,1,1", "--trials", "2",
+         "--out", "{D}/t", "--write-config", "/proc/raysync-w.toml"],
+        ["optimize", "{T}", "--constants", "1,1,1,1", "--write-config", "/proc/raysync-o.toml"],
+        ["simulate", "{T}", "--out", "/proc/raysync-s"],
+    ],
+)  # fmt: skip
+def test_a_folder_that_takes_no_new_files_is_refused_before_the_work(
+    adir: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    # /proc refuses new files even to root, whom access() allows everything: tune ran its
+    # whole study before --write-config failed.
+    filled = [a.replace("{T}", str(EXAMPLE)).replace("{D}", str(adir)) for a in argv]
+    work = {
+        "tune": "tuning.cli.run_study",
+        "optimize": "raysync.objectives.optimize_joint",
+        "simulate": "raysync.simulation.simulate",
+    }[argv[0]]
+    with mock.patch(work, side_effect=AssertionError("the work started")):
+        assert main(filled) == 2
+    assert "cannot" in (line := _one_error_line(capsys, argv[0])) and "'/proc'" in line
+    assert list(adir.iterdir()) == []
+
+
+def test_checking_a_folder_leaves_nothing_in_it(adir: Path, tmp_path: Path) -> None:
+    check_output_dir(adir, "--out")
+    check_output_file(adir / "x.toml", "--w")
+    check_output_file(tmp_path / "new" / "x.toml", "--w")  # probes tmp_path, creates nothing
+    assert list(adir.iterdir()) == [] and not (tmp_path / "new").exists()

@@ -118,3 +118,43 @@ def test_other_unknown_flags_after_the_command_are_refused(
         main(["validate", str(EXAMPLE), "-v", "-x"])
     assert exc.value.code == 2
     assert "unrecognized arguments: -x" in capsys.readouterr().err
+
+
+def _with_run_line(line: str) -> str:
+    text = EXAMPLE.read_text()
+    assert text.count("[run]\n") == 1
+    return text.replace("[run]\n", f"[run]\n{line}\n")
+
+
+def test_a_checkpoint_dir_that_is_a_file_is_refused_as_run_refuses_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `run` refused it before its Ray start-up while `validate` called the config valid.
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    path = tmp_path / "ck.toml"
+    path.write_text(_with_run_line(f'checkpoint_dir = "{taken}"'))
+    assert main(["validate", str(path), "--no-workload"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"run.checkpoint_dir {str(taken)!r} cannot be used as a directory" in err
+    assert "existing file" in err
+    path.write_text(_with_run_line(f'checkpoint_dir = "{tmp_path / "ck"}"'))
+    assert main(["validate", str(path)]) == 0
+    assert not (tmp_path / "ck").exists()  # checked, not created
+
+
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        ([], "  workload: not built (built-in dataset and model; --workload loads the data"),
+        (["--no-workload"], "  workload: not built (--no-workload)"),
+        (["--workload"], "  workload: 650 parameters"),
+    ],
+)
+def test_validate_says_whether_it_built_the_workload(
+    flags: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", str(EXAMPLE), *flags]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [row for row in out if row.startswith("  workload:")][0].startswith(line)

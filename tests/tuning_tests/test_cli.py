@@ -239,6 +239,11 @@ def _tune(tiny_path, out, *extra: str) -> list[str]:  # noqa: ANN001
     # trial failing) or exit 2 with an empty output folder left behind
     (["--out="], "--out must be a directory path, got ''"),
     (["--constants="], "--constants must be 'L,sigma2,M2,A', got ''"),
+    # a blank study name ran under the default one; a blank storage was named "storage"
+    (["--study="], "--study must be a study name, got ''"),
+    (["--study= "], "--study must be a study name, got ' '"),
+    (["--storage="], "--storage must be an Optuna storage URL or a path ending in .journal"),
+    (["--storage= "], "--storage must be an Optuna storage URL"),
     (["--objective=simulated", "--budget=1e30"],
      "--budget 1e+30 s is too long to simulate: AsyncSGD (all 4 clients busy"),
     (["--objective=simulated", "--budget=4294967296"], "--budget 4.29497e+09 s is too long"),
