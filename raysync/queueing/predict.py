@@ -51,6 +51,7 @@ __all__ = [
     "analyze_independent_cycles",
     "buffer_size",
     "network_of",
+    "no_closed_form",
     "predict",
     "station_parameters",
 ]
@@ -204,6 +205,21 @@ def network_of(config: SystemConfig) -> ClosedNetwork:
     return ClosedNetwork.from_config(config, client_latency=latency, server_rate=rate)
 
 
+def no_closed_form(config: SystemConfig) -> str | None:
+    """Why :func:`predict` has no closed form for ``config``, or None when it has one.
+
+    Return to sender with a server station (``[server] update_time``): the clients'
+    cycles interact through the server's queue (docs/network.md; the simulator is the
+    reference there).
+    """
+    if config.routing_probabilities is None and station_parameters(config)[1] is not None:
+        return (
+            "routing 'return_to_sender' with a [server] update_time has no closed form "
+            "(the clients' cycles interact through the server queue)"
+        )
+    return None
+
+
 def predict(config: SystemConfig) -> QueueingResult:
     """The closed-form prediction for a config, whatever its routing.
 
@@ -225,14 +241,11 @@ def predict(config: SystemConfig) -> QueueingResult:
         ConfigError: Return to sender with a server station (its cycles interact through
             the server's queue; no closed form here: simulate it).
     """
+    missing = no_closed_form(config)
+    if missing is not None:
+        raise ConfigError(f"{missing}; use `raysync simulate` or random routing (fixed/uniform)")
     if config.routing_probabilities is None:
-        latency, rate = station_parameters(config)
-        if rate is not None:
-            raise ConfigError(
-                "routing 'return_to_sender' with a [server] update_time has no closed form "
-                "(the clients' cycles interact through the server queue); use "
-                "`raysync simulate` or random routing (fixed/uniform)"
-            )
+        latency, _ = station_parameters(config)
         mu = np.asarray(config.service_rates, dtype=np.float64)
         if latency is None:
             res = analyze_independent_cycles(mu)

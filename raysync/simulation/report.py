@@ -65,9 +65,22 @@ def theory_prediction(config: SystemConfig) -> dict[str, Any]:
         ``mean_queue_length``, ``mean_relative_delay`` (versions) and
         ``mean_completion_delay`` (completions), the averages ``mean_staleness``
         (versions) and ``mean_completion_staleness`` (completions), and ``units``.
+        Where there is no closed form (:func:`raysync.queueing.predict.no_closed_form`):
+        ``model`` None, ``unavailable`` (why), ``buffer_size`` and ``units`` only.
     """
     from raysync.queueing import predict
+    from raysync.queueing.predict import buffer_size, no_closed_form
 
+    missing = no_closed_form(config)
+    if missing is not None:
+        return {
+            "model": None,
+            "exact": False,
+            "approximate": None,
+            "unavailable": missing,
+            "buffer_size": buffer_size(config),
+            "units": dict(UNITS),
+        }
     res = predict(config)
     approximation = _approximation(config)
     return {
@@ -228,8 +241,17 @@ def format_report(
     rows, left_out = table_rows(mu, max_rows)
     name_head, names = name_column([client.name for client in config.clients], rows)
     b = result.buffer_size
+    missing = theory.get("unavailable")
     why = theory.get("approximate") or "service times are not all exponential"
-    exact = "" if theory["exact"] else f" (approximate: {why})"
+    exact = "" if theory["exact"] or missing else f" (approximate: {why})"
+
+    def th(key: str, i: int | None = None, digits: int = 4) -> str:
+        """The theory's value, or "-" where there is no closed form."""
+        if missing:
+            return "-"
+        value = theory[key] if i is None else theory[key][i]
+        return _fmt(value, digits)
+
     lines: list[str] = []
     runs = (
         f"{result.num_updates} updates"
@@ -243,6 +265,8 @@ def format_report(
         f"algorithm={config.algorithm.name}, seed={result.seed}; {result.wall_time:.2f} s wall)"
     )
     lines.extend(f"WARNING: {w}" for w in result.warnings)
+    if missing:
+        lines.append(f"theory: none here, {missing}; the simulation is the reference")
     lines.extend(_nonstationary_notes(config))
     if result.train:
         lines.append(
@@ -256,12 +280,12 @@ def format_report(
     per = "updates" if b == 1 else "completions"
     lines.append(
         f"throughput: {_fmt(result.throughput, 6)} {per}/s  ({level} CI "
-        f"{format_interval(lo, hi, 6)})  theory: {_fmt(theory['throughput'], 6)}{exact}"
+        f"{format_interval(lo, hi, 6)})  theory: {th('throughput', digits=6)}{exact}"
     )
     if b == 1:
         lines.append(
             f"mean staleness: {_fmt(result.mean_staleness)} updates  "
-            f"theory: {_fmt(theory['mean_staleness'])}"
+            f"theory: {th('mean_staleness')}"
         )
         lines.append("per-client staleness (mean relative delay, in updates):")
         lines.append(
@@ -274,22 +298,22 @@ def format_report(
                 f"  {i:>6} {name}{mu[i]:>9.4g} {pi:>7} "
                 f"{int(result.completed[i]):>9} {_fmt(result.mean_relative_delay[i]):>9} "
                 f"{format_interval(*result.relative_delay_ci[i]):>21} "
-                f"{_fmt(theory['mean_relative_delay'][i]):>9}"
+                f"{th('mean_relative_delay', i):>9}"
             )
         lines.extend(_left_out_line(left_out))
         return "\n".join(lines)
     lines.append(
         f"model versions/s: {_fmt(result.version_throughput, 6)}  "
-        f"theory: {_fmt(theory['version_throughput'], 6)}  (= completions/s / B)"
+        f"theory: {th('version_throughput', digits=6)}  (= completions/s / B)"
     )
     lines.append(
         f"mean staleness in completions (docs/theory.md sec. 2): "
         f"{_fmt(result.mean_completion_staleness)}  "
-        f"theory: {_fmt(theory['mean_completion_staleness'])}"
+        f"theory: {th('mean_completion_staleness')}"
     )
     lines.append(
         f"mean staleness in model versions (completions / B): {_fmt(result.mean_staleness)}"
-        f"  theory: {_fmt(theory['mean_staleness'])}"
+        f"  theory: {th('mean_staleness')}"
     )
     lines.append("per-client staleness (mean relative delay), in completions | in model versions:")
     lines.append(
@@ -303,10 +327,10 @@ def format_report(
             f"  {i:>6} {name}{mu[i]:>9.4g} {pi:>7} {int(result.completed[i]):>9} "
             f"{_fmt(result.mean_completion_delay[i]):>8} "
             f"{format_interval(*result.completion_delay_ci[i]):>19} "
-            f"{_fmt(theory['mean_completion_delay'][i]):>8} | "
+            f"{th('mean_completion_delay', i):>8} | "
             f"{_fmt(result.mean_relative_delay[i]):>8} "
             f"{format_interval(*result.relative_delay_ci[i]):>19} "
-            f"{_fmt(theory['mean_relative_delay'][i]):>8}"
+            f"{th('mean_relative_delay', i):>8}"
         )
     lines.extend(_left_out_line(left_out))
     return "\n".join(lines)

@@ -154,3 +154,25 @@ def test_optimize_footnote_gives_asyncsgd_throughput_with_links(
     # the AsyncSGD row's throughput is the cycles' 1/(0.75 + 1) + 1/(0 + 1/4) = 4.5714
     row = next(line for line in out.splitlines() if line.strip().startswith("AsyncSGD, C=n"))
     assert float(row.split()[4]) == pytest.approx(1 / 1.75 + 4.0, rel=1e-4)
+
+
+def test_simulate_runs_return_to_sender_with_a_server_station_without_a_theory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # simulate refused it (exit 2) with "no closed form ... use `raysync simulate`", though
+    # the simulator is the reference there (docs/network.md).
+    text = FLEET.replace('kind = "uniform"', 'kind = "return_to_sender"').replace(
+        "concurrency = 4", "concurrency = 2"
+    )
+    path = _write(tmp_path, text)
+    assert main(["simulate", str(path), "--queue-only", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "theory: none here, routing 'return_to_sender' with a [server] update_time" in out
+    assert "nan" not in out.lower() and "theory: -" in out
+    assert main(["simulate", str(path), "--queue-only", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    theory = payload["theory"]
+    assert theory["model"] is None and "no closed form" in theory["unavailable"]
+    assert payload["throughput"] > 0
+    saved = json.loads((tmp_path / "o" / "theory.json").read_text())
+    assert saved["unavailable"] == payload["theory"]["unavailable"]
