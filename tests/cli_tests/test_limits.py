@@ -6,9 +6,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from raysync.cli import main
+from raysync.exceptions import ConfigError
 from tests._cli import exit_code
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny.toml"
@@ -34,6 +36,10 @@ def test_analyze_curve_json_carries_the_lean_summary(capsys: pytest.CaptureFixtu
     ("args", "message"),
     [
         (["--mu", "1,2", "-C", "100000000000"], "solver steps, more than"),
+        # Buzen's pass costs ~40 MVA steps per client: under MVA's limit it ran for
+        # minutes (C = 9.7e6 with 5 clients; MVA solves it in ~30 s)
+        (["--mu", "1,1,1,3,3", "-C", "9700000", "--method", "buzen"],
+         "clients, method 'buzen' needs C*(40n+8192) = 8.14e+10 solver steps"),
         (["--mu", "1e-320,1", "-C", "3"], "mu[0]=1e-320 is too small"),
         (["--mu", "1e-308,1e-308", "-C", "5"], "beyond the float64 range"),
         (["--mu", "1e308,1e308", "-C", "9"], "throughput of this network is beyond"),
@@ -137,3 +143,18 @@ def test_unrecognised_arguments_are_the_commands_error(
     line = _error(capsys, command)
     assert "unrecognized arguments: " in line and line.endswith(f"(see raysync {command} --help)")
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_buzen_s_limit_is_its_cost_in_mva_steps() -> None:
+    # The same network: within MVA's limit, beyond Buzen's (priced at 40 MVA steps per
+    # client and step plus twice the overhead); both limits refuse before any work.
+    from raysync.queueing.analysis import MAX_SOLVER_STEPS, _check_work
+    from raysync.queueing.network import ClosedNetwork
+
+    n = 5
+    c = MAX_SOLVER_STEPS // (40 * n + 8192) + 1
+    network = ClosedNetwork(mu=np.ones(n), p=np.full(n, 1 / n), concurrency=c)
+    _check_work(network, "mva")  # c * (n + 4096) is half the limit
+    with pytest.raises(ConfigError, match="method 'buzen' needs"):
+        _check_work(network, "buzen")
+    _check_work(ClosedNetwork(mu=np.ones(n), p=np.full(n, 1 / n), concurrency=c - 1), "buzen")
