@@ -107,6 +107,20 @@ def test_unreadable_config_by_mode(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "cannot be read: permission denied" in _one_error_line(capsys, "validate")
 
 
+#: What each command's work is: a refusal must come before it starts.
+_WORK = {
+    "simulate": "raysync.simulation.simulate",
+    "optimize": "raysync.objectives.optimize_joint",
+    "run": "raysync.runtime.run",
+    "tune": "tuning.cli.run_study",
+}
+
+
+def _refused_before_the_work(argv: list[str]) -> None:
+    with mock.patch(_WORK[argv[0]], side_effect=AssertionError("the work started")):
+        assert main(argv) == 2
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -132,13 +146,7 @@ def test_every_path_option_is_checked_before_the_work(
     filled = [a for a in argv]
     for key, value in names.items():
         filled = [a.replace(key, value) for a in filled]
-    work = {
-        "simulate": "raysync.simulation.simulate",
-        "optimize": "raysync.objectives.optimize_joint",
-        "run": "raysync.runtime.run",
-    }[argv[0]]
-    with mock.patch(work, side_effect=AssertionError("the work started")):
-        assert main(filled) == 2
+    _refused_before_the_work(filled)
     assert message in _one_error_line(capsys, argv[0])
 
 
@@ -229,13 +237,7 @@ def test_a_folder_that_takes_no_new_files_is_refused_before_the_work(
     # /proc refuses new files even to root, whom access() allows everything: tune ran its
     # whole study before --write-config failed.
     filled = [a.replace("{T}", str(EXAMPLE)).replace("{D}", str(adir)) for a in argv]
-    work = {
-        "tune": "tuning.cli.run_study",
-        "optimize": "raysync.objectives.optimize_joint",
-        "simulate": "raysync.simulation.simulate",
-    }[argv[0]]
-    with mock.patch(work, side_effect=AssertionError("the work started")):
-        assert main(filled) == 2
+    _refused_before_the_work(filled)
     assert "cannot" in (line := _one_error_line(capsys, argv[0])) and "'/proc'" in line
     assert list(adir.iterdir()) == []
 
