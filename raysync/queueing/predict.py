@@ -205,6 +205,12 @@ def network_of(config: SystemConfig) -> ClosedNetwork:
     return ClosedNetwork.from_config(config, client_latency=latency, server_rate=rate)
 
 
+_NO_CYCLES_FORM = (
+    "routing 'return_to_sender' with a [server] update_time has no closed form (the "
+    "clients' cycles interact through the server queue)"
+)
+
+
 def no_closed_form(config: SystemConfig) -> str | None:
     """Why :func:`predict` has no closed form for ``config``, or None when it has one.
 
@@ -213,10 +219,7 @@ def no_closed_form(config: SystemConfig) -> str | None:
     reference there).
     """
     if config.routing_probabilities is None and station_parameters(config)[1] is not None:
-        return (
-            "routing 'return_to_sender' with a [server] update_time has no closed form "
-            "(the clients' cycles interact through the server queue)"
-        )
+        return _NO_CYCLES_FORM
     return None
 
 
@@ -241,11 +244,12 @@ def predict(config: SystemConfig) -> QueueingResult:
         ConfigError: Return to sender with a server station (its cycles interact through
             the server's queue; no closed form here: simulate it).
     """
-    missing = no_closed_form(config)
-    if missing is not None:
-        raise ConfigError(f"{missing}; use `raysync simulate` or random routing (fixed/uniform)")
     if config.routing_probabilities is None:
-        latency, _ = station_parameters(config)
+        latency, rate = station_parameters(config)
+        if rate is not None:  # no_closed_form's case
+            raise ConfigError(
+                f"{_NO_CYCLES_FORM}; use `raysync simulate` or random routing (fixed/uniform)"
+            )
         mu = np.asarray(config.service_rates, dtype=np.float64)
         if latency is None:
             res = analyze_independent_cycles(mu)

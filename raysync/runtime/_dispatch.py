@@ -380,8 +380,7 @@ class Dispatcher:
             functools.partial(self._from_ray, ref, task.task_id, task.attempt, e)
         )
         if self.emulate:
-            start = max(task.stamp, self.free_at[client])
-            self._expected[task.task_id] = start + task.sample * self._scale
+            self._expected[task.task_id] = self._emulated_end(task, self.free_at[client])
         self._arm_timer(task)
 
     def _wire_spec(self, task: Task) -> list[Any]:
@@ -612,6 +611,10 @@ class Dispatcher:
                 bound = min(bound, task.stamp)
         return bound
 
+    def _emulated_end(self, task: Task, free_at: float) -> float:
+        """``task``'s emulated end when its client is free from ``free_at`` (FIFO)."""
+        return max(task.stamp, free_at) + task.sample * self._scale
+
     def due_by(self, deadline: float) -> int:
         """Emulated service times: the tasks not answered yet that end by ``deadline``.
 
@@ -636,7 +639,7 @@ class Dispatcher:
         )
         later = [task for queue in self._queues.values() for task in queue] + arriving
         for task in later:
-            end = max(task.stamp, free[task.client]) + task.sample * self._scale
+            end = self._emulated_end(task, free[task.client])
             free[task.client] = end
             count += end <= deadline
         return count

@@ -763,7 +763,6 @@ class ServerActor:
         self._deadline = math.inf
         self._budget = math.inf  # run.time_budget in wall seconds
         self._closing = False
-        self._gave_up = False  # past the deadline, nothing came for DEADLINE_GRACE s
         self._network_due = 0  # emulated network events scheduled by the deadline
         self._resumed_from: int | None = None
         self._origin = 0.0
@@ -1101,14 +1100,15 @@ class ServerActor:
             return 0.0
         return reply.service_time - task.sample * self._config.run.time_scale
 
-    async def _grace_item(self) -> tuple[Any, ...] | None:
+    async def _grace_item(self, held_back: int) -> tuple[Any, ...] | None:
         """Past the deadline: the next loop item, or None when nothing is left to apply.
 
         Left to apply: an item already queued, a task whose emulated end is at or
         before the deadline (sent, on its downlink, or re-issued after a loss), or an
         emulated uplink or server event due by then. (Virtual clock: a completion held
         back waits for a task in flight that ends before it, so that task is left too.)
-        None also when nothing came for :data:`DEADLINE_GRACE` seconds (``_gave_up``).
+        None also when nothing came for :data:`DEADLINE_GRACE` seconds: what is lost is
+        counted (:meth:`_give_up`; ``held_back``: replies taken and not applied yet).
         """
         assert self._done is not None
         deadline = self._deadline
@@ -1118,7 +1118,7 @@ class ServerActor:
         try:
             return await asyncio.wait_for(self._done.get(), DEADLINE_GRACE)
         except TimeoutError:
-            self._gave_up = True
+            self._give_up(held_back)
             return None
 
     def _give_up(self, held_back: int) -> None:
@@ -1184,10 +1184,8 @@ class ServerActor:
         try:
             while not self._stop and book.version < max_updates:
                 if self._closing:
-                    item = await self._grace_item()
+                    item = await self._grace_item(len(ready))
                     if item is None:
-                        if self._gave_up:
-                            self._give_up(len(ready))
                         break
                 else:
                     item = await self._done.get()
