@@ -173,6 +173,47 @@ def test_return_to_sender() -> None:
     assert router.routing_probabilities() is None
 
 
+def test_return_to_sender_gives_an_absent_clients_task_to_a_present_one() -> None:
+    """Client 1 absent at the start: its task goes to the least-loaded present client
+    (client 2, lowest id among those holding none); when client 1 joins, the next task
+    finished at a client holding two goes to it, and from then on each returns home."""
+    router = ReturnToSenderRouter()
+    router.bind(4, np.random.default_rng(0))
+    router.set_available(np.array([True, False, True, True]), 0.0)
+    assert router.initial_clients(4) == [0, 2, 2, 3]
+    assert router.route(0) == 0  # its only task: home, as without joins
+    router.set_available(np.ones(4, dtype=bool), 10.0)
+    assert router.route(3) == 3  # holds one: home
+    assert router.route(2) == 1  # holds another: the joiner, which holds none, gets it
+    assert [router.route(i) for i in (1, 2, 0, 3)] == [1, 2, 0, 3]
+
+
+def test_return_to_sender_moves_a_leavers_task_and_back_on_rejoining() -> None:
+    router = ReturnToSenderRouter()
+    router.bind(3, np.random.default_rng(0))
+    assert router.initial_clients(3) == [0, 1, 2]
+    router.set_available(np.array([True, False, True]), 5.0)
+    assert router.route(1) == 0  # left: to the least loaded present client
+    assert router.route(2) == 2
+    state = router.state_dict()
+    router.set_available(np.ones(3, dtype=bool), 9.0)
+    assert router.route(0) == 1  # client 0 holds another: the rejoined client gets this one
+    restored = ReturnToSenderRouter()
+    restored.bind(3, np.random.default_rng(0))
+    restored.load_state_dict(state)  # a checkpoint keeps who holds what, and who is present
+    assert restored.route(0) == 0  # client 1 still absent: home, holding two
+    restored.set_available(np.ones(3, dtype=bool), 9.0)
+    assert restored.route(0) == 1
+
+
+@pytest.mark.parametrize("mask", [[True, True], [False, False, False]])
+def test_return_to_sender_refuses_a_bad_availability_mask(mask: list[bool]) -> None:
+    router = ReturnToSenderRouter()
+    router.bind(3, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match=r"available must be 3 booleans with at least one"):
+        router.set_available(np.array(mask), 0.0)
+
+
 @pytest.mark.parametrize("concurrency", [2, 4])
 def test_return_to_sender_needs_c_equal_n(concurrency: int) -> None:
     router = ReturnToSenderRouter()

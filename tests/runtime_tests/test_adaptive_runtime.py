@@ -53,11 +53,14 @@ def test_adaptive_router_learns_on_ray(ray_session) -> None:  # noqa: ANN001
 
 
 @pytest.mark.ray
-def test_join_and_leave_on_ray(ray_session) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("routing", ["uniform", "return_to_sender"])
+def test_join_and_leave_on_ray(ray_session, routing: str) -> None:  # noqa: ANN001
     """Client 1 leaves at t = 5 s, client 3 joins at t = 10 s (config seconds); uniform
-    routing conditioned on presence. Expected completions over the ~20 s run (each client at
-    most 5-40/s): the leaver serves only what it was sent before 5 s, the joiner only after
-    10 s; the runtime's counts agree with the simulator's on the same config within 25 %."""
+    routing conditioned on presence, or AsyncSGD's return to sender (the joiner takes a
+    task from a client holding two). Expected completions over the ~20 s run (each client
+    at most 5-40/s): the leaver serves only what it was sent before 5 s, the joiner only
+    after 10 s; the runtime's counts agree with the simulator's on the same config within
+    25 %."""
     from raysync.simulation import simulate
 
     means = (0.2, 0.2, 0.025, 0.025)
@@ -68,7 +71,7 @@ def test_join_and_leave_on_ray(ray_session) -> None:  # noqa: ANN001
             for m, t in zip(means, times, strict=True)
         ),  # fmt: skip
         concurrency=4,
-        routing=RoutingConfig(kind="uniform"),
+        routing=RoutingConfig(kind=routing),  # type: ignore[arg-type]
         run=RunConfig(time_budget=20.0, train=False, time_scale=0.5),
         seed=6,
     )

@@ -142,6 +142,31 @@ def test_leaving_client_gets_no_new_task_and_joining_client_none_before() -> Non
     assert 0.25 * completed[0] < completed[2] < 0.75 * completed[0]
 
 
+def test_return_to_sender_serves_a_joining_client() -> None:
+    """AsyncSGD with a client that joins at t = 100 and one that leaves at t = 50 (C = n = 3,
+    every client at 5 tasks/s): a present client always holds a task, so over 200 s client
+    0 completes ~1000, the leaver ~250 and the joiner ~500 (Poisson counts: sd ~3 %)."""
+    clients = [
+        {"service_time": {"rate": 5.0}},
+        {"service_time": {"rate": 5.0}, "leave_time": 50.0},
+        {"service_time": {"rate": 5.0}, "join_time": 100.0},
+    ]
+    config = SystemConfig.from_dict(
+        {
+            "clients": clients,
+            "concurrency": 3,
+            "routing": {"kind": "return_to_sender"},
+            "algorithm": {"name": "asyncsgd"},
+            "run": {"train": False, "time_budget": 200.0},
+            "seed": 5,
+        }
+    )
+    completed = np.asarray(simulate(config).completed, dtype=float)
+    assert 0.15 * completed[0] < completed[1] < 0.35 * completed[0]
+    assert 0.35 * completed[0] < completed[2] < 0.65 * completed[0]
+    assert 800 < completed[0] < 1200
+
+
 def test_presence_gaps_are_refused() -> None:
     clients = [
         {"service_time": {"rate": 5.0}, "leave_time": 10.0},
