@@ -19,11 +19,12 @@ from raysync.config import (
 )
 
 
+def exp_time(mean: float) -> ServiceTimeSpec:
+    return ServiceTimeSpec(kind="exponential", mean=mean)
+
+
 def exp_clients(means: Sequence[float], **kwargs: Any) -> tuple[ClientSpec, ...]:
-    return tuple(
-        ClientSpec(service_time=ServiceTimeSpec(kind="exponential", mean=m), **kwargs)
-        for m in means
-    )
+    return tuple(ClientSpec(service_time=exp_time(m), **kwargs) for m in means)
 
 
 def queue_config(

@@ -38,16 +38,12 @@ from raysync.runtime.actors import DEADLINE_GRACE
 from raysync.runtime.coordinator import _execute
 from raysync.simulation.result import RunResult
 
-from ._helpers import exp_clients
+from ._helpers import exp_clients, exp_time
 
 pytestmark = pytest.mark.ray
 
 #: Actor start-up limit: a hang guard, not a speed test (see test_training.py).
 STARTUP = 900.0
-
-
-def _exp(mean: float) -> ServiceTimeSpec:
-    return ServiceTimeSpec(kind="exponential", mean=mean)
 
 
 def _fixed(mean: float) -> ServiceTimeSpec:
@@ -104,9 +100,9 @@ def test_return_to_sender_matches_the_simulator_task_for_task(ray_session, links
     means = (0.004, 0.005, 0.01, 0.02, 0.05, 0.05)
     clients = tuple(
         ClientSpec(
-            service_time=_exp(m),
-            downlink=_exp(m / 2) if links and i % 2 == 0 else None,
-            uplink=_exp(m / 2) if links and i % 3 == 0 else None,
+            service_time=exp_time(m),
+            downlink=exp_time(m / 2) if links and i % 2 == 0 else None,
+            uplink=exp_time(m / 2) if links and i % 3 == 0 else None,
             num_cpus=0.25,
         )
         for i, m in enumerate(means)

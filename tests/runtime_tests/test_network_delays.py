@@ -19,30 +19,27 @@ from raysync.config import (
     RoutingConfig,
     RunConfig,
     ServerConfig,
-    ServiceTimeSpec,
     SystemConfig,
 )
 from raysync.exceptions import ConfigError
 from raysync.runtime.coordinator import _execute
 
+from ._helpers import exp_time
+
 pytestmark = pytest.mark.ray
-
-
-def _exp(mean: float) -> ServiceTimeSpec:
-    return ServiceTimeSpec(kind="exponential", mean=mean)
 
 
 def _config(time_scale: float = 2.0, updates: int = 4_000) -> SystemConfig:
     return SystemConfig(
         clients=(
-            ClientSpec(service_time=_exp(0.02), downlink=_exp(0.01), uplink=_exp(0.01)),
-            ClientSpec(service_time=_exp(0.02), downlink=_exp(0.02)),
-            ClientSpec(service_time=_exp(0.05), uplink=_exp(0.03)),
+            ClientSpec(service_time=exp_time(0.02), downlink=exp_time(0.01), uplink=exp_time(0.01)),
+            ClientSpec(service_time=exp_time(0.02), downlink=exp_time(0.02)),
+            ClientSpec(service_time=exp_time(0.05), uplink=exp_time(0.03)),
         ),
         concurrency=4,
         routing=RoutingConfig(kind="fixed", p=(0.4, 0.4, 0.2)),
         run=RunConfig(num_updates=updates, train=False, time_scale=time_scale),
-        server=ServerConfig(update_time=_exp(0.008)),
+        server=ServerConfig(update_time=exp_time(0.008)),
         seed=5,
     )
 
