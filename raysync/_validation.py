@@ -28,7 +28,16 @@ _T = TypeVar("_T")
 #: (the router cannot import the config module: the config imports the routers).
 MAX_ROUTER_VALUE = 1e300
 
+#: Smallest routing probability: below it (subnormal floats from ~2.2e-308) products and
+#: ratios of ``p`` lose their digits, and the staleness of that client came out 20 % off at
+#: ``p = 5e-324``. The same floor as service-time rates (``raysync.config``).
+MIN_PROBABILITY = 1e-300
+#: The rule's wording, shared by every check of a routing vector.
+PROBABILITY_RULE = "must be >= 1e-300 (every client reachable, a normal float64)"
+
 __all__ = [
+    "MIN_PROBABILITY",
+    "PROBABILITY_RULE",
     "bound_constants_problem",
     "check_input_dir",
     "check_number",

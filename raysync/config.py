@@ -65,6 +65,8 @@ import numpy as np
 
 from raysync._validation import (
     MAX_ROUTER_VALUE,
+    MIN_PROBABILITY,
+    PROBABILITY_RULE,
     bound_constants_problem,
     check_reference,
     read_text_file,
@@ -857,8 +859,8 @@ class RoutingConfig:
             )
         if self.p is not None:
             for i, value in enumerate(self.p):
-                if not math.isfinite(value) or value <= 0:
-                    raise _fail(f"routing.p[{i}]", "must be > 0 (every client reachable)", value)
+                if not math.isfinite(value) or not value >= MIN_PROBABILITY:
+                    raise _fail(f"routing.p[{i}]", PROBABILITY_RULE, value)
             total = math.fsum(self.p)
             if abs(total - 1.0) > _SUM_TOL:
                 # "over its entries", not "for n clients": the fleet's size is checked later,

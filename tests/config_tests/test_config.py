@@ -60,7 +60,12 @@ def test_config_error_is_value_error_and_raysync_error() -> None:
             lambda: RoutingConfig(kind="fixed", p=(0.5, 0.47)),
             r"routing.p must sum to 1, got sum=0.97 over its 2 entries",
         ),
-        (lambda: RoutingConfig(kind="fixed", p=(1.0, 0.0)), r"routing.p\[1\] must be > 0"),
+        (lambda: RoutingConfig(kind="fixed", p=(1.0, 0.0)), r"routing.p\[1\] must be >= 1e-300"),
+        (
+            lambda: RoutingConfig(kind="fixed", p=(1.0, 5e-324)),
+            r"routing.p\[1\] must be >= 1e-300 \(every client reachable, a normal float64\), "
+            r"got 5e-324",
+        ),
         (lambda: RoutingConfig(kind="fixed"), r"routing.p is required"),
         (lambda: RoutingConfig(kind="nearest"), r"routing.kind must be one of"),
         (lambda: AlgorithmConfig(name="sgd"), r"algorithm.name must be one of .*got 'sgd'"),

@@ -210,7 +210,7 @@ def test_objective_validation() -> None:
     obj = BoundObjective(mu=MU, **kw)
     with pytest.raises(ConfigError, match=r"p must have one entry per client \(n=4\)"):
         obj.evaluate([0.5, 0.5], C)
-    with pytest.raises(ConfigError, match=r"p\[2\] must be > 0"):
+    with pytest.raises(ConfigError, match=r"p\[2\] must be >= 1e-300"):
         obj.evaluate([0.5, 0.5, 0.0, 0.0], C)
     with pytest.raises(ConfigError, match="p must sum to 1, got sum=0.9"):
         obj.evaluate([0.3, 0.3, 0.2, 0.1], C)

@@ -59,8 +59,10 @@ def test_equality_and_hash() -> None:
         ),
         (dict(mu=[1.0, 2.0, -1.0, 3.0]), r"mu\[2\] must be > 0, got -1\.0"),
         (dict(mu=[1.0, 0.0, 1.0, 1.0]), r"mu\[1\] must be > 0, got 0\.0"),
-        (dict(p=[0.5, 0.5, 0.0, 0.0]), r"p\[2\] must be > 0, got 0\.0"),
-        (dict(p=[0.6, 0.6, -0.1, -0.1]), r"p\[2\] must be > 0, got -0\.1"),
+        (dict(p=[0.5, 0.5, 0.0, 0.0]), r"p\[2\] must be >= 1e-300 .*got 0\.0"),
+        (dict(p=[0.6, 0.6, -0.1, -0.1]), r"p\[2\] must be >= 1e-300 .*got -0\.1"),
+        # subnormal: the staleness of that client came out 20 % off
+        (dict(p=[5e-324, 0.5, 0.25, 0.25]), r"p\[0\] must be >= 1e-300 .*got 5e-324"),
         (
             dict(mu=[1.0, 2.0, 3.0]),
             r"p must have one entry per client: len\(mu\)=3, got len\(p\)=4",

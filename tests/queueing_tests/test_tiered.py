@@ -114,6 +114,7 @@ def test_from_clients_groups_identical_clients() -> None:
         ({"mu": [1.0, -1.0]}, "mu[1] must be > 0, got -1.0"),
         ({"mu": [1.0, float("nan")]}, "mu[1] must be finite"),
         ({"p": [0.5, 0.5]}, "routing must sum to 1 over the fleet"),
+        ({"p": [5e-324, 0.5]}, "p[0] must be >= 1e-300 (every client reachable, a normal"),
         ({"concurrency": 0}, "concurrency must be an integer >= 1, got 0"),
         ({"concurrency": True}, "concurrency must be an integer >= 1, got True"),
         ({"tier_latency": [0.0, -1.0]}, "tier_latency[1] must be >= 0"),

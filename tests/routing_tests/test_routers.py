@@ -55,9 +55,10 @@ class TestReturnToSenderContract(RouterContract):
     [
         ([0.5, 0.47], r"routing p must sum to 1, got sum=0\.97 for 2 clients"),
         ([0.2, 0.2, 0.2, 0.2, 0.17], r"sum=0\.97 for 5 clients"),
-        ([0.5, 0.5, 0.0], r"routing p\[2\] must be > 0 .*got 0\.0"),
-        ([1.5, -0.5], r"routing p\[1\] must be > 0 .*got -0\.5"),
-        ([0.5, float("nan"), 0.5], r"routing p\[1\] must be > 0"),
+        ([0.5, 0.5, 0.0], r"routing p\[2\] must be >= 1e-300 .*got 0\.0"),
+        ([1.5, -0.5], r"routing p\[1\] must be >= 1e-300 .*got -0\.5"),
+        ([0.5, float("nan"), 0.5], r"routing p\[1\] must be >= 1e-300"),
+        ([5e-324, 1.0], r"routing p\[0\] must be >= 1e-300 \(.*normal float64\), got 5e-324"),
         ([], r"non-empty 1-D"),
         ([[0.5, 0.5]], r"non-empty 1-D .*shape \(1, 2\)"),
         (["a", "b"], r"sequence of numbers"),
