@@ -150,6 +150,29 @@ def _network(args: argparse.Namespace) -> tuple[ClosedNetwork, list[str], Any]:
                 f"note: clients {','.join(sched)} follow a schedule: this analysis describes "
                 "segment 0 (the law in force at t = 0; docs/adaptive.md)"
             )
+        server = config.server.update_time if config.server is not None else None
+        if server is not None and server.kind != "exponential" and args.server_rate is None:
+            # a FIFO server station with another law breaks the product form; the links
+            # (infinite-server stations) do not
+            notes.append(
+                f"note: the server's update_time is {server.kind}, not exponential; its rate "
+                "1/mean is used and the results are an approximation (the simulator is the "
+                "reference)"
+            )
+        moving = [
+            str(i) for i, c in enumerate(config.clients)
+            if c.join_time > 0 or c.leave_time is not None
+        ]
+        if moving and args.mu is None:
+            notes.append(
+                f"note: clients {','.join(moving)} join or leave during the run: this analysis "
+                "describes the whole fleet present (docs/adaptive.md)"
+            )
+        if config.routing.kind == "adaptive" and args.p is None:
+            notes.append(
+                "note: adaptive routing changes p during the run: this analysis describes "
+                "its starting (uniform) p (docs/adaptive.md)"
+            )
     if args.mu is not None:
         mu = _floats("--mu", args.mu)
     if args.p is not None:

@@ -253,7 +253,9 @@ class ClosedNetwork:
         if probabilities is None:
             raise ConfigError(
                 f"routing.kind must be 'fixed' or 'uniform' for queueing analysis, got "
-                f"{config.routing.kind!r} (return-to-sender is not a random routing)"
+                f"{config.routing.kind!r} (return-to-sender is not a random routing; its "
+                "closed form, independent cycles, is raysync.queueing.predict(config) and the "
+                "theory column of `raysync simulate --queue-only`)"
             )
         p = np.asarray(probabilities, dtype=np.float64)
         return cls(

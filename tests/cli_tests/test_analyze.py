@@ -7,7 +7,7 @@ import pytest
 
 from raysync.cli import main
 
-from .._configs import worked_example, write_config
+from .._configs import WORKED_EXAMPLE_CLIENTS, worked_example, write_config
 
 ARGS = ["analyze", "--mu", "1,2,4,0.5", "--p", "0.4,0.3,0.2,0.1", "--concurrency", "6"]
 CONFIG = worked_example()
@@ -152,3 +152,45 @@ def test_bad_input_one_line_exit_2(
 def test_missing_config_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", str(tmp_path / "missing.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+_LATE = WORKED_EXAMPLE_CLIENTS.replace("rate = 0.5 }", "rate = 0.5 }\njoin_time = 5.0")
+_LOGNORMAL = WORKED_EXAMPLE_CLIENTS.replace(
+    '{ kind = "exponential", rate = 2.0 }', '{ kind = "lognormal", mean = 0.5, cv = 2.0 }'
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "notes"),
+    [
+        (CONFIG, []),
+        # links are infinite-server stations: any law keeps the product form
+        (
+            CONFIG.replace(
+                'rate = 4.0 }', 'rate = 4.0 }\ndownlink = { kind = "deterministic", mean = 0.1 }'
+            ),
+            [],
+        ),
+        (CONFIG.replace(WORKED_EXAMPLE_CLIENTS, _LOGNORMAL),
+         ["clients 1 have non-exponential service times"]),
+        (worked_example('[server]\nupdate_time = { kind = "lognormal", mean = 0.02, cv = 2.0 }'),
+         ["the server's update_time is lognormal, not exponential"]),
+        (worked_example('[server]\nupdate_time = { kind = "exponential", mean = 0.02 }'), []),
+        (CONFIG.replace(WORKED_EXAMPLE_CLIENTS, _LATE),
+         ["clients 3 join or leave during the run: this analysis describes the whole fleet"]),
+        (
+            CONFIG.replace('kind = "fixed"\np = [0.4, 0.3, 0.2, 0.1]', 'kind = "adaptive"'),
+            ["adaptive routing changes p during the run"],
+        ),
+    ],
+)  # fmt: skip
+def test_notes_say_when_the_analysis_is_an_approximation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, notes: list[str]
+) -> None:
+    """What `simulate` calls approximate, `analyze` says too (one stderr note each)."""
+    assert main(["analyze", str(write_config(tmp_path, text))]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("note:")]
+    assert len(lines) == len(notes), err
+    for note in notes:
+        assert note in err
