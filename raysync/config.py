@@ -1434,36 +1434,55 @@ def _check_power(config: SystemConfig) -> None:
                 f"is required: {given[0]}.power is given, so every client and the [server] "
                 "(when given) must give busy and idle power",
             )
-    _check_power_total(stations)
+    # The fastest a client can complete tasks: its (largest segment's) service rate.
+    rates = [
+        max(seg.service_rate for seg in (c.service_time.segments or (c.service_time,)))
+        for c in config.clients
+    ]
+    _check_power_total(stations, rates)
 
 
-def _check_power_total(stations: list[tuple[str, PowerSpec | None]]) -> None:
+def _check_power_total(
+    stations: list[tuple[str, PowerSpec | None]], task_rates: Sequence[float]
+) -> None:
     """Refuse figures each finite but whose sum over the fleet is beyond float64.
 
-    The mean power sums max(busy, idle) over every station at worst; an overflow there
+    The mean power sums max(busy, idle) over every station, plus two transfers per task at
+    each client, whose task rate is at most its service rate (``task_rates``, one per
+    client; the server, last when given, has no transfers), at worst; an overflow there
     would print ``inf W`` or surface as a bogus energy-weight error in optimize.
     """
     total = 0.0
     largest = (-1.0, "", "")
-    watts: dict[int, tuple[float, str]] = {}  # ``count`` tables share one PowerSpec
-    for name, power in stations:
+    watts: dict[tuple[int, float], tuple[tuple[float, str], float]] = {}  # ``count`` tables
+    for k, (name, power) in enumerate(stations):
         if power is None:
             continue
-        if id(power) not in watts:
+        rate = task_rates[k] if k < len(task_rates) else 0.0
+        key = (id(power), rate)
+        if key not in watts:
             busy, idle = power.busy_watts, power.idle_watts
-            watts[id(power)] = (busy, "busy") if busy >= idle else (idle, "idle")
-        value, attr = watts[id(power)]
-        total += value
-        if value > largest[0]:
-            largest = (value, name, attr)
+            station = (busy, "busy") if busy >= idle else (idle, "idle")
+            watts[key] = (station, 2.0 * power.transfer_joules * rate)
+        (value, attr), transfer = watts[key]
+        total += value + transfer
+        for amount, which in ((value, attr), (transfer, "transfer")):
+            if amount > largest[0]:
+                largest = (amount, name, which)
     if not math.isfinite(total):
         _, name, attr = largest
         spec = next(power for where, power in stations if where == name)
+        if attr == "transfer":
+            why = (
+                "two transfers per task at up to the client's service rate, summed with the "
+                "busy and idle power over the stations,"
+            )
+        else:
+            why = f"the larger of busy and idle, summed over the {len(stations)} stations,"
         raise _error(
             f"{name}.power.{attr}",
             f"= {getattr(spec, attr)!r} makes the fleet's total power overflow float64: "
-            f"the larger of busy and idle, summed over the {len(stations)} stations, "
-            "exceeds 1.8e308 W; lower the power figures",
+            f"{why} exceeds 1.8e308 W; lower the power figures",
         )
 
 
