@@ -413,6 +413,7 @@ def _handle(args: argparse.Namespace) -> int:
     import numpy as np
 
     from raysync.config import load_config
+    from raysync.objectives import default_max_concurrency
     from tuning.settings import check_search_size
 
     wall_start = time.perf_counter()
@@ -455,8 +456,8 @@ def _handle(args: argparse.Namespace) -> int:
         wall_budget = 60.0
     budget = wall_budget / scale if scale > 0 else wall_budget  # config time units
     n = config.num_clients
-    cmax = args.max_concurrency or 4 * n
-    check_search_size(cmax, n)
+    cmax, cmax_name = default_max_concurrency(args.max_concurrency, n, 0, factor=4)
+    check_search_size(cmax, n, name=cmax_name)
     from raysync.objectives import check_time_budget
     from raysync.queueing.predict import station_parameters
 

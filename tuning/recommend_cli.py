@@ -134,6 +134,7 @@ def add_parser(subparsers: Any) -> None:
 def _handle(args: argparse.Namespace) -> int:
     from raysync.config import load_config
     from raysync.exceptions import ConfigError
+    from raysync.objectives import default_max_concurrency
     from tuning.recommend import (
         RecommendSettings,
         checkpoint_note,
@@ -163,8 +164,10 @@ def _handle(args: argparse.Namespace) -> int:
     if args.max_concurrency is not None and args.max_concurrency < 1:
         raise ConfigError(f"--max-concurrency must be an integer >= 1, got {args.max_concurrency}")
     config = load_config(args.config)
-    cmax = args.max_concurrency or max(2 * config.num_clients, config.concurrency)
-    check_search_size(cmax, config.num_clients)
+    cmax, cmax_name = default_max_concurrency(
+        args.max_concurrency, config.num_clients, config.concurrency
+    )
+    check_search_size(cmax, config.num_clients, name=cmax_name)
     if args.seed is not None:
         config = config.replace(seed=args.seed)
     settings = RecommendSettings(

@@ -247,7 +247,7 @@ class TuneSettings:
         object.__setattr__(self, "out", Path(self.out))
 
 
-def check_search_size(cmax: int, n: int) -> None:
+def check_search_size(cmax: int, n: int, *, name: str = "--max-concurrency") -> None:
     """Refuse up front a ``--max-concurrency`` whose analytical search cannot finish or fit.
 
     The same rule and message as ``raysync optimize`` (the size it needs, the flag to lower).
@@ -257,7 +257,7 @@ def check_search_size(cmax: int, n: int) -> None:
     """
     from raysync.objectives import check_search_size as check
 
-    check(cmax, n, name="--max-concurrency")
+    check(cmax, n, name=name)
 
 
 def check_min_p(min_p: float | None, n: int) -> None:
@@ -353,7 +353,10 @@ def settings_from_args(
     if config is not None:
         n = config.num_clients
         check_min_p(settings.min_p, n)
-        check_search_size(settings.max_concurrency or max(2 * n, config.concurrency), n)
+        from raysync.objectives import default_max_concurrency
+
+        cmax, cmax_name = default_max_concurrency(settings.max_concurrency, n, config.concurrency)
+        check_search_size(cmax, n, name=cmax_name)
         if settings.objective != "bound":  # trials run the simulator or the runtime
             if settings.budget is not None:
                 check_simulated_budget("--budget", settings.budget, config)

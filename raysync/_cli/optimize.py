@@ -123,6 +123,7 @@ def _handle(args: argparse.Namespace) -> int:
         ProblemConstants,
         check_fixed_step,
         check_search_size,
+        default_max_concurrency,
         estimate_constants_for_config,
         optimize_joint,
     )
@@ -163,12 +164,10 @@ def _handle(args: argparse.Namespace) -> int:
     n = config.num_clients
     mu = np.asarray(config.service_rates, dtype=np.float64)
     budget = _budget(args, config)
-    cmax = args.max_concurrency
-    if cmax is None:
-        cmax = max(2 * n, config.concurrency)
+    cmax, cmax_name = default_max_concurrency(args.max_concurrency, n, config.concurrency)
     if cmax < 1:
         raise ConfigError(f"--max-concurrency must be an integer >= 1, got {cmax}")
-    check_search_size(cmax, n, name="--max-concurrency")
+    check_search_size(cmax, n, name=cmax_name)
     latency, server_rate = station_parameters(config)
     figures = power_figures(config)
     wants_energy = args.energy_budget is not None or args.energy_weight > 0

@@ -57,6 +57,7 @@ from raysync.objectives.design import RULES, DesignPoint, DesignSpace, Parameter
 from raysync.objectives.optimize import (
     OptimizationResult,
     check_search_size,
+    default_max_concurrency,
     optimize_concurrency,
     optimize_joint,
     optimize_routing,
@@ -89,6 +90,7 @@ __all__ = [
     "check_fixed_step",
     "check_time_budget",
     "check_search_size",
+    "default_max_concurrency",
     "estimate_constants",
     "estimate_constants_for_config",
     "estimate_service_rate",

@@ -37,6 +37,7 @@ __all__ = [
     "EnergyChoice",
     "OptimizationResult",
     "check_search_size",
+    "default_max_concurrency",
     "optimize_concurrency",
     "optimize_joint",
     "optimize_routing",
@@ -361,6 +362,29 @@ def _minimize_envelope(
 #: :func:`optimize_joint` runs up to this many MVA passes (with their tapes) over
 #: ``C = 1..max_concurrency``.
 SEARCH_PASSES = 100
+
+
+def default_max_concurrency(
+    given: int | None, num_clients: int, concurrency: int, *, factor: int = 2
+) -> tuple[int, str]:
+    """The largest ``C`` a search covers, and how messages name what set it.
+
+    Args:
+        given: ``--max-concurrency`` (None: the default).
+        num_clients: ``n``.
+        concurrency: The config's ``C``.
+        factor: The default is ``max(factor * n, C)``.
+
+    Returns:
+        ``(cmax, name)``: the flag when given; else the default, named after the config's
+        ``concurrency`` when that is what set it (a user who never passed the flag is not
+        told to lower it).
+    """
+    if given is not None:
+        return int(given), "--max-concurrency"
+    if concurrency > factor * num_clients:
+        return int(concurrency), "the config's concurrency (the default --max-concurrency)"
+    return factor * int(num_clients), f"--max-concurrency (default {factor}n)"
 
 
 def check_search_size(

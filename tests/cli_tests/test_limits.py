@@ -75,6 +75,33 @@ def test_optimize_refuses_a_search_beyond_the_memory(capsys: pytest.CaptureFixtu
 
 
 @pytest.mark.parametrize(
+    "argv",
+    [
+        ["optimize", "CFG", "--constants", "1,1,1,1", "--budget", "5"],
+        ["recommend", "CFG", "--budget", "5", "--out", "OUT"],
+        ["tune", "CFG", "--objective", "bound", "--budget", "5", "--out", "OUT"],
+    ],
+)
+def test_a_search_too_large_by_the_configs_concurrency_names_it(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The default --max-concurrency is max(2n, C): a user who never passed the flag is
+    told which setting to lower, the config's concurrency."""
+    text = EXAMPLE.read_text().replace("concurrency = 6", "concurrency = 10000000")
+    assert text != EXAMPLE.read_text()
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    out = tmp_path / "out"
+    command = [str(config) if a == "CFG" else str(out) if a == "OUT" else a for a in argv]
+    assert main(command) == 2
+    line = _error(capsys, argv[0]).split(": error: ", 1)[1]
+    assert line.startswith("the config's concurrency (the default --max-concurrency) 10,000,000 "
+                           "with n=4 clients needs about"), line  # fmt: skip
+    assert line.endswith("lower the config's concurrency (the default --max-concurrency)")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
     ("flags", "message"),
     [
         (["--torch-threads", "0"], "--torch-threads must be in [1, 1024], got 0"),
