@@ -538,7 +538,10 @@ def build_workload(
         )
     n = config.num_clients
     if n > dataset.num_train:
-        raise ConfigError(f"cannot partition {dataset.num_train} training samples over {n} clients")
+        raise ConfigError(
+            f"cannot partition {dataset.num_train} training samples over {n} clients "
+            "([[clients]]: at most one client per training sample)"
+        )
     if data.partition == "natural":
         if dataset.client_train is None:
             raise DataError(
@@ -563,9 +566,18 @@ def build_workload(
                     "iid, unequal or natural"
                 )
             labels = np.zeros(dataset.num_train, dtype=np.int64)
-        parts = partition(
-            labels, n, method=data.partition, seed=_workload_rng(config.seed, 1), **params
-        )
+        if data.partition == "shards" and n * data.shards_per_client > dataset.num_train:
+            raise ConfigError(
+                f"data.shards_per_client must be at most training samples / clients = "
+                f"{dataset.num_train} / {n} = {dataset.num_train // n} (a shard holds a sample "
+                f"at least), got {data.shards_per_client}"
+            )
+        try:
+            parts = partition(
+                labels, n, method=data.partition, seed=_workload_rng(config.seed, 1), **params
+            )
+        except ConfigError as exc:  # the partition's own rule, named after the config's field
+            raise ConfigError(f"data.partition = {data.partition!r}: {exc}") from None
     sizes = [int(np.asarray(p).size) for p in parts]
     if min(sizes) == 0:
         empty = sizes.index(0)

@@ -124,6 +124,16 @@ def test_errors(digits: Dataset) -> None:
     small = dataclasses.replace(digits, x_train=digits.x_train[:20], y_train=digits.y_train[:20])
     with pytest.raises(ConfigError, match="cannot partition 20 training samples over 30"):
         build_workload(make_config(30), dataset=small)
+    # more shards than samples: only known once the data is loaded, named by its field
+    shards = dataclasses.replace(
+        make_config(4), data=DataConfig(dataset="digits", partition="shards", shards_per_client=6)
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^data\.shards_per_client must be at most training samples / clients = "
+        r"20 / 4 = 5 \(a shard holds a sample at least\), got 6$",
+    ):
+        build_workload(shards, dataset=small)
     wl = build_workload(make_config(3), dataset=digits)
     with pytest.raises(ValueError, match="client must be in"):
         wl.client_data(3)
