@@ -986,11 +986,17 @@ class BoundObjective:
             out = (math.inf,) * 4
         if not all(math.isfinite(x) for x in out):
             # K**2 underflows (or a partial overflows) when a design applies almost no
-            # update in T: a fleet whose slowest rate is ~1e-300 of the others
+            # update in T: a fleet whose slowest rate is ~1e-300 of the others, or whose
+            # link delays or server time are that long
+            if self.stations is None:
+                why = "the rates are too far apart for this budget: raise the budget or drop "
+                why += "the slowest clients"
+            else:
+                why = "the service rates, link delays or server time are too slow for this "
+                why += "budget: raise the budget, or drop the slowest clients or delays"
             raise ConfigError(
                 f"the bound's gradient is beyond the float range at a design with K = "
-                f"{k:.3g} updates (Lambda = {throughput:.3g} updates/s); the rates are too "
-                f"far apart for this budget: raise the budget or drop the slowest clients"
+                f"{k:.3g} updates (Lambda = {throughput:.3g} updates/s); {why}"
             )
         return out
 

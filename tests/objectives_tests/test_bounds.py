@@ -276,8 +276,19 @@ def test_rates_too_far_apart_for_the_gradient_are_one_line() -> None:
     objective = BoundObjective(
         mu=[1.0, 1e-300], constants=CONSTANTS, time_budget=100.0, eta="optimal"
     )
-    with pytest.raises(ConfigError, match=r"beyond the float range at a design with K = 2e-298"):
+    with pytest.raises(
+        ConfigError,
+        match=r"beyond the float range at a design with K = 2e-298 .*the rates are too far apart",
+    ):
         objective.value_and_grad([0.5, 0.5], 3)
+    # the same underflow from a link delay of 1e300 s: the message blames the delays too
+    delayed = BoundObjective(
+        mu=[1.0, 2.0], constants=CONSTANTS, time_budget=100.0, eta="optimal",
+        client_latency=[1e300, 1e300],
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"the service rates, link delays or server time are "
+                                          r"too slow for this budget"):  # fmt: skip
+        delayed.value_and_grad([0.5, 0.5], 3)
 
 
 @pytest.mark.parametrize("eta", [1e308, 1e160, 1e-310])
