@@ -134,6 +134,11 @@ def import_object(name: str, ref: str | Callable[..., Any]) -> Callable[..., Any
         raise ConfigError(
             f"{name} {ref!r}: module {module_name!r} has no attribute {attr!r}"
         ) from exc
+    except SystemExit as exc:  # would end the command silently, even with exit code 0
+        raise ConfigError(
+            f"{name} {ref!r}: importing module {module_name!r} called sys.exit({exc.code!r}); "
+            "a module must not exit on import"
+        ) from None
     except Exception as exc:  # any error while importing user code is the user's
         raise ConfigError(
             f"{name} {ref!r} cannot be imported: {type(exc).__name__}: {exc}; "

@@ -240,6 +240,21 @@ def _silence_closed_streams() -> None:
         os.close(devnull)
 
 
+def _exit_origin(exc: SystemExit) -> str:
+    """``sys.exit(code) called from FILE:LINE (FUNCTION)``: where the exit was raised."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = ""
+    if tb is not None:
+        code = tb.tb_frame.f_code
+        where = f" from {code.co_filename}:{tb.tb_lineno} ({code.co_name})"
+    return (
+        f"sys.exit({exc.code!r}) called{where}; code run by raysync (a factory, loss, "
+        "metric or model) must return or raise, not exit"
+    )
+
+
 def _main(argv: Sequence[str] | None, plugins: Iterable[CommandEntryPoint] | None) -> int:
     parser = _build_parser(plugins)
     args, extra = parser.parse_known_args(argv)
@@ -269,6 +284,12 @@ def _main(argv: Sequence[str] | None, plugins: Iterable[CommandEntryPoint] | Non
         # bad input, a file that cannot be read or written, or an input too large for
         # the memory: one line naming the cause (and the path), never a traceback
         print(f"raysync {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as exc:
+        # No command handler exits (argparse's errors come before the try): this is user
+        # code (a loss, metric or forward mid-run), which would end the command silently,
+        # with exit code 0 for sys.exit(0).
+        print(f"raysync {args.command}: error: {_exit_origin(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         if isinstance(exc, RunInterrupted) and exc.signum != signal.SIGINT:

@@ -173,6 +173,10 @@ def call_factory(
             return fn(**call), False
     except RaySyncError:
         raise
+    except SystemExit as exc:  # would end the command silently, even with exit code 0
+        raise ConfigError(
+            f"{what} {name!r} called sys.exit({exc.code!r}); a factory must return or raise"
+        ) from None
     except Exception as exc:  # the user's code failed: name it, keep the cause
         raise ConfigError(f"{what} {name!r} raised {type(exc).__name__}: {exc}") from exc
 
@@ -633,6 +637,8 @@ def _user_call(what: str, fn: Callable[[], Any], where: str) -> Any:
         return fn()
     except RaySyncError:
         raise
+    except SystemExit as exc:  # would end the command silently, even with exit code 0
+        raise DataError(f"{what} called sys.exit({exc.code!r}) {where}") from None
     except Exception as exc:  # the user's code failed: name it, keep the cause
         first = (str(exc).strip().splitlines() or [""])[0]
         raise DataError(f"{what} raised {type(exc).__name__} {where}: {first}") from exc

@@ -25,6 +25,8 @@ from raysync.models import get_flat_params
 from raysync.workload import build_workload, check_workload
 
 USER_MODULE = """
+import sys
+
 import numpy as np
 import torch
 from torch import nn
@@ -156,6 +158,21 @@ def loss_raises_after_probe(output, target):
     CALLS[0] += 1
     if CALLS[0] > 5:
         raise RuntimeError("late failure")
+    return torch.nn.functional.cross_entropy(output, target)
+
+
+def exits_data(**kwargs):
+    sys.exit(0)  # a script's habit: ended the command silently, with exit code 0
+
+
+def exits_model(input_shape, num_classes):
+    sys.exit(3)
+
+
+def loss_exits_after_probe(output, target):
+    CALLS[0] += 1
+    if CALLS[0] > 5:
+        sys.exit(0)
     return torch.nn.functional.cross_entropy(output, target)
 
 
@@ -410,6 +427,18 @@ def test_regression_with_mse_and_user_loss_and_metric(user_module: Any) -> None:
             DataError,
             ["needs the data factory 'userwl:regression_data' to return client_train"],
         ),
+        (
+            None,
+            {"factory": "userwl:exits_data", "partition": "natural"},
+            ConfigError,
+            ["data factory 'userwl:exits_data' called sys.exit(0); a factory must return"],
+        ),
+        (
+            {"factory": "userwl:exits_model"},
+            None,
+            ConfigError,
+            ["model factory 'userwl:exits_model' called sys.exit(3); a factory must return"],
+        ),
     ],
 )
 def test_bad_user_code_gives_one_line(
@@ -615,3 +644,42 @@ def test_suspicious_outputs_and_labels_are_warned_about(
     with caplog.at_level(logging.WARNING, logger="raysync"):
         check_workload(build_workload(single))
     assert "the training labels hold one class only (0)" in caplog.text
+
+
+def test_user_code_that_exits_is_one_line_and_exit_code_2(
+    user_module: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sys.exit in user code used to end the command silently (exit code 0 for exit(0))."""
+    base = textwrap.dedent(
+        """
+        concurrency = 2
+        [[clients]]
+        count = 4
+        [model]
+        factory = "userwl:make_model"
+        loss = "userwl:loss_exits_after_probe"
+        [data]
+        factory = "userwl:make_data"
+        partition = "natural"
+        [run]
+        num_updates = 40
+        """
+    )
+    path = tmp_path / "exits.toml"
+    path.write_text(base)
+    user_module.CALLS[0] = 0
+    assert main(["simulate", str(path), "--no-progress", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "sys.exit(0) called from " in err and "userwl.py" in err
+    assert "(loss_exits_after_probe); code run by raysync" in err
+    # a module that exits on import
+    (tmp_path / "exitsonimport.py").write_text("import sys\nsys.exit(4)\n")
+    path.write_text(base.replace("userwl:make_model", "exitsonimport:make"))
+    sys.modules.pop("exitsonimport", None)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(
+        "model factory 'exitsonimport:make': importing module 'exitsonimport' called "
+        "sys.exit(4); a module must not exit on import"
+    ), err
