@@ -986,6 +986,14 @@ class DataConfig:
                              "the factory in [data.kwargs]): remove one of them")
         _check_path("data.path", self.path)
         _check_choice("data.partition", self.partition, PARTITIONS)
+        if self.partition == "natural" and self.factory is None:
+            # known without loading anything: validate passed it, every other command refused
+            raise _error(
+                "data.partition",
+                f"= 'natural' needs a data.factory that returns client_train (one client id "
+                f"per training sample); data.dataset {self.dataset!r} has none: use iid, "
+                "dirichlet, shards or unequal",
+            )
         _check_positive("data.alpha", self.alpha)
         _check_int("data.shards_per_client", self.shards_per_client, minimum=1)
         _check_positive("data.size_spread", self.size_spread)

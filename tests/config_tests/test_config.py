@@ -80,6 +80,11 @@ def test_config_error_is_value_error_and_raysync_error() -> None:
         (lambda: AlgorithmConfig(staleness="exp"), r"algorithm.staleness must be one of"),
         (lambda: DataConfig(dataset="cifar"), r"data.dataset must be one of"),
         (lambda: DataConfig(dataset="directory"), r"data.path is required"),
+        (
+            lambda: DataConfig(dataset="mnist", partition="natural"),
+            r"^data.partition = 'natural' needs a data.factory that returns client_train .*"
+            r"data.dataset 'mnist' has none: use iid, dirichlet, shards or unequal$",
+        ),
         (lambda: DataConfig(alpha=-1.0), r"data.alpha must be > 0"),
         (lambda: ModelConfig(name="resnet"), r"model.name must be one of"),
         (lambda: RunConfig(num_updates=0), r"run.num_updates must be an integer >= 1, got 0"),
