@@ -271,12 +271,56 @@ class _Pilot:
         self.computer = computer
         self.clients = clients
         self.evaluations = 0
+        #: The first non-finite loss or gradient seen (None: none), for the messages.
+        self.nonfinite: str | None = None
 
     def client_grad(self, i: int, w: NDArray[np.float64]) -> tuple[NDArray[np.float64], float]:
         x, y = self.clients[i]
-        self.evaluations += 1
-        grad, loss = self.computer.compute_gradient(w.astype(np.float32), x, y)
+        grad, loss = self.gradient(i, w, x, y)
         return grad.astype(np.float64), float(loss)
+
+    def gradient(
+        self, i: int, w: NDArray[np.float64], x: np.ndarray, y: np.ndarray
+    ) -> tuple[np.ndarray, float]:
+        """Client ``i``'s gradient and loss on ``(x, y)``; the user's errors in one line.
+
+        A loss that is not finite is returned (a descent step that overshoots is halved
+        on it) and the first is remembered in :attr:`nonfinite` for the messages.
+
+        Raises:
+            RuntimeFailure: The model or the loss raised (named, with the client).
+        """
+        from raysync.exceptions import RaySyncError, RuntimeFailure
+
+        self.evaluations += 1
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                grad, loss = self.computer.compute_gradient(w.astype(np.float32), x, y)
+        except RaySyncError as exc:
+            raise type(exc)(
+                f"the pilot (the bound's constants) failed on client {i}: {exc}"
+            ) from exc
+        except Exception as exc:  # the user's model or loss: as the simulator words it
+            raise RuntimeFailure(
+                f"client {i} raised {type(exc).__name__} in the pilot (the bound's constants) "
+                f"on {len(y)} samples: {exc}. Fix the client's data or model configuration"
+            ) from exc
+        if self.nonfinite is None and not (
+            math.isfinite(float(loss)) and np.isfinite(grad).all()
+        ):
+            name = getattr(self.computer, "loss_name", None)  # not in the protocol
+            self.nonfinite = (
+                f"the loss{'' if name is None else f' {name!r}'} was {float(loss)} (gradient "
+                f"{'finite' if np.isfinite(grad).all() else 'not finite'}) for client {i} on "
+                f"{len(y)} samples at pilot evaluation {self.evaluations}"
+            )
+        return grad, float(loss)
+
+    def why(self) -> str:
+        """``"; <the first non-finite loss>: ..."`` for a failed estimate, or ``""``."""
+        if self.nonfinite is None:
+            return ""
+        return f"; {self.nonfinite}: the model or the loss diverges (check the loss and the data)"
 
     def all_grads(
         self, w: NDArray[np.float64]
@@ -412,7 +456,9 @@ def estimate_constants(
         for i in range(n)
     )
     if not l0 > 0:
-        raise ConfigError("could not estimate the curvature: gradients do not change with w")
+        raise ConfigError(
+            f"could not estimate the curvature: gradients do not change with w{pilot.why()}"
+        )
     step = 1.0 / l0
     spacing = fstar_steps / max(1, num_points - 1)
     point_steps = sorted({round(j * spacing) for j in range(num_points)})
@@ -449,8 +495,7 @@ def estimate_constants(
                 total = 0.0
                 for _ in range(num_batches):
                     idx = rng.choice(yi.size, size=size, replace=False)
-                    g, _ = pilot.computer.compute_gradient(w.astype(np.float32), xi[idx], yi[idx])
-                    pilot.evaluations += 1
+                    g, _ = pilot.gradient(i, w, xi[idx], yi[idx])
                     total += float(np.sum((g.astype(np.float64) - grads[i]) ** 2))
                 worst = max(worst, total / num_batches)
                 if t > 0:
@@ -486,13 +531,13 @@ def estimate_constants(
     if not a_est > 0:
         raise ConfigError(
             f"could not estimate A = f(w_0) - f*: f(w_0)={initial_loss:.6g} is already at "
-            f"the pilot's best loss {best_loss:.6g} with margin {margin}"
+            f"the pilot's best loss {best_loss:.6g} with margin {margin}{pilot.why()}"
         )
     sigma2 = max(sigma2_points)
     if not sigma2 > 0:
         raise ConfigError(
             "estimated sigma^2 is 0: minibatches equal the full client data; use a smaller "
-            "batch_size"
+            f"batch_size{pilot.why()}"
         )
     constants = ProblemConstants(
         L=max(smooth_traj, smooth_power), sigma2=sigma2, M2=max(m2_points), A=a_est

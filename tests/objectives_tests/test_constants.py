@@ -211,3 +211,49 @@ def test_pilot_stays_put_when_every_step_gives_a_non_finite_loss() -> None:
     assert est.pilot_losses == (est.initial_loss,) * 5 and est.best_loss == est.initial_loss
     c = est.constants
     assert all(math.isfinite(v) for v in (c.L, c.sigma2, c.M2, c.A, est.zeta2))
+
+
+class RaisesLater(PseudoHuberComputer):
+    """A user's model that raises on its 5th gradient (recommend showed a traceback)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def compute_gradient(self, w, x, y):  # noqa: ANN001, ANN201
+        self.calls += 1
+        if self.calls == 5:
+            raise TypeError("late failure in forward")
+        return super().compute_gradient(w, x, y)
+
+
+class AlwaysNaN(PseudoHuberComputer):
+    loss_name = "userwl:nan_loss"
+
+    def compute_gradient(self, w, x, y):  # noqa: ANN001, ANN201
+        grad, _ = super().compute_gradient(w, x, y)
+        return grad * math.nan, math.nan
+
+
+def test_pilot_names_the_client_whose_model_raised() -> None:
+    from raysync.exceptions import RuntimeFailure
+
+    with pytest.raises(RuntimeFailure) as info:
+        estimate_constants(RaisesLater(), _huber_clients(), np.array([10.0]), batch_size=8,
+                           num_points=2, fstar_steps=4, seed=0)  # fmt: skip
+    # calls 1-2: the full gradients at w_0; 3-4: client 0's power iteration; 5: its third
+    assert str(info.value) == (
+        "client 0 raised TypeError in the pilot (the bound's constants) on 30 samples: late "
+        "failure in forward. Fix the client's data or model configuration"
+    )
+
+
+def test_pilot_failure_says_which_loss_was_not_finite() -> None:
+    """A NaN loss failed as "gradients do not change with w", naming neither loss nor NaN."""
+    with pytest.raises(ConfigError) as info:
+        estimate_constants(AlwaysNaN(), _huber_clients(), np.array([10.0]), batch_size=8,
+                           num_points=2, fstar_steps=4, seed=0)  # fmt: skip
+    assert str(info.value) == (
+        "could not estimate the curvature: gradients do not change with w; the loss "
+        "'userwl:nan_loss' was nan (gradient not finite) for client 0 on 30 samples at pilot "
+        "evaluation 1: the model or the loss diverges (check the loss and the data)"
+    )
