@@ -31,6 +31,7 @@ a plugin cannot replace a built-in command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -47,7 +48,14 @@ from raysync._cli import analyze, optimize, run, simulate, validate
 from raysync._validation import describe_os_error, describe_typed_number
 from raysync.exceptions import RaySyncError, RunInterrupted
 
-__all__ = ["BUILTIN_COMMANDS", "ENTRY_POINT_GROUP", "CommandEntryPoint", "main", "plugin_commands"]
+__all__ = [
+    "BUILTIN_COMMANDS",
+    "ENTRY_POINT_GROUP",
+    "CommandEntryPoint",
+    "main",
+    "plugin_commands",
+    "print_json",
+]
 
 #: Entry-point group read for commands contributed by other installed packages.
 ENTRY_POINT_GROUP = "raysync.commands"
@@ -240,6 +248,21 @@ def _silence_closed_streams() -> None:
         os.close(devnull)
 
 
+def print_json(args: argparse.Namespace, text: str) -> None:
+    """Print a command's ``--json`` output on the process's real stdout.
+
+    While a command given ``--json`` runs, :func:`main` points ``sys.stdout`` at stderr, so
+    what user code prints (a factory, a loss, a model's forward, a Ray worker's log lines)
+    cannot corrupt the JSON; this writes to the stdout saved before that
+    (``args.json_stdout``; ``sys.stdout`` when a handler is called directly).
+
+    Args:
+        args: The command's parsed arguments.
+        text: The JSON text (one document).
+    """
+    print(text, file=getattr(args, "json_stdout", None) or sys.stdout)
+
+
 def _exit_origin(exc: SystemExit) -> str:
     """``sys.exit(code) called from FILE:LINE (FUNCTION)``: where the exit was raised."""
     tb = exc.__traceback__
@@ -274,7 +297,12 @@ def _main(argv: Sequence[str] | None, plugins: Iterable[CommandEntryPoint] | Non
         parser.print_help()
         return 0
     try:
-        code = int(args.func(args) or 0)
+        if getattr(args, "json", False):
+            args.json_stdout = sys.stdout
+            with contextlib.redirect_stdout(sys.stderr):
+                code = int(args.func(args) or 0)
+        else:
+            code = int(args.func(args) or 0)
         # buffered output reaches a closed pipe here, inside main, not at interpreter exit
         sys.stdout.flush()
         return code

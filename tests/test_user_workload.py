@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import logging
 import sys
 import textwrap
@@ -159,6 +160,11 @@ def loss_raises_after_probe(output, target):
     if CALLS[0] > 5:
         raise RuntimeError("late failure")
     return torch.nn.functional.cross_entropy(output, target)
+
+
+def printing_model(input_shape, num_classes):
+    print("HELLO FROM MODEL FACTORY")
+    return TinyNet(input_shape, num_classes)
 
 
 def exits_data(**kwargs):
@@ -683,3 +689,31 @@ def test_user_code_that_exits_is_one_line_and_exit_code_2(
         "model factory 'exitsonimport:make': importing module 'exitsonimport' called "
         "sys.exit(4); a module must not exit on import"
     ), err
+
+
+@pytest.mark.parametrize("command", [["validate"], ["simulate", "--no-progress"]])
+def test_user_prints_do_not_corrupt_json(
+    user_module: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """--json's stdout is one JSON document; what user code prints goes to stderr."""
+    path = tmp_path / "prints.toml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            concurrency = 2
+            [[clients]]
+            count = 4
+            [model]
+            factory = "userwl:printing_model"
+            [data]
+            factory = "userwl:make_data"
+            partition = "natural"
+            [run]
+            num_updates = 20
+            """
+        )
+    )
+    assert main([command[0], str(path), *command[1:], "--json"]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)  # the factory printed ahead of it before
+    assert "HELLO FROM MODEL FACTORY" in captured.err

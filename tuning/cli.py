@@ -231,7 +231,9 @@ def run_tune(args: argparse.Namespace) -> int:
         payload = report.to_dict()
         payload["plots"] = [str(p) for p in plots]
         payload["written_config"] = args.write_config
-        print(json.dumps(payload, indent=2))
+        from raysync.cli import print_json
+
+        print_json(args, json.dumps(payload, indent=2))
         return 0
     print(format_report(report, config))
     if written is not None:

@@ -365,9 +365,10 @@ def handler(args: argparse.Namespace) -> int:
             payload["curve"] = summary.to_dict()
         if energy is not None:
             payload["energy"] = energy.to_dict()
+        from raysync.cli import print_json
         from raysync.simulation.report import dumps_json
 
-        print(dumps_json(payload))
+        print_json(args, dumps_json(payload))
         return 0
     # --mu may describe another fleet than the config's: names only for the config's own.
     names = None

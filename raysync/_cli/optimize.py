@@ -269,9 +269,10 @@ def _handle(args: argparse.Namespace) -> int:
             "energy": None if choice is None else choice.to_dict(),
             "written_config": args.write_config,
         }
+        from raysync.cli import print_json
         from raysync.simulation.report import dumps_json
 
-        print(dumps_json(payload))
+        print_json(args, dumps_json(payload))
         return 0
 
     _print_report(args, config, mu, constants, result, uniform, asyncsgd, cmax, estimate)

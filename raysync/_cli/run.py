@@ -461,9 +461,10 @@ def _handle(args: argparse.Namespace) -> int:
                 "mean_completion_staleness": theory.mean_staleness,
                 "buffer_size": theory.buffer_size,
             }
+        from raysync.cli import print_json
         from raysync.simulation.report import dumps_json
 
-        print(dumps_json(payload))
+        print_json(args, dumps_json(payload))
         return 0
     print(_report(result, config, theory))
     return 0

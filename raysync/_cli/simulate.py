@@ -266,7 +266,9 @@ def _handle(args: argparse.Namespace) -> int:
     if args.json:
         payload = result.to_dict()
         payload["theory"] = theory
-        print(dumps_json(payload))
+        from raysync.cli import print_json
+
+        print_json(args, dumps_json(payload))
     else:
         _print_report(config, result, theory, args.max_rows)
         if args.out is not None:

@@ -66,9 +66,10 @@ def _handle(args: argparse.Namespace) -> int:
         workload = build_workload(config)  # runs check_workload
         probe = workload_summary(workload)
     if args.json:
+        from raysync.cli import print_json
         from raysync.simulation.report import dumps_json
 
-        print(dumps_json(config.to_dict()))
+        print_json(args, dumps_json(config.to_dict()))
         return 0
     p = config.routing_probabilities
     print(f"{args.config}: valid")
