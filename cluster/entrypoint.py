@@ -34,7 +34,7 @@ from typing import Any
 from tuning.objectives import OBJECTIVES
 from tuning.search_space import FAMILIES
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "tune_settings"]
 
 logger = logging.getLogger("cluster.entrypoint")
 
@@ -144,12 +144,26 @@ def _stopped(exc: Any, args: argparse.Namespace) -> str:
     return f"{line}; set run.checkpoint_dir to make a stopped job resumable"
 
 
-def _run_tune(config: Any, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def tune_settings(args: argparse.Namespace, config: Any) -> Any:
+    """The job's ``TuneSettings`` (``tuning.settings``'s one argparse mapping).
+
+    ``--address`` is the entrypoint's own (its ``ray.init``), not the study's: the study
+    joins the session the entrypoint started. Passed on, the default ``auto`` was refused
+    with ``--parallel 1`` (an address is for trials on Ray).
+
+    Raises:
+        ConfigError: A tuning flag breaks its rule.
+    """
     from tuning.settings import settings_from_args
+
+    return settings_from_args(argparse.Namespace(**{**vars(args), "address": None}), config)
+
+
+def _run_tune(config: Any, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from tuning.study import run_study
 
-    # The one argparse -> TuneSettings mapping (tuning.settings); the job writes under OUT.
-    settings = dataclasses.replace(settings_from_args(args, config), out=out / "tune")
+    # The job writes under OUT.
+    settings = dataclasses.replace(tune_settings(args, config), out=out / "tune")
     report = run_study(config, settings, on_event=lambda m: print(m, flush=True))
     payload = report.to_dict()
     print(json.dumps({"best": payload["best"][:1], "counts": payload["counts"]}), flush=True)

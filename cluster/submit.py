@@ -509,9 +509,9 @@ def _check_locally(args: argparse.Namespace, extra: Sequence[str]) -> None:
         )
     config = _overrides(config, entry)
     if entry.tune:
-        from tuning.settings import settings_from_args
+        from cluster.entrypoint import tune_settings
 
-        settings_from_args(entry, config)
+        tune_settings(entry, config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

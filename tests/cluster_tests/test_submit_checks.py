@@ -402,3 +402,20 @@ def test_the_config_is_read_relative_to_the_working_directory(
 )  # fmt: skip
 def test_ray_addresses_are_accepted(address: str) -> None:
     check_address(address)
+
+
+def test_a_tune_job_one_trial_at_a_time_is_accepted(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The entrypoint's own --address (default auto, its ray.init) is not the study's: passed
+    on, it refused --parallel 1 (an address is for trials on Ray), on the cluster too."""
+    from cluster.entrypoint import build_parser, tune_settings
+    from raysync.config import load_config
+
+    argv = ["tiny.toml", "--out", "/tmp/o", "--working-dir", str(workdir), "--print", "--",
+            "--tune", "--parallel", "1", "--trials", "2", "--budget", "5"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    args = build_parser().parse_args([str(workdir / "tiny.toml"), "--out", "/tmp/o", "--tune",
+                                      "--parallel", "1", "--budget", "5"])  # fmt: skip
+    settings = tune_settings(args, load_config(workdir / "tiny.toml"))
+    assert settings.address is None and settings.parallel == 1
