@@ -130,6 +130,9 @@ MAX_CV = 1e100
 #: Within it a rate and its mean are both normal floats (their reciprocals never
 #: underflow to subnormals or overflow), and a fleet's sums of rates stay finite.
 SERVICE_TIME_RANGE = (1e-300, 1e300)
+#: The smallest non-zero resource quantity Ray accepts (``ray._raylet.RESOURCE_UNIT_SCALING``
+#: is 1e4).
+RESOURCE_UNIT = 1e-4
 
 #: Largest FedBuff buffer: a run of ``K`` versions simulates ``K * B`` completions.
 MAX_BUFFER_SIZE = 1_000_000
@@ -750,6 +753,13 @@ class ClientSpec:
             if key in ("CPU", "GPU", "memory"):
                 raise _fail(f"resources.{key}", "is reserved: use num_cpus/num_gpus", key)
             _check_positive(f"resources.{key}", amount)
+        requests = [("num_cpus", self.num_cpus), ("num_gpus", self.num_gpus)]
+        requests += [(f"resources.{key}", amount) for key, amount in self.resources.items()]
+        for name, amount in requests:
+            if 0 < amount < RESOURCE_UNIT:
+                # Ray refused it only when the actor was created, in words naming neither
+                raise _fail(name, f"must be 0 or at least {RESOURCE_UNIT:g} (Ray's resource "
+                            "granularity)", amount)  # fmt: skip
         object.__setattr__(self, "resources", dict(self.resources))
         _check_positive("join_time", self.join_time, allow_zero=True)
         if self.leave_time is not None and not self.leave_time > self.join_time:

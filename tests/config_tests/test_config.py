@@ -55,6 +55,11 @@ def test_config_error_is_value_error_and_raysync_error() -> None:
         (lambda: ServiceTimeSpec(kind="lognormal", mean=1.0, cv=0.0), r"service_time.cv must be"),
         (lambda: ClientSpec(num_cpus=-0.5), r"num_cpus must be >= 0, got -0.5"),
         (lambda: ClientSpec(resources={"tier": -1}), r"resources.tier must be > 0, got -1"),
+        # below Ray's 1e-4 granularity: refused by Ray only at actor creation, unnamed
+        (lambda: ClientSpec(num_cpus=1e-5),
+         r"num_cpus must be 0 or at least 0.0001 \(Ray's resource granularity\), got 1e-05"),
+        (lambda: ClientSpec(num_gpus=1e-300), r"num_gpus must be 0 or at least 0.0001"),
+        (lambda: ClientSpec(resources={"tier": 5e-5}), r"resources.tier must be 0 or at least"),
         (lambda: ClientSpec(resources={"CPU": 1}), r"resources.CPU is reserved"),
         (
             lambda: RoutingConfig(kind="fixed", p=(0.5, 0.47)),
