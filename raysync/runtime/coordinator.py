@@ -1186,6 +1186,76 @@ def _check_target_ahead(config: SystemConfig, directory: Path, state: Mapping[st
         )
 
 
+def _check_arguments(
+    *,
+    address: object,
+    logdir: object,
+    sinks: object,
+    progress: object,
+    run_name: object,
+    resume_from: object,
+    warmup_fraction: object,
+    num_batches: object,
+    confidence: object,
+    startup_timeout: object,
+    server_num_cpus: object,
+    poll_interval: object,
+    flags: Mapping[str, object],
+    router: object,
+    strategy: object,
+) -> None:
+    """Refuse :func:`run`'s bad keyword arguments before anything starts, by name.
+
+    Before, ``overwrite_checkpoint="no"`` (truthy) replaced a checkpoint, and other wrong
+    types or values failed after Ray's start-up in Python's or Ray's words.
+
+    Raises:
+        ConfigError: One line naming the argument, the rule and the value.
+    """
+    from raysync._validation import check_number, check_output_dir
+    from raysync.config import RESOURCE_UNIT
+    from raysync.routing import BaseRouter
+    from raysync.strategies import BaseStrategy
+
+    def text(name: str, value: object, what: str) -> None:
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            raise ConfigError(f"{name} must be None or {what}, got {value!r}")
+
+    text("address", address, "a Ray address string (e.g. 'auto', 'ray://host:10001')")
+    text("run_name", run_name, "a non-blank directory name")
+    for name, path in (("logdir", logdir), ("resume_from", resume_from)):
+        if path is not None and not (
+            isinstance(path, str | os.PathLike) and str(os.fspath(path)).strip()
+        ):
+            raise ConfigError(f"{name} must be None or a non-blank directory path, got {path!r}")
+    if isinstance(logdir, str | os.PathLike):
+        check_output_dir(logdir, "logdir")
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{name} must be True or False, got {flag!r}")
+    for name, value in (("warmup_fraction", warmup_fraction), ("confidence", confidence)):
+        check_number(name, value, allow_zero=True)
+    if isinstance(num_batches, bool) or not isinstance(num_batches, int | np.integer):
+        raise ConfigError(f"num_batches must be an integer >= 2, got {num_batches!r}")
+    check_number("startup_timeout", startup_timeout)
+    check_number("poll_interval", poll_interval)
+    cpus = check_number("server_num_cpus", server_num_cpus, allow_zero=True)
+    if 0 < cpus < RESOURCE_UNIT:
+        raise ConfigError(f"server_num_cpus must be 0 or at least {RESOURCE_UNIT:g} (Ray's "
+                          f"resource granularity), got {cpus!r}")  # fmt: skip
+    if progress is not None and not callable(progress):
+        raise ConfigError(f"progress must be None or a callable, got {progress!r}")
+    if isinstance(sinks, str | bytes) or not isinstance(sinks, Sequence):
+        raise ConfigError(f"sinks must be a sequence of MetricsSink, got {sinks!r}")
+    for i, sink in enumerate(sinks):
+        if not isinstance(sink, MetricsSink):
+            raise ConfigError(f"sinks[{i}] must be a MetricsSink, got {sink!r}")
+    for name, value, kind in (("router", router, BaseRouter),
+                              ("strategy", strategy, BaseStrategy)):  # fmt: skip
+        if value is not None and not isinstance(value, kind):
+            raise ConfigError(f"{name} must be None or a {kind.__name__}, got {value!r}")
+
+
 def _execute(
     config: SystemConfig,
     *,
@@ -1226,6 +1296,15 @@ def _execute(
 
     if not isinstance(config, SystemConfig):
         raise ConfigError(f"config must be a SystemConfig, got {type(config).__name__}")
+    _check_arguments(
+        address=address, logdir=logdir, sinks=sinks, progress=progress, run_name=run_name,
+        resume_from=resume_from, warmup_fraction=warmup_fraction, num_batches=num_batches,
+        confidence=confidence, startup_timeout=startup_timeout,
+        server_num_cpus=server_num_cpus, poll_interval=poll_interval,
+        flags={"record": record, "overwrite_checkpoint": overwrite_checkpoint,
+               "virtual_clock": virtual_clock},
+        router=router, strategy=strategy,
+    )  # fmt: skip
     if not 0.0 <= warmup_fraction < 1.0:
         raise ConfigError(f"warmup_fraction must be in [0, 1), got {warmup_fraction!r}")
     if num_batches < 2:

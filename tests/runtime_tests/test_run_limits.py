@@ -78,3 +78,41 @@ def test_cli_refuses_in_one_line(tmp_path, capsys: pytest.CaptureFixture[str]) -
     assert main(["run", str(path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "run.time_budget = 1e+308" in err[0], err
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        # truthy but not True: it replaced a checkpoint the user meant to keep
+        ({"overwrite_checkpoint": "no"}, r"^overwrite_checkpoint must be True or False, got 'no'$"),
+        ({"address": 6379}, r"^address must be None or a Ray address string .*got 6379$"),
+        ({"address": "   "}, r"^address must be None or a Ray address string"),
+        ({"logdir": ""}, r"^logdir must be None or a non-blank directory path, got ''$"),
+        ({"logdir": 5}, r"^logdir must be None or a non-blank directory path, got 5$"),
+        ({"logdir": "FILE"}, r"logdir"),
+        ({"resume_from": 3}, r"^resume_from must be None or a non-blank directory path"),
+        ({"resume_from": ""}, r"^resume_from must be None or a non-blank directory path"),
+        ({"startup_timeout": -1.0}, r"^startup_timeout must be > 0, got -1\.0$"),
+        ({"startup_timeout": float("nan")}, r"^startup_timeout must be finite, got nan$"),
+        ({"poll_interval": float("inf")}, r"^poll_interval must be finite, got inf$"),
+        ({"server_num_cpus": -1}, r"^server_num_cpus must be >= 0"),
+        ({"server_num_cpus": 1e-5}, r"^server_num_cpus must be 0 or at least 0\.0001"),
+        ({"num_batches": "30"}, r"^num_batches must be an integer >= 2, got '30'$"),
+        ({"warmup_fraction": "0.1"}, r"^warmup_fraction must be a number, got '0\.1'$"),
+        ({"sinks": [1]}, r"^sinks\[0\] must be a MetricsSink, got 1$"),
+        ({"sinks": "tb"}, r"^sinks must be a sequence of MetricsSink"),
+        ({"progress": 5}, r"^progress must be None or a callable, got 5$"),
+        ({"run_name": ""}, r"^run_name must be None or a non-blank directory name"),
+        ({"router": "fixed"}, r"^router must be None or a BaseRouter, got 'fixed'$"),
+    ],
+)
+def test_run_refuses_bad_arguments_before_ray_starts(
+    kwargs: dict[str, Any], match: str, tmp_path: Any
+) -> None:
+    import raysync
+
+    if kwargs.get("logdir") == "FILE":
+        (tmp_path / "f").write_text("x")
+        kwargs = {"logdir": tmp_path / "f"}
+    with pytest.raises(ConfigError, match=match):
+        raysync.run(_queue(), **kwargs)
