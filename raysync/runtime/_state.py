@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
 from raysync.config import RunConfig
 from raysync.exceptions import CheckpointError, RaySyncError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["PENDING_COLUMNS", "SCHEMA_VERSION", "STATE_KEYS", "CheckpointManager", "Key"]
 
@@ -125,6 +128,16 @@ class CheckpointManager:
         if self._directory is None:
             return
         version = int(state[Key.VERSION])
+        bad = _non_finite_model(state)
+        if bad is not None:
+            # The reader refuses it as corrupt; keep the last good one instead of replacing it
+            # with a diverged model that no resume could use.
+            kept = f"version {self.last} is kept" if self.last >= 0 else "none was written"
+            logger.warning(
+                "checkpoint of version %d not written: %s is not finite (training diverged); "
+                "the last checkpoint, %s", version, bad, kept,
+            )
+            return
         self.last = version
         self.scheduled += 1
         if self._executor is None:
@@ -175,3 +188,17 @@ class CheckpointManager:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+
+
+def _non_finite_model(state: Mapping[str, Any]) -> str | None:
+    """The first model entry of ``state`` that holds NaN or inf (None: all finite)."""
+    import numpy as np
+
+    params = state.get(Key.PARAMS)
+    if params is not None and not np.isfinite(np.asarray(params)).all():
+        return Key.PARAMS
+    for name in (Key.BASE_PARAMS, Key.EVAL_PARAMS):
+        for v, model in (state.get(name) or {}).items():
+            if model is not None and not np.isfinite(np.asarray(model)).all():
+                return f"{name}[{v}]"
+    return None

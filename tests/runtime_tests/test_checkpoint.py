@@ -840,3 +840,36 @@ def test_a_queue_only_checkpoint_with_a_model_is_refused_before_ray_starts(
     _rewrite(checkpoint, damaged, state)
     with pytest.raises(CheckpointError, match=r"field 'tensorboard_step' must be an integer"):
         _execute(_queue_checkpoint_config(tmp_path / "unused", 300), resume_from=damaged)
+
+
+def test_a_diverged_model_is_not_checkpointed_over_a_good_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run at lr 1e300 wrote its NaN parameters as checkpoint v6, which --resume then
+    called corrupt; the last finite checkpoint is kept instead, and the log says why."""
+    import asyncio
+    import dataclasses
+    import logging
+
+    from raysync.runtime._state import CheckpointManager
+
+    config = queue_config((0.01, 0.02), None, 2, 100)
+    run = dataclasses.replace(config.run, checkpoint_dir=str(tmp_path))
+    manager = CheckpointManager(run, config_fingerprint(config, 5), fingerprint_fields(config, 5))
+    bad = {**TREE, "version": 13, "params": np.array([1, np.nan, 0, 0, 0], dtype=np.float32)}
+    stale = {**TREE, "version": 14, "base_params": {"13": np.full(5, np.inf, dtype=np.float32)}}
+
+    async def checkpoint() -> None:
+        manager.write({**TREE, "version": 12})
+        await manager.flush()
+        with caplog.at_level(logging.WARNING, logger="raysync.runtime._state"):
+            manager.write(bad)
+            manager.write(stale)
+        await manager.flush()
+
+    asyncio.run(checkpoint())
+    assert _read(tmp_path, config)["version"] == 12 and manager.last == 12
+    assert manager.written == 1
+    assert "checkpoint of version 13 not written: params is not finite" in caplog.text
+    assert "base_params[13] is not finite (training diverged); the last checkpoint, version 12" \
+        in caplog.text
