@@ -255,6 +255,10 @@ class ModelSpec:
             raise ConfigError(
                 f"model factory {name!r} must return a torch.nn.Module, got {type(model).__name__}"
             )
+        from raysync.models.flat import check_model_tensors
+
+        # before any .to(): moving a meta-device module fails inside torch, in its words
+        check_model_tensors(model, f"model factory {name!r}")
         params = list(model.parameters())
         if not params:
             raise ConfigError(f"model factory {name!r} returned a module without parameters")

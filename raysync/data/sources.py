@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import pickle
+import stat
 import sys
 import zipfile
 import zlib
@@ -272,24 +273,66 @@ def _split_by_indices(
     return [(np.ascontiguousarray(x[p]), np.ascontiguousarray(y[p])) for p in parts]
 
 
+def _number(value: np.generic) -> str:
+    """A numpy scalar as text; a long double keeps its own digits (float() gives inf)."""
+    if value.dtype.itemsize <= 8:
+        return f"{float(value):g}"
+    return str(value)
+
+
 def _as_labels(y: np.ndarray, what: str) -> IntArray:
+    """Check class labels and return them as ``int64`` of shape ``(N,)``.
+
+    Integer labels and whole-valued float labels (e.g. saved as float64) are accepted.
+    The rules are checked on the values as given, before the cast to ``int64``, so a
+    ``uint64`` or float label beyond ``int64`` is reported as given rather than wrapped.
+
+    Raises:
+        DataError: Not 1-D, not integer or whole-valued float (NaN included), below 0, or
+            at or above :data:`MAX_CLASSES`.
+    """
     if y.ndim != 1:
-        raise DataError(f"{what} must be 1-D, got shape {y.shape}")
+        raise DataError(f"{what} must be 1-D class labels of shape (N,), got shape {y.shape}")
     if y.size and y.dtype.kind not in "iu":
-        # Whole-valued floats (e.g. labels saved as float64) are accepted; nothing else.
-        if y.dtype.kind != "f" or not np.all(np.mod(y, 1) == 0):
+        if y.dtype.kind != "f":
             raise DataError(f"{what} must hold integer class labels, got dtype {y.dtype}")
-    out = y.astype(np.int64)
-    if out.size and int(out.min()) < 0:
-        raise DataError(f"{what} must be non-negative class labels, got min {int(out.min())}")
-    return out
+        finite = np.isfinite(y)
+        # np.mod only on finite values: mod of NaN or infinity warns
+        whole = finite.all() and bool(np.all(np.mod(y, 1) == 0))
+        if not whole:
+            bad = y[~finite] if not finite.all() else y[np.mod(y, 1) != 0]
+            raise DataError(
+                f"{what} must hold integer class labels, got {_number(bad[0])} (dtype "
+                f"{y.dtype})"
+            )
+    if y.size:
+        low, high = y.min(), y.max()
+        if low < 0:
+            shown = int(low) if y.dtype.kind in "iu" else _number(low)
+            raise DataError(f"{what} must be non-negative class labels, got min {shown}")
+        if high >= MAX_CLASSES:
+            shown = f"{int(high):,}" if y.dtype.kind in "iu" else _number(high)
+            raise DataError(
+                f"{what}: class labels must be < {MAX_CLASSES:,} (one model output per "
+                f"class), got a label {shown}"
+            )
+    return y.astype(np.int64)
 
 
 def _as_images(x: np.ndarray, what: str) -> FloatArray:
-    """Scale integer pixels (uint8: /255) or check float pixels, and flatten to 2-D."""
+    """Scale integer pixels (uint8: /255) or check float pixels, and flatten to 2-D.
+
+    Float pixels are checked in their own dtype before the cast to float32, so a float64
+    beyond float32's range is reported as given, not as an infinity the cast made.
+
+    Raises:
+        DataError: Fewer than 2 dimensions, integer pixels outside ``[0, 255]``, float
+            pixels that are not finite or outside ``[0, 1]``, or another dtype.
+    """
     if x.ndim < 2:
         raise DataError(f"{what} must have a sample axis and feature axes, got shape {x.shape}")
-    flat = x.reshape(x.shape[0], -1)
+    # the feature count spelled out: reshape(0, -1) of an empty split is ambiguous to numpy
+    flat = x.reshape(x.shape[0], math.prod(x.shape[1:]))
     if flat.dtype == np.uint8:
         return (flat.astype(np.float32) / np.float32(255.0)).astype(np.float32, copy=False)
     if flat.dtype.kind in "iu":
@@ -297,23 +340,22 @@ def _as_images(x: np.ndarray, what: str) -> FloatArray:
             raise DataError(f"{what}: integer pixels must lie in [0, 255]")
         return (flat.astype(np.float32) / np.float32(255.0)).astype(np.float32, copy=False)
     if flat.dtype.kind == "f":
-        out = flat.astype(np.float32)
         # Images only: other data (e.g. standardised tabular features) goes through a
         # [data] factory, which takes any finite inputs.
         other = "images; other data such as standardised features needs a [data] factory"
-        finite = np.isfinite(out)
-        if out.size and not finite.all():
+        finite = np.isfinite(flat)
+        if flat.size and not finite.all():
             raise DataError(
-                f"{what}: float pixels must be finite, got {int(out.size - finite.sum())} "
+                f"{what}: float pixels must be finite, got {int(flat.size - finite.sum())} "
                 f"NaN or infinite value(s) (the directory dataset holds {other})"
             )
-        if out.size and (out.min() < 0.0 or out.max() > 1.0):
+        if flat.size and (flat.min() < 0.0 or flat.max() > 1.0):
             raise DataError(
                 f"{what}: float pixels must lie in [0, 1] (scale them first), got range "
-                f"[{float(out.min()):g}, {float(out.max()):g}] (the directory dataset holds "
-                f"{other})"
+                f"[{_number(flat.min())}, {_number(flat.max())}] (the directory dataset "
+                f"holds {other})"
             )
-        return out
+        return flat.astype(np.float32)
     raise DataError(f"{what}: unsupported pixel dtype {flat.dtype}")
 
 
@@ -474,7 +516,7 @@ _MnistSplits = tuple[tuple[FloatArray, IntArray], ...]
 def _read_mnist_pickle(path: Path) -> _MnistSplits:
     """Read and check the three ``(images, labels)`` splits of an MNIST pickle."""
     try:
-        with gzip.open(path, "rb") as fh:
+        with _open_regular(path, "MNIST file") as raw, gzip.GzipFile(fileobj=raw) as fh:
             obj = _restricted_load(fh)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read MNIST file {path}: {exc}") from exc
@@ -622,8 +664,69 @@ _IDX_DTYPES: dict[int, str] = {
 }
 
 
+def _kind_of(mode: int) -> str:
+    """What a non-regular file is, for messages."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _not_regular(what: str, path: Path, mode: int) -> DataError:
+    return DataError(
+        f"{what} {path} is not a regular file (it is {_kind_of(mode)}); datasets are read "
+        "from regular files only"
+    )
+
+
+def _open_regular(path: Path, what: str) -> IO[bytes]:
+    """Open ``path`` for binary reading if it is a regular file (symbolic links followed).
+
+    Anything else is refused before it is opened: reading a FIFO blocks until a writer
+    comes, maybe forever, and a device may never end. The descriptor is opened
+    non-blocking and checked once more, in case the file was swapped between the two.
+
+    Args:
+        path: The file.
+        what: What it is, for messages (``"npz file"``, ``"IDX file"``).
+
+    Returns:
+        The open binary file; the caller closes it.
+
+    Raises:
+        DataError: ``path`` does not exist (or is a dangling link), is not a regular file,
+            or cannot be opened.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError as exc:
+        if os.path.islink(path):
+            raise DataError(f"{what} {path} is a symbolic link to a missing file") from exc
+        raise DataError(f"{what} not found: {path}") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise DataError(f"cannot read {what} {path}: {exc}") from exc
+    if not stat.S_ISREG(mode):
+        raise _not_regular(what, path, mode)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise DataError(f"cannot read {what} {path}: {exc}") from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _not_regular(what, path, mode)
+    return os.fdopen(fd, "rb")
+
+
 def _read_maybe_gzip(path: Path) -> bytes:
-    with open(path, "rb") as fh:
+    with _open_regular(path, "IDX file") as fh:
         raw = fh.read()
     if raw[:2] == b"\x1f\x8b":
         return gzip.decompress(raw)
@@ -644,12 +747,10 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         The array, in native byte order.
 
     Raises:
-        DataError: If the file is missing, has a bad magic number, or its size does not
-            match its header.
+        DataError: If the file is missing or not a regular file (a FIFO is never opened),
+            has a bad magic number, or its size does not match its header.
     """
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"IDX file not found: {p}")
     try:
         raw = _read_maybe_gzip(p)
     except (OSError, EOFError, zlib.error) as exc:
@@ -684,32 +785,94 @@ _IDX_NAMES = {
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
-    # Accept the canonical names and the common "train-images.idx3-ubyte" spelling.
+    # Accept the canonical names and the common "train-images.idx3-ubyte" spelling. Any
+    # entry of that name counts (read_idx refuses a FIFO or a folder by name): skipping
+    # it would report the file as missing.
     for name in (stem, stem.replace("-idx", ".idx")):
         for suffix in ("", ".gz"):
             p = folder / (name + suffix)
-            if p.is_file():
+            if os.path.lexists(p):
                 return p
     return None
 
 
+#: Arrays an ``.npz`` dataset may hold; any other is a typo that would be dropped.
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val", "image_shape")
+_NPZ_CONTENTS = "x_train, y_train, x_test, y_test (and optionally x_val, y_val, image_shape)"
+
+
+def _parse_image_shape(value: np.ndarray, path: Path) -> tuple[int, ...]:
+    """An npz file's ``image_shape`` as positive ints, e.g. ``[1, 28, 28]``.
+
+    Raises:
+        DataError: Not a non-empty list of positive whole numbers (strings, fractions,
+            zero, negative numbers, NaN).
+    """
+    arr = np.asarray(value)
+    shown = arr.tolist() if arr.size <= 8 else f"an array of shape {arr.shape}"
+    problem = arr.ndim > 1 or arr.size == 0 or arr.dtype.kind not in "iuf"
+    if not problem and arr.dtype.kind == "f":
+        problem = not (np.isfinite(arr).all() and bool(np.all(np.mod(arr, 1) == 0)))
+    dims = () if problem else tuple(int(v) for v in arr.reshape(-1))  # Python ints: exact
+    if problem or min(dims) <= 0:
+        raise DataError(
+            f"{path}: image_shape must list positive whole numbers, e.g. [1, 28, 28] "
+            f"(channels, height, width), got {shown!r} (dtype {arr.dtype})"
+        )
+    return dims
+
+
 def _load_npz(path: Path) -> tuple[dict[str, np.ndarray], tuple[int, ...] | None]:
+    """Read an ``.npz`` dataset: its arrays and its ``image_shape`` (None if absent).
+
+    Raises:
+        DataError: Not a regular file (never opened then), unreadable or corrupt, a
+            single ``.npy`` array, an unknown or missing array, or a bad ``image_shape``.
+    """
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read npz file {path}: {exc}") from exc
+        with _open_regular(path, "npz file") as fh:
+            loaded = np.load(fh, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise DataError(
+                    f"{path}: holds a single array (.npy format), not an npz archive; save "
+                    f"the dataset with np.savez(path, x_train=..., y_train=..., ...)"
+                )
+            with loaded as npz:
+                unknown = sorted(k for k in npz.files if k not in _NPZ_KEYS)
+                if unknown:
+                    import difflib
+
+                    # a high cutoff: "extra" is no typo of "x_train"
+                    close = difflib.get_close_matches(unknown[0], _NPZ_KEYS, n=1, cutoff=0.75)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise DataError(
+                        f"{path}: unknown array {unknown[0]!r}{hint}; an npz dataset holds "
+                        f"{_NPZ_CONTENTS}"
+                    )
+                arrays = {k: npz[k] for k in npz.files}
+    except DataError:
+        raise
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        KeyError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,  # a zip compression method Python lacks
+        MemoryError,  # a corrupt header claiming an enormous array
+    ) as exc:
+        raise DataError(f"cannot read npz file {path}: {type(exc).__name__}: {exc}") from exc
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
         raise DataError(
-            f"{path}: missing arrays {missing}; an npz dataset needs x_train, y_train, "
-            f"x_test, y_test (and optionally x_val, y_val, image_shape)"
+            f"{path}: missing arrays {missing}; an npz dataset needs {_NPZ_CONTENTS}"
         )
     if ("x_val" in arrays) != ("y_val" in arrays):
         raise DataError(f"{path}: x_val and y_val must be given together")
     shape = None
     if "image_shape" in arrays:
-        shape = tuple(int(s) for s in np.asarray(arrays.pop("image_shape")).ravel())
+        shape = _parse_image_shape(arrays.pop("image_shape"), path)
     return arrays, shape
 
 
@@ -730,9 +893,15 @@ def load_directory(
     * exactly one ``.npz`` file.
 
     An ``.npz`` holds ``x_train, y_train, x_test, y_test`` and optionally ``x_val, y_val``
-    and ``image_shape``. Images may be ``(N, H, W)``, ``(N, C, H, W)`` or flat ``(N, D)``
-    (a square ``D`` is read as ``(1, sqrt D, sqrt D)``). Integer pixels (0..255) are divided
-    by 255; float pixels must already lie in ``[0, 1]``.
+    and ``image_shape`` (positive whole numbers, e.g. ``[1, 28, 28]``), nothing else.
+    Images may be ``(N, H, W)``, ``(N, C, H, W)`` or flat ``(N, D)`` (a square ``D`` is
+    read as ``(1, sqrt D, sqrt D)``); without ``image_shape``, every split's images must
+    have the training images' shape. Integer pixels (0..255) are divided by 255; float
+    pixels must already lie in ``[0, 1]``. Labels are integers (or whole-valued floats) of
+    shape ``(N,)``. Then the rules of a data factory's output apply
+    (:func:`raysync.data.user.dataset_from_arrays`): no empty split, and without
+    ``num_classes`` no test or validation label above every training label. Only regular
+    files are opened: a FIFO or a device is refused by name, never read.
 
     Args:
         path: The ``.npz`` file or the folder.
@@ -743,13 +912,20 @@ def load_directory(
         seed: Seed of that split.
 
     Returns:
-        The dataset.
+        The dataset: flat float32 images of shape ``(N, prod(image_shape))`` in
+        ``[0, 1]``, int64 labels.
 
     Raises:
-        DataError: If files are missing or unreadable, have a bad IDX magic number, or the
-            shapes of images and labels disagree.
+        DataError: If ``path`` or a file in it is missing, not a regular file or a folder,
+            unreadable, has a bad IDX magic number or an unknown npz array, a bad
+            ``image_shape``, pixels or labels breaking the rules above, shapes of images
+            and labels that disagree, an empty split, or test/validation labels above
+            every training label (or at or above ``num_classes``); one line naming the
+            file and the rule.
         ConfigError: If ``val_fraction`` is out of range.
     """
+    from raysync.data.user import dataset_from_arrays  # user.py builds on this module
+
     _check_fraction("val_fraction", val_fraction)
     root = Path(path).expanduser()
     if not root.exists():
@@ -763,7 +939,7 @@ def load_directory(
         if root.suffix != ".npz":
             raise DataError(f"{root}: expected an .npz file or a folder of MNIST IDX files")
         raw, image_shape = _load_npz(root)
-    else:
+    elif root.is_dir():
         found = {key: _find_idx(root, stem) for key, stem in _IDX_NAMES.items()}
         if all(p is not None for p in found.values()):
             raw = {key: read_idx(p) for key, p in found.items() if p is not None}
@@ -778,15 +954,29 @@ def load_directory(
                     f"{root}: no dataset found: missing IDX files {missing} (optionally .gz)"
                     f"{extra}; put the four MNIST IDX files or a single .npz file there"
                 )
+    else:
+        raise DataError(
+            f"dataset path {str(path)!r} is not a regular file or a folder (it is "
+            f"{_kind_of(root.stat().st_mode)}; data.path in a config): name the dataset's "
+            "folder or .npz file"
+        )
+    splits = [s for s in ("train", "val", "test") if f"x_{s}" in raw]
     if image_shape is None:
         image_shape = _image_shape_from(raw["x_train"])
-    xs: dict[str, FloatArray] = {}
-    ys: dict[str, IntArray] = {}
-    for split in ("train", "val", "test"):
-        if f"x_{split}" not in raw:
-            continue
+        # (training images without feature axes are refused by _as_images below)
+        for split in splits if raw["x_train"].ndim >= 2 else ():
+            # flattening hides a layout mismatch of equal pixel counts (2x8 test images
+            # against 4x4 training images would be read row by row as 4x4): compare first
+            x = raw[f"x_{split}"]
+            if x.ndim >= 2 and x.shape[0] and _image_shape_from(x) != image_shape:
+                raise DataError(
+                    f"{root}: x_{split} images have shape {x.shape[1:]} but x_train images "
+                    f"have {raw['x_train'].shape[1:]}"
+                )
+    arrays: dict[str, Any] = {}
+    for split in splits:
         x = _as_images(raw[f"x_{split}"], f"{root}: x_{split}")
-        y = _as_labels(np.asarray(raw[f"y_{split}"]).reshape(-1), f"{root}: y_{split}")
+        y = _as_labels(np.asarray(raw[f"y_{split}"]), f"{root}: y_{split}")
         if x.shape[0] != y.shape[0]:
             raise DataError(
                 f"{root}: x_{split} has {x.shape[0]} images but y_{split} has {y.shape[0]} labels"
@@ -796,35 +986,17 @@ def load_directory(
                 f"{root}: x_{split} images have {x.shape[1]} pixels but the image shape is "
                 f"{image_shape}"
             )
-        xs[split], ys[split] = x, y
-    if "val" not in xs:
-        if val_fraction > 0.0:
-            train, val = stratified_split(ys["train"], [val_fraction], seed=seed)
-            (xs["train"], ys["train"]), (xs["val"], ys["val"]) = _split_by_indices(
-                xs["train"], ys["train"], [train, val]
-            )
-        else:
-            xs["val"], ys["val"] = xs["train"][:0], ys["train"][:0]
-    if ys["train"].size == 0:
-        raise DataError(f"{root}: the training set is empty")
-    top = max(int(y.max()) for y in ys.values() if y.size)
-    if top >= MAX_CLASSES:
-        raise DataError(
-            f"{root}: class labels must be < {MAX_CLASSES:,} (one model output per class), "
-            f"got a label {top:,}"
-        )
-    if num_classes is None:
-        num_classes = 1 + top
-    return Dataset(
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
+    if num_classes is not None:
+        arrays["num_classes"] = num_classes
+    return dataset_from_arrays(
+        arrays,
+        who=str(root),
         name=name if name is not None else (root.stem if root.is_file() else root.name),
-        x_train=xs["train"],
-        y_train=ys["train"],
-        x_val=xs["val"],
-        y_val=ys["val"],
-        x_test=xs["test"],
-        y_test=ys["test"],
-        num_classes=num_classes,
+        seed=seed,
+        val_fraction=val_fraction,
         image_shape=image_shape,
+        num_classes_hint="pass num_classes to load_directory",
     )
 
 
