@@ -35,7 +35,23 @@ MIN_PROBABILITY = 1e-300
 #: The rule's wording, shared by every check of a routing vector.
 PROBABILITY_RULE = "must be >= 1e-300 (every client reachable, a normal float64)"
 
+
+def check_probabilities(p: np.ndarray, name: str = "p") -> None:
+    """Refuse an entry of a routing vector below :data:`MIN_PROBABILITY` (or NaN).
+
+    Args:
+        p: The routing probabilities, shape ``(n,)``.
+        name: How the message names the vector (e.g. ``"routing p"``).
+
+    Raises:
+        ConfigError: One line naming the first such entry and its value.
+    """
+    j = first_index(~(p >= MIN_PROBABILITY))
+    if j is not None:
+        raise ConfigError(f"{name}[{j}] {PROBABILITY_RULE}, got {float(p[j])!r}")
+
 __all__ = [
+    "check_probabilities",
     "MIN_PROBABILITY",
     "PROBABILITY_RULE",
     "bound_constants_problem",

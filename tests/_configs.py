@@ -35,6 +35,22 @@ service_time = { kind = "exponential", rate = 0.5 }
 TWO_CLIENTS = '[[clients]]\ncount = 2\nservice_time = { kind = "exponential", rate = 1.0 }\n'
 
 
+#: A queue-only run of two identical clients, 10 updates (the cluster helpers' jobs).
+QUEUE_ONLY_PAIR = """
+concurrency = 2
+[routing]
+kind = "uniform"
+[algorithm]
+name = "generalized_asyncsgd"
+[run]
+num_updates = 10
+train = false
+[[clients]]
+count = 2
+service_time = { kind = "exponential", rate = 1.0 }
+"""
+
+
 def worked_example(sections: str = "", *, seed: int = 0, concurrency: int = 6) -> str:
     """The worked-example fleet (fixed routing ``p``) with extra TOML ``sections``.
 

@@ -46,10 +46,9 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from raysync._validation import (
-    MIN_PROBABILITY,
-    PROBABILITY_RULE,
     bound_constants_problem,
     check_number,
+    check_probabilities,
     describe_typed_number,
     first_index,
 )
@@ -126,9 +125,7 @@ def check_routing(p: ArrayLike, n: int, *, atol: float = 1e-9) -> FloatArray:
         raise ConfigError(f"p must be a sequence of probabilities, got {p!r}") from exc
     if array.ndim != 1 or array.size != n:
         raise ConfigError(f"p must have one entry per client (n={n}), got shape {array.shape}")
-    j = first_index(~np.isfinite(array) | ~(array >= MIN_PROBABILITY))
-    if j is not None:
-        raise ConfigError(f"p[{j}] {PROBABILITY_RULE}, got {float(array[j])!r}")
+    check_probabilities(array)
     total = math.fsum(array.tolist())
     if abs(total - 1.0) > atol:
         raise ConfigError(f"p must sum to 1, got sum={total:.12g} for {n} clients")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from raysync._validation import MIN_PROBABILITY, PROBABILITY_RULE, check_number, first_index
+from raysync._validation import check_number, check_probabilities, first_index
 from raysync.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -118,9 +118,7 @@ class ClosedNetwork:
         j = first_index(mu <= 0)
         if j is not None:
             raise ConfigError(f"mu[{j}] must be > 0, got {float(mu[j])!r}")
-        j = first_index(~(p >= MIN_PROBABILITY))
-        if j is not None:
-            raise ConfigError(f"p[{j}] {PROBABILITY_RULE}, got {float(p[j])!r}")
+        check_probabilities(p)
         j = first_index(p > 1.0)
         if j is not None:  # also keeps fsum below from overflowing on huge entries
             raise ConfigError(f"p[{j}] must be a probability in (0, 1], got {float(p[j])!r}")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from raysync._validation import MIN_PROBABILITY, PROBABILITY_RULE, check_number, first_index
+from raysync._validation import check_number, check_probabilities, first_index
 from raysync.exceptions import ConfigError
 from raysync.queueing.network import P_SUM_RTOL, ClosedNetwork, check_transit
 
@@ -103,9 +103,7 @@ class TieredNetwork:
         j = first_index(mu <= 0)
         if j is not None:
             raise ConfigError(f"mu[{j}] must be > 0, got {float(mu[j])!r}")
-        j = first_index(~(p >= MIN_PROBABILITY))
-        if j is not None:
-            raise ConfigError(f"p[{j}] {PROBABILITY_RULE}, got {float(p[j])!r}")
+        check_probabilities(p)
         total = math.fsum((counts * p).tolist())
         if abs(total - 1.0) > P_SUM_RTOL:
             raise ConfigError(

@@ -89,6 +89,22 @@ class BaseRouter(abc.ABC):
         """Clients that may receive new tasks changed (no-op: the engine redraws for them)."""
         return None
 
+    def _availability_mask(self, available: Any) -> np.ndarray:
+        """``available`` as a checked copy, for routers that handle availability themselves.
+
+        Raises:
+            ConfigError: No client is available, or the mask has the wrong length.
+        """
+        from raysync.exceptions import ConfigError
+
+        mask = np.array(available, dtype=bool)
+        if mask.shape != (self.num_clients,) or not mask.any():
+            raise ConfigError(
+                f"available must be {self.num_clients} booleans with at least one true, "
+                f"got {mask.tolist()!r}"
+            )
+        return mask
+
     def state_dict(self) -> dict[str, Any]:
         """Serialisable state (the generator's bit-generator state)."""
         return {"rng": self.rng.bit_generator.state}

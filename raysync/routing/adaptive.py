@@ -512,12 +512,7 @@ class AdaptiveRouter(_BlockRouter):
         Raises:
             ConfigError: No client is available, or the mask has the wrong length.
         """
-        mask = np.asarray(available, dtype=bool)
-        if mask.shape != (self.num_clients,) or not mask.any():
-            raise ConfigError(
-                f"available must be {self.num_clients} booleans with at least one true, "
-                f"got {mask.tolist()!r}"
-            )
+        mask = self._availability_mask(available)
         self._available = mask.copy()
         if not self._started:  # before the first task: restrict the starting p, no estimate yet
             p = np.where(mask, self._p, 0.0)

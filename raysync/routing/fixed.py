@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from raysync._validation import MIN_PROBABILITY, PROBABILITY_RULE, first_index
+from raysync._validation import check_probabilities
 from raysync.exceptions import CheckpointError, ConfigError
 from raysync.routing._base import BaseRouter
 
@@ -128,9 +128,7 @@ class FixedRouter(_BlockRouter):
             raise ConfigError(
                 f"routing p must be a non-empty 1-D sequence, got shape {probs.shape}"
             )
-        j = first_index(~(np.isfinite(probs) & (probs >= MIN_PROBABILITY)))
-        if j is not None:
-            raise ConfigError(f"routing p[{j}] {PROBABILITY_RULE}, got {float(probs[j])!r}")
+        check_probabilities(probs, "routing p")
         total = math.fsum(probs.tolist())
         if abs(total - 1.0) > _SUM_TOL:
             raise ConfigError(

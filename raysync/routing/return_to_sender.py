@@ -86,13 +86,7 @@ class ReturnToSenderRouter(BaseRouter):
         Raises:
             ConfigError: No client is available, or the mask has the wrong length.
         """
-        mask = np.asarray(available, dtype=bool)
-        if mask.shape != (self.num_clients,) or not mask.any():
-            raise ConfigError(
-                f"available must be {self.num_clients} booleans with at least one true, "
-                f"got {mask.tolist()!r}"
-            )
-        self._present = mask.copy()
+        self._present = self._availability_mask(available)
 
     def _is_present(self, client: int) -> bool:
         return self._present is None or bool(self._present[client])

@@ -11,21 +11,9 @@ import pytest
 
 from cluster.entrypoint import main
 
-from .._configs import write_config
+from .._configs import QUEUE_ONLY_PAIR, write_config
 
-CONFIG = """
-concurrency = 2
-[routing]
-kind = "uniform"
-[algorithm]
-name = "generalized_asyncsgd"
-[run]
-num_updates = 10
-train = false
-[[clients]]
-count = 2
-service_time = { kind = "exponential", rate = 1.0 }
-"""
+CONFIG = QUEUE_ONLY_PAIR
 
 
 def _refused(capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -> None:

@@ -21,23 +21,11 @@ import requests
 import cluster.submit as submit
 from cluster.submit import check_address, check_dashboard, main
 
-from .._configs import write_config
+from .._configs import QUEUE_ONLY_PAIR, write_config
 
 TOKEN = "0123456789abcdef" * 4
 
-CONFIG = """
-concurrency = 2
-[routing]
-kind = "uniform"
-[algorithm]
-name = "generalized_asyncsgd"
-[run]
-num_updates = 10
-train = false
-[[clients]]
-count = 2
-service_time = { kind = "exponential", rate = 1.0 }
-"""
+CONFIG = QUEUE_ONLY_PAIR
 
 
 @pytest.fixture
