@@ -36,6 +36,30 @@ MIN_PROBABILITY = 1e-300
 PROBABILITY_RULE = "must be >= 1e-300 (every client reachable, a normal float64)"
 
 
+def float32_overflow(arr: np.ndarray) -> Any:
+    """A finite value of ``arr`` that a cast to float32 would turn into infinity, or None.
+
+    Checked on the values as given (wider floats only; NaN and infinity are not counted),
+    so a message can show the value the user gave, not the ``inf`` of the cast.
+
+    Args:
+        arr: Any array.
+
+    Returns:
+        The largest such value (the smallest if only negatives overflow), or None.
+    """
+    if arr.dtype.kind != "f" or arr.dtype.itemsize <= 4 or not arr.size:
+        return None
+    limit = arr.dtype.type(np.finfo(np.float32).max)
+    finite = arr[np.isfinite(arr)]
+    if not finite.size:
+        return None
+    top, bottom = finite.max(), finite.min()
+    if top > limit:
+        return top
+    return bottom if bottom < -limit else None
+
+
 def check_probabilities(p: np.ndarray, name: str = "p") -> None:
     """Refuse an entry of a routing vector below :data:`MIN_PROBABILITY` (or NaN).
 
@@ -52,6 +76,7 @@ def check_probabilities(p: np.ndarray, name: str = "p") -> None:
 
 __all__ = [
     "check_probabilities",
+    "float32_overflow",
     "MIN_PROBABILITY",
     "PROBABILITY_RULE",
     "bound_constants_problem",

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from raysync._validation import float32_overflow
 from raysync.data.sources import MAX_CLASSES, Dataset, stratified_split
 from raysync.exceptions import DataError
 
@@ -60,10 +61,6 @@ _REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 #: otherwise be dropped without a word.
 _KNOWN = frozenset((*_REQUIRED, "x_val", "y_val", "client_train", "num_classes", "name",
                     "train", "val", "test"))
-
-
-#: Largest magnitude a float32 holds; inputs and real targets travel as float32.
-_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -171,16 +168,12 @@ def _as_float32(arr: np.ndarray, what: str, who: str) -> np.ndarray:
                 f"{who}: {what} must be finite (it holds {bad:,} NaN or infinite value(s), "
                 f"e.g. {first})"
             )
-        if arr.dtype.itemsize > 4:
-            # max/min in the given dtype: no copy, no cast, exact for float64/longdouble
-            top, bottom = arr.max(), arr.min()
-            limit = arr.dtype.type(_F32_MAX)
-            if top > limit or bottom < -limit:
-                value = top if top > limit else bottom
-                raise DataError(
-                    f"{who}: {what} holds {value}, which exceeds float32's range ±3.4e38 "
-                    "(raysync computes in float32): rescale it"
-                )
+        value = float32_overflow(arr)
+        if value is not None:
+            raise DataError(
+                f"{who}: {what} holds {value}, which exceeds float32's range ±3.4e38 "
+                "(raysync computes in float32): rescale it"
+            )
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 

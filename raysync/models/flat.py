@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raysync._validation import check_int
+from raysync._validation import check_int, float32_overflow
 from raysync.exceptions import ConfigError, DataError
 
 __all__ = [
@@ -261,15 +261,12 @@ def _array_of(value: Any, what: str, error: type[Exception]) -> np.ndarray:
 
 def _fits_float32(arr: np.ndarray, what: str, error: type[Exception]) -> None:
     """Refuse finite values a float32 cast would turn into infinity (checked as given)."""
-    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and arr.size:
-        limit = arr.dtype.type(np.finfo(np.float32).max)
-        finite = arr[np.isfinite(arr)]
-        if finite.size and (finite.max() > limit or finite.min() < -limit):
-            value = finite.max() if finite.max() > limit else finite.min()
-            raise error(
-                f"{what} holds {value}, which exceeds float32's range ±3.4e38 (raysync "
-                "computes in float32)"
-            )
+    value = float32_overflow(arr)
+    if value is not None:
+        raise error(
+            f"{what} holds {value}, which exceeds float32's range ±3.4e38 (raysync "
+            "computes in float32)"
+        )
 
 
 def _as_flat_tensor(flat: npt.ArrayLike, expected: int) -> torch.Tensor:
