@@ -548,18 +548,23 @@ def _server_setup(
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail fast when ``host:port`` does not accept connections (``ray.init`` would retry).
+    """Fail fast when ``host:port`` is not a Ray endpoint (``ray.init`` would retry for minutes).
 
-    Commands that write files before they join the cluster call this first, so an
-    unreachable address leaves nothing behind. ``"auto"``, ``"local"`` and addresses
-    without a port are left to Ray.
+    Two bounded checks: a TCP connection, then a gRPC (HTTP/2) handshake, since Ray's GCS and
+    its client server (``ray://``) both speak gRPC and ``ray.init`` hangs on a port where
+    something else listens (a web server, a database). The handshake needs no
+    credentials, so it passes on clusters with token authentication. Commands that write
+    files before they join the cluster call this first, so a wrong address leaves nothing
+    behind. ``"auto"``, ``"local"`` and addresses without a port are left to Ray, and so is
+    the handshake when ``RAY_USE_TLS`` is set (the probe speaks plain gRPC).
 
     Args:
         address: A Ray address, ``host:port`` or ``ray://host:port``.
-        timeout: Seconds to wait for the TCP connection.
+        timeout: Seconds to wait for the TCP connection, and again for the handshake.
 
     Raises:
-        RuntimeFailure: Nothing accepts connections at ``host:port``.
+        RuntimeFailure: Nothing accepts connections at ``host:port``, or what does is not a
+            gRPC server.
     """
     target = address.removeprefix("ray://")
     host, sep, port_text = target.rpartition(":")
@@ -574,6 +579,28 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
             "`ray start --head` (or check the address and the firewall), or omit "
             "--address to run on a local Ray instance"
         ) from exc
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return
+    if not _speaks_grpc(target, timeout):
+        raise RuntimeFailure(
+            f"{address!r} accepts connections but is not a Ray cluster (no gRPC handshake "
+            f"within {timeout:g} s): give the head node's GCS address (`ray start --head` "
+            "prints it, port 6379 by default) or its client address (ray://host:10001)"
+        )
+
+
+def _speaks_grpc(target: str, timeout: float) -> bool:
+    """True when an HTTP/2 (gRPC) connection to ``target`` becomes ready within ``timeout`` s."""
+    import grpc  # a dependency of ray[default]; imported here, where it is needed
+
+    channel = grpc.insecure_channel(target)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
+    return True
 
 
 def connect(address: str | None = None) -> bool:

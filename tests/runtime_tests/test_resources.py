@@ -92,6 +92,50 @@ def test_unreachable_address_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None
     assert len(attempts) == 2
 
 
+def test_a_port_that_is_not_ray_fails_fast_and_a_grpc_server_passes() -> None:
+    # ray.init on a port where a web server listens retried for minutes (measured: killed
+    # after 150 s). The probe's handshake fails there however loaded the machine is (an
+    # HTTP/1.1 server never answers HTTP/2), and passes on any gRPC server, which is what
+    # Ray's GCS and client server are; the generous timeout only bounds a stalled server.
+    import http.server
+    import threading
+    from concurrent import futures
+
+    import grpc
+
+    from raysync.exceptions import RuntimeFailure
+    from raysync.runtime.coordinator import check_reachable
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=web.serve_forever, daemon=True)
+    thread.start()
+    try:
+        address = f"127.0.0.1:{web.server_address[1]}"
+        not_ray = rf"^'{address}' accepts connections but is not a Ray cluster"
+        with pytest.raises(RuntimeFailure, match=not_ray):
+            check_reachable(address, timeout=0.5)
+        with pytest.raises(RuntimeFailure, match="ray://host:10001"):
+            check_reachable(f"ray://{address}", timeout=0.5)
+    finally:
+        web.shutdown()
+        web.server_close()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        check_reachable(f"127.0.0.1:{port}", timeout=60.0)
+        check_reachable(f"ray://127.0.0.1:{port}", timeout=60.0)
+    finally:
+        server.stop(None)
+
+
+def test_the_probe_passes_a_real_ray_gcs(ray_session) -> None:  # noqa: ANN001
+    # The session's instance uses token authentication: the handshake needs no token.
+    from raysync.runtime.coordinator import check_reachable
+
+    check_reachable(ray_session.get_runtime_context().gcs_address, timeout=60.0)
+
+
 def test_local_runs_start_a_fresh_instance_and_only_address_joins(monkeypatch) -> None:  # noqa: ANN001
     # A cluster started with `ray start --head` on this machine must not be joined by a
     # run without --address (ray.init() would, and then reject num_cpus).
