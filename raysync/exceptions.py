@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "CheckpointError",
+    "ComputeLimitError",
     "ConfigError",
     "DataError",
     "DivergenceError",
@@ -28,6 +29,15 @@ class RaySyncError(Exception):
 
 class ConfigError(RaySyncError, ValueError):
     """A configuration value breaks a rule; the message names the field, rule and value."""
+
+
+class ComputeLimitError(ConfigError):
+    """A valid request whose computation exceeds a limit of raysync (steps or memory).
+
+    The message names the cost, the limit and the value that drives it. Its own class so
+    that a command for which that computation is an extra (the theory column of
+    ``simulate`` and ``run``) can go on without it and say why.
+    """
 
 
 class DataError(RaySyncError, ValueError):

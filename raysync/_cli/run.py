@@ -18,7 +18,7 @@ from raysync._validation import (
     same_directory,
 )
 from raysync.config import SystemConfig, load_config
-from raysync.exceptions import ConfigError, RunInterrupted
+from raysync.exceptions import ComputeLimitError, ConfigError, RunInterrupted
 
 if TYPE_CHECKING:
     from raysync.queueing import QueueingResult
@@ -93,17 +93,20 @@ def _apply_overrides(config: SystemConfig, args: argparse.Namespace) -> SystemCo
         given, lambda: config.replace(run=dataclasses.replace(config.run, **changes)))
 
 
-def _theory(config: SystemConfig) -> QueueingResult | None:
-    """The closed form ``simulate`` prints too; None where there is none.
+def _theory(config: SystemConfig) -> QueueingResult | str:
+    """The closed form ``simulate`` prints too, or why there is none (printed with the report).
 
-    Return to sender with a server station has none (its cycles meet in the server's queue).
+    Return to sender with a server station has none (its cycles meet in the server's
+    queue); an analysis beyond the solver's limits is not computed (the run may still fit).
     """
     from raysync.queueing import predict
 
     try:
         return predict(config)  # delays in completions; mean_version_* in model versions
-    except ConfigError:
-        return None
+    except ComputeLimitError as exc:
+        return f"its analysis was not computed ({exc})"
+    except ConfigError as exc:
+        return str(exc)
 
 
 class _Progress:
@@ -176,7 +179,7 @@ def measured_rates(result: RunResult, config: SystemConfig) -> list[float] | Non
     return None if any(math.isnan(r) for r in rates) else rates
 
 
-def _measured_theory(config: SystemConfig, rates: list[float]) -> QueueingResult | None:
+def _measured_theory(config: SystemConfig, rates: list[float]) -> QueueingResult | str:
     """The closed-form prediction with the measured rates."""
     from raysync.config import ServiceTimeSpec
 
@@ -275,7 +278,7 @@ def _duration(result: RunResult) -> str:
             f"since the checkpoint (this session {result.wall_time:.3g} s with start-up)")
 
 
-def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | None) -> str:
+def _report(result: RunResult, config: SystemConfig, prediction: QueueingResult | str) -> str:
     from raysync.simulation.result import format_interval, format_measured
 
     scale = config.run.time_scale
@@ -284,7 +287,8 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
     if rates is not None:
         # No emulation: the configured service times say nothing about this run; the
         # prediction uses the rates the clients actually served at.
-        theory = _measured_theory(config, rates)
+        prediction = _measured_theory(config, rates)
+    theory = None if isinstance(prediction, str) else prediction
     layout = ""
     if "runtime_mode" in extras:
         layout = (
@@ -395,6 +399,8 @@ def _report(result: RunResult, config: SystemConfig, theory: QueueingResult | No
                  if config.routing_probabilities is None
                  else "closed Jackson network (exact for exponential service times)")
         lines.append(f"theory: {model}; throughput scaled by run.time_scale")
+    if isinstance(prediction, str):
+        lines.append(f"theory: none here, {prediction}")
     if rates is not None:
         lines.append(
             "mu: measured service rates (tasks/s, 1 / mean compute time; no emulation)"
@@ -451,7 +457,9 @@ def _handle(args: argparse.Namespace) -> int:
         rates = measured_rates(result, config)
         if rates is not None:
             payload["measured_service_rates"] = rates
-        if theory is not None:
+        if isinstance(theory, str):
+            payload["theory"] = {"unavailable": theory}
+        else:
             payload["theory"] = {
                 "throughput": theory.throughput,
                 "mean_relative_delay": [float(v) for v in theory.mean_version_delay],

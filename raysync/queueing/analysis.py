@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from raysync._validation import first_index
-from raysync.exceptions import ConfigError
+from raysync.exceptions import ComputeLimitError, ConfigError
 from raysync.queueing._bruteforce import solve_bruteforce
 from raysync.queueing._buzen import solve_buzen
 from raysync.queueing._common import demands
@@ -141,7 +141,7 @@ def _check_work(network: ClosedNetwork, method: str = "mva") -> None:
         cost = f" needs C*(n+{_STEP_OVERHEAD})"
         fix = "use a smaller concurrency"
     if steps > MAX_SOLVER_STEPS:
-        raise ConfigError(
+        raise ComputeLimitError(
             f"concurrency C={c:,} with n={n:,} clients{cost} = {approx_text(steps)} "
             f"solver steps, more than the {MAX_SOLVER_STEPS:.3g} allowed (about a minute of "
             f"CPU); {fix}"
@@ -152,7 +152,7 @@ def _check_curve_memory(network: ClosedNetwork) -> None:
     c, n = network.concurrency, network.n_clients
     need = 8 * c * (2 * n + 2)
     if need > MAX_CURVE_BYTES:
-        raise ConfigError(
+        raise ComputeLimitError(
             f"the full curve for C={c:,} and n={n:,} clients needs two C x n float64 "
             f"matrices = {_gib(need)}, more than the {_gib(MAX_CURVE_BYTES)} allowed; "
             "the lean MVA pass (curve_summary() in Python, --method mva --curve on the "

@@ -1034,6 +1034,11 @@ INTERRUPT_STOP_TIMEOUT = 10.0
 #: run asked to last longer could never end.
 MAX_WALL_SECONDS = 1e9
 
+#: Bytes the server actor keeps per task created and not applied (its ``Task`` record, the
+#: task table's entry and its place in the client's queue): an upper bound of the 325 that
+#: tracemalloc measured (2026-12-05, tests/runtime_tests/test_task_memory.py).
+RUNTIME_TASK_BYTES = 400
+
 #: Shortest wall-clock task timeout a run accepts: about the latency of one Ray call, so
 #: a shorter one would fire while replies are still in transit and re-issue every task.
 MIN_TASK_TIMEOUT = 1e-3
@@ -1086,11 +1091,16 @@ def _check_run_clock(config: SystemConfig) -> None:
             ``time_scale`` overflows; a budget or timeout longer than
             :data:`MAX_WALL_SECONDS`; a timeout shorter than :data:`MIN_TASK_TIMEOUT`;
             a mean emulated task longer than :data:`MAX_WALL_SECONDS`; without a budget,
-            more task completions than the simulator allows; or more evaluations than
-            the simulator allows.
+            more task completions than the simulator allows; more evaluations than
+            the simulator allows; or more tasks in flight than the server's memory holds
+            (:data:`RUNTIME_TASK_BYTES` each).
     """
     from raysync.queueing.predict import buffer_size
-    from raysync.simulation.engine import MAX_SIMULATED_COMPLETIONS, check_evaluations
+    from raysync.simulation.engine import (
+        MAX_SIMULATED_COMPLETIONS,
+        check_evaluations,
+        check_task_memory,
+    )
 
     run = config.run
     scale = f" x run.time_scale = {run.time_scale:g}" if run.time_scale > 0 else ""
@@ -1142,6 +1152,7 @@ def _check_run_clock(config: SystemConfig) -> None:
             )
     if run.train:
         check_evaluations(config, buffer)
+    check_task_memory(config.concurrency, RUNTIME_TASK_BYTES, "the server actor")
 
 
 def _check_network(config: SystemConfig, virtual_clock: bool) -> None:

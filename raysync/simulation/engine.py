@@ -78,7 +78,9 @@ __all__ = [
     "MAX_EVALUATIONS",
     "MAX_SIMULATED_COMPLETIONS",
     "ProgressCallback",
+    "SIMULATOR_TASK_BYTES",
     "check_evaluations",
+    "check_task_memory",
     "eval_failure",
     "RunGenerators",
     "queue_only_snapshots",
@@ -239,6 +241,10 @@ def simulate(
     unit = time_unit(config)
     inner = in_time_unit(config, unit)
     _check_run_length(inner, buffer, unit)
+    check_task_memory(
+        config.concurrency, SIMULATOR_TASK_BYTES["train" if train else "queue_only"],
+        "the simulator",
+    )
     if train:
         check_evaluations(inner, buffer, unit)
     # A large queue-only fleet never builds per-client generators, streams or snapshots.
@@ -842,6 +848,41 @@ def _memory_limit() -> int:
         return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2
     except (AttributeError, OSError, ValueError):
         return 8 * 2**30
+
+
+#: Bytes of the simulator's state per task in flight, an upper bound of what tracemalloc
+#: measured (2026-12-05, tests/simulation_tests/test_task_memory.py): about 125 with training
+#: (each task's queue entry and the model version it holds a reference to), about 16
+#: queue-only (a slot in the queue arrays).
+SIMULATOR_TASK_BYTES = {"train": 160, "queue_only": 32}
+
+
+def check_task_memory(concurrency: int, bytes_per_task: int, where: str) -> None:
+    """Refuse a concurrency whose tasks' bookkeeping alone would not fit in memory.
+
+    Every one of the ``C`` tasks in flight is a record (the simulator's queue entry, the
+    runtime's task object) from the start of the run, so memory grows linearly in ``C``
+    whatever the run's length: ``C = 10**9`` would need hundreds of GiB and end in the
+    operating system's out-of-memory killer, not in an error.
+
+    Args:
+        concurrency: ``C``, tasks in flight.
+        bytes_per_task: The holder's bytes per task (:data:`SIMULATOR_TASK_BYTES`, the
+            runtime's ``RUNTIME_TASK_BYTES``).
+        where: Names the holder in the message (``"the simulator"``, ...).
+
+    Raises:
+        ConfigError: ``concurrency * bytes_per_task`` exceeds half this machine's memory.
+    """
+    need = concurrency * bytes_per_task
+    limit = _memory_limit()
+    if need > limit:
+        raise ConfigError(
+            f"concurrency = {concurrency:,} keeps {concurrency:,} tasks of about "
+            f"{bytes_per_task} bytes each in {where} ({need / 2**30:.3g} GiB), more than the "
+            f"{limit / 2**30:.3g} GiB allowed (half this machine's memory); lower the "
+            "concurrency"
+        )
 
 
 def _check_version_memory(config: SystemConfig, workload: Workload, max_updates: float) -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raysync._validation import format_probability, name_column
+from raysync.exceptions import ComputeLimitError
 from raysync.simulation.result import (
     UNITS,
     _json_safe,
@@ -65,13 +66,22 @@ def theory_prediction(config: SystemConfig) -> dict[str, Any]:
         ``mean_queue_length``, ``mean_relative_delay`` (versions) and
         ``mean_completion_delay`` (completions), the averages ``mean_staleness``
         (versions) and ``mean_completion_staleness`` (completions), and ``units``.
-        Where there is no closed form (:func:`raysync.queueing.predict.no_closed_form`):
-        ``model`` None, ``unavailable`` (why), ``buffer_size`` and ``units`` only.
+        Where there is no closed form (:func:`raysync.queueing.predict.no_closed_form`), or
+        its analysis exceeds the solver's limits
+        (:class:`~raysync.exceptions.ComputeLimitError`): ``model`` None, ``unavailable``
+        (why), ``buffer_size`` and ``units`` only.
     """
     from raysync.queueing import predict
     from raysync.queueing.predict import buffer_size, no_closed_form
 
     missing = no_closed_form(config)
+    if missing is None:
+        try:
+            res = predict(config)
+        except ComputeLimitError as exc:
+            # The analysis is an extra here: the run itself may still fit (C = 10**7 tasks
+            # with 4 clients simulate in seconds, their MVA pass would take minutes).
+            missing = f"its analysis was not computed ({exc})"
     if missing is not None:
         return {
             "model": None,
@@ -81,7 +91,6 @@ def theory_prediction(config: SystemConfig) -> dict[str, Any]:
             "buffer_size": buffer_size(config),
             "units": dict(UNITS),
         }
-    res = predict(config)
     approximation = _approximation(config)
     return {
         "model": "closed_jackson" if res.method == "mva" else res.method,

@@ -63,3 +63,31 @@ def test_run_json_and_overrides(
     assert payload["theory"]["mean_staleness"] == pytest.approx(1.0)
     assert len(payload["theory"]["mean_relative_delay"]) == 2
     assert any(p.is_dir() for p in tmp_path.iterdir())  # the TensorBoard run directory
+
+
+def test_run_says_why_a_theory_is_left_out(
+    ray_session,  # noqa: ANN001
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Beyond the solver's limit the run goes on without its theory column, as in simulate,
+    # and says why (it used to drop the column without a word). The limit is lowered so
+    # that 3 clients at C = 3 (3 x 4099 steps) stand in for C = 10**7.
+    from raysync.queueing import analysis
+
+    monkeypatch.setattr(analysis, "MAX_SOLVER_STEPS", 1000)
+    config = queue_config((0.01, 0.02, 0.1), (0.5, 0.3, 0.2), 3, 5000)
+    path = tmp_path / "system.toml"
+    dump_config(config, path)
+    assert main(["run", str(path), "--num-updates", "40", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "theory: none here, its analysis was not computed (concurrency C=3 with n=3 clients "
+        "needs C*(n+4096) = 1.23e+04 solver steps, more than the 1e+03 allowed" in out
+    ), out
+    header = next(line for line in out.splitlines() if line.split()[:2] == ["client", "completed"])
+    assert "theory" not in header
+    assert main(["run", str(path), "--num-updates", "40", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["theory"]["unavailable"].startswith("its analysis was not computed")

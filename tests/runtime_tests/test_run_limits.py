@@ -116,3 +116,49 @@ def test_run_refuses_bad_arguments_before_ray_starts(
         kwargs = {"logdir": tmp_path / "f"}
     with pytest.raises(ConfigError, match=match):
         raysync.run(_queue(), **kwargs)
+
+
+def test_a_concurrency_beyond_the_servers_memory_is_refused_before_ray_starts(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 10**10 (the largest concurrency a config accepts): the server would hold 10**10 task
+    # records (~4 TB) and be killed by the operating system, the run's work lost with it.
+    config = _queue().replace(concurrency=10**10)
+    with pytest.raises(
+        ConfigError, match=r"^concurrency = 10,000,000,000 keeps .* each in the server actor"
+    ):
+        _execute(config)
+    path = tmp_path / "huge.toml"
+    dump_config(config, path)
+    assert main(["run", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lower the concurrency" in err[0], err
+
+
+def test_runtime_task_bytes_bound_what_the_server_keeps_per_task() -> None:
+    # What the dispatcher keeps for each task created and not applied: the Task record (8
+    # fields set per task, the rest shared constants), its entry in the task table and its
+    # place in the client's queue. Counted by tracemalloc (allocations, not time).
+    import tracemalloc
+    from collections import deque
+
+    import numpy as np
+
+    from raysync.runtime._dispatch import Task
+    from raysync.runtime.coordinator import RUNTIME_TASK_BYTES
+
+    params = np.zeros(4, dtype=np.float32)
+    count = 50_000
+    tasks: dict[int, Task] = {}
+    queue: deque[Task] = deque()
+    tracemalloc.start()
+    try:
+        for i in range(count):
+            # distinct floats and ints, as in a run (times, ordinals)
+            task = Task(i + 10**6, i % 7, 0, params, 0.5 + i, 1.7e9 + i * 1e-3, 0.25 * i, i)
+            tasks[task.task_id] = task
+            queue.append(task)
+        per_task = tracemalloc.get_traced_memory()[0] / count
+    finally:
+        tracemalloc.stop()
+    assert RUNTIME_TASK_BYTES / 4 <= per_task <= RUNTIME_TASK_BYTES, per_task

@@ -262,9 +262,10 @@ def test_largest_lognormal_cv_stays_finite() -> None:
 def test_training_refuses_more_model_versions_than_memory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(engine_module, "_memory_limit", lambda: 10_000)
-    cfg = fleet([exp(1.0)] * 2, 1000, updates=50, train=True)
-    with pytest.raises(ConfigError, match=r"concurrency = 1,000 keeps up to 51 model versions"):
+    # 20 kB: room for the 100 tasks' records (16 kB), not for 51 versions of 2.6 kB
+    monkeypatch.setattr(engine_module, "_memory_limit", lambda: 20_000)
+    cfg = fleet([exp(1.0)] * 2, 100, updates=50, train=True)
+    with pytest.raises(ConfigError, match=r"concurrency = 100 keeps up to 51 model versions"):
         simulate(cfg)
 
 
