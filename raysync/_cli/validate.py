@@ -5,15 +5,22 @@ When the config names user code or data (``[model] factory``, ``[data] factory``
 the factories are imported and called, the files are read, and what they return is checked
 (:func:`raysync.workload.check_workload`: data contract, partitions, output shape against
 the labels, a finite scalar loss and gradient); a failure is one line and exit code 2.
+
+Every config also goes through what ``simulate`` and ``run`` check before they start
+(:func:`raysync.simulation.engine.check_simulation`,
+:func:`raysync.runtime.check_run_config`: run length, evaluations, the wall clock's limits,
+tasks' memory, emulated delays), so a config that either would refuse is not "valid".
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from raysync._validation import check_output_dir, format_probability, name_column
-from raysync.config import load_config
+from raysync.config import SystemConfig, load_config
+from raysync.exceptions import ConfigError
 
 __all__ = ["add_parser"]
 
@@ -59,6 +66,7 @@ def _handle(args: argparse.Namespace) -> int:
     if config.run.checkpoint_dir is not None:
         # as `run` checks it before a Ray start-up: a config `run` refuses is not "valid"
         check_output_dir(config.run.checkpoint_dir, "run.checkpoint_dir")
+    _check_commands(config)
     probe: dict[str, Any] | None = None
     if args.workload or (args.workload is None and user_workload):
         from raysync.workload import build_workload
@@ -109,6 +117,25 @@ def _handle(args: argparse.Namespace) -> int:
             f"{pi:>8} {client.num_cpus:>5g} {client.num_gpus:>5g}  {res}"
         )
     return 0
+
+
+def _check_commands(config: SystemConfig) -> None:
+    """What ``simulate`` and ``run`` check before they start, so "valid" means they accept it.
+
+    Neither builds the workload here (``--workload`` does) nor starts Ray.
+    """
+    from raysync.runtime import check_run_config
+    from raysync.simulation.engine import check_simulation
+
+    checks: tuple[tuple[str, Callable[[SystemConfig], None]], ...] = (
+        ("simulate", check_simulation),
+        ("run", check_run_config),
+    )
+    for command, check in checks:
+        try:
+            check(config)
+        except ConfigError as exc:
+            raise ConfigError(f"`raysync {command}` would refuse it: {exc}") from exc
 
 
 def workload_summary(workload: Any) -> dict[str, Any]:

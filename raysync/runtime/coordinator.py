@@ -103,6 +103,7 @@ __all__ = [
     "ExecutorPlacement",
     "ExecutorPlan",
     "check_resources",
+    "check_run_config",
     "choose_plan",
     "client_request",
     "plan_executors",
@@ -1198,6 +1199,25 @@ def _check_nonstationary(config: SystemConfig) -> None:
             )
 
 
+def check_run_config(config: SystemConfig, *, virtual_clock: bool = False) -> None:
+    """Refuse what :func:`run` would refuse before Ray starts, without starting it.
+
+    The wall clock's limits on ``[run]`` (budget, timeout, evaluations, emulated task
+    lengths), the tasks' memory in the server actor, emulated delays and fleet changes
+    (``run.time_scale`` > 0); the workload is not built. ``raysync validate`` calls it.
+
+    Args:
+        config: The system.
+        virtual_clock: The test-only virtual clock of :func:`run`.
+
+    Raises:
+        ConfigError: One line naming the field, the rule and the value.
+    """
+    _check_run_clock(config)
+    _check_network(config, virtual_clock)
+    _check_nonstationary(config)
+
+
 def _check_target_ahead(config: SystemConfig, directory: Path, state: Mapping[str, Any]) -> None:
     """Refuse to resume a checkpoint already at or past the run's stop condition.
 
@@ -1364,9 +1384,7 @@ def _execute(
     num_params = int(workload.initial_params.size) if (train and workload is not None) else None
     fingerprint = config_fingerprint(config, num_params)
     fields = fingerprint_fields(config, num_params)
-    _check_run_clock(config)
-    _check_network(config, virtual_clock)
-    _check_nonstationary(config)
+    check_run_config(config, virtual_clock=virtual_clock)
     resume_state: dict[str, Any] | None = None
     if resume_from is not None:
         if _held_by_another_run(Path(resume_from)):

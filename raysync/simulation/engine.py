@@ -80,6 +80,7 @@ __all__ = [
     "ProgressCallback",
     "SIMULATOR_TASK_BYTES",
     "check_evaluations",
+    "check_simulation",
     "check_task_memory",
     "eval_failure",
     "RunGenerators",
@@ -179,6 +180,49 @@ def _check_inputs(
         raise ConfigError(f"config must be a SystemConfig, got {type(config).__name__}")
 
 
+def _preflight(
+    config: SystemConfig, train: bool, strategy: BaseStrategy | None
+) -> tuple[int, float, SystemConfig]:
+    """The checks made before anything is allocated; ``(B, time unit, config in it)``."""
+    from raysync.queueing.predict import buffer_size as config_buffer_size
+
+    buffer = _buffer_size(strategy) if train else config_buffer_size(config)
+    unit = time_unit(config)
+    inner = in_time_unit(config, unit)
+    _check_run_length(inner, buffer, unit)
+    check_task_memory(
+        config.concurrency, SIMULATOR_TASK_BYTES["train" if train else "queue_only"],
+        "the simulator",
+    )
+    if train:
+        check_evaluations(inner, buffer, unit)
+    return buffer, unit, inner
+
+
+def check_simulation(config: SystemConfig, *, queue_only: bool | None = None) -> None:
+    """Refuse what :func:`simulate` would refuse before it simulates, without simulating.
+
+    The run's length against the simulator's limit of completions, its throughput and
+    duration against the float range, the evaluations it asks for, its tasks' memory and
+    the clients' presence; the workload is not built (its checks are
+    :func:`raysync.workload.check_workload`'s). ``raysync validate`` calls it.
+
+    Args:
+        config: The system.
+        queue_only: As in :func:`simulate` (None: ``not config.run.train``).
+
+    Raises:
+        ConfigError: One line naming the field, the rule and the value.
+    """
+    from raysync.simulation._dynamics import check_presence
+    from raysync.strategies import make_strategy
+
+    _check_inputs(config, 0.1, 30, 0.99, DEFAULT_BLOCK)
+    train = config.run.train if queue_only is None else not queue_only
+    _preflight(config, train, make_strategy(config.algorithm) if train else None)
+    check_presence(config)
+
+
 def simulate(
     config: SystemConfig,
     *,
@@ -226,7 +270,6 @@ def simulate(
         ConfigError: A bad argument, or a workload that does not match the config.
     """
     _check_inputs(config, warmup_fraction, num_batches, confidence, block_size)
-    from raysync.queueing.predict import buffer_size as config_buffer_size
     from raysync.routing import make_router
     from raysync.simulation._dynamics import FleetDynamics
     from raysync.simulation.service_times import make_service_time
@@ -237,16 +280,7 @@ def simulate(
     train = config.run.train if queue_only is None else not queue_only
     if train and strategy is None:
         strategy = make_strategy(config.algorithm)
-    buffer = _buffer_size(strategy) if train else config_buffer_size(config)
-    unit = time_unit(config)
-    inner = in_time_unit(config, unit)
-    _check_run_length(inner, buffer, unit)
-    check_task_memory(
-        config.concurrency, SIMULATOR_TASK_BYTES["train" if train else "queue_only"],
-        "the simulator",
-    )
-    if train:
-        check_evaluations(inner, buffer, unit)
+    buffer, unit, inner = _preflight(config, train, strategy)
     # A large queue-only fleet never builds per-client generators, streams or snapshots.
     from raysync.simulation._network import has_network, network_streams, run_network
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from raysync.cli import main
-from raysync.config import MAX_CONCURRENCY, MAX_NUM_UPDATES
+from raysync.config import MAX_CONCURRENCY, MAX_NUM_UPDATES, load_config
 from raysync.simulation.engine import MAX_SIMULATED_COMPLETIONS
 from tests.runtime_tests._helpers import RayStarted, block_ray
 
@@ -160,11 +160,18 @@ def test_huge_integer_config_fields_are_refused_at_load(
     ("key", "value"),
     [("concurrency", str(MAX_CONCURRENCY)), ("run_num_updates", str(MAX_NUM_UPDATES))],
 )
-def test_the_caps_themselves_are_valid(
+def test_the_caps_themselves_load_and_validate_names_the_command_that_refuses_them(
     key: str, value: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    assert main(["validate", _config(tmp_path, **{key: value})]) == 0
-    assert capsys.readouterr().err == ""
+    # The field rules are inclusive; that many tasks or updates is then beyond what the
+    # simulator can hold or run, which validate reports as simulate would.
+    path = _config(tmp_path, **{key: value})
+    load_config(path)
+    assert main(["validate", path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("raysync validate: error: `raysync simulate` would refuse it: ")
+    assert f"{int(value):,}" in err[0] and "must be an integer" not in err[0]
 
 
 # ------------------------------------------------------- K8: run refuses before Ray starts

@@ -158,3 +158,42 @@ def test_validate_says_whether_it_built_the_workload(
     assert main(["validate", str(EXAMPLE), *flags]) == 0
     out = capsys.readouterr().out.splitlines()
     assert [row for row in out if row.startswith("  workload:")][0].startswith(line)
+
+
+@pytest.mark.parametrize(
+    ("edit", "command"),
+    [
+        # beyond the simulator's completions (and so run's, which shares the limit)
+        (("num_updates = 400", "num_updates = 1000000000000000"), "simulate"),
+        # 10**10 task records: beyond memory
+        (("concurrency = 6", "concurrency = 10000000000"), "simulate"),
+        # one evaluation every 1e-300 s of a 10 s budget
+        (("eval_every_updates = 100", "eval_every_seconds = 1e-300\ntime_budget = 10.0"),
+         "simulate"),
+        # the simulator ignores the wall clock; run cannot honour these
+        (("num_updates = 400", "num_updates = 400\ntime_scale = 0\ntask_timeout = 1e-7"),
+         "run"),
+        (("num_updates = 400", "num_updates = 400\ntime_budget = 1e308"), "run"),
+    ],
+    ids=["updates", "concurrency", "evaluations", "task_timeout", "wall_budget"],
+)
+def test_validate_refuses_what_simulate_or_run_would_refuse_with_their_words(
+    edit: tuple[str, str], command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # validate called these "valid" and the command then refused them. The command's own
+    # line is the reference: the same rule, value and words, before anything starts.
+    text = EXAMPLE.read_text()
+    assert edit[0] in text
+    path = tmp_path / "c.toml"
+    path.write_text(text.replace(edit[0], edit[1]))
+    assert main([command, str(path), "--no-progress"]) == 2
+    own = capsys.readouterr().err.strip().splitlines()
+    assert len(own) == 1 and own[0].startswith(f"raysync {command}: error: "), own
+    reason = own[0].removeprefix(f"raysync {command}: error: ")
+    for flags in ([], ["--no-workload"], ["--json"]):
+        assert main(["validate", str(path), *flags]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.strip().splitlines() == [
+            f"raysync validate: error: `raysync {command}` would refuse it: {reason}"
+        ]
