@@ -214,6 +214,8 @@ class ActorGroup:
         self._plan = plan
         self._dataset_ref = dataset_ref
         self._checkpoint_dir = checkpoint_dir
+        #: Set when an interruption found Ray's processes stopped (see _await_stop).
+        self.ray_gone = False
 
     @property
     def placements(self) -> list[ExecutorPlacement]:
@@ -472,7 +474,17 @@ class ActorGroup:
         timeout = INTERRUPT_CHECKPOINT_TIMEOUT if checkpointing else INTERRUPT_STOP_TIMEOUT
         try:
             self._server.interrupt.remote()
-            outcome = ray.get(run_ref, timeout=timeout)
+            outcome = self._await_stop(run_ref, timeout)
+        except _RayGone:
+            self.ray_gone = True
+            logger.warning(
+                "%s reached Ray's own processes too (the signal went to the whole process "
+                "group, as `kill -- -PGID` and Slurm's scancel send it): %s",
+                cause,
+                "no checkpoint at the interruption; the last periodic one on disk is kept"
+                if checkpointing else "the run ends here",
+            )
+            return None
         except KeyboardInterrupt:
             if checkpointing:
                 logger.warning("interrupted again: not waiting for the checkpoint")
@@ -493,8 +505,35 @@ class ActorGroup:
             self._forward_events(sinks, live)
         return int(outcome.num_updates)
 
+    def _await_stop(self, run_ref: Any, timeout: float) -> ServerOutcome:
+        """``ray.get(run_ref)`` within ``timeout`` s, checking each second that Ray is alive.
+
+        A signal sent to the whole process group stops Ray's local processes too: the GCS
+        is then gone, no reply or actor death can arrive, and Ray's core worker would abort
+        this process after a minute of retries (exit 1, measured 60 s).
+
+        Raises:
+            _RayGone: This driver's GCS refuses connections.
+            ray.exceptions.GetTimeoutError: ``timeout`` s passed.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return ray.get(run_ref, timeout=max(min(1.0, left), 0.0))
+            except ray.exceptions.GetTimeoutError:
+                if not _gcs_alive():
+                    raise _RayGone from None
+                if left <= 1.0:
+                    raise
+
     def shutdown(self) -> None:
-        """Kill every actor of the group (idempotent)."""
+        """Kill every actor of the group (idempotent; nothing to kill once Ray is gone)."""
+        if self.ray_gone:
+            self._server = None
+            self._executors = []
+            self._dataset_ref = None
+            return
         _kill([self._server, *self._executors])
         self._server = None
         self._executors = []
@@ -505,6 +544,30 @@ class ActorGroup:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+class _RayGone(Exception):
+    """This driver's Ray instance stopped under it (its GCS refuses connections)."""
+
+
+def _gcs_alive(timeout: float = 1.0) -> bool:
+    """False only when this driver's GCS refuses connections (its process is gone).
+
+    A connection that times out (a loaded machine, a remote head) counts as alive: only a
+    refusal is proof.
+    """
+    try:
+        address = ray.get_runtime_context().gcs_address
+    except Exception:  # not connected: nothing to tell
+        return True
+    host, _, port = str(address).rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except ConnectionRefusedError:
+        return False
+    except (OSError, ValueError):
+        return True
 
 
 def _kill(handles: Sequence[Any]) -> None:
@@ -1542,7 +1605,7 @@ def _execute(
             group.shutdown()
         for sink in own_sinks:
             sink.close()
-        if started:
+        if started and not (group is not None and group.ray_gone):
             ray.shutdown()
         signals.__exit__()
         if lock is not None:
