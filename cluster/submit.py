@@ -347,6 +347,17 @@ def _probe(address: str, timeout: float) -> str | None:
     except Exception as exc:  # noqa: BLE001 - any import failure is the same answer
         return (f"cannot submit to {where}: Ray cannot be imported here "
                 f"({type(exc).__name__}: {_one_line(str(exc), 160)})")
+    if not used.startswith(("http://", "https://")):
+        # A cluster (GCS) or Ray Client address: Ray's lookup retries for ~30 s where
+        # nothing, or something other than Ray, listens; a TCP connection and a gRPC
+        # handshake tell within the timeout.
+        from raysync.exceptions import RuntimeFailure
+        from raysync.runtime.coordinator import check_reachable
+
+        try:
+            check_reachable(used, timeout, fix=_REACH_HINT[:1].upper() + _REACH_HINT[1:])
+        except RuntimeFailure as exc:
+            return f"cannot find the Ray dashboard through {where}: {exc}{_gcs_hint(address)}"
     try:
         # a cluster (GCS) or Ray Client address is looked up in the cluster: another round trip
         url = get_address_for_submission_client(address)

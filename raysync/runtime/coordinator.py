@@ -611,7 +611,14 @@ def _server_setup(
     )
 
 
-def check_reachable(address: str, timeout: float = 5.0) -> None:
+#: What :func:`check_reachable` suggests when nothing listens (a ``run`` or ``tune`` flag).
+_START_HINT = (
+    "Start it with `ray start --head` (or check the address and the firewall), or omit "
+    "--address to run on a local Ray instance"
+)
+
+
+def check_reachable(address: str, timeout: float = 5.0, *, fix: str = _START_HINT) -> None:
     """Fail fast when ``host:port`` is not a Ray endpoint (``ray.init`` would retry for minutes).
 
     Two bounded checks: a TCP connection, then a gRPC (HTTP/2) handshake, since Ray's GCS and
@@ -625,6 +632,7 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     Args:
         address: A Ray address, ``host:port`` or ``ray://host:port``.
         timeout: Seconds to wait for the TCP connection, and again for the handshake.
+        fix: The advice after "cannot reach" (the caller's flags differ).
 
     Raises:
         RuntimeFailure: Nothing accepts connections at ``host:port``, or what does is not a
@@ -638,11 +646,7 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout):
             pass
     except OSError as exc:
-        raise RuntimeFailure(
-            f"cannot reach the Ray cluster at {address!r} ({exc}). Start it with "
-            "`ray start --head` (or check the address and the firewall), or omit "
-            "--address to run on a local Ray instance"
-        ) from exc
+        raise RuntimeFailure(f"cannot reach the Ray cluster at {address!r} ({exc}). {fix}") from exc
     if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
         return
     if not _speaks_grpc(target, timeout):

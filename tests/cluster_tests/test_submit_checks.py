@@ -407,3 +407,31 @@ def test_a_tune_job_one_trial_at_a_time_is_accepted(
                                       "--parallel", "1", "--budget", "5"])  # fmt: skip
     settings = tune_settings(args, load_config(workdir / "tiny.toml"))
     assert settings.address is None and settings.parallel == 1
+
+
+@pytest.mark.usefixtures("client_env")
+def test_a_gcs_address_where_no_ray_listens_is_refused_within_the_timeout(
+    refused_port: int,
+) -> None:
+    # Ray's lookup of the dashboard through a GCS or Ray Client address retried for ~30 s
+    # (measured: 40 s to the check's own limit) where nothing, or a web server, listened.
+    address = f"127.0.0.1:{refused_port}"
+    problem = check_dashboard(address, submit.submit_env(), timeout=5.0)
+    assert problem is not None
+    assert problem.startswith(
+        f"cannot find the Ray dashboard through {address}: cannot reach the Ray cluster at "
+        f"'{address}' ([Errno 111] Connection refused). Is the cluster up? (RAY_ADDRESS / "
+        "--address) (without http://, Ray reads HOST:PORT as the cluster's GCS address"
+    ), problem
+    with socket.socket() as web:  # listening: the TCP connection is made, no gRPC follows
+        web.bind(("127.0.0.1", 0))
+        web.listen(8)
+        for address in (f"127.0.0.1:{web.getsockname()[1]}",
+                        f"ray://127.0.0.1:{web.getsockname()[1]}"):  # fmt: skip
+            problem = check_dashboard(address, submit.submit_env(), timeout=0.5)
+            assert problem == (
+                f"cannot find the Ray dashboard through {address}: {address!r} accepts "
+                "connections but is not a Ray cluster (no gRPC handshake within 0.5 s): give "
+                "the head node's GCS address (`ray start --head` prints it, port 6379 by "
+                "default) or its client address (ray://host:10001)" + submit._gcs_hint(address)
+            ), problem
