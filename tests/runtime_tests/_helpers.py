@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -164,3 +169,30 @@ def block_ray(monkeypatch: Any) -> None:
         raise RayStarted(address)
 
     monkeypatch.setattr(coordinator, "connect", connect)
+
+
+def spawn_run(path: Path, *args: str, **popen: Any) -> subprocess.Popen[bytes]:
+    """``raysync run PATH --no-progress ARGS`` in a fresh Python (its own local Ray instance).
+
+    ``popen`` goes to :class:`subprocess.Popen` (stdout and stderr default to DEVNULL);
+    ``RAY_ADDRESS`` is dropped so that the run never joins the session's instance.
+    """
+    cli = "import sys; from raysync.cli import main; sys.exit(main(sys.argv[1:]))"
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    popen.setdefault("stderr", subprocess.DEVNULL)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.Popen(
+        [sys.executable, "-c", cli, "run", str(path), "--no-progress", *args], env=env, **popen
+    )
+
+
+def wait_for_file(proc: subprocess.Popen[bytes], path: Path, limit: float = 900.0) -> None:
+    """Wait until ``path`` exists while ``proc`` runs (its stderr's tail if it ends first).
+
+    A hang guard, not a timing test: starting Ray on a loaded machine can take minutes.
+    """
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
+        assert time.monotonic() < deadline, f"no {path.name} within {limit:g} s"
+        time.sleep(0.02)

@@ -9,9 +9,7 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from raysync.runtime.checkpoint import (
 )
 from raysync.runtime.coordinator import _execute
 
-from ._helpers import digits_config, queue_config
+from ._helpers import digits_config, queue_config, spawn_run, wait_for_file
 
 TREE = {
     "version": 12,
@@ -206,23 +204,10 @@ def test_killed_driver_resumes_to_the_uninterrupted_result(
     config = _resumable_config(ckpt)
     path = tmp_path / "system.toml"
     dump_config(config, path)
-    cli = "import sys; from raysync.cli import main; sys.exit(main(sys.argv[1:]))"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", cli, "run", str(path), "--no-progress", "--logdir", str(logdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
+    proc = spawn_run(path, "--logdir", str(logdir), stderr=subprocess.PIPE)
     tree: list[psutil.Process] = []
     try:
-        # A hang guard, not a timing test: starting Ray on a loaded machine can take
-        # minutes.
-        deadline = time.monotonic() + 900
-        while not (ckpt / MANIFEST).exists():
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
-            assert time.monotonic() < deadline, "no checkpoint within 900 s"
-            time.sleep(0.02)
+        wait_for_file(proc, ckpt / MANIFEST)
         # The driver and the local Ray instance it started (its server and executor
         # actors) die at once, mid-run, without any cleanup.
         tree = psutil.Process(proc.pid).children(recursive=True)

@@ -17,7 +17,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from raysync.config import dump_config
 from raysync.runtime import coordinator
 from raysync.runtime.checkpoint import MANIFEST
 
+from ._helpers import spawn_run, wait_for_file
 from .test_checkpoint import _resumable_config
 
 pytestmark = pytest.mark.ray
@@ -89,22 +89,10 @@ def test_sigterm_to_the_process_group_ends_as_an_interrupted_run(tmp_path: Path)
     config = config.replace(run=dataclasses.replace(config.run, num_updates=10**6))
     path = tmp_path / "system.toml"
     dump_config(config, path)
-    cli = "import sys; from raysync.cli import main; sys.exit(main(sys.argv[1:]))"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", cli, "run", str(path), "--no-progress"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,  # its own process group, as a job's
-    )
+    # its own process group, as a job's
+    proc = spawn_run(path, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        # A hang guard, not a timing test: starting Ray on a loaded machine can take minutes.
-        deadline = time.monotonic() + 900
-        while not (ckpt / MANIFEST).exists():
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
-            assert time.monotonic() < deadline, "no checkpoint within 900 s"
-            time.sleep(0.05)
+        wait_for_file(proc, ckpt / MANIFEST)
         os.killpg(proc.pid, signal.SIGTERM)
         # Before the fix: Ray's core worker aborted the driver after 60 s, exit 1. The
         # bound is a hang guard for a loaded machine; the exit code is the check.
