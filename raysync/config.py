@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import reprlib
 import tomllib
@@ -96,7 +97,10 @@ __all__ = [
     "SystemConfig",
     "dump_config",
     "load_config",
+    "unused_fields",
 ]
+
+logger = logging.getLogger(__name__)
 
 ServiceKind = Literal["exponential", "deterministic", "lognormal", "trace"]
 # ALGORITHMS, ROUTING_KINDS and SERVICE_KINDS are the names of each extension point's
@@ -1631,8 +1635,81 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
+def _algorithm_uses(algorithm: AlgorithmConfig) -> dict[str, str] | None:
+    """The ``[algorithm]`` fields beyond ``lr``/``batch_size`` that a built-in rule reads.
+
+    Field name -> what makes it count (for the warning). None for a user-registered rule,
+    which may read any field.
+    """
+    staleness = {"staleness": "staleness weighting"}
+    if algorithm.staleness == "polynomial":
+        staleness["staleness_exponent"] = "staleness = 'polynomial'"
+    elif algorithm.staleness == "hinge":
+        staleness["hinge_a"] = staleness["hinge_b"] = "staleness = 'hinge'"
+    if algorithm.name in ("asyncsgd",):
+        return {}
+    if algorithm.name == "generalized_asyncsgd":
+        return {"weight_exponent": "the importance weights"}
+    if algorithm.name == "fedasync":
+        return {"local_steps": "local training", "alpha": "the mixing weight", **staleness}
+    if algorithm.name == "fedbuff":
+        used = {"local_steps": "local training", "buffer_size": "the buffer",
+                "server_lr": "the server step", "staleness_weighting": "staleness weighting"}
+        return {**used, **staleness} if algorithm.staleness_weighting else used
+    return None
+
+
+#: The ``[data]`` fields a partition reads, by partition.
+_PARTITION_FIELDS = {"dirichlet": "alpha", "shards": "shards_per_client", "unequal": "size_spread"}
+
+
+def unused_fields(config: SystemConfig) -> list[str]:
+    """Fields set away from their defaults that the config's choices never read.
+
+    ``[data] alpha = 0.1`` without ``partition = "dirichlet"`` trains on IID data;
+    ``local_steps = 5`` with ``asyncsgd`` runs one step per task. Built-in algorithms and
+    partitions only (a user-registered rule may read any field).
+
+    Returns:
+        One sentence per such field, naming it, its value and what would use it.
+    """
+    notes: list[str] = []
+    algorithm = config.algorithm
+    uses = _algorithm_uses(algorithm)
+    if uses is not None:
+        defaults = AlgorithmConfig()
+        for f in dataclasses.fields(AlgorithmConfig):
+            if f.name in ("name", "lr", "batch_size") or f.name in uses:
+                continue
+            value = getattr(algorithm, f.name)
+            if value != getattr(defaults, f.name):
+                notes.append(
+                    f"algorithm.{f.name} = {value!r} is not used by algorithm.name = "
+                    f"{algorithm.name!r}"
+                )
+    data = config.data
+    for partition, name in _PARTITION_FIELDS.items():
+        value = getattr(data, name)
+        if data.partition != partition and value != getattr(DataConfig(), name):
+            notes.append(
+                f"data.{name} = {value!r} is not used by data.partition = "
+                f"{data.partition!r} (only by {partition!r})"
+            )
+    model = config.model
+    if model.factory is None and model.name != "mlp" and tuple(model.hidden) != (128,):
+        notes.append(
+            f"model.hidden = {list(model.hidden)} is not used by model.name = "
+            f"{model.name!r} (only by 'mlp')"
+        )
+    return notes
+
+
 def load_config(path: str | Path) -> SystemConfig:
     """Load and validate a TOML config file.
+
+    A field set away from its default that the config's choices never read
+    (:func:`unused_fields`) is logged as a warning: the run is what the config asks for,
+    but probably not what its author meant.
 
     Raises:
         ConfigError: The file is missing, is a directory, cannot be read, is not UTF-8,
@@ -1646,9 +1723,12 @@ def load_config(path: str | Path) -> SystemConfig:
     except RecursionError as exc:
         raise ConfigError(f"config file {str(path)!r} nests arrays or tables too deeply") from exc
     try:
-        return SystemConfig.from_dict(data)
+        config = SystemConfig.from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    for note in unused_fields(config):
+        logger.warning("%s: %s", path, note)
+    return config
 
 
 def config_toml(config: SystemConfig) -> str:
