@@ -190,10 +190,10 @@ def _preflight(
     unit = time_unit(config)
     inner = in_time_unit(config, unit)
     _check_run_length(inner, buffer, unit)
-    check_task_memory(
-        config.concurrency, SIMULATOR_TASK_BYTES["train" if train else "queue_only"],
-        "the simulator",
-    )
+    from raysync.simulation._network import has_network
+
+    kind = "network" if has_network(config) else "train" if train else "queue_only"
+    check_task_memory(config.concurrency, SIMULATOR_TASK_BYTES[kind], "the simulator")
     if train:
         check_evaluations(inner, buffer, unit)
     return buffer, unit, inner
@@ -887,8 +887,9 @@ def _memory_limit() -> int:
 #: Bytes of the simulator's state per task in flight, an upper bound of what tracemalloc
 #: measured (2026-12-05, tests/simulation_tests/test_task_memory.py): about 125 with training
 #: (each task's queue entry and the model version it holds a reference to), about 16
-#: queue-only (a slot in the queue arrays).
-SIMULATOR_TASK_BYTES = {"train": 160, "queue_only": 32}
+#: queue-only (a slot in the queue arrays), about 320 with link delays or a server station
+#: (each task an event with its own record, training or not).
+SIMULATOR_TASK_BYTES = {"train": 160, "queue_only": 32, "network": 400}
 
 
 def check_task_memory(concurrency: int, bytes_per_task: int, where: str) -> None:

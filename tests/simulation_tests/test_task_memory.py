@@ -11,10 +11,12 @@ not depend on the machine's load.
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 
 import pytest
 
+from raysync.config import ServiceTimeSpec
 from raysync.exceptions import ConfigError
 from raysync.simulation import engine as engine_module
 from raysync.simulation import simulate
@@ -22,8 +24,12 @@ from raysync.simulation.engine import SIMULATOR_TASK_BYTES
 from tests.simulation_tests.test_extreme_numbers import exp, fleet
 
 
-def _peak_bytes(concurrency: int, train: bool) -> int:
+def _peak_bytes(concurrency: int, train: bool, network: bool = False) -> int:
     cfg = fleet([exp(1.0), exp(2.0), exp(4.0), exp(0.5)], concurrency, updates=50, train=train)
+    if network:
+        delay = ServiceTimeSpec(kind="exponential", mean=0.2)
+        cfg = cfg.replace(clients=tuple(
+            dataclasses.replace(c, downlink=delay, uplink=delay) for c in cfg.clients))
     tracemalloc.start()
     try:
         simulate(cfg)
@@ -32,15 +38,24 @@ def _peak_bytes(concurrency: int, train: bool) -> int:
         tracemalloc.stop()
 
 
-@pytest.mark.parametrize("train", [True, False], ids=["train", "queue_only"])
-def test_bytes_per_task_bound_what_the_simulator_allocates(train: bool) -> None:
+@pytest.mark.parametrize(
+    ("kind", "train", "network"),
+    [("train", True, False), ("queue_only", False, False), ("network", True, True),
+     ("network", False, True)],
+    ids=["train", "queue_only", "network_train", "network_queue_only"],
+)  # fmt: skip
+def test_bytes_per_task_bound_what_the_simulator_allocates(
+    kind: str, train: bool, network: bool
+) -> None:
     # The difference of two peaks cancels what does not grow with C (the workload, the
     # model, the statistics); 100,000 extra tasks make the per-task figure exact to well
     # under a byte of what is fixed.
     small, large = 1_000, 101_000
-    _peak_bytes(small, train)  # first: imports and caches, which must not count
-    per_task = (_peak_bytes(large, train) - _peak_bytes(small, train)) / (large - small)
-    bound = SIMULATOR_TASK_BYTES["train" if train else "queue_only"]
+    _peak_bytes(small, train, network)  # first: imports and caches, which must not count
+    per_task = (
+        _peak_bytes(large, train, network) - _peak_bytes(small, train, network)
+    ) / (large - small)
+    bound = SIMULATOR_TASK_BYTES[kind]
     assert bound / 4 <= per_task <= bound, (per_task, bound)
 
 
