@@ -1,7 +1,8 @@
 """``raysync validate CONFIG``: load and check a config, print a summary.
 
-When the config names user code or data (``[model] factory``, ``[data] factory``, or a
-``[data] path`` of the ``directory`` dataset), or with ``--workload``, the workload is built:
+When a config that trains (``run.train``) names user code or data (``[model] factory``,
+``[data] factory``, or a ``[data] path`` of the ``directory`` dataset), or with
+``--workload``, the workload is built:
 the factories are imported and called, the files are read, and what they return is checked
 (:func:`raysync.workload.check_workload`: data contract, partitions, output shape against
 the labels, a finite scalar loss and gradient); a failure is one line and exit code 2.
@@ -58,14 +59,12 @@ def _handle(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     # User code and user files are where a config that parses still fails to run, so
     # they are probed by default; built-in models and datasets only on request.
-    user_workload = (
+    # A queue-only config (run.train = false) never builds its workload in simulate or run.
+    user_workload = config.run.train and (
         config.model.factory is not None
         or config.data.factory is not None
         or config.data.dataset == "directory"
     )
-    if config.run.checkpoint_dir is not None:
-        # as `run` checks it before a Ray start-up: a config `run` refuses is not "valid"
-        check_output_dir(config.run.checkpoint_dir, "run.checkpoint_dir")
     _check_commands(config)
     probe: dict[str, Any] | None = None
     if args.workload or (args.workload is None and user_workload):
@@ -97,11 +96,12 @@ def _handle(args: argparse.Namespace) -> int:
         )
     else:
         # "valid" covers the config, not the data: say what was left unchecked.
-        how = (
-            "--no-workload"
-            if args.workload is False
-            else "built-in dataset and model; --workload loads the data and probes the model"
-        )
+        if args.workload is False:
+            how = "--no-workload"
+        elif not config.run.train:
+            how = "queue-only: run.train = false; --workload loads the data and probes the model"
+        else:
+            how = "built-in dataset and model; --workload loads the data and probes the model"
         print(f"  workload: not built ({how})")
     name_head, names = name_column(
         [client.name for client in config.clients], range(config.num_clients)
@@ -127,9 +127,14 @@ def _check_commands(config: SystemConfig) -> None:
     from raysync.runtime import check_run_config
     from raysync.simulation.engine import check_simulation
 
+    def check_run(config: SystemConfig) -> None:
+        if config.run.checkpoint_dir is not None:
+            check_output_dir(config.run.checkpoint_dir, "run.checkpoint_dir")
+        check_run_config(config)
+
     checks: tuple[tuple[str, Callable[[SystemConfig], None]], ...] = (
         ("simulate", check_simulation),
-        ("run", check_run_config),
+        ("run", check_run),
     )
     for command, check in checks:
         try:

@@ -137,7 +137,10 @@ def test_a_checkpoint_dir_that_is_a_file_is_refused_as_run_refuses_it(
     assert main(["validate", str(path), "--no-workload"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert f"run.checkpoint_dir {str(taken)!r} cannot be used as a directory" in err
+    assert err.startswith(
+        "raysync validate: error: `raysync run` would refuse it: run.checkpoint_dir "
+        f"{str(taken)!r} cannot be used as a directory"
+    ), err
     assert "existing file" in err
     path.write_text(_with_run_line(f'checkpoint_dir = "{tmp_path / "ck"}"'))
     assert main(["validate", str(path)]) == 0
@@ -197,3 +200,25 @@ def test_validate_refuses_what_simulate_or_run_would_refuse_with_their_words(
         assert captured.err.strip().splitlines() == [
             f"raysync validate: error: `raysync {command}` would refuse it: {reason}"
         ]
+
+
+def test_a_queue_only_config_does_not_need_its_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # simulate and run never build the workload of a queue-only config: validate refused
+    # an unimportable data factory there that both commands accept.
+    text = EXAMPLE.read_text().replace('dataset = "digits"', 'factory = "no_such_mod_xyz:make"')
+    path = tmp_path / "q.toml"
+    path.write_text(text.replace("[run]\n", "[run]\ntrain = false\n"))
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "  workload: not built (queue-only: run.train = false; --workload loads" in out
+    assert main(["simulate", str(path), "--no-progress"]) == 0
+    capsys.readouterr()
+    # training needs it, and --workload asks for it
+    for argv in (["--workload"], []):
+        if not argv:
+            path.write_text(text)
+        assert main(["validate", str(path), *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "no_such_mod_xyz:make' cannot be imported" in err[0], err
