@@ -181,12 +181,22 @@ def _check_inputs(
 
 
 def _preflight(
-    config: SystemConfig, train: bool, strategy: BaseStrategy | None
+    config: SystemConfig, train: bool, strategy: BaseStrategy | None, warmup_fraction: float
 ) -> tuple[int, float, SystemConfig]:
     """The checks made before anything is allocated; ``(B, time unit, config in it)``."""
     from raysync.queueing.predict import buffer_size as config_buffer_size
 
     buffer = _buffer_size(strategy) if train else config_buffer_size(config)
+    if config.run.num_updates is not None:
+        most = config.run.num_updates * buffer
+        if most - math.ceil(warmup_fraction * most) < 1:
+            # the statistics drop the warm-up's completions: every one of them, here
+            raise ConfigError(
+                f"run.num_updates = {config.run.num_updates:,} (x B = {buffer}) is {most} "
+                f"task completion(s), all dropped as the warm-up (the first "
+                f"{warmup_fraction:g} of them, rounded up), so there would be nothing to "
+                "measure; set run.num_updates to at least 2"
+            )
     unit = time_unit(config)
     inner = in_time_unit(config, unit)
     _check_run_length(inner, buffer, unit)
@@ -219,7 +229,7 @@ def check_simulation(config: SystemConfig, *, queue_only: bool | None = None) ->
 
     _check_inputs(config, 0.1, 30, 0.99, DEFAULT_BLOCK)
     train = config.run.train if queue_only is None else not queue_only
-    _preflight(config, train, make_strategy(config.algorithm) if train else None)
+    _preflight(config, train, make_strategy(config.algorithm) if train else None, 0.1)
     check_presence(config)
 
 
@@ -280,7 +290,7 @@ def simulate(
     train = config.run.train if queue_only is None else not queue_only
     if train and strategy is None:
         strategy = make_strategy(config.algorithm)
-    buffer, unit, inner = _preflight(config, train, strategy)
+    buffer, unit, inner = _preflight(config, train, strategy, warmup_fraction)
     # A large queue-only fleet never builds per-client generators, streams or snapshots.
     from raysync.simulation._network import has_network, network_streams, run_network
 

@@ -80,8 +80,9 @@ def test_simulate_out_as_a_broken_symlink_names_the_flag(
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--num-updates", "1"], "run.num_updates (--num-updates) = 1 leaves no completion after "
-                             "the warm-up (1 completed, all dropped as warm-up)"),
+    # refused before the run since the count is known up front
+    (["--num-updates", "1"], "run.num_updates = 1 (x B = 1) is 1 task completion(s), all "
+                             "dropped as the warm-up"),
 ])  # fmt: skip
 def test_simulate_with_every_completion_in_the_warm_up_is_refused(
     capsys: pytest.CaptureFixture[str], flags: list[str], message: str

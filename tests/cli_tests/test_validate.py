@@ -177,8 +177,10 @@ def test_validate_says_whether_it_built_the_workload(
         (("num_updates = 400", "num_updates = 400\ntime_scale = 0\ntask_timeout = 1e-7"),
          "run"),
         (("num_updates = 400", "num_updates = 400\ntime_budget = 1e308"), "run"),
+        # one completion, dropped as the warm-up: refused after the run before
+        (("num_updates = 400", "num_updates = 1"), "simulate"),
     ],
-    ids=["updates", "concurrency", "evaluations", "task_timeout", "wall_budget"],
+    ids=["updates", "concurrency", "evaluations", "task_timeout", "wall_budget", "one_update"],
 )
 def test_validate_refuses_what_simulate_or_run_would_refuse_with_their_words(
     edit: tuple[str, str], command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -297,3 +297,12 @@ def test_a_busy_time_stamped_past_the_window_reads_as_fully_busy_not_above() -> 
     stats = batch_statistics(rows, rows[-1], num_clients=2, warmup_fraction=0.0,
                              num_batches=30, confidence=0.99)
     assert stats["utilization"].tolist() == [1.0, pytest.approx(0.4)]
+
+
+def test_a_run_whose_every_completion_is_warm_up_is_refused_before_it_runs() -> None:
+    # One completion, dropped by the 10 % warm-up (ceil(0.1) = 1): every statistic was NaN
+    # and the CLI refused the result after the run.
+    with pytest.raises(ConfigError, match=r"^run.num_updates = 1 \(x B = 1\) is 1 task "):
+        simulate(fleet([exp(1.0)] * 2, 2, updates=1))
+    assert simulate(fleet([exp(1.0)] * 2, 2, updates=1), warmup_fraction=0.0).num_updates == 1
+    assert math.isfinite(simulate(fleet([exp(1.0)] * 2, 2, updates=2)).throughput)
