@@ -53,6 +53,7 @@ import dataclasses
 import inspect
 import logging
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -636,16 +637,30 @@ _EVAL_PROBE_ROWS = 2048
 
 
 def _user_call(what: str, fn: Callable[[], Any], where: str) -> Any:
-    """Run one call into user code; any error becomes one line naming ``what``."""
-    try:
-        return fn()
-    except RaySyncError:
-        raise
-    except SystemExit as exc:  # would end the command silently, even with exit code 0
-        raise DataError(f"{what} called sys.exit({exc.code!r}) {where}") from None
-    except Exception as exc:  # the user's code failed: name it, keep the cause
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise DataError(f"{what} raised {type(exc).__name__} {where}: {first}") from exc
+    """Run one call into user code; any error becomes one line naming ``what``.
+
+    Warnings the call emits (torch's, the user's) are held until it returns: shown then,
+    dropped when it fails, since the one line says what failed (a torch ``UserWarning`` of
+    three lines came before it).
+    """
+    with warnings.catch_warnings(record=True) as held:
+        warnings.simplefilter("always")
+        try:
+            result = fn()
+        except RaySyncError:
+            raise
+        except SystemExit as exc:  # would end the command silently, even with exit code 0
+            raise DataError(f"{what} called sys.exit({exc.code!r}) {where}") from None
+        except Exception as exc:  # the user's code failed: name it, keep the cause
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise DataError(f"{what} raised {type(exc).__name__} {where}: {first}") from exc
+    for w in held:
+        try:  # the caller's filters apply now: "error" makes it the call's failure, as before
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        except Warning as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise DataError(f"{what} raised {type(exc).__name__} {where}: {first}") from exc
+    return result
 
 
 def check_workload(workload: Workload, *, batch_size: int | None = None) -> dict[str, Any]:

@@ -163,3 +163,35 @@ def test_a_cap_no_dataset_could_meet_is_refused_with_the_config(
         make_config(n, **data)
     wl = build_workload(make_config(n, **{**data, "max_train_samples": least}), dataset=digits)
     assert sum(wl.client_sizes) == least and min(wl.client_sizes) >= 1
+
+
+def test_warnings_of_a_failing_user_call_are_dropped_and_of_a_passing_one_shown() -> None:
+    # torch's three-line UserWarning came before the one-line error of a loss that raised
+    import warnings
+
+    from raysync.exceptions import DataError
+    from raysync.workload import _user_call
+
+    def failing() -> None:
+        warnings.warn("noise\nover two lines", UserWarning, stacklevel=1)
+        raise ValueError("the real problem")
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(DataError, match=r"^loss 'f' raised ValueError here: the real"):
+            _user_call("loss 'f'", failing, "here")
+    assert seen == []
+
+    def passing() -> int:
+        warnings.warn("worth seeing", RuntimeWarning, stacklevel=1)
+        return 3
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert _user_call("loss 'f'", passing, "here") == 3
+    assert [(w.category, str(w.message)) for w in seen] == [(RuntimeWarning, "worth seeing")]
+    # a filter that turns it into an error still makes the call's one-line failure
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match=r"^loss 'f' raised RuntimeWarning here: worth"):
+            _user_call("loss 'f'", passing, "here")
