@@ -208,6 +208,9 @@ def _handle(args: argparse.Namespace) -> int:
             f"--torch-threads must be in [1, {_MAX_THREADS}], got {args.torch_threads}"
         )
     config = _apply_overrides(load_config(args.config), args)
+    from raysync.simulation.engine import check_simulation
+
+    check_simulation(config)  # as validate does; before the theory and the run
     if args.torch_threads is not None:
         if config.run.train:
             import torch

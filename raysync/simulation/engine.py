@@ -181,22 +181,12 @@ def _check_inputs(
 
 
 def _preflight(
-    config: SystemConfig, train: bool, strategy: BaseStrategy | None, warmup_fraction: float
+    config: SystemConfig, train: bool, strategy: BaseStrategy | None
 ) -> tuple[int, float, SystemConfig]:
     """The checks made before anything is allocated; ``(B, time unit, config in it)``."""
     from raysync.queueing.predict import buffer_size as config_buffer_size
 
     buffer = _buffer_size(strategy) if train else config_buffer_size(config)
-    if config.run.num_updates is not None:
-        most = config.run.num_updates * buffer
-        if most - math.ceil(warmup_fraction * most) < 1:
-            # the statistics drop the warm-up's completions: every one of them, here
-            raise ConfigError(
-                f"run.num_updates = {config.run.num_updates:,} (x B = {buffer}) is {most} "
-                f"task completion(s), all dropped as the warm-up (the first "
-                f"{warmup_fraction:g} of them, rounded up), so there would be nothing to "
-                "measure; set run.num_updates to at least 2"
-            )
     unit = time_unit(config)
     inner = in_time_unit(config, unit)
     _check_run_length(inner, buffer, unit)
@@ -209,13 +199,20 @@ def _preflight(
     return buffer, unit, inner
 
 
-def check_simulation(config: SystemConfig, *, queue_only: bool | None = None) -> None:
-    """Refuse what :func:`simulate` would refuse before it simulates, without simulating.
+#: ``simulate``'s default warm-up fraction, which :func:`check_simulation` assumes.
+_WARMUP_FRACTION = 0.1
 
-    The run's length against the simulator's limit of completions, its throughput and
-    duration against the float range, the evaluations it asks for, its tasks' memory and
-    the clients' presence; the workload is not built (its checks are
-    :func:`raysync.workload.check_workload`'s). ``raysync validate`` calls it.
+
+def check_simulation(config: SystemConfig, *, queue_only: bool | None = None) -> None:
+    """Refuse what ``raysync simulate`` would refuse, without simulating.
+
+    What :func:`simulate` checks before it allocates anything (the run's length against
+    the simulator's limit of completions, its throughput and duration against the float
+    range, the evaluations it asks for, its tasks' memory, the clients' presence) and a
+    run so short that its default warm-up drops every completion (the command's report
+    would be NaN). The workload is not built (its checks are
+    :func:`raysync.workload.check_workload`'s). ``raysync simulate`` and ``raysync
+    validate`` call it.
 
     Args:
         config: The system.
@@ -229,8 +226,19 @@ def check_simulation(config: SystemConfig, *, queue_only: bool | None = None) ->
 
     _check_inputs(config, 0.1, 30, 0.99, DEFAULT_BLOCK)
     train = config.run.train if queue_only is None else not queue_only
-    _preflight(config, train, make_strategy(config.algorithm) if train else None, 0.1)
+    buffer, _, _ = _preflight(config, train, make_strategy(config.algorithm) if train else None)
     check_presence(config)
+    if config.run.num_updates is not None:
+        most = config.run.num_updates * buffer
+        if most - math.ceil(_WARMUP_FRACTION * most) < 1:
+            # simulate() returns such a run (its model is trained), but every statistic
+            # of the queues is NaN: the warm-up drops every completion
+            raise ConfigError(
+                f"run.num_updates = {config.run.num_updates:,} (x B = {buffer}) is {most} "
+                f"task completion(s), all dropped as the warm-up (the first "
+                f"{_WARMUP_FRACTION:g} of them, rounded up), so there would be nothing to "
+                "measure; set run.num_updates to at least 2"
+            )
 
 
 def simulate(
@@ -242,7 +250,7 @@ def simulate(
     strategy: BaseStrategy | None = None,
     sinks: Sequence[MetricsSink] = (),
     progress: ProgressCallback | None = None,
-    warmup_fraction: float = 0.1,
+    warmup_fraction: float = _WARMUP_FRACTION,
     num_batches: int = 30,
     confidence: float = 0.99,
     block_size: int = DEFAULT_BLOCK,
@@ -290,7 +298,7 @@ def simulate(
     train = config.run.train if queue_only is None else not queue_only
     if train and strategy is None:
         strategy = make_strategy(config.algorithm)
-    buffer, unit, inner = _preflight(config, train, strategy, warmup_fraction)
+    buffer, unit, inner = _preflight(config, train, strategy)
     # A large queue-only fleet never builds per-client generators, streams or snapshots.
     from raysync.simulation._network import has_network, network_streams, run_network
 

@@ -29,7 +29,7 @@ from raysync.config import (
 from raysync.exceptions import ConfigError
 from raysync.simulation import RunResult, simulate
 from raysync.simulation import engine as engine_module
-from raysync.simulation.engine import MAX_SIMULATED_COMPLETIONS, time_unit
+from raysync.simulation.engine import MAX_SIMULATED_COMPLETIONS, check_simulation, time_unit
 
 
 def fleet(
@@ -299,10 +299,15 @@ def test_a_busy_time_stamped_past_the_window_reads_as_fully_busy_not_above() -> 
     assert stats["utilization"].tolist() == [1.0, pytest.approx(0.4)]
 
 
-def test_a_run_whose_every_completion_is_warm_up_is_refused_before_it_runs() -> None:
-    # One completion, dropped by the 10 % warm-up (ceil(0.1) = 1): every statistic was NaN
-    # and the CLI refused the result after the run.
+def test_a_run_whose_every_completion_is_warm_up_is_refused_by_the_check_not_the_api() -> None:
+    # One completion, dropped by the 10 % warm-up (ceil(0.1) = 1): every statistic of the
+    # queues is NaN, which the simulate command refused after the run. The command (and
+    # validate) now refuse it first; the API still runs it (its model is trained: a
+    # one-update run is how a divergence in the first update is seen).
+    one = fleet([exp(1.0)] * 2, 2, updates=1)
     with pytest.raises(ConfigError, match=r"^run.num_updates = 1 \(x B = 1\) is 1 task "):
-        simulate(fleet([exp(1.0)] * 2, 2, updates=1))
-    assert simulate(fleet([exp(1.0)] * 2, 2, updates=1), warmup_fraction=0.0).num_updates == 1
+        check_simulation(one)
+    result = simulate(one)
+    assert result.num_updates == 1 and math.isnan(result.throughput)
+    check_simulation(fleet([exp(1.0)] * 2, 2, updates=2))
     assert math.isfinite(simulate(fleet([exp(1.0)] * 2, 2, updates=2)).throughput)
