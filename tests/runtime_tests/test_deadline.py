@@ -80,9 +80,12 @@ def test_deterministic_services_complete_the_closed_form_count(ray_session) -> N
     expected = [math.floor(budget / m) for m in FIXED_MEANS]
     assert list(result.completed) == expected
     assert result.num_completions == result.num_updates == sum(expected)
-    # The two tasks ending 0.04 and 0.22 ms before the deadline reply after it (a Ray
-    # reply takes longer than that, more under load); queue-only tasks compute nothing.
-    assert result.extras["late_replies_applied"] >= 1
+    # The two tasks ending 0.04 and 0.22 ms before the deadline are counted above whether
+    # their replies are handled before or after the deadline's timer: which comes first is
+    # the event loop's order under load (a fresh-clone CI run at load saw both handled
+    # first, 2026-12-05), so only the bound is checked here. Queue-only tasks compute
+    # nothing.
+    assert 0 <= result.extras["late_replies_applied"] <= 2
     assert result.extras["compute_bound_tasks"] == 0
     assert result.extras["compute_bound_past_budget"] == 0
     assert "emulation:" not in _report(result, config, None)
