@@ -1646,7 +1646,7 @@ def _algorithm_uses(algorithm: AlgorithmConfig) -> dict[str, str] | None:
         staleness["staleness_exponent"] = "staleness = 'polynomial'"
     elif algorithm.staleness == "hinge":
         staleness["hinge_a"] = staleness["hinge_b"] = "staleness = 'hinge'"
-    if algorithm.name in ("asyncsgd",):
+    if algorithm.name == "asyncsgd":
         return {}
     if algorithm.name == "generalized_asyncsgd":
         return {"weight_exponent": "the importance weights"}
@@ -1687,10 +1687,10 @@ def unused_fields(config: SystemConfig) -> list[str]:
                     f"algorithm.{f.name} = {value!r} is not used by algorithm.name = "
                     f"{algorithm.name!r}"
                 )
-    data = config.data
+    data, data_defaults = config.data, DataConfig()
     for partition, name in _PARTITION_FIELDS.items():
         value = getattr(data, name)
-        if data.partition != partition and value != getattr(DataConfig(), name):
+        if data.partition != partition and value != getattr(data_defaults, name):
             notes.append(
                 f"data.{name} = {value!r} is not used by data.partition = "
                 f"{data.partition!r} (only by {partition!r})"

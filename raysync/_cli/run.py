@@ -18,7 +18,7 @@ from raysync._validation import (
     same_directory,
 )
 from raysync.config import SystemConfig, load_config
-from raysync.exceptions import ComputeLimitError, ConfigError, RunInterrupted
+from raysync.exceptions import ConfigError, RunInterrupted
 
 if TYPE_CHECKING:
     from raysync.queueing import QueueingResult
@@ -99,12 +99,11 @@ def _theory(config: SystemConfig) -> QueueingResult | str:
     Return to sender with a server station has none (its cycles meet in the server's
     queue); an analysis beyond the solver's limits is not computed (the run may still fit).
     """
-    from raysync.queueing import predict
+    from raysync.queueing.predict import predict_or_reason
 
     try:
-        return predict(config)  # delays in completions; mean_version_* in model versions
-    except ComputeLimitError as exc:
-        return f"its analysis was not computed ({exc})"
+        # delays in completions; mean_version_* in model versions
+        return predict_or_reason(config)
     except ConfigError as exc:
         return str(exc)
 

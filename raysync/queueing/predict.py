@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from raysync._validation import first_index
-from raysync.exceptions import ConfigError
+from raysync.exceptions import ComputeLimitError, ConfigError
 from raysync.queueing.analysis import analyze
 from raysync.queueing.network import ClosedNetwork
 from raysync.queueing.result import QueueingResult
@@ -53,6 +53,7 @@ __all__ = [
     "network_of",
     "no_closed_form",
     "predict",
+    "predict_or_reason",
     "station_parameters",
 ]
 
@@ -259,3 +260,23 @@ def predict(config: SystemConfig) -> QueueingResult:
         res = analyze(network_of(config))
     big = buffer_size(config)
     return res if big == 1 else dataclasses.replace(res, buffer_size=big)
+
+
+def predict_or_reason(config: SystemConfig) -> QueueingResult | str:
+    """:func:`predict`, or why a command's theory column has none (one sentence).
+
+    The prediction is an extra beside a run (``simulate``, ``run``): where there is no
+    closed form (:func:`no_closed_form`) or its analysis exceeds the solver's limits
+    (:class:`~raysync.exceptions.ComputeLimitError`; ``C = 10**7`` with 4 clients
+    simulates in seconds, its MVA pass would take minutes), the run goes on without it.
+
+    Raises:
+        ConfigError: Anything else :func:`predict` refuses.
+    """
+    missing = no_closed_form(config)
+    if missing is not None:
+        return missing
+    try:
+        return predict(config)
+    except ComputeLimitError as exc:
+        return f"its analysis was not computed ({exc})"

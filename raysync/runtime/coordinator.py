@@ -529,12 +529,8 @@ class ActorGroup:
 
     def shutdown(self) -> None:
         """Kill every actor of the group (idempotent; nothing to kill once Ray is gone)."""
-        if self.ray_gone:
-            self._server = None
-            self._executors = []
-            self._dataset_ref = None
-            return
-        _kill([self._server, *self._executors])
+        if not self.ray_gone:
+            _kill([self._server, *self._executors])
         self._server = None
         self._executors = []
         self._dataset_ref = None
@@ -557,17 +553,26 @@ def _gcs_alive(timeout: float = 1.0) -> bool:
     refusal is proof.
     """
     try:
-        address = ray.get_runtime_context().gcs_address
+        target = _host_port(str(ray.get_runtime_context().gcs_address))
     except Exception:  # not connected: nothing to tell
         return True
-    host, _, port = str(address).rpartition(":")
+    if target is None:
+        return True
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+        with socket.create_connection(target, timeout=timeout):
             return True
     except ConnectionRefusedError:
         return False
-    except (OSError, ValueError):
+    except OSError:
         return True
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``host:port`` or ``[v6]:port``; None without a numeric port."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
 
 
 def _kill(handles: Sequence[Any]) -> None:
@@ -639,11 +644,11 @@ def check_reachable(address: str, timeout: float = 5.0, *, fix: str = _START_HIN
             gRPC server.
     """
     target = address.removeprefix("ray://")
-    host, sep, port_text = target.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
+    host_port = _host_port(target)
+    if host_port is None:
         return
     try:
-        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout):
+        with socket.create_connection(host_port, timeout=timeout):
             pass
     except OSError as exc:
         raise RuntimeFailure(f"cannot reach the Ray cluster at {address!r} ({exc}). {fix}") from exc

@@ -185,13 +185,12 @@ def _preflight(
 ) -> tuple[int, float, SystemConfig]:
     """The checks made before anything is allocated; ``(B, time unit, config in it)``."""
     from raysync.queueing.predict import buffer_size as config_buffer_size
+    from raysync.simulation._network import has_network
 
     buffer = _buffer_size(strategy) if train else config_buffer_size(config)
     unit = time_unit(config)
     inner = in_time_unit(config, unit)
     _check_run_length(inner, buffer, unit)
-    from raysync.simulation._network import has_network
-
     kind = "network" if has_network(config) else "train" if train else "queue_only"
     check_task_memory(config.concurrency, SIMULATOR_TASK_BYTES[kind], "the simulator")
     if train:
@@ -224,7 +223,7 @@ def check_simulation(config: SystemConfig, *, queue_only: bool | None = None) ->
     from raysync.simulation._dynamics import check_presence
     from raysync.strategies import make_strategy
 
-    _check_inputs(config, 0.1, 30, 0.99, DEFAULT_BLOCK)
+    _check_inputs(config, _WARMUP_FRACTION, 30, 0.99, DEFAULT_BLOCK)
     train = config.run.train if queue_only is None else not queue_only
     buffer, _, _ = _preflight(config, train, make_strategy(config.algorithm) if train else None)
     check_presence(config)

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raysync._validation import format_probability, name_column
-from raysync.exceptions import ComputeLimitError
 from raysync.simulation.result import (
     UNITS,
     _json_safe,
@@ -71,23 +70,15 @@ def theory_prediction(config: SystemConfig) -> dict[str, Any]:
         (:class:`~raysync.exceptions.ComputeLimitError`): ``model`` None, ``unavailable``
         (why), ``buffer_size`` and ``units`` only.
     """
-    from raysync.queueing import predict
-    from raysync.queueing.predict import buffer_size, no_closed_form
+    from raysync.queueing.predict import buffer_size, predict_or_reason
 
-    missing = no_closed_form(config)
-    if missing is None:
-        try:
-            res = predict(config)
-        except ComputeLimitError as exc:
-            # The analysis is an extra here: the run itself may still fit (C = 10**7 tasks
-            # with 4 clients simulate in seconds, their MVA pass would take minutes).
-            missing = f"its analysis was not computed ({exc})"
-    if missing is not None:
+    res = predict_or_reason(config)
+    if isinstance(res, str):
         return {
             "model": None,
             "exact": False,
             "approximate": None,
-            "unavailable": missing,
+            "unavailable": res,
             "buffer_size": buffer_size(config),
             "units": dict(UNITS),
         }
