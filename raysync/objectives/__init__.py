@@ -52,6 +52,7 @@ from raysync.objectives.constants import (
     estimate_constants_for_config,
     estimate_service_rate,
     estimate_service_rates,
+    pool_bias_over_draws,
 )
 from raysync.objectives.design import RULES, DesignPoint, DesignSpace, Parameter, speed_tiers
 from raysync.objectives.optimize import (
@@ -95,6 +96,7 @@ __all__ = [
     "estimate_constants_for_config",
     "estimate_service_rate",
     "estimate_service_rates",
+    "pool_bias_over_draws",
     "mean_delay",
     "optimal_step_size",
     "optimize_bias_aware",

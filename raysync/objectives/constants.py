@@ -36,6 +36,10 @@ builds the data and model of a config). With ``f_i`` the mean cross-entropy on c
   ``n x n`` matrix ``H = Gc Gc^T`` of the centred per-client full gradients
   ``Gc_i = grad f_i(w) - grad f(w)``. Centring leaves ``(r - u)^T H (r - u)`` unchanged
   (``sum_i (r_i - u_i) = 0``) and gives ``trace(H) / n = zeta^2`` at that point.
+  Over several draws of the data (:func:`pool_bias_over_draws`), ``H`` and ``zeta^2`` at
+  each point are averaged: ``(r - u)^T H (r - u)`` is linear in ``H``, so the mean matrix
+  gives the mean over the draws of that quadratic form, the bias a design pays on a draw
+  it was not chosen on, rather than on the one draw it was fitted to.
 * ``A = f(w_0) - f*_low`` with ``f*_low = (1 - margin) * min_t f(w_t)`` (cross-entropy is
   ``>= 0``, so ``f*_low >= 0``): a lower estimate of ``f*`` from the pilot's best loss,
   lowered by the relative ``margin`` (default 10 %) since the pilot does not reach ``f*``.
@@ -47,6 +51,7 @@ distribution, ``mu = 1 / mean`` with a Student-t interval on the mean, inverted.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -72,6 +77,7 @@ __all__ = [
     "estimate_constants_for_config",
     "estimate_service_rate",
     "estimate_service_rates",
+    "pool_bias_over_draws",
 ]
 
 logger = logging.getLogger(__name__)
@@ -222,6 +228,9 @@ class ConstantsEstimate:
         pilot_losses: ``f(w_t)`` along the trajectory, ``t = 0 .. pilot_steps``
             (non-increasing up to float32 rounding: a step may raise ``f`` by at most
             ``1e-6`` of it).
+        bias_draws: How many draws of the data (partition over the clients, subsample,
+            ``w_0``) ``gram`` and ``zeta2`` average over (:func:`pool_bias_over_draws`);
+            1 for a single pilot.
     """
 
     constants: ProblemConstants
@@ -243,6 +252,7 @@ class ConstantsEstimate:
     gram: tuple[NDArray[np.float64], ...] = ()
     pilot_halvings: int = 0
     pilot_losses: tuple[float, ...] = ()
+    bias_draws: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe mapping."""
@@ -563,6 +573,64 @@ def estimate_constants(
         gram=tuple(grams),
         pilot_halvings=halvings,
         pilot_losses=tuple(pilot_losses),
+    )
+
+
+def pool_bias_over_draws(estimates: Sequence[ConstantsEstimate]) -> ConstantsEstimate:
+    """The first estimate with its bias statistics averaged over draws of the data.
+
+    The direct bias term ``b(r) = max_k (r - u)^T H_k (r - u)`` (docs/theory.md section 6)
+    fitted to one draw of a non-IID partition is fitted to which clients hold which labels
+    there: a design whose mix ``r`` leans on clients whose gradients happen to agree on
+    that draw pays more bias on another draw of the same kind. Since the quadratic form is
+    linear in ``H``, averaging ``H_k`` over draws gives the mean over the draws of
+    ``(r - u)^T H_k (r - u)`` (the max over points ``k`` is taken after the mean). ``zeta^2``
+    is averaged the same way, point by point, and is the max of those means.
+
+    Args:
+        estimates: Pilots of the same model and clients on different draws of the data
+            (each from :func:`estimate_constants`, with the same number of points and
+            clients); every field but the bias statistics is kept from the first. Each
+            estimate weighs by its own ``bias_draws``, so pooling pooled estimates
+            gives the mean over all their draws.
+
+    Returns:
+        The first estimate with ``gram``, ``zeta2_per_point`` and ``zeta2`` averaged
+        (weighted by each estimate's ``bias_draws``) and ``bias_draws`` their total.
+
+    Raises:
+        ConfigError: No estimates, or two that differ in points or clients.
+    """
+    items = list(estimates)
+    if not items:
+        raise ConfigError("pool_bias_over_draws needs at least one estimate")
+    first = items[0]
+    shape = (len(first.gram), len(first.zeta2_per_point),
+             first.gram[0].shape if first.gram else None)
+    for j, e in enumerate(items[1:], start=1):
+        other = (len(e.gram), len(e.zeta2_per_point), e.gram[0].shape if e.gram else None)
+        if other != shape:
+            raise ConfigError(
+                f"estimate {j} has (points, zeta points, Gram shape) {other}, the first "
+                f"{shape}: only pilots of the same clients and points can be pooled"
+            )
+    weights = np.asarray([e.bias_draws for e in items], dtype=np.float64)
+    weights /= weights.sum()
+    grams = []
+    for k in range(len(first.gram)):
+        h = sum(w * np.asarray(e.gram[k], dtype=np.float64)
+                for w, e in zip(weights, items, strict=True))
+        mat = np.asarray(h, dtype=np.float64)
+        mat.setflags(write=False)
+        grams.append(mat)
+    zeta = tuple(
+        float(sum(w * e.zeta2_per_point[k] for w, e in zip(weights, items, strict=True)))
+        for k in range(len(first.zeta2_per_point))
+    )
+    return dataclasses.replace(
+        first, gram=tuple(grams), zeta2_per_point=zeta,
+        zeta2=max(zeta) if zeta else first.zeta2,
+        bias_draws=int(sum(e.bias_draws for e in items)),
     )
 
 
