@@ -596,7 +596,8 @@ def pool_bias_over_draws(estimates: Sequence[ConstantsEstimate]) -> ConstantsEst
 
     Returns:
         The first estimate with ``gram``, ``zeta2_per_point`` and ``zeta2`` averaged
-        (weighted by each estimate's ``bias_draws``) and ``bias_draws`` their total.
+        (weighted by each estimate's ``bias_draws``) and ``bias_draws`` their total (a
+        single estimate is returned as it is).
 
     Raises:
         ConfigError: No estimates, or two that differ in points or clients.
@@ -605,6 +606,8 @@ def pool_bias_over_draws(estimates: Sequence[ConstantsEstimate]) -> ConstantsEst
     if not items:
         raise ConfigError("pool_bias_over_draws needs at least one estimate")
     first = items[0]
+    if len(items) == 1:
+        return first
     shape = (len(first.gram), len(first.zeta2_per_point),
              first.gram[0].shape if first.gram else None)
     for j, e in enumerate(items[1:], start=1):

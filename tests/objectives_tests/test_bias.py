@@ -200,3 +200,65 @@ def test_bad_input_is_one_clear_error() -> None:
     bound = _bound("direct")
     with pytest.raises(ConfigError, match="covers"):
         bound.evaluate(DesignPoint(rule="fedasync", concurrency=3, p=(1 / 6,) * 6))
+
+
+def _quadratic_draws(count: int, n: int = 5):  # noqa: ANN202
+    """Pilots on ``count`` draws of quadratic clients, with each draw's centres."""
+    draws = [_quadratic_clients(n=n, seed=s) for s in range(count)]
+    ests = [estimate_constants(QuadraticComputer(), clients, np.zeros(3), batch_size=8,
+                               num_points=2, fstar_steps=4, seed=s)
+            for s, (clients, _) in enumerate(draws)]
+    return ests, [means for _, means in draws]
+
+
+def test_bias_pooled_over_draws_is_the_mean_bias_of_the_draws() -> None:
+    """On quadratic clients the direct bias of a draw is ``2 ||sum_i (r_i - 1/n) c_i||^2``
+    (module docstring); pooled over draws the bound's bias is the mean of that over the
+    draws, and its gradient the mean of ``4 sum_j (H_d)_{ij} (r_j - 1/n)``."""
+    from raysync.objectives import pool_bias_over_draws
+
+    ests, centres = _quadratic_draws(3)
+    pooled = pool_bias_over_draws(ests)
+    assert pooled.bias_draws == 3
+    assert pooled.constants == ests[0].constants  # everything else is the first pilot's
+    assert pooled.pilot_losses == ests[0].pilot_losses
+    bound = BiasAwareBound.from_estimate(MU[:5], pooled, time_budget=50.0)
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        r = rng.dirichlet(np.ones(5))
+        d = r - 0.2
+        per_draw = [2.0 * float(np.sum((d @ c) ** 2)) for c in centres]
+        grads = [4.0 * (c - c.mean(axis=0)) @ (c - c.mean(axis=0)).T @ d for c in centres]
+        value, grad = bound.bias_value_and_grad(r)
+        # float32 gradients in the pilot: ~1e-6 relative on O(1) quantities
+        assert value == pytest.approx(np.mean(per_draw), rel=1e-4)
+        np.testing.assert_allclose(grad, np.mean(grads, axis=0), rtol=1e-4, atol=1e-5)
+    zetas = [float(np.mean(np.sum((c - c.mean(axis=0)) ** 2, axis=1))) for c in centres]
+    assert pooled.zeta2 == pytest.approx(np.mean(zetas), rel=1e-4)
+    assert pooled.to_dict()["bias_draws"] == 3
+
+
+def test_pooling_pooled_estimates_weighs_every_draw_once() -> None:
+    from raysync.objectives import pool_bias_over_draws
+
+    ests, _ = _quadratic_draws(3)
+    once = pool_bias_over_draws(ests)
+    nested = pool_bias_over_draws([pool_bias_over_draws(ests[:2]), ests[2]])
+    assert nested.bias_draws == once.bias_draws == 3
+    for a, b in zip(nested.gram, once.gram, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert nested.zeta2_per_point == pytest.approx(once.zeta2_per_point, rel=1e-12)
+    assert pool_bias_over_draws(ests[:1]) is ests[0]  # one draw: nothing to average
+
+
+def test_pooling_refuses_pilots_that_do_not_match() -> None:
+    from raysync.objectives import pool_bias_over_draws
+
+    (five,), _ = _quadratic_draws(1)
+    four = estimate_constants(QuadraticComputer(), _quadratic_clients(n=4)[0], np.zeros(3),
+                              batch_size=8, num_points=2, fstar_steps=4)
+    with pytest.raises(ConfigError, match=r"estimate 1 has \(points, zeta points, Gram shape\) "
+                                          r"\(2, 2, \(4, 4\)\), the first \(2, 2, \(5, 5\)\)"):
+        pool_bias_over_draws([five, four])
+    with pytest.raises(ConfigError, match="at least one estimate"):
+        pool_bias_over_draws([])

@@ -491,6 +491,56 @@ def test_redraw_partition_uses_the_callers_workloads(monkeypatch) -> None:  # no
     assert trained == {config.seed: {id(base)}, **{sd: {id(made[sd])} for sd in asked}}
 
 
+@pytest.mark.parametrize("redraw", [False, True])
+def test_redraw_partition_pools_the_bias_term_over_the_pilot_draws(
+    monkeypatch, redraw: bool,  # noqa: ANN001
+) -> None:
+    """With ``redraw_partition`` the bound's Gram matrices and ``zeta^2`` are the mean of
+    the pilots on the config's draw and on each pilot seed's draw (recomputed here from
+    the three workloads), and the analytical optimum is that of the pooled bound; without
+    it they are the config's draw's alone. An estimate that already pools draws is used
+    as given."""
+    import tuning.recommend as rmod
+    from raysync.objectives import BiasAwareBound, estimate_constants
+    from raysync.workload import build_workload
+    from tuning.recommend import RecommendSettings, recommend
+
+    config = load_config(TINY)
+    base = build_workload(config)
+    monkeypatch.setattr(rmod, "measure", lambda *a, **k: _fake_run(0.5))
+    settings = RecommendSettings(budget=30, trials=1, lr_factors=(1.0,), pilot_steps=6,
+                                 redraw_partition=redraw)
+    rec = recommend(config, settings, workload=base, log=lambda _line: None)
+
+    def pilot(sd: int) -> object:
+        data = base if sd == config.seed else build_workload(config.replace(seed=sd),
+                                                             dataset=base.dataset)
+        clients = [data.client_data(i) for i in range(data.num_clients)]
+        return estimate_constants(data.make_computer(), clients, data.initial_params,
+                                  batch_size=config.algorithm.batch_size, fstar_steps=6,
+                                  seed=sd)
+
+    seeds = [config.seed, config.seed + 1, config.seed + 2] if redraw else [config.seed]
+    ests = [pilot(sd) for sd in seeds]
+    assert rec.constants.bias_draws == len(seeds)
+    for k, h in enumerate(rec.constants.gram):
+        np.testing.assert_allclose(h, np.mean([e.gram[k] for e in ests], axis=0),
+                                   rtol=1e-9, atol=1e-12)
+    assert rec.constants.zeta2 == pytest.approx(
+        max(np.mean([e.zeta2_per_point[k] for e in ests])
+            for k in range(len(ests[0].zeta2_per_point))), rel=1e-9)
+    assert rec.constants.constants == ests[0].constants  # L, sigma^2, M^2, A: the config's
+    bound = BiasAwareBound.from_estimate(np.asarray(config.service_rates), rec.constants,
+                                         time_budget=30.0)
+    optimum = rec.analytical
+    point = DesignPoint.from_dict(optimum["point"])
+    assert bound.evaluate(point).value == pytest.approx(optimum["terms"]["value"], rel=1e-9)
+    if redraw:
+        again = recommend(config, settings, workload=base, estimate=rec.constants,
+                          log=lambda _line: None)
+        assert again.constants is rec.constants
+
+
 @pytest.mark.parametrize("name", ["redraw_partition", "redraw_confirmation"])
 def test_redraw_settings_must_be_booleans(name: str) -> None:
     from raysync.exceptions import ConfigError
