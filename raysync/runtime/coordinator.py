@@ -89,7 +89,7 @@ from raysync.runtime.checkpoint import (
     peek_version,
     read_checkpoint,
 )
-from raysync.simulation.engine import ProgressCallback
+from raysync.simulation.engine import ProgressCallback, check_first_completion
 from raysync.simulation.result import RunResult
 
 if TYPE_CHECKING:
@@ -1288,6 +1288,8 @@ def check_run_config(config: SystemConfig, *, virtual_clock: bool = False) -> No
     _check_run_clock(config)
     _check_network(config, virtual_clock)
     _check_nonstationary(config)
+    if config.run.time_scale > 0:  # emulated: no task is shorter than its service time
+        check_first_completion(config)
 
 
 def _check_target_ahead(config: SystemConfig, directory: Path, state: Mapping[str, Any]) -> None:

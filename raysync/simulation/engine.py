@@ -80,6 +80,7 @@ __all__ = [
     "ProgressCallback",
     "SIMULATOR_TASK_BYTES",
     "check_evaluations",
+    "check_first_completion",
     "check_simulation",
     "check_task_memory",
     "eval_failure",
@@ -208,8 +209,9 @@ def check_simulation(config: SystemConfig, *, queue_only: bool | None = None) ->
     What :func:`simulate` checks before it allocates anything (the run's length against
     the simulator's limit of completions, its throughput and duration against the float
     range, the evaluations it asks for, its tasks' memory, the clients' presence) and a
-    run so short that its default warm-up drops every completion (the command's report
-    would be NaN). The workload is not built (its checks are
+    run so short that its default warm-up drops every completion, or that ends before any
+    task can complete (:func:`check_first_completion`; the command's report would be
+    NaN). The workload is not built (its checks are
     :func:`raysync.workload.check_workload`'s). ``raysync simulate`` and ``raysync
     validate`` call it.
 
@@ -227,6 +229,7 @@ def check_simulation(config: SystemConfig, *, queue_only: bool | None = None) ->
     train = config.run.train if queue_only is None else not queue_only
     buffer, _, _ = _preflight(config, train, make_strategy(config.algorithm) if train else None)
     check_presence(config)
+    check_first_completion(config)
     if config.run.num_updates is not None:
         most = config.run.num_updates * buffer
         if most - math.ceil(_WARMUP_FRACTION * most) < 1:
@@ -238,6 +241,47 @@ def check_simulation(config: SystemConfig, *, queue_only: bool | None = None) ->
                 f"{_WARMUP_FRACTION:g} of them, rounded up), so there would be nothing to "
                 "measure; set run.num_updates to at least 2"
             )
+
+
+def check_first_completion(config: SystemConfig) -> None:
+    """Refuse a ``run.time_budget`` that ends before any client can finish a task.
+
+    A lower bound on the first completion (config seconds): each client's earliest
+    service end after it joins
+    (:meth:`~raysync.simulation.service_times.BaseServiceTime.earliest_finish`; 0 s of
+    service for a law whose durations can be arbitrarily short), links and the server
+    station left out. So a config refused here completes nothing, in the simulator or on
+    Ray with emulation (a task lasts at least ``time_scale`` times its service time), and
+    one that passes may still complete nothing (``raysync simulate`` then says so after
+    the run). No budget: nothing to check.
+
+    Raises:
+        ConfigError: One line naming the budget and the earliest possible completion.
+    """
+    from raysync.simulation.service_times import make_service_time
+
+    if config.run.time_budget is None:
+        return
+    budget = float(config.run.time_budget)
+
+    laws: dict[Any, Any] = {}  # one law per distinct spec: a fleet shares a few
+    earliest, who = math.inf, 0
+    for i, client in enumerate(config.clients):
+        spec = client.service_time
+        if spec not in laws:
+            laws[spec] = make_service_time(spec)
+        end = laws[spec].earliest_finish(float(client.join_time))
+        if end <= budget:
+            return
+        if end < earliest:
+            earliest, who = end, i
+    raise ConfigError(
+        f"run.time_budget (--time-budget) = {budget:g} s ends before any task can be "
+        f"completed: the earliest a client can finish one is {earliest:g} s (clients[{who}], "
+        f"{config.clients[who].service_time.kind} service time, joining at "
+        f"{float(config.clients[who].join_time):g} s), so there would be nothing to measure; "
+        f"make run.time_budget longer than {earliest:g} s"
+    )
 
 
 def simulate(

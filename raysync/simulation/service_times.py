@@ -76,6 +76,19 @@ class BaseServiceTime(abc.ABC):
         del now
         return float(self.sample(rng))
 
+    @property
+    def shortest(self) -> float:
+        """The shortest duration a draw can take (seconds; 0 unless a law says more).
+
+        A lower bound, not an estimate: a law whose durations can be arbitrarily short
+        (exponential, log-normal, any law that does not override this) gives 0.
+        """
+        return 0.0
+
+    def earliest_finish(self, start: float) -> float:
+        """The earliest instant a service starting at or after ``start`` can end (seconds)."""
+        return start + self.shortest
+
 
 def _check_positive_finite(name: str, value: object) -> float:
     """Return ``value`` as a float, or raise ConfigError unless it is finite and > 0."""
@@ -169,6 +182,11 @@ class DeterministicServiceTime(BaseServiceTime):
         if size is None:
             return self._duration
         return np.full(size, self._duration, dtype=np.float64)
+
+    @property
+    def shortest(self) -> float:
+        """The duration."""
+        return self._duration
 
     def __repr__(self) -> str:
         return f"DeterministicServiceTime(duration={self._duration!r})"
@@ -298,6 +316,11 @@ class TraceServiceTime(BaseServiceTime):
         """Coefficient of variation ``std / mean`` of the durations."""
         return self._cv
 
+    @property
+    def shortest(self) -> float:
+        """The shortest observed duration (resampling never draws less)."""
+        return float(self._durations.min())
+
     def sample(self, rng: np.random.Generator, size: int | None = None) -> float | np.ndarray:
         """Draw one observed duration (``size=None``) or ``size`` of them, with replacement."""
         m = self._durations.size
@@ -394,6 +417,21 @@ class ScheduleServiceTime(BaseServiceTime):
     def sample(self, rng: np.random.Generator, size: int | None = None) -> float | np.ndarray:
         """Draw from the first segment (the law at ``t = 0``)."""
         return self._segments[0].sample(rng, size)
+
+    @property
+    def shortest(self) -> float:
+        """The shortest duration of the first segment (the law at ``t = 0``)."""
+        return self._segments[0].shortest
+
+    def earliest_finish(self, start: float) -> float:
+        """The earliest end of a service starting at or after ``start``.
+
+        The minimum over the segments in force from then on: a later segment may be faster.
+        """
+        begins = [0.0, *self._ends]
+        first = bisect.bisect_right(self._ends, start)
+        return min(max(begins[j], start) + self._segments[j].shortest
+                   for j in range(first, len(self._segments)))
 
     def sample_at(self, rng: np.random.Generator, now: float) -> float:
         """Draw one duration from the segment in force at ``now``."""

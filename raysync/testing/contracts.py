@@ -398,6 +398,20 @@ class ServiceTimeContract(abc.ABC):
         assert isinstance(value, float | np.floating)
         assert math.isfinite(float(value)) and float(value) > 0
 
+    def test_no_sample_below_shortest(self) -> None:
+        """``shortest`` bounds every draw from below, ``earliest_finish(t)`` every end.
+
+        The check that refuses a run too short for any task to finish relies on both.
+        """
+        dist = self.make_service_time()
+        x = self._samples()
+        assert 0 <= dist.shortest <= x.min()
+        rng = np.random.default_rng(self.seed)
+        for start in (0.0, 1.0, 1e3):
+            ends = [start + dist.sample_at(rng, start) for _ in range(200)]
+            assert dist.earliest_finish(start) <= min(ends)
+            assert dist.earliest_finish(start) >= start
+
     def test_deterministic_for_same_seed(self) -> None:
         """Generators with the same seed give the same samples."""
         np.testing.assert_array_equal(self._samples(seed=5), self._samples(seed=5))

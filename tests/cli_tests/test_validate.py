@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from raysync.cli import main
+from raysync.config import load_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny.toml"
 
@@ -224,3 +225,33 @@ def test_a_queue_only_config_does_not_need_its_data(
         assert main(["validate", str(path), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "no_such_mod_xyz:make' cannot be imported" in err[0], err
+
+
+def test_a_time_budget_shorter_than_every_service_is_refused_by_validate_simulate_and_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every task takes 5 s and the budget is 1 s: simulate refused only after simulating,
+    # run (with emulation, a task lasts at least its service time) and validate not at all.
+    import re
+
+    text = re.sub(r'kind = "exponential", rate = [0-9.]+', 'kind = "deterministic", mean = 5.0',
+                  EXAMPLE.read_text())
+    text = text.replace("num_updates = 400", "time_budget = 1.0")
+    path = tmp_path / "d.toml"
+    path.write_text(text)
+    reason = ("run.time_budget (--time-budget) = 1 s ends before any task can be completed: "
+              "the earliest a client can finish one is 5 s (clients[0], deterministic service "
+              "time, joining at 0 s), so there would be nothing to measure; make "
+              "run.time_budget longer than 5 s")
+    for command in ("simulate", "run"):
+        assert main([command, str(path), "--no-progress"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"raysync {command}: error: {reason}"]
+    assert main(["validate", str(path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"raysync validate: error: `raysync simulate` would refuse it: {reason}"]
+    # without emulation a task lasts its compute time: run does not refuse it
+    path.write_text(text.replace("time_budget = 1.0", "time_budget = 1.0\ntime_scale = 0"))
+    from raysync.runtime import check_run_config
+
+    check_run_config(load_config(path))

@@ -14,6 +14,7 @@ are refused in one line naming the value and the rule.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -311,3 +312,40 @@ def test_a_run_whose_every_completion_is_warm_up_is_refused_by_the_check_not_the
     assert result.num_updates == 1 and math.isnan(result.throughput)
     check_simulation(fleet([exp(1.0)] * 2, 2, updates=2))
     assert math.isfinite(simulate(fleet([exp(1.0)] * 2, 2, updates=2)).throughput)
+
+
+def _timed(laws: list[dict[str, Any]], budget: float, joins: list[float] | None = None) -> Any:
+    from raysync.config import ClientSpec, RunConfig, ServiceTimeSpec, SystemConfig
+
+    clients = tuple(ClientSpec(service_time=ServiceTimeSpec(**law), join_time=j)
+                    for law, j in zip(laws, joins or [0.0] * len(laws), strict=True))
+    return SystemConfig(clients=clients, concurrency=2,
+                        run=RunConfig(time_budget=budget, train=False))
+
+
+@pytest.mark.parametrize(("laws", "joins", "budget", "earliest", "who"), [
+    # every service lasts longer than the budget
+    ([{"kind": "deterministic", "mean": 5.0}] * 2, None, 1.0, 5.0, 0),
+    # the fastest trace duration is 2 s
+    ([{"kind": "trace", "durations": [3.0, 2.0, 9.0]}, {"kind": "deterministic", "mean": 7.0}],
+     None, 1.5, 2.0, 0),
+    # an exponential client could finish at once, but it joins only at t = 3
+    ([{"kind": "deterministic", "mean": 5.0}, {"kind": "exponential", "rate": 1.0}],
+     [0.0, 3.0], 2.5, 3.0, 1),
+])
+def test_a_time_budget_no_task_can_finish_in_is_refused_before_the_run(
+    laws: list[dict[str, Any]], joins: list[float] | None, budget: float, earliest: float,
+    who: int,
+) -> None:
+    # The simulator itself, run anyway, completes nothing in such a budget (the independent
+    # check). A budget just past the earliest end passes the check (a trace or exponential
+    # law may still take longer on the draws a run makes; the command says so after it).
+    config = _timed(laws, budget, joins)
+    with pytest.raises(ConfigError, match=(
+            rf"^run.time_budget \(--time-budget\) = {budget:g} s ends before any task can be "
+            rf"completed: the earliest a client can finish one is {earliest:g} s "
+            rf"\(clients\[{who}\], ")):
+        check_simulation(config)
+    assert simulate(config).num_completions == 0
+    check_simulation(_timed(laws, earliest * 1.001, joins))
+    assert simulate(_timed(laws, earliest + 50.0, joins)).num_completions >= 1

@@ -238,3 +238,21 @@ def test_training_with_a_joining_client_and_adaptive_routing() -> None:
     assert result.completed[2] > 0  # it joined and was used
     assert any(c.reason == "availability" for c in router.changes)
     assert math.isfinite(result.final_test_loss)
+
+
+def test_earliest_finish_of_a_schedule_against_a_grid_of_start_times() -> None:
+    """A slow first segment then a fast one: the earliest end of a service starting at or
+    after ``t`` is the minimum of ``s + duration(s)`` over start times ``s >= t``, found
+    here on a 0.01 s grid (deterministic segments: exact at the grid's points)."""
+    law = make_service_time(ServiceTimeSpec(kind="schedule", segments=(
+        ServiceTimeSpec(kind="deterministic", mean=10.0, until=5.0),
+        ServiceTimeSpec(kind="deterministic", mean=1.0, until=8.0),
+        ServiceTimeSpec(kind="deterministic", mean=4.0),
+    )))
+    rng = np.random.default_rng(0)
+    grid = np.arange(0.0, 30.0, 0.01)
+    ends = np.array([s + law.sample_at(rng, s) for s in grid])
+    for start in (0.0, 3.0, 5.0, 6.5, 7.99, 8.0, 12.0):
+        brute = float(ends[grid >= start - 1e-9].min())
+        assert law.earliest_finish(start) == pytest.approx(brute, abs=1e-9), start
+    assert law.shortest == 10.0  # the first segment's, like mean and variance
