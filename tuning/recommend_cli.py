@@ -118,7 +118,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--redraw-partition", action="store_true",
         help=("each pilot seed also redraws the data (subsample, partition over clients, "
-              "initial model), so the choice holds for the kind of partition, not one draw"),
+              "initial model), and the bound's bias term averages the pilots' Gram matrices "
+              "over those draws, so the choice holds for the kind of partition, not one draw"),
     )
     parser.add_argument(
         "--redraw-confirmation", action="store_true",
