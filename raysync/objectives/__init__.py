@@ -9,7 +9,8 @@
 * :func:`optimal_step_size`, :func:`step_size_cap`: the closed-form step.
 * :func:`estimate_constants`, :func:`estimate_service_rate`: the constants ``L``,
   ``sigma^2``, ``M^2``, ``A`` (and ``zeta^2``, the clients' gradient Gram matrices) from a
-  pilot run, and ``mu_i`` from observed service times.
+  pilot run, and ``mu_i`` from observed service times; :func:`pool_bias_over_draws`
+  averages the bias statistics over pilots on several draws of the data.
 * :class:`DesignSpace`, :class:`DesignPoint`: update rule, routing, ``C`` and step as one
   space; the usual defaults are points of it; points convert to and from configs.
 * :class:`BiasAwareBound`, :func:`optimize_bias_aware`: the bound of docs/theory.md section 6
@@ -96,13 +97,13 @@ __all__ = [
     "estimate_constants_for_config",
     "estimate_service_rate",
     "estimate_service_rates",
-    "pool_bias_over_draws",
     "mean_delay",
     "optimal_step_size",
     "optimize_bias_aware",
     "optimize_concurrency",
     "optimize_joint",
     "optimize_routing",
+    "pool_bias_over_draws",
     "speed_tiers",
     "step_size_cap",
     "variance_inflation",
