@@ -617,23 +617,21 @@ def pool_bias_over_draws(estimates: Sequence[ConstantsEstimate]) -> ConstantsEst
                 f"estimate {j} has (points, zeta points, Gram shape) {other}, the first "
                 f"{shape}: only pilots of the same clients and points can be pooled"
             )
-    weights = np.asarray([e.bias_draws for e in items], dtype=np.float64)
-    weights /= weights.sum()
+    weights = [e.bias_draws for e in items]
     grams = []
     for k in range(len(first.gram)):
-        h = sum(w * np.asarray(e.gram[k], dtype=np.float64)
-                for w, e in zip(weights, items, strict=True))
-        mat = np.asarray(h, dtype=np.float64)
+        mat = np.average([np.asarray(e.gram[k], dtype=np.float64) for e in items], axis=0,
+                         weights=weights)
         mat.setflags(write=False)
         grams.append(mat)
     zeta = tuple(
-        float(sum(w * e.zeta2_per_point[k] for w, e in zip(weights, items, strict=True)))
-        for k in range(len(first.zeta2_per_point))
-    )
+        float(v) for v in np.average([e.zeta2_per_point for e in items], axis=0,
+                                     weights=weights)
+    ) if first.zeta2_per_point else ()
     return dataclasses.replace(
         first, gram=tuple(grams), zeta2_per_point=zeta,
         zeta2=max(zeta) if zeta else first.zeta2,
-        bias_draws=int(sum(e.bias_draws for e in items)),
+        bias_draws=sum(weights),
     )
 
 
