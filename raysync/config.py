@@ -1268,6 +1268,7 @@ class SystemConfig:
         if self.routing.objective == "bias_aware":
             _check_bias_aware_routing(self)
         _check_training_samples(self)
+        _check_loss_targets(self)
         _check_power(self)
         _check_dynamics(self)
         if self.routing.kind == "adaptive":
@@ -1438,6 +1439,29 @@ def _check_training_samples(config: SystemConfig) -> None:
             f"must be at least clients x data.shards_per_client = {n} x {shards} = "
             f"{n * shards} with partition 'shards' (a shard holds a sample at least)",
             cap,
+        )
+
+
+#: Built-in datasets whose targets are integer class labels (``directory`` reads either).
+_CLASS_LABEL_DATASETS = ("digits", "mnist")
+
+
+def _check_loss_targets(config: SystemConfig) -> None:
+    """Refuse ``loss = 'mse'`` on a built-in dataset of class labels before any data loads.
+
+    The workload refuses it too (:func:`raysync.workload.build_workload`), but only once
+    the data is read, so ``validate`` without ``--workload`` would call such a config valid.
+    """
+    data = config.data
+    if (
+        config.model.loss == "mse"
+        and data.factory is None
+        and data.dataset in _CLASS_LABEL_DATASETS
+    ):
+        raise ConfigError(
+            f"model.loss = 'mse' needs real targets, but data.dataset {data.dataset!r} has "
+            "integer class labels; use loss = 'cross_entropy', or a [data] factory that "
+            "returns float targets"
         )
 
 

@@ -10,7 +10,9 @@ the labels, a finite scalar loss and gradient); a failure is one line and exit c
 Every config also goes through what ``simulate`` and ``run`` check before they start
 (:func:`raysync.simulation.engine.check_simulation`,
 :func:`raysync.runtime.check_run_config`: run length, evaluations, the wall clock's limits,
-tasks' memory, emulated delays), so a config that either would refuse is not "valid".
+tasks' memory, emulated delays), so a config that either would refuse is not "valid"; with
+power figures, so do the predicted energy figures ``analyze`` reports (finite mean power and
+energy per update).
 """
 
 from __future__ import annotations
@@ -135,12 +137,29 @@ def _check_commands(config: SystemConfig) -> None:
     checks: tuple[tuple[str, Callable[[SystemConfig], None]], ...] = (
         ("simulate", check_simulation),
         ("run", check_run),
+        ("analyze", _check_energy),
     )
     for command, check in checks:
         try:
             check(config)
         except ConfigError as exc:
             raise ConfigError(f"`raysync {command}` would refuse it: {exc}") from exc
+
+
+def _check_energy(config: SystemConfig) -> None:
+    """Refuse power figures whose predicted energy overflows, as ``analyze`` does.
+
+    Only with power figures and random routing (what ``analyze`` models), and only where
+    the closed form is within the solver's limits (:func:`predict_or_reason`).
+    """
+    from raysync.objectives.energy import power_figures, predict_energy
+    from raysync.queueing.predict import predict_or_reason
+
+    if not power_figures(config).any or config.routing_probabilities is None:
+        return
+    result = predict_or_reason(config)
+    if not isinstance(result, str):
+        predict_energy(config, result)
 
 
 def workload_summary(workload: Any) -> dict[str, Any]:

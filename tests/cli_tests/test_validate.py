@@ -255,3 +255,31 @@ def test_a_time_budget_shorter_than_every_service_is_refused_by_validate_simulat
     from raysync.runtime import check_run_config
 
     check_run_config(load_config(path))
+
+
+def test_power_figures_whose_energy_overflows_are_refused_as_analyze_refuses_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # validate called this "valid" while analyze refused it: 1e60 W over a throughput of
+    # about 2e-250 updates per second is above float64's 1.8e308 J per update.
+    head = "seed = 0\nconcurrency = 2\n[run]\nnum_updates = 100\ntrain = false\ntime_scale = 0\n"
+    slow = ('[[clients]]\nservice_time = { kind = "exponential", rate = 1e-250 }\n'
+            'power = { busy = "1e60 W", idle = "1 W" }\n')
+    fast = ('[[clients]]\nservice_time = { kind = "exponential", rate = 1.0 }\n'
+            'power = { busy = "1 W", idle = "1 W" }\n')
+    path = tmp_path / "e.toml"
+    path.write_text(head + slow + fast)
+    assert main(["analyze", str(path)]) == 2
+    own = capsys.readouterr().err.strip().splitlines()
+    assert len(own) == 1 and "overflows float64 (above 1.8e308 J)" in own[0], own
+    reason = own[0].removeprefix("raysync analyze: error: ")
+    assert main(["validate", str(path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"raysync validate: error: `raysync analyze` would refuse it: {reason}"]
+    # figures whose energy is finite are valid, and so is the same fleet without power
+    path.write_text(head + slow.replace("1e60 W", "1e50 W") + fast)
+    assert main(["validate", str(path)]) == 0
+    assert main(["analyze", str(path)]) == 0
+    path.write_text(head + (slow + fast).replace('power = { busy = "1e60 W", idle = "1 W" }\n', "")
+                    .replace('power = { busy = "1 W", idle = "1 W" }\n', ""))
+    assert main(["validate", str(path)]) == 0

@@ -145,6 +145,20 @@ def test_config_error_is_value_error_and_raysync_error() -> None:
             r"algorithm 'asyncsgd' needs routing.kind = 'return_to_sender'",
         ),
         (lambda: SystemConfig(clients=(), concurrency=1), r"at least one client"),
+        # refused before the data loads, so `validate` without --workload agrees with `simulate`
+        *[
+            (
+                lambda dataset=dataset: SystemConfig(
+                    clients=_clients([1.0]),
+                    concurrency=1,
+                    data=DataConfig(dataset=dataset),
+                    model=ModelConfig(loss="mse"),
+                ),
+                rf"^model.loss = 'mse' needs real targets, but data.dataset '{dataset}' has "
+                "integer class labels",
+            )
+            for dataset in ("digits", "mnist")
+        ],
     ],
 )
 def test_each_rule_is_rejected_with_its_message(build, message: str) -> None:
