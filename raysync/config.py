@@ -1442,22 +1442,17 @@ def _check_training_samples(config: SystemConfig) -> None:
         )
 
 
-#: Built-in datasets whose targets are integer class labels (``directory`` reads either).
-_CLASS_LABEL_DATASETS = ("digits", "mnist")
-
-
 def _check_loss_targets(config: SystemConfig) -> None:
-    """Refuse ``loss = 'mse'`` on a built-in dataset of class labels before any data loads.
+    """Refuse ``loss = 'mse'`` on a built-in dataset before any data loads.
 
-    The workload refuses it too (:func:`raysync.workload.build_workload`), but only once
-    the data is read, so ``validate`` without ``--workload`` would call such a config valid.
+    Every ``data.dataset`` (``digits``, ``mnist``, and ``directory``, whose loader returns
+    int64 labels: :func:`raysync.data.sources.load_directory`) has integer class labels;
+    only a ``[data] factory`` returns real targets. The workload refuses it too
+    (:func:`raysync.workload.build_workload`), but only once the data is read, so
+    ``validate`` without ``--workload`` would call such a config valid.
     """
     data = config.data
-    if (
-        config.model.loss == "mse"
-        and data.factory is None
-        and data.dataset in _CLASS_LABEL_DATASETS
-    ):
+    if config.model.loss == "mse" and data.factory is None:
         raise ConfigError(
             f"model.loss = 'mse' needs real targets, but data.dataset {data.dataset!r} has "
             "integer class labels; use loss = 'cross_entropy', or a [data] factory that "

@@ -151,13 +151,13 @@ def test_config_error_is_value_error_and_raysync_error() -> None:
                 lambda dataset=dataset: SystemConfig(
                     clients=_clients([1.0]),
                     concurrency=1,
-                    data=DataConfig(dataset=dataset),
+                    data=DataConfig(dataset=dataset, path="d" if dataset == "directory" else None),
                     model=ModelConfig(loss="mse"),
                 ),
                 rf"^model.loss = 'mse' needs real targets, but data.dataset '{dataset}' has "
                 "integer class labels",
             )
-            for dataset in ("digits", "mnist")
+            for dataset in ("digits", "mnist", "directory")
         ],
     ],
 )
