@@ -204,18 +204,12 @@ def _energy(config: Any, network: ClosedNetwork, result: QueueingResult) -> Any:
     """The config's energy figures at this network's utilisations (None without power)."""
     if config is None:
         return None
-    from raysync.objectives.energy import energy_report, power_figures
+    from raysync.objectives.energy import power_figures, predict_energy
 
     figures = power_figures(config)
     if not figures.any or figures.busy.size != network.n_clients:
         return None
-    return energy_report(
-        figures,
-        throughput=result.throughput,
-        utilization=result.utilization,
-        client_throughput=result.client_throughput,
-        server_utilization=result.server_utilization or 0.0,
-    )
+    return predict_energy(config, result)
 
 
 def _check_curve_work(network: ClosedNetwork) -> None:

@@ -263,12 +263,17 @@ def test_power_figures_whose_energy_overflows_are_refused_as_analyze_refuses_the
     # validate called this "valid" while analyze refused it: 1e60 W over a throughput of
     # about 2e-250 updates per second is above float64's 1.8e308 J per update.
     head = "seed = 0\nconcurrency = 2\n[run]\nnum_updates = 100\ntrain = false\ntime_scale = 0\n"
-    slow = ('[[clients]]\nservice_time = { kind = "exponential", rate = 1e-250 }\n'
-            'power = { busy = "1e60 W", idle = "1 W" }\n')
-    fast = ('[[clients]]\nservice_time = { kind = "exponential", rate = 1.0 }\n'
-            'power = { busy = "1 W", idle = "1 W" }\n')
+
+    def fleet(slow_busy: str | None) -> str:
+        text = head
+        for rate, busy in ((1e-250, slow_busy), (1.0, "1 W")):
+            text += f'[[clients]]\nservice_time = {{ kind = "exponential", rate = {rate:g} }}\n'
+            if slow_busy is not None:
+                text += f'power = {{ busy = "{busy}", idle = "1 W" }}\n'
+        return text
+
     path = tmp_path / "e.toml"
-    path.write_text(head + slow + fast)
+    path.write_text(fleet("1e60 W"))
     assert main(["analyze", str(path)]) == 2
     own = capsys.readouterr().err.strip().splitlines()
     assert len(own) == 1 and "overflows float64 (above 1.8e308 J)" in own[0], own
@@ -277,9 +282,8 @@ def test_power_figures_whose_energy_overflows_are_refused_as_analyze_refuses_the
     assert capsys.readouterr().err.strip().splitlines() == [
         f"raysync validate: error: `raysync analyze` would refuse it: {reason}"]
     # figures whose energy is finite are valid, and so is the same fleet without power
-    path.write_text(head + slow.replace("1e60 W", "1e50 W") + fast)
+    path.write_text(fleet("1e50 W"))
     assert main(["validate", str(path)]) == 0
     assert main(["analyze", str(path)]) == 0
-    path.write_text(head + (slow + fast).replace('power = { busy = "1e60 W", idle = "1 W" }\n', "")
-                    .replace('power = { busy = "1 W", idle = "1 W" }\n', ""))
+    path.write_text(fleet(None))
     assert main(["validate", str(path)]) == 0
