@@ -60,6 +60,57 @@ def float32_overflow(arr: np.ndarray) -> Any:
     return bottom if bottom < -limit else None
 
 
+def tensor_to_numpy(tensor: Any, what: str, error: type[Exception], *, verb: str) -> np.ndarray:
+    """A torch tensor's values as a numpy array, or one line saying why it has none.
+
+    Floating tensors narrower than float32 (``bfloat16``, ``float16``, the ``float8``
+    types) are widened to float32 first: numpy has no bfloat16 or float8, and float32
+    holds every value of those types exactly, so nothing is lost. Gradients are detached
+    and GPU tensors copied to the CPU.
+
+    Args:
+        tensor: A ``torch.Tensor``.
+        what: The value's name as the message should start (``"loader: x_train"``).
+        error: The exception type to raise.
+        verb: How the fix starts: ``"return"`` for a user's function, ``"pass"`` for an
+            argument.
+
+    Raises:
+        error: A nested or sparse tensor, a tensor on the ``meta`` device (a shape
+            without values), or a dtype numpy cannot hold (e.g. quantized).
+    """
+    import torch  # already imported: ``tensor`` is one of its tensors
+
+    dtype = tensor.dtype
+    if tensor.is_nested:
+        raise error(
+            f"{what} is a nested tensor (rows of different shapes); {verb} one dense "
+            "tensor of shape (N, ...)"
+        )
+    shape = tuple(tensor.shape)  # a nested tensor has none: it raises
+    if tensor.layout != torch.strided:
+        # numpy has no sparse arrays; densifying silently could need all the memory there is
+        raise error(
+            f"{what} is a sparse tensor (layout {tensor.layout}, dtype {dtype}, shape "
+            f"{shape}); {verb} a dense tensor (call .to_dense() on it)"
+        )
+    if tensor.is_meta:
+        raise error(
+            f"{what} is a tensor on the 'meta' device (dtype {dtype}, shape {shape}), which "
+            f"has a shape but no values; {verb} it with its data, on the CPU or a GPU"
+        )
+    try:
+        if dtype.is_floating_point and dtype.itemsize < 4:
+            tensor = tensor.float()
+        return np.asarray(tensor.numpy(force=True))
+    except (TypeError, RuntimeError, NotImplementedError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise error(
+            f"{what} is a {dtype} tensor on {tensor.device}, which numpy cannot hold "
+            f"({reason}); {verb} a float, integer or bool tensor"
+        ) from exc
+
+
 def check_probabilities(p: np.ndarray, name: str = "p") -> None:
     """Refuse an entry of a routing vector below :data:`MIN_PROBABILITY` (or NaN).
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from raysync._validation import float32_overflow
+from raysync._validation import float32_overflow, tensor_to_numpy
 from raysync.data.sources import MAX_CLASSES, Dataset, stratified_split
 from raysync.exceptions import DataError
 
@@ -67,61 +67,18 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
 
 
-def _tensor_to_numpy(tensor: Any, what: str, who: str) -> np.ndarray:
-    """A torch tensor's values as a numpy array, or one line saying why it has none.
-
-    Floating tensors narrower than float32 (``bfloat16``, ``float16``, the ``float8``
-    types) are widened to float32 first: numpy has no bfloat16 or float8, and float32
-    holds every value of those types exactly, so nothing is lost. Gradients are detached
-    and GPU tensors copied to the CPU.
-
-    Raises:
-        DataError: A sparse or nested tensor, a tensor on the ``meta`` device (a shape
-            without values), or a dtype numpy cannot hold (e.g. quantized).
-    """
-    import torch  # already imported: ``tensor`` is one of its tensors
-
-    if tensor.is_nested:
-        raise DataError(
-            f"{who}: {what} is a nested tensor (rows of different shapes); return one dense "
-            "tensor of shape (N, ...)"
-        )
-    if tensor.layout != torch.strided:
-        # numpy has no sparse arrays; densifying silently could need all the memory there is
-        raise DataError(
-            f"{who}: {what} is a sparse tensor (layout {tensor.layout}, dtype "
-            f"{tensor.dtype}, shape {tuple(tensor.shape)}); return a dense tensor "
-            "(call .to_dense() on it)"
-        )
-    if tensor.device.type == "meta":
-        raise DataError(
-            f"{who}: {what} is a tensor on the 'meta' device (dtype {tensor.dtype}, shape "
-            f"{tuple(tensor.shape)}), which has a shape but no values; return it with its "
-            "data, on the CPU or a GPU"
-        )
-    given = tensor.dtype
-    try:
-        if given.is_floating_point and given not in (torch.float32, torch.float64):
-            tensor = tensor.float()
-        return np.asarray(tensor.numpy(force=True))
-    except (TypeError, RuntimeError, NotImplementedError) as exc:
-        raise DataError(
-            f"{who}: {what} is a {given} tensor on {tensor.device}, which numpy cannot hold "
-            f"({_first_line(exc)}); return a float, integer or bool tensor"
-        ) from exc
-
-
 def _to_numpy(value: Any, what: str, who: str) -> np.ndarray:
     """A numpy array of ``value`` (array, tensor, nested list) with a real numeric dtype.
 
     Raises:
         DataError: ``value`` cannot become an array (the user's object raised, ragged
-            lists), a tensor without usable values (see :func:`_tensor_to_numpy`), a
-            masked array with masked entries, or a dtype other than bool, integer or float.
+            lists), a tensor without usable values (see
+            :func:`raysync._validation.tensor_to_numpy`), a masked array with masked
+            entries, or a dtype other than bool, integer or float.
     """
     torch = sys.modules.get("torch")  # a tensor implies torch is imported: no import here
     if torch is not None and isinstance(value, torch.Tensor):
-        arr = _tensor_to_numpy(value, what, who)
+        arr = tensor_to_numpy(value, f"{who}: {what}", DataError, verb="return")
     elif isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
         # np.asarray drops the mask and keeps whatever values lie under it
         raise DataError(

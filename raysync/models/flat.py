@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raysync._validation import check_int, float32_overflow
+from raysync._validation import check_int, float32_overflow, tensor_to_numpy
 from raysync.exceptions import ConfigError, DataError
 
 __all__ = [
@@ -230,29 +230,15 @@ def _copy_out(flat: torch.Tensor) -> FloatArray:
 def _array_of(value: Any, what: str, error: type[Exception]) -> np.ndarray:
     """``value`` (array, tensor, list) as a numpy array, or one line saying why not.
 
-    Tensors are detached and copied to the CPU; floating tensors narrower than float32
-    (``bfloat16``, ``float16``, ``float8``) are widened to float32, which holds each of
-    their values exactly (numpy has no bfloat16).
+    Tensors go through :func:`raysync._validation.tensor_to_numpy` (detached, on the CPU,
+    narrow floats widened to float32).
 
     Raises:
-        error: A sparse or nested tensor, a tensor on the ``meta`` device (no values), a
-            dtype numpy cannot hold, or an object numpy cannot read.
+        error: A tensor without usable values (see that function), or an object numpy
+            cannot read.
     """
     if isinstance(value, torch.Tensor):
-        if value.is_nested or value.layout != torch.strided or value.is_meta:
-            kind = (
-                "a nested tensor" if value.is_nested
-                else f"a sparse tensor (layout {value.layout})" if not value.is_meta
-                else "a tensor on the 'meta' device (no values)"
-            )  # fmt: skip
-            raise error(f"{what} is {kind}; pass a dense tensor or numpy array")
-        given = value.dtype
-        try:
-            if given.is_floating_point and given not in (torch.float32, torch.float64):
-                value = value.float()
-            return value.numpy(force=True)
-        except (TypeError, RuntimeError, NotImplementedError) as exc:
-            raise error(f"{what} is a {given} tensor, which numpy cannot hold: {exc}") from exc
+        return tensor_to_numpy(value, what, error, verb="pass")
     try:
         return np.asarray(value)
     except Exception as exc:  # the caller's object: __array__ may raise anything

@@ -96,6 +96,8 @@ def _sparse(t: torch.Tensor) -> torch.Tensor:
         ("x_train", lambda a: torch.quantize_per_tensor(torch.from_numpy(a), 0.1, 0,
                                                         torch.qint8),
          "x_train is a torch.qint8 tensor on cpu, which numpy cannot hold"),
+        ("x_train", lambda a: torch.nested.nested_tensor([torch.from_numpy(r) for r in a]),
+         "x_train is a nested tensor (rows of different shapes); return one dense tensor"),
         ("x_train", lambda a: np.ma.masked_array(a, mask=a > 0.5),
          "x_train is a masked array with"),
     ],

@@ -110,9 +110,15 @@ def test_narrow_float_tensors_are_widened_for_a_computer() -> None:
     ("x", "y", "words"),
     [
         (torch.empty(4, 3, device="meta"), np.zeros(4, np.int64),
-         "x is a tensor on the 'meta' device (no values)"),
+         "x is a tensor on the 'meta' device (dtype torch.float32, shape (4, 3)), which has "
+         "a shape but no values; pass it with its data"),
         (torch.rand(4, 3).to_sparse(), np.zeros(4, np.int64),
-         "x is a sparse tensor (layout torch.sparse_coo)"),
+         "x is a sparse tensor (layout torch.sparse_coo, dtype torch.float32, shape (4, 3)); "
+         "pass a dense tensor"),
+        (torch.nested.nested_tensor([torch.rand(2, 3), torch.rand(2, 3)]), np.zeros(4, np.int64),
+         "x is a nested tensor (rows of different shapes); pass one dense tensor"),
+        (torch.quantize_per_tensor(torch.rand(4, 3), 0.1, 0, torch.qint8), np.zeros(4, np.int64),
+         "x is a torch.qint8 tensor on cpu, which numpy cannot hold"),
         (np.zeros((4, 3)), torch.zeros(4, dtype=torch.int64).to_sparse(), "y is a sparse tensor"),
         (np.full((4, 3), 1e300), np.zeros(4, np.int64),
          "x holds 1e+300, which exceeds float32's range ±3.4e38"),
