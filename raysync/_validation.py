@@ -60,6 +60,11 @@ def float32_overflow(arr: np.ndarray) -> Any:
     return bottom if bottom < -limit else None
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text, ``""`` when it has none (messages stay one line)."""
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
 def tensor_to_numpy(tensor: Any, what: str, error: type[Exception], *, verb: str) -> np.ndarray:
     """A torch tensor's values as a numpy array, or one line saying why it has none.
 
@@ -104,7 +109,7 @@ def tensor_to_numpy(tensor: Any, what: str, error: type[Exception], *, verb: str
             tensor = tensor.float()
         return np.asarray(tensor.numpy(force=True))
     except (TypeError, RuntimeError, NotImplementedError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = first_line(exc) or type(exc).__name__
         raise error(
             f"{what} is a {dtype} tensor on {tensor.device}, which numpy cannot hold "
             f"({reason}); {verb} a float, integer or bool tensor"

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from raysync._validation import import_object
+from raysync._validation import first_line, import_object
 from raysync.config import SystemConfig
 from raysync.exceptions import (
     LOWER_THE_STEP,
@@ -652,14 +652,16 @@ def _user_call(what: str, fn: Callable[[], Any], where: str) -> Any:
         except SystemExit as exc:  # would end the command silently, even with exit code 0
             raise DataError(f"{what} called sys.exit({exc.code!r}) {where}") from None
         except Exception as exc:  # the user's code failed: name it, keep the cause
-            first = (str(exc).strip().splitlines() or [""])[0]
-            raise DataError(f"{what} raised {type(exc).__name__} {where}: {first}") from exc
+            raise DataError(
+                f"{what} raised {type(exc).__name__} {where}: {first_line(exc)}"
+            ) from exc
     for w in held:
         try:  # the caller's filters apply now: "error" makes it the call's failure, as before
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
         except Warning as exc:
-            first = (str(exc).strip().splitlines() or [""])[0]
-            raise DataError(f"{what} raised {type(exc).__name__} {where}: {first}") from exc
+            raise DataError(
+                f"{what} raised {type(exc).__name__} {where}: {first_line(exc)}"
+            ) from exc
     return result
 
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from raysync._validation import float32_overflow, tensor_to_numpy
+from raysync._validation import first_line, float32_overflow, tensor_to_numpy
 from raysync.data.sources import MAX_CLASSES, Dataset, stratified_split
 from raysync.exceptions import DataError
 
@@ -61,10 +61,6 @@ _REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 #: otherwise be dropped without a word.
 _KNOWN = frozenset((*_REQUIRED, "x_val", "y_val", "client_train", "num_classes", "name",
                     "train", "val", "test"))
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0]
 
 
 def _to_numpy(value: Any, what: str, who: str) -> np.ndarray:
@@ -90,7 +86,7 @@ def _to_numpy(value: Any, what: str, who: str) -> np.ndarray:
             arr = np.asarray(value)
         except Exception as exc:  # the user's __array__/__len__/__getitem__ may raise anything
             raise DataError(
-                f"{who}: {what} is not an array: {type(exc).__name__}: {_first_line(exc)}"
+                f"{who}: {what} is not an array: {type(exc).__name__}: {first_line(exc)}"
             ) from exc
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise DataError(f"{who}: {what} must be a numeric array, got dtype {arr.dtype}")
@@ -255,7 +251,7 @@ def dataset_from_output(output: Any, *, source: str, seed: int = 0) -> Dataset:
     except Exception as exc:  # the user's Mapping: its __iter__/__getitem__ may raise
         raise DataError(
             f"{who} returned a mapping that cannot be read: {type(exc).__name__}: "
-            f"{_first_line(exc)}"
+            f"{first_line(exc)}"
         ) from exc
     unknown = sorted((k for k in out if k not in _KNOWN), key=str)
     if unknown:

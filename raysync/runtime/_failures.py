@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import ray
 
+from raysync import _validation
 from raysync.config import SystemConfig
 from raysync.exceptions import RaySyncError, RuntimeFailure
 from raysync.runtime._backend import ExecutorNotReady
@@ -57,8 +58,7 @@ def classify(exc: BaseException) -> Literal["lost", "failed"]:
 
 def first_line(exc: BaseException) -> str:
     """The first line of an error's text (Ray errors carry long tracebacks)."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else "no reason given"
+    return _validation.first_line(exc) or "no reason given"
 
 
 def translate(
