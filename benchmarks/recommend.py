@@ -27,7 +27,9 @@ table). ``--eval-samples N`` caps the validation and test
 sets at ``N`` rows (one fixed draw for every arm and seed; the CNN's evaluations are most of
 its runs' time). ``--redraw-partition`` makes recommend's pilot seeds redraw the cell's
 partition (``RecommendSettings.redraw_partition``; the other arms' steps stay chosen on the
-selection seed). ``--confirm-seeds N`` (default 5) is recommend's
+selection seed). ``--pool-bias`` is ``RecommendSettings.pool_bias`` (the bias term pooled
+over the pilot seeds' draws, every run on the selection seed's draw). ``--confirm-seeds N``
+(default 5) is recommend's
 ``RecommendSettings.confirm_seeds``; runs made before the confirmation had 0, and
 ``--confirm-seeds 0`` resumes them. Finished cell-seeds are appended to
 ``STEM.records.jsonl`` as they come.
@@ -253,6 +255,7 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
                                                redraw_partition=job.get("redraw", False),
                                                redraw_confirmation=job.get("confirm_redraw",
                                                                            False),
+                                               pool_bias=job.get("pool_bias", False),
                                                confirm_seeds=job.get("confirm_seeds", 0),
                                                overrule_margin=job.get("overrule_margin",
                                                                        1.0)),
@@ -1105,6 +1108,8 @@ def _job_key(job: dict[str, Any]) -> str:
         key.append(["confirm_seeds", job["confirm_seeds"]])
     if job.get("confirm_redraw"):
         key.append("confirm_redraw")
+    if job.get("pool_bias"):
+        key.append("pool_bias")
     if job.get("overrule_margin", 1.0) != 1.0:  # absent (one SE) in records made before it
         key.append(["overrule_margin", float(job["overrule_margin"])])
     return json.dumps(key)
@@ -1115,7 +1120,7 @@ def _reuse_key(record: dict[str, Any]) -> str:
     that only recommend reads (its trial budget, the pilot's redraw and its confirmation
     seeds)."""
     return _job_key({**record, "trials": None, "redraw": False, "confirm_seeds": 0,
-                     "confirm_redraw": False, "overrule_margin": 1.0})
+                     "confirm_redraw": False, "pool_bias": False, "overrule_margin": 1.0})
 
 
 def rescore_record(record: dict[str, Any], margin: float,
@@ -1291,6 +1296,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redraw-confirmation", action="store_true",
                         help="recommend's confirmation seeds redraw the partition "
                              "(RecommendSettings.redraw_confirmation)")
+    parser.add_argument("--pool-bias", action="store_true",
+                        help="recommend's bound pools its bias term over the pilot seeds' "
+                             "draws, every run on the selection draw "
+                             "(RecommendSettings.pool_bias)")
     parser.add_argument("--confirm-seeds", type=int, default=5, metavar="N",
                         help="recommend's confirmation seeds (RecommendSettings.confirm_seeds; "
                              "default 5; 0 as in the runs made before the confirmation)")
@@ -1395,6 +1404,7 @@ def main(argv: list[str] | None = None) -> int:
     optional = {**({"eval_samples": args.eval_samples} if args.eval_samples else {}),
                 **({"redraw": True} if args.redraw_partition else {}),
                 **({"confirm_redraw": True} if args.redraw_confirmation else {}),
+                **({"pool_bias": True} if args.pool_bias else {}),
                 **({"confirm_seeds": args.confirm_seeds} if args.confirm_seeds else {}),
                 **({"overrule_margin": args.overrule_margin}
                    if args.overrule_margin != 1.0 else {})}

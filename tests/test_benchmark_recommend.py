@@ -183,6 +183,19 @@ def test_redrawn_confirmation_is_recommends_own_setting() -> None:
     assert B._reuse_key(redrawn) == B._reuse_key(old)
 
 
+def test_pool_bias_is_recommends_own_setting() -> None:
+    """--pool-bias makes another run (records made without it are not resumed into), and
+    its other arms may come from them (--arms-from)."""
+    old = {"partition": "dirichlet0.1", "tiers": "1:5:25", "budget": 60.0, "seed": 1,
+           "trials": 30, "max_train": 20000, "lrs": [0.01, 0.1], "model": "logreg",
+           "confirm_seeds": 5}
+    pooled = {**old, "pool_bias": True}
+    assert B._job_key({**old, "pool_bias": False}) == B._job_key(old)
+    assert B._job_key(pooled) != B._job_key(old)
+    assert B._job_key(pooled) != B._job_key({**old, "redraw": True})
+    assert B._reuse_key(pooled) == B._reuse_key(old)
+
+
 def test_overrule_margin_is_recommends_own_setting() -> None:
     """--overrule-margin other than one SE makes another run, records made before the flag
     (one SE) still match the default, and the other arms may come from either."""

@@ -6,8 +6,9 @@ the config's time unit):
 1. **Pilot.** The constants ``L``, ``sigma^2``, ``M^2``, ``A`` and, for the bias term,
    ``zeta^2`` and the clients' gradient Gram matrices, from a short full-batch pilot on the
    config's data and model (:func:`raysync.objectives.estimate_constants`). With
-   ``redraw_partition`` the Gram matrices and ``zeta^2`` are averaged over the config's
-   draw of the data and each pilot seed's draw (:func:`raysync.objectives.pool_bias_over_draws`):
+   ``redraw_partition`` or ``pool_bias`` the Gram matrices and ``zeta^2`` are averaged over
+   the config's draw of the data and each pilot seed's draw
+   (:func:`raysync.objectives.pool_bias_over_draws`):
    fitted to one draw of a non-IID partition, the bias term lets the bound pick a mix
    ``r`` that leans on the clients whose gradients agree on that draw (on a Dirichlet 0.1
    cell of ``benchmarks/recommend.py`` such a weighted design scored 90.42 % on validation
@@ -216,6 +217,11 @@ class RecommendSettings:
         redraw_confirmation: Each confirmation seed redraws the data (module docstring,
             step 5), the pilot seeds keep the config's draw. For data that will differ
             from the config's draw; off (the default) judges on the config's own data.
+        pool_bias: The bound's bias term averages the Gram matrices and ``zeta^2`` of the
+            config's draw and each pilot seed's draw (module docstring, step 1), while
+            every run (step pilot, study, confirmation) keeps the config's draw; implied
+            by ``redraw_partition``. Experimental, off by default: its held-out test is
+            pre-registered in ``benchmarks/results/recommend_pool_bias_preregistration.md``.
         num_evals: Evaluations per run (``1..MAX_EVALS``, 10,000; the time-to-target
             resolution is ``T / num_evals``).
         seed: Seed of the study's runs (the pilot uses ``seed + 1``) and of the sampler
@@ -243,6 +249,7 @@ class RecommendSettings:
     overrule_margin: float = 1.0
     redraw_partition: bool = False
     redraw_confirmation: bool = False
+    pool_bias: bool = False
     num_evals: int = 8
     seed: int | None = None
     pilot_steps: int = 50
@@ -283,7 +290,7 @@ class RecommendSettings:
             raise ConfigError(
                 f"--overrule-margin must be a finite number of standard errors >= 0, got {m!r}"
             )
-        for name in ("redraw_partition", "redraw_confirmation"):
+        for name in ("redraw_partition", "redraw_confirmation", "pool_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name, high, why in (("num_evals", MAX_EVALS, "evaluations per run"),
@@ -835,15 +842,16 @@ def recommend(
         confirm if redraw_confirm else ())
     workloads: dict[int, Any] = {int(seed): workload}
 
-    def data_of(run_seed: int) -> Any:
-        if run_seed not in redrawn:
-            return workload
+    def draw_of(run_seed: int) -> Any:
         if run_seed not in workloads:
             workloads[run_seed] = (
                 workload_for_seed(run_seed) if workload_for_seed is not None
                 else _load_workload(config.replace(seed=run_seed), workload.dataset)
             )
         return workloads[run_seed]
+
+    def data_of(run_seed: int) -> Any:
+        return draw_of(run_seed) if run_seed in redrawn else workload
 
     def pilot(data: Any, run_seed: int, like: ConstantsEstimate | None) -> ConstantsEstimate:
         clients = [data.client_data(i) for i in range(data.num_clients)]
@@ -859,13 +867,14 @@ def recommend(
     if estimate is None:
         say("pilot: estimating L, sigma^2, M^2, A, zeta^2 and the gradient Gram matrices")
         estimate = pilot(workload, seed, None)
-    if settings.redraw_partition and estimate.bias_draws == 1:
+    if (settings.redraw_partition or settings.pool_bias) and estimate.bias_draws == 1:
         # The Gram matrices of one draw let the bound fit r to that draw (module docstring,
-        # step 2); the pilot seeds' draws are built for the step pilot anyway.
+        # step 1). With pool_bias alone the pilot seeds' draws serve only this average: the
+        # runs keep the config's draw.
         say(f"pilot: the bias term's Gram matrices and zeta^2 on "
             f"{_counted(len(pilot_seeds), 'more draw')} of the data")
         estimate = pool_bias_over_draws(
-            [estimate, *(pilot(data_of(sd), sd, estimate) for sd in pilot_seeds)])
+            [estimate, *(pilot(draw_of(sd), sd, estimate) for sd in pilot_seeds)])
     c = estimate.constants
     say(f"constants: L={c.L:.4g} sigma2={c.sigma2:.4g} M2={c.M2:.4g} A={c.A:.4g} "
         f"zeta2={estimate.zeta2:.4g}")

@@ -130,6 +130,12 @@ def add_parser(subparsers: Any) -> None:
               "on the config's draw (for data that will differ from the config's draw; "
               "the default judges on the config's own data)"),
     )
+    parser.add_argument(
+        "--pool-bias", action="store_true",
+        help=("the bound's bias term averages the Gram matrices of the config's draw and "
+              "each pilot seed's draw of the data, while every run keeps the config's draw "
+              "(experimental, off by default)"),
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.set_defaults(func=_handle)
 
@@ -179,6 +185,7 @@ def _handle(args: argparse.Namespace) -> int:
         energy_budget=args.energy_budget, energy_weight=args.energy_weight,
         redraw_partition=args.redraw_partition, confirm_seeds=args.confirm_seeds,
         redraw_confirmation=args.redraw_confirmation, overrule_margin=args.overrule_margin,
+        pool_bias=args.pool_bias,
     )
 
     def log(line: str) -> None:

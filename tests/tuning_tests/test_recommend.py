@@ -460,6 +460,38 @@ def test_redraw_partition_gives_each_pilot_seed_its_own_data(monkeypatch, redraw
                for c in rec.lr_choice.values())
 
 
+def test_pool_bias_keeps_every_run_on_the_configs_draw(monkeypatch) -> None:  # noqa: ANN001
+    """With ``pool_bias`` alone the pilot seeds' draws (the caller's, asked once per pilot
+    seed) serve only the bias term: every run, the step pilot and the confirmation
+    included, trains on the config's draw, and the steps say so."""
+    import tuning.recommend as rmod
+    from raysync.workload import build_workload
+    from tuning.recommend import RecommendSettings, recommend
+
+    config = load_config(TINY)
+    base = build_workload(config)
+    asked: list[int] = []
+
+    def for_seed(sd: int) -> object:
+        asked.append(sd)
+        return build_workload(config.replace(seed=sd), dataset=base.dataset)
+
+    trained: set[int] = set()
+
+    def fake_measure(cfg, point, *, budget, workload, seed, num_evals=8, target=None):  # noqa: ANN001, ANN202
+        trained.add(id(workload))
+        return _fake_run(0.5)
+
+    monkeypatch.setattr(rmod, "measure", fake_measure)
+    rec = recommend(config, RecommendSettings(budget=30, trials=2, lr_factors=(1.0,),
+                                              pool_bias=True, pilot_steps=6),
+                    workload=base, log=lambda _line: None, workload_for_seed=for_seed)
+    assert sorted(asked) == [config.seed + 1, config.seed + 2]
+    assert trained == {id(base)}
+    assert rec.constants.bias_draws == 3
+    assert all(c["pilot_data"] == "shared" for c in rec.lr_choice.values())
+
+
 def test_redraw_partition_uses_the_callers_workloads(monkeypatch) -> None:  # noqa: ANN001
     """A caller's ``workload_for_seed`` (e.g. a partition the config cannot express) is
     asked once per pilot seed, and its workloads are the ones the pilot runs train on."""
@@ -491,15 +523,15 @@ def test_redraw_partition_uses_the_callers_workloads(monkeypatch) -> None:  # no
     assert trained == {config.seed: {id(base)}, **{sd: {id(made[sd])} for sd in asked}}
 
 
-@pytest.mark.parametrize("redraw", [False, True])
+@pytest.mark.parametrize("mode", ["none", "redraw", "pool_bias"])
 def test_redraw_partition_pools_the_bias_term_over_the_pilot_draws(
-    monkeypatch, redraw: bool,  # noqa: ANN001
+    monkeypatch, mode: str,  # noqa: ANN001
 ) -> None:
-    """With ``redraw_partition`` the bound's Gram matrices and ``zeta^2`` are the mean of
-    the pilots on the config's draw and on each pilot seed's draw (recomputed here from
-    the three workloads), and the analytical optimum is that of the pooled bound; without
-    it they are the config's draw's alone. An estimate that already pools draws is used
-    as given."""
+    """With ``redraw_partition`` or ``pool_bias`` the bound's Gram matrices and ``zeta^2``
+    are the mean of the pilots on the config's draw and on each pilot seed's draw
+    (recomputed here from the three workloads), and the analytical optimum is that of the
+    pooled bound; without either they are the config's draw's alone. An estimate that
+    already pools draws is used as given."""
     import tuning.recommend as rmod
     from raysync.objectives import BiasAwareBound, estimate_constants
     from raysync.workload import build_workload
@@ -508,8 +540,10 @@ def test_redraw_partition_pools_the_bias_term_over_the_pilot_draws(
     config = load_config(TINY)
     base = build_workload(config)
     monkeypatch.setattr(rmod, "measure", lambda *a, **k: _fake_run(0.5))
+    redraw = mode != "none"
     settings = RecommendSettings(budget=30, trials=1, lr_factors=(1.0,), pilot_steps=6,
-                                 redraw_partition=redraw)
+                                 redraw_partition=mode == "redraw",
+                                 pool_bias=mode == "pool_bias")
     rec = recommend(config, settings, workload=base, log=lambda _line: None)
 
     def pilot(sd: int) -> object:
@@ -541,7 +575,7 @@ def test_redraw_partition_pools_the_bias_term_over_the_pilot_draws(
         assert again.constants is rec.constants
 
 
-@pytest.mark.parametrize("name", ["redraw_partition", "redraw_confirmation"])
+@pytest.mark.parametrize("name", ["redraw_partition", "redraw_confirmation", "pool_bias"])
 def test_redraw_settings_must_be_booleans(name: str) -> None:
     from raysync.exceptions import ConfigError
     from tuning.recommend import RecommendSettings
