@@ -1117,8 +1117,8 @@ def _job_key(job: dict[str, Any]) -> str:
 
 def _reuse_key(record: dict[str, Any]) -> str:
     """What the arms other than recommend depend on: the job key without the settings
-    that only recommend reads (its trial budget, the pilot's redraw and its confirmation
-    seeds)."""
+    that only recommend reads (its trial budget, the pilot's redraw, the pooled bias term
+    and its confirmation seeds)."""
     return _job_key({**record, "trials": None, "redraw": False, "confirm_seeds": 0,
                      "confirm_redraw": False, "pool_bias": False, "overrule_margin": 1.0})
 

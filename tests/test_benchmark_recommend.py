@@ -170,30 +170,19 @@ def test_confirmation_seeds_are_recommends_own_setting() -> None:
     assert B._reuse_key(confirmed) == B._reuse_key(old)
 
 
-def test_redrawn_confirmation_is_recommends_own_setting() -> None:
-    """--redraw-confirmation makes another run (records made without it are not resumed
-    into), and its other arms may still come from them (--arms-from)."""
+@pytest.mark.parametrize("setting", ["confirm_redraw", "pool_bias"])
+def test_recommend_only_flags_are_recommends_own_setting(setting: str) -> None:
+    """--redraw-confirmation and --pool-bias each make another run (records made without
+    them are not resumed into), and its other arms may still come from them
+    (--arms-from)."""
     old = {"partition": "dirichlet0.1", "tiers": "1:5:25", "budget": 60.0, "seed": 1,
            "trials": 30, "max_train": 20000, "lrs": [0.01, 0.1], "model": "logreg",
            "confirm_seeds": 5}
-    redrawn = {**old, "confirm_redraw": True}
-    assert B._job_key({**old, "confirm_redraw": False}) == B._job_key(old)
-    assert B._job_key(redrawn) != B._job_key(old)
-    assert B._job_key(redrawn) != B._job_key({**old, "redraw": True})
-    assert B._reuse_key(redrawn) == B._reuse_key(old)
-
-
-def test_pool_bias_is_recommends_own_setting() -> None:
-    """--pool-bias makes another run (records made without it are not resumed into), and
-    its other arms may come from them (--arms-from)."""
-    old = {"partition": "dirichlet0.1", "tiers": "1:5:25", "budget": 60.0, "seed": 1,
-           "trials": 30, "max_train": 20000, "lrs": [0.01, 0.1], "model": "logreg",
-           "confirm_seeds": 5}
-    pooled = {**old, "pool_bias": True}
-    assert B._job_key({**old, "pool_bias": False}) == B._job_key(old)
-    assert B._job_key(pooled) != B._job_key(old)
-    assert B._job_key(pooled) != B._job_key({**old, "redraw": True})
-    assert B._reuse_key(pooled) == B._reuse_key(old)
+    flagged = {**old, setting: True}
+    assert B._job_key({**old, setting: False}) == B._job_key(old)
+    assert B._job_key(flagged) != B._job_key(old)
+    assert B._job_key(flagged) != B._job_key({**old, "redraw": True})
+    assert B._reuse_key(flagged) == B._reuse_key(old)
 
 
 def test_overrule_margin_is_recommends_own_setting() -> None:

@@ -540,7 +540,7 @@ def test_redraw_partition_pools_the_bias_term_over_the_pilot_draws(
     config = load_config(TINY)
     base = build_workload(config)
     monkeypatch.setattr(rmod, "measure", lambda *a, **k: _fake_run(0.5))
-    redraw = mode != "none"
+    pooled = mode != "none"
     settings = RecommendSettings(budget=30, trials=1, lr_factors=(1.0,), pilot_steps=6,
                                  redraw_partition=mode == "redraw",
                                  pool_bias=mode == "pool_bias")
@@ -554,7 +554,7 @@ def test_redraw_partition_pools_the_bias_term_over_the_pilot_draws(
                                   batch_size=config.algorithm.batch_size, fstar_steps=6,
                                   seed=sd)
 
-    seeds = [config.seed, config.seed + 1, config.seed + 2] if redraw else [config.seed]
+    seeds = [config.seed, config.seed + 1, config.seed + 2] if pooled else [config.seed]
     ests = [pilot(sd) for sd in seeds]
     assert rec.constants.bias_draws == len(seeds)
     for k, h in enumerate(rec.constants.gram):
@@ -569,7 +569,7 @@ def test_redraw_partition_pools_the_bias_term_over_the_pilot_draws(
     optimum = rec.analytical
     point = DesignPoint.from_dict(optimum["point"])
     assert bound.evaluate(point).value == pytest.approx(optimum["terms"]["value"], rel=1e-9)
-    if redraw:
+    if pooled:
         again = recommend(config, settings, workload=base, estimate=rec.constants,
                           log=lambda _line: None)
         assert again.constants is rec.constants
