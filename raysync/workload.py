@@ -81,6 +81,7 @@ __all__ = [
     "ModelSpec",
     "Workload",
     "build_workload",
+    "builtin_num_params",
     "check_finite_loss",
     "check_finite_params",
     "check_workload",
@@ -485,6 +486,42 @@ def load_config_dataset(
     call = dict(default_kwargs if kwargs is None else kwargs)
     output, _ = call_factory("data factory", factory, call)
     return dataset_from_output(output, source=_describe_ref(factory), seed=_SPLIT_SEED)
+
+
+def builtin_num_params(config: SystemConfig) -> int | None:
+    """The parameter count of a config's built-in model on its built-in dataset.
+
+    Known without loading the data (:data:`raysync.data.sources.BUILTIN_SHAPES`) and
+    equal to ``build_workload(config).initial_params.size``; ``raysync validate`` checks
+    the simulator's model versions against memory with it when it does not build the
+    workload.
+
+    Returns:
+        The count, or None with a model or data factory or the ``directory`` dataset
+        (the size is known only once the user's code or files are read).
+
+    Raises:
+        ConfigError: The built-in model cannot be built on the dataset's shape.
+    """
+    from raysync.data.sources import BUILTIN_SHAPES
+
+    mc, data = config.model, config.data
+    if mc.factory or data.factory or data.dataset not in BUILTIN_SHAPES:
+        return None
+    shape, classes = BUILTIN_SHAPES[data.dataset]
+    spec = ModelSpec(
+        name=mc.name,
+        in_features=math.prod(shape),
+        num_classes=classes,
+        image_shape=shape,
+        hidden=tuple(mc.hidden),
+        seed=0,
+        factory="",
+        kwargs=dict(mc.kwargs),
+    )
+    from raysync.models.flat import num_parameters
+
+    return num_parameters(spec.build())
 
 
 def build_workload(

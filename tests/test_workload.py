@@ -195,3 +195,38 @@ def test_warnings_of_a_failing_user_call_are_dropped_and_of_a_passing_one_shown(
         warnings.simplefilter("error")
         with pytest.raises(DataError, match=r"^loss 'f' raised RuntimeWarning here: worth"):
             _user_call("loss 'f'", passing, "here")
+
+
+@pytest.mark.parametrize("name", ["logreg", "mlp", "cnn"])
+def test_a_built_in_models_size_is_known_without_loading_its_data(
+    name: str, digits: Dataset
+) -> None:
+    from raysync.workload import builtin_num_params
+
+    # digits: against the workload built on the loaded data
+    cfg = make_config(3, model=ModelConfig(name=name, hidden=(32, 16)))
+    assert builtin_num_params(cfg) == build_workload(cfg, dataset=digits).initial_params.size
+    # mnist: against the workload built on 28 x 28 stand-in images (the real ones are
+    # 55,000 rows; only their shape sizes the model) and, for the flat models, by hand
+    rng = np.random.default_rng(0)
+
+    def rows(k: int) -> tuple[np.ndarray, np.ndarray]:
+        return rng.random((k, 784), dtype=np.float32), np.arange(k, dtype=np.int64) % 10
+
+    (xtr, ytr), (xva, yva), (xte, yte) = rows(30), rows(10), rows(10)
+    images = Dataset(name="mnist", x_train=xtr, y_train=ytr, x_val=xva, y_val=yva,
+                     x_test=xte, y_test=yte, num_classes=10, image_shape=(1, 28, 28))
+    cfg = make_config(3, dataset="mnist", model=ModelConfig(name=name))
+    size = build_workload(cfg, dataset=images).initial_params.size
+    assert builtin_num_params(cfg) == size
+    by_hand = {"logreg": 784 * 10 + 10, "mlp": 784 * 128 + 128 + 128 * 10 + 10}
+    assert size == by_hand.get(name, size)
+
+
+def test_a_user_models_or_datas_size_is_unknown_before_it_is_built(tmp_path: object) -> None:
+    from raysync.workload import builtin_num_params
+
+    assert builtin_num_params(make_config(2, dataset="directory", path=str(tmp_path))) is None
+    assert builtin_num_params(make_config(2, factory="pkg.mod:data")) is None
+    user_model = ModelConfig(factory="pkg.mod:model")
+    assert builtin_num_params(make_config(2, model=user_model)) is None

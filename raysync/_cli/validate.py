@@ -10,7 +10,9 @@ the labels, a finite scalar loss and gradient); a failure is one line and exit c
 Every config also goes through what ``simulate`` and ``run`` check before they start
 (:func:`raysync.simulation.engine.check_simulation`,
 :func:`raysync.runtime.check_run_config`: run length, evaluations, the wall clock's limits,
-tasks' memory, emulated delays), so a config that either would refuse is not "valid"; with
+tasks' memory, emulated delays; and the model versions a training simulation keeps
+alive, sized from the built workload or the built-in model), so a config that either
+would refuse is not "valid"; with
 power figures, so do the predicted energy figures ``analyze`` reports (finite mean power and
 energy per update).
 """
@@ -18,6 +20,7 @@ energy per update).
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -74,6 +77,13 @@ def _handle(args: argparse.Namespace) -> int:
 
         workload = build_workload(config)  # runs check_workload
         probe = workload_summary(workload)
+        num_params: int | None = int(workload.initial_params.size)
+    else:
+        from raysync.workload import builtin_num_params
+
+        num_params = builtin_num_params(config) if config.run.train else None
+    if num_params is not None:
+        _check_versions(config, num_params)
     if args.json:
         from raysync.cli import print_json
         from raysync.simulation.report import dumps_json
@@ -144,6 +154,22 @@ def _check_commands(config: SystemConfig) -> None:
             check(config)
         except ConfigError as exc:
             raise ConfigError(f"`raysync {command}` would refuse it: {exc}") from exc
+
+
+def _check_versions(config: SystemConfig, num_params: int) -> None:
+    """The model versions a training simulation keeps alive, as ``simulate`` checks them.
+
+    ``simulate`` checks them once it has built the workload; here the size comes from the
+    built workload or, without it, from the built-in model and dataset
+    (:func:`raysync.workload.builtin_num_params`; unknown for user code or files).
+    """
+    from raysync.simulation.engine import check_version_memory
+
+    updates = config.run.num_updates
+    try:
+        check_version_memory(config, num_params, math.inf if updates is None else updates)
+    except ConfigError as exc:
+        raise ConfigError(f"`raysync simulate` would refuse it: {exc}") from exc
 
 
 def _check_energy(config: SystemConfig) -> None:

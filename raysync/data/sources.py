@@ -60,6 +60,13 @@ IntArray = npt.NDArray[np.int64]
 #: Names accepted by :func:`load_dataset`.
 DATASET_NAMES: tuple[str, ...] = ("digits", "mnist", "directory")
 
+#: ``(image_shape, num_classes)`` of the built-in datasets, known without loading them
+#: (``raysync validate`` sizes a built-in model from them).
+BUILTIN_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "digits": ((1, 8, 8), 10),
+    "mnist": ((1, 28, 28), 10),
+}
+
 #: Largest number of classes a user dataset may have (a label of 10**12 would ask the
 #: model for 10**12 outputs).
 MAX_CLASSES = 100_000
@@ -412,8 +419,8 @@ def load_digits_dataset(
         y_val=yva,
         x_test=xte,
         y_test=yte,
-        num_classes=10,
-        image_shape=(1, 8, 8),
+        num_classes=BUILTIN_SHAPES["digits"][1],
+        image_shape=BUILTIN_SHAPES["digits"][0],
     )
 
 
@@ -646,8 +653,8 @@ def load_mnist(
         y_val=yva,
         x_test=xte,
         y_test=yte,
-        num_classes=10,
-        image_shape=(1, 28, 28),
+        num_classes=BUILTIN_SHAPES["mnist"][1],
+        image_shape=BUILTIN_SHAPES["mnist"][0],
     )
 
 

@@ -1459,6 +1459,13 @@ def _execute(
     fingerprint = config_fingerprint(config, num_params)
     fields = fingerprint_fields(config, num_params)
     check_run_config(config, virtual_clock=virtual_clock)
+    if num_params is not None:
+        from raysync.simulation.engine import check_version_memory
+
+        updates = config.run.num_updates
+        check_version_memory(
+            config, num_params, math.inf if updates is None else updates, "the server actor"
+        )
     resume_state: dict[str, Any] | None = None
     if resume_from is not None:
         if _held_by_another_run(Path(resume_from)):

@@ -83,6 +83,7 @@ __all__ = [
     "check_first_completion",
     "check_simulation",
     "check_task_memory",
+    "check_version_memory",
     "eval_failure",
     "RunGenerators",
     "queue_only_snapshots",
@@ -212,8 +213,9 @@ def check_simulation(config: SystemConfig, *, queue_only: bool | None = None) ->
     run so short that its default warm-up drops every completion, or that ends before any
     task can complete (:func:`check_first_completion`; the command's report would be
     NaN). The workload is not built (its checks are
-    :func:`raysync.workload.check_workload`'s). ``raysync simulate`` and ``raysync
-    validate`` call it.
+    :func:`raysync.workload.check_workload`'s; the model versions' memory,
+    :func:`check_version_memory`, needs the model's size). ``raysync simulate`` and
+    ``raysync validate`` call it.
 
     Args:
         config: The system.
@@ -981,20 +983,32 @@ def check_task_memory(concurrency: int, bytes_per_task: int, where: str) -> None
         )
 
 
-def _check_version_memory(config: SystemConfig, workload: Workload, max_updates: float) -> None:
+def check_version_memory(
+    config: SystemConfig, num_params: int, max_updates: float, where: str = "the simulator"
+) -> None:
     """Refuse a training run whose tasks would keep more model versions than fit in memory.
 
     Every task in flight holds the model version it carries until it completes, so up to
-    ``min(C, num_updates) + 1`` versions are alive at once (each a float32 copy).
+    ``min(C, num_updates) + 1`` versions are alive at once, each a float32 copy of
+    ``num_params`` parameters: in the simulator, and in the Ray runtime's server actor.
+
+    Args:
+        config: The system (its ``concurrency``).
+        num_params: The model's parameter count.
+        max_updates: The run's ``num_updates`` (``math.inf`` for a time budget).
+        where: Names the holder in the message.
+
+    Raises:
+        ConfigError: The versions need more than half this machine's memory.
     """
-    size = int(np.asarray(workload.initial_params).size) * 4
+    size = int(num_params) * 4
     alive = min(config.concurrency, max_updates) + 1
     need = alive * size
     limit = _memory_limit()
     if need > limit:
         raise ConfigError(
             f"concurrency = {config.concurrency:,} keeps up to {int(alive):,} model versions "
-            f"of {size:,} bytes alive in the simulator ({need / 2**30:.3g} GiB), more than "
+            f"of {size:,} bytes alive in {where} ({need / 2**30:.3g} GiB), more than "
             f"the {limit / 2**30:.3g} GiB allowed (half this machine's memory); lower the "
             f"concurrency or use a smaller model"
         )
@@ -1310,7 +1324,7 @@ class _TrainingLoop:
                 f"{config.num_clients} clients"
             )
         self.workload = workload
-        _check_version_memory(config, workload, max_updates)
+        check_version_memory(config, int(np.asarray(workload.initial_params).size), max_updates)
         if strategy is None:
             strategy = make_strategy(config.algorithm)
         p = router.routing_probabilities()

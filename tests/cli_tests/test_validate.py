@@ -287,3 +287,38 @@ def test_power_figures_whose_energy_overflows_are_refused_as_analyze_refuses_the
     assert main(["analyze", str(path)]) == 0
     path.write_text(fleet(None))
     assert main(["validate", str(path)]) == 0
+
+
+def test_model_versions_beyond_memory_are_refused_by_validate_as_simulate_and_run_refuse_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # validate called the demo with concurrency = 10**7 "valid"; simulate refused it once it
+    # had built the workload (a version's size is the model's). Here the memory allowed is
+    # 1 MB: the tasks' records fit (1000 x 160 B), min(C, num_updates) + 1 = 401 versions of
+    # the 650-parameter logreg (1,042,600 bytes) do not; 301 versions (782,600 bytes) do.
+    from raysync.simulation import engine
+
+    monkeypatch.setattr(engine, "_memory_limit", lambda: 1_000_000)
+    text = EXAMPLE.read_text().replace("concurrency = 6", "concurrency = 1000")
+    path = tmp_path / "v.toml"
+    path.write_text(text)
+    reasons = {}
+    for command in ("simulate", "run"):
+        assert main([command, str(path), "--no-progress"]) == 2
+        own = capsys.readouterr().err.strip().splitlines()
+        assert len(own) == 1 and own[0].startswith(f"raysync {command}: error: "), own
+        reasons[command] = own[0].removeprefix(f"raysync {command}: error: ")
+    assert reasons["simulate"].startswith(
+        "concurrency = 1,000 keeps up to 401 model versions of 2,600 bytes alive in the "
+        "simulator (0.000971 GiB)"), reasons
+    assert reasons["run"] == reasons["simulate"].replace("the simulator", "the server actor")
+    for flags in ([], ["--no-workload"], ["--workload"], ["--json"]):
+        assert main(["validate", str(path), *flags]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.strip().splitlines() == [
+            f"raysync validate: error: `raysync simulate` would refuse it: {reasons['simulate']}"
+        ]
+    path.write_text(text.replace("num_updates = 400", "num_updates = 300"))
+    for argv in (["validate", str(path)], ["simulate", str(path), "--no-progress"]):
+        assert main(argv) == 0, capsys.readouterr().err
