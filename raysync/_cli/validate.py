@@ -82,7 +82,7 @@ def _handle(args: argparse.Namespace) -> int:
         from raysync.workload import builtin_num_params
 
         num_params = builtin_num_params(config) if config.run.train else None
-    if num_params is not None:
+    if num_params is not None and config.run.train:  # a queue-only run carries no model
         _check_versions(config, num_params)
     if args.json:
         from raysync.cli import print_json

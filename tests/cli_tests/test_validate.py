@@ -319,6 +319,11 @@ def test_model_versions_beyond_memory_are_refused_by_validate_as_simulate_and_ru
         assert captured.err.strip().splitlines() == [
             f"raysync validate: error: `raysync simulate` would refuse it: {reasons['simulate']}"
         ]
+    # a queue-only run carries no model: its versions are not checked, --workload or not
+    path.write_text(text.replace("[run]\n", "[run]\ntrain = false\n"))
+    for argv in (["validate", str(path), "--workload"], ["validate", str(path)],
+                 ["simulate", str(path), "--no-progress"]):
+        assert main(argv) == 0, capsys.readouterr().err
     path.write_text(text.replace("num_updates = 400", "num_updates = 300"))
     for argv in (["validate", str(path)], ["simulate", str(path), "--no-progress"]):
         assert main(argv) == 0, capsys.readouterr().err
