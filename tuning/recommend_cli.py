@@ -131,10 +131,11 @@ def add_parser(subparsers: Any) -> None:
               "the default judges on the config's own data)"),
     )
     parser.add_argument(
-        "--pool-bias", action="store_true",
+        "--pool-bias", action=argparse.BooleanOptionalAction, default=True,
         help=("the bound's bias term averages the Gram matrices of the config's draw and "
               "each pilot seed's draw of the data, while every run keeps the config's draw "
-              "(experimental, off by default)"),
+              "(default; --no-pool-bias: the config's draw alone, as in the benchmark's "
+              "runs of record)"),
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.set_defaults(func=_handle)
