@@ -28,7 +28,9 @@ sets at ``N`` rows (one fixed draw for every arm and seed; the CNN's evaluations
 its runs' time). ``--redraw-partition`` makes recommend's pilot seeds redraw the cell's
 partition (``RecommendSettings.redraw_partition``; the other arms' steps stay chosen on the
 selection seed). ``--pool-bias`` is ``RecommendSettings.pool_bias`` (the bias term pooled
-over the pilot seeds' draws, every run on the selection seed's draw). ``--confirm-seeds N``
+over the pilot seeds' draws, every run on the selection seed's draw; the library's default,
+off here unless given so the runs of record, made without it, resume unchanged).
+``--confirm-seeds N``
 (default 5) is recommend's
 ``RecommendSettings.confirm_seeds``; runs made before the confirmation had 0, and
 ``--confirm-seeds 0`` resumes them. Finished cell-seeds are appended to
@@ -1299,7 +1301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-bias", action="store_true",
                         help="recommend's bound pools its bias term over the pilot seeds' "
                              "draws, every run on the selection draw "
-                             "(RecommendSettings.pool_bias)")
+                             "(RecommendSettings.pool_bias, recommend's default since "
+                             "2026-12-06; off here unless given, as in the runs of record)")
     parser.add_argument("--confirm-seeds", type=int, default=5, metavar="N",
                         help="recommend's confirmation seeds (RecommendSettings.confirm_seeds; "
                              "default 5; 0 as in the runs made before the confirmation)")
