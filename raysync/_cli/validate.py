@@ -20,7 +20,6 @@ energy per update).
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -165,9 +164,8 @@ def _check_versions(config: SystemConfig, num_params: int) -> None:
     """
     from raysync.simulation.engine import check_version_memory
 
-    updates = config.run.num_updates
     try:
-        check_version_memory(config, num_params, math.inf if updates is None else updates)
+        check_version_memory(config, num_params)
     except ConfigError as exc:
         raise ConfigError(f"`raysync simulate` would refuse it: {exc}") from exc
 

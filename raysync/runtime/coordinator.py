@@ -1462,10 +1462,7 @@ def _execute(
     if num_params is not None:
         from raysync.simulation.engine import check_version_memory
 
-        updates = config.run.num_updates
-        check_version_memory(
-            config, num_params, math.inf if updates is None else updates, "the server actor"
-        )
+        check_version_memory(config, num_params, where="the server actor")
     resume_state: dict[str, Any] | None = None
     if resume_from is not None:
         if _held_by_another_run(Path(resume_from)):

@@ -984,7 +984,10 @@ def check_task_memory(concurrency: int, bytes_per_task: int, where: str) -> None
 
 
 def check_version_memory(
-    config: SystemConfig, num_params: int, max_updates: float, where: str = "the simulator"
+    config: SystemConfig,
+    num_params: int,
+    max_updates: float | None = None,
+    where: str = "the simulator",
 ) -> None:
     """Refuse a training run whose tasks would keep more model versions than fit in memory.
 
@@ -995,12 +998,16 @@ def check_version_memory(
     Args:
         config: The system (its ``concurrency``).
         num_params: The model's parameter count.
-        max_updates: The run's ``num_updates`` (``math.inf`` for a time budget).
+        max_updates: The run's update count; ``None`` takes ``config.run.num_updates``
+            (no limit for a time budget).
         where: Names the holder in the message.
 
     Raises:
         ConfigError: The versions need more than half this machine's memory.
     """
+    if max_updates is None:
+        updates = config.run.num_updates
+        max_updates = math.inf if updates is None else updates
     size = int(num_params) * 4
     alive = min(config.concurrency, max_updates) + 1
     need = alive * size

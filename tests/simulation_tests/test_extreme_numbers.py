@@ -270,6 +270,23 @@ def test_training_refuses_more_model_versions_than_memory(
         simulate(cfg)
 
 
+def test_version_check_takes_the_update_count_from_the_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 1,000 bytes per version, 10 kB allowed: 100 tasks in flight need 101 versions
+    # without an update limit, 51 with 50 updates, 6 with 5 (min(C, updates) + 1).
+    monkeypatch.setattr(engine_module, "_memory_limit", lambda: 10_000)
+    check = engine_module.check_version_memory
+    with pytest.raises(ConfigError, match=r"keeps up to 51 model versions of 1,000 bytes"):
+        check(fleet([exp(1.0)] * 2, 100, updates=50, train=True), 250)
+    check(fleet([exp(1.0)] * 2, 100, updates=5, train=True), 250)  # 6 kB fit
+    timed = fleet([exp(1.0)] * 2, 100, updates=None, budget=10.0, train=True)
+    with pytest.raises(ConfigError, match=r"keeps up to 101 model versions"):
+        check(timed, 250)
+    with pytest.raises(ConfigError, match=r"keeps up to 101 model versions .* the server"):
+        check(fleet([exp(1.0)] * 2, 100, updates=5, train=True), 250, math.inf, "the server")
+
+
 def test_utilization_interval_of_a_saturated_client_stays_in_the_unit_interval() -> None:
     # The slow client (rate 0.5 against 1, C = 4) is busy ~98% of the time and its batch
     # estimates scatter, so the symmetric t-interval's upper end was 1.006 before it was
