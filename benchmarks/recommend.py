@@ -47,12 +47,13 @@ other numbers for it (the earlier run's arms are then not comparable).
 
 ``--overrule-margin SE`` is recommend's ``RecommendSettings.overrule_margin`` (default 1).
 ``--rescore STEM --overrule-margin SE`` redoes recommend's choice of every cell-seed of
-``STEM.records.jsonl`` with that margin on the confirmation scores the run recorded (the
-pilot, the study and the confirmation runs do not depend on the margin, so they are not
-repeated), measures recommend's arm again on the evaluation seed where the choice changes,
-and writes ``STEM_mSE.*`` (or ``--stem``): the run a full rerun with that margin would
-give, at the cost of the changed choices' evaluations. It first checks that the run's own
-margin reproduces every recorded choice.
+``STEM.records.jsonl`` with that margin (and ``--rule-change-margin SE``, recommend's
+``rule_change_margin``) on the confirmation scores the run recorded (the pilot, the study
+and the confirmation runs do not depend on the margins, so they are not repeated),
+measures recommend's arm again on the evaluation seed where the choice changes, and writes
+``STEM_mSE.*`` (``STEM_mSE_rSE.*`` with a rule-change margin; or ``--stem``): the run a
+full rerun with those margins would give, at the cost of the changed choices'
+evaluations. It first checks that the run's own margins reproduce every recorded choice.
 
 ``--compare-recommend A,B`` pairs recommend's arm of two runs by cell-seed (e.g. a run
 with ``--redraw-partition`` against one without, both of recommend alone) and writes
@@ -260,7 +261,9 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
                                                pool_bias=job.get("pool_bias", False),
                                                confirm_seeds=job.get("confirm_seeds", 0),
                                                overrule_margin=job.get("overrule_margin",
-                                                                       1.0)),
+                                                                       1.0),
+                                               rule_change_margin=job.get(
+                                                   "rule_change_margin")),
                     workload=sel_wl, estimate=est, log=lambda _line: None,
                     workload_for_seed=workload_of)
     chosen["recommend"] = {"point": rec.point, "trials": rec.trials,
@@ -1114,6 +1117,8 @@ def _job_key(job: dict[str, Any]) -> str:
         key.append("pool_bias")
     if job.get("overrule_margin", 1.0) != 1.0:  # absent (one SE) in records made before it
         key.append(["overrule_margin", float(job["overrule_margin"])])
+    if job.get("rule_change_margin") is not None:  # absent: the overrule margin
+        key.append(["rule_change_margin", float(job["rule_change_margin"])])
     return json.dumps(key)
 
 
@@ -1122,12 +1127,15 @@ def _reuse_key(record: dict[str, Any]) -> str:
     that only recommend reads (its trial budget, the pilot's redraw, the pooled bias term
     and its confirmation seeds)."""
     return _job_key({**record, "trials": None, "redraw": False, "confirm_seeds": 0,
-                     "confirm_redraw": False, "pool_bias": False, "overrule_margin": 1.0})
+                     "confirm_redraw": False, "pool_bias": False, "overrule_margin": 1.0,
+                     "rule_change_margin": None})
 
 
 def rescore_record(record: dict[str, Any], margin: float,
-                   evaluate: Callable[[Any], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
-    """Recommend's arm of one cell-seed as a run with ``overrule_margin = margin`` gives it.
+                   evaluate: Callable[[Any], dict[str, Any]],
+                   rule_change_margin: float | None = None) -> tuple[dict[str, Any], bool]:
+    """Recommend's arm of one cell-seed as a run with ``overrule_margin = margin`` (and
+    ``rule_change_margin``) gives it.
 
     The choice is :func:`tuning.recommend._confirm` on the recorded fresh-seed scores of the
     bound's design and the finalists (everything before the confirmation is independent of
@@ -1149,6 +1157,9 @@ def rescore_record(record: dict[str, Any], margin: float,
 
     out = copy.deepcopy(record)
     out["overrule_margin"] = float(margin)
+    out.pop("rule_change_margin", None)
+    if rule_change_margin is not None:
+        out["rule_change_margin"] = float(rule_change_margin)
     arm = out["arms"]["recommend"]
     conf = arm.get("confirmation")
     if not conf:
@@ -1160,18 +1171,20 @@ def rescore_record(record: dict[str, Any], margin: float,
                 **{q: (row["scores"], row.get("misses", 0))
                    for q, row in zip(finalists, conf["challengers"], strict=True)}}
 
-    def choose(m: float) -> tuple[Any, dict[str, Any]]:
+    def choose(m: float, r: float | None) -> tuple[Any, dict[str, Any]]:
         return _confirm((conf["incumbent"], base), finalists, lambda q: recorded[q][0],
-                        target=None, misses=lambda q: recorded[q][1], margin=m)
+                        target=None, misses=lambda q: recorded[q][1], margin=m,
+                        rule_change_margin=r)
 
-    old, _ = choose(float(conf.get("margin", record.get("overrule_margin", 1.0))))
+    old, _ = choose(float(conf.get("margin", record.get("overrule_margin", 1.0))),
+                    conf.get("rule_change_margin"))
     # As points, not dicts: to_dict renormalises p, which moves it in the last digit.
     if old != DesignPoint.from_dict(arm["point"]):
         raise ValueError(
             f"{record['partition']} {record['tiers']} T={record['budget']:g} seed "
             f"{record['seed']}: its recorded confirmation scores choose {old.describe()}, "
             f"the record says {DesignPoint.from_dict(arm['point']).describe()}")
-    chosen, new_conf = choose(margin)
+    chosen, new_conf = choose(margin, rule_change_margin)
     new_conf.update({k: conf[k] for k in ("seeds", "selection_seeds", "data") if k in conf},
                     incumbent_point=conf["incumbent_point"])
     for row, recorded in zip(new_conf["challengers"], conf["challengers"], strict=True):
@@ -1215,7 +1228,8 @@ def rescore_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     for record in records:
         try:
             new, moved = rescore_record(record, args.overrule_margin,
-                                        functools.partial(_evaluate, record, measure))
+                                        functools.partial(_evaluate, record, measure),
+                                        args.rule_change_margin)
         except ValueError as exc:
             parser.error(f"--rescore {args.rescore}: {exc}")
         out.append(new)
@@ -1226,17 +1240,22 @@ def rescore_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                            f"{DesignPoint.from_dict(arm['rescored_from']).describe()} -> "
                            f"{DesignPoint.from_dict(arm['point']).describe()}")
             print(changed[-1], file=sys.stderr, flush=True)
-    stem = args.stem or f"{args.rescore}_m{args.overrule_margin:g}"
+    stem = args.stem or (f"{args.rescore}_m{args.overrule_margin:g}"
+                         + ("" if args.rule_change_margin is None
+                            else f"_r{args.rule_change_margin:g}"))
+    rule_change = ("" if args.rule_change_margin is None
+                   else f" and --rule-change-margin {args.rule_change_margin:g}")
     (RESULTS / f"{stem}.records.jsonl").write_text(_records_text(out))
     earlier = RESULTS / f"{args.rescore}.json"
     note = json.loads(earlier.read_text()).get("note", "") if earlier.is_file() else ""
     payload = {
         "command": "benchmarks/recommend.py " + " ".join(sys.argv[1:]),
         "note": (f"Rescored: recommend's choice of {args.rescore} redone with "
-                 f"--overrule-margin {args.overrule_margin:g} on its recorded confirmation "
-                 f"scores; {len(changed)} of {len(out)} choices changed and were measured "
-                 f"again. {note}").strip(),
+                 f"--overrule-margin {args.overrule_margin:g}{rule_change} on its recorded "
+                 f"confirmation scores; {len(changed)} of {len(out)} choices changed and "
+                 f"were measured again. {note}").strip(),
         "rescored_from": args.rescore, "overrule_margin": args.overrule_margin,
+        "rule_change_margin": args.rule_change_margin,
         "changed": changed,
         "load_average_1min": os.getloadavg(), "wall_seconds": time.perf_counter() - start,
         "resumed_cell_seeds": 0, "earlier_wall_seconds": 0.0, "target": TARGET,
@@ -1308,6 +1327,9 @@ def main(argv: list[str] | None = None) -> int:
                              "default 5; 0 as in the runs made before the confirmation)")
     parser.add_argument("--overrule-margin", type=float, default=1.0, metavar="SE",
                         help="recommend's RecommendSettings.overrule_margin (default 1)")
+    parser.add_argument("--rule-change-margin", type=float, default=None, metavar="SE",
+                        help="recommend's RecommendSettings.rule_change_margin (default: "
+                             "--overrule-margin)")
     parser.add_argument("--rescore", default=None, metavar="STEM",
                         help="redo recommend's choices of STEM.records.jsonl with "
                              "--overrule-margin on their recorded confirmation scores")
@@ -1397,7 +1419,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # recommend's own rule, checked before any worker starts
         RecommendSettings(budget=1.0, confirm_seeds=args.confirm_seeds,
-                          overrule_margin=args.overrule_margin)
+                          overrule_margin=args.overrule_margin,
+                          rule_change_margin=args.rule_change_margin)
     except ConfigError as exc:
         parser.error(str(exc))
     if args.rescore:
@@ -1410,7 +1433,9 @@ def main(argv: list[str] | None = None) -> int:
                 **({"pool_bias": True} if args.pool_bias else {}),
                 **({"confirm_seeds": args.confirm_seeds} if args.confirm_seeds else {}),
                 **({"overrule_margin": args.overrule_margin}
-                   if args.overrule_margin != 1.0 else {})}
+                   if args.overrule_margin != 1.0 else {}),
+                **({"rule_change_margin": args.rule_change_margin}
+                   if args.rule_change_margin is not None else {})}
     jobs = [{"partition": p, "tiers": t, "budget": b, "seed": s, "trials": trials,
              "max_train": max_train, "lrs": lrs, "model": args.model, **optional}
             for p in parts for t in tiers for b in budgets for s in seeds]

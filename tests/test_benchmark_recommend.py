@@ -257,6 +257,45 @@ def test_rescore_redoes_the_choice_with_another_margin() -> None:
     assert not measured
 
 
+def test_rescore_with_a_rule_change_margin_blocks_only_rule_changes() -> None:
+    """An AsyncSGD incumbent overruled at 1.36 SE by a weighted design: a rule-change margin
+    of 2.132 keeps the incumbent (measured once), while the same lead by another AsyncSGD
+    step survives it; the rule-change margin is its own job setting."""
+    from raysync.objectives import DesignPoint
+    from tuning.recommend import _confirm
+
+    weak = [0.06, -0.01, 0.03, -0.01, 0.02]  # 1.36 SE
+    base = DesignPoint(rule="asyncsgd", concurrency=20, p=None, lr=0.1)
+    weighted = DesignPoint(rule="weighted", concurrency=24, p=(0.05,) * 20, beta=1.0, lr=0.03)
+    scores = {base: [0.80] * 5, weighted: [0.80 + g for g in weak]}
+    chosen, conf = _confirm(("analytical", base), [weighted], scores.__getitem__,
+                            target=None, misses=lambda q: 0)
+    assert chosen == weighted
+    conf.update(seeds=[5, 6, 7, 8, 9], selection_seeds=[2, 3, 4], data="redrawn")
+    record = _records({"recommend": [0.7]})[0]
+    record["arms"]["recommend"].update(point=chosen.to_dict(), confirmation=conf)
+    measured: list[Any] = []
+
+    def evaluate(point: Any) -> dict[str, Any]:
+        measured.append(point)
+        return {"test_accuracy": 0.9, "val_accuracy": 0.91, "time_to_target": 2.5,
+                "throughput": 3.0, "staleness": 4.0}
+
+    new, moved = B.rescore_record(record, 1.0, evaluate, rule_change_margin=2.132)
+    assert moved and measured == [base] and new["rule_change_margin"] == 2.132
+    conf_new = new["arms"]["recommend"]["confirmation"]
+    assert conf_new["kept_incumbent"] and conf_new["rule_change_margin"] == 2.132
+    # Rescoring the rescored record with its own margins reproduces its choice.
+    assert B.rescore_record(new, 1.0, evaluate, rule_change_margin=2.132)[1] is False
+    step = _confirmed_record({"b": weak})  # the same lead by an AsyncSGD step
+    assert B.rescore_record(step, 1.0, evaluate, rule_change_margin=2.132)[1] is False
+    assert measured == [base]
+    job = {"partition": "speed_skew", "tiers": "1:5:25", "budget": 5.0, "seed": 2,
+           "trials": 30, "max_train": 20000, "lrs": [0.01, 0.1], "model": "logreg"}
+    assert B._job_key({**job, "rule_change_margin": 2.132}) != B._job_key(job)
+    assert B._reuse_key({**job, "rule_change_margin": 2.132}) == B._reuse_key(job)
+
+
 def test_rescore_refuses_a_record_its_scores_do_not_explain() -> None:
     record = _confirmed_record({"b": [0.06, -0.01, 0.03, -0.01, 0.02]})
     record["arms"]["recommend"]["point"]["concurrency"] = 36

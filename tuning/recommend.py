@@ -71,7 +71,11 @@ the config's time unit):
    cell ``recommend`` with ``redraw_confirmation`` lost by more than one SE of
    ``benchmarks/recommend.py`` was such a lead (1.1 SE; README, "Recommendation"), but a
    margin of 2.132 did worse on fresh seeds, where the leads it blocked were step
-   corrections of the bound's design that generalised (README, "A stricter margin"). With
+   corrections of the bound's design that generalised (README, "A stricter margin").
+   ``rule_change_margin`` (experimental, default ``overrule_margin``) sets the margin for
+   a finalist whose update rule differs from the incumbent's alone: such a lead says the
+   bound's bias-variance trade-off is wrong for this data, a claim one draw and five
+   seeds rarely settle, while a step change only corrects the optimisation. With
    ``redraw_confirmation`` each fresh seed also redraws the data (as
    ``redraw_partition`` does for the pilot seeds), so a challenger must win across draws of
    the partition's kind, not on the one draw the choice was made on: on a Dirichlet 0.1
@@ -208,6 +212,11 @@ class RecommendSettings:
             confirmation seeds a finalist's mean gain must exceed to overrule the bound's
             optimum (finite, ``>= 0``; 2.132 is a one-sided paired t test at 5 % on 5
             seeds).
+        rule_change_margin: The same for a finalist whose update rule differs from the
+            bound's optimum's (AsyncSGD against importance weights, say; finite, ``>= 0``;
+            None, the default: ``overrule_margin``). Experimental (module docstring,
+            step 5): a rule change bets that the bound's bias-variance trade-off is wrong
+            for this data, a step change only corrects the optimisation.
         finalists: How many of the leading designs (``1..100``) are confirmed against the
             bound's optimum.
         redraw_partition: Each pilot seed also redraws the data (subsample, partition,
@@ -250,6 +259,7 @@ class RecommendSettings:
     confirm_seeds: int = 5
     finalists: int = 3
     overrule_margin: float = 1.0
+    rule_change_margin: float | None = None
     redraw_partition: bool = False
     redraw_confirmation: bool = False
     pool_bias: bool = True
@@ -292,6 +302,14 @@ class RecommendSettings:
         ):
             raise ConfigError(
                 f"--overrule-margin must be a finite number of standard errors >= 0, got {m!r}"
+            )
+        r = self.rule_change_margin
+        if r is not None and (isinstance(r, bool) or not isinstance(r, int | float) or not (
+            math.isfinite(r) and r >= 0
+        )):
+            raise ConfigError(
+                "--rule-change-margin must be a finite number of standard errors >= 0, "
+                f"got {r!r}"
             )
         for name in ("redraw_partition", "redraw_confirmation", "pool_bias"):
             if not isinstance(getattr(self, name), bool):
@@ -1182,7 +1200,8 @@ def recommend(
 
         best_point, confirmation = _confirm(
             incumbent, challengers, fresh_scores, target=target,
-            margin=settings.overrule_margin, misses=lambda q: 0 if target is None else sum(
+            margin=settings.overrule_margin, rule_change_margin=settings.rule_change_margin,
+            misses=lambda q: 0 if target is None else sum(
                 runs[(q, sd, budget)]["time_to_target"] is None for sd in every_seed),
         )
         confirmation.update(seeds=confirm, selection_seeds=all_seeds,
@@ -1259,6 +1278,7 @@ def _confirm(
     target: float | None,
     misses: Callable[[DesignPoint], int],
     margin: float = 1.0,
+    rule_change_margin: float | None = None,
 ) -> tuple[DesignPoint, dict[str, Any]]:
     """Keep the incumbent unless a challenger beats it by more than ``margin`` paired SEs.
 
@@ -1272,6 +1292,8 @@ def _confirm(
         misses: On how many seeds (all of them, not only the fresh ones) a design missed
             the target (0 without a target).
         margin: Standard errors the paired mean gain must exceed (``>= 0``).
+        rule_change_margin: The same for a challenger whose update rule differs from the
+            incumbent's (``>= 0``; None: ``margin``).
 
     Returns:
         The chosen point and a JSON-safe record: the incumbent's scores and misses; per
@@ -1302,10 +1324,12 @@ def _confirm(
         mean = float(np.mean(gain))
         se = float(np.std(gain, ddof=1) / math.sqrt(gain.size)) if gain.size > 1 else math.inf
         missed = misses(point)
-        ok = missed < base_misses or (missed == base_misses and _above(mean, margin * se))
+        need = (margin if rule_change_margin is None or point.rule == base.rule
+                else rule_change_margin)
+        ok = missed < base_misses or (missed == base_misses and _above(mean, need * se))
         rows.append({"point": point.to_dict(), "design": point.describe(),
                      "scores": own.tolist(), "misses": missed, "gain": mean, "se": se,
-                     "qualifies": bool(ok)})
+                     "margin": need, "qualifies": bool(ok)})
     qualified = [k for k, row in enumerate(rows) if row["qualifies"]]
     lead = rows[0]
     if not qualified:
@@ -1313,7 +1337,7 @@ def _confirm(
         verdict = (f"kept the {label} design {base.describe()}: the leader "
                    f"{lead['design']} was ahead by {lead['gain']:+.4g} +- {lead['se']:.2g} "
                    f"(paired SE on the fresh seeds)"
-                   + (f", not more than {margin:g} SE" if lead["misses"] <= base_misses
+                   + (f", not more than {lead['margin']:g} SE" if lead["misses"] <= base_misses
                       else missed_note(lead)))
     else:
         best = min(qualified, key=lambda k: (rows[k]["misses"], -rows[k]["gain"]))
@@ -1324,6 +1348,8 @@ def _confirm(
     return chosen, {"incumbent": label, "incumbent_point": base.to_dict(),
                     "incumbent_scores": base_scores.tolist(), "incumbent_misses": base_misses,
                     "challengers": rows, "margin": margin,
+                    **({} if rule_change_margin is None
+                       else {"rule_change_margin": rule_change_margin}),
                     "kept_incumbent": chosen is base, "verdict": verdict}
 
 

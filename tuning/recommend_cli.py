@@ -95,6 +95,12 @@ def add_parser(subparsers: Any) -> None:
               "(default 1; 2.132 is a one-sided paired t test at 5 %% on 5 seeds)"),
     )
     parser.add_argument(
+        "--rule-change-margin", type=float, default=None, metavar="SE",
+        help=("the same for a design whose update rule differs from the bound's optimum's "
+              "(AsyncSGD against importance weights, say), a finite number >= 0 (default: "
+              "--overrule-margin); experimental"),
+    )
+    parser.add_argument(
         "--energy-budget", type=float, default=None, metavar="JOULES",
         help=("most energy the run may spend over --budget, joules > 0 (needs power figures "
               "in the config); the recommendation never exceeds it"),
@@ -186,7 +192,7 @@ def _handle(args: argparse.Namespace) -> int:
         energy_budget=args.energy_budget, energy_weight=args.energy_weight,
         redraw_partition=args.redraw_partition, confirm_seeds=args.confirm_seeds,
         redraw_confirmation=args.redraw_confirmation, overrule_margin=args.overrule_margin,
-        pool_bias=args.pool_bias,
+        rule_change_margin=args.rule_change_margin, pool_bias=args.pool_bias,
     )
 
     def log(line: str) -> None:

@@ -751,6 +751,36 @@ def test_confirm_margin_counts_standard_errors_not_points() -> None:
     assert chosen == c
 
 
+def test_rule_change_margin_applies_to_a_change_of_update_rule_alone() -> None:
+    """Two challengers with the same paired gains over an AsyncSGD incumbent, t = 1.36: at
+    one SE both qualify; a rule-change margin of 2.132 blocks the weighted one (another
+    rule) and keeps the AsyncSGD one (another step), whose row records the margin it met."""
+    from tuning.recommend import _confirm
+
+    a = DesignPoint(rule="asyncsgd", concurrency=4, p=None, lr=0.1)
+    step = DesignPoint(rule="asyncsgd", concurrency=4, p=None, lr=0.03)
+    weighted = DesignPoint(rule="weighted", concurrency=6, p=(0.25,) * 4, beta=1.0, lr=0.03)
+    gains = np.array([0.06, -0.01, 0.03, -0.01, 0.02])
+    t = gains.mean() / (gains.std(ddof=1) / math.sqrt(5))
+    assert 1.3 < t < 1.4
+    scores = {a: [0.8] * 5, step: list(0.8 + gains), weighted: list(0.8 + gains + 1e-3)}
+    chosen, rec = _confirm(("analytical", a), [weighted, step], scores.__getitem__,
+                           target=None, misses=lambda q: 0)
+    assert chosen == weighted and "rule_change_margin" not in rec  # the larger gain wins
+    chosen, rec = _confirm(("analytical", a), [weighted, step], scores.__getitem__,
+                           target=None, misses=lambda q: 0, rule_change_margin=2.132)
+    assert chosen == step and rec["rule_change_margin"] == 2.132
+    assert [row["margin"] for row in rec["challengers"]] == [2.132, 1.0]
+    assert [row["qualifies"] for row in rec["challengers"]] == [False, True]
+    chosen, rec = _confirm(("analytical", a), [weighted], scores.__getitem__,
+                           target=None, misses=lambda q: 0, rule_change_margin=2.132)
+    assert chosen == a and "not more than 2.132 SE" in rec["verdict"]
+    # A lower rule-change margin admits what the overrule margin would not.
+    chosen, _ = _confirm(("analytical", a), [weighted, step], scores.__getitem__,
+                         target=None, misses=lambda q: 0, margin=2.132, rule_change_margin=1.0)
+    assert chosen == weighted
+
+
 @pytest.mark.parametrize(("miss", "chosen_label"), [
     # fewer misses than the incumbent qualifies whatever the spread (c has no real gain) ...
     ({"a": 3, "b": 2, "c": 1}, "c"),
@@ -846,6 +876,8 @@ def test_a_target_missed_only_on_fresh_seeds_still_recommends(monkeypatch) -> No
     ("seed", 1.5, "seed must be an integer >= 0, got 1.5"),
     *(("overrule_margin", v, "--overrule-margin must be a finite number of standard errors "
        f">= 0, got {v!r}") for v in (-0.5, math.nan, math.inf, True, "2")),
+    *(("rule_change_margin", v, "--rule-change-margin must be a finite number of standard "
+       f"errors >= 0, got {v!r}") for v in (-0.5, math.nan, math.inf, True, "2")),
 ])
 def test_confirmation_settings_are_checked(field: str, value: object, message: str) -> None:
     from raysync.exceptions import ConfigError
@@ -862,6 +894,8 @@ def test_confirmation_settings_are_checked(field: str, value: object, message: s
     ("--overrule-margin", "-1", "--overrule-margin must be a finite number of standard errors "
                                 ">= 0, got -1.0"),
     ("--overrule-margin", "nan", "argument --overrule-margin: must be a finite number, got 'nan'"),
+    ("--rule-change-margin", "-2", "--rule-change-margin must be a finite number of standard "
+                                   "errors >= 0, got -2.0"),
 ])
 def test_cli_refuses_bad_confirmation_settings(tmp_path: Path, capsys, flag: str, value: str,  # noqa: ANN001
                                                message: str) -> None:
