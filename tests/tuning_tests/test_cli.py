@@ -202,30 +202,34 @@ def test_recommend_target_accuracy_with_a_negated_loss_metric_refused_before_the
 
 
 def test_recommend_redraw_flags_reach_the_settings(tiny_path, tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    """--redraw-partition, --redraw-confirmation, --no-pool-bias and --overrule-margin set
-    recommend's settings of those names, each on its own; without them the redraws are off,
-    the bias term is pooled (``--pool-bias``, the default) and the margin is one SE."""
+    """--redraw-partition, --redraw-confirmation, --no-pool-bias, --overrule-margin and
+    --rule-change-margin set recommend's settings of those names, each on its own; without
+    them the redraws are off, the bias term is pooled (``--pool-bias``, the default), the
+    margin is one SE and a change of rule needs the same (None)."""
     import tuning.recommend as recommend
 
     class Stop(Exception):
         pass
 
-    got: list[tuple[bool, bool, bool, float]] = []
+    got: list[tuple[bool, bool, bool, float, float | None]] = []
 
     def fake(config, settings, **kwargs):  # noqa: ANN001, ANN202
         got.append((settings.redraw_partition, settings.redraw_confirmation,
-                    settings.pool_bias, settings.overrule_margin))
+                    settings.pool_bias, settings.overrule_margin,
+                    settings.rule_change_margin))
         raise Stop
 
     monkeypatch.setattr(recommend, "recommend", fake)
     base = ["recommend", str(tiny_path), "--budget", "30", "--out", str(tmp_path / "r.toml")]
     for flags in ([], ["--redraw-partition"], ["--redraw-confirmation"], ["--pool-bias"],
-                  ["--no-pool-bias"], ["--overrule-margin", "2.132"]):
+                  ["--no-pool-bias"], ["--overrule-margin", "2.132"],
+                  ["--rule-change-margin", "2.132"]):
         with pytest.raises(Stop):
             main([*base, *flags])
-    assert got == [(False, False, True, 1.0), (True, False, True, 1.0),
-                   (False, True, True, 1.0), (False, False, True, 1.0),
-                   (False, False, False, 1.0), (False, False, True, 2.132)]
+    assert got == [(False, False, True, 1.0, None), (True, False, True, 1.0, None),
+                   (False, True, True, 1.0, None), (False, False, True, 1.0, None),
+                   (False, False, False, 1.0, None), (False, False, True, 2.132, None),
+                   (False, False, True, 1.0, 2.132)]
     assert not (tmp_path / "r.toml").exists()
 
 

@@ -680,6 +680,37 @@ def test_the_bound_optimum_is_overruled_only_by_more_than_the_margin(
     assert max(seen) == s + 2
 
 
+def test_rule_change_margin_reaches_the_confirmation(monkeypatch) -> None:  # noqa: ANN001
+    """A FedBuff finalist's lead of 1.36 SE over the bound's optimum (another rule)
+    overrules it at one SE, not with ``rule_change_margin`` 2.132, and the confirmation
+    record says which margin the finalist had to meet."""
+    import tuning.recommend as rmod
+    from tuning.recommend import RecommendSettings, recommend
+
+    config = load_config(TINY)
+    kwargs = {"budget": 30, "trials": 1, "lr_factors": (1.0,)}
+    analytical = _analytical_design(config, kwargs, monkeypatch)
+    assert analytical.rule != "fedbuff"
+    s = config.seed
+    late = (0.06, -0.01, 0.03, -0.01, 0.02)
+    gains = dict(zip(range(s, s + 8), (0.05, 0.05, 0.05, *late), strict=True))
+
+    def fake_measure(base, point, *, budget, workload, seed, num_evals=8, target=None):  # noqa: ANN001, ANN202
+        if dataclasses.replace(point, lr=1.0) == analytical:
+            return _fake_run(0.80)
+        return _fake_run(0.80 + gains[seed] if point.rule == "fedbuff" else 0.5)
+
+    monkeypatch.setattr(rmod, "measure", fake_measure)
+    loose = recommend(config, RecommendSettings(**kwargs), log=lambda _line: None)
+    assert loose.point.rule == "fedbuff" and "rule_change_margin" not in loose.confirmation
+    strict = recommend(config, RecommendSettings(**kwargs, rule_change_margin=2.132),
+                       log=lambda _line: None)
+    conf = strict.confirmation
+    assert conf is not None and conf["kept_incumbent"] and conf["rule_change_margin"] == 2.132
+    assert conf["margin"] == 1.0 and conf["challengers"][0]["margin"] == 2.132
+    assert dataclasses.replace(strict.point, lr=1.0) == analytical
+
+
 def test_a_leader_that_is_the_bound_optimum_needs_no_confirmation(monkeypatch) -> None:  # noqa: ANN001
     import tuning.recommend as rmod
     from tuning.recommend import RecommendSettings, recommend
