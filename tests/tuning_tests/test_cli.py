@@ -202,10 +202,11 @@ def test_recommend_target_accuracy_with_a_negated_loss_metric_refused_before_the
 
 
 def test_recommend_redraw_flags_reach_the_settings(tiny_path, tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    """--redraw-partition, --redraw-confirmation, --no-pool-bias, --overrule-margin and
+    """--redraw-partition, --no-redraw-confirmation, --no-pool-bias, --overrule-margin and
     --rule-change-margin set recommend's settings of those names, each on its own; without
-    them the redraws are off, the bias term is pooled (``--pool-bias``, the default), the
-    margin is one SE and a change of rule needs the same (None)."""
+    them the pilot seeds keep the config's draw, the confirmation seeds redraw it, the bias
+    term is pooled (``--pool-bias``), the margin is one SE and a change of rule needs 2.132
+    SEs (the defaults since the held-out test of --rule-change-margin)."""
     import tuning.recommend as recommend
 
     class Stop(Exception):
@@ -221,15 +222,15 @@ def test_recommend_redraw_flags_reach_the_settings(tiny_path, tmp_path, monkeypa
 
     monkeypatch.setattr(recommend, "recommend", fake)
     base = ["recommend", str(tiny_path), "--budget", "30", "--out", str(tmp_path / "r.toml")]
-    for flags in ([], ["--redraw-partition"], ["--redraw-confirmation"], ["--pool-bias"],
-                  ["--no-pool-bias"], ["--overrule-margin", "2.132"],
-                  ["--rule-change-margin", "2.132"]):
+    for flags in ([], ["--redraw-partition"], ["--redraw-confirmation"],
+                  ["--no-redraw-confirmation"], ["--pool-bias"], ["--no-pool-bias"],
+                  ["--overrule-margin", "2.132"], ["--rule-change-margin", "3"]):
         with pytest.raises(Stop):
             main([*base, *flags])
-    assert got == [(False, False, True, 1.0, None), (True, False, True, 1.0, None),
-                   (False, True, True, 1.0, None), (False, False, True, 1.0, None),
-                   (False, False, False, 1.0, None), (False, False, True, 2.132, None),
-                   (False, False, True, 1.0, 2.132)]
+    assert got == [(False, True, True, 1.0, 2.132), (True, True, True, 1.0, 2.132),
+                   (False, True, True, 1.0, 2.132), (False, False, True, 1.0, 2.132),
+                   (False, True, True, 1.0, 2.132), (False, True, False, 1.0, 2.132),
+                   (False, True, True, 2.132, 2.132), (False, True, True, 1.0, 3.0)]
     assert not (tmp_path / "r.toml").exists()
 
 

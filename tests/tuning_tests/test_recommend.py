@@ -624,7 +624,8 @@ def test_the_bound_optimum_is_overruled_only_by_more_than_the_margin(
     config = load_config(TINY)
     kwargs = {"budget": 30, "trials": 1, "lr_factors": (1.0,),
               "redraw_partition": redraw == "partition",
-              "redraw_confirmation": redraw == "confirmation", "overrule_margin": margin}
+              "redraw_confirmation": redraw == "confirmation", "overrule_margin": margin,
+              "rule_change_margin": None}  # FedBuff is another rule: one margin for all
     analytical = _analytical_design(config, kwargs, monkeypatch)
     s = config.seed
     gains = dict(zip(range(s, s + 8), (0.05, 0.05, 0.05, *late_gains), strict=True))
@@ -682,8 +683,9 @@ def test_the_bound_optimum_is_overruled_only_by_more_than_the_margin(
 
 def test_rule_change_margin_reaches_the_confirmation(monkeypatch) -> None:  # noqa: ANN001
     """A FedBuff finalist's lead of 1.36 SE over the bound's optimum (another rule)
-    overrules it at one SE, not with ``rule_change_margin`` 2.132, and the confirmation
-    record says which margin the finalist had to meet."""
+    overrules it at one SE (``rule_change_margin`` None), not with the default
+    ``rule_change_margin`` 2.132, and the confirmation record says which margin the
+    finalist had to meet."""
     import tuning.recommend as rmod
     from tuning.recommend import RecommendSettings, recommend
 
@@ -701,10 +703,11 @@ def test_rule_change_margin_reaches_the_confirmation(monkeypatch) -> None:  # no
         return _fake_run(0.80 + gains[seed] if point.rule == "fedbuff" else 0.5)
 
     monkeypatch.setattr(rmod, "measure", fake_measure)
-    loose = recommend(config, RecommendSettings(**kwargs), log=lambda _line: None)
+    loose = recommend(config, RecommendSettings(**kwargs, rule_change_margin=None),
+                      log=lambda _line: None)
     assert loose.point.rule == "fedbuff" and "rule_change_margin" not in loose.confirmation
-    strict = recommend(config, RecommendSettings(**kwargs, rule_change_margin=2.132),
-                       log=lambda _line: None)
+    assert RecommendSettings(**kwargs).rule_change_margin == 2.132
+    strict = recommend(config, RecommendSettings(**kwargs), log=lambda _line: None)
     conf = strict.confirmation
     assert conf is not None and conf["kept_incumbent"] and conf["rule_change_margin"] == 2.132
     assert conf["margin"] == 1.0 and conf["challengers"][0]["margin"] == 2.132
