@@ -86,8 +86,7 @@ the config's time unit):
    (test accuracy over two further runs 87.95 against 86.61 and 89.87 against 89.11).
    Off, the confirmation judges on the config's own draw alone (new clients or a changing
    population are the reason to judge across draws). The steps stay chosen on the
-   config's draw (redrawn pilots
-   chose worse steps at short budgets).
+   config's draw (redrawn pilots chose worse steps at short budgets).
 6. **Result.** The chosen point, the config that runs it (the input config with
    ``concurrency``, ``[routing]`` and ``[algorithm]`` replaced) and a table: the bound's
    value and dominating term, simulated validation and test accuracy at ``T`` (means over
@@ -302,21 +301,16 @@ class RecommendSettings:
         f = self.finalists
         check_int("finalists", f, 1)
         check_at_most("finalists", f, MAX_SEEDS, "designs confirmed")
-        m = self.overrule_margin
-        if isinstance(m, bool) or not isinstance(m, int | float) or not (
-            math.isfinite(m) and m >= 0
-        ):
-            raise ConfigError(
-                f"--overrule-margin must be a finite number of standard errors >= 0, got {m!r}"
-            )
-        r = self.rule_change_margin
-        if r is not None and (isinstance(r, bool) or not isinstance(r, int | float) or not (
-            math.isfinite(r) and r >= 0
-        )):
-            raise ConfigError(
-                "--rule-change-margin must be a finite number of standard errors >= 0, "
-                f"got {r!r}"
-            )
+        for flag, m in (("--overrule-margin", self.overrule_margin),
+                        ("--rule-change-margin", self.rule_change_margin)):
+            if m is None and flag == "--rule-change-margin":  # None: the overrule margin
+                continue
+            if isinstance(m, bool) or not isinstance(m, int | float) or not (
+                math.isfinite(m) and m >= 0
+            ):
+                raise ConfigError(
+                    f"{flag} must be a finite number of standard errors >= 0, got {m!r}"
+                )
         for name in ("redraw_partition", "redraw_confirmation", "pool_bias"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
